@@ -1,0 +1,152 @@
+"""Command line: `cacheproxy run | check-config | demo`.
+
+Exit codes: 0 clean stop, 1 could not start (e.g. port in use), 2 bad config or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from proxy.app import ProxyServer
+from proxy.config import Config, ConfigError, load_config, parse_config, with_overrides
+from proxy.demo_upstream import build_demo_app
+
+log = logging.getLogger("cacheproxy")
+
+# What `cacheproxy demo` runs when no --config is given: memory only, no Redis.
+DEMO_CONFIG = """
+listen: {host: 127.0.0.1, port: 8080}
+upstream:
+  url: http://127.0.0.1:9000
+  timeouts: {connect: 5, read: 30}
+admin: {host: 127.0.0.1, port: 9901}
+routes:
+  - name: quotes
+    match: {prefix: /api/quotes/, methods: [GET, HEAD]}
+  - name: signals
+    match: {prefix: /api/signals/, methods: [GET, HEAD]}
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cacheproxy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the proxy from a config file")
+    run.add_argument("--config", "-c", default="config.yaml")
+    run.add_argument("--port", type=int, help="override listen.port")
+    run.add_argument("--upstream", help="override upstream.url")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("--config", "-c", default="config.yaml")
+
+    demo = sub.add_parser("demo", help="run a slow sample upstream with the proxy in front")
+    demo.add_argument("--config", "-c", help="config file (default: a built-in one)")
+    demo.add_argument("--port", type=int, help="proxy port (default 8080)")
+    demo.add_argument("--admin-port", type=int, help="admin port (default 9901)")
+    demo.add_argument("--upstream-port", type=int, default=9000)
+    demo.add_argument("--delay", type=float, default=2.0, help="upstream latency in seconds")
+
+    for p in (run, demo):
+        p.add_argument("--log-level", default="INFO")
+    return parser
+
+
+async def _serve_until_signal(
+    config: Config, before: Callable[[], Awaitable[None]] | None = None
+) -> ProxyServer:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = ProxyServer(config)
+    await server.start()
+    log.info(
+        "cacheproxy listening on http://%s:%d -> %s (admin http://%s:%d)",
+        config.listen.host,
+        server.proxy_port,
+        config.upstream.url,
+        config.admin.host,
+        server.admin_port,
+    )
+    if before is not None:
+        await before()
+    await stop.wait()
+    log.info("draining in-flight requests (up to %.0fs)", config.shutdown_grace)
+    await server.stop()
+    return server
+
+
+def _load(path: str, **overrides: object) -> Config:
+    return with_overrides(load_config(path), **overrides)  # type: ignore[arg-type]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config, port=args.port, upstream=args.upstream)
+    asyncio.run(_serve_until_signal(config))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: OK ({len(config.routes)} route(s), upstream {config.upstream.url})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    base = load_config(args.config) if args.config else parse_config(DEMO_CONFIG, "demo")
+    config = with_overrides(base, port=args.port, upstream=f"http://127.0.0.1:{args.upstream_port}")
+
+    async def main() -> None:
+        runner = web.AppRunner(build_demo_app(args.delay), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", args.upstream_port).start()
+
+        async def show() -> None:
+            url = f"http://{config.listen.host}:{config.listen.port}"
+            print(
+                f"\ndemo upstream (slow, ~{args.delay:g}s) on http://127.0.0.1:{args.upstream_port}"
+                f"\nproxy on {url} -- try it twice:\n"
+                f"  curl -si {url}/api/quotes/AAPL\n"
+                f"  curl -si {url}/api/signals/NVDA?window=5d\n"
+                f"  curl -s  http://{config.admin.host}:{config.admin.port}/health\n"
+                "Ctrl-C stops both.\n",
+                flush=True,
+            )
+
+        try:
+            await _serve_until_signal(config, show)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    commands = {"run": cmd_run, "check-config": cmd_check, "demo": cmd_demo}
+    try:
+        return commands[args.command](args)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # Typically a port already in use: say which, not a traceback.
+        print(f"cacheproxy: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""YAML -> typed, frozen config objects.
+
+Every problem in a file is reported at once, each with its key path
+(``routes[1].match.regex: ...``), so nobody fixes one mistake per restart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from yarl import URL
+
+# RFC 9110 §5.6.2 token: what a method name may be made of.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` lists every ``path: message``."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def report(self) -> str:
+        lines = [f"invalid config {self.source} ({len(self.problems)} problem(s)):"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_upstream_url(value: str) -> str:
+    try:
+        url = URL(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https"):
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    if not url.host:
+        raise ValueError(f"has no host: {value!r}")
+    if url.query_string or url.fragment:
+        raise ValueError(f"must not have a query or fragment: {value!r}")
+    return value
+
+
+class Listen(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class Timeouts(_Model):
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(30.0, gt=0)
+
+
+class Pool(_Model):
+    max_connections: int = Field(20, ge=1)
+    keepalive_timeout: float = Field(300.0, ge=0)
+    # How long a request may wait for a free pooled connection before it gets a 503.
+    queue_timeout: float = Field(10.0, gt=0)
+
+
+class Upstream(_Model):
+    url: str
+    timeouts: Timeouts = Timeouts()
+    pool: Pool = Pool()
+    # Extra attempts for idempotent, bodyless requests whose connection failed
+    # before any response byte arrived.
+    retries: int = Field(1, ge=0, le=5)
+
+    _url = field_validator("url")(_check_upstream_url)
+
+
+class Admin(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(9901, ge=0, le=65535)
+    token: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None  # `token: ${ADMIN_TOKEN:-}` means "no token"
+
+
+class Match(_Model):
+    prefix: str | None = None
+    path: str | None = None
+    regex: str | None = None
+    methods: tuple[str, ...] | None = None
+
+    @field_validator("prefix", "path")
+    @classmethod
+    def _starts_with_slash(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_are_tokens(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        bad = [m for m in value if not _TOKEN.fullmatch(m)]
+        if bad:
+            raise ValueError(f"not HTTP method names: {bad}")
+        if not value:
+            raise ValueError("must list at least one method (omit it to match all)")
+        return tuple(m.upper() for m in value)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Match:
+        given = [k for k in ("prefix", "path", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"needs exactly one of prefix, path, regex (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class Route(_Model):
+    name: str | None = None
+    match: Match
+    upstream: str | None = None
+
+    @field_validator("upstream")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_upstream_url(value)
+
+
+class Config(_Model):
+    listen: Listen = Listen()
+    upstream: Upstream
+    admin: Admin = Admin()
+    routes: tuple[Route, ...] = ()
+    # Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    shutdown_grace: float = Field(10.0, ge=0)
+
+
+# --- loading ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Located:
+    path: str
+    message: str
+
+
+def _join(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _duplicate_keys(node: yaml.Node, path: str = "") -> Iterator[_Located]:
+    """Walk the composed YAML tree: PyYAML silently keeps the last duplicate."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                yield _Located(_join(path, key), f"duplicate key (line {line})")
+            seen.add(key)
+            yield from _duplicate_keys(value_node, _join(path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, _join(path, i))
+
+
+def _substitute(value: Any, path: str, env: dict[str, str], errors: list[_Located]) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in string values (never in keys)."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, _join(path, k), env, errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, _join(path, i), env, errors) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        errors.append(_Located(path, f"environment variable {name} is not set (no default)"))
+        return ""
+
+    # Strings stay strings: pydantic's lax mode turns "8080" into an int where one is due.
+    return _ENV_REF.sub(replace, value)
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+}
+
+
+def _pydantic_problems(exc: ValidationError) -> Iterator[_Located]:
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            path = _join(path, part)
+        message = _MESSAGES.get(err["type"], err["msg"])
+        message = message.removeprefix("Value error, ")
+        # Our own validators already quote the value; pydantic's built-in checks do not.
+        if err["type"] not in ("extra_forbidden", "missing", "value_error") and "input" in err:
+            message += f" (got {err['input']!r})"
+        yield _Located(path or "(top level)", message)
+
+
+def parse_config(text: str, source: str = "config", env: dict[str, str] | None = None) -> Config:
+    """Parse YAML text into a Config, or raise ConfigError listing every problem."""
+    env = dict(os.environ) if env is None else env
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"(yaml) {exc}".replace("\n", " ")], source) from None
+    if node is None:
+        raise ConfigError(["(top level): the file is empty; `upstream.url` is required"], source)
+
+    problems = list(_duplicate_keys(node))
+    raw = yaml.SafeLoader(text).get_single_data()
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): must be a mapping of keys"], source)
+    raw = _substitute(raw, "", env, problems)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc))
+    if problems or config is None:
+        raise ConfigError([f"{p.path}: {p.message}" for p in problems], source)
+    return config
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror}"], str(path)) from None
+    return parse_config(text, str(path), env)
+
+
+def with_overrides(
+    config: Config,
+    *,
+    port: int | None = None,
+    upstream: str | None = None,
+    admin_port: int | None = None,
+) -> Config:
+    """Apply command-line overrides, validating them like the file's own values."""
+    data = config.model_dump()
+    if port is not None:
+        data["listen"]["port"] = port
+    if admin_port is not None:
+        data["admin"]["port"] = admin_port
+    if upstream is not None:
+        data["upstream"]["url"] = upstream
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{p.path}: {p.message}" for p in _pydantic_problems(exc)]
+        raise ConfigError(problems, "command line") from None

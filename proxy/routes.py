@@ -1,0 +1,84 @@
+"""Compiled route table: request method + path -> RoutePolicy (first match wins)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from yarl import URL
+
+from proxy.config import Config, Route
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where a route forwards to, split once at start-up."""
+
+    origin: str  # scheme://host:port, no path
+    host_header: str  # what the Host header says (port omitted when default)
+    base_path: str  # prepended to the client's path; "" for none
+    authority: tuple[str, int]  # (lower-case host, port): what absolute-form targets must name
+
+    @classmethod
+    def parse(cls, url: str) -> UpstreamTarget:
+        u = URL(url)
+        assert u.host is not None and u.port is not None  # validated by config
+        host = u.host.lower()
+        host_header = u.raw_authority.rsplit("@", 1)[-1]
+        return cls(
+            origin=f"{u.scheme}://{host_header}",
+            host_header=host_header,
+            base_path=u.raw_path.rstrip("/"),
+            authority=(host, u.port),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """Everything the pipeline needs to know about one route, resolved at start-up."""
+
+    name: str
+    upstream: UpstreamTarget
+
+
+_Matcher = Callable[[str], bool]
+
+
+def _matcher(route: Route) -> _Matcher:
+    m = route.match
+    if m.path is not None:
+        exact = m.path
+        return lambda path: path == exact
+    if m.prefix is not None:
+        return _prefix_matcher(m.prefix)
+    assert m.regex is not None
+    # Anchored at the start like Kong's regex paths; end with `$` to pin the whole path.
+    return re.compile(m.regex).match  # type: ignore[return-value]
+
+
+def _prefix_matcher(prefix: str) -> _Matcher:
+    return lambda path: path.startswith(prefix)
+
+
+class RouteTable:
+    """Routes matched against the raw (still percent-encoded) path, query excluded."""
+
+    def __init__(self, config: Config) -> None:
+        self.default = RoutePolicy("default", UpstreamTarget.parse(config.upstream.url))
+        self._entries: list[tuple[_Matcher, frozenset[str] | None, RoutePolicy]] = []
+        for i, route in enumerate(config.routes):
+            upstream = (
+                UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
+            )
+            policy = RoutePolicy(route.name or f"routes[{i}]", upstream)
+            methods = frozenset(route.match.methods) if route.match.methods else None
+            self._entries.append((_matcher(route), methods, policy))
+        self.policies = [self.default] + [p for _, _, p in self._entries]
+        self.authorities = frozenset(p.upstream.authority for p in self.policies)
+
+    def match(self, method: str, path: str) -> RoutePolicy:
+        for matches, methods, policy in self._entries:
+            if (methods is None or method in methods) and matches(path):
+                return policy
+        return self.default

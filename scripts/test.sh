@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: makes .venv, installs the project with
+# its test extras, makes sure a redis-server binary exists (tests start their own), lints, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+    else
+        echo "redis-server is needed by the Redis tests: install it (e.g. apt-get install redis-server)" >&2
+        exit 1
+    fi
+fi
+
+.venv/bin/ruff check proxy tests bench
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,191 @@
+"""Fixtures: a real upstream (aiohttp on a loopback port) and the real proxy in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from proxy.app import ProxyServer
+from proxy.config import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Upstream:
+    """A running upstream app; `seen` records every request it received."""
+
+    url: str
+    port: int
+    seen: list[web.Request] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+
+
+StartUpstream = Callable[..., Awaitable[Upstream]]
+
+
+@pytest.fixture
+async def start_upstream() -> AsyncIterator[StartUpstream]:
+    runners: list[web.AppRunner] = []
+
+    async def start(
+        app: web.Application, port: int = 0, keepalive_timeout: float = 75.0
+    ) -> Upstream:
+        up = Upstream(url="", port=0)
+
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            up.seen.append(request)
+            return await handler(request)
+
+        app.middlewares.append(record)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive_timeout)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        up.port = int(runner.addresses[0][1])
+        up.url = f"http://127.0.0.1:{up.port}"
+        up.runner = runner
+        return up
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+StartProxy = Callable[..., Awaitable[ProxyServer]]
+
+
+def config_text(upstream_url: str, **sections: Any) -> str:
+    data: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "admin": {"host": "127.0.0.1", "port": 0},
+        "upstream": {"url": upstream_url},
+        "shutdown_grace": 2,
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return yaml.safe_dump(data)
+
+
+@pytest.fixture
+async def start_proxy() -> AsyncIterator[StartProxy]:
+    servers: list[ProxyServer] = []
+
+    async def start(upstream_url: str, **sections: Any) -> ProxyServer:
+        server = ProxyServer(parse_config(config_text(upstream_url, **sections), env={}))
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client: no decompression, no cookies, nothing the test did not ask for."""
+    async with aiohttp.ClientSession(
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=30),
+    ) as session:
+        yield session
+
+
+def url_of(server: ProxyServer, path: str = "/") -> str:
+    return f"http://127.0.0.1:{server.proxy_port}{path}"
+
+
+async def raw_exchange(port: int, data: bytes, wait: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes or `wait` seconds pass."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), deadline - time.monotonic())
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        writer.close()
+
+
+@dataclass
+class ProxyProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    admin_port: int
+
+    def peak_rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM in /proc status")
+
+
+@pytest.fixture
+def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
+    """The proxy as users run it: `python -m proxy run --config F`, in its own process."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(upstream_url: str, **sections: Any) -> ProxyProcess:
+        port, admin_port = free_port(), free_port()
+        sections.setdefault("listen", {"host": "127.0.0.1", "port": port})
+        sections.setdefault("admin", {"host": "127.0.0.1", "port": admin_port})
+        cfg = tmp_path / f"config-{len(procs)}.yaml"
+        cfg.write_text(config_text(upstream_url, **sections))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"proxy exited early: {proc.stdout.read()}")  # type: ignore[union-attr]
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return ProxyProcess(proc, port, admin_port)
+            time.sleep(0.05)
+        raise AssertionError("proxy did not start listening within 15 s")
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)

@@ -1,0 +1,110 @@
+"""Config parsing: typed, frozen, and every mistake reported at once with its key path."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.config import ConfigError, parse_config, with_overrides
+from tests.conftest import ROOT
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env=env or {})
+    return info.value.problems
+
+
+def test_shipped_example_parses_with_its_defaults() -> None:
+    config = parse_config((ROOT / "config.yaml").read_text(), env={})
+    assert config.listen.port == 8080
+    assert config.upstream.url == "http://127.0.0.1:9000"
+    assert config.admin.host == "127.0.0.1"
+    assert config.admin.token is None  # `${ADMIN_TOKEN:-}` -> no token
+    assert [r.name for r in config.routes] == ["quotes", "signals"]
+
+
+def test_minimal_config_gets_safe_defaults() -> None:
+    config = parse_config("upstream: {url: http://api:9000}", env={})
+    assert config.admin.host == "127.0.0.1"  # admin stays on loopback unless told
+    assert config.upstream.pool.max_connections == 20
+    assert config.routes == ()
+
+
+def test_several_mistakes_are_all_reported_with_key_paths() -> None:
+    found = problems(
+        """
+upstream: {url: 'not a url', timeouts: {read: -1}}
+listen: {port: 70000}
+routes:
+  - match: {prefix: /ok/}
+  - match: {regex: 'a(b', methods: [GET]}
+    extra: 1
+  - match: {prefix: /x, path: /y}
+  - match: {path: nope}
+"""
+    )
+    joined = "\n".join(found)
+    for path in (
+        "upstream.url:",
+        "upstream.timeouts.read:",
+        "listen.port:",
+        "routes[1].match.regex:",
+        "routes[1].extra: unknown key",
+        "routes[2].match: needs exactly one of prefix, path, regex",
+        "routes[3].match.path: must start with '/'",
+    ):
+        assert path in joined, (path, joined)
+    assert len(found) == 7
+
+
+def test_duplicate_keys_are_errors_with_their_path_and_line() -> None:
+    found = problems("upstream: {url: http://a}\nroutes:\n  - match: {prefix: /a, prefix: /b}\n")
+    assert found == ["routes[0].match.prefix: duplicate key (line 3)"]
+
+
+def test_missing_upstream_and_empty_file() -> None:
+    assert problems("listen: {port: 1}") == ["upstream: required key is missing"]
+    assert "empty" in problems("")[0]
+    assert "mapping" in problems("- a\n- b")[0]
+
+
+def test_yaml_syntax_error_is_reported_not_raised() -> None:
+    found = problems("upstream: {url: http://a\n  bad: [")
+    assert found[0].startswith("(yaml)")
+
+
+def test_environment_substitution() -> None:
+    text = "listen: {port: '${PORT}'}\nupstream: {url: '${UP:-http://fallback:1}/base'}\n"
+    config = parse_config(text, env={"PORT": "9999"})
+    assert config.listen.port == 9999
+    assert config.upstream.url == "http://fallback:1/base"
+    found = problems("upstream: {url: '${MISSING}'}")
+    assert found[0] == "upstream.url: environment variable MISSING is not set (no default)"
+
+
+def test_methods_are_validated_and_uppercased() -> None:
+    config = parse_config(
+        "upstream: {url: http://a}\nroutes: [{match: {prefix: /, methods: [get, m-search]}}]",
+        env={},
+    )
+    assert config.routes[0].match.methods == ("GET", "M-SEARCH")
+    assert (
+        "not HTTP method names"
+        in problems(
+            "upstream: {url: http://a}\nroutes: [{match: {prefix: /, methods: ['GET /']}}]"
+        )[0]
+    )
+
+
+def test_overrides_are_validated_too() -> None:
+    config = parse_config("upstream: {url: http://a}", env={})
+    assert with_overrides(config, port=1234).listen.port == 1234
+    with pytest.raises(ConfigError) as info:
+        with_overrides(config, upstream="gopher://x")
+    assert info.value.problems[0].startswith("upstream.url:")
+
+
+def test_config_is_frozen() -> None:
+    config = parse_config("upstream: {url: http://a}", env={})
+    with pytest.raises(Exception, match="frozen"):
+        config.listen.port = 1  # type: ignore[misc]
