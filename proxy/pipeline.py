@@ -24,6 +24,8 @@ log = logging.getLogger("cacheproxy")
 
 # Methods whose responses never carry a body (RFC 9110 §6.4.1).
 _NO_BODY_STATUS = frozenset({204, 304})
+# Bodies up to this size (by Content-Length) are read whole and sent in one write.
+SMALL_BODY = 64 * 1024
 
 
 class Pipeline:
@@ -79,12 +81,24 @@ class Pipeline:
 
 
 async def _relay(request: web.BaseRequest, up: aiohttp.ClientResponse) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        status=up.status, reason=up.reason or None, headers=forward_response_headers(up.headers)
-    )
-    await resp.prepare(request)
+    headers = forward_response_headers(up.headers)
+    reason = up.reason or None
     if request.method == "HEAD" or up.status in _NO_BODY_STATUS:
+        resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
+        await resp.prepare(request)
         return resp
+    length = up.content_length
+    if length is not None and length <= SMALL_BODY:
+        # One write for headers and body instead of two: a syscall saved on every small
+        # response, which is most API traffic (measured with py-spy: socket writes dominate).
+        try:
+            body = await up.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("upstream failed mid-response for %s: %r", request.path, exc)
+            return json_error(502, "upstream_unavailable", "upstream closed mid-response")
+        return web.Response(status=up.status, reason=reason, headers=headers, body=body)
+    resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
+    await resp.prepare(request)
     try:
         async for chunk in up.content.iter_any():
             try:

@@ -55,7 +55,7 @@ async def dropping_upstream(head: bytes) -> tuple[asyncio.Server, int]:
 @pytest.mark.parametrize(
     "head",
     [
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a" * 5000,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 5000,
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1388\r\n" + b"a" * 5000 + b"\r\n",
     ],
     ids=["content-length", "chunked"],
@@ -128,3 +128,17 @@ async def test_client_leaving_mid_download_frees_the_proxy(
         resp.close()
     async with http.get(url_of(proxy, "/ok")) as resp:
         assert await resp.text() == "ok"
+
+
+async def test_small_body_cut_short_is_a_clean_502(
+    start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    # Small bodies are read whole before answering, so a cut is still a clean error.
+    server, port = await dropping_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n" + b"a" * 5000
+    )
+    async with server:
+        proxy = await start_proxy(f"http://127.0.0.1:{port}")
+        async with http.get(url_of(proxy, "/x")) as resp:
+            assert resp.status == 502
+            assert (await resp.json())["error"] == "upstream_unavailable"
