@@ -1,0 +1,170 @@
+"""Cache key building: pure string work, precomputed per route.
+
+Key layout (the method is *not* part of it: HEAD is answered from GET
+entries)::
+
+    <host><path>?<query>[|h:<name>=<value>]...[|u:<user-hash>]
+
+The part before the first ``|`` is the *URL key*; ``|`` is percent-encoded in
+paths and queries so that split is unambiguous. Purging a URL therefore means
+deleting the URL key itself and every key starting with ``url_key + "|"``
+(all header / per-user variants). Vary'd variants are selected *within* a
+primary key with ``policy.vary_key``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import unquote
+
+from proxy.cache.policy import Headers
+
+ANONYMOUS: Final = "-"
+_GLOB_CHARS: Final = frozenset("*?[")
+# Credentials must never appear in clear in keys (and so in logs or Redis),
+# even if a route lists them as key headers.
+_SECRET_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRules:
+    # fnmatch-style patterns (case-sensitive), e.g. "utm_*", "_": query
+    # parameter names to drop; compared on the percent-decoded name.
+    query_ignore: tuple[str, ...] = ()
+    query_sort: bool = True
+    headers: tuple[str, ...] = ()  # request headers in the key, e.g. Accept-Language
+    # e.g. "Authorization" or "X-Api-Key": its value is hashed into the key.
+    per_user_header: str | None = None
+
+
+def hash_secret(value: str) -> str:
+    """sha256 hex, first 32 chars (128 bits): safe to log, store and compare.
+
+    surrogatepass: aiohttp decodes header bytes with surrogateescape, and
+    hashing must never raise.
+    """
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def url_part(key: str) -> str:
+    """The URL key of any primary key (everything before the first ``|``)."""
+    return key.partition("|")[0]
+
+
+def _escape_url(part: str) -> str:
+    # Keeps "|" a reliable separator; a literal "|" and "%7C" then share a
+    # key, which servers treat as the same URL anyway.
+    return part.replace("|", "%7C") if "|" in part else part
+
+
+def _escape_value(value: str) -> str:
+    # Header values need an injective escape ("%" too), or a crafted value
+    # containing "|h:..." could collide with another variant's key.
+    if "|" in value or "%" in value:
+        return value.replace("%", "%25").replace("|", "%7C")
+    return value
+
+
+def _join_lines(lines: list[str]) -> str:
+    # Same normalisation as policy.vary_key: combine lines, trim list items.
+    parts = [p.strip() for line in lines for p in line.split(",")]
+    return ", ".join(p for p in parts if p)
+
+
+class KeyBuilder:
+    """Builds keys for one route; patterns are compiled once here."""
+
+    __slots__ = ("_exact", "_headers", "_prefixes", "_regex", "_user", "rules")
+
+    def __init__(self, rules: KeyRules) -> None:
+        self.rules = rules
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        globs: list[str] = []
+        for pattern in rules.query_ignore:
+            head, star, tail = pattern.partition("*")
+            if not _GLOB_CHARS.intersection(pattern):
+                exact.add(pattern)
+            elif star and not tail and not _GLOB_CHARS.intersection(head):
+                prefixes.append(head)  # "utm_*": a plain startswith
+            else:
+                globs.append(fnmatch.translate(pattern))
+        self._exact: frozenset[str] = frozenset(exact)
+        self._prefixes: tuple[str, ...] = tuple(prefixes)
+        self._regex: re.Pattern[str] | None = re.compile("|".join(globs)) if globs else None
+        user = rules.per_user_header.lower() if rules.per_user_header else None
+        secret = _SECRET_HEADERS | ({user} if user else set())
+        self._headers: tuple[tuple[str, bool], ...] = tuple(
+            (name.lower(), name.lower() in secret) for name in rules.headers
+        )
+        self._user = user
+
+    def _ignored(self, name: str) -> bool:
+        if "%" in name:
+            name = unquote(name)
+        return (
+            name in self._exact
+            or (bool(self._prefixes) and name.startswith(self._prefixes))
+            or (self._regex is not None and self._regex.match(name) is not None)
+        )
+
+    def normalise_query(self, raw_query: str) -> str:
+        """Drop empty and ignored parameters, optionally sort; never re-encode."""
+        if not raw_query:
+            return ""
+        check = bool(self._exact or self._prefixes or self._regex)
+        items: list[tuple[str, str]] = []
+        for part in raw_query.split("&"):
+            if not part:
+                continue
+            name = part.partition("=")[0]
+            if check and self._ignored(name):
+                continue
+            items.append((name, part))
+        if self.rules.query_sort:
+            # (name, whole part) is a total order, so the result does not
+            # depend on input order ("a" vs "a=" would tie on (name, value)).
+            items.sort()
+        return "&".join(part for _, part in items)
+
+    def url_key(self, host: str, path: str, raw_query: str) -> str:
+        """``host+path?query``: shared by every variant of one URL."""
+        query = self.normalise_query(raw_query)
+        return f"{host.lower()}{_escape_url(path or '/')}?{_escape_url(query)}"
+
+    def url_prefix(self, host: str, path_prefix: str) -> str:
+        """String prefix of all keys under ``path_prefix`` (purge by prefix)."""
+        return f"{host.lower()}{_escape_url(path_prefix)}"
+
+    def primary_key(self, host: str, path: str, raw_query: str, request_headers: Headers) -> str:
+        """URL key plus configured header values and the (hashed) user scope."""
+        key = self.url_key(host, path, raw_query)
+        if not self._headers and self._user is None:
+            return key
+        segments = [key]
+        for name, secret in self._headers:
+            lines = request_headers.getall(name, ())
+            if not lines:
+                segments.append(f"h:{name}")  # absent ≠ empty ("h:name=")
+                continue
+            value = _join_lines(lines)
+            segments.append(f"h:{name}={hash_secret(value) if secret else _escape_value(value)}")
+        if self._user is not None:
+            value = _join_lines(request_headers.getall(self._user, ()))
+            segments.append(f"u:{hash_secret(value) if value else ANONYMOUS}")
+        return "|".join(segments)
+
+
+@functools.lru_cache(maxsize=64)
+def _builder(rules: KeyRules) -> KeyBuilder:
+    return KeyBuilder(rules)
+
+
+def normalise_query(raw_query: str, rules: KeyRules) -> str:
+    """Module-level form of KeyBuilder.normalise_query (builder is cached)."""
+    return _builder(rules).normalise_query(raw_query)
