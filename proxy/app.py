@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from aiohttp import web
 
+from proxy.admin import build_admin_app
+from proxy.cache.settings import CacheSettings
+from proxy.cache.stores import MemoryStore
 from proxy.config import Config
 from proxy.pipeline import Pipeline
 from proxy.routes import RouteTable
@@ -15,25 +17,14 @@ from proxy.upstream import UpstreamClient
 log = logging.getLogger("cacheproxy")
 
 
-def build_admin_app(server: ProxyServer) -> web.Application:
-    async def health(_: web.Request) -> web.Response:
-        return web.Response(
-            body=orjson.dumps({"status": "ok", "upstream": server.config.upstream.url}),
-            content_type="application/json",
-        )
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    return app
-
-
 class ProxyServer:
     """The running proxy: start() binds both ports, stop() drains and closes."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.upstream = UpstreamClient(config.upstream)
-        self.pipeline = Pipeline(RouteTable(config), self.upstream)
+        budget = (config.cache or CacheSettings()).max_memory
+        self.pipeline = Pipeline(RouteTable(config), self.upstream, MemoryStore(budget))
         self._runners: list[web.BaseRunner] = []
 
     async def start(self) -> None:
@@ -73,4 +64,5 @@ class ProxyServer:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        await self.pipeline.cache.close()
         await self.upstream.close()

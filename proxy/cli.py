@@ -27,11 +27,17 @@ upstream:
   url: http://127.0.0.1:9000
   timeouts: {connect: 5, read: 30}
 admin: {host: 127.0.0.1, port: 9901}
+cache:
+  max_memory: 64MB
 routes:
   - name: quotes
     match: {prefix: /api/quotes/, methods: [GET, HEAD]}
+    cache: {ttl: 30, stale_while_revalidate: 30, stale_if_error: 300}
   - name: signals
     match: {prefix: /api/signals/, methods: [GET, HEAD]}
+    cache:
+      ttl: 60
+      key: {query: {ignore: [utm_*, _], sort: true}}
 """
 
 
@@ -113,7 +119,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else parse_config(DEMO_CONFIG, "demo")
-    config = with_overrides(base, port=args.port, upstream=f"http://127.0.0.1:{args.upstream_port}")
+    config = with_overrides(
+        base,
+        port=args.port,
+        admin_port=args.admin_port,
+        upstream=f"http://127.0.0.1:{args.upstream_port}",
+    )
 
     async def main() -> None:
         runner = web.AppRunner(build_demo_app(args.delay), access_log=None)
@@ -122,12 +133,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         async def show() -> None:
             url = f"http://{config.listen.host}:{config.listen.port}"
+            admin = f"http://{config.admin.host}:{config.admin.port}"
+            timing = r"%{http_code} %header{x-cache} %{time_total}s\n"
             print(
                 f"\ndemo upstream (slow, ~{args.delay:g}s) on http://127.0.0.1:{args.upstream_port}"
-                f"\nproxy on {url} -- try it twice:\n"
-                f"  curl -si {url}/api/quotes/AAPL\n"
+                f"\nproxy on {url} -- run each twice: a ~{args.delay:g}s MISS, then a HIT\n"
+                f"  curl -s -o /dev/null -w '{timing}' {url}/api/quotes/AAPL\n"
                 f"  curl -si {url}/api/signals/NVDA?window=5d\n"
-                f"  curl -s  http://{config.admin.host}:{config.admin.port}/health\n"
+                f"  curl -s  {admin}/health\n"
+                f'  curl -s  -X POST {admin}/cache/purge -d \'{{"prefix": "/api/"}}\'\n'
                 "Ctrl-C stops both.\n",
                 flush=True,
             )

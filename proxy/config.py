@@ -24,6 +24,8 @@ from pydantic import (
 )
 from yarl import URL
 
+from proxy.cache.settings import CacheSettings
+
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -149,6 +151,18 @@ class Route(_Model):
     name: str | None = None
     match: Match
     upstream: str | None = None
+    cache: CacheSettings | None = None
+
+    @field_validator("cache")
+    @classmethod
+    def _no_global_keys(cls, value: CacheSettings | None) -> CacheSettings | None:
+        if value is not None:
+            misplaced = {"max_memory"} & value.model_fields_set
+            if misplaced:
+                raise ValueError(
+                    "max_memory is one budget for the whole process: set it in the top-level cache"
+                )
+        return value
 
     @field_validator("upstream")
     @classmethod
@@ -160,6 +174,7 @@ class Config(_Model):
     listen: Listen = Listen()
     upstream: Upstream
     admin: Admin = Admin()
+    cache: CacheSettings | None = None
     routes: tuple[Route, ...] = ()
     # Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     shutdown_grace: float = Field(10.0, ge=0)
@@ -279,11 +294,12 @@ def with_overrides(
     admin_port: int | None = None,
 ) -> Config:
     """Apply command-line overrides, validating them like the file's own values."""
-    data = config.model_dump()
+    # Only what the file set: defaults re-validated as "set" would change meaning.
+    data = config.model_dump(exclude_unset=True)
     if port is not None:
-        data["listen"]["port"] = port
+        data.setdefault("listen", {})["port"] = port
     if admin_port is not None:
-        data["admin"]["port"] = admin_port
+        data.setdefault("admin", {})["port"] = admin_port
     if upstream is not None:
         data["upstream"]["url"] = upstream
     try:

@@ -1,9 +1,12 @@
 """One request, start to finish: every stage in order, in one place.
 
-    client -> target check -> route match -> forward upstream -> respond
+    client -> target check -> route match
+           -> GET/HEAD on a caching route: cache (hit | coalesced fetch -> store)
+           -> anything else: forward upstream -> invalidate on unsafe success
+           -> respond
 
-Later stages (CORS, revocation, rate limit, cache lookup/store, encoding) slot in
-between route match and forwarding, in the order shown in shared/design.md.
+Later stages (CORS, revocation, rate limit, encoding) slot in around the cache stage
+in the order shown in shared/design.md.
 """
 
 from __future__ import annotations
@@ -12,28 +15,33 @@ import logging
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
+from proxy.cache import policy
+from proxy.cache.http_cache import HttpCache, cache_headers
+from proxy.cache.stores import MemoryStore
 from proxy.errors import json_error
 from proxy.headers import forward_request_headers, forward_response_headers
+from proxy.relay import relay
 from proxy.routes import RoutePolicy, RouteTable
 from proxy.target import BadTarget, Target, parse_target
 from proxy.upstream import UpstreamClient, UpstreamError
 
 log = logging.getLogger("cacheproxy")
 
-# Methods whose responses never carry a body (RFC 9110 §6.4.1).
-_NO_BODY_STATUS = frozenset({204, 304})
-# Bodies up to this size (by Content-Length) are read whole and sent in one write.
-SMALL_BODY = 64 * 1024
+# Client validators: on a cacheable fetch we want the full response to store, and we
+# answer the client's conditions ourselves (as Varnish does).
+_CONDITIONALS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 
 
 class Pipeline:
     """Built once at start-up; `handle` is the proxy listener's only handler."""
 
-    def __init__(self, routes: RouteTable, upstream: UpstreamClient) -> None:
+    def __init__(self, routes: RouteTable, upstream: UpstreamClient, store: MemoryStore) -> None:
         self.routes = routes
         self.upstream = upstream
+        self.cache = HttpCache(store, self.fetch_for_cache)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -47,24 +55,36 @@ class Pipeline:
             return json_error(405, "method_not_allowed", "CONNECT tunnels are not supported")
 
         route = self.routes.match(request.method, target.path)
+        cacheable = route.cache is not None and request.method in ("GET", "HEAD")
         try:
-            return await self.forward(request, route, target)
+            if cacheable:
+                return await self.cache.serve(request, route, target)
+            resp = await self.forward(request, route, target)
         except UpstreamError as exc:
             log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.message)
-            return json_error(exc.status, exc.code, exc.message)
+            x_cache = ("MISS", "fwd=miss") if cacheable else ("BYPASS", "fwd=bypass")
+            return json_error(exc.status, exc.code, exc.message, cache_headers(*x_cache))
+        if policy.is_unsafe_method(request.method):
+            self.invalidate(request, target, resp)
+        return resp
 
-    async def forward(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target
-    ) -> web.StreamResponse:
-        """Stream the request to the upstream and its response back, holding no body."""
+    def invalidate(
+        self, request: web.BaseRequest, target: Target, resp: web.StreamResponse
+    ) -> None:
+        """§4.4: a successful unsafe request makes stored responses for its URLs stale."""
+        for path_query in policy.invalidation_targets(
+            request.method, resp.status, target.path_and_query, resp.headers, request.host
+        ):
+            path, _, query = path_query.partition("?")
+            route = self.routes.match("GET", path)  # where a GET of that URL is cached
+            if route.cache is not None:
+                self.cache.store.purge_url(self.cache.url_key(route, path, query))
+
+    def _upstream_request(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target, body: object
+    ) -> tuple[URL, CIMultiDict[str]]:
         upstream = route.upstream
         url = URL(upstream.origin + upstream.base_path + target.path_and_query, encoded=True)
-        body = None
-        if request.body_exists:
-            if request.headers.get("Expect", "").lower() == "100-continue":
-                # The low-level server leaves Expect to us; the client waits for this.
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body = request.content
         headers = forward_request_headers(
             request.headers,
             client_ip=request.remote,
@@ -73,42 +93,45 @@ class Pipeline:
             upstream_host=upstream.host_header,
             content_length=request.content_length if body is not None else None,
         )
-        up = await self.upstream.send(request.method, url, headers, body, upstream.origin)
+        return url, headers
+
+    async def forward(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target
+    ) -> web.StreamResponse:
+        """Stream the request to the upstream and its response back, holding no body."""
+        body = None
+        if request.body_exists:
+            if request.headers.get("Expect", "").lower() == "100-continue":
+                # The low-level server leaves Expect to us; the client waits for this.
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = request.content
+        url, headers = self._upstream_request(request, route, target, body)
+        up = await self.upstream.send(request.method, url, headers, body, route.upstream.origin)
         try:
-            return await _relay(request, up)
+            response_headers = forward_response_headers(up.headers)
+            response_headers.update(cache_headers("BYPASS", "fwd=bypass"))
+            return await relay(request, up, response_headers)
         finally:
             up.release()
 
+    async def fetch_for_cache(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        validators: dict[str, str] | None,
+    ) -> aiohttp.ClientResponse:
+        """A bodyless upstream request on the cache's behalf; the caller releases it.
 
-async def _relay(request: web.BaseRequest, up: aiohttp.ClientResponse) -> web.StreamResponse:
-    headers = forward_response_headers(up.headers)
-    reason = up.reason or None
-    if request.method == "HEAD" or up.status in _NO_BODY_STATUS:
-        resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
-        await resp.prepare(request)
-        return resp
-    length = up.content_length
-    if length is not None and length <= SMALL_BODY:
-        # One write for headers and body instead of two: a syscall saved on every small
-        # response, which is most API traffic (measured with py-spy: socket writes dominate).
-        try:
-            body = await up.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("upstream failed mid-response for %s: %r", request.path, exc)
-            return json_error(502, "upstream_unavailable", "upstream closed mid-response")
-        return web.Response(status=up.status, reason=reason, headers=headers, body=body)
-    resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
-    await resp.prepare(request)
-    try:
-        async for chunk in up.content.iter_any():
-            try:
-                await resp.write(chunk)
-            except ConnectionResetError:
-                return resp  # the client left; releasing `up` unread drops that connection
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        # Headers are gone already: the only honest signal left is an unfinished body.
-        log.warning("upstream failed mid-response for %s: %r", request.path, exc)
-        resp.force_close()
-        if request.transport is not None:
-            request.transport.close()
-    return resp
+        `validators` None: the client's request as it is (HEAD, Range). Otherwise a GET
+        whose client conditions are replaced by `validators` (the stored entry's, on a
+        revalidation; none on a miss, so the full response comes back to be stored).
+        """
+        url, headers = self._upstream_request(request, route, target, None)
+        method = request.method
+        if validators is not None:
+            method = "GET"
+            for name in _CONDITIONALS:
+                headers.popall(name, None)
+            headers.update(validators)
+        return await self.upstream.send(method, url, headers, None, route.upstream.origin)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from proxy.cache.settings import RouteCache, resolve
 from proxy.config import Config, Route
 
 
@@ -40,6 +41,7 @@ class RoutePolicy:
 
     name: str
     upstream: UpstreamTarget
+    cache: RouteCache | None = None  # None: this route does not cache
 
 
 _Matcher = Callable[[str], bool]
@@ -65,13 +67,17 @@ class RouteTable:
     """Routes matched against the raw (still percent-encoded) path, query excluded."""
 
     def __init__(self, config: Config) -> None:
-        self.default = RoutePolicy("default", UpstreamTarget.parse(config.upstream.url))
+        self.default = RoutePolicy(
+            "default", UpstreamTarget.parse(config.upstream.url), resolve(config.cache, None)
+        )
         self._entries: list[tuple[_Matcher, frozenset[str] | None, RoutePolicy]] = []
         for i, route in enumerate(config.routes):
             upstream = (
                 UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
             )
-            policy = RoutePolicy(route.name or f"routes[{i}]", upstream)
+            policy = RoutePolicy(
+                route.name or f"routes[{i}]", upstream, resolve(config.cache, route.cache)
+            )
             methods = frozenset(route.match.methods) if route.match.methods else None
             self._entries.append((_matcher(route), methods, policy))
         self.policies = [self.default] + [p for _, _, p in self._entries]

@@ -20,7 +20,7 @@ def test_shipped_example_parses_with_its_defaults() -> None:
     assert config.upstream.url == "http://127.0.0.1:9000"
     assert config.admin.host == "127.0.0.1"
     assert config.admin.token is None  # `${ADMIN_TOKEN:-}` -> no token
-    assert [r.name for r in config.routes] == ["quotes", "signals"]
+    assert [r.name for r in config.routes] == ["quotes", "signals", "portfolio", "uncached"]
 
 
 def test_minimal_config_gets_safe_defaults() -> None:

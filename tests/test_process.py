@@ -176,19 +176,23 @@ def test_demo_shows_a_request_through_the_proxy() -> None:
         import urllib.request
 
         deadline = time.monotonic() + 15
-        while True:
+        seen = []
+        while len(seen) < 2:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/quotes/AAPL") as r:
                     assert r.status == 200
                     assert b'"symbol":"AAPL"' in r.read()
-                    break
+                    seen.append(r.headers["X-Cache"])
             except OSError:
                 assert time.monotonic() < deadline, "demo did not come up"
                 time.sleep(0.1)
+        assert seen == ["MISS", "HIT"]  # what the newcomer is meant to see
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health") as r:
+            assert r.status == 200
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=10)
         assert proc.returncode == 0, out
-        assert f"curl -si http://127.0.0.1:{port}/api/quotes/AAPL" in out
+        assert f"http://127.0.0.1:{port}/api/quotes/AAPL" in out
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,0 +1,396 @@
+"""The cache stage: lookup, coalesced fetch, store, revalidation and stale serving.
+
+Decisions come from `policy` (pure); this module only does the I/O around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.cache import policy
+from proxy.cache.entry import Entry
+from proxy.cache.policy import Freshness
+from proxy.cache.stores import MemoryStore
+from proxy.errors import json_error
+from proxy.headers import forward_response_headers
+from proxy.relay import relay
+from proxy.routes import RoutePolicy
+from proxy.target import Target
+from proxy.upstream import UpstreamError
+
+log = logging.getLogger("cacheproxy.cache")
+
+# (request, route, target, validators) -> upstream response; see Pipeline.fetch_for_cache.
+Fetch = Callable[
+    [web.BaseRequest, RoutePolicy, Target, dict[str, str] | None],
+    Awaitable[aiohttp.ClientResponse],
+]
+# What a coalesced fetch hands its waiters: the stored entry, the failure, or nothing
+# shareable (then each waiter fetches for itself).
+Outcome = Entry | UpstreamError | None
+
+# RFC 9110 §15.4.5: what a 304 carries of the stored response's headers.
+_NOT_MODIFIED_HEADERS = frozenset(
+    {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified", "via"}
+)
+
+
+def cache_headers(x_cache: str, status: str) -> dict[str, str]:
+    return {"X-Cache": x_cache, "Cache-Status": f"cacheproxy; {status}"}
+
+
+class HttpCache:
+    def __init__(self, store: MemoryStore, fetch: Fetch, clock: Callable[[], float] = time.time):
+        self.store = store
+        self._fetch = fetch
+        self._clock = clock
+        self._inflight: dict[str, asyncio.Future[Outcome]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+
+    async def close(self) -> None:
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def primary_key(self, route: RoutePolicy, target: Target, request: web.BaseRequest) -> str:
+        assert route.cache is not None
+        return route.cache.keys.primary_key(
+            route.upstream.host_header, target.path, target.query, request.headers
+        )
+
+    def url_key(self, route: RoutePolicy, path: str, query: str) -> str:
+        assert route.cache is not None
+        return route.cache.keys.url_key(route.upstream.host_header, path, query)
+
+    # --- the request path ---------------------------------------------------
+
+    async def serve(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target
+    ) -> web.StreamResponse:
+        """Answer a GET/HEAD on a caching route."""
+        rc = route.cache
+        assert rc is not None
+        if "Range" in request.headers:
+            # Partial responses are neither stored nor cut from stored ones (yet).
+            return await self._pass(request, route, target, "BYPASS", "fwd=bypass; detail=range")
+        req_cc = policy.request_cache_control(request.headers)
+        primary = self.primary_key(route, target, request)
+        entry = self.store.get(primary, request.headers)
+        if entry is not None:
+            age = entry.age(self._clock())
+            verdict = policy.lookup_verdict(
+                age=age,
+                lifetime=entry.lifetime,
+                request_cc=req_cc,
+                response_cc=entry.cc,
+                rules=rc.rules,
+            )
+            if verdict is Freshness.FRESH:
+                return self.respond(request, entry, age, "HIT", "hit")
+            if verdict is Freshness.STALE_WHILE_REVALIDATE:
+                self._refresh_in_background(request, route, target, entry)
+                return self.respond(
+                    request, entry, age, "STALE", "hit; detail=stale-while-revalidate"
+                )
+            if not req_cc.only_if_cached:
+                return await self._revalidate(request, route, target, entry, verdict)
+        if req_cc.only_if_cached:
+            # §5.2.1.7: nothing we may serve without going upstream.
+            return json_error(
+                504,
+                "not_cached",
+                "only-if-cached: no stored response can answer this request",
+                cache_headers("MISS", "fwd=miss; detail=only-if-cached"),
+            )
+        if request.method == "HEAD":
+            # A HEAD response has no body to store; the next GET fills the cache.
+            return await self._pass(request, route, target, "MISS", "fwd=miss")
+        return await self._coalesced(request, route, target, primary, {})
+
+    def respond(
+        self, request: web.BaseRequest, entry: Entry, age: float, x_cache: str, status: str
+    ) -> web.Response:
+        """A response from stored bytes: headers copied, three added, nothing re-encoded."""
+        headers = CIMultiDict(entry.headers)
+        headers["Age"] = str(int(age))
+        headers["X-Cache"] = x_cache
+        headers["Cache-Status"] = f"cacheproxy; {status}; ttl={int(entry.lifetime - age)}"
+        h = request.headers
+        if (
+            ("If-None-Match" in h or "If-Modified-Since" in h)
+            and entry.status == 200
+            and policy.not_modified_for_client(h, entry.headers)
+        ):
+            kept = CIMultiDict(
+                (k, v) for k, v in headers.items() if k.lower() in _NOT_MODIFIED_HEADERS
+            )
+            for name in ("Age", "X-Cache", "Cache-Status"):
+                kept[name] = headers[name]
+            return web.Response(status=304, headers=kept)
+        return web.Response(
+            status=entry.status, reason=entry.reason, headers=headers, body=entry.body
+        )
+
+    # --- going upstream -----------------------------------------------------
+
+    async def _coalesced(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        primary: str,
+        validators: dict[str, str],
+        stale: Entry | None = None,
+        verdict: Freshness | None = None,
+    ) -> web.StreamResponse:
+        """One upstream request per key at a time; the others wait for its entry."""
+        pending = self._inflight.get(primary)
+        if pending is not None:
+            outcome = await asyncio.shield(pending)
+            if isinstance(outcome, Entry) and outcome.matches(request.headers):
+                return self.respond(
+                    request, outcome, outcome.age(self._clock()), "MISS", "fwd=miss; collapsed"
+                )
+            if isinstance(outcome, UpstreamError):
+                if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY:
+                    return self._stale_on_error(request, stale)
+                raise outcome
+            # Nothing shareable (not storable, or another variant): fetch for ourselves.
+            return await self._fetch_and_store(
+                request, route, target, primary, validators, stale, verdict
+            )
+
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._inflight[primary] = future
+        try:
+            return await self._fetch_and_store(
+                request, route, target, primary, validators, stale, verdict, future
+            )
+        finally:
+            if self._inflight.get(primary) is future:
+                del self._inflight[primary]
+            if not future.done():
+                future.set_result(None)
+
+    async def _fetch_and_store(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        primary: str,
+        validators: dict[str, str],
+        stale: Entry | None,
+        verdict: Freshness | None,
+        future: asyncio.Future[Outcome] | None = None,
+    ) -> web.StreamResponse:
+        rc = route.cache
+        assert rc is not None
+        request_time = self._clock()
+        try:
+            up = await self._fetch(request, route, target, validators)
+        except UpstreamError as exc:
+            if future is not None:
+                future.set_result(exc)
+            if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY:
+                return self._stale_on_error(request, stale)
+            raise
+        try:
+            response_time = self._clock()
+            if stale is not None and up.status == 304:
+                fresh = stale.refreshed(
+                    forward_response_headers(up.headers), request_time, response_time, rc.rules
+                )
+                self.store.replace(stale, fresh)
+                if future is not None:
+                    future.set_result(fresh)
+                return self.respond(
+                    request,
+                    fresh,
+                    fresh.age(response_time),
+                    "REVALIDATED",
+                    "fwd=stale; fwd-status=304",
+                )
+            if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY and up.status >= 500:
+                return self._stale_on_error(request, stale)
+            return await self._store_or_relay(
+                request, route, target, primary, up, (request_time, response_time), future
+            )
+        finally:
+            up.release()
+
+    async def _store_or_relay(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        primary: str,
+        up: aiohttp.ClientResponse,
+        times: tuple[float, float],
+        future: asyncio.Future[Outcome] | None,
+    ) -> web.StreamResponse:
+        try:
+            entry, why_not, prefix = await self._read_entry(
+                request, route, target, primary, up, times
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = UpstreamError(502, "upstream_unavailable", f"upstream failed mid-body: {exc}")
+            if future is not None:
+                future.set_result(error)
+            raise error from exc
+        if entry is None:
+            headers = forward_response_headers(up.headers)
+            headers.update(cache_headers("MISS", f"fwd=miss; detail={why_not}"))
+            return await relay(request, up, headers, prefix=prefix)
+        stored = self.store.put(entry)
+        if future is not None:
+            future.set_result(entry)  # waiters wake now, not on a polling interval
+        return self.respond(
+            request,
+            entry,
+            entry.age(times[1]),
+            "MISS",
+            "fwd=miss; stored" if stored else "fwd=miss",
+        )
+
+    async def _read_entry(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        primary: str,
+        up: aiohttp.ClientResponse,
+        times: tuple[float, float],
+    ) -> tuple[Entry | None, str, bytes]:
+        """Read `up` into an entry if it may and can be stored: (entry, why not, bytes read)."""
+        rc = route.cache
+        assert rc is not None
+        headers = forward_response_headers(up.headers)
+        decision = policy.storability("GET", up.status, request.headers, headers, rc.rules)
+        if not decision:
+            return None, decision.reason, b""
+        length = up.content_length
+        if length is not None and length > rc.max_entry_size:
+            return None, "too-large", b""
+        body, complete = await _read_up_to(up, rc.max_entry_size)
+        if not complete:
+            # Larger than an entry may be: the caller streams what was read and the rest.
+            return None, "too-large", body
+        entry = Entry.build(
+            status=up.status,
+            reason=up.reason or "",
+            headers=headers,
+            body=body,
+            request_headers=request.headers,
+            request_time=times[0],
+            response_time=times[1],
+            rules=rc.rules,
+            primary=primary,
+            url_key=self.url_key(route, target.path, target.query),
+            path=target.path,
+            tags_header=rc.tags_header,
+        )
+        return entry, "", b""
+
+    async def _revalidate(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        entry: Entry,
+        verdict: Freshness,
+    ) -> web.StreamResponse:
+        validators = policy.conditional_headers(entry.headers)
+        return await self._coalesced(
+            request, route, target, entry.primary, validators, entry, verdict
+        )
+
+    def _stale_on_error(self, request: web.BaseRequest, entry: Entry) -> web.Response:
+        return self.respond(
+            request, entry, entry.age(self._clock()), "STALE", "fwd=stale; detail=stale-if-error"
+        )
+
+    async def _pass(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        x_cache: str,
+        status: str,
+    ) -> web.StreamResponse:
+        """Forward without storing (Range, HEAD misses), keeping the client's own headers."""
+        up = await self._fetch(request, route, target, None)
+        try:
+            headers = forward_response_headers(up.headers)
+            headers.update(cache_headers(x_cache, status))
+            return await relay(request, up, headers)
+        finally:
+            up.release()
+
+    # --- background refresh (stale-while-revalidate) ------------------------
+
+    def _refresh_in_background(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target, entry: Entry
+    ) -> None:
+        key = entry.primary
+        if key in self._refreshing or key in self._inflight:
+            return  # one refresh per key
+        task = asyncio.create_task(self._refresh(request, route, target, entry))
+        self._refreshing[key] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(key, None))
+
+    async def _refresh(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target, entry: Entry
+    ) -> None:
+        rc = route.cache
+        assert rc is not None
+        request_time = self._clock()
+        try:
+            up = await self._fetch(
+                request, route, target, policy.conditional_headers(entry.headers)
+            )
+        except UpstreamError as exc:
+            log.warning("background refresh of %s failed: %s", target.path, exc.message)
+            return
+        try:
+            response_time = self._clock()
+            if up.status == 304:
+                self.store.replace(
+                    entry,
+                    entry.refreshed(
+                        forward_response_headers(up.headers), request_time, response_time, rc.rules
+                    ),
+                )
+                return
+            fresh, _, _ = await self._read_entry(
+                request, route, target, entry.primary, up, (request_time, response_time)
+            )
+            if fresh is not None:
+                self.store.put(fresh)
+            # Otherwise (a 5xx, say) keep serving what we have until it expires.
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("background refresh of %s failed mid-body: %r", target.path, exc)
+        finally:
+            up.release()
+
+
+async def _read_up_to(up: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """The body if it is at most `limit` bytes (True), else what was read so far (False)."""
+    length = up.content_length
+    if length is not None and length <= limit:
+        return await up.read(), True
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in up.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks), False
+    return b"".join(chunks), True

@@ -1,0 +1,142 @@
+"""The `cache:` config section (top level and per route) and its resolution per route."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from proxy.cache.keys import KeyBuilder, KeyRules
+from proxy.cache.policy import CacheRules
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(value: object) -> int:
+    """`256MB`, `8 MiB`, `512k`, `1048576` -> bytes (binary units, as nginx reads them)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 256MB")
+    if isinstance(value, int | float):
+        return int(value)
+    m = _SIZE.fullmatch(str(value))
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512KB, 256MB, 1GB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)[:1].lower()])
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QueryKey(_Model):
+    ignore: tuple[str, ...] = ()  # glob patterns of parameter names: utm_*, _
+    sort: bool = True
+
+
+class KeySettings(_Model):
+    query: QueryKey = QueryKey()
+    headers: tuple[str, ...] = ()
+
+
+class PerUser(_Model):
+    header: str = "Authorization"
+
+
+class CacheSettings(_Model):
+    """Every key may appear at the top level (defaults) and in a route (overrides)."""
+
+    enabled: bool = True
+    max_memory: int = 256 * 2**20
+    max_entry_size: int = 8 * 2**20
+    ttl: float | None = Field(None, ge=0)
+    force_ttl: bool = False
+    stale_while_revalidate: float = Field(0, ge=0)
+    stale_if_error: float = Field(0, ge=0)
+    per_user: PerUser | None = None
+    store_set_cookie: bool = False
+    key: KeySettings = KeySettings()
+    tags_header: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        # `cache: false` disables, `cache: true` / `cache: {}` enables with defaults.
+        if isinstance(data, bool):
+            return {"enabled": data}
+        if data is None:
+            return {}
+        return data
+
+    @field_validator("max_memory", "max_entry_size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> int:
+        size = parse_size(value)
+        if size <= 0:
+            raise ValueError("must be larger than 0")
+        return size
+
+    @field_validator("per_user", mode="before")
+    @classmethod
+    def _per_user(cls, value: object) -> object:
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _force_needs_ttl(self) -> CacheSettings:
+        if self.force_ttl and self.ttl is None:
+            raise ValueError("force_ttl: true needs a ttl")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCache:
+    """A route's cache behaviour, resolved once at start-up."""
+
+    rules: CacheRules
+    keys: KeyBuilder
+    tags_header: str | None
+    max_entry_size: int
+
+
+def resolve(top: CacheSettings | None, route: CacheSettings | None) -> RouteCache | None:
+    """Route keys override top-level ones key by key; no section anywhere: no caching."""
+    if top is None and route is None:
+        return None
+    merged: dict[str, Any] = {}
+    for layer in (top, route):
+        if layer is not None:
+            merged.update({name: getattr(layer, name) for name in layer.model_fields_set})
+    if route is not None and "enabled" not in route.model_fields_set:
+        merged["enabled"] = True  # a route's own cache section enables it
+    settings = CacheSettings.model_validate(
+        {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in merged.items()}
+    )
+    if not settings.enabled:
+        return None
+    per_user = settings.per_user.header if settings.per_user else None
+    return RouteCache(
+        rules=CacheRules(
+            ttl=settings.ttl,
+            force_ttl=settings.force_ttl,
+            stale_while_revalidate=settings.stale_while_revalidate,
+            stale_if_error=settings.stale_if_error,
+            per_user=per_user is not None,
+            store_set_cookie=settings.store_set_cookie,
+        ),
+        keys=KeyBuilder(
+            KeyRules(
+                query_ignore=settings.key.query.ignore,
+                query_sort=settings.key.query.sort,
+                headers=settings.key.headers,
+                per_user_header=per_user,
+            )
+        ),
+        tags_header=settings.tags_header,
+        max_entry_size=settings.max_entry_size,
+    )

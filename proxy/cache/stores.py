@@ -1,0 +1,152 @@
+"""MemoryStore: stored entries, least-recently-used first out, bounded by bytes.
+
+One primary key (URL + configured key headers + user scope) holds one entry per Vary
+variant. Side indexes (by URL and by tag) make invalidation and purge cheap.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from proxy.cache.entry import Entry
+from proxy.cache.policy import Headers, vary_key
+
+_SEP = "\x1f"  # between the primary key and a variant's Vary values
+
+
+def variant_key(primary: str, vary_values: tuple[str, ...]) -> str:
+    return primary + _SEP + _SEP.join(vary_values) if vary_values else primary
+
+
+@dataclass
+class StoreStats:
+    hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    evictions: int = 0
+    purged: int = 0
+    entries: int = 0
+    bytes: int = 0
+    max_bytes: int = 0
+
+
+@dataclass(slots=True)
+class _Primary:
+    vary: tuple[str, ...]  # the Vary of the newest response under this key
+    variants: set[str] = field(default_factory=set)
+
+
+class MemoryStore:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._primaries: dict[str, _Primary] = {}
+        self._by_url: dict[str, set[str]] = {}
+        self._by_tag: dict[str, set[str]] = {}
+        self.stats = StoreStats(max_bytes=max_bytes)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, primary: str, request_headers: Headers) -> Entry | None:
+        slot = self._primaries.get(primary)
+        if slot is None:
+            self.stats.misses += 1
+            return None
+        key = variant_key(primary, vary_key(slot.vary, request_headers)) if slot.vary else primary
+        entry = self._entries.get(key)
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.stats.hits += 1
+        return entry
+
+    def put(self, entry: Entry) -> bool:
+        """Store (or replace) the entry; False when it cannot fit at all."""
+        if entry.size > self.max_bytes:
+            return False
+        primary = entry.primary
+        key = variant_key(primary, entry.vary_values)
+        if key in self._entries:
+            self._remove(key)
+        slot = self._primaries.get(primary)
+        if slot is None:
+            slot = self._primaries[primary] = _Primary(entry.vary)
+        elif slot.vary != entry.vary:
+            # The origin changed what it varies on: older variants can no longer be found.
+            for old in list(slot.variants):
+                self._remove(old)
+            slot = self._primaries.setdefault(primary, _Primary(entry.vary))
+        slot.variants.add(key)
+        self._entries[key] = entry
+        self._by_url.setdefault(entry.url_key, set()).add(primary)
+        for tag in entry.tags:
+            self._by_tag.setdefault(tag, set()).add(key)
+        self.bytes += entry.size
+        self.stats.stores += 1
+        while self.bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self._remove(oldest)
+            self.stats.evictions += 1
+        return True
+
+    def replace(self, old: Entry, new: Entry) -> None:
+        """Swap in a revalidated entry, if `old` is still the one stored."""
+        if self._entries.get(variant_key(old.primary, old.vary_values)) is old:
+            self.put(new)
+
+    def _remove(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        self.bytes -= entry.size
+        primary = entry.primary
+        slot = self._primaries.get(primary)
+        if slot is not None:
+            slot.variants.discard(key)
+            if not slot.variants:
+                del self._primaries[primary]
+                urls = self._by_url.get(entry.url_key)
+                if urls is not None:
+                    urls.discard(primary)
+                    if not urls:
+                        del self._by_url[entry.url_key]
+        for tag in entry.tags:
+            keys = self._by_tag.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_tag[tag]
+
+    def _remove_all(self, keys: Iterable[str]) -> int:
+        removed = 0
+        for key in list(keys):
+            if key in self._entries:
+                self._remove(key)
+                removed += 1
+        self.stats.purged += removed
+        return removed
+
+    def purge_url(self, url_key: str) -> int:
+        """Every variant of one URL: all users, all key headers, all Vary values."""
+        primaries = self._by_url.get(url_key, ())
+        keys = [k for p in list(primaries) for k in self._primaries[p].variants]
+        return self._remove_all(keys)
+
+    def purge_prefix(self, path_prefix: str) -> int:
+        return self._remove_all(
+            k for k, e in self._entries.items() if e.path.startswith(path_prefix)
+        )
+
+    def purge_tag(self, tag: str) -> int:
+        return self._remove_all(self._by_tag.get(tag, ()))
+
+    def clear(self) -> int:
+        return self._remove_all(self._entries.keys())
+
+    def snapshot(self) -> StoreStats:
+        self.stats.entries = len(self._entries)
+        self.stats.bytes = self.bytes
+        return self.stats

@@ -1,0 +1,98 @@
+"""The cache config section: sizes, shorthands, top-level defaults merged into routes."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.cache.settings import parse_size
+from proxy.config import ConfigError, parse_config
+from proxy.routes import RouteTable
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("256MB", 256 * 2**20),
+        ("8 MiB", 8 * 2**20),
+        ("512k", 512 * 1024),
+        ("1.5GB", 3 * 2**29),
+        (1048576, 1048576),
+        ("100", 100),
+        ("2b", 2),
+    ],
+)
+def test_parse_size(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1MB", "1 PB", True, "MB"])
+def test_parse_size_rejects(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(bad)
+
+
+def table(text: str) -> RouteTable:
+    return RouteTable(parse_config(text, env={}))
+
+
+def test_route_overrides_top_level_key_by_key() -> None:
+    routes = table(
+        """
+upstream: {url: http://a}
+cache: {ttl: 10, stale_if_error: 300, max_entry_size: 1MB}
+routes:
+  - {name: own, match: {prefix: /own}, cache: {ttl: 60, per_user: true}}
+  - {name: disabled, match: {prefix: /off}, cache: false}
+  - {name: inherit, match: {prefix: /inherit}}
+"""
+    )
+    own = routes.match("GET", "/own").cache
+    assert own is not None
+    assert (own.rules.ttl, own.rules.stale_if_error, own.rules.per_user) == (60, 300, True)
+    assert own.keys.rules.per_user_header == "Authorization"
+    assert own.max_entry_size == 2**20
+    assert routes.match("GET", "/off").cache is None
+    inherit = routes.match("GET", "/inherit").cache
+    assert inherit is not None and inherit.rules.ttl == 10
+    assert routes.default.cache is not None  # unmatched requests use the top-level cache
+
+
+def test_no_cache_section_means_no_caching_and_false_disables_globally() -> None:
+    assert table("upstream: {url: http://a}").default.cache is None
+    routes = table(
+        """
+upstream: {url: http://a}
+cache: false
+routes: [{name: r, match: {prefix: /r}, cache: {ttl: 5}}]
+"""
+    )
+    assert routes.default.cache is None
+    assert routes.match("GET", "/r").cache is not None  # a route's own section enables it
+
+
+def test_cache_mistakes_are_reported_with_paths() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            """
+upstream: {url: http://a}
+cache: {max_memory: lots}
+routes:
+  - match: {prefix: /a}
+    cache: {ttl: -5, per_user: {header: 1, extra: 2}, max_memory: 1MB, key: {query: {ignore: x}}}
+""",
+            env={},
+        )
+    joined = "\n".join(info.value.problems)
+    for fragment in (
+        "cache.max_memory: not a size",
+        "routes[0].cache.ttl:",
+        "routes[0].cache.per_user.extra: unknown key",
+        "routes[0].cache.key.query.ignore:",
+    ):
+        assert fragment in joined, (fragment, joined)
+
+
+def test_force_ttl_needs_a_ttl() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("upstream: {url: http://a}\ncache: {force_ttl: true}", env={})
+    assert info.value.problems == ["cache: force_ttl: true needs a ttl"]
