@@ -8,6 +8,7 @@ line and Content-Length of each response.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,13 @@ class Result:
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed: float = 0.0
+    server_cpu: float | None = None  # CPU seconds the measured server process spent
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.server_cpu is None or not self.latencies:
+            return None
+        return self.server_cpu / len(self.latencies) * 1e6
 
     @property
     def rps(self) -> float:
@@ -36,6 +44,11 @@ class Result:
             f"{self.name:<28} {self.rps:>9.0f} req/s   p50 {self.percentile(50) * 1e3:7.2f} ms"
             f"   p99 {self.percentile(99) * 1e3:7.2f} ms   n={len(self.latencies)}"
             f" errors={self.errors} statuses={dict(sorted(self.statuses.items()))}"
+            + (
+                f"\n{'':<28} server CPU {self.cpu_us_per_request:.0f} us/request"
+                if self.cpu_us_per_request is not None
+                else ""
+            )
         )
 
 
@@ -72,6 +85,7 @@ async def run_load(
     duration: float,
     max_requests: int,
     headers: str = "",
+    server_pid: int | None = None,
 ) -> Result:
     """`concurrency` keep-alive connections, each sending requests back to back."""
     result = Result(name)
@@ -100,7 +114,17 @@ async def run_load(
         finally:
             writer.close()
 
+    cpu_before = cpu_seconds(server_pid) if server_pid else None
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.elapsed = time.perf_counter() - started
+    if server_pid and cpu_before is not None:
+        result.server_cpu = cpu_seconds(server_pid) - cpu_before
     return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process: on two shared cores, a steadier measure than req/s."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

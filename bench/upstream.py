@@ -29,6 +29,12 @@ if __name__ == "__main__":
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--max-age", type=int, default=0)
     args = parser.parse_args()
+    try:  # the same event loop as the proxy gets, so the comparison is like for like
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
     web.run_app(
         build(args.size, args.delay, args.max_age),
         host="127.0.0.1",
