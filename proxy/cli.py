@@ -29,6 +29,8 @@ upstream:
 admin: {host: 127.0.0.1, port: 9901}
 cache:
   max_memory: 64MB
+compression: {algorithms: [br, gzip]}
+cors: {allow_origins: ["http://localhost:3000"]}
 routes:
   - name: quotes
     match: {prefix: /api/quotes/, methods: [GET, HEAD]}

@@ -25,6 +25,8 @@ from pydantic import (
 from yarl import URL
 
 from proxy.cache.settings import CacheSettings
+from proxy.compression import CompressionConfig
+from proxy.cors import CorsConfig
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -152,6 +154,8 @@ class Route(_Model):
     match: Match
     upstream: str | None = None
     cache: CacheSettings | None = None
+    cors: CorsConfig | None = None  # replaces the top-level section for this route
+    compression: CompressionConfig | None = None  # likewise
 
     @field_validator("cache")
     @classmethod
@@ -175,6 +179,8 @@ class Config(_Model):
     upstream: Upstream
     admin: Admin = Admin()
     cache: CacheSettings | None = None
+    cors: CorsConfig | None = None
+    compression: CompressionConfig | None = None
     routes: tuple[Route, ...] = ()
     # Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     shutdown_grace: float = Field(10.0, ge=0)

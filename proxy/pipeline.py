@@ -1,12 +1,12 @@
 """One request, start to finish: every stage in order, in one place.
 
-    client -> target check -> route match
+    client -> target check -> route match -> CORS preflight (answered here)
            -> GET/HEAD on a caching route: cache (hit | coalesced fetch -> store)
            -> anything else: forward upstream -> invalidate on unsafe success
-           -> respond
+           -> encode for the client + CORS headers (respond.py) -> respond
 
-Later stages (CORS, revocation, rate limit, encoding) slot in around the cache stage
-in the order shown in shared/design.md.
+Revocation and rate limiting slot in after the preflight, in the order shown in
+shared/design.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from proxy.cache.http_cache import HttpCache, cache_headers
 from proxy.cache.stores import MemoryStore
 from proxy.errors import json_error
 from proxy.headers import forward_request_headers, forward_response_headers
-from proxy.relay import relay
+from proxy.respond import Responder
 from proxy.routes import RoutePolicy, RouteTable
 from proxy.target import BadTarget, Target, parse_target
 from proxy.upstream import UpstreamClient, UpstreamError
@@ -41,7 +41,8 @@ class Pipeline:
     def __init__(self, routes: RouteTable, upstream: UpstreamClient, store: MemoryStore) -> None:
         self.routes = routes
         self.upstream = upstream
-        self.cache = HttpCache(store, self.fetch_for_cache)
+        self.responder = Responder(store)
+        self.cache = HttpCache(store, self.fetch_for_cache, self.responder)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -55,6 +56,9 @@ class Pipeline:
             return json_error(405, "method_not_allowed", "CONNECT tunnels are not supported")
 
         route = self.routes.match(request.method, target.path)
+        if route.cors is not None and route.cors.is_preflight(request.method, request.headers):
+            status, headers = route.cors.preflight(request.headers)
+            return web.Response(status=status, headers=headers)  # never forwarded
         cacheable = route.cache is not None and request.method in ("GET", "HEAD")
         try:
             if cacheable:
@@ -63,7 +67,8 @@ class Pipeline:
         except UpstreamError as exc:
             log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.message)
             x_cache = ("MISS", "fwd=miss") if cacheable else ("BYPASS", "fwd=bypass")
-            return json_error(exc.status, exc.code, exc.message, cache_headers(*x_cache))
+            error = json_error(exc.status, exc.code, exc.message, cache_headers(*x_cache))
+            return self.responder.own(request, route, error)
         if policy.is_unsafe_method(request.method):
             self.invalidate(request, target, resp)
         return resp
@@ -110,7 +115,7 @@ class Pipeline:
         try:
             response_headers = forward_response_headers(up.headers)
             response_headers.update(cache_headers("BYPASS", "fwd=bypass"))
-            return await relay(request, up, response_headers)
+            return await self.responder.relay(request, route, up, response_headers)
         finally:
             up.release()
 

@@ -8,6 +8,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.compression import CodingError
+from proxy.encoding import BodyCoder
 from proxy.errors import json_error
 
 log = logging.getLogger("cacheproxy")
@@ -23,8 +25,12 @@ async def relay(
     up: aiohttp.ClientResponse,
     headers: CIMultiDict[str],
     prefix: bytes = b"",
+    coder: BodyCoder | None = None,
 ) -> web.StreamResponse:
-    """Answer with `up`'s status and body under `headers`; `prefix` was already read."""
+    """Answer with `up`'s status and body under `headers`; `prefix` was already read.
+
+    `coder` (de)compresses the body on the way; `headers` must already say so.
+    """
     reason = up.reason or None
     if request.method == "HEAD" or up.status in NO_BODY_STATUS:
         resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
@@ -36,19 +42,24 @@ async def relay(
         # response, which is most API traffic (measured with py-spy: socket writes dominate).
         try:
             body = await up.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            if coder is not None:
+                body = coder.feed(body) + coder.finish()
+                headers["Content-Length"] = str(len(body))
+        except (aiohttp.ClientError, TimeoutError, CodingError) as exc:
             log.warning("upstream failed mid-response for %s: %r", request.path, exc)
             return json_error(502, "upstream_unavailable", "upstream closed mid-response")
         return web.Response(status=up.status, reason=reason, headers=headers, body=body)
     resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
     await resp.prepare(request)
     try:
-        if prefix and not await _send(resp, prefix):
+        if prefix and not await _send(resp, coder.feed(prefix) if coder else prefix):
             return resp
         async for chunk in up.content.iter_any():
-            if not await _send(resp, chunk):
+            if not await _send(resp, coder.feed(chunk) if coder else chunk):
                 return resp  # the client left; releasing `up` unread drops that connection
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        if coder is not None:
+            await _send(resp, coder.finish())
+    except (aiohttp.ClientError, TimeoutError, CodingError) as exc:
         # Headers are gone already: the only honest signal left is an unfinished body.
         log.warning("upstream failed mid-response for %s: %r", request.path, exc)
         resp.force_close()
@@ -59,6 +70,8 @@ async def relay(
 
 async def _send(resp: web.StreamResponse, chunk: bytes) -> bool:
     """Write to the client; False when it has gone (aiohttp raises a reset then)."""
+    if not chunk:
+        return True  # a compressor holding bytes back: nothing to write yet
     try:
         await resp.write(chunk)
     except ConnectionResetError:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from yarl import URL
 
 from proxy.cache.settings import RouteCache, resolve
+from proxy.compression import CompressionConfig, CompressionPolicy
 from proxy.config import Config, Route
+from proxy.cors import CorsConfig, CorsPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,8 @@ class RoutePolicy:
     name: str
     upstream: UpstreamTarget
     cache: RouteCache | None = None  # None: this route does not cache
+    cors: CorsPolicy | None = None
+    compression: CompressionPolicy | None = None
 
 
 _Matcher = Callable[[str], bool]
@@ -63,12 +68,33 @@ def _prefix_matcher(prefix: str) -> _Matcher:
     return lambda path: path.startswith(prefix)
 
 
+class _Policies:
+    """One policy object per distinct config section, shared by the routes that use it."""
+
+    def __init__(self, build: Callable[[Any], Any]) -> None:
+        self._build = build
+        self._made: dict[CorsConfig | CompressionConfig, Any] = {}
+
+    def get(self, config: CorsConfig | CompressionConfig | None) -> Any:
+        if config is None or not config.enabled:
+            return None
+        if config not in self._made:
+            self._made[config] = self._build(config)
+        return self._made[config]
+
+
 class RouteTable:
     """Routes matched against the raw (still percent-encoded) path, query excluded."""
 
     def __init__(self, config: Config) -> None:
+        cors = _Policies(CorsPolicy)
+        compression = _Policies(CompressionPolicy)
         self.default = RoutePolicy(
-            "default", UpstreamTarget.parse(config.upstream.url), resolve(config.cache, None)
+            "default",
+            UpstreamTarget.parse(config.upstream.url),
+            resolve(config.cache, None),
+            cors.get(config.cors),
+            compression.get(config.compression),
         )
         self._entries: list[tuple[_Matcher, frozenset[str] | None, RoutePolicy]] = []
         for i, route in enumerate(config.routes):
@@ -76,7 +102,11 @@ class RouteTable:
                 UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
             )
             policy = RoutePolicy(
-                route.name or f"routes[{i}]", upstream, resolve(config.cache, route.cache)
+                route.name or f"routes[{i}]",
+                upstream,
+                resolve(config.cache, route.cache),
+                cors.get(route.cors or config.cors),
+                compression.get(route.compression or config.compression),
             )
             methods = frozenset(route.match.methods) if route.match.methods else None
             self._entries.append((_matcher(route), methods, policy))

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,3 +190,52 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+Responder = Callable[[web.Request], Any]
+
+
+class Origin:
+    """A scripted upstream: `respond` decides each answer; `hits` counts requests per path."""
+
+    url: str
+    upstream: Upstream
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.requests: list[web.Request] = []
+        self.delay = 0.0
+        self.respond: Responder = lambda r: web.Response(
+            text=f"body of {r.path_qs}", headers={"Cache-Control": "max-age=60"}
+        )
+
+    def app(self) -> web.Application:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            self.hits[request.path] += 1
+            self.requests.append(request)
+            await request.read()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            result = self.respond(request)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result  # type: ignore[no-any-return]
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        return app
+
+
+@pytest.fixture
+async def origin(start_upstream: StartUpstream) -> Origin:
+    o = Origin()
+    o.upstream = await start_upstream(o.app())
+    o.url = o.upstream.url
+    return o
+
+
+async def get(
+    http: aiohttp.ClientSession, proxy: ProxyServer, path: str, **kwargs: Any
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    async with http.get(url_of(proxy, path), **kwargs) as resp:
+        return resp, await resp.read()

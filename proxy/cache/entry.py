@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -33,6 +33,9 @@ class Entry:
     path: str  # raw request path, for purge by prefix
     tags: tuple[str, ...]
     size: int
+    # Encoded (or decoded) forms for clients, made on first request: variant key ->
+    # (headers, body). A hit never compresses twice.
+    variants: dict[str, tuple[CIMultiDictProxy[str], bytes]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -50,20 +53,16 @@ class Entry:
         url_key: str,
         path: str,
         tags_header: str | None,
+        handled_vary: frozenset[str] = frozenset(),
     ) -> Entry:
-        vary = policy.vary_fields(headers) or ()
+        # Fields we produce variants for ourselves (accept-encoding, when compressing)
+        # must not split entries: one stored response serves every client's coding.
+        vary = tuple(f for f in policy.vary_fields(headers) or () if f not in handled_vary)
         tags: tuple[str, ...] = ()
         if tags_header:
             tags = tuple(
                 dict.fromkeys(t for v in headers.getall(tags_header, ()) for t in v.split())
             )
-        size = (
-            ENTRY_OVERHEAD
-            + len(body)
-            + len(url_key)
-            + len(primary)
-            + sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in headers.items())
-        )
         return cls(
             status=status,
             reason=reason,
@@ -80,7 +79,7 @@ class Entry:
             url_key=url_key,
             path=path,
             tags=tags,
-            size=size,
+            size=_size(headers, body, primary, url_key),
         )
 
     def age(self, now: float) -> float:
@@ -115,5 +114,16 @@ class Entry:
             url_key=self.url_key,
             path=self.path,
             tags=self.tags,
-            size=self.size,
+            size=_size(merged, self.body, self.primary, self.url_key),
         )
+
+
+def _size(headers: policy.Headers, body: bytes, primary: str, url_key: str) -> int:
+    """Bytes an entry holds, overheads included (see ENTRY_OVERHEAD)."""
+    return (
+        ENTRY_OVERHEAD
+        + len(body)
+        + len(url_key)
+        + len(primary)
+        + sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in headers.items())
+    )

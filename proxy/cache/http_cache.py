@@ -19,7 +19,7 @@ from proxy.cache.policy import Freshness
 from proxy.cache.stores import MemoryStore
 from proxy.errors import json_error
 from proxy.headers import forward_response_headers
-from proxy.relay import relay
+from proxy.respond import Responder
 from proxy.routes import RoutePolicy
 from proxy.target import Target
 from proxy.upstream import UpstreamError
@@ -35,10 +35,8 @@ Fetch = Callable[
 # shareable (then each waiter fetches for itself).
 Outcome = Entry | UpstreamError | None
 
-# RFC 9110 §15.4.5: what a 304 carries of the stored response's headers.
-_NOT_MODIFIED = frozenset(
-    {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified", "via"}
-)
+
+_ENCODING_VARY = frozenset({"accept-encoding"})
 
 
 def cache_headers(x_cache: str, status: str) -> dict[str, str]:
@@ -46,8 +44,15 @@ def cache_headers(x_cache: str, status: str) -> dict[str, str]:
 
 
 class HttpCache:
-    def __init__(self, store: MemoryStore, fetch: Fetch, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: MemoryStore,
+        fetch: Fetch,
+        responder: Responder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
+        self._responder = responder
         self._fetch = fetch
         self._clock = clock
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
@@ -93,50 +98,38 @@ class HttpCache:
                 rules=rc.rules,
             )
             if verdict is Freshness.FRESH:
-                return self.respond(request, entry, age, "HIT", "hit")
+                return await self.respond(request, route, entry, age, "HIT", "hit")
             if verdict is Freshness.STALE_WHILE_REVALIDATE:
                 self._refresh_in_background(request, route, target, entry)
-                return self.respond(
-                    request, entry, age, "STALE", "hit; detail=stale-while-revalidate"
+                return await self.respond(
+                    request, route, entry, age, "STALE", "hit; detail=stale-while-revalidate"
                 )
             if not req_cc.only_if_cached:
                 return await self._revalidate(request, route, target, entry, verdict)
         if req_cc.only_if_cached:
             # §5.2.1.7: nothing we may serve without going upstream.
-            return json_error(
+            error = json_error(
                 504,
                 "not_cached",
                 "only-if-cached: no stored response can answer this request",
                 cache_headers("MISS", "fwd=miss; detail=only-if-cached"),
             )
+            return self._responder.own(request, route, error)
         if request.method == "HEAD":
             # A HEAD response has no body to store; the next GET fills the cache.
             return await self._pass(request, route, target, "MISS", "fwd=miss")
         return await self._coalesced(request, route, target, primary, {})
 
-    def respond(
-        self, request: web.BaseRequest, entry: Entry, age: float, x_cache: str, status: str
+    async def respond(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        entry: Entry,
+        age: float,
+        x_cache: str,
+        status: str,
     ) -> web.Response:
-        """A response from stored bytes: headers copied once, three added, nothing re-encoded."""
-        h = request.headers
-        if (
-            ("If-None-Match" in h or "If-Modified-Since" in h)
-            and entry.status == 200
-            and policy.not_modified_for_client(h, entry.headers)
-        ):
-            resp = web.Response(
-                status=304,
-                headers=[(k, v) for k, v in entry.headers.items() if k.lower() in _NOT_MODIFIED],
-            )
-        else:
-            resp = web.Response(
-                status=entry.status, reason=entry.reason, headers=entry.headers, body=entry.body
-            )
-        headers = resp.headers
-        headers["Age"] = str(int(age))
-        headers["X-Cache"] = x_cache
-        headers["Cache-Status"] = f"cacheproxy; {status}; ttl={int(entry.lifetime - age)}"
-        return resp
+        return await self._responder.from_entry(request, route, entry, age, x_cache, status)
 
     # --- going upstream -----------------------------------------------------
 
@@ -155,12 +148,17 @@ class HttpCache:
         if pending is not None:
             outcome = await asyncio.shield(pending)
             if isinstance(outcome, Entry) and outcome.matches(request.headers):
-                return self.respond(
-                    request, outcome, outcome.age(self._clock()), "MISS", "fwd=miss; collapsed"
+                return await self.respond(
+                    request,
+                    route,
+                    outcome,
+                    outcome.age(self._clock()),
+                    "MISS",
+                    "fwd=miss; collapsed",
                 )
             if isinstance(outcome, UpstreamError):
                 if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY:
-                    return self._stale_on_error(request, stale)
+                    return await self._stale_on_error(request, route, stale)
                 raise outcome
             # Nothing shareable (not storable, or another variant): fetch for ourselves.
             return await self._fetch_and_store(
@@ -199,7 +197,7 @@ class HttpCache:
             if future is not None:
                 future.set_result(exc)
             if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY:
-                return self._stale_on_error(request, stale)
+                return await self._stale_on_error(request, route, stale)
             raise
         try:
             response_time = self._clock()
@@ -210,15 +208,16 @@ class HttpCache:
                 self.store.replace(stale, fresh)
                 if future is not None:
                     future.set_result(fresh)
-                return self.respond(
+                return await self.respond(
                     request,
+                    route,
                     fresh,
                     fresh.age(response_time),
                     "REVALIDATED",
                     "fwd=stale; fwd-status=304",
                 )
             if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY and up.status >= 500:
-                return self._stale_on_error(request, stale)
+                return await self._stale_on_error(request, route, stale)
             return await self._store_or_relay(
                 request, route, target, primary, up, (request_time, response_time), future
             )
@@ -247,12 +246,13 @@ class HttpCache:
         if entry is None:
             headers = forward_response_headers(up.headers)
             headers.update(cache_headers("MISS", f"fwd=miss; detail={why_not}"))
-            return await relay(request, up, headers, prefix=prefix)
+            return await self._responder.relay(request, route, up, headers, prefix)
         stored = self.store.put(entry)
         if future is not None:
             future.set_result(entry)  # waiters wake now, not on a polling interval
-        return self.respond(
+        return await self.respond(
             request,
+            route,
             entry,
             entry.age(times[1]),
             "MISS",
@@ -295,6 +295,7 @@ class HttpCache:
             url_key=self.url_key(route, target.path, target.query),
             path=target.path,
             tags_header=rc.tags_header,
+            handled_vary=_ENCODING_VARY if route.compression is not None else frozenset(),
         )
         return entry, "", b""
 
@@ -311,9 +312,16 @@ class HttpCache:
             request, route, target, entry.primary, validators, entry, verdict
         )
 
-    def _stale_on_error(self, request: web.BaseRequest, entry: Entry) -> web.Response:
-        return self.respond(
-            request, entry, entry.age(self._clock()), "STALE", "fwd=stale; detail=stale-if-error"
+    async def _stale_on_error(
+        self, request: web.BaseRequest, route: RoutePolicy, entry: Entry
+    ) -> web.Response:
+        return await self.respond(
+            request,
+            route,
+            entry,
+            entry.age(self._clock()),
+            "STALE",
+            "fwd=stale; detail=stale-if-error",
         )
 
     async def _pass(
@@ -329,7 +337,7 @@ class HttpCache:
         try:
             headers = forward_response_headers(up.headers)
             headers.update(cache_headers(x_cache, status))
-            return await relay(request, up, headers)
+            return await self._responder.relay(request, route, up, headers)
         finally:
             up.release()
 

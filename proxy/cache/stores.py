@@ -10,7 +10,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from proxy.cache.entry import Entry
+from multidict import CIMultiDictProxy
+
+from proxy.cache.entry import HEADER_OVERHEAD, Entry
 from proxy.cache.policy import Headers, vary_key
 
 _SEP = "\x1f"  # between the primary key and a variant's Vary values
@@ -88,11 +90,27 @@ class MemoryStore:
             self._by_tag.setdefault(tag, set()).add(key)
         self.bytes += entry.size
         self.stats.stores += 1
-        while self.bytes > self.max_bytes:
-            oldest = next(iter(self._entries))
-            self._remove(oldest)
-            self.stats.evictions += 1
+        self._evict()
         return True
+
+    def _evict(self) -> None:
+        while self.bytes > self.max_bytes and self._entries:
+            self._remove(next(iter(self._entries)))
+            self.stats.evictions += 1
+
+    def add_variant(
+        self, entry: Entry, key: str, variant: tuple[CIMultiDictProxy[str], bytes]
+    ) -> None:
+        """Keep an encoded form with its entry, counted against the same budget."""
+        entry.variants[key] = variant
+        headers, body = variant
+        extra = sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in headers.items())
+        if body is not entry.body:
+            extra += len(body)
+        entry.size += extra
+        if self._entries.get(variant_key(entry.primary, entry.vary_values)) is entry:
+            self.bytes += extra
+            self._evict()
 
     def replace(self, old: Entry, new: Entry) -> None:
         """Swap in a revalidated entry, if `old` is still the one stored."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -13,56 +12,7 @@ import pytest
 from aiohttp import web
 
 from proxy.app import ProxyServer
-from tests.conftest import StartProxy, StartUpstream, Upstream, url_of
-
-Responder = Callable[[web.Request], Any]
-
-
-class Origin:
-    """A scripted upstream: `respond` decides each answer; `hits` counts requests per path."""
-
-    url: str
-    upstream: Upstream
-
-    def __init__(self) -> None:
-        self.hits: Counter[str] = Counter()
-        self.requests: list[web.Request] = []
-        self.delay = 0.0
-        self.respond: Responder = lambda r: web.Response(
-            text=f"body of {r.path_qs}", headers={"Cache-Control": "max-age=60"}
-        )
-
-    def app(self) -> web.Application:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            self.hits[request.path] += 1
-            self.requests.append(request)
-            await request.read()
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            result = self.respond(request)
-            if asyncio.iscoroutine(result):
-                result = await result
-            return result  # type: ignore[no-any-return]
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        return app
-
-
-@pytest.fixture
-async def origin(start_upstream: StartUpstream) -> Origin:
-    o = Origin()
-    o.upstream = await start_upstream(o.app())
-    o.url = o.upstream.url
-    return o
-
-
-async def get(
-    http: aiohttp.ClientSession, proxy: ProxyServer, path: str, **kwargs: Any
-) -> tuple[aiohttp.ClientResponse, bytes]:
-    async with http.get(url_of(proxy, path), **kwargs) as resp:
-        return resp, await resp.read()
-
+from tests.conftest import Origin, StartProxy, get, url_of
 
 CACHED = {"cache": {"ttl": 60}}
 
@@ -403,8 +353,10 @@ async def test_uncacheable_response_is_fetched_by_each_waiter(
 async def test_stale_while_revalidate_serves_at_once_and_refreshes_once(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
+    # The first version goes stale after 1 s; the refreshed one stays fresh.
     origin.respond = lambda r: web.Response(
-        text=f"v{origin.hits['/swr']}", headers={"Cache-Control": "max-age=1"}
+        text=f"v{origin.hits['/swr']}",
+        headers={"Cache-Control": "max-age=1" if origin.hits["/swr"] == 1 else "max-age=60"},
     )
     proxy = await start_proxy(origin.url, cache={"stale_while_revalidate": 30})
     await get(http, proxy, "/swr")
