@@ -45,6 +45,8 @@ class Pipeline:
         self.cache = HttpCache(store, self.fetch_for_cache, self.responder)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "CONNECT":
+            return json_error(405, "method_not_allowed", "CONNECT tunnels are not supported")
         try:
             target = parse_target(request.raw_path)
         except BadTarget as exc:
@@ -52,8 +54,6 @@ class Pipeline:
         if target.authority is not None and target.authority not in self.routes.authorities:
             # Absolute-form for a host we do not front: never an open relay.
             return json_error(403, "forbidden_host", "this proxy only forwards to its upstreams")
-        if request.method == "CONNECT":
-            return json_error(405, "method_not_allowed", "CONNECT tunnels are not supported")
 
         route = self.routes.match(request.method, target.path)
         if route.cors is not None and route.cors.is_preflight(request.method, request.headers):

@@ -251,6 +251,11 @@ async def test_absolute_form_for_our_upstream_is_forwarded_and_others_refused(
         "Connection: close\r\n\r\n".encode(),
     )
     assert raw.startswith(b"HTTP/1.1 403")
+    raw = await raw_exchange(
+        proxy.proxy_port,
+        f"CONNECT 127.0.0.1:{up.port} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert raw.startswith(b"HTTP/1.1 405")  # no tunnels, not even to our own upstream
     assert len(up.seen) == 1
 
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.cache import policy
 from proxy.cache.entry import Entry
@@ -98,10 +99,10 @@ class HttpCache:
                 rules=rc.rules,
             )
             if verdict is Freshness.FRESH:
-                return await self.respond(request, route, entry, age, "HIT", "hit")
+                return await self._responder.from_entry(request, route, entry, age, "HIT", "hit")
             if verdict is Freshness.STALE_WHILE_REVALIDATE:
                 self._refresh_in_background(request, route, target, entry)
-                return await self.respond(
+                return await self._responder.from_entry(
                     request, route, entry, age, "STALE", "hit; detail=stale-while-revalidate"
                 )
             if not req_cc.only_if_cached:
@@ -120,17 +121,6 @@ class HttpCache:
             return await self._pass(request, route, target, "MISS", "fwd=miss")
         return await self._coalesced(request, route, target, primary, {})
 
-    async def respond(
-        self,
-        request: web.BaseRequest,
-        route: RoutePolicy,
-        entry: Entry,
-        age: float,
-        x_cache: str,
-        status: str,
-    ) -> web.Response:
-        return await self._responder.from_entry(request, route, entry, age, x_cache, status)
-
     # --- going upstream -----------------------------------------------------
 
     async def _coalesced(
@@ -148,7 +138,7 @@ class HttpCache:
         if pending is not None:
             outcome = await asyncio.shield(pending)
             if isinstance(outcome, Entry) and outcome.matches(request.headers):
-                return await self.respond(
+                return await self._responder.from_entry(
                     request,
                     route,
                     outcome,
@@ -208,7 +198,7 @@ class HttpCache:
                 self.store.replace(stale, fresh)
                 if future is not None:
                     future.set_result(fresh)
-                return await self.respond(
+                return await self._responder.from_entry(
                     request,
                     route,
                     fresh,
@@ -234,9 +224,10 @@ class HttpCache:
         times: tuple[float, float],
         future: asyncio.Future[Outcome] | None,
     ) -> web.StreamResponse:
+        headers = forward_response_headers(up.headers)
         try:
             entry, why_not, prefix = await self._read_entry(
-                request, route, target, primary, up, times
+                request, route, target, primary, up, headers, times
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = UpstreamError(502, "upstream_unavailable", f"upstream failed mid-body: {exc}")
@@ -244,13 +235,12 @@ class HttpCache:
                 future.set_result(error)
             raise error from exc
         if entry is None:
-            headers = forward_response_headers(up.headers)
             headers.update(cache_headers("MISS", f"fwd=miss; detail={why_not}"))
             return await self._responder.relay(request, route, up, headers, prefix)
         stored = self.store.put(entry)
         if future is not None:
             future.set_result(entry)  # waiters wake now, not on a polling interval
-        return await self.respond(
+        return await self._responder.from_entry(
             request,
             route,
             entry,
@@ -266,12 +256,16 @@ class HttpCache:
         target: Target,
         primary: str,
         up: aiohttp.ClientResponse,
+        headers: CIMultiDict[str],
         times: tuple[float, float],
     ) -> tuple[Entry | None, str, bytes]:
-        """Read `up` into an entry if it may and can be stored: (entry, why not, bytes read)."""
+        """Read `up` into an entry if it may and can be stored: (entry, why not, bytes read).
+
+        `headers` are `up`'s as forwarded; the entry keeps them (the caller must not
+        change them after a stored outcome).
+        """
         rc = route.cache
         assert rc is not None
-        headers = forward_response_headers(up.headers)
         decision = policy.storability("GET", up.status, request.headers, headers, rc.rules)
         if not decision:
             return None, decision.reason, b""
@@ -315,7 +309,7 @@ class HttpCache:
     async def _stale_on_error(
         self, request: web.BaseRequest, route: RoutePolicy, entry: Entry
     ) -> web.Response:
-        return await self.respond(
+        return await self._responder.from_entry(
             request,
             route,
             entry,
@@ -377,7 +371,13 @@ class HttpCache:
                 )
                 return
             fresh, _, _ = await self._read_entry(
-                request, route, target, entry.primary, up, (request_time, response_time)
+                request,
+                route,
+                target,
+                entry.primary,
+                up,
+                forward_response_headers(up.headers),
+                (request_time, response_time),
             )
             if fresh is not None:
                 self.store.put(fresh)
