@@ -285,3 +285,12 @@ async def test_admin_health(start_upstream: StartUpstream, start_proxy: StartPro
     ):
         assert resp.status == 200
         assert (await resp.json())["status"] == "ok"
+
+
+async def test_upstream_base_path_is_prepended(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    up = await start_upstream(echo_app())
+    proxy = await start_proxy(f"{up.url}/v2/")
+    async with http.get(url_of(proxy, "/items/a%20b?x=1")) as resp:
+        assert (await resp.json())["raw_path"] == "/v2/items/a%20b?x=1"
