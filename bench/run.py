@@ -111,17 +111,27 @@ async def compare(
     baseline: str,
     proxied: str,
     warm_up: bool = True,
+    headers: str = "",
 ) -> list[Result]:
     """Baseline and proxy, alternated for --rounds rounds; the best round of each is kept.
 
     Two shared cores make single runs noisy; alternating spreads any disturbance.
     """
     load = dict(
-        concurrency=args.concurrency, duration=args.duration, max_requests=args.max_requests
+        concurrency=args.concurrency,
+        duration=args.duration,
+        max_requests=args.max_requests,
+        headers=headers,
     )
     if warm_up:
         await run_load(
-            "warm-up", stack.proxy_port, path, concurrency=4, duration=1, max_requests=500
+            "warm-up",
+            stack.proxy_port,
+            path,
+            concurrency=4,
+            duration=1,
+            max_requests=500,
+            headers=headers,
         )
     best: dict[str, Result] = {}
     for _ in range(args.rounds):
@@ -151,6 +161,25 @@ async def hot_keys(args: argparse.Namespace) -> list[Result]:
         )
 
 
+async def hot_keys_br(args: argparse.Namespace) -> list[Result]:
+    """Hits on 10 hot 16 KB JSON keys for br-accepting clients: stored variants, no recompression.
+
+    The baseline sends the same 16 KB uncompressed: what a plain app costs before it pays for
+    any compression of its own.
+    """
+    proxy_config = {"cache": {"ttl": 3600}, "compression": {"algorithms": ["br", "gzip"]}}
+    with Stack(["--size", "16384", "--max-age", "3600"], proxy_config) as stack:
+        path = lambda i: f"/api/hot/{i % 10}"  # noqa: E731
+        return await compare(
+            args,
+            stack,
+            path,
+            "plain web.Application (identity)",
+            "through proxy (br hits)",
+            headers="Accept-Encoding: br, gzip\r\n",
+        )
+
+
 async def wide_keys(args: argparse.Namespace) -> list[Result]:
     """20,000 keys, skewed like real traffic, against a slow (50 ms) upstream."""
     rng = random.Random(42)
@@ -169,6 +198,7 @@ async def wide_keys(args: argparse.Namespace) -> list[Result]:
 SCENARIOS: dict[str, Scenario] = {
     "passthrough": passthrough,
     "hot-keys": hot_keys,
+    "hot-keys-br": hot_keys_br,
     "wide-keys": wide_keys,
 }
 
