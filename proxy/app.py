@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 
 from proxy.admin import build_admin_app
@@ -13,8 +11,6 @@ from proxy.config import Config
 from proxy.pipeline import Pipeline
 from proxy.routes import RouteTable
 from proxy.upstream import UpstreamClient
-
-log = logging.getLogger("cacheproxy")
 
 
 class ProxyServer:
