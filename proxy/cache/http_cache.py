@@ -181,6 +181,7 @@ class HttpCache:
         rc = route.cache
         assert rc is not None
         request_time = self._clock()
+        generation = self.store.generation
         try:
             up = await self._fetch(request, route, target, validators)
         except UpstreamError as exc:
@@ -209,7 +210,14 @@ class HttpCache:
             if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY and up.status >= 500:
                 return await self._stale_on_error(request, route, stale)
             return await self._store_or_relay(
-                request, route, target, primary, up, (request_time, response_time), future
+                request,
+                route,
+                target,
+                primary,
+                up,
+                (request_time, response_time),
+                generation,
+                future,
             )
         finally:
             up.release()
@@ -222,6 +230,7 @@ class HttpCache:
         primary: str,
         up: aiohttp.ClientResponse,
         times: tuple[float, float],
+        generation: int,
         future: asyncio.Future[Outcome] | None,
     ) -> web.StreamResponse:
         headers = forward_response_headers(up.headers)
@@ -237,7 +246,7 @@ class HttpCache:
         if entry is None:
             headers.update(cache_headers("MISS", f"fwd=miss; detail={why_not}"))
             return await self._responder.relay(request, route, up, headers, prefix)
-        stored = self.store.put(entry)
+        stored = self.store.put(entry, fetched_at=generation)
         if future is not None:
             future.set_result(entry)  # waiters wake now, not on a polling interval
         return await self._responder.from_entry(
@@ -353,6 +362,7 @@ class HttpCache:
         rc = route.cache
         assert rc is not None
         request_time = self._clock()
+        generation = self.store.generation
         try:
             up = await self._fetch(
                 request, route, target, policy.conditional_headers(entry.headers)
@@ -380,7 +390,7 @@ class HttpCache:
                 (request_time, response_time),
             )
             if fresh is not None:
-                self.store.put(fresh)
+                self.store.put(fresh, fetched_at=generation)
             # Otherwise (a 5xx, say) keep serving what we have until it expires.
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("background refresh of %s failed mid-body: %r", target.path, exc)

@@ -15,6 +15,7 @@ from multidict import CIMultiDictProxy
 from proxy.cache.entry import HEADER_OVERHEAD, Entry
 from proxy.cache.policy import Headers, vary_key
 
+_PURGES_REMEMBERED = 10_000  # URL purges tracked for in-flight fetches; older ones count as bulk
 _SEP = "\x1f"  # between the primary key and a variant's Vary values
 
 
@@ -49,6 +50,12 @@ class MemoryStore:
         self._by_url: dict[str, set[str]] = {}
         self._by_tag: dict[str, set[str]] = {}
         self.stats = StoreStats(max_bytes=max_bytes)
+        # Purge generations: a response fetched before a purge of its URL must not be
+        # stored after it (it may predate the change that caused the purge).
+        self.generation = 0
+        self._purged: OrderedDict[str, int] = OrderedDict()  # url_key -> generation
+        self._bulk_purge = 0  # generation of the last prefix/tag/clear purge
+        self._forgotten = 0  # newest generation dropped from _purged
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,9 +74,12 @@ class MemoryStore:
         self.stats.hits += 1
         return entry
 
-    def put(self, entry: Entry) -> bool:
-        """Store (or replace) the entry; False when it cannot fit at all."""
+    def put(self, entry: Entry, fetched_at: int | None = None) -> bool:
+        """Store (or replace) the entry; False when it cannot fit, or when its URL was
+        purged after generation `fetched_at` (when the fetch for it began)."""
         if entry.size > self.max_bytes:
+            return False
+        if fetched_at is not None and self.purged_since(entry.url_key, fetched_at):
             return False
         primary = entry.primary
         key = variant_key(primary, entry.vary_values)
@@ -147,21 +157,40 @@ class MemoryStore:
         self.stats.purged += removed
         return removed
 
+    def purged_since(self, url_key: str, generation: int) -> bool:
+        if self._bulk_purge > generation or self._forgotten > generation:
+            return True
+        return self._purged.get(url_key, 0) > generation
+
+    def _next_generation(self, url_key: str | None = None) -> None:
+        self.generation += 1
+        if url_key is None:
+            self._bulk_purge = self.generation
+            return
+        self._purged[url_key] = self.generation
+        self._purged.move_to_end(url_key)
+        if len(self._purged) > _PURGES_REMEMBERED:
+            _, self._forgotten = self._purged.popitem(last=False)
+
     def purge_url(self, url_key: str) -> int:
         """Every variant of one URL: all users, all key headers, all Vary values."""
+        self._next_generation(url_key)
         primaries = self._by_url.get(url_key, ())
         keys = [k for p in list(primaries) for k in self._primaries[p].variants]
         return self._remove_all(keys)
 
     def purge_prefix(self, path_prefix: str) -> int:
+        self._next_generation()
         return self._remove_all(
             k for k, e in self._entries.items() if e.path.startswith(path_prefix)
         )
 
     def purge_tag(self, tag: str) -> int:
+        self._next_generation()
         return self._remove_all(self._by_tag.get(tag, ()))
 
     def clear(self) -> int:
+        self._next_generation()
         return self._remove_all(self._entries.keys())
 
     def snapshot(self) -> StoreStats:

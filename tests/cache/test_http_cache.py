@@ -515,3 +515,29 @@ async def test_purge_by_url_prefix_and_tag(
     assert status == 400
     resp, _ = await get(http, proxy, "/api/x?y=1&u=1")
     assert resp.headers["X-Cache"] == "MISS"
+
+
+async def test_a_response_fetched_before_an_invalidation_is_not_stored(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    version = {"v": 1}
+
+    async def respond(r: web.Request) -> web.Response:
+        if r.method == "PUT":
+            version["v"] = 2
+            return web.Response(status=204)
+        seen = version["v"]
+        await asyncio.sleep(0.5)  # the GET is slow; the PUT lands meanwhile
+        return web.Response(text=f"v{seen}", headers={"Cache-Control": "max-age=60"})
+
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, cache={})
+    slow_get = asyncio.ensure_future(get(http, proxy, "/doc"))
+    await asyncio.sleep(0.1)
+    async with http.put(url_of(proxy, "/doc"), data=b"new") as resp:
+        assert resp.status == 204
+    first, body = await slow_get
+    assert body == b"v1"  # the client that asked before the PUT gets what it asked for
+    assert "stored" not in first.headers["Cache-Status"]
+    resp, body = await get(http, proxy, "/doc")
+    assert (resp.headers["X-Cache"], body) == ("MISS", b"v2")  # never the pre-PUT copy

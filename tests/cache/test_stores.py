@@ -134,3 +134,24 @@ def test_100k_keys_stay_within_the_bound_plus_measured_overhead() -> None:
     assert used < budget * 1.15, (
         f"{used / 2**20:.1f} MiB held for a {budget / 2**20:.0f} MiB budget"
     )
+
+
+def test_a_fetch_that_began_before_a_purge_of_its_url_is_not_stored() -> None:
+    store = MemoryStore(max_bytes=10**6)
+    began = store.generation
+    store.purge_url("api/a?")  # e.g. a PUT to /a succeeded while the GET was in flight
+    assert not store.put(entry("/a"), fetched_at=began)
+    assert store.put(entry("/b"), fetched_at=began)  # other URLs are unaffected
+    assert store.put(entry("/a"), fetched_at=store.generation)  # a fetch begun after: fine
+
+
+def test_bulk_purges_and_forgotten_url_purges_are_conservative() -> None:
+    store = MemoryStore(max_bytes=10**6)
+    began = store.generation
+    store.purge_tag("anything")
+    assert not store.put(entry("/b"), fetched_at=began)
+    began = store.generation
+    for i in range(10_001):  # more URL purges than are remembered one by one
+        store.purge_url(f"api/x{i}?")
+    assert not store.put(entry("/b"), fetched_at=began)
+    assert store.put(entry("/b"), fetched_at=store.generation)
