@@ -248,7 +248,10 @@ class HttpCache:
             return await self._responder.relay(request, route, up, headers, prefix)
         stored = self.store.put(entry, fetched_at=generation)
         if future is not None:
-            future.set_result(entry)  # waiters wake now, not on a polling interval
+            # Waiters wake now, not on a polling interval. A response overtaken by a purge
+            # is not handed on: a waiter may have arrived after the change.
+            stale = not stored and self.store.purged_since(entry.url_key, generation)
+            future.set_result(None if stale else entry)
         return await self._responder.from_entry(
             request,
             route,

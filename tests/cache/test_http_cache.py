@@ -536,8 +536,11 @@ async def test_a_response_fetched_before_an_invalidation_is_not_stored(
     await asyncio.sleep(0.1)
     async with http.put(url_of(proxy, "/doc"), data=b"new") as resp:
         assert resp.status == 204
+    later_get = asyncio.ensure_future(get(http, proxy, "/doc"))  # joins the in-flight GET
     first, body = await slow_get
     assert body == b"v1"  # the client that asked before the PUT gets what it asked for
     assert "stored" not in first.headers["Cache-Status"]
+    _, body = await later_get
+    assert body == b"v2"  # one that asked after it is not handed the overtaken response
     resp, body = await get(http, proxy, "/doc")
-    assert (resp.headers["X-Cache"], body) == ("MISS", b"v2")  # never the pre-PUT copy
+    assert (resp.headers["X-Cache"], body) == ("HIT", b"v2")  # stored by the later GET
