@@ -59,7 +59,12 @@ class Pipeline:
         if route.cors is not None and route.cors.is_preflight(request.method, request.headers):
             status, headers = route.cors.preflight(request.headers)
             return web.Response(status=status, headers=headers)  # never forwarded
-        cacheable = route.cache is not None and request.method in ("GET", "HEAD")
+        # A GET with a body (search APIs do this) is not keyed by its body: never cache it.
+        cacheable = (
+            route.cache is not None
+            and request.method in ("GET", "HEAD")
+            and not request.body_exists
+        )
         try:
             if cacheable:
                 return await self.cache.serve(request, route, target)

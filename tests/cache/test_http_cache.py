@@ -544,3 +544,19 @@ async def test_a_response_fetched_before_an_invalidation_is_not_stored(
     assert body == b"v2"  # one that asked after it is not handed the overtaken response
     resp, body = await get(http, proxy, "/doc")
     assert (resp.headers["X-Cache"], body) == ("HIT", b"v2")  # stored by the later GET
+
+
+async def test_a_get_with_a_body_is_forwarded_with_it_and_never_cached(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    async def respond(r: web.Request) -> web.Response:
+        return web.Response(text=await r.text(), headers={"Cache-Control": "max-age=60"})
+
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, cache={})
+    bodies = []
+    for query in (b'{"q": "a"}', b'{"q": "b"}'):
+        resp, body = await get(http, proxy, "/_search", data=query)
+        assert resp.headers["X-Cache"] == "BYPASS"
+        bodies.append(body)
+    assert bodies == [b'{"q": "a"}', b'{"q": "b"}']
