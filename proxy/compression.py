@@ -14,9 +14,10 @@ from typing import Annotated, Any, Protocol
 
 import brotli
 from multidict import CIMultiDict
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from proxy.cors import Headers, append_vary
+from proxy.section import Section
 
 try:
     import zstandard as _zstd
@@ -109,17 +110,8 @@ class StreamLevels(Levels):
     zstd: int = Field(default=1, ge=1, le=19)
 
 
-class CompressionConfig(BaseModel):
+class CompressionConfig(Section):
     """`compression:` block. `algorithms` order is the server's preference on q ties."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True  # `false` in a route turns the top-level section off there
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        return {"enabled": data} if isinstance(data, bool) else data
 
     algorithms: Annotated[tuple[Algorithm, ...], AfterValidator(_unique)] = ("br", "gzip")
     min_size: int = Field(default=1000, ge=0)

@@ -10,10 +10,12 @@ before adding its own, so a response never carries two conflicting answers.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from multidict import CIMultiDict, CIMultiDictProxy
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
+
+from proxy.section import Section
 
 __all__ = ["CorsConfig", "CorsPolicy", "append_vary"]
 
@@ -113,17 +115,8 @@ Method = Annotated[str, AfterValidator(_check_method)]
 HeaderName = Annotated[str, AfterValidator(_check_token)]
 
 
-class CorsConfig(BaseModel):
+class CorsConfig(Section):
     """`cors:` block. Origins are stored normalized (lowercase, default port dropped)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True  # `false` in a route turns the top-level section off there
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        return {"enabled": data} if isinstance(data, bool) else data
 
     allow_origins: tuple[Origin, ...] = ()
     allow_origin_regex: tuple[OriginRegex, ...] = ()

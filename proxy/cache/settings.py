@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from proxy.cache.keys import KeyBuilder, KeyRules
 from proxy.cache.policy import CacheRules
+from proxy.section import Section
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -45,10 +46,9 @@ class PerUser(_Model):
     header: str = "Authorization"
 
 
-class CacheSettings(_Model):
+class CacheSettings(Section):
     """Every key may appear at the top level (defaults) and in a route (overrides)."""
 
-    enabled: bool = True
     max_memory: int = 256 * 2**20
     max_entry_size: int = 8 * 2**20
     ttl: float | None = Field(None, ge=0)
@@ -59,16 +59,6 @@ class CacheSettings(_Model):
     store_set_cookie: bool = False
     key: KeySettings = KeySettings()
     tags_header: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthands(cls, data: Any) -> Any:
-        # `cache: false` disables, `cache: true` / `cache: {}` enables with defaults.
-        if isinstance(data, bool):
-            return {"enabled": data}
-        if data is None:
-            return {}
-        return data
 
     @field_validator("max_memory", "max_entry_size", mode="before")
     @classmethod
