@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.cache import policy
 from proxy.cache.entry import Entry
@@ -101,7 +101,7 @@ class Responder:
 
     async def _make_variant(
         self, route: RoutePolicy, entry: Entry, key: str
-    ) -> tuple[object, bytes]:
+    ) -> tuple[CIMultiDictProxy[str], bytes]:
         assert route.compression is not None
         args = (route.compression, entry.headers, entry.body, key)
         if len(entry.body) > _INLINE_ENCODE:

@@ -120,10 +120,9 @@ class Entry:
 
 def _size(headers: policy.Headers, body: bytes, primary: str, url_key: str) -> int:
     """Bytes an entry holds, overheads included (see ENTRY_OVERHEAD)."""
-    return (
-        ENTRY_OVERHEAD
-        + len(body)
-        + len(url_key)
-        + len(primary)
-        + sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in headers.items())
-    )
+    return ENTRY_OVERHEAD + len(body) + len(url_key) + len(primary) + headers_size(headers)
+
+
+def headers_size(headers: policy.Headers) -> int:
+    """Bytes a stored header block holds, overheads included."""
+    return sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in headers.items())

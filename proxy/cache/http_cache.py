@@ -193,10 +193,7 @@ class HttpCache:
         try:
             response_time = self._clock()
             if stale is not None and up.status == 304:
-                fresh = stale.refreshed(
-                    forward_response_headers(up.headers), request_time, response_time, rc.rules
-                )
-                self.store.replace(stale, fresh)
+                fresh = self._refreshed(stale, up, request_time, response_time, rc.rules)
                 if future is not None:
                     future.set_result(fresh)
                 return await self._responder.from_entry(
@@ -318,6 +315,21 @@ class HttpCache:
             request, route, target, entry.primary, validators, entry, verdict
         )
 
+    def _refreshed(
+        self,
+        stale: Entry,
+        not_modified: aiohttp.ClientResponse,
+        request_time: float,
+        response_time: float,
+        rules: policy.CacheRules,
+    ) -> Entry:
+        """§4.3.4: freshen a stored entry with a 304's headers, in the store too."""
+        fresh = stale.refreshed(
+            forward_response_headers(not_modified.headers), request_time, response_time, rules
+        )
+        self.store.replace(stale, fresh)
+        return fresh
+
     async def _stale_on_error(
         self, request: web.BaseRequest, route: RoutePolicy, entry: Entry
     ) -> web.Response:
@@ -376,12 +388,7 @@ class HttpCache:
         try:
             response_time = self._clock()
             if up.status == 304:
-                self.store.replace(
-                    entry,
-                    entry.refreshed(
-                        forward_response_headers(up.headers), request_time, response_time, rc.rules
-                    ),
-                )
+                self._refreshed(entry, up, request_time, response_time, rc.rules)
                 return
             fresh, _, _ = await self._read_entry(
                 request,

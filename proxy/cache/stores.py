@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from multidict import CIMultiDictProxy
 
-from proxy.cache.entry import HEADER_OVERHEAD, Entry
+from proxy.cache.entry import Entry, headers_size
 from proxy.cache.policy import Headers, vary_key
 
 _PURGES_REMEMBERED = 10_000  # URL purges tracked for in-flight fetches; older ones count as bulk
@@ -114,7 +114,7 @@ class MemoryStore:
         """Keep an encoded form with its entry, counted against the same budget."""
         entry.variants[key] = variant
         headers, body = variant
-        extra = sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in headers.items())
+        extra = headers_size(headers)
         if body is not entry.body:
             extra += len(body)
         entry.size += extra
