@@ -58,14 +58,11 @@ def _matcher(route: Route) -> _Matcher:
         exact = m.path
         return lambda path: path == exact
     if m.prefix is not None:
-        return _prefix_matcher(m.prefix)
+        prefix = m.prefix
+        return lambda path: path.startswith(prefix)
     assert m.regex is not None
     # Anchored at the start like Kong's regex paths; end with `$` to pin the whole path.
     return re.compile(m.regex).match  # type: ignore[return-value]
-
-
-def _prefix_matcher(prefix: str) -> _Matcher:
-    return lambda path: path.startswith(prefix)
 
 
 class _Policies:
