@@ -9,7 +9,7 @@ from typing import Any
 
 from yarl import URL
 
-from proxy.cache.settings import RouteCache, resolve
+from proxy.cache.settings import RouteCache, resolve, user_headers
 from proxy.compression import CompressionConfig, CompressionPolicy
 from proxy.config import Config, Route
 from proxy.cors import CorsConfig, CorsPolicy
@@ -86,10 +86,11 @@ class RouteTable:
     def __init__(self, config: Config) -> None:
         cors = _Policies(CorsPolicy)
         compression = _Policies(CompressionPolicy)
+        credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
         self.default = RoutePolicy(
             "default",
             UpstreamTarget.parse(config.upstream.url),
-            resolve(config.cache, None),
+            resolve(config.cache, None, credentials),
             cors.get(config.cors),
             compression.get(config.compression),
         )
@@ -101,7 +102,7 @@ class RouteTable:
             policy = RoutePolicy(
                 route.name or f"routes[{i}]",
                 upstream,
-                resolve(config.cache, route.cache),
+                resolve(config.cache, route.cache, credentials),
                 cors.get(route.cors or config.cors),
                 compression.get(route.compression or config.compression),
             )

@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 
 from proxy.cache import policy
 from proxy.cache.entry import Entry
-from proxy.cache.policy import Freshness
+from proxy.cache.policy import Freshness, Scope
 from proxy.cache.stores import MemoryStore
 from proxy.errors import json_error
 from proxy.headers import forward_response_headers
@@ -86,6 +86,13 @@ class HttpCache:
         if "Range" in request.headers:
             # Partial responses are neither stored nor cut from stored ones (yet).
             return await self._pass(request, route, target, "BYPASS", "fwd=bypass; detail=range")
+        if (
+            rc.rules.user_header is not None
+            and policy.request_scope(request.headers, rc.rules) is Scope.PASS
+        ):
+            return await self._pass(
+                request, route, target, "BYPASS", "fwd=bypass; detail=credentials"
+            )
         req_cc = policy.request_cache_control(request.headers)
         primary = self.primary_key(route, target, request)
         entry = self.store.get(primary, request.headers)
@@ -275,7 +282,8 @@ class HttpCache:
         """
         rc = route.cache
         assert rc is not None
-        decision = policy.storability("GET", up.status, request.headers, headers, rc.rules)
+        scope = policy.request_scope(request.headers, rc.rules)
+        decision = policy.storability("GET", up.status, request.headers, headers, rc.rules, scope)
         if not decision:
             return None, decision.reason, b""
         length = up.content_length

@@ -302,6 +302,11 @@ _PRAGMA_NO_CACHE: Final = CacheControl(no_cache=True)
 # ---------------------------------------------------------------------------
 
 
+# Request headers that always carry credentials. RFC 9111 §3.5 names Authorization;
+# cookies identify a user just as well, and APIs personalise by them without `private`.
+CREDENTIAL_HEADERS: Final = ("Authorization", "Cookie")
+
+
 @dataclass(frozen=True, slots=True)
 class CacheRules:
     """Per-route cache configuration, already resolved."""
@@ -310,10 +315,43 @@ class CacheRules:
     force_ttl: bool = False  # ttl beats origin freshness (not no-store/private/no-cache)
     stale_while_revalidate: float = 0.0  # max()'d with the origin's directive
     stale_if_error: float = 0.0  # max()'d with the origin's directive
-    per_user: bool = False  # keys include the user: Authorization/private OK
     store_set_cookie: bool = False
+    # Per-user routes: the request header whose value scopes entries to one user.
+    user_header: str | None = None
+    # Request headers that identify a user (CREDENTIAL_HEADERS and any configured).
+    credentials: tuple[str, ...] = CREDENTIAL_HEADERS
     heuristic_fraction: float = 0.1  # §4.2.2 (10% of Date - Last-Modified)
     heuristic_max: float = 86400.0
+
+
+class Scope(enum.Enum):
+    """Whose cache a request may be answered from and stored into."""
+
+    SHARED = "shared"  # everyone's: the shared-cache rules of §3 and §3.5 apply
+    USER = "user"  # keyed by the route's credential: `private` and credentials are fine
+    PASS = "pass"  # carries a credential the route does not key by: no cache at all
+
+
+def has_credentials(request_headers: Headers, rules: CacheRules) -> bool:
+    return any(name in request_headers for name in rules.credentials)
+
+
+def request_scope(request_headers: Headers, rules: CacheRules) -> Scope:
+    """A request is in a user's scope only when it carries the route's credential.
+
+    On a per-user route, a request that identifies its user some other way (a session
+    cookie on an Authorization-keyed route, say) would get that user's data under a
+    key it shares with others: it bypasses the cache. Without the credential and
+    without any other, it is an anonymous request, judged like any request to a
+    shared cache. Routes that are not per-user are shared (§3.5 applies).
+    """
+    if rules.user_header is None:
+        return Scope.SHARED
+    if any(v.strip() for v in request_headers.getall(rules.user_header, ())):
+        return Scope.USER
+    if has_credentials(request_headers, rules):
+        return Scope.PASS
+    return Scope.SHARED
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,10 +376,11 @@ def storability(
     request_headers: Headers,
     response_headers: Headers,
     rules: CacheRules,
+    scope: Scope = Scope.SHARED,
 ) -> StoreDecision:
     """May this response be stored (§3)? ``reason`` names the deciding rule.
 
-    Reasons: ok, method, status, no-store, private, authorization,
+    Reasons: ok, method, credentials, status, no-store, private, authorization,
     set-cookie, vary-star, no-freshness.
     """
     # Only GET is stored. A HEAD response has no body, so it could never
@@ -349,6 +388,8 @@ def storability(
     # HEAD-driven header updates, which the caller may do).
     if method != "GET":
         return _no("method")
+    if scope is Scope.PASS:
+        return _no("credentials")
     if status < 200 or status > 599 or status in _NEVER_STORED:
         return _no("status")
     # §3: no-store in the request or the response forbids storage.
@@ -358,15 +399,16 @@ def storability(
     if cc.no_store:
         return _no("no-store")
     # §3 / §5.2.2.7: shared caches must not store private responses — unless
-    # our keys are per user, which makes us behave like a private cache.
-    if cc.private and not rules.per_user:
+    # the request's key holds its user's credential: a private cache per user.
+    user_scoped = scope is Scope.USER
+    if cc.private and not user_scoped:
         return _no("private")
     # §3.5: an authenticated request's response is only shareable when the
     # origin says so explicitly. Cookies are credentials too: responses to them
     # are often personalised without saying `private`.
     if (
-        ("Authorization" in request_headers or "Cookie" in request_headers)
-        and not rules.per_user
+        not user_scoped
+        and has_credentials(request_headers, rules)
         and not (cc.public or cc.s_maxage is not None or cc.must_revalidate)
     ):
         return _no("authorization")

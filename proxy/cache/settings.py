@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.cache.keys import KeyBuilder, KeyRules
-from proxy.cache.policy import CacheRules
+from proxy.cache.policy import CREDENTIAL_HEADERS, CacheRules
 from proxy.section import Section
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
@@ -57,6 +58,8 @@ class CacheSettings(Section):
     stale_if_error: float = Field(0, ge=0)
     per_user: PerUser | None = None
     store_set_cookie: bool = False
+    # Request headers that identify a user besides Authorization and Cookie.
+    credential_headers: tuple[str, ...] = ()
     key: KeySettings = KeySettings()
     tags_header: str | None = None
 
@@ -94,8 +97,18 @@ class RouteCache:
     max_entry_size: int
 
 
-def resolve(top: CacheSettings | None, route: CacheSettings | None) -> RouteCache | None:
-    """Route keys override top-level ones key by key; no section anywhere: no caching."""
+def user_headers(sections: Iterable[CacheSettings | None]) -> tuple[str, ...]:
+    """Every header some route keys per user by: it identifies users on every route."""
+    return tuple(s.per_user.header for s in sections if s is not None and s.per_user)
+
+
+def resolve(
+    top: CacheSettings | None, route: CacheSettings | None, known_credentials: Iterable[str] = ()
+) -> RouteCache | None:
+    """Route keys override top-level ones key by key; no section anywhere: no caching.
+
+    `known_credentials` (see `user_headers`) count as credentials on this route too.
+    """
     if top is None and route is None:
         return None
     merged: dict[str, Any] = {}
@@ -116,8 +129,11 @@ def resolve(top: CacheSettings | None, route: CacheSettings | None) -> RouteCach
             force_ttl=settings.force_ttl,
             stale_while_revalidate=settings.stale_while_revalidate,
             stale_if_error=settings.stale_if_error,
-            per_user=per_user is not None,
             store_set_cookie=settings.store_set_cookie,
+            user_header=per_user,
+            credentials=_unique(
+                (*CREDENTIAL_HEADERS, *known_credentials, *settings.credential_headers)
+            ),
         ),
         keys=KeyBuilder(
             KeyRules(
@@ -130,3 +146,11 @@ def resolve(top: CacheSettings | None, route: CacheSettings | None) -> RouteCach
         tags_header=settings.tags_header,
         max_entry_size=settings.max_entry_size,
     )
+
+
+def _unique(names: Iterable[str]) -> tuple[str, ...]:
+    """Header names without repeats, compared case-insensitively, first spelling kept."""
+    seen: dict[str, str] = {}
+    for name in names:
+        seen.setdefault(name.lower(), name)
+    return tuple(seen.values())

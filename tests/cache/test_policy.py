@@ -19,6 +19,7 @@ from proxy.cache.policy import (
     CacheControl,
     CacheRules,
     Freshness,
+    Scope,
     StoreDecision,
     conditional_headers,
     current_age,
@@ -35,6 +36,7 @@ from proxy.cache.policy import (
     parse_cache_control,
     parse_http_date,
     request_cache_control,
+    request_scope,
     stale_if_error_allowed,
     storability,
     vary_fields,
@@ -275,7 +277,10 @@ def test_request_directives_parsed() -> None:
 
 DEFAULT = CacheRules()
 TTL = CacheRules(ttl=30)
-PER_USER = CacheRules(per_user=True)
+# A request carrying the route's credential on a per-user route.
+PER_USER = (CacheRules(user_header="Authorization"), Scope.USER)
+# A request carrying a credential the per-user route does not key by.
+FOREIGN = (CacheRules(ttl=30, user_header="X-Api-Key"), Scope.PASS)
 COOKIES = CacheRules(store_set_cookie=True)
 AUTH = ("Authorization", "Bearer t")
 
@@ -315,6 +320,11 @@ STORABILITY = [
      DEFAULT, False, "authorization"),
     ("cookie-public", "GET", 200, [("Cookie", "sid=1")], [("Cache-Control", "public, max-age=60")],
      DEFAULT, True, "ok"),
+    ("cookie-per-user", "GET", 200, [("Cookie", "sid=1")],
+     [("Cache-Control", "private, max-age=9")], PER_USER, True, "ok"),
+    ("foreign-credential", "GET", 200, [("Cookie", "sid=1")],
+     [("Cache-Control", "public, max-age=60")], FOREIGN, False, "credentials"),
+    ("foreign-before-status", "GET", 206, [AUTH], [], FOREIGN, False, "credentials"),
     ("set-cookie", "GET", 200, [], [("Cache-Control", "max-age=60"), ("Set-Cookie", "s=1")],
      DEFAULT, False, "set-cookie"),
     ("set-cookie-per-user", "GET", 200, [], [("Cache-Control", "max-age=60"),
@@ -363,13 +373,54 @@ def test_storability_matrix(
     status: int,
     req: list[tuple[str, str]],
     resp: list[tuple[str, str]],
-    rules: CacheRules,
+    rules: CacheRules | tuple[CacheRules, Scope],
     store: bool,
     reason: str,
 ) -> None:
-    decision = storability(method, status, h(*req), h(*resp), rules)
+    rules, scope = rules if isinstance(rules, tuple) else (rules, Scope.SHARED)
+    decision = storability(method, status, h(*req), h(*resp), rules, scope)
     assert decision == StoreDecision(store, reason)
     assert bool(decision) is store
+
+
+SCOPES = [
+    # id, request headers, the route's credential header, scope
+    ("shared-route-anything", [AUTH, ("Cookie", "s=1")], None, Scope.SHARED),
+    ("anonymous", [("Accept", "*/*")], "Authorization", Scope.SHARED),
+    ("own-credential", [AUTH], "Authorization", Scope.USER),
+    ("own-plus-cookie", [AUTH, ("Cookie", "s=1")], "Authorization", Scope.USER),
+    ("cookie-only", [("Cookie", "s=1")], "Authorization", Scope.PASS),
+    ("empty-credential", [("Authorization", "  ")], "Authorization", Scope.PASS),
+    ("empty-credential-on-key-route", [("X-Api-Key", "")], "X-Api-Key", Scope.PASS),
+    ("api-key", [("x-api-key", "k1")], "X-Api-Key", Scope.USER),
+    ("authorization-on-key-route", [AUTH], "X-Api-Key", Scope.PASS),
+    ("cookie-on-key-route", [("Cookie", "s=1")], "X-Api-Key", Scope.PASS),
+    ("cookie-keyed-route", [("Cookie", "s=1")], "Cookie", Scope.USER),
+    ("authorization-on-cookie-route", [AUTH], "Cookie", Scope.PASS),
+    ("second-line-carries-it", [("X-Api-Key", ""), ("X-Api-Key", "k")], "X-Api-Key",
+     Scope.USER),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("req", "user_header", "scope"),
+    [case[1:] for case in SCOPES],
+    ids=[case[0] for case in SCOPES],
+)
+def test_request_scope(req: list[tuple[str, str]], user_header: str | None, scope: Scope) -> None:
+    credentials = ("Authorization", "Cookie", user_header or "Cookie")
+    rules = CacheRules(user_header=user_header, credentials=credentials)
+    assert request_scope(h(*req), rules) is scope
+
+
+def test_configured_credentials_count_like_authorization() -> None:
+    rules = CacheRules(user_header="Authorization", credentials=("Authorization", "X-Token"))
+    assert request_scope(h(("x-token", "t")), rules) is Scope.PASS
+    shared = CacheRules(credentials=("Authorization", "X-Token"))
+    decision = storability(
+        "GET", 200, h(("X-Token", "t")), h(("Cache-Control", "max-age=60")), shared
+    )
+    assert decision == StoreDecision(False, "authorization")
 
 
 # ---------------------------------------------------------------------------

@@ -48,12 +48,40 @@ routes:
     )
     own = routes.match("GET", "/own").cache
     assert own is not None
-    assert (own.rules.ttl, own.rules.stale_if_error, own.rules.per_user) == (60, 300, True)
+    assert (own.rules.ttl, own.rules.stale_if_error, own.rules.user_header) == (
+        60,
+        300,
+        "Authorization",
+    )
     assert own.keys.rules.per_user_header == "Authorization"
     assert own.max_entry_size == 2**20
     assert routes.match("GET", "/off").cache is None
     inherit = routes.match("GET", "/inherit").cache
     assert inherit is not None and inherit.rules.ttl == 10
+
+
+def test_credentials_are_the_same_on_every_route() -> None:
+    # A header one route keys users by identifies users everywhere; extras are configured.
+    routes = table(
+        """
+upstream: {url: http://a}
+cache: {credential_headers: [x-session]}
+routes:
+  - {match: {prefix: /k}, cache: {per_user: {header: X-Api-Key}}}
+  - {match: {prefix: /plain}, cache: {credential_headers: [X-Session, X-Token]}}
+"""
+    )
+    keyed, plain = routes.match("GET", "/k").cache, routes.match("GET", "/plain").cache
+    assert keyed is not None and plain is not None
+    assert keyed.rules.credentials == ("Authorization", "Cookie", "X-Api-Key", "x-session")
+    assert plain.rules.credentials == (
+        "Authorization",
+        "Cookie",
+        "X-Api-Key",
+        "X-Session",
+        "X-Token",
+    )
+    assert (keyed.rules.user_header, plain.rules.user_header) == ("X-Api-Key", None)
     assert routes.default.cache is not None  # unmatched requests use the top-level cache
 
 
