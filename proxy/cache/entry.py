@@ -79,7 +79,7 @@ class Entry:
             url_key=url_key,
             path=path,
             tags=tags,
-            size=_size(headers, body, primary, url_key),
+            size=entry_size(headers, body, primary, url_key),
         )
 
     def age(self, now: float) -> float:
@@ -114,11 +114,11 @@ class Entry:
             url_key=self.url_key,
             path=self.path,
             tags=self.tags,
-            size=_size(merged, self.body, self.primary, self.url_key),
+            size=entry_size(merged, self.body, self.primary, self.url_key),
         )
 
 
-def _size(headers: policy.Headers, body: bytes, primary: str, url_key: str) -> int:
+def entry_size(headers: policy.Headers, body: bytes, primary: str, url_key: str) -> int:
     """Bytes an entry holds, overheads included (see ENTRY_OVERHEAD)."""
     return ENTRY_OVERHEAD + len(body) + len(url_key) + len(primary) + headers_size(headers)
 
