@@ -21,6 +21,7 @@ from aiohttp import web
 
 from proxy.app import ProxyServer
 from proxy.config import parse_config
+from tests.redis_servers import redis_cluster, redis_sentinel, redis_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

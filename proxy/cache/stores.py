@@ -23,6 +23,10 @@ def variant_key(primary: str, vary_values: tuple[str, ...]) -> str:
     return primary + _SEP + _SEP.join(vary_values) if vary_values else primary
 
 
+class StoreUnavailable(Exception):
+    """A shared store could not answer in time; the caller carries on without it."""
+
+
 @dataclass
 class StoreStats:
     hits: int = 0
