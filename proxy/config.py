@@ -6,6 +6,7 @@ Every problem in a file is reported at once, each with its key path
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -93,15 +95,38 @@ class Upstream(_Model):
     _url = field_validator("url")(_check_upstream_url)
 
 
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost`; anything else (a name, `0.0.0.0`, `""`) may be public."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Admin(_Model):
-    host: str = "127.0.0.1"
     port: int = Field(9901, ge=0, le=65535)
     token: str | None = None
+    # Opening the admin listener to the network without a token must be said out loud.
+    allow_insecure: bool = False
+    host: str = "127.0.0.1"  # after token and allow_insecure: its validator reads them
 
     @field_validator("token")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None  # `token: ${ADMIN_TOKEN:-}` means "no token"
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_or_guarded(cls, value: str, info: ValidationInfo) -> str:
+        if _is_loopback(value) or info.data.get("token") or info.data.get("allow_insecure"):
+            return value
+        raise ValueError(
+            f"{value!r} is not a loopback address and admin.token is not set: anyone who can "
+            "reach it could read stats and purge the cache; set admin.token, or "
+            "admin.allow_insecure: true if that is deliberate"
+        )
 
 
 class Match(_Model):

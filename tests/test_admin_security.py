@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.conftest import Origin, StartProxy, raw_exchange
+from tests.conftest import ROOT, Origin, StartProxy, free_port, raw_exchange
 
 TOKEN = "s3cret-tøken"  # non-ASCII on purpose: the comparison is on UTF-8 bytes
 
@@ -58,3 +61,23 @@ async def test_the_right_token_in_utf8_is_accepted_and_a_wrong_one_is_not(
     for wrong in (None, b"", b"Bearer", b"Bearer " + TOKEN.encode()[:-1], b"Basic " + right):
         status, head, _ = _split(await raw_exchange(proxy.admin_port, _request(wrong)))
         assert status == 401, (wrong, head)
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_the_cli_refuses_an_open_admin_listener_without_a_token(
+    tmp_path: Path, command: str
+) -> None:
+    cfg = tmp_path / "open-admin.yaml"
+    cfg.write_text(
+        f"upstream: {{url: 'http://127.0.0.1:{free_port()}'}}\n"
+        f"listen: {{port: {free_port()}}}\nadmin: {{host: 0.0.0.0, port: {free_port()}}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", command, "--config", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "admin.host: " in done.stderr and "Traceback" not in done.stderr

@@ -108,3 +108,29 @@ def test_config_is_frozen() -> None:
     config = parse_config("upstream: {url: http://a}", env={})
     with pytest.raises(Exception, match="frozen"):
         config.listen.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "api.example", "localhost.example", ""]
+)
+def test_admin_off_loopback_without_a_token_is_refused(host: str) -> None:
+    found = problems(f"upstream: {{url: http://a}}\nadmin: {{host: '{host}'}}")
+    assert len(found) == 1 and found[0].startswith("admin.host: "), found
+    assert "admin.token" in found[0] and "admin.allow_insecure" in found[0]
+    # An empty `${ADMIN_TOKEN:-}` is no token either.
+    text = f"upstream: {{url: http://a}}\nadmin: {{host: '{host}', token: '${{T:-}}'}}"
+    assert problems(text)[0].startswith("admin.host: ")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "localhost", "LocalHost"])
+def test_admin_on_loopback_needs_no_token(host: str) -> None:
+    config = parse_config(f"upstream: {{url: http://a}}\nadmin: {{host: '{host}'}}", env={})
+    assert config.admin.host == host and config.admin.token is None
+
+
+def test_admin_off_loopback_with_a_token_or_deliberately_open_is_accepted() -> None:
+    text = "upstream: {url: http://a}\nadmin: {host: 0.0.0.0, token: '${T}'}"
+    assert parse_config(text, env={"T": "abc"}).admin.token == "abc"
+    text = "upstream: {url: http://a}\nadmin: {host: '::', allow_insecure: true}"
+    admin = parse_config(text, env={}).admin
+    assert (admin.host, admin.token, admin.allow_insecure) == ("::", None, True)
