@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,17 @@ async def test_the_right_token_in_utf8_is_accepted_and_a_wrong_one_is_not(
         assert status == 401, (wrong, head)
 
 
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, **(env or {})},
+    )
+
+
 @pytest.mark.parametrize("command", ["check-config", "run"])
 def test_the_cli_refuses_an_open_admin_listener_without_a_token(
     tmp_path: Path, command: str
@@ -72,12 +84,18 @@ def test_the_cli_refuses_an_open_admin_listener_without_a_token(
         f"upstream: {{url: 'http://127.0.0.1:{free_port()}'}}\n"
         f"listen: {{port: {free_port()}}}\nadmin: {{host: 0.0.0.0, port: {free_port()}}}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "proxy", command, "--config", str(cfg)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    done = _cli(command, "--config", str(cfg))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "admin.host: " in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_the_cli_does_not_print_a_token_that_landed_in_the_wrong_key(
+    tmp_path: Path, command: str
+) -> None:
+    cfg = tmp_path / "swapped.yaml"
+    cfg.write_text("upstream: {url: 'http://127.0.0.1:9'}\nadmin: {port: '${ADMIN_TOKEN}'}\n")
+    done = _cli(command, "--config", str(cfg), env={"ADMIN_TOKEN": TOKEN})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "admin.port: " in done.stderr and "${ADMIN_TOKEN}" in done.stderr
+    assert TOKEN not in done.stdout + done.stderr
