@@ -25,12 +25,14 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 def token_guard(token: str | None) -> Callable[[Handler], Handler]:
     """Admin operations need `Authorization: Bearer <token>` when a token is configured."""
-    expected = f"Bearer {token}".encode() if token else None
+    # aiohttp decodes header bytes with surrogateescape, so encoding back the same way gives
+    # the bytes as sent: no header, however malformed, can make the comparison raise.
+    expected = f"Bearer {token}".encode("utf-8", "surrogateescape") if token else None
 
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if expected is not None:
-                given = request.headers.get("Authorization", "").encode()
+                given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
                 # Constant-time: the comparison must not leak how much of a guess was right.
                 if not hmac.compare_digest(given, expected):
                     return json_error(

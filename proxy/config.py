@@ -6,9 +6,10 @@ Every problem in a file is reported at once, each with its key path
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -31,6 +33,12 @@ from proxy.cors import CorsConfig
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Keys whose values a config error never shows, wherever they come from.
+_SECRET_KEY = re.compile(r"(\w*_)?(token|secret|password)", re.IGNORECASE)
+# scheme://user:PASSWORD@host: the password is masked wherever a message quotes a URL. It runs
+# to the last `@` before a blank or a quote, so a password with an unescaped `/` or `@` is
+# masked too (at worst a port and path before an `@` in the path are masked with it).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s'\":]*:)([^\s'\"]*)@")
 
 
 class ConfigError(Exception):
@@ -93,15 +101,38 @@ class Upstream(_Model):
     _url = field_validator("url")(_check_upstream_url)
 
 
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost`; anything else (a name, `0.0.0.0`, `""`) may be public."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Admin(_Model):
-    host: str = "127.0.0.1"
     port: int = Field(9901, ge=0, le=65535)
     token: str | None = None
+    # Opening the admin listener to the network without a token must be said out loud.
+    allow_insecure: bool = False
+    host: str = "127.0.0.1"  # after token and allow_insecure: its validator reads them
 
     @field_validator("token")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None  # `token: ${ADMIN_TOKEN:-}` means "no token"
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_or_guarded(cls, value: str, info: ValidationInfo) -> str:
+        if _is_loopback(value) or info.data.get("token") or info.data.get("allow_insecure"):
+            return value
+        raise ValueError(
+            f"{value!r} is not a loopback address and admin.token is not set: anyone who can "
+            "reach it could read stats and purge the cache; set admin.token, or "
+            "admin.allow_insecure: true if that is deliberate"
+        )
 
 
 class Match(_Model):
@@ -201,6 +232,37 @@ def _join(path: str, key: object) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose bad scalars (`2001-13-45`, `!!int zz`) are located YAML errors.
+
+    PyYAML lets the bare ValueError of int()/date() escape, with no position and the value
+    in its text.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except ValueError:
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {kind}", node.start_mark
+            ) from None
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    """What and where, without the excerpt of the document PyYAML adds: it may hold a secret."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc)  # a ReaderError: a byte position and a character, no excerpt
+
+    def at(mark: yaml.Mark | None) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+
+    message = f"{at(exc.problem_mark)}: {exc.problem or exc.context}"
+    if exc.problem and exc.context:
+        message += f" ({exc.context}, at {at(exc.context_mark)})"
+    return message
+
+
 def _duplicate_keys(node: yaml.Node, path: str = "") -> Iterator[_Located]:
     """Walk the composed YAML tree: PyYAML silently keeps the last duplicate."""
     if isinstance(node, yaml.MappingNode):
@@ -217,14 +279,23 @@ def _duplicate_keys(node: yaml.Node, path: str = "") -> Iterator[_Located]:
             yield from _duplicate_keys(item, _join(path, i))
 
 
-def _substitute(value: Any, path: str, env: dict[str, str], errors: list[_Located]) -> Any:
-    """Replace ${VAR} and ${VAR:-default} in string values (never in keys)."""
+def _substitute(
+    value: Any, path: str, env: dict[str, str], errors: list[_Located], from_env: dict[str, str]
+) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in string values (never in keys).
+
+    ``from_env`` gets the path of every value that used a reference: the environment may hold
+    a secret whatever key it lands in, so errors about such a value never show it.
+    """
     if isinstance(value, dict):
-        return {k: _substitute(v, _join(path, k), env, errors) for k, v in value.items()}
+        return {k: _substitute(v, _join(path, k), env, errors, from_env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, _join(path, i), env, errors) for i, v in enumerate(value)]
+        return [_substitute(v, _join(path, i), env, errors, from_env) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
+    names = [f"${{{m.group(1)}}}" for m in _ENV_REF.finditer(value)]
+    if names:
+        from_env[path] = ", ".join(names)
 
     def replace(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
@@ -245,16 +316,57 @@ _MESSAGES = {
 }
 
 
-def _pydantic_problems(exc: ValidationError) -> Iterator[_Located]:
+def _leaves(value: Any, path: str, secret: bool) -> Iterator[tuple[str, str, bool]]:
+    """Each scalar in an error's input: its path, its text, whether a secret key holds it."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            is_secret = secret or bool(_SECRET_KEY.fullmatch(str(key)))
+            yield from _leaves(item, _join(path, key), is_secret)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _leaves(item, _join(path, i), secret)
+    elif value is not None:
+        yield path, str(value), secret
+
+
+def _hide(message: str, texts: list[str]) -> str:
+    for text in texts:
+        message = message.replace(repr(text), "***")  # how our validators quote a value
+        if len(text) >= 4:  # put some other way (a library's message); shorter would hit words
+            message = message.replace(text, "***")
+    return _URL_PASSWORD.sub(r"\1***@", message)
+
+
+def _pydantic_problems(
+    exc: ValidationError, from_env: Mapping[str, str] | None = None
+) -> Iterator[_Located]:
+    """Every problem with its key path: the one place config values are put into messages.
+
+    A value from the environment or under a secret key is never shown, nor a URL's password.
+    """
+    from_env = from_env or {}
     for err in exc.errors():
         path = ""
         for part in err["loc"]:
             path = _join(path, part)
-        message = _MESSAGES.get(err["type"], err["msg"])
-        message = message.removeprefix("Value error, ")
+        secret = any(_SECRET_KEY.fullmatch(str(part)) for part in err["loc"])
+        hidden: list[str] = []
+        why = ""
+        for leaf, text, under_secret in _leaves(err.get("input"), path, secret):
+            if leaf in from_env:
+                hidden.append(text)
+                why = why or f"it comes from {from_env[leaf]}"
+            elif under_secret:
+                hidden.append(text)
+                why = why or "its key holds a secret"
+            hidden += [m.group(2) for m in _URL_PASSWORD.finditer(text)]
+        message = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
         # Our own validators already quote the value; pydantic's built-in checks do not.
-        if err["type"] not in ("extra_forbidden", "missing", "value_error") and "input" in err:
-            message += f" (got {err['input']!r})"
+        if not why and err["type"] not in ("extra_forbidden", "missing", "value_error"):
+            message += f" (got {err['input']!r})" if "input" in err else ""
+        message = _hide(message, [text for text in hidden if text])
+        if why:
+            message += f" (value not shown: {why})"
         yield _Located(path or "(top level)", message)
 
 
@@ -262,22 +374,23 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
     """Parse YAML text into a Config, or raise ConfigError listing every problem."""
     env = dict(os.environ) if env is None else env
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
+        raw = None if node is None else _Loader(text).get_single_data()
     except yaml.YAMLError as exc:
-        raise ConfigError([f"(yaml) {exc}".replace("\n", " ")], source) from None
+        raise ConfigError([f"(yaml) {_yaml_message(exc)}".replace("\n", " ")], source) from None
     if node is None:
         raise ConfigError(["(top level): the file is empty; `upstream.url` is required"], source)
 
     problems = list(_duplicate_keys(node))
-    raw = yaml.SafeLoader(text).get_single_data()
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): must be a mapping of keys"], source)
-    raw = _substitute(raw, "", env, problems)
+    from_env: dict[str, str] = {}
+    raw = _substitute(raw, "", env, problems, from_env)
     config: Config | None = None
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc))
+        problems.extend(_pydantic_problems(exc, from_env))
     if problems or config is None:
         raise ConfigError([f"{p.path}: {p.message}" for p in problems], source)
     return config

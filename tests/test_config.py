@@ -108,3 +108,117 @@ def test_config_is_frozen() -> None:
     config = parse_config("upstream: {url: http://a}", env={})
     with pytest.raises(Exception, match="frozen"):
         config.listen.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "api.example", "localhost.example", ""]
+)
+def test_admin_off_loopback_without_a_token_is_refused(host: str) -> None:
+    found = problems(f"upstream: {{url: http://a}}\nadmin: {{host: '{host}'}}")
+    assert len(found) == 1 and found[0].startswith("admin.host: "), found
+    assert "admin.token" in found[0] and "admin.allow_insecure" in found[0]
+    # An empty `${ADMIN_TOKEN:-}` is no token either.
+    text = f"upstream: {{url: http://a}}\nadmin: {{host: '{host}', token: '${{T:-}}'}}"
+    assert problems(text)[0].startswith("admin.host: ")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "localhost", "LocalHost"])
+def test_admin_on_loopback_needs_no_token(host: str) -> None:
+    config = parse_config(f"upstream: {{url: http://a}}\nadmin: {{host: '{host}'}}", env={})
+    assert config.admin.host == host and config.admin.token is None
+
+
+def test_admin_off_loopback_with_a_token_or_deliberately_open_is_accepted() -> None:
+    text = "upstream: {url: http://a}\nadmin: {host: 0.0.0.0, token: '${T}'}"
+    assert parse_config(text, env={"T": "abc"}).admin.token == "abc"
+    text = "upstream: {url: http://a}\nadmin: {host: '::', allow_insecure: true}"
+    admin = parse_config(text, env={}).admin
+    assert (admin.host, admin.token, admin.allow_insecure) == ("::", None, True)
+
+
+# --- secrets are never echoed in a config error ------------------------------
+
+SECRET = "hunter2-Zq9"
+
+
+def report(text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env=env or {})
+    return info.value.report() + str(info.value)
+
+
+def test_a_value_from_the_environment_is_not_echoed_whatever_its_key() -> None:
+    # The real mistake this guards against: a token landing in the wrong key.
+    found = report(
+        "upstream: {url: http://a}\nadmin: {port: '${ADMIN_TOKEN}'}", {"ADMIN_TOKEN": SECRET}
+    )
+    assert SECRET not in found
+    assert "admin.port: Input should be a valid integer" in found
+    assert "${ADMIN_TOKEN}" in found  # says where the value came from, not what it is
+
+
+def test_a_value_from_the_environment_is_not_echoed_by_a_validator_either() -> None:
+    env = {"UP": f"ftp://{SECRET}.internal/x", "ORIGIN": f"https://{SECRET}.example:99999"}
+    found = report(
+        "upstream: {url: '${UP}'}\ncors: {allow_origins: ['https://ok.example', '${ORIGIN}']}",
+        env,
+    )
+    assert SECRET not in found
+    assert "upstream.url: must be an http:// or https:// URL" in found
+    assert "cors.allow_origins[1]: invalid origin" in found
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "secret"),
+    [
+        ("admin: {token: 987654321987}", "987654321987"),  # not a string: pydantic says so
+        (f"admin: {{token: ['{SECRET}']}}", SECRET),
+        (f"admin: [{{token: '{SECRET}'}}]", SECRET),  # inside a value echoed whole
+    ],
+)
+def test_a_value_under_a_secret_key_is_not_echoed(yaml_text: str, secret: str) -> None:
+    found = report("upstream: {url: http://a}\n" + yaml_text)
+    assert "admin" in found and secret not in found
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{SECRET}@cache:6379/0",
+        f"ftp://user:{SECRET}@files.example/x",
+        f"http://user:{SECRET}@api.example/x?q=1",
+        f"http://user:{SECRET}@exa\u2100mple.com/",  # urllib quotes the netloc in its error
+    ],
+)
+def test_the_password_in_a_url_is_masked(url: str) -> None:
+    found = report(
+        f"upstream: {{url: 'http://a'}}\nroutes: [{{match: {{prefix: /}}, upstream: '{url}'}}]"
+    )
+    assert SECRET not in found
+    assert "routes[0].upstream: " in found
+    if "mple.com" not in url:
+        assert url.replace(SECRET, "***") in found  # the rest of the URL still helps
+    config = parse_config("upstream: {url: http://a}", env={})
+    with pytest.raises(ConfigError) as info:
+        with_overrides(config, upstream=url)
+    assert SECRET not in info.value.report() and "upstream.url: " in info.value.report()
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        f"upstream: {{url: http://a}}\nadmin: {{token: '{SECRET}' host: x}}\n",  # parser
+        f"upstream: {{url: http://a}}\nadmin:\n  token: {SECRET}\n   port: 1\n",  # scanner
+        f"upstream: {{url: http://a}}\nadmin: {{token: !x '{SECRET}'}}\n",  # constructor
+    ],
+)
+def test_a_yaml_error_gives_its_position_not_the_offending_line(yaml_text: str) -> None:
+    found = report(yaml_text)
+    assert SECRET not in found
+    assert "(yaml) line " in found
+
+
+@pytest.mark.parametrize("value", ["2001-13-45", "!!int zz", "!!float nope"])
+def test_a_yaml_value_its_type_cannot_hold_is_reported_not_raised(value: str) -> None:
+    found = report(f"upstream: {{url: http://a}}\nshutdown_grace: {value}\n")
+    assert "(yaml) line 2, column 17: " in found, found
