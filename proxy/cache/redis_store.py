@@ -1,0 +1,254 @@
+"""RedisStore: the shared L2 tier. Entries as bytes (entry_format), expiring by native TTL.
+
+Key layout, with P the configured prefix and {h} a hash of the URL key, so that every key
+of one URL lives in one Redis Cluster slot and one script can touch them all::
+
+    P{h}:g          purge generation of the URL: a store checks it did not move meanwhile
+    P{h}:i          SET of the entry keys stored under the URL (for purge by URL)
+    P{h}:k:<p>      the entry of primary key p, when the origin sent no Vary
+    P{h}:r:<p>      when it did: the Vary field names that select the variant...
+    P{h}:v:<p+vary> ...and one entry per variant
+    P{paths}        ZSET (all scores 0) of "path NUL h": purge by path prefix is a range
+    P{paths}:exp    the same members scored by expiry, to drop them when their URL expires
+    P{t:<tag>}      SET of "h NUL entry key" per tag
+
+A purge never scans the keyspace: URL purges read one index set; prefix purges one
+lexicographic range; tag purges one set. Every call goes through `run` (the caller's
+guard: timeout, breaker, error counting), which raises StoreUnavailable on failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+from proxy.cache import entry_format, policy
+from proxy.cache.entry import Entry
+from proxy.cache.entry_format import EntryFormatError
+
+T = TypeVar("T")
+
+_RECORD = b"\x89CPV"  # a Vary record: this magic, then the field names, NUL-separated
+_INDEX_KEEP_MS = 86_400_000  # purge generations outlive any fetch that could race them
+
+# KEYS: entry, index, generation, [vary record]; ARGV: blob, ttl ms, expected generation,
+# [record]. Stores only when no purge of the URL happened since the lookup.
+_PUT = """
+local gen = redis.call('GET', KEYS[3]) or '0'
+if gen ~= ARGV[3] then return 0 end
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('SADD', KEYS[2], KEYS[1])
+if KEYS[4] then
+  local left = redis.call('PTTL', KEYS[4])
+  redis.call('SET', KEYS[4], ARGV[4], 'PX', math.max(ttl, left))
+  redis.call('SADD', KEYS[2], KEYS[4])
+end
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+"""
+
+# KEYS: index, generation, entry keys to remove (all of them when none are given).
+# Returns how many entries (not Vary records) went.
+_PURGE = """
+local keys = {}
+if #KEYS > 2 then
+  for i = 3, #KEYS do keys[#keys + 1] = KEYS[i] end
+else
+  keys = redis.call('SMEMBERS', KEYS[1])
+end
+local removed = 0
+for _, key in ipairs(keys) do
+  if redis.call('DEL', key) == 1 and not string.find(key, ':r:', 1, true) then
+    removed = removed + 1
+  end
+  redis.call('SREM', KEYS[1], key)
+end
+if #KEYS == 2 then redis.call('DEL', KEYS[1]) end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return removed
+"""
+
+# KEYS: paths, paths:exp; ARGV: member, expiry (ms since the epoch).
+_INDEX_PATH = """
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[1])
+"""
+
+# KEYS: paths, paths:exp; ARGV: now (ms), batch. Forgets paths whose entries expired.
+_EXPIRE_PATHS = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('ZREM', KEYS[2], member)
+end
+return #gone
+"""
+
+
+class Run(Protocol):
+    def __call__(self, op: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]: ...
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+class RedisStore:
+    """Async; every method may raise StoreUnavailable (from `run`)."""
+
+    def __init__(self, client: Any, run: Run, prefix: str) -> None:
+        self._client = client
+        self._run = run
+        self._p = prefix
+        self._paths = f"{prefix}{{paths}}"
+        self._put = client.register_script(_PUT)
+        self._purge = client.register_script(_PURGE)
+        self._index_path = client.register_script(_INDEX_PATH)
+        self._expire_paths = client.register_script(_EXPIRE_PATHS)
+        self.corrupt = 0  # values that were not entries we can read: counted misses
+
+    # --- keys ---------------------------------------------------------------
+
+    def _url(self, url_key: str) -> tuple[str, str]:
+        h = _digest(url_key)
+        return h, f"{self._p}{{{h}}}"
+
+    @staticmethod
+    def _entry_key(base: str, primary: str, vary: bool, vary_values: tuple[str, ...]) -> str:
+        if not vary:
+            return f"{base}:k:{_digest(primary)}"
+        return f"{base}:v:{_digest(primary + chr(0) + chr(31).join(vary_values))}"
+
+    # --- lookup and store ---------------------------------------------------
+
+    async def get(
+        self, primary: str, url_key: str, request_headers: policy.Headers
+    ) -> tuple[Entry | None, bytes]:
+        """The stored entry for this request, and the URL's purge generation (for `put`)."""
+        _, base = self._url(url_key)
+        p = _digest(primary)
+        plain, record, generation = await self._run(
+            "get", lambda: self._client.mget(f"{base}:k:{p}", f"{base}:r:{p}", f"{base}:g")
+        )
+        generation = generation or b"0"
+        blob = plain
+        if record is not None:
+            if not record.startswith(_RECORD):
+                self.corrupt += 1
+                return None, generation
+            names = record[len(_RECORD) :].decode("ascii", "replace").split("\0")
+            values = policy.vary_key(tuple(n for n in names if n), request_headers)
+            key = self._entry_key(base, primary, True, values)
+            blob = await self._run("get", lambda: self._client.get(key))
+        if blob is None:
+            return None, generation
+        try:
+            entry = entry_format.decode(blob)
+        except EntryFormatError:
+            self.corrupt += 1
+            return None, generation
+        if entry.primary != primary or not entry.matches(request_headers):
+            return None, generation  # a hash collision or a stale variant: never served
+        return entry, generation
+
+    async def put(
+        self, entry: Entry, ttl: float, generation: bytes, variants: Iterable[str] = ()
+    ) -> bool:
+        """Store for `ttl` seconds, unless the URL was purged since `generation` was read."""
+        h, base = self._url(entry.url_key)
+        ttl_ms = max(1000, int(ttl * 1000))
+        varies = bool(entry.vary)
+        keys = [
+            self._entry_key(base, entry.primary, varies, entry.vary_values),
+            f"{base}:i",
+            f"{base}:g",
+        ]
+        args: list[bytes | int] = [entry_format.encode(entry, variants), ttl_ms, generation]
+        if varies:
+            keys.append(f"{base}:r:{_digest(entry.primary)}")
+            args.append(_RECORD + "\0".join(entry.vary).encode())
+        stored = await self._run("put", lambda: self._put(keys=keys, args=args))
+        if not stored:
+            return False
+        member = entry.path.encode("utf-8", "surrogateescape") + b"\0" + h.encode()
+        expires_ms = int((entry.response_time + ttl) * 1000)
+        await self._run(
+            "put",
+            lambda: self._index_path(
+                keys=[self._paths, f"{self._paths}:exp"], args=[member, expires_ms]
+            ),
+        )
+        for tag in entry.tags:
+            tag_key = f"{self._p}{{t:{_digest(tag)}}}"
+            await self._run("put", lambda t=tag_key: self._tag(t, h, keys[0], ttl_ms))
+        return True
+
+    async def _tag(self, tag_key: str, h: str, entry_key: str, ttl_ms: int) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.sadd(tag_key, f"{h}\0{entry_key}")
+            pipe.pexpire(tag_key, ttl_ms, gt=True)
+            pipe.pexpire(tag_key, ttl_ms, nx=True)
+            await pipe.execute()
+
+    # --- purge ----------------------------------------------------------------
+
+    async def purge_url(self, url_key: str) -> int:
+        _, base = self._url(url_key)
+        return await self._purge_keys(base, [])
+
+    async def _purge_keys(self, base: str, keys: list[str]) -> int:
+        removed = await self._run(
+            "purge",
+            lambda: self._purge(keys=[f"{base}:i", f"{base}:g", *keys], args=[_INDEX_KEEP_MS]),
+        )
+        return int(removed)
+
+    async def purge_prefix(self, path_prefix: str, batch: int = 1000) -> int:
+        start = b"[" + path_prefix.encode("utf-8", "surrogateescape")
+        end = start + b"\xff"
+        removed = 0
+        while True:
+            members = await self._run(
+                "purge",
+                lambda: self._client.zrangebylex(self._paths, start, end, start=0, num=batch),
+            )
+            if not members:
+                return removed
+            for h in {m.rpartition(b"\0")[2].decode() for m in members}:
+                removed += await self._purge_keys(f"{self._p}{{{h}}}", [])
+            await self._run(
+                "purge",
+                lambda members=members: self._drop_paths(members),
+            )
+
+    async def _drop_paths(self, members: list[bytes]) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.zrem(self._paths, *members)
+            pipe.zrem(f"{self._paths}:exp", *members)
+            await pipe.execute()
+
+    async def purge_tag(self, tag: str) -> int:
+        tag_key = f"{self._p}{{t:{_digest(tag)}}}"
+        members = await self._run("purge", lambda: self._client.smembers(tag_key))
+        by_url: dict[str, list[str]] = {}
+        for member in members:
+            h, _, key = member.decode().partition("\0")
+            by_url.setdefault(h, []).append(key)
+        removed = 0
+        for h, keys in by_url.items():
+            removed += await self._purge_keys(f"{self._p}{{{h}}}", keys)
+        await self._run("purge", lambda: self._client.delete(tag_key))
+        return removed
+
+    async def expire_paths(self, now: float, batch: int = 1000) -> int:
+        """Forget path-index members whose entries have expired; call it now and then."""
+        gone = await self._run(
+            "expire",
+            lambda: self._expire_paths(
+                keys=[self._paths, f"{self._paths}:exp"], args=[int(now * 1000), batch]
+            ),
+        )
+        return int(gone)

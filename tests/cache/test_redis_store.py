@@ -1,0 +1,151 @@
+"""RedisStore against real Redis: a single node and a 3-node cluster."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from multidict import CIMultiDict
+
+from proxy.breaker import CircuitBreaker
+from proxy.cache.entry import Entry
+from proxy.cache.policy import CacheRules
+from proxy.cache.redis_store import RedisStore
+from proxy.redis_conn import Client, RedisGuard, RedisSettings, connect
+from tests.redis_servers import RedisCluster, RedisServer
+
+NOW = time.time()
+
+
+@pytest.fixture(params=["node", "cluster"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    if request.param == "node":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        settings = RedisSettings(url=server.url, timeout=2)
+    else:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        settings = RedisSettings(cluster={"nodes": cluster.urls}, timeout=2)
+    c = connect(settings)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+def store(client: Client) -> RedisStore:
+    guard = RedisGuard(2, CircuitBreaker())
+    return RedisStore(client, guard.run, f"test-{uuid.uuid4().hex[:8]}:")
+
+
+def entry(
+    path: str = "/q/AAPL",
+    body: bytes = b"quote",
+    vary: str | None = None,
+    request: dict[str, str] | None = None,
+    tags: str | None = None,
+    user: str = "",
+) -> Entry:
+    headers = CIMultiDict({"Cache-Control": "max-age=60"})
+    if vary:
+        headers["Vary"] = vary
+    if tags:
+        headers["Surrogate-Key"] = tags
+    url_key = f"api{path}?"
+    return Entry.build(
+        status=200,
+        reason="OK",
+        headers=headers,
+        body=body,
+        request_headers=CIMultiDict(request or {}),
+        request_time=NOW,
+        response_time=NOW,
+        rules=CacheRules(),
+        primary=url_key + (f"|u:{user}" if user else ""),
+        url_key=url_key,
+        path=path,
+        tags_header="Surrogate-Key",
+    )
+
+
+def key_of(store: RedisStore, e: Entry) -> str:
+    return store._entry_key(store._url(e.url_key)[1], e.primary, False, ())
+
+
+async def test_round_trip(store: RedisStore) -> None:
+    e = entry()
+    found, generation = await store.get(e.primary, e.url_key, CIMultiDict())
+    assert (found, generation) == (None, b"0")
+    assert await store.put(e, 60, generation)
+    found, _ = await store.get(e.primary, e.url_key, CIMultiDict())
+    assert found is not None
+    assert (found.body, found.lifetime, found.path) == (b"quote", 60, "/q/AAPL")
+
+
+async def test_vary_selects_the_variant(store: RedisStore) -> None:
+    en = entry(body=b"hello", vary="Accept-Language", request={"Accept-Language": "en"})
+    de = entry(body=b"hallo", vary="Accept-Language", request={"Accept-Language": "de"})
+    for e in (en, de):
+        assert await store.put(e, 60, b"0")
+    for lang, body in (("en", b"hello"), ("de", b"hallo")):
+        found, _ = await store.get(en.primary, en.url_key, CIMultiDict({"Accept-Language": lang}))
+        assert found is not None and found.body == body
+    missing, _ = await store.get(en.primary, en.url_key, CIMultiDict({"Accept-Language": "fr"}))
+    assert missing is None
+
+
+async def test_purge_url_removes_every_variant_and_fences_older_fetches(
+    store: RedisStore,
+) -> None:
+    alice, bob = entry(user="alice"), entry(user="bob")
+    _, before = await store.get(alice.primary, alice.url_key, CIMultiDict())
+    for e in (alice, bob):
+        assert await store.put(e, 60, before)
+    assert await store.purge_url(alice.url_key) == 2
+    for e in (alice, bob):
+        assert (await store.get(e.primary, e.url_key, CIMultiDict()))[0] is None
+    # A response fetched before the purge must not land after it.
+    assert not await store.put(alice, 60, before)
+    _, after = await store.get(alice.primary, alice.url_key, CIMultiDict())
+    assert after != before
+    assert await store.put(alice, 60, after)
+
+
+async def test_purge_prefix_and_tag(store: RedisStore) -> None:
+    signals = [entry(f"/signals/{i}", tags="signals") for i in range(30)]
+    quote = entry("/quotes/AAPL", tags="quotes aapl")
+    for e in (*signals, quote):
+        assert await store.put(e, 60, b"0")
+    assert await store.purge_prefix("/signals/", batch=7) == 30
+    assert (await store.get(signals[3].primary, signals[3].url_key, CIMultiDict()))[0] is None
+    assert (await store.get(quote.primary, quote.url_key, CIMultiDict()))[0] is not None
+    assert await store.purge_tag("signals") == 0  # already gone
+    assert await store.purge_tag("aapl") == 1
+    assert (await store.get(quote.primary, quote.url_key, CIMultiDict()))[0] is None
+
+
+async def test_entries_expire_natively(store: RedisStore, client: Client) -> None:
+    e = entry()
+    assert await store.put(e, 1.5, b"0")
+    assert 1000 < await client.pttl(key_of(store, e)) <= 1500
+
+
+async def test_corrupt_or_foreign_values_are_counted_misses(
+    store: RedisStore, client: Client
+) -> None:
+    e = entry()
+    assert await store.put(e, 60, b"0")
+    key = key_of(store, e)
+    value = await client.get(key)
+    for bad in (value[:-3], b"\x80\x04\x95pickled", b'{"status": 200}'):
+        await client.set(key, bad)
+        assert (await store.get(e.primary, e.url_key, CIMultiDict()))[0] is None
+    assert store.corrupt == 3
+
+
+async def test_expired_paths_are_forgotten(store: RedisStore, client: Client) -> None:
+    e = entry("/old")
+    assert await store.put(e, 1, b"0")
+    assert await store.expire_paths(NOW + 0.5) == 0
+    assert await store.expire_paths(NOW + 5) == 1
+    assert await client.zcard(f"{store._p}{{paths}}") == 0
