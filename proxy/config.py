@@ -12,10 +12,11 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,8 +28,10 @@ from pydantic import (
 from yarl import URL
 
 from proxy.cache.settings import CacheSettings
+from proxy.clientaddr import parse_network
 from proxy.compression import CompressionConfig
 from proxy.cors import CorsConfig
+from proxy.hosts import parse_host_pattern, parse_public_host
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -73,9 +76,25 @@ def _check_upstream_url(value: str) -> str:
     return value
 
 
+def _network(value: str) -> str:
+    return str(parse_network(value))
+
+
 class Listen(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # --- Host hardening (README "Forwarded headers and Host"): kept together, at the end.
+    # The name clients use for this proxy; sent upstream as X-Forwarded-Host.
+    public_host: Annotated[str, AfterValidator(parse_public_host)] | None = None
+    # Allowlist of Host names (`*.example.com` wildcards); None: any Host is served.
+    hosts: tuple[Annotated[str, AfterValidator(parse_host_pattern)], ...] | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value == ():
+            raise ValueError("must list at least one host name (omit it to serve any Host)")
+        return value
 
 
 class Timeouts(_Model):
@@ -215,6 +234,8 @@ class Config(_Model):
     routes: tuple[Route, ...] = ()
     # Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     shutdown_grace: float = Field(10.0, ge=0)
+    # Proxies whose X-Forwarded-* / Forwarded headers are believed (CIDRs or addresses).
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
 
 
 # --- loading ---------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Self
 
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.clientaddr import forwarded_node
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
@@ -26,20 +29,99 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Set by the proxy itself from the connection it forwards on.
-_REQUEST_OWN = frozenset({"host", "expect", "content-length"})
+# Set by the proxy itself from the connection it forwards on. X-Forwarded-Host is always
+# decided by ForwardingPolicy, never copied from the client as such.
+_REQUEST_OWN = frozenset({"host", "expect", "content-length", "x-forwarded-host"})
+
+# What a client may claim about itself or the hops before us: believed only from a trusted
+# proxy (`trusted_proxies`), otherwise dropped. Frameworks read these for the client address
+# (X-Real-IP, True-Client-IP, ...), the scheme (Rack: X-Forwarded-Scheme/-Ssl) and the
+# host and path they build absolute links from.
+CLIENT_FORWARDING = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+    }
+)
+
+# Headers with which origins let a request say it is another URL, method or host. Unkeyed,
+# one client's answer is stored for everyone (web cache poisoning, CPDoS), so they are not
+# forwarded on fetches whose answer may be stored unless the route keys by them.
+# URL: X-Original-URL / X-Rewrite-URL (Symfony, Zend, IIS; Fastly's 2018 advisory),
+# X-Original-URI (nginx auth_request), X-Forwarded-Prefix/-Path (Spring, ASP.NET path base).
+# Method: the CPDoS "HTTP Method Override" headers, plus X-Original-Method.
+# Host: X-Host, X-Forwarded-Server, X-HTTP-Host-Override (Kettle, Practical Web Cache
+# Poisoning, 2018), X-Original-Host.
+OVERRIDE_HEADERS = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-forwarded-prefix",
+        "x-forwarded-path",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-method",
+        "x-host",
+        "x-forwarded-server",
+        "x-http-host-override",
+        "x-original-host",
+    }
+)
 
 
-def _connection_tokens(headers: Headers) -> set[str]:
+@dataclass(frozen=True, slots=True)
+class ForwardingPolicy:
+    """What one kind of upstream request may carry from the client; built at start-up."""
+
+    drop_untrusted: frozenset[str]  # request headers dropped when the peer is not trusted
+    drop_trusted: frozenset[str]  # ... and when it is
+    public_host: str | None  # `listen.public_host`: the X-Forwarded-Host, always
+    host_as_forwarded_host: bool  # may the client's Host become X-Forwarded-Host?
+
+    @classmethod
+    def build(cls, public_host: str | None, key_headers: tuple[str, ...] | None) -> Self:
+        """`key_headers` None: nothing fetched with this policy is stored.
+
+        Then the client's Host goes upstream as X-Forwarded-Host, as every reverse proxy
+        does: the answer goes to that client alone, so a lying Host only fools itself.
+        Otherwise only what the cache key holds may shape the answer: Host only when the
+        route keys by Host, a trusted proxy's X-Forwarded-Host only when keyed by it, and
+        override headers only when keyed by them.
+        """
+        own = HOP_BY_HOP | _REQUEST_OWN
+        if key_headers is None:
+            return cls(own | CLIENT_FORWARDING, own - {"x-forwarded-host"}, public_host, True)
+        keyed = frozenset(h.lower() for h in key_headers)
+        trusted = own | (OVERRIDE_HEADERS - keyed)
+        if "x-forwarded-host" in keyed:
+            trusted -= {"x-forwarded-host"}
+        return cls(trusted | CLIENT_FORWARDING, trusted, public_host, "host" in keyed)
+
+
+def _connection_tokens(headers: Headers) -> frozenset[str]:
     """Header names listed in Connection are hop-by-hop too (§7.6.1)."""
     tokens: set[str] = set()
     for value in headers.getall("Connection", ()):
         tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return tokens
+    return frozenset(tokens)
 
 
-def _copy_end_to_end(headers: Headers, also_drop: Iterable[str] = ()) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP | _connection_tokens(headers) | frozenset(also_drop)
+def _copy_end_to_end(headers: Headers, drop: frozenset[str] = HOP_BY_HOP) -> CIMultiDict[str]:
+    if "Connection" in headers:
+        drop = drop | _connection_tokens(headers)
     # Repeated fields (Set-Cookie, Via, ...) are kept one by one, in order.
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
@@ -52,23 +134,35 @@ def _append(headers: CIMultiDict[str], name: str, value: str) -> None:
 
 def forward_request_headers(
     headers: Headers,
+    policy: ForwardingPolicy,
     *,
-    client_ip: str | None,
+    peer: str | None,
+    peer_trusted: bool,
     proto: str,
-    original_host: str | None,
+    client_host: str | None,
     upstream_host: str,
     content_length: int | None,
 ) -> CIMultiDict[str]:
-    """Headers to send upstream for a client request."""
-    out = _copy_end_to_end(headers, _REQUEST_OWN)
+    """Headers to send upstream for a client request.
+
+    `peer` is the socket peer; `client_host` the Host the client asked for (None for an
+    absolute-form target, whose Host header RFC 9112 §3.2.2 says to ignore).
+    """
+    out = _copy_end_to_end(headers, policy.drop_trusted if peer_trusted else policy.drop_untrusted)
     out["Host"] = upstream_host
     if content_length is not None:
         out["Content-Length"] = str(content_length)
-    if client_ip:
-        _append(out, "X-Forwarded-For", client_ip)
-    out["X-Forwarded-Proto"] = proto
-    if original_host and "X-Forwarded-Host" not in out:
-        out["X-Forwarded-Host"] = original_host
+    if peer:
+        # From an untrusted peer the client's chain was dropped: the peer is all we know.
+        _append(out, "X-Forwarded-For", peer)
+        if "Forwarded" in out:  # a trusted chain: add our hop, as RFC 7239 §4 asks
+            _append(out, "Forwarded", f"for={forwarded_node(peer)}")
+    if "X-Forwarded-Proto" not in out:  # a trusted proxy knows the client's scheme, we don't
+        out["X-Forwarded-Proto"] = proto
+    if policy.public_host is not None:
+        out["X-Forwarded-Host"] = policy.public_host
+    elif client_host and policy.host_as_forwarded_host and "X-Forwarded-Host" not in out:
+        out["X-Forwarded-Host"] = client_host
     _append(out, "Via", VIA)
     return out
 

@@ -22,7 +22,7 @@ from proxy.cache import policy
 from proxy.cache.http_cache import HttpCache, cache_headers
 from proxy.cache.stores import MemoryStore
 from proxy.errors import json_error
-from proxy.headers import forward_request_headers, forward_response_headers
+from proxy.headers import ForwardingPolicy, forward_request_headers, forward_response_headers
 from proxy.respond import Responder
 from proxy.routes import RoutePolicy, RouteTable
 from proxy.target import BadTarget, Target, parse_target
@@ -40,6 +40,8 @@ class Pipeline:
 
     def __init__(self, routes: RouteTable, upstream: UpstreamClient, store: MemoryStore) -> None:
         self.routes = routes
+        self.hosts = routes.hosts
+        self.trusted_proxies = routes.trusted_proxies
         self.upstream = upstream
         self.responder = Responder(store)
         self.cache = HttpCache(store, self.fetch_for_cache, self.responder)
@@ -51,9 +53,16 @@ class Pipeline:
             target = parse_target(request.raw_path)
         except BadTarget as exc:
             return json_error(400, "bad_request", str(exc))
-        if target.authority is not None and target.authority not in self.routes.authorities:
-            # Absolute-form for a host we do not front: never an open relay.
-            return json_error(403, "forbidden_host", "this proxy only forwards to its upstreams")
+        if target.authority is not None:
+            if target.authority not in self.routes.authorities:
+                # Absolute-form for a host we do not front: never an open relay.
+                msg = "this proxy only forwards to its upstreams"
+                return json_error(403, "forbidden_host", msg)
+            # Its Host header is ignored (RFC 9112 §3.2.2), so listen.hosts does not apply:
+            # the authority, checked just now against the upstreams, is what it names.
+        elif self.hosts is not None and not self.hosts.allows(request.headers.get("Host")):
+            msg = "this proxy does not serve the requested host"
+            return json_error(421, "misdirected_request", msg)
 
         route = self.routes.match(request.method, target.path)
         if route.cors is not None and route.cors.is_preflight(request.method, request.headers):
@@ -91,15 +100,24 @@ class Pipeline:
                 self.cache.store.purge_url(self.cache.url_key(route, path, query))
 
     def _upstream_request(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target, body: object
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        body: object,
+        forwarding: ForwardingPolicy,
     ) -> tuple[URL, CIMultiDict[str]]:
         upstream = route.upstream
         url = URL(upstream.origin + upstream.base_path + target.path_and_query, encoded=True)
+        peer = request.remote
         headers = forward_request_headers(
             request.headers,
-            client_ip=request.remote,
+            forwarding,
+            peer=peer,
+            peer_trusted=self.trusted_proxies.trusts(peer),
             proto=request.scheme,
-            original_host=request.headers.get("Host"),
+            # Absolute-form: the Host header is not what the client asked for (§3.2.2).
+            client_host=request.headers.get("Host") if target.authority is None else None,
             upstream_host=upstream.host_header,
             content_length=request.content_length if body is not None else None,
         )
@@ -115,7 +133,8 @@ class Pipeline:
                 # The low-level server leaves Expect to us; the client waits for this.
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = request.content
-        url, headers = self._upstream_request(request, route, target, body)
+        # Nothing forwarded here is stored, whatever the route.
+        url, headers = self._upstream_request(request, route, target, body, route.forwarding)
         up = await self.upstream.send(request.method, url, headers, body, route.upstream.origin)
         try:
             response_headers = forward_response_headers(up.headers)
@@ -137,7 +156,11 @@ class Pipeline:
         whose client conditions are replaced by `validators` (the stored entry's, on a
         revalidation; none on a miss, so the full response comes back to be stored).
         """
-        url, headers = self._upstream_request(request, route, target, None)
+        assert route.cache is not None
+        query = route.cache.keys.strip_ignored(target.query)
+        if query is not target.query:  # what the key ignores must not reach the origin
+            target = target._replace(query=query)
+        url, headers = self._upstream_request(request, route, target, None, route.cache_forwarding)
         method = request.method
         if validators is not None:
             method = "GET"

@@ -10,9 +10,12 @@ from typing import Any
 from yarl import URL
 
 from proxy.cache.settings import RouteCache, resolve, user_headers
+from proxy.clientaddr import TrustedProxies
 from proxy.compression import CompressionConfig, CompressionPolicy
 from proxy.config import Config, Route
 from proxy.cors import CorsConfig, CorsPolicy
+from proxy.headers import ForwardingPolicy
+from proxy.hosts import HostAllowlist
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,9 @@ class UpstreamTarget:
         )
 
 
+_PLAIN_FORWARDING = ForwardingPolicy.build(None, None)
+
+
 @dataclass(frozen=True, slots=True)
 class RoutePolicy:
     """Everything the pipeline needs to know about one route, resolved at start-up."""
@@ -47,6 +53,10 @@ class RoutePolicy:
     cache: RouteCache | None = None  # None: this route does not cache
     cors: CorsPolicy | None = None
     compression: CompressionPolicy | None = None
+    # Which client headers go upstream: `forwarding` for requests whose answer is never
+    # stored, `cache_forwarding` for fetches made by the cache (keyed by this route's key).
+    forwarding: ForwardingPolicy = _PLAIN_FORWARDING
+    cache_forwarding: ForwardingPolicy = _PLAIN_FORWARDING
 
 
 _Matcher = Callable[[str], bool]
@@ -87,29 +97,46 @@ class RouteTable:
         cors = _Policies(CorsPolicy)
         compression = _Policies(CompressionPolicy)
         credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
+        public_host = config.listen.public_host
+        forwarding = ForwardingPolicy.build(public_host, None)
+
+        def cache_forwarding(cache: RouteCache | None) -> ForwardingPolicy:
+            if cache is None:
+                return forwarding
+            return ForwardingPolicy.build(public_host, cache.keys.rules.headers)
+
+        default_cache = resolve(config.cache, None, credentials)
         self.default = RoutePolicy(
             "default",
             UpstreamTarget.parse(config.upstream.url),
-            resolve(config.cache, None, credentials),
+            default_cache,
             cors.get(config.cors),
             compression.get(config.compression),
+            forwarding,
+            cache_forwarding(default_cache),
         )
         self._entries: list[tuple[_Matcher, frozenset[str] | None, RoutePolicy]] = []
         for i, route in enumerate(config.routes):
             upstream = (
                 UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
             )
+            cache = resolve(config.cache, route.cache, credentials)
             policy = RoutePolicy(
                 route.name or f"routes[{i}]",
                 upstream,
-                resolve(config.cache, route.cache, credentials),
+                cache,
                 cors.get(route.cors or config.cors),
                 compression.get(route.compression or config.compression),
+                forwarding,
+                cache_forwarding(cache),
             )
             methods = frozenset(route.match.methods) if route.match.methods else None
             self._entries.append((_matcher(route), methods, policy))
         self.policies = [self.default] + [p for _, _, p in self._entries]
         self.authorities = frozenset(p.upstream.authority for p in self.policies)
+        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
+        # None: every Host is served (no per-request check at all).
+        self.hosts = HostAllowlist(config.listen.hosts) if config.listen.hosts else None
 
     def match(self, method: str, path: str) -> RoutePolicy:
         for matches, methods, policy in self._entries:

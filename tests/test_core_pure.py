@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.config import parse_config
-from proxy.headers import forward_request_headers, forward_response_headers
+from proxy.headers import ForwardingPolicy, forward_request_headers, forward_response_headers
 from proxy.routes import RouteTable, UpstreamTarget
 from proxy.target import BadTarget, parse_target
 
@@ -62,9 +62,11 @@ def test_request_headers_drop_hop_by_hop_and_connection_named() -> None:
     )
     out = forward_request_headers(
         incoming,
-        client_ip="127.0.0.9",
+        ForwardingPolicy.build(None, None),
+        peer="127.0.0.9",
+        peer_trusted=True,
         proto="http",
-        original_host="public.example",
+        client_host="public.example",
         upstream_host="api:9000",
         content_length=12,
     )

@@ -132,6 +132,18 @@ class KeyBuilder:
             items.sort()
         return "&".join(part for _, part in items)
 
+    def strip_ignored(self, raw_query: str) -> str:
+        """`raw_query` without the ignored parameters, the rest byte for byte, in order.
+
+        What the key ignores must not reach the origin either: an origin reflecting
+        `utm_source` would otherwise have its answer stored for everyone.
+        """
+        if not raw_query or not (self._exact or self._prefixes or self._regex):
+            return raw_query
+        parts = raw_query.split("&")
+        kept = [p for p in parts if not (p and self._ignored(p.partition("=")[0]))]
+        return raw_query if len(kept) == len(parts) else "&".join(kept)
+
     def url_key(self, host: str, path: str, raw_query: str) -> str:
         """``host+path?query``: shared by every variant of one URL."""
         query = self.normalise_query(raw_query)

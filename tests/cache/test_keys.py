@@ -115,6 +115,57 @@ def test_normalise_never_raises(raw: str, rules: KeyRules) -> None:
 
 
 # ---------------------------------------------------------------------------
+# strip_ignored: the query the origin gets on a fetch through the cache
+# ---------------------------------------------------------------------------
+
+STRIPS = [
+    # id, raw query, expected
+    ("nothing-ignored", "b=2&a=1", "b=2&a=1"),
+    ("empty", "", ""),
+    ("prefix-glob", "utm_source=x&id=3&utm_medium=y", "id=3"),
+    ("order-kept", "b=2&utm_x=1&a=1", "b=2&a=1"),
+    ("bytes-kept", "q=a%20b+c&utm_x=1&z=%E2%82%AC&e=%zz", "q=a%20b+c&z=%E2%82%AC&e=%zz"),
+    ("empty-parts-kept", "a=1&&utm_x=1&b&", "a=1&&b&"),
+    ("bare-names", "_&a&_=1", "a"),
+    ("exact-does-not-prefix", "__=1&_x=2", "__=1&_x=2"),
+    ("globs", "fbclid=1&fbxxlid=3&xid=1&zid=3", "fbxxlid=3&zid=3"),
+    ("percent-encoded-name", "utm%5Fsource=1&q%20x=2", "q%20x=2"),
+    ("case-sensitive", "UTM_source=1", "UTM_source=1"),
+    ("all-ignored", "utm_a=1&_=2", ""),
+    ("value-looks-ignored", "a=utm_x&b=_", "a=utm_x&b=_"),
+    ("semicolon-is-not-a-separator", "a=1;utm_x=2&utm_y=3", "a=1;utm_x=2"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [case[1:] for case in STRIPS], ids=[case[0] for case in STRIPS]
+)
+def test_strip_ignored(raw: str, expected: str) -> None:
+    assert KeyBuilder(IGNORE).strip_ignored(raw) == expected
+
+
+def test_strip_ignored_without_patterns_returns_the_query_itself() -> None:
+    raw = "utm_source=x&b=2"
+    assert KeyBuilder(KeyRules()).strip_ignored(raw) is raw
+    assert KeyBuilder(IGNORE).strip_ignored("a=1&b=2") == "a=1&b=2"
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=_QUERY_PARTS, rules=_RULES)
+def test_strip_keeps_the_key_and_drops_only_ignored_parts(
+    parts: list[str], rules: KeyRules
+) -> None:
+    builder = KeyBuilder(rules)
+    raw = "&".join(parts)
+    stripped = builder.strip_ignored(raw)
+    # The origin is asked for exactly what the key stands for ...
+    assert builder.normalise_query(stripped) == builder.normalise_query(raw)
+    # ... with every other part as sent, in order, and nothing ignored left.
+    assert stripped == "&".join(p for p in parts if not (p and builder._ignored(p.split("=")[0])))
+    assert builder.strip_ignored(stripped) == stripped
+
+
+# ---------------------------------------------------------------------------
 # hash_secret
 # ---------------------------------------------------------------------------
 

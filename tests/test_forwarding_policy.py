@@ -1,0 +1,128 @@
+"""Direct tests of the forwarding policy in proxy.headers: what reaches an upstream."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict
+
+from proxy.headers import (
+    CLIENT_FORWARDING,
+    OVERRIDE_HEADERS,
+    ForwardingPolicy,
+    forward_request_headers,
+)
+
+PLAIN = ForwardingPolicy.build(None, None)  # requests whose answer is never stored
+CACHED = ForwardingPolicy.build(None, ())  # fetches by the cache, key without headers
+
+CLAIMS = CIMultiDict(
+    [
+        ("Host", "shop.example"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-For", "198.51.100.1"),
+        ("Forwarded", "for=203.0.113.7"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "front.example"),
+        ("X-Real-IP", "203.0.113.7"),
+        ("X-Original-URL", "/admin"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("Accept", "application/json"),
+    ]
+)
+
+
+def forward(
+    policy: ForwardingPolicy,
+    *,
+    trusted: bool,
+    peer: str | None = "192.0.2.10",
+    client_host: str | None = "shop.example",
+    headers: CIMultiDict[str] = CLAIMS,
+) -> CIMultiDict[str]:
+    return forward_request_headers(
+        headers,
+        policy,
+        peer=peer,
+        peer_trusted=trusted,
+        proto="http",
+        client_host=client_host,
+        upstream_host="api:9000",
+        content_length=None,
+    )
+
+
+def test_untrusted_peer_claims_nothing() -> None:
+    for policy in (PLAIN, CACHED):
+        out = forward(policy, trusted=False)
+        assert out.getall("X-Forwarded-For") == ["192.0.2.10"]
+        assert out["X-Forwarded-Proto"] == "http"
+        for name in ("Forwarded", "X-Real-IP"):
+            assert name not in out
+        assert out["Host"] == "api:9000"
+        assert out["Accept"] == "application/json"
+
+
+def test_trusted_peer_chain_is_extended() -> None:
+    out = forward(PLAIN, trusted=True)
+    assert out.getall("X-Forwarded-For") == ["203.0.113.7, 198.51.100.1, 192.0.2.10"]
+    assert out["Forwarded"] == "for=203.0.113.7, for=192.0.2.10"
+    assert out["X-Forwarded-Proto"] == "https"
+    assert out["X-Real-IP"] == "203.0.113.7"
+    out = forward(PLAIN, trusted=True, peer="2001:db8::5")
+    assert out["Forwarded"] == 'for=203.0.113.7, for="[2001:db8::5]"'
+
+
+@pytest.mark.parametrize(
+    ("policy", "trusted", "client_host", "expected"),
+    [
+        (PLAIN, False, "shop.example", "shop.example"),  # uncached: the client's own Host
+        (PLAIN, True, "shop.example", "front.example"),  # a trusted proxy knows better
+        (PLAIN, False, None, None),  # absolute-form: no Host to speak of
+        (CACHED, False, "shop.example", None),  # stored for everyone: nothing unkeyed
+        (CACHED, True, "shop.example", None),
+        (ForwardingPolicy.build(None, ("HOST",)), False, "shop.example", "shop.example"),
+        (ForwardingPolicy.build(None, ("Host",)), True, "shop.example", "shop.example"),
+        (ForwardingPolicy.build(None, ("X-Forwarded-Host",)), True, "s", "front.example"),
+        (ForwardingPolicy.build(None, ("X-Forwarded-Host",)), False, "s", None),
+        (ForwardingPolicy.build("api.example.com", None), True, "s", "api.example.com"),
+        (ForwardingPolicy.build("api.example.com", ()), False, None, "api.example.com"),
+    ],
+)
+def test_forwarded_host(
+    policy: ForwardingPolicy, trusted: bool, client_host: str | None, expected: str | None
+) -> None:
+    out = forward(policy, trusted=trusted, client_host=client_host)
+    assert out.getall("X-Forwarded-Host", [None]) == [expected]
+
+
+def test_overrides_only_on_cache_fetches_and_only_unkeyed() -> None:
+    assert forward(PLAIN, trusted=False)["X-Original-URL"] == "/admin"
+    for trusted in (False, True):
+        out = forward(CACHED, trusted=trusted)
+        assert "X-Original-URL" not in out
+        assert "X-HTTP-Method-Override" not in out
+    keyed = ForwardingPolicy.build(None, ("X-HTTP-Method-Override",))
+    out = forward(keyed, trusted=False)
+    assert out["X-HTTP-Method-Override"] == "DELETE"
+    assert "X-Original-URL" not in out
+
+
+def test_keying_by_a_client_forwarding_header_does_not_make_it_believed() -> None:
+    keyed = ForwardingPolicy.build(None, ("X-Forwarded-Prefix", "X-Real-IP"))
+    headers = CIMultiDict([("X-Forwarded-Prefix", "/p"), ("X-Real-IP", "1.2.3.4")])
+    out = forward(keyed, trusted=False, headers=headers)
+    assert "X-Forwarded-Prefix" not in out
+    assert "X-Real-IP" not in out
+    assert forward(keyed, trusted=True, headers=headers)["X-Forwarded-Prefix"] == "/p"
+
+
+def test_connection_cannot_remove_what_the_proxy_adds() -> None:
+    headers = CIMultiDict([("Connection", "X-Forwarded-For, Via"), ("X-Forwarded-For", "6.6.6.6")])
+    out = forward(PLAIN, trusted=True, headers=headers)
+    assert out.getall("X-Forwarded-For") == ["192.0.2.10"]
+    assert out["Via"] == "1.1 cacheproxy"
+
+
+def test_the_header_sets_are_lower_case() -> None:
+    for name in CLIENT_FORWARDING | OVERRIDE_HEADERS:
+        assert name == name.lower()
