@@ -9,6 +9,7 @@ from proxy.cache.settings import CacheSettings
 from proxy.cache.stores import MemoryStore
 from proxy.config import Config
 from proxy.pipeline import Pipeline
+from proxy.redis_conn import SharedRedis
 from proxy.routes import RouteTable
 from proxy.upstream import UpstreamClient
 
@@ -19,6 +20,7 @@ class ProxyServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.upstream = UpstreamClient(config.upstream)
+        self.redis = SharedRedis(config.redis) if config.redis is not None else None
         budget = (config.cache or CacheSettings()).max_memory
         self.pipeline = Pipeline(RouteTable(config), self.upstream, MemoryStore(budget))
         self._runners: list[web.BaseRunner] = []
@@ -62,3 +64,5 @@ class ProxyServer:
         self._runners.clear()
         await self.pipeline.cache.close()
         await self.upstream.close()
+        if self.redis is not None:
+            await self.redis.close()

@@ -32,6 +32,7 @@ from proxy.clientaddr import parse_network
 from proxy.compression import CompressionConfig
 from proxy.cors import CorsConfig
 from proxy.hosts import parse_host_pattern, parse_public_host
+from proxy.redis_conn import RedisSettings
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -236,6 +237,8 @@ class Config(_Model):
     shutdown_grace: float = Field(10.0, ge=0)
     # Proxies whose X-Forwarded-* / Forwarded headers are believed (CIDRs or addresses).
     trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
+    # The Redis shared by every process and instance; none: everything stays in memory.
+    redis: RedisSettings | None = None
 
 
 # --- loading ---------------------------------------------------------------

@@ -165,3 +165,20 @@ class RedisGuard:
         if not was_healthy:
             log.info("redis is answering again")
         return result
+
+
+class SharedRedis:
+    """The one Redis connection of a process, shared by the cache, rate limits, revocation."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.prefix = settings.key_prefix
+        self.client = connect(settings)
+        b = settings.circuit_breaker
+        self.guard = RedisGuard(
+            settings.timeout, CircuitBreaker(b.failures, b.window, b.reset_after)
+        )
+        self.run = self.guard.run
+
+    async def close(self) -> None:
+        await self.client.aclose()
