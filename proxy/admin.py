@@ -54,10 +54,27 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     routes = server.pipeline.routes
 
     async def health(_: web.Request) -> web.Response:
-        return _json({"status": "ok", "upstream": server.config.upstream.url})
+        # No upstream URL here: it may hold a password, and /health needs no token.
+        checks: dict[str, object] = {}
+        status = "healthy"
+        if server.redis is not None:
+            guard = server.redis.guard
+            shared = cache.shared
+            ok = guard.healthy and (shared is None or shared.subscribed)
+            checks["redis"] = {"status": "up" if ok else "down", "error": guard.last_error}
+            if not ok:
+                status = "degraded"  # still serving: from memory and the upstream
+        return _json({"status": status, "checks": checks})
 
     async def cache_stats(_: web.Request) -> web.Response:
-        return _json(dataclasses.asdict(cache.store.snapshot()))
+        stats: dict[str, object] = dataclasses.asdict(cache.store.snapshot())
+        if cache.shared is not None:
+            stats["shared"] = {
+                **dataclasses.asdict(cache.shared.stats),
+                "corrupt": cache.shared.store.corrupt,
+                "subscribed": cache.shared.subscribed,
+            }
+        return _json(stats)
 
     async def purge(request: web.Request) -> web.Response:
         try:
@@ -69,7 +86,6 @@ def build_admin_app(server: ProxyServer) -> web.Application:
         ((kind, value),) = spec.items()
         if not isinstance(value, str) or not value:
             return json_error(400, "bad_request", f"{kind!r} must be a non-empty string")
-        store = cache.store
         if kind == "url":
             try:
                 target = parse_target(value)
@@ -78,14 +94,19 @@ def build_admin_app(server: ProxyServer) -> web.Application:
             route = routes.match("GET", target.path)
             if route.cache is None:
                 return _json({"purged": 0})
-            purged = store.purge_url(cache.url_key(route, target.path, target.query))
-        elif kind == "prefix":
-            purged = store.purge_prefix(value)
-        elif kind == "tag":
-            purged = store.purge_tag(value)
+            result = await cache.purge("url", cache.url_key(route, target.path, target.query))
+        elif kind in ("prefix", "tag"):
+            result = await cache.purge(kind, value)
         else:
             return json_error(400, "bad_request", f"unknown purge kind {kind!r}")
-        return _json({"purged": purged})
+        answer: dict[str, object] = {"purged": result.local}
+        if cache.shared is not None:
+            answer["purged_shared"] = result.shared
+        if result.error is not None:
+            # Other instances were not told: say so rather than report success.
+            answer.update(error="purge_incomplete", message=result.error)
+            return _json(answer, status=503)
+        return _json(answer)
 
     app = web.Application()
     app.router.add_get("/health", health)

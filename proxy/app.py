@@ -11,6 +11,7 @@ from proxy.config import Config
 from proxy.pipeline import Pipeline
 from proxy.redis_conn import SharedRedis
 from proxy.routes import RouteTable
+from proxy.shared_cache import SharedTier
 from proxy.upstream import UpstreamClient
 
 
@@ -22,11 +23,18 @@ class ProxyServer:
         self.upstream = UpstreamClient(config.upstream)
         self.redis = SharedRedis(config.redis) if config.redis is not None else None
         budget = (config.cache or CacheSettings()).max_memory
-        self.pipeline = Pipeline(RouteTable(config), self.upstream, MemoryStore(budget))
+        memory = MemoryStore(budget)
+        routes = RouteTable(config)
+        self.shared: SharedTier | None = None
+        if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
+            self.shared = SharedTier(self.redis, memory)
+        self.pipeline = Pipeline(routes, self.upstream, memory, self.shared)
         self._runners: list[web.BaseRunner] = []
 
     async def start(self) -> None:
         await self.upstream.start()
+        if self.shared is not None:
+            await self.shared.start()
         grace = self.config.shutdown_grace
         # The proxy port routes with its own table, so aiohttp's router is dead weight:
         # the low-level server costs measurably less CPU per request (shared/design.md).
@@ -63,6 +71,8 @@ class ProxyServer:
             await runner.cleanup()
         self._runners.clear()
         await self.pipeline.cache.close()
+        if self.shared is not None:
+            await self.shared.close()
         await self.upstream.close()
         if self.redis is not None:
             await self.redis.close()

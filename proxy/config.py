@@ -415,9 +415,21 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
         config = Config.model_validate(raw)
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, from_env))
+    if config is not None:
+        problems.extend(_across_sections(config))
     if problems or config is None:
         raise ConfigError([f"{p.path}: {p.message}" for p in problems], source)
     return config
+
+
+def _across_sections(config: Config) -> Iterator[_Located]:
+    """Rules that tie one section to another."""
+    if config.redis is None:
+        sections = [("cache", config.cache)]
+        sections += [(f"routes[{i}].cache", r.cache) for i, r in enumerate(config.routes)]
+        for path, cache in sections:
+            if cache is not None and "redis" in cache.tiers:
+                yield _Located(f"{path}.tiers", "lists redis, but there is no `redis:` section")
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:

@@ -19,12 +19,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.cache import policy
-from proxy.cache.http_cache import HttpCache, cache_headers
 from proxy.cache.stores import MemoryStore
+from proxy.caching import HttpCache, cache_headers
 from proxy.errors import json_error
 from proxy.headers import ForwardingPolicy, forward_request_headers, forward_response_headers
 from proxy.respond import Responder
 from proxy.routes import RoutePolicy, RouteTable
+from proxy.shared_cache import SharedTier
 from proxy.target import BadTarget, Target, parse_target
 from proxy.upstream import UpstreamClient, UpstreamError
 
@@ -38,13 +39,19 @@ _CONDITIONALS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodifie
 class Pipeline:
     """Built once at start-up; `handle` is the proxy listener's only handler."""
 
-    def __init__(self, routes: RouteTable, upstream: UpstreamClient, store: MemoryStore) -> None:
+    def __init__(
+        self,
+        routes: RouteTable,
+        upstream: UpstreamClient,
+        store: MemoryStore,
+        shared: SharedTier | None = None,
+    ) -> None:
         self.routes = routes
         self.hosts = routes.hosts
         self.trusted_proxies = routes.trusted_proxies
         self.upstream = upstream
         self.responder = Responder(store)
-        self.cache = HttpCache(store, self.fetch_for_cache, self.responder)
+        self.cache = HttpCache(store, self.fetch_for_cache, self.responder, shared)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "CONNECT":
@@ -84,10 +91,10 @@ class Pipeline:
             error = json_error(exc.status, exc.code, exc.message, cache_headers(*x_cache))
             return self.responder.own(request, route, error)
         if policy.is_unsafe_method(request.method):
-            self.invalidate(request, target, resp)
+            await self.invalidate(request, target, resp)
         return resp
 
-    def invalidate(
+    async def invalidate(
         self, request: web.BaseRequest, target: Target, resp: web.StreamResponse
     ) -> None:
         """§4.4: a successful unsafe request makes stored responses for its URLs stale."""
@@ -97,7 +104,7 @@ class Pipeline:
             path, _, query = path_query.partition("?")
             route = self.routes.match("GET", path)  # where a GET of that URL is cached
             if route.cache is not None:
-                self.cache.store.purge_url(self.cache.url_key(route, path, query))
+                await self.cache.purge("url", self.cache.url_key(route, path, query))
 
     def _upstream_request(
         self,

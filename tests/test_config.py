@@ -222,3 +222,26 @@ def test_a_yaml_error_gives_its_position_not_the_offending_line(yaml_text: str) 
 def test_a_yaml_value_its_type_cannot_hold_is_reported_not_raised(value: str) -> None:
     found = report(f"upstream: {{url: http://a}}\nshutdown_grace: {value}\n")
     assert "(yaml) line 2, column 17: " in found, found
+
+
+def test_the_redis_tier_needs_a_redis_section() -> None:
+    text = """
+upstream: {url: http://a}
+cache: {tiers: [memory, redis]}
+routes:
+  - {match: {prefix: /x}, cache: {tiers: [memory, redis]}}
+  - {match: {prefix: /y}, cache: {tiers: [memory]}}
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, env={})
+    assert err.value.problems == [
+        "cache.tiers: lists redis, but there is no `redis:` section",
+        "routes[0].cache.tiers: lists redis, but there is no `redis:` section",
+    ]
+    ok = parse_config(text + "redis: {url: redis://r}", env={})
+    assert ok.redis is not None and ok.redis.url == "redis://r"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text.replace("tiers: [memory]}", "tiers: [redis]}"), env={})
+    assert err.value.problems == [
+        "routes[1].cache.tiers: must be [memory] or [memory, redis]: memory is always the L1"
+    ]

@@ -559,6 +559,31 @@ def current_age(initial_age: float, response_time: float, now: float) -> float:
     return initial_age + max(0.0, now - response_time)
 
 
+# A stale entry with a validator is worth keeping in a shared store for a 304 later
+# (§4.3): as long as it was fresh, at least this long, at most a day.
+_REVALIDATION_KEEP_MIN: Final = 60.0
+_REVALIDATION_KEEP_MAX: Final = 86400.0
+
+
+def shared_store_ttl(
+    lifetime: float, age: float, response_headers: Headers, rules: CacheRules
+) -> float:
+    """Seconds a shared store (Redis) keeps an entry: while it is fresh, then while a
+    stale copy may still be served (stale-while-revalidate, stale-if-error) or
+    revalidated with its ETag/Last-Modified. Never less than one second."""
+    cc = effective_cache_control(response_headers)
+    stale = max(
+        rules.stale_while_revalidate,
+        rules.stale_if_error,
+        float(cc.stale_while_revalidate or 0),
+        float(cc.stale_if_error or 0),
+    )
+    if "ETag" in response_headers or "Last-Modified" in response_headers:
+        keep = min(max(lifetime, _REVALIDATION_KEEP_MIN), _REVALIDATION_KEEP_MAX)
+        stale = max(stale, keep)
+    return max(1.0, lifetime - age + stale)
+
+
 # ---------------------------------------------------------------------------
 # Serving decisions (§4.2.4, RFC 5861)
 # ---------------------------------------------------------------------------

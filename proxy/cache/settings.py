@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -62,6 +62,16 @@ class CacheSettings(Section):
     credential_headers: tuple[str, ...] = ()
     key: KeySettings = KeySettings()
     tags_header: str | None = None
+    # Where entries live: memory (each process's L1), then redis (the shared L2, which
+    # needs the top-level `redis` section).
+    tiers: tuple[Literal["memory", "redis"], ...] = ("memory",)
+
+    @field_validator("tiers")
+    @classmethod
+    def _memory_first(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if value not in (("memory",), ("memory", "redis")):
+            raise ValueError("must be [memory] or [memory, redis]: memory is always the L1")
+        return value
 
     @field_validator("max_memory", "max_entry_size", mode="before")
     @classmethod
@@ -95,6 +105,7 @@ class RouteCache:
     keys: KeyBuilder
     tags_header: str | None
     max_entry_size: int
+    shared: bool = False  # entries also go to (and come from) the Redis tier
 
 
 def user_headers(sections: Iterable[CacheSettings | None]) -> tuple[str, ...]:
@@ -145,6 +156,7 @@ def resolve(
         ),
         tags_header=settings.tags_header,
         max_entry_size=settings.max_entry_size,
+        shared="redis" in settings.tiers,
     )
 
 

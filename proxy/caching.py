@@ -16,12 +16,15 @@ from multidict import CIMultiDict
 
 from proxy.cache import policy
 from proxy.cache.entry import Entry
+from proxy.cache.keys import url_part
 from proxy.cache.policy import Freshness, Scope
+from proxy.cache.settings import RouteCache
 from proxy.cache.stores import MemoryStore
 from proxy.errors import json_error
 from proxy.headers import forward_response_headers
 from proxy.respond import Responder
 from proxy.routes import RoutePolicy
+from proxy.shared_cache import PurgeKind, PurgeResult, SharedTier
 from proxy.target import Target
 from proxy.upstream import UpstreamError
 
@@ -50,9 +53,11 @@ class HttpCache:
         store: MemoryStore,
         fetch: Fetch,
         responder: Responder,
+        shared: SharedTier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.shared = shared
         self._responder = responder
         self._fetch = fetch
         self._clock = clock
@@ -64,6 +69,12 @@ class HttpCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def purge(self, kind: PurgeKind, value: str) -> PurgeResult:
+        """Purge by url (a URL key), prefix (a path prefix) or tag, in every tier."""
+        if self.shared is not None:
+            return await self.shared.purge(kind, value)
+        return PurgeResult(getattr(self.store, f"purge_{kind}")(value), 0, None)
 
     def primary_key(self, route: RoutePolicy, target: Target, request: web.BaseRequest) -> str:
         assert route.cache is not None
@@ -107,13 +118,35 @@ class HttpCache:
             )
             if verdict is Freshness.FRESH:
                 return await self._responder.from_entry(request, route, entry, age, "HIT", "hit")
+        shared_gen = None
+        if rc.shared and self.shared is not None:
+            # L1 could not answer: another instance may have stored a (fresher) copy.
+            fetched_at = self.store.generation
+            found, shared_gen = await self.shared.lookup(
+                primary, url_part(primary), request.headers
+            )
+            if found is not None and (entry is None or found.response_time > entry.response_time):
+                self.store.put(found, fetched_at=fetched_at)
+                entry, age = found, found.age(self._clock())
+                verdict = policy.lookup_verdict(
+                    age=age,
+                    lifetime=entry.lifetime,
+                    request_cc=req_cc,
+                    response_cc=entry.cc,
+                    rules=rc.rules,
+                )
+                if verdict is Freshness.FRESH:
+                    return await self._responder.from_entry(
+                        request, route, entry, age, "HIT", "hit; detail=shared"
+                    )
+        if entry is not None:
             if verdict is Freshness.STALE_WHILE_REVALIDATE:
-                self._refresh_in_background(request, route, target, entry)
+                self._refresh_in_background(request, route, target, entry, shared_gen)
                 return await self._responder.from_entry(
                     request, route, entry, age, "STALE", "hit; detail=stale-while-revalidate"
                 )
             if not req_cc.only_if_cached:
-                return await self._revalidate(request, route, target, entry, verdict)
+                return await self._revalidate(request, route, target, entry, verdict, shared_gen)
         if req_cc.only_if_cached:
             # §5.2.1.7: nothing we may serve without going upstream.
             error = json_error(
@@ -126,7 +159,7 @@ class HttpCache:
         if request.method == "HEAD":
             # A HEAD response has no body to store; the next GET fills the cache.
             return await self._pass(request, route, target, "MISS", "fwd=miss")
-        return await self._coalesced(request, route, target, primary, {})
+        return await self._coalesced(request, route, target, primary, {}, shared_gen)
 
     # --- going upstream -----------------------------------------------------
 
@@ -137,10 +170,15 @@ class HttpCache:
         target: Target,
         primary: str,
         validators: dict[str, str],
+        shared_gen: bytes | None,
         stale: Entry | None = None,
         verdict: Freshness | None = None,
     ) -> web.StreamResponse:
-        """One upstream request per key at a time; the others wait for its entry."""
+        """One upstream request per key at a time; the others wait for its entry.
+
+        `shared_gen`: the URL's purge generation in Redis when it was looked up there,
+        so that the stored response can go to Redis too; None keeps it out of Redis.
+        """
         pending = self._inflight.get(primary)
         if pending is not None:
             outcome = await asyncio.shield(pending)
@@ -159,14 +197,14 @@ class HttpCache:
                 raise outcome
             # Nothing shareable (not storable, or another variant): fetch for ourselves.
             return await self._fetch_and_store(
-                request, route, target, primary, validators, stale, verdict
+                request, route, target, primary, validators, None, stale, verdict
             )
 
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._inflight[primary] = future
         try:
             return await self._fetch_and_store(
-                request, route, target, primary, validators, stale, verdict, future
+                request, route, target, primary, validators, shared_gen, stale, verdict, future
             )
         finally:
             if self._inflight.get(primary) is future:
@@ -181,6 +219,7 @@ class HttpCache:
         target: Target,
         primary: str,
         validators: dict[str, str],
+        shared_gen: bytes | None,
         stale: Entry | None,
         verdict: Freshness | None,
         future: asyncio.Future[Outcome] | None = None,
@@ -203,6 +242,7 @@ class HttpCache:
                 fresh = self._refreshed(stale, up, request_time, response_time, rc.rules)
                 if future is not None:
                     future.set_result(fresh)
+                await self._share(fresh, generation, shared_gen, rc)
                 return await self._responder.from_entry(
                     request,
                     route,
@@ -221,6 +261,7 @@ class HttpCache:
                 up,
                 (request_time, response_time),
                 generation,
+                shared_gen,
                 future,
             )
         finally:
@@ -235,6 +276,7 @@ class HttpCache:
         up: aiohttp.ClientResponse,
         times: tuple[float, float],
         generation: int,
+        shared_gen: bytes | None,
         future: asyncio.Future[Outcome] | None,
     ) -> web.StreamResponse:
         headers = forward_response_headers(up.headers)
@@ -256,6 +298,7 @@ class HttpCache:
             # is not handed on: a waiter may have arrived after the change.
             stale = not stored and self.store.purged_since(entry.url_key, generation)
             future.set_result(None if stale else entry)
+        await self._share(entry, generation, shared_gen, route.cache)
         return await self._responder.from_entry(
             request,
             route,
@@ -317,11 +360,25 @@ class HttpCache:
         target: Target,
         entry: Entry,
         verdict: Freshness,
+        shared_gen: bytes | None,
     ) -> web.StreamResponse:
         validators = policy.conditional_headers(entry.headers)
         return await self._coalesced(
-            request, route, target, entry.primary, validators, entry, verdict
+            request, route, target, entry.primary, validators, shared_gen, entry, verdict
         )
+
+    async def _share(
+        self, entry: Entry, generation: int, shared_gen: bytes | None, rc: RouteCache | None
+    ) -> None:
+        """Store in Redis too, unless it was not looked up there or a purge overtook us."""
+        if (
+            shared_gen is None
+            or self.shared is None
+            or rc is None
+            or self.store.purged_since(entry.url_key, generation)
+        ):
+            return
+        await self.shared.save(entry, shared_gen, rc.rules)
 
     def _refreshed(
         self,
@@ -370,17 +427,27 @@ class HttpCache:
     # --- background refresh (stale-while-revalidate) ------------------------
 
     def _refresh_in_background(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target, entry: Entry
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        entry: Entry,
+        shared_gen: bytes | None,
     ) -> None:
         key = entry.primary
         if key in self._refreshing or key in self._inflight:
             return  # one refresh per key
-        task = asyncio.create_task(self._refresh(request, route, target, entry))
+        task = asyncio.create_task(self._refresh(request, route, target, entry, shared_gen))
         self._refreshing[key] = task
         task.add_done_callback(lambda _: self._refreshing.pop(key, None))
 
     async def _refresh(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target, entry: Entry
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        entry: Entry,
+        shared_gen: bytes | None,
     ) -> None:
         rc = route.cache
         assert rc is not None
@@ -396,7 +463,8 @@ class HttpCache:
         try:
             response_time = self._clock()
             if up.status == 304:
-                self._refreshed(entry, up, request_time, response_time, rc.rules)
+                fresh = self._refreshed(entry, up, request_time, response_time, rc.rules)
+                await self._share(fresh, generation, shared_gen, rc)
                 return
             fresh, _, _ = await self._read_entry(
                 request,
@@ -409,6 +477,7 @@ class HttpCache:
             )
             if fresh is not None:
                 self.store.put(fresh, fetched_at=generation)
+                await self._share(fresh, generation, shared_gen, rc)
             # Otherwise (a 5xx, say) keep serving what we have until it expires.
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("background refresh of %s failed mid-body: %r", target.path, exc)

@@ -1,0 +1,250 @@
+"""Two proxy instances sharing one real Redis: one cache, one purge, and no outage from Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from proxy.app import ProxyServer
+from tests.conftest import Origin, StartProxy, get
+from tests.redis_servers import RedisCluster, RedisServer
+
+
+def shared(redis: dict[str, Any], **cache: Any) -> dict[str, Any]:
+    return {
+        "redis": {"key_prefix": f"t{uuid.uuid4().hex[:6]}:", "timeout": 0.5, **redis},
+        "cache": {"tiers": ["memory", "redis"], "ttl": 60, "tags_header": "Surrogate-Key", **cache},
+    }
+
+
+async def admin(
+    http: aiohttp.ClientSession, proxy: ProxyServer, method: str, path: str, **kw: Any
+) -> tuple[int, Any]:
+    url = f"http://127.0.0.1:{proxy.admin_port}{path}"
+    async with http.request(method, url, **kw) as resp:
+        return resp.status, await resp.json()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 1.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"not true within {within} s"
+        await asyncio.sleep(0.02)
+
+
+async def redis_calls(server: RedisServer) -> dict[str, int]:
+    counts = {}
+    for line in server.cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, rest = line.partition(":")
+            counts[name.removeprefix("cmdstat_")] = int(rest.split(",")[0].split("=")[1])
+    return counts
+
+
+async def test_a_response_cached_through_one_instance_is_a_hit_on_the_other(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    config = shared({"url": redis_server.url})
+    a, b = await start_proxy(origin.url, **config), await start_proxy(origin.url, **config)
+    first, body = await get(http, a, "/quotes/AAPL")
+    assert first.headers["X-Cache"] == "MISS"
+    second, again = await get(http, b, "/quotes/AAPL")
+    assert (second.headers["X-Cache"], again) == ("HIT", body)
+    assert second.headers["Cache-Status"].startswith("cacheproxy; hit; detail=shared")
+    assert origin.hits["/quotes/AAPL"] == 1
+    # Promoted into B's memory: the next hit there is an L1 hit.
+    third, _ = await get(http, b, "/quotes/AAPL")
+    assert third.headers["Cache-Status"].startswith("cacheproxy; hit; ttl=")
+
+
+async def test_an_l1_hit_sends_no_command_to_redis(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    proxy = await start_proxy(origin.url, **shared({"url": redis_server.url}))
+    await get(http, proxy, "/hot")
+    before = await redis_calls(redis_server)
+    for _ in range(50):
+        resp, _ = await get(http, proxy, "/hot")
+        assert resp.headers["X-Cache"] == "HIT"
+    after = await redis_calls(redis_server)
+    changed = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    changed.pop("ping", None)  # the purge subscription's keep-alive
+    changed.pop("info", None)  # our own INFO call
+    assert changed == {}
+
+
+@pytest.mark.parametrize(
+    ("purge", "path"),
+    [
+        ({"url": "/signals/NVDA?window=5d"}, "/signals/NVDA?window=5d"),
+        ({"prefix": "/signals/"}, "/signals/NVDA?window=5d"),
+        ({"tag": "nvda"}, "/signals/NVDA?window=5d"),
+    ],
+)
+async def test_a_purge_on_one_instance_empties_the_others_memory(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+    purge: dict[str, str],
+    path: str,
+) -> None:
+    origin.respond = lambda r: web.Response(
+        text=f"v{origin.hits[r.path]}",
+        headers={"Cache-Control": "max-age=60", "Surrogate-Key": "signals nvda"},
+    )
+    config = shared({"url": redis_server.url})
+    a, b = await start_proxy(origin.url, **config), await start_proxy(origin.url, **config)
+    await get(http, a, path)
+    for _ in range(2):  # B's L1 holds it after the first
+        resp, body = await get(http, b, path)
+        assert (resp.headers["X-Cache"], body) == ("HIT", b"v1")
+    status, answer = await admin(http, a, "POST", "/cache/purge", json=purge)
+    assert (status, answer) == (200, {"purged": 1, "purged_shared": 1})
+
+    async def b_refetches() -> bool:
+        return (await get(http, b, path))[1] == b"v2"
+
+    await eventually(b_refetches, within=1.0)
+    assert origin.hits["/signals/NVDA"] == 2
+
+
+async def test_an_unsafe_request_on_one_instance_invalidates_everywhere(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    origin.respond = lambda r: web.Response(
+        text=f"{r.method} {origin.hits[r.path]}", headers={"Cache-Control": "max-age=60"}
+    )
+    config = shared({"url": redis_server.url})
+    a, b = await start_proxy(origin.url, **config), await start_proxy(origin.url, **config)
+    await get(http, b, "/orders/1")
+    await get(http, b, "/orders/1")
+    async with http.put(f"http://127.0.0.1:{a.proxy_port}/orders/1", data=b"{}") as resp:
+        assert resp.status == 200
+
+    async def b_sees_the_change() -> bool:
+        return (await get(http, b, "/orders/1"))[1] == b"GET 3"
+
+    await eventually(b_sees_the_change)
+
+
+async def test_a_fetch_overtaken_by_a_purge_elsewhere_is_not_shared(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    config = shared({"url": redis_server.url})
+    a, b = await start_proxy(origin.url, **config), await start_proxy(origin.url, **config)
+    origin.delay = 0.5
+    slow = asyncio.create_task(get(http, b, "/report"))
+    await asyncio.sleep(0.2)  # B's fetch is on its way
+    status, _ = await admin(http, a, "POST", "/cache/purge", json={"url": "/report"})
+    assert status == 200
+    resp, _ = await slow
+    assert resp.headers["X-Cache"] == "MISS"
+    origin.delay = 0
+    after, _ = await get(http, a, "/report")
+    assert after.headers["X-Cache"] == "MISS"  # not served from what B fetched before the purge
+    assert origin.hits["/report"] == 2
+
+
+async def test_redis_going_away_is_invisible_to_clients(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    proxy = await start_proxy(origin.url, **shared({"url": redis_server.url}))
+    await get(http, proxy, "/warm")
+    redis_server.stop()
+    started = time.monotonic()
+    statuses = []
+    for path in ("/warm", "/cold-1", "/cold-2", "/cold-1", "/cold-3"):
+        resp, _ = await get(http, proxy, path)
+        statuses.append((resp.status, resp.headers["X-Cache"]))
+    assert statuses == [
+        (200, "HIT"),
+        (200, "MISS"),
+        (200, "MISS"),
+        (200, "HIT"),  # from memory: the proxy carries on without Redis
+        (200, "MISS"),
+    ]
+    assert time.monotonic() - started < 3  # no request waited long on a dead Redis
+    status, health = await admin(http, proxy, "GET", "/health")
+    assert (status, health["status"]) == (200, "degraded")
+    status, answer = await admin(http, proxy, "POST", "/cache/purge", json={"url": "/warm"})
+    assert status == 503 and answer["error"] == "purge_incomplete" and answer["purged"] == 1
+
+    redis_server.start()
+
+    async def healthy_again() -> bool:
+        await get(http, proxy, "/cold-4")  # traffic lets the breaker probe
+        return (await admin(http, proxy, "GET", "/health"))[1]["status"] == "healthy"
+
+    await eventually(healthy_again, within=15)
+    _, stats = await admin(http, proxy, "GET", "/cache/stats")
+    # It may have missed purges while deaf: its memory was dropped, not trusted.
+    assert stats["shared"]["l1_drops"] >= 1
+    resp, _ = await get(http, proxy, "/cold-1")
+    assert resp.headers["X-Cache"] == "MISS"
+
+
+async def test_a_corrupt_value_in_redis_is_a_miss(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    config = shared({"url": redis_server.url})
+    a = await start_proxy(origin.url, **config)
+    await get(http, a, "/x")
+    keys = redis_server.cli("--scan", "--pattern", "*:k:*").split()
+    assert len(keys) == 1
+    redis_server.cli("SET", keys[0], "not an entry")
+    b = await start_proxy(origin.url, **config)
+    resp, body = await get(http, b, "/x")
+    assert (resp.status, resp.headers["X-Cache"], body) == (200, "MISS", b"body of /x")
+    _, stats = await admin(http, b, "GET", "/cache/stats")
+    assert stats["shared"]["corrupt"] == 1
+
+
+async def test_two_instances_share_a_cluster(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_cluster: RedisCluster,
+) -> None:
+    config = shared({"cluster": {"nodes": redis_cluster.urls}})
+    a, b = await start_proxy(origin.url, **config), await start_proxy(origin.url, **config)
+    paths = [f"/c/{i}" for i in range(12)]  # spread over the nodes' slots
+    for path in paths:
+        await get(http, a, path)
+    for path in paths:
+        resp, _ = await get(http, b, path)
+        assert resp.headers["X-Cache"] == "HIT", path
+    status, _ = await admin(http, a, "POST", "/cache/purge", json={"prefix": "/c/"})
+    assert status == 200
+
+    async def all_gone_from_b() -> bool:
+        resp, _ = await get(http, b, paths[0])
+        return resp.headers["X-Cache"] == "MISS"
+
+    await eventually(all_gone_from_b)
+    assert sum(origin.hits[p] for p in paths) == 13
