@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from proxy.cache.settings import RouteCache, resolve
 from proxy.compression import CompressionConfig, CompressionPolicy
 from proxy.config import Config, Route
 from proxy.cors import CorsConfig, CorsPolicy
+from proxy.linear_regex import prefix_matcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def _matcher(route: Route) -> _Matcher:
         return lambda path: path.startswith(prefix)
     assert m.regex is not None
     # Anchored at the start like Kong's regex paths; end with `$` to pin the whole path.
-    return re.compile(m.regex).match  # type: ignore[return-value]
+    return prefix_matcher(m.regex)
 
 
 class _Policies:
