@@ -19,10 +19,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from proxy.cors import Headers, append_vary
 from proxy.section import Section
 
+# The standard library's zstd (Python 3.14), or its backport: unlike the `zstandard` package,
+# its decoder takes `max_length`, so a zstd body can be decoded a bounded piece at a time.
 try:
-    import zstandard as _zstd
-except ImportError:  # optional extra: zstd is then neither configurable nor offered
-    _zstd = None  # type: ignore[assignment]
+    from compression import zstd as _zstd  # type: ignore[import-not-found]
+except ImportError:
+    try:
+        from backports import zstd as _zstd
+    except ImportError:  # optional extra: zstd is then neither configurable nor offered
+        _zstd = None
 
 __all__ = [
     "CodingError",
@@ -70,7 +75,9 @@ def _check_algorithm(value: str) -> str:
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {value!r}: expected br, zstd or gzip")
     if name == "zstd" and _zstd is None:
-        raise ValueError("zstd needs the optional 'zstandard' package (pip install zstandard)")
+        raise ValueError(
+            "zstd needs the optional 'backports.zstd' package (pip install 'cacheproxy[zstd]')"
+        )
     return name
 
 
@@ -333,7 +340,7 @@ def stream_decoder(coding: str) -> Decoder:
     if coding == "br":
         return _BrotliDecoder()
     if coding == "zstd" and _zstd is not None:
-        return _FramedDecoder(_zstd.ZstdDecompressor().decompressobj)
+        return _FramedDecoder(_zstd.ZstdDecompressor)
     if coding == "deflate":
         return _FramedDecoder(None)
     raise CodingError(f"cannot decode content coding {coding!r}")
@@ -476,8 +483,7 @@ class CompressionPolicy:
             return zlib.compress(body, level, wbits=16 + zlib.MAX_WBITS)
         if coding == "br":
             return brotli.compress(body, quality=level)
-        # A fresh compressor per call: ZstdCompressor is not safe to share across threads.
-        return _zstd.ZstdCompressor(level=level).compress(body)  # type: ignore[union-attr]
+        return _zstd.compress(body, level=level)  # type: ignore[union-attr]
 
     def stream_encoder(self, coding: str) -> Encoder:
         """An encoder for one streamed body at the fast level; call `flush()` once at the end."""
@@ -487,4 +493,4 @@ class CompressionPolicy:
             return zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         if coding == "br":
             return _BrotliEncoder(level)
-        return _zstd.ZstdCompressor(level=level).compressobj()  # type: ignore[union-attr]
+        return _zstd.ZstdCompressor(level=level)  # type: ignore[union-attr,no-any-return]
