@@ -19,10 +19,11 @@ from pydantic import ValidationError
 
 from proxy import compression
 from proxy.compression import (
+    PIECE,
     CodingError,
     CompressionConfig,
     CompressionPolicy,
-    decode,
+    decoded,
     is_acceptable,
     negotiate,
     stream_decoder,
@@ -35,6 +36,10 @@ BODY = (
     + b", ".join(b'{"id": %d, "name": "item %d"}' % (i, i) for i in range(400))
     + b"]}"
 )
+
+
+def decode(body: bytes, coding: str) -> bytes:
+    return b"".join(decoded(body, coding))
 
 
 def make_policy(**kwargs: object) -> CompressionPolicy:
@@ -357,16 +362,18 @@ def test_decode_whole_and_byte_by_byte(encoded: bytes, coding: str) -> None:
     if coding == "identity":
         return
     decoder = stream_decoder(coding)
-    out = b"".join(decoder.decompress(encoded[i : i + 1]) for i in range(len(encoded)))
-    assert out + decoder.flush() == BODY
+    out = b"".join(b"".join(decoder.decompress(encoded[i : i + 1])) for i in range(len(encoded)))
+    decoder.finish()
+    assert out == BODY
 
 
 def test_decode_concatenated_gzip_members() -> None:
     body = gzip.compress(b"hello ") + gzip.compress(b"world")
     assert decode(body, "gzip") == b"hello world"
     decoder = stream_decoder("gzip")
-    out = b"".join(decoder.decompress(body[i : i + 7]) for i in range(0, len(body), 7))
-    assert out + decoder.flush() == b"hello world"
+    out = b"".join(b"".join(decoder.decompress(body[i : i + 7])) for i in range(0, len(body), 7))
+    decoder.finish()
+    assert out == b"hello world"
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "deflate"])
@@ -417,6 +424,49 @@ def test_stream_round_trip_property(chunks: list[bytes], coding: str) -> None:
     encoder = policy.stream_encoder(coding)
     encoded = b"".join(encoder.compress(c) for c in chunks) + encoder.flush()
     assert decode(encoded, coding) == b"".join(chunks)
+
+
+ZEROS = bytes(64 * 2**20)
+BOMBS = {  # 64 MiB of zeros, from 2 KB to 65 KB on the wire
+    "gzip": lambda: zlib.compress(ZEROS, 9, wbits=31),
+    "deflate": lambda: zlib.compress(ZEROS, 9),
+    "br": lambda: brotli.compress(ZEROS, quality=5),
+    "zstd": lambda: zstd.compress(ZEROS),
+}
+# brotli stops growing its output buffer once past the limit: a piece may overshoot a little.
+MOST = 2 * PIECE
+
+
+@pytest.mark.parametrize("coding", sorted(BOMBS))
+def test_a_bomb_decodes_in_bounded_pieces_whole_or_fed_in_chunks(coding: str) -> None:
+    bomb = BOMBS[coding]()
+    sizes = [len(piece) for piece in decoded(bomb, coding)]
+    assert sum(sizes) == len(ZEROS)
+    assert max(sizes) <= MOST
+    decoder = stream_decoder(coding)
+    total = 0
+    for i in range(0, len(bomb), 4096):
+        for piece in decoder.decompress(bomb[i : i + 4096]):
+            assert len(piece) <= MOST
+            total += len(piece)
+    decoder.finish()
+    assert total == len(ZEROS)
+
+
+def test_pieces_are_decoded_only_as_they_are_taken() -> None:
+    pieces = decoded(BOMBS["gzip"](), "gzip")
+    assert len(next(pieces)) <= PIECE  # the other 64 MiB do not exist yet
+    pieces.close()
+
+
+def test_a_zstd_window_over_8_mib_is_refused() -> None:
+    """The window is the decoder's memory; RFC 9659 caps it at 8 MiB for HTTP."""
+    wide = zstd.ZstdCompressor(options={zstd.CompressionParameter.window_log: 24})
+    frame = wide.compress(ZEROS[: 20 * 2**20]) + wide.flush()
+    with pytest.raises(CodingError, match="memory"):
+        decode(frame, "zstd")
+    narrow = zstd.ZstdCompressor(options={zstd.CompressionParameter.window_log: 23})
+    assert decode(narrow.compress(BODY) + narrow.flush(), "zstd") == BODY
 
 
 # --- headers ----------------------------------------------------------------------------
@@ -503,8 +553,9 @@ def test_zstd_configured_offered_and_round_trips() -> None:
 def test_zstd_decoder_handles_frames_chunks_and_truncation() -> None:
     body = zstd.compress(b"hello ") + zstd.compress(b"world")
     decoder = stream_decoder("zstd")
-    out = b"".join(decoder.decompress(body[i : i + 3]) for i in range(0, len(body), 3))
-    assert out + decoder.flush() == b"hello world"
+    out = b"".join(b"".join(decoder.decompress(body[i : i + 3])) for i in range(0, len(body), 3))
+    decoder.finish()
+    assert out == b"hello world"
     with pytest.raises(CodingError, match="truncated"):
         decode(zstd.compress(BODY)[:-10], "zstd")
     with pytest.raises(CodingError):
