@@ -397,7 +397,7 @@ class HttpCache:
 
     async def _stale_on_error(
         self, request: web.BaseRequest, route: RoutePolicy, entry: Entry
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         return await self._responder.from_entry(
             request,
             route,

@@ -1,15 +1,17 @@
 """Response compression: the `compression:` config block, Accept-Encoding negotiation,
 eligibility, encoders/decoders and the header rewrites that go with them.
 
-Everything here is synchronous and I/O-free. `encode`/`decode` hold no shared state, so
-large bodies can be handed to `asyncio.to_thread` (zlib and brotli release the GIL).
+Everything here is synchronous and I/O-free. `encode`/`decoded` hold no shared state, so
+large bodies can be handed to `asyncio.to_thread` (zlib, brotli and zstd release the GIL).
+Decoders never produce more than `PIECE` bytes at a time: a small body can inflate to
+gigabytes, and the callers decide how much of it to hold (see proxy/encoding.py).
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Protocol
 
 import brotli
@@ -19,12 +21,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from proxy.cors import Headers, append_vary
 from proxy.section import Section
 
+# The standard library's zstd (Python 3.14), or its backport: unlike the `zstandard` package,
+# its decoder takes `max_length`, so a zstd bomb is decoded a bounded piece at a time too.
 try:
-    import zstandard as _zstd
-except ImportError:  # optional extra: zstd is then neither configurable nor offered
-    _zstd = None  # type: ignore[assignment]
+    from compression import zstd as _zstd  # type: ignore[import-not-found]
+except ImportError:
+    try:
+        from backports import zstd as _zstd
+    except ImportError:  # optional extra: zstd is then neither configurable nor offered
+        _zstd = None
 
 __all__ = [
+    "PIECE",
     "CodingError",
     "CompressionConfig",
     "CompressionPolicy",
@@ -32,7 +40,7 @@ __all__ = [
     "Encoder",
     "Levels",
     "StreamLevels",
-    "decode",
+    "decoded",
     "is_acceptable",
     "negotiate",
     "stream_decoder",
@@ -70,7 +78,9 @@ def _check_algorithm(value: str) -> str:
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {value!r}: expected br, zstd or gzip")
     if name == "zstd" and _zstd is None:
-        raise ValueError("zstd needs the optional 'zstandard' package (pip install zstandard)")
+        raise ValueError(
+            "zstd needs the optional 'backports.zstd' package (pip install 'cacheproxy[zstd]')"
+        )
     return name
 
 
@@ -222,10 +232,13 @@ class Encoder(Protocol):
 
 
 class Decoder(Protocol):
-    def decompress(self, data: bytes, /) -> bytes: ...
+    def decompress(self, data: bytes, /) -> Iterator[bytes]:
+        """The output for *data*, in pieces of at most about PIECE bytes, decoded as the
+        iterator is consumed (consume it all before the next call). CodingError if corrupt."""
+        ...
 
-    def flush(self) -> bytes:
-        """End of input: return what is left; CodingError if the stream was cut short."""
+    def finish(self) -> None:
+        """End of input: CodingError if the stream was cut short."""
         ...
 
 
@@ -242,60 +255,92 @@ class _BrotliEncoder:
         return self._compressor.finish()
 
 
+# The most one decoding step produces. A body is decoded (and sent, or found too large to
+# store) a piece at a time: 0.5 MB of gzip inflating to 512 MiB never exists whole.
+PIECE = 64 * 1024
+# zstd's window is the decoder's memory: RFC 9659 caps it at 8 MiB for HTTP content coding.
+_ZSTD_WINDOW_LOG_MAX = 23
+
 _DECODE_ERRORS: tuple[type[Exception], ...] = (zlib.error, brotli.error)
 if _zstd is not None:
     _DECODE_ERRORS += (_zstd.ZstdError,)
 
 
+def _zlib_pieces(d: Any, data: bytes) -> Iterator[bytes]:
+    """Everything *d* (a zlib decompressobj) makes of *data*, PIECE bytes at most at a time."""
+    while True:
+        out = d.decompress(data, PIECE)
+        if out:
+            yield out
+        # Input it had no room to decode waits in unconsumed_tail; a full piece may also
+        # leave output pending inside zlib with no input left.
+        data = d.unconsumed_tail
+        if d.eof or (not data and len(out) < PIECE):
+            return
+
+
+def _zstd_pieces(d: Any, data: bytes) -> Iterator[bytes]:
+    """Likewise for a zstd decompressor, which keeps unread input itself."""
+    while True:
+        out = d.decompress(data, PIECE)
+        if out:
+            yield out
+        data = b""
+        if d.eof or d.needs_input:
+            return
+
+
 class _FramedDecoder:
-    """gzip or zstd through a zlib-style decompressobj, or deflate.
+    """gzip or zstd, or deflate, through a decompressor that bounds its output.
 
     gzip members and zstd frames may be concatenated (both formats allow it), so a new
     decompressor is started on what follows the end of each one. deflate is one stream
     either zlib-wrapped (RFC 9110) or raw (what some servers send): sniffed from its header.
     """
 
-    __slots__ = ("_d", "_factory", "_head", "_multi", "_pending")
+    __slots__ = ("_d", "_factory", "_head", "_multi", "_pending", "_pieces")
 
-    def __init__(self, factory: Callable[[], Any] | None) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Any] | None,
+        pieces: Callable[[Any, bytes], Iterator[bytes]] = _zlib_pieces,
+    ) -> None:
         self._factory = factory
+        self._pieces = pieces
         self._multi = factory is not None
         self._d: Any = None if factory is None else factory()
         self._head = b""  # deflate only: bytes held until the header can be sniffed
         self._pending = False  # input fed to the current decompressor, not yet at its end
 
-    def decompress(self, data: bytes, /) -> bytes:
+    def decompress(self, data: bytes, /) -> Iterator[bytes]:
         try:
-            return self._decompress(data)
+            yield from self._decompress(data)
         except _DECODE_ERRORS as exc:
             raise CodingError(f"corrupt compressed body: {exc}") from None
 
-    def _decompress(self, data: bytes) -> bytes:
+    def _decompress(self, data: bytes) -> Iterator[bytes]:
         if self._d is None:
             self._head += data
             if len(self._head) < 2:
-                return b""
+                return
             data, self._head = self._head, b""
             cmf, flg = data[0], data[1]
             zlib_wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
             self._d = zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
-        out: list[bytes] = []
         while data:
             self._pending = True
-            out.append(self._d.decompress(data))
+            yield from self._pieces(self._d, data)
             if not self._d.eof:
-                break
+                return
             self._pending = False
             if not self._multi:
-                break  # bytes after a deflate stream are ignored, as zlib itself does
+                return  # bytes after a deflate stream are ignored, as zlib itself does
             data = self._d.unused_data
             self._d = self._factory()  # type: ignore[misc]
-        return b"".join(out)
 
-    def flush(self) -> bytes:
+    def finish(self) -> None:
         if self._pending or self._head:
             raise CodingError("truncated compressed body")
-        return b""
 
 
 class _BrotliDecoder:
@@ -305,26 +350,42 @@ class _BrotliDecoder:
         self._d = brotli.Decompressor()
         self._fed = False
 
-    def decompress(self, data: bytes, /) -> bytes:
+    def decompress(self, data: bytes, /) -> Iterator[bytes]:
         if not data:
-            return b""
+            return
         self._fed = True
         try:
-            return self._d.process(data)
+            out = self._d.process(data, output_buffer_limit=PIECE)
+            while True:
+                if out:
+                    yield out
+                # A full piece may leave output pending, and input it could not take yet
+                # (can_accept_more_data() is False): both come out of calls without input.
+                # A short piece means it ran out of input (or stalls: never loop on nothing).
+                if self._d.is_finished() or (
+                    len(out) < PIECE and (self._d.can_accept_more_data() or not out)
+                ):
+                    return
+                out = self._d.process(b"", output_buffer_limit=PIECE)
         except brotli.error as exc:
             raise CodingError(f"corrupt compressed body: {exc}") from None
 
-    def flush(self) -> bytes:
+    def finish(self) -> None:
         if self._fed and not self._d.is_finished():
             raise CodingError("truncated compressed body")
-        return b""
+
+
+def _zstd_decompressor() -> Any:
+    assert _zstd is not None
+    window = {_zstd.DecompressionParameter.window_log_max: _ZSTD_WINDOW_LOG_MAX}
+    return _zstd.ZstdDecompressor(options=window)
 
 
 def stream_decoder(coding: str) -> Decoder:
     """A decoder for one body in *coding* (gzip, x-gzip, br, zstd or deflate).
 
-    An empty body decodes to nothing whatever the coding. No output limit is applied:
-    the upstream is trusted not to send decompression bombs.
+    An empty body decodes to nothing whatever the coding. Output comes in bounded pieces:
+    the caller decides how much of a body it will hold.
     """
     coding = coding.strip().lower()
     coding = _CODING_ALIASES.get(coding, coding)
@@ -333,18 +394,24 @@ def stream_decoder(coding: str) -> Decoder:
     if coding == "br":
         return _BrotliDecoder()
     if coding == "zstd" and _zstd is not None:
-        return _FramedDecoder(_zstd.ZstdDecompressor().decompressobj)
+        return _FramedDecoder(_zstd_decompressor, _zstd_pieces)
     if coding == "deflate":
         return _FramedDecoder(None)
     raise CodingError(f"cannot decode content coding {coding!r}")
 
 
-def decode(body: bytes, coding: str) -> bytes:
-    """Decode a whole body; `identity` returns it unchanged. Raises CodingError."""
+def decoded(body: bytes, coding: str) -> Iterator[bytes]:
+    """A whole body decoded lazily, in pieces of at most about PIECE bytes; `identity` yields
+    it unchanged. CodingError (raised while iterating, or at once for an unknown coding)."""
     if coding.strip().lower() in ("", "identity"):
-        return body
+        return iter((body,) if body else ())
     decoder = stream_decoder(coding)
-    return decoder.decompress(body) + decoder.flush()
+
+    def pieces() -> Iterator[bytes]:
+        yield from decoder.decompress(body)
+        decoder.finish()
+
+    return pieces()
 
 
 # --- headers -----------------------------------------------------------------------------
@@ -476,8 +543,7 @@ class CompressionPolicy:
             return zlib.compress(body, level, wbits=16 + zlib.MAX_WBITS)
         if coding == "br":
             return brotli.compress(body, quality=level)
-        # A fresh compressor per call: ZstdCompressor is not safe to share across threads.
-        return _zstd.ZstdCompressor(level=level).compress(body)  # type: ignore[union-attr]
+        return _zstd.compress(body, level=level)  # type: ignore[union-attr]
 
     def stream_encoder(self, coding: str) -> Encoder:
         """An encoder for one streamed body at the fast level; call `flush()` once at the end."""
@@ -487,4 +553,4 @@ class CompressionPolicy:
             return zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         if coding == "br":
             return _BrotliEncoder(level)
-        return _zstd.ZstdCompressor(level=level).compressobj()  # type: ignore[union-attr]
+        return _zstd.ZstdCompressor(level=level)  # type: ignore[union-attr,no-any-return]

@@ -27,6 +27,7 @@ from pydantic import (
 )
 from yarl import URL
 
+from proxy import linear_regex
 from proxy.cache.settings import CacheSettings
 from proxy.clientaddr import parse_network
 from proxy.compression import CompressionConfig
@@ -171,12 +172,7 @@ class Match(_Model):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-        return value
+        return None if value is None else linear_regex.check(value)
 
     @field_validator("methods")
     @classmethod

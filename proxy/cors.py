@@ -10,11 +10,13 @@ before adding its own, so a response never carries two conflicting answers.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import AfterValidator, Field, model_validator
 
+from proxy import linear_regex
 from proxy.section import Section
 
 __all__ = ["CorsConfig", "CorsPolicy", "append_vary"]
@@ -88,14 +90,6 @@ def _check_origin(value: str) -> str:
     return origin
 
 
-def _check_regex(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
-    return pattern
-
-
 def _check_token(value: str) -> str:
     value = value.strip()
     if not _TOKEN_RE.fullmatch(value):
@@ -110,7 +104,7 @@ def _check_method(value: str) -> str:
 
 
 Origin = Annotated[str, AfterValidator(_check_origin)]
-OriginRegex = Annotated[str, AfterValidator(_check_regex)]
+OriginRegex = Annotated[str, AfterValidator(linear_regex.check)]  # RE2: linear time
 Method = Annotated[str, AfterValidator(_check_method)]
 HeaderName = Annotated[str, AfterValidator(_check_token)]
 
@@ -182,17 +176,20 @@ class CorsPolicy:
         # `*` with credentials is refused by CorsConfig, so `*` always answers `*`.
         self._any_origin = "*" in config.allow_origins
         exact: set[str] = set()
-        patterns: list[re.Pattern[str]] = []
+        patterns: list[Callable[[str], object]] = []
         for origin in config.allow_origins:
             match = _ORIGIN_RE.fullmatch(origin)
             if match is None:  # only "*"; CorsConfig validated the rest
                 continue
             if match["wild"]:
-                patterns.append(_wildcard_pattern(match["scheme"], match["host"], match["port"]))
+                wildcard = _wildcard_pattern(match["scheme"], match["host"], match["port"])
+                patterns.append(wildcard.fullmatch)
             else:
                 exact.add(origin)
         # Candidates are lowercased before matching, so user patterns ignore case too.
-        patterns.extend(re.compile(p, re.IGNORECASE) for p in config.allow_origin_regex)
+        patterns.extend(
+            linear_regex.full_matcher(p, ignore_case=True) for p in config.allow_origin_regex
+        )
         self._exact = frozenset(exact)
         self._patterns = tuple(patterns)
         self._origin_cache: dict[str, bool] = {}
@@ -217,7 +214,7 @@ class CorsPolicy:
         if len(origin) > _MAX_ORIGIN_LEN:
             return False
         key = origin.lower()
-        allowed = key in self._exact or any(p.fullmatch(key) for p in self._patterns)
+        allowed = key in self._exact or any(matches(key) for matches in self._patterns)
         if len(self._origin_cache) >= _ORIGIN_CACHE_SIZE:
             # Evict the oldest entry: O(1), and a client cycling origins only costs re-matching.
             del self._origin_cache[next(iter(self._origin_cache))]

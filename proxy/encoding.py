@@ -1,11 +1,15 @@
 """Encode for the client: which bytes and headers a client gets, given its Accept-Encoding.
 
 Pure decisions over the compression policy; the bytes are produced by the callers
-(once per stored variant, or chunk by chunk for a streamed response).
+(once per stored variant, or chunk by chunk for a streamed response). Decoding yields
+bounded pieces: a body that inflates past what may be stored is sent as it is decoded.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -15,7 +19,7 @@ from proxy.compression import (
     CompressionPolicy,
     Decoder,
     Encoder,
-    decode,
+    decoded,
     is_acceptable,
     stream_decoder,
     transformed_headers,
@@ -28,35 +32,53 @@ AS_STORED = "as-stored"  # the stored bytes, with Vary: Accept-Encoding added
 DECODED = "identity"  # the stored (upstream-encoded) bytes decoded
 
 
+Variant = tuple[CIMultiDictProxy[str], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Unstored:
+    """A decoded body larger than an entry may be: sent as it is decoded, never kept."""
+
+    headers: CIMultiDictProxy[str]
+    pieces: Iterator[bytes]  # decoded lazily, each at most about compression.PIECE bytes
+
+
 class BodyCoder(Protocol):
-    def feed(self, chunk: bytes) -> bytes: ...
-    def finish(self) -> bytes: ...
+    # Whether the output can be far larger than the input (a decoder: 1 KB of gzip can be
+    # 1 MB of body). Such output is never gathered whole.
+    inflates: bool
+
+    def feed(self, chunk: bytes) -> Iterable[bytes]: ...
+    def finish(self) -> Iterable[bytes]: ...
 
 
 class _Encode:
     __slots__ = ("_encoder",)
+    inflates = False
 
     def __init__(self, encoder: Encoder) -> None:
         self._encoder = encoder
 
-    def feed(self, chunk: bytes) -> bytes:
-        return self._encoder.compress(chunk)
+    def feed(self, chunk: bytes) -> Iterable[bytes]:
+        return (self._encoder.compress(chunk),)
 
-    def finish(self) -> bytes:
-        return self._encoder.flush()
+    def finish(self) -> Iterable[bytes]:
+        return (self._encoder.flush(),)
 
 
 class _Decode:
     __slots__ = ("_decoder",)
+    inflates = True
 
     def __init__(self, decoder: Decoder) -> None:
         self._decoder = decoder
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: bytes) -> Iterable[bytes]:
         return self._decoder.decompress(chunk)
 
-    def finish(self) -> bytes:
-        return self._decoder.flush()
+    def finish(self) -> Iterable[bytes]:
+        self._decoder.finish()
+        return ()
 
 
 def _encoding(headers: Headers) -> str:
@@ -104,18 +126,38 @@ def variant_for(
 
 
 def make_variant(
-    policy: CompressionPolicy, headers: Headers, body: bytes, key: str
-) -> tuple[CIMultiDictProxy[str], bytes]:
-    """The bytes and headers of one variant; made once per stored entry, then reused."""
+    policy: CompressionPolicy, headers: Headers, body: bytes, key: str, max_size: int
+) -> Variant | Unstored:
+    """The bytes and headers of one variant; made once per stored entry, then reused.
+
+    A decoded variant is only made while it fits *max_size* (the route's `max_entry_size`):
+    past that, decoding stops and the rest comes as `Unstored`, to stream to this client.
+    """
     if key == AS_STORED:
         out = CIMultiDict(headers)
         vary_accept_encoding(out)
         return CIMultiDictProxy(out), body
     if key == DECODED:
+        kept: deque[bytes] = deque()
+        size = 0
         try:
-            body = decode(body, _encoding(headers))
+            pieces = decoded(body, _encoding(headers))
+            for piece in pieces:
+                kept.append(piece)
+                size += len(piece)
+                if size > max_size:
+                    streamed = transformed_headers(headers, DECODED, None)
+                    return Unstored(CIMultiDictProxy(streamed), _replay(kept, pieces))
         except CodingError:
-            return make_variant(policy, headers, body, AS_STORED)
+            return make_variant(policy, headers, body, AS_STORED, max_size)
+        body = b"".join(kept)
     else:
         body = policy.encode(body, key)
     return CIMultiDictProxy(transformed_headers(headers, key, len(body))), body
+
+
+def _replay(kept: deque[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    """What was decoded already, each piece let go once sent, then the rest."""
+    while kept:
+        yield kept.popleft()
+    yield from rest

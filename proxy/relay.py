@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 
 import aiohttp
 from aiohttp import web
@@ -29,7 +31,9 @@ async def relay(
 ) -> web.StreamResponse:
     """Answer with `up`'s status and body under `headers`; `prefix` was already read.
 
-    `coder` (de)compresses the body on the way; `headers` must already say so.
+    `coder` (de)compresses the body on the way; `headers` must already say so. What a
+    decoder makes is written a bounded piece at a time, each write awaited: a body that
+    inflates a thousandfold is never held, and a slow client slows the decoding down.
     """
     reason = up.reason or None
     if request.method == "HEAD" or up.status in NO_BODY_STATUS:
@@ -37,13 +41,18 @@ async def relay(
         await resp.prepare(request)
         return resp
     length = up.content_length
-    if not prefix and length is not None and length <= SMALL_BODY:
+    if (
+        not prefix
+        and length is not None
+        and length <= SMALL_BODY
+        and (coder is None or not coder.inflates)  # 64 KiB of gzip can be 64 MiB of body
+    ):
         # One write for headers and body instead of two: a syscall saved on every small
         # response, which is most API traffic (measured with py-spy: socket writes dominate).
         try:
             body = await up.read()
             if coder is not None:
-                body = coder.feed(body) + coder.finish()
+                body = b"".join((*coder.feed(body), *coder.finish()))
                 headers["Content-Length"] = str(len(body))
         except (aiohttp.ClientError, TimeoutError, CodingError) as exc:
             log.warning("upstream failed mid-response for %s: %r", request.path, exc)
@@ -52,28 +61,42 @@ async def relay(
     resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
     await resp.prepare(request)
     try:
-        if prefix and not await _send(resp, coder.feed(prefix) if coder else prefix):
+        if prefix and not await send_pieces(resp, coder.feed(prefix) if coder else (prefix,)):
             return resp
         async for chunk in up.content.iter_any():
-            if not await _send(resp, coder.feed(chunk) if coder else chunk):
+            if not await send_pieces(resp, coder.feed(chunk) if coder else (chunk,)):
                 return resp  # the client left; releasing `up` unread drops that connection
         if coder is not None:
-            await _send(resp, coder.finish())
+            await send_pieces(resp, coder.finish())
     except (aiohttp.ClientError, TimeoutError, CodingError) as exc:
         # Headers are gone already: the only honest signal left is an unfinished body.
         log.warning("upstream failed mid-response for %s: %r", request.path, exc)
-        resp.force_close()
-        if request.transport is not None:
-            request.transport.close()
+        cut(request, resp)
     return resp
 
 
-async def _send(resp: web.StreamResponse, chunk: bytes) -> bool:
-    """Write to the client; False when it has gone (aiohttp raises a reset then)."""
-    if not chunk:
-        return True  # a compressor holding bytes back: nothing to write yet
-    try:
-        await resp.write(chunk)
-    except ConnectionResetError:
-        return False
+async def send_pieces(resp: web.StreamResponse, pieces: Iterable[bytes]) -> bool:
+    """Write each piece as it comes; False when the client has gone.
+
+    Between pieces the event loop gets a turn: a write only waits when the socket is
+    full, so a fast client would otherwise let one inflating body run the loop alone.
+    """
+    first = True
+    for piece in pieces:
+        if not piece:
+            continue  # a compressor holding bytes back: nothing to write yet
+        if not first:
+            await asyncio.sleep(0)
+        first = False
+        try:
+            await resp.write(piece)
+        except ConnectionResetError:
+            return False  # aiohttp raises a reset once the client has gone
     return True
+
+
+def cut(request: web.BaseRequest, resp: web.StreamResponse) -> None:
+    """End a response whose body cannot be finished: the client sees it unfinished."""
+    resp.force_close()
+    if request.transport is not None:
+        request.transport.close()

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.stores import MemoryStore
-from proxy.encoding import make_variant, plan_stream, variant_for
-from proxy.relay import NO_BODY_STATUS, relay
+from proxy.compression import CodingError
+from proxy.encoding import DECODED, Unstored, Variant, make_variant, plan_stream, variant_for
+from proxy.relay import NO_BODY_STATUS, cut, relay, send_pieces
 from proxy.routes import RoutePolicy
+
+log = logging.getLogger("cacheproxy")
 
 # RFC 9110 §15.4.5: what a 304 carries of the stored response's headers.
 _NOT_MODIFIED = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified", "via"}
 )
 # Compressing more than this runs in a thread, so one big body cannot stall every client.
+# Decoding always does: its cost is in what comes out, unknown until it has.
 _INLINE_ENCODE = 128 * 1024
 
 
@@ -61,9 +66,13 @@ class Responder:
         age: float,
         x_cache: str,
         status: str,
-    ) -> web.Response:
-        """A stored response: its bytes (or a stored encoded variant) plus three headers."""
+    ) -> web.StreamResponse:
+        """A stored response: its bytes (or a stored encoded variant) plus three headers.
+
+        A decoded variant too large to store is streamed as it is decoded instead.
+        """
         headers, body = entry.headers, entry.body
+        unstored: Unstored | None = None
         if route.compression is not None:
             key = variant_for(
                 route.compression,
@@ -73,20 +82,25 @@ class Responder:
                 request.headers.get("Accept-Encoding"),
             )
             if key is not None:
-                variant = entry.variants.get(key)
-                if variant is None:
-                    variant = await self._make_variant(route, entry, key)
-                headers, body = variant
+                made = entry.variants.get(key) or await self._make_variant(route, entry, key)
+                if isinstance(made, Unstored):
+                    unstored, headers = made, made.headers
+                else:
+                    headers, body = made
         h = request.headers
+        resp: web.StreamResponse
         if (
             ("If-None-Match" in h or "If-Modified-Since" in h)
             and entry.status == 200
             and policy.not_modified_for_client(h, headers)
         ):
+            unstored = None
             resp = web.Response(
                 status=304,
                 headers=[(k, v) for k, v in headers.items() if k.lower() in _NOT_MODIFIED],
             )
+        elif unstored is not None:
+            resp = web.StreamResponse(status=entry.status, reason=entry.reason, headers=headers)
         else:
             resp = web.Response(
                 status=entry.status, reason=entry.reason, headers=headers, body=body
@@ -97,19 +111,33 @@ class Responder:
         out["Cache-Status"] = f"cacheproxy; {status}; ttl={int(entry.lifetime - age)}"
         if route.cors is not None:
             route.cors.apply(h, out)
+        if unstored is not None:
+            await self._stream(request, resp, unstored)
         return resp
 
-    async def _make_variant(
-        self, route: RoutePolicy, entry: Entry, key: str
-    ) -> tuple[CIMultiDictProxy[str], bytes]:
-        assert route.compression is not None
-        args = (route.compression, entry.headers, entry.body, key)
-        if len(entry.body) > _INLINE_ENCODE:
+    async def _make_variant(self, route: RoutePolicy, entry: Entry, key: str) -> Variant | Unstored:
+        assert route.compression is not None and route.cache is not None
+        args = (route.compression, entry.headers, entry.body, key, route.cache.max_entry_size)
+        if key == DECODED or len(entry.body) > _INLINE_ENCODE:
             variant = await asyncio.to_thread(make_variant, *args)
         else:
             variant = make_variant(*args)
-        self.store.add_variant(entry, key, variant)
+        if not isinstance(variant, Unstored):
+            self.store.add_variant(entry, key, variant)
         return variant
+
+    @staticmethod
+    async def _stream(request: web.BaseRequest, resp: web.StreamResponse, body: Unstored) -> None:
+        """Send a decoded body as it is decoded, from the stored bytes: bounded memory."""
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return
+        try:
+            await send_pieces(resp, body.pieces)
+        except CodingError as exc:
+            # Past the part that was checked while it was decoded for storing.
+            log.warning("stored body of %s does not decode: %s", request.path, exc)
+            cut(request, resp)
 
     def own(self, request: web.BaseRequest, route: RoutePolicy, resp: web.Response) -> web.Response:
         """An answer of the proxy's own (an error): browsers must be able to read it too."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from proxy.config import Config, Route
 from proxy.cors import CorsConfig, CorsPolicy
 from proxy.headers import ForwardingPolicy
 from proxy.hosts import HostAllowlist
+from proxy.linear_regex import prefix_matcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,7 @@ def _matcher(route: Route) -> _Matcher:
         return lambda path: path.startswith(prefix)
     assert m.regex is not None
     # Anchored at the start like Kong's regex paths; end with `$` to pin the whole path.
-    return re.compile(m.regex).match  # type: ignore[return-value]
+    return prefix_matcher(m.regex)
 
 
 class _Policies:

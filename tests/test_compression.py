@@ -7,6 +7,11 @@ import zlib
 
 import brotli
 import pytest
+
+try:  # the optional zstd path is tested too, never skipped
+    from compression import zstd  # type: ignore[import-not-found]
+except ImportError:
+    from backports import zstd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -14,10 +19,11 @@ from pydantic import ValidationError
 
 from proxy import compression
 from proxy.compression import (
+    PIECE,
     CodingError,
     CompressionConfig,
     CompressionPolicy,
-    decode,
+    decoded,
     is_acceptable,
     negotiate,
     stream_decoder,
@@ -32,6 +38,10 @@ BODY = (
 )
 
 
+def decode(body: bytes, coding: str) -> bytes:
+    return b"".join(decoded(body, coding))
+
+
 def make_policy(**kwargs: object) -> CompressionPolicy:
     return CompressionPolicy(CompressionConfig.model_validate(kwargs))
 
@@ -43,7 +53,7 @@ def policy() -> CompressionPolicy:
 
 @pytest.fixture
 def no_zstd(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Behave as if the optional `zstandard` package were not installed."""
+    """Behave as if the optional zstd package were not installed."""
     monkeypatch.setattr(compression, "_zstd", None)
 
 
@@ -100,7 +110,7 @@ def test_config_normalizes_case() -> None:
 
 
 def test_zstd_without_the_package_is_a_config_error_and_not_offered(no_zstd: None) -> None:
-    with pytest.raises(ValidationError, match="zstandard"):
+    with pytest.raises(ValidationError, match=r"backports\.zstd"):
         CompressionConfig(algorithms=["br", "zstd", "gzip"])
     policy = make_policy()
     assert policy.offered == ("br", "gzip")
@@ -352,16 +362,18 @@ def test_decode_whole_and_byte_by_byte(encoded: bytes, coding: str) -> None:
     if coding == "identity":
         return
     decoder = stream_decoder(coding)
-    out = b"".join(decoder.decompress(encoded[i : i + 1]) for i in range(len(encoded)))
-    assert out + decoder.flush() == BODY
+    out = b"".join(b"".join(decoder.decompress(encoded[i : i + 1])) for i in range(len(encoded)))
+    decoder.finish()
+    assert out == BODY
 
 
 def test_decode_concatenated_gzip_members() -> None:
     body = gzip.compress(b"hello ") + gzip.compress(b"world")
     assert decode(body, "gzip") == b"hello world"
     decoder = stream_decoder("gzip")
-    out = b"".join(decoder.decompress(body[i : i + 7]) for i in range(0, len(body), 7))
-    assert out + decoder.flush() == b"hello world"
+    out = b"".join(b"".join(decoder.decompress(body[i : i + 7])) for i in range(0, len(body), 7))
+    decoder.finish()
+    assert out == b"hello world"
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "deflate"])
@@ -412,6 +424,49 @@ def test_stream_round_trip_property(chunks: list[bytes], coding: str) -> None:
     encoder = policy.stream_encoder(coding)
     encoded = b"".join(encoder.compress(c) for c in chunks) + encoder.flush()
     assert decode(encoded, coding) == b"".join(chunks)
+
+
+ZEROS = bytes(64 * 2**20)
+BOMBS = {  # 64 MiB of zeros, from 2 KB to 65 KB on the wire
+    "gzip": lambda: zlib.compress(ZEROS, 9, wbits=31),
+    "deflate": lambda: zlib.compress(ZEROS, 9),
+    "br": lambda: brotli.compress(ZEROS, quality=5),
+    "zstd": lambda: zstd.compress(ZEROS),
+}
+# brotli stops growing its output buffer once past the limit: a piece may overshoot a little.
+MOST = 2 * PIECE
+
+
+@pytest.mark.parametrize("coding", sorted(BOMBS))
+def test_a_bomb_decodes_in_bounded_pieces_whole_or_fed_in_chunks(coding: str) -> None:
+    bomb = BOMBS[coding]()
+    sizes = [len(piece) for piece in decoded(bomb, coding)]
+    assert sum(sizes) == len(ZEROS)
+    assert max(sizes) <= MOST
+    decoder = stream_decoder(coding)
+    total = 0
+    for i in range(0, len(bomb), 4096):
+        for piece in decoder.decompress(bomb[i : i + 4096]):
+            assert len(piece) <= MOST
+            total += len(piece)
+    decoder.finish()
+    assert total == len(ZEROS)
+
+
+def test_pieces_are_decoded_only_as_they_are_taken() -> None:
+    pieces = decoded(BOMBS["gzip"](), "gzip")
+    assert len(next(pieces)) <= PIECE  # the other 64 MiB do not exist yet
+    pieces.close()
+
+
+def test_a_zstd_window_over_8_mib_is_refused() -> None:
+    """The window is the decoder's memory; RFC 9659 caps it at 8 MiB for HTTP."""
+    wide = zstd.ZstdCompressor(options={zstd.CompressionParameter.window_log: 24})
+    frame = wide.compress(ZEROS[: 20 * 2**20]) + wide.flush()
+    with pytest.raises(CodingError, match="memory"):
+        decode(frame, "zstd")
+    narrow = zstd.ZstdCompressor(options={zstd.CompressionParameter.window_log: 23})
+    assert decode(narrow.compress(BODY) + narrow.flush(), "zstd") == BODY
 
 
 # --- headers ----------------------------------------------------------------------------
@@ -482,13 +537,11 @@ def test_vary_accept_encoding_for_uncompressed_eligible_response(policy: Compres
 
 
 def test_zstd_configured_offered_and_round_trips() -> None:
-    import zstandard
-
     policy = make_policy(algorithms=["zstd", "br", "gzip"], level={"zstd": 19})
     assert policy.offered == ("zstd", "br", "gzip")
     assert policy.negotiate("gzip, br, zstd") == "zstd"
     encoded = policy.encode(BODY, "zstd")
-    assert zstandard.ZstdDecompressor().decompress(encoded) == BODY
+    assert zstd.decompress(encoded) == BODY
     assert decode(encoded, "zstd") == BODY
     encoder = policy.stream_encoder("zstd")
     streamed = b"".join(encoder.compress(BODY[i : i + 500]) for i in range(0, len(BODY), 500))
@@ -498,15 +551,13 @@ def test_zstd_configured_offered_and_round_trips() -> None:
 
 
 def test_zstd_decoder_handles_frames_chunks_and_truncation() -> None:
-    import zstandard
-
-    compressor = zstandard.ZstdCompressor()
-    body = compressor.compress(b"hello ") + compressor.compress(b"world")
+    body = zstd.compress(b"hello ") + zstd.compress(b"world")
     decoder = stream_decoder("zstd")
-    out = b"".join(decoder.decompress(body[i : i + 3]) for i in range(0, len(body), 3))
-    assert out + decoder.flush() == b"hello world"
+    out = b"".join(b"".join(decoder.decompress(body[i : i + 3])) for i in range(0, len(body), 3))
+    decoder.finish()
+    assert out == b"hello world"
     with pytest.raises(CodingError, match="truncated"):
-        decode(compressor.compress(BODY)[:-10], "zstd")
+        decode(zstd.compress(BODY)[:-10], "zstd")
     with pytest.raises(CodingError):
         decode(b"\xff" * 32, "zstd")
 

@@ -77,7 +77,7 @@ def test_malformed_origin_is_a_config_error_with_its_index(origin: str) -> None:
 
 
 def test_invalid_regex_is_a_config_error() -> None:
-    with pytest.raises(ValidationError, match="invalid regex") as info:
+    with pytest.raises(ValidationError, match="invalid regular expression") as info:
         CorsConfig(allow_origin_regex=["https://(unclosed"])
     assert info.value.errors()[0]["loc"] == ("allow_origin_regex", 0)
 
