@@ -54,10 +54,14 @@ class HttpCache:
         fetch: Fetch,
         responder: Responder,
         shared: SharedTier | None = None,
+        coalesce_wait: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.shared = shared
+        # How long an instance waits on another's fetch (coalesce: global) before it
+        # fetches for itself; also how long that fetch's lock lives if its owner dies.
+        self._coalesce_wait = coalesce_wait
         self._responder = responder
         self._fetch = fetch
         self._clock = clock
@@ -202,7 +206,15 @@ class HttpCache:
 
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._inflight[primary] = future
+        leading = False
         try:
+            if shared_gen is not None and stale is None and self._global(route):
+                assert self.shared is not None
+                leading = await self.shared.lead(primary, url_part(primary), self._coalesce_wait)
+                if not leading:
+                    collapsed = await self._follow(request, route, primary, future)
+                    if collapsed is not None:
+                        return collapsed
             return await self._fetch_and_store(
                 request, route, target, primary, validators, shared_gen, stale, verdict, future
             )
@@ -211,6 +223,35 @@ class HttpCache:
                 del self._inflight[primary]
             if not future.done():
                 future.set_result(None)
+            if leading:
+                assert self.shared is not None
+                await self.shared.done(primary, url_part(primary))
+
+    def _global(self, route: RoutePolicy) -> bool:
+        return self.shared is not None and route.cache is not None and route.cache.coalesce_global
+
+    async def _follow(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        primary: str,
+        future: asyncio.Future[Outcome],
+    ) -> web.StreamResponse | None:
+        """coalesce: global, another instance is fetching: the answer made from its
+        entry, or None when nothing shareable came of it (then fetch for ourselves)."""
+        assert self.shared is not None
+        generation = self.store.generation
+        entry = await self.shared.follow(
+            primary, url_part(primary), request.headers, self._coalesce_wait
+        )
+        if entry is None:
+            return None  # nothing shareable came of it
+        self.store.put(entry, fetched_at=generation)
+        future.set_result(entry)
+        age = entry.age(self._clock())
+        return await self._responder.from_entry(
+            request, route, entry, age, "MISS", "fwd=miss; collapsed; detail=shared"
+        )
 
     async def _fetch_and_store(
         self,

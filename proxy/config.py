@@ -420,12 +420,18 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
 
 def _across_sections(config: Config) -> Iterator[_Located]:
     """Rules that tie one section to another."""
-    if config.redis is None:
-        sections = [("cache", config.cache)]
-        sections += [(f"routes[{i}].cache", r.cache) for i, r in enumerate(config.routes)]
-        for path, cache in sections:
-            if cache is not None and "redis" in cache.tiers:
-                yield _Located(f"{path}.tiers", "lists redis, but there is no `redis:` section")
+    top = config.cache
+    sections = [("cache", top)]
+    sections += [(f"routes[{i}].cache", r.cache) for i, r in enumerate(config.routes)]
+    for path, cache in sections:
+        if cache is None:
+            continue
+        if config.redis is None and "redis" in cache.tiers:
+            yield _Located(f"{path}.tiers", "lists redis, but there is no `redis:` section")
+        # What a route does not set, it inherits from the top-level section.
+        tiers = cache.tiers if top is None or "tiers" in cache.model_fields_set else top.tiers
+        if cache.coalesce == "global" and "redis" not in tiers:
+            yield _Located(f"{path}.coalesce", "global needs tiers: [memory, redis]")
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:

@@ -51,7 +51,13 @@ class Pipeline:
         self.trusted_proxies = routes.trusted_proxies
         self.upstream = upstream
         self.responder = Responder(store)
-        self.cache = HttpCache(store, self.fetch_for_cache, self.responder, shared)
+        self.cache = HttpCache(
+            store,
+            self.fetch_for_cache,
+            self.responder,
+            shared,
+            coalesce_wait=upstream.config.timeouts.read,
+        )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "CONNECT":

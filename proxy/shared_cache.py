@@ -29,6 +29,7 @@ log = logging.getLogger("cacheproxy.shared")
 
 PurgeKind = Literal["url", "prefix", "tag"]
 _RESUBSCRIBE_MAX = 5.0  # seconds between attempts to get the purge subscription back
+_FOLLOW_POLL = 0.25  # seconds between checks of a fetch lock while waiting on it
 _PING_EVERY = 2.0  # seconds; a subscription silent for 3 of these is taken as lost
 
 
@@ -39,6 +40,7 @@ class SharedStats:
     stores: int = 0
     errors: int = 0
     purge_messages: int = 0
+    collapsed: int = 0  # requests answered by another instance's fetch (coalesce: global)
     l1_drops: int = 0  # whole-L1 clears after the purge subscription came back
 
 
@@ -59,6 +61,7 @@ class SharedTier:
         self.stats = SharedStats()
         self.subscribed = False
         self._listener: asyncio.Task[None] | None = None
+        self._done: dict[str, asyncio.Event] = {}  # fetch locks we wait on -> set when freed
         self._ready = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------
@@ -105,6 +108,61 @@ class SharedTier:
                 self.stats.stores += 1
         except StoreUnavailable:
             self.stats.errors += 1
+
+    # --- coalescing across instances (cache.coalesce: global) ------------------
+
+    async def lead(self, primary: str, url_key: str, ttl: float) -> bool:
+        """Try to become the one instance fetching this key. True also when Redis is
+        unreachable: then every instance fetches for itself, as without coalescing."""
+        key = self.store.lock_key(primary, url_key)
+        self._done.setdefault(key, asyncio.Event())  # before the attempt: no lost wake-up
+        try:
+            won = await self.store.lock(key, self.instance, ttl)
+        except StoreUnavailable:
+            self.stats.errors += 1
+            won = True
+        if won:
+            self._done.pop(key, None)
+        return won
+
+    async def follow(
+        self, primary: str, url_key: str, request_headers: policy.Headers, wait: float
+    ) -> Entry | None:
+        """Wait (at most `wait` s) for the leading instance's fetch, then read its entry.
+        None: nothing to share (not storable, leader gone, too slow): fetch yourself."""
+        key = self.store.lock_key(primary, url_key)
+        done = self._done.setdefault(key, asyncio.Event())
+        deadline = asyncio.get_running_loop().time() + wait
+        try:
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return None
+                # The message wakes us at once; the poll covers a lost message or a dead leader.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), min(left, _FOLLOW_POLL))
+                if done.is_set() or not await self.store.locked(key):
+                    entry, _ = await self.lookup(primary, url_key, request_headers)
+                    if entry is not None:
+                        self.stats.collapsed += 1
+                    return entry
+        except StoreUnavailable:
+            self.stats.errors += 1
+            return None
+        finally:
+            if self._done.get(key) is done:
+                del self._done[key]
+
+    async def done(self, primary: str, url_key: str) -> None:
+        """Free the fetch lock and wake the instances waiting on it."""
+        key = self.store.lock_key(primary, url_key)
+        message = orjson.dumps({"from": self.instance, "kind": "done", "value": key})
+        client = self.redis.client
+        try:
+            await self.store.unlock(key, self.instance)
+            await self.redis.run("publish", lambda: client.publish(self.channel, message))
+        except StoreUnavailable:
+            self.stats.errors += 1  # waiters notice the lock is gone, or time out
 
     # --- purges ----------------------------------------------------------------
 
@@ -178,12 +236,17 @@ class SharedTier:
         try:
             message = orjson.loads(data)
             kind, value = message["kind"], message["value"]
-            if message["from"] == self.instance or kind not in ("url", "prefix", "tag"):
-                return
-            if not isinstance(value, str):
+            if message["from"] == self.instance or not isinstance(value, str):
                 return
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("ignored a malformed purge message (%d bytes)", len(data))
+            return
+        if kind == "done":
+            waiting = self._done.get(value)
+            if waiting is not None:
+                waiting.set()
+            return
+        if kind not in ("url", "prefix", "tag"):
             return
         self.stats.purge_messages += 1
         self._purge_local(kind, value)

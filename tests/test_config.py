@@ -245,3 +245,17 @@ routes:
     assert err.value.problems == [
         "routes[1].cache.tiers: must be [memory] or [memory, redis]: memory is always the L1"
     ]
+
+
+def test_global_coalescing_needs_the_redis_tier() -> None:
+    text = """
+upstream: {url: http://a}
+redis: {url: redis://r}
+cache: {tiers: [memory, redis]}
+routes:
+  - {match: {prefix: /x}, cache: {coalesce: global}}
+  - {match: {prefix: /y}, cache: {coalesce: global, tiers: [memory]}}
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, env={})
+    assert err.value.problems == ["routes[1].cache.coalesce: global needs tiers: [memory, redis]"]

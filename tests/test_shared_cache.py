@@ -248,3 +248,43 @@ async def test_two_instances_share_a_cluster(
 
     await eventually(all_gone_from_b)
     assert sum(origin.hits[p] for p in paths) == 13
+
+
+@pytest.mark.parametrize(("coalesce", "fetches"), [("global", 1), ("local", 3)])
+async def test_a_cold_key_is_fetched_once_across_instances(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+    coalesce: str,
+    fetches: int,
+) -> None:
+    config = shared({"url": redis_server.url}, coalesce=coalesce)
+    proxies = [await start_proxy(origin.url, **config) for _ in range(3)]
+    origin.delay = 0.5
+    started = time.monotonic()
+    results = await asyncio.gather(*(get(http, proxies[i % 3], "/cold") for i in range(30)))
+    elapsed = time.monotonic() - started
+    assert {(r.status, body) for r, body in results} == {(200, b"body of /cold")}
+    assert origin.hits["/cold"] == fetches
+    assert elapsed < 1.5  # followers are woken by the leader, not by a timeout
+    if coalesce == "global":
+        statuses = [r.headers["Cache-Status"] for r, _ in results]
+        assert sum("collapsed; detail=shared" in s for s in statuses) >= 2
+
+
+async def test_followers_fetch_for_themselves_when_nothing_can_be_shared(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    origin.respond = lambda r: web.Response(text="mine", headers={"Cache-Control": "private"})
+    config = shared({"url": redis_server.url}, coalesce="global")
+    a, b = await start_proxy(origin.url, **config), await start_proxy(origin.url, **config)
+    origin.delay = 0.3
+    started = time.monotonic()
+    results = await asyncio.gather(get(http, a, "/me"), get(http, b, "/me"))
+    assert [r.status for r, _ in results] == [200, 200]
+    assert origin.hits["/me"] == 2
+    assert time.monotonic() - started < 2

@@ -8,6 +8,7 @@ of one URL lives in one Redis Cluster slot and one script can touch them all::
     P{h}:k:<p>      the entry of primary key p, when the origin sent no Vary
     P{h}:r:<p>      when it did: the Vary field names that select the variant...
     P{h}:v:<p+vary> ...and one entry per variant
+    P{h}:l:<p>      a fetch lock: one instance fetches a cold key for all (coalesce: global)
     P{paths}        ZSET (all scores 0) of "path NUL h": purge by path prefix is a range
     P{paths}:exp    the same members scored by expiry, to drop them when their URL expires
     P{t:<tag>}      SET of "h NUL entry key" per tag
@@ -88,6 +89,13 @@ return #gone
 """
 
 
+# KEYS: lock; ARGV: owner. Deletes the lock only if it is still ours.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class Run(Protocol):
     def __call__(self, op: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]: ...
 
@@ -108,6 +116,7 @@ class RedisStore:
         self._purge = client.register_script(_PURGE)
         self._index_path = client.register_script(_INDEX_PATH)
         self._expire_paths = client.register_script(_EXPIRE_PATHS)
+        self._unlock = client.register_script(_UNLOCK)
         self.corrupt = 0  # values that were not entries we can read: counted misses
 
     # --- keys ---------------------------------------------------------------
@@ -192,6 +201,22 @@ class RedisStore:
             pipe.pexpire(tag_key, ttl_ms, gt=True)
             pipe.pexpire(tag_key, ttl_ms, nx=True)
             await pipe.execute()
+
+    # --- fetch locks (coalescing across instances) ---------------------------
+
+    def lock_key(self, primary: str, url_key: str) -> str:
+        return f"{self._url(url_key)[1]}:l:{_digest(primary)}"
+
+    async def lock(self, key: str, owner: str, ttl: float) -> bool:
+        """Take the fetch lock for `ttl` seconds (it expires if its owner dies)."""
+        px = max(1, int(ttl * 1000))
+        return bool(await self._run("lock", lambda: self._client.set(key, owner, nx=True, px=px)))
+
+    async def locked(self, key: str) -> bool:
+        return bool(await self._run("lock", lambda: self._client.exists(key)))
+
+    async def unlock(self, key: str, owner: str) -> None:
+        await self._run("lock", lambda: self._unlock(keys=[key], args=[owner]))
 
     # --- purge ----------------------------------------------------------------
 

@@ -65,6 +65,9 @@ class CacheSettings(Section):
     # Where entries live: memory (each process's L1), then redis (the shared L2, which
     # needs the top-level `redis` section).
     tiers: tuple[Literal["memory", "redis"], ...] = ("memory",)
+    # local: one upstream fetch per key per process; global: per key across every
+    # instance sharing the Redis tier (a short lock in Redis, waiters woken by pub/sub).
+    coalesce: Literal["local", "global"] = "local"
 
     @field_validator("tiers")
     @classmethod
@@ -106,6 +109,7 @@ class RouteCache:
     tags_header: str | None
     max_entry_size: int
     shared: bool = False  # entries also go to (and come from) the Redis tier
+    coalesce_global: bool = False  # one fetch per key across instances (needs `shared`)
 
 
 def user_headers(sections: Iterable[CacheSettings | None]) -> tuple[str, ...]:
@@ -157,6 +161,7 @@ def resolve(
         tags_header=settings.tags_header,
         max_entry_size=settings.max_entry_size,
         shared="redis" in settings.tiers,
+        coalesce_global=settings.coalesce == "global",
     )
 
 
