@@ -14,7 +14,7 @@ from aiohttp import web
 
 from proxy.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
-from tests.redis_servers import RedisCluster, RedisServer
+from tests.redis_servers import RedisCluster, RedisSentinel, RedisServer
 
 
 def shared(redis: dict[str, Any], **cache: Any) -> dict[str, Any]:
@@ -288,3 +288,30 @@ async def test_followers_fetch_for_themselves_when_nothing_can_be_shared(
     assert [r.status for r, _ in results] == [200, 200]
     assert origin.hits["/me"] == 2
     assert time.monotonic() - started < 2
+
+
+async def test_a_sentinel_failover_is_survived(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_sentinel: RedisSentinel,
+) -> None:
+    sentinel = {"nodes": [redis_sentinel.sentinel_url], "service": redis_sentinel.service}
+    config = shared({"sentinel": sentinel})
+    a, b = await start_proxy(origin.url, **config), await start_proxy(origin.url, **config)
+    await get(http, a, "/before")
+    redis_sentinel.master.stop()
+    deadline = time.monotonic() + 20
+    while redis_sentinel.master_port() != redis_sentinel.replica.port:
+        assert time.monotonic() < deadline, "sentinel did not fail over"
+        await asyncio.sleep(0.1)
+
+    # Clients never see the failover; sharing resumes on the new master.
+    async def shared_again() -> bool:
+        resp, _ = await get(http, a, f"/after-{time.monotonic_ns()}")
+        assert resp.status == 200
+        path = f"/probe-{time.monotonic_ns()}"
+        await get(http, a, path)
+        return (await get(http, b, path))[0].headers["X-Cache"] == "HIT"
+
+    await eventually(shared_again, within=15)
