@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +31,8 @@ _INLINE_ENCODE = 128 * 1024
 
 class Responder:
     def __init__(self, store: MemoryStore) -> None:
+        # Told of each stored variant made (the Redis tier shares them); None: nobody.
+        self.variant_made: Callable[[Entry], None] | None = None
         self.store = store
 
     async def relay(
@@ -124,6 +127,8 @@ class Responder:
             variant = make_variant(*args)
         if not isinstance(variant, Unstored):
             self.store.add_variant(entry, key, variant)
+            if self.variant_made is not None and route.cache.shared:
+                self.variant_made(entry)
         return variant
 
     @staticmethod

@@ -29,6 +29,10 @@ log = logging.getLogger("cacheproxy.shared")
 
 PurgeKind = Literal["url", "prefix", "tag"]
 _RESUBSCRIBE_MAX = 5.0  # seconds between attempts to get the purge subscription back
+# Encoded variants worth sending to Redis with their entry: compressing costs far more
+# than moving the bytes. (Decoded and as-stored variants are cheap to remake.)
+SHARED_VARIANTS = frozenset({"br", "zstd", "gzip"})
+_BACKGROUND_MAX = 64  # variant uploads in flight, at most
 _FOLLOW_POLL = 0.25  # seconds between checks of a fetch lock while waiting on it
 _PING_EVERY = 2.0  # seconds; a subscription silent for 3 of these is taken as lost
 
@@ -62,6 +66,7 @@ class SharedTier:
         self.subscribed = False
         self._listener: asyncio.Task[None] | None = None
         self._done: dict[str, asyncio.Event] = {}  # fetch locks we wait on -> set when freed
+        self._background: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------
@@ -73,6 +78,9 @@ class SharedTier:
             await asyncio.wait_for(self._ready.wait(), wait)
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -106,6 +114,21 @@ class SharedTier:
         try:
             if await self.store.put(entry, ttl, generation):
                 self.stats.stores += 1
+        except StoreUnavailable:
+            self.stats.errors += 1
+
+    def share_variants(self, entry: Entry) -> None:
+        """In the background: another instance then serves br/zstd/gzip without encoding."""
+        chosen = [k for k in entry.variants if k in SHARED_VARIANTS]
+        if not chosen or len(self._background) >= _BACKGROUND_MAX:
+            return  # an optimisation only: never let it pile up
+        task = asyncio.create_task(self._add_variants(entry, chosen))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _add_variants(self, entry: Entry, chosen: list[str]) -> None:
+        try:
+            await self.store.add_variants(entry, chosen)
         except StoreUnavailable:
             self.stats.errors += 1
 

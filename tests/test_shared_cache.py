@@ -10,9 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio
 from aiohttp import web
 
 from proxy.app import ProxyServer
+from proxy.cache import entry_format
 from tests.conftest import Origin, StartProxy, get
 from tests.redis_servers import RedisCluster, RedisSentinel, RedisServer
 
@@ -315,3 +317,37 @@ async def test_a_sentinel_failover_is_survived(
         return (await get(http, b, path))[0].headers["X-Cache"] == "HIT"
 
     await eventually(shared_again, within=15)
+
+
+async def test_encoded_variants_travel_with_the_entry(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    origin.respond = lambda r: web.json_response(
+        {"rows": ["x" * 40] * 200}, headers={"Cache-Control": "max-age=60"}
+    )
+    config = shared({"url": redis_server.url})
+    config["compression"] = {"algorithms": ["br", "gzip"]}
+    a, b = await start_proxy(origin.url, **config), await start_proxy(origin.url, **config)
+    br = {"Accept-Encoding": "br"}
+    await get(http, a, "/rows")
+    first, made = await get(http, a, "/rows", headers=br)
+    assert first.headers["Content-Encoding"] == "br"
+    (key,) = redis_server.cli("--scan", "--pattern", "*:k:*").split()
+
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+
+    async def variant_in_redis() -> bool:
+        return "br" in entry_format.decode(await client.get(key)).variants
+
+    try:
+        await eventually(variant_in_redis)
+    finally:
+        await client.aclose()
+    resp, body = await get(http, b, "/rows", headers=br)
+    assert (resp.headers["X-Cache"], resp.headers["Content-Encoding"]) == ("HIT", "br")
+    assert body == made
+    promoted = next(iter(b.pipeline.cache.store._entries.values()))
+    assert "br" in promoted.variants  # came from Redis: B never compressed it

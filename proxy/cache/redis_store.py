@@ -195,6 +195,15 @@ class RedisStore:
             await self._run("put", lambda t=tag_key: self._tag(t, h, keys[0], ttl_ms))
         return True
 
+    async def add_variants(self, entry: Entry, variants: Iterable[str]) -> bool:
+        """Rewrite a stored entry with encoded variants made since, so other instances
+        need not make them again. Only while it is still stored: a purge wins (XX)."""
+        _, base = self._url(entry.url_key)
+        key = self._entry_key(base, entry.primary, bool(entry.vary), entry.vary_values)
+        blob = entry_format.encode(entry, variants)
+        done = await self._run("put", lambda: self._client.set(key, blob, xx=True, keepttl=True))
+        return bool(done)
+
     async def _tag(self, tag_key: str, h: str, entry_key: str, ttl_ms: int) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.sadd(tag_key, f"{h}\0{entry_key}")
