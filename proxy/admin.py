@@ -1,4 +1,4 @@
-"""The admin listener: health and cache purge. Loopback by default; token if configured."""
+"""The admin listener: health, statistics, cache purge. Loopback by default; token if configured."""
 
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     async def cache_stats(_: web.Request) -> web.Response:
         return _json(dataclasses.asdict(cache.store.snapshot()))
 
+    async def listener_stats(_: web.Request) -> web.Response:
+        return _json(dataclasses.asdict(server.listener_stats))
+
     async def purge(request: web.Request) -> web.Response:
         try:
             spec = orjson.loads(await request.read())
@@ -89,4 +92,5 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/cache/stats", guard(cache_stats))
     app.router.add_post("/cache/purge", guard(purge))
+    app.router.add_get("/listener/stats", guard(listener_stats))
     return app

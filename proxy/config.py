@@ -65,9 +65,24 @@ def _check_upstream_url(value: str) -> str:
     return value
 
 
+class ClientTimeouts(_Model):
+    """Seconds a client may take; past them its connection is closed (README "Limits")."""
+
+    # From connection open, or from the first byte of a later request, to the end of its head.
+    request_head: float = Field(10.0, gt=0)
+    # Idle between a response and the next request's first byte; 0 closes after each response.
+    keepalive: float = Field(75.0, ge=0)
+    # Silence while a request body is still due.
+    body: float = Field(60.0, gt=0)
+
+
 class Listen(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    timeouts: ClientTimeouts = ClientTimeouts()
+    # Client connections held at once per process; more are closed as soon as accepted.
+    # Unset: derived from the open-files limit (proxy/listener.py, default_max_connections).
+    max_connections: int | None = Field(None, ge=1)
 
 
 class Timeouts(_Model):
