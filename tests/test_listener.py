@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,7 +17,7 @@ from aiohttp.web_protocol import RequestHandler
 from proxy.app import ProxyServer
 from proxy.config import ConfigError, parse_config
 from proxy.listener import FD_RESERVE, LogBudget, default_max_connections
-from tests.conftest import Origin, StartProxy, StartUpstream, raw_exchange
+from tests.conftest import Origin, ProxyProcess, StartProxy, StartUpstream, raw_exchange
 
 GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -328,3 +330,55 @@ async def test_a_malformed_request_gets_a_json_400_and_one_log_line(
     assert not [r for r in caplog.records if r.name == "aiohttp.server" and r.exc_info]
     assert (await listener_stats(proxy))["bad_requests"] == 1
 
+
+# --- through a real process ----------------------------------------------------------------
+
+
+async def test_a_flood_of_slow_heads_past_the_fd_limit_leaves_admin_answering(
+    origin: Origin, proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    # Soft 64, hard 256: the proxy raises the soft limit to 256 and holds at most
+    # 256 - 20 upstream - FD_RESERVE client connections, so descriptors stay free for admin.
+    proxy = proxy_process(origin.url, open_files=(64, 256), **timeouts(request_head=1.5))
+    admin = f"http://127.0.0.1:{proxy.admin_port}"
+    flood = 300  # more than the process may hold open files
+
+    async def slow_client() -> tuple[bytes, float]:
+        reader, writer = await connect(proxy.port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n")  # and never the end of the head
+        try:
+            return await read_until_closed(reader, 10)
+        finally:
+            writer.close()
+
+    clients = []
+    for _ in range(flood):
+        clients.append(asyncio.create_task(slow_client()))
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.3)
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+        async with http.get(f"{admin}/health") as resp:
+            assert resp.status == 200
+        async with http.get(f"{admin}/listener/stats") as resp:
+            stats = await resp.json()
+        held = 256 - 20 - FD_RESERVE
+        assert stats["max_connections"] == held
+        assert (stats["open_connections"], stats["refused_connections"]) == (held, flood - held)
+
+        results = await asyncio.gather(*clients)
+        answered = [took for data, took in results if data.startswith(b"HTTP/1.1 408 ")]
+        refused = [took for data, took in results if data == b""]
+        assert (len(answered), len(refused)) == (held, flood - held)
+        assert max(refused) < 1.0
+        assert min(answered) > 1.0 and max(answered) < 4.0
+
+        async with http.get(f"http://127.0.0.1:{proxy.port}/a") as resp:
+            assert resp.status == 200  # the port serves again
+        async with http.get(f"{admin}/listener/stats") as resp:
+            stats = await resp.json()
+        assert stats["head_timeouts"] == held
+
+    proxy.proc.send_signal(signal.SIGTERM)
+    out, _ = proxy.proc.communicate(timeout=10)
+    assert "open files limit: soft 64 -> 256, hard 256" in out, out
