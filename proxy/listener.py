@@ -291,6 +291,10 @@ class ListenerProtocol(RequestHandler):
         return resp
 
 
+def _not_logged(held_back: int) -> str:
+    return f" ({held_back} more since the last such line)" if held_back else ""
+
+
 def _one_line(message: str, limit: int = 200) -> str:
     """aiohttp's parser errors span lines (reason, the bytes, a ^ under the fault)."""
     parts = (line.strip() for line in message.splitlines())
@@ -364,9 +368,9 @@ class Listener(web.Server):
             held_back = self._refusals_log.take(self._loop.time())
             if held_back is not None:
                 log.warning(
-                    "refusing connections: max_connections (%d) reached (%d more not logged)",
-                    stats.open_connections,
-                    held_back,
+                    "refusing a connection: max_connections (%d) reached%s",
+                    stats.max_connections,
+                    _not_logged(held_back),
                 )
             return _Refuse()
         # Counted here, before connection_made, so a burst of accepts cannot overshoot.
@@ -383,8 +387,7 @@ class Listener(web.Server):
         self.stats.bad_requests += 1
         held_back = self._bad_requests_log.take(self._loop.time())
         if held_back is not None:
-            more = f" ({held_back} more not logged)" if held_back else ""
-            log.info("bad request from %s: %s%s", peer, reason, more)
+            log.info("bad request from %s: %s%s", peer, reason, _not_logged(held_back))
 
     def pre_shutdown(self) -> None:
         # The runner has stopped accepting; idle connections go now.

@@ -325,7 +325,9 @@ async def test_a_malformed_request_gets_a_json_400_and_one_log_line(
     assert len(lines) == 1, [r.getMessage() for r in lines]
     (line,) = lines
     assert line.name == "cacheproxy.listener" and line.exc_info is None
-    assert "bad request from 127.0.0.1: Invalid header token: b'Bad Header'" in line.getMessage()
+    # The reason and the offending bytes, on one line (wording differs between parsers).
+    assert line.getMessage().startswith("bad request from 127.0.0.1: Invalid ")
+    assert line.getMessage().endswith("b'Bad Header'")
     assert "\n" not in line.getMessage()
     assert not [r for r in caplog.records if r.name == "aiohttp.server" and r.exc_info]
     assert (await listener_stats(proxy))["bad_requests"] == 1
