@@ -1,4 +1,4 @@
-"""The admin listener: health and cache purge. Loopback by default; token if configured."""
+"""The admin listener: health, statistics, cache purge. Loopback by default; token if configured."""
 
 from __future__ import annotations
 
@@ -76,6 +76,9 @@ def build_admin_app(server: ProxyServer) -> web.Application:
             }
         return _json(stats)
 
+    async def listener_stats(_: web.Request) -> web.Response:
+        return _json(dataclasses.asdict(server.listener_stats))
+
     async def purge(request: web.Request) -> web.Response:
         try:
             spec = orjson.loads(await request.read())
@@ -112,4 +115,5 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/cache/stats", guard(cache_stats))
     app.router.add_post("/cache/purge", guard(purge))
+    app.router.add_get("/listener/stats", guard(listener_stats))
     return app

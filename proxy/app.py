@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from proxy.admin import build_admin_app
 from proxy.cache.settings import CacheSettings
 from proxy.cache.stores import MemoryStore
 from proxy.config import Config
+from proxy.listener import Listener, ListenerStats, default_max_connections, open_files_limit
 from proxy.pipeline import Pipeline
 from proxy.redis_conn import SharedRedis
 from proxy.routes import RouteTable
 from proxy.shared_cache import SharedTier
 from proxy.upstream import UpstreamClient
+
+log = logging.getLogger("cacheproxy")
 
 
 class ProxyServer:
@@ -29,6 +34,7 @@ class ProxyServer:
         if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
             self.shared = SharedTier(self.redis, memory)
         self.pipeline = Pipeline(routes, self.upstream, memory, self.shared)
+        self.listener_stats = ListenerStats()
         self._runners: list[web.BaseRunner] = []
 
     async def start(self) -> None:
@@ -36,23 +42,32 @@ class ProxyServer:
         if self.shared is not None:
             await self.shared.start()
         grace = self.config.shutdown_grace
+        listen = self.config.listen
+        open_files = open_files_limit()
+        # Descriptors the process needs besides client connections: upstream and Redis pools.
+        outbound = self.config.upstream.pool.max_connections
+        if self.config.redis is not None:
+            outbound += self.config.redis.max_connections + 1  # + the purge subscription
+        max_connections = listen.max_connections or default_max_connections(open_files, outbound)
+        log.info("proxy port: at most %d connections (open files %d)", max_connections, open_files)
         # The proxy port routes with its own table, so aiohttp's router is dead weight:
         # the low-level server costs measurably less CPU per request (shared/design.md).
-        proxy_runner = web.ServerRunner(
-            web.Server(self.pipeline.handle, access_log=None),
-            shutdown_timeout=grace,
+        listener = Listener(
+            self.pipeline.handle, listen.timeouts, max_connections, self.listener_stats
         )
+        # The runner calls listener.shutdown(grace) once the port stops accepting.
+        proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)
         admin_runner = web.AppRunner(
             build_admin_app(self), access_log=None, shutdown_timeout=min(grace, 5.0)
         )
         try:
-            for runner, listen in (
+            for runner, address in (
                 (proxy_runner, self.config.listen),
                 (admin_runner, self.config.admin),
             ):
                 await runner.setup()
                 self._runners.append(runner)
-                await web.TCPSite(runner, listen.host, listen.port, reuse_address=True).start()
+                await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
         except BaseException:
             await self.stop()
             raise

@@ -82,6 +82,17 @@ def _network(value: str) -> str:
     return str(parse_network(value))
 
 
+class ClientTimeouts(_Model):
+    """Seconds a client may take; past them its connection is closed (README "Limits")."""
+
+    # From connection open, or from the first byte of a later request, to the end of its head.
+    request_head: float = Field(10.0, gt=0)
+    # Idle between a response and the next request's first byte; 0 closes after each response.
+    keepalive: float = Field(75.0, ge=0)
+    # Silence while a request body is still due.
+    body: float = Field(60.0, gt=0)
+
+
 class Listen(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -97,6 +108,11 @@ class Listen(_Model):
         if value == ():
             raise ValueError("must list at least one host name (omit it to serve any Host)")
         return value
+
+    timeouts: ClientTimeouts = ClientTimeouts()
+    # Client connections held at once per process; more are closed as soon as accepted.
+    # Unset: derived from the open-files limit (proxy/listener.py, default_max_connections).
+    max_connections: int | None = Field(None, ge=1)
 
 
 class Timeouts(_Model):

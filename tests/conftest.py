@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -161,12 +162,20 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
     """The proxy as users run it: `python -m proxy run --config F`, in its own process."""
     procs: list[subprocess.Popen[str]] = []
 
-    def start(upstream_url: str, **sections: Any) -> ProxyProcess:
+    def start(
+        upstream_url: str, *, open_files: tuple[int, int] | None = None, **sections: Any
+    ) -> ProxyProcess:
+        """`open_files`: (soft, hard) RLIMIT_NOFILE for the proxy process."""
         port, admin_port = free_port(), free_port()
-        sections.setdefault("listen", {"host": "127.0.0.1", "port": port})
-        sections.setdefault("admin", {"host": "127.0.0.1", "port": admin_port})
+        sections["listen"] = {"host": "127.0.0.1", "port": port, **sections.get("listen", {})}
+        sections["admin"] = {"host": "127.0.0.1", "port": admin_port, **sections.get("admin", {})}
         cfg = tmp_path / f"config-{len(procs)}.yaml"
         cfg.write_text(config_text(upstream_url, **sections))
+
+        def limit_open_files() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
         proc = subprocess.Popen(
             [sys.executable, "-m", "proxy", "run", "--config", str(cfg)],
             cwd=ROOT,
@@ -174,6 +183,7 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=limit_open_files,
         )
         procs.append(proc)
         deadline = time.monotonic() + 15

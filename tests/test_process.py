@@ -105,6 +105,37 @@ async def test_sigterm_drains_in_flight_requests_then_exits_0(
     assert code == 0
 
 
+async def test_sigterm_gives_requests_the_grace_and_no_more(
+    start_upstream: StartUpstream, proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    async def sleep(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.match_info["seconds"]))
+        return web.Response(text="finished")
+
+    app = web.Application()
+    app.router.add_get("/sleep/{seconds}", sleep)
+    up = await start_upstream(app)
+    grace = 2.0
+    proxy = proxy_process(up.url, shutdown_grace=grace)
+    base = f"http://127.0.0.1:{proxy.port}"
+    async with aiohttp.ClientSession() as http:
+        longer = asyncio.ensure_future(http.get(f"{base}/sleep/6"))
+        shorter = asyncio.ensure_future(http.get(f"{base}/sleep/1"))
+        await asyncio.sleep(0.3)  # both are in flight upstream
+        proxy.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        async with await shorter as resp:
+            assert (resp.status, await resp.text()) == (200, "finished")
+        async with await longer as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error"] == "shutting_down"
+        code = await asyncio.get_running_loop().run_in_executor(None, proxy.proc.wait, 10)
+        took = time.monotonic() - signalled
+    assert code == 0
+    # aiohttp alone waited the grace twice (for the handler, then after cancelling it).
+    assert took < grace + 1.0, f"exited {took:.1f}s after SIGTERM with a {grace:g}s grace"
+
+
 def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "proxy", *args],
