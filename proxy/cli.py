@@ -16,7 +16,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from proxy.app import ProxyServer
-from proxy.config import Config, ConfigError, load_config, parse_config, with_overrides
+from proxy.config import (
+    Config,
+    ConfigError,
+    load_config,
+    parse_config,
+    redact_urls,
+    with_overrides,
+)
 from proxy.demo_upstream import build_demo_app
 
 log = logging.getLogger("cacheproxy")
@@ -81,7 +88,7 @@ async def _serve_until_signal(
         "cacheproxy listening on http://%s:%d -> %s (admin http://%s:%d)",
         config.listen.host,
         server.proxy_port,
-        config.upstream.url,
+        redact_urls(config.upstream.url),
         config.admin.host,
         server.admin_port,
     )
@@ -135,7 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    print(f"{args.config}: OK ({len(config.routes)} route(s), upstream {config.upstream.url})")
+    upstream = redact_urls(config.upstream.url)
+    print(f"{args.config}: OK ({len(config.routes)} route(s), upstream {upstream})")
     return 0
 
 

@@ -365,12 +365,17 @@ def _leaves(value: Any, path: str, secret: bool) -> Iterator[tuple[str, str, boo
         yield path, str(value), secret
 
 
+def redact_urls(text: str) -> str:
+    """`text` with the password of every URL in it masked: for logs and output."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 def _hide(message: str, texts: list[str]) -> str:
     for text in texts:
         message = message.replace(repr(text), "***")  # how our validators quote a value
         if len(text) >= 4:  # put some other way (a library's message); shorter would hit words
             message = message.replace(text, "***")
-    return _URL_PASSWORD.sub(r"\1***@", message)
+    return redact_urls(message)
 
 
 def _pydantic_problems(

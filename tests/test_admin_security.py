@@ -99,3 +99,12 @@ def test_the_cli_does_not_print_a_token_that_landed_in_the_wrong_key(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "admin.port: " in done.stderr and "${ADMIN_TOKEN}" in done.stderr
     assert TOKEN not in done.stdout + done.stderr
+
+
+def test_check_config_does_not_print_the_upstream_password(tmp_path: Path) -> None:
+    cfg = tmp_path / "secret-upstream.yaml"
+    cfg.write_text("upstream: {url: 'http://api:s3cr3t-pw@127.0.0.1:9'}\n")
+    done = _cli("check-config", "--config", str(cfg))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "http://api:***@127.0.0.1:9" in done.stdout
+    assert "s3cr3t-pw" not in done.stdout + done.stderr
