@@ -224,10 +224,13 @@ class Route(_Model):
     @classmethod
     def _no_global_keys(cls, value: CacheSettings | None) -> CacheSettings | None:
         if value is not None:
-            misplaced = {"max_memory"} & value.model_fields_set
-            if misplaced:
+            if "max_memory" in value.model_fields_set:
                 raise ValueError(
                     "max_memory is one budget for the whole process: set it in the top-level cache"
+                )
+            if "key_secret" in value.model_fields_set:
+                raise ValueError(
+                    "key_secret is one for the deployment: set it in the top-level cache"
                 )
         return value
 

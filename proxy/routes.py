@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,8 @@ from proxy.cors import CorsConfig, CorsPolicy
 from proxy.headers import ForwardingPolicy
 from proxy.hosts import HostAllowlist
 from proxy.linear_regex import prefix_matcher
+
+log = logging.getLogger("cacheproxy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,17 @@ class _Policies:
         return self._made[config]
 
 
+def _key_secret(config: Config, per_user_routes: bool) -> bytes:
+    if config.cache is not None and config.cache.key_secret:
+        return config.cache.key_secret.encode()
+    if config.redis is not None and per_user_routes:
+        log.warning(
+            "cache.key_secret is not set: per-user entries are keyed with a secret of this "
+            "process's own, so other instances cannot share them through Redis"
+        )
+    return os.urandom(32)
+
+
 class RouteTable:
     """Routes matched against the raw (still percent-encoded) path, query excluded."""
 
@@ -97,6 +112,7 @@ class RouteTable:
         cors = _Policies(CorsPolicy)
         compression = _Policies(CompressionPolicy)
         credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
+        secret = _key_secret(config, bool(credentials))
         public_host = config.listen.public_host
         forwarding = ForwardingPolicy.build(public_host, None)
 
@@ -105,7 +121,7 @@ class RouteTable:
                 return forwarding
             return ForwardingPolicy.build(public_host, cache.keys.rules.headers)
 
-        default_cache = resolve(config.cache, None, credentials)
+        default_cache = resolve(config.cache, None, credentials, secret)
         self.default = RoutePolicy(
             "default",
             UpstreamTarget.parse(config.upstream.url),
@@ -120,7 +136,7 @@ class RouteTable:
             upstream = (
                 UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
             )
-            cache = resolve(config.cache, route.cache, credentials)
+            cache = resolve(config.cache, route.cache, credentials, secret)
             policy = RoutePolicy(
                 route.name or f"routes[{i}]",
                 upstream,

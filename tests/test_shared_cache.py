@@ -351,3 +351,33 @@ async def test_encoded_variants_travel_with_the_entry(
     assert body == made
     promoted = next(iter(b.pipeline.cache.store._entries.values()))
     assert "br" in promoted.variants  # came from Redis: B never compressed it
+
+
+@pytest.mark.parametrize(
+    ("secrets", "shared_hit"), [(("s" * 32, "s" * 32), True), (("s" * 32, "t" * 32), False)]
+)
+async def test_per_user_entries_are_shared_only_under_one_key_secret(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+    secrets: tuple[str, str],
+    shared_hit: bool,
+) -> None:
+    origin.respond = lambda r: web.Response(
+        text=r.headers["Authorization"], headers={"Cache-Control": "private, max-age=60"}
+    )
+    prefix = f"t{uuid.uuid4().hex[:6]}:"
+    proxies = []
+    for secret in secrets:
+        config = shared({"url": redis_server.url, "key_prefix": prefix}, per_user=True)
+        config["cache"]["key_secret"] = secret
+        proxies.append(await start_proxy(origin.url, **config))
+    alice = {"Authorization": "Bearer alice"}
+    await get(http, proxies[0], "/me", headers=alice)
+    resp, body = await get(http, proxies[1], "/me", headers=alice)
+    assert body == b"Bearer alice"
+    assert (resp.headers["X-Cache"] == "HIT") is shared_hit
+    # No credential in clear in Redis, and no hash an attacker could recompute without the secret.
+    keys = redis_server.cli("--scan", "--pattern", f"{prefix}*").split()
+    assert keys and not any("alice" in k for k in keys)

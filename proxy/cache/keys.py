@@ -17,8 +17,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
+import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote
 
@@ -40,15 +41,22 @@ class KeyRules:
     headers: tuple[str, ...] = ()  # request headers in the key, e.g. Accept-Language
     # e.g. "Authorization" or "X-Api-Key": its value is hashed into the key.
     per_user_header: str | None = None
+    # HMAC key for credentials in keys (`cache.key_secret`): without it, a key read from a
+    # shared store could be matched against guessed low-entropy API keys offline.
+    secret: bytes = field(default=b"", repr=False)
 
 
-def hash_secret(value: str) -> str:
-    """sha256 hex, first 32 chars (128 bits): safe to log, store and compare.
+def hash_secret(value: str, key: bytes = b"") -> str:
+    """HMAC-SHA-256 under `key` (plain SHA-256 without one), hex, first 32 chars (128
+    bits): safe to log, store and compare.
 
     surrogatepass: aiohttp decodes header bytes with surrogateescape, and
     hashing must never raise.
     """
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    data = value.encode("utf-8", "surrogatepass")
+    if key:
+        return hmac.new(key, data, hashlib.sha256).hexdigest()[:32]
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def url_part(key: str) -> str:
@@ -165,10 +173,11 @@ class KeyBuilder:
                 segments.append(f"h:{name}")  # absent ≠ empty ("h:name=")
                 continue
             value = _join_lines(lines)
-            segments.append(f"h:{name}={hash_secret(value) if secret else _escape_value(value)}")
+            hashed = hash_secret(value, self.rules.secret) if secret else _escape_value(value)
+            segments.append(f"h:{name}={hashed}")
         if self._user is not None:
             value = _join_lines(request_headers.getall(self._user, ()))
-            segments.append(f"u:{hash_secret(value) if value else ANONYMOUS}")
+            segments.append(f"u:{hash_secret(value, self.rules.secret) if value else ANONYMOUS}")
         return "|".join(segments)
 
 

@@ -60,6 +60,8 @@ class CacheSettings(Section):
     store_set_cookie: bool = False
     # Request headers that identify a user besides Authorization and Cookie.
     credential_headers: tuple[str, ...] = ()
+    # HMAC key for credentials in cache keys; the same on every instance sharing Redis.
+    key_secret: str | None = Field(None, min_length=16)
     key: KeySettings = KeySettings()
     tags_header: str | None = None
     # Where entries live: memory (each process's L1), then redis (the shared L2, which
@@ -118,11 +120,15 @@ def user_headers(sections: Iterable[CacheSettings | None]) -> tuple[str, ...]:
 
 
 def resolve(
-    top: CacheSettings | None, route: CacheSettings | None, known_credentials: Iterable[str] = ()
+    top: CacheSettings | None,
+    route: CacheSettings | None,
+    known_credentials: Iterable[str] = (),
+    key_secret: bytes = b"",
 ) -> RouteCache | None:
     """Route keys override top-level ones key by key; no section anywhere: no caching.
 
-    `known_credentials` (see `user_headers`) count as credentials on this route too.
+    `known_credentials` (see `user_headers`) count as credentials on this route too;
+    `key_secret` keys the hashes of credentials in cache keys.
     """
     if top is None and route is None:
         return None
@@ -156,6 +162,7 @@ def resolve(
                 query_sort=settings.key.query.sort,
                 headers=settings.key.headers,
                 per_user_header=per_user,
+                secret=key_secret,
             )
         ),
         tags_header=settings.tags_header,

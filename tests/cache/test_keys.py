@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections import Counter
 
 import pytest
@@ -289,3 +290,23 @@ def test_url_prefix_matches_keys_under_a_path() -> None:
     assert builder.url_key("api.example.com", "/v1/items", "").startswith(prefix)
     assert not builder.url_key("api.example.com", "/v2/items", "").startswith(prefix)
     assert builder.url_prefix("h", "/a|") == "h/a%7C"
+
+
+def test_hash_secret_with_a_key_is_hmac() -> None:
+    expected = hmac.new(b"k" * 16, b"Bearer abc", hashlib.sha256).hexdigest()[:32]
+    assert hash_secret("Bearer abc", b"k" * 16) == expected
+    assert hash_secret("Bearer abc", b"k" * 16) != hash_secret("Bearer abc", b"j" * 16)
+    assert hash_secret("Bearer abc", b"k" * 16) != hash_secret("Bearer abc")
+
+
+def test_per_user_keys_depend_on_the_key_secret() -> None:
+    headers = CIMultiDict({"Authorization": "Bearer tok"})
+
+    def key(secret: bytes) -> str:
+        rules = KeyRules(per_user_header="Authorization", headers=("Cookie",), secret=secret)
+        return KeyBuilder(rules).primary_key("api", "/me", "", headers)
+
+    assert key(b"s" * 16) == key(b"s" * 16)
+    assert key(b"s" * 16) != key(b"t" * 16)
+    assert f"u:{hash_secret('Bearer tok', b's' * 16)}" in key(b"s" * 16)
+    assert "s" * 16 not in repr(KeyRules(secret=b"s" * 16))
