@@ -100,9 +100,6 @@ class HttpCache:
         """Answer a GET/HEAD on a caching route."""
         rc = route.cache
         assert rc is not None
-        if "Range" in request.headers:
-            # Partial responses are neither stored nor cut from stored ones (yet).
-            return await self._pass(request, route, target, "BYPASS", "fwd=bypass; detail=range")
         if (
             rc.rules.user_header is not None
             and policy.request_scope(request.headers, rc.rules) is Scope.PASS
@@ -162,9 +159,9 @@ class HttpCache:
                 cache_headers("MISS", "fwd=miss; detail=only-if-cached"),
             )
             return self._responder.own(request, route, error)
-        if request.method == "HEAD":
-            # A HEAD response has no body to store; the next GET fills the cache.
-            return await self._pass(request, route, target, "MISS", "fwd=miss")
+        # A HEAD miss is fetched as a GET (§4.3.5 allows it, Varnish does it): the client
+        # still gets no body, and the next GET is a hit. A Range miss likewise fetches the
+        # whole response, stores it and cuts the range from it.
         return await self._coalesced(request, route, target, primary, {}, shared_gen)
 
     # --- going upstream -----------------------------------------------------

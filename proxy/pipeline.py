@@ -31,9 +31,17 @@ from proxy.upstream import UpstreamClient, UpstreamError
 
 log = logging.getLogger("cacheproxy")
 
-# Client validators: on a cacheable fetch we want the full response to store, and we
-# answer the client's conditions ourselves (as Varnish does).
-_CONDITIONALS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
+# What only the client's own answer depends on: on a fetch that fills the cache we want
+# the full response to store, and we answer the client's conditions and ranges ourselves
+# from it (as Varnish does).
+_CLIENT_ONLY = (
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+    "Range",
+    "If-Range",
+)
 
 
 class Pipeline:
@@ -177,7 +185,7 @@ class Pipeline:
         method = request.method
         if validators is not None:
             method = "GET"
-            for name in _CONDITIONALS:
+            for name in _CLIENT_ONLY:
                 headers.popall(name, None)
             headers.update(validators)
         return await self.upstream.send(method, url, headers, None, route.upstream.origin)

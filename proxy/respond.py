@@ -10,8 +10,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy import ranges
 from proxy.cache import policy
 from proxy.cache.entry import Entry
+from proxy.cache.policy import Headers
 from proxy.cache.stores import MemoryStore
 from proxy.compression import CodingError
 from proxy.encoding import DECODED, Unstored, Variant, make_variant, plan_stream, variant_for
@@ -104,6 +106,10 @@ class Responder:
             )
         elif unstored is not None:
             resp = web.StreamResponse(status=entry.status, reason=entry.reason, headers=headers)
+        elif "Range" in h and entry.status == 200 and body is entry.body:
+            # Only the stored bytes are cut: ranges of our own encodings would differ
+            # from one request to the next (nginx, too, sends those whole).
+            resp = _ranged(h, headers, body, entry.reason)
         else:
             resp = web.Response(
                 status=entry.status, reason=entry.reason, headers=headers, body=body
@@ -149,3 +155,19 @@ class Responder:
         if route.cors is not None:
             route.cors.apply(request.headers, resp.headers)
         return resp
+
+
+def _ranged(request_headers: Headers, headers: Headers, body: bytes, reason: str) -> web.Response:
+    """206 with the one range asked for, 416 past the end, or the whole 200 (§14.2)."""
+    part = None
+    if ranges.if_range_allows(request_headers.get("If-Range"), headers):
+        part = ranges.select(request_headers["Range"], len(body))
+    if part is None:
+        return web.Response(status=200, reason=reason, headers=headers, body=body)
+    out = CIMultiDict(headers)
+    out.popall("Content-Length", None)  # the part's own length is set from its bytes
+    out["Content-Range"] = ranges.content_range(part, len(body))
+    if isinstance(part, ranges.Unsatisfiable):
+        out.popall("Content-Type", None)
+        return web.Response(status=416, headers=out)
+    return web.Response(status=206, headers=out, body=body[part.start : part.end + 1])
