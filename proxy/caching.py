@@ -100,27 +100,20 @@ class HttpCache:
         """Answer a GET/HEAD on a caching route."""
         rc = route.cache
         assert rc is not None
-        if (
-            rc.rules.user_header is not None
-            and policy.request_scope(request.headers, rc.rules) is Scope.PASS
-        ):
+        scope = policy.request_scope(request.headers, rc.rules)
+        if scope is Scope.PASS:
             return await self._pass(
                 request, route, target, "BYPASS", "fwd=bypass; detail=credentials"
             )
         req_cc = policy.request_cache_control(request.headers)
         primary = self.primary_key(route, target, request)
         entry = self.store.get(primary, request.headers)
-        if entry is not None:
-            age = entry.age(self._clock())
-            verdict = policy.lookup_verdict(
-                age=age,
-                lifetime=entry.lifetime,
-                request_cc=req_cc,
-                response_cc=entry.cc,
-                rules=rc.rules,
-            )
+        if entry is not None and policy.may_answer(scope, entry.cc):
+            age, verdict = self._judge(entry, req_cc, rc)
             if verdict is Freshness.FRESH:
                 return await self._responder.from_entry(request, route, entry, age, "HIT", "hit")
+        else:
+            entry = None
         shared_gen = None
         if rc.shared and self.shared is not None:
             # L1 could not answer: another instance may have stored a (fresher) copy.
@@ -128,16 +121,14 @@ class HttpCache:
             found, shared_gen = await self.shared.lookup(
                 primary, url_part(primary), request.headers
             )
-            if found is not None and (entry is None or found.response_time > entry.response_time):
+            if (
+                found is not None
+                and (entry is None or found.response_time > entry.response_time)
+                and policy.may_answer(scope, found.cc)
+            ):
                 self.store.put(found, fetched_at=fetched_at)
-                entry, age = found, found.age(self._clock())
-                verdict = policy.lookup_verdict(
-                    age=age,
-                    lifetime=entry.lifetime,
-                    request_cc=req_cc,
-                    response_cc=entry.cc,
-                    rules=rc.rules,
-                )
+                entry = found
+                age, verdict = self._judge(entry, req_cc, rc)
                 if verdict is Freshness.FRESH:
                     return await self._responder.from_entry(
                         request, route, entry, age, "HIT", "hit; detail=shared"
@@ -164,6 +155,23 @@ class HttpCache:
         # whole response, stores it and cuts the range from it.
         return await self._coalesced(request, route, target, primary, {}, shared_gen)
 
+    @staticmethod
+    def _may_answer(request: web.BaseRequest, rc: RouteCache, entry: Entry) -> bool:
+        return policy.may_answer(policy.request_scope(request.headers, rc.rules), entry.cc)
+
+    def _judge(
+        self, entry: Entry, req_cc: policy.CacheControl, rc: RouteCache
+    ) -> tuple[float, Freshness]:
+        age = entry.age(self._clock())
+        verdict = policy.lookup_verdict(
+            age=age,
+            lifetime=entry.lifetime,
+            request_cc=req_cc,
+            response_cc=entry.cc,
+            rules=rc.rules,
+        )
+        return age, verdict
+
     # --- going upstream -----------------------------------------------------
 
     async def _coalesced(
@@ -185,7 +193,11 @@ class HttpCache:
         pending = self._inflight.get(primary)
         if pending is not None:
             outcome = await asyncio.shield(pending)
-            if isinstance(outcome, Entry) and outcome.matches(request.headers):
+            if (
+                isinstance(outcome, Entry)
+                and outcome.matches(request.headers)
+                and (route.cache is None or self._may_answer(request, route.cache, outcome))
+            ):
                 return await self._responder.from_entry(
                     request,
                     route,

@@ -320,6 +320,8 @@ class CacheRules:
     user_header: str | None = None
     # Request headers that identify a user (CREDENTIAL_HEADERS and any configured).
     credentials: tuple[str, ...] = CREDENTIAL_HEADERS
+    # Credentialed requests on shared routes: "explicit" | "lookup" | "pass" (request_scope).
+    on_credentials: str = "explicit"
     heuristic_fraction: float = 0.1  # §4.2.2 (10% of Date - Last-Modified)
     heuristic_max: float = 86400.0
 
@@ -330,6 +332,9 @@ class Scope(enum.Enum):
     SHARED = "shared"  # everyone's: the shared-cache rules of §3 and §3.5 apply
     USER = "user"  # keyed by the route's credential: `private` and credentials are fine
     PASS = "pass"  # carries a credential the route does not key by: no cache at all
+    # A credentialed request on a shared route (`on_credentials: explicit`): answered only
+    # from entries whose response said they may serve credentialed requests.
+    CREDENTIALED = "credentialed"
 
 
 def has_credentials(request_headers: Headers, rules: CacheRules) -> bool:
@@ -343,15 +348,30 @@ def request_scope(request_headers: Headers, rules: CacheRules) -> Scope:
     cookie on an Authorization-keyed route, say) would get that user's data under a
     key it shares with others: it bypasses the cache. Without the credential and
     without any other, it is an anonymous request, judged like any request to a
-    shared cache. Routes that are not per-user are shared (§3.5 applies).
+    shared cache. On routes that are not per-user, `on_credentials` decides what a
+    credentialed request may do: `lookup` any entry (RFC 9111 allows it), `explicit`
+    only entries that explicitly allow it, `pass` none (Varnish's builtin behaviour).
     """
     if rules.user_header is None:
-        return Scope.SHARED
+        if rules.on_credentials == "lookup" or not has_credentials(request_headers, rules):
+            return Scope.SHARED
+        return Scope.PASS if rules.on_credentials == "pass" else Scope.CREDENTIALED
     if any(v.strip() for v in request_headers.getall(rules.user_header, ())):
         return Scope.USER
     if has_credentials(request_headers, rules):
         return Scope.PASS
     return Scope.SHARED
+
+
+def shareable_with_credentials(cc: CacheControl) -> bool:
+    """§3.5: a response the origin explicitly lets a shared cache reuse for requests
+    with credentials."""
+    return cc.public or cc.s_maxage is not None or cc.must_revalidate
+
+
+def may_answer(scope: Scope, cc: CacheControl) -> bool:
+    """May a stored response with this Cache-Control answer a request in `scope`?"""
+    return scope is not Scope.CREDENTIALED or shareable_with_credentials(cc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +429,7 @@ def storability(
     if (
         not user_scoped
         and has_credentials(request_headers, rules)
-        and not (cc.public or cc.s_maxage is not None or cc.must_revalidate)
+        and not shareable_with_credentials(cc)
     ):
         return _no("authorization")
     # Not RFC-mandated, but replaying a Set-Cookie to other users leaks

@@ -60,6 +60,9 @@ class CacheSettings(Section):
     store_set_cookie: bool = False
     # Request headers that identify a user besides Authorization and Cookie.
     credential_headers: tuple[str, ...] = ()
+    # What a request with credentials may take from a shared (not per-user) route's
+    # entries: explicit (only those whose response allowed it), lookup (any), pass (none).
+    on_credentials: Literal["explicit", "lookup", "pass"] = "explicit"
     # HMAC key for credentials in cache keys; the same on every instance sharing Redis.
     key_secret: str | None = Field(None, min_length=16)
     key: KeySettings = KeySettings()
@@ -152,6 +155,7 @@ def resolve(
             stale_if_error=settings.stale_if_error,
             store_set_cookie=settings.store_set_cookie,
             user_header=per_user,
+            on_credentials=settings.on_credentials,
             credentials=_unique(
                 (*CREDENTIAL_HEADERS, *known_credentials, *settings.credential_headers)
             ),

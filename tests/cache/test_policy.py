@@ -31,6 +31,7 @@ from proxy.cache.policy import (
     is_cacheable_method,
     is_unsafe_method,
     lookup_verdict,
+    may_answer,
     merge_304_headers,
     not_modified_for_client,
     parse_cache_control,
@@ -385,7 +386,8 @@ def test_storability_matrix(
 
 SCOPES = [
     # id, request headers, the route's credential header, scope
-    ("shared-route-anything", [AUTH, ("Cookie", "s=1")], None, Scope.SHARED),
+    ("shared-route-credentials", [AUTH, ("Cookie", "s=1")], None, Scope.CREDENTIALED),
+    ("shared-route-anonymous", [("Accept", "*/*")], None, Scope.SHARED),
     ("anonymous", [("Accept", "*/*")], "Authorization", Scope.SHARED),
     ("own-credential", [AUTH], "Authorization", Scope.USER),
     ("own-plus-cookie", [AUTH, ("Cookie", "s=1")], "Authorization", Scope.USER),
@@ -411,6 +413,36 @@ def test_request_scope(req: list[tuple[str, str]], user_header: str | None, scop
     credentials = ("Authorization", "Cookie", user_header or "Cookie")
     rules = CacheRules(user_header=user_header, credentials=credentials)
     assert request_scope(h(*req), rules) is scope
+
+
+@pytest.mark.parametrize(
+    ("mode", "scope"),
+    [("explicit", Scope.CREDENTIALED), ("lookup", Scope.SHARED), ("pass", Scope.PASS)],
+)
+def test_on_credentials_decides_for_shared_routes(mode: str, scope: Scope) -> None:
+    rules = CacheRules(on_credentials=mode)
+    assert request_scope(h(("Cookie", "sid=1")), rules) is scope
+    assert request_scope(h(), rules) is Scope.SHARED
+    # Per-user routes are decided by their own credential, whatever the mode.
+    per_user = CacheRules(user_header="Authorization", on_credentials=mode)
+    assert request_scope(h(AUTH), per_user) is Scope.USER
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "allowed"),
+    [
+        ("max-age=60", False),
+        ("public, max-age=60", True),
+        ("s-maxage=60", True),
+        ("must-revalidate, max-age=60", True),
+    ],
+)
+def test_credentialed_requests_only_take_explicitly_shareable_entries(
+    cache_control: str, allowed: bool
+) -> None:
+    cc = parse_cache_control([cache_control])
+    assert may_answer(Scope.CREDENTIALED, cc) is allowed
+    assert may_answer(Scope.SHARED, cc) and may_answer(Scope.USER, cc)
 
 
 def test_configured_credentials_count_like_authorization() -> None:

@@ -7,6 +7,7 @@ import random
 from collections import Counter
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.conftest import Origin, StartProxy, get
@@ -128,3 +129,47 @@ async def test_api_key_route_bypasses_requests_signed_another_way(
     _, body = await get(http, proxy, "/k/0", headers={"X-Api-Key": "key-carol"})
     resp, again = await get(http, proxy, "/k/0", headers={"X-Api-Key": "key-carol"})
     assert (body, again, resp.headers["X-Cache"]) == (b"data of carol", b"data of carol", "HIT")
+
+
+def _signed_in_differently(request: web.Request) -> web.Response:
+    # An API that answers signed-in users differently without saying Vary or private.
+    who = request.headers.get("Authorization", "anonymous")
+    cc = "public, max-age=60" if request.path == "/public" else "max-age=60"
+    return web.Response(text=f"page for {who}", headers={"Cache-Control": cc})
+
+
+@pytest.mark.parametrize(
+    ("mode", "signed_in_sees", "x_cache"),
+    [
+        ("explicit", b"page for Bearer alice", "MISS"),
+        ("lookup", b"page for anonymous", "HIT"),
+        ("pass", b"page for Bearer alice", "BYPASS"),
+    ],
+)
+async def test_on_credentials_modes(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    mode: str,
+    signed_in_sees: bytes,
+    x_cache: str,
+) -> None:
+    origin.respond = _signed_in_differently
+    proxy = await start_proxy(origin.url, cache={"on_credentials": mode})
+    alice = {"Authorization": "Bearer alice"}
+    await get(http, proxy, "/home")
+    resp, body = await get(http, proxy, "/home", headers=alice)
+    assert (body, resp.headers["X-Cache"]) == (signed_in_sees, x_cache)
+    # Whatever the mode, a signed-in answer never lands where anonymous users read.
+    resp, body = await get(http, proxy, "/home")
+    assert (body, resp.headers["X-Cache"]) == (b"page for anonymous", "HIT")
+
+
+async def test_explicitly_public_entries_answer_credentialed_requests(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    origin.respond = _signed_in_differently
+    proxy = await start_proxy(origin.url, cache={})
+    await get(http, proxy, "/public")
+    resp, body = await get(http, proxy, "/public", headers={"Authorization": "Bearer alice"})
+    assert (body, resp.headers["X-Cache"]) == (b"page for anonymous", "HIT")
