@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC
-from email.utils import parsedate_to_datetime
+from datetime import date
 from typing import Final, TypeAlias
 from urllib.parse import urljoin, urlsplit
 
@@ -434,8 +435,7 @@ def storability(
     if (
         explicit
         or rules.ttl is not None
-        or "ETag" in response_headers
-        or "Last-Modified" in response_headers
+        or has_validator(response_headers)
         or rules.stale_if_error > 0
         or rules.stale_while_revalidate > 0
         or cc.stale_if_error
@@ -450,31 +450,77 @@ def storability(
 # ---------------------------------------------------------------------------
 
 
+# RFC 9110 §5.6.7: HTTP-date is exactly one of three forms, case-sensitive, with single
+# spaces. email.utils accepts much more (other zones, one-digit fields, missing commas),
+# so a value another cache rejects as invalid would get a real date here.
+_DAY_NAME = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_DAY_NAME_L = "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
+_MONTH = "(?P<month>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_TIME = "(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+_IMF_FIXDATE: Final = re.compile(
+    f"{_DAY_NAME}, (?P<day>[0-9]{{2}}) {_MONTH} (?P<year>[0-9]{{4}}) {_TIME} GMT"
+)
+_RFC850_DATE: Final = re.compile(
+    f"{_DAY_NAME_L}, (?P<day>[0-9]{{2}})-{_MONTH}-(?P<year>[0-9]{{2}}) {_TIME} GMT"
+)
+_ASCTIME_DATE: Final = re.compile(
+    f"{_DAY_NAME} {_MONTH} (?P<day>[0-9]{{2}}| [0-9]) {_TIME} (?P<year>[0-9]{{4}})"
+)
+_MONTHS: Final = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        start=1,
+    )
+}
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+# RFC 850's two-digit years are read relative to this (§5.6.7: a year more than 50 years
+# ahead is in the past century). Taken once: a process does not run for decades.
+_THIS_YEAR: Final = time.gmtime().tm_year
 # The longest valid form (RFC 850, long weekday) is 33 characters.
 _HTTP_DATE_MAX_LEN: Final = 64
 
 
 def parse_http_date(value: str) -> float | None:
-    """HTTP-date (all three RFC 9110 §5.6.7 forms) → epoch seconds, or None."""
+    """HTTP-date (RFC 9110 §5.6.7) → epoch seconds, or None when it is not one.
+
+    Exactly IMF-fixdate, the obsolete RFC 850 form and asctime, by their ABNF:
+    names are case-sensitive, separators single spaces, every field two digits
+    (asctime's day may be a space and one digit), the zone literally GMT. Ranges
+    are checked (hour 00-23, minute 00-59, second 00-60, a day that exists in its
+    month); a weekday that does not match the date is accepted (the grammar does not
+    tie them). Surrounding spaces are not part of a field value (RFC 9110 §5.5).
+    """
     if len(value) > _HTTP_DATE_MAX_LEN:
         return None
-    return _parse_http_date(value)
+    return _parse_http_date(value.strip(" \t"))
 
 
 @functools.lru_cache(maxsize=512)
 def _parse_http_date(value: str) -> float | None:
     # Memoised: Expires / Last-Modified values repeat across responses.
-    try:
-        dt = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, OverflowError, IndexError, AttributeError):
+    match = _IMF_FIXDATE.fullmatch(value) or _ASCTIME_DATE.fullmatch(value)
+    if match is not None:
+        year = int(match["year"])
+    else:
+        match = _RFC850_DATE.fullmatch(value)
+        if match is None:
+            return None
+        year = _rfc850_year(int(match["year"]))
+    hour, minute, second = int(match["hour"]), int(match["minute"]), int(match["second"])
+    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
         return None
-    if dt.tzinfo is None:
-        # asctime and "-0000" forms come back naive; HTTP dates are GMT.
-        dt = dt.replace(tzinfo=UTC)
     try:
-        return dt.timestamp()
-    except (OverflowError, ValueError):
+        days = date(year, _MONTHS[match["month"]], int(match["day"])).toordinal()
+    except ValueError:  # 31 Feb, day 00, year 0000
         return None
+    return float((days - _EPOCH_ORDINAL) * 86400 + hour * 3600 + minute * 60 + second)
+
+
+def _rfc850_year(two_digits: int) -> int:
+    """The latest year ending in these digits that is at most 50 years ahead."""
+    latest = _THIS_YEAR + 50
+    return latest - (latest - two_digits) % 100
 
 
 def _first_date(headers: Headers, name: str) -> float | None:
@@ -514,13 +560,11 @@ def freshness_lifetime(
     if cc.max_age is not None:
         return float(cc.max_age)
     if not targeted:
-        expires = response_headers.getall("Expires", ())
-        if expires:
-            # §5.3: invalid (e.g. "0") means already expired; conflicting
-            # duplicates are treated as stale too (§4.2.1).
-            if len(set(expires)) != 1:
-                return 0.0
-            exp = parse_http_date(expires[0])
+        expires = response_headers.get("Expires")
+        if expires is not None:
+            # §4.2.1: the first line counts; §5.3: an invalid date (e.g. "0") means
+            # already expired.
+            exp = parse_http_date(expires)
             if exp is None:
                 return 0.0
             return max(0.0, exp - date_value(response_headers, date))
@@ -578,7 +622,7 @@ def shared_store_ttl(
         float(cc.stale_while_revalidate or 0),
         float(cc.stale_if_error or 0),
     )
-    if "ETag" in response_headers or "Last-Modified" in response_headers:
+    if has_validator(response_headers):
         keep = min(max(lifetime, _REVALIDATION_KEEP_MIN), _REVALIDATION_KEEP_MAX)
         stale = max(stale, keep)
     return max(1.0, lifetime - age + stale)
@@ -707,6 +751,13 @@ def lookup_verdict(
 # ---------------------------------------------------------------------------
 
 
+def has_validator(headers: Headers) -> bool:
+    """An ETag, or a Last-Modified that is a valid HTTP-date (§4.3.1; an invalid one is
+    ignored, so it cannot be used to revalidate)."""
+    etag = headers.get("ETag")
+    return bool(etag and etag.strip()) or _first_date(headers, "Last-Modified") is not None
+
+
 def conditional_headers(stored_headers: Headers) -> dict[str, str]:
     """Validators for revalidating a stored response upstream (§4.3.1)."""
     out: dict[str, str] = {}
@@ -714,7 +765,7 @@ def conditional_headers(stored_headers: Headers) -> dict[str, str]:
     if etag is not None and etag.strip():
         out["If-None-Match"] = etag.strip()
     last_modified = stored_headers.get("Last-Modified")
-    if last_modified is not None and last_modified.strip():
+    if last_modified is not None and parse_http_date(last_modified) is not None:
         out["If-Modified-Since"] = last_modified.strip()
     return out
 
