@@ -580,14 +580,14 @@ def freshness_lifetime(
 
 
 def _age_value(headers: Headers) -> float:
-    """Upstream Age (§5.1); invalid → 0, several → the largest (oldest)."""
-    best = 0
+    """Upstream Age (§5.1): the first member of the (combined) field value counts, the
+    rest are discarded; when that one is not delta-seconds the field is ignored (0)."""
     for line in headers.getall("Age", ()):
-        for part in line.split(","):
-            v = _delta(part.strip())
-            if v is not None and v > best:
-                best = v
-    return float(best)
+        for member in line.split(","):
+            member = member.strip(" \t")
+            if member:  # empty list elements are not members (RFC 9110 §5.6.1)
+                return float(_delta(member) or 0)
+    return 0.0
 
 
 def initial_age(response_headers: Headers, request_time: float, response_time: float) -> float:

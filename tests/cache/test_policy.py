@@ -577,15 +577,33 @@ def test_initial_age_uses_apparent_age_when_larger() -> None:
     assert initial_age(headers, request_time=NOW - 1, response_time=NOW) == 100
 
 
-@pytest.mark.parametrize("age", ["abc", "-5", "", "1.5"])
-def test_invalid_age_counts_as_zero(age: str) -> None:
-    headers = h(("Age", age), ("Date", http_date(NOW)))
-    assert initial_age(headers, request_time=NOW - 1, response_time=NOW) == 1
+AGES = [
+    # id, Age field lines, the age value used (§5.1)
+    ("plain", ["30"], 30),
+    ("zero-padded", ["0030"], 30),
+    ("huge", ["9" * 40], DELTA_MAX),
+    ("list-first-member", ["10, 40"], 10),
+    ("lines-first-line", ["20", "40"], 20),
+    ("list-and-lines", ["10, 40", "20"], 10),
+    ("empty-members-skipped", [" , 15", "40"], 15),
+    ("empty-line-skipped", ["", "25"], 25),
+    ("invalid-first-ignores-field", ["abc, 40"], 0),
+    ("invalid-first-line", ["x", "40"], 0),
+    ("negative", ["-5"], 0),
+    ("decimal", ["1.5"], 0),
+    ("trailing-garbage", ["10s"], 0),
+    ("quoted", ['"10"'], 0),
+    ("non-ascii-digits", ["\u0663"], 0),
+    ("empty", [""], 0),
+]  # fmt: skip
 
 
-def test_multiple_age_values_take_the_oldest() -> None:
-    headers = h(("Age", "10, 40"), ("Age", "20"))
-    assert initial_age(headers, request_time=NOW, response_time=NOW) == 40
+@pytest.mark.parametrize(
+    ("lines", "expected"), [case[1:] for case in AGES], ids=[case[0] for case in AGES]
+)
+def test_age_value(lines: list[str], expected: int) -> None:
+    headers = h(("Date", http_date(NOW)), *(("Age", line) for line in lines))
+    assert initial_age(headers, request_time=NOW, response_time=NOW) == expected
 
 
 def test_missing_date_means_no_apparent_age() -> None:
