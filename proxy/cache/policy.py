@@ -18,6 +18,7 @@ from datetime import date
 from typing import Final, TypeAlias
 from urllib.parse import urljoin, urlsplit
 
+import http_sf
 import multidict
 
 Headers: TypeAlias = multidict.CIMultiDictProxy[str] | multidict.CIMultiDict[str]
@@ -35,6 +36,9 @@ _LOOKUP_METHODS: Final = frozenset({"GET", "HEAD"})
 HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 # 206 (partial), 304 (no body, only updates entries, §4.3.4) are never stored.
 _NEVER_STORED: Final = frozenset({206, 304})
+# §5.2.2.3 must-understand: the statuses whose own caching rules we implement (those
+# RFC 9110 makes heuristically cacheable); with it, any other status is not stored.
+UNDERSTOOD_STATUSES: Final = HEURISTIC_STATUSES
 
 # §1.2.2: delta-seconds too large to represent are capped at 2**31.
 DELTA_MAX: Final = 2**31
@@ -81,6 +85,7 @@ class CacheControl:
     only_if_cached: bool = False
     no_transform: bool = False
     immutable: bool = False
+    must_understand: bool = False
 
 
 EMPTY_CACHE_CONTROL: Final = CacheControl()
@@ -93,13 +98,14 @@ _MEMO_MAX_LEN: Final = 256
 def parse_cache_control(values: Iterable[str]) -> CacheControl:
     """Parse one or more Cache-Control field values; never raises.
 
-    Conservative choices for a shared cache:
     - names are case-insensitive; args may be tokens or quoted-strings (§5.2);
+      ``max-age="60"`` is ``max-age=60`` (§5.2: recipients accept both forms);
+    - a directive given more than once: the first occurrence counts, across all
+      field lines, and later ones are ignored (§4.2.1), whatever their values;
+    - an invalid ``max-age``/``s-maxage`` (``max-age=10a``, ``=1.5``, ``=-1``, no
+      value) is invalid freshness information: 0, stale (§4.2.1); an invalid
+      stale-while-revalidate / stale-if-error / max-stale / min-fresh is ignored;
     - qualified ``no-cache="f"`` / ``private="f"`` count as unqualified;
-    - invalid or conflicting duplicate ``max-age``/``s-maxage`` → 0, i.e.
-      stale (§4.2.1 allows "consider the response stale");
-    - invalid stale-while-revalidate / stale-if-error / max-stale /
-      min-fresh are ignored; duplicates keep the least permissive value;
     - unknown directives are ignored (§5.2.3).
     """
     if isinstance(values, str):  # a bare value, not a list of them
@@ -121,81 +127,57 @@ def _parse_memo(values: tuple[str, ...]) -> CacheControl:
 
 
 def _parse(values: tuple[str, ...]) -> CacheControl:
-    no_store = no_cache = private = public = False
-    must_revalidate = proxy_revalidate = False
-    only_if_cached = no_transform = immutable = False
-    max_age: int | None = None
-    s_maxage: int | None = None
-    swr: int | None = None
-    sie: int | None = None
-    max_stale: int | None = None
-    min_fresh: int | None = None
-    max_age_seen = s_maxage_seen = False
-
-    for value in values:
-        for name, arg in _directives(value):
-            if name == "max-age":
-                # §4.2.1: unparsable or conflicting → treat as stale.
-                v = _delta(arg)
-                v = 0 if v is None or (max_age_seen and v != max_age) else v
-                max_age, max_age_seen = v, True
-            elif name == "s-maxage":
-                v = _delta(arg)
-                v = 0 if v is None or (s_maxage_seen and v != s_maxage) else v
-                s_maxage, s_maxage_seen = v, True
-            elif name == "no-cache":
-                no_cache = True
-            elif name == "no-store":
-                no_store = True
-            elif name == "private":
-                private = True
-            elif name == "public":
-                public = True
-            elif name == "must-revalidate":
-                must_revalidate = True
-            elif name == "proxy-revalidate":
-                proxy_revalidate = True
-            elif name == "stale-while-revalidate":
-                swr = _least(swr, _delta(arg))
-            elif name == "stale-if-error":
-                sie = _least(sie, _delta(arg))
-            elif name == "max-stale":
-                # §5.2.1.2: no argument means "any staleness".
-                max_stale = _least(max_stale, MAX_STALE_ANY if arg is None else _delta(arg))
-            elif name == "min-fresh":
-                v = _delta(arg)
-                if v is not None:
-                    min_fresh = v if min_fresh is None else max(min_fresh, v)
-            elif name == "only-if-cached":
-                only_if_cached = True
-            elif name == "no-transform":
-                no_transform = True
-            elif name == "immutable":
-                immutable = True
-
-    return CacheControl(
-        no_store=no_store,
-        no_cache=no_cache,
-        private=private,
-        public=public,
-        max_age=max_age,
-        s_maxage=s_maxage,
-        must_revalidate=must_revalidate,
-        proxy_revalidate=proxy_revalidate,
-        stale_while_revalidate=swr,
-        stale_if_error=sie,
-        max_stale=max_stale,
-        min_fresh=min_fresh,
-        only_if_cached=only_if_cached,
-        no_transform=no_transform,
-        immutable=immutable,
-    )
+    return _from_directives(pair for value in values for pair in _directives(value))
 
 
-def _least(current: int | None, new: int | None) -> int | None:
-    if new is None:
-        return current
-    return new if current is None else min(current, new)
+# Directives that are on when present; an argument, if any, is not looked at.
+_FLAGS: Final = {
+    "no-store": "no_store",
+    "no-cache": "no_cache",
+    "private": "private",
+    "public": "public",
+    "must-revalidate": "must_revalidate",
+    "proxy-revalidate": "proxy_revalidate",
+    "only-if-cached": "only_if_cached",
+    "no-transform": "no_transform",
+    "immutable": "immutable",
+    "must-understand": "must_understand",
+}
+# Freshness: an invalid value means stale (§4.2.1).
+_FRESHNESS: Final = {"max-age": "max_age", "s-maxage": "s_maxage"}
+# Stale windows and a client's min-fresh: an invalid value is ignored.
+_WINDOWS: Final = {
+    "stale-while-revalidate": "stale_while_revalidate",
+    "stale-if-error": "stale_if_error",
+    "min-fresh": "min_fresh",
+}
+# Directives whose argument is delta-seconds (RFC 9213 §2.1: only an Integer will do).
+_NUMERIC: Final = frozenset({*_FRESHNESS, *_WINDOWS, "max-stale"})
+
+
+def _from_directives(directives: Iterable[tuple[str, str | None]]) -> CacheControl:
+    """CacheControl from (lower-cased name, argument or None) pairs, the first of each
+    name counting (§4.2.1)."""
+    found: dict[str, bool | int] = {}
+    seen: set[str] = set()
+    for name, arg in directives:
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in _FLAGS:
+            found[_FLAGS[name]] = True
+        elif name in _FRESHNESS:
+            found[_FRESHNESS[name]] = _delta(arg) or 0
+        elif name in _WINDOWS:
+            value = _delta(arg)
+            if value is not None:
+                found[_WINDOWS[name]] = value
+        elif name == "max-stale":
+            # §5.2.1.2: no argument means "any staleness".
+            value = MAX_STALE_ANY if arg is None else _delta(arg)
+            if value is not None:
+                found["max_stale"] = value
+    return CacheControl(**found) if found else EMPTY_CACHE_CONTROL  # type: ignore[arg-type]
 
 
 def _delta(arg: str | None) -> int | None:
@@ -256,28 +238,79 @@ def _directives(value: str) -> Iterator[tuple[str, str | None]]:
 def _governing(headers: Headers) -> tuple[CacheControl, bool]:
     """The directives that govern us, and whether a targeted field did.
 
-    RFC 9213 §2.2: the first targeted field (for us CDN-Cache-Control) with a
-    non-empty value replaces Cache-Control *and* Expires for this cache.
+    RFC 9213 §2.2: the first targeted field (for us CDN-Cache-Control) that is
+    present, non-empty and parses replaces Cache-Control *and* Expires for this cache.
     """
-    cdn = headers.getall("CDN-Cache-Control", ())
-    if cdn and any(v.strip() for v in cdn):
-        cc = parse_cache_control(cdn)
-        if not cc.no_transform:
-            # no-transform constrains every intermediary, not just caches, so
-            # it is still honoured from Cache-Control.
-            plain = parse_cache_control(headers.getall("Cache-Control", ()))
-            if plain.no_transform:
-                cc = replace(cc, no_transform=True)
-        return cc, True
-    return parse_cache_control(headers.getall("Cache-Control", ())), False
+    cc = _targeted(headers.getall("CDN-Cache-Control", ()))
+    if cc is None:
+        return parse_cache_control(headers.getall("Cache-Control", ())), False
+    if not cc.no_transform:
+        # no-transform constrains every intermediary, not just caches, so it is
+        # still honoured from Cache-Control.
+        plain = parse_cache_control(headers.getall("Cache-Control", ()))
+        if plain.no_transform:
+            cc = replace(cc, no_transform=True)
+    return cc, True
+
+
+def _targeted(lines: list[str]) -> CacheControl | None:
+    """A targeted field's directives, or None when it must be ignored (RFC 9213 §2.1:
+    empty, or not a Structured Fields Dictionary)."""
+    lines = [line for line in lines if line.strip(" \t")]
+    if not lines:
+        return None
+    value = ", ".join(lines)  # RFC 9651 §4.2: field lines combine with commas
+    if len(value) <= _MEMO_MAX_LEN:
+        return _parse_targeted_memo(value)
+    return _parse_targeted(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_targeted_memo(value: str) -> CacheControl | None:
+    return _parse_targeted(value)
+
+
+def _parse_targeted(value: str) -> CacheControl | None:
+    try:
+        members = http_sf.parse(value.encode("ascii"), tltype="dictionary")
+    except (UnicodeEncodeError, http_sf.StructuredFieldError):
+        return None
+    if not members:
+        return None
+    assert isinstance(members, dict)
+    return _from_directives(_sf_directives(members))
+
+
+def _sf_directives(members: http_sf.DictionaryType) -> Iterator[tuple[str, str | None]]:
+    """(name, argument) pairs of a parsed targeted field, as RFC 9213 §2.1 maps them.
+
+    Boolean true: no argument; Integer and Token: the argument; String: the
+    quoted-string argument, but not for a number (``max-age="60"`` would be consumed
+    against its inferred type, so it counts as invalid). Boolean false: the directive
+    is off. Any other type is an invalid argument. Parameters are ignored. In a
+    Dictionary a repeated key's last value wins (RFC 9651 §4.2.2).
+    """
+    for name, member in members.items():
+        value = member[0] if isinstance(member, tuple) else member
+        if value is True:
+            yield name, None
+        elif value is False:
+            continue
+        elif type(value) is int or isinstance(value, http_sf.Token):
+            yield name, str(value)
+        elif type(value) is str and name not in _NUMERIC:
+            yield name, value
+        else:
+            yield name, ""  # not delta-seconds, nor anything else we read
 
 
 def effective_cache_control(headers: Headers) -> CacheControl:
     """Response directives this (CDN-class) cache obeys.
 
-    CDN-Cache-Control, when present and non-empty, governs storage and
-    freshness instead of Cache-Control (RFC 9213); only ``no-transform`` is
-    still taken from Cache-Control. Response ``Pragma`` is ignored (§5.4).
+    CDN-Cache-Control, when present, non-empty and a valid Structured Field,
+    governs storage and freshness instead of Cache-Control (RFC 9213); only
+    ``no-transform`` is still taken from Cache-Control. Response ``Pragma`` is
+    ignored (§5.4).
     """
     return _governing(headers)[0]
 
@@ -397,7 +430,12 @@ def storability(
     if request_cache_control(request_headers).no_store:
         return _no("no-store")
     cc, targeted = _governing(response_headers)
-    if cc.no_store:
+    # §5.2.2.3: must-understand limits storing to caches that implement the status
+    # code's caching rules, and for those it overrides no-store.
+    if cc.must_understand:
+        if status not in UNDERSTOOD_STATUSES:
+            return _no("must-understand")
+    elif cc.no_store:
         return _no("no-store")
     # §3 / §5.2.2.7: shared caches must not store private responses — unless
     # the request's key holds its user's credential: a private cache per user.
@@ -550,7 +588,8 @@ def freshness_lifetime(
     """
     cc, targeted = _governing(response_headers)
     # §5.2.2.4: no-cache means "revalidate every time", even with force_ttl.
-    if cc.no_cache or cc.no_store:
+    # (must-understand overrides no-store where storability allowed it at all.)
+    if cc.no_cache or (cc.no_store and not cc.must_understand):
         return 0.0
     if rules.force_ttl and rules.ttl is not None:
         return max(0.0, rules.ttl)
