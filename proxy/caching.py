@@ -19,6 +19,7 @@ from proxy.cache.entry import Entry
 from proxy.cache.keys import url_part
 from proxy.cache.policy import Freshness, Scope
 from proxy.cache.settings import RouteCache
+from proxy.cache.status import cache_status
 from proxy.cache.stores import MemoryStore
 from proxy.errors import json_error
 from proxy.headers import forward_response_headers
@@ -44,7 +45,7 @@ _ENCODING_VARY = frozenset({"accept-encoding"})
 
 
 def cache_headers(x_cache: str, status: str) -> dict[str, str]:
-    return {"X-Cache": x_cache, "Cache-Status": f"cacheproxy; {status}"}
+    return {"X-Cache": x_cache, "Cache-Status": cache_status(status)}
 
 
 class HttpCache:
