@@ -283,10 +283,13 @@ class HttpCache:
         try:
             response_time = self._clock()
             if stale is not None and up.status == 304:
-                fresh = self._refreshed(stale, up, request_time, response_time, rc.rules)
+                # §5.2.1.5: no part of a response to a no-store request is stored.
+                keep = not policy.request_cache_control(request.headers).no_store
+                fresh = self._refreshed(stale, up, request_time, response_time, rc.rules, keep)
                 if future is not None:
                     future.set_result(fresh)
-                await self._share(fresh, generation, shared_gen, rc)
+                if keep:
+                    await self._share(fresh, generation, shared_gen, rc)
                 return await self._responder.from_entry(
                     request,
                     route,
@@ -431,12 +434,14 @@ class HttpCache:
         request_time: float,
         response_time: float,
         rules: policy.CacheRules,
+        keep: bool = True,
     ) -> Entry:
-        """§4.3.4: freshen a stored entry with a 304's headers, in the store too."""
+        """§4.3.4: freshen a stored entry with a 304's headers, in the store too if `keep`."""
         fresh = stale.refreshed(
             forward_response_headers(not_modified.headers), request_time, response_time, rules
         )
-        self.store.replace(stale, fresh)
+        if keep:
+            self.store.replace(stale, fresh)
         return fresh
 
     async def _stale_on_error(
@@ -481,6 +486,8 @@ class HttpCache:
         key = entry.primary
         if key in self._refreshing or key in self._inflight:
             return  # one refresh per key
+        if policy.request_cache_control(request.headers).no_store:
+            return  # §5.2.1.5: nothing of its response may be stored, so no point
         task = asyncio.create_task(self._refresh(request, route, target, entry, shared_gen))
         self._refreshing[key] = task
         task.add_done_callback(lambda _: self._refreshing.pop(key, None))
