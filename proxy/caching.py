@@ -19,6 +19,7 @@ from proxy.cache.entry import Entry
 from proxy.cache.keys import url_part
 from proxy.cache.policy import Freshness, Scope
 from proxy.cache.settings import RouteCache
+from proxy.cache.status import cache_status
 from proxy.cache.stores import MemoryStore
 from proxy.errors import json_error
 from proxy.headers import forward_response_headers
@@ -44,7 +45,7 @@ _ENCODING_VARY = frozenset({"accept-encoding"})
 
 
 def cache_headers(x_cache: str, status: str) -> dict[str, str]:
-    return {"X-Cache": x_cache, "Cache-Status": f"cacheproxy; {status}"}
+    return {"X-Cache": x_cache, "Cache-Status": cache_status(status)}
 
 
 class HttpCache:
@@ -291,10 +292,13 @@ class HttpCache:
         try:
             response_time = self._clock()
             if stale is not None and up.status == 304:
-                fresh = self._refreshed(stale, up, request_time, response_time, rc.rules)
+                # §5.2.1.5: no part of a response to a no-store request is stored.
+                keep = not policy.request_cache_control(request.headers).no_store
+                fresh = self._refreshed(stale, up, request_time, response_time, rc.rules, keep)
                 if future is not None:
                     future.set_result(fresh)
-                await self._share(fresh, generation, shared_gen, rc)
+                if keep:
+                    await self._share(fresh, generation, shared_gen, rc)
                 return await self._responder.from_entry(
                     request,
                     route,
@@ -439,12 +443,14 @@ class HttpCache:
         request_time: float,
         response_time: float,
         rules: policy.CacheRules,
+        keep: bool = True,
     ) -> Entry:
-        """§4.3.4: freshen a stored entry with a 304's headers, in the store too."""
+        """§4.3.4: freshen a stored entry with a 304's headers, in the store too if `keep`."""
         fresh = stale.refreshed(
             forward_response_headers(not_modified.headers), request_time, response_time, rules
         )
-        self.store.replace(stale, fresh)
+        if keep:
+            self.store.replace(stale, fresh)
         return fresh
 
     async def _stale_on_error(
@@ -489,6 +495,8 @@ class HttpCache:
         key = entry.primary
         if key in self._refreshing or key in self._inflight:
             return  # one refresh per key
+        if policy.request_cache_control(request.headers).no_store:
+            return  # §5.2.1.5: nothing of its response may be stored, so no point
         task = asyncio.create_task(self._refresh(request, route, target, entry, shared_gen))
         self._refreshing[key] = task
         task.add_done_callback(lambda _: self._refreshing.pop(key, None))

@@ -14,6 +14,7 @@ from proxy import ranges
 from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.policy import Headers
+from proxy.cache.status import cache_status_ttl
 from proxy.cache.stores import MemoryStore
 from proxy.compression import CodingError
 from proxy.encoding import DECODED, Unstored, Variant, make_variant, plan_stream, variant_for
@@ -117,7 +118,7 @@ class Responder:
         out = resp.headers
         out["Age"] = str(int(age))
         out["X-Cache"] = x_cache
-        out["Cache-Status"] = f"cacheproxy; {status}; ttl={int(entry.lifetime - age)}"
+        out["Cache-Status"] = cache_status_ttl(status, entry.lifetime - age)
         if route.cors is not None:
             route.cors.apply(h, out)
         if unstored is not None:

@@ -62,11 +62,11 @@ async def test_a_response_cached_through_one_instance_is_a_hit_on_the_other(
     assert first.headers["X-Cache"] == "MISS"
     second, again = await get(http, b, "/quotes/AAPL")
     assert (second.headers["X-Cache"], again) == ("HIT", body)
-    assert second.headers["Cache-Status"].startswith("cacheproxy; hit; detail=shared")
+    assert second.headers["Cache-Status"].startswith("cacheproxy;hit;detail=shared")
     assert origin.hits["/quotes/AAPL"] == 1
     # Promoted into B's memory: the next hit there is an L1 hit.
     third, _ = await get(http, b, "/quotes/AAPL")
-    assert third.headers["Cache-Status"].startswith("cacheproxy; hit; ttl=")
+    assert third.headers["Cache-Status"].startswith("cacheproxy;hit;ttl=")
 
 
 async def test_an_l1_hit_sends_no_command_to_redis(
@@ -272,7 +272,7 @@ async def test_a_cold_key_is_fetched_once_across_instances(
     assert elapsed < 1.5  # followers are woken by the leader, not by a timeout
     if coalesce == "global":
         statuses = [r.headers["Cache-Status"] for r, _ in results]
-        assert sum("collapsed; detail=shared" in s for s in statuses) >= 2
+        assert sum("collapsed;detail=shared" in s for s in statuses) >= 2
 
 
 async def test_followers_fetch_for_themselves_when_nothing_can_be_shared(

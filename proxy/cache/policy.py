@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC
-from email.utils import parsedate_to_datetime
+from datetime import date
 from typing import Final, TypeAlias
 from urllib.parse import urljoin, urlsplit
 
+import http_sf
 import multidict
 
 Headers: TypeAlias = multidict.CIMultiDictProxy[str] | multidict.CIMultiDict[str]
@@ -34,6 +36,9 @@ _LOOKUP_METHODS: Final = frozenset({"GET", "HEAD"})
 HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 # 206 (partial), 304 (no body, only updates entries, §4.3.4) are never stored.
 _NEVER_STORED: Final = frozenset({206, 304})
+# §5.2.2.3 must-understand: the statuses whose own caching rules we implement (those
+# RFC 9110 makes heuristically cacheable); with it, any other status is not stored.
+UNDERSTOOD_STATUSES: Final = HEURISTIC_STATUSES
 
 # §1.2.2: delta-seconds too large to represent are capped at 2**31.
 DELTA_MAX: Final = 2**31
@@ -80,6 +85,7 @@ class CacheControl:
     only_if_cached: bool = False
     no_transform: bool = False
     immutable: bool = False
+    must_understand: bool = False
 
 
 EMPTY_CACHE_CONTROL: Final = CacheControl()
@@ -92,13 +98,14 @@ _MEMO_MAX_LEN: Final = 256
 def parse_cache_control(values: Iterable[str]) -> CacheControl:
     """Parse one or more Cache-Control field values; never raises.
 
-    Conservative choices for a shared cache:
     - names are case-insensitive; args may be tokens or quoted-strings (§5.2);
+      ``max-age="60"`` is ``max-age=60`` (§5.2: recipients accept both forms);
+    - a directive given more than once: the first occurrence counts, across all
+      field lines, and later ones are ignored (§4.2.1), whatever their values;
+    - an invalid ``max-age``/``s-maxage`` (``max-age=10a``, ``=1.5``, ``=-1``, no
+      value) is invalid freshness information: 0, stale (§4.2.1); an invalid
+      stale-while-revalidate / stale-if-error / max-stale / min-fresh is ignored;
     - qualified ``no-cache="f"`` / ``private="f"`` count as unqualified;
-    - invalid or conflicting duplicate ``max-age``/``s-maxage`` → 0, i.e.
-      stale (§4.2.1 allows "consider the response stale");
-    - invalid stale-while-revalidate / stale-if-error / max-stale /
-      min-fresh are ignored; duplicates keep the least permissive value;
     - unknown directives are ignored (§5.2.3).
     """
     if isinstance(values, str):  # a bare value, not a list of them
@@ -120,81 +127,57 @@ def _parse_memo(values: tuple[str, ...]) -> CacheControl:
 
 
 def _parse(values: tuple[str, ...]) -> CacheControl:
-    no_store = no_cache = private = public = False
-    must_revalidate = proxy_revalidate = False
-    only_if_cached = no_transform = immutable = False
-    max_age: int | None = None
-    s_maxage: int | None = None
-    swr: int | None = None
-    sie: int | None = None
-    max_stale: int | None = None
-    min_fresh: int | None = None
-    max_age_seen = s_maxage_seen = False
-
-    for value in values:
-        for name, arg in _directives(value):
-            if name == "max-age":
-                # §4.2.1: unparsable or conflicting → treat as stale.
-                v = _delta(arg)
-                v = 0 if v is None or (max_age_seen and v != max_age) else v
-                max_age, max_age_seen = v, True
-            elif name == "s-maxage":
-                v = _delta(arg)
-                v = 0 if v is None or (s_maxage_seen and v != s_maxage) else v
-                s_maxage, s_maxage_seen = v, True
-            elif name == "no-cache":
-                no_cache = True
-            elif name == "no-store":
-                no_store = True
-            elif name == "private":
-                private = True
-            elif name == "public":
-                public = True
-            elif name == "must-revalidate":
-                must_revalidate = True
-            elif name == "proxy-revalidate":
-                proxy_revalidate = True
-            elif name == "stale-while-revalidate":
-                swr = _least(swr, _delta(arg))
-            elif name == "stale-if-error":
-                sie = _least(sie, _delta(arg))
-            elif name == "max-stale":
-                # §5.2.1.2: no argument means "any staleness".
-                max_stale = _least(max_stale, MAX_STALE_ANY if arg is None else _delta(arg))
-            elif name == "min-fresh":
-                v = _delta(arg)
-                if v is not None:
-                    min_fresh = v if min_fresh is None else max(min_fresh, v)
-            elif name == "only-if-cached":
-                only_if_cached = True
-            elif name == "no-transform":
-                no_transform = True
-            elif name == "immutable":
-                immutable = True
-
-    return CacheControl(
-        no_store=no_store,
-        no_cache=no_cache,
-        private=private,
-        public=public,
-        max_age=max_age,
-        s_maxage=s_maxage,
-        must_revalidate=must_revalidate,
-        proxy_revalidate=proxy_revalidate,
-        stale_while_revalidate=swr,
-        stale_if_error=sie,
-        max_stale=max_stale,
-        min_fresh=min_fresh,
-        only_if_cached=only_if_cached,
-        no_transform=no_transform,
-        immutable=immutable,
-    )
+    return _from_directives(pair for value in values for pair in _directives(value))
 
 
-def _least(current: int | None, new: int | None) -> int | None:
-    if new is None:
-        return current
-    return new if current is None else min(current, new)
+# Directives that are on when present; an argument, if any, is not looked at.
+_FLAGS: Final = {
+    "no-store": "no_store",
+    "no-cache": "no_cache",
+    "private": "private",
+    "public": "public",
+    "must-revalidate": "must_revalidate",
+    "proxy-revalidate": "proxy_revalidate",
+    "only-if-cached": "only_if_cached",
+    "no-transform": "no_transform",
+    "immutable": "immutable",
+    "must-understand": "must_understand",
+}
+# Freshness: an invalid value means stale (§4.2.1).
+_FRESHNESS: Final = {"max-age": "max_age", "s-maxage": "s_maxage"}
+# Stale windows and a client's min-fresh: an invalid value is ignored.
+_WINDOWS: Final = {
+    "stale-while-revalidate": "stale_while_revalidate",
+    "stale-if-error": "stale_if_error",
+    "min-fresh": "min_fresh",
+}
+# Directives whose argument is delta-seconds (RFC 9213 §2.1: only an Integer will do).
+_NUMERIC: Final = frozenset({*_FRESHNESS, *_WINDOWS, "max-stale"})
+
+
+def _from_directives(directives: Iterable[tuple[str, str | None]]) -> CacheControl:
+    """CacheControl from (lower-cased name, argument or None) pairs, the first of each
+    name counting (§4.2.1)."""
+    found: dict[str, bool | int] = {}
+    seen: set[str] = set()
+    for name, arg in directives:
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in _FLAGS:
+            found[_FLAGS[name]] = True
+        elif name in _FRESHNESS:
+            found[_FRESHNESS[name]] = _delta(arg) or 0
+        elif name in _WINDOWS:
+            value = _delta(arg)
+            if value is not None:
+                found[_WINDOWS[name]] = value
+        elif name == "max-stale":
+            # §5.2.1.2: no argument means "any staleness".
+            value = MAX_STALE_ANY if arg is None else _delta(arg)
+            if value is not None:
+                found["max_stale"] = value
+    return CacheControl(**found) if found else EMPTY_CACHE_CONTROL  # type: ignore[arg-type]
 
 
 def _delta(arg: str | None) -> int | None:
@@ -255,28 +238,79 @@ def _directives(value: str) -> Iterator[tuple[str, str | None]]:
 def _governing(headers: Headers) -> tuple[CacheControl, bool]:
     """The directives that govern us, and whether a targeted field did.
 
-    RFC 9213 §2.2: the first targeted field (for us CDN-Cache-Control) with a
-    non-empty value replaces Cache-Control *and* Expires for this cache.
+    RFC 9213 §2.2: the first targeted field (for us CDN-Cache-Control) that is
+    present, non-empty and parses replaces Cache-Control *and* Expires for this cache.
     """
-    cdn = headers.getall("CDN-Cache-Control", ())
-    if cdn and any(v.strip() for v in cdn):
-        cc = parse_cache_control(cdn)
-        if not cc.no_transform:
-            # no-transform constrains every intermediary, not just caches, so
-            # it is still honoured from Cache-Control.
-            plain = parse_cache_control(headers.getall("Cache-Control", ()))
-            if plain.no_transform:
-                cc = replace(cc, no_transform=True)
-        return cc, True
-    return parse_cache_control(headers.getall("Cache-Control", ())), False
+    cc = _targeted(headers.getall("CDN-Cache-Control", ()))
+    if cc is None:
+        return parse_cache_control(headers.getall("Cache-Control", ())), False
+    if not cc.no_transform:
+        # no-transform constrains every intermediary, not just caches, so it is
+        # still honoured from Cache-Control.
+        plain = parse_cache_control(headers.getall("Cache-Control", ()))
+        if plain.no_transform:
+            cc = replace(cc, no_transform=True)
+    return cc, True
+
+
+def _targeted(lines: list[str]) -> CacheControl | None:
+    """A targeted field's directives, or None when it must be ignored (RFC 9213 §2.1:
+    empty, or not a Structured Fields Dictionary)."""
+    lines = [line for line in lines if line.strip(" \t")]
+    if not lines:
+        return None
+    value = ", ".join(lines)  # RFC 9651 §4.2: field lines combine with commas
+    if len(value) <= _MEMO_MAX_LEN:
+        return _parse_targeted_memo(value)
+    return _parse_targeted(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_targeted_memo(value: str) -> CacheControl | None:
+    return _parse_targeted(value)
+
+
+def _parse_targeted(value: str) -> CacheControl | None:
+    try:
+        members = http_sf.parse(value.encode("ascii"), tltype="dictionary")
+    except (UnicodeEncodeError, http_sf.StructuredFieldError):
+        return None
+    if not members:
+        return None
+    assert isinstance(members, dict)
+    return _from_directives(_sf_directives(members))
+
+
+def _sf_directives(members: http_sf.DictionaryType) -> Iterator[tuple[str, str | None]]:
+    """(name, argument) pairs of a parsed targeted field, as RFC 9213 §2.1 maps them.
+
+    Boolean true: no argument; Integer and Token: the argument; String: the
+    quoted-string argument, but not for a number (``max-age="60"`` would be consumed
+    against its inferred type, so it counts as invalid). Boolean false: the directive
+    is off. Any other type is an invalid argument. Parameters are ignored. In a
+    Dictionary a repeated key's last value wins (RFC 9651 §4.2.2).
+    """
+    for name, member in members.items():
+        value = member[0] if isinstance(member, tuple) else member
+        if value is True:
+            yield name, None
+        elif value is False:
+            continue
+        elif type(value) is int or isinstance(value, http_sf.Token):
+            yield name, str(value)
+        elif type(value) is str and name not in _NUMERIC:
+            yield name, value
+        else:
+            yield name, ""  # not delta-seconds, nor anything else we read
 
 
 def effective_cache_control(headers: Headers) -> CacheControl:
     """Response directives this (CDN-class) cache obeys.
 
-    CDN-Cache-Control, when present and non-empty, governs storage and
-    freshness instead of Cache-Control (RFC 9213); only ``no-transform`` is
-    still taken from Cache-Control. Response ``Pragma`` is ignored (§5.4).
+    CDN-Cache-Control, when present, non-empty and a valid Structured Field,
+    governs storage and freshness instead of Cache-Control (RFC 9213); only
+    ``no-transform`` is still taken from Cache-Control. Response ``Pragma`` is
+    ignored (§5.4).
     """
     return _governing(headers)[0]
 
@@ -416,7 +450,12 @@ def storability(
     if request_cache_control(request_headers).no_store:
         return _no("no-store")
     cc, targeted = _governing(response_headers)
-    if cc.no_store:
+    # §5.2.2.3: must-understand limits storing to caches that implement the status
+    # code's caching rules, and for those it overrides no-store.
+    if cc.must_understand:
+        if status not in UNDERSTOOD_STATUSES:
+            return _no("must-understand")
+    elif cc.no_store:
         return _no("no-store")
     # §3 / §5.2.2.7: shared caches must not store private responses — unless
     # the request's key holds its user's credential: a private cache per user.
@@ -454,8 +493,7 @@ def storability(
     if (
         explicit
         or rules.ttl is not None
-        or "ETag" in response_headers
-        or "Last-Modified" in response_headers
+        or has_validator(response_headers)
         or rules.stale_if_error > 0
         or rules.stale_while_revalidate > 0
         or cc.stale_if_error
@@ -470,31 +508,77 @@ def storability(
 # ---------------------------------------------------------------------------
 
 
+# RFC 9110 §5.6.7: HTTP-date is exactly one of three forms, case-sensitive, with single
+# spaces. email.utils accepts much more (other zones, one-digit fields, missing commas),
+# so a value another cache rejects as invalid would get a real date here.
+_DAY_NAME = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_DAY_NAME_L = "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
+_MONTH = "(?P<month>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_TIME = "(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+_IMF_FIXDATE: Final = re.compile(
+    f"{_DAY_NAME}, (?P<day>[0-9]{{2}}) {_MONTH} (?P<year>[0-9]{{4}}) {_TIME} GMT"
+)
+_RFC850_DATE: Final = re.compile(
+    f"{_DAY_NAME_L}, (?P<day>[0-9]{{2}})-{_MONTH}-(?P<year>[0-9]{{2}}) {_TIME} GMT"
+)
+_ASCTIME_DATE: Final = re.compile(
+    f"{_DAY_NAME} {_MONTH} (?P<day>[0-9]{{2}}| [0-9]) {_TIME} (?P<year>[0-9]{{4}})"
+)
+_MONTHS: Final = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        start=1,
+    )
+}
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+# RFC 850's two-digit years are read relative to this (§5.6.7: a year more than 50 years
+# ahead is in the past century). Taken once: a process does not run for decades.
+_THIS_YEAR: Final = time.gmtime().tm_year
 # The longest valid form (RFC 850, long weekday) is 33 characters.
 _HTTP_DATE_MAX_LEN: Final = 64
 
 
 def parse_http_date(value: str) -> float | None:
-    """HTTP-date (all three RFC 9110 §5.6.7 forms) → epoch seconds, or None."""
+    """HTTP-date (RFC 9110 §5.6.7) → epoch seconds, or None when it is not one.
+
+    Exactly IMF-fixdate, the obsolete RFC 850 form and asctime, by their ABNF:
+    names are case-sensitive, separators single spaces, every field two digits
+    (asctime's day may be a space and one digit), the zone literally GMT. Ranges
+    are checked (hour 00-23, minute 00-59, second 00-60, a day that exists in its
+    month); a weekday that does not match the date is accepted (the grammar does not
+    tie them). Surrounding spaces are not part of a field value (RFC 9110 §5.5).
+    """
     if len(value) > _HTTP_DATE_MAX_LEN:
         return None
-    return _parse_http_date(value)
+    return _parse_http_date(value.strip(" \t"))
 
 
 @functools.lru_cache(maxsize=512)
 def _parse_http_date(value: str) -> float | None:
     # Memoised: Expires / Last-Modified values repeat across responses.
-    try:
-        dt = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, OverflowError, IndexError, AttributeError):
+    match = _IMF_FIXDATE.fullmatch(value) or _ASCTIME_DATE.fullmatch(value)
+    if match is not None:
+        year = int(match["year"])
+    else:
+        match = _RFC850_DATE.fullmatch(value)
+        if match is None:
+            return None
+        year = _rfc850_year(int(match["year"]))
+    hour, minute, second = int(match["hour"]), int(match["minute"]), int(match["second"])
+    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
         return None
-    if dt.tzinfo is None:
-        # asctime and "-0000" forms come back naive; HTTP dates are GMT.
-        dt = dt.replace(tzinfo=UTC)
     try:
-        return dt.timestamp()
-    except (OverflowError, ValueError):
+        days = date(year, _MONTHS[match["month"]], int(match["day"])).toordinal()
+    except ValueError:  # 31 Feb, day 00, year 0000
         return None
+    return float((days - _EPOCH_ORDINAL) * 86400 + hour * 3600 + minute * 60 + second)
+
+
+def _rfc850_year(two_digits: int) -> int:
+    """The latest year ending in these digits that is at most 50 years ahead."""
+    latest = _THIS_YEAR + 50
+    return latest - (latest - two_digits) % 100
 
 
 def _first_date(headers: Headers, name: str) -> float | None:
@@ -524,7 +608,8 @@ def freshness_lifetime(
     """
     cc, targeted = _governing(response_headers)
     # §5.2.2.4: no-cache means "revalidate every time", even with force_ttl.
-    if cc.no_cache or cc.no_store:
+    # (must-understand overrides no-store where storability allowed it at all.)
+    if cc.no_cache or (cc.no_store and not cc.must_understand):
         return 0.0
     if rules.force_ttl and rules.ttl is not None:
         return max(0.0, rules.ttl)
@@ -534,13 +619,11 @@ def freshness_lifetime(
     if cc.max_age is not None:
         return float(cc.max_age)
     if not targeted:
-        expires = response_headers.getall("Expires", ())
-        if expires:
-            # §5.3: invalid (e.g. "0") means already expired; conflicting
-            # duplicates are treated as stale too (§4.2.1).
-            if len(set(expires)) != 1:
-                return 0.0
-            exp = parse_http_date(expires[0])
+        expires = response_headers.get("Expires")
+        if expires is not None:
+            # §4.2.1: the first line counts; §5.3: an invalid date (e.g. "0") means
+            # already expired.
+            exp = parse_http_date(expires)
             if exp is None:
                 return 0.0
             return max(0.0, exp - date_value(response_headers, date))
@@ -556,14 +639,14 @@ def freshness_lifetime(
 
 
 def _age_value(headers: Headers) -> float:
-    """Upstream Age (§5.1); invalid → 0, several → the largest (oldest)."""
-    best = 0
+    """Upstream Age (§5.1): the first member of the (combined) field value counts, the
+    rest are discarded; when that one is not delta-seconds the field is ignored (0)."""
     for line in headers.getall("Age", ()):
-        for part in line.split(","):
-            v = _delta(part.strip())
-            if v is not None and v > best:
-                best = v
-    return float(best)
+        for member in line.split(","):
+            member = member.strip(" \t")
+            if member:  # empty list elements are not members (RFC 9110 §5.6.1)
+                return float(_delta(member) or 0)
+    return 0.0
 
 
 def initial_age(response_headers: Headers, request_time: float, response_time: float) -> float:
@@ -598,7 +681,7 @@ def shared_store_ttl(
         float(cc.stale_while_revalidate or 0),
         float(cc.stale_if_error or 0),
     )
-    if "ETag" in response_headers or "Last-Modified" in response_headers:
+    if has_validator(response_headers):
         keep = min(max(lifetime, _REVALIDATION_KEEP_MIN), _REVALIDATION_KEEP_MAX)
         stale = max(stale, keep)
     return max(1.0, lifetime - age + stale)
@@ -727,6 +810,13 @@ def lookup_verdict(
 # ---------------------------------------------------------------------------
 
 
+def has_validator(headers: Headers) -> bool:
+    """An ETag, or a Last-Modified that is a valid HTTP-date (§4.3.1; an invalid one is
+    ignored, so it cannot be used to revalidate)."""
+    etag = headers.get("ETag")
+    return bool(etag and etag.strip()) or _first_date(headers, "Last-Modified") is not None
+
+
 def conditional_headers(stored_headers: Headers) -> dict[str, str]:
     """Validators for revalidating a stored response upstream (§4.3.1)."""
     out: dict[str, str] = {}
@@ -734,7 +824,7 @@ def conditional_headers(stored_headers: Headers) -> dict[str, str]:
     if etag is not None and etag.strip():
         out["If-None-Match"] = etag.strip()
     last_modified = stored_headers.get("Last-Modified")
-    if last_modified is not None and last_modified.strip():
+    if last_modified is not None and parse_http_date(last_modified) is not None:
         out["If-Modified-Since"] = last_modified.strip()
     return out
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import calendar
+import time
+from dataclasses import dataclass, replace
 from email.utils import formatdate
+from typing import Any
 
+import http_sf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,6 +54,10 @@ NOW = 1_700_000_000.0  # a whole second, so HTTP-dates round-trip exactly
 
 def http_date(ts: float) -> str:
     return formatdate(ts, usegmt=True)
+
+
+# NOW - 100 as email.utils reads it, but not an HTTP-date: "UTC" is not "GMT".
+NEAR_MISS_DATE = http_date(NOW - 100).replace("GMT", "UTC")
 
 
 def h(*pairs: tuple[str, str]) -> CIMultiDict[str]:
@@ -140,21 +149,60 @@ def test_non_ascii_digits_are_invalid() -> None:
     assert cc("stale-if-error=\u0663").stale_if_error is None
 
 
-def test_conflicting_duplicate_max_age_is_stale_identical_is_kept() -> None:
-    assert parse_cache_control(["max-age=60", "max-age=120"]).max_age == 0
-    assert cc("max-age=60, max-age=60").max_age == 60
-    assert cc("s-maxage=60, s-maxage=1").s_maxage == 0
+DUPLICATES = [
+    # id, field lines, CacheControl field, value: the first occurrence counts (§4.2.1)
+    ("max-age-conflict", ["max-age=10, max-age=100"], "max_age", 10),
+    ("max-age-identical", ["max-age=60, max-age=60"], "max_age", 60),
+    ("max-age-across-lines", ["max-age=60", "max-age=120"], "max_age", 60),
+    ("max-age-case-folded", ["MAX-AGE=5, max-age=50"], "max_age", 5),
+    ("max-age-invalid-later", ["max-age=10, max-age=abc"], "max_age", 10),
+    ("max-age-invalid-first", ["max-age=abc, max-age=10"], "max_age", 0),
+    ("max-age-bare-first", ["max-age, max-age=10"], "max_age", 0),
+    ("s-maxage-conflict", ["s-maxage=60, s-maxage=1"], "s_maxage", 60),
+    ("swr", ["stale-while-revalidate=50, stale-while-revalidate=10"], "stale_while_revalidate",
+     50),
+    ("swr-invalid-first", ["stale-while-revalidate=x, stale-while-revalidate=10"],
+     "stale_while_revalidate", None),
+    ("sie", ["stale-if-error=5", "stale-if-error=99"], "stale_if_error", 5),
+    ("max-stale", ["max-stale=20, max-stale=3"], "max_stale", 20),
+    ("max-stale-any-first", ["max-stale, max-stale=10"], "max_stale", MAX_STALE_ANY),
+    ("max-stale-value-first", ["max-stale=10, max-stale"], "max_stale", 10),
+    ("min-fresh", ["min-fresh=1, min-fresh=9"], "min_fresh", 1),
+]  # fmt: skip
 
 
-def test_duplicates_keep_least_permissive() -> None:
-    parsed = cc(
-        "stale-while-revalidate=50, stale-while-revalidate=10, stale-if-error=5,"
-        " stale-if-error=99, max-stale=20, max-stale=3, min-fresh=1, min-fresh=9"
-    )
-    assert parsed.stale_while_revalidate == 10
-    assert parsed.stale_if_error == 5
-    assert parsed.max_stale == 3
-    assert parsed.min_fresh == 9  # larger min-fresh is the stricter one
+@pytest.mark.parametrize(
+    ("lines", "field", "expected"),
+    [case[1:] for case in DUPLICATES],
+    ids=[case[0] for case in DUPLICATES],
+)
+def test_duplicate_directives_first_occurrence_counts(
+    lines: list[str], field: str, expected: int | None
+) -> None:
+    assert getattr(parse_cache_control(lines), field) == expected
+
+
+ARGUMENTS = [
+    # id, directive, max_age: delta-seconds only, quoted or not (§1.2.2, §5.2)
+    ("token", "max-age=60", 60),
+    ("quoted", 'max-age="60"', 60),
+    ("trailing-garbage", "max-age=10a", 0),
+    ("quoted-trailing-garbage", 'max-age="10a"', 0),
+    ("leading-garbage", "max-age=a10", 0),
+    ("inner-space", "max-age=1 0", 0),
+    ("quoted-space", 'max-age=" 60"', 0),
+    ("plus-sign", "max-age=+60", 0),
+    ("exponent", "max-age=6e1", 0),
+    ("hex", "max-age=0x10", 0),
+    ("empty-quoted", 'max-age=""', 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [case[1:] for case in ARGUMENTS], ids=[case[0] for case in ARGUMENTS]
+)
+def test_max_age_arguments(value: str, expected: int) -> None:
+    assert cc(value).max_age == expected
 
 
 def test_invalid_extension_deltas_are_ignored() -> None:
@@ -167,7 +215,6 @@ def test_invalid_extension_deltas_are_ignored() -> None:
 
 def test_max_stale_without_value_means_any() -> None:
     assert cc("max-stale").max_stale == MAX_STALE_ANY
-    assert cc("max-stale, max-stale=10").max_stale == 10
 
 
 def test_huge_and_zero_padded_deltas() -> None:
@@ -196,6 +243,79 @@ def test_parse_never_raises_on_arbitrary_text(values: list[str]) -> None:
     for number in (parsed.max_age, parsed.s_maxage, parsed.min_fresh, parsed.stale_if_error):
         assert number is None or 0 <= number <= DELTA_MAX
     assert parsed.max_stale is None or 0 <= parsed.max_stale <= MAX_STALE_ANY
+
+
+_NUMERIC_FIELDS = {
+    "max-age": "max_age",
+    "s-maxage": "s_maxage",
+    "stale-while-revalidate": "stale_while_revalidate",
+    "stale-if-error": "stale_if_error",
+    "max-stale": "max_stale",
+    "min-fresh": "min_fresh",
+}
+_FLAG_FIELDS = {"no-store": "no_store", "private": "private", "no-cache": "no_cache"}
+# Arguments as written, and the delta-seconds each means (None: not delta-seconds).
+_ARGUMENTS = st.one_of(
+    st.none().map(lambda _: (None, None)),
+    st.integers(0, 10**12).map(lambda n: (str(n), min(n, DELTA_MAX))),
+    st.integers(0, 10**6).map(lambda n: (f'"{n}"', n)),
+    st.sampled_from(["10a", "abc", "-1", "1.5", '"1 0"', '"a, b"', '"x\\"y"', "", '""']).map(
+        lambda a: (a, None)
+    ),
+)
+
+
+@st.composite
+def directive_lists(draw: st.DrawFn) -> tuple[list[str], list[tuple[str, str | None, int | None]]]:
+    """Cache-Control field lines with repeated directives, and the directives in order."""
+    names = st.sampled_from([*_NUMERIC_FIELDS, *_FLAG_FIELDS, "x-ext"])
+    directives = draw(st.lists(st.tuples(names, _ARGUMENTS), max_size=10))
+    rendered: list[str] = []
+    parsed: list[tuple[str, str | None, int | None]] = []
+    for name, (arg, seconds) in directives:
+        written = name.upper() if draw(st.booleans()) else name
+        rendered.append(written if arg is None else f"{written}={arg}")
+        parsed.append((name, arg, seconds))
+    # Split into field lines at random points, with optional whitespace around commas.
+    lines: list[str] = []
+    current: list[str] = []
+    for part in rendered:
+        current.append(part)
+        if draw(st.integers(0, 3)) == 0:
+            lines.append(draw(st.sampled_from([", ", ",", " , ", ",\t"])).join(current))
+            current = []
+    if current:
+        lines.append(", ".join(current))
+    return lines, parsed
+
+
+@settings(max_examples=400, deadline=None)
+@given(directive_lists())
+def test_parse_first_occurrence_wins(
+    case: tuple[list[str], list[tuple[str, str | None, int | None]]],
+) -> None:
+    lines, directives = case
+    parsed = parse_cache_control(lines)
+    first: dict[str, tuple[str | None, int | None]] = {}
+    for name, arg, seconds in directives:
+        first.setdefault(name, (arg, seconds))
+    for name, field in _NUMERIC_FIELDS.items():
+        if name not in first:
+            expected = None
+        else:
+            arg, seconds = first[name]
+            if name in ("max-age", "s-maxage"):
+                expected = 0 if seconds is None else seconds  # invalid: stale
+            elif name == "max-stale" and arg is None:
+                expected = MAX_STALE_ANY
+            else:
+                expected = seconds  # invalid: ignored
+        assert getattr(parsed, field) == expected, (name, lines)
+    for name, field in _FLAG_FIELDS.items():
+        assert getattr(parsed, field) == (name in first)
+    # Dropping every later occurrence changes nothing.
+    deduplicated = [name if arg is None else f"{name}={arg}" for name, (arg, _) in first.items()]
+    assert parse_cache_control([", ".join(deduplicated)]) == parsed
 
 
 _FLAGS = ["no-store", "no-cache", "private", "public", "must-revalidate", "immutable"]
@@ -244,6 +364,84 @@ def test_cdn_cache_control_replaces_cache_control() -> None:
 def test_empty_cdn_cache_control_falls_back() -> None:
     headers = h(("Cache-Control", "max-age=5"), ("CDN-Cache-Control", "  "))
     assert effective_cache_control(headers).max_age == 5
+
+
+UNPARSABLE_CDN = [
+    # id, CDN-Cache-Control lines that are no Structured Fields Dictionary (RFC 9213 §2.1)
+    ("trailing-comma", ["max-age=60,"]),
+    ("upper-case-key", ["MAX-AGE=60"]),
+    ("trailing-garbage", ["max-age=10a"]),
+    ("space-around-equals", ["max-age = 60"]),
+    ("unterminated-string", ['no-cache="Set-Cookie, max-age=60']),
+    ("non-ascii", ["max-age=60, x=\u00e9"]),
+    ("leading-comma", [", max-age=60"]),
+    ("one-bad-line", ["max-age=60", "private;"]),
+    ("integer-too-long", ["max-age=" + "9" * 16]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "lines", [case[1] for case in UNPARSABLE_CDN], ids=[case[0] for case in UNPARSABLE_CDN]
+)
+def test_unparsable_cdn_cache_control_is_ignored_entirely(lines: list[str]) -> None:
+    # It must not govern, nor hide Expires: as if it were not there.
+    cdn = [("CDN-Cache-Control", line) for line in lines]
+    headers = h(("Cache-Control", "max-age=5, private"), *cdn)
+    assert effective_cache_control(headers) == cc("max-age=5, private")
+    with_expires = h(("Expires", http_date(NOW + 30)), ("Date", http_date(NOW)), *cdn)
+    assert freshness_lifetime(with_expires, DEFAULT, NOW) == 30
+    assert storability("GET", 200, h(), headers, DEFAULT) == StoreDecision(False, "private")
+
+
+CDN_VALUES = [
+    # id, CDN-Cache-Control lines, what governs (as Cache-Control would say it)
+    ("integer", ["max-age=60"], "max-age=60"),
+    ("flags", ["no-store, must-revalidate"], "no-store, must-revalidate"),
+    ("string-list", ['private="Set-Cookie", no-cache="a, b"'], "private, no-cache"),
+    ("parameters-ignored", ["max-age=60;x=1, public;y"], "max-age=60, public"),
+    ("lines-combined", ["max-age=60", "public"], "max-age=60, public"),
+    ("empty-line-skipped", ["", "max-age=7"], "max-age=7"),
+    ("repeated-key-last-wins", ["max-age=10, max-age=20"], "max-age=20"),
+    ("false-is-off", ["no-store=?0, max-age=9"], "max-age=9"),
+    ("true-is-on", ["no-store=?1"], "no-store"),
+    ("quoted-number-invalid", ['max-age="60"'], "max-age=x"),
+    ("decimal-invalid", ["max-age=1.5"], "max-age=x"),
+    ("negative-invalid", ["s-maxage=-1"], "s-maxage=x"),
+    ("token-invalid", ["max-age=soon"], "max-age=x"),
+    ("inner-list-invalid", ["max-age=(1 2)"], "max-age=x"),
+    ("bytes-invalid", ["max-age=:AQ==:"], "max-age=x"),
+    ("window-invalid-ignored", ['stale-if-error="60", stale-while-revalidate=2.0'], ""),
+    ("huge-integer", ["max-age=999999999999999"], f"max-age={DELTA_MAX}"),
+    ("unknown-only-still-governs", ["none"], ""),
+    ("must-understand", ["must-understand, no-store"], "must-understand, no-store"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"), [case[1:] for case in CDN_VALUES], ids=[case[0] for case in CDN_VALUES]
+)
+def test_cdn_cache_control_values(lines: list[str], expected: str) -> None:
+    headers = h(
+        ("Cache-Control", "s-maxage=999, private"), *(("CDN-Cache-Control", v) for v in lines)
+    )
+    assert effective_cache_control(headers) == cc(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.characters(codec="ascii"), max_size=40), min_size=1, max_size=3))
+def test_cdn_cache_control_governs_exactly_when_it_parses(lines: list[str]) -> None:
+    headers = h(("Cache-Control", "max-age=5, public"), *(("CDN-Cache-Control", v) for v in lines))
+    combined = ", ".join(v for v in lines if v.strip(" \t"))
+    try:
+        parses = bool(http_sf.parse(combined.encode(), tltype="dictionary"))
+    except http_sf.StructuredFieldError:
+        parses = False
+    effective = effective_cache_control(headers)  # never raises
+    if not parses:
+        assert effective == cc("max-age=5, public")
+    else:  # Cache-Control has no say
+        other = h(("Cache-Control", "max-age=7, private"), *list(headers.items())[1:])
+        assert effective_cache_control(other) == effective
 
 
 def test_effective_without_any_header_is_empty() -> None:
@@ -348,6 +546,12 @@ STORABILITY = [
     ("200-nothing", "GET", 200, [], [], DEFAULT, False, "no-freshness"),
     ("200-ttl", "GET", 200, [], [], TTL, True, "ok"),
     ("200-etag", "GET", 200, [], [("ETag", '"v1"')], DEFAULT, True, "ok"),
+    ("200-last-modified", "GET", 200, [], [("Last-Modified", http_date(NOW))], DEFAULT, True,
+     "ok"),
+    # §5.3 / RFC 9110 §5.6.7: an invalid Last-Modified is no validator and no heuristic.
+    ("200-invalid-last-modified", "GET", 200, [], [("Last-Modified", NEAR_MISS_DATE)], DEFAULT,
+     False, "no-freshness"),
+    ("200-empty-etag", "GET", 200, [], [("ETag", "")], DEFAULT, False, "no-freshness"),
     ("200-no-cache-etag", "GET", 200, [], [("Cache-Control", "no-cache"), ("ETag", '"v1"')],
      DEFAULT, True, "ok"),
     ("200-no-cache-only", "GET", 200, [], [("Cache-Control", "no-cache")], DEFAULT, False,
@@ -361,6 +565,35 @@ STORABILITY = [
      ("CDN-Cache-Control", "no-store")], DEFAULT, False, "no-store"),
     ("cdn-ignores-expires", "GET", 500, [], [("Expires", http_date(NOW + 60)),
      ("CDN-Cache-Control", "must-revalidate")], DEFAULT, False, "status"),
+    ("cdn-unparsable-no-store", "GET", 200, [], [("Cache-Control", "max-age=60"),
+     ("CDN-Cache-Control", "no-store,")], DEFAULT, True, "ok"),
+    # §5.2.2.3: must-understand overrides no-store for statuses we implement, and keeps
+    # every other status out of the cache.
+    ("must-understand-200", "GET", 200, [], [("Cache-Control",
+     "must-understand, no-store, max-age=60")], DEFAULT, True, "ok"),
+    ("must-understand-404", "GET", 404, [], [("Cache-Control", "must-understand, no-store")],
+     TTL, True, "ok"),
+    ("must-understand-308", "GET", 308, [], [("Cache-Control",
+     "no-store, must-understand, max-age=60")], DEFAULT, True, "ok"),
+    ("must-understand-302", "GET", 302, [], [("Cache-Control",
+     "must-understand, no-store, max-age=60")], DEFAULT, False, "must-understand"),
+    ("must-understand-500", "GET", 500, [], [("Cache-Control", "must-understand, max-age=60")],
+     DEFAULT, False, "must-understand"),
+    ("must-understand-unknown", "GET", 299, [], [("Cache-Control",
+     "must-understand, no-store, max-age=60")], DEFAULT, False, "must-understand"),
+    ("must-understand-206", "GET", 206, [], [("Cache-Control", "must-understand, max-age=60")],
+     DEFAULT, False, "status"),
+    ("must-understand-private", "GET", 200, [], [("Cache-Control",
+     "must-understand, no-store, private, max-age=60")], DEFAULT, False, "private"),
+    ("must-understand-request-no-store", "GET", 200, [("Cache-Control", "no-store")],
+     [("Cache-Control", "must-understand, no-store, max-age=60")], DEFAULT, False, "no-store"),
+    ("cdn-must-understand", "GET", 200, [], [("Cache-Control", "no-store"),
+     ("CDN-Cache-Control", "must-understand, no-store, max-age=60")], DEFAULT, True, "ok"),
+    ("req-no-store-fresh-response", "GET", 200, [("Cache-Control", "no-store, max-age=0")],
+     [("Cache-Control", "public, max-age=600")], DEFAULT, False, "no-store"),
+    ("req-no-store-after-other", "GET", 200, [("Cache-Control", "max-age=5"),
+     ("Cache-Control", "No-Store")], [("Cache-Control", "max-age=600")], DEFAULT, False,
+     "no-store"),
 ]  # fmt: skip
 
 
@@ -491,9 +724,12 @@ def test_expires_in_the_past_is_zero_not_negative() -> None:
     assert freshness_lifetime(headers, DEFAULT, NOW) == 0
 
 
-def test_conflicting_expires_is_stale() -> None:
+def test_several_expires_lines_the_first_counts() -> None:
+    # §4.2.1: the first occurrence, as for Cache-Control directives.
     headers = h(("Expires", http_date(NOW + 60)), ("Expires", http_date(NOW + 120)))
-    assert freshness_lifetime(headers, DEFAULT, NOW) == 0
+    assert freshness_lifetime(headers, DEFAULT, NOW) == 60
+    invalid_first = h(("Expires", "0"), ("Expires", http_date(NOW + 120)))
+    assert freshness_lifetime(invalid_first, TTL, NOW) == 0
 
 
 def test_route_ttl_used_when_origin_gives_nothing() -> None:
@@ -513,6 +749,12 @@ def test_force_ttl_without_ttl_is_inert() -> None:
     assert freshness_lifetime(h(("Cache-Control", "max-age=7")), rules, NOW) == 7
 
 
+def test_must_understand_no_store_keeps_its_freshness() -> None:
+    headers = h(("Cache-Control", "must-understand, no-store, max-age=60"))
+    assert freshness_lifetime(headers, DEFAULT, NOW) == 60
+    assert freshness_lifetime(h(("Cache-Control", "no-store, max-age=60")), DEFAULT, NOW) == 0
+
+
 def test_no_cache_is_always_zero_even_with_force_ttl() -> None:
     headers = h(("Cache-Control", "no-cache, max-age=600"))
     assert freshness_lifetime(headers, CacheRules(ttl=60, force_ttl=True), NOW) == 0
@@ -530,6 +772,22 @@ def test_heuristic_is_capped() -> None:
     headers = h(("Last-Modified", http_date(NOW - 10 * 86400 * 100)))
     assert freshness_lifetime(headers, DEFAULT, NOW) == 86400
     assert freshness_lifetime(headers, CacheRules(heuristic_max=60), NOW) == 60
+
+
+def test_heuristic_ignores_invalid_last_modified_and_date() -> None:
+    headers = h(("Date", http_date(NOW)), ("Last-Modified", NEAR_MISS_DATE))
+    assert freshness_lifetime(headers, DEFAULT, NOW) == 0
+    # An invalid Date is ignored too: the time the response arrived stands in (§4.2.3).
+    headers = h(("Date", "Tue, 14 Nov 2023 21:13:20"), ("Last-Modified", http_date(NOW - 1000)))
+    assert freshness_lifetime(headers, DEFAULT, NOW) == pytest.approx(100)
+
+
+def test_expires_and_date_near_misses() -> None:
+    # Expires that email.utils would read as a future date is invalid, so already expired.
+    assert freshness_lifetime(h(("Expires", NEAR_MISS_DATE.replace("UTC", "+0000"))), TTL,
+                              NOW - 1000) == 0  # fmt: skip
+    asctime = time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(NOW + 90))
+    assert freshness_lifetime(h(("Expires", asctime)), DEFAULT, NOW) == 90
 
 
 def test_heuristic_ignores_future_last_modified() -> None:
@@ -576,15 +834,33 @@ def test_initial_age_uses_apparent_age_when_larger() -> None:
     assert initial_age(headers, request_time=NOW - 1, response_time=NOW) == 100
 
 
-@pytest.mark.parametrize("age", ["abc", "-5", "", "1.5"])
-def test_invalid_age_counts_as_zero(age: str) -> None:
-    headers = h(("Age", age), ("Date", http_date(NOW)))
-    assert initial_age(headers, request_time=NOW - 1, response_time=NOW) == 1
+AGES = [
+    # id, Age field lines, the age value used (§5.1)
+    ("plain", ["30"], 30),
+    ("zero-padded", ["0030"], 30),
+    ("huge", ["9" * 40], DELTA_MAX),
+    ("list-first-member", ["10, 40"], 10),
+    ("lines-first-line", ["20", "40"], 20),
+    ("list-and-lines", ["10, 40", "20"], 10),
+    ("empty-members-skipped", [" , 15", "40"], 15),
+    ("empty-line-skipped", ["", "25"], 25),
+    ("invalid-first-ignores-field", ["abc, 40"], 0),
+    ("invalid-first-line", ["x", "40"], 0),
+    ("negative", ["-5"], 0),
+    ("decimal", ["1.5"], 0),
+    ("trailing-garbage", ["10s"], 0),
+    ("quoted", ['"10"'], 0),
+    ("non-ascii-digits", ["\u0663"], 0),
+    ("empty", [""], 0),
+]  # fmt: skip
 
 
-def test_multiple_age_values_take_the_oldest() -> None:
-    headers = h(("Age", "10, 40"), ("Age", "20"))
-    assert initial_age(headers, request_time=NOW, response_time=NOW) == 40
+@pytest.mark.parametrize(
+    ("lines", "expected"), [case[1:] for case in AGES], ids=[case[0] for case in AGES]
+)
+def test_age_value(lines: list[str], expected: int) -> None:
+    headers = h(("Date", http_date(NOW)), *(("Age", line) for line in lines))
+    assert initial_age(headers, request_time=NOW, response_time=NOW) == expected
 
 
 def test_missing_date_means_no_apparent_age() -> None:
@@ -729,6 +1005,11 @@ def test_conditional_headers_from_validators() -> None:
     assert conditional_headers(stored) == {"If-None-Match": 'W/"v1"', "If-Modified-Since": lm}
     assert conditional_headers(h(("ETag", '"x"'))) == {"If-None-Match": '"x"'}
     assert conditional_headers(h(("Date", lm))) == {}
+    # An invalid Last-Modified is ignored: it would ask the origin a question it can't read.
+    assert conditional_headers(h(("Last-Modified", NEAR_MISS_DATE))) == {}
+    assert conditional_headers(h(("Last-Modified", "0"), ("ETag", '"x"'))) == {
+        "If-None-Match": '"x"'
+    }
 
 
 STORED_ETAG = h(("ETag", '"abc"'), ("Last-Modified", http_date(NOW - 100)))
@@ -756,6 +1037,10 @@ CONDITIONALS = [
     ("ims-uses-date", [("If-Modified-Since", http_date(NOW))], h(("Date", http_date(NOW - 5))),
      True),
     ("ims-no-dates", [("If-Modified-Since", http_date(NOW))], h(), False),
+    # An invalid Last-Modified is ignored, so Date decides (RFC 9111 §4.3.2).
+    ("ims-invalid-last-modified", [("If-Modified-Since", http_date(NOW))],
+     h(("Last-Modified", NEAR_MISS_DATE), ("Date", http_date(NOW + 50))), False),
+    ("ims-invalid", [("If-Modified-Since", NEAR_MISS_DATE)], STORED_ETAG, False),
     ("unconditional", [], STORED_ETAG, False),
 ]  # fmt: skip
 
@@ -913,26 +1198,223 @@ def test_method_helpers() -> None:
     assert is_unsafe_method("PROPFIND")
 
 
-@pytest.mark.parametrize(
-    "value",
-    ["Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"],
-)
-def test_parse_http_date_accepts_all_three_forms(value: str) -> None:
-    assert parse_http_date(value) == 784111777.0
+# ---------------------------------------------------------------------------
+# HTTP-date (RFC 9110 §5.6.7)
+# ---------------------------------------------------------------------------
+
+VALID_DATES = [
+    # id, value, epoch seconds
+    ("imf-fixdate", "Sun, 06 Nov 1994 08:49:37 GMT", 784111777),
+    ("rfc850", "Sunday, 06-Nov-94 08:49:37 GMT", 784111777),
+    ("asctime-space-day", "Sun Nov  6 08:49:37 1994", 784111777),
+    ("asctime-two-digit-day", "Sun Nov 06 08:49:37 1994", 784111777),
+    ("surrounding-ows", " \tSun, 06 Nov 1994 08:49:37 GMT ", 784111777),
+    ("leap-second", "Sat, 31 Dec 2016 23:59:60 GMT", 1483228800),
+    ("weekday-not-checked", "Mon, 06 Nov 1994 08:49:37 GMT", 784111777),
+    ("leap-day", "Thu, 29 Feb 2024 00:00:00 GMT", 1709164800),
+    ("year-one", "Mon, 01 Jan 0001 00:00:00 GMT", -62135596800),
+    ("year-9999", "Fri, 31 Dec 9999 23:59:59 GMT", 253402300799),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "0",
-        "garbage",
-        "Sun, 99 Nov 1994 08:49:37 GMT",
-        "Sun, 06 Nov 1994 08:49:37 GMT" + " " * 80,
-    ],
+    ("value", "expected"),
+    [case[1:] for case in VALID_DATES],
+    ids=[case[0] for case in VALID_DATES],
 )
-def test_parse_http_date_garbage_is_none(value: str) -> None:
+def test_parse_http_date_valid(value: str, expected: int) -> None:
+    assert parse_http_date(value) == expected
+
+
+INVALID_DATES = [
+    # id, value: each one step from a valid date, and what email.utils used to accept
+    ("empty", ""),
+    ("zero", "0"),
+    ("minus-one", "-1"),
+    ("garbage", "garbage"),
+    ("utc-zone", "Sun, 06 Nov 1994 08:49:37 UTC"),
+    ("numeric-zone", "Sun, 06 Nov 1994 08:49:37 +0000"),
+    ("lowercase-gmt", "Sun, 06 Nov 1994 08:49:37 gmt"),
+    ("no-zone", "Sun, 06 Nov 1994 08:49:37"),
+    ("one-digit-day", "Sun, 6 Nov 1994 08:49:37 GMT"),
+    ("one-digit-hour", "Sun, 06 Nov 1994 8:49:37 GMT"),
+    ("two-digit-year", "Sun, 06 Nov 94 08:49:37 GMT"),
+    ("no-comma", "Sun 06 Nov 1994 08:49:37 GMT"),
+    ("no-weekday", "06 Nov 1994 08:49:37 GMT"),
+    ("extra-space", "Sun,  06 Nov 1994 08:49:37 GMT"),
+    ("tab-separator", "Sun,\t06 Nov 1994 08:49:37 GMT"),
+    ("dash-separators", "Sun, 06-Nov-1994 08:49:37 GMT"),
+    ("dot-time", "Sun, 06 Nov 1994 08.49.37 GMT"),
+    ("no-seconds", "Sun, 06 Nov 1994 08:49 GMT"),
+    ("hour-24", "Sun, 06 Nov 1994 24:00:00 GMT"),
+    ("minute-60", "Sun, 06 Nov 1994 08:60:00 GMT"),
+    ("second-61", "Sun, 06 Nov 1994 08:49:61 GMT"),
+    ("day-99", "Sun, 99 Nov 1994 08:49:37 GMT"),
+    ("day-00", "Sun, 00 Nov 1994 08:49:37 GMT"),
+    ("31-april", "Sun, 31 Apr 1994 08:49:37 GMT"),
+    ("29-feb-no-leap", "Sun, 29 Feb 2023 08:49:37 GMT"),
+    ("year-0000", "Sun, 01 Jan 0000 00:00:00 GMT"),
+    ("lowercase-weekday", "sun, 06 Nov 1994 08:49:37 GMT"),
+    ("lowercase-month", "Sun, 06 nov 1994 08:49:37 GMT"),
+    ("long-month", "Sun, 06 November 1994 08:49:37 GMT"),
+    ("long-weekday-in-imf", "Sunday, 06 Nov 1994 08:49:37 GMT"),
+    ("short-weekday-in-rfc850", "Sun, 06-Nov-94 08:49:37 GMT"),
+    ("four-digit-year-in-rfc850", "Sunday, 06-Nov-1994 08:49:37 GMT"),
+    ("asctime-one-space-day", "Sun Nov 6 08:49:37 1994"),
+    ("asctime-with-zone", "Sun Nov  6 08:49:37 1994 GMT"),
+    ("asctime-two-digit-year", "Sun Nov  6 08:49:37 94"),
+    ("misspelt-weekday", "Snu, 06 Nov 1994 08:49:37 GMT"),
+    ("non-ascii-digits", "Sun, \u0660\u0666 Nov 1994 08:49:37 GMT"),
+    ("trailing-garbage", "Sun, 06 Nov 1994 08:49:37 GMTx"),
+    ("too-long", "Sun, 06 Nov 1994 08:49:37 GMT" + " " * 80),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [case[1] for case in INVALID_DATES],
+                         ids=[case[0] for case in INVALID_DATES])  # fmt: skip
+def test_parse_http_date_invalid_is_none(value: str) -> None:
     assert parse_http_date(value) is None
+
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_WEEKDAYS_L = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_THIS_YEAR = time.gmtime().tm_year
+DATE_FORMS = ("imf-fixdate", "rfc850", "asctime")
+
+
+@dataclass(frozen=True)
+class DateParts:
+    """One HTTP-date's tokens, rendered in one of the three forms."""
+
+    form: str
+    weekday: str
+    day: str
+    month: str
+    year: str
+    hour: str
+    minute: str
+    second: str
+    zone: str = "GMT"
+    comma: str = ","
+    spaces: tuple[str, ...] = (" ",) * 5  # the form's separators, in order
+    time_sep: str = ":"
+    date_sep: str = "-"  # RFC 850 only
+
+    def render(self) -> str:
+        a, b, c, d, e = self.spaces
+        clock = f"{self.hour}{self.time_sep}{self.minute}{self.time_sep}{self.second}"
+        if self.form == "imf-fixdate":
+            return (
+                f"{self.weekday}{self.comma}{a}{self.day}{b}{self.month}{c}{self.year}"
+                f"{d}{clock}{e}{self.zone}"
+            )
+        if self.form == "rfc850":
+            s = self.date_sep
+            return (
+                f"{self.weekday}{self.comma}{a}{self.day}{s}{self.month}{s}{self.year}"
+                f"{b}{clock}{c}{self.zone}"
+            )
+        return f"{self.weekday}{a}{self.month}{b}{self.day}{c}{clock}{d}{self.year}"
+
+
+@st.composite
+def valid_dates(draw: st.DrawFn) -> tuple[DateParts, int]:
+    """A date from the grammar in one of its forms, and its epoch seconds."""
+    form = draw(st.sampled_from(DATE_FORMS))
+    if form == "rfc850":
+        # Two-digit years read as at most 50 years ahead (RFC 9110 §5.6.7).
+        year = draw(st.integers(_THIS_YEAR - 49, _THIS_YEAR + 50))
+    else:
+        year = draw(st.integers(1, 9999))
+    month = draw(st.integers(1, 12))
+    day = draw(st.integers(1, calendar.monthrange(year, month)[1]))
+    hour, minute = draw(st.integers(0, 23)), draw(st.integers(0, 59))
+    second = draw(st.integers(0, 60))  # 60: a leap second
+    expected = calendar.timegm((year, month, day, hour, minute, second))
+    weekday = calendar.weekday(year, month, day)
+    parts = DateParts(
+        form=form,
+        weekday=(_WEEKDAYS_L if form == "rfc850" else _WEEKDAYS)[weekday],
+        day=f"{day:2d}" if form == "asctime" and draw(st.booleans()) else f"{day:02d}",
+        month=_MONTH_NAMES[month - 1],
+        year=f"{year % 100:02d}" if form == "rfc850" else f"{year:04d}",
+        hour=f"{hour:02d}",
+        minute=f"{minute:02d}",
+        second=f"{second:02d}",
+    )
+    return parts, expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(valid_dates())
+def test_parse_http_date_accepts_every_date_of_the_grammar(case: tuple[DateParts, int]) -> None:
+    parts, expected = case
+    assert parse_http_date(parts.render()) == expected
+
+
+def _one_digit(value: str) -> str:
+    return str(int(value) % 10)
+
+
+# Each turns a valid date into one that is not: a near miss.
+NEAR_MISSES: dict[str, Any] = {
+    "zone": lambda p, d: replace(p, zone=d(st.sampled_from(
+        ["UTC", "UT", "gmt", "Gmt", "GMT+0", "+0000", "-0000", "Z", "EST", "CET", ""]
+    ))) if p.form != "asctime" else replace(p, year=p.year + " GMT"),
+    "one-digit": lambda p, d: replace(p, **{
+        (f := d(st.sampled_from(["day", "hour", "minute", "second"]))): _one_digit(getattr(p, f))
+    }),
+    "comma": lambda p, d: replace(p, comma="") if p.form != "asctime"
+    else replace(p, weekday=p.weekday + ","),
+    "extra-space": lambda p, d: replace(p, spaces=_respace(p, d, "  ")),
+    "other-separator": lambda p, d: replace(
+        p, spaces=_respace(p, d, d(st.sampled_from(["\t", "-", "/", "_", "", ".", "\u00a0"])))
+    ),
+    "time-separator": lambda p, d: replace(p, time_sep=d(st.sampled_from([".", "-", "", " "]))),
+    "date-separator": lambda p, d: replace(p, date_sep=d(st.sampled_from([" ", "/", "."])))
+    if p.form == "rfc850" else replace(p, month=p.month + d(st.sampled_from(["-", "/", ","]))),
+    "hour-range": lambda p, d: replace(p, hour=f"{d(st.integers(24, 99))}"),
+    "minute-range": lambda p, d: replace(p, minute=f"{d(st.integers(60, 99))}"),
+    "second-range": lambda p, d: replace(p, second=f"{d(st.integers(61, 99))}"),
+    "day-range": lambda p, d: replace(p, day=d(st.sampled_from(["00", "32", "45", "99"]))),
+    "weekday-name": lambda p, d: replace(p, weekday=d(st.sampled_from([
+        p.weekday.lower(), p.weekday.upper(), p.weekday[::-1], p.weekday + "x",
+        # the other form's names
+        (_WEEKDAYS if p.form == "rfc850" else _WEEKDAYS_L)[_weekday_index(p.weekday)],
+    ]))),
+    "month-name": lambda p, d: replace(p, month=d(st.sampled_from(
+        [p.month.lower(), p.month.upper(), p.month + ".", "Sept" if p.month == "Sep" else "Juni"]
+    ))),
+    "year-digits": lambda p, d: replace(
+        p, year=p.year[:-1] if p.form != "rfc850" else "19" + p.year
+    ),
+    "trailing": lambda p, d: replace(p, zone=p.zone + d(st.sampled_from(["x", " x", "0", ","])))
+    if p.form != "asctime" else replace(p, year=p.year + d(st.sampled_from(["x", "0", ","]))),
+}  # fmt: skip
+
+
+def _weekday_index(name: str) -> int:
+    return (_WEEKDAYS_L if len(name) > 3 else _WEEKDAYS).index(name)
+
+
+def _respace(parts: DateParts, draw: st.DrawFn, separator: str) -> tuple[str, ...]:
+    # asctime's four separators (the fifth is unused), the others' as many as they have.
+    count = {"imf-fixdate": 5, "rfc850": 3, "asctime": 4}[parts.form]
+    index = draw(st.integers(0, count - 1))
+    return (*parts.spaces[:index], separator, *parts.spaces[index + 1 :])
+
+
+@settings(max_examples=600, deadline=None)
+@given(valid_dates(), st.sampled_from(sorted(NEAR_MISSES)), st.data())
+def test_parse_http_date_rejects_near_misses(
+    case: tuple[DateParts, int], defect: str, data: st.DataObject
+) -> None:
+    parts, _ = case
+    broken = NEAR_MISSES[defect](parts, data.draw)
+    value = broken.render()
+    assert value != parts.render()  # a defect that changed nothing tests nothing
+    assert parse_http_date(value) is None, (defect, value)
 
 
 @settings(max_examples=200, deadline=None)

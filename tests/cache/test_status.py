@@ -1,0 +1,106 @@
+"""Cache-Status (RFC 9211) as http-sf serialises it, and the hit path's shortcut to it."""
+
+from __future__ import annotations
+
+import math
+
+import http_sf
+import pytest
+from http_sf import Token
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
+
+# Every outcome the cache reports, and the parameters it means, built by hand.
+STATUSES: list[tuple[str, dict[str, object]]] = [
+    ("hit", {"hit": True}),
+    ("hit; detail=shared", {"hit": True, "detail": Token("shared")}),
+    ("hit; detail=stale-while-revalidate",
+     {"hit": True, "detail": Token("stale-while-revalidate")}),
+    ("fwd=miss", {"fwd": Token("miss")}),
+    ("fwd=miss; stored", {"fwd": Token("miss"), "stored": True}),
+    ("fwd=miss; collapsed", {"fwd": Token("miss"), "collapsed": True}),
+    ("fwd=miss; collapsed; detail=shared",
+     {"fwd": Token("miss"), "collapsed": True, "detail": Token("shared")}),
+    ("fwd=miss; detail=only-if-cached", {"fwd": Token("miss"), "detail": Token("only-if-cached")}),
+    ("fwd=stale; fwd-status=304", {"fwd": Token("stale"), "fwd-status": 304}),
+    ("fwd=stale; detail=stale-if-error",
+     {"fwd": Token("stale"), "detail": Token("stale-if-error")}),
+    ("fwd=bypass", {"fwd": Token("bypass")}),
+    ("fwd=bypass; detail=range", {"fwd": Token("bypass"), "detail": Token("range")}),
+    ("fwd=bypass; detail=credentials", {"fwd": Token("bypass"), "detail": Token("credentials")}),
+]  # fmt: skip
+
+# What storability and the store can answer, reported as `fwd=miss; detail=<reason>`.
+REASONS = [
+    "method",
+    "credentials",
+    "status",
+    "no-store",
+    "must-understand",
+    "private",
+    "authorization",
+    "set-cookie",
+    "vary-star",
+    "no-freshness",
+    "too-large",
+]
+
+
+def serialised(params: dict[str, object]) -> str:
+    return http_sf.ser([(Token("cacheproxy"), params)])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(("status", "params"), STATUSES, ids=[s for s, _ in STATUSES])
+def test_cache_status_is_http_sf_serialisation(status: str, params: dict[str, object]) -> None:
+    assert cache_status(status) == serialised(params)
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_every_reason_is_a_token_detail(reason: str) -> None:
+    value = cache_status(f"fwd=miss; detail={reason}")
+    assert http_sf.parse(value.encode(), tltype="list") == [
+        (Token("cacheproxy"), {"fwd": Token("miss"), "detail": Token(reason)})
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    case=st.sampled_from(STATUSES),
+    ttl=st.integers(-SF_INTEGER_MAX, SF_INTEGER_MAX),
+    fraction=st.floats(0, 0.999),
+)
+def test_ttl_shortcut_equals_http_sf(
+    case: tuple[str, dict[str, object]], ttl: int, fraction: float
+) -> None:
+    status, params = case
+    # A ttl of whole seconds towards zero, as the hit path passes lifetime - age.
+    seconds = ttl + fraction if ttl >= 0 else ttl - fraction
+    if abs(seconds) > SF_INTEGER_MAX:
+        seconds = float(ttl)
+    expected = serialised({**params, "ttl": int(seconds)})
+    assert cache_status_ttl(status, seconds) == expected
+    assert http_sf.parse(expected.encode(), tltype="list")  # and it is a valid sf-list
+
+
+@pytest.mark.parametrize(
+    ("ttl", "expected"),
+    [
+        (47.9, 47),
+        (-0.5, 0),
+        (-3.2, -3),
+        (1e300, SF_INTEGER_MAX),
+        (math.inf, SF_INTEGER_MAX),
+        (-math.inf, -SF_INTEGER_MAX),
+        (math.nan, -SF_INTEGER_MAX),
+    ],
+)
+def test_ttl_is_whole_seconds_within_sf_integer_range(ttl: float, expected: int) -> None:
+    assert cache_status_ttl("hit", ttl) == serialised({"hit": True, "ttl": expected})
+
+
+@pytest.mark.parametrize("params", ["fwd=miss;;", "detail=not a token", "Fwd=miss", "ttl=1.2.3"])
+def test_malformed_parameters_fail_loudly(params: str) -> None:
+    with pytest.raises(http_sf.StructuredFieldError):
+        cache_status(params)
