@@ -52,10 +52,10 @@ class CacheSettings(Section):
 
     max_memory: int = 256 * 2**20
     max_entry_size: int = 8 * 2**20
-    ttl: float | None = Field(None, ge=0)
+    ttl: float | None = Field(None, ge=0, allow_inf_nan=False)
     force_ttl: bool = False
-    stale_while_revalidate: float = Field(0, ge=0)
-    stale_if_error: float = Field(0, ge=0)
+    stale_while_revalidate: float = Field(0, ge=0, allow_inf_nan=False)
+    stale_if_error: float = Field(0, ge=0, allow_inf_nan=False)
     per_user: PerUser | None = None
     store_set_cookie: bool = False
     # Request headers that identify a user besides Authorization and Cookie.

@@ -124,3 +124,10 @@ def test_force_ttl_needs_a_ttl() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("upstream: {url: http://a}\ncache: {force_ttl: true}", env={})
     assert info.value.problems == ["cache: force_ttl: true needs a ttl"]
+
+
+@pytest.mark.parametrize("key", ["ttl", "stale_while_revalidate", "stale_if_error"])
+def test_durations_must_be_finite(key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"upstream: {{url: http://a}}\ncache: {{{key}: .inf}}\n", env={})
+    assert err.value.problems[0].startswith(f"cache.{key}: ")
