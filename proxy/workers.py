@@ -106,8 +106,11 @@ async def _serve_worker(config: Config, admin_path: str, pipe: Connection) -> in
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    orphaned = False
 
     def supervisor_gone() -> None:  # it never writes: readable means its end is closed
+        nonlocal orphaned
+        orphaned = True
         loop.remove_reader(pipe.fileno())
         log.warning("the supervisor is gone: stopping")
         stop.set()
@@ -125,6 +128,10 @@ async def _serve_worker(config: Config, admin_path: str, pipe: Connection) -> in
     await stop.wait()
     log.info("draining in-flight requests (up to %.0fs)", config.shutdown_grace)
     await server.stop()
+    if orphaned:  # a supervisor killed outright could not tidy up: the last worker out does
+        with contextlib.suppress(OSError):
+            os.unlink(admin_path)
+            os.rmdir(os.path.dirname(admin_path))  # only once empty
     return 0
 
 

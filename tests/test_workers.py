@@ -212,7 +212,12 @@ def parent_of(pid: int) -> int:
 
 
 def gone(pid: int) -> bool:
-    return not Path(f"/proc/{pid}").exists()
+    """Ended: no such process, or a zombie nobody has reaped yet (an orphan's, under init)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
 
 
 async def test_two_workers_serve_the_port_and_their_stats_and_purges_add_up(
@@ -353,6 +358,22 @@ async def test_a_stuck_worker_cannot_hang_admin_and_a_killed_one_is_restarted(
     assert now["restarts"] == 1 and parent_of(now["pid"]) == proxy.proc.pid
     assert (await fetch_many(proxy.port, "/after", 20)).total() == 20
     assert body["workers"][1] == second  # untouched
+
+
+async def test_workers_whose_supervisor_is_killed_drain_and_exit_by_themselves(
+    origin: Origin, proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    proxy = proxy_process(origin.url, workers=2)
+    workers = await workers_ready(proxy)
+    proxy.proc.kill()  # no SIGTERM to pass on, no clean-up by the supervisor
+    proxy.proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while not all(gone(w["pid"]) for w in workers):
+        assert time.monotonic() < deadline, "orphaned workers still running"
+        await asyncio.sleep(0.05)
+    with socket.socket() as s:  # the port is free again
+        s.bind(("127.0.0.1", proxy.port))
+    assert not Path(workers[0]["admin_socket"]).parent.exists()  # the last one out tidied up
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
