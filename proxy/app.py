@@ -23,8 +23,15 @@ log = logging.getLogger("cacheproxy")
 class ProxyServer:
     """The running proxy: start() binds both ports, stop() drains and closes."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, *, reuse_port: bool = False, admin_path: str | None = None
+    ) -> None:
+        """`reuse_port` and `admin_path` are for a worker of several (proxy/workers.py): it
+        shares the proxy port with its siblings and answers admin requests on a unix socket,
+        for the supervisor that owns the admin port."""
         self.config = config
+        self.reuse_port = reuse_port
+        self.admin_path = admin_path
         self.upstream = UpstreamClient(config.upstream)
         self.redis = SharedRedis(config.redis) if config.redis is not None else None
         budget = (config.cache or CacheSettings()).max_memory
@@ -61,13 +68,24 @@ class ProxyServer:
             build_admin_app(self), access_log=None, shutdown_timeout=min(grace, 5.0)
         )
         try:
-            for runner, address in (
-                (proxy_runner, self.config.listen),
-                (admin_runner, self.config.admin),
-            ):
-                await runner.setup()
-                self._runners.append(runner)
-                await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
+            await proxy_runner.setup()
+            self._runners.append(proxy_runner)
+            await web.TCPSite(
+                proxy_runner,
+                listen.host,
+                listen.port,
+                reuse_address=True,
+                reuse_port=self.reuse_port,
+            ).start()
+            await admin_runner.setup()
+            self._runners.append(admin_runner)
+            admin = self.config.admin
+            site = (
+                web.UnixSite(admin_runner, self.admin_path)
+                if self.admin_path is not None
+                else web.TCPSite(admin_runner, admin.host, admin.port, reuse_address=True)
+            )
+            await site.start()
         except BaseException:
             await self.stop()
             raise

@@ -25,6 +25,8 @@ from proxy.config import (
     with_overrides,
 )
 from proxy.demo_upstream import build_demo_app
+from proxy.eventloop import run as run_loop
+from proxy.workers import CannotStart, Supervisor
 
 log = logging.getLogger("cacheproxy")
 
@@ -118,17 +120,6 @@ def _limit(value: int) -> str:
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
-def _run(main: Awaitable[object]) -> None:
-    """Run on uvloop when the optional extra is installed: 5-20% less CPU per request."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)  # type: ignore[arg-type]
-
-
 def _load(path: str, **overrides: object) -> Config:
     return with_overrides(load_config(path), **overrides)  # type: ignore[arg-type]
 
@@ -136,7 +127,10 @@ def _load(path: str, **overrides: object) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, port=args.port, upstream=args.upstream)
     raise_open_files_limit()
-    _run(_serve_until_signal(config))
+    if config.workers > 1:
+        run_loop(Supervisor(config).run())
+    else:
+        run_loop(_serve_until_signal(config))
     return 0
 
 
@@ -156,6 +150,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         upstream=f"http://127.0.0.1:{args.upstream_port}",
     )
     raise_open_files_limit()
+    if config.workers > 1:
+        log.info("demo runs one process: workers: %d applies to `cacheproxy run`", config.workers)
 
     async def main() -> None:
         runner = web.AppRunner(build_demo_app(args.delay), access_log=None)
@@ -182,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         finally:
             await runner.cleanup()
 
-    _run(main())
+    run_loop(main())
     return 0
 
 
@@ -198,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, CannotStart) as exc:
         # Typically a port already in use: say which, not a traceback.
         print(f"cacheproxy: cannot start: {exc}", file=sys.stderr)
         return 1

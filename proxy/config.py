@@ -46,6 +46,17 @@ _SECRET_KEY = re.compile(r"(\w*_)?(token|secret|password)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s'\":]*:)([^\s'\"]*)@")
 
 
+MAX_WORKERS = 256  # a typo such as `workers: 1000` must not start a thousand processes
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under taskset or a cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class ConfigError(Exception):
     """A config that cannot be used; ``problems`` lists every ``path: message``."""
 
@@ -254,6 +265,19 @@ class Config(_Model):
     trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
     # The Redis shared by every process and instance; none: everything stays in memory.
     redis: RedisSettings | None = None
+    # Processes serving the proxy port (SO_REUSEPORT); above 1 a supervisor runs them
+    # (proxy/workers.py). `auto`: one per CPU this process may run on.
+    workers: int = Field(1, ge=1, le=MAX_WORKERS)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        if value == "auto":
+            return min(usable_cpus(), MAX_WORKERS)
+        # A string is fine when it holds a number: `workers: ${WORKERS:-2}` is one.
+        if isinstance(value, bool) or (isinstance(value, str) and not value.strip().isdigit()):
+            raise ValueError(f"must be a number of processes or auto, got {value!r}")
+        return value
 
 
 # --- loading ---------------------------------------------------------------
