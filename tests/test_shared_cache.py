@@ -21,7 +21,7 @@ from tests.redis_servers import RedisCluster, RedisSentinel, RedisServer
 
 def shared(redis: dict[str, Any], **cache: Any) -> dict[str, Any]:
     return {
-        "redis": {"key_prefix": f"t{uuid.uuid4().hex[:6]}:", "timeout": 0.5, **redis},
+        "redis": {"key_prefix": f"t{uuid.uuid4().hex[:6]}:", "timeout": 2, **redis},
         "cache": {"tiers": ["memory", "redis"], "ttl": 60, "tags_header": "Surrogate-Key", **cache},
     }
 
