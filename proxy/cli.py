@@ -25,6 +25,7 @@ from proxy.config import (
     with_overrides,
 )
 from proxy.demo_upstream import build_demo_app
+from proxy.logs import configure_logging
 
 log = logging.getLogger("cacheproxy")
 
@@ -71,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--delay", type=float, default=2.0, help="upstream latency in seconds")
 
     for p in (run, demo):
-        p.add_argument("--log-level", default="INFO")
+        p.add_argument("--log-level", help="override log.level (DEBUG, INFO, WARNING, ERROR)")
     return parser
 
 
@@ -135,6 +136,7 @@ def _load(path: str, **overrides: object) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, port=args.port, upstream=args.upstream)
+    configure_logging(config.log, args.log_level)
     raise_open_files_limit()
     _run(_serve_until_signal(config))
     return 0
@@ -155,6 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         upstream=f"http://127.0.0.1:{args.upstream_port}",
     )
+    configure_logging(config.log, args.log_level)
     raise_open_files_limit()
 
     async def main() -> None:
@@ -189,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(args, "log_level", "INFO").upper(),
+        level=(getattr(args, "log_level", None) or "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     commands = {"run": cmd_run, "check-config": cmd_check, "demo": cmd_demo}

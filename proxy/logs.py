@@ -18,11 +18,12 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
 import orjson
+from aiohttp import web
+from multidict import istr
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proxy.clientaddr import TrustedProxies, client_address
@@ -84,22 +85,13 @@ def configure_logging(settings: LogSettings, level: str | None = None) -> None:
     root.setLevel((level or settings.level).upper())
 
 
-# time, method, raw path, route, status, cache result, upstream s (or None), total s, bytes
-# sent, peer, X-Forwarded-For lines, Forwarded lines (those two only with trusted proxies).
-Record = tuple[
-    float,
-    str,
-    str,
-    str,
-    int,
-    str,
-    float | None,
-    float,
-    int,
-    str | None,
-    Sequence[str],
-    Sequence[str],
-]
+# (wall-clock time, request, response, route, cache result, upstream seconds or None, total
+# seconds). The writer thread reads the rest from the request and response: read-only
+# attributes of objects aiohttp is done with, so the event loop pays for no field it does
+# not have at hand.
+Record = tuple[float, web.BaseRequest, web.StreamResponse, str, str, float | None, float]
+_XFF = istr("X-Forwarded-For")
+_FORWARDED = istr("Forwarded")
 
 
 def loggable_path(raw: str, keep: frozenset[str]) -> str:
@@ -137,6 +129,8 @@ class AccessLog:
         self._batches: queue.Queue[list[Record] | None] = queue.Queue(max_batches)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._second = -1  # the writer thread's cache for _time
+        self._second_text = ""
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -195,18 +189,26 @@ class AccessLog:
                 self.dropped += len(batch)
 
     def line(self, r: Record) -> bytes:
-        when, method, raw, route, status, cache, upstream, total, size, peer, xff, fwd = r
-        client = client_address(peer, xff, fwd, self.trusted) if self.trusted else peer
-        path = loggable_path(raw, self._keep)
+        when, request, response, route, cache, upstream, total = r
+        peer = request.remote
+        if self.trusted:
+            h = request.headers
+            client = client_address(
+                peer, h.getall(_XFF, ()), h.getall(_FORWARDED, ()), self.trusted
+            )
+        else:
+            client = peer
+        path = loggable_path(request.raw_path, self._keep)
         up_ms = None if upstream is None else round(upstream * 1000, 3)
         total_ms = round(total * 1000, 3)
+        status, size = response.status, response.body_length
         if self.json:
             return (
                 orjson.dumps(
                     {
-                        "time": iso_time(when),
+                        "time": self._time(when),
                         "client": client,
-                        "method": method,
+                        "method": request.method,
                         "path": path,
                         "route": route,
                         "status": status,
@@ -220,6 +222,15 @@ class AccessLog:
             )
         quoted = orjson.dumps(path).decode()
         return (
-            f"{iso_time(when)} {client or '-'} {method} {quoted} {status} {size}B cache={cache} "
-            f"route={route} total_ms={total_ms} upstream_ms={'-' if up_ms is None else up_ms}\n"
+            f"{self._time(when)} {client or '-'} {request.method} {quoted} {status} {size}B "
+            f"cache={cache} route={route} total_ms={total_ms} "
+            f"upstream_ms={'-' if up_ms is None else up_ms}\n"
         ).encode()
+
+    def _time(self, when: float) -> str:
+        """iso_time(when), formatting each second once: lines come in bursts."""
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._second_text = iso_time(second)[:-5]  # without ".000Z"
+        return f"{self._second_text}.{int((when - second) * 1000):03d}Z"

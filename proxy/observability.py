@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("cacheproxy.stats")
 
 _X_CACHE = istr("X-Cache")
-_XFF = istr("X-Forwarded-For")
-_FORWARDED = istr("Forwarded")
 SUMMARY_WINDOW = 60  # seconds behind /performance/summary's response times
 
 # Fields that are ratios or estimates: a merge of several processes recomputes them.
@@ -92,7 +90,7 @@ class Observer:
             if log_settings.access
             else None
         )
-        self._trusted = bool(routes.trusted_proxies)
+        self._all_hits = log_settings.sample_hits >= 1.0
         self._clock, self._wall, self._tick_every = clock, wall, tick
         self.started = clock()
         self.started_wall = wall()
@@ -139,23 +137,9 @@ class Observer:
         method = request.method
         self.meters.response(route, method, status, cache, seconds)
         access = self.access
-        if access is not None and (cache != "hit" or access.hit_sampled()):
-            headers = request.headers
+        if access is not None and (cache != "hit" or self._all_hits or access.hit_sampled()):
             access.add(
-                (
-                    self._wall(),
-                    method,
-                    request.raw_path,
-                    route,
-                    status,
-                    cache,
-                    upstream_seconds.get(None),
-                    seconds,
-                    response.body_length,
-                    request.remote,
-                    headers.getall(_XFF, ()) if self._trusted else (),
-                    headers.getall(_FORWARDED, ()) if self._trusted else (),
-                )
+                (self._wall(), request, response, route, cache, upstream_seconds.get(None), seconds)
             )
 
     def upstream_result(self, route: str, outcome: int | str, seconds: float) -> None:
