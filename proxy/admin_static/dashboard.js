@@ -51,14 +51,14 @@
   });
   const line = (label, stroke, extra) => Object.assign({ label, stroke, width: 2, spanGaps: false }, extra);
 
-  function chart(id, series, yAxis, yScale) {
+  function chart(id, series, yAxis, yScale, xAxis) {
     const el = $(id);
     const opts = {
       width: el.clientWidth,
       height: el.clientHeight - 24, // room for the legend
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: yScale || {} },
-      axes: [axis(), Object.assign(axis(), yAxis || {})],
+      axes: [Object.assign(axis(), xAxis || {}), Object.assign(axis(), yAxis || {})],
       series: [{}, ...series],
       legend: { live: true },
     };
@@ -68,11 +68,15 @@
     return { plot, data };
   }
 
+  // Decades only: a log axis with every minor tick is a wall of lines.
+  const decades = (u, ticks) =>
+    ticks.map((v) => (v != null && Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9 ? v : null));
+
   const charts = {
     hitRate: chart(
       "chart-hitrate",
       [
-        line("this poll", color("hit"), { value: (u, v) => pct(v), points: { show: false } }),
+        line("this poll", color("hit"), { value: (u, v) => pct(v) }),
         line("last 60 s", color("accent"), { value: (u, v) => pct(v), dash: [6, 4] }),
       ],
       { values: (u, ticks) => ticks.map((v) => Math.round(v * 100) + "%"), size: 46 },
@@ -84,8 +88,15 @@
         line("p50", color("hit"), { value: (u, v) => ms(v) }),
         line("p99", color("stale"), { value: (u, v) => ms(v) }),
       ],
-      { values: (u, ticks) => ticks.map((v) => v + " ms"), size: 60 },
-      { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
+      // Log scale: hits (fractions of a ms) and misses (the upstream's time) on one chart.
+      {
+        filter: decades,
+        grid: { stroke: color("line"), width: 1, filter: decades },
+        ticks: { stroke: color("line"), width: 1, filter: decades },
+        values: (u, ticks) => ticks.map((v) => (v == null ? "" : (v >= 1 ? v : v.toPrecision(1)) + " ms")),
+        size: 64,
+      },
+      { distr: 3, log: 10 },
     ),
     pool: chart(
       "chart-pool",
@@ -102,6 +113,7 @@
       [line("limited / poll", color("stale"), { fill: "rgba(214,165,58,0.15)" })],
       { size: 40 },
       { range: (u, min, max) => [0, Math.max(1, max)] },
+      { size: 28, values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString()) },
     ),
   };
 
