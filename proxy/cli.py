@@ -175,6 +175,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"  curl -s -o /dev/null -w '{timing}' {url}/api/quotes/AAPL\n"
                 f"  curl -si {url}/api/signals/NVDA?window=5d\n"
                 f"  curl -s  {admin}/health\n"
+                f"  {admin}/dashboard in a browser (live stats), {admin}/metrics\n"
                 f'  curl -s  -X POST {admin}/cache/purge -d \'{{"prefix": "/api/"}}\'\n'
                 "Ctrl-C stops both.\n",
                 flush=True,

@@ -9,6 +9,7 @@ token): errors are described by kind only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -126,7 +127,9 @@ class HealthChecker:
                 async with asyncio.timeout(PROBE_TIMEOUT):
                     _, writer = await asyncio.open_connection(self._host, self._port)
                 writer.close()
-        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+        except Exception as exc:  # whatever it was, the upstream did not answer: down
             result.update(status="down", error=_kind(exc))
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return result

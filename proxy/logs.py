@@ -119,7 +119,8 @@ class AccessLog:
         self.sample_hits = settings.sample_hits
         self.json = settings.format == "json"
         self.trusted = trusted
-        self.dropped = 0  # lines lost because the writer could not keep up
+        self._dropped = 0  # lines the loop could not hand over (buffer or queue full)
+        self._failed = 0  # lines the writer could not write (stdout closed or broken)
         self.written = 0
         self._keep = frozenset(settings.query_params)
         self._stream = stream
@@ -131,6 +132,11 @@ class AccessLog:
         self._thread: threading.Thread | None = None
         self._second = -1  # the writer thread's cache for _time
         self._second_text = ""
+
+    @property
+    def dropped(self) -> int:
+        """Lines lost: each counter has one writer (the loop, the thread), so none is lost."""
+        return self._dropped + self._failed
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -161,7 +167,7 @@ class AccessLog:
     def add(self, record: Record) -> None:
         pending = self._pending
         if len(pending) >= self._max_pending:
-            self.dropped += 1
+            self._dropped += 1
             return
         if not pending and self._loop is not None:
             self._loop.call_later(self.FLUSH_EVERY, self._flush)
@@ -174,7 +180,7 @@ class AccessLog:
         try:
             self._batches.put_nowait(batch)
         except queue.Full:  # the writer is stuck (stdout not read): never wait for it
-            self.dropped += len(batch)
+            self._dropped += len(batch)
 
     # --- in the writer thread ------------------------------------------------------------
 
@@ -186,7 +192,7 @@ class AccessLog:
                 self._stream.flush()
                 self.written += len(batch)
             except (OSError, ValueError):  # closed or broken stdout: count, carry on
-                self.dropped += len(batch)
+                self._failed += len(batch)
 
     def line(self, r: Record) -> bytes:
         when, request, response, route, cache, upstream, total = r

@@ -188,7 +188,7 @@ class Observer:
             "upstream_errors": d.upstream_errors,
             "cache_bytes": self.store.bytes,
             "cache_entries": len(self.store),
-            "rss_bytes": _peak_rss(),
+            "rss_bytes": _rss(),
         }
 
         def show(value: float | None, unit: str = "") -> str:
@@ -196,7 +196,7 @@ class Observer:
 
         log.info(
             "stats: %d requests in %ss, hit rate %s, p50 %s, p99 %s, %d 5xx, "
-            "%d upstream errors, cache %d entries / %d bytes",
+            "%d upstream errors, cache %d entries / %.1f MiB, RSS %.1f MiB",
             d.requests,
             fields["interval_s"],
             show(fields["hit_rate"]),  # type: ignore[arg-type]
@@ -205,7 +205,8 @@ class Observer:
             d.errors,
             d.upstream_errors,
             fields["cache_entries"],
-            fields["cache_bytes"],
+            fields["cache_bytes"] / 2**20,  # type: ignore[operator]
+            fields["rss_bytes"] / 2**20,  # type: ignore[operator]
             extra={"fields": {"event": "stats", **fields}},
         )
 
@@ -430,8 +431,13 @@ class Observer:
         return out
 
 
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+def _rss() -> int:
+    """Resident memory now (Linux), else the peak so far."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 # --- several processes ---------------------------------------------------------------------
