@@ -53,7 +53,15 @@ async def main(hits: int) -> None:
     routes = RouteTable(config)
     request = make_mocked_request("GET", "/r3/quote/AAPL?fields=price")
     response = web.Response(body=b"x" * 1024, headers={"X-Cache": "HIT", "Age": "3"})
-    current_route.set("r3")
+    clock = time.perf_counter
+
+    def hit(observer: Observer) -> None:
+        # All a hit pays: the listener's clock read, the pipeline naming the route, and
+        # the listener's call once the answer is sent.
+        started = clock()
+        current_route.set("r3")
+        observer.observe(request, response, clock() - started)
+
     n = hits // 5
     costs = {}
     for name, settings in (
@@ -70,7 +78,7 @@ async def main(hits: int) -> None:
         )
         if observer.access is not None:
             observer.access._max_pending = hits * 10  # measure appending, not dropping
-        costs[name] = _cpu_us(lambda o=observer: o.observe(request, response, 0.0002), n)
+        costs[name] = _cpu_us(lambda o=observer: hit(o), n)
         if observer.access is not None:
             records = observer.access._pending[:20_000]
             lines = iter(records * 10)

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("cacheproxy.stats")
 
 _X_CACHE = istr("X-Cache")
+_XFF = istr("X-Forwarded-For")
+_FORWARDED = istr("Forwarded")
 SUMMARY_WINDOW = 60  # seconds behind /performance/summary's response times
 
 # Fields that are ratios or estimates: a merge of several processes recomputes them.
@@ -91,6 +93,7 @@ class Observer:
             else None
         )
         self._all_hits = log_settings.sample_hits >= 1.0
+        self._trusted = bool(routes.trusted_proxies)
         self._clock, self._wall, self._tick_every = clock, wall, tick
         self.started = clock()
         self.started_wall = wall()
@@ -138,8 +141,22 @@ class Observer:
         self.meters.response(route, method, status, cache, seconds)
         access = self.access
         if access is not None and (cache != "hit" or self._all_hits or access.hit_sampled()):
+            trusted = self._trusted
             access.add(
-                (self._wall(), request, response, route, cache, upstream_seconds.get(None), seconds)
+                (
+                    self._wall(),
+                    method,
+                    request.raw_path,
+                    route,
+                    status,
+                    cache,
+                    upstream_seconds.get(None),
+                    seconds,
+                    response.body_length,
+                    request.remote,
+                    tuple(request.headers.getall(_XFF, ())) if trusted else (),
+                    tuple(request.headers.getall(_FORWARDED, ())) if trusted else (),
+                )
             )
 
     def upstream_result(self, route: str, outcome: int | str, seconds: float) -> None:
