@@ -10,7 +10,9 @@ from proxy.admin import build_admin_app
 from proxy.cache.settings import CacheSettings
 from proxy.cache.stores import MemoryStore
 from proxy.config import Config
+from proxy.health import HealthChecker
 from proxy.listener import Listener, ListenerStats, default_max_connections, open_files_limit
+from proxy.observability import Observer
 from proxy.pipeline import Pipeline
 from proxy.redis_conn import SharedRedis
 from proxy.routes import RouteTable
@@ -42,10 +44,27 @@ class ProxyServer:
             self.shared = SharedTier(self.redis, memory)
         self.pipeline = Pipeline(routes, self.upstream, memory, self.shared)
         self.listener_stats = ListenerStats()
+        self.observer = Observer(
+            routes,
+            memory,
+            self.upstream,
+            config.log,
+            config.alerts,
+            self.redis,
+            self.shared,
+            self.listener_stats,
+        )
+        self.upstream.observe = self.observer.upstream_result
+        up = config.upstream
+        self.health = HealthChecker(
+            up.url, up.health_path, up.health_cache, self.redis, self.shared
+        )
         self._runners: list[web.BaseRunner] = []
 
     async def start(self) -> None:
         await self.upstream.start()
+        await self.observer.start()
+        await self.health.start()
         if self.shared is not None:
             await self.shared.start()
         grace = self.config.shutdown_grace
@@ -60,7 +79,11 @@ class ProxyServer:
         # The proxy port routes with its own table, so aiohttp's router is dead weight:
         # the low-level server costs measurably less CPU per request (shared/design.md).
         listener = Listener(
-            self.pipeline.handle, listen.timeouts, max_connections, self.listener_stats
+            self.pipeline.handle,
+            listen.timeouts,
+            max_connections,
+            self.listener_stats,
+            self.observer.observe,
         )
         # The runner calls listener.shutdown(grace) once the port stops accepting.
         proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)
@@ -107,5 +130,7 @@ class ProxyServer:
         if self.shared is not None:
             await self.shared.close()
         await self.upstream.close()
+        await self.health.close()
+        await self.observer.stop()
         if self.redis is not None:
             await self.redis.close()

@@ -28,11 +28,13 @@ from pydantic import (
 from yarl import URL
 
 from proxy import linear_regex
+from proxy.alerts import AlertSettings
 from proxy.cache.settings import CacheSettings
 from proxy.clientaddr import parse_network
 from proxy.compression import CompressionConfig
 from proxy.cors import CorsConfig
 from proxy.hosts import parse_host_pattern, parse_public_host
+from proxy.logs import LogSettings
 from proxy.redis_conn import RedisSettings
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
@@ -145,8 +147,20 @@ class Upstream(_Model):
     # Extra attempts for idempotent, bodyless requests whose connection failed
     # before any response byte arrived.
     retries: int = Field(1, ge=0, le=5)
+    # What /health probes: GET this path on the upstream's host (the url's base path is not
+    # prepended); a 5xx or no answer is "down". None: a TCP connect only.
+    health_path: str | None = None
+    # Seconds a probe's result is reused, so health checks cannot load the upstream.
+    health_cache: float = Field(5.0, ge=0, le=300)
 
     _url = field_validator("url")(_check_upstream_url)
+
+    @field_validator("health_path")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "?" in value or "#" in value):
+            raise ValueError(f"must be a path starting with '/', without a query: {value!r}")
+        return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -278,6 +292,9 @@ class Config(_Model):
         if isinstance(value, bool) or (isinstance(value, str) and not value.strip().isdigit()):
             raise ValueError(f"must be a number of processes or auto, got {value!r}")
         return value
+
+    log: LogSettings = LogSettings()  # format, level, access log, stats line
+    alerts: AlertSettings = AlertSettings()  # thresholds for GET /alerts/active
 
 
 # --- loading ---------------------------------------------------------------

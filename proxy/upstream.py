@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -37,14 +40,38 @@ def classify(exc: BaseException, origin: str) -> UpstreamError:
     return UpstreamError(502, "upstream_unavailable", f"upstream {origin} is unreachable: {exc}")
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    max_connections: int
+    active: int  # lent to a request
+    idle: int  # kept alive, waiting for one
+    opened: int  # ever; every other request reused a connection
+
+
+class _CountingConnector(aiohttp.TCPConnector):
+    """Counts the connections it opens: reuse is what the pool is for."""
+
+    opened = 0
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        proto = await super()._create_connection(*args, **kwargs)
+        self.opened += 1
+        return proto
+
+
+# (route name, status or "error"/"timeout", seconds to the response head)
+Observe = Callable[[str, int | str, float], None]
+
+
 class UpstreamClient:
     def __init__(self, config: Upstream) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
+        self.observe: Observe | None = None  # told of every request's outcome
 
     async def start(self) -> None:
         pool, timeouts = self.config.pool, self.config.timeouts
-        connector = aiohttp.TCPConnector(
+        connector = _CountingConnector(
             limit=pool.max_connections,
             limit_per_host=0,
             keepalive_timeout=pool.keepalive_timeout or None,
@@ -74,6 +101,18 @@ class UpstreamClient:
             await self._session.close()
             self._session = None
 
+    def pool_stats(self) -> PoolStats:
+        """What the pool holds now (aiohttp has no public view: its two fields are read)."""
+        connector = self._session.connector if self._session is not None else None
+        if not isinstance(connector, _CountingConnector):
+            return PoolStats(self.config.pool.max_connections, 0, 0, 0)
+        return PoolStats(
+            self.config.pool.max_connections,
+            len(connector._acquired),
+            sum(len(idle) for idle in connector._conns.values()),
+            connector.opened,
+        )
+
     @property
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "UpstreamClient.start() was not awaited"
@@ -86,8 +125,26 @@ class UpstreamClient:
         headers: CIMultiDict[str],
         body: Any = None,
         origin: str = "",
+        route: str = "",
     ) -> aiohttp.ClientResponse:
-        """Send one request; the caller reads and releases the response.
+        """Send one request for `route`; the caller reads and releases the response."""
+        observe = self.observe
+        if observe is None:
+            return await self._send(method, url, headers, body, origin)
+        started = time.perf_counter()
+        try:
+            up = await self._send(method, url, headers, body, origin)
+        except UpstreamError as exc:
+            outcome = "timeout" if exc.status == 504 else "error"
+            observe(route, outcome, time.perf_counter() - started)
+            raise
+        observe(route, up.status, time.perf_counter() - started)
+        return up
+
+    async def _send(
+        self, method: str, url: URL, headers: CIMultiDict[str], body: Any, origin: str
+    ) -> aiohttp.ClientResponse:
+        """One request, retried as below.
 
         aiohttp itself resends an idempotent request once when a reused pooled
         connection turns out to be closed; on top of that, bodyless idempotent
