@@ -7,8 +7,8 @@ import logging
 from aiohttp import web
 
 from proxy.admin import build_admin_app
-from proxy.cache.settings import CacheSettings
 from proxy.cache.stores import MemoryStore
+from proxy.cache_settings import CacheSettings
 from proxy.config import Config
 from proxy.health import HealthChecker
 from proxy.listener import Listener, ListenerStats, default_max_connections, open_files_limit

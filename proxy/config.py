@@ -29,7 +29,7 @@ from yarl import URL
 
 from proxy import linear_regex
 from proxy.alerts import AlertSettings
-from proxy.cache.settings import CacheSettings
+from proxy.cache_settings import CacheSettings
 from proxy.clientaddr import parse_network
 from proxy.compression import CompressionConfig
 from proxy.cors import CorsConfig
