@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from proxy.errors import json_error
+from proxy.revocation import admin_routes as revocation_routes
 from proxy.target import BadTarget, parse_target
 
 if TYPE_CHECKING:
@@ -91,4 +92,6 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/cache/stats", guard(cache_stats))
     app.router.add_post("/cache/purge", guard(purge))
+    for method, path, handler in revocation_routes(server.revocations):
+        app.router.add_route(method, path, guard(handler))
     return app

@@ -10,6 +10,7 @@ from proxy.cache.stores import MemoryStore
 from proxy.config import Config
 from proxy.pipeline import Pipeline
 from proxy.redis_conn import SharedRedis
+from proxy.revocation import RevocationList
 from proxy.routes import RouteTable
 from proxy.upstream import UpstreamClient
 
@@ -22,11 +23,15 @@ class ProxyServer:
         self.upstream = UpstreamClient(config.upstream)
         self.redis = SharedRedis(config.redis) if config.redis is not None else None
         budget = (config.cache or CacheSettings()).max_memory
-        self.pipeline = Pipeline(RouteTable(config), self.upstream, MemoryStore(budget))
+        self.revocations = RevocationList(config.revocation, self.redis)
+        self.pipeline = Pipeline(
+            RouteTable(config, self.redis), self.upstream, MemoryStore(budget), self.revocations
+        )
         self._runners: list[web.BaseRunner] = []
 
     async def start(self) -> None:
         await self.upstream.start()
+        await self.revocations.start()
         grace = self.config.shutdown_grace
         # The proxy port routes with its own table, so aiohttp's router is dead weight:
         # the low-level server costs measurably less CPU per request (shared/design.md).
@@ -64,5 +69,6 @@ class ProxyServer:
         self._runners.clear()
         await self.pipeline.cache.close()
         await self.upstream.close()
+        await self.revocations.close()
         if self.redis is not None:
             await self.redis.close()

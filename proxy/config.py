@@ -32,7 +32,9 @@ from proxy.clientaddr import parse_network
 from proxy.compression import CompressionConfig
 from proxy.cors import CorsConfig
 from proxy.hosts import parse_host_pattern, parse_public_host
+from proxy.ratelimit.settings import RateLimitSettings, route_problems
 from proxy.redis_conn import RedisSettings
+from proxy.revocation import RevocationSettings
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -207,6 +209,7 @@ class Route(_Model):
     cache: CacheSettings | None = None
     cors: CorsConfig | None = None  # replaces the top-level section for this route
     compression: CompressionConfig | None = None  # likewise
+    rate_limit: RateLimitSettings | None = None  # overrides the top level key by key
 
     @field_validator("cache")
     @classmethod
@@ -239,6 +242,15 @@ class Config(_Model):
     trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
     # The Redis shared by every process and instance; none: everything stays in memory.
     redis: RedisSettings | None = None
+    rate_limit: RateLimitSettings | None = None
+    revocation: RevocationSettings = RevocationSettings()
+
+    @model_validator(mode="after")
+    def _rate_limits_resolve(self) -> Config:
+        problems = route_problems(self.rate_limit, [r.rate_limit for r in self.routes])
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
 
 
 # --- loading ---------------------------------------------------------------

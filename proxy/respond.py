@@ -51,6 +51,8 @@ class Responder:
             )
         if route.cors is not None:
             route.cors.apply(request.headers, headers)
+        if route.rate_limit is not None:
+            route.rate_limit.apply(request, headers)
         return await relay(request, up, headers, prefix, coder)
 
     async def from_entry(
@@ -97,6 +99,8 @@ class Responder:
         out["Cache-Status"] = f"cacheproxy; {status}; ttl={int(entry.lifetime - age)}"
         if route.cors is not None:
             route.cors.apply(h, out)
+        if route.rate_limit is not None:
+            route.rate_limit.apply(request, out)
         return resp
 
     async def _make_variant(
@@ -115,4 +119,6 @@ class Responder:
         """An answer of the proxy's own (an error): browsers must be able to read it too."""
         if route.cors is not None:
             route.cors.apply(request.headers, resp.headers)
+        if route.rate_limit is not None:
+            route.rate_limit.apply(request, resp.headers)
         return resp

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from proxy.cache.keys import hash_secret
-from proxy.clientaddr import client_address, parse_address
-from proxy.clientaddr import TrustedProxies
+from proxy.clientaddr import TrustedProxies, client_address, parse_address
 
 Identify = Callable[[web.BaseRequest], str]
 

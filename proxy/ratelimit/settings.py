@@ -126,7 +126,11 @@ def route_problems(
             problem(i, "max_clients bounds every limiter alike: set it in the top-level rate_limit")
         if section.enabled and section.limits is None and not top_limits:
             problem(i, "no limits to apply: set `limits` here or in the top-level rate_limit")
-    if top is not None and top.enabled and not top_limits:
-        if not any(r is not None and r.limits for r in routes):
-            problem(None, "no limits anywhere: list some in `limits` (e.g. ['100/minute'])")
+    if (
+        top is not None
+        and top.enabled
+        and not top_limits
+        and not any(r is not None and r.limits for r in routes)
+    ):
+        problem(None, "no limits anywhere: list some in `limits` (e.g. ['100/minute'])")
     return problems
