@@ -32,6 +32,7 @@ class MemoryWindows:
         self._clock = clock
         self._states: OrderedDict[str, list[int]] = OrderedDict()
         self._longest = window.longest(self.windows)
+        self._one = (self.windows[0], self.limits[0]) if len(self.windows) == 1 else None
         self.evicted = 0  # clients forgotten while still within their windows
 
     def __len__(self) -> int:
@@ -44,12 +45,14 @@ class MemoryWindows:
             state = self._add(client, now)
         else:
             self._states.move_to_end(client)
+        if self._one is not None:
+            return window.hit_one(state, self._one[0], self._one[1], now)
         return window.hit(state, self.windows, self.limits, now)
 
     def _add(self, client: str, now: float) -> list[int]:
         states = self._states
         w = self.windows[self._longest]
-        stale_before = int(now // w) - 1  # window index: older than the previous one
+        stale_before = int(now / w) - 1  # window index: older than the previous one
         slot = 3 * self._longest
         while states:
             oldest = next(iter(states.values()))

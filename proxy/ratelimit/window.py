@@ -49,7 +49,7 @@ def new_state(limits: int) -> list[int]:
 
 
 def hit(state: list[int], windows: Sequence[int], limits: Sequence[int], now: float) -> Outcome:
-    """Count one request at `now` (seconds, any epoch) if every limit admits it.
+    """Count one request at `now` (seconds >= 0, any epoch) if every limit admits it.
 
     Returns (allowed, i, remaining, wait) for the limit i that matters most to the client:
     when allowed, the one with the fewest requests left (on a tie the longest wait), its
@@ -58,16 +58,18 @@ def hit(state: list[int], windows: Sequence[int], limits: Sequence[int], now: fl
     admit this request (Retry-After).
     """
     n = len(windows)
+    if n == 1:
+        return hit_one(state, windows[0], limits[0], now)
     allowed = True
     for i in range(n):
-        w = windows[i]
-        k = int(now // w)
+        x = now / windows[i]
+        k = int(x)
         j = 3 * i
         if state[j] != k:
             state[j + 1] = state[j + 2] if state[j] == k - 1 else 0
             state[j + 2] = 0
             state[j] = k
-        if state[j + 1] * (1.0 - (now / w - k)) + state[j + 2] > limits[i] - 1 + EPS:
+        if state[j + 1] * (1.0 - (x - k)) + state[j + 2] > limits[i] - 1 + EPS:
             allowed = False
     which, remaining, wait = 0, -1, 0.0
     for i in range(n):
@@ -89,6 +91,27 @@ def hit(state: list[int], windows: Sequence[int], limits: Sequence[int], now: fl
             if remaining < 0 or until > wait:
                 which, remaining, wait = i, 0, until
     return allowed, which, remaining, wait
+
+
+def hit_one(state: list[int], w: int, limit: int, now: float) -> Outcome:
+    """`hit` for a single limit: the common case, and the memory backend's hot path."""
+    x = now / w
+    k = int(x)
+    if state[0] != k:
+        state[1] = state[2] if state[0] == k - 1 else 0
+        state[2] = 0
+        state[0] = k
+    f = x - k
+    prev = state[1]
+    curr = state[2]
+    estimate = prev * (1.0 - f) + curr
+    if estimate > limit - 1 + EPS:
+        return False, 0, 0, until_at_most(prev, curr, f, w, limit - 1)
+    curr = state[2] = curr + 1
+    left = int(limit - 1 - estimate + EPS)
+    if left < 0:
+        left = 0
+    return True, 0, left, until_at_most(prev, curr, f, w, limit - left - 1)
 
 
 def until_at_most(prev: int, curr: int, f: float, w: int, target: int) -> float:
