@@ -38,20 +38,21 @@ def whole_seconds(wait: float) -> int:
 
 
 class _Param:
-    """An Integer parameter: (the Integer, `;<key>=<Integer>`), as http-sf writes them."""
+    """An Integer parameter: (the Integer, `;<key>=<Integer>`), as http-sf writes them.
+
+    Read `memo.get(n) or make(n)`: a dict lookup on the hot path, no Python call.
+    """
 
     def __init__(self, key: str) -> None:
         self._key_part = ser_params({key: 0})[:-1]  # ";key=", the key serialised and checked
-        self._memo: dict[int, tuple[str, str]] = {}
+        self.memo: dict[int, tuple[str, str]] = {}
 
-    def __getitem__(self, value: int) -> tuple[str, str]:
-        found = self._memo.get(value)
-        if found is None:
-            text = ser_integer(value)
-            found = (text, self._key_part + text)
-            if value < _MEMO_BELOW:
-                self._memo[value] = found
-        return found
+    def make(self, value: int) -> tuple[str, str]:
+        text = ser_integer(value)
+        made = (text, self._key_part + text)
+        if value < _MEMO_BELOW:
+            self.memo[value] = made
+        return made
 
 
 class RateHeaders:
@@ -70,11 +71,11 @@ class RateHeaders:
 
     def field(self, which: int, remaining: int, reset: int) -> str:
         """The `RateLimit` field value for limit `which`."""
-        return self._items[which] + self._r[remaining][1] + self._t[reset][1]
+        return self.get(which, remaining, reset)[4][1]
 
     def get(self, which: int, remaining: int, reset: int) -> Pairs:
-        r_text, r_param = self._r[remaining]
-        t_text, t_param = self._t[reset]
+        r_text, r_param = self._r.memo.get(remaining) or self._r.make(remaining)
+        t_text, t_param = self._t.memo.get(reset) or self._t.make(reset)
         return (
             self._limit_pairs[which],
             ("X-RateLimit-Remaining", r_text),
