@@ -258,3 +258,14 @@ async def test_revocation_endpoints_need_the_admin_token(
     async with http.get(f"http://127.0.0.1:{proxy.admin_port}/tokens/revoked/count") as resp:
         assert resp.status == 401
     assert await revoked_count(http, proxy) == 0
+
+
+async def test_a_full_list_refuses_new_entries_with_507(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, admin={"token": ADMIN}, revocation={"max_entries": 1})
+    assert (await revoke(http, proxy, {"token": "first", "ttl": 60}))[0] == 200
+    status, body = await revoke(http, proxy, {"jti": "second", "ttl": 60})
+    assert status == 507 and body["error"] == "list_full"
+    assert (await revoke(http, proxy, {"token": "first", "ttl": 120}))[0] == 200  # extends
+    assert await revoked_count(http, proxy) == 1

@@ -139,3 +139,15 @@ async def test_cluster_shares_the_list(
     url = f"http://127.0.0.1:{b.admin_port}/tokens/revoked/count"
     async with http.get(url, headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
         assert orjson.loads(await resp.read()) == {"count": 1}
+
+
+async def test_the_shared_list_is_bounded_too(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession, redis_server: RedisServer
+) -> None:
+    (a,) = await instances(
+        start_proxy, origin, {"url": redis_server.url}, n=1, revocation={"max_entries": 1}
+    )
+    assert (await revoke(http, a, {"token": TOKEN, "ttl": 60}))[0] == 200
+    status, body = await revoke(http, a, {"token": "another", "ttl": 60})
+    assert status == 507 and body["error"] == "list_full"
+    assert redis_server.cli("ZCARD", "cacheproxy:{revoked}").strip() == "1"

@@ -26,6 +26,8 @@ routes:
     rate_limit: {limits: ["5/minute", "7/60s"], max_clients: 5}
   - match: {prefix: /b}
     rate_limit: {limits: [], key: "header:Bad Header"}
+  - match: {prefix: /c}
+    rate_limit: {limits: ["1/second", "often"]}
 """
     )
     joined = "\n".join(found)
@@ -36,6 +38,7 @@ routes:
         "routes[0].rate_limit.limits: '7/60s' and '5/minute' have the same window",
         "routes[1].rate_limit.limits: must list at least one rate",
         "routes[1].rate_limit.key: 'header:Bad Header': 'Bad Header' is not a header name",
+        "routes[2].rate_limit.limits[1]: not a rate: 'often'",
     ):
         assert expected in joined, (expected, joined)
 
