@@ -36,6 +36,7 @@ LIMIT, REMAINING, RESET = (
     istr("X-RateLimit-Reset"),
 )
 POLICY, FIELD = istr("RateLimit-Policy"), istr("RateLimit")
+COUNT_HEADERS = (LIMIT, REMAINING, RESET, FIELD)
 _MEMO_BELOW = 16_384  # values memoised; larger ones are serialised each time (~0.3 µs)
 
 

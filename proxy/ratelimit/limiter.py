@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from proxy.cache.keys import hash_secret
 from proxy.cache.stores import StoreUnavailable
 from proxy.clientaddr import TrustedProxies
-from proxy.ratelimit.headers import Pairs, RateHeaders, whole_seconds
+from proxy.ratelimit.headers import COUNT_HEADERS, Pairs, RateHeaders, whole_seconds
 from proxy.ratelimit.identity import identify
 from proxy.ratelimit.memory import MemoryWindows
 from proxy.ratelimit.redis_backend import RedisWindows
@@ -92,10 +92,14 @@ class RateLimiter:
 
     def apply(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
         """Put this request's rate-limit headers on its response (replacing the origin's)."""
-        try:  # noqa: SIM105 - contextlib.suppress costs more than the update itself
-            headers.update(request[HEADERS])
+        try:
+            pairs = request[HEADERS]
         except KeyError:
-            pass  # answered before the stage ran (a revoked token)
+            return  # answered before the stage ran (a revoked token)
+        headers.update(pairs)
+        if pairs is self.headers.policy_only:  # counts unknown: none of the origin's either
+            for name in COUNT_HEADERS:
+                headers.popall(name, None)
 
     # --- answers ------------------------------------------------------------
 

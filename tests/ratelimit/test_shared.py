@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from proxy.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
@@ -88,6 +89,10 @@ async def test_redis_down_local_limits_each_instance_then_shares_again(
 async def test_redis_down_allow_lets_requests_through_without_counts(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession, redis_server: RedisServer
 ) -> None:
+    # The origin's own count headers must not pass for the proxy's while counts are unknown.
+    origin.respond = lambda r: web.Response(
+        text="x", headers={"Cache-Control": "max-age=60", "X-RateLimit-Remaining": "7"}
+    )
     a, b = await two_instances(
         start_proxy, origin, redis_config(redis_server.url), on_store_error="allow"
     )
