@@ -40,7 +40,7 @@ async def instances(
             origin.url,
             admin={"token": ADMIN},
             cache={"ttl": 60},
-            redis={"circuit_breaker": {"reset_after": 0.2}, **redis},
+            redis={"timeout": 1, "circuit_breaker": {"reset_after": 0.2}, **redis},
             **extra,
         )
         for _ in range(n)

@@ -16,8 +16,9 @@ from tests.redis_servers import RedisCluster, RedisServer
 
 
 def redis_config(url: str, **extra: Any) -> dict[str, Any]:
-    # A fast breaker probe, so the tests see Redis come back within a second.
-    return {"url": url, "circuit_breaker": {"reset_after": 0.2}, **extra}
+    # A fast breaker probe, so the tests see Redis come back within a second; a timeout
+    # that a loaded test machine does not trip (a dead Redis refuses at once anyway).
+    return {"url": url, "timeout": 1, "circuit_breaker": {"reset_after": 0.2}, **extra}
 
 
 async def statuses(http: aiohttp.ClientSession, proxies: list[ProxyServer], n: int) -> list[int]:
@@ -58,7 +59,11 @@ async def test_cluster_shares_limits_too(
     http: aiohttp.ClientSession,
     redis_cluster: RedisCluster,
 ) -> None:
-    redis = {"cluster": {"nodes": redis_cluster.urls}, "key_prefix": f"shared{time.time_ns()}:"}
+    redis = {
+        "cluster": {"nodes": redis_cluster.urls},
+        "key_prefix": f"shared{time.time_ns()}:",
+        "timeout": 1,  # the first call also maps the cluster's slots
+    }
     a, b = await two_instances(start_proxy, origin, redis)
     assert await statuses(http, [a, b], 6) == [200, 200, 200, 200, 429, 429]
 
