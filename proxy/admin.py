@@ -16,6 +16,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from proxy import dashboard
 from proxy.admin_merge import MERGE_HEADER
 from proxy.errors import json_error
+from proxy.revocation import admin_routes as revocation_routes
 from proxy.target import BadTarget, parse_target
 
 if TYPE_CHECKING:
@@ -140,6 +141,8 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     app.router.add_post("/cache/purge", guard(purge))
     app.router.add_get("/listener/stats", guard(listener_stats))
     add_observability(app, server, guard)
+    for method, path, handler in revocation_routes(server.revocations):
+        app.router.add_route(method, path, guard(handler))
     return app
 
 

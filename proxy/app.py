@@ -15,6 +15,7 @@ from proxy.listener import Listener, ListenerStats, default_max_connections, ope
 from proxy.observability import Observer
 from proxy.pipeline import Pipeline
 from proxy.redis_conn import SharedRedis
+from proxy.revocation import RevocationList
 from proxy.routes import RouteTable
 from proxy.shared_cache import SharedTier
 from proxy.upstream import UpstreamClient
@@ -38,11 +39,12 @@ class ProxyServer:
         self.redis = SharedRedis(config.redis) if config.redis is not None else None
         budget = (config.cache or CacheSettings()).max_memory
         memory = MemoryStore(budget)
-        routes = RouteTable(config)
+        routes = RouteTable(config, self.redis)
         self.shared: SharedTier | None = None
         if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
             self.shared = SharedTier(self.redis, memory)
-        self.pipeline = Pipeline(routes, self.upstream, memory, self.shared)
+        self.revocations = RevocationList(config.revocation, self.redis)
+        self.pipeline = Pipeline(routes, self.upstream, memory, self.shared, self.revocations)
         self.listener_stats = ListenerStats()
         self.observer = Observer(
             routes,
@@ -55,6 +57,7 @@ class ProxyServer:
             self.listener_stats,
         )
         self.upstream.observe = self.observer.upstream_result
+        self.pipeline.ratelimit_checked = self.observer.ratelimit_check
         up = config.upstream
         self.health = HealthChecker(
             up.url, up.health_path, up.health_cache, self.redis, self.shared
@@ -63,10 +66,13 @@ class ProxyServer:
 
     async def start(self) -> None:
         await self.upstream.start()
+        if self.redis is not None:
+            await self.redis.start()
         await self.observer.start()
         await self.health.start()
         if self.shared is not None:
             await self.shared.start()
+        await self.revocations.start()
         grace = self.config.shutdown_grace
         listen = self.config.listen
         open_files = open_files_limit()
@@ -130,6 +136,7 @@ class ProxyServer:
         if self.shared is not None:
             await self.shared.close()
         await self.upstream.close()
+        await self.revocations.close()
         await self.health.close()
         await self.observer.stop()
         if self.redis is not None:

@@ -35,7 +35,9 @@ from proxy.compression import CompressionConfig
 from proxy.cors import CorsConfig
 from proxy.hosts import parse_host_pattern, parse_public_host
 from proxy.logs import LogSettings
+from proxy.ratelimit.settings import RateLimitSettings, route_problems
 from proxy.redis_conn import RedisSettings
+from proxy.revocation import RevocationSettings
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -244,6 +246,7 @@ class Route(_Model):
     cache: CacheSettings | None = None
     cors: CorsConfig | None = None  # replaces the top-level section for this route
     compression: CompressionConfig | None = None  # likewise
+    rate_limit: RateLimitSettings | None = None  # overrides the top level key by key
 
     @field_validator("cache")
     @classmethod
@@ -295,6 +298,15 @@ class Config(_Model):
 
     log: LogSettings = LogSettings()  # format, level, access log, stats line
     alerts: AlertSettings = AlertSettings()  # thresholds for GET /alerts/active
+    rate_limit: RateLimitSettings | None = None
+    revocation: RevocationSettings = RevocationSettings()
+
+    @model_validator(mode="after")
+    def _rate_limits_resolve(self) -> Config:
+        problems = route_problems(self.rate_limit, [r.rate_limit for r in self.routes])
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
 
 
 # --- loading ---------------------------------------------------------------

@@ -1,17 +1,16 @@
 """One request, start to finish: every stage in order, in one place.
 
-    client -> target check -> route match -> CORS preflight (answered here)
-           -> GET/HEAD on a caching route: cache (hit | coalesced fetch -> store)
-           -> anything else: forward upstream -> invalidate on unsafe success
-           -> encode for the client + CORS headers (respond.py) -> respond
-
-Revocation and rate limiting slot in after the preflight, in the order shown in
-shared/design.md.
+client -> target check -> route match -> CORS preflight (answered here)
+       -> revoked bearer token (401) -> rate limit (429; headers for every answer)
+       -> GET/HEAD on a caching route: cache (hit | coalesced fetch -> store)
+       -> anything else: forward upstream -> invalidate on unsafe success
+       -> encode for the client + CORS headers (respond.py) -> respond
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -25,6 +24,7 @@ from proxy.errors import json_error
 from proxy.headers import ForwardingPolicy, forward_request_headers, forward_response_headers
 from proxy.metrics import current_route
 from proxy.respond import Responder
+from proxy.revocation import RevocationList, RevocationSettings
 from proxy.routes import RoutePolicy, RouteTable
 from proxy.shared_cache import SharedTier
 from proxy.target import BadTarget, Target, parse_target
@@ -54,8 +54,12 @@ class Pipeline:
         upstream: UpstreamClient,
         store: MemoryStore,
         shared: SharedTier | None = None,
+        revocations: RevocationList | None = None,
     ) -> None:
         self.routes = routes
+        self.revocations = revocations or RevocationList(RevocationSettings())
+        # Told of every rate-limit check (the metrics); app.py wires it to the observer.
+        self.ratelimit_checked: Callable[[str, bool], None] = lambda route, allowed: None
         self.hosts = routes.hosts
         self.trusted_proxies = routes.trusted_proxies
         self.upstream = upstream
@@ -91,6 +95,16 @@ class Pipeline:
         if route.cors is not None and route.cors.is_preflight(request.method, request.headers):
             status, headers = route.cors.preflight(request.headers)
             return web.Response(status=status, headers=headers)  # never forwarded
+        if self.revocations.any and self.revocations.refuses(request.headers):
+            return self.responder.own(request, route, self.revocations.refusal())
+        limiter = route.rate_limit
+        if limiter is not None:
+            refusal = (
+                limiter.check_local(request) if limiter.local else await limiter.check(request)
+            )
+            self.ratelimit_checked(route.name, refusal is None)
+            if refusal is not None:
+                return self.responder.own(request, route, refusal)
         # A GET with a body (search APIs do this) is not keyed by its body: never cache it.
         cacheable = (
             route.cache is not None

@@ -180,5 +180,17 @@ class SharedRedis:
         )
         self.run = self.guard.run
 
+    async def start(self, wait: float = 5.0) -> None:
+        """Connect (and, for a Cluster, learn its slots) before the first request needs it,
+        so no client pays for that inside `timeout`. Redis down is not fatal: the proxy
+        starts degraded and the guard keeps probing."""
+        try:
+            async with asyncio.timeout(max(wait, self.settings.timeout)):
+                if isinstance(self.client, RedisCluster):
+                    await self.client.initialize()
+                await self.client.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis did not answer at start-up (%r): starting degraded", exc)
+
     async def close(self) -> None:
         await self.client.aclose()

@@ -62,6 +62,8 @@ class Responder:
             )
         if route.cors is not None:
             route.cors.apply(request.headers, headers)
+        if route.rate_limit is not None:
+            route.rate_limit.apply(request, headers)
         return await relay(request, up, headers, prefix, coder)
 
     async def from_entry(
@@ -121,6 +123,8 @@ class Responder:
         out["Cache-Status"] = cache_status_ttl(status, entry.lifetime - age)
         if route.cors is not None:
             route.cors.apply(h, out)
+        if route.rate_limit is not None:
+            route.rate_limit.apply(request, out)
         if unstored is not None:
             await self._stream(request, resp, unstored)
         return resp
@@ -155,6 +159,8 @@ class Responder:
         """An answer of the proxy's own (an error): browsers must be able to read it too."""
         if route.cors is not None:
             route.cors.apply(request.headers, resp.headers)
+        if route.rate_limit is not None:
+            route.rate_limit.apply(request, resp.headers)
         return resp
 
 

@@ -18,6 +18,9 @@ from proxy.cors import CorsConfig, CorsPolicy
 from proxy.headers import ForwardingPolicy
 from proxy.hosts import HostAllowlist
 from proxy.linear_regex import prefix_matcher
+from proxy.ratelimit.limiter import RateLimiter
+from proxy.ratelimit.settings import resolve as resolve_rate_limit
+from proxy.redis_conn import SharedRedis
 
 log = logging.getLogger("cacheproxy")
 
@@ -61,6 +64,7 @@ class RoutePolicy:
     # stored, `cache_forwarding` for fetches made by the cache (keyed by this route's key).
     forwarding: ForwardingPolicy = _PLAIN_FORWARDING
     cache_forwarding: ForwardingPolicy = _PLAIN_FORWARDING
+    rate_limit: RateLimiter | None = None  # None: not limited
 
 
 _Matcher = Callable[[str], bool]
@@ -108,7 +112,21 @@ def _key_secret(config: Config, per_user_routes: bool) -> bytes:
 class RouteTable:
     """Routes matched against the raw (still percent-encoded) path, query excluded."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, redis: SharedRedis | None = None) -> None:
+        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
+        # Routes without a rate_limit section of their own share the top level's counters.
+        self.limiters: list[RateLimiter] = []
+
+        def limiter(name: str, section: Any) -> RateLimiter | None:
+            policy = resolve_rate_limit(name, config.rate_limit, section)
+            if policy is None:
+                return None
+            if section is None and self.limiters and self.limiters[0].policy.name == "default":
+                return self.limiters[0]
+            built = RateLimiter(policy, self.trusted_proxies, redis)
+            self.limiters.append(built)
+            return built
+
         cors = _Policies(CorsPolicy)
         compression = _Policies(CompressionPolicy)
         credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
@@ -130,6 +148,7 @@ class RouteTable:
             compression.get(config.compression),
             forwarding,
             cache_forwarding(default_cache),
+            limiter("default", None),
         )
         self._entries: list[tuple[_Matcher, frozenset[str] | None, RoutePolicy]] = []
         for i, route in enumerate(config.routes):
@@ -137,20 +156,21 @@ class RouteTable:
                 UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
             )
             cache = resolve(config.cache, route.cache, credentials, secret)
+            name = route.name or f"routes[{i}]"
             policy = RoutePolicy(
-                route.name or f"routes[{i}]",
+                name,
                 upstream,
                 cache,
                 cors.get(route.cors or config.cors),
                 compression.get(route.compression or config.compression),
                 forwarding,
                 cache_forwarding(cache),
+                limiter(f"route:{name}", route.rate_limit),
             )
             methods = frozenset(route.match.methods) if route.match.methods else None
             self._entries.append((_matcher(route), methods, policy))
         self.policies = [self.default] + [p for _, _, p in self._entries]
         self.authorities = frozenset(p.upstream.authority for p in self.policies)
-        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
         # None: every Host is served (no per-request check at all).
         self.hosts = HostAllowlist(config.listen.hosts) if config.listen.hosts else None
 

@@ -220,12 +220,13 @@ async def test_redis_errors_are_counted_by_operation(
     assert health["checks"]["upstream"]["status"] == "up"
 
 
-async def test_the_rate_limit_hook_feeds_its_metric(
+async def test_rate_limit_checks_are_counted_per_route(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
-    proxy = await start_proxy(origin.url, routes=API_ROUTE)
-    for allowed in (True, True, False):
-        proxy.observer.ratelimit_check("api", allowed)
+    limited = [{**API_ROUTE[0], "rate_limit": {"limits": ["2/minute"]}}]
+    proxy = await start_proxy(origin.url, routes=limited)
+    statuses = [(await get(http, proxy, "/api/x"))[0].status for _ in range(3)]
+    assert statuses == [200, 200, 429]
     _, text = await admin(http, proxy, "/metrics")
     s = samples(text)
     assert sample(s, "cacheproxy_ratelimit_checks_total", route="api", result="allowed") == 2

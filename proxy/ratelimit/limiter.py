@@ -1,0 +1,165 @@
+"""The rate-limit stage of one limiter: who the client is, its windows, the answer.
+
+Built once at start-up per limiter (the top-level defaults, shared by every route that
+does not declare its own section; and one per route that does). On every request of a
+limited route the pipeline calls `check_local` (memory backend: synchronous, no await) or
+`check` (Redis); either leaves the response headers on the request for the responder
+(`apply`) and returns the 429 to send, or None to go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.cache.keys import hash_secret
+from proxy.cache.stores import StoreUnavailable
+from proxy.clientaddr import TrustedProxies
+from proxy.ratelimit.headers import COUNT_HEADERS, Pairs, RateHeaders, whole_seconds
+from proxy.ratelimit.identity import identify
+from proxy.ratelimit.memory import MemoryWindows
+from proxy.ratelimit.redis_backend import RedisWindows
+from proxy.ratelimit.settings import LimitPolicy
+from proxy.ratelimit.window import Outcome
+from proxy.redis_conn import SharedRedis
+
+log = logging.getLogger("cacheproxy.ratelimit")
+
+# Where the stage leaves the response headers for the responder. aiohttp >= 3.14 wants
+# typed keys for request storage; older versions take a plain string.
+HEADERS: Any = (
+    web.RequestKey("cacheproxy.ratelimit", tuple)  # type: ignore[attr-defined]
+    if hasattr(web, "RequestKey")
+    else "cacheproxy.ratelimit"
+)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,64}")
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        policy: LimitPolicy,
+        trusted: TrustedProxies,
+        redis: SharedRedis | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        windows = [r.window for r in policy.rates]
+        limits = [r.count for r in policy.rates]
+        self._identify = identify(policy.key, trusted)
+        # Always there: the backend without Redis, the fallback (`local`) with it.
+        self.memory = MemoryWindows(windows, limits, policy.max_clients, clock)
+        self.shared = (
+            RedisWindows(redis, _redis_name(policy.name), windows, limits) if redis else None
+        )
+        self.local = self.shared is None  # the pipeline calls check_local, without await
+        self.headers = RateHeaders(policy.rates)
+        self._redis = redis
+        # Visible state, for stats and /health.
+        self.denied = 0
+        self.store_errors = 0  # checks Redis could not answer
+        self.degraded = False  # the last check could not reach Redis
+        self.last_error: str | None = None
+
+    # --- the request path ---------------------------------------------------
+
+    def check_local(self, request: web.BaseRequest) -> web.Response | None:
+        allowed, which, remaining, wait = self.memory.hit(self._identify(request))
+        reset = whole_seconds(wait)
+        pairs = request[HEADERS] = self.headers.get(which, remaining, reset)
+        if allowed:
+            return None
+        return self._refuse(which, reset, pairs)
+
+    async def check(self, request: web.BaseRequest) -> web.Response | None:
+        assert self.shared is not None
+        client = self._identify(request)
+        try:
+            outcome = await self.shared.hit(client)
+        except StoreUnavailable as exc:
+            return self._store_failed(request, client, exc)
+        if self.degraded:
+            self.degraded = False
+            log.info("rate limit %s: Redis answers again, limits are shared", self.policy.name)
+        return self._answer(request, outcome)
+
+    def apply(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
+        """Put this request's rate-limit headers on its response (replacing the origin's)."""
+        try:
+            pairs = request[HEADERS]
+        except KeyError:
+            return  # answered before the stage ran (a revoked token)
+        headers.update(pairs)
+        if pairs is self.headers.policy_only:  # counts unknown: none of the origin's either
+            for name in COUNT_HEADERS:
+                headers.popall(name, None)
+
+    # --- answers ------------------------------------------------------------
+
+    def _answer(self, request: web.BaseRequest, outcome: Outcome) -> web.Response | None:
+        allowed, which, remaining, wait = outcome
+        reset = whole_seconds(wait)
+        pairs = request[HEADERS] = self.headers.get(which, remaining, reset)
+        if allowed:
+            return None
+        return self._refuse(which, reset, pairs)
+
+    def _refuse(self, which: int, retry: int, pairs: Pairs) -> web.Response:
+        self.denied += 1
+        rate = self.policy.rates[which]
+        body = {
+            "error": "rate_limited",
+            "message": f"rate limit {rate.text} exceeded; retry in {retry} s",
+            "retry_after": retry,
+        }
+        return web.Response(
+            status=429,
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"Retry-After": str(retry), **dict(pairs)},
+        )
+
+    def _store_failed(
+        self, request: web.BaseRequest, client: str, exc: StoreUnavailable
+    ) -> web.Response | None:
+        self.store_errors += 1
+        self.last_error = str(exc)
+        if not self.degraded:
+            self.degraded = True
+            log.warning(
+                "rate limit %s: Redis unavailable (%s); on_store_error=%s",
+                self.policy.name,
+                exc,
+                self.policy.on_store_error,
+            )
+        mode = self.policy.on_store_error
+        if mode == "local":
+            return self._answer(request, self.memory.hit(client))
+        request[HEADERS] = self.headers.policy_only  # the counts are unknown: no numbers
+        if mode == "allow":
+            return None
+        assert self._redis is not None
+        retry = whole_seconds(self._redis.guard.breaker.reset_after)
+        body = {
+            "error": "rate_limit_unavailable",
+            "message": "rate limits cannot be checked right now",
+            "retry_after": retry,
+        }
+        return web.Response(
+            status=503,
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"Retry-After": str(retry), **dict(self.headers.policy_only)},
+        )
+
+
+def _redis_name(name: str) -> str:
+    """The limiter's part of its Redis keys: readable when safe, a digest otherwise."""
+    return name if _SAFE_NAME.fullmatch(name) else "h" + hash_secret(name)[:16]
