@@ -64,6 +64,12 @@ def build_admin_app(server: ProxyServer) -> web.Application:
             checks["redis"] = {"status": "up" if ok else "down", "error": guard.last_error}
             if not ok:
                 status = "degraded"  # still serving: from memory and the upstream
+        # Each upstream's circuit, by route name (never its URL).
+        circuits = {o.name: o.circuit for o in server.upstream.stats()}
+        failing = any(state in ("open", "half-open") for state in circuits.values())
+        checks["upstream"] = {"status": "down" if failing else "up", "circuit": circuits}
+        if failing:
+            status = "degraded"  # still serving: from the cache, and 503s for the rest
         return _json({"status": status, "checks": checks})
 
     async def cache_stats(_: web.Request) -> web.Response:

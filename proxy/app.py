@@ -32,11 +32,11 @@ class ProxyServer:
         self.config = config
         self.reuse_port = reuse_port
         self.admin_path = admin_path
-        self.upstream = UpstreamClient(config.upstream)
+        routes = RouteTable(config)
+        self.upstream = UpstreamClient(config.upstream, routes.upstream_names())
         self.redis = SharedRedis(config.redis) if config.redis is not None else None
         budget = (config.cache or CacheSettings()).max_memory
         memory = MemoryStore(budget)
-        routes = RouteTable(config)
         self.shared: SharedTier | None = None
         if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
             self.shared = SharedTier(self.redis, memory)

@@ -27,7 +27,7 @@ from proxy.respond import Responder
 from proxy.routes import RoutePolicy
 from proxy.shared_cache import PurgeKind, PurgeResult, SharedTier
 from proxy.target import Target
-from proxy.upstream import UpstreamError
+from proxy.upstream import BACKGROUND, UpstreamError
 
 log = logging.getLogger("cacheproxy.cache")
 
@@ -42,6 +42,8 @@ Outcome = Entry | UpstreamError | None
 
 
 _ENCODING_VARY = frozenset({"accept-encoding"})
+_STALE_IF_ERROR = "fwd=stale; detail=stale-if-error"
+_CIRCUIT_OPEN = "hit; detail=circuit-open"
 
 
 def cache_headers(x_cache: str, status: str) -> dict[str, str]:
@@ -208,8 +210,8 @@ class HttpCache:
                     "fwd=miss; collapsed",
                 )
             if isinstance(outcome, UpstreamError):
-                if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY:
-                    return await self._stale_on_error(request, route, stale)
+                if stale is not None and (why := _stale_reason(outcome, stale, verdict)):
+                    return await self._stale_on_error(request, route, stale, why)
                 raise outcome
             # Nothing shareable (not storable, or another variant): fetch for ourselves.
             return await self._fetch_and_store(
@@ -286,8 +288,8 @@ class HttpCache:
         except UpstreamError as exc:
             if future is not None:
                 future.set_result(exc)
-            if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY:
-                return await self._stale_on_error(request, route, stale)
+            if stale is not None and (why := _stale_reason(exc, stale, verdict)):
+                return await self._stale_on_error(request, route, stale, why)
             raise
         try:
             response_time = self._clock()
@@ -308,7 +310,7 @@ class HttpCache:
                     "fwd=stale; fwd-status=304",
                 )
             if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY and up.status >= 500:
-                return await self._stale_on_error(request, route, stale)
+                return await self._stale_on_error(request, route, stale, _STALE_IF_ERROR)
             return await self._store_or_relay(
                 request,
                 route,
@@ -454,15 +456,10 @@ class HttpCache:
         return fresh
 
     async def _stale_on_error(
-        self, request: web.BaseRequest, route: RoutePolicy, entry: Entry
+        self, request: web.BaseRequest, route: RoutePolicy, entry: Entry, status: str
     ) -> web.StreamResponse:
         return await self._responder.from_entry(
-            request,
-            route,
-            entry,
-            entry.age(self._clock()),
-            "STALE",
-            "fwd=stale; detail=stale-if-error",
+            request, route, entry, entry.age(self._clock()), "STALE", status
         )
 
     async def _pass(
@@ -509,6 +506,9 @@ class HttpCache:
         entry: Entry,
         shared_gen: bytes | None,
     ) -> None:
+        # No client waits on this: it must not queue behind clients, probe an open
+        # circuit or be retried (the task runs in its own copy of the context).
+        BACKGROUND.set(True)
         rc = route.cache
         assert rc is not None
         request_time = self._clock()
@@ -518,7 +518,9 @@ class HttpCache:
                 request, route, target, policy.conditional_headers(entry.headers)
             )
         except UpstreamError as exc:
-            log.warning("background refresh of %s failed: %s", target.path, exc.message)
+            # Busy or circuit open: expected while the upstream struggles, not news.
+            level = logging.DEBUG if exc.status == 503 else logging.WARNING
+            log.log(level, "background refresh of %s failed: %s", target.path, exc.message)
             return
         try:
             response_time = self._clock()
@@ -543,6 +545,19 @@ class HttpCache:
             log.warning("background refresh of %s failed mid-body: %r", target.path, exc)
         finally:
             up.release()
+
+
+def _stale_reason(error: UpstreamError, stale: Entry, verdict: Freshness | None) -> str | None:
+    """The Cache-Status of a stale answer to `error`, or None: the error goes to the client.
+
+    An open circuit means the request was never sent (RFC 9211: no `fwd`), and any entry
+    not forbidden stale service may answer, whatever its stale-if-error window.
+    """
+    if error.circuit_open and policy.stale_while_unreachable_allowed(stale.cc):
+        return _CIRCUIT_OPEN
+    if verdict is Freshness.STALE_IF_ERROR_ONLY:
+        return _STALE_IF_ERROR
+    return None
 
 
 async def _read_up_to(up: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:

@@ -25,7 +25,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from yarl import URL
 
 from proxy import linear_regex
 from proxy.cache.settings import CacheSettings
@@ -34,6 +33,7 @@ from proxy.compression import CompressionConfig
 from proxy.cors import CorsConfig
 from proxy.hosts import parse_host_pattern, parse_public_host
 from proxy.redis_conn import RedisSettings
+from proxy.upstream_settings import Upstream, check_upstream_url
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -75,20 +75,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_upstream_url(value: str) -> str:
-    try:
-        url = URL(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"not a valid URL: {exc}") from None
-    if url.scheme not in ("http", "https"):
-        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
-    if not url.host:
-        raise ValueError(f"has no host: {value!r}")
-    if url.query_string or url.fragment:
-        raise ValueError(f"must not have a query or fragment: {value!r}")
-    return value
-
-
 def _network(value: str) -> str:
     return str(parse_network(value))
 
@@ -124,29 +110,6 @@ class Listen(_Model):
     # Client connections held at once per process; more are closed as soon as accepted.
     # Unset: derived from the open-files limit (proxy/listener.py, default_max_connections).
     max_connections: int | None = Field(None, ge=1)
-
-
-class Timeouts(_Model):
-    connect: float = Field(5.0, gt=0)
-    read: float = Field(30.0, gt=0)
-
-
-class Pool(_Model):
-    max_connections: int = Field(20, ge=1)
-    keepalive_timeout: float = Field(300.0, ge=0)
-    # How long a request may wait for a free pooled connection before it gets a 503.
-    queue_timeout: float = Field(10.0, gt=0)
-
-
-class Upstream(_Model):
-    url: str
-    timeouts: Timeouts = Timeouts()
-    pool: Pool = Pool()
-    # Extra attempts for idempotent, bodyless requests whose connection failed
-    # before any response byte arrived.
-    retries: int = Field(1, ge=0, le=5)
-
-    _url = field_validator("url")(_check_upstream_url)
 
 
 def _is_loopback(host: str) -> bool:
@@ -248,7 +211,7 @@ class Route(_Model):
     @field_validator("upstream")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_upstream_url(value)
+        return None if value is None else check_upstream_url(value)
 
 
 class Config(_Model):

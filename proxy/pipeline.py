@@ -102,7 +102,8 @@ class Pipeline:
         except UpstreamError as exc:
             log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.message)
             x_cache = ("MISS", "fwd=miss") if cacheable else ("BYPASS", "fwd=bypass")
-            error = json_error(exc.status, exc.code, exc.message, cache_headers(*x_cache))
+            headers = {**cache_headers(*x_cache), **exc.headers()}
+            error = json_error(exc.status, exc.code, exc.message, headers)
             return self.responder.own(request, route, error)
         if policy.is_unsafe_method(request.method):
             await self.invalidate(request, target, resp)

@@ -249,7 +249,8 @@ async def test_two_workers_serve_the_port_and_their_stats_and_purges_add_up(
     assert seen["MISS"] == 2 and origin.hits["/k"] == 4  # both memories were emptied
 
     status, health, _ = await admin(proxy, "GET", "/health")
-    assert (status, health) == (200, {"status": "healthy", "checks": {}})
+    upstream = {"status": "up", "circuit": {"default": "closed"}}
+    assert (status, health) == (200, {"status": "healthy", "checks": {"upstream": upstream}})
 
 
 async def test_with_redis_a_response_cached_by_one_worker_is_a_hit_for_the_other(
