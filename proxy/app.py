@@ -9,6 +9,7 @@ from aiohttp import web
 from proxy.admin import build_admin_app
 from proxy.cache.settings import CacheSettings
 from proxy.cache.stores import MemoryStore
+from proxy.cache.warming import Warming
 from proxy.config import Config
 from proxy.listener import Listener, ListenerStats, default_max_connections, open_files_limit
 from proxy.pipeline import Pipeline
@@ -16,6 +17,7 @@ from proxy.redis_conn import SharedRedis
 from proxy.routes import RouteTable
 from proxy.shared_cache import SharedTier
 from proxy.upstream import UpstreamClient
+from proxy.warmer import Warmer
 
 log = logging.getLogger("cacheproxy")
 
@@ -40,7 +42,15 @@ class ProxyServer:
         self.shared: SharedTier | None = None
         if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
             self.shared = SharedTier(self.redis, memory)
-        self.pipeline = Pipeline(routes, self.upstream, memory, self.shared)
+        warming_settings = config.cache.warming if config.cache is not None else None
+        warming = None
+        if warming_settings is not None:
+            # max_rate is the upstream's whole budget: each of N workers takes its share.
+            warming = Warming(warming_settings, warming_settings.rate / config.workers)
+        self.pipeline = Pipeline(routes, self.upstream, memory, self.shared, warming)
+        self.warmer: Warmer | None = None
+        if warming_settings is not None and warming_settings.urls:
+            self.warmer = Warmer(warming_settings.urls, self.pipeline.cache, routes, self.upstream)
         self.listener_stats = ListenerStats()
         self._runners: list[web.BaseRunner] = []
 
@@ -48,6 +58,8 @@ class ProxyServer:
         await self.upstream.start()
         if self.shared is not None:
             await self.shared.start()
+        if self.warmer is not None:
+            self.warmer.start()
         grace = self.config.shutdown_grace
         listen = self.config.listen
         open_files = open_files_limit()
@@ -103,6 +115,8 @@ class ProxyServer:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        if self.warmer is not None:
+            await self.warmer.close()
         await self.pipeline.cache.close()
         if self.shared is not None:
             await self.shared.close()

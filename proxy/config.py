@@ -206,6 +206,8 @@ class Route(_Model):
                 raise ValueError(
                     "key_secret is one for the deployment: set it in the top-level cache"
                 )
+            if "warming" in value.model_fields_set:
+                raise ValueError("warming is one for the process: set it in the top-level cache")
         return value
 
     @field_validator("upstream")
@@ -443,6 +445,35 @@ def _across_sections(config: Config) -> Iterator[_Located]:
         tiers = cache.tiers if top is None or "tiers" in cache.model_fields_set else top.tiers
         if cache.coalesce == "global" and "redis" not in tiers:
             yield _Located(f"{path}.coalesce", "global needs tiers: [memory, redis]")
+    if top is not None and top.warming is not None:
+        for i, url in enumerate(top.warming.urls):
+            name = _caching_route(config, url.partition("?")[0])
+            if name is not None:
+                yield _Located(
+                    f"cache.warming.urls[{i}]",
+                    f"{url!r} is on route {name!r}, which does not cache: it cannot be warmed",
+                )
+
+
+def _caching_route(config: Config, path: str) -> str | None:
+    """None if a GET of `path` is cached, else the name of the route that does not cache it
+    (first match wins, as in proxy/routes.py)."""
+    top_enabled = config.cache is not None and config.cache.enabled
+    for i, route in enumerate(config.routes):
+        m = route.match
+        if m.methods is not None and "GET" not in m.methods:
+            continue
+        if m.path is not None:
+            matched = path == m.path
+        elif m.prefix is not None:
+            matched = path.startswith(m.prefix)
+        else:
+            assert m.regex is not None
+            matched = linear_regex.prefix_matcher(m.regex)(path)
+        if matched:
+            enabled = top_enabled if route.cache is None else route.cache.enabled
+            return None if enabled else (route.name or f"routes[{i}]")
+    return None if top_enabled else "default"
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:

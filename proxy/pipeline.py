@@ -20,6 +20,7 @@ from yarl import URL
 
 from proxy.cache import policy
 from proxy.cache.stores import MemoryStore
+from proxy.cache.warming import Warming
 from proxy.caching import HttpCache, cache_headers
 from proxy.errors import json_error
 from proxy.headers import ForwardingPolicy, forward_request_headers, forward_response_headers
@@ -53,6 +54,7 @@ class Pipeline:
         upstream: UpstreamClient,
         store: MemoryStore,
         shared: SharedTier | None = None,
+        warming: Warming | None = None,
     ) -> None:
         self.routes = routes
         self.hosts = routes.hosts
@@ -65,6 +67,7 @@ class Pipeline:
             self.responder,
             shared,
             coalesce_wait=upstream.config.timeouts.read,
+            warming=warming,
         )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:

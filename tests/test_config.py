@@ -322,3 +322,34 @@ upstream:
     assert problems(
         "upstream: {url: http://a, pool: {max_connections: 4, adaptive: {min_limit: 8}}}"
     ) == ["upstream.pool: adaptive.min_limit (8) is above max_connections (4)"]
+
+
+def test_warming_is_top_level_and_its_urls_must_be_cached() -> None:
+    found = problems(
+        """
+upstream: {url: http://a}
+cache:
+  warming: {urls: [/ok, "/q?x=1", /orders/1, /r/x, nope], max_rate: 10/fortnight}
+routes:
+  - {name: orders, match: {prefix: /orders/}, cache: false}
+  - {match: {prefix: /r/}, cache: {warming: {urls: [/r/x]}}}
+"""
+    )
+    assert found == [
+        "cache.warming.urls: must be paths starting with '/' (a query is fine): ['nope']",
+        "cache.warming.max_rate: not a rate: '10/fortnight' "
+        "(use N/second, N/minute, N/hour, N/day or N/<seconds>s)",
+        "routes[1].cache: warming is one for the process: set it in the top-level cache",
+    ]
+    found = problems(
+        """
+upstream: {url: http://a}
+cache: {warming: {urls: [/ok, "/q?x=1", /orders/1]}}
+routes:
+  - {name: orders, match: {prefix: /orders/}, cache: false}
+"""
+    )
+    assert found == [
+        "cache.warming.urls[2]: '/orders/1' is on route 'orders', which does not cache: "
+        "it cannot be warmed"
+    ]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from proxy.cache.keys import KeyBuilder, KeyRules
 from proxy.cache.policy import CREDENTIAL_HEADERS, CacheRules
+from proxy.cache.warming import WarmingSettings
 from proxy.section import Section
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
@@ -73,6 +74,8 @@ class CacheSettings(Section):
     # local: one upstream fetch per key per process; global: per key across every
     # instance sharing the Redis tier (a short lock in Redis, waiters woken by pub/sub).
     coalesce: Literal["local", "global"] = "local"
+    # Start-up fetches and refresh-ahead (top level only): proxy/cache/warming.py.
+    warming: WarmingSettings | None = None
 
     @field_validator("tiers")
     @classmethod
