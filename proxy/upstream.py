@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import warnings
@@ -176,10 +177,11 @@ class UpstreamClient:
         """
         guard = self.guard(origin or str(url.origin()))
         background = BACKGROUND.get()
-        deadline = self._clock() + self._total
-        replayable = (
-            not background and method in IDEMPOTENT and (body is None or isinstance(body, bytes))
-        )
+        buffered = body is None or isinstance(body, bytes)
+        # An upload's head comes after its body, which takes what the client takes (the
+        # listener bounds its silences): only the queue and read timeouts bound it.
+        deadline = self._clock() + self._total if buffered else math.inf
+        replayable = not background and method in IDEMPOTENT and buffered
         guard.requests += 1
         guard.budget.request()
         retry = 0
@@ -236,7 +238,7 @@ class UpstreamClient:
         probe = await guard.admit(min(self.config.pool.queue_timeout, remaining), background)
         started = self._clock()
         try:
-            async with asyncio.timeout(deadline - started):
+            async with asyncio.timeout(None if deadline == math.inf else deadline - started):
                 up = await self.session.request(
                     method,
                     url,

@@ -244,6 +244,32 @@ async def test_retry_after_and_the_clients_time_decide_whether_to_retry(
     assert {p: origin.hits[p] for p in asks} == {"/now": 2, "/soon": 1, "/later": 1}
 
 
+async def test_timeouts_total_bounds_a_wait_for_the_head_but_not_an_upload(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    async def respond(r: web.Request) -> web.Response:
+        if r.path == "/slow":
+            await asyncio.sleep(0.6)
+        return web.Response(text=f"{r.path} ok")
+
+    origin.respond = respond
+    proxy = await start_proxy(
+        origin.url, upstream=upstream(origin, timeouts={"total": 0.3}, **NO_BREAKER)
+    )
+    resp, body = await get(http, proxy, "/slow")
+    assert resp.status == 504
+    assert b'"error":"upstream_timeout"' in body and b"within 0.3 s" in body
+
+    async def slow_upload() -> Any:
+        for _ in range(4):
+            yield b"part;"
+            await asyncio.sleep(0.15)
+
+    # The upstream answers once it has the whole body: 0.6 s after the start, past `total`.
+    async with http.post(url_of(proxy, "/upload"), data=slow_upload()) as resp:
+        assert (resp.status, await resp.text()) == (200, "/upload ok")
+
+
 # --- the circuit breaker -------------------------------------------------------------
 
 
