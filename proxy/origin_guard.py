@@ -7,6 +7,8 @@ the figures health and metrics show. The HTTP exchange itself is proxy/upstream.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from proxy.errors import UpstreamError
 from proxy.gate import Gate, QueueFull, QueueTimeout
 from proxy.retry import RetryBudget
 from proxy.upstream_settings import Upstream
+
+log = logging.getLogger("cacheproxy.upstream")
 
 # What a refused request suggests to its client: a full queue usually drains in seconds.
 BUSY_RETRY_AFTER = 1.0
@@ -117,7 +121,7 @@ class OriginGuard:
             raise UpstreamError(
                 503,
                 "upstream_busy",
-                f"The upstream API is busy: {self.gate.queued} requests are waiting already",
+                f"The upstream API is busy: its queue is full ({self.gate.queued} waiting)",
                 BUSY_RETRY_AFTER,
             ) from None
         except QueueTimeout:
@@ -125,7 +129,7 @@ class OriginGuard:
             raise UpstreamError(
                 503,
                 "upstream_busy",
-                f"The upstream API is busy: no connection came free within {wait:g} s",
+                f"The upstream API is busy: no connection came free within {wait:.3g} s",
                 BUSY_RETRY_AFTER,
             ) from None
         except BaseException:
@@ -136,10 +140,11 @@ class OriginGuard:
     def _circuit_open(self) -> UpstreamError:
         assert self.breaker is not None
         wait = self.breaker.retry_in()
+        paused = f"paused for {math.ceil(wait)} s" if wait > 0 else "paused while one is tried"
         return UpstreamError(
             503,
             "upstream_unavailable",
-            f"The upstream API is failing; requests to it are paused for {wait:.0f} s",
+            f"The upstream API is failing; requests to it are {paused}",
             retry_after=wait,
             circuit_open=True,
         )
@@ -152,12 +157,27 @@ class OriginGuard:
         # An attempt sent before the circuit opened says nothing about the upstream now:
         # only the probe decides while it is not closed.
         if breaker is not None and (probe or breaker.state is State.CLOSED):
+            before = breaker.state
             if failed:
                 breaker.failure()
             else:
                 breaker.success()
+            if breaker.state is not before:
+                self._log_transition(breaker)
         if self.limiter is not None and latency is not None:
             self.gate.limit = self.limiter.sample(latency, self.gate.in_flight)
+
+    def _log_transition(self, breaker: CircuitBreaker) -> None:
+        if breaker.state is State.OPEN:
+            log.warning(
+                "upstream %s: circuit open, nothing is sent for %g s (%d failures within %g s)",
+                self.name,
+                breaker.reset_after,
+                breaker.threshold,
+                breaker.window,
+            )
+        else:
+            log.warning("upstream %s: circuit %s", self.name, breaker.state.value)
 
     def abandon(self, probe: bool) -> None:
         """An admitted attempt ended with no verdict (its client went, say)."""

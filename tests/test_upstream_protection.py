@@ -104,7 +104,7 @@ async def test_a_full_queue_is_a_503_with_retry_after_at_once(
     resp, body = await get(http, proxy, "/q/3")
     assert resp.status == 503 and resp.headers["Retry-After"] == "1"
     assert resp.content_type == "application/json"
-    assert b'"error":"upstream_busy"' in body and b"1 requests are waiting" in body
+    assert b'"error":"upstream_busy"' in body and b"its queue is full (1 waiting)" in body
     assert origin.hits["/q/3"] == 0
     release.set()
     assert [(await t)[0].status for t in (first, second)] == [200, 200]
