@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from proxy.app import ProxyServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_NOT_CLOSED = frozenset({"open", "half-open"})
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -64,10 +65,14 @@ def build_admin_app(server: ProxyServer) -> web.Application:
             checks["redis"] = {"status": "up" if ok else "down", "error": guard.last_error}
             if not ok:
                 status = "degraded"  # still serving: from memory and the upstream
-        # Each upstream's circuit, by route name (never its URL).
-        circuits = {o.name: o.circuit for o in server.upstream.stats()}
-        failing = any(state in ("open", "half-open") for state in circuits.values())
-        checks["upstream"] = {"status": "down" if failing else "up", "circuit": circuits}
+        # Each upstream's circuit, by route name (never its URL). A `status` of its own, so
+        # that with several workers the merged answer shows the worst of theirs.
+        upstreams = {
+            o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
+            for o in server.upstream.stats()
+        }
+        failing = any(u["status"] == "down" for u in upstreams.values())
+        checks["upstream"] = {"status": "down" if failing else "up", "upstreams": upstreams}
         if failing:
             status = "degraded"  # still serving: from the cache, and 503s for the rest
         return _json({"status": status, "checks": checks})

@@ -318,7 +318,7 @@ async def test_the_breaker_opens_serves_stale_and_closes_again(
         assert resp.status == 503  # the upstream's own 503s, three failures
     assert (await health(http, proxy))["checks"]["upstream"] == {
         "status": "down",
-        "circuit": {"default": "open"},
+        "upstreams": {"default": {"status": "down", "circuit": "open"}},
     }
     hits = sum(origin.hits.values())
 
@@ -350,7 +350,7 @@ async def test_the_breaker_opens_serves_stale_and_closes_again(
     assert (resp.headers["X-Cache"], body) == ("MISS", b"/cached v1")  # fetched again
     health_now = await health(http, proxy)
     assert health_now["status"] == "healthy"
-    assert health_now["checks"]["upstream"]["circuit"] == {"default": "closed"}
+    assert health_now["checks"]["upstream"]["upstreams"]["default"]["circuit"] == "closed"
     assert proxy.upstream.stats()[0].circuit_opened == 2
 
 

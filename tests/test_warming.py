@@ -102,7 +102,8 @@ async def test_warming_pauses_while_the_circuit_is_open(
     await until(lambda: sum(origin.hits.values()) == 3)
     await asyncio.sleep(0.3)  # 15 more would have gone at 50/second
     assert sum(origin.hits.values()) == 3
-    assert (await health(http, proxy))["checks"]["upstream"]["circuit"] == {"default": "open"}
+    upstreams = (await health(http, proxy))["checks"]["upstream"]["upstreams"]
+    assert upstreams == {"default": {"status": "down", "circuit": "open"}}
 
 
 async def test_warming_does_not_queue_behind_clients(

@@ -63,6 +63,18 @@ def test_status_takes_the_worst_booleans_all_lists_concatenate_strings_the_first
     assert merge_json(["healthy", "unhealthy", "degraded"], {}, "status") == "unhealthy"
 
 
+def test_an_upstream_whose_circuit_one_worker_opened_is_down_in_the_merged_health() -> None:
+    # Each worker has its own breakers: the answer must not hide the one that opened.
+    def health(circuit: str) -> dict[str, Any]:
+        up = "up" if circuit == "closed" else "down"
+        upstreams = {"default": {"status": up, "circuit": circuit}}
+        return {"status": "healthy", "checks": {"upstream": {"status": up, "upstreams": upstreams}}}
+
+    merged = merge_json([health("closed"), health("open")], {})
+    assert merged["checks"]["upstream"]["status"] == "down"
+    assert merged["checks"]["upstream"]["upstreams"]["default"]["status"] == "down"
+
+
 def test_nulls_never_hide_a_value_and_mixed_types_take_the_first() -> None:
     assert merge_json([None, "redis down", None], {}) == "redis down"
     assert merge_json([{"error": None}, {"error": "timeout"}], {}) == {"error": "timeout"}
@@ -249,7 +261,7 @@ async def test_two_workers_serve_the_port_and_their_stats_and_purges_add_up(
     assert seen["MISS"] == 2 and origin.hits["/k"] == 4  # both memories were emptied
 
     status, health, _ = await admin(proxy, "GET", "/health")
-    upstream = {"status": "up", "circuit": {"default": "closed"}}
+    upstream = {"status": "up", "upstreams": {"default": {"status": "up", "circuit": "closed"}}}
     assert (status, health) == (200, {"status": "healthy", "checks": {"upstream": upstream}})
 
 
