@@ -64,7 +64,8 @@ class ProxyServer:
         listen = self.config.listen
         open_files = open_files_limit()
         # Descriptors the process needs besides client connections: upstream and Redis pools.
-        outbound = self.config.upstream.pool.max_connections
+        # Each upstream origin has its own pool bound.
+        outbound = self.config.upstream.pool.max_connections * len(self.upstream.stats())
         if self.config.redis is not None:
             outbound += self.config.redis.max_connections + 1  # + the purge subscription
         max_connections = listen.max_connections or default_max_connections(open_files, outbound)

@@ -16,7 +16,8 @@ import aiohttp
 from aiohttp import web
 
 from proxy.app import ProxyServer
-from tests.conftest import Origin, StartProxy, free_port, get, url_of
+from proxy.listener import default_max_connections, open_files_limit
+from tests.conftest import Origin, StartProxy, StartUpstream, free_port, get, url_of
 
 NO_BREAKER: dict[str, Any] = {"circuit_breaker": False}
 
@@ -131,6 +132,40 @@ async def test_a_wait_past_queue_timeout_is_a_503_not_a_504(
     release.set()
     assert (await first)[0].status == 200
     assert proxy.upstream.stats()[0].queue_timeouts == 1
+
+
+async def test_each_upstream_has_its_own_bound_and_queue(
+    origin: Origin,
+    start_upstream: StartUpstream,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+) -> None:
+    release = asyncio.Event()
+
+    async def respond(_: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="slow one")
+
+    origin.respond = respond
+    other = Origin()
+    other.upstream = await start_upstream(other.app())
+    routes = [{"name": "reports", "match": {"prefix": "/reports/"}, "upstream": other.upstream.url}]
+    pool = {"max_connections": 1, "max_queue": 0}
+    proxy = await start_proxy(origin.url, upstream=upstream(origin, pool=pool), routes=routes)
+    stuck = asyncio.create_task(get(http, proxy, "/busy"))
+    await until(lambda: origin.hits["/busy"] == 1)
+    resp, _ = await get(http, proxy, "/reports/1")  # the other upstream's slot is free
+    assert resp.status == 200
+    resp, _ = await get(http, proxy, "/more")  # this one's is not, and nobody may wait
+    assert resp.status == 503
+    assert [(o.name, o.admitted) for o in proxy.upstream.stats()] == [
+        ("default", 1),
+        ("reports", 1),
+    ]
+    # Descriptors are kept free for both pools.
+    assert proxy.listener_stats.max_connections == default_max_connections(open_files_limit(), 2)
+    release.set()
+    assert (await stuck)[0].status == 200
 
 
 # --- retries -------------------------------------------------------------------------
