@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable
@@ -9,8 +11,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
+from proxy import dashboard
+from proxy.admin_merge import MERGE_HEADER
 from proxy.errors import json_error
+from proxy.health import overall
 from proxy.target import BadTarget, parse_target
 
 if TYPE_CHECKING:
@@ -24,24 +30,47 @@ def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
+def _basic_password(given: bytes) -> bytes | None:
+    """The password of `Basic base64(user:password)`, or None."""
+    scheme, _, value = given.partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        return base64.b64decode(value.strip(), validate=True).partition(b":")[2]
+    except (binascii.Error, ValueError):
+        return None
+
+
 def token_guard(token: str | None) -> Callable[[Handler], Handler]:
-    """Admin operations need `Authorization: Bearer <token>` when a token is configured."""
+    """Admin operations need `Authorization: Bearer <token>` when a token is configured.
+
+    A browser (the dashboard) may send the token as the password of HTTP Basic auth
+    instead, with any user name: it asks for it once and sends it with every request.
+    """
     # aiohttp decodes header bytes with surrogateescape, so encoding back the same way gives
     # the bytes as sent: no header, however malformed, can make the comparison raise.
-    expected = f"Bearer {token}".encode("utf-8", "surrogateescape") if token else None
+    secret = token.encode("utf-8", "surrogateescape") if token else None
+    expected = b"Bearer " + secret if secret is not None else None
 
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if expected is not None:
+            if expected is not None and secret is not None:
                 given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+                password = _basic_password(given)
                 # Constant-time: the comparison must not leak how much of a guess was right.
-                if not hmac.compare_digest(given, expected):
-                    return json_error(
+                if password is not None:
+                    allowed = hmac.compare_digest(password, secret)
+                else:
+                    allowed = hmac.compare_digest(given, expected)
+                if not allowed:
+                    refusal = json_error(
                         401,
                         "unauthorized",
                         "admin token required",
                         {"WWW-Authenticate": 'Bearer realm="cacheproxy-admin"'},
                     )
+                    refusal.headers.add("WWW-Authenticate", 'Basic realm="cacheproxy-admin"')
+                    return refusal
             return await handler(request)
 
         return guarded
@@ -56,26 +85,21 @@ def build_admin_app(server: ProxyServer) -> web.Application:
 
     async def health(_: web.Request) -> web.Response:
         # No upstream URL here: it may hold a password, and /health needs no token.
-        checks: dict[str, object] = {}
-        status = "healthy"
-        if server.redis is not None:
-            guard = server.redis.guard
-            shared = cache.shared
-            ok = guard.healthy and (shared is None or shared.subscribed)
-            checks["redis"] = {"status": "up" if ok else "down", "error": guard.last_error}
-            if not ok:
-                status = "degraded"  # still serving: from memory and the upstream
-        # Each upstream's circuit, by route name (never its URL). A `status` of its own, so
-        # that with several workers the merged answer shows the worst of theirs.
+        status, http_status, checks = await server.health.check()
+        # Each upstream's circuit, by route name (never its URL); a `status` each, so that
+        # with several workers the merged answer shows the worst of theirs. An open circuit
+        # is degraded, not unhealthy: this process still serves (stale entries, 503s).
         upstreams = {
             o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
             for o in server.upstream.stats()
         }
         failing = any(u["status"] == "down" for u in upstreams.values())
-        checks["upstream"] = {"status": "down" if failing else "up", "upstreams": upstreams}
-        if failing:
-            status = "degraded"  # still serving: from the cache, and 503s for the rest
-        return _json({"status": status, "checks": checks})
+        checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
+        status, http_status = overall(checks)
+        answer = _json({"status": status, "checks": checks}, status=http_status)
+        # With workers, the supervisor merges their answers: a probe's time does not add up.
+        answer.headers[MERGE_HEADER] = "latency_ms=max"
+        return answer
 
     async def cache_stats(_: web.Request) -> web.Response:
         stats: dict[str, object] = dataclasses.asdict(cache.store.snapshot())
@@ -127,4 +151,26 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     app.router.add_get("/cache/stats", guard(cache_stats))
     app.router.add_post("/cache/purge", guard(purge))
     app.router.add_get("/listener/stats", guard(listener_stats))
+    add_observability(app, server, guard)
     return app
+
+
+def add_observability(
+    app: web.Application, server: ProxyServer, guard: Callable[[Handler], Handler]
+) -> None:
+    """Metrics, performance figures, alerts and the dashboard page (all behind the token)."""
+    observer = server.observer
+
+    def document(make: Callable[[], object]) -> Handler:
+        async def handler(_: web.Request) -> web.Response:
+            return _json(make())
+
+        return guard(handler)
+
+    app.router.add_get("/metrics", guard(make_aiohttp_handler(observer.registry)))
+    app.router.add_get("/performance/cache", document(observer.cache_doc))
+    app.router.add_get("/performance/connections", document(observer.connections_doc))
+    app.router.add_get("/performance/summary", document(observer.summary_doc))
+    app.router.add_get("/alerts/active", document(observer.alerts_doc))
+    app.router.add_get("/dashboard", guard(dashboard.page))
+    app.router.add_get("/dashboard/{name}", guard(dashboard.asset))

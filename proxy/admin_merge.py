@@ -60,7 +60,7 @@ class Merged:
     status: int
     content_type: str
     body: bytes
-    headers: Mapping[str, str]
+    headers: list[tuple[str, str]]  # pairs: a field may repeat
 
 
 def parse_rules(value: str) -> dict[str, str]:
@@ -120,7 +120,7 @@ def _error(status: int, code: str, message: str, unanswered: list[dict[str, Any]
     if unanswered:
         body["status"] = "unhealthy"
         body["unanswered"] = unanswered
-    return Merged(status, "application/json", orjson.dumps(body), {})
+    return Merged(status, "application/json", orjson.dumps(body), [])
 
 
 def merge_answers(
@@ -133,7 +133,7 @@ def merge_answers(
     status = max(a.status for a in answers)  # the worst: 5xx, then 4xx
     # Headers such as WWW-Authenticate or Retry-After go with the status they explain.
     explained = next(a.headers for a in answers if a.status == status)
-    headers = {k: v for k, v in explained.items() if k.lower() != _MERGE_HEADER_LOWER}
+    headers = [(k, v) for k, v in explained.items() if k.lower() != _MERGE_HEADER_LOWER]
     parsed = [_json(a) for a in answers]
     if not all(ok for ok, _ in parsed):
         first = answers[0]

@@ -7,11 +7,13 @@ import logging
 from aiohttp import web
 
 from proxy.admin import build_admin_app
-from proxy.cache.settings import CacheSettings
 from proxy.cache.stores import MemoryStore
 from proxy.cache.warming import Warming
+from proxy.cache_settings import CacheSettings
 from proxy.config import Config
+from proxy.health import HealthChecker
 from proxy.listener import Listener, ListenerStats, default_max_connections, open_files_limit
+from proxy.observability import Observer
 from proxy.pipeline import Pipeline
 from proxy.redis_conn import SharedRedis
 from proxy.routes import RouteTable
@@ -52,10 +54,27 @@ class ProxyServer:
         if warming_settings is not None and warming_settings.urls:
             self.warmer = Warmer(warming_settings.urls, self.pipeline.cache, routes, self.upstream)
         self.listener_stats = ListenerStats()
+        self.observer = Observer(
+            routes,
+            memory,
+            self.upstream,
+            config.log,
+            config.alerts,
+            self.redis,
+            self.shared,
+            self.listener_stats,
+        )
+        self.upstream.observe = self.observer.upstream_result
+        up = config.upstream
+        self.health = HealthChecker(
+            up.url, up.health_path, up.health_cache, self.redis, self.shared
+        )
         self._runners: list[web.BaseRunner] = []
 
     async def start(self) -> None:
         await self.upstream.start()
+        await self.observer.start()
+        await self.health.start()
         if self.shared is not None:
             await self.shared.start()
         if self.warmer is not None:
@@ -73,7 +92,11 @@ class ProxyServer:
         # The proxy port routes with its own table, so aiohttp's router is dead weight:
         # the low-level server costs measurably less CPU per request (shared/design.md).
         listener = Listener(
-            self.pipeline.handle, listen.timeouts, max_connections, self.listener_stats
+            self.pipeline.handle,
+            listen.timeouts,
+            max_connections,
+            self.listener_stats,
+            self.observer.observe,
         )
         # The runner calls listener.shutdown(grace) once the port stops accepting.
         proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)
@@ -122,5 +145,7 @@ class ProxyServer:
         if self.shared is not None:
             await self.shared.close()
         await self.upstream.close()
+        await self.health.close()
+        await self.observer.stop()
         if self.redis is not None:
             await self.redis.close()

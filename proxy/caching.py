@@ -18,10 +18,10 @@ from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.keys import url_part
 from proxy.cache.policy import Freshness, Scope
-from proxy.cache.settings import RouteCache
 from proxy.cache.status import cache_status
 from proxy.cache.stores import MemoryStore
 from proxy.cache.warming import Warming
+from proxy.cache_settings import RouteCache
 from proxy.errors import json_error
 from proxy.headers import forward_response_headers
 from proxy.respond import Responder

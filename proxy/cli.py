@@ -26,6 +26,7 @@ from proxy.config import (
 )
 from proxy.demo_upstream import build_demo_app
 from proxy.eventloop import run as run_loop
+from proxy.logs import configure_logging
 from proxy.workers import CannotStart, Supervisor
 
 log = logging.getLogger("cacheproxy")
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--delay", type=float, default=2.0, help="upstream latency in seconds")
 
     for p in (run, demo):
-        p.add_argument("--log-level", default="INFO")
+        p.add_argument("--log-level", help="override log.level (DEBUG, INFO, WARNING, ERROR)")
     return parser
 
 
@@ -126,6 +127,7 @@ def _load(path: str, **overrides: object) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, port=args.port, upstream=args.upstream)
+    configure_logging(config.log, args.log_level)
     raise_open_files_limit()
     if config.workers > 1:
         run_loop(Supervisor(config).run())
@@ -149,6 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         upstream=f"http://127.0.0.1:{args.upstream_port}",
     )
+    configure_logging(config.log, args.log_level)
     raise_open_files_limit()
     if config.workers > 1:
         log.info("demo runs one process: workers: %d applies to `cacheproxy run`", config.workers)
@@ -168,6 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"  curl -s -o /dev/null -w '{timing}' {url}/api/quotes/AAPL\n"
                 f"  curl -si {url}/api/signals/NVDA?window=5d\n"
                 f"  curl -s  {admin}/health\n"
+                f"  {admin}/dashboard in a browser (live stats), {admin}/metrics\n"
                 f'  curl -s  -X POST {admin}/cache/purge -d \'{{"prefix": "/api/"}}\'\n'
                 "Ctrl-C stops both.\n",
                 flush=True,
@@ -185,7 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(args, "log_level", "INFO").upper(),
+        level=(getattr(args, "log_level", None) or "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     commands = {"run": cmd_run, "check-config": cmd_check, "demo": cmd_demo}

@@ -27,11 +27,13 @@ from pydantic import (
 )
 
 from proxy import linear_regex
-from proxy.cache.settings import CacheSettings
+from proxy.alerts import AlertSettings
+from proxy.cache_settings import CacheSettings
 from proxy.clientaddr import parse_network
 from proxy.compression import CompressionConfig
 from proxy.cors import CorsConfig
 from proxy.hosts import parse_host_pattern, parse_public_host
+from proxy.logs import LogSettings
 from proxy.redis_conn import RedisSettings
 from proxy.upstream_settings import Upstream, check_upstream_url
 
@@ -243,6 +245,9 @@ class Config(_Model):
         if isinstance(value, bool) or (isinstance(value, str) and not value.strip().isdigit()):
             raise ValueError(f"must be a number of processes or auto, got {value!r}")
         return value
+
+    log: LogSettings = LogSettings()  # format, level, access log, stats line
+    alerts: AlertSettings = AlertSettings()  # thresholds for GET /alerts/active
 
 
 # --- loading ---------------------------------------------------------------

@@ -24,6 +24,7 @@ from proxy.cache.warming import Warming
 from proxy.caching import HttpCache, cache_headers
 from proxy.errors import json_error
 from proxy.headers import ForwardingPolicy, forward_request_headers, forward_response_headers
+from proxy.metrics import current_route
 from proxy.respond import Responder
 from proxy.routes import RoutePolicy, RouteTable
 from proxy.shared_cache import SharedTier
@@ -89,6 +90,7 @@ class Pipeline:
             return json_error(421, "misdirected_request", msg)
 
         route = self.routes.match(request.method, target.path)
+        current_route.set(route.name)  # for the metrics and the access log
         if route.cors is not None and route.cors.is_preflight(request.method, request.headers):
             status, headers = route.cors.preflight(request.headers)
             return web.Response(status=status, headers=headers)  # never forwarded
@@ -160,7 +162,9 @@ class Pipeline:
             body = request.content
         # Nothing forwarded here is stored, whatever the route.
         url, headers = self._upstream_request(request, route, target, body, route.forwarding)
-        up = await self.upstream.send(request.method, url, headers, body, route.upstream.origin)
+        up = await self.upstream.send(
+            request.method, url, headers, body, route.upstream.origin, route.name
+        )
         try:
             response_headers = forward_response_headers(up.headers)
             response_headers.update(cache_headers("BYPASS", "fwd=bypass"))
@@ -192,4 +196,6 @@ class Pipeline:
             for name in _CLIENT_ONLY:
                 headers.popall(name, None)
             headers.update(validators)
-        return await self.upstream.send(method, url, headers, None, route.upstream.origin)
+        return await self.upstream.send(
+            method, url, headers, None, route.upstream.origin, route.name
+        )

@@ -10,7 +10,7 @@ from typing import Any
 
 from yarl import URL
 
-from proxy.cache.settings import RouteCache, resolve, user_headers
+from proxy.cache_settings import RouteCache, resolve, user_headers
 from proxy.clientaddr import TrustedProxies
 from proxy.compression import CompressionConfig, CompressionPolicy
 from proxy.config import Config, Route

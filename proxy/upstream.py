@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -90,6 +91,29 @@ class _SlotResponse(aiohttp.ClientResponse):
         super().__del__(_warnings)
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    max_connections: int
+    active: int  # lent to a request
+    idle: int  # kept alive, waiting for one
+    opened: int  # ever; every other request reused a connection
+
+
+class _CountingConnector(aiohttp.TCPConnector):
+    """Counts the connections it opens: reuse is what the pool is for."""
+
+    opened = 0
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        proto = await super()._create_connection(*args, **kwargs)
+        self.opened += 1
+        return proto
+
+
+# (route name, status or "error"/"timeout", seconds to the response head)
+Observe = Callable[[str, int | str, float], None]
+
+
 class UpstreamClient:
     def __init__(
         self,
@@ -101,6 +125,7 @@ class UpstreamClient:
         """`origins`: origin (scheme://host:port) -> the name its figures go by."""
         self.config = config
         self._session: aiohttp.ClientSession | None = None
+        self.observe: Observe | None = None  # told of every request's outcome
         self._clock = clock
         self._rand = rand
         self._guards = {
@@ -112,7 +137,7 @@ class UpstreamClient:
 
     async def start(self) -> None:
         pool, timeouts = self.config.pool, self.config.timeouts
-        connector = aiohttp.TCPConnector(
+        connector = _CountingConnector(
             # Our gates bound each origin; this per-host limit is only a backstop for a
             # connection still finishing its request body after its slot came back.
             limit=0,
@@ -144,6 +169,21 @@ class UpstreamClient:
             await self._session.close()
             self._session = None
 
+    def pool_stats(self) -> PoolStats:
+        """What the pool holds now (aiohttp has no public view: its two fields are read).
+
+        `max_connections` is the bound of every origin together: each has its own."""
+        bound = self.config.pool.max_connections * max(1, len(self._guards))
+        connector = self._session.connector if self._session is not None else None
+        if not isinstance(connector, _CountingConnector):
+            return PoolStats(bound, 0, 0, 0)
+        return PoolStats(
+            bound,
+            len(connector._acquired),
+            sum(len(idle) for idle in connector._conns.values()),
+            connector.opened,
+        )
+
     @property
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "UpstreamClient.start() was not awaited"
@@ -166,8 +206,26 @@ class UpstreamClient:
         headers: CIMultiDict[str],
         body: Any = None,
         origin: str = "",
+        route: str = "",
     ) -> aiohttp.ClientResponse:
-        """Send one request; the caller reads and releases the response.
+        """Send one request for `route`; the caller reads and releases the response."""
+        observe = self.observe
+        if observe is None:
+            return await self._send(method, url, headers, body, origin)
+        started = time.perf_counter()
+        try:
+            up = await self._send(method, url, headers, body, origin)
+        except UpstreamError as exc:
+            outcome = "timeout" if exc.status == 504 else "error"
+            observe(route, outcome, time.perf_counter() - started)
+            raise
+        observe(route, up.status, time.perf_counter() - started)
+        return up
+
+    async def _send(
+        self, method: str, url: URL, headers: CIMultiDict[str], body: Any, origin: str
+    ) -> aiohttp.ClientResponse:
+        """One request, retried as below.
 
         Retried (up to `retries.attempts` times) when idempotent, with no body or a
         buffered one (a streamed body cannot be replayed), and no client is waiting on

@@ -134,8 +134,20 @@ class Upstream(_Model):
     pool: Pool = Pool()
     retries: Retries = Retries()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    # What /health probes: GET this path on the upstream's host (the url's base path is not
+    # prepended); a 5xx or no answer is "down". None: a TCP connect only.
+    health_path: str | None = None
+    # Seconds a probe's result is reused, so health checks cannot load the upstream.
+    health_cache: float = Field(5.0, ge=0, le=300)
 
     _url = field_validator("url")(check_upstream_url)
+
+    @field_validator("health_path")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "?" in value or "#" in value):
+            raise ValueError(f"must be a path starting with '/', without a query: {value!r}")
+        return value
 
     @property
     def total_timeout(self) -> float:

@@ -39,6 +39,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
+from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
 from proxy.admin import token_guard
@@ -48,6 +49,8 @@ from proxy.config import Config, redact_urls, with_overrides
 from proxy.errors import json_error
 from proxy.eventloop import run as run_loop
 from proxy.headers import HOP_BY_HOP
+from proxy.metrics import MULTIPROC_ENV, render_multiprocess, worker_exited
+from proxy.observability import merge_summaries
 
 log = logging.getLogger("cacheproxy.workers")
 
@@ -129,9 +132,11 @@ async def _serve_worker(config: Config, admin_path: str, pipe: Connection) -> in
     log.info("draining in-flight requests (up to %.0fs)", config.shutdown_grace)
     await server.stop()
     if orphaned:  # a supervisor killed outright could not tidy up: the last worker out does
+        directory = os.path.dirname(admin_path)
         with contextlib.suppress(OSError):
             os.unlink(admin_path)
-            os.rmdir(os.path.dirname(admin_path))  # only once empty
+            if not any(name.endswith(".sock") for name in os.listdir(directory)):
+                shutil.rmtree(directory)  # its metrics files with it
     return 0
 
 
@@ -255,6 +260,7 @@ class Supervisor:
         self._keepers: list[asyncio.Task[None]] = []
         self._admin: web.AppRunner | None = None
         self._socket_dir: str | None = None
+        self.metrics_dir: str | None = None
         redis = config.redis
         self.answer_timeout = ANSWER_TIMEOUT + (REDIS_CALLS * redis.timeout if redis else 0.0)
 
@@ -278,6 +284,11 @@ class Supervisor:
         await self._admin.setup()
         await web.TCPSite(self._admin, admin.host, admin.port, reuse_address=True).start()
         self._socket_dir = tempfile.mkdtemp(prefix="cacheproxy-")  # mode 0700
+        # Workers write their metrics here; /metrics is read from it (spawned workers inherit
+        # the environment as it is now).
+        self.metrics_dir = os.path.join(self._socket_dir, "metrics")
+        os.mkdir(self.metrics_dir, 0o700)
+        os.environ[MULTIPROC_ENV] = self.metrics_dir
         for index in range(self.config.workers):
             path = os.path.join(self._socket_dir, f"worker-{index}.sock")
             session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path, force_close=True))
@@ -342,6 +353,8 @@ class Supervisor:
             worker = slot.current
             assert worker is not None
             code = await worker.exited
+            if worker.pid is not None and self.metrics_dir is not None:
+                worker_exited(worker.pid, self.metrics_dir)  # its gauges no longer count
             if self._stop.is_set():
                 return
             lived = asyncio.get_running_loop().time() - worker.started
@@ -458,17 +471,41 @@ def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
                 for slot in supervisor.slots
             )
         )
-        merged = merge_answers(
-            request.method,
-            [r for r in results if isinstance(r, Answer)],
-            [r for r in results if isinstance(r, Unanswered)],
-        )
+        answers = [r for r in results if isinstance(r, Answer)]
+        unanswered = [r for r in results if isinstance(r, Unanswered)]
+        if request.path.startswith("/performance/") and answers and not unanswered:
+            summary = _summaries(answers)
+            if summary is not None:  # ratios recomputed from the summed counts
+                return web.Response(body=orjson.dumps(summary), content_type="application/json")
+        merged = merge_answers(request.method, answers, unanswered)
         out = CIMultiDict(merged.headers)
         if merged.content_type:
             out["Content-Type"] = merged.content_type
         return web.Response(status=merged.status, body=merged.body, headers=out)
 
+    async def metrics(_: web.Request) -> web.Response:
+        assert supervisor.metrics_dir is not None
+        body = await asyncio.to_thread(render_multiprocess, supervisor.metrics_dir)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app = web.Application()
     app.router.add_get("/workers", guard(workers))
+    app.router.add_get("/metrics", guard(metrics))
     app.router.add_route("*", "/{tail:.*}", forward)
     return app
+
+
+def _summaries(answers: list[Answer]) -> dict[str, object] | None:
+    """/performance/* of every worker as one process's, or None if one is not a summary."""
+    docs = []
+    for answer in answers:
+        if answer.status != 200 or not answer.content_type.startswith("application/json"):
+            return None
+        try:
+            doc = orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(doc, dict):
+            return None
+        docs.append(doc)
+    return merge_summaries(docs)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: makes .venv, installs the project with
-# its test extras, makes sure a redis-server binary exists (tests start their own), lints, tests.
+# its test extras, makes sure redis-server (tests start their own) and Debian's chromium with
+# its driver (the dashboard's browser test) exist, lints, tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
     else
         echo "redis-server is needed by the Redis tests: install it (e.g. apt-get install redis-server)" >&2
+        exit 1
+    fi
+fi
+
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+    else
+        echo "chromium and chromedriver are needed by the dashboard test: install them" \
+            "(e.g. apt-get install chromium chromium-driver)" >&2
         exit 1
     fi
 fi

@@ -351,7 +351,7 @@ async def test_the_breaker_opens_serves_stale_and_closes_again(
     for _ in range(3):
         resp, _ = await get(http, proxy, "/flaky")
         assert resp.status == 503  # the upstream's own 503s, three failures
-    assert (await health(http, proxy))["checks"]["upstream"] == {
+    assert (await health(http, proxy))["checks"]["circuits"] == {
         "status": "down",
         "upstreams": {"default": {"status": "down", "circuit": "open"}},
     }
@@ -385,7 +385,7 @@ async def test_the_breaker_opens_serves_stale_and_closes_again(
     assert (resp.headers["X-Cache"], body) == ("MISS", b"/cached v1")  # fetched again
     health_now = await health(http, proxy)
     assert health_now["status"] == "healthy"
-    assert health_now["checks"]["upstream"]["upstreams"]["default"]["circuit"] == "closed"
+    assert health_now["checks"]["circuits"]["upstreams"]["default"]["circuit"] == "closed"
     assert proxy.upstream.stats()[0].circuit_opened == 2
 
 
@@ -420,8 +420,8 @@ async def test_adaptive_mode_lowers_the_in_flight_count_when_latency_rises(
     clients = [asyncio.create_task(client(i)) for i in range(20)]
     await asyncio.sleep(1.2)
     grown = proxy.upstream.stats()[0].limit  # slow start, while latency holds
-    # Now the upstream has 4 workers: beyond 4 requests in flight, latency grows.
-    latency = lambda n: 0.1 * max(1.0, n / 4)  # noqa: E731
+    # Now the upstream has 2 workers: beyond 2 requests in flight, latency grows.
+    latency = lambda n: 0.1 * max(1.0, n / 2)  # noqa: E731
     await asyncio.sleep(2.0)
     since = time.monotonic() - 0.5
     recent_peak = max(n for t, n in working.log if t >= since)
@@ -429,5 +429,7 @@ async def test_adaptive_mode_lowers_the_in_flight_count_when_latency_rises(
     running = False
     await asyncio.gather(*clients)
     assert grown >= 12
-    assert stats.limit <= 11 and recent_peak <= 12  # 16 without adaptive
-    assert stats.latency_baseline is not None and stats.latency_baseline < 0.15
+    # About 4 expected (where latency is 1.5 times the baseline); 16 without adaptive.
+    assert stats.limit <= 10 and recent_peak <= 11
+    # The unloaded latency (0.1 s), not the loaded one (0.8 s at 16 in flight).
+    assert stats.latency_baseline is not None and stats.latency_baseline < 0.3

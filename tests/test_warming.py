@@ -102,7 +102,7 @@ async def test_warming_pauses_while_the_circuit_is_open(
     await until(lambda: sum(origin.hits.values()) == 3)
     await asyncio.sleep(0.3)  # 15 more would have gone at 50/second
     assert sum(origin.hits.values()) == 3
-    upstreams = (await health(http, proxy))["checks"]["upstream"]["upstreams"]
+    upstreams = (await health(http, proxy))["checks"]["circuits"]["upstreams"]
     assert upstreams == {"default": {"status": "down", "circuit": "open"}}
 
 

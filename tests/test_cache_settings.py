@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.cache.settings import parse_size
+from proxy.cache_settings import parse_size
 from proxy.config import ConfigError, parse_config
 from proxy.routes import RouteTable
 

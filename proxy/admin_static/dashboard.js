@@ -1,0 +1,286 @@
+// cacheproxy dashboard: polls the admin API of this listener and draws it with uPlot.
+"use strict";
+(() => {
+  const params = new URLSearchParams(location.search);
+  const POLL_MS = Math.max(500, Number(params.get("interval")) || 2000);
+  const MAX_POINTS = 300; // at 2 s a poll: the last 10 minutes
+  const RESULTS = ["hit", "stale", "miss", "revalidated", "bypass"];
+
+  const $ = (id) => document.getElementById(id);
+  const style = getComputedStyle(document.documentElement);
+  const color = (name) => style.getPropertyValue("--" + name).trim();
+
+  // --- formatting ---------------------------------------------------------------------------
+  const dash = "–";
+  const pct = (x) => (x == null ? dash : (x * 100).toFixed(1) + "%");
+  const int = (n) => (n == null ? dash : Number(n).toLocaleString("en-US"));
+  function ms(x) {
+    if (x == null) return dash;
+    if (x < 10) return x.toFixed(2) + " ms";
+    if (x < 1000) return x.toFixed(1) + " ms";
+    return (x / 1000).toFixed(2) + " s";
+  }
+  function bytes(n) {
+    if (n == null) return dash;
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : String(n)) + " " + units[i];
+  }
+  function duration(s) {
+    s = Math.floor(s);
+    const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
+    if (d) return `${d}d ${h}h`;
+    if (h) return `${h}h ${m}m`;
+    if (m) return `${m}m ${s % 60}s`;
+    return `${s}s`;
+  }
+  // The text shown, and the raw number in data-value (what tests and scripts read).
+  function show(id, text, value) {
+    const el = $(id);
+    el.textContent = text;
+    if (value !== undefined) el.dataset.value = value == null ? "" : String(value);
+  }
+
+  // --- charts -------------------------------------------------------------------------------
+  const axis = () => ({
+    stroke: color("muted"),
+    grid: { stroke: color("line"), width: 1 },
+    ticks: { stroke: color("line"), width: 1 },
+    font: "11px sans-serif",
+  });
+  const line = (label, stroke, extra) => Object.assign({ label, stroke, width: 2, spanGaps: false }, extra);
+
+  function chart(id, series, yAxis, yScale, xAxis) {
+    const el = $(id);
+    const opts = {
+      width: el.clientWidth,
+      height: el.clientHeight - 24, // room for the legend
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true }, y: yScale || {} },
+      axes: [Object.assign(axis(), xAxis || {}), Object.assign(axis(), yAxis || {})],
+      series: [{}, ...series],
+      legend: { live: true },
+    };
+    const data = [[], ...series.map(() => [])];
+    const plot = new uPlot(opts, data, el);
+    new ResizeObserver(() => plot.setSize({ width: el.clientWidth, height: el.clientHeight - 24 })).observe(el);
+    return { plot, data };
+  }
+
+  // Decades only: a log axis with every minor tick is a wall of lines.
+  const decades = (u, ticks) =>
+    ticks.map((v) => (v != null && Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9 ? v : null));
+
+  const charts = {
+    hitRate: chart(
+      "chart-hitrate",
+      [
+        line("this poll", color("hit"), { value: (u, v) => pct(v) }),
+        line("last 60 s", color("accent"), { value: (u, v) => pct(v), dash: [6, 4] }),
+      ],
+      { values: (u, ticks) => ticks.map((v) => Math.round(v * 100) + "%"), size: 46 },
+      { range: [0, 1] },
+    ),
+    latency: chart(
+      "chart-latency",
+      [
+        line("p50", color("hit"), { value: (u, v) => ms(v) }),
+        line("p99", color("stale"), { value: (u, v) => ms(v) }),
+      ],
+      // Log scale: hits (fractions of a ms) and misses (the upstream's time) on one chart.
+      {
+        filter: decades,
+        grid: { stroke: color("line"), width: 1, filter: decades },
+        ticks: { stroke: color("line"), width: 1, filter: decades },
+        values: (u, ticks) => ticks.map((v) => (v == null ? "" : (v >= 1 ? v : v.toPrecision(1)) + " ms")),
+        size: 64,
+      },
+      { distr: 3, log: 10 },
+    ),
+    pool: chart(
+      "chart-pool",
+      [
+        line("busy", color("accent"), { fill: "rgba(91,155,230,0.15)" }),
+        line("idle", color("muted")),
+        line("max", color("miss"), { dash: [4, 4], width: 1 }),
+      ],
+      { size: 40 },
+      { range: (u, min, max) => [0, Math.max(1, max)] },
+    ),
+    rateLimit: chart(
+      "chart-ratelimit",
+      [line("limited / poll", color("stale"), { fill: "rgba(214,165,58,0.15)" })],
+      { size: 40 },
+      { range: (u, min, max) => [0, Math.max(1, max)] },
+      { size: 28, values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString()) },
+    ),
+  };
+
+  function push(c, t, values) {
+    c.data[0].push(t);
+    values.forEach((v, i) => c.data[i + 1].push(v == null ? null : v));
+    if (c.data[0].length > MAX_POINTS) c.data.forEach((col) => col.shift());
+    c.plot.setData(c.data);
+  }
+
+  // --- rendering ----------------------------------------------------------------------------
+  let previous = null;
+
+  function renderSummary(s, t) {
+    const cache = s.cache, conn = s.connections, rt = s.response_times, win = s.window;
+    show("hit-rate", pct(cache.hit_rate), cache.hit_rate);
+    show("hits", int(cache.hits), cache.hits);
+    show("misses", int(cache.misses), cache.misses);
+    show("rps", win.requests_per_second == null ? dash : win.requests_per_second.toFixed(1), win.requests_per_second);
+    show("requests", int(s.requests), s.requests);
+    show("errors", int(s.errors), s.errors);
+    show("p50", ms(rt.p50_ms), rt.p50_ms);
+    show("p99", ms(rt.p99_ms), rt.p99_ms);
+    show("speedup", rt.speedup == null ? dash : rt.speedup.toLocaleString("en-US") + "×", rt.speedup);
+    show("entries", int(cache.entries), cache.entries);
+    show("bytes", bytes(cache.bytes), cache.bytes);
+    show("max-bytes", bytes(cache.max_bytes), cache.max_bytes);
+    show("evictions", int(cache.evictions), cache.evictions);
+    $("bytes-bar").style.width = (cache.max_bytes ? (100 * cache.bytes) / cache.max_bytes : 0) + "%";
+    show("pool-active", int(conn.active), conn.active);
+    show("pool-max", int(conn.max_connections), conn.max_connections);
+    show("pool-idle", int(conn.idle), conn.idle);
+    show("reuse", pct(conn.reuse_rate), conn.reuse_rate);
+    $("pool-bar").style.width = (conn.max_connections ? (100 * conn.active) / conn.max_connections : 0) + "%";
+    show("uptime", duration(s.uptime_seconds));
+    show("updated", new Date(t * 1000).toLocaleTimeString());
+
+    // Cached vs uncached: one scale, so the gap is what it is.
+    show("avg-cached", ms(rt.avg_cached_ms), rt.avg_cached_ms);
+    show("avg-uncached", ms(rt.avg_uncached_ms), rt.avg_uncached_ms);
+    const top = Math.max(rt.avg_cached_ms || 0, rt.avg_uncached_ms || 0);
+    $("bar-cached").style.width = (top && rt.avg_cached_ms ? (100 * rt.avg_cached_ms) / top : 0) + "%";
+    $("bar-uncached").style.width = (top && rt.avg_uncached_ms ? (100 * rt.avg_uncached_ms) / top : 0) + "%";
+    $("speedup-note").textContent = rt.speedup
+      ? `A cached answer takes 1/${rt.speedup.toLocaleString("en-US")} of the time of one from the upstream.`
+      : "Needs both cached and uncached answers in the last 60 s.";
+
+    // Hits vs misses since start.
+    const lookups = cache.lookups || {};
+    const total = RESULTS.reduce((a, r) => a + (lookups[r] || 0), 0);
+    show("lookups", int(total), total);
+    let at = 0;
+    const stops = [];
+    const legend = $("donut-legend");
+    legend.replaceChildren();
+    for (const r of RESULTS) {
+      const n = lookups[r] || 0;
+      const share = total ? (100 * n) / total : 0;
+      if (n) stops.push(`${color(r)} ${at}% ${at + share}%`);
+      at += share;
+      const li = document.createElement("li");
+      const swatch = document.createElement("i");
+      swatch.style.background = color(r);
+      const name = document.createElement("span");
+      name.textContent = r;
+      const count = document.createElement("span");
+      count.className = "n";
+      count.id = "lookups-" + r;
+      count.dataset.value = String(n);
+      count.textContent = `${int(n)} · ${total ? share.toFixed(1) : "0.0"}%`;
+      li.append(swatch, name, count);
+      legend.append(li);
+    }
+    $("donut").style.background = stops.length ? `conic-gradient(${stops.join(", ")})` : "";
+
+    // Time series: per poll from the counters' differences, like Prometheus' rate().
+    let pollRate = null, limited = null;
+    if (previous) {
+      const dh = cache.hits - previous.cache.hits, dm = cache.misses - previous.cache.misses;
+      pollRate = dh + dm > 0 ? dh / (dh + dm) : null;
+      limited = Math.max(0, s.rate_limit.limited - previous.rate_limit.limited);
+    }
+    push(charts.hitRate, t, [pollRate, win.hit_rate]);
+    push(charts.latency, t, [rt.p50_ms, rt.p99_ms]);
+    push(charts.pool, t, [conn.active, conn.idle, conn.max_connections]);
+    push(charts.rateLimit, t, [limited]);
+    show("rl-allowed", int(s.rate_limit.allowed), s.rate_limit.allowed);
+    show("rl-limited", int(s.rate_limit.limited), s.rate_limit.limited);
+    previous = s;
+  }
+
+  function renderHealth(h) {
+    const pill = $("health");
+    pill.className = "pill " + h.status;
+    show("health", h.status, h.status);
+    const list = $("checks");
+    list.replaceChildren();
+    for (const [name, check] of Object.entries(h.checks)) {
+      const li = document.createElement("li");
+      const dot = document.createElement("i");
+      dot.className = "dot " + check.status;
+      const label = document.createElement("span");
+      label.className = "name";
+      label.textContent = name;
+      const state = document.createElement("span");
+      state.textContent = check.status;
+      const detail = document.createElement("span");
+      detail.className = "detail";
+      detail.textContent = check.error ? check.error : check.latency_ms != null ? ms(check.latency_ms) : "";
+      li.append(dot, label, state, detail);
+      list.append(li);
+    }
+  }
+
+  function renderAlerts(a) {
+    const th = a.thresholds, parts = [];
+    if (th.min_hit_rate != null) parts.push(`hit rate ≥ ${pct(th.min_hit_rate)}`);
+    if (th.max_p99_ms != null) parts.push(`p99 ≤ ${ms(th.max_p99_ms)}`);
+    if (th.max_error_rate != null) parts.push(`5xx ≤ ${pct(th.max_error_rate)}`);
+    $("thresholds").textContent = parts.length ? parts.join(" · ") + ` over ${a.window_seconds} s` : "no thresholds configured";
+    const list = $("alerts");
+    list.replaceChildren();
+    list.dataset.value = String(a.active.length);
+    if (!a.active.length) {
+      const li = document.createElement("li");
+      li.className = "none";
+      li.textContent = "No active alerts";
+      list.append(li);
+    }
+    for (const alert of a.active) {
+      const li = document.createElement("li");
+      const title = document.createElement("b");
+      title.textContent = alert.message;
+      const since = document.createElement("span");
+      since.textContent = `${alert.name} · for ${duration(Date.now() / 1000 - alert.since_ts)}`;
+      li.append(title, since);
+      list.append(li);
+    }
+  }
+
+  async function getJSON(path, okStatuses) {
+    const resp = await fetch(path, { cache: "no-store", credentials: "same-origin" });
+    if (!resp.ok && !(okStatuses || []).includes(resp.status)) throw new Error(`${path}: HTTP ${resp.status}`);
+    return resp.json();
+  }
+
+  let polls = 0;
+  async function poll() {
+    try {
+      const [summary, alerts, health] = await Promise.all([
+        getJSON("performance/summary"),
+        getJSON("alerts/active"),
+        getJSON("health", [503]), // unhealthy still has a body worth showing
+      ]);
+      renderSummary(summary, Date.now() / 1000);
+      renderAlerts(alerts);
+      renderHealth(health);
+      polls += 1;
+      document.body.dataset.polls = String(polls);
+      $("status").textContent = `every ${POLL_MS / 1000} s`;
+      $("status").className = "meta status";
+    } catch (err) {
+      $("status").textContent = "⚠ " + err.message;
+      $("status").className = "meta status bad";
+    } finally {
+      setTimeout(poll, POLL_MS);
+    }
+  }
+  poll();
+})();

@@ -1,0 +1,150 @@
+"""`GET /health`: can this process serve? A cheap upstream probe and a Redis PING.
+
+Results are reused for `upstream.health_cache` seconds and a probe under way is shared, so
+however often load balancers ask, the upstream and Redis see at most one probe each per
+interval. Nothing here names the upstream (its URL may hold a password; /health needs no
+token): errors are described by kind only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from proxy.cache.stores import StoreUnavailable
+from proxy.redis_conn import SharedRedis
+from proxy.shared_cache import SharedTier
+
+PROBE_TIMEOUT = 2.0  # seconds: well inside what load balancers give a health check
+
+Check = dict[str, Any]
+
+
+def overall(checks: dict[str, Check]) -> tuple[str, int]:
+    """(status, HTTP status): the upstream gone is unhealthy, anything else down degraded."""
+    if checks.get("upstream", {}).get("status") == "down":
+        return "unhealthy", 503
+    if any(c.get("status") == "down" for c in checks.values()):
+        return "degraded", 200  # still serving: from memory, stale, or without Redis
+    return "healthy", 200
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError | aiohttp.ClientConnectorError):
+        return "connection refused"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "disconnected"
+    return type(exc).__name__
+
+
+class _Cached:
+    """One check's last result, reused for `ttl` seconds; concurrent askers share a probe."""
+
+    def __init__(self, probe: Callable[[], Awaitable[Check]], ttl: float) -> None:
+        self._probe = probe
+        self._ttl = ttl
+        self._result: Check | None = None
+        self._taken = 0.0
+        self._running: asyncio.Task[Check] | None = None
+
+    async def get(self) -> Check:
+        now = time.monotonic()
+        if self._result is not None and now - self._taken < self._ttl:
+            return self._result
+        if self._running is None:
+            self._running = asyncio.create_task(self._run())
+        return await asyncio.shield(self._running)
+
+    async def _run(self) -> Check:
+        try:
+            self._result = await self._probe()
+            self._taken = time.monotonic()
+            return self._result
+        finally:
+            self._running = None
+
+
+class HealthChecker:
+    def __init__(
+        self,
+        upstream_url: str,
+        health_path: str | None,
+        ttl: float,
+        redis: SharedRedis | None,
+        shared: SharedTier | None,
+    ) -> None:
+        url = URL(upstream_url)
+        self._host, self._port = url.host or "", url.port or 80
+        self._probe_url = url.with_path(health_path) if health_path else None
+        self._redis = redis
+        self._shared = shared
+        self._session: aiohttp.ClientSession | None = None
+        self._checks: dict[str, _Cached] = {"upstream": _Cached(self._upstream, ttl)}
+        if redis is not None:
+            self._checks["redis"] = _Cached(self._ping, ttl)
+
+    async def start(self) -> None:
+        if self._probe_url is not None:
+            # A session of its own: a busy pool must not make a healthy upstream look dead,
+            # and each probe opens a fresh connection, as a new client would.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=2, force_close=True),
+                timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def check(self) -> tuple[str, int, dict[str, Check]]:
+        names = list(self._checks)
+        results = await asyncio.gather(*(self._checks[n].get() for n in names))
+        checks = dict(zip(names, results, strict=True))
+        status, http_status = overall(checks)
+        return status, http_status, checks
+
+    async def _upstream(self) -> Check:
+        started = time.perf_counter()
+        result: Check = {"status": "up", "probe": "http" if self._probe_url else "tcp"}
+        try:
+            if self._session is not None and self._probe_url is not None:
+                async with self._session.get(self._probe_url, allow_redirects=False) as resp:
+                    result["http_status"] = resp.status
+                    if resp.status >= 500:
+                        result.update(status="down", error=f"status {resp.status}")
+            else:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    _, writer = await asyncio.open_connection(self._host, self._port)
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+        except Exception as exc:  # whatever it was, the upstream did not answer: down
+            result.update(status="down", error=_kind(exc))
+        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        return result
+
+    async def _ping(self) -> Check:
+        assert self._redis is not None
+        guard = self._redis.guard
+        started = time.perf_counter()
+        client = self._redis.client
+        try:
+            await self._redis.run("ping", client.ping)
+        except StoreUnavailable:  # the guard has the reason
+            return {"status": "down", "error": guard.last_error}
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        if self._shared is not None and not self._shared.subscribed:
+            # Purges from other instances would be missed.
+            return {"status": "down", "error": "purge subscription lost", "latency_ms": latency}
+        return {"status": "up", "error": None, "latency_ms": latency}

@@ -1,0 +1,126 @@
+"""The access log: one line per answer, written off the event loop, never a secret."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+
+from proxy.clientaddr import TrustedProxies
+from proxy.logs import AccessLog, LogSettings, Record, loggable_path
+from tests.conftest import Origin, ProxyProcess
+
+SECRETS = ("TOPSECRET", "COOKIESECRET", "QUERYSECRET", "ADMINSECRET")
+
+
+def test_only_listed_query_parameters_are_logged() -> None:
+    keep = frozenset({"page", "q"})
+    assert loggable_path("/a?api_key=s&page=2&q=x", keep) == "/a?page=2&q=x"
+    assert loggable_path("/a?api_key=s", keep) == "/a"
+    assert loggable_path("/a?page=2", frozenset()) == "/a"  # none listed: no query at all
+    assert loggable_path("/a", keep) == "/a"
+
+
+def test_hits_are_sampled_evenly() -> None:
+    log = AccessLog(LogSettings(sample_hits=0.25), io.BytesIO(), TrustedProxies())
+    decisions = [log.hit_sampled() for _ in range(100)]
+    assert sum(decisions) == 25
+    assert decisions[:8] == [False, False, False, True] * 2
+    never = AccessLog(LogSettings(sample_hits=0), io.BytesIO(), TrustedProxies())
+    assert not any(never.hit_sampled() for _ in range(1000))
+
+
+def _record(path: str = "/a?page=1&token=QUERYSECRET") -> Record:
+    return (1_700_000_000.25, "GET", path, "api", 200, "hit", None, 0.000412, 1, "10.1.2.3", (), ())
+
+
+def test_text_lines_quote_the_path_and_show_no_secret() -> None:
+    log = AccessLog(
+        LogSettings(format="text", query_params=("page",)), io.BytesIO(), TrustedProxies()
+    )
+    line = log.line(_record()).decode()
+    assert line.startswith("2023-11-14T22:13:20.250Z ")
+    assert ' 10.1.2.3 GET "/a?page=1" 200 1B ' in line
+    assert "cache=hit route=api total_ms=0.412 upstream_ms=-" in line
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert not any(secret in line for secret in SECRETS)
+
+
+async def test_a_stdout_nobody_reads_drops_lines_instead_of_blocking() -> None:
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "wb")
+    log = AccessLog(LogSettings(), stream, TrustedProxies(), max_pending=1000, max_batches=2)
+    log.start()
+    record = _record("/" + "x" * 2000)
+    try:
+        for _ in range(20):  # far more than the 64 KiB a pipe holds, in batches
+            for _ in range(1000):
+                log.add(record)
+            log._flush()
+            await asyncio.sleep(0.01)
+        # The writer is stuck in write(); the loop went on and counted what it dropped.
+        assert log.dropped > 0
+        assert log.written < 20_000
+    finally:
+        os.close(read_end)  # the writer's write fails now, and it can stop
+        await asyncio.to_thread(log.close)
+        stream.close()
+
+
+async def test_the_process_logs_json_lines_on_stdout_without_secrets(
+    origin: Origin, proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    proxy = proxy_process(
+        origin.url,
+        cache={"ttl": 30},
+        routes=[{"name": "api", "match": {"prefix": "/api/"}}],
+        admin={"token": "ADMINSECRET"},
+        log={"format": "json", "query_params": ["page"], "sample_hits": 1},
+    )
+    base = f"http://127.0.0.1:{proxy.port}"
+    headers = {"Authorization": "Bearer TOPSECRET", "Cookie": "sid=COOKIESECRET"}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):  # a miss, then a hit
+            async with http.get(f"{base}/api/q?page=2&api_key=QUERYSECRET") as resp:
+                await resp.read()
+        async with http.get(f"{base}/other", headers=headers) as resp:
+            await resp.read()
+        async with http.get(
+            f"http://127.0.0.1:{proxy.admin_port}/metrics",
+            headers={"Authorization": "Bearer ADMINSECRET"},
+        ) as resp:
+            assert resp.status == 200
+    proxy.proc.send_signal(signal.SIGTERM)
+    out, _ = proxy.proc.communicate(timeout=15)
+    assert proxy.proc.returncode == 0, out
+    json_lines = [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
+    lines = [x for x in json_lines if "logger" not in x]  # the rest: the process's own log
+    assert any(x.get("logger") == "cacheproxy" for x in json_lines)  # log.format: json there too
+    assert [(x["path"], x["route"], x["cache"]) for x in lines] == [
+        ("/api/q?page=2", "api", "miss"),
+        ("/api/q?page=2", "api", "hit"),
+        ("/other", "default", "miss"),  # with credentials: looked up, not stored
+    ]
+    first = lines[0]
+    assert set(first) == {
+        "time",
+        "client",
+        "method",
+        "path",
+        "route",
+        "status",
+        "cache",
+        "bytes",
+        "upstream_ms",
+        "total_ms",
+    }
+    assert (first["method"], first["status"], first["client"]) == ("GET", 200, "127.0.0.1")
+    assert first["upstream_ms"] > 0 and first["total_ms"] >= first["upstream_ms"]
+    assert first["bytes"] > len(b"body of /api/q?page=2&api_key=QUERYSECRET")
+    assert lines[1]["upstream_ms"] is None  # a hit never went upstream
+    assert not any(secret in out for secret in SECRETS)

@@ -1,0 +1,148 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium` + `chromium-driver`).
+
+No network beyond loopback: the page must load everything from the admin listener. The
+screenshot is kept in tests/artifacts/ (not committed) for people to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.app import ProxyServer
+from tests.conftest import ROOT, Origin, StartProxy, get
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+def _browser() -> Any:
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not Path(binary).exists():
+            pytest.fail(f"{binary} is missing: the dashboard test needs it ({INSTALL})")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # root in CI containers
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,900",  # a laptop screen
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",  # nothing but the page itself
+        "--disable-component-update",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def _wait(driver: Any, script: str, within: float = 10.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not true within {within} s: {script}"
+        time.sleep(0.05)
+
+
+def _values(driver: Any) -> dict[str, str]:
+    ids = ("hit-rate", "hits", "misses", "requests", "p50", "p99", "avg-cached")
+    ids += ("avg-uncached", "speedup", "entries", "pool-max", "lookups", "alerts", "health")
+    script = (
+        "return Object.fromEntries(arguments[0].map("
+        "id => [id, document.getElementById(id).dataset.value]))"
+    )
+    return driver.execute_script(script, list(ids))  # type: ignore[no-any-return]
+
+
+async def _summary(http: aiohttp.ClientSession, proxy: ProxyServer) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{proxy.admin_port}/performance/summary"
+    async with http.get(url, headers={"Accept-Encoding": "identity"}) as resp:
+        return await resp.json()  # type: ignore[no-any-return]
+
+
+def _number(text: str) -> float | None:
+    return float(text) if text else None
+
+
+async def test_the_dashboard_shows_the_summary_and_follows_the_traffic(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    origin.delay = 0.03
+    proxy = await start_proxy(
+        origin.url,
+        cache={"ttl": 60},
+        routes=[{"name": "quotes", "match": {"prefix": "/api/quotes/"}}],
+        alerts={"min_hit_rate": 0.9, "min_requests": 5},
+    )
+    for path in ("/api/quotes/A", "/api/quotes/B", "/api/quotes/C", *["/api/quotes/A"] * 7):
+        await get(http, proxy, path)
+
+    def run(call: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(call, *args)  # the proxy runs on this loop: never block it
+
+    driver = await run(_browser)
+    try:
+        await run(driver.get, f"http://127.0.0.1:{proxy.admin_port}/dashboard?interval=500")
+        await run(_wait, driver, "return document.body.dataset.polls >= 2")
+        shown = await run(_values, driver)
+        summary = await _summary(http, proxy)
+        cache, rt = summary["cache"], summary["response_times"]
+        assert (shown["hits"], shown["misses"], shown["requests"]) == ("7", "3", "10")
+        assert _number(shown["hit-rate"]) == cache["hit_rate"] == 0.7
+        assert _number(shown["entries"]) == cache["entries"] == 3
+        assert _number(shown["lookups"]) == 10
+        for field, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("speedup", "speedup")):
+            assert _number(shown[field]) == rt[key], field
+        assert _number(shown["avg-cached"]) == rt["avg_cached_ms"]
+        assert _number(shown["avg-uncached"]) == rt["avg_uncached_ms"]
+        assert _number(shown["pool-max"]) == summary["connections"]["max_connections"]
+        assert (shown["health"], shown["alerts"]) == ("healthy", "1")  # 0.7 < 0.9
+        text = await run(lambda: driver.find_element("tag name", "body").text)
+        assert "70.0%" in text and "hit rate 0.70 below 0.90" in text
+
+        for _ in range(5):  # more traffic: the page follows
+            await get(http, proxy, "/api/quotes/B")
+        await run(_wait, driver, "return document.getElementById('hits').dataset.value === '12'")
+        await run(
+            _wait, driver, "return document.getElementById('hit-rate').textContent === '80.0%'"
+        )
+        await asyncio.sleep(1.2)  # a couple more points on the charts for the screenshot
+        shot = tmp_path / "dashboard.png"
+        assert await run(driver.save_screenshot, str(shot))
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(shot, ARTIFACTS / "dashboard.png")
+
+        problems = [
+            entry
+            for entry in await run(driver.get_log, "browser")
+            if entry["level"] in ("SEVERE", "WARNING")
+        ]
+        assert problems == []
+        # Every request the page made went to the admin listener itself.
+        origins = await run(
+            driver.execute_script,
+            "return [...new Set(performance.getEntriesByType('resource')"
+            ".map(e => new URL(e.name).origin))]",
+        )
+        assert origins == [f"http://127.0.0.1:{proxy.admin_port}"]
+    finally:
+        await run(driver.quit)

@@ -1,0 +1,495 @@
+"""Metrics, performance figures, alerts and health on the admin port, after known traffic.
+
+A real upstream, the real proxy, real sockets; the numbers asserted follow from the
+requests each test makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.app import ProxyServer
+from proxy.config import ConfigError, parse_config
+from proxy.metrics import Meters, MultiprocessWriter, Series, render_multiprocess
+from proxy.upstream import _CountingConnector
+from tests.conftest import Origin, StartProxy, StartUpstream, get
+from tests.redis_servers import RedisServer
+
+TOKEN = "obs-token-1234"
+
+
+async def admin(
+    http: aiohttp.ClientSession, proxy: ProxyServer, path: str, token: str | None = None
+) -> tuple[int, Any]:
+    headers = {"Accept-Encoding": "identity"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with http.get(f"http://127.0.0.1:{proxy.admin_port}{path}", headers=headers) as resp:
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json()
+        return resp.status, await resp.text()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"not true within {within} s"
+        await asyncio.sleep(0.05)
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text page: (name, labels) -> value."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def sample(all_samples: dict[Any, float], name: str, **labels: str) -> float | None:
+    return all_samples.get((name, frozenset(labels.items())))
+
+
+API_ROUTE = [{"name": "api", "match": {"prefix": "/api/"}}]
+
+
+async def three_misses_seven_hits(http: aiohttp.ClientSession, proxy: ProxyServer) -> None:
+    for path in ("/api/a", "/api/b", "/api/c", *["/api/a"] * 4, *["/api/b"] * 3):
+        resp, _ = await get(http, proxy, path)
+        assert resp.status == 200
+
+
+async def test_performance_cache_after_three_misses_and_seven_hits(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, cache={"ttl": 30}, routes=API_ROUTE)
+    await three_misses_seven_hits(http, proxy)
+    await get(http, proxy, "/api/r", data=b"{}")  # a GET with a body bypasses: in neither
+    status, doc = await admin(http, proxy, "/performance/cache")
+    assert status == 200
+    assert (doc["hits"], doc["misses"], doc["hit_rate"]) == (7, 3, 0.7)
+    assert doc["lookups"] == {"hit": 7, "stale": 0, "miss": 3, "revalidated": 0, "bypass": 1}
+    assert doc["enabled"] is True and doc["entries"] == 3 and doc["evictions"] == 0
+    assert 0 < doc["bytes"] <= doc["max_bytes"] == 256 * 2**20
+    assert doc["ttl_seconds"] == {"default": 30.0, "api": 30.0}
+
+
+async def test_performance_connections_counts_pool_reuse(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, upstream={"pool": {"max_connections": 7}})
+    for i in range(4):  # uncached, one after another: one connection, reused
+        await get(http, proxy, f"/x/{i}")
+    status, doc = await admin(http, proxy, "/performance/connections")
+    assert status == 200
+    assert doc == {
+        "max_connections": 7,
+        "active": 0,
+        "idle": 1,
+        "total_requests": 4,
+        "opened": 1,
+        "reuse_rate": 0.75,
+    }
+
+
+async def test_summary_compares_cached_and_uncached_response_times(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    origin.delay = 0.05
+    proxy = await start_proxy(origin.url, cache={"ttl": 30}, routes=API_ROUTE)
+    await three_misses_seven_hits(http, proxy)
+    status, doc = await admin(http, proxy, "/performance/summary")
+    assert status == 200
+    assert doc["requests"] == 10 and doc["cache"]["hit_rate"] == 0.7
+    assert doc["connections"]["total_requests"] == 3
+    rt = doc["response_times"]
+    assert set(rt) == {"avg_cached_ms", "avg_uncached_ms", "p50_ms", "p99_ms", "speedup"}
+    assert rt["avg_uncached_ms"] >= 50 and rt["avg_cached_ms"] < 50
+    assert rt["speedup"] == pytest.approx(rt["avg_uncached_ms"] / rt["avg_cached_ms"], rel=0.01)
+    assert rt["p50_ms"] < 50 <= rt["p99_ms"]  # 7 of 10 were hits
+    window = doc["window"]
+    assert (window["requests"], window["hits"], window["misses"]) == (10, 7, 3)
+    assert window["raw_counts"]["cached"] == 7 and window["raw_counts"]["uncached"] == 3
+
+
+async def test_metrics_count_requests_lookups_upstream_and_pool(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, cache={"ttl": 30}, routes=API_ROUTE)
+    await three_misses_seven_hits(http, proxy)
+    origin.respond = lambda r: web.Response(status=503, text="down")
+    await get(http, proxy, "/other")  # default route, uncached: 503 from upstream
+    status, text = await admin(http, proxy, "/metrics")
+    assert status == 200
+    async with http.get(  # what Prometheus sends: compressed, the same page
+        f"http://127.0.0.1:{proxy.admin_port}/metrics", headers={"Accept-Encoding": "gzip"}
+    ) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert resp.content_type == "text/plain"
+        zipped = gzip.decompress(await resp.read()).decode()
+    assert {f.name for f in text_string_to_metric_families(zipped)} == {
+        f.name for f in text_string_to_metric_families(text)
+    }
+    s = samples(text)
+    assert sample(s, "cacheproxy_requests_total", route="api", method="GET", status="200") == 10
+    assert sample(s, "cacheproxy_requests_total", route="default", method="GET", status="503") == 1
+    for result, count in (("hit", 7), ("miss", 3), ("stale", 0), ("bypass", 0)):
+        assert sample(s, "cacheproxy_cache_lookups_total", route="api", result=result) == count
+    hist = "cacheproxy_request_duration_seconds"
+    assert sample(s, f"{hist}_count", route="api", cache="hit") == 7
+    assert sample(s, f"{hist}_bucket", route="api", cache="hit", le="+Inf") == 7
+    assert sample(s, f"{hist}_count", route="api", cache="miss") == 3
+    assert sample(s, f"{hist}_count", route="default", cache="miss") == 1  # a 503, not stored
+    assert sample(s, "cacheproxy_upstream_requests_total", route="api", status="200") == 3
+    assert sample(s, "cacheproxy_upstream_requests_total", route="default", status="503") == 1
+    assert sample(s, "cacheproxy_upstream_duration_seconds_count", route="api") == 3
+    assert sample(s, "cacheproxy_upstream_connections", state="idle") == 1
+    assert sample(s, "cacheproxy_upstream_connections", state="active") == 0
+    assert sample(s, "cacheproxy_cache_entries") == 3
+    assert sample(s, "cacheproxy_cache_bytes") == proxy.pipeline.cache.store.bytes
+    assert sample(s, "cacheproxy_cache_evictions_total") == 0
+    assert "process_resident_memory_bytes" in text  # the standard collectors too
+    # Labels are route names: no path, no query ever becomes a label.
+    assert "/api/a" not in text and "/other" not in text
+
+
+async def test_malformed_and_unrouted_answers_are_counted_too(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, listen={"hosts": ["api.example.com"]})
+    async with http.get(f"http://127.0.0.1:{proxy.proxy_port}/x") as resp:
+        assert resp.status == 421  # refused before routing
+    _, text = await admin(http, proxy, "/metrics")
+    s = samples(text)
+    assert sample(s, "cacheproxy_requests_total", route="unrouted", method="GET", status="421") == 1
+
+
+async def test_upstream_failures_are_counted_by_kind(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    up = await start_upstream(web.Application())
+    assert up.runner is not None
+    await up.runner.cleanup()  # nothing listens there any more
+    proxy = await start_proxy(up.url, upstream={"retries": 0})
+    resp, _ = await get(http, proxy, "/gone")
+    assert resp.status == 502
+    _, text = await admin(http, proxy, "/metrics")
+    s = samples(text)
+    assert sample(s, "cacheproxy_upstream_requests_total", route="default", status="error") == 1
+    assert sample(s, "cacheproxy_requests_total", route="default", method="GET", status="502") == 1
+    _, summary = await admin(http, proxy, "/performance/summary")
+    assert summary["window"]["upstream_errors"] == 1 and summary["errors"] == 1
+
+
+async def test_redis_errors_are_counted_by_operation(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    redis = {"url": redis_server.url, "timeout": 0.5, "key_prefix": "obs:"}
+    proxy = await start_proxy(
+        origin.url, redis=redis, cache={"ttl": 30, "tiers": ["memory", "redis"]}
+    )
+    redis_server.stop()
+    for i in range(3):
+        await get(http, proxy, f"/r{i}")
+    _, text = await admin(http, proxy, "/metrics")
+    s = samples(text)
+    errors = {
+        dict(labels)["op"]: value
+        for (name, labels), value in s.items()
+        if name == "cacheproxy_redis_errors_total"
+    }
+    assert errors and sum(errors.values()) == sum(proxy.redis.guard.errors.values()) > 0  # type: ignore[union-attr]
+    status, health = await admin(http, proxy, "/health")
+    assert (status, health["status"]) == (200, "degraded")
+    assert health["checks"]["redis"]["status"] == "down"
+    assert health["checks"]["upstream"]["status"] == "up"
+
+
+async def test_the_rate_limit_hook_feeds_its_metric(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, routes=API_ROUTE)
+    for allowed in (True, True, False):
+        proxy.observer.ratelimit_check("api", allowed)
+    _, text = await admin(http, proxy, "/metrics")
+    s = samples(text)
+    assert sample(s, "cacheproxy_ratelimit_checks_total", route="api", result="allowed") == 2
+    assert sample(s, "cacheproxy_ratelimit_checks_total", route="api", result="limited") == 1
+    _, summary = await admin(http, proxy, "/performance/summary")
+    assert summary["rate_limit"] == {"allowed": 2, "limited": 1}
+
+
+async def test_alerts_are_raised_logged_and_cleared(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy = await start_proxy(
+        origin.url,
+        cache={"ttl": 30},
+        alerts={"min_hit_rate": 0.8, "min_requests": 5, "window": 5},
+    )
+    caplog.set_level(logging.INFO, logger="cacheproxy.stats")
+    _, doc = await admin(http, proxy, "/alerts/active")
+    assert doc["active"] == [] and doc["thresholds"]["min_hit_rate"] == 0.8
+    for i in range(5):
+        await get(http, proxy, f"/cold/{i}")
+    started = time.time()
+    _, doc = await admin(http, proxy, "/alerts/active")
+    (alert,) = doc["active"]
+    assert (alert["name"], alert["value"], alert["threshold"]) == ("low_hit_rate", 0.0, 0.8)
+    assert abs(alert["since_ts"] - started) < 2 and alert["since"].endswith("Z")
+    assert "alert raised: low_hit_rate" in caplog.text
+    for _ in range(40):  # hits lift the rate over the window
+        await get(http, proxy, "/cold/0")
+
+    async def cleared() -> bool:
+        return (await admin(http, proxy, "/alerts/active"))[1]["active"] == []
+
+    await eventually(cleared)
+    assert "alert cleared: low_hit_rate" in caplog.text
+
+
+async def test_a_stats_line_each_interval(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cacheproxy.stats")
+    proxy = await start_proxy(origin.url, cache={"ttl": 30}, log={"stats_interval": 1})
+    for _ in range(3):
+        await get(http, proxy, "/s")
+
+    async def logged() -> bool:
+        return any(r.getMessage().startswith("stats: 3 requests") for r in caplog.records)
+
+    await eventually(logged, within=4)
+    record = next(r for r in caplog.records if r.getMessage().startswith("stats: 3 requests"))
+    fields = record.fields  # type: ignore[attr-defined]
+    assert (fields["requests"], fields["hit_rate"]) == (3, 0.6667)
+    assert fields["cache_entries"] == 1 and fields["p99_ms"] is not None
+
+
+async def test_every_new_endpoint_needs_the_token_but_health(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, admin={"token": TOKEN})
+    paths = (
+        "/metrics",
+        "/performance/cache",
+        "/performance/connections",
+        "/performance/summary",
+        "/alerts/active",
+        "/dashboard",
+        "/dashboard/uPlot.iife.min.js",
+    )
+    base = f"http://127.0.0.1:{proxy.admin_port}"
+    for path in paths:
+        async with http.get(base + path) as resp:
+            assert resp.status == 401, path
+            challenges = resp.headers.getall("WWW-Authenticate")
+            assert 'Basic realm="cacheproxy-admin"' in challenges  # browsers ask for it
+        async with http.get(base + path, headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200, path
+    # A browser sends the token as Basic auth's password (any user name).
+    good = base64.b64encode(f"ops:{TOKEN}".encode()).decode()
+    bad = base64.b64encode(f"{TOKEN}:wrong".encode()).decode()
+    for value, expected in ((good, 200), (bad, 401), ("%%%", 401), ("", 401)):
+        async with http.get(
+            base + "/performance/summary", headers={"Authorization": f"Basic {value}"}
+        ) as resp:
+            assert resp.status == expected, value
+    async with http.get(base + "/health") as resp:
+        assert resp.status == 200
+
+
+async def test_unhealthy_with_503_when_the_upstream_is_gone(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    up = await start_upstream(web.Application())
+    proxy = await start_proxy(up.url, upstream={"health_cache": 0})
+    status, doc = await admin(http, proxy, "/health")
+    assert (status, doc["status"]) == (200, "healthy")
+    assert doc["checks"]["upstream"]["status"] == "up"
+    assert up.runner is not None
+    await up.runner.cleanup()
+    status, doc = await admin(http, proxy, "/health")
+    assert (status, doc["status"]) == (503, "unhealthy")
+    assert doc["checks"]["upstream"] == {
+        "status": "down",
+        "probe": "tcp",
+        "error": "connection refused",
+        "latency_ms": doc["checks"]["upstream"]["latency_ms"],
+    }
+    assert "127.0.0.1" not in str(doc)  # /health needs no token: it names no host
+
+
+async def test_health_path_is_probed_at_most_once_per_interval(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    healthy = True
+    origin.respond = lambda r: web.Response(status=200 if healthy else 500, text="ok")
+    proxy = await start_proxy(origin.url, upstream={"health_path": "/healthz", "health_cache": 1})
+    answers = await asyncio.gather(*(admin(http, proxy, "/health") for _ in range(20)))
+    assert {(s, d["status"]) for s, d in answers} == {(200, "healthy")}
+    assert origin.hits["/healthz"] == 1  # twenty asked, one probe
+    assert answers[0][1]["checks"]["upstream"]["http_status"] == 200
+    healthy = False
+    status, doc = await admin(http, proxy, "/health")
+    assert status == 200 and origin.hits["/healthz"] == 1  # still the cached answer
+
+    async def unhealthy() -> bool:
+        return (await admin(http, proxy, "/health"))[0] == 503
+
+    await eventually(unhealthy, within=3)
+    _, doc = await admin(http, proxy, "/health")
+    assert doc["checks"]["upstream"]["error"] == "status 500"
+
+
+def test_config_errors_in_the_new_sections_name_their_key_paths() -> None:
+    text = """
+upstream: {url: "http://127.0.0.1:9000", health_path: healthz, health_cache: -1}
+log: {format: xml, sample_hits: 2, level: loud, stats_interval: -5}
+alerts: {min_hit_rate: 1.5, max_p99_ms: 0, window: 1, surprise: 1}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env={})
+    paths = {p.split(":")[0] for p in info.value.problems}
+    assert paths == {
+        "upstream.health_path",
+        "upstream.health_cache",
+        "log.format",
+        "log.sample_hits",
+        "log.level",
+        "log.stats_interval",
+        "alerts.min_hit_rate",
+        "alerts.max_p99_ms",
+        "alerts.window",
+        "alerts.surprise",
+    }
+    config = parse_config(
+        'upstream: {url: "http://x:1"}\nlog: {level: debug, format: json}\n', env={}
+    )
+    assert (config.log.level, config.log.format, config.log.sample_hits) == ("DEBUG", "json", 1)
+
+
+# --- several processes ---------------------------------------------------------------------
+
+
+def test_workers_metrics_add_up_through_the_multiprocess_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for pid, (hits, bytes_held) in ((101, (3, 1000)), (102, (4, 500))):
+        meters = Meters([("api", True)])
+        for _ in range(hits):
+            meters.response("api", "GET", 200, "hit", 0.0004)
+        meters.response("api", "GET", 200, "miss", 0.2)
+        writer = MultiprocessWriter(lambda pid=pid: pid)  # type: ignore[misc]
+        series = [
+            *meters.series(),
+            Series("gauge", "cacheproxy_cache_bytes", "b", (), {(): bytes_held}),
+        ]
+        writer.write(series)
+        writer.write(series)  # written whole, not added: repeating changes nothing
+    s = samples(render_multiprocess(str(tmp_path)).decode())
+    assert sample(s, "cacheproxy_requests_total", route="api", method="GET", status="200") == 9
+    assert sample(s, "cacheproxy_cache_lookups_total", route="api", result="hit") == 7
+    hist = "cacheproxy_request_duration_seconds"
+    assert sample(s, f"{hist}_count", route="api", cache="hit") == 7
+    assert sample(s, f"{hist}_bucket", route="api", cache="hit", le="0.0005") == 7
+    assert sample(s, f"{hist}_bucket", route="api", cache="hit", le="0.00025") == 0
+    assert sample(s, f"{hist}_bucket", route="api", cache="miss", le="0.25") == 2
+    assert sample(s, "cacheproxy_cache_bytes") == 1500  # live gauges: summed
+
+
+def test_pool_figures_read_fields_aiohttp_still_has() -> None:
+    # UpstreamClient.pool_stats reads two private fields of aiohttp's connector and
+    # overrides one private method: a new aiohttp that renames them must fail here.
+    import aiohttp as aio
+
+    assert callable(getattr(aio.TCPConnector, "_create_connection", None))
+
+    async def fields() -> tuple[object, object]:
+        connector = _CountingConnector()
+        try:
+            return connector._acquired, connector._conns
+        finally:
+            await connector.close()
+
+    acquired, conns = asyncio.run(fields())
+    assert isinstance(acquired, set) and isinstance(conns, dict)
+
+
+async def test_a_worker_writes_its_metrics_where_the_supervisor_reads_them(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    proxy = await start_proxy(origin.url, cache={"ttl": 30}, routes=API_ROUTE)
+    await three_misses_seven_hits(http, proxy)
+    proxy.observer.tick()  # what the worker does once a second
+    s = samples(render_multiprocess(str(tmp_path)).decode())
+    assert sample(s, "cacheproxy_requests_total", route="api", method="GET", status="200") == 10
+    assert sample(s, "cacheproxy_cache_lookups_total", route="api", result="hit") == 7
+    assert sample(s, "cacheproxy_cache_entries") == 3
+    _, text = await admin(http, proxy, "/metrics")  # its own /metrics reads the same files
+    assert sample(samples(text), "cacheproxy_cache_lookups_total", route="api", result="miss") == 3
+
+
+def test_merged_summaries_add_counts_and_recompute_ratios() -> None:
+    from proxy.observability import merge_summaries
+    from proxy.stats_window import describe
+    from tests.test_stats_window import latencies, totals
+
+    def doc(hits: int, misses: int, fast: int, slow: int) -> dict[str, Any]:
+        window = describe(
+            totals(
+                requests=fast + slow,
+                hits=hits,
+                misses=misses,
+                cached=fast,
+                cached_seconds=fast * 0.001,
+                uncached=slow,
+                uncached_seconds=slow * 0.1,
+                latency=latencies(*([0.001] * fast), *([0.1] * slow)),
+            ),
+            60.0,
+        )
+        rate = hits / (hits + misses)
+        return {
+            "cache": {"hits": hits, "misses": misses, "hit_rate": rate, "ttl_seconds": {"a": 30}},
+            "connections": {"total_requests": slow, "opened": 1, "reuse_rate": 0.0},
+            "response_times": window["response_times"],
+            "window": window,
+        }
+
+    merged = merge_summaries([doc(9, 1, 9, 1), doc(1, 9, 1, 9)])
+    assert merged["cache"] == {"hits": 10, "misses": 10, "hit_rate": 0.5, "ttl_seconds": {"a": 30}}
+    assert merged["connections"]["reuse_rate"] == 0.8  # 10 requests, 2 connections opened
+    window = merged["window"]
+    assert (window["requests"], window["seconds"], window["requests_per_second"]) == (20, 60, 0.333)
+    rt = merged["response_times"]
+    assert rt == window["response_times"]
+    assert (rt["avg_cached_ms"], rt["avg_uncached_ms"], rt["speedup"]) == (1.0, 100.0, 100.0)
+    assert rt["p50_ms"] <= 1.0 and 80 < rt["p99_ms"] <= 100  # estimates, within a bucket
