@@ -48,7 +48,13 @@ class ProxyServer:
         warming = None
         if warming_settings is not None:
             # max_rate is the upstream's whole budget: each of N workers takes its share.
-            warming = Warming(warming_settings, warming_settings.rate / config.workers)
+            popular = warming_settings.popular
+            warming = Warming(
+                warming_settings.refresh_ahead,
+                popular.top,
+                popular.half_life,
+                warming_settings.rate / config.workers,
+            )
         self.pipeline = Pipeline(routes, self.upstream, memory, self.shared, warming)
         self.warmer: Warmer | None = None
         if warming_settings is not None and warming_settings.urls:

@@ -1,4 +1,4 @@
-"""Cache warming, the pure part: popularity, pacing, and the `cache.warming` section.
+"""Cache warming, the pure part: popularity, pacing, rates.
 
 - `Popularity`: exponentially decaying access counts for a bounded number of keys; the
   `top` highest are "popular". Each access adds weight 2**(t/half_life), so old accesses
@@ -7,7 +7,8 @@
   never sends more than `max_rate` to the upstream in any period, bursts included.
 - `refresh_ahead_at`: the age at which an entry is refreshed ahead of its expiry.
 
-No I/O and a clock passed in; the fetching lives in proxy/warmer.py and proxy/caching.py.
+No I/O and a clock passed in; the fetching lives in proxy/warmer.py and proxy/caching.py,
+the `cache.warming` section in proxy/cache_settings.py.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import math
 import re
 import time
 from collections.abc import Callable
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # A rate: "10/second", "600/minute", "5/30s" (N per N seconds).
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(?:(second|minute|hour|day)|(\d+(?:\.\d+)?)\s*s)\s*")
@@ -37,47 +36,6 @@ def parse_rate(value: object) -> tuple[int, float]:
     if count <= 0 or period <= 0:
         raise ValueError(f"a rate needs a count and a period above 0, got {value!r}")
     return count, period
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PopularSettings(_Model):
-    top: int = Field(100, ge=0, le=100_000)  # keys kept fresh ahead of expiry; 0: none
-    half_life: float = Field(60.0, gt=0)  # seconds for an access to count half as much
-
-
-class WarmingSettings(_Model):
-    """Top-level `cache.warming`."""
-
-    # Paths (with their query) fetched at start-up and kept fresh, as plain GETs.
-    urls: tuple[str, ...] = ()
-    # Refresh when this share of an entry's freshness lifetime is used.
-    refresh_ahead: float = Field(0.8, gt=0, lt=1)
-    popular: PopularSettings = PopularSettings()
-    # Warming sends at most this many requests upstream (all processes together).
-    max_rate: str = "10/second"
-
-    @field_validator("urls")
-    @classmethod
-    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [u for u in value if not u.startswith("/") or "#" in u or any(c.isspace() for c in u)]
-        if bad:
-            raise ValueError(f"must be paths starting with '/' (a query is fine): {bad}")
-        return tuple(dict.fromkeys(value))
-
-    @field_validator("max_rate")
-    @classmethod
-    def _rate(cls, value: str) -> str:
-        parse_rate(value)
-        return value
-
-    @property
-    def rate(self) -> float:
-        """Requests per second."""
-        count, period = parse_rate(self.max_rate)
-        return count / period
 
 
 def refresh_ahead_at(lifetime: float, refresh_ahead: float) -> float:
@@ -185,13 +143,16 @@ class Warming:
     warmer: the popularity counts and the one pacer all warming requests go through."""
 
     def __init__(
-        self, settings: WarmingSettings, rate: float, clock: Callable[[], float] = time.monotonic
+        self,
+        refresh_ahead: float,
+        top: int,
+        half_life: float,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.refresh_ahead = settings.refresh_ahead
-        popular = settings.popular
-        self.popularity = (
-            Popularity(popular.top, popular.half_life, clock=clock) if popular.top else None
-        )
+        """`top` keys by popularity are refreshed ahead (0: none); `rate` per second."""
+        self.refresh_ahead = refresh_ahead
+        self.popularity = Popularity(top, half_life, clock=clock) if top else None
         self.pacer = Pacer(rate, clock)
 
     def due_on_hit(self, key: str, age: float, lifetime: float) -> bool:

@@ -1,17 +1,15 @@
-"""Warming's pure core: decaying popularity, pacing, rates, refresh-ahead, the schema."""
+"""Warming's pure core: decaying popularity, pacing, rates, refresh-ahead."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from proxy.cache.warming import (
     Pacer,
     Popularity,
     Warming,
-    WarmingSettings,
     parse_rate,
     refresh_ahead_at,
 )
@@ -153,20 +151,10 @@ def test_bad_rates(text: str) -> None:
 
 def test_refresh_ahead_is_due_for_popular_entries_past_the_share() -> None:
     clock = Clock()
-    settings = WarmingSettings(refresh_ahead=0.8, popular={"top": 1})
-    warming = Warming(settings, rate=10, clock=clock)
+    warming = Warming(refresh_ahead=0.8, top=1, half_life=60, rate=10, clock=clock)
     assert refresh_ahead_at(10, 0.8) == 8
     warming.popularity.touch("k")  # type: ignore[union-attr]
     assert not warming.due_on_hit("k", age=7.9, lifetime=10)
     assert warming.due_on_hit("k", age=8.0, lifetime=10)
     assert not warming.due_on_hit("other", age=9, lifetime=10)
     assert not warming.due_on_hit("k", age=0, lifetime=0)  # never fresh: nothing ahead
-
-
-def test_settings_defaults_and_errors() -> None:
-    s = WarmingSettings()
-    assert (s.refresh_ahead, s.popular.top, s.max_rate, s.rate) == (0.8, 100, "10/second", 10)
-    assert WarmingSettings(urls=["/a", "/a", "/b?x=1"]).urls == ("/a", "/b?x=1")
-    with pytest.raises(ValidationError) as e:
-        WarmingSettings(urls=["api/x"], max_rate="fast", refresh_ahead=1)
-    assert {err["loc"][0] for err in e.value.errors()} == {"urls", "max_rate", "refresh_ahead"}
