@@ -107,6 +107,19 @@ async def test_a_full_queue_is_a_503_with_retry_after_at_once(
     assert resp.content_type == "application/json"
     assert b'"error":"upstream_busy"' in body and b"its queue is full (1 waiting)" in body
     assert origin.hits["/q/3"] == 0
+    # Visible while it happens: /metrics and /performance/connections.
+    admin = f"http://127.0.0.1:{proxy.admin_port}"
+    async with http.get(f"{admin}/metrics", headers={"Accept-Encoding": "identity"}) as resp:
+        metrics = await resp.text()
+    for line in (
+        'cacheproxy_upstream_in_flight{upstream="default"} 1.0',
+        'cacheproxy_upstream_queued{upstream="default"} 1.0',
+        'cacheproxy_upstream_rejected_total{reason="queue_full",upstream="default"} 1.0',
+    ):
+        assert line in metrics.splitlines(), line
+    async with http.get(f"{admin}/performance/connections") as resp:
+        (upstream_figures,) = (await resp.json())["upstreams"]
+    assert upstream_figures["queued"] == 1 and upstream_figures["circuit"] == "closed"
     release.set()
     assert [(await t)[0].status for t in (first, second)] == [200, 200]
     assert proxy.upstream.stats()[0].queue_full == 1
