@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -52,14 +54,17 @@ class Stack:
         self.upstream_port, self.proxy_port = free_port(), free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
         self.upstream_args = upstream_args
+        upstream = proxy_config.get("upstream", {})
+        assert isinstance(upstream, dict)
         self.proxy_config = {
             "listen": {"host": "127.0.0.1", "port": self.proxy_port},
             "admin": {"host": "127.0.0.1", "port": free_port()},
+            **proxy_config,
             "upstream": {
                 "url": f"http://127.0.0.1:{self.upstream_port}",
                 "pool": {"max_connections": 100},
+                **upstream,
             },
-            **proxy_config,
         }
 
     def __enter__(self) -> Stack:
@@ -224,6 +229,46 @@ async def wide_keys(args: argparse.Namespace) -> list[Result]:
         return results
 
 
+def upstream_figures(port: int, reset: bool = False) -> dict[str, float]:
+    """What the bench upstream saw (bench/upstream.py), or a reset of it."""
+    method = "POST" if reset else "GET"
+    url = f"http://127.0.0.1:{port}/__bench/{'reset' if reset else 'stats'}"
+    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as r:
+        body = r.read()
+    return json.loads(body) if body else {}
+
+
+async def adaptive(args: argparse.Namespace) -> list[Result]:
+    """An upstream that thrashes past 8 requests in flight (20 ms each below that), with
+    pool.max_connections 64: adaptive concurrency off, then on."""
+    results = []
+    path = lambda i: f"/api/item/{i}"  # noqa: E731
+    for enabled in (False, True):
+        pool = {"max_connections": 64, "max_queue": 1000, "adaptive": enabled}
+        with Stack(["--delay", "0.02", "--capacity", "8"], {"upstream": {"pool": pool}}) as stack:
+            # Not measured: lets the limit find its level (slow start, then the knee).
+            load = dict(concurrency=args.concurrency, max_requests=args.max_requests)
+            await run_load("warm-up", stack.proxy_port, path, duration=2, **load)
+            await asyncio.to_thread(upstream_figures, stack.upstream_port, True)
+            name = f"adaptive {'on' if enabled else 'off'}"
+            result = await run_load(
+                name,
+                stack.proxy_port,
+                path,
+                duration=args.duration,
+                server_pid=stack.procs[1].pid,
+                **load,
+            )
+            seen = await asyncio.to_thread(upstream_figures, stack.upstream_port)
+            print(
+                f"   {name}: upstream saw {seen['mean_in_flight']:.1f} in flight on average "
+                f"(peak {seen['peak_in_flight']:.0f}), {seen['mean_service_ms']:.0f} ms "
+                f"per request, {seen['requests']:.0f} requests"
+            )
+            results.append(result)
+    return results
+
+
 class RedisProcess:
     """A redis-server of the benchmark's own on a free loopback port, stopped by its PID."""
 
@@ -351,6 +396,7 @@ SCENARIOS: dict[str, Scenario] = {
     "l2-hits": l2_hits,
     "hot-keys-ratelimit": hot_keys_ratelimit,
     "ratelimit-checks": ratelimit_checks,
+    "adaptive": adaptive,
 }
 
 

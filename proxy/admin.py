@@ -16,6 +16,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from proxy import dashboard
 from proxy.admin_merge import MERGE_HEADER
 from proxy.errors import json_error
+from proxy.health import overall
 from proxy.revocation import admin_routes as revocation_routes
 from proxy.target import BadTarget, parse_target
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from proxy.app import ProxyServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_NOT_CLOSED = frozenset({"open", "half-open"})
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -85,6 +87,16 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         # No upstream URL here: it may hold a password, and /health needs no token.
         status, http_status, checks = await server.health.check()
+        # Each upstream's circuit, by route name (never its URL); a `status` each, so that
+        # with several workers the merged answer shows the worst of theirs. An open circuit
+        # is degraded, not unhealthy: this process still serves (stale entries, 503s).
+        upstreams = {
+            o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
+            for o in server.upstream.stats()
+        }
+        failing = any(u["status"] == "down" for u in upstreams.values())
+        checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
+        status, http_status = overall(checks)
         answer = _json({"status": status, "checks": checks}, status=http_status)
         # With workers, the supervisor merges their answers: a probe's time does not add up.
         answer.headers[MERGE_HEADER] = "latency_ms=max"

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from proxy.admin import build_admin_app
 from proxy.cache.stores import MemoryStore
+from proxy.cache.warming import Warming
 from proxy.cache_settings import CacheSettings
 from proxy.config import Config
 from proxy.health import HealthChecker
@@ -19,6 +20,7 @@ from proxy.revocation import RevocationList
 from proxy.routes import RouteTable
 from proxy.shared_cache import SharedTier
 from proxy.upstream import UpstreamClient
+from proxy.warmer import Warmer
 
 log = logging.getLogger("cacheproxy")
 
@@ -35,16 +37,32 @@ class ProxyServer:
         self.config = config
         self.reuse_port = reuse_port
         self.admin_path = admin_path
-        self.upstream = UpstreamClient(config.upstream)
         self.redis = SharedRedis(config.redis) if config.redis is not None else None
+        routes = RouteTable(config, self.redis)
+        self.upstream = UpstreamClient(config.upstream, routes.upstream_names())
         budget = (config.cache or CacheSettings()).max_memory
         memory = MemoryStore(budget)
-        routes = RouteTable(config, self.redis)
         self.shared: SharedTier | None = None
         if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
             self.shared = SharedTier(self.redis, memory)
+        warming_settings = config.cache.warming if config.cache is not None else None
+        warming = None
+        if warming_settings is not None:
+            # max_rate is the upstream's whole budget: each of N workers takes its share.
+            popular = warming_settings.popular
+            warming = Warming(
+                warming_settings.refresh_ahead,
+                popular.top,
+                popular.half_life,
+                warming_settings.rate / config.workers,
+            )
         self.revocations = RevocationList(config.revocation, self.redis)
-        self.pipeline = Pipeline(routes, self.upstream, memory, self.shared, self.revocations)
+        self.pipeline = Pipeline(
+            routes, self.upstream, memory, self.shared, self.revocations, warming
+        )
+        self.warmer: Warmer | None = None
+        if warming_settings is not None and warming_settings.urls:
+            self.warmer = Warmer(warming_settings.urls, self.pipeline.cache, routes, self.upstream)
         self.listener_stats = ListenerStats()
         self.observer = Observer(
             routes,
@@ -73,11 +91,14 @@ class ProxyServer:
         if self.shared is not None:
             await self.shared.start()
         await self.revocations.start()
+        if self.warmer is not None:
+            self.warmer.start()
         grace = self.config.shutdown_grace
         listen = self.config.listen
         open_files = open_files_limit()
         # Descriptors the process needs besides client connections: upstream and Redis pools.
-        outbound = self.config.upstream.pool.max_connections
+        # Each upstream origin has its own pool bound.
+        outbound = self.config.upstream.pool.max_connections * len(self.upstream.stats())
         if self.config.redis is not None:
             outbound += self.config.redis.max_connections + 1  # + the purge subscription
         max_connections = listen.max_connections or default_max_connections(open_files, outbound)
@@ -132,6 +153,8 @@ class ProxyServer:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        if self.warmer is not None:
+            await self.warmer.close()
         await self.pipeline.cache.close()
         if self.shared is not None:
             await self.shared.close()

@@ -1,7 +1,7 @@
 """A circuit breaker: stop calling a dependency that keeps failing, probe it now and then.
 
 Pure state over a clock passed in, so it is tested without sockets or sleeps. Used for
-Redis (every operation); the upstream breaker can reuse it.
+Redis (every operation) and for each upstream origin (proxy/origin_guard.py).
 
     closed --(`failures` failures within `window` s)--> open
     open --(`reset_after` s)--> half-open: one probe call is allowed
@@ -38,6 +38,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
         self.state = State.CLOSED
+        self.opened = 0  # times it opened: a counter for metrics
 
     def allow(self) -> bool:
         """May a call go ahead now? In half-open state only one (the probe) may."""
@@ -52,6 +53,17 @@ class CircuitBreaker:
             return False
         self._probing = True
         return True
+
+    def retry_in(self) -> float:
+        """Seconds until a probe may go (0 when calls are allowed): for Retry-After."""
+        if self.state is not State.OPEN:
+            return 0.0
+        return max(0.0, self.reset_after - (self._clock() - self._opened_at))
+
+    def abandon(self) -> None:
+        """An allowed call ended with no verdict (cancelled, never sent): in half-open
+        state the next caller may probe instead, or the circuit would never close."""
+        self._probing = False
 
     def success(self) -> None:
         if self.state is not State.CLOSED:
@@ -73,5 +85,6 @@ class CircuitBreaker:
 
     def _open(self, now: float) -> None:
         self.state = State.OPEN
+        self.opened += 1
         self._opened_at = now
         self._failures.clear()

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from proxy.cache.keys import KeyBuilder, KeyRules
 from proxy.cache.policy import CREDENTIAL_HEADERS, CacheRules
+from proxy.ratelimit.rates import parse_rate
 from proxy.section import Section
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
@@ -47,6 +48,42 @@ class PerUser(_Model):
     header: str = "Authorization"
 
 
+class PopularSettings(_Model):
+    top: int = Field(100, ge=0, le=100_000)  # keys kept fresh ahead of expiry; 0: none
+    half_life: float = Field(60.0, gt=0)  # seconds for an access to count half as much
+
+
+class WarmingSettings(_Model):
+    """Top-level `cache.warming`."""
+
+    # Paths (with their query) fetched at start-up and kept fresh, as plain GETs.
+    urls: tuple[str, ...] = ()
+    # Refresh when this share of an entry's freshness lifetime is used.
+    refresh_ahead: float = Field(0.8, gt=0, lt=1)
+    popular: PopularSettings = PopularSettings()
+    # Warming sends at most this many requests upstream (all processes together).
+    max_rate: str = "10/second"
+
+    @field_validator("urls")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [u for u in value if not u.startswith("/") or "#" in u or any(c.isspace() for c in u)]
+        if bad:
+            raise ValueError(f"must be paths starting with '/' (a query is fine): {bad}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("max_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        return parse_rate(value).text
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        rate = parse_rate(self.max_rate)
+        return rate.count / rate.window
+
+
 class CacheSettings(Section):
     """Every key may appear at the top level (defaults) and in a route (overrides)."""
 
@@ -73,6 +110,8 @@ class CacheSettings(Section):
     # local: one upstream fetch per key per process; global: per key across every
     # instance sharing the Redis tier (a short lock in Redis, waiters woken by pub/sub).
     coalesce: Literal["local", "global"] = "local"
+    # Start-up fetches and refresh-ahead (top level only): proxy/warmer.py, proxy/caching.py.
+    warming: WarmingSettings | None = None
 
     @field_validator("tiers")
     @classmethod

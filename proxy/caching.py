@@ -20,6 +20,7 @@ from proxy.cache.keys import url_part
 from proxy.cache.policy import Freshness, Scope
 from proxy.cache.status import cache_status
 from proxy.cache.stores import MemoryStore
+from proxy.cache.warming import Warming
 from proxy.cache_settings import RouteCache
 from proxy.errors import json_error
 from proxy.headers import forward_response_headers
@@ -27,7 +28,7 @@ from proxy.respond import Responder
 from proxy.routes import RoutePolicy
 from proxy.shared_cache import PurgeKind, PurgeResult, SharedTier
 from proxy.target import Target
-from proxy.upstream import UpstreamError
+from proxy.upstream import BACKGROUND, UpstreamError
 
 log = logging.getLogger("cacheproxy.cache")
 
@@ -42,6 +43,8 @@ Outcome = Entry | UpstreamError | None
 
 
 _ENCODING_VARY = frozenset({"accept-encoding"})
+_STALE_IF_ERROR = "fwd=stale; detail=stale-if-error"
+_CIRCUIT_OPEN = "hit; detail=circuit-open"
 
 
 def cache_headers(x_cache: str, status: str) -> dict[str, str]:
@@ -57,6 +60,7 @@ class HttpCache:
         shared: SharedTier | None = None,
         coalesce_wait: float = 30.0,
         clock: Callable[[], float] = time.time,
+        warming: Warming | None = None,
     ) -> None:
         self.store = store
         self.shared = shared
@@ -70,6 +74,13 @@ class HttpCache:
         self._clock = clock
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        # Refresh-ahead of popular keys; None (no `cache.warming`) costs a hit one test.
+        self.warming = warming
+        self._popularity = warming.popularity if warming is not None else None
+
+    def now(self) -> float:
+        """The clock entry ages are measured by."""
+        return self._clock()
 
     async def close(self) -> None:
         tasks = list(self._refreshing.values())
@@ -108,10 +119,14 @@ class HttpCache:
             )
         req_cc = policy.request_cache_control(request.headers)
         primary = self.primary_key(route, target, request)
+        if self._popularity is not None:
+            self._popularity.touch(primary)
         entry = self.store.get(primary, request.headers)
         if entry is not None and policy.may_answer(scope, entry.cc):
             age, verdict = self._judge(entry, req_cc, rc)
             if verdict is Freshness.FRESH:
+                if self._popularity is not None:
+                    self._refresh_ahead(request, route, target, entry, age)
                 return await self._responder.from_entry(request, route, entry, age, "HIT", "hit")
         else:
             entry = None
@@ -208,8 +223,8 @@ class HttpCache:
                     "fwd=miss; collapsed",
                 )
             if isinstance(outcome, UpstreamError):
-                if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY:
-                    return await self._stale_on_error(request, route, stale)
+                if stale is not None and (why := _stale_reason(outcome, stale, verdict)):
+                    return await self._stale_on_error(request, route, stale, why)
                 raise outcome
             # Nothing shareable (not storable, or another variant): fetch for ourselves.
             return await self._fetch_and_store(
@@ -286,8 +301,8 @@ class HttpCache:
         except UpstreamError as exc:
             if future is not None:
                 future.set_result(exc)
-            if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY:
-                return await self._stale_on_error(request, route, stale)
+            if stale is not None and (why := _stale_reason(exc, stale, verdict)):
+                return await self._stale_on_error(request, route, stale, why)
             raise
         try:
             response_time = self._clock()
@@ -308,7 +323,7 @@ class HttpCache:
                     "fwd=stale; fwd-status=304",
                 )
             if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY and up.status >= 500:
-                return await self._stale_on_error(request, route, stale)
+                return await self._stale_on_error(request, route, stale, _STALE_IF_ERROR)
             return await self._store_or_relay(
                 request,
                 route,
@@ -454,15 +469,10 @@ class HttpCache:
         return fresh
 
     async def _stale_on_error(
-        self, request: web.BaseRequest, route: RoutePolicy, entry: Entry
+        self, request: web.BaseRequest, route: RoutePolicy, entry: Entry, status: str
     ) -> web.StreamResponse:
         return await self._responder.from_entry(
-            request,
-            route,
-            entry,
-            entry.age(self._clock()),
-            "STALE",
-            "fwd=stale; detail=stale-if-error",
+            request, route, entry, entry.age(self._clock()), "STALE", status
         )
 
     async def _pass(
@@ -482,7 +492,28 @@ class HttpCache:
         finally:
             up.release()
 
-    # --- background refresh (stale-while-revalidate) ------------------------
+    # --- background refresh (stale-while-revalidate, refresh-ahead, warming) ---
+
+    def _refresh_ahead(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        entry: Entry,
+        age: float,
+    ) -> None:
+        """A popular entry that used `refresh_ahead` of its freshness is refreshed now, so
+        that its readers never meet it expired (at most `max_rate`: a later hit retries)."""
+        warming = self.warming
+        assert warming is not None
+        key = entry.primary
+        if (
+            warming.due_on_hit(key, age, entry.lifetime)
+            and key not in self._refreshing
+            and key not in self._inflight
+            and warming.pacer.try_take()
+        ):
+            self._refresh_in_background(request, route, target, entry, None)
 
     def _refresh_in_background(
         self,
@@ -491,38 +522,72 @@ class HttpCache:
         target: Target,
         entry: Entry,
         shared_gen: bytes | None,
-    ) -> None:
+    ) -> asyncio.Task[None] | None:
         key = entry.primary
         if key in self._refreshing or key in self._inflight:
-            return  # one refresh per key
+            return self._refreshing.get(key)  # one refresh per key
         if policy.request_cache_control(request.headers).no_store:
-            return  # §5.2.1.5: nothing of its response may be stored, so no point
-        task = asyncio.create_task(self._refresh(request, route, target, entry, shared_gen))
+            return None  # §5.2.1.5: nothing of its response may be stored, so no point
+        return self._start_refresh(request, route, target, key, entry, shared_gen)
+
+    def _start_refresh(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        key: str,
+        entry: Entry | None,
+        shared_gen: bytes | None,
+    ) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._refresh(request, route, target, key, entry, shared_gen))
         self._refreshing[key] = task
         task.add_done_callback(lambda _: self._refreshing.pop(key, None))
+        return task
+
+    async def warm(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target
+    ) -> Entry | None:
+        """Fetch, or revalidate, what a GET of `target` by `request` would be answered
+        with, and store it: for the warmer, which has no client. The entry stored by this
+        (or a concurrent) refresh, or None: nothing new was stored (the upstream failed or
+        forbade storing, or a client's fetch of it is under way)."""
+        key = self.primary_key(route, target, request)
+        before = self.store.peek(key, request.headers)
+        task = self._refreshing.get(key)
+        if task is None and key not in self._inflight:
+            task = self._start_refresh(request, route, target, key, before, None)
+        if task is not None:
+            await asyncio.shield(task)
+        after = self.store.peek(key, request.headers)
+        return after if after is not before else None
 
     async def _refresh(
         self,
         request: web.BaseRequest,
         route: RoutePolicy,
         target: Target,
-        entry: Entry,
+        key: str,
+        entry: Entry | None,
         shared_gen: bytes | None,
     ) -> None:
+        # No client waits on this: it must not queue behind clients, probe an open
+        # circuit or be retried (the task runs in its own copy of the context).
+        BACKGROUND.set(True)
         rc = route.cache
         assert rc is not None
         request_time = self._clock()
         generation = self.store.generation
+        validators = policy.conditional_headers(entry.headers) if entry is not None else {}
         try:
-            up = await self._fetch(
-                request, route, target, policy.conditional_headers(entry.headers)
-            )
+            up = await self._fetch(request, route, target, validators)
         except UpstreamError as exc:
-            log.warning("background refresh of %s failed: %s", target.path, exc.message)
+            # Busy or circuit open: expected while the upstream struggles, not news.
+            level = logging.DEBUG if exc.status == 503 else logging.WARNING
+            log.log(level, "background refresh of %s failed: %s", target.path, exc.message)
             return
         try:
             response_time = self._clock()
-            if up.status == 304:
+            if up.status == 304 and entry is not None:
                 fresh = self._refreshed(entry, up, request_time, response_time, rc.rules)
                 await self._share(fresh, generation, shared_gen, rc)
                 return
@@ -530,7 +595,7 @@ class HttpCache:
                 request,
                 route,
                 target,
-                entry.primary,
+                key,
                 up,
                 forward_response_headers(up.headers),
                 (request_time, response_time),
@@ -543,6 +608,19 @@ class HttpCache:
             log.warning("background refresh of %s failed mid-body: %r", target.path, exc)
         finally:
             up.release()
+
+
+def _stale_reason(error: UpstreamError, stale: Entry, verdict: Freshness | None) -> str | None:
+    """The Cache-Status of a stale answer to `error`, or None: the error goes to the client.
+
+    An open circuit means the request was never sent (RFC 9211: no `fwd`), and any entry
+    not forbidden stale service may answer, whatever its stale-if-error window.
+    """
+    if error.circuit_open and policy.stale_while_unreachable_allowed(stale.cc):
+        return _CIRCUIT_OPEN
+    if verdict is Freshness.STALE_IF_ERROR_ONLY:
+        return _STALE_IF_ERROR
+    return None
 
 
 async def _read_up_to(up: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:

@@ -25,7 +25,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from yarl import URL
 
 from proxy import linear_regex
 from proxy.alerts import AlertSettings
@@ -38,6 +37,7 @@ from proxy.logs import LogSettings
 from proxy.ratelimit.settings import RateLimitSettings, route_problems
 from proxy.redis_conn import RedisSettings
 from proxy.revocation import RevocationSettings
+from proxy.upstream_settings import Upstream, check_upstream_url
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -79,20 +79,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_upstream_url(value: str) -> str:
-    try:
-        url = URL(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"not a valid URL: {exc}") from None
-    if url.scheme not in ("http", "https"):
-        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
-    if not url.host:
-        raise ValueError(f"has no host: {value!r}")
-    if url.query_string or url.fragment:
-        raise ValueError(f"must not have a query or fragment: {value!r}")
-    return value
-
-
 def _network(value: str) -> str:
     return str(parse_network(value))
 
@@ -128,41 +114,6 @@ class Listen(_Model):
     # Client connections held at once per process; more are closed as soon as accepted.
     # Unset: derived from the open-files limit (proxy/listener.py, default_max_connections).
     max_connections: int | None = Field(None, ge=1)
-
-
-class Timeouts(_Model):
-    connect: float = Field(5.0, gt=0)
-    read: float = Field(30.0, gt=0)
-
-
-class Pool(_Model):
-    max_connections: int = Field(20, ge=1)
-    keepalive_timeout: float = Field(300.0, ge=0)
-    # How long a request may wait for a free pooled connection before it gets a 503.
-    queue_timeout: float = Field(10.0, gt=0)
-
-
-class Upstream(_Model):
-    url: str
-    timeouts: Timeouts = Timeouts()
-    pool: Pool = Pool()
-    # Extra attempts for idempotent, bodyless requests whose connection failed
-    # before any response byte arrived.
-    retries: int = Field(1, ge=0, le=5)
-    # What /health probes: GET this path on the upstream's host (the url's base path is not
-    # prepended); a 5xx or no answer is "down". None: a TCP connect only.
-    health_path: str | None = None
-    # Seconds a probe's result is reused, so health checks cannot load the upstream.
-    health_cache: float = Field(5.0, ge=0, le=300)
-
-    _url = field_validator("url")(_check_upstream_url)
-
-    @field_validator("health_path")
-    @classmethod
-    def _absolute_path(cls, value: str | None) -> str | None:
-        if value is not None and (not value.startswith("/") or "?" in value or "#" in value):
-            raise ValueError(f"must be a path starting with '/', without a query: {value!r}")
-        return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -260,12 +211,14 @@ class Route(_Model):
                 raise ValueError(
                     "key_secret is one for the deployment: set it in the top-level cache"
                 )
+            if "warming" in value.model_fields_set:
+                raise ValueError("warming is one for the process: set it in the top-level cache")
         return value
 
     @field_validator("upstream")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_upstream_url(value)
+        return None if value is None else check_upstream_url(value)
 
 
 class Config(_Model):
@@ -509,6 +462,35 @@ def _across_sections(config: Config) -> Iterator[_Located]:
         tiers = cache.tiers if top is None or "tiers" in cache.model_fields_set else top.tiers
         if cache.coalesce == "global" and "redis" not in tiers:
             yield _Located(f"{path}.coalesce", "global needs tiers: [memory, redis]")
+    if top is not None and top.warming is not None:
+        for i, url in enumerate(top.warming.urls):
+            name = _caching_route(config, url.partition("?")[0])
+            if name is not None:
+                yield _Located(
+                    f"cache.warming.urls[{i}]",
+                    f"{url!r} is on route {name!r}, which does not cache: it cannot be warmed",
+                )
+
+
+def _caching_route(config: Config, path: str) -> str | None:
+    """None if a GET of `path` is cached, else the name of the route that does not cache it
+    (first match wins, as in proxy/routes.py)."""
+    top_enabled = config.cache is not None and config.cache.enabled
+    for i, route in enumerate(config.routes):
+        m = route.match
+        if m.methods is not None and "GET" not in m.methods:
+            continue
+        if m.path is not None:
+            matched = path == m.path
+        elif m.prefix is not None:
+            matched = path.startswith(m.prefix)
+        else:
+            assert m.regex is not None
+            matched = linear_regex.prefix_matcher(m.regex)(path)
+        if matched:
+            enabled = top_enabled if route.cache is None else route.cache.enabled
+            return None if enabled else (route.name or f"routes[{i}]")
+    return None if top_enabled else "default"
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 from aiohttp import web
 
@@ -15,3 +17,33 @@ def json_error(
         content_type="application/json",
         headers=headers,
     )
+
+
+class UpstreamError(Exception):
+    """A failure talking to the upstream, already classified for the client.
+
+    `retry_after`: seconds the client should wait (sent as Retry-After); `circuit_open`:
+    the request was never sent because the origin's circuit is open (the cache may then
+    serve what it has, however stale).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after: float | None = None,
+        circuit_open: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.circuit_open = circuit_open
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        # Whole seconds, at least 1: `Retry-After: 0` invites an immediate stampede.
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}

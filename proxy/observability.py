@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import resource
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 from multidict import istr
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
     from proxy.cache.stores import MemoryStore
     from proxy.listener import ListenerStats
+    from proxy.origin_guard import OriginStats
     from proxy.redis_conn import SharedRedis
     from proxy.routes import RouteTable
     from proxy.shared_cache import SharedTier
@@ -320,6 +322,8 @@ class Observer:
             "total_requests": total,
             "opened": pool.opened,
             "reuse_rate": None if reuse_rate is None else round(reuse_rate, 4),
+            # Per upstream origin: queue, in-flight limit, retries, circuit (proxy/upstream.py).
+            "upstreams": [dataclasses.asdict(o) for o in self.upstream.stats()],
         }
 
     def summary_doc(self) -> dict[str, Any]:
@@ -390,6 +394,7 @@ class Observer:
                 {(): pool.opened},
             ),
         ]
+        out += _upstream_series(self.upstream.stats())
         errors = Series(
             "counter",
             "cacheproxy_redis_errors",
@@ -446,6 +451,70 @@ class Observer:
                 )
             )
         return out
+
+
+def _upstream_series(origins: list[OriginStats]) -> list[Series]:
+    """Each upstream's queue, limit, retries and circuit, labelled by its route name."""
+
+    def each(kind: Literal["counter", "gauge"], name: str, help: str, value: Any) -> Series:
+        return Series(kind, name, help, ("upstream",), {(o.name,): value(o) for o in origins})
+
+    return [
+        each("gauge", "cacheproxy_upstream_in_flight", "Requests in flight", lambda o: o.in_flight),
+        each(
+            "gauge",
+            "cacheproxy_upstream_limit",
+            "In-flight limit now (pool.max_connections, or lower with pool.adaptive)",
+            lambda o: o.limit,
+        ),
+        each(
+            "gauge", "cacheproxy_upstream_queued", "Requests waiting for a slot", lambda o: o.queued
+        ),
+        each(
+            "gauge",
+            "cacheproxy_upstream_queue_oldest_seconds",
+            "How long the first request in the queue has waited",
+            lambda o: o.oldest_wait,
+        ),
+        each(
+            "counter",
+            "cacheproxy_upstream_queue_wait_seconds",
+            "Seconds requests spent queued before they were sent",
+            lambda o: o.queue_wait_seconds,
+        ),
+        Series(
+            "counter",
+            "cacheproxy_upstream_rejected",
+            "Requests answered 503 upstream_busy, by reason",
+            ("upstream", "reason"),
+            {
+                **{(o.name, "queue_full"): o.queue_full for o in origins},
+                **{(o.name, "queue_timeout"): o.queue_timeouts for o in origins},
+            },
+        ),
+        Series(
+            "counter",
+            "cacheproxy_upstream_retries",
+            "Retries sent, and retries the budget refused",
+            ("upstream", "result"),
+            {
+                **{(o.name, "sent"): o.retries for o in origins},
+                **{(o.name, "denied"): o.retries_denied for o in origins},
+            },
+        ),
+        each(
+            "gauge",
+            "cacheproxy_upstream_circuit_open",
+            "1 while the circuit is open or half-open",
+            lambda o: int(o.circuit in ("open", "half-open")),
+        ),
+        each(
+            "counter",
+            "cacheproxy_upstream_circuit_opened",
+            "Times the circuit opened",
+            lambda o: o.circuit_opened,
+        ),
+    ]
 
 
 def _rss() -> int:

@@ -19,6 +19,7 @@ from yarl import URL
 
 from proxy.cache import policy
 from proxy.cache.stores import MemoryStore
+from proxy.cache.warming import Warming
 from proxy.caching import HttpCache, cache_headers
 from proxy.errors import json_error
 from proxy.headers import ForwardingPolicy, forward_request_headers, forward_response_headers
@@ -55,6 +56,7 @@ class Pipeline:
         store: MemoryStore,
         shared: SharedTier | None = None,
         revocations: RevocationList | None = None,
+        warming: Warming | None = None,
     ) -> None:
         self.routes = routes
         self.revocations = revocations or RevocationList(RevocationSettings())
@@ -70,6 +72,7 @@ class Pipeline:
             self.responder,
             shared,
             coalesce_wait=upstream.config.timeouts.read,
+            warming=warming,
         )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -118,7 +121,8 @@ class Pipeline:
         except UpstreamError as exc:
             log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.message)
             x_cache = ("MISS", "fwd=miss") if cacheable else ("BYPASS", "fwd=bypass")
-            error = json_error(exc.status, exc.code, exc.message, cache_headers(*x_cache))
+            headers = {**cache_headers(*x_cache), **exc.headers()}
+            error = json_error(exc.status, exc.code, exc.message, headers)
             return self.responder.own(request, route, error)
         if policy.is_unsafe_method(request.method):
             await self.invalidate(request, target, resp)

@@ -174,6 +174,14 @@ class RouteTable:
         # None: every Host is served (no per-request check at all).
         self.hosts = HostAllowlist(config.listen.hosts) if config.listen.hosts else None
 
+    def upstream_names(self) -> dict[str, str]:
+        """Each upstream origin -> the name its figures go by: the first route naming it
+        ("default" for `upstream.url`). Names, not URLs: health needs no token."""
+        names: dict[str, str] = {}
+        for policy in self.policies:
+            names.setdefault(policy.upstream.origin, policy.name)
+        return names
+
     def match(self, method: str, path: str) -> RoutePolicy:
         for matches, methods, policy in self._entries:
             if (methods is None or method in methods) and matches(path):

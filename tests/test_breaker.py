@@ -71,3 +71,31 @@ def test_failed_probe_opens_again_for_a_full_reset_period() -> None:
     assert not breaker.allow()
     clock.now += 1
     assert breaker.allow()
+
+
+def test_retry_in_counts_down_to_the_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, window=10, reset_after=30, clock=clock)
+    assert breaker.retry_in() == 0
+    breaker.failure()
+    assert breaker.retry_in() == 30
+    clock.now += 12
+    assert breaker.retry_in() == 18
+    clock.now += 18
+    assert breaker.retry_in() == 0
+    assert breaker.opened == 1
+
+
+def test_an_abandoned_probe_lets_the_next_caller_probe() -> None:
+    # A probe whose client went away decides nothing; the circuit must not stay half-open.
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, window=10, reset_after=5, clock=clock)
+    breaker.failure()
+    clock.now += 5
+    assert breaker.allow()
+    assert not breaker.allow()
+    breaker.abandon()
+    assert breaker.state is State.HALF_OPEN
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state is State.CLOSED

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from proxy.cache_settings import parse_size
+from proxy.cache_settings import WarmingSettings, parse_size
 from proxy.config import ConfigError, parse_config
 from proxy.routes import RouteTable
 
@@ -131,3 +132,12 @@ def test_durations_must_be_finite(key: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(f"upstream: {{url: http://a}}\ncache: {{{key}: .inf}}\n", env={})
     assert err.value.problems[0].startswith(f"cache.{key}: ")
+
+
+def test_warming_settings_defaults_and_errors() -> None:
+    s = WarmingSettings()
+    assert (s.refresh_ahead, s.popular.top, s.max_rate, s.rate) == (0.8, 100, "10/second", 10)
+    assert WarmingSettings(urls=["/a", "/a", "/b?x=1"]).urls == ("/a", "/b?x=1")
+    with pytest.raises(ValidationError) as e:
+        WarmingSettings(urls=["api/x"], max_rate="fast", refresh_ahead=1)
+    assert {err["loc"][0] for err in e.value.errors()} == {"urls", "max_rate", "refresh_ahead"}

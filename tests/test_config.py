@@ -259,3 +259,97 @@ routes:
     with pytest.raises(ConfigError) as err:
         parse_config(text, env={})
     assert err.value.problems == ["routes[1].cache.coalesce: global needs tiers: [memory, redis]"]
+
+
+def test_retries_as_an_int_still_means_that_many_attempts() -> None:
+    for text, attempts in (("1", 1), ("3", 3), ("'${RETRIES:-2}'", 2)):
+        config = parse_config(f"upstream: {{url: http://a, retries: {text}}}", env={})
+        retries = config.upstream.retries
+        assert (retries.attempts, retries.on_status, retries.budget) == (
+            attempts,
+            (502, 503, 504),
+            0.2,
+        )
+    mapping = parse_config(
+        "upstream: {url: http://a, retries: {attempts: 2, backoff: 0.5, on_status: [503]}}",
+        env={},
+    ).upstream.retries
+    assert (mapping.attempts, mapping.backoff, mapping.on_status) == (2, 0.5, (503,))
+
+
+def test_upstream_protection_defaults() -> None:
+    upstream = parse_config("upstream: {url: http://a}", env={}).upstream
+    assert (upstream.pool.max_queue, upstream.pool.queue_timeout) == (200, 10)
+    assert not upstream.pool.adaptive.enabled
+    cb = upstream.circuit_breaker
+    assert (cb.enabled, cb.failures, cb.window, cb.reset_after) == (True, 5, 10, 30)
+    assert upstream.total_timeout == 10 + 5 + 30  # queue + connect + read
+    shorthand = parse_config(
+        "upstream: {url: http://a, pool: {adaptive: true}, circuit_breaker: false}", env={}
+    ).upstream
+    assert shorthand.pool.adaptive.enabled and not shorthand.circuit_breaker.enabled
+
+
+def test_upstream_protection_mistakes_are_reported_with_key_paths() -> None:
+    found = problems(
+        """
+upstream:
+  url: http://a
+  timeouts: {total: 0}
+  pool: {max_connections: 4, max_queue: -1, adaptive: {min_limit: 8}}
+  retries: {attempts: 99, on_status: [200], budget: 2}
+  circuit_breaker: {failures: 0, reset_after: -1, on_status: [302]}
+"""
+    )
+    joined = "\n".join(found)
+    for path in (
+        "upstream.timeouts.total:",
+        "upstream.pool.max_queue:",
+        "upstream.retries.attempts:",
+        "upstream.retries.on_status: only 4xx and 5xx",
+        "upstream.retries.budget:",
+        "upstream.circuit_breaker.failures:",
+        "upstream.circuit_breaker.reset_after:",
+        "upstream.circuit_breaker.on_status:",
+    ):
+        assert path in joined, (path, joined)
+    assert problems("upstream: {url: http://a, retries: true}") == [
+        "upstream.retries: must be a number of retries or a mapping, got True"
+    ]
+    assert problems("upstream: {url: http://a, retries: {backoff: 3, max_backoff: 1}}") == [
+        "upstream.retries: max_backoff (1) is below backoff (3)"
+    ]
+    assert problems(
+        "upstream: {url: http://a, pool: {max_connections: 4, adaptive: {min_limit: 8}}}"
+    ) == ["upstream.pool: adaptive.min_limit (8) is above max_connections (4)"]
+
+
+def test_warming_is_top_level_and_its_urls_must_be_cached() -> None:
+    found = problems(
+        """
+upstream: {url: http://a}
+cache:
+  warming: {urls: [/ok, "/q?x=1", /orders/1, /r/x, nope], max_rate: 10/fortnight}
+routes:
+  - {name: orders, match: {prefix: /orders/}, cache: false}
+  - {match: {prefix: /r/}, cache: {warming: {urls: [/r/x]}}}
+"""
+    )
+    assert found == [
+        "cache.warming.urls: must be paths starting with '/' (a query is fine): ['nope']",
+        "cache.warming.max_rate: not a rate: '10/fortnight' "
+        "(use N/second, N/minute, N/hour, N/day or N/<seconds>s, e.g. '100/minute' or '10/30s')",
+        "routes[1].cache: warming is one for the process: set it in the top-level cache",
+    ]
+    found = problems(
+        """
+upstream: {url: http://a}
+cache: {warming: {urls: [/ok, "/q?x=1", /orders/1]}}
+routes:
+  - {name: orders, match: {prefix: /orders/}, cache: false}
+"""
+    )
+    assert found == [
+        "cache.warming.urls[2]: '/orders/1' is on route 'orders', which does not cache: "
+        "it cannot be warmed"
+    ]

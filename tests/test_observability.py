@@ -94,6 +94,8 @@ async def test_performance_connections_counts_pool_reuse(
         await get(http, proxy, f"/x/{i}")
     status, doc = await admin(http, proxy, "/performance/connections")
     assert status == 200
+    (upstream,) = doc.pop("upstreams")  # its queue and circuit: tests/test_upstream_protection.py
+    assert (upstream["name"], upstream["admitted"], upstream["limit"]) == ("default", 4, 7)
     assert doc == {
         "max_connections": 7,
         "active": 0,

@@ -63,6 +63,18 @@ def test_status_takes_the_worst_booleans_all_lists_concatenate_strings_the_first
     assert merge_json(["healthy", "unhealthy", "degraded"], {}, "status") == "unhealthy"
 
 
+def test_an_upstream_whose_circuit_one_worker_opened_is_down_in_the_merged_health() -> None:
+    # Each worker has its own breakers: the answer must not hide the one that opened.
+    def health(circuit: str) -> dict[str, Any]:
+        up = "up" if circuit == "closed" else "down"
+        upstreams = {"default": {"status": up, "circuit": circuit}}
+        return {"status": "healthy", "checks": {"upstream": {"status": up, "upstreams": upstreams}}}
+
+    merged = merge_json([health("closed"), health("open")], {})
+    assert merged["checks"]["upstream"]["status"] == "down"
+    assert merged["checks"]["upstream"]["upstreams"]["default"]["status"] == "down"
+
+
 def test_nulls_never_hide_a_value_and_mixed_types_take_the_first() -> None:
     assert merge_json([None, "redis down", None], {}) == "redis down"
     assert merge_json([{"error": None}, {"error": "timeout"}], {}) == {"error": "timeout"}
@@ -255,6 +267,8 @@ async def test_two_workers_serve_the_port_and_their_stats_and_purges_add_up(
         "up",
     )
     assert health["checks"]["upstream"]["latency_ms"] < 1000  # the slowest, not a sum
+    circuits = {"status": "up", "upstreams": {"default": {"status": "up", "circuit": "closed"}}}
+    assert health["checks"]["circuits"] == circuits
 
     # Ratios are recomputed from the summed counts, not added up.
     _, summary, _ = await admin(proxy, "GET", "/performance/cache")

@@ -714,6 +714,13 @@ def _forbids_stale(response_cc: CacheControl) -> bool:
     return response_cc.no_cache or response_cc.must_revalidate or response_cc.proxy_revalidate
 
 
+def stale_while_unreachable_allowed(response_cc: CacheControl) -> bool:
+    """§4.2.4: may a cache cut off from the origin (its circuit open) serve this entry,
+    however stale? Yes, unless no-cache, must-revalidate or proxy-revalidate forbid stale
+    service at all (the origin's stale-if-error window does not matter then)."""
+    return not _forbids_stale(response_cc)
+
+
 def stale_if_error_allowed(
     age: float,
     lifetime: float,

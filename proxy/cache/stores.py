@@ -78,6 +78,14 @@ class MemoryStore:
         self.stats.hits += 1
         return entry
 
+    def peek(self, primary: str, request_headers: Headers) -> Entry | None:
+        """Like `get`, but neither counted nor made recent: for warming, which is no reader."""
+        slot = self._primaries.get(primary)
+        if slot is None:
+            return None
+        key = variant_key(primary, vary_key(slot.vary, request_headers)) if slot.vary else primary
+        return self._entries.get(key)
+
     def put(self, entry: Entry, fetched_at: int | None = None) -> bool:
         """Store (or replace) the entry; False when it cannot fit, or when its URL was
         purged after generation `fetched_at` (when the fetch for it began)."""
