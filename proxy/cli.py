@@ -1,4 +1,4 @@
-"""Command line: `cacheproxy run | check-config | demo`.
+"""Command line: `cacheproxy run | check-config | schema | demo`.
 
 Exit codes: 0 clean stop, 1 could not start (e.g. port in use), 2 bad config or usage.
 """
@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from proxy.app import ProxyServer
@@ -27,6 +28,7 @@ from proxy.config import (
 from proxy.demo_upstream import build_demo_app
 from proxy.eventloop import run as run_loop
 from proxy.logs import configure_logging
+from proxy.schema import config_schema
 from proxy.workers import CannotStart, Supervisor
 
 log = logging.getLogger("cacheproxy")
@@ -65,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", "-c", default="config.yaml")
+
+    sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
 
     demo = sub.add_parser("demo", help="run a slow sample upstream with the proxy in front")
     demo.add_argument("--config", "-c", help="config file (default: a built-in one)")
@@ -143,6 +147,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(_: argparse.Namespace) -> int:
+    sys.stdout.buffer.write(orjson.dumps(config_schema(), option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else parse_config(DEMO_CONFIG, "demo")
     config = with_overrides(
@@ -192,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         level=(getattr(args, "log_level", None) or "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    commands = {"run": cmd_run, "check-config": cmd_check, "demo": cmd_demo}
+    commands = {
+        "run": cmd_run,
+        "check-config": cmd_check,
+        "schema": cmd_schema,
+        "demo": cmd_demo,
+    }
     try:
         return commands[args.command](args)
     except ConfigError as exc:
