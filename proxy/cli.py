@@ -28,6 +28,7 @@ from proxy.config import (
 from proxy.demo_upstream import build_demo_app
 from proxy.eventloop import run as run_loop
 from proxy.logs import configure_logging
+from proxy.reload import ConfigSource
 from proxy.schema import config_schema
 from proxy.workers import CannotStart, Supervisor
 
@@ -83,13 +84,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve_until_signal(
-    config: Config, before: Callable[[], Awaitable[None]] | None = None
+    config: Config,
+    before: Callable[[], Awaitable[None]] | None = None,
+    source: ConfigSource | None = None,
 ) -> ProxyServer:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = ProxyServer(config)
+    server = ProxyServer(config, source=source)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     await server.start()
     log.info(
         "cacheproxy listening on http://%s:%d -> %s (admin http://%s:%d)",
@@ -125,18 +129,15 @@ def _limit(value: int) -> str:
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
-def _load(path: str, **overrides: object) -> Config:
-    return with_overrides(load_config(path), **overrides)  # type: ignore[arg-type]
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config, port=args.port, upstream=args.upstream)
+    source = ConfigSource(args.config, port=args.port, upstream=args.upstream)
+    config = source.load()
     configure_logging(config.log, args.log_level)
     raise_open_files_limit()
     if config.workers > 1:
-        run_loop(Supervisor(config).run())
+        run_loop(Supervisor(config, source).run())
     else:
-        run_loop(_serve_until_signal(config))
+        run_loop(_serve_until_signal(config, source=source))
     return 0
 
 
@@ -153,13 +154,18 @@ def cmd_schema(_: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    base = load_config(args.config) if args.config else parse_config(DEMO_CONFIG, "demo")
-    config = with_overrides(
-        base,
-        port=args.port,
-        admin_port=args.admin_port,
-        upstream=f"http://127.0.0.1:{args.upstream_port}",
-    )
+    upstream = f"http://127.0.0.1:{args.upstream_port}"
+    source = None
+    if args.config:
+        source = ConfigSource(args.config, args.port, upstream, args.admin_port)
+        config = source.load()
+    else:
+        config = with_overrides(
+            parse_config(DEMO_CONFIG, "demo"),
+            port=args.port,
+            admin_port=args.admin_port,
+            upstream=upstream,
+        )
     configure_logging(config.log, args.log_level)
     raise_open_files_limit()
     if config.workers > 1:
@@ -187,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
 
         try:
-            await _serve_until_signal(config, show)
+            await _serve_until_signal(config, show, source)
         finally:
             await runner.cleanup()
 

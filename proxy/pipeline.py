@@ -55,9 +55,7 @@ class Pipeline:
         store: MemoryStore,
         shared: SharedTier | None = None,
     ) -> None:
-        self.routes = routes
-        self.hosts = routes.hosts
-        self.trusted_proxies = routes.trusted_proxies
+        self.use_routes(routes)
         self.upstream = upstream
         self.responder = Responder(store)
         self.cache = HttpCache(
@@ -67,6 +65,13 @@ class Pipeline:
             shared,
             coalesce_wait=upstream.config.timeouts.read,
         )
+
+    def use_routes(self, routes: RouteTable) -> None:
+        """Take a (reloaded) route table. No await here: on the one event loop, a request sees
+        the old table or the new one, never a mix; one in flight keeps the policy it matched."""
+        self.routes = routes
+        self.hosts = routes.hosts
+        self.trusted_proxies = routes.trusted_proxies
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "CONNECT":
