@@ -1,4 +1,4 @@
-"""Command line: `cacheproxy run | check-config | schema | demo`.
+"""Command line: `cacheproxy run | check-config | schema | demo | demo-upstream`.
 
 Exit codes: 0 clean stop, 1 could not start (e.g. port in use), 2 bad config or usage.
 """
@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--admin-port", type=int, help="admin port (default 9901)")
     demo.add_argument("--upstream-port", type=int, default=9000)
     demo.add_argument("--delay", type=float, default=2.0, help="upstream latency in seconds")
+
+    alone = sub.add_parser("demo-upstream", help="the demo's slow sample API alone (containers)")
+    alone.add_argument("--host", default="127.0.0.1")
+    alone.add_argument("--port", type=int, default=9000)
+    alone.add_argument("--delay", type=float, default=2.0, help="latency in seconds")
 
     for p in (run, demo):
         p.add_argument("--log-level", help="override log.level (DEBUG, INFO, WARNING, ERROR)")
@@ -201,6 +206,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_upstream(args: argparse.Namespace) -> int:
+    """The demo API on its own, e.g. as the upstream service in docker-compose.yml."""
+    web.run_app(build_demo_app(args.delay), host=args.host, port=args.port, access_log=None)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -212,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "check-config": cmd_check,
         "schema": cmd_schema,
         "demo": cmd_demo,
+        "demo-upstream": cmd_demo_upstream,
     }
     try:
         return commands[args.command](args)
