@@ -221,8 +221,16 @@ async def test_every_worker_reloads(
 ) -> None:
     proc: ProxyProcess = proxy_process(origin.url, workers=2, cache={"ttl": 60}, routes=[KEPT])
     admin = f"http://127.0.0.1:{proc.admin_port}"
-    async with http.get(f"{admin}/workers") as resp:
-        sockets = [w["admin_socket"] for w in (await resp.json())["workers"]]
+    workers: list[dict[str, Any]] = []
+
+    async def all_ready() -> bool:  # the port answers once the first worker serves
+        nonlocal workers
+        async with http.get(f"{admin}/workers") as resp:
+            workers = (await resp.json())["workers"]
+        return all(w["ready"] for w in workers)
+
+    await _until(all_ready, "both workers serving")
+    sockets = [w["admin_socket"] for w in workers]
 
     async def ttls(socket_path: str) -> dict[str, float]:
         connector = aiohttp.UnixConnector(socket_path)
