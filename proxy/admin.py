@@ -82,7 +82,6 @@ def token_guard(token: str | None) -> Callable[[Handler], Handler]:
 def build_admin_app(server: ProxyServer) -> web.Application:
     guard = token_guard(server.config.admin.token)
     cache = server.pipeline.cache
-    routes = server.pipeline.routes
 
     async def health(_: web.Request) -> web.Response:
         # No upstream URL here: it may hold a password, and /health needs no token.
@@ -130,7 +129,7 @@ def build_admin_app(server: ProxyServer) -> web.Application:
                 target = parse_target(value)
             except BadTarget as exc:
                 return json_error(400, "bad_request", f"url: {exc}")
-            route = routes.match("GET", target.path)
+            route = server.pipeline.routes.match("GET", target.path)
             if route.cache is None:
                 return _json({"purged": 0})
             result = await cache.purge("url", cache.url_key(route, target.path, target.query))
@@ -147,8 +146,16 @@ def build_admin_app(server: ProxyServer) -> web.Application:
             return _json(answer, status=503)
         return _json(answer)
 
+    async def reload(_: web.Request) -> web.Response:
+        result = server.reload()
+        answer = _json(result, status=200 if result["reloaded"] else 422)
+        # With workers each one reloads the same file: its lists once, not once per worker.
+        answer.headers[MERGE_HEADER] = "restart_required=first, errors=first"
+        return answer
+
     app = web.Application()
     app.router.add_get("/health", health)
+    app.router.add_post("/config/reload", guard(reload))
     app.router.add_get("/cache/stats", guard(cache_stats))
     app.router.add_post("/cache/purge", guard(purge))
     app.router.add_get("/listener/stats", guard(listener_stats))

@@ -10,12 +10,13 @@ from proxy.admin import build_admin_app
 from proxy.cache.stores import MemoryStore
 from proxy.cache.warming import Warming
 from proxy.cache_settings import CacheSettings
-from proxy.config import Config
+from proxy.config import Config, ConfigError
 from proxy.health import HealthChecker
 from proxy.listener import Listener, ListenerStats, default_max_connections, open_files_limit
 from proxy.observability import Observer
 from proxy.pipeline import Pipeline
 from proxy.redis_conn import SharedRedis
+from proxy.reload import ConfigSource, answer, effective, refusal, restart_required
 from proxy.revocation import RevocationList
 from proxy.routes import RouteTable
 from proxy.shared_cache import SharedTier
@@ -29,12 +30,18 @@ class ProxyServer:
     """The running proxy: start() binds both ports, stop() drains and closes."""
 
     def __init__(
-        self, config: Config, *, reuse_port: bool = False, admin_path: str | None = None
+        self,
+        config: Config,
+        *,
+        reuse_port: bool = False,
+        admin_path: str | None = None,
+        source: ConfigSource | None = None,
     ) -> None:
         """`reuse_port` and `admin_path` are for a worker of several (proxy/workers.py): it
         shares the proxy port with its siblings and answers admin requests on a unix socket,
-        for the supervisor that owns the admin port."""
+        for the supervisor that owns the admin port. `source`: what reload() re-reads."""
         self.config = config
+        self.source = source
         self.reuse_port = reuse_port
         self.admin_path = admin_path
         self.redis = SharedRedis(config.redis) if config.redis is not None else None
@@ -81,6 +88,37 @@ class ProxyServer:
             up.url, up.health_path, up.health_cache, self.redis, self.shared
         )
         self._runners: list[web.BaseRunner] = []
+
+    def reload(self) -> dict[str, object]:
+        """Re-read the source (SIGHUP, POST /config/reload); a bad file changes nothing."""
+        if self.source is None:
+            return refusal(["this process has no config file to re-read (built-in config)"])
+        try:
+            loaded = self.source.load()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config reload refused, old config kept: %s: %s", exc.source, problem)
+            return refusal(exc.problems)
+        return self.apply(loaded)
+
+    def apply(self, loaded: Config) -> dict[str, object]:
+        """Swap in what can change live: routes and their policies, for new requests.
+
+        The memory tier, upstream pool, listeners and Redis stay: cached entries, pooled and
+        client connections live on. Synchronous, so no request sees half of it."""
+        restart = restart_required(self.config, loaded)
+        config = effective(self.config, loaded)
+        routes = RouteTable(config, self.redis, own_secret=self.pipeline.routes.key_secret)
+        wants_shared = any(p.cache and p.cache.shared for p in routes.policies)
+        if self.shared is None and self.redis is not None and wants_shared:
+            restart.append("cache.tiers")  # the Redis tier was not started with this process
+        self.pipeline.use_routes(routes)
+        self.observer.use_routes(routes)
+        self.config = config
+        log.info("config reloaded: %d route(s)", len(config.routes))
+        if restart:
+            log.warning("config reload: restart required to apply %s", ", ".join(restart))
+        return answer(restart)
 
     async def start(self) -> None:
         await self.upstream.start()

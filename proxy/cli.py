@@ -1,4 +1,4 @@
-"""Command line: `cacheproxy run | check-config | demo`.
+"""Command line: `cacheproxy run | check-config | schema | demo | demo-upstream`.
 
 Exit codes: 0 clean stop, 1 could not start (e.g. port in use), 2 bad config or usage.
 """
@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from proxy.app import ProxyServer
@@ -27,6 +28,8 @@ from proxy.config import (
 from proxy.demo_upstream import build_demo_app
 from proxy.eventloop import run as run_loop
 from proxy.logs import configure_logging
+from proxy.reload import ConfigSource
+from proxy.schema import config_schema
 from proxy.workers import CannotStart, Supervisor
 
 log = logging.getLogger("cacheproxy")
@@ -66,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", "-c", default="config.yaml")
 
+    sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+
     demo = sub.add_parser("demo", help="run a slow sample upstream with the proxy in front")
     demo.add_argument("--config", "-c", help="config file (default: a built-in one)")
     demo.add_argument("--port", type=int, help="proxy port (default 8080)")
@@ -73,19 +78,27 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--upstream-port", type=int, default=9000)
     demo.add_argument("--delay", type=float, default=2.0, help="upstream latency in seconds")
 
+    alone = sub.add_parser("demo-upstream", help="the demo's slow sample API alone (containers)")
+    alone.add_argument("--host", default="127.0.0.1")
+    alone.add_argument("--port", type=int, default=9000)
+    alone.add_argument("--delay", type=float, default=2.0, help="latency in seconds")
+
     for p in (run, demo):
         p.add_argument("--log-level", help="override log.level (DEBUG, INFO, WARNING, ERROR)")
     return parser
 
 
 async def _serve_until_signal(
-    config: Config, before: Callable[[], Awaitable[None]] | None = None
+    config: Config,
+    before: Callable[[], Awaitable[None]] | None = None,
+    source: ConfigSource | None = None,
 ) -> ProxyServer:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = ProxyServer(config)
+    server = ProxyServer(config, source=source)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     await server.start()
     log.info(
         "cacheproxy listening on http://%s:%d -> %s (admin http://%s:%d)",
@@ -121,18 +134,15 @@ def _limit(value: int) -> str:
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
-def _load(path: str, **overrides: object) -> Config:
-    return with_overrides(load_config(path), **overrides)  # type: ignore[arg-type]
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config, port=args.port, upstream=args.upstream)
+    source = ConfigSource(args.config, port=args.port, upstream=args.upstream)
+    config = source.load()
     configure_logging(config.log, args.log_level)
     raise_open_files_limit()
     if config.workers > 1:
-        run_loop(Supervisor(config).run())
+        run_loop(Supervisor(config, source).run())
     else:
-        run_loop(_serve_until_signal(config))
+        run_loop(_serve_until_signal(config, source=source))
     return 0
 
 
@@ -143,14 +153,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(_: argparse.Namespace) -> int:
+    sys.stdout.buffer.write(orjson.dumps(config_schema(), option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    base = load_config(args.config) if args.config else parse_config(DEMO_CONFIG, "demo")
-    config = with_overrides(
-        base,
-        port=args.port,
-        admin_port=args.admin_port,
-        upstream=f"http://127.0.0.1:{args.upstream_port}",
-    )
+    upstream = f"http://127.0.0.1:{args.upstream_port}"
+    source = None
+    if args.config:
+        source = ConfigSource(args.config, args.port, upstream, args.admin_port)
+        config = source.load()
+    else:
+        config = with_overrides(
+            parse_config(DEMO_CONFIG, "demo"),
+            port=args.port,
+            admin_port=args.admin_port,
+            upstream=upstream,
+        )
     configure_logging(config.log, args.log_level)
     raise_open_files_limit()
     if config.workers > 1:
@@ -178,11 +198,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
 
         try:
-            await _serve_until_signal(config, show)
+            await _serve_until_signal(config, show, source)
         finally:
             await runner.cleanup()
 
     run_loop(main())
+    return 0
+
+
+def cmd_demo_upstream(args: argparse.Namespace) -> int:
+    """The demo API on its own, e.g. as the upstream service in docker-compose.yml."""
+    web.run_app(build_demo_app(args.delay), host=args.host, port=args.port, access_log=None)
     return 0
 
 
@@ -192,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         level=(getattr(args, "log_level", None) or "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    commands = {"run": cmd_run, "check-config": cmd_check, "demo": cmd_demo}
+    commands = {
+        "run": cmd_run,
+        "check-config": cmd_check,
+        "schema": cmd_schema,
+        "demo": cmd_demo,
+        "demo-upstream": cmd_demo_upstream,
+    }
     try:
         return commands[args.command](args)
     except ConfigError as exc:

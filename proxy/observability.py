@@ -33,6 +33,7 @@ from proxy.metrics import (
     Exporter,
     Meters,
     MultiprocessWriter,
+    RouteMeter,
     Series,
     current_route,
     multiprocess_dir,
@@ -113,6 +114,17 @@ class Observer:
         else:
             self.registry = Exporter(self.series).registry()
         self._ticker: asyncio.Task[None] | None = None
+
+    def use_routes(self, routes: RouteTable) -> None:
+        """After a reload: new route names get meters; old ones keep counting what they saw."""
+        self.routes = routes
+        for policy in routes.policies:
+            name = policy.name
+            if name not in self.meters.by_route:
+                self.meters.by_route[name] = RouteMeter(name, policy.cache is not None)
+        if self.access is not None:
+            self.access.trusted = routes.trusted_proxies
+        self._trusted = bool(routes.trusted_proxies)
 
     async def start(self) -> None:
         if self.access is not None:

@@ -58,12 +58,10 @@ class Pipeline:
         revocations: RevocationList | None = None,
         warming: Warming | None = None,
     ) -> None:
-        self.routes = routes
         self.revocations = revocations or RevocationList(RevocationSettings())
         # Told of every rate-limit check (the metrics); app.py wires it to the observer.
         self.ratelimit_checked: Callable[[str, bool], None] = lambda route, allowed: None
-        self.hosts = routes.hosts
-        self.trusted_proxies = routes.trusted_proxies
+        self.use_routes(routes)
         self.upstream = upstream
         self.responder = Responder(store)
         self.cache = HttpCache(
@@ -74,6 +72,13 @@ class Pipeline:
             coalesce_wait=upstream.config.timeouts.read,
             warming=warming,
         )
+
+    def use_routes(self, routes: RouteTable) -> None:
+        """Take a (reloaded) route table. No await here: on the one event loop, a request sees
+        the old table or the new one, never a mix; one in flight keeps the policy it matched."""
+        self.routes = routes
+        self.hosts = routes.hosts
+        self.trusted_proxies = routes.trusted_proxies
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "CONNECT":

@@ -98,9 +98,11 @@ class _Policies:
         return self._made[config]
 
 
-def _key_secret(config: Config, per_user_routes: bool) -> bytes:
+def _key_secret(config: Config, per_user_routes: bool, own: bytes | None) -> bytes:
     if config.cache is not None and config.cache.key_secret:
         return config.cache.key_secret.encode()
+    if own is not None:
+        return own
     if config.redis is not None and per_user_routes:
         log.warning(
             "cache.key_secret is not set: per-user entries are keyed with a secret of this "
@@ -112,7 +114,10 @@ def _key_secret(config: Config, per_user_routes: bool) -> bytes:
 class RouteTable:
     """Routes matched against the raw (still percent-encoded) path, query excluded."""
 
-    def __init__(self, config: Config, redis: SharedRedis | None = None) -> None:
+    def __init__(
+        self, config: Config, redis: SharedRedis | None = None, own_secret: bytes | None = None
+    ) -> None:
+        """`own_secret`: the previous table's, on a reload, so per-user entries stay reachable."""
         self.trusted_proxies = TrustedProxies(config.trusted_proxies)
         # Routes without a rate_limit section of their own share the top level's counters.
         self.limiters: list[RateLimiter] = []
@@ -130,7 +135,7 @@ class RouteTable:
         cors = _Policies(CorsPolicy)
         compression = _Policies(CompressionPolicy)
         credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
-        secret = _key_secret(config, bool(credentials))
+        secret = self.key_secret = _key_secret(config, bool(credentials), own_secret)
         public_host = config.listen.public_host
         forwarding = ForwardingPolicy.build(public_host, None)
 

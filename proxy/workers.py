@@ -11,7 +11,9 @@ across them. The supervisor serves no proxy traffic and needs no Redis:
 - a worker that dies is restarted, after a delay that grows while it keeps dying young; a
   worker that cannot start at start-up stops the whole run, with its reason and exit code 1;
 - SIGTERM or SIGINT is passed on to every worker as SIGTERM; each drains for shutdown_grace,
-  and one still running STOP_MARGIN seconds later is killed.
+  and one still running STOP_MARGIN seconds later is killed;
+- SIGHUP (or `POST /config/reload`) reloads the config: the supervisor re-reads the file for
+  the workers it will (re)start, and every serving worker re-reads it itself (proxy/reload.py).
 
 Workers are started with `spawn` (a fresh interpreter, not a fork of a process running an
 event loop) and get the validated Config through a pipe: command-line overrides and ${ENV}
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -45,12 +48,13 @@ from yarl import URL
 from proxy.admin import token_guard
 from proxy.admin_merge import Answer, Unanswered, merge_answers
 from proxy.app import ProxyServer
-from proxy.config import Config, redact_urls, with_overrides
+from proxy.config import Config, ConfigError, redact_urls, with_overrides
 from proxy.errors import json_error
 from proxy.eventloop import run as run_loop
 from proxy.headers import HOP_BY_HOP
 from proxy.metrics import MULTIPROC_ENV, render_multiprocess, worker_exited
 from proxy.observability import merge_summaries
+from proxy.reload import ConfigSource, effective
 
 log = logging.getLogger("cacheproxy.workers")
 
@@ -96,16 +100,23 @@ def describe_exit(code: int | None) -> str:
 
 
 def worker_main(
-    config: Config, index: int, admin_path: str, log_level: int, pipe: Connection
+    config: Config,
+    index: int,
+    admin_path: str,
+    log_level: int,
+    pipe: Connection,
+    source: ConfigSource | None = None,
 ) -> None:
     """Entry point of a worker process."""
     # Ctrl-C reaches the whole process group; the supervisor decides, and sends SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=_WORKER_LOG_FORMAT.format(index=index))
-    raise SystemExit(run_loop(_serve_worker(config, admin_path, pipe)))
+    raise SystemExit(run_loop(_serve_worker(config, admin_path, pipe, source)))
 
 
-async def _serve_worker(config: Config, admin_path: str, pipe: Connection) -> int:
+async def _serve_worker(
+    config: Config, admin_path: str, pipe: Connection, source: ConfigSource | None = None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -120,7 +131,9 @@ async def _serve_worker(config: Config, admin_path: str, pipe: Connection) -> in
 
     loop.add_reader(pipe.fileno(), supervisor_gone)
     try:
-        server = ProxyServer(config, reuse_port=True, admin_path=admin_path)
+        server = ProxyServer(config, reuse_port=True, admin_path=admin_path, source=source)
+        # Before "ready": the supervisor only signals workers that are serving.
+        loop.add_signal_handler(signal.SIGHUP, server.reload)
         await server.start()
     except Exception as exc:
         if not isinstance(exc, OSError):
@@ -252,8 +265,9 @@ async def probe_port(host: str, port: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, source: ConfigSource | None = None) -> None:
         self.config = config
+        self.source = source
         self._context = multiprocessing.get_context("spawn")
         self._stop = asyncio.Event()
         self.slots: list[Slot] = []
@@ -269,6 +283,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
         try:
             await self._start()
             await self._stop.wait()
@@ -280,6 +295,8 @@ class Supervisor:
         port = await probe_port(listen.host, listen.port)
         if port != listen.port:
             self.config = with_overrides(self.config, port=port)
+            if self.source is not None:  # a reload must not see `port: 0` as a change
+                self.source = dataclasses.replace(self.source, port=port)
         self._admin = web.AppRunner(build_supervisor_admin(self), access_log=None)
         await self._admin.setup()
         await web.TCPSite(self._admin, admin.host, admin.port, reuse_address=True).start()
@@ -309,11 +326,32 @@ class Supervisor:
             admin_port,
         )
 
+    def reload_own(self) -> None:
+        """Re-read the file for workers started from now on; the running ones reload themselves."""
+        if self.source is None:
+            return
+        try:
+            loaded = self.source.load()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config reload refused, old config kept: %s: %s", exc.source, problem)
+            return
+        self.config = effective(self.config, loaded)
+
+    def _sighup(self) -> None:
+        self.reload_own()
+        for slot in self.slots:
+            worker = slot.current
+            # One still starting has no SIGHUP handler yet (the signal would kill it).
+            if worker is not None and worker.serving and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGHUP)
+
     def _spawn(self, slot: Slot) -> None:
         ours, theirs = self._context.Pipe()
+        level = logging.getLogger().level
         process = self._context.Process(
             target=worker_main,
-            args=(self.config, slot.index, slot.admin_path, logging.getLogger().level, theirs),
+            args=(self.config, slot.index, slot.admin_path, level, theirs, self.source),
             name=f"cacheproxy-worker-{slot.index}",
             daemon=True,  # should the supervisor fail, multiprocessing's exit handler stops it
         )
@@ -483,6 +521,10 @@ def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
             out["Content-Type"] = merged.content_type
         return web.Response(status=merged.status, body=merged.body, headers=out)
 
+    async def reload(request: web.Request) -> web.Response:
+        supervisor.reload_own()
+        return await forward(request)  # each worker re-reads the file and answers for itself
+
     async def metrics(_: web.Request) -> web.Response:
         assert supervisor.metrics_dir is not None
         body = await asyncio.to_thread(render_multiprocess, supervisor.metrics_dir)
@@ -491,6 +533,7 @@ def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
     app = web.Application()
     app.router.add_get("/workers", guard(workers))
     app.router.add_get("/metrics", guard(metrics))
+    app.router.add_post("/config/reload", guard(reload))
     app.router.add_route("*", "/{tail:.*}", forward)
     return app
 

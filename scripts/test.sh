@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: makes .venv, installs the project with
 # its test extras, makes sure redis-server (tests start their own) and Debian's chromium with
-# its driver (the dashboard's browser test) exist, lints, tests.
+# its driver (the dashboard's browser test) and buildah with debootstrap (the image test) exist,
+# lints, tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,18 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     else
         echo "chromium and chromedriver are needed by the dashboard test: install them" \
             "(e.g. apt-get install chromium chromium-driver)" >&2
+        exit 1
+    fi
+fi
+
+# The container image test builds the Dockerfile with buildah on a debootstrap base
+# (tests/test_image.py); both come from Debian's packages.
+if ! command -v buildah >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap
+    else
+        echo "buildah and debootstrap are needed by the image test: install them" \
+            "(e.g. apt-get install buildah debootstrap)" >&2
         exit 1
     fi
 fi

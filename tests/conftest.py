@@ -149,6 +149,7 @@ class ProxyProcess:
     proc: subprocess.Popen[str]
     port: int
     admin_port: int
+    config: Path  # the file it runs from: rewrite it and reload
 
     def peak_rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -192,7 +193,7 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
                 raise AssertionError(f"proxy exited early: {proc.stdout.read()}")  # type: ignore[union-attr]
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return ProxyProcess(proc, port, admin_port)
+                    return ProxyProcess(proc, port, admin_port, cfg)
             time.sleep(0.05)
         raise AssertionError("proxy did not start listening within 15 s")
 

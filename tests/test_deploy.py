@@ -1,0 +1,192 @@
+"""docker-compose.yml and deploy/kubernetes/ checked against the Dockerfile and the config.
+
+Parsed, not run (no Docker or cluster here): ports, paths, probes and environment must agree
+with what the image exposes and what each config file, loaded as the proxy loads it, says.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from yarl import URL
+
+from proxy.config import Config, ConfigError, load_config, parse_config
+from proxy.schema import config_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "placeholder-secret"  # what a Secret would hold
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the final stage, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    steps = [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]
+    last_from = max(i for i, step in enumerate(steps) if step[0] == "FROM")
+    return [(step[0].upper(), step[1] if len(step) > 1 else "") for step in steps[last_from:]]
+
+
+class Image:
+    def __init__(self) -> None:
+        steps = dockerfile()
+        self.env: dict[str, str] = {}
+        for kind, args in steps:
+            if kind == "ENV":
+                for pair in shlex.split(args):
+                    name, _, value = pair.partition("=")
+                    self.env[name] = value
+        by_kind = {kind: args for kind, args in steps}
+        self.args = {
+            a.split("=")[0]: a.split("=")[1] for kind, a in steps if kind == "ARG" and "=" in a
+        }
+        self.user = by_kind["USER"]
+        self.entrypoint = json.loads(by_kind["ENTRYPOINT"])
+        self.cmd = json.loads(by_kind["CMD"])
+        self.exposed = {int(p) for p in by_kind["EXPOSE"].split()}
+        self.healthcheck = by_kind["HEALTHCHECK"]
+        copies = [a.split() for kind, a in steps if kind == "COPY" and "config.yaml" in a]
+        self.config_path = copies[0][-1]
+        self.uid = int(self.args["UID"])
+
+    def load(self, path: Path, **env: str) -> Config:
+        return load_config(path, env={**self.env, **env})
+
+
+@pytest.fixture(scope="module")
+def image() -> Image:
+    return Image()
+
+
+@pytest.fixture(scope="module")
+def schema() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(config_schema())
+
+
+def test_dockerfile_agrees_with_its_config(image: Image) -> None:
+    assert image.entrypoint == ["cacheproxy"]
+    assert image.cmd == ["run", "--config", image.config_path]
+    assert image.config_path == "/etc/cacheproxy/config.yaml"
+    assert image.user not in ("root", "0") and image.uid != 0
+    config = image.load(ROOT / "config.yaml", ADMIN_TOKEN=SECRET)
+    assert image.exposed == {config.listen.port, config.admin.port}
+    assert config.listen.host == config.admin.host == "0.0.0.0"
+    assert "/health" in image.healthcheck and str(config.admin.port) in image.healthcheck
+    assert "CACHEPROXY_ADMIN_PORT" in image.healthcheck  # follows the port the config reads
+
+
+def test_image_refuses_an_open_admin_port_without_a_token(image: Image) -> None:
+    with pytest.raises(ConfigError) as refused:
+        image.load(ROOT / "config.yaml")
+    assert any(p.startswith("admin.host:") for p in refused.value.problems)
+    # Outside a container the same file stays on loopback and needs no token.
+    assert load_config(ROOT / "config.yaml", env={}).admin.host == "127.0.0.1"
+
+
+def _ports(mappings: list[str]) -> set[int]:
+    return {int(m.rsplit(":", 1)[-1]) for m in mappings}
+
+
+def test_compose(image: Image, schema: jsonschema.Draft202012Validator) -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"proxy", "redis", "api"}
+    proxy, api = services["proxy"], services["api"]
+    (mount,) = proxy["volumes"]
+    source, target, *_ = mount.split(":")
+    assert target == image.config_path
+    path = ROOT / source
+    assert _errors(schema, yaml.safe_load(path.read_text())) == []
+    env = {k: (SECRET if "${" in v else v) for k, v in proxy["environment"].items()}
+    config = image.load(path, **env)
+    assert config.workers == 2
+    assert _ports(proxy["ports"]) == {config.listen.port, config.admin.port}
+    assert "127.0.0.1:" in next(p for p in proxy["ports"] if p.endswith(f":{config.admin.port}"))
+    upstream = URL(config.upstream.url)
+    command = api["command"]
+    assert upstream.host == "api" and command[0] == "demo-upstream"
+    assert upstream.port == int(command[command.index("--port") + 1])
+    assert config.redis is not None and URL(config.redis.url or "").host == "redis"
+    assert config.cache is not None and "redis" in config.cache.tiers
+    assert set(proxy["depends_on"]) == {"redis", "api"}
+    assert proxy["environment"]["ADMIN_TOKEN"].startswith("${ADMIN_TOKEN:?")  # no default
+
+
+def _errors(validator: jsonschema.Draft202012Validator, doc: Any) -> list[str]:
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def _docs(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((ROOT / "deploy/kubernetes" / name).read_text()) if d]
+
+
+def _proxy_container(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            for container in pod["containers"]:
+                if container["image"].startswith("cacheproxy:"):
+                    return doc, container
+    raise AssertionError("no cacheproxy container")
+
+
+def _memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+@pytest.mark.parametrize("name", ["sidecar.yaml", "replicas-redis.yaml"])
+def test_kubernetes(image: Image, schema: jsonschema.Draft202012Validator, name: str) -> None:
+    docs = _docs(name)
+    deployment, container = _proxy_container(docs)
+    pod = deployment["spec"]["template"]["spec"]
+    # The config: from a ConfigMap, mounted where the image's CMD reads it.
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "config"]
+    assert mount["mountPath"] == str(Path(image.config_path).parent)
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    (configmap,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume["configMap"]["name"]
+    ]
+    text = configmap["data"][Path(image.config_path).name]
+    assert _errors(schema, yaml.safe_load(text)) == []
+    env = {e["name"]: e.get("value", SECRET) for e in container.get("env", [])}
+    config = parse_config(text, name, env={**image.env, **env})
+    assert container["args"] == image.cmd
+    # Ports and probes.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": config.listen.port, "admin": config.admin.port}
+    assert set(ports.values()) <= image.exposed
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    assert ready["httpGet"] == {"path": "/health", "port": "admin"}
+    assert live["tcpSocket"]["port"] == "admin"  # not /health: the API being down is no reason
+    # Resources: the cache's budget fits under the memory limit.
+    resources = container["resources"]
+    assert set(resources) == {"requests", "limits"}
+    assert config.cache is not None
+    assert config.cache.max_memory < _memory_bytes(resources["limits"]["memory"])
+    assert container["securityContext"]["runAsUser"] == image.uid
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])  # workers' sockets
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    upstream = URL(config.upstream.url)
+    if name == "sidecar.yaml":
+        (api,) = [c for c in pod["containers"] if c is not container]
+        assert upstream.host == "127.0.0.1"
+        assert upstream.port in {p["containerPort"] for p in api["ports"]}
+    else:
+        assert deployment["spec"]["replicas"] >= 2
+        assert config.redis is not None
+        redis = URL(config.redis.url or "")
+        assert redis.host in services
+        assert redis.port in {p["port"] for p in services[redis.host]["spec"]["ports"]}
+        assert config.cache.key_secret == SECRET  # one secret for every replica
+    # The Service reaches the proxy port by name.
+    targets = {p["targetPort"] for s in services.values() for p in s["spec"]["ports"]}
+    assert "http" in targets

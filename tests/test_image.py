@@ -1,0 +1,277 @@
+"""The container image, built from the real Dockerfile and run, on a machine without Docker.
+
+Debian's `buildah` builds the Dockerfile with `--isolation chroot`, on a base image made by
+`debootstrap --variant=minbase bookworm` with python3, venv and pip: it stands in for
+python:3.12-slim (`--build-arg BASE=...`), the Dockerfile none the wiser. The base image and
+buildah's layer cache live outside the repository (CACHEPROXY_TEST_CACHE, or
+/var/cache/cacheproxy-test as root, else $XDG_CACHE_HOME/cacheproxy-test), so only the first
+run pays for debootstrap (about a minute) and an unchanged tree rebuilds from cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import Origin, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "localhost/cacheproxy-test-base:bookworm"
+IMAGE = "localhost/cacheproxy-test:latest"
+INSTALL = "apt-get install buildah debootstrap (scripts/test.sh does it as root)"
+TOKEN = "image-test-token"
+KEEP_IMAGES = 40
+
+
+def _cache_dir() -> Path:
+    if "CACHEPROXY_TEST_CACHE" in os.environ:
+        return Path(os.environ["CACHEPROXY_TEST_CACHE"])
+    if os.geteuid() == 0:
+        return Path("/var/cache/cacheproxy-test")
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "cacheproxy-test"
+
+
+class Buildah:
+    """buildah with storage of the test's own (vfs: no overlay mounts needed)."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        conf = cache / "containers.conf"
+        conf.write_text("[containers]\ndefault_ulimits = []\n")  # chroot cannot set ulimits
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+        self.prefix = [
+            "buildah",
+            "--root",
+            str(cache / "storage"),
+            "--runroot",
+            str(cache / "run"),
+            "--storage-driver",
+            "vfs",
+        ]
+
+    def __call__(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(
+            [*self.prefix, *args], env=self.env, capture_output=True, text=True, timeout=900
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"buildah {' '.join(args)}: {done.stderr[-3000:]}")
+        return done.stdout.strip()
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*self.prefix, *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def _make_base(buildah: Buildah) -> None:
+    """debootstrap a minimal bookworm with python3 and import it as the base image."""
+    rootfs = buildah.cache / "rootfs"
+    shutil.rmtree(rootfs, ignore_errors=True)
+    subprocess.run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,python3-pip",
+            "bookworm",
+            str(rootfs),
+            "http://deb.debian.org/debian",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=1200,
+    )
+    # This machine's CA bundle, so pip in the build reaches the package index as the host does.
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "etc/ssl/certs/")
+    archive = buildah.cache / "base.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(rootfs, arcname=".")
+    shutil.rmtree(rootfs)
+    ctr = buildah("from", "scratch")
+    try:
+        buildah("add", ctr, str(archive), "/")
+        path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        buildah("config", "--env", path, "--cmd", "python3", ctr)
+        buildah("commit", "-q", ctr, BASE)
+    finally:
+        buildah("rm", ctr, check=False)
+        archive.unlink()
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[Buildah]:
+    missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: {INSTALL}")
+    cache = _cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    buildah = Buildah(cache)
+    if not buildah("images", "-q", BASE, check=False):
+        _make_base(buildah)
+    buildah(
+        "bud",
+        "--format",
+        "docker",  # OCI drops HEALTHCHECK
+        "--isolation",
+        "chroot",
+        "--layers",
+        "--build-arg",
+        f"BASE={BASE}",
+        "-t",
+        IMAGE,
+        str(ROOT),
+    )
+    yield buildah
+    # vfs keeps whole copies: past a few builds, drop untagged images (the layer cache with
+    # them; the next build redoes the steps the tree changed anyway).
+    if len(buildah("images", "-a", "-q").split()) > KEEP_IMAGES:
+        buildah("rmi", "--prune", check=False)
+
+
+@pytest.fixture
+def container(image: Buildah) -> Iterator[str]:
+    ctr = image("from", "-q", IMAGE)
+    yield ctr
+    image("rm", ctr, check=False)
+
+
+def _inspect(buildah: Buildah, template: str) -> str:
+    return buildah("inspect", "--format", template, IMAGE)
+
+
+def test_image_metadata(image: Buildah) -> None:
+    assert _inspect(image, "{{.OCIv1.Config.User}}") == "cacheproxy"
+    assert _inspect(image, "{{.OCIv1.Config.Entrypoint}}") == "[cacheproxy]"
+    assert _inspect(image, "{{.OCIv1.Config.Cmd}}") == "[run --config /etc/cacheproxy/config.yaml]"
+    ports = _inspect(image, "{{.OCIv1.Config.ExposedPorts}}")
+    assert "8080/tcp" in ports and "9901/tcp" in ports
+    assert "/health" in _inspect(image, "{{.Docker.Config.Healthcheck.Test}}")
+
+
+def test_image_holds_no_compiler_and_runs_as_non_root(image: Buildah, container: str) -> None:
+    script = "for c in gcc cc c++ g++ clang make ld; do command -v $c && exit 1; done; true"
+    image("run", "--isolation", "chroot", container, "--", "sh", "-c", script)
+    assert image("run", "--isolation", "chroot", container, "--", "id", "-u") != "0"
+    image(
+        "run", "--isolation", "chroot", container, "--", "test", "-r", "/etc/cacheproxy/config.yaml"
+    )
+
+
+def _entrypoint(buildah: Buildah) -> list[str]:
+    words = _inspect(
+        buildah,
+        "{{range .OCIv1.Config.Entrypoint}}{{.}} {{end}}|{{range .OCIv1.Config.Cmd}}{{.}} {{end}}",
+    )
+    entry, cmd = words.split("|")
+    return entry.split() + cmd.split()
+
+
+def _proxy_pids(pid: int) -> list[int]:
+    """The proxy processes under `buildah run`, seen from the host."""
+    found = []
+    for child in _descendants(pid):
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if b"buildah" not in argv[0] and any(b"cacheproxy" in arg for arg in argv):
+            found.append(child)
+    return found
+
+
+def _uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError("no Uid line")
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+async def test_entrypoint_serves_and_is_healthy(
+    image: Buildah, container: str, origin: Origin, http: aiohttp.ClientSession
+) -> None:
+    """The image's own ENTRYPOINT and CMD, its example config and its admin env design."""
+    port, admin_port = free_port(), free_port()
+    env = {
+        "UPSTREAM_URL": origin.url,  # chroot isolation: the host's network, loopback included
+        "PROXY_PORT": str(port),
+        "CACHEPROXY_ADMIN_PORT": str(admin_port),
+        "ADMIN_TOKEN": TOKEN,
+    }
+    flags = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
+    run = image.popen("run", "--isolation", "chroot", *flags, container, "--", *_entrypoint(image))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if run.poll() is not None:
+                raise AssertionError(f"the container exited: {run.stdout.read()}")  # type: ignore[union-attr]
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", admin_port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the container did not listen within 30 s"
+            await asyncio.sleep(0.1)
+        async with http.get(f"http://127.0.0.1:{admin_port}/health") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["status"] == "healthy"
+        async with http.get(f"http://127.0.0.1:{port}/api/quotes/AAPL") as resp:
+            assert resp.status == 200 and resp.headers["X-Cache"] == "MISS"
+        async with http.get(f"http://127.0.0.1:{port}/api/quotes/AAPL") as resp:
+            assert resp.headers["X-Cache"] == "HIT"
+        # The admin port faces the network in a container, so it wants the token.
+        async with http.get(f"http://127.0.0.1:{admin_port}/cache/stats") as resp:
+            assert resp.status == 401
+        proxies = _proxy_pids(run.pid)
+        assert proxies and all(_uid(p) != 0 for p in proxies)
+        # The HEALTHCHECK command as the image declares it, run in the container.
+        check = _inspect(
+            image, "{{range .Docker.Config.Healthcheck.Test}}{{.}}\n{{end}}"
+        ).splitlines()
+        assert check[0] == "CMD"
+        image(
+            "run",
+            "--isolation",
+            "chroot",
+            "-e",
+            f"CACHEPROXY_ADMIN_PORT={admin_port}",
+            container,
+            "--",
+            *check[1:],
+        )
+    finally:
+        # buildah kills its command on SIGTERM; the proxy itself drains on it.
+        for pid in _proxy_pids(run.pid):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            output = run.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            run.kill()
+            output = run.communicate()[0]
+    assert "draining in-flight requests" in output

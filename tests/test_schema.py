@@ -1,0 +1,81 @@
+"""`cacheproxy schema`: the JSON Schema editors use must accept what the loader accepts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from proxy.config import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft202012Validator:
+    """The schema as the command prints it, from a real process."""
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy", "schema"], cwd=ROOT, capture_output=True, check=True
+    )
+    schema = json.loads(out.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _errors(validator: jsonschema.Draft202012Validator, doc: Any) -> list[str]:
+    return [".".join(map(str, e.absolute_path)) for e in validator.iter_errors(doc)]
+
+
+def test_example_config_is_valid(validator: jsonschema.Draft202012Validator) -> None:
+    # As written, ${VAR:-default} references and all: what an editor sees.
+    doc = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert _errors(validator, doc) == []
+
+
+SHORTHANDS = """
+upstream: {url: http://127.0.0.1:9000}
+workers: auto
+log: {level: debug}
+cache: {max_memory: 64MB, max_entry_size: 1048576}
+routes:
+  - match: {prefix: /a/}
+    cache: false
+    cors: false
+    compression: true
+  - match: {prefix: /b/}
+    cache: {ttl: "${TTL:-30}", per_user: true}
+"""
+
+
+def test_loader_shorthands_are_valid(validator: jsonschema.Draft202012Validator) -> None:
+    parse_config(SHORTHANDS, env={})  # the loader takes it...
+    assert _errors(validator, yaml.safe_load(SHORTHANDS)) == []  # ...so the schema must too
+
+
+@pytest.mark.parametrize(
+    ("mutation", "path"),
+    [
+        ({"listen": {"port": 70000}}, "listen.port"),
+        ({"listen": {"prot": 8080}}, "listen"),  # a typo'd key
+        ({"upstream": {}}, "upstream"),  # url is required
+        ({"workers": 0}, "workers"),
+        ({"workers": "many"}, "workers"),
+        ({"cache": {"max_memory": "lots"}}, "cache"),
+        ({"log": {"level": "LOUD"}}, "log.level"),
+        ({"routes": [{"match": {"prefix": "/x/"}, "cache": {"ttl": -1}}]}, "routes.0.cache"),
+    ],
+)
+def test_wrong_values_are_rejected(
+    validator: jsonschema.Draft202012Validator, mutation: dict[str, Any], path: str
+) -> None:
+    doc: dict[str, Any] = {"upstream": {"url": "http://127.0.0.1:9000"}}
+    doc.update(mutation)
+    errors = _errors(validator, doc)
+    assert errors, f"{mutation} passed the schema"
+    assert any(e.startswith(path) for e in errors), errors
