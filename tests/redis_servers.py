@@ -137,15 +137,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     """Three masters, no replicas, all 16384 slots covered. Shared by the session's tests:
     give each test its own key prefix."""
     base = tmp_path_factory.mktemp("cluster")
-    nodes = [
-        RedisServer(
-            port,
-            base / str(port),
-            ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"],
-        ).start()
-        for port in (_free_cluster_port() for _ in range(3))
-    ]
+    nodes: list[RedisServer] = []
     try:
+        for _ in range(3):  # inside the try: a node that fails to start stops the others
+            port = _free_cluster_port()
+            options = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+            nodes.append(RedisServer(port, base / str(port), options))
+            nodes[-1].start()
         addresses = [f"127.0.0.1:{n.port}" for n in nodes]
         create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
         out = _cli(nodes[0].port, *create)
@@ -179,21 +177,21 @@ class RedisSentinel:
 @pytest.fixture
 def redis_sentinel(tmp_path: Path) -> Iterator[RedisSentinel]:
     """A master, its replica and one sentinel (quorum 1) that fails over in about a second."""
-    master = RedisServer(_free_port(), tmp_path / "master").start()
+    master = RedisServer(_free_port(), tmp_path / "master")
     replica = RedisServer(
         _free_port(), tmp_path / "replica", ["--replicaof", "127.0.0.1", str(master.port)]
-    ).start()
-    port = _free_port()
+    )
     conf = tmp_path / "sentinel.conf"
     conf.write_text(
         f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
         "sentinel down-after-milliseconds mymaster 500\n"
         "sentinel failover-timeout mymaster 2000\n"
     )
-    sentinel = RedisServer(port, tmp_path / "sentinel", ["--sentinel"], conf).start()
-    setup = RedisSentinel(master, replica, sentinel)
-    try:
-        yield setup
+    sentinel = RedisServer(_free_port(), tmp_path / "sentinel", ["--sentinel"], conf)
+    try:  # one that fails to start stops the others
+        for server in (master, replica, sentinel):
+            server.start()
+        yield RedisSentinel(master, replica, sentinel)
     finally:
         for server in (sentinel, replica, master):
             server.stop()
