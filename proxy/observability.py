@@ -13,7 +13,6 @@ from the counts next to them by `merge_summaries`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import resource
@@ -26,6 +25,7 @@ from aiohttp import web
 from multidict import istr
 
 from proxy.alerts import AlertSettings, AlertTracker, evaluate
+from proxy.eventloop import cancel
 from proxy.logs import AccessLog, LogSettings, iso_time
 from proxy.metrics import (
     UNROUTED,
@@ -132,11 +132,8 @@ class Observer:
         self._ticker = asyncio.create_task(self._run_ticks())
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        await cancel(self._ticker)
+        self._ticker = None
         if self.multiprocess is not None:
             self.multiprocess.write(self.series())  # the last requests count too
         if self.access is not None:

@@ -35,6 +35,7 @@ from redis.asyncio.cluster import RedisCluster
 from proxy.cache.keys import hash_secret
 from proxy.cache.stores import StoreUnavailable
 from proxy.errors import json_error
+from proxy.eventloop import cancel
 from proxy.redis_conn import SharedRedis
 
 log = logging.getLogger("cacheproxy.revocation")
@@ -237,11 +238,8 @@ class RevocationList:
             self._task = asyncio.create_task(self._follow())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _follow(self) -> None:
         """Subscribe, then reload (nothing published in between is lost); repeat on errors."""

@@ -23,6 +23,7 @@ from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.redis_store import RedisStore
 from proxy.cache.stores import MemoryStore, StoreUnavailable
+from proxy.eventloop import cancel
 from proxy.redis_conn import SharedRedis
 
 log = logging.getLogger("cacheproxy.shared")
@@ -81,10 +82,7 @@ class SharedTier:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        await cancel(self._listener)
 
     @property
     def healthy(self) -> bool:

@@ -11,7 +11,6 @@ fresh is tried again later, backing off up to `MAX_BACKOFF`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.breaker import State
 from proxy.cache.warming import Warming, refresh_ahead_at
 from proxy.caching import HttpCache
+from proxy.eventloop import cancel
 from proxy.routes import RoutePolicy, RouteTable
 from proxy.target import Target, parse_target
 from proxy.upstream import BACKGROUND, UpstreamClient
@@ -89,11 +89,8 @@ class Warmer:
             self._task = asyncio.create_task(self._run(), name="cacheproxy-warmer")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         BACKGROUND.set(True)  # never queue behind clients, never probe, never retry
