@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -24,6 +23,7 @@ from proxy.cache.warming import Warming
 from proxy.cache_settings import RouteCache
 from proxy.errors import json_error
 from proxy.headers import forward_response_headers
+from proxy.http1 import ExchangeError, UpstreamResponse
 from proxy.respond import Responder
 from proxy.routes import RoutePolicy
 from proxy.shared_cache import PurgeKind, PurgeResult, SharedTier
@@ -35,7 +35,7 @@ log = logging.getLogger("cacheproxy.cache")
 # (request, route, target, validators) -> upstream response; see Pipeline.fetch_for_cache.
 Fetch = Callable[
     [web.BaseRequest, RoutePolicy, Target, dict[str, str] | None],
-    Awaitable[aiohttp.ClientResponse],
+    Awaitable[UpstreamResponse],
 ]
 # What a coalesced fetch hands its waiters: the stored entry, the failure, or nothing
 # shareable (then each waiter fetches for itself).
@@ -344,7 +344,7 @@ class HttpCache:
         route: RoutePolicy,
         target: Target,
         primary: str,
-        up: aiohttp.ClientResponse,
+        up: UpstreamResponse,
         times: tuple[float, float],
         generation: int,
         shared_gen: bytes | None,
@@ -355,7 +355,7 @@ class HttpCache:
             entry, why_not, prefix = await self._read_entry(
                 request, route, target, primary, up, headers, times
             )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (ExchangeError, TimeoutError) as exc:
             error = UpstreamError(502, "upstream_unavailable", f"upstream failed mid-body: {exc}")
             if future is not None:
                 future.set_result(error)
@@ -385,7 +385,7 @@ class HttpCache:
         route: RoutePolicy,
         target: Target,
         primary: str,
-        up: aiohttp.ClientResponse,
+        up: UpstreamResponse,
         headers: CIMultiDict[str],
         times: tuple[float, float],
     ) -> tuple[Entry | None, str, bytes]:
@@ -454,7 +454,7 @@ class HttpCache:
     def _refreshed(
         self,
         stale: Entry,
-        not_modified: aiohttp.ClientResponse,
+        not_modified: UpstreamResponse,
         request_time: float,
         response_time: float,
         rules: policy.CacheRules,
@@ -604,7 +604,7 @@ class HttpCache:
                 self.store.put(fresh, fetched_at=generation)
                 await self._share(fresh, generation, shared_gen, rc)
             # Otherwise (a 5xx, say) keep serving what we have until it expires.
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (ExchangeError, TimeoutError) as exc:
             log.warning("background refresh of %s failed mid-body: %r", target.path, exc)
         finally:
             up.release()
@@ -623,7 +623,7 @@ def _stale_reason(error: UpstreamError, stale: Entry, verdict: Freshness | None)
     return None
 
 
-async def _read_up_to(up: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+async def _read_up_to(up: UpstreamResponse, limit: int) -> tuple[bytes, bool]:
     """The body if it is at most `limit` bytes (True), else what was read so far (False)."""
     length = up.content_length
     if length is not None and length <= limit:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
@@ -23,13 +22,15 @@ from proxy.cache.warming import Warming
 from proxy.caching import HttpCache, cache_headers
 from proxy.errors import json_error
 from proxy.headers import ForwardingPolicy, forward_request_headers, forward_response_headers
+from proxy.http1 import UpstreamResponse
 from proxy.metrics import current_route
+from proxy.relay import interim_relay
 from proxy.respond import Responder
 from proxy.revocation import RevocationList, RevocationSettings
 from proxy.routes import RoutePolicy, RouteTable
 from proxy.shared_cache import SharedTier
 from proxy.target import BadTarget, Target, parse_target
-from proxy.upstream import UpstreamClient, UpstreamError
+from proxy.upstream import BACKGROUND, UpstreamClient, UpstreamError
 
 log = logging.getLogger("cacheproxy")
 
@@ -182,7 +183,13 @@ class Pipeline:
         # Nothing forwarded here is stored, whatever the route.
         url, headers = self._upstream_request(request, route, target, body, route.forwarding)
         up = await self.upstream.send(
-            request.method, url, headers, body, route.upstream.origin, route.name
+            request.method,
+            url,
+            headers,
+            body,
+            route.upstream.origin,
+            route.name,
+            interim_relay(request),
         )
         try:
             response_headers = forward_response_headers(up.headers)
@@ -197,7 +204,7 @@ class Pipeline:
         route: RoutePolicy,
         target: Target,
         validators: dict[str, str] | None,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """A bodyless upstream request on the cache's behalf; the caller releases it.
 
         `validators` None: the client's request as it is (HEAD, Range). Otherwise a GET
@@ -215,6 +222,7 @@ class Pipeline:
             for name in _CLIENT_ONLY:
                 headers.popall(name, None)
             headers.update(validators)
+        interim = None if BACKGROUND.get() else interim_relay(request)
         return await self.upstream.send(
-            method, url, headers, None, route.upstream.origin, route.name
+            method, url, headers, None, route.upstream.origin, route.name, interim
         )

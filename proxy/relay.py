@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from http import HTTPStatus
 
-import aiohttp
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
 from proxy.compression import CodingError
 from proxy.encoding import BodyCoder
 from proxy.errors import json_error
+from proxy.headers import forward_response_headers
+from proxy.http1 import ExchangeError, Interim, UpstreamResponse
 
 log = logging.getLogger("cacheproxy")
 
@@ -24,7 +27,7 @@ SMALL_BODY = 64 * 1024
 
 async def relay(
     request: web.BaseRequest,
-    up: aiohttp.ClientResponse,
+    up: UpstreamResponse,
     headers: CIMultiDict[str],
     prefix: bytes = b"",
     coder: BodyCoder | None = None,
@@ -54,7 +57,7 @@ async def relay(
             if coder is not None:
                 body = b"".join((*coder.feed(body), *coder.finish()))
                 headers["Content-Length"] = str(len(body))
-        except (aiohttp.ClientError, TimeoutError, CodingError) as exc:
+        except (ExchangeError, TimeoutError, CodingError) as exc:
             log.warning("upstream failed mid-response for %s: %r", request.path, exc)
             return json_error(502, "upstream_unavailable", "upstream closed mid-response")
         return web.Response(status=up.status, reason=reason, headers=headers, body=body)
@@ -68,11 +71,36 @@ async def relay(
                 return resp  # the client left; releasing `up` unread drops that connection
         if coder is not None:
             await send_pieces(resp, coder.finish())
-    except (aiohttp.ClientError, TimeoutError, CodingError) as exc:
+    except (ExchangeError, TimeoutError, CodingError) as exc:
         # Headers are gone already: the only honest signal left is an unfinished body.
         log.warning("upstream failed mid-response for %s: %r", request.path, exc)
         cut(request, resp)
     return resp
+
+
+def interim_relay(request: web.BaseRequest) -> Interim | None:
+    """Where the upstream's 1xx responses (103 Early Hints, say) go: to this client, ahead of
+    its final answer (RFC 9110 §15.2), never to an HTTP/1.0 one.
+
+    Written straight to the transport, and only while nothing else has been written for this
+    request: a background refresh's fetch must not write into a finished exchange.
+    """
+    if request.version < HttpVersion11:
+        return None
+
+    def write(status: int, headers: CIMultiDict[str]) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing() or request.writer.output_size:
+            return
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = ""
+        lines = [f"HTTP/1.1 {status} {reason}"]
+        lines += [f"{k}: {v}" for k, v in forward_response_headers(headers).items()]
+        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
+
+    return write
 
 
 async def send_pieces(resp: web.StreamResponse, pieces: Iterable[bytes]) -> bool:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -18,6 +17,7 @@ from proxy.cache.status import cache_status_ttl
 from proxy.cache.stores import MemoryStore
 from proxy.compression import CodingError
 from proxy.encoding import DECODED, Unstored, Variant, make_variant, plan_stream, variant_for
+from proxy.http1 import UpstreamResponse
 from proxy.relay import NO_BODY_STATUS, cut, relay, send_pieces
 from proxy.routes import RoutePolicy
 
@@ -42,7 +42,7 @@ class Responder:
         self,
         request: web.BaseRequest,
         route: RoutePolicy,
-        up: aiohttp.ClientResponse,
+        up: UpstreamResponse,
         headers: CIMultiDict[str],
         prefix: bytes = b"",
     ) -> web.StreamResponse:

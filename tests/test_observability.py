@@ -23,7 +23,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.app import ProxyServer
 from proxy.config import ConfigError, parse_config
 from proxy.metrics import Meters, MultiprocessWriter, Series, render_multiprocess
-from proxy.upstream import _CountingConnector
 from tests.conftest import Origin, StartProxy, StartUpstream, get
 from tests.redis_servers import RedisServer
 
@@ -421,24 +420,6 @@ def test_workers_metrics_add_up_through_the_multiprocess_files(
     assert sample(s, f"{hist}_bucket", route="api", cache="hit", le="0.00025") == 0
     assert sample(s, f"{hist}_bucket", route="api", cache="miss", le="0.25") == 2
     assert sample(s, "cacheproxy_cache_bytes") == 1500  # live gauges: summed
-
-
-def test_pool_figures_read_fields_aiohttp_still_has() -> None:
-    # UpstreamClient.pool_stats reads two private fields of aiohttp's connector and
-    # overrides one private method: a new aiohttp that renames them must fail here.
-    import aiohttp as aio
-
-    assert callable(getattr(aio.TCPConnector, "_create_connection", None))
-
-    async def fields() -> tuple[object, object]:
-        connector = _CountingConnector()
-        try:
-            return connector._acquired, connector._conns
-        finally:
-            await connector.close()
-
-    acquired, conns = asyncio.run(fields())
-    assert isinstance(acquired, set) and isinstance(conns, dict)
 
 
 async def test_a_worker_writes_its_metrics_where_the_supervisor_reads_them(
