@@ -10,12 +10,12 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 # Dependencies first, from pyproject.toml alone: this layer survives changes to the code.
 RUN mkdir proxy && touch proxy/__init__.py \
-    && python3 -m pip wheel --wheel-dir /wheels . \
+    && python3 -m pip wheel --wheel-dir /wheels '.[uvloop]' \
     && rm -rf proxy build /wheels/cacheproxy-*.whl
 COPY proxy ./proxy
 RUN python3 -m pip wheel --no-deps --wheel-dir /wheels . \
     && python3 -m venv /opt/cacheproxy \
-    && /opt/cacheproxy/bin/pip install --no-index --find-links /wheels cacheproxy \
+    && /opt/cacheproxy/bin/pip install --no-index --find-links /wheels 'cacheproxy[uvloop]' \
     && /opt/cacheproxy/bin/pip uninstall --yes pip
 
 # --- run: the same base, the venv, the example config; no build tools, no root ---------------
