@@ -226,9 +226,11 @@ class HttpCache:
                 if stale is not None and (why := _stale_reason(outcome, stale, verdict)):
                     return await self._stale_on_error(request, route, stale, why)
                 raise outcome
-            # Nothing shareable (not storable, or another variant): fetch for ourselves.
+            # Nothing shareable (not storable, or another variant): fetch for ourselves, and
+            # share what we get under the generation our own lookup saw (a purge since then
+            # keeps it out of Redis, as for any fetch).
             return await self._fetch_and_store(
-                request, route, target, primary, validators, None, stale, verdict
+                request, route, target, primary, validators, shared_gen, stale, verdict
             )
 
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()

@@ -292,6 +292,32 @@ async def test_followers_fetch_for_themselves_when_nothing_can_be_shared(
     assert time.monotonic() - started < 2
 
 
+async def test_a_waiter_for_another_variant_shares_what_it_fetched(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    def by_language(r: web.Request) -> web.Response:
+        headers = {"Cache-Control": "max-age=60", "Vary": "Accept-Language"}
+        return web.Response(text=r.headers["Accept-Language"], headers=headers)
+
+    origin.respond = by_language
+    config = shared({"url": redis_server.url})
+    a, b = await start_proxy(origin.url, **config), await start_proxy(origin.url, **config)
+    origin.delay = 0.3
+    # fr waits on en's fetch (one key, two variants), then fetches its own variant.
+    await asyncio.gather(
+        get(http, a, "/v", headers={"Accept-Language": "en"}),
+        get(http, a, "/v", headers={"Accept-Language": "fr"}),
+    )
+    assert origin.hits["/v"] == 2
+    for lang in ("en", "fr"):
+        resp, body = await get(http, b, "/v", headers={"Accept-Language": lang})
+        assert (resp.headers["X-Cache"], body) == ("HIT", lang.encode())
+    assert origin.hits["/v"] == 2
+
+
 async def test_a_sentinel_failover_is_survived(
     origin: Origin,
     start_proxy: StartProxy,
