@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -368,3 +373,83 @@ async def test_early_hints_never_reach_an_http10_client(start_proxy: StartProxy,
     proxy = await start_proxy(up.url)
     got = await raw_exchange(proxy.proxy_port, b"GET /x HTTP/1.0\r\nHost: a\r\n\r\n")
     assert got.startswith(b"HTTP/1.0 200 OK") and b"103" not in got
+
+
+# TLS to the upstream
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made by Debian's openssl."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("the TLS tests need the openssl command: apt-get install openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+async def tls_upstream(certificate: tuple[Path, Path]) -> AsyncIterator[str]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"over {request.scheme}", headers={"Cache-Control": "no-store"})
+
+    app = web.Application()
+    app.router.add_get("/x", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"https://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_an_upstream_certificate_nobody_trusts_is_a_502(
+    start_proxy: StartProxy, http: aiohttp.ClientSession, tls_upstream: str
+) -> None:
+    proxy = await start_proxy(
+        tls_upstream, upstream={"url": tls_upstream, "retries": {"attempts": 3}}
+    )
+    async with http.get(url_of(proxy, "/x")) as resp:
+        assert resp.status == 502
+        assert "certificate" in (await resp.json())["message"].lower()
+    assert proxy.upstream.stats()[0].retries == 0  # it would fail the same way again
+
+
+async def test_an_upstream_over_tls_with_its_ca_trusted(
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    tls_upstream: str,
+    certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # OpenSSL's own variable
+    proxy = await start_proxy(tls_upstream)
+    for _ in range(3):
+        async with http.get(url_of(proxy, "/x")) as resp:
+            assert (resp.status, await resp.text()) == (200, "over https")
+    assert proxy.upstream.pool_stats().opened == 1
