@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -33,6 +34,7 @@ log = logging.getLogger("cacheproxy.upstream")
 
 MAX_HEAD = 256 * 1024  # one response head: status line and fields together
 BODY_BUFFER = 256 * 1024  # unread body held before reading from the upstream pauses
+DNS_TTL = 60.0  # seconds an upstream host's addresses are reused for new connections
 # RFC 9110 §9.3: methods whose requests carry content; without a body they say so (some
 # upstreams answer 411 to a POST with neither Content-Length nor Transfer-Encoding).
 _CONTENT_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -500,6 +502,7 @@ class Pool:
         self._all: set[Connection] = set()
         self._ssl: ssl.SSLContext | None = None
         self._sweep: asyncio.TimerHandle | None = None
+        self._dns: dict[tuple[str, int], tuple[float, list[tuple[int, tuple[Any, ...]]]]] = {}
         self.opened = 0  # ever; every other exchange reused a connection
 
     @property
@@ -562,13 +565,23 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(self, key),
-                    host,
-                    port,
-                    ssl=context,
-                    server_hostname=host if context is not None else None,
-                )
+                addresses = await self._resolve(host, port)
+                for i, (family, address) in enumerate(addresses):
+                    try:
+                        _, conn = await loop.create_connection(
+                            lambda: Connection(self, key),
+                            address[0],
+                            address[1],
+                            family=family,
+                            ssl=context,
+                            server_hostname=host if context is not None else None,
+                        )
+                        break
+                    except ssl.SSLCertVerificationError:
+                        raise
+                    except OSError:
+                        if i == len(addresses) - 1:
+                            raise
         except TimeoutError as exc:
             raise ConnectTimeout(
                 f"no connection to {host}:{port} within {self.connect_timeout:g} s"
@@ -580,6 +593,20 @@ class Pool:
         self.opened += 1
         self._all.add(conn)
         return conn
+
+    async def _resolve(self, host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
+        """`host`'s addresses, in the resolver's order, remembered for DNS_TTL seconds: a burst
+        of new connections (after a quiet spell, or with keep-alive off) asks once."""
+        now = self._now()
+        cached = self._dns.get((host, port))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = [(family, address) for family, _, _, _, address in infos]
+        if not addresses:
+            raise OSError(f"no address for {host}")
+        self._dns[(host, port)] = (now + DNS_TTL, addresses)
+        return addresses
 
     def put(self, conn: Connection) -> None:
         if self.keepalive_timeout <= 0:

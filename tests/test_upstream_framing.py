@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -289,6 +290,31 @@ async def test_request_head_carries_length_or_chunks(pool: Pool, scripted) -> No
     assert b"Content-Length: 3\r\n" in up.requests[0]
     assert b"Content-Length: 0\r\n" in up.requests[1]
     assert b"Transfer-Encoding: chunked\r\n" in up.requests[2]
+
+
+async def test_new_connections_reuse_the_resolved_addresses(
+    scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    lookups: list[str] = []
+    real = loop.getaddrinfo
+
+    async def counted(host: str, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        return await real(host, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", counted)
+    pool = Pool(connect_timeout=2, read_timeout=2, keepalive_timeout=0)  # a connection each
+    try:
+        up = await scripted([OK_HELLO])
+        url = URL(f"http://localhost:{up.port}/x")  # ::1 first, maybe: then 127.0.0.1
+        for _ in range(3):
+            resp = await pool.request("GET", url, HOST.copy())
+            assert await resp.read() == b"hello"
+            resp.release()
+        assert up.connections == 3 and lookups == ["localhost"]
+    finally:
+        await pool.close()
 
 
 def test_a_field_with_a_line_break_is_never_sent() -> None:
