@@ -22,6 +22,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -50,20 +51,23 @@ FULL = Settings(rounds=3, duration=3, cold_duration=4, entries=100_000)
 QUICK = Settings(rounds=2, duration=1, cold_duration=2, entries=20_000)
 
 
-def full_pipeline(cache: bool, workers: int = 1) -> dict[str, Any]:
+def full_pipeline(cache: bool, workers: int = 1, extras: bool = True) -> dict[str, Any]:
     """What users run: a route, CORS, stored br variants, an in-memory rate limit that
-    never refuses, metrics (always on) and the access log, sampling 1% of hits."""
+    never refuses, metrics (always on) and the access log, sampling 1% of hits.
+    `extras=False`: no CORS, rate limit or access log, to see what they cost."""
     route: dict[str, Any] = {"name": "api", "match": {"prefix": "/api/"}}
     if not cache:
         route["cache"] = False
     config: dict[str, Any] = {
         "cache": {"ttl": 3600, "max_memory": "512MB"},
-        "cors": {"allow_origins": [ORIGIN]},
         "compression": {"algorithms": ["br", "gzip"]},
-        "rate_limit": {"limits": ["1000000000/minute"], "key": "ip"},
-        "log": {"access": True, "sample_hits": 0.01},
+        "log": {"access": False},
         "routes": [route],
     }
+    if extras:
+        config["cors"] = {"allow_origins": [ORIGIN]}
+        config["rate_limit"] = {"limits": ["1000000000/minute"], "key": "ip"}
+        config["log"] = {"access": True, "sample_hits": 0.01}
     if workers > 1:
         config["workers"] = workers
     return config
@@ -104,16 +108,15 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
     load = Load((path,), headers, 64, s.duration)
     with contextlib.ExitStack() as stack:
         origin = stack.enter_context(servers.upstream(["--size", "16384", "--max-age", "3600"]))
-        one = stack.enter_context(
-            servers.proxy(servers.proxy_config(origin.port, full_pipeline(True)))
-        )
-        two = stack.enter_context(
-            servers.proxy(
-                servers.proxy_config(origin.port, full_pipeline(True, workers=2)),
-                "cacheproxy, workers: 2",
-            )
-        )
-        for p in (one, two):
+
+        def ours(label: str, config: dict[str, Any]) -> Server:
+            config = servers.proxy_config(origin.port, config)
+            return stack.enter_context(servers.proxy(config, label))
+
+        one = ours("cacheproxy", full_pipeline(True))
+        two = ours("cacheproxy, workers: 2", full_pipeline(True, workers=2))
+        bare = ours("cacheproxy, cache + br only", full_pipeline(True, extras=False))
+        for p in (one, two, bare):
             measure(p, Load((path,), headers, 8, s.warm_up))  # fills each worker's memory tier
         answer = get(one.port, path, headers)
         expect = {"X-Cache": "HIT", "Content-Encoding": "br", "Access-Control-Allow-Origin": ORIGIN}
@@ -122,36 +125,41 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
             raise SystemExit(f"the proxy's hot key is not a full-pipeline br hit: {got}")
         # The yardsticks answer with the very bytes and headers of the proxy's hit.
         body = _hit_body(one.port, path, headers)
-        kept = [
-            (k, v)
-            for k, v in answer.getheaders()
-            if k.lower()
-            not in {"date", "server", "content-length", "age", "connection", "keep-alive"}
-        ]
-        files = Path(stack.enter_context(_tempdir()))
+        per_response = {"date", "server", "content-length", "age", "connection", "keep-alive"}
+        kept = [(k, v) for k, v in answer.getheaders() if k.lower() not in per_response]
+        files = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-suite-")))
         (files / "body").write_bytes(body)
         (files / "headers.json").write_text(json.dumps(kept))
         static = ["--body-file", str(files / "body"), "--headers-file", str(files / "headers.json")]
-        app = stack.enter_context(servers.yardstick("app", *static))
-        low = stack.enter_context(servers.yardstick("server", *static))
-        app2 = stack.enter_context(servers.yardstick("app", *static, "--processes", "2"))
-        others = [
-            stack.enter_context(optional(servers.nginx(app.port, cache=True), notes, "nginx")),
-            stack.enter_context(optional(servers.varnish(app.port), notes, "Varnish")),
+
+        def yardstick(label: str, server: Server | None) -> Server | None:
+            if server is not None:
+                server.name = label
+            return stack.enter_context(optional(server, notes, label))
+
+        app = yardstick("aiohttp web.Application", servers.yardstick("app", *static))
+        assert app is not None
+        yardsticks = [
+            app,
+            yardstick("aiohttp web.Server (low-level)", servers.yardstick("server", *static)),
+            yardstick("nginx proxy_cache", servers.nginx(app.port, cache=True)),
+            yardstick("Varnish", servers.varnish(app.port)),
         ]
-        measured = [one, two, app, low, *(o for o in others if o is not None), app2]
-        names = {
-            one: "cacheproxy", two: "cacheproxy, workers: 2", app: "aiohttp web.Application",
-            low: "aiohttp web.Server (low-level)", app2: "web.Application x2 (SO_REUSEPORT)",
-        }  # fmt: skip
-        sides = {m: Side(names.get(m, m.name)) for m in measured}
-        for m in measured[2:]:
-            measure(m, Load((path,), headers, 8, s.warm_up))  # nginx/Varnish: fetch, store
-            if _hit_body(m.port, path, headers) != body:
-                raise SystemExit(f"{m.name} does not answer the same bytes as the proxy")
+        two_apps = yardstick(
+            "web.Application x2 (SO_REUSEPORT)",
+            servers.yardstick("app", *static, "--processes", "2"),
+        )
+        others = [y for y in (*yardsticks, two_apps) if y is not None]
+        for y in others:
+            measure(y, Load((path,), headers, 8, s.warm_up))  # nginx/Varnish: fetch, store
+            if _hit_body(y.port, path, headers) != body:
+                raise SystemExit(f"{y.name} does not answer the same bytes as the proxy")
+        measured = [one, two, bare, *others]
+        sides = {m: Side(m.name) for m in measured}
         take_turns(s.rounds, [(sides[m], lambda _, m=m: measure(m, load)) for m in measured])
     p1, p2, yard = sides[one], sides[two], sides[app]
     name = "1 memory hit, hot key, c=64, full pipeline"
+    pipeline = p1.cpu_us - sides[bare].cpu_us
     rows = [
         Row.of(
             name,
@@ -163,7 +171,12 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
                 (ratio(p1.cpu_us, yard.cpu_us), 1.0, False),
             ),
         ),
-        *(Row.of(name, sides[m], compare(p1, sides[m])) for m in measured[2:-1]),
+        Row.of(
+            name,
+            sides[bare],
+            f"{compare(p1, sides[bare])}: CORS, limit, log add {pipeline:.1f} µs",
+        ),
+        *(Row.of(name, sides[y], compare(p1, sides[y])) for y in yardsticks if y is not None),
     ]
     scaled = ratio(p2.rps, p1.rps)
     rows.append(
@@ -174,15 +187,16 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
             goal("≥1.7x 1 process", (scaled, 1.7, True)),
         )
     )
-    two_apps = sides[app2]
-    rows.append(
-        Row.of(
-            "2 same, workers: 2",
-            two_apps,
-            f"{x(ratio(two_apps.rps, yard.rps))} req/s of 1 process; "
-            + compare(p2, two_apps).replace("proxy", "proxy workers: 2", 1),
+    if two_apps is not None:
+        side = sides[two_apps]
+        rows.append(
+            Row.of(
+                "2 same, workers: 2",
+                side,
+                f"{x(ratio(side.rps, yard.rps))} req/s of 1 process; "
+                + compare(p2, side).replace("proxy", "proxy workers: 2", 1),
+            )
         )
-    )
     return rows
 
 
@@ -190,14 +204,6 @@ def _hit_body(port: int, path: str, headers: tuple[tuple[str, str], ...]) -> byt
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=dict(headers))
     with urllib.request.urlopen(request, timeout=10) as r:
         return bytes(r.read())
-
-
-@contextlib.contextmanager
-def _tempdir() -> Iterator[str]:
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="bench-suite-") as d:
-        yield d
 
 
 # --- 3 and 4: the miss path -----------------------------------------------------------
@@ -209,29 +215,33 @@ def misses(s: Settings, notes: list[str]) -> list[Row]:
     many, one_at_a_time = Load(paths, headers, 64, s.duration), Load(paths, headers, 1, s.duration)
     with contextlib.ExitStack() as stack:
         origin = stack.enter_context(servers.upstream(["--size", "1024"]))
-        ours = stack.enter_context(
-            servers.proxy(servers.proxy_config(origin.port, full_pipeline(False)))
+
+        def ours(label: str, extras: bool) -> Server:
+            config = servers.proxy_config(origin.port, full_pipeline(False, extras=extras))
+            return stack.enter_context(servers.proxy(config, label))
+
+        full, bare = (
+            ours("cacheproxy, cache off", True),
+            ours("cacheproxy, no CORS/limit/log", False),
         )
-        naive = stack.enter_context(
-            servers.yardstick("forward", "--upstream", f"http://127.0.0.1:{origin.port}")
-        )
+        up = f"http://127.0.0.1:{origin.port}"
+        naive = stack.enter_context(servers.yardstick("forward", "--upstream", up))
+        naive.name = "naive aiohttp proxy"
         ngx = stack.enter_context(optional(servers.nginx(origin.port, cache=False), notes, "nginx"))
-        if get(ours.port, paths[0], headers).getheader("X-Cache") == "HIT":
+        if get(full.port, paths[0], headers).getheader("X-Cache") == "HIT":
             raise SystemExit("the miss path scenario got a cache hit")
-        sides: list[tuple[Side, Callable[[int], Run]]] = []
-        for server, label in ((ours, "cacheproxy, cache off"), (naive, "naive aiohttp proxy")):
-            sides.append((Side(label), lambda _, m=server: measure(m, many)))
-        if ngx is not None:
-            sides.append((Side("nginx proxy_pass"), lambda _, m=ngx: measure(m, many)))
-        sides.append((Side("cacheproxy, cache off, c=1"), lambda _: measure(ours, one_at_a_time)))
-        sides.append((Side("upstream directly, c=1"), lambda _: measure(origin, one_at_a_time)))
-        for server in (ours, naive, *([ngx] if ngx else [])):
+        at_64 = [m for m in (full, bare, naive, ngx) if m is not None]
+        sides = [(Side(m.name), lambda _, m=m: measure(m, many)) for m in at_64]
+        for label, server in (("cacheproxy, c=1", full), ("upstream directly, c=1", origin)):
+            sides.append((Side(label), lambda _, m=server: measure(m, one_at_a_time)))
+        for server in at_64:
             measure(server, Load(paths, headers, 8, s.warm_up))
         take_turns(s.rounds, sides)
-    ours64, naive64, *rest = (side for side, _ in sides)
+    ours64, bare64, naive64, *rest = (side for side, _ in sides)
     *yardsticks, ours1, direct1 = rest
     name = "3 miss path, c=64, cache off"
     speed, cpu = ratio(ours64.rps, naive64.rps), ratio(ours64.cpu_us, naive64.cpu_us)
+    pipeline = ours64.cpu_us - bare64.cpu_us
     rows = [
         Row.of(
             name,
@@ -239,6 +249,7 @@ def misses(s: Settings, notes: list[str]) -> list[Row]:
             f"vs naive proxy: {compare(ours64, naive64).removeprefix('proxy ')}",
             goal("≥1.2x req/s, ≤0.83x CPU", (speed, 1.2, True), (cpu, 0.83, False)),
         ),
+        Row.of(name, bare64, f"{compare(ours64, bare64)}: CORS, limit, log add {pipeline:.1f} µs"),
         Row.of(name, naive64, compare(ours64, naive64)),
         *(Row.of(name, y, compare(ours64, y)) for y in yardsticks),
     ]

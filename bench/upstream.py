@@ -3,8 +3,8 @@
 `--capacity N` makes it an upstream that thrashes under load: beyond N requests in
 flight each one takes delay * (in_flight / N)**2, so piling on more requests makes every
 one slower and the whole slower too (as a service short of threads, memory or locks
-does). GET /__bench/stats reports what it saw: requests, peak and mean in flight (at
-arrivals), mean service time; POST /__bench/reset starts afresh.
+does). With a delay, GET /__bench/stats reports what it saw: requests, distinct paths,
+peak and mean in flight (at arrivals), mean service time; POST /__bench/reset starts afresh.
 """
 
 from __future__ import annotations
