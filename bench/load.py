@@ -51,18 +51,17 @@ class Load:
     max_requests: int = 10_000_000  # the bundled client only
 
 
+use_wrk = shutil.which("wrk") is not None  # the suite's --loadgen turns it off
+
+
 def loader_name() -> str:
-    return "wrk" if shutil.which("wrk") else "bench/loadgen.py"
+    return "wrk, 1 thread" if use_wrk else "bench/loadgen.py"
 
 
 def measure(server: Server, load: Load, port: int | None = None) -> Run:
     """One round against `server` (on `port` if given, else its own)."""
     before = server.cpu_seconds()
-    run = (
-        _wrk(load, port or server.port)
-        if shutil.which("wrk")
-        else _loadgen(load, port or server.port)
-    )
+    run = (_wrk if use_wrk else _loadgen)(load, port or server.port)
     run.cpu = server.cpu_seconds() - before
     return run
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import servers
+from bench import load, servers
 from bench.load import Load, loader_name, measure
 from bench.report import Row, Run, Side, compare, goal, markdown, ratio, x
 from bench.servers import Server
@@ -105,7 +105,7 @@ def optional(server: Server | None, notes: list[str], why: str) -> Iterator[Serv
 def hits(s: Settings, notes: list[str]) -> list[Row]:
     path = "/api/hot/1"
     headers = (("Accept-Encoding", "br, gzip"), ("Origin", ORIGIN))
-    load = Load((path,), headers, 64, s.duration)
+    hot = Load((path,), headers, 64, s.duration)
     with contextlib.ExitStack() as stack:
         origin = stack.enter_context(servers.upstream(["--size", "16384", "--max-age", "3600"]))
 
@@ -156,7 +156,7 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
                 raise SystemExit(f"{y.name} does not answer the same bytes as the proxy")
         measured = [one, two, bare, *others]
         sides = {m: Side(m.name) for m in measured}
-        take_turns(s.rounds, [(sides[m], lambda _, m=m: measure(m, load)) for m in measured])
+        take_turns(s.rounds, [(sides[m], lambda _, m=m: measure(m, hot)) for m in measured])
     p1, p2, yard = sides[one], sides[two], sides[app]
     name = "1 memory hit, hot key, c=64, full pipeline"
     pipeline = p1.cpu_us - sides[bare].cpu_us
@@ -449,13 +449,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--rounds", type=int, help="override the mode's rounds")
+    parser.add_argument("--loadgen", action="store_true", help="bench/loadgen.py even with wrk")
     args = parser.parse_args()
+    if args.loadgen:
+        load.use_wrk = False
     settings = QUICK if args.quick else FULL
     if args.rounds:
         settings = Settings(**{**vars(settings), "rounds": args.rounds})
     started, load_before = time.monotonic(), os.getloadavg()[0]
     rows: list[Row] = []
-    notes = [f"load: {loader_name()}, 1 thread; event loop: {event_loop()}"]
+    notes = [f"load: {loader_name()}; event loop: {event_loop()}"]
     for name in args.only:
         print(f"== {name}", file=sys.stderr, flush=True)
         rows += SCENARIOS[name](settings, notes)
