@@ -398,7 +398,8 @@ def l2_hits(s: Settings, notes: list[str]) -> list[Row]:
     args = argparse.Namespace(
         concurrency=1, duration=s.duration, rounds=s.l2_rounds, max_requests=1_000_000
     )
-    l1, l2, redis_get = asyncio.run(run.l2_hits(args))
+    with contextlib.redirect_stdout(sys.stderr):  # its own report line: not in the table
+        l1, l2, redis_get = asyncio.run(run.l2_hits(args))
     notes.append("Redis L2 hits: bench.run l2-hits (bench/loadgen.py, best of rounds)")
     sides = {}
     for result, label in (
