@@ -8,10 +8,11 @@ line and Content-Length of each response.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from bench.servers import cpu_seconds
 
 
 @dataclass
@@ -121,10 +122,3 @@ async def run_load(
     if server_pid and cpu_before is not None:
         result.server_cpu = cpu_seconds(server_pid) - cpu_before
     return result
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU time of a process: on two shared cores, a steadier measure than req/s."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

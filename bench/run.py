@@ -11,95 +11,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-import yaml
-
+from bench import servers
 from bench.loadgen import Result, run_load
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"process {proc.args} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port} after {timeout}s")
+from bench.servers import free_port, wait_listening
 
 
 class Stack:
     """An upstream process and a proxy process in front of it; stopped by their own PIDs."""
 
-    def __init__(self, upstream_args: list[str], proxy_config: dict[str, object]) -> None:
-        self.upstream_port, self.proxy_port = free_port(), free_port()
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.upstream_args = upstream_args
-        upstream = proxy_config.get("upstream", {})
-        assert isinstance(upstream, dict)
-        self.proxy_config = {
-            "listen": {"host": "127.0.0.1", "port": self.proxy_port},
-            "admin": {"host": "127.0.0.1", "port": free_port()},
-            **proxy_config,
-            "upstream": {
-                "url": f"http://127.0.0.1:{self.upstream_port}",
-                "pool": {"max_connections": 100},
-                **upstream,
-            },
-        }
+    def __init__(self, upstream_args: list[str], proxy_config: dict[str, Any]) -> None:
+        self.upstream = servers.upstream(upstream_args)
+        self.proxy = servers.proxy(servers.proxy_config(self.upstream.port, proxy_config))
+        self.upstream_port, self.proxy_port = self.upstream.port, self.proxy.port
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def procs(self) -> list[subprocess.Popen[bytes]]:
+        return [s.proc for s in (self.upstream, self.proxy) if s.proc is not None]
 
     def __enter__(self) -> Stack:
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.upstream",
-                "--port",
-                str(self.upstream_port),
-                *self.upstream_args,
-            ],
-            cwd=ROOT,
-        )
-        self.procs.append(up)
-        wait_listening(self.upstream_port, up)
-        cfg = Path(tempfile.mkdtemp()) / "bench.yaml"
-        cfg.write_text(yaml.safe_dump(self.proxy_config))
-        proxy = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "run", "--config", str(cfg), "--log-level", "WARNING"],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,  # the access log: written, as in production, not shown
-        )
-        self.procs.append(proxy)
-        wait_listening(self.proxy_port, proxy)
+        with self._stack as stack:
+            stack.enter_context(self.upstream)
+            stack.enter_context(self.proxy)
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, *_: object) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self._stack.close()
 
 
 def peak_rss(pid: int) -> str:

@@ -3,8 +3,8 @@
 `--capacity N` makes it an upstream that thrashes under load: beyond N requests in
 flight each one takes delay * (in_flight / N)**2, so piling on more requests makes every
 one slower and the whole slower too (as a service short of threads, memory or locks
-does). GET /__bench/stats reports what it saw: requests, peak and mean in flight (at
-arrivals), mean service time; POST /__bench/reset starts afresh.
+does). With a delay, GET /__bench/stats reports what it saw: requests, distinct paths,
+peak and mean in flight (at arrivals), mean service time; POST /__bench/reset starts afresh.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Seen:
         self.peak = 0
         self.in_flight_sum = 0
         self.service_sum = 0.0
+        self.paths: set[str] = set()  # distinct targets: was each key fetched once?
 
     def report(self) -> dict[str, float]:
         n = max(1, self.requests)
@@ -34,6 +35,7 @@ class Seen:
             "peak_in_flight": self.peak,
             "mean_in_flight": self.in_flight_sum / n,
             "mean_service_ms": self.service_sum / n * 1e3,
+            "distinct_paths": len(self.paths),
         }
 
 
@@ -42,10 +44,11 @@ def build(size: int, delay: float, max_age: int, capacity: int = 0) -> web.Appli
     headers = {"Cache-Control": f"public, max-age={max_age}"} if max_age else {}
     seen = Seen()
 
-    async def handler(_: web.Request) -> web.Response:
+    async def handler(request: web.Request) -> web.Response:
         if delay:
             seen.in_flight += 1
             seen.requests += 1
+            seen.paths.add(request.path_qs)
             seen.peak = max(seen.peak, seen.in_flight)
             seen.in_flight_sum += seen.in_flight
             started = time.perf_counter()
