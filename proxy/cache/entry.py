@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -11,15 +13,23 @@ from proxy.cache.policy import CacheControl, CacheRules
 
 # What one entry costs beyond its bytes (the object, headers, index slots): measured
 # with tracemalloc over 100,000 small entries; counted so max_memory bounds real memory.
-ENTRY_OVERHEAD = 1500
-HEADER_OVERHEAD = 120
+ENTRY_OVERHEAD = 600
+HEADER_OVERHEAD = 2  # a packed field's ":" and "\n" (see pack_headers)
+# An encoded variant's own header multidict (fields as separate strings), its proxy, its
+# tuple and its slot in `variants`: measured like ENTRY_OVERHEAD, for ~8 fields.
+VARIANT_OVERHEAD = 1200
+
+NO_VARIANTS: Mapping[str, tuple[CIMultiDictProxy[str], bytes]] = MappingProxyType({})
 
 
 @dataclass(slots=True)
 class Entry:
     status: int
     reason: str
-    headers: CIMultiDictProxy[str]  # as forwarded to clients: hop-by-hop already gone
+    # The headers as forwarded to clients (hop-by-hop already gone), packed into one string
+    # (`headers` unpacks them): a multidict per entry cost 0.5 KB and two objects for the
+    # garbage collector to walk, and hits are written from prepared heads (prepared.py).
+    head: str
     body: bytes
     request_time: float
     response_time: float
@@ -35,7 +45,11 @@ class Entry:
     size: int
     # Encoded (or decoded) forms for clients, made on first request: variant key ->
     # (headers, body). A hit never compresses twice.
-    variants: dict[str, tuple[CIMultiDictProxy[str], bytes]] = field(default_factory=dict)
+    # Until the first one is made, one shared empty mapping: an empty dict per entry is 64
+    # bytes that most entries never use (MemoryStore.add_variant makes the dict).
+    variants: Mapping[str, tuple[CIMultiDictProxy[str], bytes]] = field(
+        default_factory=lambda: NO_VARIANTS
+    )
 
     @classmethod
     def build(
@@ -63,10 +77,12 @@ class Entry:
             tags = tuple(
                 dict.fromkeys(t for v in headers.getall(tags_header, ()) for t in v.split())
             )
+        if primary == url_key:
+            primary = url_key  # one string, not two equal ones (no key headers, no user scope)
         return cls(
             status=status,
             reason=reason,
-            headers=CIMultiDictProxy(headers),
+            head=pack_headers(headers),
             body=body,
             request_time=request_time,
             response_time=response_time,
@@ -81,6 +97,10 @@ class Entry:
             tags=tags,
             size=entry_size(headers, body, primary, url_key),
         )
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return CIMultiDictProxy(unpack_headers(self.head))
 
     def age(self, now: float) -> float:
         return policy.current_age(self.initial_age, self.response_time, now)
@@ -101,7 +121,7 @@ class Entry:
         return Entry(
             status=self.status,
             reason=self.reason,
-            headers=CIMultiDictProxy(merged),
+            head=pack_headers(merged),
             body=self.body,
             request_time=request_time,
             response_time=response_time,
@@ -118,9 +138,29 @@ class Entry:
         )
 
 
+def pack_headers(headers: policy.Headers) -> str:
+    """`name:value` lines; neither a name (a token) nor a parsed value holds a line feed, and
+    no name holds a colon."""
+    return "\n".join(f"{name}:{value}" for name, value in headers.items())
+
+
+def unpack_headers(head: str) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    if head:
+        for line in head.split("\n"):
+            name, _, value = line.partition(":")
+            out.add(name, value)
+    return out
+
+
 def entry_size(headers: policy.Headers, body: bytes, primary: str, url_key: str) -> int:
     """Bytes an entry holds, overheads included (see ENTRY_OVERHEAD)."""
     return ENTRY_OVERHEAD + len(body) + len(url_key) + len(primary) + headers_size(headers)
+
+
+def variant_size(headers: policy.Headers) -> int:
+    """Bytes an encoded variant adds beyond its body (which may be the entry's own)."""
+    return VARIANT_OVERHEAD + headers_size(headers)
 
 
 def headers_size(headers: policy.Headers) -> int:

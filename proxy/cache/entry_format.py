@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.cache import policy
-from proxy.cache.entry import Entry, entry_size, headers_size
+from proxy.cache.entry import NO_VARIANTS, Entry, entry_size, pack_headers, variant_size
 
 MAGIC = b"\x89CPE"
 VERSION = 1
@@ -99,7 +99,7 @@ def decode(data: bytes) -> Entry:
     return Entry(
         status=status,
         reason=reason,
-        headers=headers,
+        head=pack_headers(headers),
         body=body,
         request_time=request_time,
         response_time=response_time,
@@ -114,8 +114,8 @@ def decode(data: bytes) -> Entry:
         tags=tags,
         # Counted as MemoryStore.add_variant counts them when an entry is promoted.
         size=entry_size(headers, body, primary, url_key)
-        + sum(headers_size(h) + len(b) for h, b in variants.values()),
-        variants=variants,
+        + sum(variant_size(h) + len(b) for h, b in variants.values()),
+        variants=variants or NO_VARIANTS,
     )
 
 

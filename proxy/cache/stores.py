@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from multidict import CIMultiDictProxy
 
-from proxy.cache.entry import Entry, headers_size
+from proxy.cache.entry import Entry, variant_size
 from proxy.cache.policy import Headers, vary_key
 
 _PURGES_REMEMBERED = 10_000  # URL purges tracked for in-flight fetches; older ones count as bulk
@@ -39,19 +39,19 @@ class StoreStats:
     max_bytes: int = 0
 
 
-@dataclass(slots=True)
-class _Primary:
-    vary: tuple[str, ...]  # the Vary of the newest response under this key
-    variants: set[str] = field(default_factory=set)
-
-
 class MemoryStore:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._primaries: dict[str, _Primary] = {}
-        self._by_url: dict[str, set[str]] = {}
+        # Indexes that cost no object per entry in the common case (no Vary, one primary key
+        # per URL), so a million entries add no work to the garbage collector:
+        # primary -> the Vary of its newest response (field names: an untracked tuple);
+        self._vary: dict[str, tuple[str, ...]] = {}
+        # primary -> its variant keys, only for primaries that vary (otherwise: the primary);
+        self._variants: dict[str, set[str]] = {}
+        # url_key -> its primary key, or a set of them (key headers, per-user scopes).
+        self._by_url: dict[str, str | set[str]] = {}
         self._by_tag: dict[str, set[str]] = {}
         self.stats = StoreStats(max_bytes=max_bytes)
         # Purge generations: a response fetched before a purge of its URL must not be
@@ -65,11 +65,11 @@ class MemoryStore:
         return len(self._entries)
 
     def get(self, primary: str, request_headers: Headers) -> Entry | None:
-        slot = self._primaries.get(primary)
-        if slot is None:
+        vary = self._vary.get(primary)
+        if vary is None:
             self.stats.misses += 1
             return None
-        key = variant_key(primary, vary_key(slot.vary, request_headers)) if slot.vary else primary
+        key = variant_key(primary, vary_key(vary, request_headers)) if vary else primary
         entry = self._entries.get(key)
         if entry is None:
             self.stats.misses += 1
@@ -80,10 +80,10 @@ class MemoryStore:
 
     def peek(self, primary: str, request_headers: Headers) -> Entry | None:
         """Like `get`, but neither counted nor made recent: for warming, which is no reader."""
-        slot = self._primaries.get(primary)
-        if slot is None:
+        vary = self._vary.get(primary)
+        if vary is None:
             return None
-        key = variant_key(primary, vary_key(slot.vary, request_headers)) if slot.vary else primary
+        key = variant_key(primary, vary_key(vary, request_headers)) if vary else primary
         return self._entries.get(key)
 
     def put(self, entry: Entry, fetched_at: int | None = None) -> bool:
@@ -97,17 +97,16 @@ class MemoryStore:
         key = variant_key(primary, entry.vary_values)
         if key in self._entries:
             self._remove(key)
-        slot = self._primaries.get(primary)
-        if slot is None:
-            slot = self._primaries[primary] = _Primary(entry.vary)
-        elif slot.vary != entry.vary:
+        vary = self._vary.get(primary)
+        if vary is not None and vary != entry.vary:
             # The origin changed what it varies on: older variants can no longer be found.
-            for old in list(slot.variants):
+            for old in list(self._variant_keys(primary)):
                 self._remove(old)
-            slot = self._primaries.setdefault(primary, _Primary(entry.vary))
-        slot.variants.add(key)
+        self._vary[primary] = entry.vary
+        if entry.vary:
+            self._variants.setdefault(primary, set()).add(key)
         self._entries[key] = entry
-        self._by_url.setdefault(entry.url_key, set()).add(primary)
+        self._index_url(entry.url_key, primary)
         for tag in entry.tags:
             self._by_tag.setdefault(tag, set()).add(key)
         self.bytes += entry.size
@@ -124,9 +123,11 @@ class MemoryStore:
         self, entry: Entry, key: str, variant: tuple[CIMultiDictProxy[str], bytes]
     ) -> None:
         """Keep an encoded form with its entry, counted against the same budget."""
+        if not isinstance(entry.variants, dict):
+            entry.variants = {}  # the first: until now the shared empty mapping
         entry.variants[key] = variant
         headers, body = variant
-        extra = headers_size(headers)
+        extra = variant_size(headers)
         if body is not entry.body:
             extra += len(body)
         entry.size += extra
@@ -139,20 +140,46 @@ class MemoryStore:
         if self._entries.get(variant_key(old.primary, old.vary_values)) is old:
             self.put(new)
 
+    def _variant_keys(self, primary: str) -> Iterable[str]:
+        variants = self._variants.get(primary)
+        if variants is not None:
+            return variants
+        return (primary,) if primary in self._vary else ()
+
+    def _index_url(self, url_key: str, primary: str) -> None:
+        known = self._by_url.get(url_key)
+        if known is None:
+            self._by_url[url_key] = primary
+        elif isinstance(known, set):
+            known.add(primary)
+        elif known != primary:
+            self._by_url[url_key] = {known, primary}
+
+    def _unindex_url(self, url_key: str, primary: str) -> None:
+        known = self._by_url.get(url_key)
+        if isinstance(known, set):
+            known.discard(primary)
+            if len(known) == 1:
+                self._by_url[url_key] = known.pop()
+        elif known == primary:
+            del self._by_url[url_key]
+
     def _remove(self, key: str) -> None:
         entry = self._entries.pop(key)
         self.bytes -= entry.size
         primary = entry.primary
-        slot = self._primaries.get(primary)
-        if slot is not None:
-            slot.variants.discard(key)
-            if not slot.variants:
-                del self._primaries[primary]
-                urls = self._by_url.get(entry.url_key)
-                if urls is not None:
-                    urls.discard(primary)
-                    if not urls:
-                        del self._by_url[entry.url_key]
+        variants = self._variants.get(primary)
+        if variants is not None:
+            variants.discard(key)
+            if variants:
+                last = False
+            else:
+                del self._variants[primary]
+                last = True
+        else:
+            last = True  # a primary that does not vary holds this one entry
+        if last and self._vary.pop(primary, None) is not None:
+            self._unindex_url(entry.url_key, primary)
         for tag in entry.tags:
             keys = self._by_tag.get(tag)
             if keys is not None:
@@ -187,8 +214,9 @@ class MemoryStore:
     def purge_url(self, url_key: str) -> int:
         """Every variant of one URL: all users, all key headers, all Vary values."""
         self._next_generation(url_key)
-        primaries = self._by_url.get(url_key, ())
-        keys = [k for p in list(primaries) for k in self._primaries[p].variants]
+        known = self._by_url.get(url_key, ())
+        primaries = (known,) if isinstance(known, str) else tuple(known)
+        keys = [k for p in primaries for k in self._variant_keys(p)]
         return self._remove_all(keys)
 
     def purge_prefix(self, path_prefix: str) -> int:
