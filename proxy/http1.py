@@ -199,7 +199,6 @@ class Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
-        self.reused = False
         self._parser: httptools.HttpResponseParser | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
@@ -550,7 +549,6 @@ class Pool:
         while idle:
             conn = idle.pop()
             if conn.transport is not None and conn.idle_since > oldest:
-                conn.reused = True
                 return conn
             conn._close()
         return None
