@@ -155,6 +155,10 @@ def build_admin_app(server: ProxyServer) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/health", health)
+    if server.admin_path is not None:
+        # A worker's, on its private socket: the supervisor's heartbeat. Answered by the event
+        # loop alone (no upstream, no Redis), so silence means the loop itself is stuck.
+        app.router.add_get(ALIVE_PATH, alive)
     app.router.add_post("/config/reload", guard(reload))
     app.router.add_get("/cache/stats", guard(cache_stats))
     app.router.add_post("/cache/purge", guard(purge))
@@ -163,6 +167,13 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     for method, path, handler in revocation_routes(server.revocations):
         app.router.add_route(method, path, guard(handler))
     return app
+
+
+ALIVE_PATH = "/__alive"
+
+
+async def alive(_: web.Request) -> web.Response:
+    return web.Response(text="alive")
 
 
 def add_observability(

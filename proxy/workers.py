@@ -45,7 +45,7 @@ from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
-from proxy.admin import token_guard
+from proxy.admin import ALIVE_PATH, token_guard
 from proxy.admin_merge import Answer, Unanswered, merge_answers
 from proxy.app import ProxyServer
 from proxy.config import Config, ConfigError, redact_urls, with_overrides
@@ -66,6 +66,12 @@ STOP_MARGIN = 5.0  # seconds past shutdown_grace before a worker still draining 
 RESTART_FIRST = 0.5  # seconds before restarting a worker that died...
 RESTART_MAX = 30.0  # ...doubling while it keeps dying young, up to this
 STABLE_AFTER = 10.0  # seconds of life after which a death no longer counts as dying young
+# A worker whose event loop hangs still holds its share of the port (SO_REUSEPORT hands it
+# new connections) and never dies by itself: each serving worker is pinged every
+# HEARTBEAT_EVERY seconds, and killed (then restarted) after HEARTBEAT_MISSES silent pings
+# in a row, each given ANSWER_TIMEOUT: 12 s or more of a loop that answers nothing.
+HEARTBEAT_EVERY = 2.0
+HEARTBEAT_MISSES = 4
 
 _READY = b"ready"
 _FAILED = b"failed "
@@ -315,6 +321,7 @@ class Supervisor:
         if not await self._all_ready():
             return  # told to stop while starting
         self._keepers = [asyncio.create_task(self._keep(slot)) for slot in self.slots]
+        self._keepers.append(asyncio.create_task(self._heartbeat()))
         admin_port = self._admin.addresses[0][1]
         log.info(
             "cacheproxy listening on http://%s:%d -> %s with %d workers (admin http://%s:%d)",
@@ -413,6 +420,36 @@ class Supervisor:
             slot.restarts += 1
             self._spawn(slot)
             await self._watch_start(slot)
+
+    async def _heartbeat(self) -> None:
+        """Kill a worker whose loop has stopped answering; `_keep` restarts it."""
+        misses: dict[int, int] = {}  # pid -> silent pings in a row
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), HEARTBEAT_EVERY)
+            if self._stop.is_set():
+                return
+            serving = [s for s in self.slots if s.current is not None and s.current.serving]
+            answers = await asyncio.gather(
+                *(self.ask(s, "GET", ALIVE_PATH, CIMultiDict(), b"") for s in serving)
+            )
+            for slot, answer in zip(serving, answers, strict=True):
+                worker = slot.current
+                assert worker is not None and worker.pid is not None
+                if isinstance(answer, Answer) or not worker.serving:
+                    misses.pop(worker.pid, None)
+                    continue
+                misses[worker.pid] = missed = misses.get(worker.pid, 0) + 1
+                if missed >= HEARTBEAT_MISSES:
+                    log.error(
+                        "worker %d (pid %s) answered none of %d heartbeats (%s): killing it",
+                        slot.index,
+                        worker.pid,
+                        missed,
+                        answer.reason,
+                    )
+                    misses.pop(worker.pid)
+                    worker.process.kill()
 
     async def _watch_start(self, slot: Slot) -> None:
         worker = slot.current

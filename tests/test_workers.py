@@ -399,6 +399,25 @@ async def test_a_stuck_worker_cannot_hang_admin_and_a_killed_one_is_restarted(
     assert body["workers"][1] == second  # untouched
 
 
+async def test_a_worker_whose_loop_hangs_is_killed_and_replaced(
+    origin: Origin, proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    proxy = proxy_process(origin.url, workers=2)
+    first, second = await workers_ready(proxy)
+    os.kill(second["pid"], signal.SIGSTOP)  # alive, holding its share of the port, silent
+    deadline = time.monotonic() + 40  # 4 missed heartbeats of 2 s, each waited 2 s, + restart
+    while True:
+        _, body, _ = await admin(proxy, "GET", "/workers")
+        now = body["workers"][1]
+        if now["ready"] and now["pid"] != second["pid"]:
+            break
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.2)
+    assert gone(second["pid"]) and now["restarts"] == 1
+    assert body["workers"][0] == first  # the one that answered was left alone
+    assert (await fetch_many(proxy.port, "/after-hang", 20)).total() == 20
+
+
 async def test_workers_whose_supervisor_is_killed_drain_and_exit_by_themselves(
     origin: Origin, proxy_process: Callable[..., ProxyProcess]
 ) -> None:
