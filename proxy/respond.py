@@ -18,6 +18,17 @@ from proxy.cache.status import cache_status_ttl
 from proxy.cache.stores import MemoryStore
 from proxy.compression import CodingError
 from proxy.encoding import DECODED, Unstored, Variant, make_variant, plan_stream, variant_for
+from proxy.metrics import X_CACHE
+from proxy.prepared import (
+    HEAD_OVERHEAD,
+    NO_BODY,
+    Plan,
+    PreparedResponse,
+    date_line,
+    make_head,
+    status_lines,
+    ttl_text,
+)
 from proxy.relay import NO_BODY_STATUS, cut, relay, send_pieces
 from proxy.routes import RoutePolicy
 
@@ -78,7 +89,19 @@ class Responder:
         """A stored response: its bytes (or a stored encoded variant) plus three headers.
 
         A decoded variant too large to store is streamed as it is decoded instead.
+        Hits on a hot entry's whole body go out as prepared bytes (`_prepared`).
         """
+        h = request.headers
+        if (
+            (x_cache == "HIT" or entry.plan is not None)
+            and entry.status not in NO_BODY
+            and "If-None-Match" not in h
+            and "If-Modified-Since" not in h
+            and "Range" not in h
+        ):
+            prepared = await self._prepared(request, route, entry, age, x_cache, status)
+            if prepared is not None:
+                return prepared
         headers, body = entry.headers, entry.body
         unstored: Unstored | None = None
         if route.compression is not None:
@@ -95,7 +118,6 @@ class Responder:
                     unstored, headers = made, made.headers
                 else:
                     headers, body = made
-        h = request.headers
         resp: web.StreamResponse
         if (
             ("If-None-Match" in h or "If-Modified-Since" in h)
@@ -128,6 +150,47 @@ class Responder:
         if unstored is not None:
             await self._stream(request, resp, unstored)
         return resp
+
+    async def _prepared(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        entry: Entry,
+        age: float,
+        x_cache: str,
+        status: str,
+    ) -> PreparedResponse | None:
+        """The whole answer as bytes: the form's head, made on its first hit, plus the
+        lines of this request. None: not for this path (a variant that cannot be stored,
+        a rate-limit stage that did not run); the caller builds a Response."""
+        plan = entry.plan
+        if plan is None or plan.route is not route:
+            plan = entry.plan = Plan(route, entry)
+        key = plan.variant(request.headers.get("Accept-Encoding"))
+        head = plan.heads.get(key)
+        if head is None:
+            headers, body = entry.headers, entry.body
+            if key is not None:
+                made = entry.variants.get(key) or await self._make_variant(route, entry, key)
+                if isinstance(made, Unstored):
+                    return None
+                headers, body = made
+            head = plan.heads[key] = make_head(route, entry.status, entry.reason, headers, body)
+            self.store.grew(entry, len(head.static) + HEAD_OVERHEAD)
+        limits = ""
+        if route.rate_limit is not None:
+            lines = route.rate_limit.lines(request)
+            if lines is None:
+                return None
+            limits = lines
+        tail = (
+            f"Age: {int(age)}\r\n{status_lines(x_cache, status)}"
+            f"{ttl_text(entry.lifetime - age)}\r\n{date_line(head)}"
+            f"{route.cors.allow_lines(request.headers) if route.cors is not None else ''}{limits}"
+        )
+        return PreparedResponse(
+            entry.status, entry.reason, head.static, tail, head.body, X_CACHE[x_cache]
+        )
 
     async def _make_variant(self, route: RoutePolicy, entry: Entry, key: str) -> Variant | Unstored:
         assert route.compression is not None and route.cache is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -36,6 +37,9 @@ class Entry:
     # Encoded (or decoded) forms for clients, made on first request: variant key ->
     # (headers, body). A hit never compresses twice.
     variants: dict[str, tuple[CIMultiDictProxy[str], bytes]] = field(default_factory=dict)
+    # What hits through one route share, ready to send (proxy/prepared.py): made on the
+    # first hit, never copied (a refreshed entry starts without one).
+    plan: Any = None
 
     @classmethod
     def build(

@@ -69,6 +69,8 @@ class RateHeaders:
         self.policy = http_sf.ser([(r.text, {"q": r.count, "w": r.window}) for r in rates])
         self._policy_pair = (POLICY, self.policy)
         self._limit_pairs = [(LIMIT, str(r.count)) for r in rates]
+        self._limit_lines = [f"{LIMIT}: {r.count}\r\n" for r in rates]
+        self.policy_line = f"{POLICY}: {self.policy}\r\n"
         self._items = [ser_bare_item(r.text) for r in rates]
         self._r = _Param("r")
         self._t = _Param("t")
@@ -81,6 +83,15 @@ class RateHeaders:
     def field(self, which: int, remaining: int, reset: int) -> str:
         """The `RateLimit` field value for limit `which`."""
         return self.get(which, remaining, reset)[4][1]
+
+    def lines(self, which: int, remaining: int, reset: int) -> str:
+        """`get`'s fields as they go on the wire, each line ending in CRLF."""
+        r_text, r_param = self._r.memo.get(remaining) or self._r.make(remaining)
+        t_text, t_param = self._t.memo.get(reset) or self._t.make(reset)
+        return (
+            f"{self._limit_lines[which]}{REMAINING}: {r_text}\r\n{RESET}: {t_text}\r\n"
+            f"{self.policy_line}{FIELD}: {self._items[which]}{r_param}{t_param}\r\n"
+        )
 
     def get(self, which: int, remaining: int, reset: int) -> Pairs:
         r_text, r_param = self._r.memo.get(remaining) or self._r.make(remaining)
