@@ -42,10 +42,10 @@ _PER_REQUEST = (istr("Age"), istr("X-Cache"), istr("Cache-Status"), istr("Conten
 _RATE_LIMIT = (*COUNT_HEADERS, POLICY)
 # A body past this is written apart from its head rather than copied into one buffer.
 _JOIN_BELOW = 64 * 1024
+_UNSET = object()
+_CHOSEN_MAX = 16  # Accept-Encoding values remembered per plan (browsers, curl, SDKs...)
 # What a head costs beyond its bytes (objects, the plan's slot), for cache.max_memory.
 HEAD_OVERHEAD = 200
-# RFC 9651 §3.3.1: an sf-integer has at most 15 digits.
-_SF_INTEGER_MAX = 999_999_999_999_999
 
 
 class Head:
@@ -63,11 +63,12 @@ class Plan:
     """What an entry's hits through one route have in common: the variant decision's
     inputs and the heads made so far, by variant key (None: the stored form)."""
 
-    __slots__ = ("coding", "compressible", "heads", "route")
+    __slots__ = ("_chosen", "coding", "compressible", "heads", "route")
 
     def __init__(self, route: RoutePolicy, entry: Entry) -> None:
         self.route = route
         self.heads: dict[str | None, Head] = {}
+        self._chosen: dict[str | None, str | None] = {}  # Accept-Encoding -> variant key
         self.coding = ""
         self.compressible = False
         policy = route.compression
@@ -80,7 +81,16 @@ class Plan:
                 )
 
     def variant(self, accept_encoding: str | None) -> str | None:
-        """encoding.variant_for, with the entry's part decided once."""
+        """encoding.variant_for, with the entry's part decided once and the answer for
+        the few Accept-Encoding values clients send remembered."""
+        key = self._chosen.get(accept_encoding, _UNSET)
+        if key is _UNSET:
+            key = self._variant(accept_encoding)
+            if len(self._chosen) < _CHOSEN_MAX:
+                self._chosen[accept_encoding] = key
+        return key  # type: ignore[return-value]
+
+    def _variant(self, accept_encoding: str | None) -> str | None:
         policy = self.route.compression
         if policy is None:
             return None
@@ -124,22 +134,16 @@ def status_lines(x_cache: str, params: str) -> str:
     """`X-Cache: <x_cache>\\r\\nCache-Status: <member>;ttl=`, the ttl's digits to follow."""
     key = (x_cache, params)
     lines = _STATUS_LINES.get(key)
-    if lines is None:
+    if lines is None:  # the callers pass a handful of constant pairs
         lines = _STATUS_LINES[key] = (
             f"X-Cache: {x_cache}\r\nCache-Status: {cache_status(params)};ttl="
         )
     return lines
 
 
-def ttl_text(ttl: float) -> int:
-    """status.cache_status_ttl's ttl: whole seconds towards zero, clamped (also NaN)."""
-    if not -_SF_INTEGER_MAX <= ttl <= _SF_INTEGER_MAX:
-        ttl = _SF_INTEGER_MAX if ttl > 0 else -_SF_INTEGER_MAX
-    return int(ttl)
-
-
-def date_line(head: Head) -> str:
-    return "" if head.dated else f"Date: {rfc822_formatted_time()}\r\n"
+def date_line() -> str:
+    """The Date line aiohttp adds to an answer without one (its clock, cached per second)."""
+    return f"Date: {rfc822_formatted_time()}\r\n"
 
 
 class PreparedResponse(web.StreamResponse):
@@ -202,4 +206,5 @@ class PreparedResponse(web.StreamResponse):
         writer.output_size += size
         self._eof_sent = True
         self._body_length = size
-        await writer.drain()
+        if request.protocol._paused:  # the client is not reading: wait, as write_eof does
+            await writer.drain()
