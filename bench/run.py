@@ -134,6 +134,34 @@ async def hot_keys_br(args: argparse.Namespace) -> list[Result]:
         )
 
 
+async def hot_keys_full(args: argparse.Namespace) -> list[Result]:
+    """Memory hits with every stage on (issue 14's goal) vs a plain web.Application:
+    a matched route, CORS for an allowed Origin, a stored br variant for br clients, an
+    in-memory rate limit that never refuses, metrics, and the access log sampling 1% of hits.
+
+    The baseline sends the same JSON uncompressed, as in hot-keys-br.
+    """
+    route = {
+        "name": "api",
+        "match": {"prefix": "/api/"},
+        "cache": {"ttl": 3600},
+        "cors": {"allow_origins": ["https://app.example.com"], "expose_headers": ["X-Cache"]},
+        "compression": {"algorithms": ["br", "gzip"]},
+        "rate_limit": {"limits": ["1000000000/minute"], "key": "ip"},
+    }
+    proxy_config = {"routes": [route], "log": {"access": True, "sample_hits": 0.01}}
+    with Stack(["--size", "1024", "--max-age", "3600"], proxy_config) as stack:
+        path = lambda i: f"/api/hot/{i % 10}"  # noqa: E731
+        return await compare(
+            args,
+            stack,
+            path,
+            "plain web.Application",
+            "through proxy (full pipeline)",
+            headers="Origin: https://app.example.com\r\nAccept-Encoding: br, gzip\r\n",
+        )
+
+
 async def hot_keys_observed(args: argparse.Namespace) -> list[Result]:
     """hot-keys with the access log off, then logging every hit: what the log costs a hit.
 
@@ -338,6 +366,7 @@ SCENARIOS: dict[str, Scenario] = {
     "passthrough": passthrough,
     "hot-keys": hot_keys,
     "hot-keys-br": hot_keys_br,
+    "hot-keys-full": hot_keys_full,
     "hot-keys-observed": hot_keys_observed,
     "wide-keys": wide_keys,
     "hot-keys-redis": hot_keys_redis,

@@ -82,7 +82,7 @@ class ProxyServer:
             self.listener_stats,
         )
         self.upstream.observe = self.observer.upstream_result
-        self.pipeline.ratelimit_checked = self.observer.ratelimit_check
+        self.pipeline.ratelimit_checked = self.observer.meters.ratelimit_check  # one call less
         up = config.upstream
         self.health = HealthChecker(
             up.url, up.health_path, up.health_cache, self.redis, self.shared

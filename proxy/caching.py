@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.keys import url_part
-from proxy.cache.policy import Freshness, Scope
+from proxy.cache.policy import EMPTY_CACHE_CONTROL, Freshness, Scope
 from proxy.cache.status import cache_status
 from proxy.cache.stores import MemoryStore
 from proxy.cache.warming import Warming
@@ -118,16 +118,23 @@ class HttpCache:
                 request, route, target, "BYPASS", "fwd=bypass; detail=credentials"
             )
         req_cc = policy.request_cache_control(request.headers)
-        primary = self.primary_key(route, target, request)
+        primary = rc.keys.primary_key(
+            route.upstream.host_header, target.path, target.query, request.headers
+        )
         if self._popularity is not None:
             self._popularity.touch(primary)
         entry = self.store.get(primary, request.headers)
-        if entry is not None and policy.may_answer(scope, entry.cc):
+        if entry is not None and (
+            scope is not Scope.CREDENTIALED or policy.may_answer(scope, entry.cc)
+        ):
             age, verdict = self._judge(entry, req_cc, rc)
             if verdict is Freshness.FRESH:
                 if self._popularity is not None:
                     self._refresh_ahead(request, route, target, entry, age)
-                return await self._responder.from_entry(request, route, entry, age, "HIT", "hit")
+                responder = self._responder
+                return responder.prepared(
+                    request, route, entry, age, "HIT", "hit"
+                ) or await responder.from_entry(request, route, entry, age, "HIT", "hit")
         else:
             entry = None
         shared_gen = None
@@ -178,7 +185,11 @@ class HttpCache:
     def _judge(
         self, entry: Entry, req_cc: policy.CacheControl, rc: RouteCache
     ) -> tuple[float, Freshness]:
-        age = entry.age(self._clock())
+        # entry.age(now), written out: asked on every lookup.
+        elapsed = self._clock() - entry.response_time
+        age = entry.initial_age + elapsed if elapsed > 0.0 else entry.initial_age
+        if req_cc is EMPTY_CACHE_CONTROL and age < entry.lifetime and not entry.cc.no_cache:
+            return age, Freshness.FRESH  # what lookup_verdict says, without asking it
         verdict = policy.lookup_verdict(
             age=age,
             lifetime=entry.lifetime,

@@ -167,6 +167,7 @@ class CorsPolicy:
         "_methods",
         "_methods_value",
         "_origin_cache",
+        "_origin_lines",
         "_patterns",
         "config",
     )
@@ -193,6 +194,7 @@ class CorsPolicy:
         self._exact = frozenset(exact)
         self._patterns = tuple(patterns)
         self._origin_cache: dict[str, bool] = {}
+        self._origin_lines: dict[str, str] = {}
 
         self._any_method = "*" in config.allow_methods
         self._methods = frozenset(config.allow_methods)
@@ -220,6 +222,31 @@ class CorsPolicy:
             del self._origin_cache[next(iter(self._origin_cache))]
         self._origin_cache[origin] = allowed
         return allowed
+
+    def allow_lines(self, request_headers: Headers) -> str:
+        """The lines `apply` would add for this request's Origin, as they go on the wire;
+        "" when it adds none or only ones that never depend on the request (`*`)."""
+        if self._any_origin:
+            return ""
+        origins = request_headers.getall("Origin", ())
+        if len(origins) != 1:
+            return ""
+        origin = origins[0]
+        if len(origin) > _MAX_ORIGIN_LEN:
+            return ""  # refused by allowed_origin, and not worth remembering
+        lines = self._origin_lines.get(origin)
+        if lines is None:
+            lines = ""
+            if self.allowed_origin(origin) and "\r" not in origin and "\n" not in origin:
+                lines = f"Access-Control-Allow-Origin: {origin}\r\n"
+                if self._credentials:
+                    lines += "Access-Control-Allow-Credentials: true\r\n"
+                if self._expose_value:
+                    lines += f"Access-Control-Expose-Headers: {self._expose_value}\r\n"
+            if len(self._origin_lines) >= _ORIGIN_CACHE_SIZE:
+                del self._origin_lines[next(iter(self._origin_lines))]
+            self._origin_lines[origin] = lines
+        return lines
 
     @staticmethod
     def is_preflight(method: str, headers: Headers) -> bool:

@@ -140,6 +140,7 @@ class ListenerProtocol(RequestHandler):
         "_last_read",
         "_listener",
         "_observe",
+        "_remote",
         "_started",
     )
 
@@ -156,6 +157,17 @@ class ListenerProtocol(RequestHandler):
         self._body_timer: asyncio.TimerHandle | None = None
         self._started = 0.0  # perf_counter() when the current request was handed over
         self._observe = listener.observe  # kept after connection_lost: that answer counts too
+        self._remote: str | None = None
+
+    def remote(self) -> str | None:
+        """The peer's address as BaseRequest.remote gives it, found on the first request."""
+        remote = self._remote
+        if remote is None:
+            peer = self.peername
+            if peer is None:
+                return None
+            remote = self._remote = str(peer[0]) if isinstance(peer, list | tuple) else str(peer)
+        return remote
 
     # --- request head ---------------------------------------------------------------------
 
@@ -371,14 +383,18 @@ class Listener(web.Server):
         writer: Any,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
-        cast(ListenerProtocol, protocol)._started = time.perf_counter()
+        conn: ListenerProtocol = protocol  # type: ignore[assignment]  # (no cast(): a call)
+        conn._started = time.perf_counter()
         if message.version not in HTTP1:
             # Answer in the version we speak (RFC 9112 §2.3), then close.
             message = message._replace(version=HttpVersion11, should_close=True)
             return _UnsupportedVersion(message, payload, protocol, writer, task, self._loop)
         if not payload.is_eof():
-            cast(ListenerProtocol, protocol).watch_body(payload)
-        return web.BaseRequest(message, payload, protocol, writer, task, self._loop)
+            conn.watch_body(payload)
+        # The peer of a connection does not change: worked out once (the rate limit and
+        # the access log ask for it on every request).
+        remote = conn._remote or conn.remote()
+        return web.BaseRequest(message, payload, protocol, writer, task, self._loop, remote=remote)
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
         """The protocol factory asyncio calls for each accepted connection."""

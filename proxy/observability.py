@@ -40,6 +40,7 @@ from proxy.metrics import (
     multiprocess_registry,
     upstream_seconds,
 )
+from proxy.prepared import PreparedResponse
 from proxy.stats_window import BOUNDS, RollingWindow, Totals, describe, percentile, ratio
 
 if TYPE_CHECKING:
@@ -147,7 +148,10 @@ class Observer:
         """One answer sent on the proxy port, `seconds` after its request head arrived."""
         route = current_route.get(UNROUTED)
         status = response.status
-        cache = X_CACHE.get(response.headers.get(_X_CACHE), "none")  # type: ignore[arg-type]
+        if response.__class__ is PreparedResponse:
+            cache = response.cache_result  # type: ignore[attr-defined]
+        else:
+            cache = X_CACHE.get(response.headers.get(_X_CACHE), "none")  # type: ignore[arg-type]
         method = request.method
         self.meters.response(route, method, status, cache, seconds)
         access = self.access

@@ -82,7 +82,8 @@ class Pipeline:
         self.trusted_proxies = routes.trusted_proxies
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.method == "CONNECT":
+        method = request.method
+        if method == "CONNECT":
             return json_error(405, "method_not_allowed", "CONNECT tunnels are not supported")
         try:
             target = parse_target(request.raw_path)
@@ -99,9 +100,13 @@ class Pipeline:
             msg = "this proxy does not serve the requested host"
             return json_error(421, "misdirected_request", msg)
 
-        route = self.routes.match(request.method, target.path)
+        route = self.routes.match(method, target.path)
         current_route.set(route.name)  # for the metrics and the access log
-        if route.cors is not None and route.cors.is_preflight(request.method, request.headers):
+        if (
+            method == "OPTIONS"
+            and route.cors is not None
+            and route.cors.is_preflight(method, request.headers)
+        ):
             status, headers = route.cors.preflight(request.headers)
             return web.Response(status=status, headers=headers)  # never forwarded
         if self.revocations.any and self.revocations.refuses(request.headers):
@@ -116,9 +121,7 @@ class Pipeline:
                 return self.responder.own(request, route, refusal)
         # A GET with a body (search APIs do this) is not keyed by its body: never cache it.
         cacheable = (
-            route.cache is not None
-            and request.method in ("GET", "HEAD")
-            and not request.body_exists
+            route.cache is not None and method in ("GET", "HEAD") and not request.body_exists
         )
         try:
             if cacheable:

@@ -13,11 +13,21 @@ from proxy import ranges
 from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.policy import Headers
-from proxy.cache.status import cache_status_ttl
+from proxy.cache.status import SF_INTEGER_MAX, cache_status_ttl
 from proxy.cache.stores import MemoryStore
 from proxy.compression import CodingError
 from proxy.encoding import DECODED, Unstored, Variant, make_variant, plan_stream, variant_for
 from proxy.http1 import UpstreamResponse
+from proxy.metrics import X_CACHE
+from proxy.prepared import (
+    HEAD_OVERHEAD,
+    NO_BODY,
+    Plan,
+    PreparedResponse,
+    date_line,
+    make_head,
+    status_lines,
+)
 from proxy.relay import NO_BODY_STATUS, cut, relay, send_pieces
 from proxy.routes import RoutePolicy
 
@@ -78,7 +88,21 @@ class Responder:
         """A stored response: its bytes (or a stored encoded variant) plus three headers.
 
         A decoded variant too large to store is streamed as it is decoded instead.
+        Hits on a hot entry's whole body go out as prepared bytes (`prepared`): the
+        first one makes the head of its form here.
         """
+        h = request.headers
+        if (
+            (x_cache == "HIT" or entry.plan is not None)
+            and entry.status not in NO_BODY
+            and "If-None-Match" not in h
+            and "If-Modified-Since" not in h
+            and "Range" not in h
+            and await self._make_head(request, route, entry)
+        ):
+            prepared = self.prepared(request, route, entry, age, x_cache, status)
+            if prepared is not None:
+                return prepared
         headers, body = entry.headers, entry.body
         unstored: Unstored | None = None
         if route.compression is not None:
@@ -95,7 +119,6 @@ class Responder:
                     unstored, headers = made, made.headers
                 else:
                     headers, body = made
-        h = request.headers
         resp: web.StreamResponse
         if (
             ("If-None-Match" in h or "If-Modified-Since" in h)
@@ -128,6 +151,65 @@ class Responder:
         if unstored is not None:
             await self._stream(request, resp, unstored)
         return resp
+
+    def prepared(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        entry: Entry,
+        age: float,
+        x_cache: str,
+        status: str,
+    ) -> PreparedResponse | None:
+        """`from_entry`'s answer as prepared bytes: the head of the client's form plus the
+        lines of this request. Synchronous, for the hit path to call before it awaits
+        anything. None: not on this path (the form has no head yet, the request has
+        conditions or a range, the rate-limit stage did not run): ask `from_entry`."""
+        plan = entry.plan
+        if plan is None or plan.route is not route:
+            return None
+        h = request.headers
+        if "If-None-Match" in h or "If-Modified-Since" in h or "Range" in h:
+            return None
+        head = plan.heads.get(plan.variant(h.get("Accept-Encoding")))
+        if head is None:
+            return None
+        limits = ""
+        if route.rate_limit is not None:
+            lines = route.rate_limit.lines()
+            if lines is None:
+                return None
+            limits = lines
+        cors = route.cors.allow_lines(h) if route.cors is not None else ""
+        ttl = entry.lifetime - age
+        if not -SF_INTEGER_MAX <= ttl <= SF_INTEGER_MAX:  # as cache_status_ttl (NaN too)
+            ttl = SF_INTEGER_MAX if ttl > 0 else -SF_INTEGER_MAX
+        tail = (
+            f"Age: {int(age)}\r\n{status_lines(x_cache, status)}{int(ttl)}\r\n"
+            f"{'' if head.dated else date_line()}{cors}{limits}"
+        )
+        return PreparedResponse(
+            entry.status, entry.reason, head.static, tail, head.body, X_CACHE[x_cache]
+        )
+
+    async def _make_head(self, request: web.BaseRequest, route: RoutePolicy, entry: Entry) -> bool:
+        """Make sure the form this client gets has its head (and the entry a plan for this
+        route); False: it cannot have one (a decoded variant too large to store)."""
+        plan = entry.plan
+        if plan is None or plan.route is not route:
+            plan = entry.plan = Plan(route, entry)
+        key = plan.variant(request.headers.get("Accept-Encoding"))
+        if key in plan.heads:
+            return True
+        headers, body = entry.headers, entry.body
+        if key is not None:
+            made = entry.variants.get(key) or await self._make_variant(route, entry, key)
+            if isinstance(made, Unstored):
+                return False
+            headers, body = made
+        head = plan.heads[key] = make_head(route, entry.status, entry.reason, headers, body)
+        self.store.grew(entry, len(head.static) + HEAD_OVERHEAD)
+        return True
 
     async def _make_variant(self, route: RoutePolicy, entry: Entry, key: str) -> Variant | Unstored:
         assert route.compression is not None and route.cache is not None

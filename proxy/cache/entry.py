@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -50,6 +51,9 @@ class Entry:
     variants: Mapping[str, tuple[CIMultiDictProxy[str], bytes]] = field(
         default_factory=lambda: NO_VARIANTS
     )
+    # What hits through one route share, ready to send (proxy/prepared.py): made on the
+    # first hit, never copied (a refreshed entry starts without one).
+    plan: Any = None
 
     @classmethod
     def build(

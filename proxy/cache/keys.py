@@ -154,8 +154,10 @@ class KeyBuilder:
 
     def url_key(self, host: str, path: str, raw_query: str) -> str:
         """``host+path?query``: shared by every variant of one URL."""
-        query = self.normalise_query(raw_query)
-        return f"{host.lower()}{_escape_url(path or '/')}?{_escape_url(query)}"
+        query = self.normalise_query(raw_query) if raw_query else ""
+        if "|" in path or "|" in query:
+            path, query = _escape_url(path), _escape_url(query)
+        return f"{host.lower()}{path or '/'}?{query}"
 
     def url_prefix(self, host: str, path_prefix: str) -> str:
         """String prefix of all keys under ``path_prefix`` (purge by prefix)."""
@@ -163,9 +165,12 @@ class KeyBuilder:
 
     def primary_key(self, host: str, path: str, raw_query: str, request_headers: Headers) -> str:
         """URL key plus configured header values and the (hashed) user scope."""
+        if not self._headers and self._user is None:  # url_key, written out: every lookup
+            query = self.normalise_query(raw_query) if raw_query else ""
+            if "|" in path or "|" in query:
+                path, query = _escape_url(path), _escape_url(query)
+            return f"{host.lower()}{path or '/'}?{query}"
         key = self.url_key(host, path, raw_query)
-        if not self._headers and self._user is None:
-            return key
         segments = [key]
         for name, secret in self._headers:
             lines = request_headers.getall(name, ())

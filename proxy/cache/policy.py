@@ -318,9 +318,10 @@ def effective_cache_control(headers: Headers) -> CacheControl:
 def request_cache_control(request_headers: Headers) -> CacheControl:
     """Request directives; ``Pragma: no-cache`` counts only without
     Cache-Control (§5.4)."""
-    values = request_headers.getall("Cache-Control", ())
-    if values:
-        return parse_cache_control(values)
+    if "Cache-Control" in request_headers:  # most requests have neither: no lists made
+        return parse_cache_control(request_headers.getall("Cache-Control"))
+    if "Pragma" not in request_headers:
+        return EMPTY_CACHE_CONTROL
     for pragma in request_headers.getall("Pragma", ()):
         for token in pragma.split(","):
             if token.strip().lower() == "no-cache":
@@ -372,7 +373,10 @@ class Scope(enum.Enum):
 
 
 def has_credentials(request_headers: Headers, rules: CacheRules) -> bool:
-    return any(name in request_headers for name in rules.credentials)
+    for name in rules.credentials:  # noqa: SIM110 (any() and a generator: twice the cost)
+        if name in request_headers:
+            return True
+    return False
 
 
 def request_scope(request_headers: Headers, rules: CacheRules) -> Scope:
@@ -387,7 +391,12 @@ def request_scope(request_headers: Headers, rules: CacheRules) -> Scope:
     only entries that explicitly allow it, `pass` none (Varnish's builtin behaviour).
     """
     if rules.user_header is None:
-        if rules.on_credentials == "lookup" or not has_credentials(request_headers, rules):
+        if rules.on_credentials == "lookup":
+            return Scope.SHARED
+        for name in rules.credentials:  # has_credentials, inline: asked on every lookup
+            if name in request_headers:
+                break
+        else:
             return Scope.SHARED
         return Scope.PASS if rules.on_credentials == "pass" else Scope.CREDENTIALED
     if any(v.strip() for v in request_headers.getall(rules.user_header, ())):

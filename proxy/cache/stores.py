@@ -130,6 +130,10 @@ class MemoryStore:
         extra = variant_size(headers)
         if body is not entry.body:
             extra += len(body)
+        self.grew(entry, extra)
+
+    def grew(self, entry: Entry, extra: int) -> None:
+        """Count `extra` bytes more for `entry` (a variant, a prepared head)."""
         entry.size += extra
         if self._entries.get(variant_key(entry.primary, entry.vary_values)) is entry:
             self.bytes += extra

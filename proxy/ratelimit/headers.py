@@ -37,6 +37,9 @@ LIMIT, REMAINING, RESET = (
 )
 POLICY, FIELD = istr("RateLimit-Policy"), istr("RateLimit")
 COUNT_HEADERS = (LIMIT, REMAINING, RESET, FIELD)
+# The text of every reset up to an hour (about 200 KB, once per process): most resets.
+_SECONDS_KEPT = 3601
+_SECONDS = tuple(str(n) for n in range(_SECONDS_KEPT))
 _MEMO_BELOW = 16_384  # values memoised; larger ones are serialised each time (~0.3 µs)
 
 
@@ -69,11 +72,23 @@ class RateHeaders:
         self.policy = http_sf.ser([(r.text, {"q": r.count, "w": r.window}) for r in rates])
         self._policy_pair = (POLICY, self.policy)
         self._limit_pairs = [(LIMIT, str(r.count)) for r in rates]
+        self.policy_line = f"{POLICY}: {self.policy}\r\n"
         self._items = [ser_bare_item(r.text) for r in rates]
         self._r = _Param("r")
         self._t = _Param("t")
         # Redis failed and requests are let through: what is known without the counts.
         self.policy_only: Pairs = (self._policy_pair,)
+        # `lines`: what comes before `remaining` in its two places, for each limit.
+        self._t_key = self._t.make(0)[1][:-1]  # ";t="
+        r_key = self._r.make(0)[1][:-1]  # ";r="
+
+        self._line_parts = [
+            (
+                f"{LIMIT}: {rate.count}\r\n{REMAINING}: ",
+                f"{self.policy_line}{FIELD}: {self._items[i]}{r_key}",
+            )
+            for i, rate in enumerate(rates)
+        ]
         for i, rate in enumerate(rates):  # the composition is the library's serialisation
             expected = http_sf.ser([(rate.text, {"r": rate.count, "t": rate.window})])
             assert self.field(i, rate.count, rate.window) == expected, expected
@@ -81,6 +96,18 @@ class RateHeaders:
     def field(self, which: int, remaining: int, reset: int) -> str:
         """The `RateLimit` field value for limit `which`."""
         return self.get(which, remaining, reset)[4][1]
+
+    def lines(self, which: int, remaining: int, reset: int) -> str:
+        """`get`'s fields as they go on the wire, each line ending in CRLF.
+
+        The numbers are written as Python writes them: `remaining` is at most a rate's
+        count and `reset` at most two windows (rates.py bounds both), non-negative
+        Integers far inside RFC 9651's 15 digits, which http-sf writes as plain digits.
+        """
+        before_r, before_t = self._line_parts[which]
+        r = str(remaining)  # each number written once: an int's text costs more than a line
+        t = _SECONDS[reset] if reset < _SECONDS_KEPT else str(reset)
+        return f"{before_r}{r}\r\n{RESET}: {t}\r\n{before_t}{r}{self._t_key}{t}\r\n"
 
     def get(self, which: int, remaining: int, reset: int) -> Pairs:
         r_text, r_param = self._r.memo.get(remaining) or self._r.make(remaining)

@@ -13,7 +13,8 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from math import ceil
 
 import orjson
 from aiohttp import web
@@ -22,7 +23,7 @@ from multidict import CIMultiDict
 from proxy.cache.keys import hash_secret
 from proxy.cache.stores import StoreUnavailable
 from proxy.clientaddr import TrustedProxies
-from proxy.ratelimit.headers import COUNT_HEADERS, Pairs, RateHeaders, whole_seconds
+from proxy.ratelimit.headers import COUNT_HEADERS, RateHeaders, whole_seconds
 from proxy.ratelimit.identity import identify
 from proxy.ratelimit.memory import MemoryWindows
 from proxy.ratelimit.redis_backend import RedisWindows
@@ -32,13 +33,12 @@ from proxy.redis_conn import SharedRedis
 
 log = logging.getLogger("cacheproxy.ratelimit")
 
-# Where the stage leaves the response headers for the responder. aiohttp >= 3.14 wants
-# typed keys for request storage; older versions take a plain string.
-HEADERS: Any = (
-    web.RequestKey("cacheproxy.ratelimit", tuple)  # type: ignore[attr-defined]
-    if hasattr(web, "RequestKey")
-    else "cacheproxy.ratelimit"
-)
+# Where the stage leaves the numbers of the response headers for the responder:
+# (which limit, remaining, reset), or None when they are unknown (Redis failed). aiohttp
+# runs each request in a task of its own, with its own copy of the context, so this never
+# leaks into the next request on the connection (as metrics.current_route).
+COUNTS: ContextVar[tuple[int, int, int] | None] = ContextVar("cacheproxy_ratelimit_counts")
+_UNCHECKED = (-1, -1, -1)  # the stage did not run (a revoked token was answered first)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,64}")
 
 
@@ -72,11 +72,15 @@ class RateLimiter:
 
     def check_local(self, request: web.BaseRequest) -> web.Response | None:
         allowed, which, remaining, wait = self.memory.hit(self._identify(request))
-        reset = whole_seconds(wait)
-        pairs = request[HEADERS] = self.headers.get(which, remaining, reset)
+        reset = ceil(wait - 1e-6)  # whole_seconds(wait), without the call
+        if reset < 1:
+            reset = 1
+        # The numbers only: the header values are made by whoever answers (`apply`, or
+        # `lines` for a prepared hit), once.
+        COUNTS.set((which, remaining, reset))
         if allowed:
             return None
-        return self._refuse(which, reset, pairs)
+        return self._refuse(which, remaining, reset)
 
     async def check(self, request: web.BaseRequest) -> web.Response | None:
         assert self.shared is not None
@@ -92,27 +96,40 @@ class RateLimiter:
 
     def apply(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
         """Put this request's rate-limit headers on its response (replacing the origin's)."""
-        try:
-            pairs = request[HEADERS]
-        except KeyError:
+        state = COUNTS.get(_UNCHECKED)
+        if state is _UNCHECKED:
             return  # answered before the stage ran (a revoked token)
-        headers.update(pairs)
-        if pairs is self.headers.policy_only:  # counts unknown: none of the origin's either
+        if state is None:  # counts unknown: none of the origin's either
+            headers.update(self.headers.policy_only)
             for name in COUNT_HEADERS:
                 headers.popall(name, None)
+        else:
+            headers.update(self.headers.get(*state))
+
+    def lines(self) -> str | None:
+        """What `apply` adds to this request's answer, as lines on the wire; None when
+        `apply` would leave the origin's own headers (no check ran). The caller drops the
+        origin's in both cases."""
+        state = COUNTS.get(_UNCHECKED)
+        if state is _UNCHECKED:
+            return None
+        if state is None:
+            return self.headers.policy_line
+        return self.headers.lines(*state)
 
     # --- answers ------------------------------------------------------------
 
     def _answer(self, request: web.BaseRequest, outcome: Outcome) -> web.Response | None:
         allowed, which, remaining, wait = outcome
         reset = whole_seconds(wait)
-        pairs = request[HEADERS] = self.headers.get(which, remaining, reset)
+        COUNTS.set((which, remaining, reset))
         if allowed:
             return None
-        return self._refuse(which, reset, pairs)
+        return self._refuse(which, remaining, reset)
 
-    def _refuse(self, which: int, retry: int, pairs: Pairs) -> web.Response:
+    def _refuse(self, which: int, remaining: int, retry: int) -> web.Response:
         self.denied += 1
+        pairs = self.headers.get(which, remaining, retry)
         rate = self.policy.rates[which]
         body = {
             "error": "rate_limited",
@@ -142,7 +159,7 @@ class RateLimiter:
         mode = self.policy.on_store_error
         if mode == "local":
             return self._answer(request, self.memory.hit(client))
-        request[HEADERS] = self.headers.policy_only  # the counts are unknown: no numbers
+        COUNTS.set(None)  # the counts are unknown: no numbers
         if mode == "allow":
             return None
         assert self._redis is not None

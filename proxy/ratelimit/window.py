@@ -104,14 +104,22 @@ def hit_one(state: list[int], w: int, limit: int, now: float) -> Outcome:
     f = x - k
     prev = state[1]
     curr = state[2]
-    estimate = prev * (1.0 - f) + curr
+    decayed = prev * (1.0 - f)
+    estimate = decayed + curr
     if estimate > limit - 1 + EPS:
         return False, 0, 0, until_at_most(prev, curr, f, w, limit - 1)
     curr = state[2] = curr + 1
     left = int(limit - 1 - estimate + EPS)
     if left < 0:
         left = 0
-    return True, 0, left, until_at_most(prev, curr, f, w, limit - left - 1)
+    # until_at_most(prev, curr, f, w, limit - left - 1), written out: a call costs more
+    # than the sums on this path, taken by every request the memory backend admits.
+    target = limit - left - 1
+    if decayed + curr <= target + EPS:
+        return True, 0, left, 0.0
+    if curr <= target + EPS:
+        return True, 0, left, (1.0 - (target - curr) / prev - f) * w
+    return True, 0, left, (2.0 - f - target / curr) * w
 
 
 def until_at_most(prev: int, curr: int, f: float, w: int, target: int) -> float:

@@ -33,6 +33,17 @@ def test_the_field_is_the_librarys_serialisation(which: int, remaining: int, res
     assert dict(headers.get(which, remaining, reset)) == pairs
 
 
+@given(
+    st.integers(0, len(RATES) - 1),
+    st.integers(0, MAX_COUNT),
+    st.integers(1, 2 * MAX_WINDOW),
+)
+def test_the_lines_are_the_fields_on_the_wire(which: int, remaining: int, reset: int) -> None:
+    headers = RateHeaders(RATES)
+    wire = "".join(f"{k}: {v}\r\n" for k, v in headers.get(which, remaining, reset))
+    assert headers.lines(which, remaining, reset) == wire
+
+
 def test_the_policy_lists_every_limit_once() -> None:
     headers = RateHeaders(RATES)
     assert headers.policy == '"5/minute";q=5;w=60, "20/hour";q=20;w=3600, "10/30s";q=10;w=30'

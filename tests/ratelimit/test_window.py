@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.ratelimit.memory import MemoryWindows
-from proxy.ratelimit.window import hit, new_state, until_at_most
+from proxy.ratelimit.window import hit, hit_one, new_state, until_at_most
 
 W = 60
 
@@ -179,3 +179,20 @@ def test_memory_windows_least_recently_used_goes_first() -> None:
     memory.hit("c")  # evicts b
     assert memory.hit("a")[2] == 0  # a's count survived: 3rd request
     assert memory.hit("b")[2] == 2  # b starts afresh
+
+
+@settings(max_examples=300, deadline=None)
+@given(arrivals, st.integers(1, 20), st.integers(1, 3))
+def test_the_one_limit_path_answers_as_the_general_one(
+    times: list[float], limit: int, w: int
+) -> None:
+    """hit_one (every request of a single-limit memory limiter) writes until_at_most out:
+    it must say what the loop over several limits says when only the first one binds."""
+    window = w * 10
+    single = new_state(1)
+    pair = new_state(2)
+    for t in times:
+        alone = hit_one(single, window, limit, t)
+        both = hit(pair, (window, 10 * window), (limit, 1_000_000), t)
+        assert alone == both
+        assert single == pair[:3]
