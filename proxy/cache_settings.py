@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from multidict import istr
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.cache.keys import KeyBuilder, KeyRules
@@ -220,4 +221,5 @@ def _unique(names: Iterable[str]) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for name in names:
         seen.setdefault(name.lower(), name)
-    return tuple(seen.values())
+    # Case-folded once (istr): every lookup asks for them, and multidict folds a str each time.
+    return tuple(istr(name) for name in seen.values())

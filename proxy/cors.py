@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from pydantic import AfterValidator, Field, model_validator
 
 from proxy import linear_regex
@@ -38,6 +38,7 @@ _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
 _MAX_ORIGIN_LEN = 512
 _ORIGIN_CACHE_SIZE = 1024
 
+_ORIGIN = istr("Origin")  # case-folded once: asked on every answer
 _PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 
 
@@ -228,7 +229,7 @@ class CorsPolicy:
         "" when it adds none or only ones that never depend on the request (`*`)."""
         if self._any_origin:
             return ""
-        origins = request_headers.getall("Origin", ())
+        origins = request_headers.getall(_ORIGIN, ())
         if len(origins) != 1:
             return ""
         origin = origins[0]

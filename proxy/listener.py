@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from proxy.config import ClientTimeouts
@@ -176,19 +176,23 @@ class ListenerProtocol(RequestHandler):
         self._expect_head(started=False)
 
     def data_received(self, data: bytes) -> None:
-        if data:  # resume_reading() feeds b"" to parse what is buffered
-            if self._body is not None:
-                self._last_read = self._loop.time()
-            if self._head_deadline:
-                self._head_started = True
-            elif (waiter := self._waiter) is not None and not waiter.done():
-                # The first byte of the next request on a kept-alive connection: keep-alive
-                # bounded the idle time, request_head bounds the head from here (as nginx).
-                self._expect_head(started=True)
+        if not data:  # resume_reading() feeds b"" to parse what is buffered
+            super().data_received(data)
+            return
+        if self._body is not None:
+            self._last_read = self._loop.time()
+        under_way = self._head_deadline
+        # The first bytes of the next request on a kept-alive connection: keep-alive
+        # bounded the idle time, request_head bounds the head from here (as nginx).
+        idle = not under_way and (waiter := self._waiter) is not None and not waiter.done()
         heads = self._request_count
         super().data_received(data)
         if self._request_count != heads:  # a head was parsed (or found malformed)
             self._head_deadline = 0.0
+        elif under_way:
+            self._head_started = True
+        elif idle:  # only part of a head came: its time starts now (a whole one needs none)
+            self._expect_head(started=True)
 
     def _expect_head(self, started: bool) -> None:
         loop = self._loop
@@ -385,11 +389,12 @@ class Listener(web.Server):
     ) -> web.BaseRequest:
         conn: ListenerProtocol = protocol  # type: ignore[assignment]  # (no cast(): a call)
         conn._started = time.perf_counter()
-        if message.version not in HTTP1:
+        version = message.version  # the parser's own HttpVersion11/10 objects, as a rule
+        if version is not HttpVersion11 and version is not HttpVersion10 and version not in HTTP1:
             # Answer in the version we speak (RFC 9112 §2.3), then close.
             message = message._replace(version=HttpVersion11, should_close=True)
             return _UnsupportedVersion(message, payload, protocol, writer, task, self._loop)
-        if not payload.is_eof():
+        if payload is not EMPTY_PAYLOAD and not payload.is_eof():
             conn.watch_body(payload)
         # The peer of a connection does not change: worked out once (the rate limit and
         # the access log ask for it on every request).

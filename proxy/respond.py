@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from proxy import ranges
@@ -169,9 +169,9 @@ class Responder:
         if plan is None or plan.route is not route:
             return None
         h = request.headers
-        if "If-None-Match" in h or "If-Modified-Since" in h or "Range" in h:
+        if hdrs.IF_NONE_MATCH in h or hdrs.IF_MODIFIED_SINCE in h or hdrs.RANGE in h:
             return None
-        head = plan.heads.get(plan.variant(h.get("Accept-Encoding")))
+        head = plan.heads.get(plan.variant(h.get(hdrs.ACCEPT_ENCODING)))
         if head is None:
             return None
         limits = ""

@@ -315,14 +315,18 @@ def effective_cache_control(headers: Headers) -> CacheControl:
     return _governing(headers)[0]
 
 
+# Header names asked of every request, case-folded once (multidict folds a str each time).
+_CACHE_CONTROL, _PRAGMA = multidict.istr("Cache-Control"), multidict.istr("Pragma")
+
+
 def request_cache_control(request_headers: Headers) -> CacheControl:
     """Request directives; ``Pragma: no-cache`` counts only without
     Cache-Control (§5.4)."""
-    if "Cache-Control" in request_headers:  # most requests have neither: no lists made
-        return parse_cache_control(request_headers.getall("Cache-Control"))
-    if "Pragma" not in request_headers:
+    if _CACHE_CONTROL in request_headers:  # most requests have neither: no lists made
+        return parse_cache_control(request_headers.getall(_CACHE_CONTROL))
+    if _PRAGMA not in request_headers:
         return EMPTY_CACHE_CONTROL
-    for pragma in request_headers.getall("Pragma", ()):
+    for pragma in request_headers.getall(_PRAGMA, ()):
         for token in pragma.split(","):
             if token.strip().lower() == "no-cache":
                 return _PRAGMA_NO_CACHE
@@ -339,7 +343,7 @@ _PRAGMA_NO_CACHE: Final = CacheControl(no_cache=True)
 
 # Request headers that always carry credentials. RFC 9111 §3.5 names Authorization;
 # cookies identify a user just as well, and APIs personalise by them without `private`.
-CREDENTIAL_HEADERS: Final = ("Authorization", "Cookie")
+CREDENTIAL_HEADERS: Final = (multidict.istr("Authorization"), multidict.istr("Cookie"))
 
 
 @dataclass(frozen=True, slots=True)

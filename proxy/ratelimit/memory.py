@@ -31,9 +31,12 @@ class MemoryWindows:
         self.limits = tuple(limits)
         self.max_clients = max_clients
         self._clock = clock
-        self._states: OrderedDict[str, list[int]] = OrderedDict()
+        self._states: OrderedDict[str, list[float]] = OrderedDict()
         self._longest = window.longest(self.windows)
-        self._one = (self.windows[0], self.limits[0]) if len(self.windows) == 1 else None
+        # Floats for hit_one (see there): the common single-limit case.
+        self._one = (
+            (float(self.windows[0]), float(self.limits[0])) if len(self.windows) == 1 else None
+        )
         self.evicted = 0  # clients forgotten while still within their windows
 
     def __len__(self) -> int:
@@ -50,7 +53,7 @@ class MemoryWindows:
             return window.hit_one(state, self._one[0], self._one[1], now)
         return window.hit(state, self.windows, self.limits, now)
 
-    def _add(self, client: str, now: float) -> list[int]:
+    def _add(self, client: str, now: float) -> list[float]:
         states = self._states
         w = self.windows[self._longest]
         stale_before = int(now / w) - 1  # window index: older than the previous one

@@ -44,11 +44,12 @@ EPS = 1e-9
 Outcome = tuple[bool, int, int, float]
 
 
-def new_state(limits: int) -> list[int]:
-    return [-2, 0, 0] * limits  # window -2: never the current one nor the one before it
+def new_state(limits: int) -> list[float]:
+    # Window -2: never the current one nor the one before it. Floats: see hit_one.
+    return [-2.0, 0.0, 0.0] * limits
 
 
-def hit(state: list[int], windows: Sequence[int], limits: Sequence[int], now: float) -> Outcome:
+def hit(state: list[float], windows: Sequence[int], limits: Sequence[int], now: float) -> Outcome:
     """Count one request at `now` (seconds >= 0, any epoch) if every limit admits it.
 
     Returns (allowed, i, remaining, wait) for the limit i that matters most to the client:
@@ -93,28 +94,33 @@ def hit(state: list[int], windows: Sequence[int], limits: Sequence[int], now: fl
     return allowed, which, remaining, wait
 
 
-def hit_one(state: list[int], w: int, limit: int, now: float) -> Outcome:
-    """`hit` for a single limit: the common case, and the memory backend's hot path."""
+def hit_one(state: list[float], w: float, limit: float, now: float) -> Outcome:
+    """`hit` for a single limit: the common case, and the memory backend's hot path.
+
+    Written for floats (`new_state`'s, and the memory backend passes `w` and `limit` as
+    floats): CPython specialises float-with-float arithmetic, not float-with-int, and
+    every count here is a whole number far below 2**53, so nothing is rounded.
+    """
     x = now / w
-    k = int(x)
+    k = x // 1.0
     if state[0] != k:
-        state[1] = state[2] if state[0] == k - 1 else 0
-        state[2] = 0
+        state[1] = state[2] if state[0] == k - 1.0 else 0.0
+        state[2] = 0.0
         state[0] = k
     f = x - k
     prev = state[1]
     curr = state[2]
     decayed = prev * (1.0 - f)
     estimate = decayed + curr
-    if estimate > limit - 1 + EPS:
-        return False, 0, 0, until_at_most(prev, curr, f, w, limit - 1)
-    curr = state[2] = curr + 1
-    left = int(limit - 1 - estimate + EPS)
+    if estimate > limit - 1.0 + EPS:
+        return False, 0, 0, until_at_most(prev, curr, f, w, limit - 1.0)
+    curr = state[2] = curr + 1.0
+    left = int(limit - 1.0 - estimate + EPS)
     if left < 0:
         left = 0
     # until_at_most(prev, curr, f, w, limit - left - 1), written out: a call costs more
     # than the sums on this path, taken by every request the memory backend admits.
-    target = limit - left - 1
+    target = limit - 1.0 - left
     if decayed + curr <= target + EPS:
         return True, 0, left, 0.0
     if curr <= target + EPS:
