@@ -38,7 +38,8 @@ DNS_TTL = 60.0  # seconds an upstream host's addresses are reused for new connec
 # RFC 9110 §9.3: methods whose requests carry content; without a body they say so (some
 # upstreams answer 411 to a POST with neither Content-Length nor Transfer-Encoding).
 _CONTENT_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# RFC 9110 §9.2.2: safe to send twice. POST/PATCH never are, whatever went wrong.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 # (status, headers) of a 1xx response, called from the protocol: it must not block.
 Interim = Callable[[int, CIMultiDict[str]], None]
@@ -529,15 +530,13 @@ class Pool:
         head, chunked = _request_head(method, url, headers, body)
         key = (url.scheme, url.raw_host or "", url.port or 80)
         conn = self._take_idle(key)
-        if conn is not None and (
-            method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
-        ):
+        if conn is not None:
             try:
                 return await conn.exchange(method, head, body, chunked, interim)
             except Disconnected:
-                pass  # stale: once more on a fresh connection
-        elif conn is not None:
-            return await conn.exchange(method, head, body, chunked, interim)
+                if method not in IDEMPOTENT or not (body is None or isinstance(body, bytes)):
+                    raise
+            # stale: once more on a fresh connection
         conn = await self._connect(key)
         return await conn.exchange(method, head, body, chunked, interim)
 

@@ -25,6 +25,7 @@ from yarl import URL
 
 from proxy.errors import UpstreamError
 from proxy.http1 import (
+    IDEMPOTENT,
     ConnectTimeout,
     ExchangeError,
     Interim,
@@ -42,8 +43,6 @@ __all__ = ["BACKGROUND", "IDEMPOTENT", "UpstreamClient", "UpstreamError", "Upstr
 
 log = logging.getLogger("cacheproxy.upstream")
 
-# RFC 9110 §9.2.2: safe to send twice. POST/PATCH never are, whatever went wrong.
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 # Set in a task whose upstream requests no client waits on (background refresh, warming):
 # they never queue, never probe an open circuit and are never retried.
