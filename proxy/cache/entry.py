@@ -81,8 +81,6 @@ class Entry:
             tags = tuple(
                 dict.fromkeys(t for v in headers.getall(tags_header, ()) for t in v.split())
             )
-        if primary == url_key:
-            primary = url_key  # one string, not two equal ones (no key headers, no user scope)
         return cls(
             status=status,
             reason=reason,
@@ -101,6 +99,12 @@ class Entry:
             tags=tags,
             size=entry_size(headers, body, primary, url_key),
         )
+
+    def __post_init__(self) -> None:
+        # One string, not two equal ones (no key headers, no user scope), however the entry
+        # was made: built, refreshed or decoded from a shared store.
+        if self.primary == self.url_key:
+            self.primary = self.url_key
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:

@@ -175,14 +175,10 @@ class MemoryStore:
         variants = self._variants.get(primary)
         if variants is not None:
             variants.discard(key)
-            if variants:
-                last = False
-            else:
+            if not variants:
                 del self._variants[primary]
-                last = True
-        else:
-            last = True  # a primary that does not vary holds this one entry
-        if last and self._vary.pop(primary, None) is not None:
+        # The last variant gone (a primary that does not vary holds just this one entry).
+        if not variants and self._vary.pop(primary, None) is not None:
             self._unindex_url(entry.url_key, primary)
         for tag in entry.tags:
             keys = self._by_tag.get(tag)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import pickle
 import struct
 import zlib
@@ -67,6 +68,12 @@ def same(a: Entry, b: Entry) -> None:
 def test_round_trip_keeps_every_field_and_header_order() -> None:
     entry = make_entry()
     same(decode(encode(entry)), entry)
+
+
+def test_a_decoded_entry_holds_equal_keys_as_one_string() -> None:
+    entry = dataclasses.replace(make_entry(), primary="api/quotes/AAPL?")  # no key headers
+    back = decode(encode(entry))
+    assert back.primary == back.url_key and back.primary is back.url_key
 
 
 def test_only_the_chosen_variants_travel_and_are_counted() -> None:
