@@ -398,8 +398,9 @@ class Listener(web.Server):
             conn.watch_body(payload)
         # The peer of a connection does not change: worked out once (the rate limit and
         # the access log ask for it on every request).
-        remote = conn._remote or conn.remote()
-        return web.BaseRequest(message, payload, protocol, writer, task, self._loop, remote=remote)
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, self._loop, remote=conn.remote()
+        )
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
         """The protocol factory asyncio calls for each accepted connection."""

@@ -395,12 +395,7 @@ def request_scope(request_headers: Headers, rules: CacheRules) -> Scope:
     only entries that explicitly allow it, `pass` none (Varnish's builtin behaviour).
     """
     if rules.user_header is None:
-        if rules.on_credentials == "lookup":
-            return Scope.SHARED
-        for name in rules.credentials:  # has_credentials, inline: asked on every lookup
-            if name in request_headers:
-                break
-        else:
+        if rules.on_credentials == "lookup" or not has_credentials(request_headers, rules):
             return Scope.SHARED
         return Scope.PASS if rules.on_credentials == "pass" else Scope.CREDENTIALED
     if any(v.strip() for v in request_headers.getall(rules.user_header, ())):
