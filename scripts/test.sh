@@ -40,5 +40,15 @@ if ! command -v buildah >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2
     fi
 fi
 
+# The TLS upstream tests make a self-signed certificate with openssl's command line.
+if ! command -v openssl >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+    else
+        echo "openssl is needed by the TLS upstream tests: install it (e.g. apt-get install openssl)" >&2
+        exit 1
+    fi
+fi
+
 .venv/bin/ruff check proxy tests bench
 exec .venv/bin/python -m pytest "$@"
