@@ -10,7 +10,7 @@ before adding its own, so a response never carries two conflicting answers.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
@@ -19,7 +19,7 @@ from pydantic import AfterValidator, Field, model_validator
 from proxy import linear_regex
 from proxy.section import Section
 
-__all__ = ["CorsConfig", "CorsPolicy", "append_vary"]
+__all__ = ["CorsConfig", "CorsPolicy", "append_vary", "vary_values"]
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
@@ -43,31 +43,41 @@ _PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request
 
 
 def append_vary(headers: CIMultiDict[str], *fields: str) -> None:
-    """Add *fields* to the response's Vary, folding every Vary header into one.
+    """Add *fields* to the response's Vary, folding every Vary header into one (see
+    `vary_values`)."""
+    values = headers.getall("Vary", [])
+    merged = vary_values(values, fields)
+    if merged is values:
+        return
+    if merged:
+        headers["Vary"] = merged[0]  # replaces all existing Vary headers
+    else:
+        headers.popall("Vary", None)
+
+
+def vary_values(values: list[str], fields: Iterable[str]) -> list[str]:
+    """The Vary field values a response ends with when *fields* are added to *values*.
 
     Existing entries are kept (first spelling wins), duplicates are dropped
-    case-insensitively, and `Vary: *` is left alone: it already means "varies on
-    everything", so listing more fields would only weaken it for naive caches.
+    case-insensitively, and `Vary: *` is left alone (*values* itself comes back): it
+    already means "varies on everything", so listing more fields would only weaken it
+    for naive caches.
     """
     merged: dict[str, str] = {}  # lowercased -> spelling; dicts keep insertion order
-    for value in headers.getall("Vary", ()):
+    for value in values:
         for item in value.split(","):
             item = item.strip()
             if item == "*":
-                return
+                return values
             if item:
                 merged.setdefault(item.lower(), item)
     for field in fields:
         field = field.strip()
         if field == "*":
-            headers["Vary"] = "*"
-            return
+            return ["*"]
         if field:
             merged.setdefault(field.lower(), field)
-    if merged:
-        headers["Vary"] = ", ".join(merged.values())  # replaces all existing Vary headers
-    else:
-        headers.popall("Vary", None)
+    return [", ".join(merged.values())] if merged else []
 
 
 def _check_origin(value: str) -> str:
@@ -157,6 +167,7 @@ class CorsPolicy:
 
     __slots__ = (
         "_any_header",
+        "_any_lines",
         "_any_method",
         "_any_origin",
         "_credentials",
@@ -206,6 +217,9 @@ class CorsPolicy:
         self._expose_value = ", ".join(config.expose_headers)
         self._credentials = config.allow_credentials
         self._max_age_value = None if config.max_age is None else str(config.max_age)
+        self._any_lines = "Access-Control-Allow-Origin: *\r\n"
+        if self._expose_value:
+            self._any_lines += f"Access-Control-Expose-Headers: {self._expose_value}\r\n"
 
     def allowed_origin(self, origin: str) -> bool:
         """Whether *origin* (an `Origin` header value) may read responses of this route."""
@@ -248,6 +262,18 @@ class CorsPolicy:
                 del self._origin_lines[next(iter(self._origin_lines))]
             self._origin_lines[origin] = lines
         return lines
+
+    def answer_lines(self, request_headers: Headers) -> str:
+        """What `apply` adds to an answer for this request, as lines on the wire (with
+        `Vary: Origin` left to the caller, who merges it into the answer's Vary)."""
+        if self._any_origin:
+            return self._any_lines
+        return self.allow_lines(request_headers)
+
+    @property
+    def varies(self) -> bool:
+        """Whether `apply` adds `Origin` to the answer's Vary."""
+        return not self._any_origin
 
     @staticmethod
     def is_preflight(method: str, headers: Headers) -> bool:

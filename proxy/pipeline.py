@@ -21,7 +21,7 @@ from proxy.cache.stores import MemoryStore
 from proxy.cache.warming import Warming
 from proxy.caching import HttpCache, cache_headers
 from proxy.errors import json_error
-from proxy.headers import ForwardingPolicy, forward_request_headers, forward_response_headers
+from proxy.headers import ForwardingPolicy, forward_request_headers
 from proxy.http1 import UpstreamResponse
 from proxy.metrics import current_route
 from proxy.relay import interim_relay
@@ -195,9 +195,7 @@ class Pipeline:
             interim_relay(request),
         )
         try:
-            response_headers = forward_response_headers(up.headers)
-            response_headers.update(cache_headers("BYPASS", "fwd=bypass"))
-            return await self.responder.relay(request, route, up, response_headers)
+            return await self.responder.forward(request, route, up)
         finally:
             up.release()
 

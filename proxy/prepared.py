@@ -114,19 +114,41 @@ def make_head(route: RoutePolicy, status: int, reason: str, headers: Headers, bo
     if route.rate_limit is not None:
         for name in _RATE_LIMIT:
             out.popall(name, None)
-    out["Content-Length"] = str(len(body))
-    # What aiohttp's Response adds when they are missing, added once here.
-    out.setdefault("Content-Type", "application/octet-stream")
-    out.setdefault("Server", SERVER_SOFTWARE)
+    return Head(serialise(status, reason, out, len(body)), body, "Date" in out)
+
+
+def serialise(status: int, reason: str, headers: Headers, length: int) -> bytes:
+    """` <status> <reason>` and the header lines, as aiohttp's Response would send them
+    for a body of `length` bytes, less Date and Connection (`PreparedResponse` adds those).
+    `headers` holds no Content-Length: this adds the body's."""
     lines = [f" {status} {reason}\r\n"]
-    for name, value in out.items():
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise ValueError(f"newline in header {name!r}")
-        lines.append(f"{name}: {value}\r\n")
-    return Head("".join(lines).encode(), body, "Date" in out)
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    lines.append(f"Content-Length: {length}\r\n")
+    # What aiohttp's Response adds when they are missing.
+    if length and _TYPE not in headers:
+        lines.append("Content-Type: application/octet-stream\r\n")
+    if _SERVER not in headers:
+        lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        # Every value was checked where it came from; the last line of defence against a
+        # field that would split the response, as aiohttp's own serialiser has.
+        raise ValueError("a response field holds CR or LF")
+    return text.encode("utf-8", "surrogateescape")
+
+
+def relayed(
+    status: int, reason: str, headers: Headers, body: bytes, cache: str
+) -> PreparedResponse:
+    """An upstream response read whole, as one write: what `web.Response` would send.
+    `headers` (without Content-Length) are final: CORS, limits and encoding applied."""
+    static = serialise(status, reason, headers, len(body))
+    tail = "" if _DATE in headers else date_line()
+    return PreparedResponse(status, reason, static, tail, body, cache)
 
 
 _NO_HEADERS: CIMultiDict[str] = CIMultiDict()
+_TYPE, _SERVER, _DATE = istr("Content-Type"), istr("Server"), istr("Date")
 _STATUS_LINES: dict[tuple[str, str], str] = {}
 
 

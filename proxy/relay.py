@@ -7,15 +7,17 @@ import logging
 from collections.abc import Iterable
 from http import HTTPStatus
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from proxy.compression import CodingError
 from proxy.encoding import BodyCoder
 from proxy.errors import json_error
 from proxy.headers import forward_response_headers
 from proxy.http1 import ExchangeError, Interim, UpstreamResponse
+from proxy.metrics import X_CACHE
+from proxy.prepared import relayed
 
 log = logging.getLogger("cacheproxy")
 
@@ -23,6 +25,9 @@ log = logging.getLogger("cacheproxy")
 NO_BODY_STATUS = frozenset({204, 304})
 # Bodies up to this size (by Content-Length) are read whole and sent in one write.
 SMALL_BODY = 64 * 1024
+# What aiohttp sends for a response without a reason phrase of its own.
+PHRASES = {s.value: s.phrase for s in HTTPStatus}
+_X_CACHE = istr("X-Cache")
 
 
 async def relay(
@@ -52,15 +57,12 @@ async def relay(
     ):
         # One write for headers and body instead of two: a syscall saved on every small
         # response, which is most API traffic (measured with py-spy: socket writes dominate).
-        try:
-            body = await up.read()
-            if coder is not None:
-                body = b"".join((*coder.feed(body), *coder.finish()))
-                headers["Content-Length"] = str(len(body))
-        except (ExchangeError, TimeoutError, CodingError) as exc:
-            log.warning("upstream failed mid-response for %s: %r", request.path, exc)
+        body = await read_whole(request, up, coder)
+        if body is None:
             return json_error(502, "upstream_unavailable", "upstream closed mid-response")
-        return web.Response(status=up.status, reason=reason, headers=headers, body=body)
+        headers.popall(hdrs.CONTENT_LENGTH, None)  # the body's own comes with the head
+        cache = X_CACHE.get(headers.get(_X_CACHE), "none")  # type: ignore[arg-type]
+        return relayed(up.status, reason or PHRASES.get(up.status, ""), headers, body, cache)
     resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
     await resp.prepare(request)
     try:
@@ -76,6 +78,20 @@ async def relay(
         log.warning("upstream failed mid-response for %s: %r", request.path, exc)
         cut(request, resp)
     return resp
+
+
+async def read_whole(
+    request: web.BaseRequest, up: UpstreamResponse, coder: BodyCoder | None = None
+) -> bytes | None:
+    """`up`'s body (through `coder`), or None when the upstream failed part way (logged)."""
+    try:
+        body = await up.read()
+        if coder is not None:
+            body = b"".join((*coder.feed(body), *coder.finish()))
+    except (ExchangeError, TimeoutError, CodingError) as exc:
+        log.warning("upstream failed mid-response for %s: %r", request.path, exc)
+        return None
+    return body
 
 
 def interim_relay(request: web.BaseRequest) -> Interim | None:

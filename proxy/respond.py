@@ -13,10 +13,13 @@ from proxy import ranges
 from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.policy import Headers
-from proxy.cache.status import SF_INTEGER_MAX, cache_status_ttl
+from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
 from proxy.cache.stores import MemoryStore
 from proxy.compression import CodingError
 from proxy.encoding import DECODED, Unstored, Variant, make_variant, plan_stream, variant_for
+from proxy.errors import json_error
+from proxy.forward_head import forward_head
+from proxy.headers import forward_response_headers
 from proxy.http1 import UpstreamResponse
 from proxy.metrics import X_CACHE
 from proxy.prepared import (
@@ -28,7 +31,15 @@ from proxy.prepared import (
     make_head,
     status_lines,
 )
-from proxy.relay import NO_BODY_STATUS, cut, relay, send_pieces
+from proxy.relay import (
+    NO_BODY_STATUS,
+    PHRASES,
+    SMALL_BODY,
+    cut,
+    read_whole,
+    relay,
+    send_pieces,
+)
 from proxy.routes import RoutePolicy
 
 log = logging.getLogger("cacheproxy")
@@ -37,6 +48,9 @@ log = logging.getLogger("cacheproxy")
 _NOT_MODIFIED = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified", "via"}
 )
+# What a forwarded (never stored) answer says of the cache.
+_BYPASS = {"X-Cache": "BYPASS", "Cache-Status": cache_status("fwd=bypass")}
+_BYPASS_LINES = "".join(f"{name}: {value}\r\n" for name, value in _BYPASS.items())
 # Compressing more than this runs in a thread, so one big body cannot stall every client.
 # Decoding always does: its cost is in what comes out, unknown until it has.
 _INLINE_ENCODE = 128 * 1024
@@ -47,6 +61,33 @@ class Responder:
         # Told of each stored variant made (the Redis tier shares them); None: nobody.
         self.variant_made: Callable[[Entry], None] | None = None
         self.store = store
+
+    async def forward(
+        self, request: web.BaseRequest, route: RoutePolicy, up: UpstreamResponse
+    ) -> web.StreamResponse:
+        """An upstream response to a request that is not cached: a small body goes out
+        with its head in one write, made as the upstream's fields go by (forward_head)."""
+        length = up.content_length
+        if (
+            length is not None
+            and length <= SMALL_BODY
+            and request.method != "HEAD"
+            and up.status not in NO_BODY_STATUS
+        ):
+            reason = up.reason or PHRASES.get(up.status, "")
+            made = forward_head(
+                route, up.status, reason, up.headers, request.headers, length, _BYPASS_LINES
+            )
+            if made is not None:
+                body = await read_whole(request, up)
+                if body is None:
+                    return json_error(502, "upstream_unavailable", "upstream closed mid-response")
+                static, dated = made
+                tail = "" if dated else date_line()
+                return PreparedResponse(up.status, reason, static, tail, body, "bypass")
+        headers = forward_response_headers(up.headers)
+        headers.update(_BYPASS)
+        return await self.relay(request, route, up, headers)
 
     async def relay(
         self,

@@ -16,8 +16,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.cors import CorsConfig, CorsPolicy
+from proxy.prepared import relayed
 from proxy.ratelimit.headers import RateHeaders
 from proxy.ratelimit.rates import parse_rate
+from proxy.relay import PHRASES
 from tests.conftest import Origin, StartProxy
 
 APP = "https://app.example.com"
@@ -271,3 +273,65 @@ def test_rate_limit_lines_are_the_pairs_on_the_wire(which: int, remaining: int, 
     headers = RateHeaders([parse_rate("100/minute"), parse_rate("1000000000/day")])
     pairs = headers.get(which, remaining, reset)
     assert headers.lines(which, remaining, reset) == _lines(CIMultiDict(pairs))
+
+
+# --- relayed responses: an upstream answer read whole, written as prepared bytes ----------
+
+RELAYED: dict[str, tuple[int, str | None, list[tuple[str, str]], bytes]] = {
+    "json": (200, None, [("Content-Type", "application/json"), ("ETag", '"a"')], BODY),
+    "no type, no server": (200, None, [("X-A", "1")], b"abc"),
+    "empty body": (200, None, [("X-A", "1")], b""),
+    "own date and server": (
+        200,
+        None,
+        [("Date", "Tue, 01 Jan 2030 00:00:00 GMT"), ("Server", "o")],
+        b"x",
+    ),
+    "unknown status": (599, None, [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")], b"e"),
+    "own reason": (404, "Nowhere", [("Content-Type", "text/plain")], b"gone"),
+}
+
+
+# HEAD answers are not relayed this way (relay.relay sends their head through aiohttp).
+RELAYED_REQUESTS = {k: v for k, v in REQUESTS.items() if k != "HEAD"}
+RELAYED_REQUESTS["closing"] = "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("case", RELAYED)
+@pytest.mark.parametrize("request_text", RELAYED_REQUESTS.values(), ids=list(RELAYED_REQUESTS))
+async def test_a_relayed_answer_is_what_aiohttps_response_sends(
+    case: str, request_text: str
+) -> None:
+    status, reason, fields, body = RELAYED[case]
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        headers = CIMultiDict(fields)
+        if request.path == "/aiohttp":
+            return web.Response(status=status, reason=reason, headers=headers, body=body)
+        phrase = reason or PHRASES.get(status, "")
+        return relayed(status, phrase, headers, body, "bypass")
+
+    server = await asyncio.get_running_loop().create_server(web.Server(handler), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        answers = []
+        for path in ("/aiohttp", "/relayed"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                request = request_text.format(path=path, extra="")
+                answers.append(await exchange(reader, writer, request))
+            finally:
+                writer.close()
+        (status_a, fields_a, body_a), (status_r, fields_r, body_r) = answers
+        assert status_r == status_a
+        assert body_r == body_a
+
+        # The same lines (repeated ones in the same order); Date's value is the clock's.
+        def lines(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+            now = [(k, "now" if k == "date" and "2030" not in v else v) for k, v in fields]
+            return sorted(now, key=lambda field: field[0])
+
+        assert lines(fields_r) == lines(fields_a)
+    finally:
+        server.close()
+        await server.wait_closed()
