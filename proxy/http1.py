@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import ssl
 from collections import deque
@@ -76,6 +77,10 @@ class Disconnected(ExchangeError):
 
 class ReadTimeout(ExchangeError, TimeoutError):
     """No byte from the upstream (nor any sent to it) for `read` seconds."""
+
+
+class HeadTimeout(ExchangeError, TimeoutError):
+    """No response head by the time the caller gave (its `timeouts.total`)."""
 
 
 class InvalidResponse(ExchangeError):
@@ -220,6 +225,7 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._waiting_on_client = False
         self._last_io = 0.0
+        self._head_by = math.inf  # loop time: the exchange under way fails without a head
         self._timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
@@ -305,6 +311,7 @@ class Connection(asyncio.Protocol):
             self._head_size = 0
             return
         self._final = True
+        self._head_by = math.inf
         self._keep_alive = self._parser.should_keep_alive()
         head_only = self._head_only or status in (204, 304)
         body = Body(None if head_only else self)
@@ -347,7 +354,9 @@ class Connection(asyncio.Protocol):
         body: bytes | StreamedBody | None,
         chunked: bool,
         interim: Interim | None,
+        head_by: float = math.inf,
     ) -> UpstreamResponse:
+        """`head_by` (loop time): fail with HeadTimeout if no final head has come by then."""
         transport = self.transport
         if transport is None:
             raise Disconnected("the upstream connection closed")
@@ -366,7 +375,12 @@ class Connection(asyncio.Protocol):
         else:
             transport.write(head)
             self._writer = self.loop.create_task(self._send_body(body, chunked))
-        if self._timer is None:
+        self._head_by = head_by
+        timer = self._timer
+        if timer is None:
+            self._arm_timer()
+        elif head_by < timer.when():  # a pending timer from an earlier exchange: too late
+            timer.cancel()
             self._arm_timer()
         try:
             return await self._head
@@ -428,12 +442,17 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _arm_timer(self) -> None:
-        self._timer = self.loop.call_at(self._last_io + self.pool.read_timeout, self._on_timer)
+        when = min(self._last_io + self.pool.read_timeout, self._head_by)
+        self._timer = self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
-        """Lazy: a busy connection re-arms once per `read` seconds, not once per read."""
+        """Lazy: a busy connection re-arms once per `read` seconds, not once per read,
+        and an exchange's head deadline needs no timer of its own."""
         self._timer = None
         if self._parser is None or self._complete or self.transport is None:
+            return
+        if self.loop.time() >= self._head_by:
+            self._fail(HeadTimeout("no response head in the time given"))
             return
         if self._reading_paused or self._waiting_on_client:
             self._last_io = self.loop.time()  # the wait is the client's, not the upstream's
@@ -520,8 +539,10 @@ class Pool:
         headers: CIMultiDict[str],
         body: bytes | StreamedBody | None = None,
         interim: Interim | None = None,
+        head_within: float | None = None,
     ) -> UpstreamResponse:
-        """One exchange; the caller reads and releases the response.
+        """One exchange; the caller reads and releases the response. `head_within`: seconds
+        for the response head to come, connecting included (else HeadTimeout).
 
         A reused connection that the upstream had closed just before our request (the
         keep-alive race of RFC 9112 §9.3.1) is retried once on a new connection, when the
@@ -529,16 +550,17 @@ class Pool:
         """
         head, chunked = _request_head(method, url, headers, body)
         key = (url.scheme, url.raw_host or "", url.port or 80)
+        head_by = math.inf if head_within is None else self._now() + head_within
         conn = self._take_idle(key)
         if conn is not None:
             try:
-                return await conn.exchange(method, head, body, chunked, interim)
+                return await conn.exchange(method, head, body, chunked, interim, head_by)
             except Disconnected:
                 if method not in IDEMPOTENT or not (body is None or isinstance(body, bytes)):
                     raise
             # stale: once more on a fresh connection
-        conn = await self._connect(key)
-        return await conn.exchange(method, head, body, chunked, interim)
+        conn = await self._connect(key, head_by)
+        return await conn.exchange(method, head, body, chunked, interim, head_by)
 
     def _take_idle(self, key: OriginKey) -> Connection | None:
         idle = self._idle.get(key)
@@ -552,7 +574,7 @@ class Pool:
             conn._close()
         return None
 
-    async def _connect(self, key: OriginKey) -> Connection:
+    async def _connect(self, key: OriginKey, head_by: float = math.inf) -> Connection:
         scheme, host, port = key
         context = None
         if scheme == "https":
@@ -560,8 +582,12 @@ class Pool:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
         loop = asyncio.get_running_loop()
+        # The caller's head deadline, when it comes first, is what the connection runs out of.
+        by_head = head_by < loop.time() + self.connect_timeout
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout_at(
+                head_by if by_head else loop.time() + self.connect_timeout
+            ):
                 addresses = await self._resolve(host, port)
                 for i, (family, address) in enumerate(addresses):
                     try:
@@ -580,6 +606,8 @@ class Pool:
                         if i == len(addresses) - 1:
                             raise
         except TimeoutError as exc:
+            if by_head:
+                raise HeadTimeout(f"no connection to {host}:{port} in the time given") from exc
             raise ConnectTimeout(
                 f"no connection to {host}:{port} within {self.connect_timeout:g} s"
             ) from exc
@@ -679,6 +707,7 @@ __all__ = [
     "ConnectTimeout",
     "Disconnected",
     "ExchangeError",
+    "HeadTimeout",
     "Interim",
     "InvalidResponse",
     "Pool",

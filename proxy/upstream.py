@@ -219,8 +219,8 @@ class UpstreamClient:
         started = self._clock()
         assert self._pool is not None, "UpstreamClient.start() was not awaited"
         try:
-            async with asyncio.timeout(None if deadline == math.inf else deadline - started):
-                up = await self._pool.request(method, url, headers, body, interim)
+            within = None if deadline == math.inf else deadline - started
+            up = await self._pool.request(method, url, headers, body, interim, within)
         except (TimeoutError, ExchangeError, OSError) as exc:
             # A timeout is the slowest latency sample of all; an error is none at all (a
             # refused connection is quick, and would look like a fast upstream).

@@ -26,6 +26,7 @@ from proxy.http1 import (
     MAX_HEAD,
     BodyError,
     Disconnected,
+    HeadTimeout,
     InvalidResponse,
     Pool,
     ReadTimeout,
@@ -257,6 +258,19 @@ async def test_silence_past_the_read_timeout(scripted) -> None:
             await fetch(pool, up2)
     finally:
         await pool.close()
+
+
+async def test_no_head_within_the_time_given_is_a_head_timeout(pool: Pool, scripted) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    up = await scripted([OK_HELLO], [1.5, OK_HELLO], [head, 0.5, b"hello"])
+    assert await fetch(pool, up) == (200, b"hello")  # leaves the read timer (2 s) pending
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(HeadTimeout):  # on the same connection, well before its read timer
+        await fetch(pool, up, head_within=0.3)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert await closed_by_us(up)
+    # The time given is for the head: a body may take longer (the read timeout bounds it).
+    assert await fetch(pool, up, head_within=0.3) == (200, b"hello")
 
 
 async def test_a_connection_closed_before_any_answer_is_disconnected(pool: Pool, scripted) -> None:
