@@ -16,7 +16,15 @@ from proxy.cache.policy import Headers
 from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
 from proxy.cache.stores import MemoryStore
 from proxy.compression import CodingError
-from proxy.encoding import DECODED, Unstored, Variant, make_variant, plan_stream, variant_for
+from proxy.encoding import (
+    AS_STORED,
+    DECODED,
+    Unstored,
+    Variant,
+    make_variant,
+    plan_stream,
+    variant_for,
+)
 from proxy.errors import json_error
 from proxy.forward_head import forward_head
 from proxy.headers import forward_response_headers
@@ -25,6 +33,7 @@ from proxy.metrics import X_CACHE
 from proxy.prepared import (
     HEAD_OVERHEAD,
     NO_BODY,
+    Head,
     Plan,
     PreparedResponse,
     date_line,
@@ -178,6 +187,13 @@ class Responder:
             # from one request to the next (nginx, too, sends those whole).
             resp = _ranged(h, headers, body, entry.reason)
         else:
+            if entry.status not in NO_BODY:
+                # Not kept on the entry: most entries answered this way (misses) are
+                # never asked for again, and a hit makes the head it keeps.
+                head = make_head(route, entry.status, entry.reason, headers, body)
+                prepared = _send_head(request, route, entry, head, age, x_cache, status)
+                if prepared is not None:
+                    return prepared
             resp = web.Response(
                 status=entry.status, reason=entry.reason, headers=headers, body=body
             )
@@ -215,23 +231,7 @@ class Responder:
         head = plan.heads.get(plan.variant(h.get(hdrs.ACCEPT_ENCODING)))
         if head is None:
             return None
-        limits = ""
-        if route.rate_limit is not None:
-            lines = route.rate_limit.lines()
-            if lines is None:
-                return None
-            limits = lines
-        cors = route.cors.allow_lines(h) if route.cors is not None else ""
-        ttl = entry.lifetime - age
-        if not -SF_INTEGER_MAX <= ttl <= SF_INTEGER_MAX:  # as cache_status_ttl (NaN too)
-            ttl = SF_INTEGER_MAX if ttl > 0 else -SF_INTEGER_MAX
-        tail = (
-            f"Age: {int(age)}\r\n{status_lines(x_cache, status)}{int(ttl)}\r\n"
-            f"{'' if head.dated else date_line()}{cors}{limits}"
-        )
-        return PreparedResponse(
-            entry.status, entry.reason, head.static, tail, head.body, X_CACHE[x_cache]
-        )
+        return _send_head(request, route, entry, head, age, x_cache, status)
 
     async def _make_head(self, request: web.BaseRequest, route: RoutePolicy, entry: Entry) -> bool:
         """Make sure the form this client gets has its head (and the entry a plan for this
@@ -255,6 +255,11 @@ class Responder:
     async def _make_variant(self, route: RoutePolicy, entry: Entry, key: str) -> Variant | Unstored:
         assert route.compression is not None and route.cache is not None
         args = (route.compression, entry.headers, entry.body, key, route.cache.max_entry_size)
+        if key == AS_STORED:
+            # The stored bytes under one more Vary: cheaper to remake than to keep (a
+            # header copy and VARIANT_OVERHEAD on every entry a client without
+            # Accept-Encoding asks for; hits keep their head anyway).
+            return make_variant(*args)
         if key == DECODED or len(entry.body) > _INLINE_ENCODE:
             variant = await asyncio.to_thread(make_variant, *args)
         else:
@@ -285,6 +290,35 @@ class Responder:
         if route.rate_limit is not None:
             route.rate_limit.apply(request, resp.headers)
         return resp
+
+
+def _send_head(
+    request: web.BaseRequest,
+    route: RoutePolicy,
+    entry: Entry,
+    head: Head,
+    age: float,
+    x_cache: str,
+    status: str,
+) -> PreparedResponse | None:
+    """`head` with this request's lines; None: the rate-limit stage did not run."""
+    limits = ""
+    if route.rate_limit is not None:
+        lines = route.rate_limit.lines()
+        if lines is None:
+            return None
+        limits = lines
+    cors = route.cors.allow_lines(request.headers) if route.cors is not None else ""
+    ttl = entry.lifetime - age
+    if not -SF_INTEGER_MAX <= ttl <= SF_INTEGER_MAX:  # as cache_status_ttl (NaN too)
+        ttl = SF_INTEGER_MAX if ttl > 0 else -SF_INTEGER_MAX
+    tail = (
+        f"Age: {int(age)}\r\n{status_lines(x_cache, status)}{int(ttl)}\r\n"
+        f"{'' if head.dated else date_line()}{cors}{limits}"
+    )
+    return PreparedResponse(
+        entry.status, entry.reason, head.static, tail, head.body, X_CACHE[x_cache]
+    )
 
 
 def _ranged(request_headers: Headers, headers: Headers, body: bytes, reason: str) -> web.Response:

@@ -232,6 +232,25 @@ async def test_a_hit_serves_the_stored_encoded_variant(
     assert len(store) == 1 and set(entry.variants) == {"br", "gzip"}
 
 
+async def test_clients_without_a_coding_cost_the_entry_nothing_more(
+    doc_origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start(start_proxy, doc_origin)
+    store = proxy.pipeline.cache.store
+    plain = {"Accept-Encoding": "identity"}
+    resp, _ = await get(http, proxy, "/d", headers=plain, skip_auto_headers=["Accept-Encoding"])
+    assert resp.headers["X-Cache"] == "MISS" and "Accept-Encoding" in resp.headers["Vary"]
+    (entry,) = store._entries.values()
+    stored_bytes = store.bytes
+    # The stored bytes with Vary: Accept-Encoding added are remade, not kept as a variant.
+    assert entry.variants == {} and entry.plan is None
+    resp, body = await get(http, proxy, "/d", headers=plain, skip_auto_headers=["Accept-Encoding"])
+    assert resp.headers["X-Cache"] == "HIT" and "Accept-Encoding" in resp.headers["Vary"]
+    assert body == DOC and "Content-Encoding" not in resp.headers
+    assert entry.variants == {}  # the hit keeps a prepared head only
+    assert entry.plan is not None and store.bytes > stored_bytes
+
+
 @pytest.mark.parametrize(
     ("headers", "size"),
     [
