@@ -271,6 +271,11 @@ class CorsPolicy:
         return self.allow_lines(request_headers)
 
     @property
+    def static_lines(self) -> str:
+        """What `apply` adds whatever the request: the lines for `*`, or nothing."""
+        return self._any_lines if self._any_origin else ""
+
+    @property
     def varies(self) -> bool:
         """Whether `apply` adds `Origin` to the answer's Vary."""
         return not self._any_origin

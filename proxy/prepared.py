@@ -25,11 +25,11 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, istr
 
+from proxy.answer_head import stored_head
 from proxy.cache.policy import Headers
 from proxy.cache.status import cache_status
 from proxy.compression import is_acceptable
 from proxy.encoding import AS_STORED, DECODED
-from proxy.ratelimit.headers import COUNT_HEADERS, POLICY
 
 if TYPE_CHECKING:
     from proxy.cache.entry import Entry
@@ -37,9 +37,6 @@ if TYPE_CHECKING:
 
 # Statuses whose answers carry no body whatever the method: left to aiohttp's Response.
 NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))
-# Lines a hit sets itself: the stored ones are never sent.
-_PER_REQUEST = (istr("Age"), istr("X-Cache"), istr("Cache-Status"), istr("Content-Length"))
-_RATE_LIMIT = (*COUNT_HEADERS, POLICY)
 # A body past this is written apart from its head rather than copied into one buffer.
 _JOIN_BELOW = 64 * 1024
 _UNSET = object()
@@ -101,20 +98,18 @@ class Plan:
         return policy.negotiate(accept_encoding) or AS_STORED
 
 
-def make_head(route: RoutePolicy, status: int, reason: str, headers: Headers, body: bytes) -> Head:
-    """The constant part of every hit on this form: what from_entry's Response would send
-    with the per-request lines left out (see `tail`)."""
-    out: CIMultiDict[str] = CIMultiDict(headers)
-    for name in _PER_REQUEST:
-        out.popall(name, None)
-    if route.cors is not None:
-        # Stripping the origin's Access-Control-*, Vary: Origin or `*`: none of it
-        # depends on the request; the allowed origin's lines come per request.
-        route.cors.apply(_NO_HEADERS, out)
-    if route.rate_limit is not None:
-        for name in _RATE_LIMIT:
-            out.popall(name, None)
-    return Head(serialise(status, reason, out, len(body)), body, "Date" in out)
+def make_head(
+    route: RoutePolicy,
+    status: int,
+    reason: str,
+    headers: Headers,
+    body: bytes,
+    vary_encoding: bool = False,
+) -> Head:
+    """The constant part of every answer from this form: what from_entry's Response
+    would send with the per-request lines left out (see `Responder`'s `_send_head`)."""
+    static, dated = stored_head(route, status, reason, headers, len(body), vary_encoding)
+    return Head(static, body, dated)
 
 
 def serialise(status: int, reason: str, headers: Headers, length: int) -> bytes:
@@ -147,7 +142,6 @@ def relayed(
     return PreparedResponse(status, reason, static, tail, body, cache)
 
 
-_NO_HEADERS: CIMultiDict[str] = CIMultiDict()
 _TYPE, _SERVER, _DATE = istr("Content-Type"), istr("Server"), istr("Date")
 _STATUS_LINES: dict[tuple[str, str], str] = {}
 

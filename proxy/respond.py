@@ -10,6 +10,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from proxy import ranges
+from proxy.answer_head import forwarded_head
 from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.policy import Headers
@@ -26,7 +27,6 @@ from proxy.encoding import (
     variant_for,
 )
 from proxy.errors import json_error
-from proxy.forward_head import forward_head
 from proxy.headers import forward_response_headers
 from proxy.http1 import UpstreamResponse
 from proxy.metrics import X_CACHE
@@ -75,7 +75,7 @@ class Responder:
         self, request: web.BaseRequest, route: RoutePolicy, up: UpstreamResponse
     ) -> web.StreamResponse:
         """An upstream response to a request that is not cached: a small body goes out
-        with its head in one write, made as the upstream's fields go by (forward_head)."""
+        with its head in one write, made as the upstream's fields go by (forwarded_head)."""
         length = up.content_length
         if (
             length is not None
@@ -84,7 +84,7 @@ class Responder:
             and up.status not in NO_BODY_STATUS
         ):
             reason = up.reason or PHRASES.get(up.status, "")
-            made = forward_head(
+            made = forwarded_head(
                 route, up.status, reason, up.headers, request.headers, length, _BYPASS_LINES
             )
             if made is not None:
@@ -155,6 +155,7 @@ class Responder:
                 return prepared
         headers, body = entry.headers, entry.body
         unstored: Unstored | None = None
+        vary_encoding = False  # the stored form, to be sent with Accept-Encoding in Vary
         if route.compression is not None:
             key = variant_for(
                 route.compression,
@@ -163,18 +164,31 @@ class Responder:
                 len(body),
                 request.headers.get("Accept-Encoding"),
             )
-            if key is not None:
+            if key == AS_STORED:
+                vary_encoding = True
+            elif key is not None:
                 made = entry.variants.get(key) or await self._make_variant(route, entry, key)
                 if isinstance(made, Unstored):
                     unstored, headers = made, made.headers
                 else:
                     headers, body = made
-        resp: web.StreamResponse
+        conditional = "If-None-Match" in h or "If-Modified-Since" in h
         if (
-            ("If-None-Match" in h or "If-Modified-Since" in h)
-            and entry.status == 200
-            and policy.not_modified_for_client(h, headers)
+            unstored is None
+            and entry.status not in NO_BODY
+            and not conditional
+            and "Range" not in h
         ):
+            # The head is not kept on the entry: most entries answered here (misses) are
+            # never asked for again, and a hit makes the head it keeps.
+            head = make_head(route, entry.status, entry.reason, headers, body, vary_encoding)
+            prepared = _send_head(request, route, entry, head, age, x_cache, status)
+            if prepared is not None:
+                return prepared
+        if vary_encoding:
+            headers = (await self._make_variant(route, entry, AS_STORED))[0]  # type: ignore[index]
+        resp: web.StreamResponse
+        if conditional and entry.status == 200 and policy.not_modified_for_client(h, headers):
             unstored = None
             resp = web.Response(
                 status=304,
@@ -187,13 +201,6 @@ class Responder:
             # from one request to the next (nginx, too, sends those whole).
             resp = _ranged(h, headers, body, entry.reason)
         else:
-            if entry.status not in NO_BODY:
-                # Not kept on the entry: most entries answered this way (misses) are
-                # never asked for again, and a hit makes the head it keeps.
-                head = make_head(route, entry.status, entry.reason, headers, body)
-                prepared = _send_head(request, route, entry, head, age, x_cache, status)
-                if prepared is not None:
-                    return prepared
             resp = web.Response(
                 status=entry.status, reason=entry.reason, headers=headers, body=body
             )
@@ -243,12 +250,14 @@ class Responder:
         if key in plan.heads:
             return True
         headers, body = entry.headers, entry.body
-        if key is not None:
+        if key is not None and key != AS_STORED:
             made = entry.variants.get(key) or await self._make_variant(route, entry, key)
             if isinstance(made, Unstored):
                 return False
             headers, body = made
-        head = plan.heads[key] = make_head(route, entry.status, entry.reason, headers, body)
+        as_stored = key == AS_STORED
+        head = make_head(route, entry.status, entry.reason, headers, body, as_stored)
+        plan.heads[key] = head
         self.store.grew(entry, len(head.static) + HEAD_OVERHEAD)
         return True
 

@@ -1,6 +1,6 @@
-"""A forwarded answer's head made in one pass (proxy/forward_head.py) says what the
-general path says: forward_response_headers, the encoding stage, CORS and the rate limit
-applied to a header multidict one after another, then serialised as aiohttp would."""
+"""Heads made in one pass (proxy/answer_head.py) say what the general path says:
+forward_response_headers, the encoding stage, CORS and the rate limit applied to a header
+multidict one after another, then serialised as aiohttp would."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import itertools
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.answer_head import forwarded_head, stored_head
+from proxy.compression import vary_accept_encoding
 from proxy.config import parse_config
+from proxy.cors import CorsPolicy
 from proxy.encoding import plan_stream
-from proxy.forward_head import forward_head
 from proxy.headers import forward_response_headers
 from proxy.prepared import serialise
 from proxy.ratelimit.limiter import COUNTS
@@ -104,7 +106,7 @@ def test_the_one_pass_head_is_the_general_paths(config: str) -> None:
         fields = CIMultiDictProxy(CIMultiDict(upstream))
         request_headers = CIMultiDictProxy(CIMultiDict(request))
         length = int(fields["Content-Length"])
-        made = forward_head(route, 200, "OK", fields, request_headers, length, _BYPASS_LINES)
+        made = forwarded_head(route, 200, "OK", fields, request_headers, length, _BYPASS_LINES)
         expected = general(route, fields, request_headers)
         where = f"{kind}, {client}"
         if expected is None:  # the body is (de)compressed: not made in one pass
@@ -120,7 +122,9 @@ def test_the_one_pass_head_is_the_general_paths(config: str) -> None:
 
 def test_fields_listed_in_connection_take_the_general_path() -> None:
     fields = CIMultiDictProxy(CIMultiDict([*JSON, ("Connection", "X-Secret"), ("X-Secret", "1")]))
-    head = forward_head(route_of(""), 200, "OK", fields, CIMultiDictProxy(CIMultiDict()), 2000, "")
+    head = forwarded_head(
+        route_of(""), 200, "OK", fields, CIMultiDictProxy(CIMultiDict()), 2000, ""
+    )
     assert head is None
 
 
@@ -129,7 +133,7 @@ def test_without_the_rate_limit_stage_the_general_path_answers() -> None:
     COUNTS.set(None)  # the counts are unknown (Redis down): the policy line only
     fields = CIMultiDictProxy(CIMultiDict(JSON))
     none = CIMultiDictProxy(CIMultiDict())
-    made = forward_head(route, 200, "OK", fields, none, 2000, _BYPASS_LINES)
+    made = forwarded_head(route, 200, "OK", fields, none, 2000, _BYPASS_LINES)
     assert made is not None and lines(made[0]) == lines(general(route, fields, none) or b"")
 
 
@@ -137,4 +141,71 @@ def test_without_the_rate_limit_stage_the_general_path_answers() -> None:
 def test_a_field_with_a_line_break_is_refused(value: str) -> None:
     fields = CIMultiDictProxy(CIMultiDict([*JSON, ("X-Bad", value)]))
     with pytest.raises(ValueError, match="CR or LF"):
-        forward_head(route_of(""), 200, "OK", fields, CIMultiDictProxy(CIMultiDict()), 2000, "")
+        forwarded_head(route_of(""), 200, "OK", fields, CIMultiDictProxy(CIMultiDict()), 2000, "")
+
+
+# --- the constant part of answers from a stored form --------------------------------------
+
+STORED = {
+    "json": [*JSON, ("Date", "Tue, 01 Jan 2030 00:00:00 GMT"), ("Via", "1.1 cacheproxy")],
+    "bare": [("Content-Length", "2000")],
+    "what each answer sets, and the origin's CORS and limits": [
+        *JSON,
+        ("Age", "12"),
+        ("X-Cache", "HIT"),
+        ("Cache-Status", "other; hit"),
+        ("Vary", "Accept-Language"),
+        ("Access-Control-Allow-Origin", "https://evil.example"),
+        ("Access-Control-Expose-Headers", "X-Secret"),
+        ("X-RateLimit-Remaining", "5"),
+        ("RateLimit", '"x";r=1;t=2'),
+        ("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2"),
+        ("Via", "1.0 edge, 1.1 cacheproxy"),
+    ],
+    "vary star": [*JSON, ("Vary", "*")],
+    "empty": [("Content-Length", "0")],
+}
+_PER_REQUEST = ("Age", "X-Cache", "Cache-Status", "Content-Length")
+_LIMITS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit")
+
+
+def general_stored(
+    route: RoutePolicy, fields: CIMultiDictProxy[str], vary_encoding: bool
+) -> tuple[bytes, bool]:
+    """A stored form's head as made from a header multidict, stage by stage."""
+    out = CIMultiDict(fields)
+    if vary_encoding:
+        vary_accept_encoding(out)
+    for name in _PER_REQUEST:
+        out.popall(name, None)
+    if route.cors is not None:
+        route.cors.apply(CIMultiDict(), out)  # no Origin: what never depends on the request
+    if route.rate_limit is not None:
+        for name in (*_LIMITS, "RateLimit-Policy"):
+            out.popall(name, None)
+    return serialise(200, "OK", out, int(fields["Content-Length"])), "Date" in out
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("vary_encoding", [False, True])
+def test_a_stored_forms_head_is_the_general_paths(config: str, vary_encoding: bool) -> None:
+    route = route_of(CONFIGS[config])
+    for kind, stored in STORED.items():
+        fields = CIMultiDictProxy(CIMultiDict(stored))
+        length = int(fields["Content-Length"])
+        static, dated = stored_head(route, 200, "OK", fields, length, vary_encoding)
+        expected, expected_dated = general_stored(route, fields, vary_encoding)
+        assert dated == expected_dated, kind
+        assert lines(static) == lines(expected), kind
+
+
+def test_per_request_cors_lines_are_left_to_each_answer() -> None:
+    route = route_of(CONFIGS["cors credentials"])
+    assert isinstance(route.cors, CorsPolicy)
+    fields = CIMultiDictProxy(CIMultiDict(JSON))
+    static, _ = stored_head(route, 200, "OK", fields, 2000, False)
+    assert b"Access-Control" not in static and b"Vary: Origin\r\n" in static
+    route = route_of(CONFIGS["cors any origin"])  # `*`: the same for every request
+    static, _ = stored_head(route, 200, "OK", fields, 2000, False)
+    assert b"Access-Control-Allow-Origin: *\r\n" in static and b"Vary" not in static
