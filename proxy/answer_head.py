@@ -151,10 +151,13 @@ def _fields(
             added = _VARY_ACCEPT_ENCODING
         else:
             added = _VARY_BOTH if vary_encoding else _VARY_ORIGIN
-        values = [line[line.index(":") + 2 : -2] for line in vary]
-        merged = vary_values(values, added)
-        if merged is not values:
-            vary = [f"Vary: {value}\r\n" for value in merged]
+        if not vary:  # the origin's answer does not vary: most of them
+            vary = [f"Vary: {', '.join(added)}\r\n"]
+        else:
+            values = [line[line.index(":") + 2 : -2] for line in vary]
+            merged = vary_values(values, added)
+            if merged is not values:
+                vary = [f"Vary: {value}\r\n" for value in merged]
     lines += vary
     text = "".join(lines)
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
