@@ -183,7 +183,7 @@ class PreparedResponse(web.StreamResponse):
     @property
     def headers(self) -> CIMultiDict[str]:  # type: ignore[override]
         out: CIMultiDict[str] = CIMultiDict()
-        text = self._static.decode() + self._tail
+        text = self._static.decode("utf-8", "surrogateescape") + self._tail
         for line in text.split("\r\n")[1:]:
             name, sep, value = line.partition(": ")
             if sep:

@@ -335,3 +335,12 @@ async def test_a_relayed_answer_is_what_aiohttps_response_sends(
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_a_sent_head_reads_back_with_the_bytes_it_was_sent_with() -> None:
+    # A field the upstream sent in bytes that are not UTF-8 goes on as those bytes, and
+    # reads back (for invalidation after an unsafe request, say) as it was parsed.
+    fields = CIMultiDict({"Location": "/caf\udce9", "Content-Type": "text/plain"})
+    answer = relayed(201, "Created", fields, b"made", "bypass")
+    assert b"Location: /caf\xe9\r\n" in answer._static
+    assert answer.headers["Location"] == "/caf\udce9"
