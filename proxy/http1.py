@@ -23,7 +23,7 @@ import logging
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, cast
 
 import httptools
@@ -44,6 +44,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # (status, headers) of a 1xx response, called from the protocol: it must not block.
 Interim = Callable[[int, CIMultiDict[str]], None]
 OriginKey = tuple[str, str, int]  # scheme, host, port
+CRLF = "\r\n"
 
 
 class StreamedBody(Protocol):
@@ -516,19 +517,22 @@ class Pool:
     async def request(
         self,
         method: str,
-        url: URL,
-        headers: CIMultiDict[str],
+        key: OriginKey,
+        target: str,
+        fields: Sequence[str],
         body: bytes | StreamedBody | None = None,
         interim: Interim | None = None,
+        content_length: int | None = None,
     ) -> UpstreamResponse:
-        """One exchange; the caller reads and releases the response.
+        """One exchange with the origin `key`; the caller reads and releases the response.
 
+        `target` is the request target (path and query), `fields` the header lines without
+        framing (`request_head` adds Content-Length or Transfer-Encoding).
         A reused connection that the upstream had closed just before our request (the
         keep-alive race of RFC 9112 §9.3.1) is retried once on a new connection, when the
         request is idempotent and its body can be sent again.
         """
-        head, chunked = _request_head(method, url, headers, body)
-        key = (url.scheme, url.raw_host or "", url.port or 80)
+        head, chunked = request_head(method, target, fields, body, content_length)
         conn = self._take_idle(key)
         if conn is not None:
             try:
@@ -647,28 +651,43 @@ class Pool:
         await asyncio.sleep(0)  # let the transports close
 
 
-def _request_head(
-    method: str, url: URL, headers: CIMultiDict[str], body: object
+def origin_key(url: str) -> OriginKey:
+    """(scheme, host, port) of an absolute URL: what the pool keys connections by."""
+    u = URL(url)
+    return (u.scheme, u.raw_host or "", u.port or 80)
+
+
+def request_head(
+    method: str,
+    target: str,
+    fields: Sequence[str],
+    body: object,
+    content_length: int | None = None,
 ) -> tuple[bytes, bool]:
-    """The request line and fields as bytes, and whether the body goes chunked."""
-    fields = [f"{method} {url.raw_path_qs} HTTP/1.1"]
-    fields += [f"{name}: {value}" for name, value in headers.items()]
+    """The request line, `fields` and the framing as bytes, and whether the body goes chunked.
+
+    `content_length`: the length the body was announced with; else it is found from `body`.
+    """
     chunked = False
-    if "Content-Length" not in headers:
-        if isinstance(body, bytes):
-            fields.append(f"Content-Length: {len(body)}")
-        elif body is None:
-            if method in _CONTENT_METHODS:
-                fields.append("Content-Length: 0")
-        else:
-            fields.append("Transfer-Encoding: chunked")
-            chunked = True
-    text = "\r\n".join(fields)
-    if text.count("\n") != len(fields) - 1 or text.count("\r") != len(fields) - 1:
+    if content_length is not None:
+        framing = f"Content-Length: {content_length}\r\n"
+    elif isinstance(body, bytes):
+        framing = f"Content-Length: {len(body)}\r\n"
+    elif body is None:
+        framing = "Content-Length: 0\r\n" if method in _CONTENT_METHODS else ""
+    else:
+        framing = "Transfer-Encoding: chunked\r\n"
+        chunked = True
+    if fields:
+        text = f"{method} {target} HTTP/1.1\r\n{CRLF.join(fields)}\r\n{framing}\r\n"
+    else:
+        text = f"{method} {target} HTTP/1.1\r\n{framing}\r\n"
+    lines = len(fields) + 2 + (framing != "")
+    if text.count("\n") != lines or text.count("\r") != lines:
         # Every value was checked where it came from; this is the last line of defence
-        # against a field that would split the request (RFC 9110 §5.5).
+        # against a field (or target) that would split the request (RFC 9110 §5.5).
         raise ValueError("a request field holds CR or LF")
-    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape"), chunked
+    return text.encode("utf-8", "surrogateescape"), chunked
 
 
 __all__ = [
@@ -684,4 +703,6 @@ __all__ = [
     "Pool",
     "ReadTimeout",
     "UpstreamResponse",
+    "origin_key",
+    "request_head",
 ]

@@ -16,12 +16,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-
-from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.errors import UpstreamError
 from proxy.http1 import (
@@ -30,6 +27,7 @@ from proxy.http1 import (
     ExchangeError,
     Interim,
     InvalidResponse,
+    OriginKey,
     Pool,
     ReadTimeout,
     StreamedBody,
@@ -56,6 +54,11 @@ class PoolStats:
     idle: int  # kept alive, waiting for one
     opened: int  # ever; every other request reused a connection
 
+
+# Pool.request's arguments: method, origin key, target, fields, body, interim, length.
+_Request = tuple[
+    str, OriginKey, str, Sequence[str], bytes | StreamedBody | None, Interim | None, int | None
+]
 
 # (route name, status or "error"/"timeout", seconds to the response head)
 Observe = Callable[[str, int | str, float], None]
@@ -112,22 +115,27 @@ class UpstreamClient:
     async def send(
         self,
         method: str,
-        url: URL,
-        headers: CIMultiDict[str],
+        origin: str,
+        key: OriginKey,
+        target: str,
+        fields: Sequence[str],
         body: bytes | StreamedBody | None = None,
-        origin: str = "",
         route: str = "",
         interim: Interim | None = None,
+        content_length: int | None = None,
     ) -> UpstreamResponse:
         """Send one request for `route`; the caller reads and releases the response.
 
+        `origin` (scheme://host:port) names the upstream's guard, `key` its pool; `target`
+        and `fields` are the request target and header lines (see Pool.request).
         `interim` hears of 1xx responses before the final one (for the client, not stored)."""
+        request = (method, key, target, fields, body, interim, content_length)
         observe = self.observe
         if observe is None:
-            return await self._send(method, url, headers, body, origin, interim)
+            return await self._send(request, origin)
         started = time.perf_counter()
         try:
-            up = await self._send(method, url, headers, body, origin, interim)
+            up = await self._send(request, origin)
         except UpstreamError as exc:
             outcome = "timeout" if exc.status == 504 else "error"
             observe(route, outcome, time.perf_counter() - started)
@@ -135,15 +143,7 @@ class UpstreamClient:
         observe(route, up.status, time.perf_counter() - started)
         return up
 
-    async def _send(
-        self,
-        method: str,
-        url: URL,
-        headers: CIMultiDict[str],
-        body: bytes | StreamedBody | None,
-        origin: str,
-        interim: Interim | None,
-    ) -> UpstreamResponse:
+    async def _send(self, request: _Request, origin: str) -> UpstreamResponse:
         """One request, retried as below.
 
         Retried (up to `retries.attempts` times) when idempotent, with no body or a
@@ -152,7 +152,8 @@ class UpstreamClient:
         response in `retries.on_status`. A response that could not be retried is
         returned as it is.
         """
-        guard = self.guard(origin or str(url.origin()))
+        method, _, target, _, body, _, _ = request
+        guard = self.guard(origin)
         background = BACKGROUND.get()
         buffered = body is None or isinstance(body, bytes)
         # An upload's head comes after its body, which takes what the client takes (the
@@ -164,13 +165,11 @@ class UpstreamClient:
         retry = 0
         while True:
             try:
-                up = await self._attempt(
-                    guard, method, url, headers, body, deadline, background, interim
-                )
+                up = await self._attempt(guard, request, deadline, background)
             except _Resendable as exc:
                 if not replayable or (delay := self._retry_delay(guard, retry, deadline)) is None:
                     raise exc.error from exc.__cause__
-                log.info("retrying %s %s in %.2f s: %s", method, url.path, delay, exc.error.message)
+                log.info("retrying %s %s in %.2f s: %s", method, target, delay, exc.error.message)
             else:
                 if not replayable or up.status not in self._retry_statuses:
                     return up
@@ -178,7 +177,7 @@ class UpstreamClient:
                 if (delay := self._retry_delay(guard, retry, deadline, asked)) is None:
                     return up
                 up.release()
-                log.info("retrying %s %s in %.2f s: status %d", method, url.path, delay, up.status)
+                log.info("retrying %s %s in %.2f s: status %d", method, target, delay, up.status)
             guard.retries += 1
             retry += 1
             await asyncio.sleep(delay)
@@ -202,15 +201,7 @@ class UpstreamClient:
         return delay
 
     async def _attempt(
-        self,
-        guard: OriginGuard,
-        method: str,
-        url: URL,
-        headers: CIMultiDict[str],
-        body: bytes | StreamedBody | None,
-        deadline: float,
-        background: bool,
-        interim: Interim | None,
+        self, guard: OriginGuard, request: _Request, deadline: float, background: bool
     ) -> UpstreamResponse:
         remaining = deadline - self._clock()
         if remaining <= 0:
@@ -220,7 +211,7 @@ class UpstreamClient:
         assert self._pool is not None, "UpstreamClient.start() was not awaited"
         try:
             async with asyncio.timeout(None if deadline == math.inf else deadline - started):
-                up = await self._pool.request(method, url, headers, body, interim)
+                up = await self._pool.request(*request)
         except (TimeoutError, ExchangeError, OSError) as exc:
             # A timeout is the slowest latency sample of all; an error is none at all (a
             # refused connection is quick, and would look like a fast upstream).
