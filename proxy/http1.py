@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import ssl
 from collections import deque
@@ -77,6 +78,10 @@ class Disconnected(ExchangeError):
 
 class ReadTimeout(ExchangeError, TimeoutError):
     """No byte from the upstream (nor any sent to it) for `read` seconds."""
+
+
+class HeadTimeout(ExchangeError, TimeoutError):
+    """No response head within the time the caller gave the whole exchange."""
 
 
 class InvalidResponse(ExchangeError):
@@ -221,6 +226,7 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._waiting_on_client = False
         self._last_io = 0.0
+        self._head_deadline = math.inf  # loop time by which the response head must be here
         self._timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
@@ -306,6 +312,7 @@ class Connection(asyncio.Protocol):
             self._head_size = 0
             return
         self._final = True
+        self._head_deadline = math.inf  # from here on only silences count
         self._keep_alive = self._parser.should_keep_alive()
         head_only = self._head_only or status in (204, 304)
         body = Body(None if head_only else self)
@@ -348,7 +355,9 @@ class Connection(asyncio.Protocol):
         body: bytes | StreamedBody | None,
         chunked: bool,
         interim: Interim | None,
+        deadline: float = math.inf,
     ) -> UpstreamResponse:
+        """Send a request; its response head, by `deadline` (loop time) at the latest."""
         transport = self.transport
         if transport is None:
             raise Disconnected("the upstream connection closed")
@@ -360,6 +369,7 @@ class Connection(asyncio.Protocol):
         self._final = self._complete = self._received = self._eof_body = False
         self._body = self._response = None
         self._last_io = self.loop.time()
+        self._head_deadline = deadline
         if isinstance(body, bytes):
             transport.write(head + body)
         elif body is None:
@@ -367,7 +377,11 @@ class Connection(asyncio.Protocol):
         else:
             transport.write(head)
             self._writer = self.loop.create_task(self._send_body(body, chunked))
-        if self._timer is None:
+        timer = self._timer
+        if timer is None:
+            self._arm_timer()
+        elif timer.when() > deadline:  # armed for a later silence: this deadline comes first
+            timer.cancel()
             self._arm_timer()
         try:
             return await self._head
@@ -429,12 +443,17 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _arm_timer(self) -> None:
-        self._timer = self.loop.call_at(self._last_io + self.pool.read_timeout, self._on_timer)
+        at = min(self._last_io + self.pool.read_timeout, self._head_deadline)
+        self._timer = self.loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
-        """Lazy: a busy connection re-arms once per `read` seconds, not once per read."""
+        """Lazy: a busy connection re-arms once per `read` seconds, not once per read, and
+        an exchange's head deadline costs no timer of its own unless it comes first."""
         self._timer = None
         if self._parser is None or self._complete or self.transport is None:
+            return
+        if self.loop.time() >= self._head_deadline:
+            self._fail(HeadTimeout("no response head in the time given"))
             return
         if self._reading_paused or self._waiting_on_client:
             self._last_io = self.loop.time()  # the wait is the client's, not the upstream's
@@ -523,8 +542,12 @@ class Pool:
         body: bytes | StreamedBody | None = None,
         interim: Interim | None = None,
         content_length: int | None = None,
+        head_within: float | None = None,
     ) -> UpstreamResponse:
         """One exchange with the origin `key`; the caller reads and releases the response.
+
+        `head_within`: seconds for the whole wait for the response head (connecting included),
+        HeadTimeout past them; None: only the connect and read timeouts apply.
 
         `target` is the request target (path and query), `fields` the header lines without
         framing (`request_head` adds Content-Length or Transfer-Encoding).
@@ -533,16 +556,17 @@ class Pool:
         request is idempotent and its body can be sent again.
         """
         head, chunked = request_head(method, target, fields, body, content_length)
+        deadline = math.inf if head_within is None else self._now() + head_within
         conn = self._take_idle(key)
         if conn is not None:
             try:
-                return await conn.exchange(method, head, body, chunked, interim)
+                return await conn.exchange(method, head, body, chunked, interim, deadline)
             except Disconnected:
                 if method not in IDEMPOTENT or not (body is None or isinstance(body, bytes)):
                     raise
             # stale: once more on a fresh connection
-        conn = await self._connect(key)
-        return await conn.exchange(method, head, body, chunked, interim)
+        conn = await self._connect(key, deadline)
+        return await conn.exchange(method, head, body, chunked, interim, deadline)
 
     def _take_idle(self, key: OriginKey) -> Connection | None:
         idle = self._idle.get(key)
@@ -556,7 +580,7 @@ class Pool:
             conn._close()
         return None
 
-    async def _connect(self, key: OriginKey) -> Connection:
+    async def _connect(self, key: OriginKey, deadline: float = math.inf) -> Connection:
         scheme, host, port = key
         context = None
         if scheme == "https":
@@ -564,8 +588,11 @@ class Pool:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
         loop = asyncio.get_running_loop()
+        head_first = deadline < loop.time() + self.connect_timeout
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout_at(
+                deadline if head_first else loop.time() + self.connect_timeout
+            ):
                 addresses = await self._resolve(host, port)
                 for i, (family, address) in enumerate(addresses):
                     try:
@@ -584,6 +611,8 @@ class Pool:
                         if i == len(addresses) - 1:
                             raise
         except TimeoutError as exc:
+            if head_first:
+                raise HeadTimeout("no connection in the time given") from exc
             raise ConnectTimeout(
                 f"no connection to {host}:{port} within {self.connect_timeout:g} s"
             ) from exc
@@ -698,6 +727,7 @@ __all__ = [
     "ConnectTimeout",
     "Disconnected",
     "ExchangeError",
+    "HeadTimeout",
     "Interim",
     "InvalidResponse",
     "Pool",

@@ -24,6 +24,7 @@ from proxy.http1 import (
     MAX_HEAD,
     BodyError,
     Disconnected,
+    HeadTimeout,
     InvalidResponse,
     Pool,
     ReadTimeout,
@@ -255,6 +256,29 @@ async def test_silence_past_the_read_timeout(scripted) -> None:
         up2 = await scripted([5.0])
         with pytest.raises(ReadTimeout):
             await fetch(pool, up2)
+    finally:
+        await pool.close()
+
+
+async def test_the_time_given_bounds_the_head_on_a_reused_connection_not_the_body(
+    scripted,
+) -> None:
+    pool = Pool(connect_timeout=2, read_timeout=5, keepalive_timeout=30)
+    loop = asyncio.get_running_loop()
+    try:
+        slow_body = [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", 0.4, b"hello"]
+        up = await scripted([OK_HELLO], [1.0, OK_HELLO], slow_body)
+        key = origin_key(up.url)
+        assert await fetch(pool, up) == (200, b"hello")  # the connection's timer: 5 s away
+        started = loop.time()
+        with pytest.raises(HeadTimeout):
+            await pool.request("GET", key, "/x", HOST, head_within=0.2)
+        assert loop.time() - started < 0.9
+        resp = await pool.request("GET", key, "/x", HOST, head_within=0.2)
+        try:
+            assert await resp.read() == b"hello"  # 0.4 s after the head: not bounded
+        finally:
+            resp.release()
     finally:
         await pool.close()
 
