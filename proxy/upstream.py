@@ -128,31 +128,18 @@ class UpstreamClient:
 
         `origin` (scheme://host:port) names the upstream's guard, `key` its pool; `target`
         and `fields` are the request target and header lines (see Pool.request).
-        `interim` hears of 1xx responses before the final one (for the client, not stored)."""
-        request = (method, key, target, fields, body, interim, content_length)
-        observe = self.observe
-        if observe is None:
-            return await self._send(request, origin)
-        started = time.perf_counter()
-        try:
-            up = await self._send(request, origin)
-        except UpstreamError as exc:
-            outcome = "timeout" if exc.status == 504 else "error"
-            observe(route, outcome, time.perf_counter() - started)
-            raise
-        observe(route, up.status, time.perf_counter() - started)
-        return up
-
-    async def _send(self, request: _Request, origin: str) -> UpstreamResponse:
-        """One request, retried as below.
+        `interim` hears of 1xx responses before the final one (for the client, not stored).
 
         Retried (up to `retries.attempts` times) when idempotent, with no body or a
         buffered one (a streamed body cannot be replayed), and no client is waiting on
         it in the background: after a connection failure before any response, or a
         response in `retries.on_status`. A response that could not be retried is
-        returned as it is.
+        returned as it is. (One coroutine, not a wrapper around another: each frame
+        is paid again on every resumption.)
         """
-        method, _, target, _, body, _, _ = request
+        request = (method, key, target, fields, body, interim, content_length)
+        observe = self.observe
+        started = time.perf_counter()
         guard = self.guard(origin)
         background = BACKGROUND.get()
         buffered = body is None or isinstance(body, bytes)
@@ -163,24 +150,36 @@ class UpstreamClient:
         guard.requests += 1
         guard.budget.request()
         retry = 0
-        while True:
-            try:
-                up = await self._attempt(guard, request, deadline, background)
-            except _Resendable as exc:
-                if not replayable or (delay := self._retry_delay(guard, retry, deadline)) is None:
-                    raise exc.error from exc.__cause__
-                log.info("retrying %s %s in %.2f s: %s", method, target, delay, exc.error.message)
-            else:
-                if not replayable or up.status not in self._retry_statuses:
-                    return up
-                asked = retry_after_seconds(up.headers.get("Retry-After"), time.time())
-                if (delay := self._retry_delay(guard, retry, deadline, asked)) is None:
-                    return up
-                up.release()
-                log.info("retrying %s %s in %.2f s: status %d", method, target, delay, up.status)
-            guard.retries += 1
-            retry += 1
-            await asyncio.sleep(delay)
+        try:
+            while True:
+                try:
+                    up = await self._attempt(guard, request, deadline, background)
+                except _Resendable as exc:
+                    delay = self._retry_delay(guard, retry, deadline) if replayable else None
+                    if delay is None:
+                        raise exc.error from exc.__cause__
+                    message = exc.error.message
+                    log.info("retrying %s %s in %.2f s: %s", method, target, delay, message)
+                else:
+                    if not replayable or up.status not in self._retry_statuses:
+                        break
+                    asked = retry_after_seconds(up.headers.get("Retry-After"), time.time())
+                    if (delay := self._retry_delay(guard, retry, deadline, asked)) is None:
+                        break
+                    up.release()
+                    status = up.status
+                    log.info("retrying %s %s in %.2f s: status %d", method, target, delay, status)
+                guard.retries += 1
+                retry += 1
+                await asyncio.sleep(delay)
+        except UpstreamError as exc:
+            if observe is not None:
+                outcome = "timeout" if exc.status == 504 else "error"
+                observe(route, outcome, time.perf_counter() - started)
+            raise
+        if observe is not None:
+            observe(route, up.status, time.perf_counter() - started)
+        return up
 
     def _retry_delay(
         self, guard: OriginGuard, retry: int, deadline: float, asked: float | None = None
@@ -206,7 +205,10 @@ class UpstreamClient:
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise self._timed_out(self._total, "timeouts.total")
-        probe = await guard.admit(min(self.config.pool.queue_timeout, remaining), background)
+        if guard.admit_now():
+            probe = False
+        else:
+            probe = await guard.admit(min(self.config.pool.queue_timeout, remaining), background)
         started = self._clock()
         assert self._pool is not None, "UpstreamClient.start() was not awaited"
         # The head's deadline goes to the connection's own lazy timer: asyncio.timeout would
