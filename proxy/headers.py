@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -82,6 +82,20 @@ OVERRIDE_HEADERS = frozenset(
 )
 
 
+# What only the client's own answer depends on: on a fetch that fills the cache we want
+# the full response to store, and we answer the client's conditions and ranges ourselves
+# from it (as Varnish does). Such a fetch sends the stored entry's validators instead.
+CLIENT_CONDITIONS = frozenset(
+    {"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "range", "if-range"}
+)
+
+# Client fields the proxy adds its own hop to, or reads before it adds its own.
+_MERGED = frozenset(
+    {"via", "x-forwarded-for", "forwarded", "x-forwarded-proto", "x-forwarded-host"}
+)
+_NOTHING: dict[str, list[str]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class ForwardingPolicy:
     """What one kind of upstream request may carry from the client; built at start-up."""
@@ -90,6 +104,13 @@ class ForwardingPolicy:
     drop_trusted: frozenset[str]  # ... and when it is
     public_host: str | None  # `listen.public_host`: the X-Forwarded-Host, always
     host_as_forwarded_host: bool  # may the client's Host become X-Forwarded-Host?
+    # The two drop sets plus CLIENT_CONDITIONS, for fetches sent with validators of our own.
+    validating_untrusted: frozenset[str] = field(init=False, repr=False, compare=False)
+    validating_trusted: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "validating_untrusted", self.drop_untrusted | CLIENT_CONDITIONS)
+        object.__setattr__(self, "validating_trusted", self.drop_trusted | CLIENT_CONDITIONS)
 
     @classmethod
     def build(cls, public_host: str | None, key_headers: tuple[str, ...] | None) -> Self:
@@ -132,6 +153,77 @@ def _append(headers: CIMultiDict[str], name: str, value: str) -> None:
     headers[name] = ", ".join([*existing, value])
 
 
+def request_fields(
+    headers: Headers,
+    policy: ForwardingPolicy,
+    *,
+    peer: str | None,
+    peer_trusted: bool,
+    proto: str,
+    client_host: str | None,
+    upstream_host: str,
+    validating: bool = False,
+) -> list[str]:
+    """The header lines (`Name: value`, no CRLF) to send upstream for a client request.
+
+    One pass over the client's fields, straight to the lines of the request head (framing
+    fields, Content-Length or Transfer-Encoding, are the connection's: http1.py adds them).
+    `peer` is the socket peer; `client_host` the Host the client asked for (None for an
+    absolute-form target, whose Host header RFC 9112 §3.2.2 says to ignore). `validating`:
+    the client's conditions and ranges are dropped (the caller adds validators of its own).
+    """
+    if validating:
+        drop = policy.validating_trusted if peer_trusted else policy.validating_untrusted
+    else:
+        drop = policy.drop_trusted if peer_trusted else policy.drop_untrusted
+    if "Connection" in headers:
+        drop = drop | _connection_tokens(headers)
+    lines = [f"Host: {upstream_host}"]
+    merged = _NOTHING
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in drop:
+            continue
+        if lower in _MERGED:
+            if merged is _NOTHING:
+                merged = {}
+            merged.setdefault(lower, []).append(value)
+        else:
+            lines.append(f"{name}: {value}")
+    # Repeated lines of one field are one comma-separated list (RFC 9110 §5.3).
+    chain = merged.get("x-forwarded-for")
+    forwarded = merged.get("forwarded")
+    if peer:
+        # From an untrusted peer the client's chain was dropped: the peer is all we know.
+        lines.append(
+            f"X-Forwarded-For: {', '.join(chain)}, {peer}" if chain else f"X-Forwarded-For: {peer}"
+        )
+        if forwarded:  # a trusted chain: add our hop, as RFC 7239 §4 asks
+            lines.append(f"Forwarded: {', '.join(forwarded)}, for={forwarded_node(peer)}")
+    else:
+        if chain:
+            lines.append(f"X-Forwarded-For: {', '.join(chain)}")
+        if forwarded:
+            lines.append(f"Forwarded: {', '.join(forwarded)}")
+    schemes = merged.get("x-forwarded-proto")  # a trusted proxy knows the client's scheme
+    lines += (
+        [f"X-Forwarded-Proto: {s}" for s in schemes] if schemes else [f"X-Forwarded-Proto: {proto}"]
+    )
+    hosts = merged.get("x-forwarded-host")  # only ever kept from a trusted proxy
+    if policy.public_host is not None:
+        lines.append(f"X-Forwarded-Host: {policy.public_host}")
+    elif hosts:
+        lines += [f"X-Forwarded-Host: {h}" for h in hosts]
+    elif client_host and policy.host_as_forwarded_host:
+        lines.append(f"X-Forwarded-Host: {client_host}")
+    via = merged.get("via")
+    lines.append(f"Via: {', '.join(via)}, {VIA}" if via else _VIA_LINE)
+    return lines
+
+
+_VIA_LINE = f"Via: {VIA}"
+
+
 def forward_request_headers(
     headers: Headers,
     policy: ForwardingPolicy,
@@ -143,27 +235,19 @@ def forward_request_headers(
     upstream_host: str,
     content_length: int | None,
 ) -> CIMultiDict[str]:
-    """Headers to send upstream for a client request.
-
-    `peer` is the socket peer; `client_host` the Host the client asked for (None for an
-    absolute-form target, whose Host header RFC 9112 §3.2.2 says to ignore).
-    """
-    out = _copy_end_to_end(headers, policy.drop_trusted if peer_trusted else policy.drop_untrusted)
-    out["Host"] = upstream_host
+    """`request_fields` as a multidict, with the Content-Length a body would go with."""
+    lines = request_fields(
+        headers,
+        policy,
+        peer=peer,
+        peer_trusted=peer_trusted,
+        proto=proto,
+        client_host=client_host,
+        upstream_host=upstream_host,
+    )
+    out = CIMultiDict(line.split(": ", 1) for line in lines)
     if content_length is not None:
         out["Content-Length"] = str(content_length)
-    if peer:
-        # From an untrusted peer the client's chain was dropped: the peer is all we know.
-        _append(out, "X-Forwarded-For", peer)
-        if "Forwarded" in out:  # a trusted chain: add our hop, as RFC 7239 §4 asks
-            _append(out, "Forwarded", f"for={forwarded_node(peer)}")
-    if "X-Forwarded-Proto" not in out:  # a trusted proxy knows the client's scheme, we don't
-        out["X-Forwarded-Proto"] = proto
-    if policy.public_host is not None:
-        out["X-Forwarded-Host"] = policy.public_host
-    elif client_host and policy.host_as_forwarded_host and "X-Forwarded-Host" not in out:
-        out["X-Forwarded-Host"] = client_host
-    _append(out, "Via", VIA)
     return out
 
 

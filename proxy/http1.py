@@ -24,7 +24,7 @@ import math
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, cast
 
 import httptools
@@ -45,6 +45,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # (status, headers) of a 1xx response, called from the protocol: it must not block.
 Interim = Callable[[int, CIMultiDict[str]], None]
 OriginKey = tuple[str, str, int]  # scheme, host, port
+CRLF = "\r\n"
 
 
 class StreamedBody(Protocol):
@@ -80,7 +81,7 @@ class ReadTimeout(ExchangeError, TimeoutError):
 
 
 class HeadTimeout(ExchangeError, TimeoutError):
-    """No response head by the time the caller gave (its `timeouts.total`)."""
+    """No response head within the time the caller gave the whole exchange."""
 
 
 class InvalidResponse(ExchangeError):
@@ -225,7 +226,7 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._waiting_on_client = False
         self._last_io = 0.0
-        self._head_by = math.inf  # loop time: the exchange under way fails without a head
+        self._head_deadline = math.inf  # loop time by which the response head must be here
         self._timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
@@ -311,7 +312,7 @@ class Connection(asyncio.Protocol):
             self._head_size = 0
             return
         self._final = True
-        self._head_by = math.inf
+        self._head_deadline = math.inf  # from here on only silences count
         self._keep_alive = self._parser.should_keep_alive()
         head_only = self._head_only or status in (204, 304)
         body = Body(None if head_only else self)
@@ -354,9 +355,9 @@ class Connection(asyncio.Protocol):
         body: bytes | StreamedBody | None,
         chunked: bool,
         interim: Interim | None,
-        head_by: float = math.inf,
+        deadline: float = math.inf,
     ) -> UpstreamResponse:
-        """`head_by` (loop time): fail with HeadTimeout if no final head has come by then."""
+        """Send a request; its response head, by `deadline` (loop time) at the latest."""
         transport = self.transport
         if transport is None:
             raise Disconnected("the upstream connection closed")
@@ -368,6 +369,7 @@ class Connection(asyncio.Protocol):
         self._final = self._complete = self._received = self._eof_body = False
         self._body = self._response = None
         self._last_io = self.loop.time()
+        self._head_deadline = deadline
         if isinstance(body, bytes):
             transport.write(head + body)
         elif body is None:
@@ -375,11 +377,10 @@ class Connection(asyncio.Protocol):
         else:
             transport.write(head)
             self._writer = self.loop.create_task(self._send_body(body, chunked))
-        self._head_by = head_by
         timer = self._timer
         if timer is None:
             self._arm_timer()
-        elif head_by < timer.when():  # a pending timer from an earlier exchange: too late
+        elif timer.when() > deadline:  # armed for a later silence: this deadline comes first
             timer.cancel()
             self._arm_timer()
         try:
@@ -442,16 +443,16 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _arm_timer(self) -> None:
-        when = min(self._last_io + self.pool.read_timeout, self._head_by)
-        self._timer = self.loop.call_at(when, self._on_timer)
+        at = min(self._last_io + self.pool.read_timeout, self._head_deadline)
+        self._timer = self.loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
-        """Lazy: a busy connection re-arms once per `read` seconds, not once per read,
-        and an exchange's head deadline needs no timer of its own."""
+        """Lazy: a busy connection re-arms once per `read` seconds, not once per read, and
+        an exchange's head deadline costs no timer of its own unless it comes first."""
         self._timer = None
         if self._parser is None or self._complete or self.transport is None:
             return
-        if self.loop.time() >= self._head_by:
+        if self.loop.time() >= self._head_deadline:
             self._fail(HeadTimeout("no response head in the time given"))
             return
         if self._reading_paused or self._waiting_on_client:
@@ -536,32 +537,37 @@ class Pool:
     async def request(
         self,
         method: str,
-        url: URL,
-        headers: CIMultiDict[str],
+        key: OriginKey,
+        target: str,
+        fields: Sequence[str],
         body: bytes | StreamedBody | None = None,
         interim: Interim | None = None,
+        content_length: int | None = None,
         head_within: float | None = None,
     ) -> UpstreamResponse:
-        """One exchange; the caller reads and releases the response. `head_within`: seconds
-        for the response head to come, connecting included (else HeadTimeout).
+        """One exchange with the origin `key`; the caller reads and releases the response.
 
+        `head_within`: seconds for the whole wait for the response head (connecting included),
+        HeadTimeout past them; None: only the connect and read timeouts apply.
+
+        `target` is the request target (path and query), `fields` the header lines without
+        framing (`request_head` adds Content-Length or Transfer-Encoding).
         A reused connection that the upstream had closed just before our request (the
         keep-alive race of RFC 9112 §9.3.1) is retried once on a new connection, when the
         request is idempotent and its body can be sent again.
         """
-        head, chunked = _request_head(method, url, headers, body)
-        key = (url.scheme, url.raw_host or "", url.port or 80)
-        head_by = math.inf if head_within is None else self._now() + head_within
+        head, chunked = request_head(method, target, fields, body, content_length)
+        deadline = math.inf if head_within is None else self._now() + head_within
         conn = self._take_idle(key)
         if conn is not None:
             try:
-                return await conn.exchange(method, head, body, chunked, interim, head_by)
+                return await conn.exchange(method, head, body, chunked, interim, deadline)
             except Disconnected:
                 if method not in IDEMPOTENT or not (body is None or isinstance(body, bytes)):
                     raise
             # stale: once more on a fresh connection
-        conn = await self._connect(key, head_by)
-        return await conn.exchange(method, head, body, chunked, interim, head_by)
+        conn = await self._connect(key, deadline)
+        return await conn.exchange(method, head, body, chunked, interim, deadline)
 
     def _take_idle(self, key: OriginKey) -> Connection | None:
         idle = self._idle.get(key)
@@ -575,7 +581,7 @@ class Pool:
             conn._close()
         return None
 
-    async def _connect(self, key: OriginKey, head_by: float = math.inf) -> Connection:
+    async def _connect(self, key: OriginKey, deadline: float = math.inf) -> Connection:
         scheme, host, port = key
         context = None
         if scheme == "https":
@@ -583,11 +589,10 @@ class Pool:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
         loop = asyncio.get_running_loop()
-        # The caller's head deadline, when it comes first, is what the connection runs out of.
-        by_head = head_by < loop.time() + self.connect_timeout
+        head_first = deadline < loop.time() + self.connect_timeout
         try:
             async with asyncio.timeout_at(
-                head_by if by_head else loop.time() + self.connect_timeout
+                deadline if head_first else loop.time() + self.connect_timeout
             ):
                 addresses = await self._resolve(host, port)
                 for i, (family, address) in enumerate(addresses):
@@ -607,8 +612,8 @@ class Pool:
                         if i == len(addresses) - 1:
                             raise
         except TimeoutError as exc:
-            if by_head:
-                raise HeadTimeout(f"no connection to {host}:{port} in the time given") from exc
+            if head_first:
+                raise HeadTimeout("no connection in the time given") from exc
             raise ConnectTimeout(
                 f"no connection to {host}:{port} within {self.connect_timeout:g} s"
             ) from exc
@@ -678,28 +683,43 @@ class Pool:
         await asyncio.sleep(0)  # let the transports close
 
 
-def _request_head(
-    method: str, url: URL, headers: CIMultiDict[str], body: object
+def origin_key(url: str) -> OriginKey:
+    """(scheme, host, port) of an absolute URL: what the pool keys connections by."""
+    u = URL(url)
+    return (u.scheme, u.raw_host or "", u.port or 80)
+
+
+def request_head(
+    method: str,
+    target: str,
+    fields: Sequence[str],
+    body: object,
+    content_length: int | None = None,
 ) -> tuple[bytes, bool]:
-    """The request line and fields as bytes, and whether the body goes chunked."""
-    fields = [f"{method} {url.raw_path_qs} HTTP/1.1"]
-    fields += [f"{name}: {value}" for name, value in headers.items()]
+    """The request line, `fields` and the framing as bytes, and whether the body goes chunked.
+
+    `content_length`: the length the body was announced with; else it is found from `body`.
+    """
     chunked = False
-    if "Content-Length" not in headers:
-        if isinstance(body, bytes):
-            fields.append(f"Content-Length: {len(body)}")
-        elif body is None:
-            if method in _CONTENT_METHODS:
-                fields.append("Content-Length: 0")
-        else:
-            fields.append("Transfer-Encoding: chunked")
-            chunked = True
-    text = "\r\n".join(fields)
-    if text.count("\n") != len(fields) - 1 or text.count("\r") != len(fields) - 1:
+    if content_length is not None:
+        framing = f"Content-Length: {content_length}\r\n"
+    elif isinstance(body, bytes):
+        framing = f"Content-Length: {len(body)}\r\n"
+    elif body is None:
+        framing = "Content-Length: 0\r\n" if method in _CONTENT_METHODS else ""
+    else:
+        framing = "Transfer-Encoding: chunked\r\n"
+        chunked = True
+    if fields:
+        text = f"{method} {target} HTTP/1.1\r\n{CRLF.join(fields)}\r\n{framing}\r\n"
+    else:
+        text = f"{method} {target} HTTP/1.1\r\n{framing}\r\n"
+    lines = len(fields) + 2 + (framing != "")
+    if text.count("\n") != lines or text.count("\r") != lines:
         # Every value was checked where it came from; this is the last line of defence
-        # against a field that would split the request (RFC 9110 §5.5).
+        # against a field (or target) that would split the request (RFC 9110 §5.5).
         raise ValueError("a request field holds CR or LF")
-    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape"), chunked
+    return text.encode("utf-8", "surrogateescape"), chunked
 
 
 __all__ = [
@@ -716,4 +736,6 @@ __all__ = [
     "Pool",
     "ReadTimeout",
     "UpstreamResponse",
+    "origin_key",
+    "request_head",
 ]

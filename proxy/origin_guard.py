@@ -93,6 +93,14 @@ class OriginGuard:
         self.retries = 0
         self.failures = 0
 
+    def admit_now(self) -> bool:
+        """A slot at once, when the circuit is closed and one is free: what `admit` would
+        give then (no probe), without a coroutine. False: call `admit`."""
+        breaker = self.breaker
+        if breaker is not None and breaker.state is not State.CLOSED:
+            return False
+        return self.gate.try_acquire()
+
     async def admit(self, wait: float, background: bool) -> bool:
         """A slot for one attempt, waiting at most `wait` s; True if it is the breaker's probe.
 

@@ -13,15 +13,13 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.cache import policy
 from proxy.cache.stores import MemoryStore
 from proxy.cache.warming import Warming
 from proxy.caching import HttpCache, cache_headers
 from proxy.errors import json_error
-from proxy.headers import ForwardingPolicy, forward_request_headers
+from proxy.headers import ForwardingPolicy, request_fields
 from proxy.http1 import UpstreamResponse
 from proxy.metrics import current_route
 from proxy.relay import interim_relay
@@ -33,18 +31,6 @@ from proxy.target import BadTarget, Target, parse_target
 from proxy.upstream import BACKGROUND, UpstreamClient, UpstreamError
 
 log = logging.getLogger("cacheproxy")
-
-# What only the client's own answer depends on: on a fetch that fills the cache we want
-# the full response to store, and we answer the client's conditions and ranges ourselves
-# from it (as Varnish does).
-_CLIENT_ONLY = (
-    "If-None-Match",
-    "If-Modified-Since",
-    "If-Match",
-    "If-Unmodified-Since",
-    "Range",
-    "If-Range",
-)
 
 
 class Pipeline:
@@ -154,24 +140,28 @@ class Pipeline:
         request: web.BaseRequest,
         route: RoutePolicy,
         target: Target,
-        body: object,
         forwarding: ForwardingPolicy,
-    ) -> tuple[URL, CIMultiDict[str]]:
+        validating: bool = False,
+    ) -> tuple[str, list[str]]:
+        """The upstream request target and header lines for `request` (see request_fields)."""
         upstream = route.upstream
-        url = URL(upstream.origin + upstream.base_path + target.path_and_query, encoded=True)
+        path_qs = target.path_and_query
+        if "#" in path_qs:  # not part of a request target (RFC 9112 §3.2): never forwarded
+            path_qs = path_qs.partition("#")[0]
         peer = request.remote
-        headers = forward_request_headers(
-            request.headers,
+        headers = request.headers
+        fields = request_fields(
+            headers,
             forwarding,
             peer=peer,
             peer_trusted=self.trusted_proxies.trusts(peer),
             proto=request.scheme,
             # Absolute-form: the Host header is not what the client asked for (§3.2.2).
-            client_host=request.headers.get("Host") if target.authority is None else None,
+            client_host=headers.get("Host") if target.authority is None else None,
             upstream_host=upstream.host_header,
-            content_length=request.content_length if body is not None else None,
+            validating=validating,
         )
-        return url, headers
+        return upstream.base_path + path_qs, fields
 
     async def forward(
         self, request: web.BaseRequest, route: RoutePolicy, target: Target
@@ -184,15 +174,18 @@ class Pipeline:
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = request.content
         # Nothing forwarded here is stored, whatever the route.
-        url, headers = self._upstream_request(request, route, target, body, route.forwarding)
+        path_qs, fields = self._upstream_request(request, route, target, route.forwarding)
+        upstream = route.upstream
         up = await self.upstream.send(
             request.method,
-            url,
-            headers,
+            upstream.origin,
+            upstream.key,
+            path_qs,
+            fields,
             body,
-            route.upstream.origin,
             route.name,
             interim_relay(request),
+            request.content_length if body is not None else None,
         )
         try:
             return await self.responder.forward(request, route, up)
@@ -216,14 +209,16 @@ class Pipeline:
         query = route.cache.keys.strip_ignored(target.query)
         if query is not target.query:  # what the key ignores must not reach the origin
             target = target._replace(query=query)
-        url, headers = self._upstream_request(request, route, target, None, route.cache_forwarding)
+        validating = validators is not None
+        path_qs, fields = self._upstream_request(
+            request, route, target, route.cache_forwarding, validating
+        )
         method = request.method
         if validators is not None:
             method = "GET"
-            for name in _CLIENT_ONLY:
-                headers.popall(name, None)
-            headers.update(validators)
+            fields += [f"{name}: {value}" for name, value in validators.items()]
         interim = None if BACKGROUND.get() else interim_relay(request)
+        upstream = route.upstream
         return await self.upstream.send(
-            method, url, headers, None, route.upstream.origin, route.name, interim
+            method, upstream.origin, upstream.key, path_qs, fields, None, route.name, interim
         )

@@ -41,6 +41,8 @@ class RetryBudget:
 
     def _advance(self) -> int:
         now_bucket = int(self._clock() // self._width)
+        if now_bucket <= self._epoch:  # the bucket last written (every request, as a rule)
+            return self._epoch % _BUCKETS
         stale = min(_BUCKETS, now_bucket - self._epoch)
         for i in range(1, stale + 1):  # clear buckets the window moved past
             j = (self._epoch + i) % _BUCKETS

@@ -17,6 +17,7 @@ from proxy.config import Config, Route
 from proxy.cors import CorsConfig, CorsPolicy
 from proxy.headers import ForwardingPolicy
 from proxy.hosts import HostAllowlist
+from proxy.http1 import OriginKey, origin_key
 from proxy.linear_regex import prefix_matcher
 from proxy.ratelimit.limiter import RateLimiter
 from proxy.ratelimit.settings import resolve as resolve_rate_limit
@@ -33,6 +34,7 @@ class UpstreamTarget:
     host_header: str  # what the Host header says (port omitted when default)
     base_path: str  # prepended to the client's path; "" for none
     authority: tuple[str, int]  # (lower-case host, port): what absolute-form targets must name
+    key: OriginKey  # (scheme, host, port): the pool's connections to it
 
     @classmethod
     def parse(cls, url: str) -> UpstreamTarget:
@@ -40,11 +42,13 @@ class UpstreamTarget:
         assert u.host is not None and u.port is not None  # validated by config
         host = u.host.lower()
         host_header = u.raw_authority.rsplit("@", 1)[-1]
+        origin = f"{u.scheme}://{host_header}"
         return cls(
-            origin=f"{u.scheme}://{host_header}",
+            origin=origin,
             host_header=host_header,
             base_path=u.raw_path.rstrip("/"),
             authority=(host, u.port),
+            key=origin_key(origin),
         )
 
 

@@ -16,12 +16,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-
-from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.errors import UpstreamError
 from proxy.http1 import (
@@ -30,6 +27,7 @@ from proxy.http1 import (
     ExchangeError,
     Interim,
     InvalidResponse,
+    OriginKey,
     Pool,
     ReadTimeout,
     StreamedBody,
@@ -56,6 +54,11 @@ class PoolStats:
     idle: int  # kept alive, waiting for one
     opened: int  # ever; every other request reused a connection
 
+
+# Pool.request's arguments: method, origin key, target, fields, body, interim, length.
+_Request = tuple[
+    str, OriginKey, str, Sequence[str], bytes | StreamedBody | None, Interim | None, int | None
+]
 
 # (route name, status or "error"/"timeout", seconds to the response head)
 Observe = Callable[[str, int | str, float], None]
@@ -112,47 +115,32 @@ class UpstreamClient:
     async def send(
         self,
         method: str,
-        url: URL,
-        headers: CIMultiDict[str],
+        origin: str,
+        key: OriginKey,
+        target: str,
+        fields: Sequence[str],
         body: bytes | StreamedBody | None = None,
-        origin: str = "",
         route: str = "",
         interim: Interim | None = None,
+        content_length: int | None = None,
     ) -> UpstreamResponse:
         """Send one request for `route`; the caller reads and releases the response.
 
-        `interim` hears of 1xx responses before the final one (for the client, not stored)."""
-        observe = self.observe
-        if observe is None:
-            return await self._send(method, url, headers, body, origin, interim)
-        started = time.perf_counter()
-        try:
-            up = await self._send(method, url, headers, body, origin, interim)
-        except UpstreamError as exc:
-            outcome = "timeout" if exc.status == 504 else "error"
-            observe(route, outcome, time.perf_counter() - started)
-            raise
-        observe(route, up.status, time.perf_counter() - started)
-        return up
-
-    async def _send(
-        self,
-        method: str,
-        url: URL,
-        headers: CIMultiDict[str],
-        body: bytes | StreamedBody | None,
-        origin: str,
-        interim: Interim | None,
-    ) -> UpstreamResponse:
-        """One request, retried as below.
+        `origin` (scheme://host:port) names the upstream's guard, `key` its pool; `target`
+        and `fields` are the request target and header lines (see Pool.request).
+        `interim` hears of 1xx responses before the final one (for the client, not stored).
 
         Retried (up to `retries.attempts` times) when idempotent, with no body or a
         buffered one (a streamed body cannot be replayed), and no client is waiting on
         it in the background: after a connection failure before any response, or a
         response in `retries.on_status`. A response that could not be retried is
-        returned as it is.
+        returned as it is. (One coroutine, not a wrapper around another: each frame
+        is paid again on every resumption.)
         """
-        guard = self.guard(origin or str(url.origin()))
+        request = (method, key, target, fields, body, interim, content_length)
+        observe = self.observe
+        started = time.perf_counter()
+        guard = self.guard(origin)
         background = BACKGROUND.get()
         buffered = body is None or isinstance(body, bytes)
         # An upload's head comes after its body, which takes what the client takes (the
@@ -162,26 +150,36 @@ class UpstreamClient:
         guard.requests += 1
         guard.budget.request()
         retry = 0
-        while True:
-            try:
-                up = await self._attempt(
-                    guard, method, url, headers, body, deadline, background, interim
-                )
-            except _Resendable as exc:
-                if not replayable or (delay := self._retry_delay(guard, retry, deadline)) is None:
-                    raise exc.error from exc.__cause__
-                log.info("retrying %s %s in %.2f s: %s", method, url.path, delay, exc.error.message)
-            else:
-                if not replayable or up.status not in self._retry_statuses:
-                    return up
-                asked = retry_after_seconds(up.headers.get("Retry-After"), time.time())
-                if (delay := self._retry_delay(guard, retry, deadline, asked)) is None:
-                    return up
-                up.release()
-                log.info("retrying %s %s in %.2f s: status %d", method, url.path, delay, up.status)
-            guard.retries += 1
-            retry += 1
-            await asyncio.sleep(delay)
+        try:
+            while True:
+                try:
+                    up = await self._attempt(guard, request, deadline, background)
+                except _Resendable as exc:
+                    delay = self._retry_delay(guard, retry, deadline) if replayable else None
+                    if delay is None:
+                        raise exc.error from exc.__cause__
+                    message = exc.error.message
+                    log.info("retrying %s %s in %.2f s: %s", method, target, delay, message)
+                else:
+                    if not replayable or up.status not in self._retry_statuses:
+                        break
+                    asked = retry_after_seconds(up.headers.get("Retry-After"), time.time())
+                    if (delay := self._retry_delay(guard, retry, deadline, asked)) is None:
+                        break
+                    up.release()
+                    status = up.status
+                    log.info("retrying %s %s in %.2f s: status %d", method, target, delay, status)
+                guard.retries += 1
+                retry += 1
+                await asyncio.sleep(delay)
+        except UpstreamError as exc:
+            if observe is not None:
+                outcome = "timeout" if exc.status == 504 else "error"
+                observe(route, outcome, time.perf_counter() - started)
+            raise
+        if observe is not None:
+            observe(route, up.status, time.perf_counter() - started)
+        return up
 
     def _retry_delay(
         self, guard: OriginGuard, retry: int, deadline: float, asked: float | None = None
@@ -202,25 +200,22 @@ class UpstreamClient:
         return delay
 
     async def _attempt(
-        self,
-        guard: OriginGuard,
-        method: str,
-        url: URL,
-        headers: CIMultiDict[str],
-        body: bytes | StreamedBody | None,
-        deadline: float,
-        background: bool,
-        interim: Interim | None,
+        self, guard: OriginGuard, request: _Request, deadline: float, background: bool
     ) -> UpstreamResponse:
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise self._timed_out(self._total, "timeouts.total")
-        probe = await guard.admit(min(self.config.pool.queue_timeout, remaining), background)
+        if guard.admit_now():
+            probe = False
+        else:
+            probe = await guard.admit(min(self.config.pool.queue_timeout, remaining), background)
         started = self._clock()
         assert self._pool is not None, "UpstreamClient.start() was not awaited"
+        # The head's deadline goes to the connection's own lazy timer: asyncio.timeout would
+        # arm and cancel a timer per request (a tenth of a miss's CPU).
+        timeout = None if deadline == math.inf else deadline - started
         try:
-            within = None if deadline == math.inf else deadline - started
-            up = await self._pool.request(method, url, headers, body, interim, within)
+            up = await self._pool.request(*request, timeout)
         except (TimeoutError, ExchangeError, OSError) as exc:
             # A timeout is the slowest latency sample of all; an error is none at all (a
             # refused connection is quick, and would look like a fast upstream).

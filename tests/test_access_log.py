@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 import aiohttp
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.clientaddr import TrustedProxies
-from proxy.logs import AccessLog, LogSettings, Record, loggable_path
+from proxy.logs import AccessLog, LogSettings, Record, loggable_path, ms_text
 from tests.conftest import Origin, ProxyProcess
 
 SECRETS = ("TOPSECRET", "COOKIESECRET", "QUERYSECRET", "ADMINSECRET")
@@ -49,6 +51,24 @@ def test_text_lines_quote_the_path_and_show_no_secret() -> None:
     assert "cache=hit route=api total_ms=0.412 upstream_ms=-" in line
     assert line.endswith("\n") and line.count("\n") == 1
     assert not any(secret in line for secret in SECRETS)
+
+
+@given(st.floats(min_value=0, max_value=1e12) | st.integers(0, 10**12).map(lambda us: us / 1e6))
+def test_milliseconds_are_written_as_the_float_they_always_were(seconds: float) -> None:
+    assert ms_text(seconds) == str(int(seconds * 1e6) / 1000)
+
+
+def test_text_lines_show_milliseconds_and_the_time_as_before() -> None:
+    log = AccessLog(LogSettings(format="text"), io.BytesIO(), TrustedProxies())
+    for when, total, upstream, time, times in [
+        (1_700_000_000.0, 0.0, 0.0, "20.000Z", "total_ms=0.0 upstream_ms=0.0"),
+        (1_700_000_000.9991, 1.5, 0.0123, "20.999Z", "total_ms=1500.0 upstream_ms=12.3"),
+        (1_700_000_001.0071, 0.00000099, 0.0010101, "21.007Z", "total_ms=0.0 upstream_ms=1.01"),
+    ]:
+        record = (when, "GET", "/", "api", 200, "miss", upstream, total, 1, None, (), ())
+        line = log.line(record).decode()
+        assert line.startswith(f"2023-11-14T22:13:{time} - GET ")
+        assert line.endswith(f" {times}\n")
 
 
 async def test_a_stdout_nobody_reads_drops_lines_instead_of_blocking() -> None:

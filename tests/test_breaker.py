@@ -99,3 +99,27 @@ def test_an_abandoned_probe_lets_the_next_caller_probe() -> None:
     assert breaker.allow()
     breaker.success()
     assert breaker.state is State.CLOSED
+
+
+async def test_admit_now_is_admit_without_waiting_when_closed_and_free() -> None:
+    from proxy.origin_guard import OriginGuard
+    from proxy.upstream_settings import Upstream
+
+    config = Upstream.model_validate(
+        {
+            "url": "http://u:1",
+            "pool": {"max_connections": 1},
+            "circuit_breaker": {"failures": 1, "window": 10, "reset_after": 30},
+        }
+    )
+    now = [0.0]
+    guard = OriginGuard("u", "http://u:1", config, clock=lambda: now[0])
+    assert guard.admit_now() and guard.gate.in_flight == 1
+    assert not guard.admit_now()  # the only slot is taken: admit would queue
+    guard.release()
+    assert guard.breaker is not None
+    guard.breaker.failure()  # open
+    assert not guard.admit_now() and guard.gate.in_flight == 0
+    now[0] = 31.0  # half-open: only admit may hand out the probe
+    assert not guard.admit_now()
+    assert await guard.admit(0.1, background=False) is True

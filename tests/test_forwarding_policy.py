@@ -6,10 +6,12 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy.headers import (
+    CLIENT_CONDITIONS,
     CLIENT_FORWARDING,
     OVERRIDE_HEADERS,
     ForwardingPolicy,
     forward_request_headers,
+    request_fields,
 )
 
 PLAIN = ForwardingPolicy.build(None, None)  # requests whose answer is never stored
@@ -126,3 +128,66 @@ def test_connection_cannot_remove_what_the_proxy_adds() -> None:
 def test_the_header_sets_are_lower_case() -> None:
     for name in CLIENT_FORWARDING | OVERRIDE_HEADERS:
         assert name == name.lower()
+
+
+def test_request_fields_are_the_head_lines_in_one_pass() -> None:
+    headers = CIMultiDict(
+        [
+            ("Host", "shop.example"),
+            ("Accept", "*/*"),
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Via", "1.0 edge"),
+            ("Cookie", "a=1"),
+        ]
+    )
+    lines = request_fields(
+        headers,
+        PLAIN,
+        peer="192.0.2.10",
+        peer_trusted=False,
+        proto="https",
+        client_host="shop.example",
+        upstream_host="api:9000",
+    )
+    assert lines == [
+        "Host: api:9000",  # first, as RFC 9110 §7.2 asks of a user agent
+        "Accept: */*",
+        "Cookie: a=1",
+        "X-Forwarded-For: 192.0.2.10",
+        "X-Forwarded-Proto: https",
+        "X-Forwarded-Host: shop.example",
+        "Via: 1.0 edge, 1.1 cacheproxy",
+    ]
+
+
+def test_a_validating_fetch_drops_the_clients_conditions_and_ranges() -> None:
+    headers = CIMultiDict(
+        [
+            ("If-None-Match", '"a"'),
+            ("if-modified-since", "x"),
+            ("Range", "bytes=0-1"),
+            ("If-Match", "*"),
+            ("If-Unmodified-Since", "x"),
+            ("If-Range", '"a"'),
+            ("A", "1"),
+        ]
+    )
+
+    def names(validating: bool, trusted: bool) -> set[str]:
+        lines = request_fields(
+            headers,
+            CACHED,
+            peer="192.0.2.10",
+            peer_trusted=trusted,
+            proto="http",
+            client_host=None,
+            upstream_host="api",
+            validating=validating,
+        )
+        return {line.partition(":")[0].lower() for line in lines}
+
+    for trusted in (False, True):
+        assert names(False, trusted) >= {n.lower() for n in headers}
+        assert not names(True, trusted) & CLIENT_CONDITIONS
+        assert "a" in names(True, trusted)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from proxy.ratelimit import window
+from proxy.ratelimit.window import hit_one
 
 
 class MemoryWindows:
@@ -34,9 +35,8 @@ class MemoryWindows:
         self._states: OrderedDict[str, list[float]] = OrderedDict()
         self._longest = window.longest(self.windows)
         # Floats for hit_one (see there): the common single-limit case.
-        self._one = (
-            (float(self.windows[0]), float(self.limits[0])) if len(self.windows) == 1 else None
-        )
+        self._one = len(self.windows) == 1
+        self._w, self._limit = float(self.windows[0]), float(self.limits[0])
         self.evicted = 0  # clients forgotten while still within their windows
 
     def __len__(self) -> int:
@@ -44,13 +44,14 @@ class MemoryWindows:
 
     def hit(self, client: str) -> window.Outcome:
         now = self._clock()
-        state = self._states.get(client)
+        states = self._states
+        state = states.get(client)
         if state is None:
             state = self._add(client, now)
         else:
-            self._states.move_to_end(client)
-        if self._one is not None:
-            return window.hit_one(state, self._one[0], self._one[1], now)
+            states.move_to_end(client)
+        if self._one:
+            return hit_one(state, self._w, self._limit, now)
         return window.hit(state, self.windows, self.limits, now)
 
     def _add(self, client: str, now: float) -> list[float]:
