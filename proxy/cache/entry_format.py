@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.cache import policy
-from proxy.cache.entry import NO_VARIANTS, Entry, entry_size, pack_headers, variant_size
+from proxy.cache.entry import NO_VARIANTS, Entry, Rare, pack_headers, variant_size
 
 MAGIC = b"\x89CPE"
 VERSION = 1
@@ -47,7 +47,7 @@ def encode(entry: Entry, variants: Iterable[str] = ()) -> bytes:
     out: list[bytes] = [
         _FIXED.pack(
             entry.status,
-            entry.request_time,
+            entry.response_time,  # the request time: read by nothing, no longer kept
             entry.response_time,
             entry.initial_age,
             entry.lifetime,
@@ -83,7 +83,7 @@ def decode(data: bytes) -> Entry:
         raise EntryFormatError("checksum mismatch (corrupt or truncated)")
     reader = _Reader(view)
     try:
-        status, request_time, response_time, initial_age, lifetime = reader.fixed(_FIXED)
+        status, _, response_time, initial_age, lifetime = reader.fixed(_FIXED)
         reason, primary, url_key, path = (reader.str() for _ in range(4))
         headers = reader.headers()
         vary, vary_values, tags = (reader.strs() for _ in range(3))
@@ -101,20 +101,15 @@ def decode(data: bytes) -> Entry:
         reason=reason,
         head=pack_headers(headers),
         body=body,
-        request_time=request_time,
         response_time=response_time,
         initial_age=initial_age,
         lifetime=lifetime,
         cc=policy.effective_cache_control(headers),
-        vary=vary,
-        vary_values=vary_values,
         primary=primary,
         url_key=url_key,
-        path=path,
-        tags=tags,
+        rare=Rare.of(vary, vary_values, tags, path, url_key),
         # Counted as MemoryStore.add_variant counts them when an entry is promoted.
-        size=entry_size(headers, body, primary, url_key)
-        + sum(variant_size(h) + len(b) for h, b in variants.values()),
+        grown=sum(variant_size(h) + len(b) for h, b in variants.values()),
         variants=variants or NO_VARIANTS,
     )
 
