@@ -15,6 +15,7 @@ from aiohttp import web
 
 from proxy.app import ProxyServer
 from proxy.cache import entry_format
+from tests.cache.entry_v1 import encode_v1
 from tests.conftest import Origin, StartProxy, get
 from tests.redis_servers import RedisCluster, RedisSentinel, RedisServer
 
@@ -407,3 +408,29 @@ async def test_per_user_entries_are_shared_only_under_one_key_secret(
     # No credential in clear in Redis, and no hash an attacker could recompute without the secret.
     keys = redis_server.cli("--scan", "--pattern", f"{prefix}*").split()
     assert keys and not any("alice" in k for k in keys)
+
+
+async def test_an_entry_an_older_instance_wrote_in_version_1_is_a_shared_hit(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    # A rolling upgrade: the instances still on the older release write format version 1.
+    config = shared({"url": redis_server.url})
+    a = await start_proxy(origin.url, **config)
+    _, body = await get(http, a, "/x")
+    (key,) = redis_server.cli("--scan", "--pattern", "*:k:*").split()
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        written = entry_format.decode(await client.get(key))
+        await client.set(key, encode_v1(written), keepttl=True)
+    finally:
+        await client.aclose()
+    b = await start_proxy(origin.url, **config)
+    resp, again = await get(http, b, "/x")
+    assert (resp.headers["X-Cache"], again) == ("HIT", body)
+    assert resp.headers["Cache-Status"].startswith("cacheproxy;hit;detail=shared")
+    assert origin.hits["/x"] == 1
+    _, stats = await admin(http, b, "GET", "/cache/stats")
+    assert stats["shared"]["corrupt"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
 
@@ -12,15 +13,54 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.cache import policy
 from proxy.cache.policy import CacheControl, CacheRules
 
-# What one entry costs beyond its bytes (the object, headers, index slots): measured
-# with tracemalloc over 100,000 small entries; counted so max_memory bounds real memory.
-ENTRY_OVERHEAD = 600
+# What one entry costs beyond the characters of its head, body and keys (the Entry, its
+# three floats, its string and bytes objects, its slot in the store), so that max_memory
+# bounds real memory: measured with tracemalloc over 100,000 entries, as are the rest.
+ENTRY_OVERHEAD = 390
+KEY_OVERHEAD = 90  # a primary key that is not the URL key: its string, its URL index slot
+RARE_OVERHEAD = 100  # a `Rare` and its tuples
+VARY_OVERHEAD = 460  # a variant: its store key, its slots in the store's Vary indexes
+# A tag's string and slot in the tag index: ~100 bytes for a tag many entries share, ~320
+# for one of its own (a set per tag).
+TAG_OVERHEAD = 200
 HEADER_OVERHEAD = 2  # a packed field's ":" and "\n" (see pack_headers)
 # An encoded variant's own header multidict (fields as separate strings), its proxy, its
 # tuple and its slot in `variants`: measured like ENTRY_OVERHEAD, for ~8 fields.
 VARIANT_OVERHEAD = 1200
 
 NO_VARIANTS: Mapping[str, tuple[CIMultiDictProxy[str], bytes]] = MappingProxyType({})
+# The reason phrases upstreams send, one string each: every parsed "OK" is a new string.
+_REASONS = {s.phrase: s.phrase for s in HTTPStatus}
+
+
+@dataclass(frozen=True, slots=True)
+class Rare:
+    """What most entries lack, behind one slot that is None for them (each slot is 8
+    bytes per entry): Vary, tags, and a path that cannot be read from the URL key."""
+
+    vary: tuple[str, ...] = ()  # request header names the origin varies on
+    vary_values: tuple[str, ...] = ()  # their values in the request that produced this
+    tags: tuple[str, ...] = ()
+    path: str | None = None  # None: the path part of the URL key (see url_path)
+
+    @staticmethod
+    def of(
+        vary: tuple[str, ...],
+        vary_values: tuple[str, ...],
+        tags: tuple[str, ...],
+        path: str,
+        url_key: str,
+    ) -> Rare | None:
+        own = None if path == url_path(url_key) else path
+        if vary or vary_values or tags or own is not None:
+            return Rare(vary, vary_values, tags, own)
+        return None
+
+    def size(self) -> int:
+        """Bytes it and the index slots it causes hold (see ENTRY_OVERHEAD)."""
+        strings = (*self.vary, *self.vary_values, *self.tags, self.path or "")
+        size = RARE_OVERHEAD + TAG_OVERHEAD * len(self.tags) + sum(len(s) for s in strings)
+        return size + VARY_OVERHEAD if self.vary else size
 
 
 @dataclass(slots=True)
@@ -32,18 +72,18 @@ class Entry:
     # garbage collector to walk, and hits are written from prepared heads (prepared.py).
     head: str
     body: bytes
-    request_time: float
+    # Hits read these three (caching.HttpCache._judge). No request time: it only counts
+    # towards initial_age, once.
     response_time: float
     initial_age: float
     lifetime: float
     cc: CacheControl
-    vary: tuple[str, ...]  # request header names the origin varies on
-    vary_values: tuple[str, ...]  # their values in the request that produced this
     primary: str  # the store key this entry is a variant of
     url_key: str
-    path: str  # raw request path, for purge by prefix
-    tags: tuple[str, ...]
-    size: int
+    rare: Rare | None = None  # see Rare; `vary`, `vary_values`, `tags` and `path` read it
+    # Bytes counted since it was made (encoded variants, prepared heads): the rest of
+    # `size` follows from the fields, so most entries hold no int of their own.
+    grown: int = 0
     # Encoded (or decoded) forms for clients, made on first request: variant key ->
     # (headers, body). A hit never compresses twice.
     # Until the first one is made, one shared empty mapping: an empty dict per entry is 64
@@ -86,36 +126,61 @@ class Entry:
             reason=reason,
             head=pack_headers(headers),
             body=body,
-            request_time=request_time,
             response_time=response_time,
             initial_age=policy.initial_age(headers, request_time, response_time),
             lifetime=policy.freshness_lifetime(headers, rules, response_time, status=status),
             cc=policy.effective_cache_control(headers),
-            vary=vary,
-            vary_values=policy.vary_key(vary, request_headers),
             primary=primary,
             url_key=url_key,
-            path=path,
-            tags=tags,
-            size=entry_size(headers, body, primary, url_key),
+            rare=Rare.of(vary, policy.vary_key(vary, request_headers), tags, path, url_key),
         )
 
     def __post_init__(self) -> None:
         # One string, not two equal ones (no key headers, no user scope), however the entry
-        # was made: built, refreshed or decoded from a shared store.
+        # was made: built, refreshed or decoded from a shared store. Likewise the reason.
         if self.primary == self.url_key:
             self.primary = self.url_key
+        self.reason = _REASONS.get(self.reason, self.reason)
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         return CIMultiDictProxy(unpack_headers(self.head))
+
+    @property
+    def vary(self) -> tuple[str, ...]:
+        return () if self.rare is None else self.rare.vary
+
+    @property
+    def vary_values(self) -> tuple[str, ...]:
+        return () if self.rare is None else self.rare.vary_values
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return () if self.rare is None else self.rare.tags
+
+    @property
+    def path(self) -> str:
+        """The raw request path, for purge by prefix."""
+        if self.rare is None or self.rare.path is None:
+            return url_path(self.url_key)
+        return self.rare.path
+
+    @property
+    def size(self) -> int:
+        """Bytes this entry holds, overheads included (see ENTRY_OVERHEAD)."""
+        keys = len(self.url_key)
+        if self.primary is not self.url_key:
+            keys += KEY_OVERHEAD + len(self.primary)
+        size = ENTRY_OVERHEAD + len(self.head) + len(self.body) + keys + self.grown
+        return size if self.rare is None else size + self.rare.size()
 
     def age(self, now: float) -> float:
         return policy.current_age(self.initial_age, self.response_time, now)
 
     def matches(self, request_headers: policy.Headers) -> bool:
         """§4.1: does this variant answer a request with these headers?"""
-        return not self.vary or policy.vary_key(self.vary, request_headers) == self.vary_values
+        vary = self.vary
+        return not vary or policy.vary_key(vary, request_headers) == self.vary_values
 
     def refreshed(
         self,
@@ -131,19 +196,24 @@ class Entry:
             reason=self.reason,
             head=pack_headers(merged),
             body=self.body,
-            request_time=request_time,
             response_time=response_time,
             initial_age=policy.initial_age(merged, request_time, response_time),
             lifetime=policy.freshness_lifetime(merged, rules, response_time, status=self.status),
             cc=policy.effective_cache_control(merged),
-            vary=self.vary,
-            vary_values=self.vary_values,
             primary=self.primary,
             url_key=self.url_key,
-            path=self.path,
-            tags=self.tags,
-            size=entry_size(merged, self.body, self.primary, self.url_key),
+            rare=self.rare,
         )
+
+
+def url_path(url_key: str) -> str:
+    """The path in a URL key (keys.KeyBuilder.url_key: ``host+path?query``): hosts hold no
+    "/", paths no "?". Entries whose path differs (escaped, empty) keep their own."""
+    start = url_key.find("/")
+    if start < 0:
+        return ""
+    end = url_key.find("?", start)
+    return url_key[start:end] if end >= 0 else url_key[start:]
 
 
 def pack_headers(headers: policy.Headers) -> str:
@@ -161,16 +231,6 @@ def unpack_headers(head: str) -> CIMultiDict[str]:
     return out
 
 
-def entry_size(headers: policy.Headers, body: bytes, primary: str, url_key: str) -> int:
-    """Bytes an entry holds, overheads included (see ENTRY_OVERHEAD)."""
-    return ENTRY_OVERHEAD + len(body) + len(url_key) + len(primary) + headers_size(headers)
-
-
 def variant_size(headers: policy.Headers) -> int:
     """Bytes an encoded variant adds beyond its body (which may be the entry's own)."""
-    return VARIANT_OVERHEAD + headers_size(headers)
-
-
-def headers_size(headers: policy.Headers) -> int:
-    """Bytes a stored header block holds, overheads included."""
-    return sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in headers.items())
+    return VARIANT_OVERHEAD + sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in headers.items())

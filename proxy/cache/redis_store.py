@@ -137,8 +137,8 @@ class RedisStore:
         self, primary: str, url_key: str, request_headers: policy.Headers
     ) -> tuple[Entry | None, bytes]:
         """The stored entry for this request, and the URL's purge generation (for `put`)."""
-        _, base = self._url(url_key)
-        p = _digest(primary)
+        h, base = self._url(url_key)
+        p = h if primary == url_key else _digest(primary)  # most keys are their URL's
         plain, record, generation = await self._run(
             "get", lambda: self._client.mget(f"{base}:k:{p}", f"{base}:r:{p}", f"{base}:g")
         )

@@ -44,13 +44,16 @@ class MemoryStore:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._entries: OrderedDict[str, Entry] = OrderedDict()
-        # Indexes that cost no object per entry in the common case (no Vary, one primary key
-        # per URL), so a million entries add no work to the garbage collector:
-        # primary -> the Vary of its newest response (field names: an untracked tuple);
+        # Indexes that cost nothing per entry in the common case (no Vary, one primary key
+        # per URL, the key being the URL key): a dict slot is ~40 bytes per entry, an object
+        # more work for the garbage collector. A primary key that does not vary is its own
+        # store key; for those that do:
+        # primary -> the Vary of its newest response (field names: an untracked tuple),
         self._vary: dict[str, tuple[str, ...]] = {}
-        # primary -> its variant keys, only for primaries that vary (otherwise: the primary);
+        # primary -> its variant keys;
         self._variants: dict[str, set[str]] = {}
-        # url_key -> its primary key, or a set of them (key headers, per-user scopes).
+        # url_key -> its primary keys other than itself, one or a set (key headers,
+        # per-user scopes).
         self._by_url: dict[str, str | set[str]] = {}
         self._by_tag: dict[str, set[str]] = {}
         self.stats = StoreStats(max_bytes=max_bytes)
@@ -65,26 +68,32 @@ class MemoryStore:
         return len(self._entries)
 
     def get(self, primary: str, request_headers: Headers) -> Entry | None:
+        entry = self._entries.get(primary)
+        # (Entries are checked: a primary key could be spelt like another's variant key.)
+        if entry is not None and entry.primary == primary:
+            self._entries.move_to_end(primary)
+            self.stats.hits += 1
+            return entry
         vary = self._vary.get(primary)
-        if vary is None:
-            self.stats.misses += 1
-            return None
-        key = variant_key(primary, vary_key(vary, request_headers)) if vary else primary
-        entry = self._entries.get(key)
-        if entry is None:
-            self.stats.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.stats.hits += 1
-        return entry
+        if vary is not None:
+            key = variant_key(primary, vary_key(vary, request_headers))
+            entry = self._entries.get(key)
+            if entry is not None and entry.primary == primary:
+                self._entries.move_to_end(key)
+                self.stats.hits += 1
+                return entry
+        self.stats.misses += 1
+        return None
 
     def peek(self, primary: str, request_headers: Headers) -> Entry | None:
         """Like `get`, but neither counted nor made recent: for warming, which is no reader."""
-        vary = self._vary.get(primary)
-        if vary is None:
-            return None
-        key = variant_key(primary, vary_key(vary, request_headers)) if vary else primary
-        return self._entries.get(key)
+        entry = self._entries.get(primary)
+        if entry is None or entry.primary != primary:
+            vary = self._vary.get(primary)
+            if vary is None:
+                return None
+            entry = self._entries.get(variant_key(primary, vary_key(vary, request_headers)))
+        return entry if entry is not None and entry.primary == primary else None
 
     def put(self, entry: Entry, fetched_at: int | None = None) -> bool:
         """Store (or replace) the entry; False when it cannot fit, or when its URL was
@@ -93,20 +102,23 @@ class MemoryStore:
             return False
         if fetched_at is not None and self.purged_since(entry.url_key, fetched_at):
             return False
-        primary = entry.primary
+        primary, vary = entry.primary, entry.vary
         key = variant_key(primary, entry.vary_values)
         if key in self._entries:
             self._remove(key)
-        vary = self._vary.get(primary)
-        if vary is not None and vary != entry.vary:
+        known = self._vary.get(primary)
+        if known is None and primary in self._entries:
+            known = ()  # stored under its own key: it does not vary
+        if known is not None and known != vary:
             # The origin changed what it varies on: older variants can no longer be found.
             for old in list(self._variant_keys(primary)):
                 self._remove(old)
-        self._vary[primary] = entry.vary
-        if entry.vary:
+        if vary:
+            self._vary[primary] = vary
             self._variants.setdefault(primary, set()).add(key)
         self._entries[key] = entry
-        self._index_url(entry.url_key, primary)
+        if primary != entry.url_key:
+            self._index_url(entry.url_key, primary)
         for tag in entry.tags:
             self._by_tag.setdefault(tag, set()).add(key)
         self.bytes += entry.size
@@ -134,7 +146,7 @@ class MemoryStore:
 
     def grew(self, entry: Entry, extra: int) -> None:
         """Count `extra` bytes more for `entry` (a variant, a prepared head)."""
-        entry.size += extra
+        entry.grown += extra
         if self._entries.get(variant_key(entry.primary, entry.vary_values)) is entry:
             self.bytes += extra
             self._evict()
@@ -148,7 +160,7 @@ class MemoryStore:
         variants = self._variants.get(primary)
         if variants is not None:
             return variants
-        return (primary,) if primary in self._vary else ()
+        return (primary,) if primary in self._entries else ()
 
     def _index_url(self, url_key: str, primary: str) -> None:
         known = self._by_url.get(url_key)
@@ -172,13 +184,15 @@ class MemoryStore:
         entry = self._entries.pop(key)
         self.bytes -= entry.size
         primary = entry.primary
+        last = True  # of its primary (one that does not vary holds just this one entry)
         variants = self._variants.get(primary)
         if variants is not None:
             variants.discard(key)
-            if not variants:
+            last = not variants
+            if last:
                 del self._variants[primary]
-        # The last variant gone (a primary that does not vary holds just this one entry).
-        if not variants and self._vary.pop(primary, None) is not None:
+                del self._vary[primary]
+        if last and primary != entry.url_key:
             self._unindex_url(entry.url_key, primary)
         for tag in entry.tags:
             keys = self._by_tag.get(tag)
@@ -215,7 +229,7 @@ class MemoryStore:
         """Every variant of one URL: all users, all key headers, all Vary values."""
         self._next_generation(url_key)
         known = self._by_url.get(url_key, ())
-        primaries = (known,) if isinstance(known, str) else tuple(known)
+        primaries = (url_key, *((known,) if isinstance(known, str) else known))
         keys = [k for p in primaries for k in self._variant_keys(p)]
         return self._remove_all(keys)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import pickle
@@ -13,9 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.cache.entry import Entry
-from proxy.cache.entry_format import MAGIC, VERSION, EntryFormatError, decode, encode
+from proxy.cache.entry import Entry, Rare
+from proxy.cache.entry_format import _FIXED2, MAGIC, VERSION, EntryFormatError, decode, encode
 from proxy.cache.policy import CacheRules
+from tests.cache.entry_v1 import encode_v1
 
 NOW = 1_700_000_000.0
 
@@ -150,3 +152,188 @@ def test_decoding_never_unpickles() -> None:
 
     with pytest.raises(EntryFormatError):
         decode(pickle.dumps(Boom()))
+
+
+# --- version 2, and version 1 values left by older instances -------------------------
+
+# What the release before version 2 wrote for make_entry's URL with a br variant (its
+# encode, run once): Vary, tags, two Set-Cookie lines, a header value that is not UTF-8.
+V1_VALUE = base64.b64decode(
+    """
+iUNQRQHETPdfAMhB2VT8P8AAAEHZVPxAAAAAP/AAAAAAAABATgAAAAAAAAAAAAJPSwAAAAlhcGl8aDp4PTEAAAAQ
+YXBpL3F1b3Rlcy9BQVBMPwAAAAwvcXVvdGVzL0FBUEwAAAAQAAAADENvbnRlbnQtVHlwZQAAABBhcHBsaWNhdGlv
+bi9qc29uAAAADUNhY2hlLUNvbnRyb2wAAAAdbWF4LWFnZT02MCwgc3RhbGUtaWYtZXJyb3I9MzAAAAAERVRhZwAA
+AAQidjEiAAAABFZhcnkAAAAPQWNjZXB0LUxhbmd1YWdlAAAAClNldC1Db29raWUAAAADYT0xAAAAClNldC1Db29r
+aWUAAAADYj0yAAAABVgtUmF3AAAABGNhZukAAAANU3Vycm9nYXRlLUtleQAAAA1xdW90ZXMgcS1BQVBMAAAAAQAA
+AA9hY2NlcHQtbGFuZ3VhZ2UAAAABAAAAAmRlAAAAAgAAAAZxdW90ZXMAAAAGcS1BQVBMAAAADHsicHJpY2UiOiAx
+fQAAAAEAAAACYnIAAAAGAAAADENvbnRlbnQtVHlwZQAAABBhcHBsaWNhdGlvbi9qc29uAAAAEENvbnRlbnQtRW5j
+b2RpbmcAAAACYnIAAAAEVmFyeQAAAA9BY2NlcHQtRW5jb2RpbmcAAAANiwWAY29tcHJlc3NlZA==
+"""
+)
+
+
+def test_version_2_is_written_and_carries_the_packed_head_as_it_is() -> None:
+    entry = make_entry()
+    data = encode(entry)
+    assert VERSION == 2 and data[len(MAGIC)] == 2
+    assert entry.head.encode() in data  # one string, not a list of fields
+    back = decode(data)
+    assert back.head == entry.head and back.rare == entry.rare
+
+
+def test_a_version_1_value_from_an_older_instance_is_read() -> None:
+    back = decode(V1_VALUE)
+    assert (back.status, back.reason, back.body) == (200, "OK", b'{"price": 1}')
+    assert list(back.headers.items()) == [
+        ("Content-Type", "application/json"),
+        ("Cache-Control", "max-age=60, stale-if-error=30"),
+        ("ETag", '"v1"'),
+        ("Vary", "Accept-Language"),
+        ("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2"),
+        ("X-Raw", b"caf\xe9".decode("utf-8", "surrogateescape")),
+        ("Surrogate-Key", "quotes q-AAPL"),
+    ]
+    assert (back.response_time, back.initial_age, back.lifetime) == (NOW, 1.0, 60.0)
+    assert back.cc.max_age == 60 and back.cc.stale_if_error == 30
+    assert (back.primary, back.url_key, back.path) == (
+        "api|h:x=1",
+        "api/quotes/AAPL?",
+        "/quotes/AAPL",
+    )
+    assert (back.vary, back.vary_values, back.tags) == (
+        ("accept-language",),
+        ("de",),
+        ("quotes", "q-AAPL"),
+    )
+    headers, body = back.variants["br"]
+    assert headers["Content-Encoding"] == "br" and body == b"\x8b\x05\x80compressed"
+    # The test's version 1 writer is the one that release shipped...
+    assert encode_v1(back, ["br"], request_time=NOW - 1) == V1_VALUE
+    # ...and what it read back is what version 2 carries on.
+    same(decode(encode(back, ["br"])), back)
+
+
+@given(
+    headers=st.lists(st.tuples(raw_text.filter(bool), raw_text), max_size=12),
+    body=st.binary(max_size=2000),
+)
+def test_version_1_round_trips_as_before(headers: list[tuple[str, str]], body: bytes) -> None:
+    entry = make_entry([("Cache-Control", "max-age=60"), *headers], body)
+    back = decode(encode_v1(entry))
+    assert list(back.headers.items()) == list(entry.headers.items())
+    assert (back.body, back.cc, back.rare) == (body, entry.cc, entry.rare)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_every_truncation_and_changed_byte_of_either_version_is_refused(version: str) -> None:
+    data = V1_VALUE if version == "v1" else encode(make_entry())
+    for end in range(len(data)):
+        with pytest.raises(EntryFormatError):
+            decode(data[:end])
+    for i in range(len(data)):
+        corrupt = bytearray(data)
+        corrupt[i] ^= 0x01
+        with pytest.raises(EntryFormatError):
+            decode(bytes(corrupt))
+
+
+def _resealed(payload: bytes, version: int = VERSION) -> bytes:
+    return struct.pack("!4sBI", MAGIC, version, zlib.crc32(payload)) + payload
+
+
+# Version 2's fixed fields, by name (entry_format._FIXED2).
+FIELDS = "status flags response_time initial_age lifetime reason primary url_key path head body"
+FIELDS += " vary vary_values tags variants"
+
+
+@pytest.mark.parametrize(
+    "field, change",
+    [
+        ("reason", +1),  # the reason runs into the primary key
+        ("body", +1),  # the body runs past the end
+        ("body", -1),  # a byte is left over
+        ("body", 2**32 - 1 - 100),  # a length as large as the format allows
+        ("vary", +1),  # a Vary name that is not there
+        ("tags", +3),  # tags that are not there
+        ("variants", +1),  # a variant that is not there
+        ("flags", +2),  # a flag a later version might set: not guessed at
+        ("path", +1),  # a path without the flag that says the entry has its own
+    ],
+)
+def test_a_version_2_value_whose_fields_disagree_with_its_bytes_is_refused(
+    field: str, change: int
+) -> None:
+    # With a valid checksum: what a bug elsewhere, or another program, could have written.
+    payload = bytearray(encode(make_entry(body=b"x" * 100))[9:])
+    fixed = list(_FIXED2.unpack_from(payload))
+    names = FIELDS.split()
+    assert len(names) == len(fixed)
+    fixed[names.index(field)] += change
+    payload[: _FIXED2.size] = _FIXED2.pack(*fixed)
+    with pytest.raises(EntryFormatError):
+        decode(_resealed(bytes(payload)))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@given(payload=st.binary(max_size=300))
+def test_any_payload_of_either_version_is_an_entry_or_refused(version: int, payload: bytes) -> None:
+    with contextlib.suppress(EntryFormatError):
+        decode(_resealed(payload, version))
+
+
+def test_entries_without_vary_tags_or_an_own_path_decode_without_a_rare_part() -> None:
+    entry = Entry.build(
+        status=200,
+        reason="OK",
+        headers=CIMultiDict({"Cache-Control": "max-age=60"}),
+        body=b"b",
+        request_headers=CIMultiDict(),
+        request_time=NOW,
+        response_time=NOW,
+        rules=CacheRules(),
+        primary="api/a?x=1",
+        url_key="api/a?x=1",
+        path="/a",
+        tags_header=None,
+    )
+    assert entry.rare is None and entry.path == "/a"
+    back = decode(encode(entry))
+    same(back, entry)
+    assert back.rare is None and back.primary is back.url_key
+
+
+@pytest.mark.parametrize("path", ["", "/a|b", "/a?b"])
+def test_a_path_that_is_not_the_url_keys_own_is_kept(path: str) -> None:
+    entry = dataclasses.replace(make_entry(), rare=Rare.of((), (), (), path, "api/a%7Cb?"))
+    assert entry.path == path
+    assert decode(encode(entry)).path == path
+    assert decode(encode_v1(entry)).path == path
+
+
+CC_NAMES = ["Cache-Control", "cache-control", "CDN-Cache-Control", "cdn-CACHE-control"]
+CC_NAMES += ["X-Cache-Control", "X-CDN-Cache-Control", "Cache-Controls", "X-Other"]
+CC_VALUES = ["max-age=60", "no-cache", "s-maxage=5, stale-if-error=9", "no-transform", ""]
+CC_VALUES += ["max-age=7", 'a="b:c"', "private", "x, cache-control:max-age=1"]
+
+
+@given(
+    lines=st.lists(st.tuples(st.sampled_from(CC_NAMES), st.sampled_from(CC_VALUES)), max_size=5),
+    # "İ" is longer in lower case: the head is then searched another way.
+    odd=st.booleans(),
+)
+def test_the_cache_control_read_from_a_packed_head_is_the_headers_own(
+    lines: list[tuple[str, str]], odd: bool
+) -> None:
+    entry = make_entry(
+        [("Content-Type", "text/plain"), *([("X-Name", "İ")] if odd else []), *lines]
+    )
+    assert decode(encode(entry)).cc == entry.cc
+
+
+@pytest.mark.parametrize("first", [[], [("X-A", "1")]])
+def test_the_cache_control_of_a_head_that_starts_or_ends_oddly(
+    first: list[tuple[str, str]],
+) -> None:
+    entry = make_entry([*first, ("cache-control", "max-age=5"), ("X-Tail", "cdn-")])
+    assert decode(encode(entry)).cc.max_age == 5

@@ -11,9 +11,11 @@ from multidict import CIMultiDict
 
 from proxy.breaker import CircuitBreaker
 from proxy.cache.entry import Entry
+from proxy.cache.entry_format import encode
 from proxy.cache.policy import CacheRules
 from proxy.cache.redis_store import RedisStore
 from proxy.redis_conn import Client, RedisGuard, RedisSettings, connect
+from tests.cache.entry_v1 import encode_v1
 from tests.redis_servers import RedisCluster, RedisServer
 
 NOW = time.time()
@@ -149,3 +151,20 @@ async def test_expired_paths_are_forgotten(store: RedisStore, client: Client) ->
     assert await store.expire_paths(NOW + 0.5) == 0
     assert await store.expire_paths(NOW + 5) == 1
     assert await client.zcard(f"{store._p}{{paths}}") == 0
+
+
+async def test_a_version_1_value_is_a_hit_and_a_corrupt_version_2_value_a_counted_miss(
+    store: RedisStore, client: Client
+) -> None:
+    # Instances mid-upgrade share one Redis: an older one wrote version 1.
+    e = entry(tags="t1")
+    assert await store.put(e, 60, b"0")
+    key = key_of(store, e)
+    await client.set(key, encode_v1(e))
+    found, _ = await store.get(e.primary, e.url_key, CIMultiDict())
+    assert found is not None and (found.body, found.head, found.tags) == (b"quote", e.head, ("t1",))
+    value = encode(e)
+    assert value[4] == 2
+    await client.set(key, value[:9] + bytes([value[9] ^ 1]) + value[10:])
+    assert (await store.get(e.primary, e.url_key, CIMultiDict()))[0] is None
+    assert store.corrupt == 1

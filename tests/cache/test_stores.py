@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+import pytest
 from multidict import CIMultiDict
 
 from proxy.cache.entry import Entry
@@ -106,13 +107,53 @@ def test_purges_and_indexes_stay_consistent() -> None:
 
 
 def test_eviction_cleans_indexes() -> None:
-    store = MemoryStore(max_bytes=entry("/0", tags="a b").size * 10)
+    # Per-user entries that vary: the kinds every index holds a slot for.
+    def indexed(path: str, tags: str) -> Entry:
+        return entry(path, tags=tags, user="u", vary="Accept-Language", lang="en")
+
+    store = MemoryStore(max_bytes=indexed("/0", tags="a b").size * 10)
     for i in range(1000):
-        store.put(entry(f"/{i}", tags=f"t{i} all"))
+        store.put(indexed(f"/{i}", tags=f"t{i} all"))
     n = len(store)
     assert 9 <= n <= 10 and store.bytes <= store.max_bytes
-    assert len(store._by_url) == n and len(store._vary) == n
+    assert len(store._by_url) == n and len(store._vary) == n and len(store._variants) == n
     assert len(store._by_tag) == n + 1 and len(store._by_tag["all"]) == n
+
+
+def test_plain_entries_take_no_index_slots_and_are_still_found_and_purged() -> None:
+    # No Vary, no key headers, no user scope: the store key is the URL key, and an index
+    # slot per entry (~40 bytes each at 100k entries) would only repeat it.
+    store = MemoryStore(max_bytes=10**6)
+    for i in range(10):
+        store.put(entry(f"/p/{i}"))
+    assert not store._by_url and not store._vary and not store._variants
+    assert store.get("api/p/3?", NO_HEADERS) is not None
+    assert store.peek("api/p/4?", NO_HEADERS) is not None
+    assert store.purge_url("api/p/3?") == 1 and store.get("api/p/3?", NO_HEADERS) is None
+    assert store.purge_prefix("/p/") == 9 and len(store) == 0 and store.bytes == 0
+
+
+def test_a_url_stored_plain_then_varying_then_plain_again() -> None:
+    store = MemoryStore(max_bytes=10**6)
+    store.put(entry("/s", b"plain"))
+    store.put(entry("/s", b"en", vary="Accept-Language", lang="en"))
+    assert len(store) == 1  # the plain one can no longer be selected
+    hit = store.get("api/s?", CIMultiDict({"Accept-Language": "en"}))
+    assert hit is not None and hit.body == b"en"
+    assert store.get("api/s?", CIMultiDict({"Accept-Language": "de"})) is None
+    store.put(entry("/s", b"again"))
+    assert len(store) == 1 and not store._vary and not store._variants
+    hit = store.get("api/s?", CIMultiDict({"Accept-Language": "en"}))
+    assert hit is not None and hit.body == b"again"
+    assert store.purge_url("api/s?") == 1 and store.bytes == 0
+
+
+def test_an_entry_is_only_served_for_its_own_primary_key() -> None:
+    # A primary key spelt like another's variant key (primary, separator, Vary values).
+    store = MemoryStore(max_bytes=10**6)
+    store.put(entry("/c", b"en", vary="Accept-Language", lang="en"))
+    assert store.get("api/c?\x1fen", NO_HEADERS) is None
+    assert store.peek("api/c?\x1fen", NO_HEADERS) is None
 
 
 def test_a_stored_entry_is_one_object_for_the_garbage_collector() -> None:
@@ -181,3 +222,38 @@ def test_bulk_purges_and_forgotten_url_purges_are_conservative() -> None:
         store.purge_url(f"api/x{i}?")
     assert not store.put(entry("/b"), fetched_at=began)
     assert store.put(entry("/b"), fetched_at=store.generation)
+
+
+@pytest.mark.parametrize(
+    "kind, within",
+    [
+        ({}, 0.05),
+        ({"user": "u"}, 0.05),
+        ({"vary": "Accept-Language", "lang": "en"}, 0.05),
+        # A tag is counted between what one shared by many entries and one of its own cost.
+        ({"tags": "shared"}, 0.1),
+        ({"tags": "own-{i}"}, 0.1),
+        ({"user": "u", "vary": "Accept-Language", "lang": "en", "tags": "own-{i} shared"}, 0.1),
+    ],
+    ids=["plain", "per-user", "vary", "shared-tag", "own-tag", "all"],
+)
+def test_counted_bytes_follow_real_bytes(kind: dict[str, str], within: float) -> None:
+    # max_memory means real memory: neither much more (the bound would not hold) nor much
+    # less (memory paid for would go unused) than what the entries really hold.
+    n = 5_000
+    store = MemoryStore(max_bytes=10**10)
+    store.put(entry("/first", **{k: v.format(i=-1) for k, v in kind.items()}))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        counted = store.bytes
+        for i in range(n):
+            body = (b"%d" % i).ljust(1024, b"x")
+            store.put(entry(f"/k/{i}", body, **{k: v.format(i=i) for k, v in kind.items()}))
+        gc.collect()
+        real = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    counted = store.bytes - counted
+    assert abs(counted / real - 1) < within, (counted / n, real / n)
