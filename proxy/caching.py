@@ -390,6 +390,7 @@ class HttpCache:
             entry.age(times[1]),
             "MISS",
             "fwd=miss; stored" if stored else "fwd=miss",
+            headers,  # what the entry packed: no need to unpack them again
         )
 
     async def _read_entry(

@@ -134,8 +134,10 @@ class Responder:
         age: float,
         x_cache: str,
         status: str,
+        fields: Headers | None = None,
     ) -> web.StreamResponse:
         """A stored response: its bytes (or a stored encoded variant) plus three headers.
+        `fields`: the entry's headers, when the caller has them unpacked already.
 
         A decoded variant too large to store is streamed as it is decoded instead.
         Hits on a hot entry's whole body go out as prepared bytes (`prepared`): the
@@ -153,7 +155,7 @@ class Responder:
             prepared = self.prepared(request, route, entry, age, x_cache, status)
             if prepared is not None:
                 return prepared
-        headers, body = entry.headers, entry.body
+        headers, body = entry.headers if fields is None else fields, entry.body
         unstored: Unstored | None = None
         vary_encoding = False  # the stored form, to be sent with Accept-Encoding in Vary
         if route.compression is not None:

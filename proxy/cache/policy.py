@@ -241,9 +241,11 @@ def _governing(headers: Headers) -> tuple[CacheControl, bool]:
     RFC 9213 §2.2: the first targeted field (for us CDN-Cache-Control) that is
     present, non-empty and parses replaces Cache-Control *and* Expires for this cache.
     """
-    cc = _targeted(headers.getall("CDN-Cache-Control", ()))
+    if _CDN_CACHE_CONTROL not in headers:  # most responses: asked without making lists
+        return parse_cache_control(headers.getall(_CACHE_CONTROL, ())), False
+    cc = _targeted(headers.getall(_CDN_CACHE_CONTROL))
     if cc is None:
-        return parse_cache_control(headers.getall("Cache-Control", ())), False
+        return parse_cache_control(headers.getall(_CACHE_CONTROL, ())), False
     if not cc.no_transform:
         # no-transform constrains every intermediary, not just caches, so it is
         # still honoured from Cache-Control.
@@ -317,6 +319,7 @@ def effective_cache_control(headers: Headers) -> CacheControl:
 
 # Header names asked of every request, case-folded once (multidict folds a str each time).
 _CACHE_CONTROL, _PRAGMA = multidict.istr("Cache-Control"), multidict.istr("Pragma")
+_CDN_CACHE_CONTROL = multidict.istr("CDN-Cache-Control")
 
 
 def request_cache_control(request_headers: Headers) -> CacheControl:
