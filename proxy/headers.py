@@ -224,33 +224,6 @@ def request_fields(
 _VIA_LINE = f"Via: {VIA}"
 
 
-def forward_request_headers(
-    headers: Headers,
-    policy: ForwardingPolicy,
-    *,
-    peer: str | None,
-    peer_trusted: bool,
-    proto: str,
-    client_host: str | None,
-    upstream_host: str,
-    content_length: int | None,
-) -> CIMultiDict[str]:
-    """`request_fields` as a multidict, with the Content-Length a body would go with."""
-    lines = request_fields(
-        headers,
-        policy,
-        peer=peer,
-        peer_trusted=peer_trusted,
-        proto=proto,
-        client_host=client_host,
-        upstream_host=upstream_host,
-    )
-    out = CIMultiDict(line.split(": ", 1) for line in lines)
-    if content_length is not None:
-        out["Content-Length"] = str(content_length)
-    return out
-
-
 def forward_response_headers(headers: Headers) -> CIMultiDict[str]:
     """Headers to send the client for an upstream response."""
     out = _copy_end_to_end(headers)

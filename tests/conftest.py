@@ -19,9 +19,11 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.app import ProxyServer
 from proxy.config import parse_config
+from proxy.headers import ForwardingPolicy, request_fields
 from tests.redis_servers import redis_cluster, redis_sentinel, redis_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,3 +253,26 @@ async def get(
 ) -> tuple[aiohttp.ClientResponse, bytes]:
     async with http.get(url_of(proxy, path), **kwargs) as resp:
         return resp, await resp.read()
+
+
+def forward_request_headers(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    policy: ForwardingPolicy,
+    *,
+    peer: str | None,
+    peer_trusted: bool,
+    proto: str,
+    client_host: str | None,
+    upstream_host: str,
+) -> CIMultiDict[str]:
+    """`headers.request_fields`, the lines the upstream gets, read back as a multidict."""
+    lines = request_fields(
+        headers,
+        policy,
+        peer=peer,
+        peer_trusted=peer_trusted,
+        proto=proto,
+        client_host=client_host,
+        upstream_host=upstream_host,
+    )
+    return CIMultiDict(line.split(": ", 1) for line in lines)

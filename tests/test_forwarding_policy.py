@@ -10,9 +10,9 @@ from proxy.headers import (
     CLIENT_FORWARDING,
     OVERRIDE_HEADERS,
     ForwardingPolicy,
-    forward_request_headers,
     request_fields,
 )
+from tests.conftest import forward_request_headers
 
 PLAIN = ForwardingPolicy.build(None, None)  # requests whose answer is never stored
 CACHED = ForwardingPolicy.build(None, ())  # fetches by the cache, key without headers
@@ -49,7 +49,6 @@ def forward(
         proto="http",
         client_host=client_host,
         upstream_host="api:9000",
-        content_length=None,
     )
 
 
