@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Self
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from proxy.clientaddr import forwarded_node
 
@@ -141,16 +141,22 @@ def _connection_tokens(headers: Headers) -> frozenset[str]:
 
 
 def _copy_end_to_end(headers: Headers, drop: frozenset[str] = HOP_BY_HOP) -> CIMultiDict[str]:
-    if "Connection" in headers:
+    if _CONNECTION in headers:
         drop = drop | _connection_tokens(headers)
     # Repeated fields (Set-Cookie, Via, ...) are kept one by one, in order.
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+    return CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])
 
 
 def _append(headers: CIMultiDict[str], name: str, value: str) -> None:
-    existing = headers.getall(name, ())
-    headers.popall(name, None)
+    if name not in headers:  # most often: no list to make, nothing to pop
+        headers[name] = value
+        return
+    existing = headers.getall(name)
+    headers.popall(name)
     headers[name] = ", ".join([*existing, value])
+
+
+_CONNECTION, _VIA = istr("Connection"), istr("Via")
 
 
 def request_fields(
@@ -227,5 +233,5 @@ _VIA_LINE = f"Via: {VIA}"
 def forward_response_headers(headers: Headers) -> CIMultiDict[str]:
     """Headers to send the client for an upstream response."""
     out = _copy_end_to_end(headers)
-    _append(out, "Via", VIA)
+    _append(out, _VIA, VIA)
     return out
