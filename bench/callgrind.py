@@ -1,0 +1,118 @@
+"""Instructions per request under callgrind: steady where req/s on a shared machine is not.
+
+    python -m bench.callgrind miss 2000        # a miss, cache off, full pipeline
+    DROP=cors python -m bench.callgrind miss 2000   # ... without CORS (or limit, log)
+    python -m bench.callgrind cold 2000        # every request a new key, stored
+    python -m bench.callgrind hit 3000         # the full-pipeline hot hit
+    python -m bench.callgrind forward 2000     # the naive aiohttp forwarding proxy
+    python -m bench.callgrind dictcache 2000   # the dict-cache yardstick
+
+The bench upstream (1 KB bodies) runs normally; the measured server runs under valgrind's
+callgrind with PYTHONHASHSEED=0. It is warmed with 500 requests, its counters are zeroed,
+then N requests go over 16 keep-alive connections (bench/loadgen.py) and it dumps. User-space
+instructions only: the kernel's share of each request (the socket calls) is not counted.
+Runs of one tree differ by up to about 1%; compare trees by alternating them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench import servers, suite
+from bench.loadgen import run_load
+
+KINDS = ("miss", "cold", "hit", "forward", "dictcache")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("requests", type=int, nargs="?", default=2000)
+    args = parser.parse_args()
+    kind, n = args.kind, args.requests
+    stored = kind in ("cold", "dictcache", "hit")
+    work = Path(tempfile.mkdtemp(prefix="callgrind-"))
+    with servers.upstream(["--size", "1024", *(["--max-age", "3600"] if stored else [])]) as up:
+        port = servers.free_port()
+        if kind in ("miss", "cold", "hit"):
+            config = servers.proxy_config(up.port, suite.full_pipeline(kind != "miss"))
+            config["listen"]["port"] = port
+            for drop in filter(None, os.environ.get("DROP", "").split(",")):
+                if drop == "log":
+                    config["log"] = {"access": False}
+                else:
+                    config.pop({"cors": "cors", "limit": "rate_limit"}[drop])
+            (work / "config.yaml").write_text(yaml.safe_dump(config))
+            argv = ["-m", "proxy", "run", "--config", str(work / "config.yaml")]
+            argv += ["--log-level", "WARNING"]
+        else:
+            upstream = f"http://127.0.0.1:{up.port}"
+            argv = ["-m", "bench.yardsticks", kind, "--port", str(port), "--upstream", upstream]
+        out = work / "callgrind.out"
+        valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
+        proc = subprocess.Popen(
+            [*valgrind, sys.executable, *argv],
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            servers.wait_listening(port, proc, timeout=300)
+            total = _measure(proc.pid, port, kind, n, Path(f"{out}.{proc.pid}.1"))
+        finally:
+            proc.terminate()
+            proc.wait()
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"{kind}: {total / n / 1000:.1f}k instructions per request ({n} requests)")
+
+
+def _measure(pid: int, port: int, kind: str, n: int, dump: Path) -> int:
+    headers = f"Origin: {suite.ORIGIN}\r\n"
+    if kind == "hit":
+        paths = ["/api/item/1?x=1"]
+        headers += "Accept-Encoding: br\r\n"
+    elif kind in ("cold", "dictcache"):
+        paths = [f"/api/cold/{i}" for i in range(n + 500)]  # every one new
+    else:
+        paths = [f"/api/item/{i}?x=1" for i in range(100)]
+    sent = 0
+
+    def load(count: int) -> None:
+        nonlocal sent
+        first = sent
+        sent += count
+        asyncio.run(
+            run_load(
+                kind,
+                port,
+                lambda i: paths[(first + i) % len(paths)],
+                concurrency=16,
+                duration=3600,
+                max_requests=count,
+                headers=headers,
+            )
+        )
+
+    load(500)
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    load(n)
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    time.sleep(1)
+    for line in dump.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {dump}")
+
+
+if __name__ == "__main__":
+    main()
