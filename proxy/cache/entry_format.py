@@ -138,6 +138,9 @@ def _decode_v2(data: bytes) -> Entry:
         texts.append(data[pos:end].decode("utf-8", "surrogateescape"))
         pos = end
     reason, primary, url_key, path, head = texts
+    if "\r" in head or "\r" in reason or "\n" in reason:
+        # Lines split by "\n" only: a CR would reach the client as a line of its own.
+        raise EntryFormatError("a line break inside a stored field")
     end = pos + lengths[5]
     if end > len(data):
         raise struct.error("a length runs past the end")
@@ -204,6 +207,8 @@ def _decode_v1(data: bytes) -> Entry:
     reader = _Reader(memoryview(data), _HEAD.size)
     status, _, response_time, initial_age, lifetime = reader.fixed(_FIXED1)
     reason, primary, url_key, path = (reader.str() for _ in range(4))
+    if "\r" in reason or "\n" in reason:
+        raise EntryFormatError("a line break inside a stored field")
     headers = reader.headers()
     vary, vary_values, tags = (reader.strs(reader.count()) for _ in range(3))
     body = reader.bytes()
@@ -285,6 +290,8 @@ class _Reader:
         flat = self.strs(self.count())
         if len(flat) % 2:
             raise struct.error("a header without a value")
+        if any("\r" in text or "\n" in text for text in flat):
+            raise EntryFormatError("a line break inside a stored field")
         return CIMultiDictProxy(CIMultiDict(zip(flat[::2], flat[1::2], strict=True)))
 
     def at_end(self) -> bool:

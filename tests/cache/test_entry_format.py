@@ -21,8 +21,13 @@ from tests.cache.entry_v1 import encode_v1
 
 NOW = 1_700_000_000.0
 
-# What aiohttp hands us for header bytes that are not UTF-8.
-raw_text = st.binary(max_size=40).map(lambda b: b.decode("utf-8", "surrogateescape"))
+# What aiohttp hands us for header bytes that are not UTF-8 (never a line break: the
+# parser ends a field there).
+raw_text = (
+    st.binary(max_size=40)
+    .map(lambda b: b.decode("utf-8", "surrogateescape"))
+    .filter(lambda t: "\r" not in t and "\n" not in t)
+)
 
 
 def make_entry(
@@ -337,3 +342,28 @@ def test_the_cache_control_of_a_head_that_starts_or_ends_oddly(
 ) -> None:
     entry = make_entry([*first, ("cache-control", "max-age=5"), ("X-Tail", "cdn-")])
     assert decode(encode(entry)).cc.max_age == 5
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [("value", "a\rX-Injected: 1"), ("name", "X-A\rB"), ("reason", "OK\r\nX-Injected: 1")],
+)
+def test_a_line_break_inside_a_stored_field_is_refused(version: str, where: str, text: str) -> None:
+    # Whoever can write to the shared Redis must not get a line of their own into the
+    # answers every instance sends: such a value is corrupt, a counted miss.
+    headers = [("Cache-Control", "max-age=60")]
+    if where == "value":
+        headers.append(("X-A", text))
+    elif where == "name":
+        headers.append((text, "1"))
+    entry = make_entry(headers)
+    if where == "reason":
+        entry = dataclasses.replace(entry, reason=text)
+    with pytest.raises(EntryFormatError, match="line break"):
+        decode(encode_v1(entry) if version == "v1" else encode(entry))
+    variant_headers = CIMultiDictProxy(CIMultiDict([("X-A", "a\rb")]))
+    plain = make_entry([("Cache-Control", "max-age=60")])
+    plain = dataclasses.replace(plain, variants={"br": (variant_headers, b"x")})
+    with pytest.raises(EntryFormatError, match="line break"):
+        decode(encode(plain, ("br",)) if version == "v2" else encode_v1(plain, ("br",)))
