@@ -91,7 +91,7 @@ def forwarded_head(
     if cors is not None:
         head.append(cors.answer_lines(request_headers))
     head.append(limits)
-    _length_lines(head, fields, length)
+    length_lines(head, fields, length)
     return "".join(head).encode("utf-8", "surrogateescape"), _DATE in fields
 
 
@@ -116,7 +116,7 @@ def stored_head(
     _fields(head, fields, drop, cors, vary_encoding, via=False)
     if cors is not None:
         head.append(cors.static_lines)
-    _length_lines(head, fields, length)
+    length_lines(head, fields, length)
     return "".join(head).encode("utf-8", "surrogateescape"), _DATE in fields
 
 
@@ -159,17 +159,23 @@ def _fields(
             if merged is not values:
                 vary = [f"Vary: {value}\r\n" for value in merged]
     lines += vary
+    head.append(checked_lines(lines))
+
+
+def checked_lines(lines: list[str]) -> str:
+    """`lines`, each one line ending in CRLF, joined; ValueError when one holds another."""
     text = "".join(lines)
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
         # The last line of defence against a field that would split the answer, as
         # aiohttp's own serialiser has (the parser lets no such field through).
         raise ValueError("a response field holds CR or LF")
-    head.append(text)
+    return text
 
 
-def _length_lines(head: list[str], fields: Headers, length: int) -> None:
+def length_lines(head: list[str], fields: Headers, length: int) -> None:
+    """Content-Length for a body of `length` bytes onto `head`, and what aiohttp's Response
+    adds when `fields` lack it."""
     head.append(f"Content-Length: {length}\r\n")
-    # What aiohttp's Response adds when they are missing.
     if length and _TYPE not in fields:
         head.append("Content-Type: application/octet-stream\r\n")
     if _SERVER not in fields:

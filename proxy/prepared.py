@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, istr
 
-from proxy.answer_head import stored_head
+from proxy.answer_head import checked_lines, length_lines, stored_head
 from proxy.cache.policy import Headers
 from proxy.cache.status import cache_status
 from proxy.compression import is_acceptable
@@ -118,18 +118,8 @@ def serialise(status: int, reason: str, headers: Headers, length: int) -> bytes:
     `headers` holds no Content-Length: this adds the body's."""
     lines = [f" {status} {reason}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-    lines.append(f"Content-Length: {length}\r\n")
-    # What aiohttp's Response adds when they are missing.
-    if length and _TYPE not in headers:
-        lines.append("Content-Type: application/octet-stream\r\n")
-    if _SERVER not in headers:
-        lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
-    text = "".join(lines)
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        # Every value was checked where it came from; the last line of defence against a
-        # field that would split the response, as aiohttp's own serialiser has.
-        raise ValueError("a response field holds CR or LF")
-    return text.encode("utf-8", "surrogateescape")
+    length_lines(lines, headers, length)
+    return checked_lines(lines).encode("utf-8", "surrogateescape")
 
 
 def relayed(
@@ -142,7 +132,7 @@ def relayed(
     return PreparedResponse(status, reason, static, tail, body, cache)
 
 
-_TYPE, _SERVER, _DATE = istr("Content-Type"), istr("Server"), istr("Date")
+_DATE = istr("Date")
 _STATUS_LINES: dict[tuple[str, str], str] = {}
 
 
