@@ -77,12 +77,9 @@ def forwarded_head(
             if compression.negotiate(accept) is not None:
                 return None  # to be encoded
             vary_encoding = True
-    limits = ""
-    if route.rate_limit is not None:
-        lines_of_limit = route.rate_limit.lines()
-        if lines_of_limit is None:
-            return None
-        limits = lines_of_limit
+    limits = "" if route.rate_limit is None else route.rate_limit.lines()
+    if limits is None:
+        return None
     cors = route.cors
     head = [f" {status} {reason}\r\n"]
     drop = _FORWARD_DROP if route.rate_limit is None else _FORWARD_DROP_LIMITED

@@ -108,11 +108,7 @@ def interim_relay(request: web.BaseRequest) -> Interim | None:
         transport = request.transport
         if transport is None or transport.is_closing() or request.writer.output_size:
             return
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = ""
-        lines = [f"HTTP/1.1 {status} {reason}"]
+        lines = [f"HTTP/1.1 {status} {PHRASES.get(status, '')}"]
         lines += [f"{k}: {v}" for k, v in forward_response_headers(headers).items()]
         transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
 

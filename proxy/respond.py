@@ -313,12 +313,9 @@ def _send_head(
     status: str,
 ) -> PreparedResponse | None:
     """`head` with this request's lines; None: the rate-limit stage did not run."""
-    limits = ""
-    if route.rate_limit is not None:
-        lines = route.rate_limit.lines()
-        if lines is None:
-            return None
-        limits = lines
+    limits = "" if route.rate_limit is None else route.rate_limit.lines()
+    if limits is None:
+        return None
     cors = route.cors.allow_lines(request.headers) if route.cors is not None else ""
     ttl = entry.lifetime - age
     if not -SF_INTEGER_MAX <= ttl <= SF_INTEGER_MAX:  # as cache_status_ttl (NaN too)
