@@ -16,7 +16,7 @@ from proxy.cache.entry import Entry
 from proxy.cache.policy import Headers
 from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
 from proxy.cache.stores import MemoryStore
-from proxy.compression import CodingError
+from proxy.compression import CodingError, vary_accept_encoding
 from proxy.encoding import (
     AS_STORED,
     DECODED,
@@ -167,6 +167,9 @@ class Responder:
                 request.headers.get("Accept-Encoding"),
             )
             if key == AS_STORED:
+                # The stored bytes under one more Vary: cheaper to remake than to keep as a
+                # variant (a header copy and VARIANT_OVERHEAD on every entry a client
+                # without Accept-Encoding asks for; hits keep their head anyway).
                 vary_encoding = True
             elif key is not None:
                 made = entry.variants.get(key) or await self._make_variant(route, entry, key)
@@ -188,7 +191,8 @@ class Responder:
             if prepared is not None:
                 return prepared
         if vary_encoding:
-            headers = (await self._make_variant(route, entry, AS_STORED))[0]  # type: ignore[index]
+            headers = CIMultiDict(headers)
+            vary_accept_encoding(headers)
         resp: web.StreamResponse
         if conditional and entry.status == 200 and policy.not_modified_for_client(h, headers):
             unstored = None
@@ -266,11 +270,6 @@ class Responder:
     async def _make_variant(self, route: RoutePolicy, entry: Entry, key: str) -> Variant | Unstored:
         assert route.compression is not None and route.cache is not None
         args = (route.compression, entry.headers, entry.body, key, route.cache.max_entry_size)
-        if key == AS_STORED:
-            # The stored bytes under one more Vary: cheaper to remake than to keep (a
-            # header copy and VARIANT_OVERHEAD on every entry a client without
-            # Accept-Encoding asks for; hits keep their head anyway).
-            return make_variant(*args)
         if key == DECODED or len(entry.body) > _INLINE_ENCODE:
             variant = await asyncio.to_thread(make_variant, *args)
         else:

@@ -252,6 +252,29 @@ async def test_clients_without_a_coding_cost_the_entry_nothing_more(
 
 
 @pytest.mark.parametrize(
+    ("extra", "status"),
+    [({"If-None-Match": '"doc1"'}, 304), ({"Range": "bytes=0-9"}, 206), ({}, 200)],
+)
+async def test_every_answer_of_the_stored_form_says_it_varies_by_coding(
+    doc_origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    extra: dict[str, str],
+    status: int,
+) -> None:
+    # A client that accepts no coding we offer gets the stored bytes; a downstream cache
+    # must still keep them apart from the compressed ones, whichever way they are answered.
+    proxy = await start(start_proxy, doc_origin)
+    plain = {"Accept-Encoding": "identity"}
+    await get(http, proxy, "/d", headers=plain, skip_auto_headers=["Accept-Encoding"])
+    resp, _ = await get(
+        http, proxy, "/d", headers={**plain, **extra}, skip_auto_headers=["Accept-Encoding"]
+    )
+    assert resp.status == status
+    assert "Accept-Encoding" in resp.headers["Vary"]
+
+
+@pytest.mark.parametrize(
     ("headers", "size"),
     [
         ({"Content-Type": "application/json"}, 500),  # under min_size
