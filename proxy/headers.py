@@ -182,7 +182,7 @@ def request_fields(
         drop = policy.validating_trusted if peer_trusted else policy.validating_untrusted
     else:
         drop = policy.drop_trusted if peer_trusted else policy.drop_untrusted
-    if "Connection" in headers:
+    if _CONNECTION in headers:
         drop = drop | _connection_tokens(headers)
     lines = [f"Host: {upstream_host}"]
     merged = _NOTHING
