@@ -51,4 +51,6 @@ if ! command -v openssl >/dev/null 2>&1; then
 fi
 
 .venv/bin/ruff check proxy tests bench
-exec .venv/bin/python -m pytest "$@"
+# Four processes: most tests wait on sockets and subprocesses, so even two cores keep them busy
+# (about 3 min instead of 6.5 on this 2-core machine).
+exec .venv/bin/python -m pytest -n 4 "$@"
