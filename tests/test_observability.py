@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gzip
 import logging
 import time
@@ -23,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.app import ProxyServer
 from proxy.config import ConfigError, parse_config
 from proxy.metrics import Meters, MultiprocessWriter, Series, render_multiprocess
+from proxy.observability import _upstream_series
 from tests.conftest import Origin, StartProxy, StartUpstream, get
 from tests.redis_servers import RedisServer
 
@@ -407,7 +409,7 @@ def test_workers_metrics_add_up_through_the_multiprocess_files(
         writer = MultiprocessWriter(lambda pid=pid: pid)  # type: ignore[misc]
         series = [
             *meters.series(),
-            Series("gauge", "cacheproxy_cache_bytes", "b", (), {(): bytes_held}),
+            Series("gauge", "cacheproxy_cache_bytes", "b", (), {(): bytes_held}, "sum"),
         ]
         writer.write(series)
         writer.write(series)  # written whole, not added: repeating changes nothing
@@ -420,6 +422,25 @@ def test_workers_metrics_add_up_through_the_multiprocess_files(
     assert sample(s, f"{hist}_bucket", route="api", cache="hit", le="0.00025") == 0
     assert sample(s, f"{hist}_bucket", route="api", cache="miss", le="0.25") == 2
     assert sample(s, "cacheproxy_cache_bytes") == 1500  # live gauges: summed
+
+
+async def test_each_gauge_merges_across_workers_as_it_declares(
+    origin: Origin, start_proxy: StartProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await start_proxy(origin.url)
+    (real,) = proxy.upstream.stats()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # after: the proxy writes none
+    for pid, oldest, circuit, in_flight in ((201, 2.0, "open", 3), (202, 5.0, "closed", 4)):
+        stats = dataclasses.replace(real, oldest_wait=oldest, circuit=circuit, in_flight=in_flight)
+        MultiprocessWriter(lambda pid=pid: pid).write(_upstream_series([stats]))  # type: ignore[misc]
+    s = samples(render_multiprocess(str(tmp_path)).decode())
+    up = {"upstream": real.name}
+    # The longest wait of any worker and whether any circuit is open: not sums over workers.
+    assert sample(s, "cacheproxy_upstream_queue_oldest_seconds", **up) == 5.0
+    assert sample(s, "cacheproxy_upstream_circuit_open", **up) == 1
+    assert sample(s, "cacheproxy_upstream_in_flight", **up) == 7
+    with pytest.raises(ValueError, match="across_workers"):
+        Series("gauge", "cacheproxy_new", "a gauge that did not choose")
 
 
 async def test_a_worker_writes_its_metrics_where_the_supervisor_reads_them(
