@@ -93,11 +93,11 @@ async def _serve_until_signal(
     before: Callable[[], Awaitable[None]] | None = None,
     source: ConfigSource | None = None,
 ) -> ProxyServer:
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     server = ProxyServer(config, source=source)
+    # SIGTERM: /readyz turns 503, the port serves shutdown_delay more; SIGINT: no delay.
+    loop.add_signal_handler(signal.SIGTERM, server.shutdown.terminate)
+    loop.add_signal_handler(signal.SIGINT, server.shutdown.interrupt)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     await server.start()
     log.info(
@@ -110,7 +110,10 @@ async def _serve_until_signal(
     )
     if before is not None:
         await before()
-    await stop.wait()
+    await server.shutdown.requested()
+    if not server.shutdown.skips_delay and config.shutdown_delay:
+        log.info("not ready: serving %.0fs more before draining", config.shutdown_delay)
+    await server.shutdown.until_close()
     log.info("draining in-flight requests (up to %.0fs)", config.shutdown_grace)
     await server.stop()
     return server

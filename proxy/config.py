@@ -229,8 +229,12 @@ class Config(_Model):
     cors: CorsConfig | None = None
     compression: CompressionConfig | None = None
     routes: tuple[Route, ...] = ()
-    # Seconds in-flight requests get to finish after SIGTERM/SIGINT.
-    shutdown_grace: float = Field(10.0, ge=0)
+    # Seconds in-flight requests get to finish once the proxy port stops accepting.
+    shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
+    # Seconds between SIGTERM and the proxy port closing: /readyz answers 503 at once, and
+    # the port serves on while load balancers take this instance out (a Kubernetes preStop
+    # sleep). SIGINT (Ctrl-C) skips it.
+    shutdown_delay: float = Field(5.0, ge=0, allow_inf_nan=False)
     # Proxies whose X-Forwarded-* / Forwarded headers are believed (CIDRs or addresses).
     trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
     # The Redis shared by every process and instance; none: everything stays in memory.

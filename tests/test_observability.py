@@ -324,9 +324,11 @@ async def test_every_new_endpoint_needs_the_token_but_health(
         assert resp.status == 200
 
 
-async def test_unhealthy_with_503_when_the_upstream_is_gone(
+async def test_an_upstream_gone_is_degraded_and_the_proxy_stays_ready(
     start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
+    """Every replica sees the same upstream: taking them all out would serve nobody, not even
+    the stale entries stale_if_error keeps for exactly this."""
     up = await start_upstream(web.Application())
     proxy = await start_proxy(up.url, upstream={"health_cache": 0})
     status, doc = await admin(http, proxy, "/health")
@@ -335,7 +337,7 @@ async def test_unhealthy_with_503_when_the_upstream_is_gone(
     assert up.runner is not None
     await up.runner.cleanup()
     status, doc = await admin(http, proxy, "/health")
-    assert (status, doc["status"]) == (503, "unhealthy")
+    assert (status, doc["status"]) == (200, "degraded")
     assert doc["checks"]["upstream"] == {
         "status": "down",
         "probe": "tcp",
@@ -343,6 +345,29 @@ async def test_unhealthy_with_503_when_the_upstream_is_gone(
         "latency_ms": doc["checks"]["upstream"]["latency_ms"],
     }
     assert "127.0.0.1" not in str(doc)  # /health needs no token: it names no host
+    assert await admin(http, proxy, "/readyz") == (200, {"status": "ready"})
+    assert await admin(http, proxy, "/livez") == (200, {"status": "alive"})
+
+
+async def test_health_names_no_redis_host_without_the_admin_token(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    redis = {"url": redis_server.url, "timeout": 0.5, "key_prefix": "health:"}
+    proxy = await start_proxy(
+        origin.url, redis=redis, admin={"token": TOKEN}, upstream={"health_cache": 0}
+    )
+    redis_server.stop()
+    status, doc = await admin(http, proxy, "/health")
+    assert (status, doc["status"]) == (200, "degraded")
+    check = doc["checks"]["redis"]
+    assert check["status"] == "down" and check["error"] in ("ConnectionError", "timeout")
+    assert str(redis_server.port) not in str(doc) and "127.0.0.1" not in str(doc)
+    # The failure's own words are for whoever holds the token.
+    _, doc = await admin(http, proxy, "/health", TOKEN)
+    assert str(redis_server.port) in doc["checks"]["redis"]["detail"]
 
 
 async def test_health_path_is_probed_at_most_once_per_interval(
@@ -359,12 +384,12 @@ async def test_health_path_is_probed_at_most_once_per_interval(
     status, doc = await admin(http, proxy, "/health")
     assert status == 200 and origin.hits["/healthz"] == 1  # still the cached answer
 
-    async def unhealthy() -> bool:
-        return (await admin(http, proxy, "/health"))[0] == 503
+    async def degraded() -> bool:
+        return (await admin(http, proxy, "/health"))[1]["status"] == "degraded"
 
-    await eventually(unhealthy, within=3)
-    _, doc = await admin(http, proxy, "/health")
-    assert doc["checks"]["upstream"]["error"] == "status 500"
+    await eventually(degraded, within=3)
+    status, doc = await admin(http, proxy, "/health")
+    assert status == 200 and doc["checks"]["upstream"]["error"] == "status 500"
 
 
 def test_config_errors_in_the_new_sections_name_their_key_paths() -> None:
