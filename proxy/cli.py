@@ -11,6 +11,7 @@ import logging
 import resource
 import signal
 import sys
+import typing
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -27,12 +28,13 @@ from proxy.config import (
 )
 from proxy.demo_upstream import build_demo_app
 from proxy.eventloop import run as run_loop
-from proxy.logs import configure_logging
+from proxy.logs import LogSettings, configure_logging
 from proxy.reload import ConfigSource
 from proxy.schema import config_schema
 from proxy.workers import CannotStart, Supervisor
 
 log = logging.getLogger("cacheproxy")
+LOG_LEVELS = typing.get_args(LogSettings.model_fields["level"].annotation)
 
 # What `cacheproxy demo` runs when no --config is given: memory only, no Redis.
 DEMO_CONFIG = """
@@ -84,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     alone.add_argument("--delay", type=float, default=2.0, help="latency in seconds")
 
     for p in (run, demo):
-        p.add_argument("--log-level", help="override log.level (DEBUG, INFO, WARNING, ERROR)")
+        p.add_argument(
+            "--log-level",
+            type=str.upper,
+            choices=LOG_LEVELS,
+            help=f"override log.level ({', '.join(LOG_LEVELS)})",
+        )
     return parser
 
 

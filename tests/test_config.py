@@ -63,7 +63,9 @@ def test_duplicate_keys_are_errors_with_their_path_and_line() -> None:
 
 
 def test_missing_upstream_and_empty_file() -> None:
-    assert problems("listen: {port: 1}") == ["upstream: required key is missing"]
+    assert problems("listen: {port: 1}") == [
+        "upstream: required key is missing (in the file, or CACHEPROXY_UPSTREAM__URL)"
+    ]
     assert "empty" in problems("")[0]
     assert "mapping" in problems("- a\n- b")[0]
 

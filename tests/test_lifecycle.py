@@ -1,5 +1,5 @@
-"""Readiness apart from the upstream's health, SIGTERM's delay and the figures of several
-workers: through `cacheproxy run` in processes of its own."""
+"""Readiness apart from the upstream's health, SIGTERM's delay, environment overrides and the
+figures of several workers: through `cacheproxy run` in processes of its own."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,8 +16,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.conftest import Origin, ProxyProcess
-from tests.test_workers import admin, ask_worker, workers_ready
+from tests.conftest import ROOT, Origin, ProxyProcess, free_port
+from tests.test_workers import TOKEN, admin, ask_worker, workers_ready
 
 
 async def state(proxy: ProxyProcess, path: str) -> tuple[int, Any]:
@@ -229,3 +231,75 @@ async def test_with_workers_a_revocation_is_counted_once(
     assert before + 3600 - 1 <= body["expires_at"] <= time.time() + 3600 + 1
     status, body, _ = await admin(proxy, "GET", "/tokens/revoked/count")
     assert (status, body) == (200, {"count": 1})
+
+
+# --- environment overrides -----------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CACHEPROXY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **env},
+    )
+
+
+async def test_environment_overrides_win_over_the_file_and_unknown_ones_are_warned_of(
+    origin: Origin, proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    env = {
+        "CACHEPROXY_WORKERS": "2",  # the file says 1
+        "CACHEPROXY_ADMIN__TOKEN": TOKEN,
+        "CACHEPROXY_LISTEN_HOST": "0.0.0.0",  # one underscore: no key
+    }
+    proxy = proxy_process(origin.url, workers=1, env=env)
+    assert len(await workers_ready(proxy, TOKEN)) == 2
+    assert (await admin(proxy, "GET", "/cache/stats"))[0] == 401  # the token from the env
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert await exit_code(proxy, 15) == 0
+    output = proxy.proc.stdout.read()  # type: ignore[union-attr]
+    assert "environment overrides: CACHEPROXY_ADMIN__TOKEN, CACHEPROXY_WORKERS" in output
+    assert (
+        "environment variable CACHEPROXY_LISTEN_HOST names no config key: ignored "
+        "(did you mean CACHEPROXY_LISTEN__HOST?)"
+    ) in output
+    assert TOKEN not in output
+
+
+def test_a_bad_override_exits_2_naming_the_variable_and_the_key(tmp_path: Any) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"listen: {{port: {free_port()}}}\nadmin: {{port: {free_port()}}}\n")
+    env = {
+        "CACHEPROXY_UPSTREAM__URL": "http://127.0.0.1:9",
+        "CACHEPROXY_WORKERS": "lots-of-them",
+        "CACHEPROXY_CACHE__TIERS": "memory",
+        "CACHEPROXY_ADMIN__HOST": "0.0.0.0",
+    }
+    for command in ("run", "check-config"):
+        done = run_cli(command, "--config", str(cfg), env=env)
+        assert done.returncode == 2, done
+        assert "workers: " in done.stderr and "CACHEPROXY_WORKERS" in done.stderr
+        assert "lots-of-them" not in done.stderr
+        assert "cache.tiers: CACHEPROXY_CACHE__TIERS must be JSON" in done.stderr
+        # An open admin port without a token: the variable that sets one.
+        assert "admin.host: " in done.stderr and "CACHEPROXY_ADMIN__TOKEN" in done.stderr
+        assert "Traceback" not in done.stderr
+    del env["CACHEPROXY_WORKERS"], env["CACHEPROXY_ADMIN__HOST"]
+    env["CACHEPROXY_CACHE__TIERS"] = '["memory"]'
+    done = run_cli("check-config", "--config", str(cfg), env=env)
+    assert done.returncode == 0, done.stderr  # the file has no upstream: the env gave it
+    assert "upstream http://127.0.0.1:9" in done.stdout
+
+
+def test_an_unknown_log_level_exits_2_listing_the_levels(tmp_path: Any) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("upstream: {url: 'http://127.0.0.1:9'}\n")
+    done = run_cli("run", "--config", str(cfg), "--log-level", "verbose", env={})
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr
+    for level in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        assert level in done.stderr
