@@ -1,6 +1,7 @@
 # cacheproxy: a caching reverse proxy, as a container. README "Containers" says how to run it.
 #   docker build -t cacheproxy .
-#   docker run -e ADMIN_TOKEN=... -e UPSTREAM_URL=http://api:8000 -p 8080:8080 cacheproxy
+#   docker run -e CACHEPROXY_ADMIN__TOKEN=... -e CACHEPROXY_UPSTREAM__URL=http://api:8000 \
+#       -p 8080:8080 cacheproxy
 ARG BASE=python:3.12-slim
 
 # --- build: wheels for the project and its dependencies, installed into a venv ---------------
@@ -18,25 +19,25 @@ RUN python3 -m pip wheel --no-deps --wheel-dir /wheels . \
     && /opt/cacheproxy/bin/pip install --no-index --find-links /wheels 'cacheproxy[uvloop]' \
     && /opt/cacheproxy/bin/pip uninstall --yes pip
 
-# --- run: the same base, the venv, the example config; no build tools, no root ---------------
+# --- run: the same base, the venv, a neutral config; no build tools, no root -----------------
 FROM ${BASE}
 ARG UID=10001
 RUN useradd --system --uid ${UID} --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin cacheproxy
 COPY --from=build /opt/cacheproxy /opt/cacheproxy
-COPY config.yaml /etc/cacheproxy/config.yaml
-# Inside a container both listeners face the pod/network: the admin one for the health check
-# and a Prometheus scraper. config.yaml reads these; a non-loopback admin host makes the
-# proxy refuse to start without ADMIN_TOKEN (or admin.allow_insecure), so security holds.
+# Caching on, everything else opt-in. Both listeners face the network (the admin one for the
+# health check and a Prometheus scraper), so the proxy refuses to start without an admin
+# token (CACHEPROXY_ADMIN__TOKEN). Any key can be set with a CACHEPROXY_* variable.
+COPY deploy/image/config.yaml /etc/cacheproxy/config.yaml
 ENV PATH=/opt/cacheproxy/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    CACHEPROXY_LISTEN_HOST=0.0.0.0 \
-    CACHEPROXY_ADMIN_HOST=0.0.0.0
+    PYTHONDONTWRITEBYTECODE=1
 USER cacheproxy
 EXPOSE 8080 9901
-# /health needs no token; 503 (upstream gone) or no answer makes the container unhealthy.
+# /readyz needs no token and is the proxy's own state, not the API's: an API outage must not
+# take away a proxy that can serve stale answers. 503 from SIGTERM on (shutdown_delay).
+# CACHEPROXY_ADMIN__PORT moves the admin port, whatever the config file says: the check follows.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('CACHEPROXY_ADMIN_PORT', '9901'), timeout=4)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('CACHEPROXY_ADMIN__PORT', '9901'), timeout=4)"]
 ENTRYPOINT ["cacheproxy"]
 CMD ["run", "--config", "/etc/cacheproxy/config.yaml"]

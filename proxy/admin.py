@@ -1,4 +1,7 @@
-"""The admin listener: health, statistics, cache purge. Loopback by default; token if configured."""
+"""The admin listener: health, statistics, cache purge. Loopback by default; token if configured.
+
+`/livez`, `/readyz` and `/health` need no token: probes and load balancers call them. The
+first two say nothing but a state word."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from proxy import dashboard
 from proxy.admin_merge import MERGE_HEADER
 from proxy.errors import json_error
-from proxy.health import overall
+from proxy.health import overall, without_detail
 from proxy.revocation import admin_routes as revocation_routes
 from proxy.target import BadTarget, parse_target
 
@@ -42,36 +45,46 @@ def _basic_password(given: bytes) -> bytes | None:
         return None
 
 
-def token_guard(token: str | None) -> Callable[[Handler], Handler]:
-    """Admin operations need `Authorization: Bearer <token>` when a token is configured.
+def token_check(token: str | None) -> Callable[[web.Request], bool]:
+    """Whether a request carries the admin token (always True when none is configured).
 
-    A browser (the dashboard) may send the token as the password of HTTP Basic auth
-    instead, with any user name: it asks for it once and sends it with every request.
+    `Authorization: Bearer <token>`; a browser (the dashboard) may send the token as the
+    password of HTTP Basic auth instead, with any user name: it asks for it once and sends it
+    with every request.
     """
     # aiohttp decodes header bytes with surrogateescape, so encoding back the same way gives
     # the bytes as sent: no header, however malformed, can make the comparison raise.
     secret = token.encode("utf-8", "surrogateescape") if token else None
     expected = b"Bearer " + secret if secret is not None else None
 
+    def check(request: web.Request) -> bool:
+        if expected is None or secret is None:
+            return True
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        password = _basic_password(given)
+        # Constant-time: the comparison must not leak how much of a guess was right.
+        if password is not None:
+            return hmac.compare_digest(password, secret)
+        return hmac.compare_digest(given, expected)
+
+    return check
+
+
+def token_guard(token: str | None) -> Callable[[Handler], Handler]:
+    """Admin operations need the admin token when one is configured (token_check)."""
+    allowed = token_check(token)
+
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if expected is not None and secret is not None:
-                given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-                password = _basic_password(given)
-                # Constant-time: the comparison must not leak how much of a guess was right.
-                if password is not None:
-                    allowed = hmac.compare_digest(password, secret)
-                else:
-                    allowed = hmac.compare_digest(given, expected)
-                if not allowed:
-                    refusal = json_error(
-                        401,
-                        "unauthorized",
-                        "admin token required",
-                        {"WWW-Authenticate": 'Bearer realm="cacheproxy-admin"'},
-                    )
-                    refusal.headers.add("WWW-Authenticate", 'Basic realm="cacheproxy-admin"')
-                    return refusal
+            if not allowed(request):
+                refusal = json_error(
+                    401,
+                    "unauthorized",
+                    "admin token required",
+                    {"WWW-Authenticate": 'Bearer realm="cacheproxy-admin"'},
+                )
+                refusal.headers.add("WWW-Authenticate", 'Basic realm="cacheproxy-admin"')
+                return refusal
             return await handler(request)
 
         return guarded
@@ -80,12 +93,19 @@ def token_guard(token: str | None) -> Callable[[Handler], Handler]:
 
 
 def build_admin_app(server: ProxyServer) -> web.Application:
-    guard = token_guard(server.config.admin.token)
+    token = server.config.admin.token
+    guard = token_guard(token)
+    has_token = token_check(token)
     cache = server.pipeline.cache
 
-    async def health(_: web.Request) -> web.Response:
+    async def readyz(_: web.Request) -> web.Response:
+        return state(server.ready, "draining")
+
+    async def health(request: web.Request) -> web.Response:
         # No upstream URL here: it may hold a password, and /health needs no token.
-        status, http_status, checks = await server.health.check()
+        checks = await server.health.check()
+        if token is None or not has_token(request):
+            checks = without_detail(checks)
         # Each upstream's circuit, by route name (never its URL); a `status` each, so that
         # with several workers the merged answer shows the worst of theirs. An open circuit
         # is degraded, not unhealthy: this process still serves (stale entries, 503s).
@@ -95,7 +115,7 @@ def build_admin_app(server: ProxyServer) -> web.Application:
         }
         failing = any(u["status"] == "down" for u in upstreams.values())
         checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
-        status, http_status = overall(checks)
+        status, http_status = overall(checks, server.shutdown.draining)
         answer = _json({"status": status, "checks": checks}, status=http_status)
         # With workers, the supervisor merges their answers: a probe's time does not add up.
         answer.headers[MERGE_HEADER] = "latency_ms=max"
@@ -154,26 +174,44 @@ def build_admin_app(server: ProxyServer) -> web.Application:
         return answer
 
     app = web.Application()
+    app.router.add_get(LIVE_PATH, livez)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/health", health)
-    if server.admin_path is not None:
-        # A worker's, on its private socket: the supervisor's heartbeat. Answered by the event
-        # loop alone (no upstream, no Redis), so silence means the loop itself is stuck.
-        app.router.add_get(ALIVE_PATH, alive)
     app.router.add_post("/config/reload", guard(reload))
     app.router.add_get("/cache/stats", guard(cache_stats))
     app.router.add_post("/cache/purge", guard(purge))
     app.router.add_get("/listener/stats", guard(listener_stats))
     add_observability(app, server, guard)
     for method, path, handler in revocation_routes(server.revocations):
-        app.router.add_route(method, path, guard(handler))
+        # Each worker holds the same list (shared through Redis, or revoked in every worker
+        # by the supervisor): its count and an expiry are not to be added up.
+        app.router.add_route(method, path, guard(merged(handler, "count=max, expires_at=max")))
     return app
 
 
-ALIVE_PATH = "/__alive"
+# Also the supervisor's heartbeat to each worker: answered by the event loop alone (no
+# upstream, no Redis), so silence means the loop itself is stuck.
+LIVE_PATH = "/livez"
 
 
-async def alive(_: web.Request) -> web.Response:
-    return web.Response(text="alive")
+async def livez(_: web.Request) -> web.Response:
+    return _json({"status": "alive"})
+
+
+def state(ready: bool, why_not: str) -> web.Response:
+    """`/readyz`'s answer: a word, nothing else (no token needed)."""
+    return _json({"status": "ready"} if ready else {"status": why_not}, 200 if ready else 503)
+
+
+def merged(handler: Handler, rules: str) -> Handler:
+    """`handler` with its answer's merge rules for the supervisor (proxy/admin_merge.py)."""
+
+    async def with_rules(request: web.Request) -> web.StreamResponse:
+        answer = await handler(request)
+        answer.headers[MERGE_HEADER] = rules
+        return answer
+
+    return with_rules
 
 
 def add_observability(

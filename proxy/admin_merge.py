@@ -5,7 +5,8 @@ tools see one proxy. The rules know nothing of particular endpoints (those added
 too), only of JSON shapes:
 
 - numbers add up (counters, sizes, budgets: the whole machine's);
-- a value under a key named `status` takes the worst (unhealthy/down > degraded > healthy/up);
+- a value under a key named `status` takes the worst (unhealthy/draining/down > degraded >
+  healthy/up);
 - booleans must all be true; lists are concatenated; objects merge key by key, recursively;
 - anything else (strings, mixed types): the first worker's; a null never hides a value.
 
@@ -34,7 +35,10 @@ MERGE_HEADER = "Cacheproxy-Merge"
 _MERGE_HEADER_LOWER = MERGE_HEADER.lower()
 RULES = frozenset({"sum", "max", "min", "first"})
 # Unknown words rank with degraded: not known to be fine, not known to be down.
-_SEVERITY = {"healthy": 0, "up": 0, "ok": 0, "degraded": 1, "unhealthy": 2, "down": 2}
+_SEVERITY = {
+    **{"healthy": 0, "up": 0, "ok": 0, "ready": 0, "alive": 0, "degraded": 1},
+    **{"unhealthy": 2, "down": 2, "draining": 2},
+}
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 

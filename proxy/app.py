@@ -20,6 +20,7 @@ from proxy.reload import ConfigSource, answer, effective, refusal, restart_requi
 from proxy.revocation import RevocationList
 from proxy.routes import RouteTable
 from proxy.shared_cache import SharedTier
+from proxy.shutdown import Shutdown
 from proxy.upstream import UpstreamClient
 from proxy.warmer import Warmer
 
@@ -27,7 +28,11 @@ log = logging.getLogger("cacheproxy")
 
 
 class ProxyServer:
-    """The running proxy: start() binds both ports, stop() drains and closes."""
+    """The running proxy: start() binds both ports, stop() drains and closes.
+
+    Whoever runs it (proxy/cli.py, a worker in proxy/workers.py) routes SIGTERM and SIGINT
+    to `shutdown` and calls stop() once `shutdown.until_close()` returns; until then the
+    admin port says, from the first signal on, that this process is not ready."""
 
     def __init__(
         self,
@@ -36,10 +41,12 @@ class ProxyServer:
         reuse_port: bool = False,
         admin_path: str | None = None,
         source: ConfigSource | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         """`reuse_port` and `admin_path` are for a worker of several (proxy/workers.py): it
         shares the proxy port with its siblings and answers admin requests on a unix socket,
-        for the supervisor that owns the admin port. `source`: what reload() re-reads."""
+        for the supervisor that owns the admin port. `source`: what reload() re-reads.
+        `shutdown`: one whose signal handlers are already in place."""
         self.config = config
         self.source = source
         self.reuse_port = reuse_port
@@ -87,7 +94,15 @@ class ProxyServer:
         self.health = HealthChecker(
             up.url, up.health_path, up.health_cache, self.redis, self.shared
         )
+        self.shutdown = shutdown or Shutdown(config.shutdown_delay)
         self._runners: list[web.BaseRunner] = []
+
+    @property
+    def ready(self) -> bool:
+        """Fit for new traffic: listening (the admin port, which answers this, is bound last),
+        config loaded, not draining. Never the upstream's health: a proxy that can answer
+        from its cache must stay in the load balancer while the upstream is down."""
+        return bool(self._runners) and not self.shutdown.draining
 
     def reload(self) -> dict[str, object]:
         """Re-read the source (SIGHUP, POST /config/reload); a bad file changes nothing."""

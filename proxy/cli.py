@@ -11,6 +11,7 @@ import logging
 import resource
 import signal
 import sys
+import typing
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -27,12 +28,13 @@ from proxy.config import (
 )
 from proxy.demo_upstream import build_demo_app
 from proxy.eventloop import run as run_loop
-from proxy.logs import configure_logging
+from proxy.logs import LogSettings, configure_logging
 from proxy.reload import ConfigSource
 from proxy.schema import config_schema
 from proxy.workers import CannotStart, Supervisor
 
 log = logging.getLogger("cacheproxy")
+LOG_LEVELS = typing.get_args(LogSettings.model_fields["level"].annotation)
 
 # What `cacheproxy demo` runs when no --config is given: memory only, no Redis.
 DEMO_CONFIG = """
@@ -84,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     alone.add_argument("--delay", type=float, default=2.0, help="latency in seconds")
 
     for p in (run, demo):
-        p.add_argument("--log-level", help="override log.level (DEBUG, INFO, WARNING, ERROR)")
+        p.add_argument(
+            "--log-level",
+            type=str.upper,
+            choices=LOG_LEVELS,
+            help=f"override log.level ({', '.join(LOG_LEVELS)})",
+        )
     return parser
 
 
@@ -93,11 +100,11 @@ async def _serve_until_signal(
     before: Callable[[], Awaitable[None]] | None = None,
     source: ConfigSource | None = None,
 ) -> ProxyServer:
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     server = ProxyServer(config, source=source)
+    # SIGTERM: /readyz turns 503, the port serves shutdown_delay more; SIGINT: no delay.
+    loop.add_signal_handler(signal.SIGTERM, server.shutdown.terminate)
+    loop.add_signal_handler(signal.SIGINT, server.shutdown.interrupt)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     await server.start()
     log.info(
@@ -110,7 +117,10 @@ async def _serve_until_signal(
     )
     if before is not None:
         await before()
-    await stop.wait()
+    await server.shutdown.requested()
+    if not server.shutdown.skips_delay and config.shutdown_delay:
+        log.info("not ready: serving %.0fs more before draining", config.shutdown_delay)
+    await server.shutdown.until_close()
     log.info("draining in-flight requests (up to %.0fs)", config.shutdown_grace)
     await server.stop()
     return server

@@ -7,6 +7,7 @@ Every problem in a file is reported at once, each with its key path
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -26,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from proxy import linear_regex
+from proxy import env_overrides, linear_regex
 from proxy.alerts import AlertSettings
 from proxy.cache_settings import CacheSettings
 from proxy.clientaddr import parse_network
@@ -49,6 +50,8 @@ _SECRET_KEY = re.compile(r"(\w*_)?(token|secret|password)", re.IGNORECASE)
 # masked too (at worst a port and path before an `@` in the path are masked with it).
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s'\":]*:)([^\s'\"]*)@")
 
+
+log = logging.getLogger("cacheproxy.config")
 
 MAX_WORKERS = 256  # a typo such as `workers: 1000` must not start a thousand processes
 
@@ -145,7 +148,8 @@ class Admin(_Model):
             return value
         raise ValueError(
             f"{value!r} is not a loopback address and admin.token is not set: anyone who can "
-            "reach it could read stats and purge the cache; set admin.token, or "
+            "reach it could read stats and purge the cache; set admin.token (or the "
+            f"environment variable {env_overrides.variable(('admin', 'token'))}), or "
             "admin.allow_insecure: true if that is deliberate"
         )
 
@@ -229,8 +233,12 @@ class Config(_Model):
     cors: CorsConfig | None = None
     compression: CompressionConfig | None = None
     routes: tuple[Route, ...] = ()
-    # Seconds in-flight requests get to finish after SIGTERM/SIGINT.
-    shutdown_grace: float = Field(10.0, ge=0)
+    # Seconds in-flight requests get to finish once the proxy port stops accepting.
+    shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
+    # Seconds between SIGTERM and the proxy port closing: /readyz answers 503 at once, and
+    # the port serves on while load balancers take this instance out (a Kubernetes preStop
+    # sleep). SIGINT (Ctrl-C) skips it.
+    shutdown_delay: float = Field(5.0, ge=0, allow_inf_nan=False)
     # Proxies whose X-Forwarded-* / Forwarded headers are believed (CIDRs or addresses).
     trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
     # The Redis shared by every process and instance; none: everything stays in memory.
@@ -325,7 +333,7 @@ def _duplicate_keys(node: yaml.Node, path: str = "") -> Iterator[_Located]:
 
 
 def _substitute(
-    value: Any, path: str, env: dict[str, str], errors: list[_Located], from_env: dict[str, str]
+    value: Any, path: str, env: Mapping[str, str], errors: list[_Located], from_env: dict[str, str]
 ) -> Any:
     """Replace ${VAR} and ${VAR:-default} in string values (never in keys).
 
@@ -387,6 +395,17 @@ def _hide(message: str, texts: list[str]) -> str:
     return redact_urls(message)
 
 
+def _env_source(leaf: str, from_env: Mapping[str, str]) -> str | None:
+    """The variable(s) a value at `leaf` came from: its own path's, or a section's above it."""
+    while True:
+        if leaf in from_env:
+            return from_env[leaf]
+        cut = max(leaf.rfind("."), leaf.rfind("["))
+        if cut <= 0:
+            return None
+        leaf = leaf[:cut]
+
+
 def _pydantic_problems(
     exc: ValidationError, from_env: Mapping[str, str] | None = None
 ) -> Iterator[_Located]:
@@ -403,14 +422,18 @@ def _pydantic_problems(
         hidden: list[str] = []
         why = ""
         for leaf, text, under_secret in _leaves(err.get("input"), path, secret):
-            if leaf in from_env:
+            source = _env_source(leaf, from_env)
+            if source is not None:
                 hidden.append(text)
-                why = why or f"it comes from {from_env[leaf]}"
+                why = why or f"it comes from {source}"
             elif under_secret:
                 hidden.append(text)
                 why = why or "its key holds a secret"
             hidden += [m.group(2) for m in _URL_PASSWORD.finditer(text)]
         message = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "missing" and all(isinstance(part, str) for part in err["loc"]):
+            where = env_overrides.required(tuple(err["loc"]), Config)
+            message += f" (in the file, or {env_overrides.variable(where)})"
         # Our own validators already quote the value; pydantic's built-in checks do not.
         if not why and err["type"] not in ("extra_forbidden", "missing", "value_error"):
             message += f" (got {err['input']!r})" if "input" in err else ""
@@ -420,9 +443,12 @@ def _pydantic_problems(
         yield _Located(path or "(top level)", message)
 
 
-def parse_config(text: str, source: str = "config", env: dict[str, str] | None = None) -> Config:
-    """Parse YAML text into a Config, or raise ConfigError listing every problem."""
-    env = dict(os.environ) if env is None else env
+def parse_config(text: str, source: str = "config", env: Mapping[str, str] | None = None) -> Config:
+    """Parse YAML text into a Config, or raise ConfigError listing every problem.
+
+    `env` (the process's environment unless given) fills `${VAR}` references, and its
+    `CACHEPROXY_*` variables override the file's keys (proxy/env_overrides.py)."""
+    env = os.environ if env is None else env
     try:
         node = yaml.compose(text, Loader=_Loader)
         raw = None if node is None else _Loader(text).get_single_data()
@@ -435,7 +461,9 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): must be a mapping of keys"], source)
     from_env: dict[str, str] = {}
-    raw = _substitute(raw, "", env, problems, from_env)
+    unset: list[_Located] = []
+    raw = _substitute(raw, "", env, unset, from_env)
+    problems += _override(raw, env, unset, from_env, source)
     config: Config | None = None
     try:
         config = Config.model_validate(raw)
@@ -446,6 +474,50 @@ def parse_config(text: str, source: str = "config", env: dict[str, str] | None =
     if problems or config is None:
         raise ConfigError([f"{p.path}: {p.message}" for p in problems], source)
     return config
+
+
+def _override(
+    raw: dict[str, Any],
+    env: Mapping[str, str],
+    unset: list[_Located],
+    from_env: dict[str, str],
+    source: str,
+) -> list[_Located]:
+    """Apply the environment's overrides to the file's data, and warn of variables nobody
+    reads. Returns the problems: `unset` references but those an override makes moot, and
+    the overrides' own."""
+    referenced = {m.group(1) for refs in from_env.values() for m in _ENV_REF.finditer(refs)}
+    overrides = env_overrides.read(env, Config)
+    env_overrides.apply(raw, overrides)
+    replaced = overrides.paths()
+    # What the file said under an overridden key no longer counts.
+    problems = [p for p in unset if _env_source(p.path, replaced) is None]
+    for key in [k for k in from_env if _env_source(k, replaced) is not None]:
+        del from_env[key]
+    from_env.update(replaced)
+    problems += [_Located(path, message) for path, message in overrides.problems]
+    if overrides.applied:
+        names = ", ".join(o.variable for o in overrides.applied)
+        log.info("%s: environment overrides: %s", source, names)
+    for name in overrides.unknown:
+        if name not in referenced:
+            hint = env_overrides.suggestion(name, Config)
+            log.warning(
+                "%s: environment variable %s names no config key: ignored%s",
+                source,
+                name,
+                f" (did you mean {hint}?)" if hint else "",
+            )
+    for name, instead in env_overrides.RENAMED.items():
+        if name in env and name not in referenced:
+            log.warning(
+                "%s: environment variable %s is set but the config does not read it: "
+                "ignored (%s sets that key whatever the file says)",
+                source,
+                name,
+                instead,
+            )
+    return problems
 
 
 def _across_sections(config: Config) -> Iterator[_Located]:

@@ -1,9 +1,14 @@
-"""`GET /health`: can this process serve? A cheap upstream probe and a Redis PING.
+"""`GET /health`: the detailed report. A cheap upstream probe and a Redis PING.
 
 Results are reused for `upstream.health_cache` seconds and a probe under way is shared, so
-however often load balancers ask, the upstream and Redis see at most one probe each per
-interval. Nothing here names the upstream (its URL may hold a password; /health needs no
-token): errors are described by kind only.
+however often monitors ask, the upstream and Redis see at most one probe each per interval.
+/health needs no token: errors are described by kind only (`timeout`, `connection refused`),
+never naming a host or port; the failure's own message (`detail`) is added only for a
+request that carries the admin token, when one is configured.
+
+Readiness is not decided here (proxy/admin.py, `/readyz`): an upstream or Redis that is down
+makes the report `degraded`, never a 503, since every replica sees the same upstream and one
+that can answer from its cache must stay in the load balancer.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import aiohttp
 from yarl import URL
 
 from proxy.cache.stores import StoreUnavailable
+from proxy.config import redact_urls
 from proxy.redis_conn import SharedRedis
 from proxy.shared_cache import SharedTier
 
@@ -26,13 +32,19 @@ PROBE_TIMEOUT = 2.0  # seconds: well inside what load balancers give a health ch
 Check = dict[str, Any]
 
 
-def overall(checks: dict[str, Check]) -> tuple[str, int]:
-    """(status, HTTP status): the upstream gone is unhealthy, anything else down degraded."""
-    if checks.get("upstream", {}).get("status") == "down":
-        return "unhealthy", 503
+def overall(checks: dict[str, Check], draining: bool) -> tuple[str, int]:
+    """(status, HTTP status): 503 only when this process cannot take traffic (draining);
+    anything down is `degraded`: it still serves, from its cache or with clean errors."""
+    if draining:
+        return "draining", 503
     if any(c.get("status") == "down" for c in checks.values()):
-        return "degraded", 200  # still serving: from memory, stale, or without Redis
+        return "degraded", 200
     return "healthy", 200
+
+
+def without_detail(checks: dict[str, Check]) -> dict[str, Check]:
+    """The checks as anyone may see them: no failure's own message."""
+    return {name: {k: v for k, v in c.items() if k != "detail"} for name, c in checks.items()}
 
 
 def _kind(exc: BaseException) -> str:
@@ -42,7 +54,11 @@ def _kind(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "disconnected"
-    return type(exc).__name__
+    return type(exc).__name__  # a class name never holds a host, a port or a password
+
+
+def _detail(exc: BaseException) -> str:
+    return redact_urls(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 class _Cached:
@@ -107,12 +123,11 @@ class HealthChecker:
             await self._session.close()
             self._session = None
 
-    async def check(self) -> tuple[str, int, dict[str, Check]]:
+    async def check(self) -> dict[str, Check]:
+        """Every check, with `detail` on failures (without_detail() before showing anyone)."""
         names = list(self._checks)
         results = await asyncio.gather(*(self._checks[n].get() for n in names))
-        checks = dict(zip(names, results, strict=True))
-        status, http_status = overall(checks)
-        return status, http_status, checks
+        return dict(zip(names, results, strict=True))
 
     async def _upstream(self) -> Check:
         started = time.perf_counter()
@@ -130,7 +145,7 @@ class HealthChecker:
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
         except Exception as exc:  # whatever it was, the upstream did not answer: down
-            result.update(status="down", error=_kind(exc))
+            result.update(status="down", error=_kind(exc), detail=_detail(exc))
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return result
 
@@ -141,8 +156,13 @@ class HealthChecker:
         client = self._redis.client
         try:
             await self._redis.run("ping", client.ping)
-        except StoreUnavailable:  # the guard has the reason
-            return {"status": "down", "error": guard.last_error}
+        except StoreUnavailable as exc:  # the guard's own failure is its cause
+            cause = exc.__cause__
+            return {
+                "status": "down",
+                "error": "circuit open" if cause is None else _kind(cause),
+                "detail": redact_urls(guard.last_error or str(exc)),
+            }
         latency = round((time.perf_counter() - started) * 1000, 3)
         if self._shared is not None and not self._shared.subscribed:
             # Purges from other instances would be missed.

@@ -106,6 +106,10 @@ class RouteMeter:
 # One series of one metric family: its kind, name, help, label names and values by label
 # values (a histogram's value: counts per PROM_BOUNDS bucket, not cumulative, and the sum).
 HistogramValue = tuple[list[int], float]
+# How a gauge's values in several workers make the machine's: `sum` for amounts (bytes,
+# connections, requests queued), `max` for the worst of them (the oldest wait, a circuit
+# open in any worker), `min` for the least. Counters and histograms always add up.
+AcrossWorkers = Literal["sum", "max", "min"]
 
 
 @dataclass
@@ -115,6 +119,11 @@ class Series:
     help: str
     labels: tuple[str, ...] = ()
     values: dict[tuple[str, ...], float | HistogramValue] = field(default_factory=dict)
+    across_workers: AcrossWorkers | None = None  # every gauge says, and only gauges
+
+    def __post_init__(self) -> None:
+        if (self.kind == "gauge") != (self.across_workers is not None):
+            raise ValueError(f"{self.name}: a gauge, and only a gauge, says across_workers")
 
 
 class Meters:
@@ -325,8 +334,9 @@ class MultiprocessWriter:
     """Copies a process's series into prometheus_client's per-process files (mmap).
 
     Values are written whole (not as increments), so a missed write is caught up by the
-    next. Counters and histograms of exited workers stay counted; gauges (`livesum`) are
-    dropped when the supervisor calls `worker_exited`.
+    next. Counters and histograms of exited workers stay counted; gauges are written in the
+    `live` mode of their `across_workers` (`livesum`, `livemax`, `livemin`), dropped when the
+    supervisor calls `worker_exited`.
     """
 
     def __init__(self, process_identifier: Callable[[], int] = os.getpid) -> None:
@@ -338,21 +348,20 @@ class MultiprocessWriter:
 
     def _set(
         self,
-        kind: str,
-        metric: str,
+        s: Series,
         sample: str,
         names: tuple[str, ...],
         values: tuple[str, ...],
-        doc: str,
         value: float,
     ) -> None:
-        key = (metric, sample, values)
+        key = (s.name, sample, values)
         if self._written.get(key) == value:
             return
         holder = self._values.get(key)
         if holder is None:
+            mode = f"live{s.across_workers}" if s.across_workers else ""  # a gauge's only
             holder = self._values[key] = self._value_class(
-                kind, metric, sample, names, values, doc, multiprocess_mode="livesum"
+                s.kind, s.name, sample, names, values, s.help, multiprocess_mode=mode
             )
         holder.set(value)  # type: ignore[attr-defined]
         self._written[key] = value
@@ -365,13 +374,12 @@ class MultiprocessWriter:
                     counts, total = value
                     names = (*s.labels, "le")
                     for le, count in zip(_LE, counts, strict=True):
-                        sample = s.name + "_bucket"
-                        self._set(s.kind, s.name, sample, names, (*labels, le), s.help, count)
-                    self._set(s.kind, s.name, s.name + "_sum", s.labels, labels, s.help, total)
+                        self._set(s, s.name + "_bucket", names, (*labels, le), count)
+                    self._set(s, s.name + "_sum", s.labels, labels, total)
                 else:
                     assert not isinstance(value, tuple)
                     sample = s.name + "_total" if s.kind == "counter" else s.name
-                    self._set(s.kind, s.name, sample, s.labels, labels, s.help, value)
+                    self._set(s, sample, s.labels, labels, value)
 
 
 def multiprocess_registry(path: str) -> CollectorRegistry:

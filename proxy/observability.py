@@ -19,7 +19,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 from multidict import istr
@@ -30,6 +30,7 @@ from proxy.logs import AccessLog, LogSettings, iso_time
 from proxy.metrics import (
     UNROUTED,
     X_CACHE,
+    AcrossWorkers,
     Exporter,
     Meters,
     MultiprocessWriter,
@@ -374,9 +375,15 @@ class Observer:
                 "Bytes held by the memory cache",
                 (),
                 {(): store.bytes},
+                across_workers="sum",
             ),
             Series(
-                "gauge", "cacheproxy_cache_max_bytes", "cache.max_memory", (), {(): store.max_bytes}
+                "gauge",
+                "cacheproxy_cache_max_bytes",
+                "cache.max_memory",
+                (),
+                {(): store.max_bytes},
+                across_workers="sum",  # each worker has the budget
             ),
             Series(
                 "gauge",
@@ -384,6 +391,7 @@ class Observer:
                 "Entries in the memory cache",
                 (),
                 {(): store.entries},
+                across_workers="sum",
             ),
             Series(
                 "counter",
@@ -398,6 +406,7 @@ class Observer:
                 "Upstream pool connections, in use or idle",
                 ("state",),
                 {("active",): pool.active, ("idle",): pool.idle},
+                across_workers="sum",
             ),
             Series(
                 "counter",
@@ -437,6 +446,7 @@ class Observer:
                     "Client connections open on the proxy port",
                     (),
                     {(): ls.open_connections},
+                    across_workers="sum",
                 ),
                 Series(
                     "counter",
@@ -469,28 +479,31 @@ class Observer:
 def _upstream_series(origins: list[OriginStats]) -> list[Series]:
     """Each upstream's queue, limit, retries and circuit, labelled by its route name."""
 
-    def each(kind: Literal["counter", "gauge"], name: str, help: str, value: Any) -> Series:
-        return Series(kind, name, help, ("upstream",), {(o.name,): value(o) for o in origins})
+    def counter(name: str, help: str, value: Any) -> Series:
+        return Series("counter", name, help, ("upstream",), {(o.name,): value(o) for o in origins})
+
+    def gauge(name: str, help: str, value: Any, across_workers: AcrossWorkers) -> Series:
+        values = {(o.name,): value(o) for o in origins}
+        return Series("gauge", name, help, ("upstream",), values, across_workers=across_workers)
 
     return [
-        each("gauge", "cacheproxy_upstream_in_flight", "Requests in flight", lambda o: o.in_flight),
-        each(
-            "gauge",
+        gauge("cacheproxy_upstream_in_flight", "Requests in flight", lambda o: o.in_flight, "sum"),
+        gauge(
             "cacheproxy_upstream_limit",
             "In-flight limit now (pool.max_connections, or lower with pool.adaptive)",
             lambda o: o.limit,
+            "sum",  # each worker has its own pool
         ),
-        each(
-            "gauge", "cacheproxy_upstream_queued", "Requests waiting for a slot", lambda o: o.queued
+        gauge(
+            "cacheproxy_upstream_queued", "Requests waiting for a slot", lambda o: o.queued, "sum"
         ),
-        each(
-            "gauge",
+        gauge(
             "cacheproxy_upstream_queue_oldest_seconds",
             "How long the first request in the queue has waited",
             lambda o: o.oldest_wait,
+            "max",  # the longest wait of any worker, not the sum of theirs
         ),
-        each(
-            "counter",
+        counter(
             "cacheproxy_upstream_queue_wait_seconds",
             "Seconds requests spent queued before they were sent",
             lambda o: o.queue_wait_seconds,
@@ -515,14 +528,13 @@ def _upstream_series(origins: list[OriginStats]) -> list[Series]:
                 **{(o.name, "denied"): o.retries_denied for o in origins},
             },
         ),
-        each(
-            "gauge",
+        gauge(
             "cacheproxy_upstream_circuit_open",
             "1 while the circuit is open or half-open",
             lambda o: int(o.circuit in ("open", "half-open")),
+            "max",  # 1 if any worker's is open, not how many workers
         ),
-        each(
-            "counter",
+        counter(
             "cacheproxy_upstream_circuit_opened",
             "Times the circuit opened",
             lambda o: o.circuit_opened,

@@ -29,6 +29,7 @@ RESTART_REQUIRED: tuple[str, ...] = (
     "redis",  # the connection pool and purge subscription
     "cache.max_memory",  # the memory tier's budget
     "shutdown_grace",
+    "shutdown_delay",
     "log",  # handlers and the access log writer
     "alerts",  # the rolling window
 )

@@ -10,8 +10,10 @@ across them. The supervisor serves no proxy traffic and needs no Redis:
   private unix socket (in a 0700 directory) and merging the answers (proxy/admin_merge.py);
 - a worker that dies is restarted, after a delay that grows while it keeps dying young; a
   worker that cannot start at start-up stops the whole run, with its reason and exit code 1;
-- SIGTERM or SIGINT is passed on to every worker as SIGTERM; each drains for shutdown_grace,
-  and one still running STOP_MARGIN seconds later is killed;
+- SIGTERM makes its `/readyz` 503 at once and is passed on to every worker, which serves on
+  for shutdown_delay, then drains for shutdown_grace (proxy/shutdown.py); SIGINT is passed
+  on as SIGINT, which skips the delay. A worker still running STOP_MARGIN seconds past
+  both is killed;
 - SIGHUP (or `POST /config/reload`) reloads the config: the supervisor re-reads the file for
   the workers it will (re)start, and every serving worker re-reads it itself (proxy/reload.py).
 
@@ -45,7 +47,7 @@ from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
-from proxy.admin import ALIVE_PATH, token_guard
+from proxy.admin import LIVE_PATH, livez, state, token_guard
 from proxy.admin_merge import Answer, Unanswered, merge_answers
 from proxy.app import ProxyServer
 from proxy.config import Config, ConfigError, redact_urls, with_overrides
@@ -55,6 +57,7 @@ from proxy.headers import HOP_BY_HOP
 from proxy.metrics import MULTIPROC_ENV, render_multiprocess, worker_exited
 from proxy.observability import merge_summaries
 from proxy.reload import ConfigSource, effective
+from proxy.shutdown import Shutdown
 
 log = logging.getLogger("cacheproxy.workers")
 
@@ -114,7 +117,8 @@ def worker_main(
     source: ConfigSource | None = None,
 ) -> None:
     """Entry point of a worker process."""
-    # Ctrl-C reaches the whole process group; the supervisor decides, and sends SIGTERM.
+    # Until its loop handles SIGINT (as the supervisor does: stop without the delay), Ctrl-C
+    # at a terminal, which reaches the whole process group, must not end it mid-start.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=_WORKER_LOG_FORMAT.format(index=index))
     raise SystemExit(run_loop(_serve_worker(config, admin_path, pipe, source)))
@@ -124,8 +128,9 @@ async def _serve_worker(
     config: Config, admin_path: str, pipe: Connection, source: ConfigSource | None = None
 ) -> int:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    shutdown = Shutdown(config.shutdown_delay)
+    loop.add_signal_handler(signal.SIGTERM, shutdown.terminate)
+    loop.add_signal_handler(signal.SIGINT, shutdown.interrupt)
     orphaned = False
 
     def supervisor_gone() -> None:  # it never writes: readable means its end is closed
@@ -133,11 +138,13 @@ async def _serve_worker(
         orphaned = True
         loop.remove_reader(pipe.fileno())
         log.warning("the supervisor is gone: stopping")
-        stop.set()
+        shutdown.interrupt()  # nobody routes by this worker's readiness: no delay
 
     loop.add_reader(pipe.fileno(), supervisor_gone)
     try:
-        server = ProxyServer(config, reuse_port=True, admin_path=admin_path, source=source)
+        server = ProxyServer(
+            config, reuse_port=True, admin_path=admin_path, source=source, shutdown=shutdown
+        )
         # Before "ready": the supervisor only signals workers that are serving.
         loop.add_signal_handler(signal.SIGHUP, server.reload)
         await server.start()
@@ -147,7 +154,7 @@ async def _serve_worker(
         _tell(pipe, _FAILED + str(exc).encode(errors="replace"))
         return 1
     _tell(pipe, _READY)
-    await stop.wait()
+    await shutdown.until_close()
     log.info("draining in-flight requests (up to %.0fs)", config.shutdown_grace)
     await server.stop()
     if orphaned:  # a supervisor killed outright could not tidy up: the last worker out does
@@ -183,6 +190,11 @@ class WorkerProcess:
         self._listening = True
         loop.add_reader(pipe.fileno(), self._on_message)
         loop.add_reader(process.sentinel, self._on_exit)
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.pid is not None and not self.exited.done():  # not reaped: the pid is still its
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
     @property
     def serving(self) -> bool:
@@ -276,6 +288,9 @@ class Supervisor:
         self.source = source
         self._context = multiprocessing.get_context("spawn")
         self._stop = asyncio.Event()
+        self.shutdown = Shutdown(config.shutdown_delay)
+        self._started = False  # every worker was ready once
+        self._told: list[WorkerProcess] = []  # workers signalled to stop
         self.slots: list[Slot] = []
         self._keepers: list[asyncio.Task[None]] = []
         self._admin: web.AppRunner | None = None
@@ -287,8 +302,8 @@ class Supervisor:
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT; raises CannotStart (or OSError) if it cannot start."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGTERM, self._terminate)
+        loop.add_signal_handler(signal.SIGINT, self._interrupt)
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
         try:
             await self._start()
@@ -320,6 +335,7 @@ class Supervisor:
             self._spawn(slot)
         if not await self._all_ready():
             return  # told to stop while starting
+        self._started = True
         self._keepers = [asyncio.create_task(self._keep(slot)) for slot in self.slots]
         self._keepers.append(asyncio.create_task(self._heartbeat()))
         admin_port = self._admin.addresses[0][1]
@@ -332,6 +348,27 @@ class Supervisor:
             admin.host,
             admin_port,
         )
+
+    def readiness(self) -> str:
+        """`/readyz`'s word: ready once every worker has started, while one serves and the
+        supervisor is not stopping. Never the upstream's health (proxy/health.py)."""
+        if self.shutdown.draining:
+            return "draining"
+        if not self._started:
+            return "starting"
+        if not any(s.current is not None and s.current.serving for s in self.slots):
+            return "no_workers"
+        return "ready"
+
+    def _terminate(self) -> None:
+        self.shutdown.terminate()
+        self._stop.set()
+
+    def _interrupt(self) -> None:
+        self.shutdown.interrupt()
+        self._stop.set()
+        for worker in self._told:  # told to leave after the delay: now, rather
+            worker.signal(signal.SIGINT)
 
     def reload_own(self) -> None:
         """Re-read the file for workers started from now on; the running ones reload themselves."""
@@ -431,7 +468,7 @@ class Supervisor:
                 return
             serving = [s for s in self.slots if s.current is not None and s.current.serving]
             answers = await asyncio.gather(
-                *(self.ask(s, "GET", ALIVE_PATH, CIMultiDict(), b"") for s in serving)
+                *(self.ask(s, "GET", LIVE_PATH, CIMultiDict(), b"") for s in serving)
             )
             for slot, answer in zip(serving, answers, strict=True):
                 worker = slot.current
@@ -465,6 +502,8 @@ class Supervisor:
             log.error("worker %d (pid %s) could not start: %s", slot.index, worker.pid, why)
 
     async def _close(self) -> None:
+        if not self.shutdown.draining:  # a failed start, not a signal: nobody to wait for
+            self.shutdown.interrupt()
         self._stop.set()
         await self._stop_workers()
         for task in self._keepers:
@@ -483,11 +522,22 @@ class Supervisor:
         ]
         if not running:
             return
+        delay = 0.0 if self.shutdown.skips_delay else self.shutdown.delay
         grace = self.config.shutdown_grace
-        log.info("stopping %d worker(s): in-flight requests get up to %.0fs", len(running), grace)
+        log.info(
+            "stopping %d worker(s): serving %.0fs more, then in-flight requests get up to %.0fs",
+            len(running),
+            delay,
+            grace,
+        )
+        # SIGTERM: serve on for the delay, then drain; SIGINT: drain now (proxy/shutdown.py).
+        sig = signal.SIGINT if self.shutdown.skips_delay else signal.SIGTERM
+        self._told = running
         for worker in running:
-            worker.process.terminate()  # SIGTERM: drain
-        _, late = await asyncio.wait([w.exited for w in running], timeout=grace + STOP_MARGIN)
+            worker.signal(sig)
+        _, late = await asyncio.wait(
+            [w.exited for w in running], timeout=delay + grace + STOP_MARGIN
+        )
         for worker in running:
             if not worker.exited.done():
                 log.warning("worker pid %s still running after the grace: killing it", worker.pid)
@@ -567,7 +617,13 @@ def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
         body = await asyncio.to_thread(render_multiprocess, supervisor.metrics_dir)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def readyz(_: web.Request) -> web.Response:
+        word = supervisor.readiness()
+        return state(word == "ready", word)
+
     app = web.Application()
+    app.router.add_get(LIVE_PATH, livez)  # the supervisor's own loop
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/workers", guard(workers))
     app.router.add_get("/metrics", guard(metrics))
     app.router.add_post("/config/reload", guard(reload))

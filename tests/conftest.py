@@ -86,6 +86,7 @@ def config_text(upstream_url: str, **sections: Any) -> str:
         "admin": {"host": "127.0.0.1", "port": 0},
         "upstream": {"url": upstream_url},
         "shutdown_grace": 2,
+        "shutdown_delay": 0,  # tests that stop a proxy need no load balancer to catch up
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -166,9 +167,14 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
     procs: list[subprocess.Popen[str]] = []
 
     def start(
-        upstream_url: str, *, open_files: tuple[int, int] | None = None, **sections: Any
+        upstream_url: str,
+        *,
+        open_files: tuple[int, int] | None = None,
+        env: dict[str, str] | None = None,
+        **sections: Any,
     ) -> ProxyProcess:
-        """`open_files`: (soft, hard) RLIMIT_NOFILE for the proxy process."""
+        """`open_files`: (soft, hard) RLIMIT_NOFILE for the proxy process; `env`: variables
+        besides this process's."""
         port, admin_port = free_port(), free_port()
         sections["listen"] = {"host": "127.0.0.1", "port": port, **sections.get("listen", {})}
         sections["admin"] = {"host": "127.0.0.1", "port": admin_port, **sections.get("admin", {})}
@@ -185,7 +191,7 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             preexec_fn=limit_open_files,
         )
         procs.append(proc)

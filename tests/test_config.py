@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import ConfigError, parse_config, with_overrides
+from proxy.config import Config, ConfigError, parse_config, with_overrides
+from proxy.env_overrides import resolve, suggestion
 from tests.conftest import ROOT
 
 
@@ -63,7 +64,9 @@ def test_duplicate_keys_are_errors_with_their_path_and_line() -> None:
 
 
 def test_missing_upstream_and_empty_file() -> None:
-    assert problems("listen: {port: 1}") == ["upstream: required key is missing"]
+    assert problems("listen: {port: 1}") == [
+        "upstream: required key is missing (in the file, or CACHEPROXY_UPSTREAM__URL)"
+    ]
     assert "empty" in problems("")[0]
     assert "mapping" in problems("- a\n- b")[0]
 
@@ -353,3 +356,49 @@ routes:
         "cache.warming.urls[2]: '/orders/1' is on route 'orders', which does not cache: "
         "it cannot be warmed"
     ]
+
+
+# --- environment overrides (proxy/env_overrides.py) ----------------------------------------
+
+
+def test_override_names_map_to_key_paths_and_complex_keys_take_json() -> None:
+    assert resolve("CACHEPROXY_WORKERS", Config) == (("workers",), False)
+    assert resolve("CACHEPROXY_SHUTDOWN_DELAY", Config) == (("shutdown_delay",), False)
+    assert resolve("cacheproxy_redis__url", Config) == (("redis", "url"), False)
+    assert resolve("CACHEPROXY_UPSTREAM__POOL__MAX_CONNECTIONS", Config) == (
+        ("upstream", "pool", "max_connections"),
+        False,
+    )
+    for name in ("CACHEPROXY_CACHE__TIERS", "CACHEPROXY_TRUSTED_PROXIES", "CACHEPROXY_REDIS"):
+        resolved = resolve(name, Config)
+        assert resolved is not None and resolved[1], name
+    for unknown in ("CACHEPROXY_LISTEN_HOST", "CACHEPROXY_ROUTES__0__NAME", "CACHEPROXY_"):
+        assert resolve(unknown, Config) is None
+    assert suggestion("CACHEPROXY_LISTEN_HOST", Config) == "CACHEPROXY_LISTEN__HOST"
+    assert suggestion("CACHEPROXY_ADMIN_PORT", Config) == "CACHEPROXY_ADMIN__PORT"
+    assert suggestion("REDIS_URL", Config) == "CACHEPROXY_REDIS__URL"
+    assert suggestion("CACHEPROXY_NOTHING", Config) is None
+
+
+def test_overrides_beat_the_file_and_its_references_and_never_show_their_values() -> None:
+    text = "upstream: {url: '${UPSTREAM_URL}'}\nlisten: {port: 8080}\ncache: {ttl: 5}\n"
+    env = {
+        "CACHEPROXY_UPSTREAM__URL": "http://api:8000",  # UPSTREAM_URL unset: no matter
+        "CACHEPROXY_LISTEN__PORT": "8081",
+        "CACHEPROXY_CACHE__KEY": '{"headers": ["Accept-Language"]}',
+    }
+    config = parse_config(text, env=env)
+    assert (config.upstream.url, config.listen.port) == ("http://api:8000", 8081)
+    assert config.cache is not None and config.cache.ttl == 5  # the rest of the section stays
+    assert config.cache.key.headers == ("Accept-Language",)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, env={**env, "CACHEPROXY_LISTEN__PORT": "80800-secret"})
+    (problem,) = caught.value.problems
+    assert problem.startswith("listen.port: ") and "CACHEPROXY_LISTEN__PORT" in problem
+    assert "80800-secret" not in problem
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            "upstream: {url: 'http://a', retries: 2}\n",
+            env={"CACHEPROXY_UPSTREAM__RETRIES__ATTEMPTS": "3"},
+        )
+    assert "set CACHEPROXY_UPSTREAM__RETRIES (JSON) instead" in caught.value.problems[0]

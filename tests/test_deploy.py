@@ -51,6 +51,7 @@ class Image:
         self.exposed = {int(p) for p in by_kind["EXPOSE"].split()}
         self.healthcheck = by_kind["HEALTHCHECK"]
         copies = [a.split() for kind, a in steps if kind == "COPY" and "config.yaml" in a]
+        self.config_source = ROOT / copies[0][-2]  # the image's own config, in the repository
         self.config_path = copies[0][-1]
         self.uid = int(self.args["UID"])
 
@@ -68,23 +69,53 @@ def schema() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(config_schema())
 
 
+# What a user of the image must give it: where the API is, and the admin token.
+REQUIRED = {"CACHEPROXY_UPSTREAM__URL": "http://api:8000", "CACHEPROXY_ADMIN__TOKEN": SECRET}
+
+
 def test_dockerfile_agrees_with_its_config(image: Image) -> None:
     assert image.entrypoint == ["cacheproxy"]
     assert image.cmd == ["run", "--config", image.config_path]
     assert image.config_path == "/etc/cacheproxy/config.yaml"
+    assert image.config_source == ROOT / "deploy/image/config.yaml"  # not the rich example
     assert image.user not in ("root", "0") and image.uid != 0
-    config = image.load(ROOT / "config.yaml", ADMIN_TOKEN=SECRET)
+    config = image.load(image.config_source, **REQUIRED)
     assert image.exposed == {config.listen.port, config.admin.port}
     assert config.listen.host == config.admin.host == "0.0.0.0"
-    assert "/health" in image.healthcheck and str(config.admin.port) in image.healthcheck
-    assert "CACHEPROXY_ADMIN_PORT" in image.healthcheck  # follows the port the config reads
+    assert "/readyz" in image.healthcheck and str(config.admin.port) in image.healthcheck
+    assert "CACHEPROXY_ADMIN__PORT" in image.healthcheck  # follows the override of the port
+
+
+def test_the_image_config_caches_and_leaves_everything_else_off(image: Image) -> None:
+    config = image.load(image.config_source, **REQUIRED)
+    assert config.upstream.url == "http://api:8000" and config.admin.token == SECRET
+    assert config.cache is not None and config.cache.enabled and config.cache.ttl is None
+    assert (config.rate_limit, config.cors, config.compression, config.routes) == (
+        None,
+        None,
+        None,
+        (),
+    )
+    assert (config.redis, config.workers, config.trusted_proxies) == (None, 1, ())
+    # What the old image's config read is a variable of the one prefix now.
+    scaled = image.load(
+        image.config_source,
+        **REQUIRED,
+        CACHEPROXY_WORKERS="4",
+        CACHEPROXY_REDIS__URL="redis://redis:6379/0",
+        CACHEPROXY_CACHE__TIERS='["memory", "redis"]',
+    )
+    assert scaled.workers == 4 and scaled.redis is not None
+    assert scaled.redis.url == "redis://redis:6379/0"
+    assert scaled.cache is not None and scaled.cache.tiers == ("memory", "redis")
 
 
 def test_image_refuses_an_open_admin_port_without_a_token(image: Image) -> None:
     with pytest.raises(ConfigError) as refused:
-        image.load(ROOT / "config.yaml")
-    assert any(p.startswith("admin.host:") for p in refused.value.problems)
-    # Outside a container the same file stays on loopback and needs no token.
+        image.load(image.config_source, CACHEPROXY_UPSTREAM__URL="http://api:8000")
+    (problem,) = [p for p in refused.value.problems if p.startswith("admin.host:")]
+    assert "CACHEPROXY_ADMIN__TOKEN" in problem  # names what to set
+    # Outside a container the example stays on loopback and needs no token.
     assert load_config(ROOT / "config.yaml", env={}).admin.host == "127.0.0.1"
 
 
@@ -114,7 +145,11 @@ def test_compose(image: Image, schema: jsonschema.Draft202012Validator) -> None:
     assert config.redis is not None and URL(config.redis.url or "").host == "redis"
     assert config.cache is not None and "redis" in config.cache.tiers
     assert set(proxy["depends_on"]) == {"redis", "api"}
-    assert proxy["environment"]["ADMIN_TOKEN"].startswith("${ADMIN_TOKEN:?")  # no default
+    assert proxy["environment"]["CACHEPROXY_ADMIN__TOKEN"].startswith("${ADMIN_TOKEN:?")  # required
+    assert config.admin.token == SECRET
+    # SIGTERM takes the delay, then the grace: Docker must not SIGKILL before both are over.
+    stop_after = float(proxy["stop_grace_period"].removesuffix("s"))
+    assert stop_after > config.shutdown_delay + config.shutdown_grace
 
 
 def _errors(validator: jsonschema.Draft202012Validator, doc: Any) -> list[str]:
@@ -164,8 +199,11 @@ def test_kubernetes(image: Image, schema: jsonschema.Draft202012Validator, name:
     assert ports == {"http": config.listen.port, "admin": config.admin.port}
     assert set(ports.values()) <= image.exposed
     ready, live = container["readinessProbe"], container["livenessProbe"]
-    assert ready["httpGet"] == {"path": "/health", "port": "admin"}
-    assert live["tcpSocket"]["port"] == "admin"  # not /health: the API being down is no reason
+    # The proxy's own state, never the API's: an API outage must not empty the Service.
+    assert ready["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert live["httpGet"] == {"path": "/livez", "port": "admin"}
+    # No SIGKILL before the delay (endpoints catching up) and the drain are over.
+    assert pod["terminationGracePeriodSeconds"] > config.shutdown_delay + config.shutdown_grace
     # Resources: the cache's budget fits under the memory limit.
     resources = container["resources"]
     assert set(resources) == {"requests", "limits"}

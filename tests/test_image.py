@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.conftest import Origin, free_port
 
@@ -160,7 +161,7 @@ def test_image_metadata(image: Buildah) -> None:
     assert _inspect(image, "{{.OCIv1.Config.Cmd}}") == "[run --config /etc/cacheproxy/config.yaml]"
     ports = _inspect(image, "{{.OCIv1.Config.ExposedPorts}}")
     assert "8080/tcp" in ports and "9901/tcp" in ports
-    assert "/health" in _inspect(image, "{{.Docker.Config.Healthcheck.Test}}")
+    assert "/readyz" in _inspect(image, "{{.Docker.Config.Healthcheck.Test}}")
 
 
 def test_image_holds_no_compiler_and_runs_as_non_root(image: Buildah, container: str) -> None:
@@ -229,14 +230,23 @@ def _descendants(pid: int) -> list[int]:
 async def test_entrypoint_serves_and_is_healthy(
     image: Buildah, container: str, origin: Origin, http: aiohttp.ClientSession
 ) -> None:
-    """The image's own ENTRYPOINT and CMD, its example config and its admin env design."""
+    """The image's own ENTRYPOINT and CMD, its neutral config set through CACHEPROXY_*
+    variables, and a HEALTHCHECK that an API outage does not fail."""
     port, admin_port = free_port(), free_port()
     env = {
-        "UPSTREAM_URL": origin.url,  # chroot isolation: the host's network, loopback included
-        "PROXY_PORT": str(port),
-        "CACHEPROXY_ADMIN_PORT": str(admin_port),
-        "ADMIN_TOKEN": TOKEN,
+        # chroot isolation: the host's network, loopback included
+        "CACHEPROXY_UPSTREAM__URL": origin.url,
+        "CACHEPROXY_LISTEN__PORT": str(port),
+        "CACHEPROXY_ADMIN__PORT": str(admin_port),
+        "CACHEPROXY_ADMIN__TOKEN": TOKEN,
+        "CACHEPROXY_UPSTREAM__HEALTH_CACHE": "0",  # /health sees the outage below at once
+        "CACHEPROXY_SHUTDOWN_DELAY": "1",
     }
+    # The API's own CORS answer; the image's config must neither strip it nor rate-limit.
+    origin.respond = lambda r: web.Response(
+        text=f"body of {r.path}",
+        headers={"Cache-Control": "max-age=60", "Access-Control-Allow-Origin": "*"},
+    )
     flags = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
     run = image.popen("run", "--isolation", "chroot", *flags, container, "--", *_entrypoint(image))
     try:
@@ -252,15 +262,27 @@ async def test_entrypoint_serves_and_is_healthy(
         async with http.get(f"http://127.0.0.1:{admin_port}/health") as resp:
             assert resp.status == 200
             assert (await resp.json())["status"] == "healthy"
-        async with http.get(f"http://127.0.0.1:{port}/api/quotes/AAPL") as resp:
+        browser = {"Origin": "https://app.elsewhere.test"}
+        url = f"http://127.0.0.1:{port}/api/quotes/AAPL"
+        async with http.get(url, headers=browser) as resp:
             assert resp.status == 200 and resp.headers["X-Cache"] == "MISS"
-        async with http.get(f"http://127.0.0.1:{port}/api/quotes/AAPL") as resp:
+            assert resp.headers["Access-Control-Allow-Origin"] == "*"
+            assert not any(h.lower().startswith(("ratelimit", "x-ratelimit")) for h in resp.headers)
+        async with http.get(url, headers=browser) as resp:
             assert resp.headers["X-Cache"] == "HIT"
+            assert resp.headers["Access-Control-Allow-Origin"] == "*"
         # The admin port faces the network in a container, so it wants the token.
         async with http.get(f"http://127.0.0.1:{admin_port}/cache/stats") as resp:
             assert resp.status == 401
         proxies = _proxy_pids(run.pid)
         assert proxies and all(_uid(p) != 0 for p in proxies)
+        # The API goes down: the proxy reports it, serves its cache and stays healthy.
+        assert origin.upstream.runner is not None
+        await origin.upstream.runner.cleanup()
+        async with http.get(f"http://127.0.0.1:{admin_port}/health") as resp:
+            assert (resp.status, (await resp.json())["status"]) == (200, "degraded")
+        async with http.get(url) as resp:
+            assert resp.headers["X-Cache"] == "HIT"
         # The HEALTHCHECK command as the image declares it, run in the container.
         check = _inspect(
             image, "{{range .Docker.Config.Healthcheck.Test}}{{.}}\n{{end}}"
@@ -271,7 +293,7 @@ async def test_entrypoint_serves_and_is_healthy(
             "--isolation",
             "chroot",
             "-e",
-            f"CACHEPROXY_ADMIN_PORT={admin_port}",
+            f"CACHEPROXY_ADMIN__PORT={admin_port}",
             container,
             "--",
             *check[1:],
@@ -285,4 +307,5 @@ async def test_entrypoint_serves_and_is_healthy(
         except subprocess.TimeoutExpired:
             run.kill()
             output = run.communicate()[0]
+    assert "not ready: serving 1s more before draining" in output  # the override's delay
     assert "draining in-flight requests" in output

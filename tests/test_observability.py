@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gzip
 import logging
 import time
@@ -23,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.app import ProxyServer
 from proxy.config import ConfigError, parse_config
 from proxy.metrics import Meters, MultiprocessWriter, Series, render_multiprocess
+from proxy.observability import _upstream_series
 from tests.conftest import Origin, StartProxy, StartUpstream, get
 from tests.redis_servers import RedisServer
 
@@ -322,9 +324,11 @@ async def test_every_new_endpoint_needs_the_token_but_health(
         assert resp.status == 200
 
 
-async def test_unhealthy_with_503_when_the_upstream_is_gone(
+async def test_an_upstream_gone_is_degraded_and_the_proxy_stays_ready(
     start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
+    """Every replica sees the same upstream: taking them all out would serve nobody, not even
+    the stale entries stale_if_error keeps for exactly this."""
     up = await start_upstream(web.Application())
     proxy = await start_proxy(up.url, upstream={"health_cache": 0})
     status, doc = await admin(http, proxy, "/health")
@@ -333,7 +337,7 @@ async def test_unhealthy_with_503_when_the_upstream_is_gone(
     assert up.runner is not None
     await up.runner.cleanup()
     status, doc = await admin(http, proxy, "/health")
-    assert (status, doc["status"]) == (503, "unhealthy")
+    assert (status, doc["status"]) == (200, "degraded")
     assert doc["checks"]["upstream"] == {
         "status": "down",
         "probe": "tcp",
@@ -341,6 +345,29 @@ async def test_unhealthy_with_503_when_the_upstream_is_gone(
         "latency_ms": doc["checks"]["upstream"]["latency_ms"],
     }
     assert "127.0.0.1" not in str(doc)  # /health needs no token: it names no host
+    assert await admin(http, proxy, "/readyz") == (200, {"status": "ready"})
+    assert await admin(http, proxy, "/livez") == (200, {"status": "alive"})
+
+
+async def test_health_names_no_redis_host_without_the_admin_token(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    redis = {"url": redis_server.url, "timeout": 0.5, "key_prefix": "health:"}
+    proxy = await start_proxy(
+        origin.url, redis=redis, admin={"token": TOKEN}, upstream={"health_cache": 0}
+    )
+    redis_server.stop()
+    status, doc = await admin(http, proxy, "/health")
+    assert (status, doc["status"]) == (200, "degraded")
+    check = doc["checks"]["redis"]
+    assert check["status"] == "down" and check["error"] in ("ConnectionError", "timeout")
+    assert str(redis_server.port) not in str(doc) and "127.0.0.1" not in str(doc)
+    # The failure's own words are for whoever holds the token.
+    _, doc = await admin(http, proxy, "/health", TOKEN)
+    assert str(redis_server.port) in doc["checks"]["redis"]["detail"]
 
 
 async def test_health_path_is_probed_at_most_once_per_interval(
@@ -357,12 +384,12 @@ async def test_health_path_is_probed_at_most_once_per_interval(
     status, doc = await admin(http, proxy, "/health")
     assert status == 200 and origin.hits["/healthz"] == 1  # still the cached answer
 
-    async def unhealthy() -> bool:
-        return (await admin(http, proxy, "/health"))[0] == 503
+    async def degraded() -> bool:
+        return (await admin(http, proxy, "/health"))[1]["status"] == "degraded"
 
-    await eventually(unhealthy, within=3)
-    _, doc = await admin(http, proxy, "/health")
-    assert doc["checks"]["upstream"]["error"] == "status 500"
+    await eventually(degraded, within=3)
+    status, doc = await admin(http, proxy, "/health")
+    assert status == 200 and doc["checks"]["upstream"]["error"] == "status 500"
 
 
 def test_config_errors_in_the_new_sections_name_their_key_paths() -> None:
@@ -407,7 +434,7 @@ def test_workers_metrics_add_up_through_the_multiprocess_files(
         writer = MultiprocessWriter(lambda pid=pid: pid)  # type: ignore[misc]
         series = [
             *meters.series(),
-            Series("gauge", "cacheproxy_cache_bytes", "b", (), {(): bytes_held}),
+            Series("gauge", "cacheproxy_cache_bytes", "b", (), {(): bytes_held}, "sum"),
         ]
         writer.write(series)
         writer.write(series)  # written whole, not added: repeating changes nothing
@@ -420,6 +447,25 @@ def test_workers_metrics_add_up_through_the_multiprocess_files(
     assert sample(s, f"{hist}_bucket", route="api", cache="hit", le="0.00025") == 0
     assert sample(s, f"{hist}_bucket", route="api", cache="miss", le="0.25") == 2
     assert sample(s, "cacheproxy_cache_bytes") == 1500  # live gauges: summed
+
+
+async def test_each_gauge_merges_across_workers_as_it_declares(
+    origin: Origin, start_proxy: StartProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await start_proxy(origin.url)
+    (real,) = proxy.upstream.stats()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # after: the proxy writes none
+    for pid, oldest, circuit, in_flight in ((201, 2.0, "open", 3), (202, 5.0, "closed", 4)):
+        stats = dataclasses.replace(real, oldest_wait=oldest, circuit=circuit, in_flight=in_flight)
+        MultiprocessWriter(lambda pid=pid: pid).write(_upstream_series([stats]))  # type: ignore[misc]
+    s = samples(render_multiprocess(str(tmp_path)).decode())
+    up = {"upstream": real.name}
+    # The longest wait of any worker and whether any circuit is open: not sums over workers.
+    assert sample(s, "cacheproxy_upstream_queue_oldest_seconds", **up) == 5.0
+    assert sample(s, "cacheproxy_upstream_circuit_open", **up) == 1
+    assert sample(s, "cacheproxy_upstream_in_flight", **up) == 7
+    with pytest.raises(ValueError, match="across_workers"):
+        Series("gauge", "cacheproxy_new", "a gauge that did not choose")
 
 
 async def test_a_worker_writes_its_metrics_where_the_supervisor_reads_them(
