@@ -25,7 +25,7 @@ from proxy.metrics import current_route
 from proxy.relay import interim_relay
 from proxy.respond import Responder
 from proxy.revocation import RevocationList, RevocationSettings
-from proxy.routes import RoutePolicy, RouteTable
+from proxy.routes import AmbiguousPath, RoutePolicy, RouteTable
 from proxy.shared_cache import SharedTier
 from proxy.target import BadTarget, Target, parse_target
 from proxy.upstream import BACKGROUND, UpstreamClient, UpstreamError
@@ -86,7 +86,10 @@ class Pipeline:
             msg = "this proxy does not serve the requested host"
             return json_error(421, "misdirected_request", msg)
 
-        route = self.routes.match(method, target.path)
+        try:
+            route = self.routes.route_for(method, target.path)
+        except AmbiguousPath as exc:
+            return json_error(400, "ambiguous_path", str(exc))
         current_route.set(route.name)  # for the metrics and the access log
         if (
             method == "OPTIONS"

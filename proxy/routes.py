@@ -22,6 +22,7 @@ from proxy.linear_regex import prefix_matcher
 from proxy.ratelimit.limiter import RateLimiter
 from proxy.ratelimit.settings import resolve as resolve_rate_limit
 from proxy.redis_conn import SharedRedis
+from proxy.target import BadTarget, needs_reading, normalise_escapes, path_readings
 
 log = logging.getLogger("cacheproxy")
 
@@ -74,13 +75,18 @@ class RoutePolicy:
 _Matcher = Callable[[str], bool]
 
 
+class AmbiguousPath(BadTarget):
+    """Origins could read the path in ways that select different routes: refused (400)."""
+
+
 def _matcher(route: Route) -> _Matcher:
     m = route.match
+    # Requests are matched with their escapes normalised (`%7e` is `~`): so are the patterns.
     if m.path is not None:
-        exact = m.path
+        exact = normalise_escapes(m.path)
         return lambda path: path == exact
     if m.prefix is not None:
-        prefix = m.prefix
+        prefix = normalise_escapes(m.prefix)
         return lambda path: path.startswith(prefix)
     assert m.regex is not None
     # Anchored at the start like Kong's regex paths; end with `$` to pin the whole path.
@@ -116,7 +122,8 @@ def _key_secret(config: Config, per_user_routes: bool, own: bytes | None) -> byt
 
 
 class RouteTable:
-    """Routes matched against the raw (still percent-encoded) path, query excluded."""
+    """Routes matched against the path as an origin reads it (target.path_readings), query
+    excluded; the request itself is forwarded byte for byte."""
 
     def __init__(
         self, config: Config, redis: SharedRedis | None = None, own_secret: bytes | None = None
@@ -191,7 +198,30 @@ class RouteTable:
             names.setdefault(policy.upstream.origin, policy.name)
         return names
 
+    def route_for(self, method: str, path: str) -> RoutePolicy:
+        """The route of a client's request; AmbiguousPath when origins could disagree on it.
+
+        A spelling must not take a request out of its route's limits or cache rules: so
+        `/api/auth/log%69n` is `/api/auth/login`'s, and `/api/x/..%2Fauth/login`, which one
+        origin reads as `/api/auth/login` and another as a file under `/api/x/`, is refused.
+        """
+        if not needs_reading(path):  # nearly every request: its bytes are its only reading
+            return self._first(method, path)
+        first, *others = path_readings(path)
+        policy = self._first(method, first)
+        for other in others:
+            if self._first(method, other) is not policy:
+                raise AmbiguousPath(
+                    "the path selects different routes depending on how it is decoded "
+                    "(dot segments, %2F or //): send it in its plain form"
+                )
+        return policy
+
     def match(self, method: str, path: str) -> RoutePolicy:
+        """The route of a path we were given (purge, invalidation, warming): its main reading."""
+        return self._first(method, path_readings(path)[0] if needs_reading(path) else path)
+
+    def _first(self, method: str, path: str) -> RoutePolicy:
         for matches, methods, policy in self._entries:
             if (methods is None or method in methods) and matches(path):
                 return policy
