@@ -108,7 +108,7 @@ class ProxyServer:
         client connections live on. Synchronous, so no request sees half of it."""
         restart = restart_required(self.config, loaded)
         config = effective(self.config, loaded)
-        routes = RouteTable(config, self.redis, own_secret=self.pipeline.routes.key_secret)
+        routes = RouteTable(config, self.redis, previous=self.pipeline.routes)
         wants_shared = any(p.cache and p.cache.shared for p in routes.policies)
         if self.shared is None and self.redis is not None and wants_shared:
             restart.append("cache.tiers")  # the Redis tier was not started with this process

@@ -126,12 +126,17 @@ class RouteTable:
     excluded; the request itself is forwarded byte for byte."""
 
     def __init__(
-        self, config: Config, redis: SharedRedis | None = None, own_secret: bytes | None = None
+        self, config: Config, redis: SharedRedis | None = None, previous: RouteTable | None = None
     ) -> None:
-        """`own_secret`: the previous table's, on a reload, so per-user entries stay reachable."""
+        """`previous`: the table this one replaces on a reload. Its per-user key secret is
+        kept, so per-user entries stay reachable, and so are the windows of every limiter
+        whose settings did not change (a reload must not hand every client a fresh budget)."""
         self.trusted_proxies = TrustedProxies(config.trusted_proxies)
+        self._trusted = config.trusted_proxies
         # Routes without a rate_limit section of their own share the top level's counters.
         self.limiters: list[RateLimiter] = []
+        before = {lim.policy.name: lim for lim in previous.limiters} if previous else {}
+        same_trust = previous is not None and previous._trusted == self._trusted
 
         def limiter(name: str, section: Any) -> RateLimiter | None:
             policy = resolve_rate_limit(name, config.rate_limit, section)
@@ -139,13 +144,20 @@ class RouteTable:
                 return None
             if section is None and self.limiters and self.limiters[0].policy.name == "default":
                 return self.limiters[0]
-            built = RateLimiter(policy, self.trusted_proxies, redis)
+            old = before.get(policy.name)
+            if old is not None and old.policy == policy and same_trust:
+                built = old  # counters, windows and all
+            else:
+                built = RateLimiter(policy, self.trusted_proxies, redis)
+                if old is not None and old.policy == policy:
+                    built.memory = old.memory  # who is trusted changed, not the windows
             self.limiters.append(built)
             return built
 
         cors = _Policies(CorsPolicy)
         compression = _Policies(CompressionPolicy)
         credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
+        own_secret = previous.key_secret if previous is not None else None
         secret = self.key_secret = _key_secret(config, bool(credentials), own_secret)
         public_host = config.listen.public_host
         forwarding = ForwardingPolicy.build(public_host, None)
