@@ -1,0 +1,67 @@
+"""One reading of `Authorization` for revocation, the `bearer` rate-limit key and per-user keys.
+
+An origin that splits credentials on any whitespace must not be handed a token the proxy
+read differently: `Bearer<TAB><revoked>` is refused, and every spelling of one token is one
+client and one user.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from proxy.credentials import Credentials, bearer, parse
+from tests.conftest import Origin, StartProxy, get
+
+# --- pure ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("Bearer abc", Credentials("bearer", ("abc",))),
+        ("Bearer\tabc", Credentials("bearer", ("abc",))),
+        ("  bEaReR \t abc \t", Credentials("bearer", ("abc",))),
+        ("Bearer\udca0abc", Credentials("bearer", ("abc",))),  # byte 0xA0: Latin-1 NBSP
+        ("Basic dXNlcjpwdw==", Credentials("basic", ("dXNlcjpwdw==",))),
+        ("Digest a=1, b=2", Credentials("digest", ("a=1,", "b=2"))),
+        ("Bearer", Credentials("bearer", ())),
+        ("", None),
+        (" \t", None),
+    ],
+)
+def test_parse(value: str, parsed: Credentials | None) -> None:
+    assert parse(value) == parsed
+
+
+def test_every_spelling_of_one_credential_is_one_canonical_form() -> None:
+    spellings = ["Bearer x", "Bearer\tx", "bearer  x ", "BEARER\t\tx"]
+    assert {c.canonical for s in spellings if (c := parse(s))} == {"Bearer x"}
+    assert bearer("Bearer\tx") == "x" and bearer("Basic x") is None and bearer("Bearer") is None
+
+
+# --- through the proxy -------------------------------------------------------------------------
+
+
+async def test_the_bearer_rate_limit_key_reads_every_spelling_as_one_client(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, rate_limit={"limits": ["2/minute"], "key": "bearer"})
+    statuses = []
+    for spelling in ("Bearer tok", "Bearer\ttok", "bearer  tok", "BEARER\ttok"):
+        resp, _ = await get(http, proxy, "/api", headers={"Authorization": spelling})
+        statuses.append(resp.status)
+    assert statuses == [200, 200, 429, 429]
+
+
+async def test_per_user_entries_read_every_spelling_as_one_user(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, cache={"ttl": 60, "per_user": True})
+    resp, _ = await get(http, proxy, "/me", headers={"Authorization": "Bearer tok"})
+    assert resp.headers["X-Cache"] == "MISS"
+    resp, _ = await get(http, proxy, "/me", headers={"Authorization": "bearer\ttok"})
+    assert resp.headers["X-Cache"] == "HIT"
+    resp, _ = await get(http, proxy, "/me", headers={"Authorization": "Bearer other"})
+    assert resp.headers["X-Cache"] == "MISS"
+    assert len(origin.requests) == 2
