@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from multidict import istr
 
 from proxy.cache import policy
 from proxy.cache.stores import MemoryStore
@@ -31,6 +32,8 @@ from proxy.target import BadTarget, Target, parse_target
 from proxy.upstream import BACKGROUND, UpstreamClient, UpstreamError
 
 log = logging.getLogger("cacheproxy")
+
+_AUTHORIZATION = istr("Authorization")
 
 
 class Pipeline:
@@ -86,6 +89,11 @@ class Pipeline:
             msg = "this proxy does not serve the requested host"
             return json_error(421, "misdirected_request", msg)
 
+        fields = request.headers
+        if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
+            # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
+            # key and the origin could each read a different one.
+            return json_error(400, "bad_request", "more than one Authorization field")
         try:
             route = self.routes.route_for(method, target.path)
         except AmbiguousPath as exc:

@@ -43,6 +43,18 @@ def test_every_spelling_of_one_credential_is_one_canonical_form() -> None:
 # --- through the proxy -------------------------------------------------------------------------
 
 
+async def test_two_authorization_fields_are_refused(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url)  # nothing revoked: refused anyway
+    two = [("Authorization", "Bearer a"), ("Authorization", "Bearer b")]
+    resp, body = await get(http, proxy, "/api", headers=two)
+    assert resp.status == 400 and b"more than one Authorization" in body
+    assert origin.requests == []
+    resp, _ = await get(http, proxy, "/api", headers={"Authorization": "Bearer a"})
+    assert resp.status == 200
+
+
 async def test_the_bearer_rate_limit_key_reads_every_spelling_as_one_client(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
