@@ -106,8 +106,10 @@ class Pipeline:
         ):
             status, headers = route.cors.preflight(request.headers)
             return web.Response(status=status, headers=headers)  # never forwarded
-        if self.revocations.any and self.revocations.refuses(request.headers):
-            return self.responder.own(request, route, self.revocations.refusal())
+        if self.revocations.any:
+            refusal = self.revocations.check(fields)
+            if refusal is not None:
+                return self.responder.own(request, route, refusal)
         limiter = route.rate_limit
         if limiter is not None:
             refusal = (

@@ -32,6 +32,7 @@ from multidict import CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio.cluster import RedisCluster
 
+from proxy import credentials
 from proxy.cache.keys import hash_secret
 from proxy.cache.stores import StoreUnavailable
 from proxy.errors import json_error
@@ -76,11 +77,7 @@ class ListFull(Exception):
     pass
 
 
-def bearer_token(authorization: str) -> str | None:
-    """The token of an `Authorization: Bearer <token>` value (scheme case-insensitive)."""
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    return token if token and scheme.lower() == "bearer" else None
+bearer_token = credentials.bearer  # `Bearer<TAB>x` is `x`, as origins that split read it
 
 
 def jwt_id(token: str) -> str | None:
@@ -140,18 +137,31 @@ class RevocationList:
 
     # --- the request path ---------------------------------------------------
 
-    def refuses(self, headers: CIMultiDictProxy[str]) -> bool:
-        """Does any `Authorization: Bearer` of the request carry a revoked token?"""
-        for value in headers.getall("Authorization", ()):
-            token = bearer_token(value)
-            if token is None:
-                continue
-            if self._tokens and self._active(self._tokens, token_member(token)):
+    def check(self, headers: CIMultiDictProxy[str]) -> web.Response | None:
+        """The answer to a request whose bearer token the list refuses; None to go on.
+
+        The pipeline has refused requests with more than one Authorization field already.
+        """
+        value = headers.get("Authorization")
+        if value is None:
+            return None
+        parsed = credentials.parse(value)
+        if parsed is None or parsed.scheme != "bearer" or not parsed.words:
+            return None
+        if len(parsed.words) > 1:
+            # Not a token68 (RFC 6750 §2.1): which word an origin takes cannot be told.
+            return json_error(
+                400, "bad_request", "malformed bearer credentials: the token has spaces in it"
+            )
+        return self.refusal() if self.revoked(parsed.words[0]) else None
+
+    def revoked(self, token: str) -> bool:
+        if self._tokens and self._active(self._tokens, token_member(token)):
+            return True
+        if self._jtis:
+            jti = jwt_id(token)
+            if jti is not None and self._active(self._jtis, jti_member(jti)):
                 return True
-            if self._jtis:
-                jti = jwt_id(token)
-                if jti is not None and self._active(self._jtis, jti_member(jti)):
-                    return True
         return False
 
     def refusal(self) -> web.Response:

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 
 from proxy.credentials import Credentials, bearer, parse
-from tests.conftest import Origin, StartProxy, get
+from tests.conftest import Origin, StartProxy, get, raw_exchange
+from tests.test_revocation import ADMIN, revoke
 
 # --- pure ------------------------------------------------------------------------------------
 
@@ -41,6 +42,22 @@ def test_every_spelling_of_one_credential_is_one_canonical_form() -> None:
 
 
 # --- through the proxy -------------------------------------------------------------------------
+
+
+async def test_a_tab_after_bearer_does_not_hide_a_revoked_token(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(origin.url, admin={"token": ADMIN})
+    assert (await revoke(http, proxy, {"token": "stolen-token", "ttl": 60}))[0] == 200
+    for spelling in ("Bearer\tstolen-token", "bearer \t stolen-token", "Bearer\xa0stolen-token"):
+        raw = f"GET /api HTTP/1.1\r\nHost: x\r\nAuthorization: {spelling}\r\n"
+        raw += "Connection: close\r\n\r\n"
+        answer = await raw_exchange(proxy.proxy_port, raw.encode("latin-1"))
+        assert answer.startswith(b"HTTP/1.1 401 "), spelling
+    # A token with a space in it could be either word to an origin: not guessed, refused.
+    resp, _ = await get(http, proxy, "/api", headers={"Authorization": "Bearer ok stolen-token"})
+    assert resp.status == 400
+    assert origin.requests == []
 
 
 async def test_two_authorization_fields_are_refused(
