@@ -87,6 +87,8 @@ class ProxyServer:
         self.health = HealthChecker(
             up.url, up.health_path, up.health_cache, self.redis, self.shared
         )
+        if self.redis is not None:  # without it the list is always whole
+            self.health.add("revocations", self.revocations.health)
         self._runners: list[web.BaseRunner] = []
 
     def reload(self) -> dict[str, object]:
