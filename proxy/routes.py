@@ -165,7 +165,7 @@ class RouteTable:
         def cache_forwarding(cache: RouteCache | None) -> ForwardingPolicy:
             if cache is None:
                 return forwarding
-            return ForwardingPolicy.build(public_host, cache.keys.rules.headers)
+            return ForwardingPolicy.build(public_host, cache.keys.rules.headers, cache.underscores)
 
         default_cache = resolve(config.cache, None, credentials, secret)
         self.default = RoutePolicy(
