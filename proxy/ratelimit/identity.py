@@ -75,7 +75,11 @@ def identify(key: str, trusted: TrustedProxies, v6_prefix: int = 64) -> Identify
     if trusted:
         by_address: Identify = _ByAddress(trusted, keys)
     else:
-        by_address = lambda request: keys(request.remote or "")  # noqa: E731
+
+        def by_address(request: web.BaseRequest) -> str:
+            remote = request.remote or ""
+            return keys(remote) if ":" in remote else remote  # IPv4 without a call
+
     if key == "ip":
         return by_address
     if key == "bearer":
