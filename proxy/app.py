@@ -10,6 +10,7 @@ from proxy.admin import build_admin_app
 from proxy.cache.stores import MemoryStore
 from proxy.cache.warming import Warming
 from proxy.cache_settings import CacheSettings
+from proxy.clientaddr import ClientKeys
 from proxy.config import Config, ConfigError
 from proxy.health import HealthChecker
 from proxy.listener import Listener, ListenerStats, default_max_connections, open_files_limit
@@ -95,6 +96,8 @@ class ProxyServer:
             up.url, up.health_path, up.health_cache, self.redis, self.shared
         )
         self.shutdown = shutdown or Shutdown(config.shutdown_delay)
+        if self.redis is not None:  # without it the list is always whole
+            self.health.add("revocations", self.revocations.health)
         self._runners: list[web.BaseRunner] = []
 
     @property
@@ -123,7 +126,7 @@ class ProxyServer:
         client connections live on. Synchronous, so no request sees half of it."""
         restart = restart_required(self.config, loaded)
         config = effective(self.config, loaded)
-        routes = RouteTable(config, self.redis, own_secret=self.pipeline.routes.key_secret)
+        routes = RouteTable(config, self.redis, previous=self.pipeline.routes)
         wants_shared = any(p.cache and p.cache.shared for p in routes.policies)
         if self.shared is None and self.redis is not None and wants_shared:
             restart.append("cache.tiers")  # the Redis tier was not started with this process
@@ -158,12 +161,16 @@ class ProxyServer:
         log.info("proxy port: at most %d connections (open files %d)", max_connections, open_files)
         # The proxy port routes with its own table, so aiohttp's router is dead weight:
         # the low-level server costs measurably less CPU per request (shared/design.md).
+        top_limit = self.config.rate_limit
         listener = Listener(
             self.pipeline.handle,
             listen.timeouts,
             max_connections,
             self.listener_stats,
             self.observer.observe,
+            listen.max_connections_per_client,
+            ClientKeys(top_limit.ipv6_prefix if top_limit is not None else 64),
+            lambda peer: self.pipeline.trusted_proxies.trusts(peer),
         )
         # The runner calls listener.shutdown(grace) once the port stops accepting.
         proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)

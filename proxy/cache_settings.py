@@ -104,6 +104,10 @@ class CacheSettings(Section):
     # HMAC key for credentials in cache keys; the same on every instance sharing Redis.
     key_secret: str | None = Field(None, min_length=16)
     key: KeySettings = KeySettings()
+    # Forward request headers whose names hold an underscore on fetches by the cache. Off
+    # (nginx's `underscores_in_headers off`): origins such as WSGI read `X_Forwarded_Host`
+    # as `X-Forwarded-Host`, an unkeyed header that shapes a stored answer. Keyed ones pass.
+    underscores_in_headers: bool = False
     tags_header: str | None = None
     # Where entries live: memory (each process's L1), then redis (the shared L2, which
     # needs the top-level `redis` section).
@@ -155,6 +159,7 @@ class RouteCache:
     max_entry_size: int
     shared: bool = False  # entries also go to (and come from) the Redis tier
     coalesce_global: bool = False  # one fetch per key across instances (needs `shared`)
+    underscores: bool = False  # `underscores_in_headers`: forwarded on fetches by the cache
 
 
 def user_headers(sections: Iterable[CacheSettings | None]) -> tuple[str, ...]:
@@ -213,6 +218,7 @@ def resolve(
         max_entry_size=settings.max_entry_size,
         shared="redis" in settings.tiers,
         coalesce_global=settings.coalesce == "global",
+        underscores=settings.underscores_in_headers,
     )
 
 

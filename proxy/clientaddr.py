@@ -67,6 +67,44 @@ def parse_address(text: str) -> IPAddress | None:
     return address
 
 
+def address_key(address: IPAddress, v6_prefix: int) -> str:
+    """The name `address` counts under as a client: IPv4 as it is, IPv6 by its network.
+
+    One IPv6 host is given a /64 (or more) and may send from any address in it: were each
+    /128 a client of its own, it would be as many clients as it likes (RFC 6177, RFC 8981).
+    """
+    if isinstance(address, ipaddress.IPv4Address) or v6_prefix >= 128:
+        return str(address)
+    shift = 128 - v6_prefix
+    network = ipaddress.IPv6Address(int(address) >> shift << shift)
+    return f"{network}/{v6_prefix}"
+
+
+class ClientKeys:
+    """`address_key` for the addresses aiohttp reports (`request.remote`), remembered.
+
+    IPv4 costs one `in`; IPv6 is parsed once per address (bounded memo).
+    """
+
+    __slots__ = ("_memo", "v6_prefix")
+
+    def __init__(self, v6_prefix: int = 64) -> None:
+        self.v6_prefix = v6_prefix
+        self._memo: dict[str, str] = {}
+
+    def __call__(self, address: str) -> str:
+        if ":" not in address:
+            return address
+        key = self._memo.get(address)
+        if key is None:
+            if len(self._memo) >= 4096:
+                self._memo.clear()
+            parsed = parse_address(address)
+            key = address if parsed is None else address_key(parsed, self.v6_prefix)
+            self._memo[address] = key
+        return key
+
+
 def _is_port(text: str) -> bool:
     return 0 < len(text) <= 5 and _PORT_CHARS.issuperset(text)
 

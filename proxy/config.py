@@ -117,6 +117,10 @@ class Listen(_Model):
     # Client connections held at once per process; more are closed as soon as accepted.
     # Unset: derived from the open-files limit (proxy/listener.py, default_max_connections).
     max_connections: int | None = Field(None, ge=1)
+    # Of those, what one client address (the TCP peer; IPv6 by rate_limit.ipv6_prefix) may
+    # hold, so one client cannot take them all (nginx's limit_conn); trusted_proxies are not
+    # bounded. 0: no bound.
+    max_connections_per_client: int = Field(256, ge=0)
 
 
 def _is_loopback(host: str) -> bool:

@@ -95,6 +95,13 @@ _MERGED = frozenset(
 )
 _NOTHING: dict[str, list[str]] = {}
 
+# CGI, WSGI (wsgiref, gunicorn before 22), PHP and Rack name headers HTTP_X_FORWARDED_FOR,
+# so `X_Forwarded_For` reaches the application as `X-Forwarded-For`. An underscore spelling
+# of a field the proxy sets, strips or reads is never forwarded, from anyone, on any route.
+MANAGED = (
+    HOP_BY_HOP | _REQUEST_OWN | CLIENT_FORWARDING | OVERRIDE_HEADERS | CLIENT_CONDITIONS | _MERGED
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ForwardingPolicy:
@@ -104,6 +111,9 @@ class ForwardingPolicy:
     drop_trusted: frozenset[str]  # ... and when it is
     public_host: str | None  # `listen.public_host`: the X-Forwarded-Host, always
     host_as_forwarded_host: bool  # may the client's Host become X-Forwarded-Host?
+    # Drop every field whose name holds an underscore but these (lower-case): on fetches
+    # by the cache, unless the route allows them. None: keep them (but MANAGED spellings).
+    underscores_kept: frozenset[str] | None = None
     # The two drop sets plus CLIENT_CONDITIONS, for fetches sent with validators of our own.
     validating_untrusted: frozenset[str] = field(init=False, repr=False, compare=False)
     validating_trusted: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -113,14 +123,17 @@ class ForwardingPolicy:
         object.__setattr__(self, "validating_trusted", self.drop_trusted | CLIENT_CONDITIONS)
 
     @classmethod
-    def build(cls, public_host: str | None, key_headers: tuple[str, ...] | None) -> Self:
+    def build(
+        cls, public_host: str | None, key_headers: tuple[str, ...] | None, underscores: bool = False
+    ) -> Self:
         """`key_headers` None: nothing fetched with this policy is stored.
 
         Then the client's Host goes upstream as X-Forwarded-Host, as every reverse proxy
         does: the answer goes to that client alone, so a lying Host only fools itself.
         Otherwise only what the cache key holds may shape the answer: Host only when the
-        route keys by Host, a trusted proxy's X-Forwarded-Host only when keyed by it, and
-        override headers only when keyed by them.
+        route keys by Host, a trusted proxy's X-Forwarded-Host only when keyed by it,
+        override headers only when keyed by them, and names with an underscore (which an
+        origin may read as another field) only when keyed by them or `underscores` is set.
         """
         own = HOP_BY_HOP | _REQUEST_OWN
         if key_headers is None:
@@ -129,7 +142,8 @@ class ForwardingPolicy:
         trusted = own | (OVERRIDE_HEADERS - keyed)
         if "x-forwarded-host" in keyed:
             trusted -= {"x-forwarded-host"}
-        return cls(trusted | CLIENT_FORWARDING, trusted, public_host, "host" in keyed)
+        kept = None if underscores else frozenset(h for h in keyed if "_" in h)
+        return cls(trusted | CLIENT_FORWARDING, trusted, public_host, "host" in keyed, kept)
 
 
 def _connection_tokens(headers: Headers) -> frozenset[str]:
@@ -186,9 +200,14 @@ def request_fields(
         drop = drop | _connection_tokens(headers)
     lines = [f"Host: {upstream_host}"]
     merged = _NOTHING
+    kept = policy.underscores_kept
     for name, value in headers.items():
         lower = name.lower()
         if lower in drop:
+            continue
+        if "_" in lower and (
+            (kept is not None and lower not in kept) or lower.replace("_", "-") in MANAGED
+        ):
             continue
         if lower in _MERGED:
             if merged is _NOTHING:

@@ -107,6 +107,14 @@ class HealthChecker:
         if redis is not None:
             self._checks["redis"] = _Cached(self._ping, ttl)
 
+    def add(self, name: str, state: Callable[[], Check]) -> None:
+        """A check of the process's own state (no probe: read at every request)."""
+
+        async def read() -> Check:
+            return state()
+
+        self._checks[name] = _Cached(read, 0.0)
+
     async def start(self) -> None:
         if self._probe_url is not None:
             # A session of its own: a busy pool must not make a healthy upstream look dead,

@@ -3,7 +3,8 @@
 aiohttp gives a connection as long as it likes to send a request head (its keep-alive timer
 defaults to an hour) and nothing bounds a stalled request body, so a few hundred slow clients
 could hold every file descriptor. Here each connection is bounded in time (request head,
-keep-alive idle, body silence) and the listener in number (`max_connections`).
+keep-alive idle, body silence), its head in size (HEAD_LIMITS), and the listener in number
+(`max_connections`, and `max_connections_per_client` for any one client address).
 
 The timers are lazy: a deadline is a float on the connection, and its `call_at` handle is
 re-armed only when it fires before the deadline, so a busy keep-alive connection does not pay
@@ -25,7 +26,7 @@ from typing import Any, cast
 import orjson
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
@@ -40,6 +41,21 @@ Observe = Callable[[web.BaseRequest, web.StreamResponse, float], None]
 
 # llhttp also lets HTTP/0.9 and HTTP/2.0 request lines through; neither is spoken here.
 HTTP1 = frozenset({HttpVersion10, HttpVersion11})
+
+# What one request head may hold (aiohttp's defaults let ~1 MB wait for `request_head`
+# seconds per connection). Bytes: the request line, one field (name and value), and a head
+# still incomplete; and fields at most. Like nginx's 8k buffers and Apache's 100 fields.
+MAX_REQUEST_LINE = 16 * 1024  # URLs with long query strings are common in APIs
+MAX_FIELD = 8 * 1024
+MAX_FIELDS = 100
+MAX_HEAD = 64 * 1024
+HEAD_LIMITS = {
+    "max_line_size": MAX_REQUEST_LINE,
+    "max_field_size": MAX_FIELD,
+    "max_headers": MAX_FIELDS,
+}
+# aiohttp's parser says "too many fields" only in words (checked by tests/test_listener.py).
+_TOO_MANY_FIELDS = "Too many headers received"
 
 # Descriptors kept free beyond client connections: listening sockets, the admin listener and
 # its clients, log files, DNS, the event loop's own. Upstream connections are added on top.
@@ -69,6 +85,8 @@ class ListenerStats:
     max_connections: int = 0
     open_connections: int = 0
     refused_connections: int = 0  # beyond max_connections, closed at once
+    max_connections_per_client: int = 0  # 0: no bound
+    refused_per_client: int = 0  # beyond max_connections_per_client, closed at once
     head_timeouts: int = 0
     body_timeouts: int = 0
     bad_requests: int = 0  # not parsable as HTTP/1.x: answered 400, logged in one line
@@ -117,6 +135,11 @@ def _shutting_down() -> bytes:
     return raw_answer(503, "Service Unavailable", "shutting_down", "the proxy is restarting")
 
 
+def _head_too_large() -> bytes:
+    message = f"the request head is over {MAX_HEAD // 1024} KiB"
+    return raw_answer(431, "Request Header Fields Too Large", "head_too_large", message)
+
+
 class _UnsupportedVersion(web.BaseRequest):
     """A request line in an HTTP version other than 1.0/1.1: answered 505, never forwarded."""
 
@@ -139,6 +162,8 @@ class ListenerProtocol(RequestHandler):
         "_body",
         "_body_timeout",
         "_body_timer",
+        "_client",
+        "_head_bytes",
         "_head_deadline",
         "_head_started",
         "_head_timeout",
@@ -158,6 +183,8 @@ class ListenerProtocol(RequestHandler):
         self._head_deadline = 0.0  # 0: no request head under way
         self._head_started = False  # a byte of that head has arrived
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # of a head still incomplete
+        self._client: str | None = None  # counted against max_connections_per_client
         self._body: StreamReader | None = None  # a request body still being received
         self._last_read = 0.0
         self._body_timer: asyncio.TimerHandle | None = None
@@ -179,6 +206,12 @@ class ListenerProtocol(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        listener = self._listener
+        if listener is not None and listener.stats.max_connections_per_client:
+            self._client = listener.admit(self.remote())
+            if self._client is None:
+                self._abort(None)
+                return
         self._expect_head(started=False)
 
     def data_received(self, data: bytes) -> None:
@@ -195,16 +228,27 @@ class ListenerProtocol(RequestHandler):
         super().data_received(data)
         if self._request_count != heads:  # a head was parsed (or found malformed)
             self._head_deadline = 0.0
-        elif under_way:
+            return
+        if under_way:
             self._head_started = True
         elif idle:  # only part of a head came: its time starts now (a whole one needs none)
             self._expect_head(started=True)
+        else:
+            return
+        # Every byte since the head began is the head's: none of it completed one.
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD and self.transport is not None:
+            self._head_deadline = 0.0
+            if self._listener is not None:
+                self._listener.bad_request(self.remote(), f"request head over {MAX_HEAD} bytes")
+            self._abort(_head_too_large())
 
     def _expect_head(self, started: bool) -> None:
         loop = self._loop
         deadline = loop.time() + self._head_timeout
         self._head_deadline = deadline
         self._head_started = started
+        self._head_bytes = 0
         # aiohttp's keep-alive timer also closes a connection still waiting for a request when
         # it fires; keep it clear of a head under way, which gets request_head whole.
         if self._next_keepalive_close_time <= deadline:
@@ -301,7 +345,7 @@ class ListenerProtocol(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.connection_closed()
+            listener.connection_closed(self._client)
         for timer in (self._head_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
@@ -325,7 +369,14 @@ class ListenerProtocol(RequestHandler):
         listener = self._listener
         if listener is not None:
             listener.bad_request(request.remote, reason)
-        resp = json_error(status, "bad_request", f"malformed request: {reason}")
+        if isinstance(exc, LineTooLong) and exc.args[1:2] == (MAX_REQUEST_LINE,):
+            message = f"the request line is over {MAX_REQUEST_LINE} bytes"
+            resp = json_error(414, "uri_too_long", message)
+        elif isinstance(exc, LineTooLong) or exc.message == _TOO_MANY_FIELDS:
+            message = f"at most {MAX_FIELDS} header fields of {MAX_FIELD} bytes each"
+            resp = json_error(431, "header_fields_too_large", message)
+        else:
+            resp = json_error(status, "bad_request", f"malformed request: {reason}")
         resp.force_close()
         return resp
 
@@ -357,17 +408,28 @@ class Listener(web.Server):
         max_connections: int,
         stats: ListenerStats | None = None,
         observe: Observe | None = None,
+        max_connections_per_client: int = 0,
+        client_key: Callable[[str], str] = str,
+        unbounded: Callable[[str], bool] = lambda peer: False,
     ) -> None:
         super().__init__(
             self._version_guard(handler),
             request_factory=self._request,
             keepalive_timeout=timeouts.keepalive,
             access_log=None,
+            **HEAD_LIMITS,
         )
         self.timeouts = timeouts
         self.observe = observe
         self.stats = stats or ListenerStats()
         self.stats.max_connections = max_connections
+        self.stats.max_connections_per_client = max_connections_per_client
+        # Who holds the sockets: the TCP peer (a client cannot choose it as it can its
+        # X-Forwarded-For), IPv6 by network like the rate limiter; trusted proxies are not
+        # bounded, since every client behind them shares their address.
+        self._client_key = client_key
+        self._unbounded = unbounded
+        self._per_client: dict[str, int] = {}
         self._refusals_log = LogBudget()
         self._bad_requests_log = LogBudget()
         self._drained: asyncio.Future[None] | None = None
@@ -423,7 +485,32 @@ class Listener(web.Server):
         stats.open_connections += 1
         return ListenerProtocol(self, loop=self._loop, **self._kwargs)
 
-    def connection_closed(self) -> None:
+    def admit(self, peer: str | None) -> str | None:
+        """The name a new connection from `peer` counts under (`""`: not counted), or None
+        when that client holds max_connections_per_client already."""
+        if not peer or self._unbounded(peer):
+            return ""
+        client = self._client_key(peer)
+        held = self._per_client.get(client, 0)
+        if held >= self.stats.max_connections_per_client:
+            self.stats.refused_per_client += 1
+            held_back = self._refusals_log.take(self._loop.time())
+            if held_back is not None:
+                log.warning(
+                    "refusing a connection from %s: it holds max_connections_per_client (%d)%s",
+                    client,
+                    held,
+                    _not_logged(held_back),
+                )
+            return None
+        self._per_client[client] = held + 1
+        return client
+
+    def connection_closed(self, client: str | None = None) -> None:
+        if client:
+            held = self._per_client.pop(client) - 1
+            if held:
+                self._per_client[client] = held
         self.stats.open_connections -= 1
         drained = self._drained
         if drained is not None and not self.stats.open_connections and not drained.done():

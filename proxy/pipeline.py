@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from multidict import istr
 
 from proxy.cache import policy
 from proxy.cache.stores import MemoryStore
@@ -25,12 +26,14 @@ from proxy.metrics import current_route
 from proxy.relay import interim_relay
 from proxy.respond import Responder
 from proxy.revocation import RevocationList, RevocationSettings
-from proxy.routes import RoutePolicy, RouteTable
+from proxy.routes import AmbiguousPath, RoutePolicy, RouteTable
 from proxy.shared_cache import SharedTier
 from proxy.target import BadTarget, Target, parse_target
 from proxy.upstream import BACKGROUND, UpstreamClient, UpstreamError
 
 log = logging.getLogger("cacheproxy")
+
+_AUTHORIZATION = istr("Authorization")
 
 
 class Pipeline:
@@ -86,7 +89,15 @@ class Pipeline:
             msg = "this proxy does not serve the requested host"
             return json_error(421, "misdirected_request", msg)
 
-        route = self.routes.match(method, target.path)
+        fields = request.headers
+        if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
+            # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
+            # key and the origin could each read a different one.
+            return json_error(400, "bad_request", "more than one Authorization field")
+        try:
+            route = self.routes.route_for(method, target.path)
+        except AmbiguousPath as exc:
+            return json_error(400, "ambiguous_path", str(exc))
         current_route.set(route.name)  # for the metrics and the access log
         if (
             method == "OPTIONS"
@@ -95,8 +106,10 @@ class Pipeline:
         ):
             status, headers = route.cors.preflight(request.headers)
             return web.Response(status=status, headers=headers)  # never forwarded
-        if self.revocations.any and self.revocations.refuses(request.headers):
-            return self.responder.own(request, route, self.revocations.refusal())
+        if self.revocations.any:
+            refusal = self.revocations.check(fields)
+            if refusal is not None:
+                return self.responder.own(request, route, refusal)
         limiter = route.rate_limit
         if limiter is not None:
             refusal = (

@@ -23,6 +23,7 @@ RESTART_REQUIRED: tuple[str, ...] = (
     "listen.port",  # the bound socket
     "listen.timeouts",
     "listen.max_connections",  # the listener
+    "listen.max_connections_per_client",
     "admin",  # its socket and token guard
     "workers",  # the processes
     "upstream",  # the pool, its timeouts and retries, the health probe

@@ -9,7 +9,14 @@ epoch seconds). With Redis configured the set lives in one sorted set shared by 
 instance (score: expiry in ms by the Redis clock); a revocation is published on a channel
 that every process follows, and the mirror is reloaded from the set at start-up, after
 every reconnection and every `resync_interval` seconds, so a missed message costs at most
-that long. Entries expire at their ttl everywhere. Without Redis the mirror is the list.
+that long. Each reload also writes back what the mirror knows and the set lacks (revoked
+while Redis was down, or lost by a Redis that restarted empty). Entries expire at their ttl
+everywhere. Without Redis the mirror is the list; with `workers: N` the supervisor keeps a
+copy and hands it to each worker it starts (proxy/workers.py), so a restart forgets nothing.
+
+Until the first load from Redis, a process knows only what it was handed:
+`before_sync: serve` serves and reports it in /health, `refuse` answers 503 to requests
+carrying a bearer token.
 
     <prefix>{revoked}           ZSET member "t:<digest>" | "j:<digest>", score expiry ms
     <prefix>revoked (channel)   "<member> <expiry ms>" per revocation
@@ -23,8 +30,8 @@ import binascii
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
@@ -32,6 +39,7 @@ from multidict import CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio.cluster import RedisCluster
 
+from proxy import credentials
 from proxy.cache.keys import hash_secret
 from proxy.cache.stores import StoreUnavailable
 from proxy.errors import json_error
@@ -44,6 +52,8 @@ MAX_TTL = 366 * 86400.0
 _MAX_TOKEN = 16 * 1024  # longer bearer tokens are not decoded as JWTs
 _MAX_JTI = 1024
 _PAGE = 10_000  # members per read when reloading the mirror
+_PUSH = 500  # members per write when writing the mirror back
+SYNC_RETRY_AFTER = 5  # seconds, on the 503 of `before_sync: refuse`
 
 # KEYS[1]: the set. ARGV: member, ttl ms, channel, max entries.
 # Returns {expiry ms, entries}, or {-1, entries} when the list is full.
@@ -63,6 +73,30 @@ redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. expiry)
 return {expiry, redis.call('ZCARD', KEYS[1])}
 """
 
+# KEYS[1]: the set. ARGV: channel, max entries, then member, expiry ms pairs: what a mirror
+# knows and the set lacks (or holds with an earlier expiry). Returns how many were written.
+_PUSH_BACK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local written = 0
+for i = 3, #ARGV, 2 do
+  local member, expiry = ARGV[i], tonumber(ARGV[i + 1])
+  local known = redis.call('ZSCORE', KEYS[1], member)
+  if expiry > now and (known or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2])) then
+    if not known or tonumber(known) < expiry then
+      redis.call('ZADD', KEYS[1], expiry, member)
+      redis.call('PUBLISH', ARGV[1], member .. ' ' .. expiry)
+      written = written + 1
+    end
+  end
+end
+if written > 0 then
+  local longest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[1], longest[2])
+end
+return written
+"""
+
 
 class RevocationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -70,17 +104,16 @@ class RevocationSettings(BaseModel):
     # Seconds between full reloads of the mirror from Redis (missed messages heal by then).
     resync_interval: float = Field(30.0, gt=0, le=3600)
     max_entries: int = Field(100_000, ge=1)
+    # With Redis, until the list is first loaded from it: `serve` (and say so in /health)
+    # or `refuse` requests carrying a bearer token (503), which the list might refuse.
+    before_sync: Literal["serve", "refuse"] = "serve"
 
 
 class ListFull(Exception):
     pass
 
 
-def bearer_token(authorization: str) -> str | None:
-    """The token of an `Authorization: Bearer <token>` value (scheme case-insensitive)."""
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    return token if token and scheme.lower() == "bearer" else None
+bearer_token = credentials.bearer  # `Bearer<TAB>x` is `x`, as origins that split read it
 
 
 def jwt_id(token: str) -> str | None:
@@ -128,7 +161,11 @@ class RevocationList:
         self._clock = clock
         self._tokens: dict[str, float] = {}  # "t:<digest>" -> expiry (epoch seconds)
         self._jtis: dict[str, float] = {}  # "j:<digest>" -> expiry
-        self.any = False  # anything to check at all: the hot path reads only this
+        # Anything to check at all (entries, or bearer requests to refuse until the list is
+        # loaded): the hot path reads only this.
+        self.any = False
+        # Loaded from the master copy at least once (always, without Redis).
+        self.synced = redis is None
         self.degraded = False  # Redis unreachable: the mirror may be missing entries
         self.last_error: str | None = None
         self.refused = 0
@@ -137,21 +174,43 @@ class RevocationList:
             self._key = f"{redis.prefix}{{revoked}}"
             self._channel = f"{redis.prefix}revoked"
             self._revoke_script = redis.client.register_script(_REVOKE)
+            self._push_script = redis.client.register_script(_PUSH_BACK)
+        self._update_any()
 
     # --- the request path ---------------------------------------------------
 
-    def refuses(self, headers: CIMultiDictProxy[str]) -> bool:
-        """Does any `Authorization: Bearer` of the request carry a revoked token?"""
-        for value in headers.getall("Authorization", ()):
-            token = bearer_token(value)
-            if token is None:
-                continue
-            if self._tokens and self._active(self._tokens, token_member(token)):
+    def check(self, headers: CIMultiDictProxy[str]) -> web.Response | None:
+        """The answer to a request whose bearer token the list refuses; None to go on.
+
+        The pipeline has refused requests with more than one Authorization field already.
+        """
+        value = headers.get("Authorization")
+        if value is None:
+            return None
+        parsed = credentials.parse(value)
+        if parsed is None or parsed.scheme != "bearer" or not parsed.words:
+            return None
+        if not self.synced and self.settings.before_sync == "refuse":
+            return json_error(
+                503,
+                "revocation_list_unavailable",
+                "revoked tokens cannot be checked yet: the list has not been loaded",
+                {"Retry-After": str(SYNC_RETRY_AFTER)},
+            )
+        if len(parsed.words) > 1:
+            # Not a token68 (RFC 6750 §2.1): which word an origin takes cannot be told.
+            return json_error(
+                400, "bad_request", "malformed bearer credentials: the token has spaces in it"
+            )
+        return self.refusal() if self.revoked(parsed.words[0]) else None
+
+    def revoked(self, token: str) -> bool:
+        if self._tokens and self._active(self._tokens, token_member(token)):
+            return True
+        if self._jtis:
+            jti = jwt_id(token)
+            if jti is not None and self._active(self._jtis, jti_member(jti)):
                 return True
-            if self._jtis:
-                jti = jwt_id(token)
-                if jti is not None and self._active(self._jtis, jti_member(jti)):
-                    return True
         return False
 
     def refusal(self) -> web.Response:
@@ -170,8 +229,23 @@ class RevocationList:
         if expiry > self._clock():
             return True
         del entries[member]
-        self.any = bool(self._tokens or self._jtis)
+        self._update_any()
         return False
+
+    def _update_any(self) -> None:
+        unsynced_refusal = not self.synced and self.settings.before_sync == "refuse"
+        self.any = bool(self._tokens or self._jtis) or unsynced_refusal
+
+    def health(self) -> dict[str, object]:
+        """For /health: `down` until the list was first loaded from Redis."""
+        check: dict[str, object] = {
+            "status": "up" if self.synced else "down",
+            "synced": self.synced,
+            "following": self._redis is not None and not self.degraded,
+        }
+        if not self.synced:
+            check["error"] = "not loaded from Redis yet: tokens revoked earlier may pass"
+        return check
 
     # --- changes ------------------------------------------------------------
 
@@ -218,7 +292,17 @@ class RevocationList:
         for entries in (self._tokens, self._jtis):
             for member in [m for m, expiry in entries.items() if expiry <= now]:
                 del entries[member]
-        self.any = bool(self._tokens or self._jtis)
+        self._update_any()
+
+    def entries(self) -> list[tuple[str, float]]:
+        """Every live (member, expiry): what a worker started later is handed."""
+        self.sweep()
+        return [*self._tokens.items(), *self._jtis.items()]
+
+    def load(self, entries: Iterable[tuple[str, float]]) -> None:
+        """Add what another process knows (revocations are never taken back early)."""
+        for member, expiry in entries:
+            self._add(member, expiry)
 
     def _entries(self, member: str) -> dict[str, float]:
         return self._tokens if member.startswith("t:") else self._jtis
@@ -229,7 +313,7 @@ class RevocationList:
         entries = self._entries(member)
         if entries.get(member, 0.0) < expiry:
             entries[member] = expiry
-        self.any = True
+        self._update_any()
 
     # --- following Redis ----------------------------------------------------
 
@@ -288,11 +372,13 @@ class RevocationList:
         self._add(member, expiry)
 
     async def resync(self) -> None:
-        """Merge the shared set into the mirror (revocations are never taken back early)."""
+        """Merge the shared set into the mirror (revocations are never taken back early),
+        and the mirror into the set."""
         assert self._redis is not None
         client = self._redis.client
         start = int(self._clock() * 1000)
         offset = 0
+        shared: dict[str, int] = {}  # what the set holds: member -> expiry ms
         while True:
             page = await self._redis.run(
                 "revocation-sync",
@@ -302,15 +388,40 @@ class RevocationList:
             )
             for member, score in page:
                 text = member.decode("ascii", "replace") if isinstance(member, bytes) else member
+                shared[text] = int(score)
                 self._add(text, score / 1000)
             if len(page) < _PAGE:
                 break
             offset += _PAGE
+        if not self.synced:
+            self.synced = True
+            self._update_any()
+        await self._write_back(shared)
         self.sweep()
         if self.degraded:
             log.info("revocation list in sync with Redis again")
         self.degraded = False
         self.last_error = None
+
+    async def _write_back(self, shared: dict[str, int]) -> None:
+        """Put in the set what the mirror knows and it lacks: revoked here while Redis was
+        down, or lost by a Redis that came back empty. Nothing, when they agree."""
+        assert self._redis is not None
+        missing = [
+            (member, ms)
+            for member, expiry in self.entries()
+            if shared.get(member, -1) < (ms := int(expiry * 1000))
+        ]
+        for i in range(0, len(missing), _PUSH):
+            args: list[str | int] = [self._channel, self.settings.max_entries]
+            for member, ms in missing[i : i + _PUSH]:
+                args += [member, ms]
+            written = await self._redis.run(
+                "revocation-write-back",
+                lambda args=args: self._push_script(keys=[self._key], args=args),
+            )
+            if written:
+                log.info("revocation list: wrote %d entries Redis did not have", written)
 
     def _failed(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
@@ -328,15 +439,10 @@ def admin_routes(revocations: RevocationList) -> list[tuple[str, str, Handler]]:
     """`POST /tokens/revoke` and `GET /tokens/revoked/count` (the admin app guards them)."""
 
     async def revoke(request: web.Request) -> web.StreamResponse:
-        try:
-            spec = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return json_error(400, "bad_request", "body must be JSON")
-        problem = _check_spec(spec)
-        if problem:
-            return json_error(400, "bad_request", problem)
-        ttl = float(spec["ttl"])
-        member = token_member(spec["token"]) if "token" in spec else jti_member(spec["jti"])
+        parsed = parse_revocation(await request.read())
+        if isinstance(parsed, str):
+            return json_error(400, "bad_request", parsed)
+        member, ttl = parsed
         try:
             expiry = await revocations.revoke(member, ttl)
         except ListFull:
@@ -357,6 +463,19 @@ def admin_routes(revocations: RevocationList) -> list[tuple[str, str, Handler]]:
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     return [("POST", "/tokens/revoke", revoke), ("GET", "/tokens/revoked/count", count)]
+
+
+def parse_revocation(body: bytes) -> tuple[str, float] | str:
+    """(member, ttl) of a `POST /tokens/revoke` body, or what is wrong with it."""
+    try:
+        spec = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "body must be JSON"
+    problem = _check_spec(spec)
+    if problem:
+        return problem
+    member = token_member(spec["token"]) if "token" in spec else jti_member(spec["jti"])
+    return member, float(spec["ttl"])
 
 
 def _check_spec(spec: object) -> str | None:

@@ -22,6 +22,7 @@ from proxy.linear_regex import prefix_matcher
 from proxy.ratelimit.limiter import RateLimiter
 from proxy.ratelimit.settings import resolve as resolve_rate_limit
 from proxy.redis_conn import SharedRedis
+from proxy.target import BadTarget, needs_reading, normalise_escapes, path_readings
 
 log = logging.getLogger("cacheproxy")
 
@@ -74,13 +75,18 @@ class RoutePolicy:
 _Matcher = Callable[[str], bool]
 
 
+class AmbiguousPath(BadTarget):
+    """Origins could read the path in ways that select different routes: refused (400)."""
+
+
 def _matcher(route: Route) -> _Matcher:
     m = route.match
+    # Requests are matched with their escapes normalised (`%7e` is `~`): so are the patterns.
     if m.path is not None:
-        exact = m.path
+        exact = normalise_escapes(m.path)
         return lambda path: path == exact
     if m.prefix is not None:
-        prefix = m.prefix
+        prefix = normalise_escapes(m.prefix)
         return lambda path: path.startswith(prefix)
     assert m.regex is not None
     # Anchored at the start like Kong's regex paths; end with `$` to pin the whole path.
@@ -116,15 +122,21 @@ def _key_secret(config: Config, per_user_routes: bool, own: bytes | None) -> byt
 
 
 class RouteTable:
-    """Routes matched against the raw (still percent-encoded) path, query excluded."""
+    """Routes matched against the path as an origin reads it (target.path_readings), query
+    excluded; the request itself is forwarded byte for byte."""
 
     def __init__(
-        self, config: Config, redis: SharedRedis | None = None, own_secret: bytes | None = None
+        self, config: Config, redis: SharedRedis | None = None, previous: RouteTable | None = None
     ) -> None:
-        """`own_secret`: the previous table's, on a reload, so per-user entries stay reachable."""
+        """`previous`: the table this one replaces on a reload. Its per-user key secret is
+        kept, so per-user entries stay reachable, and so are the windows of every limiter
+        whose settings did not change (a reload must not hand every client a fresh budget)."""
         self.trusted_proxies = TrustedProxies(config.trusted_proxies)
+        self._trusted = config.trusted_proxies
         # Routes without a rate_limit section of their own share the top level's counters.
         self.limiters: list[RateLimiter] = []
+        before = {lim.policy.name: lim for lim in previous.limiters} if previous else {}
+        same_trust = previous is not None and previous._trusted == self._trusted
 
         def limiter(name: str, section: Any) -> RateLimiter | None:
             policy = resolve_rate_limit(name, config.rate_limit, section)
@@ -132,13 +144,20 @@ class RouteTable:
                 return None
             if section is None and self.limiters and self.limiters[0].policy.name == "default":
                 return self.limiters[0]
-            built = RateLimiter(policy, self.trusted_proxies, redis)
+            old = before.get(policy.name)
+            if old is not None and old.policy == policy and same_trust:
+                built = old  # counters, windows and all
+            else:
+                built = RateLimiter(policy, self.trusted_proxies, redis)
+                if old is not None and old.policy == policy:
+                    built.memory = old.memory  # who is trusted changed, not the windows
             self.limiters.append(built)
             return built
 
         cors = _Policies(CorsPolicy)
         compression = _Policies(CompressionPolicy)
         credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
+        own_secret = previous.key_secret if previous is not None else None
         secret = self.key_secret = _key_secret(config, bool(credentials), own_secret)
         public_host = config.listen.public_host
         forwarding = ForwardingPolicy.build(public_host, None)
@@ -146,7 +165,7 @@ class RouteTable:
         def cache_forwarding(cache: RouteCache | None) -> ForwardingPolicy:
             if cache is None:
                 return forwarding
-            return ForwardingPolicy.build(public_host, cache.keys.rules.headers)
+            return ForwardingPolicy.build(public_host, cache.keys.rules.headers, cache.underscores)
 
         default_cache = resolve(config.cache, None, credentials, secret)
         self.default = RoutePolicy(
@@ -191,7 +210,35 @@ class RouteTable:
             names.setdefault(policy.upstream.origin, policy.name)
         return names
 
+    def route_for(self, method: str, path: str) -> RoutePolicy:
+        """The route of a client's request; AmbiguousPath when origins could disagree on it.
+
+        A spelling must not take a request out of its route's limits or cache rules: so
+        `/api/auth/log%69n` is `/api/auth/login`'s, and `/api/x/..%2Fauth/login`, which one
+        origin reads as `/api/auth/login` and another as a file under `/api/x/`, is refused.
+        """
+        if "%" not in path and "/." not in path and "//" not in path and "#" not in path:
+            # Nearly every request: its bytes are its only reading (target.needs_reading,
+            # written out: this runs on every hit).
+            for matches, methods, policy in self._entries:
+                if (methods is None or method in methods) and matches(path):
+                    return policy
+            return self.default
+        first, *others = path_readings(path)
+        policy = self._first(method, first)
+        for other in others:
+            if self._first(method, other) is not policy:
+                raise AmbiguousPath(
+                    "the path selects different routes depending on how it is decoded "
+                    "(dot segments, %2F or //): send it in its plain form"
+                )
+        return policy
+
     def match(self, method: str, path: str) -> RoutePolicy:
+        """The route of a path we were given (purge, invalidation, warming): its main reading."""
+        return self._first(method, path_readings(path)[0] if needs_reading(path) else path)
+
+    def _first(self, method: str, path: str) -> RoutePolicy:
         for matches, methods, policy in self._entries:
             if (methods is None or method in methods) and matches(path):
                 return policy

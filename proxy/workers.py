@@ -15,7 +15,10 @@ across them. The supervisor serves no proxy traffic and needs no Redis:
   on as SIGINT, which skips the delay. A worker still running STOP_MARGIN seconds past
   both is killed;
 - SIGHUP (or `POST /config/reload`) reloads the config: the supervisor re-reads the file for
-  the workers it will (re)start, and every serving worker re-reads it itself (proxy/reload.py).
+  the workers it will (re)start, and every serving worker re-reads it itself (proxy/reload.py);
+- it keeps a copy of the revocations made through it and hands it to every worker it starts,
+  before that worker serves; one made while a worker starts is sent down its pipe (a
+  restarted worker would otherwise accept every token revoked before, without Redis).
 
 Workers are started with `spawn` (a fresh interpreter, not a fork of a process running an
 event loop) and get the validated Config through a pipe: command-line overrides and ${ENV}
@@ -57,6 +60,7 @@ from proxy.headers import HOP_BY_HOP
 from proxy.metrics import MULTIPROC_ENV, render_multiprocess, worker_exited
 from proxy.observability import merge_summaries
 from proxy.reload import ConfigSource, effective
+from proxy.revocation import ListFull, RevocationList, parse_revocation
 from proxy.shutdown import Shutdown
 
 log = logging.getLogger("cacheproxy.workers")
@@ -79,6 +83,7 @@ HEARTBEAT_MISSES = 4
 _READY = b"ready"
 _FAILED = b"failed "
 _MESSAGE_MAX = 4096  # bytes of a worker's start-up message
+_REVOKED = b"revoked "  # supervisor -> worker: JSON [[member, expiry], ...]
 # Not passed between supervisor and workers: per hop, or set again by the client.
 _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", "accept-encoding"}
 _ANSWER_DROP = HOP_BY_HOP | {"content-length", "content-type", "content-encoding", "date", "server"}
@@ -115,36 +120,51 @@ def worker_main(
     log_level: int,
     pipe: Connection,
     source: ConfigSource | None = None,
+    revoked: list[tuple[str, float]] | None = None,
 ) -> None:
-    """Entry point of a worker process."""
+    """Entry point of a worker process. `revoked`: the supervisor's revocation list."""
     # Until its loop handles SIGINT (as the supervisor does: stop without the delay), Ctrl-C
     # at a terminal, which reaches the whole process group, must not end it mid-start.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=_WORKER_LOG_FORMAT.format(index=index))
-    raise SystemExit(run_loop(_serve_worker(config, admin_path, pipe, source)))
+    raise SystemExit(run_loop(_serve_worker(config, admin_path, pipe, source, revoked)))
 
 
 async def _serve_worker(
-    config: Config, admin_path: str, pipe: Connection, source: ConfigSource | None = None
+    config: Config,
+    admin_path: str,
+    pipe: Connection,
+    source: ConfigSource | None = None,
+    revoked: list[tuple[str, float]] | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     shutdown = Shutdown(config.shutdown_delay)
     loop.add_signal_handler(signal.SIGTERM, shutdown.terminate)
     loop.add_signal_handler(signal.SIGINT, shutdown.interrupt)
     orphaned = False
+    revocations: RevocationList | None = None
 
-    def supervisor_gone() -> None:  # it never writes: readable means its end is closed
+    def from_supervisor() -> None:
+        # It writes revocations made while this worker starts; end of file: it is gone.
         nonlocal orphaned
-        orphaned = True
-        loop.remove_reader(pipe.fileno())
-        log.warning("the supervisor is gone: stopping")
-        shutdown.interrupt()  # nobody routes by this worker's readiness: no delay
+        try:
+            message = pipe.recv_bytes()
+        except (EOFError, OSError):
+            orphaned = True
+            loop.remove_reader(pipe.fileno())
+            log.warning("the supervisor is gone: stopping")
+            shutdown.interrupt()  # nobody routes by this worker's readiness: no delay
+            return
+        if revocations is not None and message.startswith(_REVOKED):
+            revocations.load(orjson.loads(message.removeprefix(_REVOKED)))
 
-    loop.add_reader(pipe.fileno(), supervisor_gone)
+    loop.add_reader(pipe.fileno(), from_supervisor)
     try:
         server = ProxyServer(
             config, reuse_port=True, admin_path=admin_path, source=source, shutdown=shutdown
         )
+        revocations = server.revocations
+        revocations.load(revoked or ())  # before the port is bound: nothing served without it
         # Before "ready": the supervisor only signals workers that are serving.
         loop.add_signal_handler(signal.SIGHUP, server.reload)
         await server.start()
@@ -199,6 +219,11 @@ class WorkerProcess:
     @property
     def serving(self) -> bool:
         return self.ready.done() and self.ready.result() is None and not self.exited.done()
+
+    def tell(self, message: bytes) -> None:
+        """Send the worker a message (small: a pipe's buffer holds many)."""
+        with contextlib.suppress(OSError):  # it has died: _on_exit says so
+            self._pipe.send_bytes(message)
 
     def _stop_listening(self) -> None:
         if self._listening:
@@ -298,6 +323,8 @@ class Supervisor:
         self.metrics_dir: str | None = None
         redis = config.redis
         self.answer_timeout = ANSWER_TIMEOUT + (REDIS_CALLS * redis.timeout if redis else 0.0)
+        # Revocations made through this supervisor, for the workers it starts from now on.
+        self.revocations = RevocationList(config.revocation)
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT; raises CannotStart (or OSError) if it cannot start."""
@@ -393,15 +420,32 @@ class Supervisor:
     def _spawn(self, slot: Slot) -> None:
         ours, theirs = self._context.Pipe()
         level = logging.getLogger().level
+        revoked = self.revocations.entries()
         process = self._context.Process(
             target=worker_main,
-            args=(self.config, slot.index, slot.admin_path, level, theirs, self.source),
+            args=(self.config, slot.index, slot.admin_path, level, theirs, self.source, revoked),
             name=f"cacheproxy-worker-{slot.index}",
             daemon=True,  # should the supervisor fail, multiprocessing's exit handler stops it
         )
         process.start()
         theirs.close()
         slot.current = WorkerProcess(process, ours)
+
+    async def note_revocation(self, body: bytes) -> None:
+        """Keep a revocation for workers started later, and send it to those starting now
+        (the serving ones get the request itself)."""
+        parsed = parse_revocation(body)
+        if isinstance(parsed, str):
+            return  # the workers answer what is wrong with it
+        try:
+            expiry = await self.revocations.revoke(*parsed)
+        except ListFull:
+            return  # so is every worker's: they answer 507
+        message = _REVOKED + orjson.dumps([[parsed[0], expiry]])
+        for slot in self.slots:
+            worker = slot.current
+            if worker is not None and not worker.serving and not worker.exited.done():
+                worker.tell(message)
 
     async def _all_ready(self) -> bool:
         """True once every worker serves; False if told to stop first."""
@@ -612,6 +656,10 @@ def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
         supervisor.reload_own()
         return await forward(request)  # each worker re-reads the file and answers for itself
 
+    async def revoke(request: web.Request) -> web.Response:
+        await supervisor.note_revocation(await request.read())
+        return await forward(request)  # each worker revokes it and answers for itself
+
     async def metrics(_: web.Request) -> web.Response:
         assert supervisor.metrics_dir is not None
         body = await asyncio.to_thread(render_multiprocess, supervisor.metrics_dir)
@@ -627,6 +675,7 @@ def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
     app.router.add_get("/workers", guard(workers))
     app.router.add_get("/metrics", guard(metrics))
     app.router.add_post("/config/reload", guard(reload))
+    app.router.add_post("/tokens/revoke", guard(revoke))
     app.router.add_route("*", "/{tail:.*}", forward)
     return app
 

@@ -292,6 +292,8 @@ async def test_listener_stats_sit_behind_the_admin_token(
         "max_connections",
         "open_connections",
         "refused_connections",
+        "max_connections_per_client",
+        "refused_per_client",
         "head_timeouts",
         "body_timeouts",
         "bad_requests",
@@ -384,3 +386,101 @@ async def test_a_flood_of_slow_heads_past_the_fd_limit_leaves_admin_answering(
     proxy.proc.send_signal(signal.SIGTERM)
     out, _ = proxy.proc.communicate(timeout=10)
     assert "open files limit: soft 64 -> 256, hard 256" in out, out
+
+
+# --- what one client may hold ------------------------------------------------------------
+
+
+async def test_one_client_cannot_hold_every_connection(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    proxy = await start_proxy(
+        origin.url, listen={"max_connections": 10, "max_connections_per_client": 3}
+    )
+    held = [await connect(proxy.proxy_port) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    reader, writer = await connect(proxy.proxy_port)
+    data, took = await read_until_closed(reader, 5)
+    writer.close()
+    assert (data, took < 0.5) == (b"", True)
+    stats = await listener_stats(proxy)  # the admin port is another listener: not counted
+    assert (stats["open_connections"], stats["refused_per_client"]) == (3, 1)
+    assert (stats["refused_connections"], stats["max_connections_per_client"]) == (0, 3)
+
+    held_reader, held_writer = held.pop()
+    held_writer.write(GET)  # the held ones are served as usual
+    assert (await read_response(held_reader)).startswith(b"HTTP/1.1 200 ")
+    held_writer.close()
+    await asyncio.sleep(0.1)  # a slot of its own is free again
+    assert (await raw_exchange(proxy.proxy_port, GET, wait=1)).startswith(b"HTTP/1.1 200 ")
+    for _, w in held:
+        w.close()
+
+
+async def test_a_trusted_proxy_is_not_bounded_per_client(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    # Every client behind a load balancer shares its address: bounding it would bound them all.
+    proxy = await start_proxy(
+        origin.url, listen={"max_connections_per_client": 2}, trusted_proxies=["127.0.0.1"]
+    )
+    held = [await connect(proxy.proxy_port) for _ in range(4)]
+    for reader, writer in held:
+        writer.write(GET)
+        assert (await read_response(reader)).startswith(b"HTTP/1.1 200 ")
+        writer.close()
+    assert (await listener_stats(proxy))["refused_per_client"] == 0
+
+
+# --- how large a head may be ----------------------------------------------------------------
+
+
+async def test_a_100_kb_header_gets_431_with_a_json_body(
+    origin: Origin, start_proxy: StartProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await start_proxy(origin.url)
+    big = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    with caplog.at_level(logging.DEBUG):
+        data = await raw_exchange(proxy.proxy_port, big)
+    assert data.startswith(b"HTTP/1.0 431 Request Header Fields Too Large\r\n"), data[:100]
+    assert b'"error":"header_fields_too_large"' in data and b"application/json" in data
+    assert not [r for r in caplog.records if r.exc_info]  # never a traceback
+    assert origin.hits["/a"] == 0
+
+
+async def test_too_many_fields_get_431_and_a_long_request_line_414(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    proxy = await start_proxy(origin.url)
+    fields = b"".join(b"X-F%d: v\r\n" % i for i in range(101))
+    head = b"GET /a HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+    data = await raw_exchange(proxy.proxy_port, head)
+    assert data.startswith(b"HTTP/1.0 431 "), data[:100]
+    line = b"GET /a?q=" + b"a" * 17_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = await raw_exchange(proxy.proxy_port, line)
+    assert data.startswith(b"HTTP/1.0 414 "), data[:100]
+    assert b'"error":"uri_too_long"' in data
+    # Within the bounds: a 16 KB request line (the test origin itself refuses past 8 KB)...
+    data = await raw_exchange(proxy.proxy_port, line.replace(b"a" * 17_000, b"a" * 16_000))
+    assert data and b"uri_too_long" not in data
+    # ...100 fields, one of them 8 KB.
+    ok = b"GET /a?q=" + b"a" * 8000 + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 8000 + b"\r\n"
+    ok += b"".join(b"X-F%d: v\r\n" % i for i in range(97)) + b"Connection: close\r\n\r\n"
+    assert (await raw_exchange(proxy.proxy_port, ok)).startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_head_still_incomplete_after_64_kib_gets_431(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    proxy = await start_proxy(origin.url)
+    reader, writer = await connect(proxy.proxy_port)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n")
+    for i in range(9):  # 9 fields of 8000 bytes, each within its own bound, sent slowly
+        writer.write(b"X-F%d: " % i + b"v" * 8000 + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.02)
+    data, _ = await read_until_closed(reader, 5)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), data[:100]
+    assert b'"error":"head_too_large"' in data
+    assert (await listener_stats(proxy))["bad_requests"] == 1

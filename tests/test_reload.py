@@ -109,6 +109,28 @@ async def test_reload_keeps_the_per_user_key_secret(
     assert (await get(http, proxy, "/me/x", headers=auth))[0].headers["X-Cache"] == "HIT"
 
 
+async def test_a_reload_keeps_the_windows_of_limits_that_did_not_change(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    def limited(name: str, rate: str) -> dict[str, Any]:
+        return {"name": name, "match": {"prefix": f"/{name}"}, "rate_limit": {"limits": [rate]}}
+
+    login, search = limited("login", "3/minute"), limited("search", "2/minute")
+    proxy = await start_proxy(origin.url, routes=[login, search])
+    for path in ("/login", "/login", "/login", "/search", "/search"):
+        assert (await get(http, proxy, path))[0].status == 200
+
+    # A reload that changes another route and the search limit, and adds a route.
+    faster = {**search, "rate_limit": {"limits": ["4/minute"]}}
+    other = {"name": "other", "match": {"prefix": "/other"}, "cache": False}
+    text = config_text(origin.url, routes=[login, faster, other])
+    proxy.apply(parse_config(text, env={}))
+
+    assert (await get(http, proxy, "/login"))[0].status == 429  # its count was kept
+    statuses = [(await get(http, proxy, "/search"))[0].status for _ in range(5)]
+    assert statuses == [200] * 4 + [429]
+
+
 async def test_admin_reload_without_a_file_is_refused(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:

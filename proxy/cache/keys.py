@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote
 
+from proxy import credentials
 from proxy.cache.policy import Headers
 
 ANONYMOUS: Final = "-"
@@ -182,6 +183,10 @@ class KeyBuilder:
             segments.append(f"h:{name}={hashed}")
         if self._user is not None:
             value = _join_lines(request_headers.getall(self._user, ()))
+            if self._user == "authorization" and value:
+                # `Bearer<TAB>x` is `Bearer x` (proxy/credentials.py): one user, one entry.
+                parsed = credentials.parse(value)
+                value = parsed.canonical if parsed is not None else value
             segments.append(f"u:{hash_secret(value, self.rules.secret) if value else ANONYMOUS}")
         return "|".join(segments)
 

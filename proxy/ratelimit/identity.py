@@ -2,8 +2,9 @@
 
 `ip` is the socket peer, or, when that peer is a trusted proxy, the client it vouches for
 in `X-Forwarded-For` / `Forwarded` (proxy/clientaddr.py: the right-most untrusted hop, so
-a client cannot spoof its way out of a limit). `bearer` and header keys are hashed before
-anything keeps them; a request without the key falls back to its `ip`.
+a client cannot spoof its way out of a limit); an IPv6 client is its /`ipv6_prefix` network.
+`bearer` (read as proxy/credentials.py reads it) and header keys are hashed before anything
+keeps them; a request without the key falls back to its `ip`.
 
 Identities never collide across kinds: addresses contain `.` or `:`, digests are hex.
 """
@@ -14,8 +15,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from proxy import credentials
 from proxy.cache.keys import hash_secret
-from proxy.clientaddr import TrustedProxies, client_address, parse_address
+from proxy.clientaddr import ClientKeys, TrustedProxies, address_key, client_address, parse_address
 
 Identify = Callable[[web.BaseRequest], str]
 
@@ -30,8 +32,9 @@ class _ByAddress:
     request, so they are kept (bounded) instead of recomputed on every hit.
     """
 
-    def __init__(self, trusted: TrustedProxies) -> None:
+    def __init__(self, trusted: TrustedProxies, keys: ClientKeys) -> None:
         self._trusted = trusted
+        self._keys = keys
         self._peers: dict[str, str | None] = {}  # peer -> its address; None: trusted proxy
         self._chains: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
 
@@ -45,7 +48,10 @@ class _ByAddress:
             if len(self._peers) >= _MEMO_SIZE:
                 self._peers.clear()
             parsed = parse_address(peer)
-            address = None if self._trusted.trusts_address(parsed) else str(parsed or peer)
+            if self._trusted.trusts_address(parsed):
+                address = None
+            else:
+                address = peer if parsed is None else address_key(parsed, self._keys.v6_prefix)
             self._peers[peer] = address
         if address is not None:
             return address
@@ -53,7 +59,7 @@ class _ByAddress:
         chain = (peer, tuple(h.getall("X-Forwarded-For", ())), tuple(h.getall("Forwarded", ())))
         client = self._chains.get(chain)
         if client is None:
-            client = client_address(peer, chain[1], chain[2], self._trusted) or peer
+            client = self._keys(client_address(peer, chain[1], chain[2], self._trusted) or peer)
             if sum(map(len, chain[1])) + sum(map(len, chain[2])) <= _MEMO_CHAIN:
                 if len(self._chains) >= _MEMO_SIZE:
                     self._chains.clear()
@@ -61,14 +67,19 @@ class _ByAddress:
         return client
 
 
-def identify(key: str, trusted: TrustedProxies) -> Identify:
+def identify(key: str, trusted: TrustedProxies, v6_prefix: int = 64) -> Identify:
     """The function that names a request's client under `key` (validated by the config)."""
     if key == "global":
         return lambda _: "global"
+    keys = ClientKeys(v6_prefix)
     if trusted:
-        by_address: Identify = _ByAddress(trusted)
+        by_address: Identify = _ByAddress(trusted, keys)
     else:
-        by_address = lambda request: request.remote or ""  # noqa: E731
+
+        def by_address(request: web.BaseRequest) -> str:
+            remote = request.remote or ""
+            return keys(remote) if ":" in remote else remote  # IPv4 without a call
+
     if key == "ip":
         return by_address
     if key == "bearer":
@@ -76,9 +87,8 @@ def identify(key: str, trusted: TrustedProxies) -> Identify:
         def by_bearer(request: web.BaseRequest) -> str:
             auth = request.headers.get("Authorization")
             if auth is not None:
-                scheme, _, token = auth.strip().partition(" ")
-                token = token.strip()
-                if token and scheme.lower() == "bearer":
+                token = credentials.bearer(auth)
+                if token is not None:
                     return hash_secret(token)
             return by_address(request)
 

@@ -53,7 +53,7 @@ class RateLimiter:
         self.policy = policy
         windows = [r.window for r in policy.rates]
         limits = [r.count for r in policy.rates]
-        self._identify = identify(policy.key, trusted)
+        self._identify = identify(policy.key, trusted, policy.ipv6_prefix)
         # Always there: the backend without Redis, the fallback (`local`) with it.
         self.memory = MemoryWindows(windows, limits, policy.max_clients, clock)
         self.shared = (

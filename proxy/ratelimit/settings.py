@@ -52,6 +52,8 @@ class RateLimitSettings(Section):
     on_store_error: Literal["local", "allow", "deny"] = "local"
     # Top level only: clients tracked in memory per limiter (see memory.py).
     max_clients: int = Field(100_000, ge=1)
+    # An IPv6 client is its network of this prefix length: one host holds a whole /64.
+    ipv6_prefix: int = Field(64, ge=16, le=128)
 
     @field_validator("limits")
     @classmethod
@@ -81,6 +83,7 @@ class LimitPolicy:
     key: str  # ip | global | bearer | header:<Name>
     on_store_error: str
     max_clients: int
+    ipv6_prefix: int = 64
 
 
 def resolve(
@@ -104,6 +107,7 @@ def resolve(
         key=settings.key,
         on_store_error=settings.on_store_error,
         max_clients=top.max_clients if top is not None else settings.max_clients,
+        ipv6_prefix=settings.ipv6_prefix,
     )
 
 
