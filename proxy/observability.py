@@ -527,6 +527,24 @@ def _upstream_series(origins: list[OriginStats]) -> list[Series]:
             "Times the circuit opened",
             lambda o: o.circuit_opened,
         ),
+        each(
+            "gauge",
+            "cacheproxy_upstream_circuit_window_requests",
+            "Requests in the breaker's window (circuit_breaker.window seconds)",
+            lambda o: o.window_requests,
+        ),
+        each(
+            "gauge",
+            "cacheproxy_upstream_circuit_window_failures",
+            "Failed requests in the breaker's window",
+            lambda o: o.window_failures,
+        ),
+        each(
+            "gauge",
+            "cacheproxy_upstream_circuit_failure_rate",
+            "Failures / requests in the breaker's window (0 without requests)",
+            lambda o: o.failure_rate or 0.0,
+        ),
     ]
 
 

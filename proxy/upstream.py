@@ -138,6 +138,9 @@ class UpstreamClient:
         is paid again on every resumption.)
         """
         request = (method, key, target, fields, body, interim, content_length)
+        # What the breaker tells apart: one endpoint failing while others answer is not
+        # the origin failing (proxy/breaker.py).
+        endpoint = f"{method} {target.partition('?')[0]}"
         observe = self.observe
         started = time.perf_counter()
         guard = self.guard(origin)
@@ -153,7 +156,7 @@ class UpstreamClient:
         try:
             while True:
                 try:
-                    up = await self._attempt(guard, request, deadline, background)
+                    up = await self._attempt(guard, request, endpoint, deadline, background)
                 except _Resendable as exc:
                     delay = self._retry_delay(guard, retry, deadline) if replayable else None
                     if delay is None:
@@ -200,7 +203,12 @@ class UpstreamClient:
         return delay
 
     async def _attempt(
-        self, guard: OriginGuard, request: _Request, deadline: float, background: bool
+        self,
+        guard: OriginGuard,
+        request: _Request,
+        endpoint: str,
+        deadline: float,
+        background: bool,
     ) -> UpstreamResponse:
         remaining = deadline - self._clock()
         if remaining <= 0:
@@ -208,7 +216,8 @@ class UpstreamClient:
         if guard.admit_now():
             probe = False
         else:
-            probe = await guard.admit(min(self.config.pool.queue_timeout, remaining), background)
+            wait = min(self.config.pool.queue_timeout, remaining)
+            probe = await guard.admit(wait, background, endpoint)
         started = self._clock()
         assert self._pool is not None, "UpstreamClient.start() was not awaited"
         # The head's deadline goes to the connection's own lazy timer: asyncio.timeout would
@@ -220,7 +229,8 @@ class UpstreamClient:
             # A timeout is the slowest latency sample of all; an error is none at all (a
             # refused connection is quick, and would look like a fast upstream).
             timed_out = isinstance(exc, TimeoutError) and not isinstance(exc, ConnectTimeout)
-            guard.verdict(probe, True, self._clock() - started if timed_out else None)
+            latency = self._clock() - started if timed_out else None
+            guard.verdict(endpoint, probe, True, latency)
             guard.release()
             error = self._classify(exc, guard.origin)
             if isinstance(exc, ExchangeError) and exc.resendable:
@@ -228,10 +238,10 @@ class UpstreamClient:
             raise error from exc
         except BaseException:
             guard.release()
-            guard.abandon(probe)
+            guard.abandon(endpoint, probe)
             raise
         failed = up.status in guard.failure_statuses
-        guard.verdict(probe, failed, None if failed else self._clock() - started)
+        guard.verdict(endpoint, probe, failed, None if failed else self._clock() - started)
         up.give_back = guard.release
         return up
 

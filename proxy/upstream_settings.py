@@ -111,20 +111,44 @@ class Retries(_Model):
 
 
 class CircuitBreaker(Section):
-    """`circuit_breaker: false` turns it off."""
+    """`circuit_breaker: false` turns it off. Per origin and process (proxy/breaker.py)."""
 
-    failures: int = Field(5, ge=1)
-    window: float = Field(10.0, gt=0)
-    reset_after: float = Field(30.0, gt=0)
-    # Responses that count as failures, besides connection errors and timeouts.
+    # It opens when, within `window` seconds, at least `min_requests` requests went and at
+    # least `failure_rate` of them failed, also without the endpoint that failed most.
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(20, ge=1)
+    window: float = Field(10.0, gt=0, le=3600)
+    # Also open on this many failures in a row. Off: a few requests of one client make a
+    # row; for an origin too quiet to reach min_requests.
+    consecutive_failures: int | None = Field(None, ge=1)
+    # Seconds nothing is sent once open; then up to `probes` requests (one per endpoint) go.
+    reset_after: float = Field(10.0, gt=0)
+    probes: int = Field(3, ge=1, le=100)
+    # Responses that count as failures, besides connection errors and timeouts. Never a
+    # 4xx: that is an answer about the request, not a failing upstream.
     on_status: tuple[int, ...] = (502, 503, 504)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_count(cls, data: Any) -> Any:
+        # Rejected, not translated: a count of failures is what let a few requests open
+        # the circuit for everyone, and no count means the same as a rate.
+        if isinstance(data, dict) and "failures" in data:
+            raise ValueError(
+                "`failures` is gone: the breaker opens on a failure rate now; set "
+                "failure_rate (0.5) and min_requests (20), and consecutive_failures for "
+                "a count of failures in a row"
+            )
+        return data
 
     @field_validator("on_status")
     @classmethod
     def _statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        bad = [s for s in value if not 400 <= s <= 599]
+        bad = [s for s in value if not 500 <= s <= 599]
         if bad:
-            raise ValueError(f"only 4xx and 5xx statuses can count as failures, got {bad}")
+            raise ValueError(
+                f"only 5xx statuses can count as failures (a 4xx is the client's), got {bad}"
+            )
         return value
 
 
