@@ -47,3 +47,12 @@ class UpstreamError(Exception):
             return {}
         # Whole seconds, at least 1: `Retry-After: 0` invites an immediate stampede.
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class ClientBodyError(Exception):
+    """The client's request body stalled (`timed_out`) or broke off while it was being sent
+    upstream: an answer for the client (408 or 400), never a failure of the upstream."""
+
+    def __init__(self, timed_out: bool, message: str) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out

@@ -6,7 +6,8 @@
     adaptive limit) -> retry? (idempotent, budget, backoff with jitter, client's time left)
 
 The slot is held until the caller releases the response, so the bound counts requests
-whose bodies are still streaming too.
+whose bodies are still streaming too. Only what the upstream did is a verdict: a request
+whose client's body stalled or broke off, or whose client went, is abandoned instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from proxy.errors import UpstreamError
+from proxy.errors import ClientBodyError, UpstreamError
 from proxy.http1 import (
     IDEMPOTENT,
     ConnectTimeout,
@@ -30,6 +31,7 @@ from proxy.http1 import (
     OriginKey,
     Pool,
     ReadTimeout,
+    RequestBodyFailed,
     StreamedBody,
     UpstreamResponse,
 )
@@ -60,7 +62,7 @@ _Request = tuple[
     str, OriginKey, str, Sequence[str], bytes | StreamedBody | None, Interim | None, int | None
 ]
 
-# (route name, status or "error"/"timeout", seconds to the response head)
+# (route name, status or "error"/"timeout"/"aborted", seconds to the response head)
 Observe = Callable[[str, int | str, float], None]
 
 
@@ -180,6 +182,10 @@ class UpstreamClient:
                 outcome = "timeout" if exc.status == 504 else "error"
                 observe(route, outcome, time.perf_counter() - started)
             raise
+        except ClientBodyError:
+            if observe is not None:
+                observe(route, "aborted", time.perf_counter() - started)
+            raise
         if observe is not None:
             observe(route, up.status, time.perf_counter() - started)
         return up
@@ -225,6 +231,10 @@ class UpstreamClient:
         timeout = None if deadline == math.inf else deadline - started
         try:
             up = await self._pool.request(*request, timeout)
+        except RequestBodyFailed as exc:  # the client's doing: no verdict on the upstream
+            guard.release()
+            guard.abandon(endpoint, probe)
+            raise ClientBodyError(exc.timed_out, str(exc)) from exc
         except (TimeoutError, ExchangeError, OSError) as exc:
             # A timeout is the slowest latency sample of all; an error is none at all (a
             # refused connection is quick, and would look like a fast upstream).
@@ -236,7 +246,7 @@ class UpstreamClient:
             if isinstance(exc, ExchangeError) and exc.resendable:
                 raise _Resendable(error) from exc
             raise error from exc
-        except BaseException:
+        except BaseException:  # cancelled: the client went, or the listener ended it
             guard.release()
             guard.abandon(endpoint, probe)
             raise

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
+from proxy.cache_settings import parse_size
 from proxy.section import Section
 
 
@@ -38,6 +39,9 @@ class Timeouts(_Model):
     # The client's whole wait for the upstream's response head: queue, every attempt and
     # the backoff between them. None: queue_timeout + connect + read (one attempt's worst).
     total: float | None = Field(None, gt=0)
+    # While a request holds a slot, the longest wait for the next chunk of its client's
+    # body (one streamed: larger than `buffer_body`, or chunked); then 408.
+    client_body: float = Field(5.0, gt=0)
 
 
 class Adaptive(Section):
@@ -158,6 +162,9 @@ class Upstream(_Model):
     pool: Pool = Pool()
     retries: Retries = Retries()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    # Request bodies with a Content-Length up to this are read whole before a slot is
+    # taken (and so can be retried); larger or chunked ones stream. 0: every body streams.
+    buffer_body: int = Field(64 * 2**10, ge=0, le=2**30)
     # What /health probes: GET this path on the upstream's host (the url's base path is not
     # prepended); a 5xx or no answer is "down". None: a TCP connect only.
     health_path: str | None = None
@@ -165,6 +172,7 @@ class Upstream(_Model):
     health_cache: float = Field(5.0, ge=0, le=300)
 
     _url = field_validator("url")(check_upstream_url)
+    _size = field_validator("buffer_body", mode="before")(parse_size)
 
     @field_validator("health_path")
     @classmethod

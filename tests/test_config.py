@@ -284,6 +284,7 @@ def test_upstream_protection_defaults() -> None:
     cb = upstream.circuit_breaker
     assert (cb.enabled, cb.failure_rate, cb.min_requests, cb.window) == (True, 0.5, 20, 10)
     assert (cb.consecutive_failures, cb.reset_after, cb.probes) == (None, 10, 3)
+    assert (upstream.buffer_body, upstream.timeouts.client_body) == (64 * 1024, 5)
     assert upstream.total_timeout == 10 + 5 + 30  # queue + connect + read
     shorthand = parse_config(
         "upstream: {url: http://a, pool: {adaptive: true}, circuit_breaker: false}", env={}
@@ -300,6 +301,7 @@ upstream:
   pool: {max_connections: 4, max_queue: -1, adaptive: {min_limit: 8}}
   retries: {attempts: 99, on_status: [200], budget: 2}
   circuit_breaker: {failure_rate: 0, min_requests: 0, reset_after: -1, on_status: [429]}
+  buffer_body: lots
 """
     )
     joined = "\n".join(found)
@@ -313,6 +315,7 @@ upstream:
         "upstream.circuit_breaker.min_requests:",
         "upstream.circuit_breaker.reset_after:",
         "upstream.circuit_breaker.on_status: only 5xx statuses can count as failures",
+        "upstream.buffer_body: not a size: 'lots'",
     ):
         assert path in joined, (path, joined)
     # The old count is refused by name, pointing at what replaced it.
@@ -321,6 +324,8 @@ upstream:
         "now; set failure_rate (0.5) and min_requests (20), and consecutive_failures for a "
         "count of failures in a row"
     ]
+    sized = "upstream: {url: http://a, buffer_body: 1MB, timeouts: {client_body: 2}}"
+    assert parse_config(sized, env={}).upstream.buffer_body == 2**20
     assert problems("upstream: {url: http://a, retries: true}") == [
         "upstream.retries: must be a number of retries or a mapping, got True"
     ]

@@ -190,12 +190,17 @@ async def test_only_idempotent_requests_without_a_streamed_body_are_retried(
     origin.respond = lambda r: web.Response(status=503, text="overloaded")
     retries = {"attempts": 2, "backoff": 0, "max_backoff": 0}
     proxy = await start_proxy(origin.url, upstream=upstream(origin, retries=retries, **NO_BREAKER))
-    calls: list[tuple[str, str, bytes | None]] = [
+
+    async def streamed() -> Any:
+        yield b"streamed body"  # chunked: no Content-Length, so never read whole first
+
+    calls: list[tuple[str, str, Any]] = [
         ("GET", "/get", None),
         ("DELETE", "/delete", None),
         ("POST", "/post", b"order"),
         ("PATCH", "/patch", None),
-        ("PUT", "/put", b"streamed body"),
+        ("PUT", "/put", b"small body, read whole"),
+        ("PUT", "/put-streamed", streamed()),
     ]
     for method, path, data in calls:
         async with http.request(method, url_of(proxy, path), data=data) as resp:
@@ -206,8 +211,12 @@ async def test_only_idempotent_requests_without_a_streamed_body_are_retried(
         "/delete": 3,
         "/post": 1,
         "/patch": 1,
-        "/put": 1,
+        "/put": 3,
+        "/put-streamed": 1,
     }
+    # Each retry of the PUT carried its whole body.
+    puts = [r for r in origin.requests if r.path == "/put"]
+    assert [r.content_length for r in puts] == [len(b"small body, read whole")] * 3
 
 
 async def dropping_first_connection() -> tuple[asyncio.Server, Counter[str]]:
