@@ -115,7 +115,7 @@ class Pipeline:
                 return await self.cache.serve(request, route, target)
             resp = await self.forward(request, route, target)
         except UpstreamError as exc:
-            log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.message)
+            log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.detail)
             x_cache = ("MISS", "fwd=miss") if cacheable else ("BYPASS", "fwd=bypass")
             headers = {**cache_headers(*x_cache), **exc.headers()}
             error = json_error(exc.status, exc.code, exc.message, headers)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from proxy.errors import ClientBodyError, UpstreamError
 from proxy.http1 import (
     IDEMPOTENT,
+    CertificateFailed,
     ConnectTimeout,
     ExchangeError,
     Interim,
@@ -163,8 +164,8 @@ class UpstreamClient:
                     delay = self._retry_delay(guard, retry, deadline) if replayable else None
                     if delay is None:
                         raise exc.error from exc.__cause__
-                    message = exc.error.message
-                    log.info("retrying %s %s in %.2f s: %s", method, target, delay, message)
+                    detail = exc.error.detail
+                    log.info("retrying %s %s in %.2f s: %s", method, target, delay, detail)
                 else:
                     if not replayable or up.status not in self._retry_statuses:
                         break
@@ -242,7 +243,7 @@ class UpstreamClient:
             latency = self._clock() - started if timed_out else None
             guard.verdict(endpoint, probe, True, latency)
             guard.release()
-            error = self._classify(exc, guard.origin)
+            error = self._classify(exc, guard)
             if isinstance(exc, ExchangeError) and exc.resendable:
                 raise _Resendable(error) from exc
             raise error from exc
@@ -255,13 +256,16 @@ class UpstreamClient:
         up.give_back = guard.release
         return up
 
-    def _classify(self, exc: BaseException, origin: str) -> UpstreamError:
+    def _classify(self, exc: BaseException, guard: OriginGuard) -> UpstreamError:
+        """The client's answer to a failed attempt: a stable code and a sentence without
+        the upstream's address or the OS's words, which only the log gets (`detail`)."""
         timeouts = self.config.timeouts
         if isinstance(exc, ConnectTimeout):
             return UpstreamError(
                 504,
                 "upstream_timeout",
                 f"The upstream API did not accept a connection within {timeouts.connect:g} s",
+                detail=f"upstream {guard.name} ({guard.origin}): {exc}",
             )
         if isinstance(exc, ReadTimeout):
             return self._timed_out(timeouts.read, "timeouts.read")
@@ -269,10 +273,17 @@ class UpstreamClient:
             return self._timed_out(self._total, "timeouts.total")
         if isinstance(exc, InvalidResponse):
             return UpstreamError(
-                502, "upstream_invalid_response", f"The upstream API at {origin} sent {exc}"
+                502,
+                "upstream_invalid_response",
+                "The upstream API sent a response that is not valid HTTP",
+                detail=f"upstream {guard.name} ({guard.origin}) sent {exc}",
             )
+        detail = f"upstream {guard.name} ({guard.origin}) is unreachable: {exc}"
+        if isinstance(exc, CertificateFailed):
+            message = "The upstream API is unreachable: its TLS certificate is not trusted"
+            return UpstreamError(502, "upstream_unavailable", message, detail=detail)
         return UpstreamError(
-            502, "upstream_unavailable", f"The upstream API at {origin} is unreachable: {exc}"
+            502, "upstream_unavailable", "The upstream API is unreachable", detail=detail
         )
 
     @staticmethod
