@@ -109,9 +109,10 @@ class CircuitBreaker:
 
 # The window is this many buckets of window/_BUCKETS seconds each (1 s for the default 10 s).
 _BUCKETS = 10
-# Endpoints counted apart, per origin; past this, newcomers within one window share a count.
+# Endpoints counted apart, per origin: at most this many that failed in the window, and as
+# many others (the most recently asked for), so that one that starts failing brings its
+# recent successes along. Past the first bound, new failing ones count only for the origin.
 MAX_ENDPOINTS = 256
-_OVERFLOW = ""
 
 
 class _Window:
@@ -170,8 +171,9 @@ class RateBreaker:
         self._width = window / _BUCKETS
         self._clock = clock
         self._all = _Window()
-        self._endpoints: dict[str, _Window] = {}
-        self._swept = -1  # the bucket of the last sweep of idle endpoints
+        self._failing: dict[str, _Window] = {}  # endpoints with a failure in the window
+        self._others: dict[str, _Window] = {}  # the rest, least recently asked for first
+        self._swept = -1  # the bucket of the last sweep of _failing
         self._worst: _Window | None = None  # the endpoint with most failures...
         self._worst_at = -1  # ...as of this bucket (within a bucket counts only grow)
         self.in_a_row = 0  # failures since the last success
@@ -241,21 +243,22 @@ class RateBreaker:
                         self._open(self._clock())
             return
         bucket = self._bucket()
-        entry = self._endpoint(endpoint, bucket)
         self._all.at(bucket).add(failed)
-        entry.add(failed)
+        entry = self._endpoint(endpoint, bucket, failed)
+        if entry is not None:
+            entry.add(failed)
         if not failed:
             self.in_a_row = 0
             return
         self.in_a_row += 1
         worst = self._worst
-        if self._worst_at == bucket and worst is not None and entry.failures > worst.failures:
-            self._worst = entry
+        if entry is not None and self._worst_at == bucket:
+            self._worst = entry if worst is None or entry.failures > worst.failures else worst
         consecutive = self.consecutive
-        if (consecutive is not None and self.in_a_row >= consecutive) or self._failing(bucket):
+        if (consecutive is not None and self.in_a_row >= consecutive) or self._origin_fails(bucket):
             self._open(self._clock())
 
-    def _failing(self, bucket: int) -> bool:
+    def _origin_fails(self, bucket: int) -> bool:
         """At least `failure_rate` of at least `min_requests` failed, with or without the
         endpoint that failed most: one endpoint failing while others answer is that
         endpoint's trouble (or one client's doing), not the origin's."""
@@ -263,46 +266,57 @@ class RateBreaker:
         if total.requests < self.min_requests or total.failures < rate * total.requests:
             return False
         worst = self._worst_endpoint(bucket)
+        if worst is None:
+            return True
         rest = total.requests - worst.requests
         # Nothing else was asked for in the window: that endpoint's rate is the origin's.
         return rest == 0 or total.failures - worst.failures >= rate * rest
 
-    def _worst_endpoint(self, bucket: int) -> _Window:
+    def _worst_endpoint(self, bucket: int) -> _Window | None:
         """Found by a scan at most once a bucket; `record` keeps it up within the bucket."""
-        if self._worst_at != bucket or self._worst is None:
-            self._worst = max(
-                (w.at(bucket) for w in self._endpoints.values()), key=lambda w: w.failures
-            )
+        if self._worst_at != bucket:
+            counted = (w.at(bucket) for w in self._failing.values())
+            self._worst = max(counted, key=lambda w: w.failures, default=None)
             self._worst_at = bucket
         return self._worst
 
-    def _endpoint(self, endpoint: str, bucket: int) -> _Window:
-        entry = self._endpoints.get(endpoint)
-        if entry is None:
-            endpoints = self._endpoints
-            if len(endpoints) >= MAX_ENDPOINTS:
-                if self._swept != bucket:  # at most one sweep a bucket
-                    self._swept = bucket
-                    self._worst_at = -1
-                    self._endpoints = endpoints = {
-                        k: w for k, w in endpoints.items() if w.at(bucket).requests
-                    }
-                if len(endpoints) >= MAX_ENDPOINTS:
-                    endpoint = _OVERFLOW
-            entry = endpoints.get(endpoint)
-            if entry is None:
-                entry = endpoints[endpoint] = _Window()
+    def _endpoint(self, endpoint: str, bucket: int, failed: bool) -> _Window | None:
+        entry = self._failing.get(endpoint)
+        if entry is not None:
+            return entry.at(bucket)
+        others = self._others
+        entry = others.pop(endpoint, None) or _Window()
+        if not failed:
+            if len(others) >= MAX_ENDPOINTS:
+                del others[next(iter(others))]  # the least recently asked for
+            others[endpoint] = entry
+            return entry.at(bucket)
+        if len(self._failing) >= MAX_ENDPOINTS and not self._sweep(bucket):
+            return None
+        self._failing[endpoint] = entry
         return entry.at(bucket)
+
+    def _sweep(self, bucket: int) -> bool:
+        """Room among the failing endpoints, dropping those whose failures left the window;
+        at most once a bucket, so a flood of failing paths costs one scan a bucket."""
+        if self._swept == bucket:
+            return False
+        self._swept = bucket
+        self._worst_at = -1
+        failing = {k: w for k, w in self._failing.items() if w.at(bucket).failures}
+        self._failing = failing
+        return len(failing) < MAX_ENDPOINTS
 
     def _open(self, now: float) -> None:
         if self.state is State.CLOSED:
             bucket = self._bucket()
             total = self._all.at(bucket)
             self.last_opened = (total.requests, total.failures)
-            seen = sum(1 for w in self._endpoints.values() if w.at(bucket).requests)
+            endpoints = (*self._failing.values(), *self._others.values())
+            seen = sum(1 for w in endpoints if w.at(bucket).requests)
             self._needed = max(1, min(self.probes, seen))
             self._all = _Window()
-            self._endpoints = {}
+            self._failing, self._others = {}, {}
             self._worst, self._worst_at = None, -1
         self.state = State.OPEN
         self.opened += 1

@@ -329,10 +329,37 @@ def test_endpoints_counted_apart_are_bounded() -> None:
     breaker = rate_breaker(clock)
     for i in range(10 * MAX_ENDPOINTS):
         breaker.record(f"GET /u/{i}", False)
-    assert len(breaker._endpoints) <= MAX_ENDPOINTS + 1
-    clock.now += 11  # the next bucket's newcomer sweeps the idle ones out
-    breaker.record("GET /new", False)
-    assert len(breaker._endpoints) == 1
+        breaker.record(f"GET /f/{i}", True)
+        clock.now += 0.0001
+    assert len(breaker._others) == MAX_ENDPOINTS and len(breaker._failing) == MAX_ENDPOINTS
+    clock.now += 11  # the next failing newcomer sweeps those whose failures are history
+    breaker.record("GET /new", True)
+    assert list(breaker._failing) == ["GET /new"]
+
+
+def test_a_full_outage_over_ever_new_paths_opens_it_as_fast() -> None:
+    # /items/<id>: every request a path of its own, more than are counted apart.
+    clock = Clock()
+    breaker = rate_breaker(clock)
+    step, n = 0.01, 0
+    while breaker.state is State.CLOSED and n < 4000:
+        n += 1
+        clock.now += step
+        breaker.record(f"GET /items/{n}", n > 3000)
+    assert breaker.state is State.OPEN and 4.5 <= (n - 3000) * step <= 5.5
+
+
+def test_an_endpoint_that_starts_failing_is_told_apart_among_many() -> None:
+    # Hundreds of distinct healthy paths a second; then one client's endpoint fails.
+    clock = Clock()
+    breaker = rate_breaker(clock)
+    for i in range(3000):
+        clock.now += 0.01
+        breaker.record(f"GET /items/{i}", False)
+        if i >= 2000:
+            breaker.record("GET /broken", True)
+            breaker.record("GET /broken", True)
+    assert breaker.state is State.CLOSED and breaker.seen() == (3000, 2000)
 
 
 async def test_admit_now_is_admit_without_waiting_when_closed_and_free() -> None:
