@@ -531,19 +531,19 @@ def _upstream_series(origins: list[OriginStats]) -> list[Series]:
             "gauge",
             "cacheproxy_upstream_circuit_window_requests",
             "Requests in the breaker's window (circuit_breaker.window seconds)",
-            lambda o: o.window_requests,
+            lambda o: o.window_requests,  # across workers: a sum (each judges its own)
         ),
         each(
             "gauge",
             "cacheproxy_upstream_circuit_window_failures",
             "Failed requests in the breaker's window",
-            lambda o: o.window_failures,
+            lambda o: o.window_failures,  # across workers: a sum
         ),
         each(
             "gauge",
             "cacheproxy_upstream_circuit_failure_rate",
             "Failures / requests in the breaker's window (0 without requests)",
-            lambda o: o.failure_rate or 0.0,
+            lambda o: o.failure_rate or 0.0,  # across workers: the max, the worst worker's
         ),
     ]
 
