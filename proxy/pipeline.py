@@ -23,7 +23,7 @@ from proxy.headers import ForwardingPolicy, request_fields
 from proxy.http1 import UpstreamResponse
 from proxy.metrics import current_route
 from proxy.relay import interim_relay
-from proxy.request_body import BodyCutShort, StreamedBody, read_small
+from proxy.request_body import BodyCutShort, ClientBody, read_small
 from proxy.respond import Responder
 from proxy.revocation import RevocationList, RevocationSettings
 from proxy.routes import RoutePolicy, RouteTable
@@ -168,7 +168,7 @@ class Pipeline:
         self, request: web.BaseRequest, route: RoutePolicy, target: Target
     ) -> web.StreamResponse:
         """Stream the request to the upstream and its response back, holding no large body."""
-        body: bytes | StreamedBody | None = None
+        body: bytes | ClientBody | None = None
         if request.body_exists:
             config = self.upstream.config
             length = request.content_length
@@ -176,7 +176,7 @@ class Pipeline:
                 if length is not None and length <= config.buffer_body:
                     body = await read_small(request, length)  # before it takes a slot
                 else:
-                    body = StreamedBody(request, config.timeouts.client_body)
+                    body = ClientBody(request, config.timeouts.client_body)
             except BodyCutShort as exc:
                 return self._body_failed(request, route, 400, "bad_request", str(exc))
         # Nothing forwarded here is stored, whatever the route.

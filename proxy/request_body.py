@@ -43,8 +43,8 @@ async def read_small(request: web.BaseRequest, length: int) -> bytes:
         raise BodyCutShort(f"the request body ended before its {length} bytes") from exc
 
 
-class StreamedBody:
-    """The client's body as the upstream connection reads it (http1.StreamedBody)."""
+class ClientBody:
+    """The client's streamed body as the upstream connection reads it (an http1.StreamedBody)."""
 
     __slots__ = ("_request", "_wait")
 
