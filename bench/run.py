@@ -362,6 +362,14 @@ async def ratelimit_checks(args: argparse.Namespace) -> list[Result]:
     return []
 
 
+async def breaker(args: argparse.Namespace) -> list[Result]:
+    """A full outage at 100 req/s: how long until the circuit opens (bench/breaker.py)."""
+    from bench.breaker import run
+
+    await run()
+    return []
+
+
 SCENARIOS: dict[str, Scenario] = {
     "passthrough": passthrough,
     "hot-keys": hot_keys,
@@ -374,6 +382,7 @@ SCENARIOS: dict[str, Scenario] = {
     "hot-keys-ratelimit": hot_keys_ratelimit,
     "ratelimit-checks": ratelimit_checks,
     "adaptive": adaptive,
+    "breaker": breaker,
 }
 
 

@@ -5,6 +5,7 @@ flight each one takes delay * (in_flight / N)**2, so piling on more requests mak
 one slower and the whole slower too (as a service short of threads, memory or locks
 does). With a delay, GET /__bench/stats reports what it saw: requests, distinct paths,
 peak and mean in flight (at arrivals), mean service time; POST /__bench/reset starts afresh.
+POST /__bench/fail makes it answer 503 to everything from then on (an outage).
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ def build(size: int, delay: float, max_age: int, capacity: int = 0) -> web.Appli
     body = (b'{"data":"' + b"x" * max(0, size - 11) + b'"}')[:size]
     headers = {"Cache-Control": f"public, max-age={max_age}"} if max_age else {}
     seen = Seen()
+    outage = False
 
     async def handler(request: web.Request) -> web.Response:
+        if outage:
+            return web.Response(status=503, text="down")
         if delay:
             seen.in_flight += 1
             seen.requests += 1
@@ -67,9 +71,15 @@ def build(size: int, delay: float, max_age: int, capacity: int = 0) -> web.Appli
         seen.reset()
         return web.Response(status=204)
 
+    async def fail(_: web.Request) -> web.Response:
+        nonlocal outage
+        outage = True
+        return web.Response(status=204)
+
     app = web.Application()
     app.router.add_get("/__bench/stats", stats)
     app.router.add_post("/__bench/reset", reset)
+    app.router.add_post("/__bench/fail", fail)
     app.router.add_get("/{tail:.*}", handler)
     return app
 

@@ -597,7 +597,7 @@ class HttpCache:
         except UpstreamError as exc:
             # Busy or circuit open: expected while the upstream struggles, not news.
             level = logging.DEBUG if exc.status == 503 else logging.WARNING
-            log.log(level, "background refresh of %s failed: %s", target.path, exc.message)
+            log.log(level, "background refresh of %s failed: %s", target.path, exc.detail)
             return
         try:
             response_time = self._clock()

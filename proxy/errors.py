@@ -22,6 +22,8 @@ def json_error(
 class UpstreamError(Exception):
     """A failure talking to the upstream, already classified for the client.
 
+    `message` is the client's sentence: never an internal address or an OS error, which
+    go to `detail`, the log's (the message when there is nothing more to say).
     `retry_after`: seconds the client should wait (sent as Retry-After); `circuit_open`:
     the request was never sent because the origin's circuit is open (the cache may then
     serve what it has, however stale).
@@ -34,6 +36,7 @@ class UpstreamError(Exception):
         message: str,
         retry_after: float | None = None,
         circuit_open: bool = False,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -41,9 +44,19 @@ class UpstreamError(Exception):
         self.message = message
         self.retry_after = retry_after
         self.circuit_open = circuit_open
+        self.detail = detail or message
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
         # Whole seconds, at least 1: `Retry-After: 0` invites an immediate stampede.
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class ClientBodyError(Exception):
+    """The client's request body stalled (`timed_out`) or broke off while it was being sent
+    upstream: an answer for the client (408 or 400), never a failure of the upstream."""
+
+    def __init__(self, timed_out: bool, message: str) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out

@@ -92,6 +92,15 @@ class BodyError(ExchangeError):
     """The body ended before its declared end."""
 
 
+class RequestBodyFailed(ExchangeError):
+    """The client's request body broke off or stalled while it was being sent: the client's
+    doing, never the upstream's. `timed_out`: it stalled (the body's own time bound)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"the request body was cut short: {cause!r}")
+        self.timed_out = isinstance(cause, TimeoutError)
+
+
 class Body:
     """A response body as it arrives: bounded, read by one consumer."""
 
@@ -394,9 +403,12 @@ class Connection(asyncio.Protocol):
         try:
             chunks = body.iter_any()
             while True:
-                self._waiting_on_client = True  # the listener bounds a client's silences
+                self._waiting_on_client = True  # the body bounds a client's silences
                 try:
                     chunk = await anext(chunks, b"")
+                except Exception as exc:  # the upstream must not see more, nor be blamed
+                    self._fail(RequestBodyFailed(exc))
+                    return
                 finally:
                     self._waiting_on_client = False
                 if not chunk:
@@ -406,8 +418,8 @@ class Connection(asyncio.Protocol):
                 await self._write(b"0\r\n\r\n")
         except ExchangeError as exc:
             self._fail(exc)
-        except Exception as exc:  # the client's body broke off: the upstream must not see more
-            self._fail(Disconnected(f"the request body was cut short: {exc!r}"))
+        except OSError as exc:  # the upstream's connection went while we wrote to it
+            self._fail(Disconnected(f"the upstream connection closed during the body: {exc!r}"))
 
     async def _write(self, data: bytes) -> None:
         if self.transport is None:
@@ -735,6 +747,7 @@ __all__ = [
     "InvalidResponse",
     "Pool",
     "ReadTimeout",
+    "RequestBodyFailed",
     "UpstreamResponse",
     "origin_key",
     "request_head",

@@ -199,6 +199,8 @@ class Meters:
                         latency[i] += c
             for outcome, count in meter.upstream.items():
                 up_requests += count
+                if outcome == "aborted":  # the client's body stalled or broke off
+                    continue
                 if not outcome.isdigit() or int(outcome) >= 500:
                     up_errors += count
             limited += meter.ratelimit[1]
@@ -233,7 +235,8 @@ class Meters:
         upstream = Series(
             "counter",
             "cacheproxy_upstream_requests",
-            "Requests sent upstream, by the status answered (error, timeout: none came)",
+            "Requests sent upstream, by the status answered (error, timeout: none came; "
+            "aborted: the client's body stalled or broke off)",
             ("route", "status"),
         )
         up_durations = Series(

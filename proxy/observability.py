@@ -539,6 +539,24 @@ def _upstream_series(origins: list[OriginStats]) -> list[Series]:
             "Times the circuit opened",
             lambda o: o.circuit_opened,
         ),
+        gauge(
+            "cacheproxy_upstream_circuit_window_requests",
+            "Requests in the breaker's window (circuit_breaker.window seconds)",
+            lambda o: o.window_requests,
+            "sum",  # each worker judges its own share
+        ),
+        gauge(
+            "cacheproxy_upstream_circuit_window_failures",
+            "Failed requests in the breaker's window",
+            lambda o: o.window_failures,
+            "sum",
+        ),
+        gauge(
+            "cacheproxy_upstream_circuit_failure_rate",
+            "Failures / requests in the breaker's window (0 without requests)",
+            lambda o: o.failure_rate or 0.0,
+            "max",  # the worst worker's: each opens on its own rate
+        ),
     ]
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.adaptive import GradientLimit
-from proxy.breaker import CircuitBreaker, State
+from proxy.breaker import RateBreaker, State
 from proxy.errors import UpstreamError
 from proxy.gate import Gate, QueueFull, QueueTimeout
 from proxy.retry import RetryBudget
@@ -51,6 +51,10 @@ class OriginStats:
     circuit: str  # closed | open | half-open | disabled
     circuit_opened: int
     circuit_retry_in: float  # seconds until the next probe while open
+    # What the breaker judges by: attempts and failures in its window now, their ratio.
+    window_requests: int
+    window_failures: int
+    failure_rate: float | None  # None: no request in the window
     latency_baseline: float | None  # adaptive: the upstream's unloaded latency, seconds
     latency_measured: float | None  # adaptive: the last window's mean latency, seconds
 
@@ -83,10 +87,18 @@ class OriginGuard:
             )
         initial = self.limiter.limit if self.limiter else pool.max_connections
         self.gate = Gate(initial, pool.max_queue, clock)
-        self.breaker: CircuitBreaker | None = None
+        self.breaker: RateBreaker | None = None
         self.failure_statuses: frozenset[int] = frozenset()
         if cb.enabled:
-            self.breaker = CircuitBreaker(cb.failures, cb.window, cb.reset_after, clock)
+            self.breaker = RateBreaker(
+                cb.failure_rate,
+                cb.min_requests,
+                cb.window,
+                cb.reset_after,
+                cb.probes,
+                cb.consecutive_failures,
+                clock,
+            )
             self.failure_statuses = frozenset(cb.on_status)
         self.budget = RetryBudget(retries.budget, retries.min_per_second, clock=clock)
         self.requests = 0
@@ -101,8 +113,9 @@ class OriginGuard:
             return False
         return self.gate.try_acquire()
 
-    async def admit(self, wait: float, background: bool) -> bool:
-        """A slot for one attempt, waiting at most `wait` s; True if it is the breaker's probe.
+    async def admit(self, wait: float, background: bool, endpoint: str) -> bool:
+        """A slot for one attempt at `endpoint`, waiting at most `wait` s; True if it is one
+        of the breaker's probes.
 
         Raises UpstreamError (503) at once when the circuit is open or the queue full, or
         after `wait` seconds in the queue. A background request (no client waits on it:
@@ -113,7 +126,11 @@ class OriginGuard:
         if breaker is not None:
             if background and breaker.state is not State.CLOSED:
                 raise self._circuit_open()
-            if not breaker.allow():
+            before = breaker.state
+            allowed = breaker.allow(endpoint)
+            if breaker.state is not before:
+                self._log_transition(breaker, before)
+            if not allowed:
                 raise self._circuit_open()
             probe = breaker.state is State.HALF_OPEN
         try:
@@ -125,7 +142,7 @@ class OriginGuard:
             else:
                 await self.gate.acquire(wait)
         except QueueFull:
-            self.abandon(probe)
+            self.abandon(endpoint, probe)
             raise UpstreamError(
                 503,
                 "upstream_busy",
@@ -133,7 +150,7 @@ class OriginGuard:
                 BUSY_RETRY_AFTER,
             ) from None
         except QueueTimeout:
-            self.abandon(probe)
+            self.abandon(endpoint, probe)
             raise UpstreamError(
                 503,
                 "upstream_busy",
@@ -141,14 +158,14 @@ class OriginGuard:
                 BUSY_RETRY_AFTER,
             ) from None
         except BaseException:
-            self.abandon(probe)
+            self.abandon(endpoint, probe)
             raise
         return probe
 
     def _circuit_open(self) -> UpstreamError:
         assert self.breaker is not None
         wait = self.breaker.retry_in()
-        paused = f"paused for {math.ceil(wait)} s" if wait > 0 else "paused while one is tried"
+        paused = f"paused for {math.ceil(wait)} s" if wait > 0 else "paused while a few are tried"
         return UpstreamError(
             503,
             "upstream_unavailable",
@@ -157,40 +174,45 @@ class OriginGuard:
             circuit_open=True,
         )
 
-    def verdict(self, probe: bool, failed: bool, latency: float | None) -> None:
-        """How an attempt went (its slot still held); `latency` None: not a sample."""
+    def verdict(self, endpoint: str, probe: bool, failed: bool, latency: float | None) -> None:
+        """How an attempt at `endpoint` went (its slot still held); `latency` None: not a
+        sample."""
         if failed:
             self.failures += 1
         breaker = self.breaker
-        # An attempt sent before the circuit opened says nothing about the upstream now:
-        # only the probe decides while it is not closed.
-        if breaker is not None and (probe or breaker.state is State.CLOSED):
+        if breaker is not None:
             before = breaker.state
-            if failed:
-                breaker.failure()
-            else:
-                breaker.success()
+            breaker.record(endpoint, failed, probe)
             if breaker.state is not before:
-                self._log_transition(breaker)
+                self._log_transition(breaker, before)
         if self.limiter is not None and latency is not None:
             self.gate.limit = self.limiter.sample(latency, self.gate.in_flight)
 
-    def _log_transition(self, breaker: CircuitBreaker) -> None:
-        if breaker.state is State.OPEN:
+    def _log_transition(self, breaker: RateBreaker, before: State) -> None:
+        if breaker.state is not State.OPEN:
+            log.warning("upstream %s: circuit %s", self.name, breaker.state.value)
+        elif before is State.HALF_OPEN:
             log.warning(
-                "upstream %s: circuit open, nothing is sent for %g s (%d failures within %g s)",
+                "upstream %s: circuit open again: no probe succeeded; nothing is sent for %g s",
                 self.name,
                 breaker.reset_after,
-                breaker.threshold,
-                breaker.window,
             )
         else:
-            log.warning("upstream %s: circuit %s", self.name, breaker.state.value)
+            requests, failures = breaker.last_opened
+            log.warning(
+                "upstream %s: circuit open: %d of %d requests failed within %g s; "
+                "nothing is sent for %g s",
+                self.name,
+                failures,
+                requests,
+                breaker.window,
+                breaker.reset_after,
+            )
 
-    def abandon(self, probe: bool) -> None:
+    def abandon(self, endpoint: str, probe: bool) -> None:
         """An admitted attempt ended with no verdict (its client went, say)."""
-        if probe and self.breaker is not None:
-            self.breaker.abandon()
+        if self.breaker is not None:
+            self.breaker.abandon(endpoint, probe)
 
     def release(self) -> None:
         self.gate.release()
@@ -198,6 +220,7 @@ class OriginGuard:
     def stats(self) -> OriginStats:
         gate, limiter, breaker = self.gate, self.limiter, self.breaker
         g = gate.stats
+        seen = breaker.seen() if breaker is not None else (0, 0)
         return OriginStats(
             name=self.name,
             origin=self.origin,
@@ -220,6 +243,9 @@ class OriginGuard:
             circuit=breaker.state.value if breaker is not None else "disabled",
             circuit_opened=breaker.opened if breaker is not None else 0,
             circuit_retry_in=breaker.retry_in() if breaker is not None else 0.0,
+            window_requests=seen[0],
+            window_failures=seen[1],
+            failure_rate=round(seen[1] / seen[0], 4) if seen[0] else None,
             latency_baseline=limiter.baseline if limiter is not None else None,
             latency_measured=limiter.last_measured if limiter is not None else None,
         )

@@ -19,11 +19,12 @@ from proxy.cache import policy
 from proxy.cache.stores import MemoryStore
 from proxy.cache.warming import Warming
 from proxy.caching import HttpCache, cache_headers
-from proxy.errors import json_error
+from proxy.errors import ClientBodyError, json_error
 from proxy.headers import ForwardingPolicy, request_fields
 from proxy.http1 import UpstreamResponse
 from proxy.metrics import current_route
 from proxy.relay import interim_relay
+from proxy.request_body import BodyCutShort, ClientBody, read_small
 from proxy.respond import Responder
 from proxy.revocation import RevocationList, RevocationSettings
 from proxy.routes import AmbiguousPath, RoutePolicy, RouteTable
@@ -127,7 +128,7 @@ class Pipeline:
                 return await self.cache.serve(request, route, target)
             resp = await self.forward(request, route, target)
         except UpstreamError as exc:
-            log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.message)
+            log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.detail)
             x_cache = ("MISS", "fwd=miss") if cacheable else ("BYPASS", "fwd=bypass")
             headers = {**cache_headers(*x_cache), **exc.headers()}
             error = json_error(exc.status, exc.code, exc.message, headers)
@@ -179,31 +180,50 @@ class Pipeline:
     async def forward(
         self, request: web.BaseRequest, route: RoutePolicy, target: Target
     ) -> web.StreamResponse:
-        """Stream the request to the upstream and its response back, holding no body."""
-        body = None
+        """Stream the request to the upstream and its response back, holding no large body."""
+        body: bytes | ClientBody | None = None
         if request.body_exists:
-            if request.headers.get("Expect", "").lower() == "100-continue":
-                # The low-level server leaves Expect to us; the client waits for this.
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body = request.content
+            config = self.upstream.config
+            length = request.content_length
+            try:
+                if length is not None and length <= config.buffer_body:
+                    body = await read_small(request, length)  # before it takes a slot
+                else:
+                    body = ClientBody(request, config.timeouts.client_body)
+            except BodyCutShort as exc:
+                return self._body_failed(request, route, 400, "bad_request", str(exc))
         # Nothing forwarded here is stored, whatever the route.
         path_qs, fields = self._upstream_request(request, route, target, route.forwarding)
         upstream = route.upstream
-        up = await self.upstream.send(
-            request.method,
-            upstream.origin,
-            upstream.key,
-            path_qs,
-            fields,
-            body,
-            route.name,
-            interim_relay(request),
-            request.content_length if body is not None else None,
-        )
+        try:
+            up = await self.upstream.send(
+                request.method,
+                upstream.origin,
+                upstream.key,
+                path_qs,
+                fields,
+                body,
+                route.name,
+                interim_relay(request),
+                request.content_length if body is not None else None,
+            )
+        except ClientBodyError as exc:
+            if exc.timed_out:
+                return self._body_failed(request, route, 408, "request_timeout", str(exc))
+            return self._body_failed(request, route, 400, "bad_request", str(exc))
         try:
             return await self.responder.forward(request, route, up)
         finally:
             up.release()
+
+    def _body_failed(
+        self, request: web.BaseRequest, route: RoutePolicy, status: int, code: str, message: str
+    ) -> web.StreamResponse:
+        """The client's body stalled or broke off: what is left of it cannot be told from a
+        next request, so the connection closes after this answer."""
+        error = json_error(status, code, message)
+        error.force_close()
+        return self.responder.own(request, route, error)
 
     async def fetch_for_cache(
         self,

@@ -66,6 +66,8 @@ def config_schema() -> dict[str, Any]:
     cache = defs["CacheSettings"]["anyOf"][0]["properties"]
     for size in ("max_memory", "max_entry_size"):
         cache[size] = _either(cache[size], _SIZE)
+    upstream = defs["Upstream"]["properties"]
+    upstream["buffer_body"] = _either(upstream["buffer_body"], _SIZE)
     props = schema["properties"]
     props["workers"] = _either(props["workers"], {"const": "auto"})
     level = defs["LogSettings"]["properties"]["level"]

@@ -6,7 +6,8 @@
     adaptive limit) -> retry? (idempotent, budget, backoff with jitter, client's time left)
 
 The slot is held until the caller releases the response, so the bound counts requests
-whose bodies are still streaming too.
+whose bodies are still streaming too. Only what the upstream did is a verdict: a request
+whose client's body stalled or broke off, or whose client went, is abandoned instead.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from proxy.errors import UpstreamError
+from proxy.errors import ClientBodyError, UpstreamError
 from proxy.http1 import (
     IDEMPOTENT,
+    CertificateFailed,
     ConnectTimeout,
     ExchangeError,
     Interim,
@@ -30,6 +32,7 @@ from proxy.http1 import (
     OriginKey,
     Pool,
     ReadTimeout,
+    RequestBodyFailed,
     StreamedBody,
     UpstreamResponse,
 )
@@ -60,7 +63,7 @@ _Request = tuple[
     str, OriginKey, str, Sequence[str], bytes | StreamedBody | None, Interim | None, int | None
 ]
 
-# (route name, status or "error"/"timeout", seconds to the response head)
+# (route name, status or "error"/"timeout"/"aborted", seconds to the response head)
 Observe = Callable[[str, int | str, float], None]
 
 
@@ -138,6 +141,9 @@ class UpstreamClient:
         is paid again on every resumption.)
         """
         request = (method, key, target, fields, body, interim, content_length)
+        # What the breaker tells apart: one endpoint failing while others answer is not
+        # the origin failing (proxy/breaker.py).
+        endpoint = f"{method} {target.partition('?')[0]}"
         observe = self.observe
         started = time.perf_counter()
         guard = self.guard(origin)
@@ -153,13 +159,13 @@ class UpstreamClient:
         try:
             while True:
                 try:
-                    up = await self._attempt(guard, request, deadline, background)
+                    up = await self._attempt(guard, request, endpoint, deadline, background)
                 except _Resendable as exc:
                     delay = self._retry_delay(guard, retry, deadline) if replayable else None
                     if delay is None:
                         raise exc.error from exc.__cause__
-                    message = exc.error.message
-                    log.info("retrying %s %s in %.2f s: %s", method, target, delay, message)
+                    detail = exc.error.detail
+                    log.info("retrying %s %s in %.2f s: %s", method, target, delay, detail)
                 else:
                     if not replayable or up.status not in self._retry_statuses:
                         break
@@ -176,6 +182,10 @@ class UpstreamClient:
             if observe is not None:
                 outcome = "timeout" if exc.status == 504 else "error"
                 observe(route, outcome, time.perf_counter() - started)
+            raise
+        except ClientBodyError:
+            if observe is not None:
+                observe(route, "aborted", time.perf_counter() - started)
             raise
         if observe is not None:
             observe(route, up.status, time.perf_counter() - started)
@@ -200,7 +210,12 @@ class UpstreamClient:
         return delay
 
     async def _attempt(
-        self, guard: OriginGuard, request: _Request, deadline: float, background: bool
+        self,
+        guard: OriginGuard,
+        request: _Request,
+        endpoint: str,
+        deadline: float,
+        background: bool,
     ) -> UpstreamResponse:
         remaining = deadline - self._clock()
         if remaining <= 0:
@@ -208,7 +223,8 @@ class UpstreamClient:
         if guard.admit_now():
             probe = False
         else:
-            probe = await guard.admit(min(self.config.pool.queue_timeout, remaining), background)
+            wait = min(self.config.pool.queue_timeout, remaining)
+            probe = await guard.admit(wait, background, endpoint)
         started = self._clock()
         assert self._pool is not None, "UpstreamClient.start() was not awaited"
         # The head's deadline goes to the connection's own lazy timer: asyncio.timeout would
@@ -216,32 +232,40 @@ class UpstreamClient:
         timeout = None if deadline == math.inf else deadline - started
         try:
             up = await self._pool.request(*request, timeout)
+        except RequestBodyFailed as exc:  # the client's doing: no verdict on the upstream
+            guard.release()
+            guard.abandon(endpoint, probe)
+            raise ClientBodyError(exc.timed_out, str(exc)) from exc
         except (TimeoutError, ExchangeError, OSError) as exc:
             # A timeout is the slowest latency sample of all; an error is none at all (a
             # refused connection is quick, and would look like a fast upstream).
             timed_out = isinstance(exc, TimeoutError) and not isinstance(exc, ConnectTimeout)
-            guard.verdict(probe, True, self._clock() - started if timed_out else None)
+            latency = self._clock() - started if timed_out else None
+            guard.verdict(endpoint, probe, True, latency)
             guard.release()
-            error = self._classify(exc, guard.origin)
+            error = self._classify(exc, guard)
             if isinstance(exc, ExchangeError) and exc.resendable:
                 raise _Resendable(error) from exc
             raise error from exc
-        except BaseException:
+        except BaseException:  # cancelled: the client went, or the listener ended it
             guard.release()
-            guard.abandon(probe)
+            guard.abandon(endpoint, probe)
             raise
         failed = up.status in guard.failure_statuses
-        guard.verdict(probe, failed, None if failed else self._clock() - started)
+        guard.verdict(endpoint, probe, failed, None if failed else self._clock() - started)
         up.give_back = guard.release
         return up
 
-    def _classify(self, exc: BaseException, origin: str) -> UpstreamError:
+    def _classify(self, exc: BaseException, guard: OriginGuard) -> UpstreamError:
+        """The client's answer to a failed attempt: a stable code and a sentence without
+        the upstream's address or the OS's words, which only the log gets (`detail`)."""
         timeouts = self.config.timeouts
         if isinstance(exc, ConnectTimeout):
             return UpstreamError(
                 504,
                 "upstream_timeout",
                 f"The upstream API did not accept a connection within {timeouts.connect:g} s",
+                detail=f"upstream {guard.name} ({guard.origin}): {exc}",
             )
         if isinstance(exc, ReadTimeout):
             return self._timed_out(timeouts.read, "timeouts.read")
@@ -249,10 +273,17 @@ class UpstreamClient:
             return self._timed_out(self._total, "timeouts.total")
         if isinstance(exc, InvalidResponse):
             return UpstreamError(
-                502, "upstream_invalid_response", f"The upstream API at {origin} sent {exc}"
+                502,
+                "upstream_invalid_response",
+                "The upstream API sent a response that is not valid HTTP",
+                detail=f"upstream {guard.name} ({guard.origin}) sent {exc}",
             )
+        detail = f"upstream {guard.name} ({guard.origin}) is unreachable: {exc}"
+        if isinstance(exc, CertificateFailed):
+            message = "The upstream API is unreachable: its TLS certificate is not trusted"
+            return UpstreamError(502, "upstream_unavailable", message, detail=detail)
         return UpstreamError(
-            502, "upstream_unavailable", f"The upstream API at {origin} is unreachable: {exc}"
+            502, "upstream_unavailable", "The upstream API is unreachable", detail=detail
         )
 
     @staticmethod

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
+from proxy.cache_settings import parse_size
 from proxy.section import Section
 
 
@@ -38,6 +39,9 @@ class Timeouts(_Model):
     # The client's whole wait for the upstream's response head: queue, every attempt and
     # the backoff between them. None: queue_timeout + connect + read (one attempt's worst).
     total: float | None = Field(None, gt=0)
+    # While a request holds a slot, the longest wait for the next chunk of its client's
+    # body (one streamed: larger than `buffer_body`, or chunked); then 408.
+    client_body: float = Field(5.0, gt=0)
 
 
 class Adaptive(Section):
@@ -111,20 +115,44 @@ class Retries(_Model):
 
 
 class CircuitBreaker(Section):
-    """`circuit_breaker: false` turns it off."""
+    """`circuit_breaker: false` turns it off. Per origin and process (proxy/breaker.py)."""
 
-    failures: int = Field(5, ge=1)
-    window: float = Field(10.0, gt=0)
-    reset_after: float = Field(30.0, gt=0)
-    # Responses that count as failures, besides connection errors and timeouts.
+    # It opens when, within `window` seconds, at least `min_requests` requests went and at
+    # least `failure_rate` of them failed, also without the endpoint that failed most.
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(20, ge=1)
+    window: float = Field(10.0, gt=0, le=3600)
+    # Also open on this many failures in a row. Off: a few requests of one client make a
+    # row; for an origin too quiet to reach min_requests.
+    consecutive_failures: int | None = Field(None, ge=1)
+    # Seconds nothing is sent once open; then up to `probes` requests (one per endpoint) go.
+    reset_after: float = Field(10.0, gt=0)
+    probes: int = Field(3, ge=1, le=100)
+    # Responses that count as failures, besides connection errors and timeouts. Never a
+    # 4xx: that is an answer about the request, not a failing upstream.
     on_status: tuple[int, ...] = (502, 503, 504)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_count(cls, data: Any) -> Any:
+        # Rejected, not translated: a count of failures is what let a few requests open
+        # the circuit for everyone, and no count means the same as a rate.
+        if isinstance(data, dict) and "failures" in data:
+            raise ValueError(
+                "`failures` is gone: the breaker opens on a failure rate now; set "
+                "failure_rate (0.5) and min_requests (20), and consecutive_failures for "
+                "a count of failures in a row"
+            )
+        return data
 
     @field_validator("on_status")
     @classmethod
     def _statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        bad = [s for s in value if not 400 <= s <= 599]
+        bad = [s for s in value if not 500 <= s <= 599]
         if bad:
-            raise ValueError(f"only 4xx and 5xx statuses can count as failures, got {bad}")
+            raise ValueError(
+                f"only 5xx statuses can count as failures (a 4xx is the client's), got {bad}"
+            )
         return value
 
 
@@ -134,6 +162,9 @@ class Upstream(_Model):
     pool: Pool = Pool()
     retries: Retries = Retries()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    # Request bodies with a Content-Length up to this are read whole before a slot is
+    # taken (and so can be retried); larger or chunked ones stream. 0: every body streams.
+    buffer_body: int = Field(64 * 2**10, ge=0, le=2**30)
     # What /health probes: GET this path on the upstream's host (the url's base path is not
     # prepended); a 5xx or no answer is "down". None: a TCP connect only.
     health_path: str | None = None
@@ -141,6 +172,7 @@ class Upstream(_Model):
     health_cache: float = Field(5.0, ge=0, le=300)
 
     _url = field_validator("url")(check_upstream_url)
+    _size = field_validator("buffer_body", mode="before")(parse_size)
 
     @field_validator("health_path")
     @classmethod

@@ -285,7 +285,9 @@ def test_upstream_protection_defaults() -> None:
     assert (upstream.pool.max_queue, upstream.pool.queue_timeout) == (200, 10)
     assert not upstream.pool.adaptive.enabled
     cb = upstream.circuit_breaker
-    assert (cb.enabled, cb.failures, cb.window, cb.reset_after) == (True, 5, 10, 30)
+    assert (cb.enabled, cb.failure_rate, cb.min_requests, cb.window) == (True, 0.5, 20, 10)
+    assert (cb.consecutive_failures, cb.reset_after, cb.probes) == (None, 10, 3)
+    assert (upstream.buffer_body, upstream.timeouts.client_body) == (64 * 1024, 5)
     assert upstream.total_timeout == 10 + 5 + 30  # queue + connect + read
     shorthand = parse_config(
         "upstream: {url: http://a, pool: {adaptive: true}, circuit_breaker: false}", env={}
@@ -301,7 +303,8 @@ upstream:
   timeouts: {total: 0}
   pool: {max_connections: 4, max_queue: -1, adaptive: {min_limit: 8}}
   retries: {attempts: 99, on_status: [200], budget: 2}
-  circuit_breaker: {failures: 0, reset_after: -1, on_status: [302]}
+  circuit_breaker: {failure_rate: 0, min_requests: 0, reset_after: -1, on_status: [429]}
+  buffer_body: lots
 """
     )
     joined = "\n".join(found)
@@ -311,11 +314,21 @@ upstream:
         "upstream.retries.attempts:",
         "upstream.retries.on_status: only 4xx and 5xx",
         "upstream.retries.budget:",
-        "upstream.circuit_breaker.failures:",
+        "upstream.circuit_breaker.failure_rate:",
+        "upstream.circuit_breaker.min_requests:",
         "upstream.circuit_breaker.reset_after:",
-        "upstream.circuit_breaker.on_status:",
+        "upstream.circuit_breaker.on_status: only 5xx statuses can count as failures",
+        "upstream.buffer_body: not a size: 'lots'",
     ):
         assert path in joined, (path, joined)
+    # The old count is refused by name, pointing at what replaced it.
+    assert problems("upstream: {url: http://a, circuit_breaker: {failures: 5}}") == [
+        "upstream.circuit_breaker: `failures` is gone: the breaker opens on a failure rate "
+        "now; set failure_rate (0.5) and min_requests (20), and consecutive_failures for a "
+        "count of failures in a row"
+    ]
+    sized = "upstream: {url: http://a, buffer_body: 1MB, timeouts: {client_body: 2}}"
+    assert parse_config(sized, env={}).upstream.buffer_body == 2**20
     assert problems("upstream: {url: http://a, retries: true}") == [
         "upstream.retries: must be a number of retries or a mapping, got True"
     ]

@@ -235,7 +235,9 @@ async def test_a_stalled_body_gets_408_and_the_upstream_request_is_dropped(
     up = await start_upstream(app)
     proxy = await start_proxy(up.url, **timeouts(body=0.5))
     reader, writer = await connect(proxy.proxy_port)
-    writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    # Over upstream.buffer_body, so it streams upstream as it comes (a smaller one would be
+    # read whole first and never reach the upstream at all).
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
     # `body` bounds the silence, not the upload: 1.5 s of a byte every 0.1 s goes through...
     for _ in range(15):
         await asyncio.sleep(0.1)

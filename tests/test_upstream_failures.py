@@ -11,16 +11,43 @@ from aiohttp import web
 from tests.conftest import StartProxy, StartUpstream, free_port, url_of
 
 
-async def test_refused_upstream_is_a_502_json_error(
-    start_proxy: StartProxy, http: aiohttp.ClientSession
+async def test_refused_upstream_is_a_502_json_error_without_its_address(
+    start_proxy: StartProxy, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    proxy = await start_proxy(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    port = free_port()
+    proxy = await start_proxy(f"http://127.0.0.1:{port}")  # nothing listens there
     async with http.get(url_of(proxy, "/x")) as resp:
         assert resp.status == 502
         assert resp.content_type == "application/json"
         body = await resp.json()
-    assert body["error"] == "upstream_unavailable"
-    assert body["message"]
+    # The client learns what failed, not where the upstream lives nor what the OS said...
+    assert body == {"error": "upstream_unavailable", "message": "The upstream API is unreachable"}
+    # ...the log does.
+    logged = [r.getMessage() for r in caplog.records if "upstream_unavailable" in r.getMessage()]
+    assert any(f"127.0.0.1:{port}" in line and "[Errno" in line for line in logged)
+
+
+async def test_an_invalid_response_is_a_502_without_the_upstreams_address(
+    start_proxy: StartProxy, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        proxy = await start_proxy(f"http://127.0.0.1:{port}")
+        async with http.get(url_of(proxy, "/x")) as resp:
+            assert resp.status == 502
+            body = await resp.json()
+    assert body == {
+        "error": "upstream_invalid_response",
+        "message": "The upstream API sent a response that is not valid HTTP",
+    }
+    assert any(f"127.0.0.1:{port}" in r.getMessage() for r in caplog.records)
 
 
 async def test_slow_upstream_is_a_504_json_error(

@@ -190,12 +190,17 @@ async def test_only_idempotent_requests_without_a_streamed_body_are_retried(
     origin.respond = lambda r: web.Response(status=503, text="overloaded")
     retries = {"attempts": 2, "backoff": 0, "max_backoff": 0}
     proxy = await start_proxy(origin.url, upstream=upstream(origin, retries=retries, **NO_BREAKER))
-    calls: list[tuple[str, str, bytes | None]] = [
+
+    async def streamed() -> Any:
+        yield b"streamed body"  # chunked: no Content-Length, so never read whole first
+
+    calls: list[tuple[str, str, Any]] = [
         ("GET", "/get", None),
         ("DELETE", "/delete", None),
         ("POST", "/post", b"order"),
         ("PATCH", "/patch", None),
-        ("PUT", "/put", b"streamed body"),
+        ("PUT", "/put", b"small body, read whole"),
+        ("PUT", "/put-streamed", streamed()),
     ]
     for method, path, data in calls:
         async with http.request(method, url_of(proxy, path), data=data) as resp:
@@ -206,8 +211,12 @@ async def test_only_idempotent_requests_without_a_streamed_body_are_retried(
         "/delete": 3,
         "/post": 1,
         "/patch": 1,
-        "/put": 1,
+        "/put": 3,
+        "/put-streamed": 1,
     }
+    # Each retry of the PUT carried its whole body.
+    puts = [r for r in origin.requests if r.path == "/put"]
+    assert [r.content_length for r in puts] == [len(b"small body, read whole")] * 3
 
 
 async def dropping_first_connection() -> tuple[asyncio.Server, Counter[str]]:
@@ -328,12 +337,13 @@ async def test_refused_connections_are_retried_then_open_the_circuit(
     settings = {
         "url": url,
         "retries": {"attempts": 2, "backoff": 0, "max_backoff": 0},
-        "circuit_breaker": {"failures": 3, "window": 10, "reset_after": 30},
+        "circuit_breaker": {"min_requests": 3, "window": 10, "reset_after": 30},
     }
     proxy = await start_proxy(url, upstream=settings)
     resp, body = await get(http, proxy, "/x")
     assert resp.status == 502 and b"upstream_unavailable" in body
     stats = proxy.upstream.stats()[0]
+    # Three attempts at the only endpoint asked for, all failed: at min_requests, 100%.
     assert (stats.retries, stats.failures, stats.circuit) == (2, 3, "open")
     resp, body = await get(http, proxy, "/x")
     assert resp.status == 503 and b"upstream_unavailable" in body and b"paused" in body
@@ -353,7 +363,7 @@ async def test_the_breaker_opens_serves_stale_and_closes_again(
         return web.Response(text=f"{r.path} v1", headers={"Cache-Control": cc})
 
     origin.respond = respond
-    breaker = {"failures": 3, "window": 10, "reset_after": 0.3}
+    breaker = {"min_requests": 5, "window": 10, "reset_after": 0.3, "probes": 3}
     settings = upstream(origin, retries=0, circuit_breaker=breaker)
     proxy = await start_proxy(origin.url, upstream=settings, cache={})
     for path in ("/cached", "/strict"):
@@ -361,9 +371,9 @@ async def test_the_breaker_opens_serves_stale_and_closes_again(
         assert resp.headers["X-Cache"] == "MISS"  # stored, stale at once (max-age=0)
 
     failing = True
-    for _ in range(3):
-        resp, _ = await get(http, proxy, "/flaky")
-        assert resp.status == 503  # the upstream's own 503s, three failures
+    for i in range(3):
+        resp, _ = await get(http, proxy, f"/flaky/{i}")
+        assert resp.status == 503  # the upstream's own 503s: 3 of 5 requests failed
     assert (await health(http, proxy))["checks"]["circuits"] == {
         "status": "down",
         "upstreams": {"default": {"status": "down", "circuit": "open"}},
@@ -382,10 +392,13 @@ async def test_the_breaker_opens_serves_stale_and_closes_again(
     assert sum(origin.hits.values()) == hits
     assert (await health(http, proxy))["status"] == "degraded"
 
-    # After reset_after one probe goes; it fails, so the circuit opens again at once.
+    # After reset_after, probes go, one per endpoint: one endpoint failing twice proves
+    # nothing; the probes of three endpoints failing open it again at once.
     await asyncio.sleep(0.35)
-    resp, _ = await get(http, proxy, "/probe")
-    assert resp.status == 503 and origin.hits["/probe"] == 1
+    for path in ("/probe/1", "/probe/1", "/probe/2", "/probe/3"):
+        resp, _ = await get(http, proxy, path)
+        assert resp.status == 503
+    assert (origin.hits["/probe/1"], origin.hits["/probe/2"], origin.hits["/probe/3"]) == (1, 1, 1)
     resp, body = await get(http, proxy, "/new")
     assert b"paused" in body and origin.hits["/new"] == 0
 

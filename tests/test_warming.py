@@ -94,7 +94,7 @@ async def test_warming_pauses_while_the_circuit_is_open(
     urls = [f"/w/{i}" for i in range(10)]
     settings = {
         "url": origin.url,
-        "circuit_breaker": {"failures": 3, "window": 10, "reset_after": 30},
+        "circuit_breaker": {"min_requests": 3, "window": 10, "reset_after": 30},
     }
     proxy = await start_proxy(
         origin.url, upstream=settings, cache=warming(urls=urls, max_rate="50/second")
