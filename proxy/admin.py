@@ -95,6 +95,18 @@ def build_admin_app(server: ProxyServer) -> web.Application:
         }
         failing = any(u["status"] == "down" for u in upstreams.values())
         checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
+        limiters = {
+            lim.policy.name: lim.state()
+            for lim in server.pipeline.routes.limiters
+            if lim.shared is not None
+        }
+        if limiters:  # rate limits shared through Redis: degraded while Redis fails them
+            down = [name for name, state in limiters.items() if state["status"] == "down"]
+            checks["rate_limits"] = {
+                "status": "down" if down else "up",
+                "error": f"Redis unavailable to {', '.join(down)}" if down else None,
+                "limiters": limiters,
+            }
         status, http_status = overall(checks)
         answer = _json({"status": status, "checks": checks}, status=http_status)
         # With workers, the supervisor merges their answers: a probe's time does not add up.

@@ -352,12 +352,20 @@ class Observer:
             "connections": self.connections_doc(),
             "response_times": window["response_times"],
             "window": window,
-            "rate_limit": {"allowed": allowed, "limited": limited},
+            "rate_limit": {"allowed": allowed, "limited": limited, **self._limiters_doc()},
             "alerts": len(self.alerts.active),
             "access_log": {
                 "written": self.access.written if self.access else 0,
                 "dropped": self.access.dropped if self.access else 0,
             },
+        }
+
+    def _limiters_doc(self) -> dict[str, int]:
+        """The Redis windows' failures: checks Redis could not answer, limiters degraded."""
+        shared = [lim for lim in self.routes.limiters if lim.shared is not None]
+        return {
+            "store_errors": sum(lim.store_errors for lim in shared),
+            "degraded": sum(lim.degraded for lim in shared),
         }
 
     # --- Prometheus -------------------------------------------------------------------
@@ -414,9 +422,35 @@ class Observer:
             "Redis operations that failed, by operation",
             ("op",),
         )
+        skipped = Series(
+            "counter",
+            "cacheproxy_redis_skipped",
+            "Redis operations given up for the proxy's own limits, not Redis's fault: no free"
+            " connection within the request's budget (pool), or no budget left (budget)",
+            ("reason",),
+        )
         if self.redis is not None:
             errors.values = {(op,): n for op, n in self.redis.guard.errors.items()}
-        out.append(errors)
+            skipped.values = {(why,): n for why, n in self.redis.guard.skipped.items()}
+        out += [errors, skipped]
+        limiters = [lim for lim in self.routes.limiters if lim.shared is not None]
+        if limiters:
+            out += [
+                Series(
+                    "counter",
+                    "cacheproxy_ratelimit_store_errors",
+                    "Rate-limit checks Redis could not answer (on_store_error decided them)",
+                    ("limiter",),
+                    {(lim.policy.name,): lim.store_errors for lim in limiters},
+                ),
+                Series(
+                    "gauge",
+                    "cacheproxy_ratelimit_degraded",
+                    "1 while a limiter's last check could not reach Redis",
+                    ("limiter",),
+                    {(lim.policy.name,): int(lim.degraded) for lim in limiters},
+                ),
+            ]
         if self.shared is not None:
             st = self.shared.stats
             out.append(

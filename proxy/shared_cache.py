@@ -1,7 +1,7 @@
 """The Redis tier of one process: L2 lookups and stores, and purges that reach every instance.
 
 Redis is an accelerator here, never a dependency: every call goes through the shared
-guard (timeout, breaker), and a failure is a miss, a skipped store or a purge reported as
+guard (budget, timeout, breaker), and a failure is a miss, a skipped store or a purge reported as
 incomplete. Purges travel over Redis pub/sub so each instance drops its own L1 copies;
 an instance whose subscription broke may have missed some, so when it subscribes again it
 drops its whole L1 rather than serve something purged.
@@ -94,6 +94,7 @@ class SharedTier:
         self, primary: str, url_key: str, request_headers: policy.Headers
     ) -> tuple[Entry | None, bytes | None]:
         """(entry or None, the URL's purge generation; None when Redis did not answer)."""
+        self.redis.request_budget()
         try:
             entry, generation = await self.store.get(primary, url_key, request_headers)
         except StoreUnavailable:
@@ -106,6 +107,7 @@ class SharedTier:
         return entry, generation
 
     async def save(self, entry: Entry, generation: bytes, rules: policy.CacheRules) -> None:
+        self.redis.request_budget()
         ttl = policy.shared_store_ttl(
             entry.lifetime, entry.age(entry.response_time), entry.headers, rules
         )
@@ -135,6 +137,7 @@ class SharedTier:
     async def lead(self, primary: str, url_key: str, ttl: float) -> bool:
         """Try to become the one instance fetching this key. True also when Redis is
         unreachable: then every instance fetches for itself, as without coalescing."""
+        self.redis.request_budget()
         key = self.store.lock_key(primary, url_key)
         self._done.setdefault(key, asyncio.Event())  # before the attempt: no lost wake-up
         try:
@@ -151,6 +154,7 @@ class SharedTier:
     ) -> Entry | None:
         """Wait (at most `wait` s) for the leading instance's fetch, then read its entry.
         None: nothing to share (not storable, leader gone, too slow): fetch yourself."""
+        self.redis.request_budget()
         key = self.store.lock_key(primary, url_key)
         done = self._done.setdefault(key, asyncio.Event())
         deadline = asyncio.get_running_loop().time() + wait
@@ -176,6 +180,7 @@ class SharedTier:
 
     async def done(self, primary: str, url_key: str) -> None:
         """Free the fetch lock and wake the instances waiting on it."""
+        self.redis.request_budget()
         key = self.store.lock_key(primary, url_key)
         message = orjson.dumps({"from": self.instance, "kind": "done", "value": key})
         client = self.redis.client
@@ -189,6 +194,7 @@ class SharedTier:
 
     async def purge(self, kind: PurgeKind, value: str) -> PurgeResult:
         """Remove from this L1, from Redis, and (by message) from every other L1."""
+        self.redis.request_budget()
         local = self._purge_local(kind, value)
         try:
             shared = await getattr(self.store, f"purge_{kind}")(value)

@@ -62,11 +62,20 @@ class RateLimiter:
         self.local = self.shared is None  # the pipeline calls check_local, without await
         self.headers = RateHeaders(policy.rates)
         self._redis = redis
-        # Visible state, for stats and /health.
+        # Visible state, for /metrics, /health and the dashboard (`state`).
         self.denied = 0
         self.store_errors = 0  # checks Redis could not answer
         self.degraded = False  # the last check could not reach Redis
         self.last_error: str | None = None
+
+    def state(self) -> dict[str, object]:
+        """What /health and the dashboard show of this limiter's Redis windows."""
+        return {
+            "status": "down" if self.degraded else "up",
+            "store_errors": self.store_errors,
+            "on_store_error": self.policy.on_store_error,
+            "error": self.last_error if self.degraded else None,
+        }
 
     # --- the request path ---------------------------------------------------
 
@@ -83,8 +92,9 @@ class RateLimiter:
         return self._refuse(which, remaining, reset)
 
     async def check(self, request: web.BaseRequest) -> web.Response | None:
-        assert self.shared is not None
+        assert self.shared is not None and self._redis is not None
         client = self._identify(request)
+        self._redis.request_budget()  # this check and the cache tier's calls: one timeout
         try:
             outcome = await self.shared.hit(client)
         except StoreUnavailable as exc:
