@@ -116,10 +116,13 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     async def cache_stats(_: web.Request) -> web.Response:
         stats: dict[str, object] = dataclasses.asdict(cache.store.snapshot())
         if cache.shared is not None:
+            shared = cache.shared
             stats["shared"] = {
-                **dataclasses.asdict(cache.shared.stats),
-                "corrupt": cache.shared.store.corrupt,
-                "subscribed": cache.shared.subscribed,
+                **dataclasses.asdict(shared.stats),
+                "corrupt": shared.store.corrupt,
+                "unauthenticated": shared.store.unauthenticated,
+                "oversize": shared.store.oversize,
+                "subscribed": shared.subscribed,
             }
         return _json(stats)
 

@@ -57,10 +57,14 @@ class PurgeResult:
 
 
 class SharedTier:
-    def __init__(self, redis: SharedRedis, memory: MemoryStore) -> None:
+    def __init__(
+        self, redis: SharedRedis, memory: MemoryStore, key_secret: str | None = None
+    ) -> None:
+        """`key_secret` (cache.key_secret): entries in Redis are authenticated with it."""
         self.redis = redis
         self.memory = memory
-        self.store = RedisStore(redis.client, redis.run, f"{redis.prefix}c:")
+        auth = key_secret.encode() if key_secret else None
+        self.store = RedisStore(redis.client, redis.run, f"{redis.prefix}c:", auth)
         self.channel = f"{redis.prefix}purge"
         self.instance = uuid.uuid4().hex
         self.stats = SharedStats()
@@ -91,12 +95,14 @@ class SharedTier:
     # --- lookups and stores ----------------------------------------------------
 
     async def lookup(
-        self, primary: str, url_key: str, request_headers: policy.Headers
+        self, primary: str, url_key: str, request_headers: policy.Headers, max_size: int
     ) -> tuple[Entry | None, bytes | None]:
-        """(entry or None, the URL's purge generation; None when Redis did not answer)."""
+        """(entry or None, the URL's purge generation; None when Redis did not answer).
+        An entry whose body is over `max_size` bytes (the route's max_entry_size) is a
+        miss: Redis is not trusted to keep to it."""
         self.redis.request_budget()
         try:
-            entry, generation = await self.store.get(primary, url_key, request_headers)
+            entry, generation = await self.store.get(primary, url_key, request_headers, max_size)
         except StoreUnavailable:
             self.stats.errors += 1
             return None, None
@@ -150,7 +156,12 @@ class SharedTier:
         return won
 
     async def follow(
-        self, primary: str, url_key: str, request_headers: policy.Headers, wait: float
+        self,
+        primary: str,
+        url_key: str,
+        request_headers: policy.Headers,
+        wait: float,
+        max_size: int,
     ) -> Entry | None:
         """Wait (at most `wait` s) for the leading instance's fetch, then read its entry.
         None: nothing to share (not storable, leader gone, too slow): fetch yourself."""
@@ -167,7 +178,7 @@ class SharedTier:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), min(left, _FOLLOW_POLL))
                 if done.is_set() or not await self.store.locked(key):
-                    entry, _ = await self.lookup(primary, url_key, request_headers)
+                    entry, _ = await self.lookup(primary, url_key, request_headers, max_size)
                     if entry is not None:
                         self.stats.collapsed += 1
                     return entry
