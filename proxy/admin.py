@@ -123,6 +123,7 @@ def build_admin_app(server: ProxyServer) -> web.Application:
                 "unauthenticated": shared.store.unauthenticated,
                 "oversize": shared.store.oversize,
                 "subscribed": shared.subscribed,
+                **shared.log.counts(),
             }
         return _json(stats)
 
@@ -156,9 +157,11 @@ def build_admin_app(server: ProxyServer) -> web.Application:
         if cache.shared is not None:
             answer["purged_shared"] = result.shared
         if result.error is not None:
-            # Other instances were not told: say so rather than report success.
-            answer.update(error="purge_incomplete", message=result.error)
-            return _json(answer, status=503)
+            # Other instances were not told yet: accepted, not done.
+            message = f"applied here; Redis could not be reached ({result.error}): queued, "
+            message += "sent to Redis and every instance when it answers again"
+            answer.update(queued=True, message=message)
+            return _json(answer, status=202)
         return _json(answer)
 
     async def reload(_: web.Request) -> web.Response:

@@ -1,7 +1,7 @@
 """The shared Redis: its `redis:` config section, the client, and the guard every call goes through.
 
 One Redis (or a Cluster, or a Sentinel-managed master) is shared by every proxy process for
-the L2 cache, purge messages, rate-limit windows and revocations. A client request must never
+the L2 cache, the purge log, rate-limit windows and revocations. A client request must never
 wait on it for longer than `redis.timeout` in all, and the proxy must not keep hammering one
 that is down: every operation goes through `RedisGuard.run`, which waits for one of
 `max_connections` slots, enforces the time left, counts errors per operation and trips a
@@ -94,6 +94,9 @@ class RedisSettings(_Model):
     # Redis calls in flight per process; more wait for a free one within their budget.
     max_connections: int = Field(50, ge=1)
     circuit_breaker: BreakerSettings = BreakerSettings()
+    # Purges kept in Redis (a stream) for instances that lost touch to catch up from, and
+    # purges kept here while Redis is unreachable, to send when it answers again.
+    purge_log_length: int = Field(10_000, ge=10, le=1_000_000)
 
     _url = field_validator("url")(lambda v: None if v is None else _redis_url(v))
 
