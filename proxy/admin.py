@@ -17,6 +17,7 @@ from proxy import dashboard
 from proxy.admin_merge import MERGE_HEADER
 from proxy.errors import json_error
 from proxy.health import overall
+from proxy.ratelimit.limiter import rate_limits_check
 from proxy.revocation import admin_routes as revocation_routes
 from proxy.target import BadTarget, parse_target
 
@@ -93,20 +94,10 @@ def build_admin_app(server: ProxyServer) -> web.Application:
             o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
             for o in server.upstream.stats()
         }
+        if (limits := rate_limits_check(server.pipeline.routes.limiters)) is not None:
+            checks["rate_limits"] = limits  # windows in Redis: degraded while it fails them
         failing = any(u["status"] == "down" for u in upstreams.values())
         checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
-        limiters = {
-            lim.policy.name: lim.state()
-            for lim in server.pipeline.routes.limiters
-            if lim.shared is not None
-        }
-        if limiters:  # rate limits shared through Redis: degraded while Redis fails them
-            down = [name for name, state in limiters.items() if state["status"] == "down"]
-            checks["rate_limits"] = {
-                "status": "down" if down else "up",
-                "error": f"Redis unavailable to {', '.join(down)}" if down else None,
-                "limiters": limiters,
-            }
         status, http_status = overall(checks)
         answer = _json({"status": status, "checks": checks}, status=http_status)
         # With workers, the supervisor merges their answers: a probe's time does not add up.
