@@ -17,7 +17,6 @@ from proxy import dashboard
 from proxy.admin_merge import MERGE_HEADER
 from proxy.errors import json_error
 from proxy.health import overall
-from proxy.ratelimit.limiter import rate_limits_check
 from proxy.revocation import admin_routes as revocation_routes
 from proxy.target import BadTarget, parse_target
 
@@ -94,7 +93,7 @@ def build_admin_app(server: ProxyServer) -> web.Application:
             o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
             for o in server.upstream.stats()
         }
-        if (limits := rate_limits_check(server.pipeline.routes.limiters)) is not None:
+        if (limits := server.observer.rate_limits_check()) is not None:
             checks["rate_limits"] = limits  # windows in Redis: degraded while it fails them
         failing = any(u["status"] == "down" for u in upstreams.values())
         checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}

@@ -360,6 +360,25 @@ class Observer:
             },
         }
 
+    def rate_limits_check(self) -> dict[str, object] | None:
+        """/health's `rate_limits` check: down while a limiter cannot reach its windows in
+        Redis (its on_store_error decides meanwhile); None when none keeps them there. No
+        error text: it would name the Redis (and /health needs no token)."""
+        shared = {lim.policy.name: lim for lim in self.routes.limiters if lim.shared is not None}
+        if not shared:
+            return None
+        down = [name for name, lim in shared.items() if lim.degraded]
+        error = f"Redis unreachable: {', '.join(down)} limited per on_store_error" if down else None
+        limiters = {
+            name: {
+                "status": "down" if lim.degraded else "up",
+                "store_errors": lim.store_errors,
+                "on_store_error": lim.policy.on_store_error,
+            }
+            for name, lim in shared.items()
+        }
+        return {"status": "down" if down else "up", "error": error, "limiters": limiters}
+
     def _limiters_doc(self) -> dict[str, int]:
         """The Redis windows' failures: checks Redis could not answer, limiters degraded."""
         shared = [lim for lim in self.routes.limiters if lim.shared is not None]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextvars import ContextVar
 from math import ceil
 
@@ -62,7 +62,7 @@ class RateLimiter:
         self.local = self.shared is None  # the pipeline calls check_local, without await
         self.headers = RateHeaders(policy.rates)
         self._redis = redis
-        # Visible state, for /metrics, /health (rate_limits_check) and the dashboard.
+        # Visible state, for /metrics, /health and the dashboard (proxy/observability.py).
         self.denied = 0
         self.store_errors = 0  # checks Redis could not answer
         self.degraded = False  # the last check could not reach Redis
@@ -176,29 +176,6 @@ class RateLimiter:
             content_type="application/json",
             headers={"Retry-After": str(retry), **dict(self.headers.policy_only)},
         )
-
-
-def rate_limits_check(limiters: Iterable[RateLimiter]) -> dict[str, object] | None:
-    """/health's `rate_limits` check: down while a limiter cannot reach its windows in Redis
-    (its on_store_error decides meanwhile); None when no limiter keeps them in Redis. No
-    error text: it would name the Redis (and /health needs no token)."""
-    shared = {lim.policy.name: lim for lim in limiters if lim.shared is not None}
-    if not shared:
-        return None
-    down = [name for name, lim in shared.items() if lim.degraded]
-    error = f"Redis unreachable: {', '.join(down)} limited per on_store_error" if down else None
-    return {
-        "status": "down" if down else "up",
-        "error": error,
-        "limiters": {
-            name: {
-                "status": "down" if lim.degraded else "up",
-                "store_errors": lim.store_errors,
-                "on_store_error": lim.policy.on_store_error,
-            }
-            for name, lim in shared.items()
-        },
-    }
 
 
 def _redis_name(name: str) -> str:
