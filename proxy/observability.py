@@ -380,8 +380,11 @@ class Observer:
         return {"status": "down" if down else "up", "error": error, "limiters": limiters}
 
     def _limiters_doc(self) -> dict[str, int]:
-        """The Redis windows' failures: checks Redis could not answer, limiters degraded."""
+        """The Redis windows' failures: checks Redis could not answer, limiters degraded
+        (nothing when no limiter keeps its windows in Redis)."""
         shared = [lim for lim in self.routes.limiters if lim.shared is not None]
+        if not shared:
+            return {}
         return {
             "store_errors": sum(lim.store_errors for lim in shared),
             "degraded": sum(lim.degraded for lim in shared),
