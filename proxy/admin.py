@@ -113,6 +113,8 @@ def build_admin_app(server: ProxyServer) -> web.Application:
             o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
             for o in server.upstream.stats()
         }
+        if (limits := server.observer.rate_limits_check()) is not None:
+            checks["rate_limits"] = limits  # windows in Redis: degraded while it fails them
         failing = any(u["status"] == "down" for u in upstreams.values())
         checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
         status, http_status = overall(checks, server.shutdown.draining)
@@ -124,10 +126,14 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     async def cache_stats(_: web.Request) -> web.Response:
         stats: dict[str, object] = dataclasses.asdict(cache.store.snapshot())
         if cache.shared is not None:
+            shared = cache.shared
             stats["shared"] = {
-                **dataclasses.asdict(cache.shared.stats),
-                "corrupt": cache.shared.store.corrupt,
-                "subscribed": cache.shared.subscribed,
+                **dataclasses.asdict(shared.stats),
+                "corrupt": shared.store.corrupt,
+                "unauthenticated": shared.store.unauthenticated,
+                "oversize": shared.store.oversize,
+                "subscribed": shared.subscribed,
+                **shared.log.counts(),
             }
         return _json(stats)
 
@@ -161,9 +167,11 @@ def build_admin_app(server: ProxyServer) -> web.Application:
         if cache.shared is not None:
             answer["purged_shared"] = result.shared
         if result.error is not None:
-            # Other instances were not told: say so rather than report success.
-            answer.update(error="purge_incomplete", message=result.error)
-            return _json(answer, status=503)
+            # Other instances were not told yet: accepted, not done.
+            message = f"applied here; Redis could not be reached ({result.error}): queued, "
+            message += "sent to Redis and every instance when it answers again"
+            answer.update(queued=True, message=message)
+            return _json(answer, status=202)
         return _json(answer)
 
     async def reload(_: web.Request) -> web.Response:

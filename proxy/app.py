@@ -59,7 +59,8 @@ class ProxyServer:
         memory = MemoryStore(budget)
         self.shared: SharedTier | None = None
         if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
-            self.shared = SharedTier(self.redis, memory)
+            secret = config.cache.key_secret if config.cache is not None else None
+            self.shared = SharedTier(self.redis, memory, secret)
         warming_settings = config.cache.warming if config.cache is not None else None
         warming = None
         if warming_settings is not None:

@@ -142,7 +142,7 @@ class HttpCache:
             # L1 could not answer: another instance may have stored a (fresher) copy.
             fetched_at = self.store.generation
             found, shared_gen = await self.shared.lookup(
-                primary, url_part(primary), request.headers
+                primary, url_part(primary), request.headers, rc.max_entry_size
             )
             if (
                 found is not None
@@ -281,8 +281,13 @@ class HttpCache:
         entry, or None when nothing shareable came of it (then fetch for ourselves)."""
         assert self.shared is not None
         generation = self.store.generation
+        assert route.cache is not None
         entry = await self.shared.follow(
-            primary, url_part(primary), request.headers, self._coalesce_wait
+            primary,
+            url_part(primary),
+            request.headers,
+            self._coalesce_wait,
+            route.cache.max_entry_size,
         )
         if entry is None:
             return None  # nothing shareable came of it

@@ -353,12 +353,42 @@ class Observer:
             "connections": self.connections_doc(),
             "response_times": window["response_times"],
             "window": window,
-            "rate_limit": {"allowed": allowed, "limited": limited},
+            "rate_limit": {"allowed": allowed, "limited": limited, **self._limiters_doc()},
             "alerts": len(self.alerts.active),
             "access_log": {
                 "written": self.access.written if self.access else 0,
                 "dropped": self.access.dropped if self.access else 0,
             },
+        }
+
+    def rate_limits_check(self) -> dict[str, object] | None:
+        """/health's `rate_limits` check: down while a limiter cannot reach its windows in
+        Redis (its on_store_error decides meanwhile); None when none keeps them there. No
+        error text: it would name the Redis (and /health needs no token)."""
+        shared = {lim.policy.name: lim for lim in self.routes.limiters if lim.shared is not None}
+        if not shared:
+            return None
+        down = [name for name, lim in shared.items() if lim.degraded]
+        error = f"Redis unreachable: {', '.join(down)} limited per on_store_error" if down else None
+        limiters = {
+            name: {
+                "status": "down" if lim.degraded else "up",
+                "store_errors": lim.store_errors,
+                "on_store_error": lim.policy.on_store_error,
+            }
+            for name, lim in shared.items()
+        }
+        return {"status": "down" if down else "up", "error": error, "limiters": limiters}
+
+    def _limiters_doc(self) -> dict[str, int]:
+        """The Redis windows' failures: checks Redis could not answer, limiters degraded
+        (nothing when no limiter keeps its windows in Redis)."""
+        shared = [lim for lim in self.routes.limiters if lim.shared is not None]
+        if not shared:
+            return {}
+        return {
+            "store_errors": sum(lim.store_errors for lim in shared),
+            "degraded": sum(lim.degraded for lim in shared),
         }
 
     # --- Prometheus -------------------------------------------------------------------
@@ -423,9 +453,36 @@ class Observer:
             "Redis operations that failed, by operation",
             ("op",),
         )
+        skipped = Series(
+            "counter",
+            "cacheproxy_redis_skipped",
+            "Redis operations given up for the proxy's own limits, not Redis's fault: no free"
+            " connection within the request's budget (pool), or no budget left (budget)",
+            ("reason",),
+        )
         if self.redis is not None:
             errors.values = {(op,): n for op, n in self.redis.guard.errors.items()}
-        out.append(errors)
+            skipped.values = {(why,): n for why, n in self.redis.guard.skipped.items()}
+        out += [errors, skipped]
+        limiters = [lim for lim in self.routes.limiters if lim.shared is not None]
+        if limiters:
+            out += [
+                Series(
+                    "counter",
+                    "cacheproxy_ratelimit_store_errors",
+                    "Rate-limit checks Redis could not answer (on_store_error decided them)",
+                    ("limiter",),
+                    {(lim.policy.name,): lim.store_errors for lim in limiters},
+                ),
+                Series(
+                    "gauge",
+                    "cacheproxy_ratelimit_degraded",
+                    "1 while a limiter's last check could not reach Redis",
+                    ("limiter",),
+                    {(lim.policy.name,): int(lim.degraded) for lim in limiters},
+                    across_workers="max",  # 1 if any worker's is, not how many workers
+                ),
+            ]
         if self.shared is not None:
             st = self.shared.stats
             out.append(

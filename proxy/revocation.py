@@ -44,6 +44,7 @@ from proxy.cache.keys import hash_secret
 from proxy.cache.stores import StoreUnavailable
 from proxy.errors import json_error
 from proxy.eventloop import cancel
+from proxy.reconnect import Backoff
 from proxy.redis_conn import SharedRedis
 
 log = logging.getLogger("cacheproxy.revocation")
@@ -329,7 +330,7 @@ class RevocationList:
         """Subscribe, then reload (nothing published in between is lost); repeat on errors."""
         assert self._redis is not None
         client = self._redis.client
-        backoff = 0.1
+        backoff = Backoff()  # grows while attempts fail fast (a refused SUBSCRIBE, say)
         while True:
             pubsub = None
             try:
@@ -338,7 +339,6 @@ class RevocationList:
                 pubsub = client.pubsub()
                 await pubsub.subscribe(self._channel)
                 await self.resync()
-                backoff = 0.1
                 next_resync = time.monotonic() + self.settings.resync_interval
                 while True:
                     timeout = max(0.0, next_resync - time.monotonic())
@@ -358,8 +358,7 @@ class RevocationList:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await backoff.wait()
 
     def _on_message(self, data: Any) -> None:
         text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)

@@ -18,6 +18,7 @@ import pytest
 
 from proxy.app import ProxyServer
 from tests.conftest import ROOT, Origin, StartProxy, get
+from tests.redis_servers import RedisServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -144,5 +145,37 @@ async def test_the_dashboard_shows_the_summary_and_follows_the_traffic(
             ".map(e => new URL(e.name).origin))]",
         )
         assert origins == [f"http://127.0.0.1:{proxy.admin_port}"]
+    finally:
+        await run(driver.quit)
+
+
+async def test_the_dashboard_shows_rate_limit_checks_redis_could_not_answer(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    proxy = await start_proxy(
+        origin.url,
+        redis={"url": redis_server.url, "timeout": 1},
+        rate_limit={"limits": ["100/minute"], "on_store_error": "local"},
+    )
+    redis_server.stop()
+    for _ in range(3):
+        resp, _ = await get(http, proxy, "/a")
+        assert resp.status == 200  # limited per process meanwhile
+
+    def run(call: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(call, *args)
+
+    driver = await run(_browser)
+    try:
+        await run(driver.get, f"http://127.0.0.1:{proxy.admin_port}/dashboard?interval=500")
+        await run(_wait, driver, "return document.body.dataset.polls >= 1")
+        errors = "document.getElementById('rl-store-errors')"
+        assert await run(driver.execute_script, f"return {errors}.dataset.value") == "3"
+        assert await run(driver.execute_script, f"return {errors}.className") == "warn"
+        checks = (await run(lambda: driver.find_element("id", "checks").text)).lower()
+        assert "rate_limits" in checks and "limited per on_store_error" in checks
     finally:
         await run(driver.quit)

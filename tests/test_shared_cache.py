@@ -85,6 +85,7 @@ async def test_an_l1_hit_sends_no_command_to_redis(
     after = await redis_calls(redis_server)
     changed = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     changed.pop("ping", None)  # the purge subscription's keep-alive
+    changed.pop("xrange", None)  # the purge log's poll, every 2 s
     changed.pop("info", None)  # our own INFO call
     assert changed == {}
 
@@ -193,7 +194,8 @@ async def test_redis_going_away_is_invisible_to_clients(
     status, health = await admin(http, proxy, "GET", "/health")
     assert (status, health["status"]) == (200, "degraded")
     status, answer = await admin(http, proxy, "POST", "/cache/purge", json={"url": "/warm"})
-    assert status == 503 and answer["error"] == "purge_incomplete" and answer["purged"] == 1
+    # Applied here, and accepted for the others: queued until Redis answers.
+    assert (status, answer["purged"], answer["queued"]) == (202, 1, True)
 
     redis_server.start()
 
@@ -203,10 +205,11 @@ async def test_redis_going_away_is_invisible_to_clients(
 
     await eventually(healthy_again, within=15)
     _, stats = await admin(http, proxy, "GET", "/cache/stats")
-    # It may have missed purges while deaf: its memory was dropped, not trusted.
-    assert stats["shared"]["l1_drops"] >= 1
+    assert stats["shared"]["purges_queued"] == 0  # sent
+    # It followed purges until Redis went: its memory is still good, and kept.
+    assert stats["shared"]["l1_marked"] == 0
     resp, _ = await get(http, proxy, "/cold-1")
-    assert resp.headers["X-Cache"] == "MISS"
+    assert resp.headers["X-Cache"] == "HIT"
 
 
 async def test_a_corrupt_value_in_redis_is_a_miss(

@@ -10,11 +10,23 @@ Layout (integers big-endian)::
 
     magic  b"\\x89CPE"   4 bytes; the high bit catches 7-bit mangling, like PNG's
     version            1 byte
-    crc32              4 bytes, of everything after it
-    fields             version 2 (written): see _FIXED2, then the strings it gives the
+    crc32              4 bytes, of everything after it (version 3: and of the version)
+    tag                version 3 only: 32 bytes, HMAC-SHA-256 of the fields
+    fields             versions 2 and 3: see _FIXED2, then the strings it gives the
                        lengths of, then the lists (Vary, its values, tags) and the
                        encoded variants chosen by the caller, each length-prefixed.
                        Version 1 (read only): see _decode_v1.
+
+A checksum is no signature: anyone who can write to the shared Redis can write a valid
+entry. With `cache.key_secret` set, entries are written as version 3, authenticated with
+an HMAC under a key derived from the secret, and only such entries are read (anything
+else raises `Unauthenticated`, a miss the caller counts); the tag covers the primary key
+inside the entry, so an entry moved under another key is still refused (the caller checks
+the key). In every case the fields that frame a message or belong to one connection
+(Transfer-Encoding, Connection and what it names, Keep-Alive, ..., a Content-Length that
+is not the body's) are dropped from what is read, and a head whose field names are not
+tokens is refused: they can only come from something else writing there, and would let it
+split the responses on a client's connection.
 
 Version 2 keeps the entry's packed head (Entry.head) as it is, so decoding is a few
 slices: version 1 stored header lists, rebuilt into a multidict on every read only to be
@@ -31,6 +43,7 @@ are not UTF-8 that way, and they must come back exactly as they were.
 from __future__ import annotations
 
 import functools
+import hmac
 import re
 import struct
 import zlib
@@ -39,13 +52,26 @@ from collections.abc import Iterable
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.cache import policy
-from proxy.cache.entry import NO_VARIANTS, Entry, Rare, pack_headers, variant_size
+from proxy.cache.entry import (
+    NO_VARIANTS,
+    Entry,
+    Rare,
+    pack_headers,
+    unpack_headers,
+    variant_size,
+)
+from proxy.headers import HOP_BY_HOP
 
 MAGIC = b"\x89CPE"
 VERSION = 2
-READS = (1, 2)
+AUTHENTICATED = 3
+READS = (1, 2, 3)
 
 _HEAD = struct.Struct("!4sBI")  # magic, version, crc32
+_TAG = 32  # bytes of HMAC-SHA-256
+# Version 3's checksum starts from its version byte: a version 2 value with that byte
+# changed is not a version 3 one, nor the other way round.
+_V3_CRC = zlib.crc32(bytes([AUTHENTICATED]))
 # status, flags, response_time, initial_age, lifetime; byte lengths of reason, primary,
 # url_key, own path, head, body; counts of vary, vary_values, tags, variants.
 _FIXED2 = struct.Struct("!HB3d6I4I")
@@ -59,12 +85,34 @@ _CC_LINE = re.compile(r"^((?:cdn-)?cache-control):(.*)$", re.IGNORECASE | re.MUL
 _CC_NAME = "cache-control:"
 
 
+# A line of a packed head whose field is framing or hop-by-hop (RFC 9110 §7.6.1), or a
+# Content-Length (checked against the body): rare in what we store, searched in one pass.
+_SUSPECT = re.compile(
+    r"^(" + "|".join(sorted(HOP_BY_HOP | {"content-length"})) + r")[ \t]*:(.*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A line that does not start with a field name (a token) and its colon.
+_NOT_A_FIELD = re.compile(r"^(?!" + _TOKEN.pattern + ":)", re.MULTILINE)
+
+
 class EntryFormatError(ValueError):
     """Bytes that are not an entry this version wrote; treat as a miss."""
 
 
-def encode(entry: Entry, variants: Iterable[str] = ()) -> bytes:
-    """The entry as bytes (version 2), with those of its encoded `variants` that exist."""
+class Unauthenticated(EntryFormatError):
+    """An entry without a valid tag, read by an instance with `key_secret`."""
+
+
+def auth_key(secret: bytes) -> bytes:
+    """The key entries are authenticated with: derived, so that the secret's other use
+    (hashing credentials in cache keys) never sees the same key."""
+    return hmac.digest(secret, b"cacheproxy shared entry authentication", "sha256")
+
+
+def encode(entry: Entry, variants: Iterable[str] = (), auth: bytes | None = None) -> bytes:
+    """The entry as bytes (version 2; version 3, authenticated, with the `auth_key`
+    `auth`), with those of its encoded `variants` that exist."""
     own_path = None if entry.rare is None else entry.rare.path
     texts = (entry.reason, entry.primary, entry.url_key, own_path or "", entry.head)
     strings = [_utf8(text) for text in texts]
@@ -94,11 +142,16 @@ def encode(entry: Entry, variants: Iterable[str] = ()) -> bytes:
         _put_strs(out, (part for item in headers.items() for part in item))
         _put_bytes(out, body)
     payload = b"".join(out)
-    return _HEAD.pack(MAGIC, VERSION, zlib.crc32(payload)) + payload
+    if auth is None:
+        return _HEAD.pack(MAGIC, VERSION, zlib.crc32(payload)) + payload
+    tagged = hmac.digest(auth, payload, "sha256") + payload
+    return _HEAD.pack(MAGIC, AUTHENTICATED, zlib.crc32(tagged, _V3_CRC)) + tagged
 
 
-def decode(data: bytes) -> Entry:
-    """The entry `encode` (this version or version 1) wrote, or EntryFormatError."""
+def decode(data: bytes, auth: bytes | None = None) -> Entry:
+    """The entry `encode` (this version or version 1) wrote, or EntryFormatError. With
+    `auth` (an `auth_key`), only a version 3 entry with a valid tag; without, any version
+    (a tag is then not checked: this instance trusts Redis as it is)."""
     if len(data) < _HEAD.size:
         raise EntryFormatError("too short to be an entry")
     magic, version, crc = _HEAD.unpack_from(data)
@@ -106,15 +159,27 @@ def decode(data: bytes) -> Entry:
         raise EntryFormatError("not an entry (foreign bytes)")
     if version not in READS:
         raise EntryFormatError(f"entry format version {version}, this reads {READS}")
-    if zlib.crc32(memoryview(data)[_HEAD.size :]) != crc:
+    view = memoryview(data)
+    if zlib.crc32(view[_HEAD.size :], _V3_CRC if version == AUTHENTICATED else 0) != crc:
         raise EntryFormatError("checksum mismatch (corrupt or truncated)")
+    start = _HEAD.size
+    if version == AUTHENTICATED:
+        start += _TAG
+        if len(data) < start:
+            raise EntryFormatError("too short to be an entry")
+    if auth is not None:
+        if version != AUTHENTICATED:
+            raise Unauthenticated("an entry without a tag")
+        tag = hmac.digest(auth, view[start:], "sha256")
+        if not hmac.compare_digest(tag, view[_HEAD.size : start]):
+            raise Unauthenticated("an entry whose tag is not ours")
     try:
-        return _decode_v2(data) if version == 2 else _decode_v1(data)
+        return _decode_v1(data) if version == 1 else _decode_v2(data, start)
     except (struct.error, UnicodeDecodeError) as exc:
         raise EntryFormatError(f"malformed entry: {exc}") from None
 
 
-def _decode_v2(data: bytes) -> Entry:
+def _decode_v2(data: bytes, start: int) -> Entry:
     (
         status,
         flags,
@@ -126,12 +191,12 @@ def _decode_v2(data: bytes) -> Entry:
         n_values,
         n_tags,
         n_variants,
-    ) = _FIXED2.unpack_from(data, _HEAD.size)
+    ) = _FIXED2.unpack_from(data, start)
     if flags & ~_OWN_PATH:
         raise EntryFormatError(f"unknown flags {flags:#x}")
     if lengths[3] and not flags & _OWN_PATH:
         raise EntryFormatError("a path where none belongs")
-    pos = _HEAD.size + _FIXED2.size
+    pos = start + _FIXED2.size
     texts = []
     for n in lengths[:5]:
         end = pos + n
@@ -145,6 +210,7 @@ def _decode_v2(data: bytes) -> Entry:
     if end > len(data):
         raise struct.error("a length runs past the end")
     body = data[pos:end]
+    head = _framed_safely(head, len(body))
     own_path = path if flags & _OWN_PATH else None
     rare = None if own_path is None else Rare(path=own_path)
     variants: dict[str, tuple[CIMultiDictProxy[str], bytes]] = {}
@@ -156,9 +222,11 @@ def _decode_v2(data: bytes) -> Entry:
             rare = Rare(vary, vary_values, tags, own_path)
         for _ in range(n_variants):
             key = reader.str()
-            variants[key] = (reader.headers(), reader.bytes())
+            headers = reader.headers()
+            variants[key] = (headers, reader.bytes())
         if not reader.at_end():
             raise EntryFormatError("trailing bytes after the entry")
+        variants = {k: (_safe_fields(h, len(b)), b) for k, (h, b) in variants.items()}
         # Counted as MemoryStore.add_variant counts them when an entry is promoted.
         grown = sum(variant_size(h) + len(b) for h, b in variants.values())
     return Entry(
@@ -176,6 +244,34 @@ def _decode_v2(data: bytes) -> Entry:
         grown=grown,
         variants=variants or NO_VARIANTS,
     )
+
+
+def _framed_safely(head: str, length: int) -> str:
+    """`head` without framing and hop-by-hop lines (see the module docstring)."""
+    if head and _NOT_A_FIELD.search(head):
+        raise EntryFormatError("a stored header line that is not a field")
+    for name, value in _SUSPECT.findall(head):
+        if name.lower() != "content-length" or value.strip() != str(length):
+            return pack_headers(_safe_fields(unpack_headers(head), length))
+    return head
+
+
+def _safe_fields(
+    fields: CIMultiDictProxy[str] | CIMultiDict[str], length: int
+) -> CIMultiDictProxy[str]:
+    """`fields` without framing and hop-by-hop ones; EntryFormatError for a name that is
+    not a token."""
+    drop = set(HOP_BY_HOP)
+    for value in fields.getall("Connection", ()):
+        drop.update(token.strip().lower() for token in value.split(","))
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in fields.items():
+        if not _TOKEN.fullmatch(name):
+            raise EntryFormatError("a stored header name that is not a token")
+        low = name.lower()
+        if low not in drop and (low != "content-length" or value.strip() == str(length)):
+            kept.add(name, value)
+    return CIMultiDictProxy(kept)
 
 
 def _cc_lines(head: str) -> tuple[tuple[str, str], ...]:
@@ -212,10 +308,13 @@ def _decode_v1(data: bytes) -> Entry:
     headers = reader.headers()
     vary, vary_values, tags = (reader.strs(reader.count()) for _ in range(3))
     body = reader.bytes()
+    headers = _safe_fields(headers, len(body))
     variants = {}
     for _ in range(reader.count()):
         key = reader.str()
-        variants[key] = (reader.headers(), reader.bytes())
+        fields = reader.headers()
+        data_ = reader.bytes()
+        variants[key] = (_safe_fields(fields, len(data_)), data_)
     if not reader.at_end():
         raise EntryFormatError("trailing bytes after the entry")
     return Entry(

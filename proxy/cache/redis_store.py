@@ -26,12 +26,15 @@ from typing import Any, Protocol, TypeVar
 
 from proxy.cache import entry_format, policy
 from proxy.cache.entry import Entry
-from proxy.cache.entry_format import EntryFormatError
+from proxy.cache.entry_format import EntryFormatError, Unauthenticated
 
 T = TypeVar("T")
 
 _RECORD = b"\x89CPV"  # a Vary record: this magic, then the field names, NUL-separated
 _INDEX_KEEP_MS = 86_400_000  # purge generations outlive any fetch that could race them
+# An entry's bytes beyond its body: heads, keys, lists, and up to three encoded variants,
+# each no larger than the body in practice. Longer values are not even decoded.
+_ENCODED_BEYOND_BODY = 64 * 1024
 
 # KEYS: entry, index, generation, [vary record]; ARGV: blob, ttl ms, expected generation,
 # [record]. Stores only when no purge of the URL happened since the lookup.
@@ -107,9 +110,11 @@ def _digest(text: str) -> str:
 class RedisStore:
     """Async; every method may raise StoreUnavailable (from `run`)."""
 
-    def __init__(self, client: Any, run: Run, prefix: str) -> None:
+    def __init__(self, client: Any, run: Run, prefix: str, secret: bytes | None = None) -> None:
+        """`secret` (cache.key_secret): entries are written and read authenticated."""
         self._client = client
         self._run = run
+        self._auth = None if secret is None else entry_format.auth_key(secret)
         self._p = prefix
         self._paths = f"{prefix}{{paths}}"
         self._put = client.register_script(_PUT)
@@ -118,6 +123,8 @@ class RedisStore:
         self._expire_paths = client.register_script(_EXPIRE_PATHS)
         self._unlock = client.register_script(_UNLOCK)
         self.corrupt = 0  # values that were not entries we can read: counted misses
+        self.unauthenticated = 0  # entries without our tag (with a secret): counted misses
+        self.oversize = 0  # entries over the route's max_entry_size: counted misses
 
     # --- keys ---------------------------------------------------------------
 
@@ -134,9 +141,14 @@ class RedisStore:
     # --- lookup and store ---------------------------------------------------
 
     async def get(
-        self, primary: str, url_key: str, request_headers: policy.Headers
+        self,
+        primary: str,
+        url_key: str,
+        request_headers: policy.Headers,
+        max_size: int = 2**62,
     ) -> tuple[Entry | None, bytes]:
-        """The stored entry for this request, and the URL's purge generation (for `put`)."""
+        """The stored entry for this request, and the URL's purge generation (for `put`).
+        An entry whose body, or any encoded variant, is over `max_size` bytes is a miss."""
         h, base = self._url(url_key)
         p = h if primary == url_key else _digest(primary)  # most keys are their URL's
         plain, record, generation = await self._run(
@@ -154,10 +166,19 @@ class RedisStore:
             blob = await self._run("get", lambda: self._client.get(key))
         if blob is None:
             return None, generation
+        if len(blob) > 4 * max_size + _ENCODED_BEYOND_BODY:
+            self.oversize += 1
+            return None, generation
         try:
-            entry = entry_format.decode(blob)
+            entry = entry_format.decode(blob, self._auth)
+        except Unauthenticated:
+            self.unauthenticated += 1
+            return None, generation
         except EntryFormatError:
             self.corrupt += 1
+            return None, generation
+        if len(entry.body) > max_size or any(len(b) > max_size for _, b in entry.variants.values()):
+            self.oversize += 1
             return None, generation
         if entry.primary != primary or not entry.matches(request_headers):
             return None, generation  # a hash collision or a stale variant: never served
@@ -175,7 +196,8 @@ class RedisStore:
             f"{base}:i",
             f"{base}:g",
         ]
-        args: list[bytes | int] = [entry_format.encode(entry, variants), ttl_ms, generation]
+        blob = entry_format.encode(entry, variants, self._auth)
+        args: list[bytes | int] = [blob, ttl_ms, generation]
         if varies:
             keys.append(f"{base}:r:{_digest(entry.primary)}")
             args.append(_RECORD + "\0".join(entry.vary).encode())
@@ -200,7 +222,7 @@ class RedisStore:
         need not make them again. Only while it is still stored: a purge wins (XX)."""
         _, base = self._url(entry.url_key)
         key = self._entry_key(base, entry.primary, bool(entry.vary), entry.vary_values)
-        blob = entry_format.encode(entry, variants)
+        blob = entry_format.encode(entry, variants, self._auth)
         done = await self._run("put", lambda: self._client.set(key, blob, xx=True, keepttl=True))
         return bool(done)
 

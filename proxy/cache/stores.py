@@ -6,6 +6,7 @@ variant. Side indexes (by URL and by tag) make invalidation and purge cheap.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from multidict import CIMultiDictProxy
 
 from proxy.cache.entry import Entry, variant_size
-from proxy.cache.policy import Headers, vary_key
+from proxy.cache.policy import CacheControl, Headers, vary_key
 
 _PURGES_REMEMBERED = 10_000  # URL purges tracked for in-flight fetches; older ones count as bulk
 _SEP = "\x1f"  # between the primary key and a variant's Vary values
@@ -246,6 +247,23 @@ class MemoryStore:
     def clear(self) -> int:
         self._next_generation()
         return self._remove_all(self._entries.keys())
+
+    def mark_all(self) -> int:
+        """Every entry must be revalidated with the origin before it answers again: for
+        when purges may have been missed. Kept, unlike `clear`, so that each key goes
+        upstream when it is next asked for (spread over time by traffic), as a conditional
+        request that a 304 answers cheaply. The mark is `no-cache` on the entry's own
+        directives, which a hit already tests and a revalidation replaces, so the hit path
+        pays nothing for it; a fetch begun before the mark is not stored after it."""
+        self._next_generation()
+        marked: dict[int, CacheControl] = {}  # entries of one route mostly share one cc
+        for entry in self._entries.values():
+            cc = entry.cc
+            if not cc.no_cache:
+                entry.cc = marked.get(id(cc)) or marked.setdefault(
+                    id(cc), dataclasses.replace(cc, no_cache=True)
+                )
+        return len(self._entries)
 
     def snapshot(self) -> StoreStats:
         self.stats.entries = len(self._entries)

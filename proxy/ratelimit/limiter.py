@@ -62,7 +62,7 @@ class RateLimiter:
         self.local = self.shared is None  # the pipeline calls check_local, without await
         self.headers = RateHeaders(policy.rates)
         self._redis = redis
-        # Visible state, for stats and /health.
+        # Visible state, for /metrics, /health and the dashboard (proxy/observability.py).
         self.denied = 0
         self.store_errors = 0  # checks Redis could not answer
         self.degraded = False  # the last check could not reach Redis
@@ -83,8 +83,9 @@ class RateLimiter:
         return self._refuse(which, remaining, reset)
 
     async def check(self, request: web.BaseRequest) -> web.Response | None:
-        assert self.shared is not None
+        assert self.shared is not None and self._redis is not None
         client = self._identify(request)
+        self._redis.request_budget()  # this check and the cache tier's calls: one timeout
         try:
             outcome = await self.shared.hit(client)
         except StoreUnavailable as exc:

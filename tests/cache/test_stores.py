@@ -212,6 +212,21 @@ def test_a_fetch_that_began_before_a_purge_of_its_url_is_not_stored() -> None:
     assert store.put(entry("/a"), fetched_at=store.generation)  # a fetch begun after: fine
 
 
+def test_marking_all_keeps_every_entry_but_makes_each_revalidate() -> None:
+    store = MemoryStore(1 << 20)
+    a, b = entry("/a"), entry("/b", lang="de", vary="Accept-Language")
+    store.put(a)
+    store.put(b)
+    generation = store.generation
+    assert store.mark_all() == 2
+    assert len(store) == 2 and store.bytes == a.size + b.size
+    assert a.cc.no_cache and b.cc.no_cache  # a hit must revalidate (RFC 9111 §5.2.2.4)...
+    assert a.cc.max_age == 60  # ...and nothing else changes
+    # A fetch that began before the mark is not stored after it.
+    assert store.purged_since("api/a?", generation)
+    assert not store.put(entry("/a"), fetched_at=generation)
+
+
 def test_bulk_purges_and_forgotten_url_purges_are_conservative() -> None:
     store = MemoryStore(max_bytes=10**6)
     began = store.generation
