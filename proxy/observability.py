@@ -508,9 +508,14 @@ class Observer:
                 Series(
                     "counter",
                     "cacheproxy_client_connections_refused",
-                    "Client connections closed at once: listen.max_connections reached",
-                    (),
-                    {(): ls.refused_connections},
+                    "Client connections closed at once: listen.max_connections reached"
+                    " (reason=max_connections) or one client's listen.max_connections_per_client"
+                    " (reason=per_client)",
+                    ("reason",),
+                    {
+                        ("max_connections",): ls.refused_connections,
+                        ("per_client",): ls.refused_per_client,
+                    },
                 ),
                 Series(
                     "counter",

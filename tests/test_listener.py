@@ -408,6 +408,10 @@ async def test_one_client_cannot_hold_every_connection(
     stats = await listener_stats(proxy)  # the admin port is another listener: not counted
     assert (stats["open_connections"], stats["refused_per_client"]) == (3, 1)
     assert (stats["refused_connections"], stats["max_connections_per_client"]) == (0, 3)
+    async with aiohttp.request("GET", f"http://127.0.0.1:{proxy.admin_port}/metrics") as resp:
+        metrics = await resp.text()
+    assert 'cacheproxy_client_connections_refused_total{reason="per_client"} 1.0' in metrics
+    assert 'cacheproxy_client_connections_refused_total{reason="max_connections"} 0.0' in metrics
 
     held_reader, held_writer = held.pop()
     held_writer.write(GET)  # the held ones are served as usual
