@@ -16,7 +16,7 @@ from proxy.health import HealthChecker
 from proxy.listener import Listener, ListenerStats, default_max_connections, open_files_limit
 from proxy.observability import Observer
 from proxy.pipeline import Pipeline
-from proxy.redis_conn import SharedRedis
+from proxy.redis_conn import RESERVED_CONNECTIONS, SharedRedis
 from proxy.reload import ConfigSource, answer, effective, refusal, restart_required
 from proxy.revocation import RevocationList
 from proxy.routes import RouteTable
@@ -157,7 +157,8 @@ class ProxyServer:
         # Each upstream origin has its own pool bound.
         outbound = self.config.upstream.pool.max_connections * len(self.upstream.stats())
         if self.config.redis is not None:
-            outbound += self.config.redis.max_connections + 1  # + the purge subscription
+            # The pool's size: the guard's slots plus the subscriptions' (redis_conn.py).
+            outbound += self.config.redis.max_connections + RESERVED_CONNECTIONS
         max_connections = listen.max_connections or default_max_connections(open_files, outbound)
         log.info("proxy port: at most %d connections (open files %d)", max_connections, open_files)
         # The proxy port routes with its own table, so aiohttp's router is dead weight:
