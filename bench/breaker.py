@@ -1,13 +1,20 @@
-"""How fast the upstream circuit opens in a full outage, at a steady 100 requests a second.
+"""The upstream circuit breaker under load: what it refuses that it should not, and how fast
+it opens when it should.
 
     python -m bench.run breaker
 
-A bench upstream answers everything, until POST /__bench/fail makes it answer 503 to
-every request (bench/upstream.py). Clients send `rate` requests a second, each to a path of
-its own, through the proxy with its default breaker (and once more with retries off).
-After `warm` seconds of healthy traffic (a full window of successes) the upstream fails;
-what is measured is the time from then to the first request the proxy refuses itself
-(503 upstream_unavailable, "paused"), and the failed attempts the upstream got meanwhile.
+Three runs, each through a proxy with its default breaker in front of the bench upstream
+(bench/upstream.py), clients sending paced requests, each to a path of its own:
+
+- steady: 200 req/s for 20 s, every 50th request (2%) to an endpoint that answers 503;
+- one client: 100 req/s of healthy traffic for 15 s, while one client sends 10 requests to
+  an endpoint that answers 503, then 10 at once to one that never answers in time;
+- outage: 100 req/s; after `warm` seconds of healthy traffic (a full window of successes)
+  POST /__bench/fail makes the upstream answer 503 to everything (once more with retries
+  off). Measured: the time from then to the first request the proxy refuses itself.
+
+A refusal is the proxy's own 503 upstream_unavailable ("paused"): the circuit was open.
+The first two count refusals of requests whose upstream answer would have been a 200.
 """
 
 from __future__ import annotations
@@ -77,7 +84,51 @@ async def time_to_open(upstream: dict[str, Any], rate: float, warm: float) -> tu
     return refused_at - outage_at, int(figures["failures"])
 
 
+async def _paced(port: int, rate: float, seconds: float, path: Any) -> list[bool]:
+    """Send `rate` requests a second for `seconds`; for each, whether the proxy refused it."""
+    tasks: list[asyncio.Task[bytes]] = []
+    started = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(_exchange(port, path(i))))
+    return [REFUSED in answer and b"paused" in answer for answer in await asyncio.gather(*tasks)]
+
+
+async def refusals(scenario: str) -> tuple[int, int]:
+    """(healthy requests the proxy refused, healthy requests) in the `scenario` run."""
+    with servers.upstream([]) as up:
+        config = servers.proxy_config(
+            up.port, {"upstream": {"timeouts": {"read": 1}}, "log": {"access": False}}
+        )
+        with servers.proxy(config):
+            port = config["listen"]["port"]
+            if scenario == "steady":
+                refused = await _paced(
+                    port, 200, 20, lambda i: f"/__fail/{i}" if i % 50 == 0 else f"/api/{i}"
+                )
+                healthy = [r for i, r in enumerate(refused) if i % 50]
+            else:
+
+                async def one_client() -> None:
+                    for _ in range(10):
+                        await _exchange(port, "/__fail/broken")
+                    await asyncio.sleep(5)
+                    await asyncio.gather(*(_exchange(port, "/__hang/x") for _ in range(10)))
+
+                healthy, _ = await asyncio.gather(
+                    _paced(port, 100, 15, lambda i: f"/api/{i}"), one_client()
+                )
+    return sum(healthy), len(healthy)
+
+
 async def run(rate: float = 100.0, warm: float = 12.0) -> None:
+    refused, healthy = await refusals("steady")
+    print(f"   steady, 2% failing, 200 req/s for 20 s: {refused} of {healthy} healthy refused")
+    refused, healthy = await refusals("one client")
+    print(
+        f"   one client, 10 requests to a 503 endpoint then 10 to a hanging one, among"
+        f" 100 req/s for 15 s: {refused} of {healthy} healthy refused"
+    )
     for name, upstream in (("defaults", {}), ("retries: 0", {"retries": 0})):
         seconds, failures = await time_to_open(upstream, rate, warm)
         print(

@@ -5,7 +5,8 @@ flight each one takes delay * (in_flight / N)**2, so piling on more requests mak
 one slower and the whole slower too (as a service short of threads, memory or locks
 does). With a delay, GET /__bench/stats reports what it saw: requests, distinct paths,
 peak and mean in flight (at arrivals), mean service time; POST /__bench/reset starts afresh.
-POST /__bench/fail makes it answer 503 to everything from then on (an outage).
+POST /__bench/fail makes it answer 503 to everything from then on (an outage); paths under
+/__fail/ always answer 503 and /__hang/ answers after 30 s (one endpoint broken, the rest fine).
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ def build(size: int, delay: float, max_age: int, capacity: int = 0) -> web.Appli
     outage = False
 
     async def handler(request: web.Request) -> web.Response:
-        if outage:
+        if outage or request.path.startswith("/__fail/"):
             return web.Response(status=503, text="down")
+        if request.path.startswith("/__hang/"):
+            await asyncio.sleep(30)
         if delay:
             seen.in_flight += 1
             seen.requests += 1
