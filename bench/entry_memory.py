@@ -57,10 +57,10 @@ def _parsed(head: bytes) -> CIMultiDictProxy[str]:
 
 def proxy_filler() -> tuple[Callable[[int], None], Callable[[], int]]:
     from proxy.cache.entry import Entry
-    from proxy.cache.stores import MemoryStore
-    from proxy.config import parse_config
-    from proxy.headers import forward_response_headers
-    from proxy.routes import RouteTable
+    from proxy.cache.memory import MemoryStore
+    from proxy.config.loader import parse_config
+    from proxy.http.headers import forward_response_headers
+    from proxy.pipeline.routes import RouteTable
 
     config = parse_config(
         yaml.safe_dump(

@@ -20,13 +20,13 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from proxy.cache.stores import MemoryStore
-from proxy.config import parse_config
-from proxy.logs import LogSettings
-from proxy.metrics import current_route
-from proxy.observability import Observer
-from proxy.routes import RouteTable
-from proxy.upstream import UpstreamClient
+from proxy.cache.memory import MemoryStore
+from proxy.config.loader import parse_config
+from proxy.observe.logs import LogSettings
+from proxy.observe.metrics import current_route
+from proxy.observe.observer import Observer
+from proxy.pipeline.routes import RouteTable
+from proxy.upstream.client import UpstreamClient
 
 
 def _cpu_us(call: object, n: int, repeat: int = 5) -> float:

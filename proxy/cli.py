@@ -17,8 +17,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from proxy.app import ProxyServer
-from proxy.config import (
+from proxy.config.loader import (
     Config,
     ConfigError,
     load_config,
@@ -26,12 +25,13 @@ from proxy.config import (
     redact_urls,
     with_overrides,
 )
-from proxy.demo_upstream import build_demo_app
-from proxy.eventloop import run as run_loop
-from proxy.logs import LogSettings, configure_logging
-from proxy.reload import ConfigSource
-from proxy.schema import config_schema
-from proxy.workers import CannotStart, Supervisor
+from proxy.config.schema import config_schema
+from proxy.demo.upstream import build_demo_app
+from proxy.observe.logs import LogSettings, configure_logging
+from proxy.server.app import ProxyServer
+from proxy.server.eventloop import run as run_loop
+from proxy.server.reload import ConfigSource
+from proxy.server.workers import CannotStart, Supervisor
 
 log = logging.getLogger("cacheproxy")
 LOG_LEVELS = typing.get_args(LogSettings.model_fields["level"].annotation)

@@ -21,9 +21,9 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.app import ProxyServer
-from proxy.config import parse_config
-from proxy.headers import ForwardingPolicy, request_fields
+from proxy.config.loader import parse_config
+from proxy.http.headers import ForwardingPolicy, request_fields
+from proxy.server.app import ProxyServer
 from tests.redis_servers import redis_cluster, redis_sentinel, redis_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent

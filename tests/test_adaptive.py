@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from proxy.adaptive import GradientLimit
+from proxy.upstream.adaptive import GradientLimit
 
 BASE = 0.05  # the model upstream's latency with no queueing, seconds
 

@@ -1,4 +1,4 @@
-"""Heads made in one pass (proxy/answer_head.py) say what the general path says:
+"""Heads made in one pass (proxy/respond/head.py) say what the general path says:
 forward_response_headers, the encoding stage, CORS and the rate limit applied to a header
 multidict one after another, then serialised as aiohttp would."""
 
@@ -9,16 +9,16 @@ import itertools
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.answer_head import forwarded_head, stored_head
-from proxy.compression import vary_accept_encoding
-from proxy.config import parse_config
-from proxy.cors import CorsPolicy
-from proxy.encoding import plan_stream
-from proxy.headers import forward_response_headers
-from proxy.prepared import serialise
-from proxy.ratelimit.limiter import COUNTS
-from proxy.respond import _BYPASS, _BYPASS_LINES
-from proxy.routes import RoutePolicy, RouteTable
+from proxy.config.loader import parse_config
+from proxy.edge.compression import vary_accept_encoding
+from proxy.edge.cors import CorsPolicy
+from proxy.edge.ratelimit.limiter import COUNTS
+from proxy.http.headers import forward_response_headers
+from proxy.pipeline.routes import RoutePolicy, RouteTable
+from proxy.respond.encoding import plan_stream
+from proxy.respond.head import forwarded_head, stored_head
+from proxy.respond.prepared import serialise
+from proxy.respond.responder import _BYPASS, _BYPASS_LINES
 
 APP = "https://app.example.com"
 

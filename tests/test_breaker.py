@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.breaker import MAX_ENDPOINTS, CircuitBreaker, RateBreaker, State
+from proxy.upstream.breaker import MAX_ENDPOINTS, CircuitBreaker, RateBreaker, State
 
 
 class Clock:
@@ -363,8 +363,8 @@ def test_an_endpoint_that_starts_failing_is_told_apart_among_many() -> None:
 
 
 async def test_admit_now_is_admit_without_waiting_when_closed_and_free() -> None:
-    from proxy.origin_guard import OriginGuard
-    from proxy.upstream_settings import Upstream
+    from proxy.config.upstream import Upstream
+    from proxy.upstream.guard import OriginGuard
 
     config = Upstream.model_validate(
         {

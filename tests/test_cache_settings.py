@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from proxy.cache_settings import WarmingSettings, parse_size
-from proxy.config import ConfigError, parse_config
-from proxy.routes import RouteTable
+from proxy.config.cache import WarmingSettings, parse_size
+from proxy.config.loader import ConfigError, parse_config
+from proxy.pipeline.routes import RouteTable
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.app import ProxyServer
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get, url_of
 
 CACHED = {"cache": {"ttl": 60}}

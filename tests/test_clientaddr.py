@@ -1,4 +1,4 @@
-"""Direct tests of proxy.clientaddr: who the client is behind (trusted) proxies."""
+"""Direct tests of proxy.http.clientaddr: who the client is behind (trusted) proxies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from proxy.clientaddr import (
+from proxy.http.clientaddr import (
     TrustedProxies,
     client_address,
     forwarded_chain,

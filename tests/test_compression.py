@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
-from proxy import compression
-from proxy.compression import (
+from proxy.edge import compression
+from proxy.edge.compression import (
     PIECE,
     CodingError,
     CompressionConfig,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import Config, ConfigError, parse_config, with_overrides
-from proxy.env_overrides import resolve, suggestion
+from proxy.config.env import resolve, suggestion
+from proxy.config.loader import Config, ConfigError, parse_config, with_overrides
 from tests.conftest import ROOT
 
 
@@ -371,7 +371,7 @@ routes:
     ]
 
 
-# --- environment overrides (proxy/env_overrides.py) ----------------------------------------
+# --- environment overrides (proxy/config/env.py) ----------------------------------------
 
 
 def test_override_names_map_to_key_paths_and_complex_keys_take_json() -> None:

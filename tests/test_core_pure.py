@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from proxy.config import parse_config
-from proxy.headers import ForwardingPolicy, forward_response_headers
-from proxy.routes import RouteTable, UpstreamTarget
-from proxy.target import BadTarget, parse_target
+from proxy.config.loader import parse_config
+from proxy.http.headers import ForwardingPolicy, forward_response_headers
+from proxy.http.target import BadTarget, parse_target
+from proxy.pipeline.routes import RouteTable, UpstreamTarget
 from tests.conftest import forward_request_headers
 
 

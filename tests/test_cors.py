@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
-from proxy.cors import CorsConfig, CorsPolicy, append_vary
+from proxy.edge.cors import CorsConfig, CorsPolicy, append_vary
 
 APP = "https://app.example.com"
 

@@ -17,7 +17,7 @@ try:  # the optional zstd path is tested too, never skipped
 except ImportError:
     from backports import zstd
 
-from proxy.app import ProxyServer
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get, url_of
 
 APP = "https://app.example.com"

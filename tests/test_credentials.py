@@ -10,7 +10,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from proxy.credentials import Credentials, bearer, parse
+from proxy.http.credentials import Credentials, bearer, parse
 from tests.conftest import Origin, StartProxy, get, raw_exchange
 from tests.test_revocation import ADMIN, revoke
 

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.app import ProxyServer
+from proxy.server.app import ProxyServer
 from tests.conftest import ROOT, Origin, StartProxy, get
 from tests.redis_servers import RedisServer
 

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.compression import PIECE, CompressionConfig, CompressionPolicy
-from proxy.encoding import AS_STORED, DECODED, Unstored, make_variant
+from proxy.edge.compression import PIECE, CompressionConfig, CompressionPolicy
+from proxy.respond.encoding import AS_STORED, DECODED, Unstored, make_variant
 from tests.conftest import ProxyProcess, StartProxy, StartUpstream
 
 MiB = 2**20

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from yarl import URL
 
-from proxy.config import Config, ConfigError, load_config, parse_config
-from proxy.schema import config_schema
+from proxy.config.loader import Config, ConfigError, load_config, parse_config
+from proxy.config.schema import config_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "placeholder-secret"  # what a Secret would hold

@@ -1,11 +1,11 @@
-"""Direct tests of the forwarding policy in proxy.headers: what reaches an upstream."""
+"""Direct tests of the forwarding policy in proxy.http.headers: what reaches an upstream."""
 
 from __future__ import annotations
 
 import pytest
 from multidict import CIMultiDict
 
-from proxy.headers import (
+from proxy.http.headers import (
     CLIENT_CONDITIONS,
     CLIENT_FORWARDING,
     OVERRIDE_HEADERS,

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.config import ConfigError, parse_config
+from proxy.config.loader import ConfigError, parse_config
 from tests.conftest import Origin, StartProxy, get, raw_exchange, url_of
 
 CACHE = {"ttl": 60}

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from proxy.gate import Gate, QueueFull, QueueTimeout
+from proxy.upstream.gate import Gate, QueueFull, QueueTimeout
 
 
 async def _queued(gate: Gate, n: int) -> None:

@@ -1,4 +1,4 @@
-"""Direct tests of proxy.hosts: the listen.hosts allowlist and host-name config values."""
+"""Direct tests of proxy.http.hosts: the listen.hosts allowlist and host-name config values."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.hosts import HostAllowlist, host_without_port, parse_host_pattern, parse_public_host
+from proxy.http.hosts import HostAllowlist, host_without_port, parse_host_pattern, parse_public_host
 
 ALLOW = HostAllowlist(["api.example.com", "*.example.net", "127.0.0.1", "[::1]"])
 

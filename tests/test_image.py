@@ -171,7 +171,7 @@ def test_image_holds_no_compiler_and_runs_as_non_root(image: Buildah, container:
     image(
         "run", "--isolation", "chroot", container, "--", "test", "-r", "/etc/cacheproxy/config.yaml"
     )
-    # The event loop the benchmarks are measured on (proxy/eventloop.py picks it up).
+    # The event loop the benchmarks are measured on (proxy/server/eventloop.py picks it up).
     image(
         "run",
         "--isolation",

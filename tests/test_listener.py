@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from proxy.app import ProxyServer
-from proxy.config import ConfigError, parse_config
-from proxy.listener import FD_RESERVE, LogBudget, default_max_connections
+from proxy.config.loader import ConfigError, parse_config
+from proxy.server.app import ProxyServer
+from proxy.server.listener import FD_RESERVE, LogBudget, default_max_connections
 from tests.conftest import Origin, ProxyProcess, StartProxy, StartUpstream, raw_exchange
 
 GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -82,7 +82,7 @@ def test_log_budget_allows_a_burst_per_window_then_counts_what_it_held_back() ->
 
 
 def test_the_aiohttp_internals_the_listener_reads_still_exist() -> None:
-    # proxy/listener.py reads these the way RequestHandler itself does; an aiohttp release
+    # proxy/server/listener.py reads these the way RequestHandler itself does; an aiohttp release
     # renaming one must fail here, not silently disable a timeout.
     slots = set(RequestHandler.__slots__) | set(RequestHandler.__mro__[1].__slots__)
     for name in (

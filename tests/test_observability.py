@@ -21,10 +21,10 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.app import ProxyServer
-from proxy.config import ConfigError, parse_config
-from proxy.metrics import Meters, MultiprocessWriter, Series, render_multiprocess
-from proxy.observability import _upstream_series
+from proxy.config.loader import ConfigError, parse_config
+from proxy.observe.metrics import Meters, MultiprocessWriter, Series, render_multiprocess
+from proxy.observe.observer import _upstream_series
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, StartUpstream, get
 from tests.redis_servers import RedisServer
 
@@ -488,8 +488,8 @@ async def test_a_worker_writes_its_metrics_where_the_supervisor_reads_them(
 
 
 def test_merged_summaries_add_counts_and_recompute_ratios() -> None:
-    from proxy.observability import merge_summaries
-    from proxy.stats_window import describe
+    from proxy.observe.observer import merge_summaries
+    from proxy.observe.stats_window import describe
     from tests.test_stats_window import latencies, totals
 
     def doc(hits: int, misses: int, fast: int, slow: int) -> dict[str, Any]:

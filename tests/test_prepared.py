@@ -1,4 +1,4 @@
-"""Hits sent as prepared bytes (proxy/prepared.py) say what aiohttp's Response said.
+"""Hits sent as prepared bytes (proxy/respond/prepared.py) say what aiohttp's Response said.
 
 A miss is answered by the general path (an aiohttp Response built from the entry); every
 hit on a form already served goes out as prepared bytes. So the two answers of one URL,
@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.cors import CorsConfig, CorsPolicy
-from proxy.prepared import relayed
-from proxy.ratelimit.headers import RateHeaders
-from proxy.ratelimit.rates import parse_rate
-from proxy.relay import PHRASES
+from proxy.edge.cors import CorsConfig, CorsPolicy
+from proxy.edge.ratelimit.headers import RateHeaders
+from proxy.edge.ratelimit.rates import parse_rate
+from proxy.respond.prepared import relayed
+from proxy.respond.relay import PHRASES
 from tests.conftest import Origin, StartProxy
 
 APP = "https://app.example.com"
@@ -199,7 +199,7 @@ async def test_a_purge_drops_the_prepared_head(origin: Origin, start_proxy: Star
 async def test_a_reload_rebuilds_heads_for_the_new_route_policy(
     origin: Origin, start_proxy: StartProxy
 ) -> None:
-    from proxy.config import parse_config
+    from proxy.config.loader import parse_config
     from tests.conftest import config_text
 
     origin.respond = doc

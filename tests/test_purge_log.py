@@ -14,14 +14,14 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy import purge_log
 from proxy.cache.entry import Entry
+from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import CacheRules
-from proxy.cache.stores import MemoryStore
-from proxy.purge_follower import PurgeFollower
-from proxy.purge_log import ALL, Outbox, Purge, Recent, after_gap, newer
-from proxy.reconnect import Backoff
-from proxy.redis_conn import RedisSettings, SharedRedis
+from proxy.shared import purge_log
+from proxy.shared.purge_follower import PurgeFollower
+from proxy.shared.purge_log import ALL, Outbox, Purge, Recent, after_gap, newer
+from proxy.shared.reconnect import Backoff
+from proxy.shared.redis import RedisSettings, SharedRedis
 from tests.conftest import Origin, StartProxy, get
 from tests.redis_servers import RedisServer
 from tests.test_shared_cache import admin, eventually, shared

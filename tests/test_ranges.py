@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from proxy.ranges import ByteRange, Unsatisfiable, content_range, if_range_allows, select
+from proxy.http.ranges import ByteRange, Unsatisfiable, content_range, if_range_allows, select
 from tests.conftest import Origin, StartProxy, get, url_of
 
 BODY = bytes(range(256)) * 4  # 1024 bytes, every offset distinguishable

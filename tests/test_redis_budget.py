@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.app import ProxyServer
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
 from tests.redis_servers import RedisCluster, RedisSentinel, RedisServer
 from tests.test_shared_cache import admin

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from proxy.breaker import CircuitBreaker, State
-from proxy.cache.stores import StoreUnavailable
-from proxy.redis_conn import Client, RedisGuard, RedisSettings, connect
+from proxy.cache.memory import StoreUnavailable
+from proxy.shared.redis import Client, RedisGuard, RedisSettings, connect
+from proxy.upstream.breaker import CircuitBreaker, State
 from tests.redis_servers import RedisCluster, RedisSentinel, RedisServer
 
 

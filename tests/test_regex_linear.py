@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.config import ConfigError, parse_config
-from proxy.cors import CorsConfig, CorsPolicy
-from proxy.routes import RouteTable
+from proxy.config.loader import ConfigError, parse_config
+from proxy.edge.cors import CorsConfig, CorsPolicy
+from proxy.pipeline.routes import RouteTable
 from tests.conftest import ProxyProcess, StartUpstream, raw_exchange
 
 # Backtracking `re` takes about 2^n steps on n a's followed by a non-match.

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from proxy.config import parse_config
-from proxy.reload import effective, restart_required
+from proxy.config.loader import parse_config
+from proxy.server.reload import effective, restart_required
 from tests.conftest import (
     Origin,
     ProxyProcess,

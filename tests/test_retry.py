@@ -7,7 +7,7 @@ from email.utils import formatdate
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.retry import RetryBudget, backoff_delay, retry_after_seconds
+from proxy.upstream.retry import RetryBudget, backoff_delay, retry_after_seconds
 
 
 class Clock:

@@ -17,8 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.app import ProxyServer
-from proxy.revocation import (
+from proxy.edge.revocation import (
     ListFull,
     RevocationList,
     RevocationSettings,
@@ -27,6 +26,7 @@ from proxy.revocation import (
     jwt_id,
     token_member,
 )
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
 
 ADMIN = "admin-secret-token"

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.revocation import RevocationList, RevocationSettings, token_member
+from proxy.edge.revocation import RevocationList, RevocationSettings, token_member
 from tests.conftest import Origin, ProxyProcess, StartProxy, get
 from tests.redis_servers import RedisServer
 from tests.test_revocation import ADMIN, revoke

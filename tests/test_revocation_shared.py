@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxy.app import ProxyServer
-from proxy.revocation import token_member
+from proxy.edge.revocation import token_member
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
 from tests.redis_servers import RedisCluster, RedisServer
 from tests.test_revocation import ADMIN, jwt, revoke

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.config import parse_config
-from proxy.routes import AmbiguousPath, RouteTable
-from proxy.target import normalise_escapes, path_readings, remove_dot_segments
+from proxy.config.loader import parse_config
+from proxy.http.target import normalise_escapes, path_readings, remove_dot_segments
+from proxy.pipeline.routes import AmbiguousPath, RouteTable
 from tests.conftest import Origin, StartProxy, raw_exchange
 
 # --- pure ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from proxy.config import parse_config
+from proxy.config.loader import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

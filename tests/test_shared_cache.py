@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio
 from aiohttp import web
 
-from proxy.app import ProxyServer
 from proxy.cache import entry_format
+from proxy.server.app import ProxyServer
 from tests.cache.entry_v1 import encode_v1
 from tests.conftest import Origin, StartProxy, get
 from tests.redis_servers import RedisCluster, RedisSentinel, RedisServer

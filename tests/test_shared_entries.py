@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import redis.asyncio
 
-from proxy.app import ProxyServer
 from proxy.cache import entry_format
 from proxy.cache.entry import Entry
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get, raw_exchange
 from tests.redis_servers import RedisServer
 from tests.test_shared_cache import admin, shared

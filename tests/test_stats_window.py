@@ -6,8 +6,8 @@ from bisect import bisect_left
 
 import pytest
 
-from proxy.alerts import AlertSettings, AlertTracker, evaluate
-from proxy.stats_window import BOUNDS, BUCKETS, RollingWindow, Totals, describe, percentile
+from proxy.observe.alerts import AlertSettings, AlertTracker, evaluate
+from proxy.observe.stats_window import BOUNDS, BUCKETS, RollingWindow, Totals, describe, percentile
 
 
 def latencies(*seconds: float) -> tuple[int, ...]:

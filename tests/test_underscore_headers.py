@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import aiohttp
 from multidict import CIMultiDict
 
-from proxy.headers import ForwardingPolicy
+from proxy.http.headers import ForwardingPolicy
 from tests.conftest import Origin, StartProxy, forward_request_headers, get
 
 SPOOFS = {

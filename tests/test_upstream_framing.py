@@ -1,4 +1,5 @@
-"""Misbehaving upstreams and interim responses: proxy.http1 directly, then through the proxy.
+"""Misbehaving upstreams and interim responses: proxy.upstream.http1 directly, then through the
+proxy.
 
 The upstream here is a raw socket server answering each request with scripted bytes, since
 no well-behaved HTTP server can be made to send what these tests need.
@@ -20,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.http1 import (
+from proxy.upstream.http1 import (
     MAX_HEAD,
     BodyError,
     Disconnected,

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from proxy.app import ProxyServer
-from proxy.listener import default_max_connections, open_files_limit
+from proxy.server.app import ProxyServer
+from proxy.server.listener import default_max_connections, open_files_limit
 from tests.conftest import Origin, StartProxy, StartUpstream, free_port, get, url_of
 
 NO_BREAKER: dict[str, Any] = {"circuit_breaker": False}

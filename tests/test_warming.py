@@ -11,9 +11,9 @@ import aiohttp
 from aiohttp import web
 
 from proxy.cache.entry import Entry
-from proxy.target import parse_target
-from proxy.upstream import BACKGROUND
-from proxy.warmer import WarmingRequest
+from proxy.http.target import parse_target
+from proxy.pipeline.url_warmer import WarmingRequest
+from proxy.upstream.client import BACKGROUND
 from tests.conftest import Origin, StartProxy, get
 from tests.test_upstream_protection import fresh_date, health, until
 

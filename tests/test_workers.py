@@ -18,9 +18,9 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.admin_merge import Answer, Unanswered, merge_answers, merge_json, parse_rules
-from proxy.config import MAX_WORKERS, ConfigError, parse_config, usable_cpus
-from proxy.workers import RESTART_MAX, describe_exit, restart_delay
+from proxy.admin.merge import Answer, Unanswered, merge_answers, merge_json, parse_rules
+from proxy.config.loader import MAX_WORKERS, ConfigError, parse_config, usable_cpus
+from proxy.server.workers import RESTART_MAX, describe_exit, restart_delay
 from tests.conftest import ROOT, Origin, ProxyProcess, free_port
 from tests.redis_servers import RedisServer
 

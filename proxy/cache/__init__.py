@@ -1,0 +1,2 @@
+"""The pure RFC 9111 core: what may be stored, whether an entry is fresh, keys, the stored entry and
+its byte format, and the memory store. Imports http/ and config/ only."""

@@ -91,7 +91,7 @@ class Entry:
     variants: Mapping[str, tuple[CIMultiDictProxy[str], bytes]] = field(
         default_factory=lambda: NO_VARIANTS
     )
-    # What hits through one route share, ready to send (proxy/prepared.py): made on the
+    # What hits through one route share, ready to send (proxy/respond/prepared.py): made on the
     # first hit, never copied (a refreshed entry starts without one).
     plan: Any = None
 

@@ -60,7 +60,7 @@ from proxy.cache.entry import (
     unpack_headers,
     variant_size,
 )
-from proxy.headers import HOP_BY_HOP
+from proxy.http.headers import HOP_BY_HOP
 
 MAGIC = b"\x89CPE"
 VERSION = 2

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote
 
-from proxy import credentials
 from proxy.cache.policy import Headers
+from proxy.http import credentials
 
 ANONYMOUS: Final = "-"
 _GLOB_CHARS: Final = frozenset("*?[")
@@ -184,7 +184,7 @@ class KeyBuilder:
         if self._user is not None:
             value = _join_lines(request_headers.getall(self._user, ()))
             if self._user == "authorization" and value:
-                # `Bearer<TAB>x` is `Bearer x` (proxy/credentials.py): one user, one entry.
+                # `Bearer<TAB>x` is `Bearer x` (proxy/http/credentials.py): one user, one entry.
                 parsed = credentials.parse(value)
                 value = parsed.canonical if parsed is not None else value
             segments.append(f"u:{hash_secret(value, self.rules.secret) if value else ANONYMOUS}")

@@ -27,7 +27,7 @@ from proxy.cache.entry_format import (
     encode,
 )
 from proxy.cache.policy import CacheRules
-from proxy.headers import HOP_BY_HOP
+from proxy.http.headers import HOP_BY_HOP
 from tests.cache.entry_v1 import encode_v1
 
 NOW = 1_700_000_000.0

@@ -9,8 +9,8 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy.cache.entry import Entry
+from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import CacheRules
-from proxy.cache.stores import MemoryStore
 
 RULES = CacheRules(ttl=60)
 

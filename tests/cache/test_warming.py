@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.cache.warming import (
+from proxy.pipeline.warming import (
     Pacer,
     Popularity,
     Warming,

@@ -7,8 +7,8 @@ import ipaddress
 import aiohttp
 import pytest
 
-from proxy.clientaddr import ClientKeys, address_key
-from proxy.config import parse_config
+from proxy.config.loader import parse_config
+from proxy.http.clientaddr import ClientKeys, address_key
 from tests.conftest import Origin, StartProxy, config_text, get
 
 # --- pure ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import http_sf
 import orjson
 from aiohttp import web
 
-from proxy.app import ProxyServer
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, free_port, get, url_of
 
 LIMITED = {"limits": ["3/minute"]}

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from proxy.ratelimit.redis_backend import RedisWindows
-from proxy.ratelimit.window import hit, new_state
-from proxy.redis_conn import RedisSettings, SharedRedis
+from proxy.edge.ratelimit.redis_backend import RedisWindows
+from proxy.edge.ratelimit.window import hit, new_state
+from proxy.shared.redis import RedisSettings, SharedRedis
 from tests.redis_servers import RedisCluster, RedisServer
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import ConfigError, parse_config
-from proxy.ratelimit.rates import Rate
-from proxy.routes import RouteTable
+from proxy.config.loader import ConfigError, parse_config
+from proxy.edge.ratelimit.rates import Rate
+from proxy.pipeline.routes import RouteTable
 
 BASE = "upstream: {url: 'http://api:9000'}\n"
 

@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from proxy.app import ProxyServer
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
 from tests.redis_servers import RedisCluster, RedisServer
 

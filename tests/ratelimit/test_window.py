@@ -8,8 +8,8 @@ import copy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.ratelimit.memory import MemoryWindows
-from proxy.ratelimit.window import hit, hit_one, new_state, until_at_most
+from proxy.edge.ratelimit.memory import MemoryWindows
+from proxy.edge.ratelimit.window import hit, hit_one, new_state, until_at_most
 
 W = 60
 

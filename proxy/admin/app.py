@@ -1,0 +1,243 @@
+"""The admin listener: health, statistics, cache purge. Loopback by default; token if configured.
+
+`/livez`, `/readyz` and `/health` need no token: probes and load balancers call them. The
+first two say nothing but a state word."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from proxy.admin import dashboard
+from proxy.admin.merge import MERGE_HEADER
+from proxy.edge.revocation import admin_routes as revocation_routes
+from proxy.http.errors import json_error
+from proxy.http.target import BadTarget, parse_target
+from proxy.observe.health import overall, without_detail
+
+if TYPE_CHECKING:
+    from proxy.server.app import ProxyServer
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_NOT_CLOSED = frozenset({"open", "half-open"})
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+def _basic_password(given: bytes) -> bytes | None:
+    """The password of `Basic base64(user:password)`, or None."""
+    scheme, _, value = given.partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        return base64.b64decode(value.strip(), validate=True).partition(b":")[2]
+    except (binascii.Error, ValueError):
+        return None
+
+
+def token_check(token: str | None) -> Callable[[web.Request], bool]:
+    """Whether a request carries the admin token (always True when none is configured).
+
+    `Authorization: Bearer <token>`; a browser (the dashboard) may send the token as the
+    password of HTTP Basic auth instead, with any user name: it asks for it once and sends it
+    with every request.
+    """
+    # aiohttp decodes header bytes with surrogateescape, so encoding back the same way gives
+    # the bytes as sent: no header, however malformed, can make the comparison raise.
+    secret = token.encode("utf-8", "surrogateescape") if token else None
+    expected = b"Bearer " + secret if secret is not None else None
+
+    def check(request: web.Request) -> bool:
+        if expected is None or secret is None:
+            return True
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        password = _basic_password(given)
+        # Constant-time: the comparison must not leak how much of a guess was right.
+        if password is not None:
+            return hmac.compare_digest(password, secret)
+        return hmac.compare_digest(given, expected)
+
+    return check
+
+
+def token_guard(token: str | None) -> Callable[[Handler], Handler]:
+    """Admin operations need the admin token when one is configured (token_check)."""
+    allowed = token_check(token)
+
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if not allowed(request):
+                refusal = json_error(
+                    401,
+                    "unauthorized",
+                    "admin token required",
+                    {"WWW-Authenticate": 'Bearer realm="cacheproxy-admin"'},
+                )
+                refusal.headers.add("WWW-Authenticate", 'Basic realm="cacheproxy-admin"')
+                return refusal
+            return await handler(request)
+
+        return guarded
+
+    return wrap
+
+
+def build_admin_app(server: ProxyServer) -> web.Application:
+    token = server.config.admin.token
+    guard = token_guard(token)
+    has_token = token_check(token)
+    cache = server.pipeline.cache
+
+    async def readyz(_: web.Request) -> web.Response:
+        return state(server.ready, "draining")
+
+    async def health(request: web.Request) -> web.Response:
+        # No upstream URL here: it may hold a password, and /health needs no token.
+        checks = await server.health.check()
+        if token is None or not has_token(request):
+            checks = without_detail(checks)
+        # Each upstream's circuit, by route name (never its URL); a `status` each, so that
+        # with several workers the merged answer shows the worst of theirs. An open circuit
+        # is degraded, not unhealthy: this process still serves (stale entries, 503s).
+        upstreams = {
+            o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
+            for o in server.upstream.stats()
+        }
+        if (limits := server.observer.rate_limits_check()) is not None:
+            checks["rate_limits"] = limits  # windows in Redis: degraded while it fails them
+        failing = any(u["status"] == "down" for u in upstreams.values())
+        checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
+        status, http_status = overall(checks, server.shutdown.draining)
+        answer = _json({"status": status, "checks": checks}, status=http_status)
+        # With workers, the supervisor merges their answers: a probe's time does not add up.
+        answer.headers[MERGE_HEADER] = "latency_ms=max"
+        return answer
+
+    async def cache_stats(_: web.Request) -> web.Response:
+        stats: dict[str, object] = dataclasses.asdict(cache.store.snapshot())
+        if cache.shared is not None:
+            shared = cache.shared
+            stats["shared"] = {
+                **dataclasses.asdict(shared.stats),
+                "corrupt": shared.store.corrupt,
+                "unauthenticated": shared.store.unauthenticated,
+                "oversize": shared.store.oversize,
+                "subscribed": shared.subscribed,
+                **shared.log.counts(),
+            }
+        return _json(stats)
+
+    async def listener_stats(_: web.Request) -> web.Response:
+        return _json(dataclasses.asdict(server.listener_stats))
+
+    async def purge(request: web.Request) -> web.Response:
+        try:
+            spec = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return json_error(400, "bad_request", "body must be JSON")
+        if not isinstance(spec, dict) or len(spec) != 1:
+            return json_error(400, "bad_request", 'give exactly one of "url", "prefix", "tag"')
+        ((kind, value),) = spec.items()
+        if not isinstance(value, str) or not value:
+            return json_error(400, "bad_request", f"{kind!r} must be a non-empty string")
+        if kind == "url":
+            try:
+                target = parse_target(value)
+            except BadTarget as exc:
+                return json_error(400, "bad_request", f"url: {exc}")
+            route = server.pipeline.routes.match("GET", target.path)
+            if route.cache is None:
+                return _json({"purged": 0})
+            result = await cache.purge("url", cache.url_key(route, target.path, target.query))
+        elif kind in ("prefix", "tag"):
+            result = await cache.purge(kind, value)
+        else:
+            return json_error(400, "bad_request", f"unknown purge kind {kind!r}")
+        answer: dict[str, object] = {"purged": result.local}
+        if cache.shared is not None:
+            answer["purged_shared"] = result.shared
+        if result.error is not None:
+            # Other instances were not told yet: accepted, not done.
+            message = f"applied here; Redis could not be reached ({result.error}): queued, "
+            message += "sent to Redis and every instance when it answers again"
+            answer.update(queued=True, message=message)
+            return _json(answer, status=202)
+        return _json(answer)
+
+    async def reload(_: web.Request) -> web.Response:
+        result = server.reload()
+        answer = _json(result, status=200 if result["reloaded"] else 422)
+        # With workers each one reloads the same file: its lists once, not once per worker.
+        answer.headers[MERGE_HEADER] = "restart_required=first, errors=first"
+        return answer
+
+    app = web.Application()
+    app.router.add_get(LIVE_PATH, livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/health", health)
+    app.router.add_post("/config/reload", guard(reload))
+    app.router.add_get("/cache/stats", guard(cache_stats))
+    app.router.add_post("/cache/purge", guard(purge))
+    app.router.add_get("/listener/stats", guard(listener_stats))
+    add_observability(app, server, guard)
+    for method, path, handler in revocation_routes(server.revocations):
+        # Each worker holds the same list (shared through Redis, or revoked in every worker
+        # by the supervisor): its count and an expiry are not to be added up.
+        app.router.add_route(method, path, guard(merged(handler, "count=max, expires_at=max")))
+    return app
+
+
+# Also the supervisor's heartbeat to each worker: answered by the event loop alone (no
+# upstream, no Redis), so silence means the loop itself is stuck.
+LIVE_PATH = "/livez"
+
+
+async def livez(_: web.Request) -> web.Response:
+    return _json({"status": "alive"})
+
+
+def state(ready: bool, why_not: str) -> web.Response:
+    """`/readyz`'s answer: a word, nothing else (no token needed)."""
+    return _json({"status": "ready"} if ready else {"status": why_not}, 200 if ready else 503)
+
+
+def merged(handler: Handler, rules: str) -> Handler:
+    """`handler` with its answer's merge rules for the supervisor (proxy/admin/merge.py)."""
+
+    async def with_rules(request: web.Request) -> web.StreamResponse:
+        answer = await handler(request)
+        answer.headers[MERGE_HEADER] = rules
+        return answer
+
+    return with_rules
+
+
+def add_observability(
+    app: web.Application, server: ProxyServer, guard: Callable[[Handler], Handler]
+) -> None:
+    """Metrics, performance figures, alerts and the dashboard page (all behind the token)."""
+    observer = server.observer
+
+    def document(make: Callable[[], object]) -> Handler:
+        async def handler(_: web.Request) -> web.Response:
+            return _json(make())
+
+        return guard(handler)
+
+    app.router.add_get("/metrics", guard(make_aiohttp_handler(observer.registry)))
+    app.router.add_get("/performance/cache", document(observer.cache_doc))
+    app.router.add_get("/performance/connections", document(observer.connections_doc))
+    app.router.add_get("/performance/summary", document(observer.summary_doc))
+    app.router.add_get("/alerts/active", document(observer.alerts_doc))
+    app.router.add_get("/dashboard", guard(dashboard.page))
+    app.router.add_get("/dashboard/{name}", guard(dashboard.asset))

@@ -1,0 +1,232 @@
+"""The `cache:` config section (top level and per route) and its resolution per route."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from multidict import istr
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from proxy.cache.keys import KeyBuilder, KeyRules
+from proxy.cache.policy import CREDENTIAL_HEADERS, CacheRules
+from proxy.config.section import Section
+from proxy.edge.ratelimit.rates import parse_rate
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(value: object) -> int:
+    """`256MB`, `8 MiB`, `512k`, `1048576` -> bytes (binary units, as nginx reads them)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 256MB")
+    if isinstance(value, int | float):
+        return int(value)
+    m = _SIZE.fullmatch(str(value))
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512KB, 256MB, 1GB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)[:1].lower()])
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QueryKey(_Model):
+    ignore: tuple[str, ...] = ()  # glob patterns of parameter names: utm_*, _
+    sort: bool = True
+
+
+class KeySettings(_Model):
+    query: QueryKey = QueryKey()
+    headers: tuple[str, ...] = ()
+
+
+class PerUser(_Model):
+    header: str = "Authorization"
+
+
+class PopularSettings(_Model):
+    top: int = Field(100, ge=0, le=100_000)  # keys kept fresh ahead of expiry; 0: none
+    half_life: float = Field(60.0, gt=0)  # seconds for an access to count half as much
+
+
+class WarmingSettings(_Model):
+    """Top-level `cache.warming`."""
+
+    # Paths (with their query) fetched at start-up and kept fresh, as plain GETs.
+    urls: tuple[str, ...] = ()
+    # Refresh when this share of an entry's freshness lifetime is used.
+    refresh_ahead: float = Field(0.8, gt=0, lt=1)
+    popular: PopularSettings = PopularSettings()
+    # Warming sends at most this many requests upstream (all processes together).
+    max_rate: str = "10/second"
+
+    @field_validator("urls")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [u for u in value if not u.startswith("/") or "#" in u or any(c.isspace() for c in u)]
+        if bad:
+            raise ValueError(f"must be paths starting with '/' (a query is fine): {bad}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("max_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        return parse_rate(value).text
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        rate = parse_rate(self.max_rate)
+        return rate.count / rate.window
+
+
+class CacheSettings(Section):
+    """Every key may appear at the top level (defaults) and in a route (overrides)."""
+
+    max_memory: int = 256 * 2**20
+    max_entry_size: int = 8 * 2**20
+    ttl: float | None = Field(None, ge=0, allow_inf_nan=False)
+    force_ttl: bool = False
+    stale_while_revalidate: float = Field(0, ge=0, allow_inf_nan=False)
+    stale_if_error: float = Field(0, ge=0, allow_inf_nan=False)
+    per_user: PerUser | None = None
+    store_set_cookie: bool = False
+    # Request headers that identify a user besides Authorization and Cookie.
+    credential_headers: tuple[str, ...] = ()
+    # What a request with credentials may take from a shared (not per-user) route's
+    # entries: explicit (only those whose response allowed it), lookup (any), pass (none).
+    on_credentials: Literal["explicit", "lookup", "pass"] = "explicit"
+    # HMAC key for credentials in cache keys; the same on every instance sharing Redis.
+    key_secret: str | None = Field(None, min_length=16)
+    key: KeySettings = KeySettings()
+    # Forward request headers whose names hold an underscore on fetches by the cache. Off
+    # (nginx's `underscores_in_headers off`): origins such as WSGI read `X_Forwarded_Host`
+    # as `X-Forwarded-Host`, an unkeyed header that shapes a stored answer. Keyed ones pass.
+    underscores_in_headers: bool = False
+    tags_header: str | None = None
+    # Where entries live: memory (each process's L1), then redis (the shared L2, which
+    # needs the top-level `redis` section).
+    tiers: tuple[Literal["memory", "redis"], ...] = ("memory",)
+    # local: one upstream fetch per key per process; global: per key across every
+    # instance sharing the Redis tier (a short lock in Redis, waiters woken by pub/sub).
+    coalesce: Literal["local", "global"] = "local"
+    # Start-up fetches and refresh-ahead (top level only): proxy/pipeline/url_warmer.py,
+    # proxy/pipeline/cache_stage.py.
+    warming: WarmingSettings | None = None
+
+    @field_validator("tiers")
+    @classmethod
+    def _memory_first(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if value not in (("memory",), ("memory", "redis")):
+            raise ValueError("must be [memory] or [memory, redis]: memory is always the L1")
+        return value
+
+    @field_validator("max_memory", "max_entry_size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> int:
+        size = parse_size(value)
+        if size <= 0:
+            raise ValueError("must be larger than 0")
+        return size
+
+    @field_validator("per_user", mode="before")
+    @classmethod
+    def _per_user(cls, value: object) -> object:
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _force_needs_ttl(self) -> CacheSettings:
+        if self.force_ttl and self.ttl is None:
+            raise ValueError("force_ttl: true needs a ttl")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCache:
+    """A route's cache behaviour, resolved once at start-up."""
+
+    rules: CacheRules
+    keys: KeyBuilder
+    tags_header: str | None
+    max_entry_size: int
+    shared: bool = False  # entries also go to (and come from) the Redis tier
+    coalesce_global: bool = False  # one fetch per key across instances (needs `shared`)
+    underscores: bool = False  # `underscores_in_headers`: forwarded on fetches by the cache
+
+
+def user_headers(sections: Iterable[CacheSettings | None]) -> tuple[str, ...]:
+    """Every header some route keys per user by: it identifies users on every route."""
+    return tuple(s.per_user.header for s in sections if s is not None and s.per_user)
+
+
+def resolve(
+    top: CacheSettings | None,
+    route: CacheSettings | None,
+    known_credentials: Iterable[str] = (),
+    key_secret: bytes = b"",
+) -> RouteCache | None:
+    """Route keys override top-level ones key by key; no section anywhere: no caching.
+
+    `known_credentials` (see `user_headers`) count as credentials on this route too;
+    `key_secret` keys the hashes of credentials in cache keys.
+    """
+    if top is None and route is None:
+        return None
+    merged: dict[str, Any] = {}
+    for layer in (top, route):
+        if layer is not None:
+            merged.update({name: getattr(layer, name) for name in layer.model_fields_set})
+    if route is not None and "enabled" not in route.model_fields_set:
+        merged["enabled"] = True  # a route's own cache section enables it
+    settings = CacheSettings.model_validate(
+        {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in merged.items()}
+    )
+    if not settings.enabled:
+        return None
+    per_user = settings.per_user.header if settings.per_user else None
+    return RouteCache(
+        rules=CacheRules(
+            ttl=settings.ttl,
+            force_ttl=settings.force_ttl,
+            stale_while_revalidate=settings.stale_while_revalidate,
+            stale_if_error=settings.stale_if_error,
+            store_set_cookie=settings.store_set_cookie,
+            user_header=per_user,
+            on_credentials=settings.on_credentials,
+            credentials=_unique(
+                (*CREDENTIAL_HEADERS, *known_credentials, *settings.credential_headers)
+            ),
+        ),
+        keys=KeyBuilder(
+            KeyRules(
+                query_ignore=settings.key.query.ignore,
+                query_sort=settings.key.query.sort,
+                headers=settings.key.headers,
+                per_user_header=per_user,
+                secret=key_secret,
+            )
+        ),
+        tags_header=settings.tags_header,
+        max_entry_size=settings.max_entry_size,
+        shared="redis" in settings.tiers,
+        coalesce_global=settings.coalesce == "global",
+        underscores=settings.underscores_in_headers,
+    )
+
+
+def _unique(names: Iterable[str]) -> tuple[str, ...]:
+    """Header names without repeats, compared case-insensitively, first spelling kept."""
+    seen: dict[str, str] = {}
+    for name in names:
+        seen.setdefault(name.lower(), name)
+    # Case-folded once (istr): every lookup asks for them, and multidict folds a str each time.
+    return tuple(istr(name) for name in seen.values())

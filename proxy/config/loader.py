@@ -1,0 +1,602 @@
+"""YAML -> typed, frozen config objects.
+
+Every problem in a file is reported at once, each with its key path
+(``routes[1].match.regex: ...``), so nobody fixes one mistake per restart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from proxy.config import env as env_overrides
+from proxy.config.cache import CacheSettings
+from proxy.config.ratelimit import RateLimitSettings, route_problems
+from proxy.config.upstream import Upstream, check_upstream_url
+from proxy.edge.compression import CompressionConfig
+from proxy.edge.cors import CorsConfig
+from proxy.edge.revocation import RevocationSettings
+from proxy.http import regex as linear_regex
+from proxy.http.clientaddr import parse_network
+from proxy.http.hosts import parse_host_pattern, parse_public_host
+from proxy.observe.alerts import AlertSettings
+from proxy.observe.logs import LogSettings
+from proxy.shared.redis import RedisSettings
+
+# RFC 9110 §5.6.2 token: what a method name may be made of.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Keys whose values a config error never shows, wherever they come from.
+_SECRET_KEY = re.compile(r"(\w*_)?(token|secret|password)", re.IGNORECASE)
+# scheme://user:PASSWORD@host: the password is masked wherever a message quotes a URL. It runs
+# to the last `@` before a blank or a quote, so a password with an unescaped `/` or `@` is
+# masked too (at worst a port and path before an `@` in the path are masked with it).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s'\":]*:)([^\s'\"]*)@")
+
+
+log = logging.getLogger("cacheproxy.config")
+
+MAX_WORKERS = 256  # a typo such as `workers: 1000` must not start a thousand processes
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under taskset or a cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` lists every ``path: message``."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def report(self) -> str:
+        lines = [f"invalid config {self.source} ({len(self.problems)} problem(s)):"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _network(value: str) -> str:
+    return str(parse_network(value))
+
+
+class ClientTimeouts(_Model):
+    """Seconds a client may take; past them its connection is closed (README "Limits")."""
+
+    # From connection open, or from the first byte of a later request, to the end of its head.
+    request_head: float = Field(10.0, gt=0)
+    # Idle between a response and the next request's first byte; 0 closes after each response.
+    keepalive: float = Field(75.0, ge=0)
+    # Silence while a request body is still due.
+    body: float = Field(60.0, gt=0)
+
+
+class Listen(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # --- Host hardening (README "Forwarded headers and Host"): kept together, at the end.
+    # The name clients use for this proxy; sent upstream as X-Forwarded-Host.
+    public_host: Annotated[str, AfterValidator(parse_public_host)] | None = None
+    # Allowlist of Host names (`*.example.com` wildcards); None: any Host is served.
+    hosts: tuple[Annotated[str, AfterValidator(parse_host_pattern)], ...] | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value == ():
+            raise ValueError("must list at least one host name (omit it to serve any Host)")
+        return value
+
+    timeouts: ClientTimeouts = ClientTimeouts()
+    # Client connections held at once per process; more are closed as soon as accepted.
+    # Unset: derived from the open-files limit (proxy/server/listener.py, default_max_connections).
+    max_connections: int | None = Field(None, ge=1)
+    # Of those, what one client address (the TCP peer; IPv6 by rate_limit.ipv6_prefix) may
+    # hold, so one client cannot take them all (nginx's limit_conn); trusted_proxies are not
+    # bounded. 0: no bound.
+    max_connections_per_client: int = Field(256, ge=0)
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost`; anything else (a name, `0.0.0.0`, `""`) may be public."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Admin(_Model):
+    port: int = Field(9901, ge=0, le=65535)
+    token: str | None = None
+    # Opening the admin listener to the network without a token must be said out loud.
+    allow_insecure: bool = False
+    host: str = "127.0.0.1"  # after token and allow_insecure: its validator reads them
+
+    @field_validator("token")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None  # `token: ${ADMIN_TOKEN:-}` means "no token"
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_or_guarded(cls, value: str, info: ValidationInfo) -> str:
+        if _is_loopback(value) or info.data.get("token") or info.data.get("allow_insecure"):
+            return value
+        raise ValueError(
+            f"{value!r} is not a loopback address and admin.token is not set: anyone who can "
+            "reach it could read stats and purge the cache; set admin.token (or the "
+            f"environment variable {env_overrides.variable(('admin', 'token'))}), or "
+            "admin.allow_insecure: true if that is deliberate"
+        )
+
+
+class Match(_Model):
+    prefix: str | None = None
+    path: str | None = None
+    regex: str | None = None
+    methods: tuple[str, ...] | None = None
+
+    @field_validator("prefix", "path")
+    @classmethod
+    def _starts_with_slash(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return None if value is None else linear_regex.check(value)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_are_tokens(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        bad = [m for m in value if not _TOKEN.fullmatch(m)]
+        if bad:
+            raise ValueError(f"not HTTP method names: {bad}")
+        if not value:
+            raise ValueError("must list at least one method (omit it to match all)")
+        return tuple(m.upper() for m in value)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Match:
+        given = [k for k in ("prefix", "path", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"needs exactly one of prefix, path, regex (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class Route(_Model):
+    name: str | None = None
+    match: Match
+    upstream: str | None = None
+    cache: CacheSettings | None = None
+    cors: CorsConfig | None = None  # replaces the top-level section for this route
+    compression: CompressionConfig | None = None  # likewise
+    rate_limit: RateLimitSettings | None = None  # overrides the top level key by key
+
+    @field_validator("cache")
+    @classmethod
+    def _no_global_keys(cls, value: CacheSettings | None) -> CacheSettings | None:
+        if value is not None:
+            if "max_memory" in value.model_fields_set:
+                raise ValueError(
+                    "max_memory is one budget for the whole process: set it in the top-level cache"
+                )
+            if "key_secret" in value.model_fields_set:
+                raise ValueError(
+                    "key_secret is one for the deployment: set it in the top-level cache"
+                )
+            if "warming" in value.model_fields_set:
+                raise ValueError("warming is one for the process: set it in the top-level cache")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_upstream_url(value)
+
+
+class Config(_Model):
+    listen: Listen = Listen()
+    upstream: Upstream
+    admin: Admin = Admin()
+    cache: CacheSettings | None = None
+    cors: CorsConfig | None = None
+    compression: CompressionConfig | None = None
+    routes: tuple[Route, ...] = ()
+    # Seconds in-flight requests get to finish once the proxy port stops accepting.
+    shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
+    # Seconds between SIGTERM and the proxy port closing: /readyz answers 503 at once, and
+    # the port serves on while load balancers take this instance out (a Kubernetes preStop
+    # sleep). SIGINT (Ctrl-C) skips it.
+    shutdown_delay: float = Field(5.0, ge=0, allow_inf_nan=False)
+    # Proxies whose X-Forwarded-* / Forwarded headers are believed (CIDRs or addresses).
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
+    # The Redis shared by every process and instance; none: everything stays in memory.
+    redis: RedisSettings | None = None
+    # Processes serving the proxy port (SO_REUSEPORT); above 1 a supervisor runs them
+    # (proxy/server/workers.py). `auto`: one per CPU this process may run on.
+    workers: int = Field(1, ge=1, le=MAX_WORKERS)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        if value == "auto":
+            return min(usable_cpus(), MAX_WORKERS)
+        # A string is fine when it holds a number: `workers: ${WORKERS:-2}` is one.
+        if isinstance(value, bool) or (isinstance(value, str) and not value.strip().isdigit()):
+            raise ValueError(f"must be a number of processes or auto, got {value!r}")
+        return value
+
+    log: LogSettings = LogSettings()  # format, level, access log, stats line
+    alerts: AlertSettings = AlertSettings()  # thresholds for GET /alerts/active
+    rate_limit: RateLimitSettings | None = None
+    revocation: RevocationSettings = RevocationSettings()
+
+    @model_validator(mode="after")
+    def _rate_limits_resolve(self) -> Config:
+        problems = route_problems(self.rate_limit, [r.rate_limit for r in self.routes])
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
+
+
+# --- loading ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Located:
+    path: str
+    message: str
+
+
+def _join(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose bad scalars (`2001-13-45`, `!!int zz`) are located YAML errors.
+
+    PyYAML lets the bare ValueError of int()/date() escape, with no position and the value
+    in its text.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except ValueError:
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {kind}", node.start_mark
+            ) from None
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    """What and where, without the excerpt of the document PyYAML adds: it may hold a secret."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc)  # a ReaderError: a byte position and a character, no excerpt
+
+    def at(mark: yaml.Mark | None) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+
+    message = f"{at(exc.problem_mark)}: {exc.problem or exc.context}"
+    if exc.problem and exc.context:
+        message += f" ({exc.context}, at {at(exc.context_mark)})"
+    return message
+
+
+def _duplicate_keys(node: yaml.Node, path: str = "") -> Iterator[_Located]:
+    """Walk the composed YAML tree: PyYAML silently keeps the last duplicate."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                yield _Located(_join(path, key), f"duplicate key (line {line})")
+            seen.add(key)
+            yield from _duplicate_keys(value_node, _join(path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, _join(path, i))
+
+
+def _substitute(
+    value: Any, path: str, env: Mapping[str, str], errors: list[_Located], from_env: dict[str, str]
+) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in string values (never in keys).
+
+    ``from_env`` gets the path of every value that used a reference: the environment may hold
+    a secret whatever key it lands in, so errors about such a value never show it.
+    """
+    if isinstance(value, dict):
+        return {k: _substitute(v, _join(path, k), env, errors, from_env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, _join(path, i), env, errors, from_env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    names = [f"${{{m.group(1)}}}" for m in _ENV_REF.finditer(value)]
+    if names:
+        from_env[path] = ", ".join(names)
+
+    def replace(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        errors.append(_Located(path, f"environment variable {name} is not set (no default)"))
+        return ""
+
+    # Strings stay strings: pydantic's lax mode turns "8080" into an int where one is due.
+    return _ENV_REF.sub(replace, value)
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+}
+
+
+def _leaves(value: Any, path: str, secret: bool) -> Iterator[tuple[str, str, bool]]:
+    """Each scalar in an error's input: its path, its text, whether a secret key holds it."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            is_secret = secret or bool(_SECRET_KEY.fullmatch(str(key)))
+            yield from _leaves(item, _join(path, key), is_secret)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _leaves(item, _join(path, i), secret)
+    elif value is not None:
+        yield path, str(value), secret
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the password of every URL in it masked: for logs and output."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def _hide(message: str, texts: list[str]) -> str:
+    for text in texts:
+        message = message.replace(repr(text), "***")  # how our validators quote a value
+        if len(text) >= 4:  # put some other way (a library's message); shorter would hit words
+            message = message.replace(text, "***")
+    return redact_urls(message)
+
+
+def _env_source(leaf: str, from_env: Mapping[str, str]) -> str | None:
+    """The variable(s) a value at `leaf` came from: its own path's, or a section's above it."""
+    while True:
+        if leaf in from_env:
+            return from_env[leaf]
+        cut = max(leaf.rfind("."), leaf.rfind("["))
+        if cut <= 0:
+            return None
+        leaf = leaf[:cut]
+
+
+def _pydantic_problems(
+    exc: ValidationError, from_env: Mapping[str, str] | None = None
+) -> Iterator[_Located]:
+    """Every problem with its key path: the one place config values are put into messages.
+
+    A value from the environment or under a secret key is never shown, nor a URL's password.
+    """
+    from_env = from_env or {}
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            path = _join(path, part)
+        secret = any(_SECRET_KEY.fullmatch(str(part)) for part in err["loc"])
+        hidden: list[str] = []
+        why = ""
+        for leaf, text, under_secret in _leaves(err.get("input"), path, secret):
+            source = _env_source(leaf, from_env)
+            if source is not None:
+                hidden.append(text)
+                why = why or f"it comes from {source}"
+            elif under_secret:
+                hidden.append(text)
+                why = why or "its key holds a secret"
+            hidden += [m.group(2) for m in _URL_PASSWORD.finditer(text)]
+        message = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "missing" and all(isinstance(part, str) for part in err["loc"]):
+            where = env_overrides.required(tuple(err["loc"]), Config)
+            message += f" (in the file, or {env_overrides.variable(where)})"
+        # Our own validators already quote the value; pydantic's built-in checks do not.
+        if not why and err["type"] not in ("extra_forbidden", "missing", "value_error"):
+            message += f" (got {err['input']!r})" if "input" in err else ""
+        message = _hide(message, [text for text in hidden if text])
+        if why:
+            message += f" (value not shown: {why})"
+        yield _Located(path or "(top level)", message)
+
+
+def parse_config(text: str, source: str = "config", env: Mapping[str, str] | None = None) -> Config:
+    """Parse YAML text into a Config, or raise ConfigError listing every problem.
+
+    `env` (the process's environment unless given) fills `${VAR}` references, and its
+    `CACHEPROXY_*` variables override the file's keys (proxy/config/env.py)."""
+    env = os.environ if env is None else env
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        raw = None if node is None else _Loader(text).get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"(yaml) {_yaml_message(exc)}".replace("\n", " ")], source) from None
+    if node is None:
+        raise ConfigError(["(top level): the file is empty; `upstream.url` is required"], source)
+
+    problems = list(_duplicate_keys(node))
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): must be a mapping of keys"], source)
+    from_env: dict[str, str] = {}
+    unset: list[_Located] = []
+    raw = _substitute(raw, "", env, unset, from_env)
+    problems += _override(raw, env, unset, from_env, source)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, from_env))
+    if config is not None:
+        problems.extend(_across_sections(config))
+    if problems or config is None:
+        raise ConfigError([f"{p.path}: {p.message}" for p in problems], source)
+    return config
+
+
+def _override(
+    raw: dict[str, Any],
+    env: Mapping[str, str],
+    unset: list[_Located],
+    from_env: dict[str, str],
+    source: str,
+) -> list[_Located]:
+    """Apply the environment's overrides to the file's data, and warn of variables nobody
+    reads. Returns the problems: `unset` references but those an override makes moot, and
+    the overrides' own."""
+    referenced = {m.group(1) for refs in from_env.values() for m in _ENV_REF.finditer(refs)}
+    overrides = env_overrides.read(env, Config)
+    env_overrides.apply(raw, overrides)
+    replaced = overrides.paths()
+    # What the file said under an overridden key no longer counts.
+    problems = [p for p in unset if _env_source(p.path, replaced) is None]
+    for key in [k for k in from_env if _env_source(k, replaced) is not None]:
+        del from_env[key]
+    from_env.update(replaced)
+    problems += [_Located(path, message) for path, message in overrides.problems]
+    if overrides.applied:
+        names = ", ".join(o.variable for o in overrides.applied)
+        log.info("%s: environment overrides: %s", source, names)
+    for name in overrides.unknown:
+        if name not in referenced:
+            hint = env_overrides.suggestion(name, Config)
+            log.warning(
+                "%s: environment variable %s names no config key: ignored%s",
+                source,
+                name,
+                f" (did you mean {hint}?)" if hint else "",
+            )
+    for name, instead in env_overrides.RENAMED.items():
+        if name in env and name not in referenced:
+            log.warning(
+                "%s: environment variable %s is set but the config does not read it: "
+                "ignored (%s sets that key whatever the file says)",
+                source,
+                name,
+                instead,
+            )
+    return problems
+
+
+def _across_sections(config: Config) -> Iterator[_Located]:
+    """Rules that tie one section to another."""
+    top = config.cache
+    sections = [("cache", top)]
+    sections += [(f"routes[{i}].cache", r.cache) for i, r in enumerate(config.routes)]
+    for path, cache in sections:
+        if cache is None:
+            continue
+        if config.redis is None and "redis" in cache.tiers:
+            yield _Located(f"{path}.tiers", "lists redis, but there is no `redis:` section")
+        # What a route does not set, it inherits from the top-level section.
+        tiers = cache.tiers if top is None or "tiers" in cache.model_fields_set else top.tiers
+        if cache.coalesce == "global" and "redis" not in tiers:
+            yield _Located(f"{path}.coalesce", "global needs tiers: [memory, redis]")
+    if top is not None and top.warming is not None:
+        for i, url in enumerate(top.warming.urls):
+            name = _caching_route(config, url.partition("?")[0])
+            if name is not None:
+                yield _Located(
+                    f"cache.warming.urls[{i}]",
+                    f"{url!r} is on route {name!r}, which does not cache: it cannot be warmed",
+                )
+
+
+def _caching_route(config: Config, path: str) -> str | None:
+    """None if a GET of `path` is cached, else the name of the route that does not cache it
+    (first match wins, as in proxy/pipeline/routes.py)."""
+    top_enabled = config.cache is not None and config.cache.enabled
+    for i, route in enumerate(config.routes):
+        m = route.match
+        if m.methods is not None and "GET" not in m.methods:
+            continue
+        if m.path is not None:
+            matched = path == m.path
+        elif m.prefix is not None:
+            matched = path.startswith(m.prefix)
+        else:
+            assert m.regex is not None
+            matched = linear_regex.prefix_matcher(m.regex)(path)
+        if matched:
+            enabled = top_enabled if route.cache is None else route.cache.enabled
+            return None if enabled else (route.name or f"routes[{i}]")
+    return None if top_enabled else "default"
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror}"], str(path)) from None
+    return parse_config(text, str(path), env)
+
+
+def with_overrides(
+    config: Config,
+    *,
+    port: int | None = None,
+    upstream: str | None = None,
+    admin_port: int | None = None,
+) -> Config:
+    """Apply command-line overrides, validating them like the file's own values."""
+    # Only what the file set: defaults re-validated as "set" would change meaning.
+    data = config.model_dump(exclude_unset=True)
+    if port is not None:
+        data.setdefault("listen", {})["port"] = port
+    if admin_port is not None:
+        data.setdefault("admin", {})["port"] = admin_port
+    if upstream is not None:
+        data["upstream"]["url"] = upstream
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{p.path}: {p.message}" for p in _pydantic_problems(exc)]
+        raise ConfigError(problems, "command line") from None

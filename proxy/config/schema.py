@@ -1,0 +1,80 @@
+"""The JSON Schema of the config file, for editors: `cacheproxy schema > cacheproxy.schema.json`.
+
+It is pydantic's schema of `Config`, widened where the loader accepts more than the models'
+types say, so that an editor never flags a file that `cacheproxy check-config` accepts:
+
+- any number or boolean may be a `${VAR}` / `${VAR:-default}` reference (resolved at load);
+- `cache`, `cors`, `compression` (top level or in a route) may be `true`/`false`;
+- sizes may be written `256MB`; `workers` may be `auto`; `log.level` in any case;
+- `per_user` may be `true`/`false`.
+
+The schema checks shapes, names and ranges; rules across keys (a non-loopback `admin.host`
+needs `admin.token`, `tiers: [redis]` needs a `redis:` section, regexes that must compile
+in linear time) are the loader's: run `cacheproxy check-config` for the whole verdict.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from proxy.config.loader import Config
+from proxy.config.section import Section
+
+ENV_REFERENCE = {
+    "type": "string",
+    "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}",
+    "description": "an environment variable, resolved when the file is loaded",
+}
+_SIZE = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]?[iI]?[bB]?)\s*$"}
+
+
+# Sections that also take `true`/`false` (proxy/config/section.py), plus PerUser's own shorthand.
+def _switchable() -> set[str]:
+    found, todo = {"PerUser"}, list(Section.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def _widen_scalars(node: Any) -> Any:
+    """Every integer, number or boolean also accepts a ${VAR} reference."""
+    if isinstance(node, list):
+        return [_widen_scalars(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _widen_scalars(value) for key, value in node.items()}
+    if node.get("type") in ("integer", "number", "boolean"):
+        keep = {k: node.pop(k) for k in ("default", "title", "description") if k in node}
+        return {**keep, "anyOf": [node, ENV_REFERENCE]}
+    return node
+
+
+def _either(schema: dict[str, Any], *alternatives: dict[str, Any]) -> dict[str, Any]:
+    keep = {k: schema.pop(k) for k in ("default", "title", "description") if k in schema}
+    return {**keep, "anyOf": [schema, *alternatives]}
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a cacheproxy config file."""
+    schema = copy.deepcopy(Config.model_json_schema(mode="validation"))
+    defs = schema["$defs"]
+    for name in _switchable() & defs.keys():
+        defs[name] = _either(defs[name], {"type": "boolean"})
+    cache = defs["CacheSettings"]["anyOf"][0]["properties"]
+    for size in ("max_memory", "max_entry_size"):
+        cache[size] = _either(cache[size], _SIZE)
+    upstream = defs["Upstream"]["properties"]
+    upstream["buffer_body"] = _either(upstream["buffer_body"], _SIZE)
+    props = schema["properties"]
+    props["workers"] = _either(props["workers"], {"const": "auto"})
+    level = defs["LogSettings"]["properties"]["level"]
+    level["enum"] = [*level["enum"], *(word.lower() for word in level["enum"])]
+    schema = _widen_scalars(schema)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "cacheproxy config",
+        **schema,
+    }

@@ -1,0 +1,1 @@
+"""The demo's sample upstream API (`cacheproxy demo`, `cacheproxy demo-upstream`)."""

@@ -1,0 +1,2 @@
+"""Per-route policies at the edge: CORS, compression, rate limiting, token revocation. Imports
+observe/ and below."""

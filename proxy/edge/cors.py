@@ -1,0 +1,346 @@
+"""CORS: the `cors:` config block (`CorsConfig`) and the policy built from it (`CorsPolicy`).
+
+On a route with CORS configured the proxy owns CORS: preflights are answered here and never
+reach the upstream, and `apply` strips whatever `Access-Control-*` headers the upstream sent
+before adding its own, so a response never carries two conflicting answers.
+
+`append_vary` lives here and is shared with `proxy.edge.compression`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Annotated
+
+from multidict import CIMultiDict, CIMultiDictProxy, istr
+from pydantic import AfterValidator, Field, model_validator
+
+from proxy.config.section import Section
+from proxy.http import regex as linear_regex
+
+__all__ = ["CorsConfig", "CorsPolicy", "append_vary", "vary_values"]
+
+Headers = CIMultiDict[str] | CIMultiDictProxy[str]
+
+# scheme://host[:port] or scheme://*.domain[:port], matched against the lowercased text.
+# Hosts are ASCII: browsers send IDNs in punycode.
+_ORIGIN_RE = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<wild>\*\.)?"
+    r"(?P<host>[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
+
+# Real origins are short (a hostname is at most 253 characters); anything much longer is
+# refused outright, which also bounds the work a configured regex can be made to do.
+_MAX_ORIGIN_LEN = 512
+_ORIGIN_CACHE_SIZE = 1024
+
+_ORIGIN = istr("Origin")  # case-folded once: asked on every answer
+_PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+
+
+def append_vary(headers: CIMultiDict[str], *fields: str) -> None:
+    """Add *fields* to the response's Vary, folding every Vary header into one (see
+    `vary_values`)."""
+    values = headers.getall("Vary", [])
+    merged = vary_values(values, fields)
+    if merged is values:
+        return
+    if merged:
+        headers["Vary"] = merged[0]  # replaces all existing Vary headers
+    else:
+        headers.popall("Vary", None)
+
+
+def vary_values(values: list[str], fields: Iterable[str]) -> list[str]:
+    """The Vary field values a response ends with when *fields* are added to *values*.
+
+    Existing entries are kept (first spelling wins), duplicates are dropped
+    case-insensitively, and `Vary: *` is left alone (*values* itself comes back): it
+    already means "varies on everything", so listing more fields would only weaken it
+    for naive caches.
+    """
+    merged: dict[str, str] = {}  # lowercased -> spelling; dicts keep insertion order
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if item == "*":
+                return values
+            if item:
+                merged.setdefault(item.lower(), item)
+    for field in fields:
+        field = field.strip()
+        if field == "*":
+            return ["*"]
+        if field:
+            merged.setdefault(field.lower(), field)
+    return [", ".join(merged.values())] if merged else []
+
+
+def _check_origin(value: str) -> str:
+    origin = value.strip().lower()
+    if origin == "*":
+        return origin
+    match = _ORIGIN_RE.fullmatch(origin)
+    if match is None:
+        raise ValueError(
+            f"invalid origin {value!r}: expected '*', scheme://host[:port] or "
+            "scheme://*.domain[:port] (an origin has no path, not even a trailing slash)"
+        )
+    scheme, port = match["scheme"], match["port"]
+    if match["wild"] and match["host"].startswith("["):
+        raise ValueError(f"invalid origin {value!r}: a wildcard needs a domain name")
+    if port is not None and not 0 < int(port) < 65536:
+        raise ValueError(f"invalid origin {value!r}: port out of range")
+    if port is not None and _DEFAULT_PORTS.get(scheme) == port:
+        # Browsers never serialize a default port, so keeping it would never match.
+        origin = origin[: -len(port) - 1]
+    return origin
+
+
+def _check_token(value: str) -> str:
+    value = value.strip()
+    if not _TOKEN_RE.fullmatch(value):
+        raise ValueError(f"invalid name {value!r}: not an HTTP token")
+    return value
+
+
+def _check_method(value: str) -> str:
+    # Methods are case-sensitive on the wire; configs are written in any case but mean
+    # the conventional upper-case methods.
+    return _check_token(value).upper()
+
+
+Origin = Annotated[str, AfterValidator(_check_origin)]
+OriginRegex = Annotated[str, AfterValidator(linear_regex.check)]  # RE2: linear time
+Method = Annotated[str, AfterValidator(_check_method)]
+HeaderName = Annotated[str, AfterValidator(_check_token)]
+
+
+class CorsConfig(Section):
+    """`cors:` block. Origins are stored normalized (lowercase, default port dropped)."""
+
+    allow_origins: tuple[Origin, ...] = ()
+    allow_origin_regex: tuple[OriginRegex, ...] = ()
+    allow_methods: tuple[Method, ...] = ("GET", "HEAD", "POST")
+    allow_headers: tuple[HeaderName, ...] = ()
+    expose_headers: tuple[HeaderName, ...] = ()
+    allow_credentials: bool = False
+    max_age: int | None = Field(default=600, ge=0)
+
+    @model_validator(mode="after")
+    def _no_wildcards_with_credentials(self) -> CorsConfig:
+        # Browsers reject `*` on credentialed requests (Fetch §3.2.5); echoing any origin
+        # with credentials instead would hand every site the user's session.
+        if not self.allow_credentials:
+            return self
+        for name in ("allow_origins", "allow_methods", "allow_headers", "expose_headers"):
+            if "*" in getattr(self, name):
+                raise ValueError(
+                    f"{name}: ['*'] cannot be combined with allow_credentials: true; "
+                    "list the allowed values explicitly"
+                )
+        return self
+
+
+def _wildcard_pattern(scheme: str, domain: str, port: str | None) -> re.Pattern[str]:
+    # One or more labels, then a dot, then the domain: `*.example.com` never matches the
+    # bare `example.com`, `evilexample.com` or `example.com.evil.net`.
+    suffix = re.escape(f":{port}") if port else ""
+    return re.compile(
+        rf"{re.escape(scheme)}://[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.{re.escape(domain)}{suffix}"
+    )
+
+
+def _single(headers: Headers, name: str) -> str | None:
+    # A repeated Origin is not something a browser sends; treat it as absent rather
+    # than guess which one the rest of the stack will look at.
+    values = headers.getall(name, ())
+    return values[0] if len(values) == 1 else None
+
+
+class CorsPolicy:
+    """Per-route CORS decisions; everything configurable is resolved in `__init__`."""
+
+    __slots__ = (
+        "_any_header",
+        "_any_lines",
+        "_any_method",
+        "_any_origin",
+        "_credentials",
+        "_exact",
+        "_expose_value",
+        "_headers",
+        "_headers_value",
+        "_max_age_value",
+        "_methods",
+        "_methods_value",
+        "_origin_cache",
+        "_origin_lines",
+        "_patterns",
+        "config",
+    )
+
+    def __init__(self, config: CorsConfig) -> None:
+        self.config = config
+        # `*` with credentials is refused by CorsConfig, so `*` always answers `*`.
+        self._any_origin = "*" in config.allow_origins
+        exact: set[str] = set()
+        patterns: list[Callable[[str], object]] = []
+        for origin in config.allow_origins:
+            match = _ORIGIN_RE.fullmatch(origin)
+            if match is None:  # only "*"; CorsConfig validated the rest
+                continue
+            if match["wild"]:
+                wildcard = _wildcard_pattern(match["scheme"], match["host"], match["port"])
+                patterns.append(wildcard.fullmatch)
+            else:
+                exact.add(origin)
+        # Candidates are lowercased before matching, so user patterns ignore case too.
+        patterns.extend(
+            linear_regex.full_matcher(p, ignore_case=True) for p in config.allow_origin_regex
+        )
+        self._exact = frozenset(exact)
+        self._patterns = tuple(patterns)
+        self._origin_cache: dict[str, bool] = {}
+        self._origin_lines: dict[str, str] = {}
+
+        self._any_method = "*" in config.allow_methods
+        self._methods = frozenset(config.allow_methods)
+        self._methods_value = ", ".join(config.allow_methods)
+        self._any_header = "*" in config.allow_headers
+        self._headers = frozenset(h.lower() for h in config.allow_headers)
+        self._headers_value = ", ".join(config.allow_headers)
+        self._expose_value = ", ".join(config.expose_headers)
+        self._credentials = config.allow_credentials
+        self._max_age_value = None if config.max_age is None else str(config.max_age)
+        self._any_lines = "Access-Control-Allow-Origin: *\r\n"
+        if self._expose_value:
+            self._any_lines += f"Access-Control-Expose-Headers: {self._expose_value}\r\n"
+
+    def allowed_origin(self, origin: str) -> bool:
+        """Whether *origin* (an `Origin` header value) may read responses of this route."""
+        if self._any_origin:
+            return True
+        cached = self._origin_cache.get(origin)
+        if cached is not None:
+            return cached
+        if len(origin) > _MAX_ORIGIN_LEN:
+            return False
+        key = origin.lower()
+        allowed = key in self._exact or any(matches(key) for matches in self._patterns)
+        if len(self._origin_cache) >= _ORIGIN_CACHE_SIZE:
+            # Evict the oldest entry: O(1), and a client cycling origins only costs re-matching.
+            del self._origin_cache[next(iter(self._origin_cache))]
+        self._origin_cache[origin] = allowed
+        return allowed
+
+    def allow_lines(self, request_headers: Headers) -> str:
+        """The lines `apply` would add for this request's Origin, as they go on the wire;
+        "" when it adds none or only ones that never depend on the request (`*`)."""
+        if self._any_origin:
+            return ""
+        origins = request_headers.getall(_ORIGIN, ())
+        if len(origins) != 1:
+            return ""
+        origin = origins[0]
+        if len(origin) > _MAX_ORIGIN_LEN:
+            return ""  # refused by allowed_origin, and not worth remembering
+        lines = self._origin_lines.get(origin)
+        if lines is None:
+            lines = ""
+            if self.allowed_origin(origin) and "\r" not in origin and "\n" not in origin:
+                lines = f"Access-Control-Allow-Origin: {origin}\r\n"
+                if self._credentials:
+                    lines += "Access-Control-Allow-Credentials: true\r\n"
+                if self._expose_value:
+                    lines += f"Access-Control-Expose-Headers: {self._expose_value}\r\n"
+            if len(self._origin_lines) >= _ORIGIN_CACHE_SIZE:
+                del self._origin_lines[next(iter(self._origin_lines))]
+            self._origin_lines[origin] = lines
+        return lines
+
+    def answer_lines(self, request_headers: Headers) -> str:
+        """What `apply` adds to an answer for this request, as lines on the wire (with
+        `Vary: Origin` left to the caller, who merges it into the answer's Vary)."""
+        if self._any_origin:
+            return self._any_lines
+        return self.allow_lines(request_headers)
+
+    @property
+    def static_lines(self) -> str:
+        """What `apply` adds whatever the request: the lines for `*`, or nothing."""
+        return self._any_lines if self._any_origin else ""
+
+    @property
+    def varies(self) -> bool:
+        """Whether `apply` adds `Origin` to the answer's Vary."""
+        return not self._any_origin
+
+    @staticmethod
+    def is_preflight(method: str, headers: Headers) -> bool:
+        """An OPTIONS request carrying `Origin` and `Access-Control-Request-Method`."""
+        return (
+            method == "OPTIONS"
+            and "Origin" in headers
+            and "Access-Control-Request-Method" in headers
+        )
+
+    def preflight(self, headers: Headers) -> tuple[int, CIMultiDict[str]]:
+        """Answer a preflight: (204, CORS headers) or (403, no CORS headers). Empty body."""
+        out: CIMultiDict[str] = CIMultiDict(Vary=_PREFLIGHT_VARY)
+        out["Content-Length"] = "0"
+        origin = _single(headers, "Origin")
+        method = headers.get("Access-Control-Request-Method", "").strip()
+        if origin is None or not method or not self.allowed_origin(origin):
+            return 403, out
+        if not self._any_method and method not in self._methods:
+            return 403, out
+        requested = [
+            name.strip().lower()
+            for value in headers.getall("Access-Control-Request-Headers", ())
+            for name in value.split(",")
+            if name.strip()
+        ]
+        if not self._any_header and not self._headers.issuperset(requested):
+            return 403, out
+
+        out["Access-Control-Allow-Origin"] = "*" if self._any_origin else origin
+        out["Access-Control-Allow-Methods"] = method if self._any_method else self._methods_value
+        allow_headers = ", ".join(requested) if self._any_header else self._headers_value
+        if allow_headers:
+            out["Access-Control-Allow-Headers"] = allow_headers
+        if self._credentials:
+            out["Access-Control-Allow-Credentials"] = "true"
+        if self._max_age_value is not None:
+            out["Access-Control-Max-Age"] = self._max_age_value
+        return 204, out
+
+    def apply(self, request_headers: Headers, response_headers: CIMultiDict[str]) -> None:
+        """Set the CORS headers of an actual (non-preflight) response, in place.
+
+        Upstream `Access-Control-*` headers are removed first: the proxy's config is the
+        single source of truth on this route. With `allow_origins: ["*"]` the answer is
+        `*` for every request (with or without `Origin`), so it never varies by origin
+        and needs no `Vary: Origin`. Otherwise `Vary: Origin` is always added, since the
+        answer depends on the origin even when it is absent or refused.
+        """
+        stale = [k for k in response_headers if k[:15].lower() == "access-control-"]
+        for name in stale:
+            response_headers.popall(name, None)
+
+        if self._any_origin:
+            response_headers["Access-Control-Allow-Origin"] = "*"
+        else:
+            append_vary(response_headers, "Origin")
+            origin = _single(request_headers, "Origin")
+            if origin is None or not self.allowed_origin(origin):
+                return
+            response_headers["Access-Control-Allow-Origin"] = origin
+            if self._credentials:
+                response_headers["Access-Control-Allow-Credentials"] = "true"
+        if self._expose_value:
+            response_headers["Access-Control-Expose-Headers"] = self._expose_value

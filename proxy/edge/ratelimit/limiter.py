@@ -1,0 +1,183 @@
+"""The rate-limit stage of one limiter: who the client is, its windows, the answer.
+
+Built once at start-up per limiter (the top-level defaults, shared by every route that
+does not declare its own section; and one per route that does). On every request of a
+limited route the pipeline calls `check_local` (memory backend: synchronous, no await) or
+`check` (Redis); either leaves the response headers on the request for the responder
+(`apply`) and returns the 429 to send, or None to go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from math import ceil
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.cache.keys import hash_secret
+from proxy.cache.memory import StoreUnavailable
+from proxy.config.ratelimit import LimitPolicy
+from proxy.edge.ratelimit.headers import COUNT_HEADERS, RateHeaders, whole_seconds
+from proxy.edge.ratelimit.identity import identify
+from proxy.edge.ratelimit.memory import MemoryWindows
+from proxy.edge.ratelimit.redis_backend import RedisWindows
+from proxy.edge.ratelimit.window import Outcome
+from proxy.http.clientaddr import TrustedProxies
+from proxy.shared.redis import SharedRedis
+
+log = logging.getLogger("cacheproxy.ratelimit")
+
+# Where the stage leaves the numbers of the response headers for the responder:
+# (which limit, remaining, reset), or None when they are unknown (Redis failed). aiohttp
+# runs each request in a task of its own, with its own copy of the context, so this never
+# leaks into the next request on the connection (as metrics.current_route).
+COUNTS: ContextVar[tuple[int, int, int] | None] = ContextVar("cacheproxy_ratelimit_counts")
+_UNCHECKED = (-1, -1, -1)  # the stage did not run (a revoked token was answered first)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,64}")
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        policy: LimitPolicy,
+        trusted: TrustedProxies,
+        redis: SharedRedis | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        windows = [r.window for r in policy.rates]
+        limits = [r.count for r in policy.rates]
+        self._identify = identify(policy.key, trusted, policy.ipv6_prefix)
+        # Always there: the backend without Redis, the fallback (`local`) with it.
+        self.memory = MemoryWindows(windows, limits, policy.max_clients, clock)
+        self.shared = (
+            RedisWindows(redis, _redis_name(policy.name), windows, limits) if redis else None
+        )
+        self.local = self.shared is None  # the pipeline calls check_local, without await
+        self.headers = RateHeaders(policy.rates)
+        self._redis = redis
+        # Visible state, for /metrics, /health and the dashboard (proxy/observe/observer.py).
+        self.denied = 0
+        self.store_errors = 0  # checks Redis could not answer
+        self.degraded = False  # the last check could not reach Redis
+        self.last_error: str | None = None
+
+    # --- the request path ---------------------------------------------------
+
+    def check_local(self, request: web.BaseRequest) -> web.Response | None:
+        allowed, which, remaining, wait = self.memory.hit(self._identify(request))
+        reset = ceil(wait - 1e-6)  # whole_seconds(wait), written out: a call costs more
+        if reset < 1:
+            reset = 1
+        # The numbers only: the header values are made by whoever answers (`apply`, or
+        # `lines` for a prepared hit), once.
+        COUNTS.set((which, remaining, reset))
+        if allowed:
+            return None
+        return self._refuse(which, remaining, reset)
+
+    async def check(self, request: web.BaseRequest) -> web.Response | None:
+        assert self.shared is not None and self._redis is not None
+        client = self._identify(request)
+        self._redis.request_budget()  # this check and the cache tier's calls: one timeout
+        try:
+            outcome = await self.shared.hit(client)
+        except StoreUnavailable as exc:
+            return self._store_failed(request, client, exc)
+        if self.degraded:
+            self.degraded = False
+            log.info("rate limit %s: Redis answers again, limits are shared", self.policy.name)
+        return self._answer(request, outcome)
+
+    def apply(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
+        """Put this request's rate-limit headers on its response (replacing the origin's)."""
+        state = COUNTS.get(_UNCHECKED)
+        if state is _UNCHECKED:
+            return  # answered before the stage ran (a revoked token)
+        if state is None:  # counts unknown: none of the origin's either
+            headers.update(self.headers.policy_only)
+            for name in COUNT_HEADERS:
+                headers.popall(name, None)
+        else:
+            headers.update(self.headers.get(*state))
+
+    def lines(self) -> str | None:
+        """What `apply` adds to this request's answer, as lines on the wire; None when
+        `apply` would leave the origin's own headers (no check ran). The caller drops the
+        origin's in both cases."""
+        state = COUNTS.get(_UNCHECKED)
+        if state is _UNCHECKED:
+            return None
+        if state is None:
+            return self.headers.policy_line
+        return self.headers.lines(*state)
+
+    # --- answers ------------------------------------------------------------
+
+    def _answer(self, request: web.BaseRequest, outcome: Outcome) -> web.Response | None:
+        allowed, which, remaining, wait = outcome
+        reset = whole_seconds(wait)
+        COUNTS.set((which, remaining, reset))
+        if allowed:
+            return None
+        return self._refuse(which, remaining, reset)
+
+    def _refuse(self, which: int, remaining: int, retry: int) -> web.Response:
+        self.denied += 1
+        pairs = self.headers.get(which, remaining, retry)
+        rate = self.policy.rates[which]
+        body = {
+            "error": "rate_limited",
+            "message": f"rate limit {rate.text} exceeded; retry in {retry} s",
+            "retry_after": retry,
+        }
+        return web.Response(
+            status=429,
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"Retry-After": str(retry), **dict(pairs)},
+        )
+
+    def _store_failed(
+        self, request: web.BaseRequest, client: str, exc: StoreUnavailable
+    ) -> web.Response | None:
+        self.store_errors += 1
+        self.last_error = str(exc)
+        if not self.degraded:
+            self.degraded = True
+            log.warning(
+                "rate limit %s: Redis unavailable (%s); on_store_error=%s",
+                self.policy.name,
+                exc,
+                self.policy.on_store_error,
+            )
+        mode = self.policy.on_store_error
+        if mode == "local":
+            return self._answer(request, self.memory.hit(client))
+        COUNTS.set(None)  # the counts are unknown: no numbers
+        if mode == "allow":
+            return None
+        assert self._redis is not None
+        retry = whole_seconds(self._redis.guard.breaker.reset_after)
+        body = {
+            "error": "rate_limit_unavailable",
+            "message": "rate limits cannot be checked right now",
+            "retry_after": retry,
+        }
+        return web.Response(
+            status=503,
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"Retry-After": str(retry), **dict(self.headers.policy_only)},
+        )
+
+
+def _redis_name(name: str) -> str:
+    """The limiter's part of its Redis keys: readable when safe, a digest otherwise."""
+    return name if _SAFE_NAME.fullmatch(name) else "h" + hash_secret(name)[:16]

@@ -1,0 +1,257 @@
+"""One request, start to finish: every stage in order, in one place.
+
+client -> target check -> route match -> CORS preflight (answered here)
+       -> revoked bearer token (401) -> rate limit (429; headers for every answer)
+       -> GET/HEAD on a caching route: cache (hit | coalesced fetch -> store)
+       -> anything else: forward upstream -> invalidate on unsafe success
+       -> encode for the client + CORS headers (respond.py) -> respond
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from multidict import istr
+
+from proxy.cache import policy
+from proxy.cache.memory import MemoryStore
+from proxy.edge.revocation import RevocationList, RevocationSettings
+from proxy.http.errors import ClientBodyError, json_error
+from proxy.http.headers import ForwardingPolicy, request_fields
+from proxy.http.target import BadTarget, Target, parse_target
+from proxy.observe.metrics import current_route
+from proxy.pipeline.cache_stage import HttpCache, cache_headers
+from proxy.pipeline.request_body import BodyCutShort, ClientBody, read_small
+from proxy.pipeline.routes import AmbiguousPath, RoutePolicy, RouteTable
+from proxy.pipeline.warming import Warming
+from proxy.respond.relay import interim_relay
+from proxy.respond.responder import Responder
+from proxy.shared.tier import SharedTier
+from proxy.upstream.client import BACKGROUND, UpstreamClient, UpstreamError
+from proxy.upstream.http1 import UpstreamResponse
+
+log = logging.getLogger("cacheproxy")
+
+_AUTHORIZATION = istr("Authorization")
+
+
+class Pipeline:
+    """Built once at start-up; `handle` is the proxy listener's only handler."""
+
+    def __init__(
+        self,
+        routes: RouteTable,
+        upstream: UpstreamClient,
+        store: MemoryStore,
+        shared: SharedTier | None = None,
+        revocations: RevocationList | None = None,
+        warming: Warming | None = None,
+    ) -> None:
+        self.revocations = revocations or RevocationList(RevocationSettings())
+        # Told of every rate-limit check (the metrics); app.py wires it to the observer.
+        self.ratelimit_checked: Callable[[str, bool], None] = lambda route, allowed: None
+        self.use_routes(routes)
+        self.upstream = upstream
+        self.responder = Responder(store)
+        self.cache = HttpCache(
+            store,
+            self.fetch_for_cache,
+            self.responder,
+            shared,
+            coalesce_wait=upstream.config.timeouts.read,
+            warming=warming,
+        )
+
+    def use_routes(self, routes: RouteTable) -> None:
+        """Take a (reloaded) route table. No await here: on the one event loop, a request sees
+        the old table or the new one, never a mix; one in flight keeps the policy it matched."""
+        self.routes = routes
+        self.hosts = routes.hosts
+        self.trusted_proxies = routes.trusted_proxies
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        method = request.method
+        if method == "CONNECT":
+            return json_error(405, "method_not_allowed", "CONNECT tunnels are not supported")
+        try:
+            target = parse_target(request.raw_path)
+        except BadTarget as exc:
+            return json_error(400, "bad_request", str(exc))
+        if target.authority is not None:
+            if target.authority not in self.routes.authorities:
+                # Absolute-form for a host we do not front: never an open relay.
+                msg = "this proxy only forwards to its upstreams"
+                return json_error(403, "forbidden_host", msg)
+            # Its Host header is ignored (RFC 9112 §3.2.2), so listen.hosts does not apply:
+            # the authority, checked just now against the upstreams, is what it names.
+        elif self.hosts is not None and not self.hosts.allows(request.headers.get("Host")):
+            msg = "this proxy does not serve the requested host"
+            return json_error(421, "misdirected_request", msg)
+
+        fields = request.headers
+        if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
+            # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
+            # key and the origin could each read a different one.
+            return json_error(400, "bad_request", "more than one Authorization field")
+        try:
+            route = self.routes.route_for(method, target.path)
+        except AmbiguousPath as exc:
+            return json_error(400, "ambiguous_path", str(exc))
+        current_route.set(route.name)  # for the metrics and the access log
+        if (
+            method == "OPTIONS"
+            and route.cors is not None
+            and route.cors.is_preflight(method, request.headers)
+        ):
+            status, headers = route.cors.preflight(request.headers)
+            return web.Response(status=status, headers=headers)  # never forwarded
+        if self.revocations.any:
+            refusal = self.revocations.check(fields)
+            if refusal is not None:
+                return self.responder.own(request, route, refusal)
+        limiter = route.rate_limit
+        if limiter is not None:
+            refusal = (
+                limiter.check_local(request) if limiter.local else await limiter.check(request)
+            )
+            self.ratelimit_checked(route.name, refusal is None)
+            if refusal is not None:
+                return self.responder.own(request, route, refusal)
+        # A GET with a body (search APIs do this) is not keyed by its body: never cache it.
+        cacheable = (
+            route.cache is not None and method in ("GET", "HEAD") and not request.body_exists
+        )
+        try:
+            if cacheable:
+                return await self.cache.serve(request, route, target)
+            resp = await self.forward(request, route, target)
+        except UpstreamError as exc:
+            log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.detail)
+            x_cache = ("MISS", "fwd=miss") if cacheable else ("BYPASS", "fwd=bypass")
+            headers = {**cache_headers(*x_cache), **exc.headers()}
+            error = json_error(exc.status, exc.code, exc.message, headers)
+            return self.responder.own(request, route, error)
+        if policy.is_unsafe_method(request.method):
+            await self.invalidate(request, target, resp)
+        return resp
+
+    async def invalidate(
+        self, request: web.BaseRequest, target: Target, resp: web.StreamResponse
+    ) -> None:
+        """§4.4: a successful unsafe request makes stored responses for its URLs stale."""
+        for path_query in policy.invalidation_targets(
+            request.method, resp.status, target.path_and_query, resp.headers, request.host
+        ):
+            path, _, query = path_query.partition("?")
+            route = self.routes.match("GET", path)  # where a GET of that URL is cached
+            if route.cache is not None:
+                await self.cache.purge("url", self.cache.url_key(route, path, query))
+
+    def _upstream_request(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        forwarding: ForwardingPolicy,
+        validating: bool = False,
+    ) -> tuple[str, list[str]]:
+        """The upstream request target and header lines for `request` (see request_fields)."""
+        upstream = route.upstream
+        path_qs = target.path_and_query
+        if "#" in path_qs:  # not part of a request target (RFC 9112 §3.2): never forwarded
+            path_qs = path_qs.partition("#")[0]
+        peer = request.remote
+        headers = request.headers
+        fields = request_fields(
+            headers,
+            forwarding,
+            peer=peer,
+            peer_trusted=self.trusted_proxies.trusts(peer),
+            proto=request.scheme,
+            # Absolute-form: the Host header is not what the client asked for (§3.2.2).
+            client_host=headers.get("Host") if target.authority is None else None,
+            upstream_host=upstream.host_header,
+            validating=validating,
+        )
+        return upstream.base_path + path_qs, fields
+
+    async def forward(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target
+    ) -> web.StreamResponse:
+        """Stream the request to the upstream and its response back, holding no large body."""
+        body: bytes | ClientBody | None = None
+        if request.body_exists:
+            config = self.upstream.config
+            length = request.content_length
+            try:
+                if length is not None and length <= config.buffer_body:
+                    body = await read_small(request, length)  # before it takes a slot
+                else:
+                    body = ClientBody(request, config.timeouts.client_body)
+            except BodyCutShort as exc:
+                return self._body_failed(request, route, 400, "bad_request", str(exc))
+        # Nothing forwarded here is stored, whatever the route.
+        path_qs, fields = self._upstream_request(request, route, target, route.forwarding)
+        upstream = route.upstream
+        try:
+            up = await self.upstream.send(
+                request.method,
+                upstream.origin,
+                upstream.key,
+                path_qs,
+                fields,
+                body,
+                route.name,
+                interim_relay(request),
+                request.content_length if body is not None else None,
+            )
+        except ClientBodyError as exc:
+            if exc.timed_out:
+                return self._body_failed(request, route, 408, "request_timeout", str(exc))
+            return self._body_failed(request, route, 400, "bad_request", str(exc))
+        try:
+            return await self.responder.forward(request, route, up)
+        finally:
+            up.release()
+
+    def _body_failed(
+        self, request: web.BaseRequest, route: RoutePolicy, status: int, code: str, message: str
+    ) -> web.StreamResponse:
+        """The client's body stalled or broke off: what is left of it cannot be told from a
+        next request, so the connection closes after this answer."""
+        error = json_error(status, code, message)
+        error.force_close()
+        return self.responder.own(request, route, error)
+
+    async def fetch_for_cache(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        validators: dict[str, str] | None,
+    ) -> UpstreamResponse:
+        """A bodyless upstream request on the cache's behalf; the caller releases it.
+
+        `validators` None: the client's request as it is (HEAD, Range). Otherwise a GET
+        whose client conditions are replaced by `validators` (the stored entry's, on a
+        revalidation; none on a miss, so the full response comes back to be stored).
+        """
+        assert route.cache is not None
+        query = route.cache.keys.strip_ignored(target.query)
+        if query is not target.query:  # what the key ignores must not reach the origin
+            target = target._replace(query=query)
+        validating = validators is not None
+        path_qs, fields = self._upstream_request(
+            request, route, target, route.cache_forwarding, validating
+        )
+        method = request.method
+        if validators is not None:
+            method = "GET"
+            fields += [f"{name}: {value}" for name, value in validators.items()]
+        interim = None if BACKGROUND.get() else interim_relay(request)
+        upstream = route.upstream
+        return await self.upstream.send(
+            method, upstream.origin, upstream.key, path_qs, fields, None, route.name, interim
+        )

@@ -1,0 +1,245 @@
+"""Compiled route table: request method + path -> RoutePolicy (first match wins)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from yarl import URL
+
+from proxy.config.cache import RouteCache, resolve, user_headers
+from proxy.config.loader import Config, Route
+from proxy.config.ratelimit import resolve as resolve_rate_limit
+from proxy.edge.compression import CompressionConfig, CompressionPolicy
+from proxy.edge.cors import CorsConfig, CorsPolicy
+from proxy.edge.ratelimit.limiter import RateLimiter
+from proxy.http.clientaddr import TrustedProxies
+from proxy.http.headers import ForwardingPolicy
+from proxy.http.hosts import HostAllowlist
+from proxy.http.regex import prefix_matcher
+from proxy.http.target import BadTarget, needs_reading, normalise_escapes, path_readings
+from proxy.shared.redis import SharedRedis
+from proxy.upstream.http1 import OriginKey, origin_key
+
+log = logging.getLogger("cacheproxy")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where a route forwards to, split once at start-up."""
+
+    origin: str  # scheme://host:port, no path
+    host_header: str  # what the Host header says (port omitted when default)
+    base_path: str  # prepended to the client's path; "" for none
+    authority: tuple[str, int]  # (lower-case host, port): what absolute-form targets must name
+    key: OriginKey  # (scheme, host, port): the pool's connections to it
+
+    @classmethod
+    def parse(cls, url: str) -> UpstreamTarget:
+        u = URL(url)
+        assert u.host is not None and u.port is not None  # validated by config
+        host = u.host.lower()
+        host_header = u.raw_authority.rsplit("@", 1)[-1]
+        origin = f"{u.scheme}://{host_header}"
+        return cls(
+            origin=origin,
+            host_header=host_header,
+            base_path=u.raw_path.rstrip("/"),
+            authority=(host, u.port),
+            key=origin_key(origin),
+        )
+
+
+_PLAIN_FORWARDING = ForwardingPolicy.build(None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """Everything the pipeline needs to know about one route, resolved at start-up."""
+
+    name: str
+    upstream: UpstreamTarget
+    cache: RouteCache | None = None  # None: this route does not cache
+    cors: CorsPolicy | None = None
+    compression: CompressionPolicy | None = None
+    # Which client headers go upstream: `forwarding` for requests whose answer is never
+    # stored, `cache_forwarding` for fetches made by the cache (keyed by this route's key).
+    forwarding: ForwardingPolicy = _PLAIN_FORWARDING
+    cache_forwarding: ForwardingPolicy = _PLAIN_FORWARDING
+    rate_limit: RateLimiter | None = None  # None: not limited
+
+
+_Matcher = Callable[[str], bool]
+
+
+class AmbiguousPath(BadTarget):
+    """Origins could read the path in ways that select different routes: refused (400)."""
+
+
+def _matcher(route: Route) -> _Matcher:
+    m = route.match
+    # Requests are matched with their escapes normalised (`%7e` is `~`): so are the patterns.
+    if m.path is not None:
+        exact = normalise_escapes(m.path)
+        return lambda path: path == exact
+    if m.prefix is not None:
+        prefix = normalise_escapes(m.prefix)
+        return lambda path: path.startswith(prefix)
+    assert m.regex is not None
+    # Anchored at the start like Kong's regex paths; end with `$` to pin the whole path.
+    return prefix_matcher(m.regex)
+
+
+class _Policies:
+    """One policy object per distinct config section, shared by the routes that use it."""
+
+    def __init__(self, build: Callable[[Any], Any]) -> None:
+        self._build = build
+        self._made: dict[CorsConfig | CompressionConfig, Any] = {}
+
+    def get(self, config: CorsConfig | CompressionConfig | None) -> Any:
+        if config is None or not config.enabled:
+            return None
+        if config not in self._made:
+            self._made[config] = self._build(config)
+        return self._made[config]
+
+
+def _key_secret(config: Config, per_user_routes: bool, own: bytes | None) -> bytes:
+    if config.cache is not None and config.cache.key_secret:
+        return config.cache.key_secret.encode()
+    if own is not None:
+        return own
+    if config.redis is not None and per_user_routes:
+        log.warning(
+            "cache.key_secret is not set: per-user entries are keyed with a secret of this "
+            "process's own, so other instances cannot share them through Redis"
+        )
+    return os.urandom(32)
+
+
+class RouteTable:
+    """Routes matched against the path as an origin reads it (target.path_readings), query
+    excluded; the request itself is forwarded byte for byte."""
+
+    def __init__(
+        self, config: Config, redis: SharedRedis | None = None, previous: RouteTable | None = None
+    ) -> None:
+        """`previous`: the table this one replaces on a reload. Its per-user key secret is
+        kept, so per-user entries stay reachable, and so are the windows of every limiter
+        whose settings did not change (a reload must not hand every client a fresh budget)."""
+        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
+        self._trusted = config.trusted_proxies
+        # Routes without a rate_limit section of their own share the top level's counters.
+        self.limiters: list[RateLimiter] = []
+        before = {lim.policy.name: lim for lim in previous.limiters} if previous else {}
+        same_trust = previous is not None and previous._trusted == self._trusted
+
+        def limiter(name: str, section: Any) -> RateLimiter | None:
+            policy = resolve_rate_limit(name, config.rate_limit, section)
+            if policy is None:
+                return None
+            if section is None and self.limiters and self.limiters[0].policy.name == "default":
+                return self.limiters[0]
+            old = before.get(policy.name)
+            if old is not None and old.policy == policy and same_trust:
+                built = old  # counters, windows and all
+            else:
+                built = RateLimiter(policy, self.trusted_proxies, redis)
+                if old is not None and old.policy == policy:
+                    built.memory = old.memory  # who is trusted changed, not the windows
+            self.limiters.append(built)
+            return built
+
+        cors = _Policies(CorsPolicy)
+        compression = _Policies(CompressionPolicy)
+        credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
+        own_secret = previous.key_secret if previous is not None else None
+        secret = self.key_secret = _key_secret(config, bool(credentials), own_secret)
+        public_host = config.listen.public_host
+        forwarding = ForwardingPolicy.build(public_host, None)
+
+        def cache_forwarding(cache: RouteCache | None) -> ForwardingPolicy:
+            if cache is None:
+                return forwarding
+            return ForwardingPolicy.build(public_host, cache.keys.rules.headers, cache.underscores)
+
+        default_cache = resolve(config.cache, None, credentials, secret)
+        self.default = RoutePolicy(
+            "default",
+            UpstreamTarget.parse(config.upstream.url),
+            default_cache,
+            cors.get(config.cors),
+            compression.get(config.compression),
+            forwarding,
+            cache_forwarding(default_cache),
+            limiter("default", None),
+        )
+        self._entries: list[tuple[_Matcher, frozenset[str] | None, RoutePolicy]] = []
+        for i, route in enumerate(config.routes):
+            upstream = (
+                UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
+            )
+            cache = resolve(config.cache, route.cache, credentials, secret)
+            name = route.name or f"routes[{i}]"
+            policy = RoutePolicy(
+                name,
+                upstream,
+                cache,
+                cors.get(route.cors or config.cors),
+                compression.get(route.compression or config.compression),
+                forwarding,
+                cache_forwarding(cache),
+                limiter(f"route:{name}", route.rate_limit),
+            )
+            methods = frozenset(route.match.methods) if route.match.methods else None
+            self._entries.append((_matcher(route), methods, policy))
+        self.policies = [self.default] + [p for _, _, p in self._entries]
+        self.authorities = frozenset(p.upstream.authority for p in self.policies)
+        # None: every Host is served (no per-request check at all).
+        self.hosts = HostAllowlist(config.listen.hosts) if config.listen.hosts else None
+
+    def upstream_names(self) -> dict[str, str]:
+        """Each upstream origin -> the name its figures go by: the first route naming it
+        ("default" for `upstream.url`). Names, not URLs: health needs no token."""
+        names: dict[str, str] = {}
+        for policy in self.policies:
+            names.setdefault(policy.upstream.origin, policy.name)
+        return names
+
+    def route_for(self, method: str, path: str) -> RoutePolicy:
+        """The route of a client's request; AmbiguousPath when origins could disagree on it.
+
+        A spelling must not take a request out of its route's limits or cache rules: so
+        `/api/auth/log%69n` is `/api/auth/login`'s, and `/api/x/..%2Fauth/login`, which one
+        origin reads as `/api/auth/login` and another as a file under `/api/x/`, is refused.
+        """
+        if "%" not in path and "/." not in path and "//" not in path and "#" not in path:
+            # Nearly every request: its bytes are its only reading (target.needs_reading,
+            # written out: this runs on every hit).
+            for matches, methods, policy in self._entries:
+                if (methods is None or method in methods) and matches(path):
+                    return policy
+            return self.default
+        first, *others = path_readings(path)
+        policy = self._first(method, first)
+        for other in others:
+            if self._first(method, other) is not policy:
+                raise AmbiguousPath(
+                    "the path selects different routes depending on how it is decoded "
+                    "(dot segments, %2F or //): send it in its plain form"
+                )
+        return policy
+
+    def match(self, method: str, path: str) -> RoutePolicy:
+        """The route of a path we were given (purge, invalidation, warming): its main reading."""
+        return self._first(method, path_readings(path)[0] if needs_reading(path) else path)
+
+    def _first(self, method: str, path: str) -> RoutePolicy:
+        for matches, methods, policy in self._entries:
+            if (methods is None or method in methods) and matches(path):
+                return policy
+        return self.default

@@ -1,0 +1,179 @@
+"""The head of an answer, made in one pass over the fields it is made from.
+
+A response would otherwise be copied into a header multidict and changed in place by
+one stage after another: hop-by-hop fields out, Via and the cache lines in
+(`forward_response_headers`), the encoding stage's Vary, CORS's `apply` and the rate
+limit's `apply`, before aiohttp writes it all out again. Here the same answer is written
+as its lines go by:
+
+- `forwarded_head`: an upstream response on its way through, never stored; only the
+  common case (see there), the general path answers the rest;
+- `stored_head`: the constant part of the answers from one stored form of an entry,
+  which `Responder` completes with the lines of each request.
+
+Both must say what the general path says (tests/test_answer_head.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp.http import SERVER_SOFTWARE
+from multidict import istr
+
+from proxy.cache.policy import Headers
+from proxy.edge.compression import is_acceptable
+from proxy.edge.cors import vary_values
+from proxy.edge.ratelimit.headers import COUNT_HEADERS, POLICY
+from proxy.http.headers import HOP_BY_HOP, VIA
+
+if TYPE_CHECKING:
+    from proxy.edge.cors import CorsPolicy
+    from proxy.pipeline.routes import RoutePolicy
+
+# Fields of the upstream's that never go out as they are: hop-by-hop ones, the ones the
+# proxy sets itself, and Vary and Via, which it extends.
+_FORWARD_DROP = HOP_BY_HOP | {"content-length", "x-cache", "cache-status", "vary", "via"}
+_LIMITS = frozenset(name.lower() for name in (*COUNT_HEADERS, POLICY))
+_FORWARD_DROP_LIMITED = _FORWARD_DROP | _LIMITS
+# Stored fields were forwarded ones (Via and all); each answer sets Age and the rest.
+_STORED_DROP = frozenset({"content-length", "x-cache", "cache-status", "age", "vary"})
+_STORED_DROP_LIMITED = _STORED_DROP | _LIMITS
+_CONNECTION, _ENCODING = istr("Connection"), istr("Content-Encoding")
+_TYPE, _SERVER, _DATE = istr("Content-Type"), istr("Server"), istr("Date")
+_VARY_ACCEPT_ENCODING = ("Accept-Encoding",)
+_VARY_BOTH = ("Accept-Encoding", "Origin")
+_VARY_ORIGIN = ("Origin",)
+
+
+def forwarded_head(
+    route: RoutePolicy,
+    status: int,
+    reason: str,
+    fields: Headers,
+    request_headers: Headers,
+    length: int,
+    cache_lines: str,
+) -> tuple[bytes, bool] | None:
+    """` <status> <reason>` and the header lines of the answer to a GET whose upstream
+    response (`status`, `reason`, `fields`) has a body of `length` bytes, sent as it is;
+    and whether it has its own Date. `cache_lines`: the X-Cache and Cache-Status lines.
+
+    None: not made here. The answer needs its body (de)compressed, the upstream lists
+    fields in Connection, or the rate-limit stage has not run.
+    """
+    if _CONNECTION in fields:
+        return None
+    vary_encoding = False
+    compression = route.compression
+    if compression is not None:
+        accept = request_headers.get("Accept-Encoding")
+        coding = fields.get(_ENCODING, "").strip().lower()
+        if coding and coding != "identity":
+            if not is_acceptable(accept, coding):
+                return None  # to be decoded, or passed on untouched if it cannot be
+            vary_encoding = True
+        elif compression.should_compress(status, fields, length):
+            if compression.negotiate(accept) is not None:
+                return None  # to be encoded
+            vary_encoding = True
+    limits = "" if route.rate_limit is None else route.rate_limit.lines()
+    if limits is None:
+        return None
+    cors = route.cors
+    head = [f" {status} {reason}\r\n"]
+    drop = _FORWARD_DROP if route.rate_limit is None else _FORWARD_DROP_LIMITED
+    _fields(head, fields, drop, cors, vary_encoding, via=True)
+    head.append(cache_lines)
+    if cors is not None:
+        head.append(cors.answer_lines(request_headers))
+    head.append(limits)
+    length_lines(head, fields, length)
+    return "".join(head).encode("utf-8", "surrogateescape"), _DATE in fields
+
+
+def stored_head(
+    route: RoutePolicy,
+    status: int,
+    reason: str,
+    fields: Headers,
+    length: int,
+    vary_encoding: bool,
+) -> tuple[bytes, bool]:
+    """The constant part of every answer with these stored `fields` and a body of
+    `length` bytes through `route`: what from_entry's Response would send, less the
+    lines of each request (`Age`, the cache lines, the CORS lines of an allowed Origin,
+    the rate-limit lines, Date and Connection). `vary_encoding`: add Accept-Encoding to
+    Vary (the stored form, sent to a client that does not accept what we would encode).
+    And whether the fields hold a Date.
+    """
+    cors = route.cors
+    head = [f" {status} {reason}\r\n"]
+    drop = _STORED_DROP if route.rate_limit is None else _STORED_DROP_LIMITED
+    _fields(head, fields, drop, cors, vary_encoding, via=False)
+    if cors is not None:
+        head.append(cors.static_lines)
+    length_lines(head, fields, length)
+    return "".join(head).encode("utf-8", "surrogateescape"), _DATE in fields
+
+
+def _fields(
+    head: list[str],
+    fields: Headers,
+    drop: frozenset[str],
+    cors: CorsPolicy | None,
+    vary_encoding: bool,
+    via: bool,
+) -> None:
+    """`fields` as lines onto `head`, less `drop` (and the origin's Access-Control-* on a
+    CORS route), with Vary extended and, when `via`, our hop added to Via."""
+    lines: list[str] = []
+    vary: list[str] = []  # as the origin spelled them, "Vary: " and all
+    hops: list[str] = []
+    for name, value in fields.items():
+        low = name.lower()
+        if low in drop:
+            if low == "vary":
+                vary.append(f"{name}: {value}\r\n")
+            elif low == "via" and via:
+                hops.append(value)
+        elif cors is None or not low.startswith("access-control-"):
+            lines.append(f"{name}: {value}\r\n")
+    if via:
+        hops.append(VIA)
+        lines.append(f"Via: {', '.join(hops)}\r\n")
+    varies_by_origin = cors is not None and cors.varies
+    if vary_encoding or varies_by_origin:
+        if not varies_by_origin:
+            added = _VARY_ACCEPT_ENCODING
+        else:
+            added = _VARY_BOTH if vary_encoding else _VARY_ORIGIN
+        if not vary:  # the origin's answer does not vary: most of them
+            vary = [f"Vary: {', '.join(added)}\r\n"]
+        else:
+            values = [line[line.index(":") + 2 : -2] for line in vary]
+            merged = vary_values(values, added)
+            if merged is not values:
+                vary = [f"Vary: {value}\r\n" for value in merged]
+    lines += vary
+    head.append(checked_lines(lines))
+
+
+def checked_lines(lines: list[str]) -> str:
+    """`lines`, each one line ending in CRLF, joined; ValueError when one holds another."""
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        # The last line of defence against a field that would split the answer, as
+        # aiohttp's own serialiser has (the parser lets no such field through).
+        raise ValueError("a response field holds CR or LF")
+    return text
+
+
+def length_lines(head: list[str], fields: Headers, length: int) -> None:
+    """Content-Length for a body of `length` bytes onto `head`, and what aiohttp's Response
+    adds when `fields` lack it."""
+    head.append(f"Content-Length: {length}\r\n")
+    if length and _TYPE not in fields:
+        head.append("Content-Type: application/octet-stream\r\n")
+    if _SERVER not in fields:
+        head.append(f"Server: {SERVER_SOFTWARE}\r\n")

@@ -1,0 +1,216 @@
+"""Stored responses sent as prepared bytes: what a cache hit writes.
+
+Every hit on one stored form of an entry (its own bytes, or one encoded variant) through
+one route sends the same status line, headers and body, except for a few lines that
+depend on the request: Age, X-Cache and Cache-Status, CORS for its Origin, its rate-limit
+counts, and the Date and Connection lines aiohttp would add. The rest is serialised once,
+on the form's first hit, and kept with the entry (`Entry.plan`):
+
+- a 304 from the origin makes a new Entry (`Entry.refreshed`), a purge drops the entry:
+  neither can be answered from a head made from older headers;
+- a reload makes new route policies, and a plan is only used for the route it was made
+  for (a plan for another route is replaced).
+
+`PreparedResponse` then writes head, request lines and body in one `transport.write`,
+keeping what aiohttp's own Response keeps: keep-alive (`Connection` for HTTP/1.0 and for
+a closing HTTP/1.1 answer), no body for HEAD, the writer's byte counts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import HttpVersion10, HttpVersion11
+from multidict import CIMultiDict, istr
+
+from proxy.cache.policy import Headers
+from proxy.cache.status import cache_status
+from proxy.edge.compression import is_acceptable
+from proxy.respond.encoding import AS_STORED, DECODED
+from proxy.respond.head import checked_lines, length_lines, stored_head
+
+if TYPE_CHECKING:
+    from proxy.cache.entry import Entry
+    from proxy.pipeline.routes import RoutePolicy
+
+# Statuses whose answers carry no body whatever the method: left to aiohttp's Response.
+NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))
+# A body past this is written apart from its head rather than copied into one buffer.
+_JOIN_BELOW = 64 * 1024
+_UNSET = object()
+_CHOSEN_MAX = 16  # Accept-Encoding values remembered per plan (browsers, curl, SDKs...)
+# What a head costs beyond its bytes (objects, the plan's slot), for cache.max_memory.
+HEAD_OVERHEAD = 200
+
+
+class Head:
+    """One stored form of an entry, ready to send for one route."""
+
+    __slots__ = ("body", "dated", "static")
+
+    def __init__(self, static: bytes, body: bytes, dated: bool) -> None:
+        self.static = static  # " <status> <reason>\r\n" and the constant header lines
+        self.body = body
+        self.dated = dated  # the stored headers have a Date: no Date line of our own
+
+
+class Plan:
+    """What an entry's hits through one route have in common: the variant decision's
+    inputs and the heads made so far, by variant key (None: the stored form)."""
+
+    __slots__ = ("_chosen", "coding", "compressible", "heads", "route")
+
+    def __init__(self, route: RoutePolicy, entry: Entry) -> None:
+        self.route = route
+        self.heads: dict[str | None, Head] = {}
+        self._chosen: dict[str | None, str | None] = {}  # Accept-Encoding -> variant key
+        self.coding = ""
+        self.compressible = False
+        policy = route.compression
+        if policy is not None:
+            coding = entry.headers.get("Content-Encoding", "").strip().lower()
+            self.coding = "" if coding == "identity" else coding
+            if not self.coding:
+                self.compressible = policy.should_compress(
+                    entry.status, entry.headers, len(entry.body)
+                )
+
+    def variant(self, accept_encoding: str | None) -> str | None:
+        """encoding.variant_for, with the entry's part decided once and the answer for
+        the few Accept-Encoding values clients send remembered."""
+        key = self._chosen.get(accept_encoding, _UNSET)
+        if key is _UNSET:
+            key = self._variant(accept_encoding)
+            if len(self._chosen) < _CHOSEN_MAX:
+                self._chosen[accept_encoding] = key
+        return key  # type: ignore[return-value]
+
+    def _variant(self, accept_encoding: str | None) -> str | None:
+        policy = self.route.compression
+        if policy is None:
+            return None
+        if self.coding:
+            return AS_STORED if is_acceptable(accept_encoding, self.coding) else DECODED
+        if not self.compressible:
+            return None
+        return policy.negotiate(accept_encoding) or AS_STORED
+
+
+def make_head(
+    route: RoutePolicy,
+    status: int,
+    reason: str,
+    headers: Headers,
+    body: bytes,
+    vary_encoding: bool = False,
+) -> Head:
+    """The constant part of every answer from this form: what from_entry's Response
+    would send with the per-request lines left out (see `Responder`'s `_send_head`)."""
+    static, dated = stored_head(route, status, reason, headers, len(body), vary_encoding)
+    return Head(static, body, dated)
+
+
+def serialise(status: int, reason: str, headers: Headers, length: int) -> bytes:
+    """` <status> <reason>` and the header lines, as aiohttp's Response would send them
+    for a body of `length` bytes, less Date and Connection (`PreparedResponse` adds those).
+    `headers` holds no Content-Length: this adds the body's."""
+    lines = [f" {status} {reason}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    length_lines(lines, headers, length)
+    return checked_lines(lines).encode("utf-8", "surrogateescape")
+
+
+def relayed(
+    status: int, reason: str, headers: Headers, body: bytes, cache: str
+) -> PreparedResponse:
+    """An upstream response read whole, as one write: what `web.Response` would send.
+    `headers` (without Content-Length) are final: CORS, limits and encoding applied."""
+    static = serialise(status, reason, headers, len(body))
+    tail = "" if _DATE in headers else date_line()
+    return PreparedResponse(status, reason, static, tail, body, cache)
+
+
+_DATE = istr("Date")
+_STATUS_LINES: dict[tuple[str, str], str] = {}
+
+
+def status_lines(x_cache: str, params: str) -> str:
+    """`X-Cache: <x_cache>\\r\\nCache-Status: <member>;ttl=`, the ttl's digits to follow."""
+    key = (x_cache, params)
+    lines = _STATUS_LINES.get(key)
+    if lines is None:  # the callers pass a handful of constant pairs
+        lines = _STATUS_LINES[key] = (
+            f"X-Cache: {x_cache}\r\nCache-Status: {cache_status(params)};ttl="
+        )
+    return lines
+
+
+def date_line() -> str:
+    """The Date line aiohttp adds to an answer without one (its clock, cached per second)."""
+    return f"Date: {rfc822_formatted_time()}\r\n"
+
+
+class PreparedResponse(web.StreamResponse):
+    """A response whose status line, headers and body are ready: `prepare` sends them.
+
+    Built without StreamResponse.__init__ (no header multidict, no state dict): a hit
+    allocates nothing it does not send. `headers` parses the sent lines back, for the
+    rare reader (tests, handlers after the fact).
+    """
+
+    def __init__(
+        self, status: int, reason: str, static: bytes, tail: str, body: bytes, cache: str
+    ) -> None:
+        self._status = status
+        self._reason = reason
+        self._static = static
+        self._tail = tail
+        self._prepared_body = body
+        self.cache_result = cache  # the metrics' cache label ("hit", "stale", ...)
+
+    @property
+    def headers(self) -> CIMultiDict[str]:  # type: ignore[override]
+        out: CIMultiDict[str] = CIMultiDict()
+        text = self._static.decode("utf-8", "surrogateescape") + self._tail
+        for line in text.split("\r\n")[1:]:
+            name, sep, value = line.partition(": ")
+            if sep:
+                out.add(name, value)
+        return out
+
+    async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
+        if self._eof_sent:
+            return
+        keep_alive = self._keep_alive
+        if keep_alive is None:
+            keep_alive = self._keep_alive = request.keep_alive
+        version = request.version
+        if version == HttpVersion11:
+            start = b"HTTP/1.1"
+            connection = b"" if keep_alive else b"Connection: close\r\n"
+        else:
+            start = f"HTTP/{version[0]}.{version[1]}".encode()
+            connection = (
+                b"Connection: keep-alive\r\n" if keep_alive and version == HttpVersion10 else b""
+            )
+        body = b"" if request.method == "HEAD" else self._prepared_body
+        head = b"".join((start, self._static, self._tail.encode(), connection, b"\r\n"))
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        if len(body) < _JOIN_BELOW:
+            data = head + body if body else head
+            transport.write(data)
+        else:
+            transport.write(head)
+            transport.write(body)
+        size = len(head) + len(body)
+        writer = request.writer
+        writer.buffer_size += size
+        writer.output_size += size
+        self._eof_sent = True
+        self._body_length = size
+        if request.protocol._paused:  # the client is not reading: wait, as write_eof does
+            await writer.drain()

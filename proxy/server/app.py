@@ -1,0 +1,228 @@
+"""Builds the two listeners (proxy and admin) and owns their lifecycle."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from proxy.admin.app import build_admin_app
+from proxy.cache.memory import MemoryStore
+from proxy.config.cache import CacheSettings
+from proxy.config.loader import Config, ConfigError
+from proxy.edge.revocation import RevocationList
+from proxy.http.clientaddr import ClientKeys
+from proxy.observe.health import HealthChecker
+from proxy.observe.observer import Observer
+from proxy.pipeline.handler import Pipeline
+from proxy.pipeline.routes import RouteTable
+from proxy.pipeline.url_warmer import Warmer
+from proxy.pipeline.warming import Warming
+from proxy.server.listener import Listener, ListenerStats, default_max_connections, open_files_limit
+from proxy.server.reload import ConfigSource, answer, effective, refusal, restart_required
+from proxy.server.shutdown import Shutdown
+from proxy.shared.redis import RESERVED_CONNECTIONS, SharedRedis
+from proxy.shared.tier import SharedTier
+from proxy.upstream.client import UpstreamClient
+
+log = logging.getLogger("cacheproxy")
+
+
+class ProxyServer:
+    """The running proxy: start() binds both ports, stop() drains and closes.
+
+    Whoever runs it (proxy/cli.py, a worker in proxy/server/workers.py) routes SIGTERM and SIGINT
+    to `shutdown` and calls stop() once `shutdown.until_close()` returns; until then the
+    admin port says, from the first signal on, that this process is not ready."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        reuse_port: bool = False,
+        admin_path: str | None = None,
+        source: ConfigSource | None = None,
+        shutdown: Shutdown | None = None,
+    ) -> None:
+        """`reuse_port` and `admin_path` are for a worker of several (proxy/server/workers.py): it
+        shares the proxy port with its siblings and answers admin requests on a unix socket,
+        for the supervisor that owns the admin port. `source`: what reload() re-reads.
+        `shutdown`: one whose signal handlers are already in place."""
+        self.config = config
+        self.source = source
+        self.reuse_port = reuse_port
+        self.admin_path = admin_path
+        self.redis = SharedRedis(config.redis) if config.redis is not None else None
+        routes = RouteTable(config, self.redis)
+        self.upstream = UpstreamClient(config.upstream, routes.upstream_names())
+        budget = (config.cache or CacheSettings()).max_memory
+        memory = MemoryStore(budget)
+        self.shared: SharedTier | None = None
+        if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
+            secret = config.cache.key_secret if config.cache is not None else None
+            self.shared = SharedTier(self.redis, memory, secret)
+        warming_settings = config.cache.warming if config.cache is not None else None
+        warming = None
+        if warming_settings is not None:
+            # max_rate is the upstream's whole budget: each of N workers takes its share.
+            popular = warming_settings.popular
+            warming = Warming(
+                warming_settings.refresh_ahead,
+                popular.top,
+                popular.half_life,
+                warming_settings.rate / config.workers,
+            )
+        self.revocations = RevocationList(config.revocation, self.redis)
+        self.pipeline = Pipeline(
+            routes, self.upstream, memory, self.shared, self.revocations, warming
+        )
+        self.warmer: Warmer | None = None
+        if warming_settings is not None and warming_settings.urls:
+            self.warmer = Warmer(warming_settings.urls, self.pipeline.cache, routes, self.upstream)
+        self.listener_stats = ListenerStats()
+        self.observer = Observer(
+            routes,
+            memory,
+            self.upstream,
+            config.log,
+            config.alerts,
+            self.redis,
+            self.shared,
+            self.listener_stats,
+        )
+        self.upstream.observe = self.observer.upstream_result
+        self.pipeline.ratelimit_checked = self.observer.meters.ratelimit_check  # one call less
+        up = config.upstream
+        self.health = HealthChecker(
+            up.url, up.health_path, up.health_cache, self.redis, self.shared
+        )
+        self.shutdown = shutdown or Shutdown(config.shutdown_delay)
+        if self.redis is not None:  # without it the list is always whole
+            self.health.add("revocations", self.revocations.health)
+        self._runners: list[web.BaseRunner] = []
+
+    @property
+    def ready(self) -> bool:
+        """Fit for new traffic: listening (the admin port, which answers this, is bound last),
+        config loaded, not draining. Never the upstream's health: a proxy that can answer
+        from its cache must stay in the load balancer while the upstream is down."""
+        return bool(self._runners) and not self.shutdown.draining
+
+    def reload(self) -> dict[str, object]:
+        """Re-read the source (SIGHUP, POST /config/reload); a bad file changes nothing."""
+        if self.source is None:
+            return refusal(["this process has no config file to re-read (built-in config)"])
+        try:
+            loaded = self.source.load()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config reload refused, old config kept: %s: %s", exc.source, problem)
+            return refusal(exc.problems)
+        return self.apply(loaded)
+
+    def apply(self, loaded: Config) -> dict[str, object]:
+        """Swap in what can change live: routes and their policies, for new requests.
+
+        The memory tier, upstream pool, listeners and Redis stay: cached entries, pooled and
+        client connections live on. Synchronous, so no request sees half of it."""
+        restart = restart_required(self.config, loaded)
+        config = effective(self.config, loaded)
+        routes = RouteTable(config, self.redis, previous=self.pipeline.routes)
+        wants_shared = any(p.cache and p.cache.shared for p in routes.policies)
+        if self.shared is None and self.redis is not None and wants_shared:
+            restart.append("cache.tiers")  # the Redis tier was not started with this process
+        self.pipeline.use_routes(routes)
+        self.observer.use_routes(routes)
+        self.config = config
+        log.info("config reloaded: %d route(s)", len(config.routes))
+        if restart:
+            log.warning("config reload: restart required to apply %s", ", ".join(restart))
+        return answer(restart)
+
+    async def start(self) -> None:
+        await self.upstream.start()
+        if self.redis is not None:
+            await self.redis.start()
+        await self.observer.start()
+        await self.health.start()
+        if self.shared is not None:
+            await self.shared.start()
+        await self.revocations.start()
+        if self.warmer is not None:
+            self.warmer.start()
+        grace = self.config.shutdown_grace
+        listen = self.config.listen
+        open_files = open_files_limit()
+        # Descriptors the process needs besides client connections: upstream and Redis pools.
+        # Each upstream origin has its own pool bound.
+        outbound = self.config.upstream.pool.max_connections * len(self.upstream.stats())
+        if self.config.redis is not None:
+            # The pool's size: the guard's slots plus the subscriptions' (redis_conn.py).
+            outbound += self.config.redis.max_connections + RESERVED_CONNECTIONS
+        max_connections = listen.max_connections or default_max_connections(open_files, outbound)
+        log.info("proxy port: at most %d connections (open files %d)", max_connections, open_files)
+        # The proxy port routes with its own table, so aiohttp's router is dead weight:
+        # the low-level server costs measurably less CPU per request (shared/design.md).
+        top_limit = self.config.rate_limit
+        listener = Listener(
+            self.pipeline.handle,
+            listen.timeouts,
+            max_connections,
+            self.listener_stats,
+            self.observer.observe,
+            listen.max_connections_per_client,
+            ClientKeys(top_limit.ipv6_prefix if top_limit is not None else 64),
+            lambda peer: self.pipeline.trusted_proxies.trusts(peer),
+        )
+        # The runner calls listener.shutdown(grace) once the port stops accepting.
+        proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)
+        admin_runner = web.AppRunner(
+            build_admin_app(self), access_log=None, shutdown_timeout=min(grace, 5.0)
+        )
+        try:
+            await proxy_runner.setup()
+            self._runners.append(proxy_runner)
+            await web.TCPSite(
+                proxy_runner,
+                listen.host,
+                listen.port,
+                reuse_address=True,
+                reuse_port=self.reuse_port,
+            ).start()
+            await admin_runner.setup()
+            self._runners.append(admin_runner)
+            admin = self.config.admin
+            site = (
+                web.UnixSite(admin_runner, self.admin_path)
+                if self.admin_path is not None
+                else web.TCPSite(admin_runner, admin.host, admin.port, reuse_address=True)
+            )
+            await site.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    @property
+    def proxy_port(self) -> int:
+        return int(self._runners[0].addresses[0][1])
+
+    @property
+    def admin_port(self) -> int:
+        return int(self._runners[1].addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to the grace), then close."""
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        if self.warmer is not None:
+            await self.warmer.close()
+        await self.pipeline.cache.close()
+        if self.shared is not None:
+            await self.shared.close()
+        await self.upstream.close()
+        await self.revocations.close()
+        await self.health.close()
+        await self.observer.stop()
+        if self.redis is not None:
+            await self.redis.close()

@@ -1,0 +1,545 @@
+"""The proxy port: aiohttp's low-level server, with bounds on what one client may hold.
+
+aiohttp gives a connection as long as it likes to send a request head (its keep-alive timer
+defaults to an hour) and nothing bounds a stalled request body, so a few hundred slow clients
+could hold every file descriptor. Here each connection is bounded in time (request head,
+keep-alive idle, body silence), its head in size (HEAD_LIMITS), and the listener in number
+(`max_connections`, and `max_connections_per_client` for any one client address).
+
+The timers are lazy: a deadline is a float on the connection, and its `call_at` handle is
+re-armed only when it fires before the deadline, so a busy keep-alive connection does not pay
+for a timer per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any, cast
+
+import orjson
+from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler
+
+from proxy.config.loader import ClientTimeouts
+from proxy.http.errors import json_error
+
+log = logging.getLogger("cacheproxy.listener")
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# Told of every answer once it is sent: (request, response, seconds since its head arrived).
+Observe = Callable[[web.BaseRequest, web.StreamResponse, float], None]
+
+# llhttp also lets HTTP/0.9 and HTTP/2.0 request lines through; neither is spoken here.
+HTTP1 = frozenset({HttpVersion10, HttpVersion11})
+
+# What one request head may hold (aiohttp's defaults let ~1 MB wait for `request_head`
+# seconds per connection). Bytes: the request line, one field (name and value), and a head
+# still incomplete; and fields at most. Like nginx's 8k buffers and Apache's 100 fields.
+MAX_REQUEST_LINE = 16 * 1024  # URLs with long query strings are common in APIs
+MAX_FIELD = 8 * 1024
+MAX_FIELDS = 100
+MAX_HEAD = 64 * 1024
+HEAD_LIMITS = {
+    "max_line_size": MAX_REQUEST_LINE,
+    "max_field_size": MAX_FIELD,
+    "max_headers": MAX_FIELDS,
+}
+# aiohttp's parser says "too many fields" only in words (checked by tests/test_listener.py).
+_TOO_MANY_FIELDS = "Too many headers received"
+
+# Descriptors kept free beyond client connections: listening sockets, the admin listener and
+# its clients, log files, DNS, the event loop's own. Upstream connections are added on top.
+FD_RESERVE = 64
+
+
+def default_max_connections(open_files: int, upstream_connections: int) -> int:
+    """Client connections one process may hold without running out of descriptors.
+
+    Past the open-files limit accept() fails for every listener, the admin one included, so
+    the bound leaves room for the upstream pool (one descriptor per pooled connection) and
+    FD_RESERVE. A limit too small for that reserve still gets half its descriptors.
+    """
+    return max(open_files - upstream_connections - FD_RESERVE, open_files // 2, 1)
+
+
+def open_files_limit() -> int:
+    """This process's soft RLIMIT_NOFILE (cli raises it to the hard limit at start)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    """Counters for the proxy port (admin `GET /listener/stats`)."""
+
+    max_connections: int = 0
+    open_connections: int = 0
+    refused_connections: int = 0  # beyond max_connections, closed at once
+    max_connections_per_client: int = 0  # 0: no bound
+    refused_per_client: int = 0  # beyond max_connections_per_client, closed at once
+    head_timeouts: int = 0
+    body_timeouts: int = 0
+    bad_requests: int = 0  # not parsable as HTTP/1.x: answered 400, logged in one line
+
+
+class LogBudget:
+    """At most `burst` lines per `window` seconds, so a flood cannot flood the log too."""
+
+    def __init__(self, burst: int = 10, window: float = 60.0) -> None:
+        self.burst = burst
+        self.window = window
+        self._window_start = float("-inf")
+        self._used = 0
+        self._held_back = 0
+
+    def take(self, now: float) -> int | None:
+        """None: stay quiet. Otherwise log, mentioning the returned number of lines held back."""
+        if now - self._window_start >= self.window:
+            self._window_start = now
+            self._used = 0
+        if self._used >= self.burst:
+            self._held_back += 1
+            return None
+        self._used += 1
+        held_back, self._held_back = self._held_back, 0
+        return held_back
+
+
+def raw_answer(status: int, reason: str, code: str, message: str) -> bytes:
+    """A whole response for a connection about to be closed, when no handler will answer."""
+    body = orjson.dumps({"error": code, "message": message})
+    return (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        f"Date: {formatdate(usegmt=True)}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+def _request_timeout() -> bytes:
+    return raw_answer(408, "Request Timeout", "request_timeout", "the request took too long")
+
+
+def _shutting_down() -> bytes:
+    return raw_answer(503, "Service Unavailable", "shutting_down", "the proxy is restarting")
+
+
+def _head_too_large() -> bytes:
+    message = f"the request head is over {MAX_HEAD // 1024} KiB"
+    return raw_answer(431, "Request Header Fields Too Large", "head_too_large", message)
+
+
+class _UnsupportedVersion(web.BaseRequest):
+    """A request line in an HTTP version other than 1.0/1.1: answered 505, never forwarded."""
+
+
+async def _unsupported_version() -> web.StreamResponse:
+    resp = json_error(505, "http_version_not_supported", "this proxy speaks HTTP/1.0 and HTTP/1.1")
+    resp.force_close()
+    return resp
+
+
+class ListenerProtocol(RequestHandler):
+    """One client connection: aiohttp's RequestHandler plus the head and body timers.
+
+    It reads a few of RequestHandler's private fields (`_waiter`: the handler is idle, waiting
+    for a request; `_request_count`: heads parsed so far; `_next_keepalive_close_time`) the way
+    RequestHandler itself does; tests/test_listener.py checks that they still exist.
+    """
+
+    __slots__ = (
+        "_body",
+        "_body_timeout",
+        "_body_timer",
+        "_client",
+        "_head_bytes",
+        "_head_deadline",
+        "_head_started",
+        "_head_timeout",
+        "_head_timer",
+        "_last_read",
+        "_listener",
+        "_observe",
+        "_remote",
+        "_started",
+    )
+
+    def __init__(self, listener: Listener, **kwargs: Any) -> None:
+        super().__init__(listener, **kwargs)
+        self._listener: Listener | None = listener
+        self._head_timeout = listener.timeouts.request_head
+        self._body_timeout = listener.timeouts.body
+        self._head_deadline = 0.0  # 0: no request head under way
+        self._head_started = False  # a byte of that head has arrived
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # of a head still incomplete
+        self._client: str | None = None  # counted against max_connections_per_client
+        self._body: StreamReader | None = None  # a request body still being received
+        self._last_read = 0.0
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._started = 0.0  # perf_counter() when the current request was handed over
+        self._observe = listener.observe  # kept after connection_lost: that answer counts too
+        self._remote: str | None = None
+
+    def remote(self) -> str | None:
+        """The peer's address as BaseRequest.remote gives it, found on the first request."""
+        remote = self._remote
+        if remote is None:
+            peer = self.peername
+            if peer is None:
+                return None
+            remote = self._remote = str(peer[0]) if isinstance(peer, list | tuple) else str(peer)
+        return remote
+
+    # --- request head ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        listener = self._listener
+        if listener is not None and listener.stats.max_connections_per_client:
+            self._client = listener.admit(self.remote())
+            if self._client is None:
+                self._abort(None)
+                return
+        self._expect_head(started=False)
+
+    def data_received(self, data: bytes) -> None:
+        if not data:  # resume_reading() feeds b"" to parse what is buffered
+            super().data_received(data)
+            return
+        if self._body is not None:
+            self._last_read = self._loop.time()
+        under_way = self._head_deadline
+        # The first bytes of the next request on a kept-alive connection: keep-alive
+        # bounded the idle time, request_head bounds the head from here (as nginx).
+        idle = not under_way and (waiter := self._waiter) is not None and not waiter.done()
+        heads = self._request_count
+        super().data_received(data)
+        if self._request_count != heads:  # a head was parsed (or found malformed)
+            self._head_deadline = 0.0
+            return
+        if under_way:
+            self._head_started = True
+        elif idle:  # only part of a head came: its time starts now (a whole one needs none)
+            self._expect_head(started=True)
+        else:
+            return
+        # Every byte since the head began is the head's: none of it completed one.
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD and self.transport is not None:
+            self._head_deadline = 0.0
+            if self._listener is not None:
+                self._listener.bad_request(self.remote(), f"request head over {MAX_HEAD} bytes")
+            self._abort(_head_too_large())
+
+    def _expect_head(self, started: bool) -> None:
+        loop = self._loop
+        deadline = loop.time() + self._head_timeout
+        self._head_deadline = deadline
+        self._head_started = started
+        self._head_bytes = 0
+        # aiohttp's keep-alive timer also closes a connection still waiting for a request when
+        # it fires; keep it clear of a head under way, which gets request_head whole.
+        if self._next_keepalive_close_time <= deadline:
+            self._next_keepalive_close_time = deadline + 1.0
+        if self._head_timer is None:  # else it fires earlier and re-arms: deadlines only grow
+            self._head_timer = loop.call_at(deadline, self._check_head)
+
+    def _check_head(self) -> None:
+        self._head_timer = None
+        deadline = self._head_deadline
+        if not deadline or self.transport is None:
+            return
+        if self._loop.time() < deadline:
+            self._head_timer = self._loop.call_at(deadline, self._check_head)
+            return
+        self._head_deadline = 0.0
+        if self._listener is not None:
+            self._listener.stats.head_timeouts += 1
+        # A client that sent part of a request is told why; a silent one is just closed
+        # (a 408 it never asked for would confuse a client about to reuse the connection).
+        self._abort(_request_timeout() if self._head_started else None)
+
+    # --- request body ---------------------------------------------------------------------
+
+    def watch_body(self, payload: StreamReader) -> None:
+        """Bound the silence while `payload` is still arriving (called per request with a body)."""
+        self._body = payload
+        self._last_read = now = self._loop.time()
+        if self._body_timer is None:  # else it fires earlier and re-arms
+            self._body_timer = self._loop.call_at(now + self._body_timeout, self._check_body)
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        payload = self._body
+        if payload is None or self.transport is None:
+            return
+        if payload.is_eof():
+            self._body = None
+            return
+        now = self._loop.time()
+        if self._reading_paused or self._buffer_paused:
+            # We stopped reading (the upstream is slower than the client): not the client's wait.
+            self._last_read = now
+        deadline = self._last_read + self._body_timeout
+        if now < deadline:
+            self._body_timer = self._loop.call_at(deadline, self._check_body)
+            return
+        self._body = None
+        if self._listener is not None:
+            self._listener.stats.body_timeouts += 1
+        request = self._current_request
+        nothing_sent = request is not None and request.writer.output_size == 0
+        self._abort(_request_timeout() if nothing_sent else None)
+
+    # --- accounting ---------------------------------------------------------------------
+
+    def log_access(
+        self, request: web.BaseRequest, response: web.StreamResponse, time_: float | None
+    ) -> None:
+        # aiohttp calls this after every answer, its own 400/500s included. Its own timing
+        # (loop.time()) has 1 ms resolution under uvloop: ours is perf_counter().
+        if self._observe is not None:
+            self._observe(request, response, time.perf_counter() - self._started)
+
+    # --- ending connections ---------------------------------------------------------------
+
+    def _abort(self, answer: bytes | None) -> None:
+        """Close now: send `answer` if it can go out whole, stop the handler, drop the rest."""
+        transport = self.transport
+        if transport is not None:
+            if answer is not None and not transport.get_write_buffer_size():
+                transport.write(answer)
+            if transport.get_write_buffer_size():
+                # The client is not reading: close() would wait for it to.
+                transport.abort()
+        if self._task_handler is not None:
+            self._task_handler.cancel()  # cancels the handler it awaits, and its upstream call
+        self.force_close()
+
+    def drain(self) -> None:
+        """Shutdown has begun: close at once if idle, else after the response under way."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._abort(None)  # idle, or part way through a head: nothing to finish
+        else:
+            self.close()
+
+    def cut(self) -> None:
+        """The shutdown grace is over: end the request still running."""
+        request = self._current_request
+        nothing_sent = request is not None and request.writer.output_size == 0
+        self._abort(_shutting_down() if nothing_sent else None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.connection_closed(self._client)
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+        self._body = None
+        super().connection_lost(exc)
+
+    # --- malformed requests ---------------------------------------------------------------
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)  # a bug: keep the trace
+        # The client's bytes are not HTTP/1.x: its problem, worth one line, not a traceback.
+        reason = _one_line(exc.message or type(exc).__name__)
+        listener = self._listener
+        if listener is not None:
+            listener.bad_request(request.remote, reason)
+        if isinstance(exc, LineTooLong) and exc.args[1:2] == (MAX_REQUEST_LINE,):
+            message = f"the request line is over {MAX_REQUEST_LINE} bytes"
+            resp = json_error(414, "uri_too_long", message)
+        elif isinstance(exc, LineTooLong) or exc.message == _TOO_MANY_FIELDS:
+            message = f"at most {MAX_FIELDS} header fields of {MAX_FIELD} bytes each"
+            resp = json_error(431, "header_fields_too_large", message)
+        else:
+            resp = json_error(status, "bad_request", f"malformed request: {reason}")
+        resp.force_close()
+        return resp
+
+
+def _not_logged(held_back: int) -> str:
+    return f" ({held_back} more since the last such line)" if held_back else ""
+
+
+def _one_line(message: str, limit: int = 200) -> str:
+    """aiohttp's parser errors span lines (reason, the bytes, a ^ under the fault)."""
+    parts = (line.strip() for line in message.splitlines())
+    return " ".join(part for part in parts if part.strip("^"))[:limit]
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection beyond max_connections: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+class Listener(web.Server):
+    """The proxy port's server: connection bound, per-connection timers, one-budget shutdown."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        timeouts: ClientTimeouts,
+        max_connections: int,
+        stats: ListenerStats | None = None,
+        observe: Observe | None = None,
+        max_connections_per_client: int = 0,
+        client_key: Callable[[str], str] = str,
+        unbounded: Callable[[str], bool] = lambda peer: False,
+    ) -> None:
+        super().__init__(
+            self._version_guard(handler),
+            request_factory=self._request,
+            keepalive_timeout=timeouts.keepalive,
+            access_log=None,
+            **HEAD_LIMITS,
+        )
+        self.timeouts = timeouts
+        self.observe = observe
+        self.stats = stats or ListenerStats()
+        self.stats.max_connections = max_connections
+        self.stats.max_connections_per_client = max_connections_per_client
+        # Who holds the sockets: the TCP peer (a client cannot choose it as it can its
+        # X-Forwarded-For), IPv6 by network like the rate limiter; trusted proxies are not
+        # bounded, since every client behind them shares their address.
+        self._client_key = client_key
+        self._unbounded = unbounded
+        self._per_client: dict[str, int] = {}
+        self._refusals_log = LogBudget()
+        self._bad_requests_log = LogBudget()
+        self._drained: asyncio.Future[None] | None = None
+
+    @staticmethod
+    def _version_guard(handler: Handler) -> Handler:
+        # Not a coroutine itself: it hands aiohttp the handler's own, so every request does
+        # not pay for one more coroutine frame on each of its resumptions.
+        def guarded(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+            if request.__class__ is not _UnsupportedVersion:
+                return handler(request)
+            return _unsupported_version()
+
+        return guarded
+
+    def _request(
+        self,
+        message: Any,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: Any,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        conn: ListenerProtocol = protocol  # type: ignore[assignment]  # (no cast(): a call)
+        conn._started = time.perf_counter()
+        version = message.version  # the parser's own HttpVersion11/10 objects, as a rule
+        if version is not HttpVersion11 and version is not HttpVersion10 and version not in HTTP1:
+            # Answer in the version we speak (RFC 9112 §2.3), then close.
+            message = message._replace(version=HttpVersion11, should_close=True)
+            return _UnsupportedVersion(message, payload, protocol, writer, task, self._loop)
+        if payload is not EMPTY_PAYLOAD and not payload.is_eof():
+            conn.watch_body(payload)
+        # The peer of a connection does not change: worked out once (the rate limit and
+        # the access log ask for it on every request).
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, self._loop, remote=conn.remote()
+        )
+
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        """The protocol factory asyncio calls for each accepted connection."""
+        stats = self.stats
+        if stats.open_connections >= stats.max_connections:
+            stats.refused_connections += 1
+            held_back = self._refusals_log.take(self._loop.time())
+            if held_back is not None:
+                log.warning(
+                    "refusing a connection: max_connections (%d) reached%s",
+                    stats.max_connections,
+                    _not_logged(held_back),
+                )
+            return _Refuse()
+        # Counted here, before connection_made, so a burst of accepts cannot overshoot.
+        stats.open_connections += 1
+        return ListenerProtocol(self, loop=self._loop, **self._kwargs)
+
+    def admit(self, peer: str | None) -> str | None:
+        """The name a new connection from `peer` counts under (`""`: not counted), or None
+        when that client holds max_connections_per_client already."""
+        if not peer or self._unbounded(peer):
+            return ""
+        client = self._client_key(peer)
+        held = self._per_client.get(client, 0)
+        if held >= self.stats.max_connections_per_client:
+            self.stats.refused_per_client += 1
+            held_back = self._refusals_log.take(self._loop.time())
+            if held_back is not None:
+                log.warning(
+                    "refusing a connection from %s: it holds max_connections_per_client (%d)%s",
+                    client,
+                    held,
+                    _not_logged(held_back),
+                )
+            return None
+        self._per_client[client] = held + 1
+        return client
+
+    def connection_closed(self, client: str | None = None) -> None:
+        if client:
+            held = self._per_client.pop(client) - 1
+            if held:
+                self._per_client[client] = held
+        self.stats.open_connections -= 1
+        drained = self._drained
+        if drained is not None and not self.stats.open_connections and not drained.done():
+            drained.set_result(None)
+
+    def bad_request(self, peer: str | None, reason: str) -> None:
+        self.stats.bad_requests += 1
+        held_back = self._bad_requests_log.take(self._loop.time())
+        if held_back is not None:
+            log.info("bad request from %s: %s%s", peer, reason, _not_logged(held_back))
+
+    def pre_shutdown(self) -> None:
+        # The runner has stopped accepting; idle connections go now.
+        for conn in self.connections:
+            cast(ListenerProtocol, conn).drain()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's)
+        """Give requests under way `timeout` seconds in all, then end them.
+
+        aiohttp's own shutdown waits `timeout` for the handlers and as long again after
+        cancelling them, so a 10 s grace could take 20.
+        """
+        if self.stats.open_connections:
+            self._drained = self._loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained, timeout)
+        conns = self.connections  # includes handlers still running for clients that left
+        busy = sum(conn.transport is not None for conn in conns)
+        for conn in conns:
+            cast(ListenerProtocol, conn).cut()
+        if busy:
+            log.warning("shutdown grace over: cut %d connection(s) still busy", busy)

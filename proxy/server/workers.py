@@ -1,0 +1,697 @@
+"""`workers: N`: N processes share the proxy port; a supervisor runs them and owns the admin port.
+
+Each worker is a whole proxy (its own memory tier; the Redis tier, when configured, is what
+they share) bound to the proxy port with SO_REUSEPORT, so the kernel spreads connections
+across them. The supervisor serves no proxy traffic and needs no Redis:
+
+- it checks that the proxy port is free before starting workers: with SO_REUSEPORT, another
+  instance run by the same user could otherwise bind it too and silently take a share of it;
+- it serves the admin port: `GET /workers` itself, anything else by asking every worker on its
+  private unix socket (in a 0700 directory) and merging the answers (proxy/admin/merge.py);
+- a worker that dies is restarted, after a delay that grows while it keeps dying young; a
+  worker that cannot start at start-up stops the whole run, with its reason and exit code 1;
+- SIGTERM makes its `/readyz` 503 at once and is passed on to every worker, which serves on
+  for shutdown_delay, then drains for shutdown_grace (proxy/server/shutdown.py); SIGINT is passed
+  on as SIGINT, which skips the delay. A worker still running STOP_MARGIN seconds past
+  both is killed;
+- SIGHUP (or `POST /config/reload`) reloads the config: the supervisor re-reads the file for
+  the workers it will (re)start, and every serving worker re-reads it itself
+  (proxy/server/reload.py);
+- it keeps a copy of the revocations made through it and hands it to every worker it starts,
+  before that worker serves; one made while a worker starts is sent down its pipe (a
+  restarted worker would otherwise accept every token revoked before, without Redis).
+
+Workers are started with `spawn` (a fresh interpreter, not a fork of a process running an
+event loop) and get the validated Config through a pipe: command-line overrides and ${ENV}
+values are not redone, and no secret is written to disk. A worker whose supervisor is gone
+(its end of the pipe closes) drains and exits rather than serve on unsupervised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+from prometheus_client import CONTENT_TYPE_LATEST
+from yarl import URL
+
+from proxy.admin.app import LIVE_PATH, livez, state, token_guard
+from proxy.admin.merge import Answer, Unanswered, merge_answers
+from proxy.config.loader import Config, ConfigError, redact_urls, with_overrides
+from proxy.edge.revocation import ListFull, RevocationList, parse_revocation
+from proxy.http.errors import json_error
+from proxy.http.headers import HOP_BY_HOP
+from proxy.observe.metrics import MULTIPROC_ENV, render_multiprocess, worker_exited
+from proxy.observe.observer import merge_summaries
+from proxy.server.app import ProxyServer
+from proxy.server.eventloop import run as run_loop
+from proxy.server.reload import ConfigSource, effective
+from proxy.server.shutdown import Shutdown
+
+log = logging.getLogger("cacheproxy.workers")
+
+ANSWER_TIMEOUT = 2.0  # seconds a worker gets to answer an admin request, plus REDIS_CALLS
+REDIS_CALLS = 4  # ...times redis.timeout with Redis: a purge makes a few calls in a row
+ANSWER_MAX = 16 * 1024 * 1024  # bytes of one worker's admin answer, at most
+START_TIMEOUT = 30.0  # seconds a worker gets to bind its sockets and say it is ready
+STOP_MARGIN = 5.0  # seconds past shutdown_grace before a worker still draining is killed
+RESTART_FIRST = 0.5  # seconds before restarting a worker that died...
+RESTART_MAX = 30.0  # ...doubling while it keeps dying young, up to this
+STABLE_AFTER = 10.0  # seconds of life after which a death no longer counts as dying young
+# A worker whose event loop hangs still holds its share of the port (SO_REUSEPORT hands it
+# new connections) and never dies by itself: each serving worker is pinged every
+# HEARTBEAT_EVERY seconds, and killed (then restarted) after HEARTBEAT_MISSES silent pings
+# in a row, each given ANSWER_TIMEOUT: 12 s or more of a loop that answers nothing.
+HEARTBEAT_EVERY = 2.0
+HEARTBEAT_MISSES = 4
+
+_READY = b"ready"
+_FAILED = b"failed "
+_MESSAGE_MAX = 4096  # bytes of a worker's start-up message
+_REVOKED = b"revoked "  # supervisor -> worker: JSON [[member, expiry], ...]
+# Not passed between supervisor and workers: per hop, or set again by the client.
+_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", "accept-encoding"}
+_ANSWER_DROP = HOP_BY_HOP | {"content-length", "content-type", "content-encoding", "date", "server"}
+_WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (worker {index}): %(message)s"
+
+
+class CannotStart(Exception):
+    """A worker could not start at start-up (port taken, ...): the run ends with exit code 1."""
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds before restarting a worker that has died young `failures` times in a row."""
+    return min(RESTART_MAX, RESTART_FIRST * 2 ** max(failures - 1, 0))
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+# --- the worker process ----------------------------------------------------------------------
+
+
+def worker_main(
+    config: Config,
+    index: int,
+    admin_path: str,
+    log_level: int,
+    pipe: Connection,
+    source: ConfigSource | None = None,
+    revoked: list[tuple[str, float]] | None = None,
+) -> None:
+    """Entry point of a worker process. `revoked`: the supervisor's revocation list."""
+    # Until its loop handles SIGINT (as the supervisor does: stop without the delay), Ctrl-C
+    # at a terminal, which reaches the whole process group, must not end it mid-start.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format=_WORKER_LOG_FORMAT.format(index=index))
+    raise SystemExit(run_loop(_serve_worker(config, admin_path, pipe, source, revoked)))
+
+
+async def _serve_worker(
+    config: Config,
+    admin_path: str,
+    pipe: Connection,
+    source: ConfigSource | None = None,
+    revoked: list[tuple[str, float]] | None = None,
+) -> int:
+    loop = asyncio.get_running_loop()
+    shutdown = Shutdown(config.shutdown_delay)
+    loop.add_signal_handler(signal.SIGTERM, shutdown.terminate)
+    loop.add_signal_handler(signal.SIGINT, shutdown.interrupt)
+    orphaned = False
+    revocations: RevocationList | None = None
+
+    def from_supervisor() -> None:
+        # It writes revocations made while this worker starts; end of file: it is gone.
+        nonlocal orphaned
+        try:
+            message = pipe.recv_bytes()
+        except (EOFError, OSError):
+            orphaned = True
+            loop.remove_reader(pipe.fileno())
+            log.warning("the supervisor is gone: stopping")
+            shutdown.interrupt()  # nobody routes by this worker's readiness: no delay
+            return
+        if revocations is not None and message.startswith(_REVOKED):
+            revocations.load(orjson.loads(message.removeprefix(_REVOKED)))
+
+    loop.add_reader(pipe.fileno(), from_supervisor)
+    try:
+        server = ProxyServer(
+            config, reuse_port=True, admin_path=admin_path, source=source, shutdown=shutdown
+        )
+        revocations = server.revocations
+        revocations.load(revoked or ())  # before the port is bound: nothing served without it
+        # Before "ready": the supervisor only signals workers that are serving.
+        loop.add_signal_handler(signal.SIGHUP, server.reload)
+        await server.start()
+    except Exception as exc:
+        if not isinstance(exc, OSError):
+            log.exception("cannot start")
+        _tell(pipe, _FAILED + str(exc).encode(errors="replace"))
+        return 1
+    _tell(pipe, _READY)
+    await shutdown.until_close()
+    log.info("draining in-flight requests (up to %.0fs)", config.shutdown_grace)
+    await server.stop()
+    if orphaned:  # a supervisor killed outright could not tidy up: the last worker out does
+        directory = os.path.dirname(admin_path)
+        with contextlib.suppress(OSError):
+            os.unlink(admin_path)
+            if not any(name.endswith(".sock") for name in os.listdir(directory)):
+                shutil.rmtree(directory)  # its metrics files with it
+    return 0
+
+
+def _tell(pipe: Connection, message: bytes) -> None:
+    with contextlib.suppress(OSError):  # the supervisor is gone: supervisor_gone() says so
+        pipe.send_bytes(message[:_MESSAGE_MAX])
+
+
+# --- the supervisor's view of one worker -------------------------------------------------------
+
+
+class WorkerProcess:
+    """One started worker process: when it is ready, and when it ends, as futures."""
+
+    def __init__(self, process: BaseProcess, pipe: Connection) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        self.process = process
+        self.pid = process.pid
+        self.started = loop.time()
+        self.started_at = time.time()
+        self._pipe = pipe
+        # None once it is serving; otherwise why it could not start.
+        self.ready: asyncio.Future[str | None] = loop.create_future()
+        self.exited: asyncio.Future[int | None] = loop.create_future()
+        self._listening = True
+        loop.add_reader(pipe.fileno(), self._on_message)
+        loop.add_reader(process.sentinel, self._on_exit)
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.pid is not None and not self.exited.done():  # not reaped: the pid is still its
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    @property
+    def serving(self) -> bool:
+        return self.ready.done() and self.ready.result() is None and not self.exited.done()
+
+    def tell(self, message: bytes) -> None:
+        """Send the worker a message (small: a pipe's buffer holds many)."""
+        with contextlib.suppress(OSError):  # it has died: _on_exit says so
+            self._pipe.send_bytes(message)
+
+    def _stop_listening(self) -> None:
+        if self._listening:
+            self._listening = False
+            self._loop.remove_reader(self._pipe.fileno())
+
+    def _on_message(self) -> None:
+        self._stop_listening()
+        try:
+            message = self._pipe.recv_bytes(_MESSAGE_MAX)
+        except (EOFError, OSError):
+            return  # it ended without a word: _on_exit says how
+        if not self.ready.done():
+            reason = message.removeprefix(_FAILED).decode(errors="replace")
+            self.ready.set_result(None if message == _READY else reason)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self.process.sentinel)
+        self._stop_listening()
+        self.process.join()  # it has ended: this only reaps it
+        code = self.process.exitcode
+        if not self.ready.done():
+            self.ready.set_result(f"{describe_exit(code)} before it was ready")
+        self._pipe.close()
+        self.exited.set_result(code)
+
+
+@dataclass
+class Slot:
+    """Worker number `index`, across its restarts."""
+
+    index: int
+    admin_path: str
+    session: aiohttp.ClientSession  # to its admin socket
+    current: WorkerProcess | None = None
+    restarts: int = 0
+    failures: int = 0  # deaths in a row, each before STABLE_AFTER seconds of life
+
+    def why_not_serving(self) -> str:
+        worker = self.current
+        if worker is None:
+            return "not started"
+        if worker.exited.done():
+            return f"{describe_exit(worker.exited.result())}; restarting"
+        return "starting"
+
+    def describe(self) -> dict[str, object]:
+        worker = self.current
+        return {
+            "worker": self.index,
+            "pid": worker.pid if worker else None,
+            "alive": worker is not None and not worker.exited.done(),
+            "ready": worker is not None and worker.serving,
+            "restarts": self.restarts,
+            "started_at": (
+                datetime.fromtimestamp(worker.started_at, UTC).isoformat(timespec="seconds")
+                if worker
+                else None
+            ),
+            "admin_socket": self.admin_path,  # for asking this worker alone
+        }
+
+
+# --- the supervisor ----------------------------------------------------------------------------
+
+
+async def probe_port(host: str, port: int) -> int:
+    """Bind the proxy port the way a lone process would (no SO_REUSEPORT), then let it go.
+
+    It fails if anything listens there, SO_REUSEPORT or not; port 0 gets a free port, which
+    the workers then share.
+    """
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        asyncio.Protocol, host, port, reuse_address=True, start_serving=False
+    )
+    try:
+        return int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+class Supervisor:
+    def __init__(self, config: Config, source: ConfigSource | None = None) -> None:
+        self.config = config
+        self.source = source
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = asyncio.Event()
+        self.shutdown = Shutdown(config.shutdown_delay)
+        self._started = False  # every worker was ready once
+        self._told: list[WorkerProcess] = []  # workers signalled to stop
+        self.slots: list[Slot] = []
+        self._keepers: list[asyncio.Task[None]] = []
+        self._admin: web.AppRunner | None = None
+        self._socket_dir: str | None = None
+        self.metrics_dir: str | None = None
+        redis = config.redis
+        self.answer_timeout = ANSWER_TIMEOUT + (REDIS_CALLS * redis.timeout if redis else 0.0)
+        # Revocations made through this supervisor, for the workers it starts from now on.
+        self.revocations = RevocationList(config.revocation)
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; raises CannotStart (or OSError) if it cannot start."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._terminate)
+        loop.add_signal_handler(signal.SIGINT, self._interrupt)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        try:
+            await self._start()
+            await self._stop.wait()
+        finally:
+            await self._close()
+
+    async def _start(self) -> None:
+        listen, admin = self.config.listen, self.config.admin
+        port = await probe_port(listen.host, listen.port)
+        if port != listen.port:
+            self.config = with_overrides(self.config, port=port)
+            if self.source is not None:  # a reload must not see `port: 0` as a change
+                self.source = dataclasses.replace(self.source, port=port)
+        self._admin = web.AppRunner(build_supervisor_admin(self), access_log=None)
+        await self._admin.setup()
+        await web.TCPSite(self._admin, admin.host, admin.port, reuse_address=True).start()
+        self._socket_dir = tempfile.mkdtemp(prefix="cacheproxy-")  # mode 0700
+        # Workers write their metrics here; /metrics is read from it (spawned workers inherit
+        # the environment as it is now).
+        self.metrics_dir = os.path.join(self._socket_dir, "metrics")
+        os.mkdir(self.metrics_dir, 0o700)
+        os.environ[MULTIPROC_ENV] = self.metrics_dir
+        for index in range(self.config.workers):
+            path = os.path.join(self._socket_dir, f"worker-{index}.sock")
+            session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path, force_close=True))
+            self.slots.append(Slot(index, path, session))
+        for slot in self.slots:
+            self._spawn(slot)
+        if not await self._all_ready():
+            return  # told to stop while starting
+        self._started = True
+        self._keepers = [asyncio.create_task(self._keep(slot)) for slot in self.slots]
+        self._keepers.append(asyncio.create_task(self._heartbeat()))
+        admin_port = self._admin.addresses[0][1]
+        log.info(
+            "cacheproxy listening on http://%s:%d -> %s with %d workers (admin http://%s:%d)",
+            listen.host,
+            port,
+            redact_urls(self.config.upstream.url),
+            len(self.slots),
+            admin.host,
+            admin_port,
+        )
+
+    def readiness(self) -> str:
+        """`/readyz`'s word: ready once every worker has started, while one serves and the
+        supervisor is not stopping. Never the upstream's health (proxy/observe/health.py)."""
+        if self.shutdown.draining:
+            return "draining"
+        if not self._started:
+            return "starting"
+        if not any(s.current is not None and s.current.serving for s in self.slots):
+            return "no_workers"
+        return "ready"
+
+    def _terminate(self) -> None:
+        self.shutdown.terminate()
+        self._stop.set()
+
+    def _interrupt(self) -> None:
+        self.shutdown.interrupt()
+        self._stop.set()
+        for worker in self._told:  # told to leave after the delay: now, rather
+            worker.signal(signal.SIGINT)
+
+    def reload_own(self) -> None:
+        """Re-read the file for workers started from now on; the running ones reload themselves."""
+        if self.source is None:
+            return
+        try:
+            loaded = self.source.load()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config reload refused, old config kept: %s: %s", exc.source, problem)
+            return
+        self.config = effective(self.config, loaded)
+
+    def _sighup(self) -> None:
+        self.reload_own()
+        for slot in self.slots:
+            worker = slot.current
+            # One still starting has no SIGHUP handler yet (the signal would kill it).
+            if worker is not None and worker.serving and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGHUP)
+
+    def _spawn(self, slot: Slot) -> None:
+        ours, theirs = self._context.Pipe()
+        level = logging.getLogger().level
+        revoked = self.revocations.entries()
+        process = self._context.Process(
+            target=worker_main,
+            args=(self.config, slot.index, slot.admin_path, level, theirs, self.source, revoked),
+            name=f"cacheproxy-worker-{slot.index}",
+            daemon=True,  # should the supervisor fail, multiprocessing's exit handler stops it
+        )
+        process.start()
+        theirs.close()
+        slot.current = WorkerProcess(process, ours)
+
+    async def note_revocation(self, body: bytes) -> None:
+        """Keep a revocation for workers started later, and send it to those starting now
+        (the serving ones get the request itself)."""
+        parsed = parse_revocation(body)
+        if isinstance(parsed, str):
+            return  # the workers answer what is wrong with it
+        try:
+            expiry = await self.revocations.revoke(*parsed)
+        except ListFull:
+            return  # so is every worker's: they answer 507
+        message = _REVOKED + orjson.dumps([[parsed[0], expiry]])
+        for slot in self.slots:
+            worker = slot.current
+            if worker is not None and not worker.serving and not worker.exited.done():
+                worker.tell(message)
+
+    async def _all_ready(self) -> bool:
+        """True once every worker serves; False if told to stop first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            for slot in self.slots:
+                assert slot.current is not None
+                ready = slot.current.ready
+                await asyncio.wait(
+                    {ready, stopping},
+                    timeout=max(deadline - loop.time(), 0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if stopping.done():
+                    return False
+                if not ready.done():
+                    raise CannotStart(
+                        f"worker {slot.index} did not start within {START_TIMEOUT:g} s"
+                    )
+                if (why := ready.result()) is not None:
+                    raise CannotStart(f"worker {slot.index}: {why}")
+            return True
+        finally:
+            stopping.cancel()
+
+    async def _keep(self, slot: Slot) -> None:
+        """Restart the slot's worker each time it dies, until the supervisor stops."""
+        while True:
+            worker = slot.current
+            assert worker is not None
+            code = await worker.exited
+            if worker.pid is not None and self.metrics_dir is not None:
+                worker_exited(worker.pid, self.metrics_dir)  # its gauges no longer count
+            if self._stop.is_set():
+                return
+            lived = asyncio.get_running_loop().time() - worker.started
+            slot.failures = 1 if lived >= STABLE_AFTER else slot.failures + 1
+            delay = restart_delay(slot.failures)
+            log.warning(
+                "worker %d (pid %s) %s after %.1f s; restarting it in %.1f s",
+                slot.index,
+                worker.pid,
+                describe_exit(code),
+                lived,
+                delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                return
+            slot.restarts += 1
+            self._spawn(slot)
+            await self._watch_start(slot)
+
+    async def _heartbeat(self) -> None:
+        """Kill a worker whose loop has stopped answering; `_keep` restarts it."""
+        misses: dict[int, int] = {}  # pid -> silent pings in a row
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), HEARTBEAT_EVERY)
+            if self._stop.is_set():
+                return
+            serving = [s for s in self.slots if s.current is not None and s.current.serving]
+            answers = await asyncio.gather(
+                *(self.ask(s, "GET", LIVE_PATH, CIMultiDict(), b"") for s in serving)
+            )
+            for slot, answer in zip(serving, answers, strict=True):
+                worker = slot.current
+                assert worker is not None and worker.pid is not None
+                if isinstance(answer, Answer) or not worker.serving:
+                    misses.pop(worker.pid, None)
+                    continue
+                misses[worker.pid] = missed = misses.get(worker.pid, 0) + 1
+                if missed >= HEARTBEAT_MISSES:
+                    log.error(
+                        "worker %d (pid %s) answered none of %d heartbeats (%s): killing it",
+                        slot.index,
+                        worker.pid,
+                        missed,
+                        answer.reason,
+                    )
+                    misses.pop(worker.pid)
+                    worker.process.kill()
+
+    async def _watch_start(self, slot: Slot) -> None:
+        worker = slot.current
+        assert worker is not None
+        try:
+            why = await asyncio.wait_for(asyncio.shield(worker.ready), START_TIMEOUT)
+        except TimeoutError:
+            why = f"did not start within {START_TIMEOUT:g} s"
+            worker.process.kill()
+        if why is None:
+            log.info("worker %d restarted (pid %s)", slot.index, worker.pid)
+        else:
+            log.error("worker %d (pid %s) could not start: %s", slot.index, worker.pid, why)
+
+    async def _close(self) -> None:
+        if not self.shutdown.draining:  # a failed start, not a signal: nobody to wait for
+            self.shutdown.interrupt()
+        self._stop.set()
+        await self._stop_workers()
+        for task in self._keepers:
+            task.cancel()
+        await asyncio.gather(*self._keepers, return_exceptions=True)
+        if self._admin is not None:
+            await self._admin.cleanup()
+        for slot in self.slots:
+            await slot.session.close()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    async def _stop_workers(self) -> None:
+        running = [
+            s.current for s in self.slots if s.current is not None and not s.current.exited.done()
+        ]
+        if not running:
+            return
+        delay = 0.0 if self.shutdown.skips_delay else self.shutdown.delay
+        grace = self.config.shutdown_grace
+        log.info(
+            "stopping %d worker(s): serving %.0fs more, then in-flight requests get up to %.0fs",
+            len(running),
+            delay,
+            grace,
+        )
+        # SIGTERM: serve on for the delay, then drain; SIGINT: drain now (proxy/server/shutdown.py).
+        sig = signal.SIGINT if self.shutdown.skips_delay else signal.SIGTERM
+        self._told = running
+        for worker in running:
+            worker.signal(sig)
+        _, late = await asyncio.wait(
+            [w.exited for w in running], timeout=delay + grace + STOP_MARGIN
+        )
+        for worker in running:
+            if not worker.exited.done():
+                log.warning("worker pid %s still running after the grace: killing it", worker.pid)
+                worker.process.kill()
+        if late:
+            await asyncio.wait(late, timeout=STOP_MARGIN)
+
+    # --- admin requests ------------------------------------------------------------------
+
+    async def ask(
+        self, slot: Slot, method: str, path: str, headers: CIMultiDict[str], body: bytes
+    ) -> Answer | Unanswered:
+        """One worker's answer to an admin request, or why there is none (bounded in time)."""
+        worker = slot.current
+        pid = worker.pid if worker is not None else None
+        if worker is None or not worker.serving:
+            return Unanswered(slot.index, pid, slot.why_not_serving())
+        url = URL(f"http://worker{path}", encoded=True)  # the path as the client sent it
+        try:
+            async with asyncio.timeout(self.answer_timeout):
+                async with slot.session.request(
+                    method, url, headers=headers, data=body or None, allow_redirects=False
+                ) as resp:
+                    data = bytearray()
+                    async for chunk in resp.content.iter_any():
+                        data += chunk
+                        if len(data) > ANSWER_MAX:
+                            return Unanswered(slot.index, pid, "answer over 16 MiB")
+        except TimeoutError:
+            return Unanswered(slot.index, pid, f"no answer within {self.answer_timeout:g} s")
+        except aiohttp.ClientError as exc:
+            return Unanswered(slot.index, pid, f"{type(exc).__name__}: {exc}")
+        kept = CIMultiDict((k, v) for k, v in resp.headers.items() if k.lower() not in _ANSWER_DROP)
+        return Answer(resp.status, resp.headers.get("Content-Type", ""), bytes(data), kept)
+
+
+def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
+    """The admin port with several workers: `/workers` here, everything else merged from them."""
+    guard = token_guard(supervisor.config.admin.token)
+
+    async def workers(_: web.Request) -> web.Response:
+        document = {"supervisor": os.getpid(), "workers": [s.describe() for s in supervisor.slots]}
+        return web.Response(body=orjson.dumps(document), content_type="application/json")
+
+    async def forward(request: web.Request) -> web.Response:
+        # The workers check the admin token themselves: which paths need it is theirs to say.
+        if not request.raw_path.startswith("/"):  # an absolute-form or `*` target
+            return json_error(400, "bad_request", "the admin listener wants an origin-form target")
+        body = await request.read()  # bounded by client_max_size
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP
+        )
+        results = await asyncio.gather(
+            *(
+                supervisor.ask(slot, request.method, request.raw_path, headers, body)
+                for slot in supervisor.slots
+            )
+        )
+        answers = [r for r in results if isinstance(r, Answer)]
+        unanswered = [r for r in results if isinstance(r, Unanswered)]
+        if request.path.startswith("/performance/") and answers and not unanswered:
+            summary = _summaries(answers)
+            if summary is not None:  # ratios recomputed from the summed counts
+                return web.Response(body=orjson.dumps(summary), content_type="application/json")
+        merged = merge_answers(request.method, answers, unanswered)
+        out = CIMultiDict(merged.headers)
+        if merged.content_type:
+            out["Content-Type"] = merged.content_type
+        return web.Response(status=merged.status, body=merged.body, headers=out)
+
+    async def reload(request: web.Request) -> web.Response:
+        supervisor.reload_own()
+        return await forward(request)  # each worker re-reads the file and answers for itself
+
+    async def revoke(request: web.Request) -> web.Response:
+        await supervisor.note_revocation(await request.read())
+        return await forward(request)  # each worker revokes it and answers for itself
+
+    async def metrics(_: web.Request) -> web.Response:
+        assert supervisor.metrics_dir is not None
+        body = await asyncio.to_thread(render_multiprocess, supervisor.metrics_dir)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def readyz(_: web.Request) -> web.Response:
+        word = supervisor.readiness()
+        return state(word == "ready", word)
+
+    app = web.Application()
+    app.router.add_get(LIVE_PATH, livez)  # the supervisor's own loop
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/workers", guard(workers))
+    app.router.add_get("/metrics", guard(metrics))
+    app.router.add_post("/config/reload", guard(reload))
+    app.router.add_post("/tokens/revoke", guard(revoke))
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+def _summaries(answers: list[Answer]) -> dict[str, object] | None:
+    """/performance/* of every worker as one process's, or None if one is not a summary."""
+    docs = []
+    for answer in answers:
+        if answer.status != 200 or not answer.content_type.startswith("application/json"):
+            return None
+        try:
+            doc = orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(doc, dict):
+            return None
+        docs.append(doc)
+    return merge_summaries(docs)

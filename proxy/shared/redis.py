@@ -1,0 +1,288 @@
+"""The shared Redis: its `redis:` config section, the client, and the guard every call goes through.
+
+One Redis (or a Cluster, or a Sentinel-managed master) is shared by every proxy process for
+the L2 cache, the purge log, rate-limit windows and revocations. A client request must never
+wait on it for longer than `redis.timeout` in all, and the proxy must not keep hammering one
+that is down: every operation goes through `RedisGuard.run`, which waits for one of
+`max_connections` slots, enforces the time left, counts errors per operation and trips a
+circuit breaker. A failure surfaces as `StoreUnavailable`, which callers turn into "carry on
+without Redis".
+
+One budget per request: the request path calls `SharedRedis.request_budget()` before its
+first Redis call, and every later call in that task draws on what is left. Other tasks
+(background refreshes, variant uploads, the followers, health probes) are never charged:
+each of their calls gets the whole timeout.
+
+The three kinds of client wait alike for a connection: the guard's slots bound the calls
+in flight below the pool's size, so no pool ever runs out (redis-py's Cluster and Sentinel
+pools raise MaxConnectionsError instead of waiting). Running out of slots within the budget
+is the proxy's own limit, never counted against Redis or its breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, RedisError
+from yarl import URL
+
+from proxy.cache.memory import StoreUnavailable
+from proxy.upstream.breaker import CircuitBreaker, State
+
+log = logging.getLogger("cacheproxy.redis")
+
+T = TypeVar("T")
+Client = aioredis.Redis | RedisCluster
+# Connections each pool holds beyond the guard's slots: the purge and revocation
+# subscriptions, and a Cluster's slot-map refreshes.
+RESERVED_CONNECTIONS = 4
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _redis_url(value: str) -> str:
+    url = URL(value)
+    if url.scheme not in ("redis", "rediss") or not url.host:
+        raise ValueError("must be a redis:// or rediss:// URL with a host")
+    return value
+
+
+class ClusterSettings(_Model):
+    nodes: tuple[str, ...] = Field(min_length=1)
+
+    _urls = field_validator("nodes")(lambda v: tuple(_redis_url(u) for u in v))
+
+
+class SentinelSettings(_Model):
+    nodes: tuple[str, ...] = Field(min_length=1)
+    service: str
+    db: int = Field(0, ge=0)
+    password: str | None = None  # the master's; sentinels' own come from their URLs
+
+    _urls = field_validator("nodes")(lambda v: tuple(_redis_url(u) for u in v))
+
+
+class BreakerSettings(_Model):
+    failures: int = Field(5, ge=1)
+    window: float = Field(10.0, gt=0)
+    reset_after: float = Field(5.0, gt=0)
+
+
+class RedisSettings(_Model):
+    """Exactly one of `url`, `cluster`, `sentinel`."""
+
+    url: str | None = None
+    cluster: ClusterSettings | None = None
+    sentinel: SentinelSettings | None = None
+    key_prefix: str = "cacheproxy:"
+    # Per operation: the request path never waits on Redis longer than this.
+    timeout: float = Field(0.25, gt=0, le=30)
+    # Redis calls in flight per process; more wait for a free one within their budget.
+    max_connections: int = Field(50, ge=1)
+    circuit_breaker: BreakerSettings = BreakerSettings()
+    # Purges kept in Redis (a stream) for instances that lost touch to catch up from, and
+    # purges kept here while Redis is unreachable, to send when it answers again.
+    purge_log_length: int = Field(10_000, ge=10, le=1_000_000)
+
+    _url = field_validator("url")(lambda v: None if v is None else _redis_url(v))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RedisSettings:
+        given = [k for k in ("url", "cluster", "sentinel") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"needs exactly one of url, cluster, sentinel (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+def connect(settings: RedisSettings) -> Client:
+    """A client with short timeouts and no retry loop of its own: the guard decides."""
+    pool_size = settings.max_connections + RESERVED_CONNECTIONS
+    common: dict[str, Any] = {
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.cluster is not None:
+        first = URL(settings.cluster.nodes[0])
+        nodes = [ClusterNode(URL(u).host, URL(u).port or 6379) for u in settings.cluster.nodes]
+        return RedisCluster(
+            startup_nodes=nodes,
+            username=first.user,
+            password=first.password,
+            ssl=first.scheme == "rediss",
+            max_connections=pool_size,
+            **common,
+        )
+    if settings.sentinel is not None:
+        s = settings.sentinel
+        first = URL(s.nodes[0])
+        sentinel = Sentinel(
+            [(URL(u).host, URL(u).port or 26379) for u in s.nodes],
+            sentinel_kwargs={
+                "socket_timeout": settings.timeout,
+                "username": first.user,
+                "password": first.password,
+            },
+            **common,
+        )
+        return sentinel.master_for(
+            s.service, db=s.db, password=s.password, max_connections=pool_size
+        )
+    assert settings.url is not None
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.url,
+        max_connections=pool_size,
+        timeout=settings.timeout,
+        socket_timeout=settings.timeout,
+        socket_connect_timeout=settings.timeout,
+    )
+    return aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+
+class Budget:
+    """The Redis time one request has left; charged only for calls made by `owner`."""
+
+    __slots__ = ("left", "owner")
+
+    def __init__(self, owner: asyncio.Task[Any] | None, seconds: float) -> None:
+        self.owner = owner
+        self.left = seconds
+
+
+_BUDGET: ContextVar[Budget | None] = ContextVar("cacheproxy_redis_budget", default=None)
+
+
+def share_budget(seconds: float) -> None:
+    """From now on the current task's Redis calls share `seconds` of waiting, unless they
+    already share a budget. A task started from here inherits the context but is not the
+    owner, so its calls are not charged to this request."""
+    task = asyncio.current_task()
+    budget = _BUDGET.get()
+    if budget is None or budget.owner is not task:
+        _BUDGET.set(Budget(task, seconds))
+
+
+def _pool_exhausted(exc: BaseException) -> bool:
+    # BlockingConnectionPool says so with a plain ConnectionError.
+    return isinstance(exc, MaxConnectionsError) or (
+        isinstance(exc, RedisConnectionError) and str(exc) == "No connection available."
+    )
+
+
+class RedisGuard:
+    """Runs Redis operations under the budget, the slots and the breaker; counts what failed."""
+
+    def __init__(self, timeout: float, breaker: CircuitBreaker, slots: int = 1_000_000) -> None:
+        self.timeout = timeout
+        self.breaker = breaker
+        self._slots = asyncio.Semaphore(slots)
+        self.errors: Counter[str] = Counter()  # by operation name: Redis failed
+        # Calls given up for the proxy's own limits, by reason: "pool" (no free slot in
+        # time) and "budget" (the request had no Redis time left). Not Redis's fault.
+        self.skipped: Counter[str] = Counter()
+        self.last_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.breaker.state is State.CLOSED
+
+    async def run(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        budget = _BUDGET.get()
+        if budget is not None and budget.owner is not asyncio.current_task():
+            budget = None  # another task's: not ours to spend
+        left = self.timeout if budget is None else budget.left
+        if left <= 0:
+            self.skipped["budget"] += 1
+            raise StoreUnavailable(f"redis {op}: this request's Redis time is spent")
+        if not self.breaker.allow():
+            raise StoreUnavailable(f"redis {op}: circuit open ({self.last_error})")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sent = 0.0  # when a slot was ours and the call went out
+        verdict = False
+        try:
+            async with asyncio.timeout(left):
+                async with self._slots:
+                    sent = loop.time()
+                    result = await call()
+                    verdict = True
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not sent or _pool_exhausted(exc):
+                self.skipped["pool"] += 1
+                raise StoreUnavailable(f"redis {op}: no free connection in time") from exc
+            if isinstance(exc, TimeoutError) and loop.time() - sent < self.timeout / 2:
+                # Cut short by what earlier calls of the request had spent: no verdict.
+                self.skipped["budget"] += 1
+                raise StoreUnavailable(f"redis {op}: this request's Redis time ran out") from exc
+            verdict = True
+            self._failed(op, exc)
+            raise StoreUnavailable(f"redis {op}: {self.last_error}") from exc
+        finally:
+            if budget is not None:
+                budget.left -= loop.time() - started
+            if not verdict:
+                self.breaker.abandon()  # in half-open state: let the next call probe
+        was_healthy = self.healthy
+        self.breaker.success()
+        if not was_healthy:
+            log.info("redis is answering again")
+        return result
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self.errors[op] += 1
+        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self.breaker.failure()
+        state = self.breaker.state.value
+        log.warning("redis %s failed (%s); breaker %s", op, self.last_error, state)
+
+
+class SharedRedis:
+    """The one Redis connection of a process, shared by the cache, rate limits, revocation."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.prefix = settings.key_prefix
+        self.client = connect(settings)
+        b = settings.circuit_breaker
+        self.guard = RedisGuard(
+            settings.timeout,
+            CircuitBreaker(b.failures, b.window, b.reset_after),
+            settings.max_connections,
+        )
+        self.run = self.guard.run
+
+    def request_budget(self) -> None:
+        """The calling request's Redis calls, this one and those after it, share one
+        `timeout` (see the module docstring)."""
+        share_budget(self.settings.timeout)
+
+    async def start(self, wait: float = 5.0) -> None:
+        """Connect (and, for a Cluster, learn its slots) before the first request needs it,
+        so no client pays for that inside `timeout`. Redis down is not fatal: the proxy
+        starts degraded and the guard keeps probing."""
+        try:
+            async with asyncio.timeout(max(wait, self.settings.timeout)):
+                if isinstance(self.client, RedisCluster):
+                    await self.client.initialize()
+                await self.client.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis did not answer at start-up (%r): starting degraded", exc)
+
+    async def close(self) -> None:
+        await self.client.aclose()

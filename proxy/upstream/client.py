@@ -1,0 +1,303 @@
+"""The pooled connection to upstreams: one pool per process (http1.py), guarded per origin.
+
+`send` is one client request's whole exchange up to the response head:
+
+    circuit breaker -> FIFO queue for a slot (bounded) -> request -> verdict (breaker,
+    adaptive limit) -> retry? (idempotent, budget, backoff with jitter, client's time left)
+
+The slot is held until the caller releases the response, so the bound counts requests
+whose bodies are still streaming too. Only what the upstream did is a verdict: a request
+whose client's body stalled or broke off, or whose client went, is abandoned instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from proxy.config.upstream import Upstream
+from proxy.http.errors import ClientBodyError, UpstreamError
+from proxy.upstream.guard import OriginGuard, OriginStats
+from proxy.upstream.http1 import (
+    IDEMPOTENT,
+    CertificateFailed,
+    ConnectTimeout,
+    ExchangeError,
+    Interim,
+    InvalidResponse,
+    OriginKey,
+    Pool,
+    ReadTimeout,
+    RequestBodyFailed,
+    StreamedBody,
+    UpstreamResponse,
+)
+from proxy.upstream.retry import backoff_delay, retry_after_seconds
+
+__all__ = ["BACKGROUND", "IDEMPOTENT", "UpstreamClient", "UpstreamError", "UpstreamResponse"]
+
+log = logging.getLogger("cacheproxy.upstream")
+
+
+# Set in a task whose upstream requests no client waits on (background refresh, warming):
+# they never queue, never probe an open circuit and are never retried.
+BACKGROUND: ContextVar[bool] = ContextVar("cacheproxy_background_request", default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    max_connections: int
+    active: int  # lent to a request
+    idle: int  # kept alive, waiting for one
+    opened: int  # ever; every other request reused a connection
+
+
+# Pool.request's arguments: method, origin key, target, fields, body, interim, length.
+_Request = tuple[
+    str, OriginKey, str, Sequence[str], bytes | StreamedBody | None, Interim | None, int | None
+]
+
+# (route name, status or "error"/"timeout"/"aborted", seconds to the response head)
+Observe = Callable[[str, int | str, float], None]
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        config: Upstream,
+        origins: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        """`origins`: origin (scheme://host:port) -> the name its figures go by."""
+        self.config = config
+        self._pool: Pool | None = None
+        self.observe: Observe | None = None  # told of every request's outcome
+        self._clock = clock
+        self._rand = rand
+        self._guards = {
+            origin: OriginGuard(name, origin, config, clock)
+            for origin, name in (origins or {}).items()
+        }
+        self._total = config.total_timeout
+        self._retry_statuses = frozenset(config.retries.on_status)
+
+    async def start(self) -> None:
+        pool, timeouts = self.config.pool, self.config.timeouts
+        self._pool = Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def pool_stats(self) -> PoolStats:
+        """What the pool holds now. `max_connections` is the bound of every origin together:
+        each has its own."""
+        bound = self.config.pool.max_connections * max(1, len(self._guards))
+        if self._pool is None:
+            return PoolStats(bound, 0, 0, 0)
+        return PoolStats(bound, self._pool.active, self._pool.idle, self._pool.opened)
+
+    def guard(self, origin: str) -> OriginGuard:
+        guard = self._guards.get(origin)
+        if guard is None:  # an origin no route named at start-up: guarded all the same
+            guard = self._guards[origin] = OriginGuard(origin, origin, self.config, self._clock)
+        return guard
+
+    def stats(self) -> list[OriginStats]:
+        """Queue, limit, breaker and retry figures, one entry per upstream origin."""
+        return [guard.stats() for guard in self._guards.values()]
+
+    async def send(
+        self,
+        method: str,
+        origin: str,
+        key: OriginKey,
+        target: str,
+        fields: Sequence[str],
+        body: bytes | StreamedBody | None = None,
+        route: str = "",
+        interim: Interim | None = None,
+        content_length: int | None = None,
+    ) -> UpstreamResponse:
+        """Send one request for `route`; the caller reads and releases the response.
+
+        `origin` (scheme://host:port) names the upstream's guard, `key` its pool; `target`
+        and `fields` are the request target and header lines (see Pool.request).
+        `interim` hears of 1xx responses before the final one (for the client, not stored).
+
+        Retried (up to `retries.attempts` times) when idempotent, with no body or a
+        buffered one (a streamed body cannot be replayed), and no client is waiting on
+        it in the background: after a connection failure before any response, or a
+        response in `retries.on_status`. A response that could not be retried is
+        returned as it is. (One coroutine, not a wrapper around another: each frame
+        is paid again on every resumption.)
+        """
+        request = (method, key, target, fields, body, interim, content_length)
+        # What the breaker tells apart: one endpoint failing while others answer is not
+        # the origin failing (proxy/upstream/breaker.py).
+        endpoint = f"{method} {target.partition('?')[0]}"
+        observe = self.observe
+        started = time.perf_counter()
+        guard = self.guard(origin)
+        background = BACKGROUND.get()
+        buffered = body is None or isinstance(body, bytes)
+        # An upload's head comes after its body, which takes what the client takes (the
+        # listener bounds its silences): only the queue and read timeouts bound it.
+        deadline = self._clock() + self._total if buffered else math.inf
+        replayable = not background and method in IDEMPOTENT and buffered
+        guard.requests += 1
+        guard.budget.request()
+        retry = 0
+        try:
+            while True:
+                try:
+                    up = await self._attempt(guard, request, endpoint, deadline, background)
+                except _Resendable as exc:
+                    delay = self._retry_delay(guard, retry, deadline) if replayable else None
+                    if delay is None:
+                        raise exc.error from exc.__cause__
+                    detail = exc.error.detail
+                    log.info("retrying %s %s in %.2f s: %s", method, target, delay, detail)
+                else:
+                    if not replayable or up.status not in self._retry_statuses:
+                        break
+                    asked = retry_after_seconds(up.headers.get("Retry-After"), time.time())
+                    if (delay := self._retry_delay(guard, retry, deadline, asked)) is None:
+                        break
+                    up.release()
+                    status = up.status
+                    log.info("retrying %s %s in %.2f s: status %d", method, target, delay, status)
+                guard.retries += 1
+                retry += 1
+                await asyncio.sleep(delay)
+        except UpstreamError as exc:
+            if observe is not None:
+                outcome = "timeout" if exc.status == 504 else "error"
+                observe(route, outcome, time.perf_counter() - started)
+            raise
+        except ClientBodyError:
+            if observe is not None:
+                observe(route, "aborted", time.perf_counter() - started)
+            raise
+        if observe is not None:
+            observe(route, up.status, time.perf_counter() - started)
+        return up
+
+    def _retry_delay(
+        self, guard: OriginGuard, retry: int, deadline: float, asked: float | None = None
+    ) -> float | None:
+        """Seconds to wait before retry number `retry` (from 0), or None: do not retry."""
+        r = self.config.retries
+        if retry >= r.attempts:
+            return None
+        delay = backoff_delay(retry, r.backoff, r.max_backoff, self._rand)
+        if asked is not None:
+            if asked > r.max_backoff:
+                return None  # the upstream asks for a longer pause than a client should wait
+            delay = max(delay, asked)
+        if self._clock() + delay >= deadline:
+            return None  # the client's time would run out before the retry's answer
+        if not guard.budget.try_retry():
+            return None
+        return delay
+
+    async def _attempt(
+        self,
+        guard: OriginGuard,
+        request: _Request,
+        endpoint: str,
+        deadline: float,
+        background: bool,
+    ) -> UpstreamResponse:
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise self._timed_out(self._total, "timeouts.total")
+        if guard.admit_now():
+            probe = False
+        else:
+            wait = min(self.config.pool.queue_timeout, remaining)
+            probe = await guard.admit(wait, background, endpoint)
+        started = self._clock()
+        assert self._pool is not None, "UpstreamClient.start() was not awaited"
+        # The head's deadline goes to the connection's own lazy timer: asyncio.timeout would
+        # arm and cancel a timer per request (a tenth of a miss's CPU).
+        timeout = None if deadline == math.inf else deadline - started
+        try:
+            up = await self._pool.request(*request, timeout)
+        except RequestBodyFailed as exc:  # the client's doing: no verdict on the upstream
+            guard.release()
+            guard.abandon(endpoint, probe)
+            raise ClientBodyError(exc.timed_out, str(exc)) from exc
+        except (TimeoutError, ExchangeError, OSError) as exc:
+            # A timeout is the slowest latency sample of all; an error is none at all (a
+            # refused connection is quick, and would look like a fast upstream).
+            timed_out = isinstance(exc, TimeoutError) and not isinstance(exc, ConnectTimeout)
+            latency = self._clock() - started if timed_out else None
+            guard.verdict(endpoint, probe, True, latency)
+            guard.release()
+            error = self._classify(exc, guard)
+            if isinstance(exc, ExchangeError) and exc.resendable:
+                raise _Resendable(error) from exc
+            raise error from exc
+        except BaseException:  # cancelled: the client went, or the listener ended it
+            guard.release()
+            guard.abandon(endpoint, probe)
+            raise
+        failed = up.status in guard.failure_statuses
+        guard.verdict(endpoint, probe, failed, None if failed else self._clock() - started)
+        up.give_back = guard.release
+        return up
+
+    def _classify(self, exc: BaseException, guard: OriginGuard) -> UpstreamError:
+        """The client's answer to a failed attempt: a stable code and a sentence without
+        the upstream's address or the OS's words, which only the log gets (`detail`)."""
+        timeouts = self.config.timeouts
+        if isinstance(exc, ConnectTimeout):
+            return UpstreamError(
+                504,
+                "upstream_timeout",
+                f"The upstream API did not accept a connection within {timeouts.connect:g} s",
+                detail=f"upstream {guard.name} ({guard.origin}): {exc}",
+            )
+        if isinstance(exc, ReadTimeout):
+            return self._timed_out(timeouts.read, "timeouts.read")
+        if isinstance(exc, TimeoutError):
+            return self._timed_out(self._total, "timeouts.total")
+        if isinstance(exc, InvalidResponse):
+            return UpstreamError(
+                502,
+                "upstream_invalid_response",
+                "The upstream API sent a response that is not valid HTTP",
+                detail=f"upstream {guard.name} ({guard.origin}) sent {exc}",
+            )
+        detail = f"upstream {guard.name} ({guard.origin}) is unreachable: {exc}"
+        if isinstance(exc, CertificateFailed):
+            message = "The upstream API is unreachable: its TLS certificate is not trusted"
+            return UpstreamError(502, "upstream_unavailable", message, detail=detail)
+        return UpstreamError(
+            502, "upstream_unavailable", "The upstream API is unreachable", detail=detail
+        )
+
+    @staticmethod
+    def _timed_out(seconds: float, key: str) -> UpstreamError:
+        return UpstreamError(
+            504,
+            "upstream_timeout",
+            f"The upstream API did not answer within {seconds:g} s (upstream.{key})",
+        )
+
+
+class _Resendable(Exception):
+    """An attempt failed before any response began; `error` is what the client gets."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
