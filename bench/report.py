@@ -1,6 +1,6 @@
 """The suite's figures: rounds summarised per side, ratios to yardsticks, one markdown table.
 
-Pure (no I/O), so the maths is tested directly (tests/test_bench_report.py).
+Pure (no I/O), so the maths is tested directly (tests/bench/test_report.py).
 """
 
 from __future__ import annotations

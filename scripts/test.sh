@@ -29,7 +29,7 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 fi
 
 # The container image test builds the Dockerfile with buildah on a debootstrap base
-# (tests/test_image.py); both come from Debian's packages.
+# (tests/deploy/test_image.py); both come from Debian's packages.
 if ! command -v buildah >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap

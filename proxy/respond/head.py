@@ -11,7 +11,7 @@ as its lines go by:
 - `stored_head`: the constant part of the answers from one stored form of an entry,
   which `Responder` completes with the lines of each request.
 
-Both must say what the general path says (tests/test_answer_head.py).
+Both must say what the general path says (tests/respond/test_head.py).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ HEAD_LIMITS = {
     "max_field_size": MAX_FIELD,
     "max_headers": MAX_FIELDS,
 }
-# aiohttp's parser says "too many fields" only in words (checked by tests/test_listener.py).
+# aiohttp's parser says "too many fields" only in words (checked by tests/e2e/test_listener.py).
 _TOO_MANY_FIELDS = "Too many headers received"
 
 # Descriptors kept free beyond client connections: listening sockets, the admin listener and
@@ -155,7 +155,7 @@ class ListenerProtocol(RequestHandler):
 
     It reads a few of RequestHandler's private fields (`_waiter`: the handler is idle, waiting
     for a request; `_request_count`: heads parsed so far; `_next_keepalive_close_time`) the way
-    RequestHandler itself does; tests/test_listener.py checks that they still exist.
+    RequestHandler itself does; tests/e2e/test_listener.py checks that they still exist.
     """
 
     __slots__ = (

@@ -15,7 +15,7 @@ from proxy.http.target import parse_target
 from proxy.pipeline.url_warmer import WarmingRequest
 from proxy.upstream.client import BACKGROUND
 from tests.conftest import Origin, StartProxy, get
-from tests.test_upstream_protection import fresh_date, health, until
+from tests.e2e.test_upstream_protection import fresh_date, health, until
 
 
 def fresh_for(seconds: int) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Token revocation: the pure parts, then end to end through the real proxy (in memory).
 
 The Redis-shared list (two instances, pub/sub, resync, Redis down) is tested in
-tests/test_revocation_shared.py.
+tests/e2e/test_revocation_shared.py.
 """
 
 from __future__ import annotations

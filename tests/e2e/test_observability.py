@@ -95,7 +95,7 @@ async def test_performance_connections_counts_pool_reuse(
         await get(http, proxy, f"/x/{i}")
     status, doc = await admin(http, proxy, "/performance/connections")
     assert status == 200
-    (upstream,) = doc.pop("upstreams")  # its queue and circuit: tests/test_upstream_protection.py
+    (upstream,) = doc.pop("upstreams")  # queue and circuit: e2e/test_upstream_protection.py
     assert (upstream["name"], upstream["admitted"], upstream["limit"]) == ("default", 4, 7)
     assert doc == {
         "max_connections": 7,
@@ -490,7 +490,7 @@ async def test_a_worker_writes_its_metrics_where_the_supervisor_reads_them(
 def test_merged_summaries_add_counts_and_recompute_ratios() -> None:
     from proxy.observe.observer import merge_summaries
     from proxy.observe.stats_window import describe
-    from tests.test_stats_window import latencies, totals
+    from tests.observe.test_stats_window import latencies, totals
 
     def doc(hits: int, misses: int, fast: int, slow: int) -> dict[str, Any]:
         window = describe(

@@ -18,8 +18,8 @@ from yarl import URL
 
 from proxy.config.loader import Config, ConfigError, load_config, parse_config
 from proxy.config.schema import config_schema
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "placeholder-secret"  # what a Secret would hold
 
 

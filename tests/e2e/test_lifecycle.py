@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.conftest import ROOT, Origin, ProxyProcess, free_port
-from tests.test_workers import TOKEN, admin, ask_worker, workers_ready
+from tests.e2e.test_workers import TOKEN, admin, ask_worker, workers_ready
 
 
 async def state(proxy: ProxyProcess, path: str) -> tuple[int, Any]:

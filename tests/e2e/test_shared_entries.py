@@ -14,8 +14,8 @@ from proxy.cache import entry_format
 from proxy.cache.entry import Entry
 from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get, raw_exchange
+from tests.e2e.test_shared_cache import admin, shared
 from tests.redis_servers import RedisServer
-from tests.test_shared_cache import admin, shared
 
 
 async def forge(server: RedisServer, writer: ProxyServer, change: Any) -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
+from tests.e2e.test_shared_cache import admin
 from tests.redis_servers import RedisCluster, RedisSentinel, RedisServer
-from tests.test_shared_cache import admin
 
 
 async def metrics(http: aiohttp.ClientSession, proxy: ProxyServer) -> str:

@@ -25,9 +25,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Origin, free_port
+from tests.conftest import ROOT, Origin, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE = "localhost/cacheproxy-test-base:bookworm"
 IMAGE = "localhost/cacheproxy-test:latest"
 INSTALL = "apt-get install buildah debootstrap (scripts/test.sh does it as root)"

@@ -13,8 +13,8 @@ import orjson
 from proxy.edge.revocation import token_member
 from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
+from tests.e2e.test_revocation import ADMIN, jwt, revoke
 from tests.redis_servers import RedisCluster, RedisServer
-from tests.test_revocation import ADMIN, jwt, revoke
 
 TOKEN = "shared-Secret-Token-xyz"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

@@ -23,8 +23,8 @@ from proxy.shared.purge_log import ALL, Outbox, Purge, Recent, after_gap, newer
 from proxy.shared.reconnect import Backoff
 from proxy.shared.redis import RedisSettings, SharedRedis
 from tests.conftest import Origin, StartProxy, get
+from tests.e2e.test_shared_cache import admin, eventually, shared
 from tests.redis_servers import RedisServer
-from tests.test_shared_cache import admin, eventually, shared
 
 # --- the pure parts ------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.conftest import Origin, StartProxy, get
-from tests.test_upstream_protection import until
+from tests.e2e.test_upstream_protection import until
 
 
 async def send_then(port: int, head: bytes, body: bytes) -> asyncio.StreamWriter:

@@ -15,10 +15,10 @@ import pytest
 
 from proxy.edge.revocation import RevocationList, RevocationSettings, token_member
 from tests.conftest import Origin, ProxyProcess, StartProxy, get
+from tests.e2e.test_revocation import ADMIN, revoke
+from tests.e2e.test_revocation_shared import eventually
+from tests.e2e.test_workers import admin, fresh_connections, workers_ready
 from tests.redis_servers import RedisServer
-from tests.test_revocation import ADMIN, revoke
-from tests.test_revocation_shared import eventually
-from tests.test_workers import admin, fresh_connections, workers_ready
 
 STOLEN = "stolen-token-42"
 BEARER = {"Authorization": f"Bearer {STOLEN}"}

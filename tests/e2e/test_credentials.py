@@ -12,7 +12,7 @@ import pytest
 
 from proxy.http.credentials import Credentials, bearer, parse
 from tests.conftest import Origin, StartProxy, get, raw_exchange
-from tests.test_revocation import ADMIN, revoke
+from tests.e2e.test_revocation import ADMIN, revoke
 
 # --- pure ------------------------------------------------------------------------------------
 
