@@ -43,9 +43,9 @@ from proxy.cache.keys import hash_secret
 from proxy.cache.memory import StoreUnavailable
 from proxy.http import credentials
 from proxy.http.errors import json_error
-from proxy.server.eventloop import cancel
 from proxy.shared.reconnect import Backoff
 from proxy.shared.redis import SharedRedis
+from proxy.tasks import cancel
 
 log = logging.getLogger("cacheproxy.revocation")
 
