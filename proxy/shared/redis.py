@@ -39,7 +39,7 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from yarl import URL
 
 from proxy.cache.memory import StoreUnavailable
-from proxy.upstream.breaker import CircuitBreaker, State
+from proxy.shared.breaker import CircuitBreaker, State
 
 log = logging.getLogger("cacheproxy.redis")
 
