@@ -28,18 +28,18 @@ from pydantic import (
 )
 
 from proxy.config import env as env_overrides
+from proxy.config import regex
+from proxy.config.alerts import AlertSettings
 from proxy.config.cache import CacheSettings
+from proxy.config.compression import CompressionConfig
+from proxy.config.cors import CorsConfig
+from proxy.config.hosts import parse_host_pattern, parse_public_host
+from proxy.config.logs import LogSettings
+from proxy.config.networks import parse_network
 from proxy.config.ratelimit import RateLimitSettings, route_problems
+from proxy.config.redis import RedisSettings
+from proxy.config.revocation import RevocationSettings
 from proxy.config.upstream import Upstream, check_upstream_url
-from proxy.edge.compression import CompressionConfig
-from proxy.edge.cors import CorsConfig
-from proxy.edge.revocation import RevocationSettings
-from proxy.http import regex as linear_regex
-from proxy.http.clientaddr import parse_network
-from proxy.http.hosts import parse_host_pattern, parse_public_host
-from proxy.observe.alerts import AlertSettings
-from proxy.observe.logs import LogSettings
-from proxy.shared.redis import RedisSettings
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -175,7 +175,7 @@ class Match(_Model):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        return None if value is None else linear_regex.check(value)
+        return None if value is None else regex.check(value)
 
     @field_validator("methods")
     @classmethod
@@ -563,7 +563,9 @@ def _caching_route(config: Config, path: str) -> str | None:
             matched = path.startswith(m.prefix)
         else:
             assert m.regex is not None
-            matched = linear_regex.prefix_matcher(m.regex)(path)
+            # As proxy/http/regex.py's prefix_matcher matches a request's path.
+            text = path.encode("utf-8", "surrogateescape")
+            matched = regex.compile_pattern(m.regex).match(text) is not None
         if matched:
             enabled = top_enabled if route.cache is None else route.cache.enabled
             return None if enabled else (route.name or f"routes[{i}]")

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from proxy.config.rates import Rate, parse_rate
 from proxy.config.section import Section
-from proxy.edge.ratelimit.rates import Rate, parse_rate
 
 # RFC 9110 §5.6.2 token: what a header name may be.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
