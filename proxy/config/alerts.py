@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from proxy.config.section import Model
 
 
-class AlertSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class AlertSettings(Model):
     # Seconds of traffic each alert looks at.
     window: int = Field(60, ge=5, le=3600)
     # Below this many requests (lookups, for the hit rate) in the window nothing is judged:

@@ -6,10 +6,10 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from proxy.config.rates import parse_rate
-from proxy.config.section import Section
+from proxy.config.section import Model, Section
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -27,30 +27,26 @@ def parse_size(value: object) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)[:1].lower()])
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class QueryKey(_Model):
+class QueryKey(Model):
     ignore: tuple[str, ...] = ()  # glob patterns of parameter names: utm_*, _
     sort: bool = True
 
 
-class KeySettings(_Model):
+class KeySettings(Model):
     query: QueryKey = QueryKey()
     headers: tuple[str, ...] = ()
 
 
-class PerUser(_Model):
+class PerUser(Model):
     header: str = "Authorization"
 
 
-class PopularSettings(_Model):
+class PopularSettings(Model):
     top: int = Field(100, ge=0, le=100_000)  # keys kept fresh ahead of expiry; 0: none
     half_life: float = Field(60.0, gt=0)  # seconds for an access to count half as much
 
 
-class WarmingSettings(_Model):
+class WarmingSettings(Model):
     """Top-level `cache.warming`."""
 
     # Paths (with their query) fetched at start-up and kept fresh, as plain GETs.

@@ -7,9 +7,9 @@ import importlib.util
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
-from proxy.config.section import Section
+from proxy.config.section import Model, Section
 
 
 def _installed(module: str) -> bool:
@@ -59,10 +59,8 @@ def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
-class Levels(BaseModel):
+class Levels(Model):
     """Levels for stored variants: made once, served many times, so spend CPU."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     gzip: int = Field(default=6, ge=1, le=9)
     br: int = Field(default=5, ge=0, le=11)

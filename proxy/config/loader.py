@@ -18,8 +18,6 @@ from typing import Annotated, Any
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -39,6 +37,7 @@ from proxy.config.networks import parse_network
 from proxy.config.ratelimit import RateLimitSettings, route_problems
 from proxy.config.redis import RedisSettings
 from proxy.config.revocation import RevocationSettings
+from proxy.config.section import Model
 from proxy.config.upstream import Upstream, check_upstream_url
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
@@ -79,15 +78,11 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _network(value: str) -> str:
     return str(parse_network(value))
 
 
-class ClientTimeouts(_Model):
+class ClientTimeouts(Model):
     """Seconds a client may take; past them its connection is closed (README "Limits")."""
 
     # From connection open, or from the first byte of a later request, to the end of its head.
@@ -98,7 +93,7 @@ class ClientTimeouts(_Model):
     body: float = Field(60.0, gt=0)
 
 
-class Listen(_Model):
+class Listen(Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     # --- Host hardening (README "Forwarded headers and Host"): kept together, at the end.
@@ -134,7 +129,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class Admin(_Model):
+class Admin(Model):
     port: int = Field(9901, ge=0, le=65535)
     token: str | None = None
     # Opening the admin listener to the network without a token must be said out loud.
@@ -159,7 +154,7 @@ class Admin(_Model):
         )
 
 
-class Match(_Model):
+class Match(Model):
     prefix: str | None = None
     path: str | None = None
     regex: str | None = None
@@ -199,7 +194,7 @@ class Match(_Model):
         return self
 
 
-class Route(_Model):
+class Route(Model):
     name: str | None = None
     match: Match
     upstream: str | None = None
@@ -230,7 +225,7 @@ class Route(_Model):
         return None if value is None else check_upstream_url(value)
 
 
-class Config(_Model):
+class Config(Model):
     listen: Listen = Listen()
     upstream: Upstream
     admin: Admin = Admin()

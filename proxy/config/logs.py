@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from proxy.config.section import Model
 
 
-class LogSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class LogSettings(Model):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access: bool = True  # one line per answer on stdout

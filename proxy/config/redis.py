@@ -3,12 +3,10 @@ instance (proxy/shared/redis.py connects to it)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from proxy.config.section import Model
 
 
 def _redis_url(value: str) -> str:
@@ -18,13 +16,13 @@ def _redis_url(value: str) -> str:
     return value
 
 
-class ClusterSettings(_Model):
+class ClusterSettings(Model):
     nodes: tuple[str, ...] = Field(min_length=1)
 
     _urls = field_validator("nodes")(lambda v: tuple(_redis_url(u) for u in v))
 
 
-class SentinelSettings(_Model):
+class SentinelSettings(Model):
     nodes: tuple[str, ...] = Field(min_length=1)
     service: str
     db: int = Field(0, ge=0)
@@ -33,13 +31,13 @@ class SentinelSettings(_Model):
     _urls = field_validator("nodes")(lambda v: tuple(_redis_url(u) for u in v))
 
 
-class BreakerSettings(_Model):
+class BreakerSettings(Model):
     failures: int = Field(5, ge=1)
     window: float = Field(10.0, gt=0)
     reset_after: float = Field(5.0, gt=0)
 
 
-class RedisSettings(_Model):
+class RedisSettings(Model):
     """Exactly one of `url`, `cluster`, `sentinel`."""
 
     url: str | None = None

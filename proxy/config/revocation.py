@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from proxy.config.section import Model
 
 
-class RevocationSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class RevocationSettings(Model):
     # Seconds between full reloads of the mirror from Redis (missed messages heal by then).
     resync_interval: float = Field(30.0, gt=0, le=3600)
     max_entries: int = Field(100_000, ge=1)

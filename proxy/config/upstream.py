@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from proxy.config.cache import parse_size
-from proxy.config.section import Section
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from proxy.config.section import Model, Section
 
 
 def check_upstream_url(value: str) -> str:
@@ -33,7 +29,7 @@ def check_upstream_url(value: str) -> str:
     return value
 
 
-class Timeouts(_Model):
+class Timeouts(Model):
     connect: float = Field(5.0, gt=0)
     read: float = Field(30.0, gt=0)
     # The client's whole wait for the upstream's response head: queue, every attempt and
@@ -54,7 +50,7 @@ class Adaptive(Section):
     window: float = Field(0.5, gt=0, le=60)
 
 
-class Pool(_Model):
+class Pool(Model):
     # Per upstream origin and per process: the hard bound on requests in flight.
     max_connections: int = Field(20, ge=1)
     keepalive_timeout: float = Field(300.0, ge=0)
@@ -74,7 +70,7 @@ class Pool(_Model):
         return self
 
 
-class Retries(_Model):
+class Retries(Model):
     """An int (the original form) means `{attempts: N}`."""
 
     # Retries after the first try, for idempotent requests without a streamed body.
@@ -156,7 +152,7 @@ class CircuitBreaker(Section):
         return value
 
 
-class Upstream(_Model):
+class Upstream(Model):
     url: str
     timeouts: Timeouts = Timeouts()
     pool: Pool = Pool()
