@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
 from proxy.config.cache import parse_size
@@ -50,7 +50,10 @@ class Adaptive(Section):
     window: float = Field(0.5, gt=0, le=60)
 
 
-class Pool(Model):
+class PoolSettings(Model):
+    # Titled by its key, as before the rename: the schema editors show stays the same.
+    model_config = ConfigDict(title="Pool")
+
     # Per upstream origin and per process: the hard bound on requests in flight.
     max_connections: int = Field(20, ge=1)
     keepalive_timeout: float = Field(300.0, ge=0)
@@ -61,7 +64,7 @@ class Pool(Model):
     adaptive: Adaptive = Adaptive(enabled=False)
 
     @model_validator(mode="after")
-    def _min_within_max(self) -> Pool:
+    def _min_within_max(self) -> PoolSettings:
         if self.adaptive.enabled and self.adaptive.min_limit > self.max_connections:
             raise ValueError(
                 f"adaptive.min_limit ({self.adaptive.min_limit}) is above "
@@ -110,8 +113,10 @@ class Retries(Model):
         return self
 
 
-class CircuitBreaker(Section):
+class CircuitBreakerSettings(Section):
     """`circuit_breaker: false` turns it off. Per origin and process (proxy/upstream/breaker.py)."""
+
+    model_config = ConfigDict(title="CircuitBreaker")  # as PoolSettings: the title editors show
 
     # It opens when, within `window` seconds, at least `min_requests` requests went and at
     # least `failure_rate` of them failed, also without the endpoint that failed most.
@@ -155,9 +160,9 @@ class CircuitBreaker(Section):
 class Upstream(Model):
     url: str
     timeouts: Timeouts = Timeouts()
-    pool: Pool = Pool()
+    pool: PoolSettings = PoolSettings()
     retries: Retries = Retries()
-    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     # Request bodies with a Content-Length up to this are read whole before a slot is
     # taken (and so can be retried); larger or chunked ones stream. 0: every body streams.
     buffer_body: int = Field(64 * 2**10, ge=0, le=2**30)
