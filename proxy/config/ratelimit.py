@@ -50,7 +50,7 @@ class RateLimitSettings(Section):
     # When Redis fails: `local` limits per process, `allow` lets requests through, `deny`
     # answers 503.
     on_store_error: Literal["local", "allow", "deny"] = "local"
-    # Top level only: clients tracked in memory per limiter (see memory.py).
+    # Top level only: clients tracked in memory per limiter (proxy/edge/ratelimit/memory.py).
     max_clients: int = Field(100_000, ge=1)
     # An IPv6 client is its network of this prefix length: one host holds a whole /64.
     ipv6_prefix: int = Field(64, ge=16, le=128)
