@@ -22,7 +22,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from proxy.cache.memory import MemoryStore
 from proxy.config.loader import parse_config
-from proxy.observe.logs import LogSettings
+from proxy.config.logs import LogSettings
 from proxy.observe.metrics import current_route
 from proxy.observe.observer import Observer
 from proxy.pipeline.routes import RouteTable

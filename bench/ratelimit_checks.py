@@ -14,9 +14,10 @@ import subprocess
 import tempfile
 import time
 
+from proxy.config.redis import RedisSettings
 from proxy.edge.ratelimit.memory import MemoryWindows
 from proxy.edge.ratelimit.redis_backend import RedisWindows
-from proxy.shared.redis import RedisSettings, SharedRedis
+from proxy.shared.redis import SharedRedis
 
 WINDOWS, LIMITS = (60, 3600), (1_000_000, 10_000_000)
 CLIENTS = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(10_000)]

@@ -25,9 +25,10 @@ from proxy.config.loader import (
     redact_urls,
     with_overrides,
 )
+from proxy.config.logs import LogSettings
 from proxy.config.schema import config_schema
 from proxy.demo.upstream import build_demo_app
-from proxy.observe.logs import LogSettings, configure_logging
+from proxy.observe.logs import configure_logging
 from proxy.server.app import ProxyServer
 from proxy.server.eventloop import run as run_loop
 from proxy.server.reload import ConfigSource

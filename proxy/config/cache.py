@@ -1,19 +1,15 @@
-"""The `cache:` config section (top level and per route) and its resolution per route."""
+"""The `cache:` config section, top level and per route (proxy/cache/route.py resolves them)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from multidict import istr
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from proxy.cache.keys import KeyBuilder, KeyRules
-from proxy.cache.policy import CREDENTIAL_HEADERS, CacheRules
-from proxy.config.section import Section
-from proxy.edge.ratelimit.rates import parse_rate
+from proxy.config.rates import parse_rate
+from proxy.config.section import Model, Section
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -31,30 +27,26 @@ def parse_size(value: object) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)[:1].lower()])
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class QueryKey(_Model):
+class QueryKey(Model):
     ignore: tuple[str, ...] = ()  # glob patterns of parameter names: utm_*, _
     sort: bool = True
 
 
-class KeySettings(_Model):
+class KeySettings(Model):
     query: QueryKey = QueryKey()
     headers: tuple[str, ...] = ()
 
 
-class PerUser(_Model):
+class PerUser(Model):
     header: str = "Authorization"
 
 
-class PopularSettings(_Model):
+class PopularSettings(Model):
     top: int = Field(100, ge=0, le=100_000)  # keys kept fresh ahead of expiry; 0: none
     half_life: float = Field(60.0, gt=0)  # seconds for an access to count half as much
 
 
-class WarmingSettings(_Model):
+class WarmingSettings(Model):
     """Top-level `cache.warming`."""
 
     # Paths (with their query) fetched at start-up and kept fresh, as plain GETs.
@@ -150,83 +142,6 @@ class CacheSettings(Section):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class RouteCache:
-    """A route's cache behaviour, resolved once at start-up."""
-
-    rules: CacheRules
-    keys: KeyBuilder
-    tags_header: str | None
-    max_entry_size: int
-    shared: bool = False  # entries also go to (and come from) the Redis tier
-    coalesce_global: bool = False  # one fetch per key across instances (needs `shared`)
-    underscores: bool = False  # `underscores_in_headers`: forwarded on fetches by the cache
-
-
 def user_headers(sections: Iterable[CacheSettings | None]) -> tuple[str, ...]:
     """Every header some route keys per user by: it identifies users on every route."""
     return tuple(s.per_user.header for s in sections if s is not None and s.per_user)
-
-
-def resolve(
-    top: CacheSettings | None,
-    route: CacheSettings | None,
-    known_credentials: Iterable[str] = (),
-    key_secret: bytes = b"",
-) -> RouteCache | None:
-    """Route keys override top-level ones key by key; no section anywhere: no caching.
-
-    `known_credentials` (see `user_headers`) count as credentials on this route too;
-    `key_secret` keys the hashes of credentials in cache keys.
-    """
-    if top is None and route is None:
-        return None
-    merged: dict[str, Any] = {}
-    for layer in (top, route):
-        if layer is not None:
-            merged.update({name: getattr(layer, name) for name in layer.model_fields_set})
-    if route is not None and "enabled" not in route.model_fields_set:
-        merged["enabled"] = True  # a route's own cache section enables it
-    settings = CacheSettings.model_validate(
-        {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in merged.items()}
-    )
-    if not settings.enabled:
-        return None
-    per_user = settings.per_user.header if settings.per_user else None
-    return RouteCache(
-        rules=CacheRules(
-            ttl=settings.ttl,
-            force_ttl=settings.force_ttl,
-            stale_while_revalidate=settings.stale_while_revalidate,
-            stale_if_error=settings.stale_if_error,
-            store_set_cookie=settings.store_set_cookie,
-            user_header=per_user,
-            on_credentials=settings.on_credentials,
-            credentials=_unique(
-                (*CREDENTIAL_HEADERS, *known_credentials, *settings.credential_headers)
-            ),
-        ),
-        keys=KeyBuilder(
-            KeyRules(
-                query_ignore=settings.key.query.ignore,
-                query_sort=settings.key.query.sort,
-                headers=settings.key.headers,
-                per_user_header=per_user,
-                secret=key_secret,
-            )
-        ),
-        tags_header=settings.tags_header,
-        max_entry_size=settings.max_entry_size,
-        shared="redis" in settings.tiers,
-        coalesce_global=settings.coalesce == "global",
-        underscores=settings.underscores_in_headers,
-    )
-
-
-def _unique(names: Iterable[str]) -> tuple[str, ...]:
-    """Header names without repeats, compared case-insensitively, first spelling kept."""
-    seen: dict[str, str] = {}
-    for name in names:
-        seen.setdefault(name.lower(), name)
-    # Case-folded once (istr): every lookup asks for them, and multidict folds a str each time.
-    return tuple(istr(name) for name in seen.values())

@@ -18,8 +18,6 @@ from typing import Annotated, Any
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -28,18 +26,19 @@ from pydantic import (
 )
 
 from proxy.config import env as env_overrides
+from proxy.config import regex
+from proxy.config.alerts import AlertSettings
 from proxy.config.cache import CacheSettings
+from proxy.config.compression import CompressionConfig
+from proxy.config.cors import CorsConfig
+from proxy.config.hosts import parse_host_pattern, parse_public_host
+from proxy.config.logs import LogSettings
+from proxy.config.networks import parse_network
 from proxy.config.ratelimit import RateLimitSettings, route_problems
+from proxy.config.redis import RedisSettings
+from proxy.config.revocation import RevocationSettings
+from proxy.config.section import Model
 from proxy.config.upstream import Upstream, check_upstream_url
-from proxy.edge.compression import CompressionConfig
-from proxy.edge.cors import CorsConfig
-from proxy.edge.revocation import RevocationSettings
-from proxy.http import regex as linear_regex
-from proxy.http.clientaddr import parse_network
-from proxy.http.hosts import parse_host_pattern, parse_public_host
-from proxy.observe.alerts import AlertSettings
-from proxy.observe.logs import LogSettings
-from proxy.shared.redis import RedisSettings
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -79,15 +78,11 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _network(value: str) -> str:
     return str(parse_network(value))
 
 
-class ClientTimeouts(_Model):
+class ClientTimeouts(Model):
     """Seconds a client may take; past them its connection is closed (README "Limits")."""
 
     # From connection open, or from the first byte of a later request, to the end of its head.
@@ -98,7 +93,7 @@ class ClientTimeouts(_Model):
     body: float = Field(60.0, gt=0)
 
 
-class Listen(_Model):
+class Listen(Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     # --- Host hardening (README "Forwarded headers and Host"): kept together, at the end.
@@ -134,7 +129,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class Admin(_Model):
+class Admin(Model):
     port: int = Field(9901, ge=0, le=65535)
     token: str | None = None
     # Opening the admin listener to the network without a token must be said out loud.
@@ -159,7 +154,7 @@ class Admin(_Model):
         )
 
 
-class Match(_Model):
+class Match(Model):
     prefix: str | None = None
     path: str | None = None
     regex: str | None = None
@@ -175,7 +170,7 @@ class Match(_Model):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        return None if value is None else linear_regex.check(value)
+        return None if value is None else regex.check(value)
 
     @field_validator("methods")
     @classmethod
@@ -199,7 +194,7 @@ class Match(_Model):
         return self
 
 
-class Route(_Model):
+class Route(Model):
     name: str | None = None
     match: Match
     upstream: str | None = None
@@ -230,7 +225,7 @@ class Route(_Model):
         return None if value is None else check_upstream_url(value)
 
 
-class Config(_Model):
+class Config(Model):
     listen: Listen = Listen()
     upstream: Upstream
     admin: Admin = Admin()
@@ -563,7 +558,9 @@ def _caching_route(config: Config, path: str) -> str | None:
             matched = path.startswith(m.prefix)
         else:
             assert m.regex is not None
-            matched = linear_regex.prefix_matcher(m.regex)(path)
+            # As proxy/http/regex.py's prefix_matcher matches a request's path.
+            text = path.encode("utf-8", "surrogateescape")
+            matched = regex.compile_pattern(m.regex).match(text) is not None
         if matched:
             enabled = top_enabled if route.cache is None else route.cache.enabled
             return None if enabled else (route.name or f"routes[{i}]")

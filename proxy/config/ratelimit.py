@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from proxy.config.rates import Rate, parse_rate
 from proxy.config.section import Section
-from proxy.edge.ratelimit.rates import Rate, parse_rate
 
 # RFC 9110 §5.6.2 token: what a header name may be.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -50,7 +50,7 @@ class RateLimitSettings(Section):
     # When Redis fails: `local` limits per process, `allow` lets requests through, `deny`
     # answers 503.
     on_store_error: Literal["local", "allow", "deny"] = "local"
-    # Top level only: clients tracked in memory per limiter (see memory.py).
+    # Top level only: clients tracked in memory per limiter (proxy/edge/ratelimit/memory.py).
     max_clients: int = Field(100_000, ge=1)
     # An IPv6 client is its network of this prefix length: one host holds a whole /64.
     ipv6_prefix: int = Field(64, ge=16, le=128)

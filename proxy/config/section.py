@@ -1,4 +1,5 @@
-"""The base of every config section a route can switch off with `false`."""
+"""The bases of every settings model: `Model` (unknown keys refused, frozen), and `Section`,
+one a route can switch off with `false`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_validator
 
 
-class Section(BaseModel):
+class Model(BaseModel):
+    # A misspelt key is an error, never silently ignored; settings never change once loaded.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class Section(Model):
     enabled: bool = True  # `cache: false` / `cors: false` turns the section off
 
     @model_validator(mode="before")

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
 from proxy.config.cache import parse_size
-from proxy.config.section import Section
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from proxy.config.section import Model, Section
 
 
 def check_upstream_url(value: str) -> str:
@@ -33,7 +29,7 @@ def check_upstream_url(value: str) -> str:
     return value
 
 
-class Timeouts(_Model):
+class Timeouts(Model):
     connect: float = Field(5.0, gt=0)
     read: float = Field(30.0, gt=0)
     # The client's whole wait for the upstream's response head: queue, every attempt and
@@ -54,7 +50,10 @@ class Adaptive(Section):
     window: float = Field(0.5, gt=0, le=60)
 
 
-class Pool(_Model):
+class PoolSettings(Model):
+    # Titled by its key, as before the rename: the schema editors show stays the same.
+    model_config = ConfigDict(title="Pool")
+
     # Per upstream origin and per process: the hard bound on requests in flight.
     max_connections: int = Field(20, ge=1)
     keepalive_timeout: float = Field(300.0, ge=0)
@@ -65,7 +64,7 @@ class Pool(_Model):
     adaptive: Adaptive = Adaptive(enabled=False)
 
     @model_validator(mode="after")
-    def _min_within_max(self) -> Pool:
+    def _min_within_max(self) -> PoolSettings:
         if self.adaptive.enabled and self.adaptive.min_limit > self.max_connections:
             raise ValueError(
                 f"adaptive.min_limit ({self.adaptive.min_limit}) is above "
@@ -74,7 +73,7 @@ class Pool(_Model):
         return self
 
 
-class Retries(_Model):
+class Retries(Model):
     """An int (the original form) means `{attempts: N}`."""
 
     # Retries after the first try, for idempotent requests without a streamed body.
@@ -114,8 +113,10 @@ class Retries(_Model):
         return self
 
 
-class CircuitBreaker(Section):
+class CircuitBreakerSettings(Section):
     """`circuit_breaker: false` turns it off. Per origin and process (proxy/upstream/breaker.py)."""
+
+    model_config = ConfigDict(title="CircuitBreaker")  # as PoolSettings: the title editors show
 
     # It opens when, within `window` seconds, at least `min_requests` requests went and at
     # least `failure_rate` of them failed, also without the endpoint that failed most.
@@ -156,12 +157,12 @@ class CircuitBreaker(Section):
         return value
 
 
-class Upstream(_Model):
+class Upstream(Model):
     url: str
     timeouts: Timeouts = Timeouts()
-    pool: Pool = Pool()
+    pool: PoolSettings = PoolSettings()
     retries: Retries = Retries()
-    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     # Request bodies with a Content-Length up to this are read whole before a slot is
     # taken (and so can be retried); larger or chunked ones stream. 0: every body streams.
     buffer_body: int = Field(64 * 2**10, ge=0, le=2**30)

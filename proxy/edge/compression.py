@@ -1,5 +1,6 @@
-"""Response compression: the `compression:` config block, Accept-Encoding negotiation,
-eligibility, encoders/decoders and the header rewrites that go with them.
+"""Response compression: Accept-Encoding negotiation, eligibility, encoders/decoders and the
+header rewrites that go with them, as the `compression:` section (proxy/config/compression.py)
+says.
 
 Everything here is synchronous and I/O-free. `encode`/`decoded` hold no shared state, so
 large bodies can be handed to `asyncio.to_thread` (zlib, brotli and zstd release the GIL).
@@ -12,13 +13,12 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import brotli
 from multidict import CIMultiDict
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from proxy.config.section import Section
+from proxy.config.compression import CompressionConfig
 from proxy.edge.cors import Headers, append_vary
 
 # The standard library's zstd (Python 3.14), or its backport: unlike the `zstandard` package,
@@ -34,12 +34,9 @@ except ImportError:
 __all__ = [
     "PIECE",
     "CodingError",
-    "CompressionConfig",
     "CompressionPolicy",
     "Decoder",
     "Encoder",
-    "Levels",
-    "StreamLevels",
     "decoded",
     "is_acceptable",
     "negotiate",
@@ -48,8 +45,6 @@ __all__ = [
     "vary_accept_encoding",
 ]
 
-ALGORITHMS = ("br", "zstd", "gzip")  # also the default server preference
-_MEDIA_RANGE_RE = re.compile(r"[a-z0-9!#$&^_.+-]+/(?:\*|[a-z0-9!#$&^_.+-]+)|\*/\*")
 _QVALUE_RE = re.compile(r"0(?:\.[0-9]*)?|1(?:\.0*)?")  # RFC 9110 §12.4.2, extra digits tolerated
 _CODING_ALIASES = {"x-gzip": "gzip"}  # RFC 9110 §8.4.1.3
 
@@ -67,73 +62,6 @@ _INVALIDATED = ("Content-MD5", "Content-Digest", "Repr-Digest", "Digest", "Accep
 
 class CodingError(ValueError):
     """Unsupported content coding, or a body that does not decode."""
-
-
-def _check_algorithm(value: str) -> str:
-    name = value.strip().lower()
-    if name == "deflate":
-        raise ValueError(
-            "deflate is not supported: clients disagree on its framing (zlib or raw); use gzip"
-        )
-    if name not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {value!r}: expected br, zstd or gzip")
-    if name == "zstd" and _zstd is None:
-        raise ValueError(
-            "zstd needs the optional 'backports.zstd' package (pip install 'cacheproxy[zstd]')"
-        )
-    return name
-
-
-def _check_media_range(value: str) -> str:
-    media = value.strip().lower()
-    if not _MEDIA_RANGE_RE.fullmatch(media):
-        raise ValueError(f"invalid media type {value!r}: expected type/subtype or type/*")
-    return media
-
-
-Algorithm = Annotated[str, AfterValidator(_check_algorithm)]
-MediaRange = Annotated[str, AfterValidator(_check_media_range)]
-
-
-def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
-    if len(set(values)) != len(values):
-        raise ValueError("an algorithm is listed twice")
-    return values
-
-
-class Levels(BaseModel):
-    """Levels for stored variants: made once, served many times, so spend CPU."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gzip: int = Field(default=6, ge=1, le=9)
-    br: int = Field(default=5, ge=0, le=11)
-    # Above 19 zstd's window exceeds the 8 MiB browsers accept for Content-Encoding.
-    zstd: int = Field(default=3, ge=1, le=19)
-
-
-class StreamLevels(Levels):
-    """Levels for on-the-fly compression of uncacheable responses: latency first."""
-
-    gzip: int = Field(default=1, ge=1, le=9)
-    br: int = Field(default=1, ge=0, le=11)
-    zstd: int = Field(default=1, ge=1, le=19)
-
-
-class CompressionConfig(Section):
-    """`compression:` block. `algorithms` order is the server's preference on q ties."""
-
-    algorithms: Annotated[tuple[Algorithm, ...], AfterValidator(_unique)] = ("br", "gzip")
-    min_size: int = Field(default=1000, ge=0)
-    types: tuple[MediaRange, ...] = (
-        "text/*",
-        "application/json",
-        "application/javascript",
-        "application/xml",
-        "image/svg+xml",
-    )
-    level: Levels = Levels()
-    stream_level: StreamLevels = StreamLevels()
 
 
 # --- negotiation -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""CORS: the `cors:` config block (`CorsConfig`) and the policy built from it (`CorsPolicy`).
+"""CORS: the policy (`CorsPolicy`) built from the `cors:` section (proxy/config/cors.py).
 
 On a route with CORS configured the proxy owns CORS: preflights are answered here and never
 reach the upstream, and `apply` strips whatever `Access-Control-*` headers the upstream sent
@@ -11,27 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Annotated
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
-from pydantic import AfterValidator, Field, model_validator
 
-from proxy.config.section import Section
+from proxy.config.cors import ORIGIN_RE, CorsConfig
 from proxy.http import regex as linear_regex
 
-__all__ = ["CorsConfig", "CorsPolicy", "append_vary", "vary_values"]
+__all__ = ["CorsPolicy", "append_vary", "vary_values"]
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
-
-# scheme://host[:port] or scheme://*.domain[:port], matched against the lowercased text.
-# Hosts are ASCII: browsers send IDNs in punycode.
-_ORIGIN_RE = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<wild>\*\.)?"
-    r"(?P<host>[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])"
-    r"(?::(?P<port>[0-9]{1,5}))?"
-)
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
 
 # Real origins are short (a hostname is at most 253 characters); anything much longer is
 # refused outright, which also bounds the work a configured regex can be made to do.
@@ -80,72 +68,6 @@ def vary_values(values: list[str], fields: Iterable[str]) -> list[str]:
     return [", ".join(merged.values())] if merged else []
 
 
-def _check_origin(value: str) -> str:
-    origin = value.strip().lower()
-    if origin == "*":
-        return origin
-    match = _ORIGIN_RE.fullmatch(origin)
-    if match is None:
-        raise ValueError(
-            f"invalid origin {value!r}: expected '*', scheme://host[:port] or "
-            "scheme://*.domain[:port] (an origin has no path, not even a trailing slash)"
-        )
-    scheme, port = match["scheme"], match["port"]
-    if match["wild"] and match["host"].startswith("["):
-        raise ValueError(f"invalid origin {value!r}: a wildcard needs a domain name")
-    if port is not None and not 0 < int(port) < 65536:
-        raise ValueError(f"invalid origin {value!r}: port out of range")
-    if port is not None and _DEFAULT_PORTS.get(scheme) == port:
-        # Browsers never serialize a default port, so keeping it would never match.
-        origin = origin[: -len(port) - 1]
-    return origin
-
-
-def _check_token(value: str) -> str:
-    value = value.strip()
-    if not _TOKEN_RE.fullmatch(value):
-        raise ValueError(f"invalid name {value!r}: not an HTTP token")
-    return value
-
-
-def _check_method(value: str) -> str:
-    # Methods are case-sensitive on the wire; configs are written in any case but mean
-    # the conventional upper-case methods.
-    return _check_token(value).upper()
-
-
-Origin = Annotated[str, AfterValidator(_check_origin)]
-OriginRegex = Annotated[str, AfterValidator(linear_regex.check)]  # RE2: linear time
-Method = Annotated[str, AfterValidator(_check_method)]
-HeaderName = Annotated[str, AfterValidator(_check_token)]
-
-
-class CorsConfig(Section):
-    """`cors:` block. Origins are stored normalized (lowercase, default port dropped)."""
-
-    allow_origins: tuple[Origin, ...] = ()
-    allow_origin_regex: tuple[OriginRegex, ...] = ()
-    allow_methods: tuple[Method, ...] = ("GET", "HEAD", "POST")
-    allow_headers: tuple[HeaderName, ...] = ()
-    expose_headers: tuple[HeaderName, ...] = ()
-    allow_credentials: bool = False
-    max_age: int | None = Field(default=600, ge=0)
-
-    @model_validator(mode="after")
-    def _no_wildcards_with_credentials(self) -> CorsConfig:
-        # Browsers reject `*` on credentialed requests (Fetch §3.2.5); echoing any origin
-        # with credentials instead would hand every site the user's session.
-        if not self.allow_credentials:
-            return self
-        for name in ("allow_origins", "allow_methods", "allow_headers", "expose_headers"):
-            if "*" in getattr(self, name):
-                raise ValueError(
-                    f"{name}: ['*'] cannot be combined with allow_credentials: true; "
-                    "list the allowed values explicitly"
-                )
-        return self
-
-
 def _wildcard_pattern(scheme: str, domain: str, port: str | None) -> re.Pattern[str]:
     # One or more labels, then a dot, then the domain: `*.example.com` never matches the
     # bare `example.com`, `evilexample.com` or `example.com.evil.net`.
@@ -191,7 +113,7 @@ class CorsPolicy:
         exact: set[str] = set()
         patterns: list[Callable[[str], object]] = []
         for origin in config.allow_origins:
-            match = _ORIGIN_RE.fullmatch(origin)
+            match = ORIGIN_RE.fullmatch(origin)
             if match is None:  # only "*"; CorsConfig validated the rest
                 continue
             if match["wild"]:

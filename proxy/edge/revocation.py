@@ -31,21 +31,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
-from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio.cluster import RedisCluster
 
 from proxy.cache.keys import hash_secret
 from proxy.cache.memory import StoreUnavailable
+from proxy.config.revocation import RevocationSettings
 from proxy.http import credentials
 from proxy.http.errors import json_error
-from proxy.server.eventloop import cancel
 from proxy.shared.reconnect import Backoff
 from proxy.shared.redis import SharedRedis
+from proxy.tasks import cancel
 
 log = logging.getLogger("cacheproxy.revocation")
 
@@ -97,17 +97,6 @@ if written > 0 then
 end
 return written
 """
-
-
-class RevocationSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Seconds between full reloads of the mirror from Redis (missed messages heal by then).
-    resync_interval: float = Field(30.0, gt=0, le=3600)
-    max_entries: int = Field(100_000, ge=1)
-    # With Redis, until the list is first loaded from it: `serve` (and say so in /health)
-    # or `refuse` requests carrying a bearer token (503), which the list might refuse.
-    before_sync: Literal["serve", "refuse"] = "serve"
 
 
 class ListFull(Exception):

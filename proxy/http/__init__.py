@@ -1,2 +1,2 @@
 """Pure HTTP helpers: request targets, hosts, header hygiene, client addresses, credentials,
-ranges, linear-time regexes, JSON errors. Imports only config/."""
+dates, ranges, linear-time regexes, JSON errors. Imports only config/."""

@@ -13,31 +13,12 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from proxy.config.networks import IPNetwork, parse_network
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Port suffixes some proxies append to XFF entries (Azure: "192.0.2.1:4711").
 _PORT_CHARS: Final = frozenset("0123456789")
-
-
-def parse_network(value: str) -> IPNetwork:
-    """A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address; ValueError says why not."""
-    text = value.strip()
-    try:
-        network = ipaddress.ip_network(text, strict=True)
-    except ValueError:
-        try:
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise ValueError(f"not an IP address or CIDR network: {value!r}") from None
-        # "10.0.0.1/8" is almost always a typo for a network: say which one was meant.
-        raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from None
-    mapped = network.network_address
-    v4 = mapped.ipv4_mapped if isinstance(mapped, ipaddress.IPv6Address) else None
-    if v4 is not None and network.prefixlen >= 96:
-        # Addresses are unmapped before matching (see parse_address): so is the network.
-        return ipaddress.IPv4Network(f"{v4}/{network.prefixlen - 96}")
-    return network
 
 
 def parse_address(text: str) -> IPAddress | None:

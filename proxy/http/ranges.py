@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
-from proxy.cache.policy import Headers, parse_http_date
+from proxy.http.dates import parse_http_date
+from proxy.http.headers import Headers
 
 _MAX_RANGE_HEADER: Final = 256  # longer Range values are ignored unread
 

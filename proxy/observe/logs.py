@@ -1,4 +1,4 @@
-"""The `log:` section: the process's log format and level, and the access log.
+"""Logging: the process's log format and level (the `log:` section), and the access log.
 
 The access log is one line per answer on stdout. The request path only appends a tuple to
 a bounded list (a cache hit that sampling skips not even that); every 0.2 s the list goes
@@ -19,31 +19,12 @@ import queue
 import sys
 import threading
 from datetime import UTC, datetime
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from proxy.config.logs import LogSettings
 from proxy.http.clientaddr import TrustedProxies, client_address
-
-
-class LogSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format: Literal["text", "json"] = "text"
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    access: bool = True  # one line per answer on stdout
-    # Share of cache hits logged (misses, errors and everything else always are).
-    sample_hits: float = Field(1.0, ge=0, le=1)
-    # Query parameters whose name and value are logged; the rest of a query never is.
-    query_params: tuple[str, ...] = ()
-    # Seconds between two "stats" lines in the log; 0: none.
-    stats_interval: float = Field(60, ge=0)
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
 
 
 def iso_time(seconds: float) -> str:

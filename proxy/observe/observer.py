@@ -42,7 +42,7 @@ from proxy.observe.metrics import (
 )
 from proxy.observe.stats_window import BOUNDS, RollingWindow, Totals, describe, percentile, ratio
 from proxy.respond.prepared import PreparedResponse
-from proxy.server.eventloop import cancel
+from proxy.tasks import cancel
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

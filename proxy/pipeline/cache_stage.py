@@ -18,8 +18,8 @@ from proxy.cache.entry import Entry
 from proxy.cache.keys import url_part
 from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import EMPTY_CACHE_CONTROL, Freshness, Scope
+from proxy.cache.route import RouteCache
 from proxy.cache.status import cache_status
-from proxy.config.cache import RouteCache
 from proxy.http.errors import json_error
 from proxy.http.headers import forward_response_headers
 from proxy.http.target import Target

@@ -17,7 +17,8 @@ from multidict import istr
 
 from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
-from proxy.edge.revocation import RevocationList, RevocationSettings
+from proxy.config.revocation import RevocationSettings
+from proxy.edge.revocation import RevocationList
 from proxy.http.errors import ClientBodyError, json_error
 from proxy.http.headers import ForwardingPolicy, request_fields
 from proxy.http.target import BadTarget, Target, parse_target

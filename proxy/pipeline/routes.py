@@ -10,11 +10,14 @@ from typing import Any
 
 from yarl import URL
 
-from proxy.config.cache import RouteCache, resolve, user_headers
+from proxy.cache.route import RouteCache, resolve
+from proxy.config.cache import user_headers
+from proxy.config.compression import CompressionConfig
+from proxy.config.cors import CorsConfig
 from proxy.config.loader import Config, Route
 from proxy.config.ratelimit import resolve as resolve_rate_limit
-from proxy.edge.compression import CompressionConfig, CompressionPolicy
-from proxy.edge.cors import CorsConfig, CorsPolicy
+from proxy.edge.compression import CompressionPolicy
+from proxy.edge.cors import CorsPolicy
 from proxy.edge.ratelimit.limiter import RateLimiter
 from proxy.http.clientaddr import TrustedProxies
 from proxy.http.headers import ForwardingPolicy

@@ -24,8 +24,8 @@ from proxy.http.target import Target, parse_target
 from proxy.pipeline.cache_stage import HttpCache
 from proxy.pipeline.routes import RoutePolicy, RouteTable
 from proxy.pipeline.warming import Warming, refresh_ahead_at
-from proxy.server.eventloop import cancel
-from proxy.upstream.breaker import State
+from proxy.shared.breaker import State
+from proxy.tasks import cancel
 from proxy.upstream.client import BACKGROUND, UpstreamClient
 
 log = logging.getLogger("cacheproxy.warming")

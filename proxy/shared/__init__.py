@@ -1,2 +1,2 @@
-"""The Redis tier shared by every instance: the connection and its guard, the L2 store, the purge
-log and its follower. Imports cache/ and below."""
+"""The Redis tier shared by every instance: the connection, its guard and count breaker, the L2
+store, the purge log and its follower. Imports cache/, http/ and config/ only."""

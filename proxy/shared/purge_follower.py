@@ -21,11 +21,11 @@ from typing import Any
 import orjson
 
 from proxy.cache.memory import StoreUnavailable
-from proxy.server.eventloop import cancel
 from proxy.shared import purge_log
 from proxy.shared.purge_log import ANCHOR, PAGE, Outbox, Purge, Recent
 from proxy.shared.reconnect import Backoff, subscribe_confirmed
 from proxy.shared.redis import SharedRedis
+from proxy.tasks import cancel
 
 log = logging.getLogger("cacheproxy.shared")
 

@@ -1,4 +1,4 @@
-"""The shared Redis: its `redis:` config section, the client, and the guard every call goes through.
+"""The shared Redis: the client, and the guard every call goes through.
 
 One Redis (or a Cluster, or a Sentinel-managed master) is shared by every proxy process for
 the L2 cache, the purge log, rate-limit windows and revocations. A client request must never
@@ -29,7 +29,6 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -39,7 +38,8 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from yarl import URL
 
 from proxy.cache.memory import StoreUnavailable
-from proxy.upstream.breaker import CircuitBreaker, State
+from proxy.config.redis import RedisSettings
+from proxy.shared.breaker import CircuitBreaker, State
 
 log = logging.getLogger("cacheproxy.redis")
 
@@ -48,66 +48,6 @@ Client = aioredis.Redis | RedisCluster
 # Connections each pool holds beyond the guard's slots: the purge and revocation
 # subscriptions, and a Cluster's slot-map refreshes.
 RESERVED_CONNECTIONS = 4
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _redis_url(value: str) -> str:
-    url = URL(value)
-    if url.scheme not in ("redis", "rediss") or not url.host:
-        raise ValueError("must be a redis:// or rediss:// URL with a host")
-    return value
-
-
-class ClusterSettings(_Model):
-    nodes: tuple[str, ...] = Field(min_length=1)
-
-    _urls = field_validator("nodes")(lambda v: tuple(_redis_url(u) for u in v))
-
-
-class SentinelSettings(_Model):
-    nodes: tuple[str, ...] = Field(min_length=1)
-    service: str
-    db: int = Field(0, ge=0)
-    password: str | None = None  # the master's; sentinels' own come from their URLs
-
-    _urls = field_validator("nodes")(lambda v: tuple(_redis_url(u) for u in v))
-
-
-class BreakerSettings(_Model):
-    failures: int = Field(5, ge=1)
-    window: float = Field(10.0, gt=0)
-    reset_after: float = Field(5.0, gt=0)
-
-
-class RedisSettings(_Model):
-    """Exactly one of `url`, `cluster`, `sentinel`."""
-
-    url: str | None = None
-    cluster: ClusterSettings | None = None
-    sentinel: SentinelSettings | None = None
-    key_prefix: str = "cacheproxy:"
-    # Per operation: the request path never waits on Redis longer than this.
-    timeout: float = Field(0.25, gt=0, le=30)
-    # Redis calls in flight per process; more wait for a free one within their budget.
-    max_connections: int = Field(50, ge=1)
-    circuit_breaker: BreakerSettings = BreakerSettings()
-    # Purges kept in Redis (a stream) for instances that lost touch to catch up from, and
-    # purges kept here while Redis is unreachable, to send when it answers again.
-    purge_log_length: int = Field(10_000, ge=10, le=1_000_000)
-
-    _url = field_validator("url")(lambda v: None if v is None else _redis_url(v))
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> RedisSettings:
-        given = [k for k in ("url", "cluster", "sentinel") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"needs exactly one of url, cluster, sentinel (got {', '.join(given) or 'none'})"
-            )
-        return self
 
 
 def connect(settings: RedisSettings) -> Client:

@@ -1,13 +1,7 @@
-"""Circuit breakers: stop calling a dependency that keeps failing, probe it now and then.
+"""The upstream's circuit breaker: stop calling a failing origin, probe it now and then.
 
-Pure state over a clock passed in, so they are tested without sockets or sleeps.
-
-`CircuitBreaker` counts failures. It guards Redis (proxy/shared/redis.py): every operation
-there is the proxy's own, so a handful of failures is news.
-
-    closed --(`failures` failures within `window` s)--> open
-    open --(`reset_after` s)--> half-open: one probe call is allowed
-    half-open --probe succeeds--> closed;  --probe fails--> open again
+Pure state over a clock passed in, so it is tested without sockets or sleeps. (Redis has its
+own, simpler breaker that counts failures: proxy/shared/breaker.py, with the `State` both use.)
 
 `RateBreaker` guards an upstream origin (proxy/upstream/guard.py), whose traffic is what
 clients choose to send: counting failures would let a few requests to one broken endpoint
@@ -28,84 +22,9 @@ detection takes out one failing host, never the cluster, while the others answer
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
-from enum import Enum
 
-
-class State(Enum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half-open"
-
-
-class CircuitBreaker:
-    def __init__(
-        self,
-        failures: int = 5,
-        window: float = 10.0,
-        reset_after: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.threshold = failures
-        self.window = window
-        self.reset_after = reset_after
-        self._clock = clock
-        self._failures: deque[float] = deque()
-        self._opened_at = 0.0
-        self._probing = False
-        self.state = State.CLOSED
-        self.opened = 0  # times it opened: a counter for metrics
-
-    def allow(self) -> bool:
-        """May a call go ahead now? In half-open state only one (the probe) may."""
-        if self.state is State.CLOSED:
-            return True
-        if self.state is State.OPEN:
-            if self._clock() - self._opened_at < self.reset_after:
-                return False
-            self.state = State.HALF_OPEN
-            self._probing = False
-        if self._probing:
-            return False
-        self._probing = True
-        return True
-
-    def retry_in(self) -> float:
-        """Seconds until a probe may go (0 when calls are allowed): for Retry-After."""
-        if self.state is not State.OPEN:
-            return 0.0
-        return max(0.0, self.reset_after - (self._clock() - self._opened_at))
-
-    def abandon(self) -> None:
-        """An allowed call ended with no verdict (cancelled, never sent): in half-open
-        state the next caller may probe instead, or the circuit would never close."""
-        self._probing = False
-
-    def success(self) -> None:
-        if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            self._failures.clear()
-        self._probing = False
-
-    def failure(self) -> None:
-        now = self._clock()
-        self._probing = False
-        if self.state is State.HALF_OPEN:
-            self._open(now)
-            return
-        self._failures.append(now)
-        while self._failures and self._failures[0] <= now - self.window:
-            self._failures.popleft()
-        if len(self._failures) >= self.threshold:
-            self._open(now)
-
-    def _open(self, now: float) -> None:
-        self.state = State.OPEN
-        self.opened += 1
-        self._opened_at = now
-        self._failures.clear()
-
+from proxy.shared.breaker import State
 
 # The window is this many buckets of window/_BUCKETS seconds each (1 s for the default 10 s).
 _BUCKETS = 10

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from proxy.config.upstream import Upstream
 from proxy.http.errors import UpstreamError
+from proxy.shared.breaker import State
 from proxy.upstream.adaptive import GradientLimit
-from proxy.upstream.breaker import RateBreaker, State
+from proxy.upstream.breaker import RateBreaker
 from proxy.upstream.gate import Gate, QueueFull, QueueTimeout
 from proxy.upstream.retry import RetryBudget
 

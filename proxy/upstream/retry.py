@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 
-from proxy.cache.policy import parse_http_date
+from proxy.http.dates import parse_http_date
 
 BUDGET_WINDOW = 10.0  # seconds of traffic the budget looks at
 _BUCKETS = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config.loader import ConfigError, parse_config
-from proxy.edge.ratelimit.rates import Rate
+from proxy.config.rates import Rate
 from proxy.pipeline.routes import RouteTable
 
 BASE = "upstream: {url: 'http://api:9000'}\n"

@@ -13,8 +13,9 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.config.logs import LogSettings
 from proxy.http.clientaddr import TrustedProxies
-from proxy.observe.logs import AccessLog, LogSettings, Record, loggable_path, ms_text
+from proxy.observe.logs import AccessLog, Record, loggable_path, ms_text
 from tests.conftest import Origin, ProxyProcess
 
 SECRETS = ("TOPSECRET", "COOKIESECRET", "QUERYSECRET", "ADMINSECRET")

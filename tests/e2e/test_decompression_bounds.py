@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.edge.compression import PIECE, CompressionConfig, CompressionPolicy
+from proxy.config.compression import CompressionConfig
+from proxy.edge.compression import PIECE, CompressionPolicy
 from proxy.respond.encoding import AS_STORED, DECODED, Unstored, make_variant
 from tests.conftest import ProxyProcess, StartProxy, StartUpstream
 

@@ -15,9 +15,10 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.edge.cors import CorsConfig, CorsPolicy
+from proxy.config.cors import CorsConfig
+from proxy.config.rates import parse_rate
+from proxy.edge.cors import CorsPolicy
 from proxy.edge.ratelimit.headers import RateHeaders
-from proxy.edge.ratelimit.rates import parse_rate
 from proxy.respond.prepared import relayed
 from proxy.respond.relay import PHRASES
 from tests.conftest import Origin, StartProxy

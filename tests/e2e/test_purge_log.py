@@ -17,11 +17,12 @@ from multidict import CIMultiDict
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import CacheRules
+from proxy.config.redis import RedisSettings
 from proxy.shared import purge_log
 from proxy.shared.purge_follower import PurgeFollower
 from proxy.shared.purge_log import ALL, Outbox, Purge, Recent, after_gap, newer
 from proxy.shared.reconnect import Backoff
-from proxy.shared.redis import RedisSettings, SharedRedis
+from proxy.shared.redis import SharedRedis
 from tests.conftest import Origin, StartProxy, get
 from tests.e2e.test_shared_cache import admin, eventually, shared
 from tests.redis_servers import RedisServer

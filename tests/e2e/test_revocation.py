@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import (
     ListFull,
     RevocationList,
-    RevocationSettings,
     bearer_token,
     jti_member,
     jwt_id,

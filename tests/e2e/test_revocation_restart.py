@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.edge.revocation import RevocationList, RevocationSettings, token_member
+from proxy.config.revocation import RevocationSettings
+from proxy.edge.revocation import RevocationList, token_member
 from tests.conftest import Origin, ProxyProcess, StartProxy, get
 from tests.e2e.test_revocation import ADMIN, revoke
 from tests.e2e.test_revocation_shared import eventually

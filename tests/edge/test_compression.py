@@ -1,4 +1,4 @@
-"""CompressionConfig, negotiation, eligibility, codecs and header rewrites: pure, no sockets."""
+"""Negotiation, eligibility, codecs and header rewrites: pure, no sockets."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
+from proxy.config import compression as compression_settings
+from proxy.config.compression import CompressionConfig
 from proxy.edge import compression
 from proxy.edge.compression import (
     PIECE,
     CodingError,
-    CompressionConfig,
     CompressionPolicy,
     decoded,
     is_acceptable,
@@ -54,6 +55,7 @@ def policy() -> CompressionPolicy:
 @pytest.fixture
 def no_zstd(monkeypatch: pytest.MonkeyPatch) -> None:
     """Behave as if the optional zstd package were not installed."""
+    monkeypatch.setattr(compression_settings, "ZSTD_INSTALLED", False)
     monkeypatch.setattr(compression, "_zstd", None)
 
 
@@ -61,52 +63,7 @@ def headers(**items: str) -> CIMultiDict[str]:
     return CIMultiDict({k.replace("_", "-"): v for k, v in items.items()})
 
 
-# --- config -----------------------------------------------------------------------------
-
-
-def test_defaults() -> None:
-    config = CompressionConfig()
-    assert config.algorithms == ("br", "gzip")
-    assert config.min_size == 1000
-    assert (config.level.gzip, config.level.br, config.level.zstd) == (6, 5, 3)
-    assert (config.stream_level.gzip, config.stream_level.br, config.stream_level.zstd) == (1, 1, 1)
-
-
-def test_partial_levels_keep_their_own_defaults() -> None:
-    config = CompressionConfig.model_validate({"level": {"br": 9}, "stream_level": {"gzip": 2}})
-    assert (config.level.gzip, config.level.br) == (6, 9)
-    assert (config.stream_level.gzip, config.stream_level.br) == (2, 1)
-
-
-@pytest.mark.parametrize(
-    ("data", "loc", "message"),
-    [
-        ({"algorithms": ["br", "deflate"]}, ("algorithms", 1), "deflate is not supported"),
-        ({"algorithms": ["lz4"]}, ("algorithms", 0), "unknown algorithm"),
-        ({"algorithms": ["gzip", "GZIP"]}, ("algorithms",), "listed twice"),
-        ({"types": ["application/json", "json"]}, ("types", 1), "invalid media type"),
-        ({"min_size": -1}, ("min_size",), "greater than or equal"),
-        ({"level": {"gzip": 10}}, ("level", "gzip"), "less than or equal"),
-        ({"level": {"br": 12}}, ("level", "br"), "less than or equal"),
-        ({"stream_level": {"zstd": 20}}, ("stream_level", "zstd"), "less than or equal"),
-        ({"level": {"lzma": 1}}, ("level", "lzma"), "Extra inputs"),
-        ({"algorithm": ["gzip"]}, ("algorithm",), "Extra inputs"),
-    ],
-)
-def test_config_errors_name_the_key(
-    data: dict[str, object], loc: tuple[object, ...], message: str
-) -> None:
-    with pytest.raises(ValidationError) as info:
-        CompressionConfig.model_validate(data)
-    error = info.value.errors()[0]
-    assert error["loc"] == loc
-    assert message in error["msg"]
-
-
-def test_config_normalizes_case() -> None:
-    config = CompressionConfig(algorithms=["GZip"], types=["Text/*", "APPLICATION/JSON"])
-    assert config.algorithms == ("gzip",)
-    assert config.types == ("text/*", "application/json")
+# --- without zstd -----------------------------------------------------------------------
 
 
 def test_zstd_without_the_package_is_a_config_error_and_not_offered(no_zstd: None) -> None:

@@ -11,8 +11,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from proxy.config.cors import CorsConfig
 from proxy.config.loader import ConfigError, parse_config
-from proxy.edge.cors import CorsConfig, CorsPolicy
+from proxy.edge.cors import CorsPolicy
 from proxy.pipeline.routes import RouteTable
 from tests.conftest import ProxyProcess, StartUpstream, raw_exchange
 

@@ -6,7 +6,8 @@ from bisect import bisect_left
 
 import pytest
 
-from proxy.observe.alerts import AlertSettings, AlertTracker, evaluate
+from proxy.config.alerts import AlertSettings
+from proxy.observe.alerts import AlertTracker, evaluate
 from proxy.observe.stats_window import BOUNDS, BUCKETS, RollingWindow, Totals, describe, percentile
 
 

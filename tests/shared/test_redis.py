@@ -10,8 +10,9 @@ import uuid
 import pytest
 
 from proxy.cache.memory import StoreUnavailable
-from proxy.shared.redis import Client, RedisGuard, RedisSettings, connect
-from proxy.upstream.breaker import CircuitBreaker, State
+from proxy.config.redis import RedisSettings
+from proxy.shared.breaker import CircuitBreaker, State
+from proxy.shared.redis import Client, RedisGuard, connect
 from tests.redis_servers import RedisCluster, RedisSentinel, RedisServer
 
 

@@ -12,9 +12,10 @@ from multidict import CIMultiDict
 from proxy.cache.entry import Entry
 from proxy.cache.entry_format import encode
 from proxy.cache.policy import CacheRules
-from proxy.shared.redis import Client, RedisGuard, RedisSettings, connect
+from proxy.config.redis import RedisSettings
+from proxy.shared.breaker import CircuitBreaker
+from proxy.shared.redis import Client, RedisGuard, connect
 from proxy.shared.store import RedisStore
-from proxy.upstream.breaker import CircuitBreaker
 from tests.cache.entry_v1 import encode_v1
 from tests.redis_servers import RedisCluster, RedisServer
 

@@ -26,7 +26,7 @@ from http_sf.integer import ser_integer
 from http_sf.parameters import ser_params
 from multidict import istr
 
-from proxy.edge.ratelimit.rates import Rate
+from proxy.config.rates import Rate
 
 Pairs = tuple[tuple[str, str], ...]
 # Case-folded once: multidict then skips folding them on every response (half the cost).

@@ -6,8 +6,8 @@ import http_sf
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.config.rates import MAX_COUNT, MAX_WINDOW, parse_rate
 from proxy.edge.ratelimit.headers import RateHeaders, whole_seconds
-from proxy.edge.ratelimit.rates import MAX_COUNT, MAX_WINDOW, parse_rate
 
 RATES = [parse_rate("5/minute"), parse_rate("20/hour"), parse_rate("10/30s")]
 

@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 
+from proxy.config.redis import RedisSettings
 from proxy.edge.ratelimit.redis_backend import RedisWindows
 from proxy.edge.ratelimit.window import hit, new_state
-from proxy.shared.redis import RedisSettings, SharedRedis
+from proxy.shared.redis import SharedRedis
 from tests.redis_servers import RedisCluster, RedisServer
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.edge.ratelimit.rates import MAX_COUNT, MAX_WINDOW, Rate, parse_rate
+from proxy.config.rates import MAX_COUNT, MAX_WINDOW, Rate, parse_rate
 
 
 @pytest.mark.parametrize(

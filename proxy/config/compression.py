@@ -1,0 +1,92 @@
+"""The `compression:` section, top level or per route; negotiation, codecs and policy are
+proxy/edge/compression.py's."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from proxy.config.section import Model, Section
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+# The standard library's zstd (Python 3.14) or its backport, which proxy/edge/compression.py
+# imports; looked up, not imported, so that loading a config loads no codec.
+ZSTD_INSTALLED = _installed("compression.zstd") or _installed("backports.zstd")
+
+ALGORITHMS = ("br", "zstd", "gzip")  # also the default server preference
+_MEDIA_RANGE_RE = re.compile(r"[a-z0-9!#$&^_.+-]+/(?:\*|[a-z0-9!#$&^_.+-]+)|\*/\*")
+
+
+def _check_algorithm(value: str) -> str:
+    name = value.strip().lower()
+    if name == "deflate":
+        raise ValueError(
+            "deflate is not supported: clients disagree on its framing (zlib or raw); use gzip"
+        )
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {value!r}: expected br, zstd or gzip")
+    if name == "zstd" and not ZSTD_INSTALLED:
+        raise ValueError(
+            "zstd needs the optional 'backports.zstd' package (pip install 'cacheproxy[zstd]')"
+        )
+    return name
+
+
+def _check_media_range(value: str) -> str:
+    media = value.strip().lower()
+    if not _MEDIA_RANGE_RE.fullmatch(media):
+        raise ValueError(f"invalid media type {value!r}: expected type/subtype or type/*")
+    return media
+
+
+Algorithm = Annotated[str, AfterValidator(_check_algorithm)]
+MediaRange = Annotated[str, AfterValidator(_check_media_range)]
+
+
+def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(values)) != len(values):
+        raise ValueError("an algorithm is listed twice")
+    return values
+
+
+class Levels(Model):
+    """Levels for stored variants: made once, served many times, so spend CPU."""
+
+    gzip: int = Field(default=6, ge=1, le=9)
+    br: int = Field(default=5, ge=0, le=11)
+    # Above 19 zstd's window exceeds the 8 MiB browsers accept for Content-Encoding.
+    zstd: int = Field(default=3, ge=1, le=19)
+
+
+class StreamLevels(Levels):
+    """Levels for on-the-fly compression of uncacheable responses: latency first."""
+
+    gzip: int = Field(default=1, ge=1, le=9)
+    br: int = Field(default=1, ge=0, le=11)
+    zstd: int = Field(default=1, ge=1, le=19)
+
+
+class CompressionConfig(Section):
+    """`compression:` block. `algorithms` order is the server's preference on q ties."""
+
+    algorithms: Annotated[tuple[Algorithm, ...], AfterValidator(_unique)] = ("br", "gzip")
+    min_size: int = Field(default=1000, ge=0)
+    types: tuple[MediaRange, ...] = (
+        "text/*",
+        "application/json",
+        "application/javascript",
+        "application/xml",
+        "image/svg+xml",
+    )
+    level: Levels = Levels()
+    stream_level: StreamLevels = StreamLevels()

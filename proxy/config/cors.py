@@ -1,0 +1,87 @@
+"""The `cors:` section, top level or per route; the policy built from it is proxy/edge/cors.py's."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, model_validator
+
+from proxy.config import regex
+from proxy.config.section import Section
+
+# scheme://host[:port] or scheme://*.domain[:port], matched against the lowercased text.
+# Hosts are ASCII: browsers send IDNs in punycode.
+ORIGIN_RE = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<wild>\*\.)?"
+    r"(?P<host>[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
+
+
+def _check_origin(value: str) -> str:
+    origin = value.strip().lower()
+    if origin == "*":
+        return origin
+    match = ORIGIN_RE.fullmatch(origin)
+    if match is None:
+        raise ValueError(
+            f"invalid origin {value!r}: expected '*', scheme://host[:port] or "
+            "scheme://*.domain[:port] (an origin has no path, not even a trailing slash)"
+        )
+    scheme, port = match["scheme"], match["port"]
+    if match["wild"] and match["host"].startswith("["):
+        raise ValueError(f"invalid origin {value!r}: a wildcard needs a domain name")
+    if port is not None and not 0 < int(port) < 65536:
+        raise ValueError(f"invalid origin {value!r}: port out of range")
+    if port is not None and _DEFAULT_PORTS.get(scheme) == port:
+        # Browsers never serialize a default port, so keeping it would never match.
+        origin = origin[: -len(port) - 1]
+    return origin
+
+
+def _check_token(value: str) -> str:
+    value = value.strip()
+    if not _TOKEN_RE.fullmatch(value):
+        raise ValueError(f"invalid name {value!r}: not an HTTP token")
+    return value
+
+
+def _check_method(value: str) -> str:
+    # Methods are case-sensitive on the wire; configs are written in any case but mean
+    # the conventional upper-case methods.
+    return _check_token(value).upper()
+
+
+Origin = Annotated[str, AfterValidator(_check_origin)]
+OriginRegex = Annotated[str, AfterValidator(regex.check)]  # RE2: linear time
+Method = Annotated[str, AfterValidator(_check_method)]
+HeaderName = Annotated[str, AfterValidator(_check_token)]
+
+
+class CorsConfig(Section):
+    """`cors:` block. Origins are stored normalized (lowercase, default port dropped)."""
+
+    allow_origins: tuple[Origin, ...] = ()
+    allow_origin_regex: tuple[OriginRegex, ...] = ()
+    allow_methods: tuple[Method, ...] = ("GET", "HEAD", "POST")
+    allow_headers: tuple[HeaderName, ...] = ()
+    expose_headers: tuple[HeaderName, ...] = ()
+    allow_credentials: bool = False
+    max_age: int | None = Field(default=600, ge=0)
+
+    @model_validator(mode="after")
+    def _no_wildcards_with_credentials(self) -> CorsConfig:
+        # Browsers reject `*` on credentialed requests (Fetch §3.2.5); echoing any origin
+        # with credentials instead would hand every site the user's session.
+        if not self.allow_credentials:
+            return self
+        for name in ("allow_origins", "allow_methods", "allow_headers", "expose_headers"):
+            if "*" in getattr(self, name):
+                raise ValueError(
+                    f"{name}: ['*'] cannot be combined with allow_credentials: true; "
+                    "list the allowed values explicitly"
+                )
+        return self
