@@ -113,7 +113,7 @@ def build_admin_app(server: ProxyServer) -> web.Application:
             o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
             for o in server.upstream.stats()
         }
-        if (limits := server.observer.rate_limits_check()) is not None:
+        if (limits := server.documents.rate_limits_check()) is not None:
             checks["rate_limits"] = limits  # windows in Redis: degraded while it fails them
         failing = any(u["status"] == "down" for u in upstreams.values())
         checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
@@ -124,18 +124,7 @@ def build_admin_app(server: ProxyServer) -> web.Application:
         return answer
 
     async def cache_stats(_: web.Request) -> web.Response:
-        stats: dict[str, object] = dataclasses.asdict(cache.store.snapshot())
-        if cache.shared is not None:
-            shared = cache.shared
-            stats["shared"] = {
-                **dataclasses.asdict(shared.stats),
-                "corrupt": shared.store.corrupt,
-                "unauthenticated": shared.store.unauthenticated,
-                "oversize": shared.store.oversize,
-                "subscribed": shared.subscribed,
-                **shared.log.counts(),
-            }
-        return _json(stats)
+        return _json(server.documents.cache_stats())
 
     async def listener_stats(_: web.Request) -> web.Response:
         return _json(dataclasses.asdict(server.listener_stats))
@@ -226,7 +215,7 @@ def add_observability(
     app: web.Application, server: ProxyServer, guard: Callable[[Handler], Handler]
 ) -> None:
     """Metrics, performance figures, alerts and the dashboard page (all behind the token)."""
-    observer = server.observer
+    documents = server.documents
 
     def document(make: Callable[[], object]) -> Handler:
         async def handler(_: web.Request) -> web.Response:
@@ -234,10 +223,10 @@ def add_observability(
 
         return guard(handler)
 
-    app.router.add_get("/metrics", guard(make_aiohttp_handler(observer.registry)))
-    app.router.add_get("/performance/cache", document(observer.cache_doc))
-    app.router.add_get("/performance/connections", document(observer.connections_doc))
-    app.router.add_get("/performance/summary", document(observer.summary_doc))
-    app.router.add_get("/alerts/active", document(observer.alerts_doc))
+    app.router.add_get("/metrics", guard(make_aiohttp_handler(server.metrics.registry)))
+    app.router.add_get("/performance/cache", document(documents.cache))
+    app.router.add_get("/performance/connections", document(documents.connections))
+    app.router.add_get("/performance/summary", document(documents.summary))
+    app.router.add_get("/alerts/active", document(documents.alerts))
     app.router.add_get("/dashboard", guard(dashboard.page))
     app.router.add_get("/dashboard/{name}", guard(dashboard.asset))

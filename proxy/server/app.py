@@ -12,12 +12,18 @@ from proxy.config.cache import CacheSettings
 from proxy.config.loader import Config, ConfigError
 from proxy.edge.revocation import RevocationList
 from proxy.http.clientaddr import ClientKeys
+from proxy.observe.catalogue import Catalogue
+from proxy.observe.documents import Documents
 from proxy.observe.health import HealthChecker
+from proxy.observe.metrics import Meters
 from proxy.observe.observer import Observer
+from proxy.observe.sources import RouteFacts, Sources
+from proxy.observe.ticker import Ticker
 from proxy.pipeline.handler import Pipeline
 from proxy.pipeline.routes import RouteTable
 from proxy.pipeline.url_warmer import Warmer
 from proxy.pipeline.warming import Warming
+from proxy.respond.prepared import PreparedResponse
 from proxy.server.listener import Listener, ListenerStats, default_max_connections, open_files_limit
 from proxy.server.reload import ConfigSource, answer, effective, refusal, restart_required
 from proxy.server.shutdown import Shutdown
@@ -80,18 +86,25 @@ class ProxyServer:
         if warming_settings is not None and warming_settings.urls:
             self.warmer = Warmer(warming_settings.urls, self.pipeline.cache, routes, self.upstream)
         self.listener_stats = ListenerStats()
-        self.observer = Observer(
-            routes,
+        facts = route_facts(routes)
+        meters = Meters(facts.meters)
+        self.observer = Observer(meters, config.log, facts.trusted_proxies, PreparedResponse)
+        self.upstream.observe = self.observer.upstream_result
+        self.pipeline.ratelimit_checked = meters.ratelimit_check  # one call less
+        self.sources = Sources(
+            facts,
             memory,
             self.upstream,
-            config.log,
-            config.alerts,
             self.redis,
             self.shared,
             self.listener_stats,
+            self.observer.access,
         )
-        self.upstream.observe = self.observer.upstream_result
-        self.pipeline.ratelimit_checked = self.observer.meters.ratelimit_check  # one call less
+        self.metrics = Catalogue(meters, self.sources)
+        self.ticker = Ticker(
+            meters, memory, config.alerts, config.log.stats_interval, self.metrics.write
+        )
+        self.documents = Documents(meters, self.ticker, self.sources)
         up = config.upstream
         self.health = HealthChecker(
             up.url, up.health_path, up.health_cache, self.redis, self.shared
@@ -132,7 +145,9 @@ class ProxyServer:
         if self.shared is None and self.redis is not None and wants_shared:
             restart.append("cache.tiers")  # the Redis tier was not started with this process
         self.pipeline.use_routes(routes)
-        self.observer.use_routes(routes)
+        facts = route_facts(routes)
+        self.observer.use_routes(facts)
+        self.sources.routes = facts
         self.config = config
         log.info("config reloaded: %d route(s)", len(config.routes))
         if restart:
@@ -143,7 +158,8 @@ class ProxyServer:
         await self.upstream.start()
         if self.redis is not None:
             await self.redis.start()
-        await self.observer.start()
+        self.observer.start()
+        self.ticker.start()
         await self.health.start()
         if self.shared is not None:
             await self.shared.start()
@@ -223,6 +239,17 @@ class ProxyServer:
         await self.upstream.close()
         await self.revocations.close()
         await self.health.close()
+        await self.ticker.stop()
         await self.observer.stop()
         if self.redis is not None:
             await self.redis.close()
+
+
+def route_facts(routes: RouteTable) -> RouteFacts:
+    """What observe/ needs of the route table, as values: it does not import pipeline/."""
+    return RouteFacts(
+        meters=tuple((p.name, p.cache is not None) for p in routes.policies),
+        ttls={p.name: p.cache.rules.ttl for p in routes.policies if p.cache is not None},
+        limiters=tuple(lim for lim in routes.limiters if lim.shared is not None),
+        trusted_proxies=routes.trusted_proxies,
+    )

@@ -57,8 +57,8 @@ from proxy.config.loader import Config, ConfigError, redact_urls, with_overrides
 from proxy.edge.revocation import ListFull, RevocationList, parse_revocation
 from proxy.http.errors import json_error
 from proxy.http.headers import HOP_BY_HOP
+from proxy.observe.documents import merge_summaries
 from proxy.observe.metrics import MULTIPROC_ENV, render_multiprocess, worker_exited
-from proxy.observe.observer import merge_summaries
 from proxy.server.app import ProxyServer
 from proxy.server.eventloop import run as run_loop
 from proxy.server.reload import ConfigSource, effective
