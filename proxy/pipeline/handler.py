@@ -48,13 +48,16 @@ class Pipeline:
         shared: SharedTier | None = None,
         revocations: RevocationList | None = None,
         warming: Warming | None = None,
+        ratelimit_checked: Callable[[str, bool], None] = lambda route, allowed: None,
     ) -> None:
+        """`ratelimit_checked(route name, allowed)` is told of every rate-limit check (the
+        metrics)."""
         self.revocations = revocations or RevocationList(RevocationSettings())
-        # Told of every rate-limit check (the metrics); app.py wires it to the observer.
-        self.ratelimit_checked: Callable[[str, bool], None] = lambda route, allowed: None
+        self.ratelimit_checked = ratelimit_checked
         self.use_routes(routes)
         self.upstream = upstream
-        self.responder = Responder(store)
+        # The Redis tier shares each stored variant the responder makes.
+        self.responder = Responder(store, shared.share_variants if shared is not None else None)
         self.cache = HttpCache(
             store,
             self.fetch_for_cache,

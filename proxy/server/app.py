@@ -60,7 +60,13 @@ class ProxyServer:
         self.admin_path = admin_path
         self.redis = SharedRedis(config.redis) if config.redis is not None else None
         routes = RouteTable(config, self.redis)
-        self.upstream = UpstreamClient(config.upstream, routes.upstream_names())
+        # The observer first: the upstream client and the pipeline report to it.
+        facts = route_facts(routes)
+        meters = Meters(facts.meters)
+        self.observer = Observer(meters, config.log, facts.trusted_proxies, PreparedResponse)
+        self.upstream = UpstreamClient(
+            config.upstream, routes.upstream_names(), observe=self.observer.upstream_result
+        )
         budget = (config.cache or CacheSettings()).max_memory
         memory = MemoryStore(budget)
         self.shared: SharedTier | None = None
@@ -80,17 +86,18 @@ class ProxyServer:
             )
         self.revocations = RevocationList(config.revocation, self.redis)
         self.pipeline = Pipeline(
-            routes, self.upstream, memory, self.shared, self.revocations, warming
+            routes,
+            self.upstream,
+            memory,
+            self.shared,
+            self.revocations,
+            warming,
+            ratelimit_checked=meters.ratelimit_check,  # no observer method in between
         )
         self.warmer: Warmer | None = None
         if warming_settings is not None and warming_settings.urls:
             self.warmer = Warmer(warming_settings.urls, self.pipeline.cache, routes, self.upstream)
         self.listener_stats = ListenerStats()
-        facts = route_facts(routes)
-        meters = Meters(facts.meters)
-        self.observer = Observer(meters, config.log, facts.trusted_proxies, PreparedResponse)
-        self.upstream.observe = self.observer.upstream_result
-        self.pipeline.ratelimit_checked = meters.ratelimit_check  # one call less
         self.sources = Sources(
             facts,
             memory,
