@@ -21,6 +21,7 @@ from proxy.admin.merge import MERGE_HEADER
 from proxy.edge.revocation import admin_routes as revocation_routes
 from proxy.http.errors import json_error
 from proxy.http.target import BadTarget, parse_target
+from proxy.observe.documents import MERGE_RULES
 from proxy.observe.health import overall, without_detail
 
 if TYPE_CHECKING:
@@ -217,16 +218,19 @@ def add_observability(
     """Metrics, performance figures, alerts and the dashboard page (all behind the token)."""
     documents = server.documents
 
-    def document(make: Callable[[], object]) -> Handler:
+    def document(make: Callable[[], object], rules: str = "") -> Handler:
         async def handler(_: web.Request) -> web.Response:
-            return _json(make())
+            answer = _json(make())
+            if rules:  # how the supervisor merges it with the other workers'
+                answer.headers[MERGE_HEADER] = rules
+            return answer
 
         return guard(handler)
 
     app.router.add_get("/metrics", guard(make_aiohttp_handler(server.metrics.registry)))
-    app.router.add_get("/performance/cache", document(documents.cache))
-    app.router.add_get("/performance/connections", document(documents.connections))
-    app.router.add_get("/performance/summary", document(documents.summary))
+    app.router.add_get("/performance/cache", document(documents.cache, MERGE_RULES))
+    app.router.add_get("/performance/connections", document(documents.connections, MERGE_RULES))
+    app.router.add_get("/performance/summary", document(documents.summary, MERGE_RULES))
     app.router.add_get("/alerts/active", document(documents.alerts))
     app.router.add_get("/dashboard", guard(dashboard.page))
     app.router.add_get("/dashboard/{name}", guard(dashboard.asset))

@@ -4,7 +4,7 @@ ticker's window and the figures' owners (sources.py).
 
 With `workers: N` each worker answers for itself and the supervisor merges their documents
 (proxy/admin/merge.py): counts add up, and the ratios and estimates beside them (`RATIOS`) are
-recomputed from the summed counts by `merge_summaries`.
+recomputed from the summed counts by `recompute_ratios`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 # Fields that are ratios or estimates: a merge of several processes recomputes them.
 RATIOS = ("hit_rate", "reuse_rate", "error_rate", "requests_per_second", "avg_cached_ms")
 RATIOS += ("avg_uncached_ms", "p50_ms", "p99_ms", "speedup")
+# How the supervisor merges these documents (the Cacheproxy-Merge header, proxy/admin/merge.py):
+# the same everywhere, so taken once; a latency histogram adds up bucket by bucket.
+MERGE_RULES = "ttl_seconds=first, seconds=first, latency_buckets=sum"
 
 
 class Documents:
@@ -172,65 +175,44 @@ class Documents:
 # --- several processes ---------------------------------------------------------------------
 
 
-def merge_summaries(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """`/performance/summary` (or /cache, /connections) of several workers as one process's.
+def recompute_ratios(doc: dict[str, Any]) -> None:
+    """In a document merged from several workers' (proxy/admin/merge.py), whose counts were
+    added up: the ratios and estimates (RATIOS) recomputed from the counts beside them.
 
-    Numbers add up (counts, bytes, pool sizes); `ttl_seconds` and `seconds` are the same
-    everywhere and taken once; the ratios and estimates in RATIOS are recomputed from the
-    summed counts beside them.
+    Recognised by shape, at any depth: `hit_rate` beside `hits` and `misses`, `reuse_rate`
+    beside `total_requests` and `opened`, a window's figures beside its `raw_counts` and
+    `seconds`, a summary's `response_times` beside its `window`. Anything else is left as it
+    is, and so is a part that only looks like one of these.
     """
-    merged = _sum(docs)
-    _recompute(merged)
-    return merged
-
-
-def _sum(values: list[Any]) -> Any:
-    first = values[0]
-    if isinstance(first, dict):
-        keys = dict.fromkeys(k for v in values for k in v)
-        out = {}
-        for k in keys:
-            present = [v[k] for v in values if k in v]
-            out[k] = present[0] if k in ("ttl_seconds", "seconds", "thresholds") else _sum(present)
-        return out
-    if isinstance(first, list):
-        if all(isinstance(x, int | float) for v in values for x in v):
-            return [sum(col) for col in zip(*values, strict=False)]
-        return [x for v in values for x in v]
-    if isinstance(first, bool) or first is None:
-        return first if all(v == first for v in values) else any(values)
-    if all(isinstance(v, int | float) for v in values):
-        return sum(values)
-    return first
-
-
-def _recompute(doc: dict[str, Any]) -> None:
     for value in doc.values():
         if isinstance(value, dict):
-            _recompute(value)
-    if "hits" in doc and "misses" in doc and "hit_rate" in doc:
-        r = ratio(doc["hits"], doc["hits"] + doc["misses"])
-        doc["hit_rate"] = None if r is None else round(r, 4)
-    if "reuse_rate" in doc:
-        total = doc["total_requests"]
-        r = ratio(max(total - doc["opened"], 0), total)
-        doc["reuse_rate"] = None if r is None else round(r, 4)
-    if "raw_counts" in doc and "seconds" in doc:
-        raw = doc["raw_counts"]
-        delta = Totals(
-            requests=doc["requests"],
-            hits=doc["hits"],
-            misses=doc["misses"],
-            errors=doc["errors"],
-            cached=raw["cached"],
-            cached_seconds=raw["cached_seconds"],
-            uncached=raw["uncached"],
-            uncached_seconds=raw["uncached_seconds"],
-            upstream_requests=doc["upstream_requests"],
-            upstream_errors=doc["upstream_errors"],
-            rate_limited=doc["rate_limited"],
-            latency=tuple(raw["latency_buckets"][: len(BOUNDS) + 1]),
-        )
-        doc.update(describe(delta, doc["seconds"]))
-    if "window" in doc and "response_times" in doc:
-        doc["response_times"] = doc["window"]["response_times"]
+            recompute_ratios(value)
+    try:
+        if "hits" in doc and "misses" in doc and "hit_rate" in doc:
+            r = ratio(doc["hits"], doc["hits"] + doc["misses"])
+            doc["hit_rate"] = None if r is None else round(r, 4)
+        if "reuse_rate" in doc:
+            total = doc["total_requests"]
+            r = ratio(max(total - doc["opened"], 0), total)
+            doc["reuse_rate"] = None if r is None else round(r, 4)
+        if "raw_counts" in doc and "seconds" in doc:
+            raw = doc["raw_counts"]
+            delta = Totals(
+                requests=doc["requests"],
+                hits=doc["hits"],
+                misses=doc["misses"],
+                errors=doc["errors"],
+                cached=raw["cached"],
+                cached_seconds=raw["cached_seconds"],
+                uncached=raw["uncached"],
+                uncached_seconds=raw["uncached_seconds"],
+                upstream_requests=doc["upstream_requests"],
+                upstream_errors=doc["upstream_errors"],
+                rate_limited=doc["rate_limited"],
+                latency=tuple(raw["latency_buckets"][: len(BOUNDS) + 1]),
+            )
+            doc.update(describe(delta, doc["seconds"]))
+        if "window" in doc and "response_times" in doc:
+            doc["response_times"] = doc["window"]["response_times"]
+    except (KeyError, TypeError, ValueError):
+        return

@@ -57,7 +57,6 @@ from proxy.config.loader import Config, ConfigError, redact_urls, with_overrides
 from proxy.edge.revocation import ListFull, RevocationList, parse_revocation
 from proxy.http.errors import json_error
 from proxy.http.headers import HOP_BY_HOP
-from proxy.observe.documents import merge_summaries
 from proxy.observe.metrics import MULTIPROC_ENV, render_multiprocess, worker_exited
 from proxy.server.app import ProxyServer
 from proxy.server.eventloop import run as run_loop
@@ -643,10 +642,6 @@ def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
         )
         answers = [r for r in results if isinstance(r, Answer)]
         unanswered = [r for r in results if isinstance(r, Unanswered)]
-        if request.path.startswith("/performance/") and answers and not unanswered:
-            summary = _summaries(answers)
-            if summary is not None:  # ratios recomputed from the summed counts
-                return web.Response(body=orjson.dumps(summary), content_type="application/json")
         merged = merge_answers(request.method, answers, unanswered)
         out = CIMultiDict(merged.headers)
         if merged.content_type:
@@ -679,19 +674,3 @@ def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
     app.router.add_post("/tokens/revoke", guard(revoke))
     app.router.add_route("*", "/{tail:.*}", forward)
     return app
-
-
-def _summaries(answers: list[Answer]) -> dict[str, object] | None:
-    """/performance/* of every worker as one process's, or None if one is not a summary."""
-    docs = []
-    for answer in answers:
-        if answer.status != 200 or not answer.content_type.startswith("application/json"):
-            return None
-        try:
-            doc = orjson.loads(answer.body)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(doc, dict):
-            return None
-        docs.append(doc)
-    return merge_summaries(docs)
