@@ -231,6 +231,6 @@ def add_observability(
     app.router.add_get("/performance/cache", document(documents.cache, MERGE_RULES))
     app.router.add_get("/performance/connections", document(documents.connections, MERGE_RULES))
     app.router.add_get("/performance/summary", document(documents.summary, MERGE_RULES))
-    app.router.add_get("/alerts/active", document(documents.alerts))
+    app.router.add_get("/alerts/active", document(documents.alerts, MERGE_RULES))
     app.router.add_get("/dashboard", guard(dashboard.page))
     app.router.add_get("/dashboard/{name}", guard(dashboard.asset))

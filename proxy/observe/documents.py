@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 RATIOS = ("hit_rate", "reuse_rate", "error_rate", "requests_per_second", "avg_cached_ms")
 RATIOS += ("avg_uncached_ms", "p50_ms", "p99_ms", "speedup")
 # How the supervisor merges these documents (the Cacheproxy-Merge header, proxy/admin/merge.py):
-# the same everywhere, so taken once; a latency histogram adds up bucket by bucket.
-MERGE_RULES = "ttl_seconds=first, seconds=first, latency_buckets=sum"
+# settings and spans are the same in every worker, so taken once; a latency histogram adds up
+# bucket by bucket.
+MERGE_RULES = "ttl_seconds=first, seconds=first, window_seconds=first, thresholds=first"
+MERGE_RULES += ", latency_buckets=sum"
 
 
 class Documents:

@@ -315,6 +315,23 @@ async def test_with_a_worker_silent_the_others_performance_ratios_are_recomputed
     assert len(summary["window"]["raw_counts"]["latency_buckets"]) == len(one)  # added, not joined
 
 
+async def test_with_workers_alert_thresholds_are_the_configured_ones_not_their_sum(
+    origin: Origin, proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    alerts = {"window": 30, "min_hit_rate": 0.5, "max_p99_ms": 250, "min_requests": 10}
+    proxy = proxy_process(origin.url, workers=2, alerts=alerts)
+    await workers_ready(proxy)
+    status, doc, _ = await admin(proxy, "GET", "/alerts/active")
+    assert status == 200
+    assert doc["window_seconds"] == 30
+    assert doc["thresholds"] == {
+        "min_hit_rate": 0.5,
+        "max_p99_ms": 250,
+        "max_error_rate": None,
+        "min_requests": 10,
+    }
+
+
 async def test_a_worker_whose_loop_hangs_is_killed_and_replaced(
     origin: Origin, proxy_process: Callable[..., ProxyProcess]
 ) -> None:
