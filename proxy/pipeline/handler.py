@@ -28,7 +28,7 @@ from proxy.pipeline.routes import AmbiguousPath, RoutePolicy, RouteTable
 from proxy.pipeline.warming import Warming
 from proxy.respond.relay import interim_relay
 from proxy.respond.responder import Responder
-from proxy.shared.tier import SharedTier
+from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import BACKGROUND, UpstreamClient, UpstreamError
 from proxy.upstream.http1 import UpstreamResponse
 
@@ -148,9 +148,14 @@ class Pipeline:
             request.method, resp.status, target.path_and_query, resp.headers, request.host
         ):
             path, _, query = path_query.partition("?")
-            route = self.routes.match("GET", path)  # where a GET of that URL is cached
-            if route.cache is not None:
-                await self.cache.purge("url", self.cache.url_key(route, path, query))
+            await self.purge_url(path, query)
+
+    async def purge_url(self, path: str, query: str) -> PurgeResult | None:
+        """Remove what a GET of this URL stored, in every tier; None: no caching route."""
+        route = self.routes.match("GET", path)  # where a GET of that URL is cached
+        if route.cache is None:
+            return None
+        return await self.cache.purge("url", self.cache.url_key(route, path, query))
 
     def _upstream_request(
         self,
