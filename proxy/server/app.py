@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from aiohttp import web
 
 from proxy.admin.app import build_admin_app
+from proxy.admin.view import ServerView
 from proxy.cache.memory import MemoryStore
 from proxy.config.cache import CacheSettings
 from proxy.config.loader import Config, ConfigError
@@ -200,7 +202,7 @@ class ProxyServer:
         # The runner calls listener.shutdown(grace) once the port stops accepting.
         proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)
         admin_runner = web.AppRunner(
-            build_admin_app(self), access_log=None, shutdown_timeout=min(grace, 5.0)
+            build_admin_app(self.admin_view()), access_log=None, shutdown_timeout=min(grace, 5.0)
         )
         try:
             await proxy_runner.setup()
@@ -224,6 +226,25 @@ class ProxyServer:
         except BaseException:
             await self.stop()
             raise
+
+    def admin_view(self) -> ServerView:
+        """All the admin API may touch of this process."""
+        pipeline = self.pipeline
+        return ServerView(
+            token=self.config.admin.token,
+            ready=lambda: self.ready,
+            draining=lambda: self.shutdown.draining,
+            checks=self.health.check,
+            circuits=self.upstream.stats,
+            documents=self.documents,
+            registry=self.metrics.registry,
+            listener_stats=lambda: dataclasses.asdict(self.listener_stats),
+            purge=pipeline.cache.purge,
+            purge_url=pipeline.purge_url,
+            shared_tier=self.shared is not None,
+            reload=self.reload,
+            revocations=self.revocations,
+        )
 
     @property
     def proxy_port(self) -> int:
