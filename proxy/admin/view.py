@@ -1,7 +1,8 @@
 """What the admin apps may touch of the process they serve: small views, not the process.
 
-A running proxy (proxy/server/app.py) hands the admin API a `ServerView`. admin/ never
-imports server/: whatever a handler needs and the view does not offer, it cannot reach.
+A running proxy (proxy/server/app.py) hands the admin API a `ServerView`; a supervisor of
+workers (proxy/server/supervisor.py) hands its admin port a `SupervisorView`. admin/ never
+imports server/: whatever a handler needs and neither view offers, it cannot reach.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from multidict import CIMultiDict
     from prometheus_client import CollectorRegistry
 
+    from proxy.admin.merge import Answer, Unanswered
     from proxy.edge.revocation import RevocationList
     from proxy.observe.documents import Documents
     from proxy.shared.tier import PurgeKind, PurgeResult
@@ -34,3 +37,18 @@ class ServerView:
     shared_tier: bool  # purges reach Redis too, and say what they removed there
     reload: Callable[[], dict[str, object]]  # re-read the config file
     revocations: RevocationList
+
+
+# (method, path as sent, headers to pass on, body) -> each worker's answer, or why none came
+AskAll = Callable[[str, str, "CIMultiDict[str]", bytes], Awaitable[list["Answer | Unanswered"]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorView:
+    token: str | None
+    workers: Callable[[], list[dict[str, object]]]  # GET /workers, one entry per worker
+    ask_all: AskAll
+    readiness: Callable[[], str]  # /readyz's word: ready, starting, no_workers, draining
+    reload: Callable[[], None]  # re-read the config for the workers started from now on
+    note_revocation: Callable[[bytes], Awaitable[None]]  # kept for workers started later
+    metrics_dir: Callable[[], str]  # where every worker writes its metrics

@@ -39,7 +39,7 @@ log = logging.getLogger("cacheproxy")
 class ProxyServer:
     """The running proxy: start() binds both ports, stop() drains and closes.
 
-    Whoever runs it (proxy/cli.py, a worker in proxy/server/workers.py) routes SIGTERM and SIGINT
+    Whoever runs it (proxy/cli.py, a worker in proxy/server/worker.py) routes SIGTERM and SIGINT
     to `shutdown` and calls stop() once `shutdown.until_close()` returns; until then the
     admin port says, from the first signal on, that this process is not ready."""
 
@@ -52,7 +52,7 @@ class ProxyServer:
         source: ConfigSource | None = None,
         shutdown: Shutdown | None = None,
     ) -> None:
-        """`reuse_port` and `admin_path` are for a worker of several (proxy/server/workers.py): it
+        """`reuse_port` and `admin_path` are for a worker of several (proxy/server/worker.py): it
         shares the proxy port with its siblings and answers admin requests on a unix socket,
         for the supervisor that owns the admin port. `source`: what reload() re-reads.
         `shutdown`: one whose signal handlers are already in place."""

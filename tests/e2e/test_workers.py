@@ -18,20 +18,12 @@ import aiohttp
 import pytest
 
 from proxy.config.loader import MAX_WORKERS, ConfigError, parse_config, usable_cpus
-from proxy.server.workers import RESTART_MAX, describe_exit, restart_delay
 from tests.conftest import ROOT, Origin, ProxyProcess, free_port
 from tests.redis_servers import RedisServer
 
 TOKEN = "s3cret-admin-token"
 
 # --- pure -------------------------------------------------------------------------------------
-
-
-def test_restart_delays_grow_and_are_bounded() -> None:
-    delays = [restart_delay(n) for n in range(1, 12)]
-    assert delays[0] == 0.5 and delays == sorted(delays) and delays[-1] == RESTART_MAX
-    assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
-    assert describe_exit(1) == "exited with code 1"
 
 
 def test_workers_config() -> None:
