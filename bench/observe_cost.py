@@ -20,13 +20,13 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from proxy.cache.memory import MemoryStore
 from proxy.config.loader import parse_config
 from proxy.config.logs import LogSettings
-from proxy.observe.metrics import current_route
+from proxy.observe.metrics import Meters, current_route
 from proxy.observe.observer import Observer
 from proxy.pipeline.routes import RouteTable
-from proxy.upstream.client import UpstreamClient
+from proxy.respond.prepared import PreparedResponse
+from proxy.server.app import route_facts
 
 
 def _cpu_us(call: object, n: int, repeat: int = 5) -> float:
@@ -68,12 +68,12 @@ async def main(hits: int) -> None:
         ("metrics", LogSettings(access=False)),
         ("metrics + access log (loop side)", LogSettings(format="json")),
     ):
+        facts = route_facts(routes)
         observer = Observer(
-            routes,
-            MemoryStore(1 << 20),
-            UpstreamClient(config.upstream),
+            Meters(facts.meters),
             settings,
-            config.alerts,
+            facts.trusted_proxies,
+            PreparedResponse,
             stream=io.BytesIO(),
         )
         if observer.access is not None:

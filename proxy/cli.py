@@ -32,7 +32,7 @@ from proxy.observe.logs import configure_logging
 from proxy.server.app import ProxyServer
 from proxy.server.eventloop import run as run_loop
 from proxy.server.reload import ConfigSource
-from proxy.server.workers import CannotStart, Supervisor
+from proxy.server.supervisor import CannotStart, Supervisor
 
 log = logging.getLogger("cacheproxy")
 LOG_LEVELS = typing.get_args(LogSettings.model_fields["level"].annotation)

@@ -1,16 +1,15 @@
 """The admin listener: health, statistics, cache purge. Loopback by default; token if configured.
 
 `/livez`, `/readyz` and `/health` need no token: probes and load balancers call them. The
-first two say nothing but a state word."""
+first two say nothing but a state word. The app reaches the proxy only through the ServerView
+it is built with (proxy/admin/view.py)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -18,13 +17,12 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from proxy.admin import dashboard
 from proxy.admin.merge import MERGE_HEADER
+from proxy.admin.view import ServerView
 from proxy.edge.revocation import admin_routes as revocation_routes
 from proxy.http.errors import json_error
 from proxy.http.target import BadTarget, parse_target
+from proxy.observe.documents import MERGE_RULES
 from proxy.observe.health import overall, without_detail
-
-if TYPE_CHECKING:
-    from proxy.server.app import ProxyServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _NOT_CLOSED = frozenset({"open", "half-open"})
@@ -92,18 +90,17 @@ def token_guard(token: str | None) -> Callable[[Handler], Handler]:
     return wrap
 
 
-def build_admin_app(server: ProxyServer) -> web.Application:
-    token = server.config.admin.token
+def build_admin_app(view: ServerView) -> web.Application:
+    token = view.token
     guard = token_guard(token)
     has_token = token_check(token)
-    cache = server.pipeline.cache
 
     async def readyz(_: web.Request) -> web.Response:
-        return state(server.ready, "draining")
+        return state(view.ready(), "draining")
 
     async def health(request: web.Request) -> web.Response:
         # No upstream URL here: it may hold a password, and /health needs no token.
-        checks = await server.health.check()
+        checks = await view.checks()
         if token is None or not has_token(request):
             checks = without_detail(checks)
         # Each upstream's circuit, by route name (never its URL); a `status` each, so that
@@ -111,34 +108,23 @@ def build_admin_app(server: ProxyServer) -> web.Application:
         # is degraded, not unhealthy: this process still serves (stale entries, 503s).
         upstreams = {
             o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
-            for o in server.upstream.stats()
+            for o in view.circuits()
         }
-        if (limits := server.observer.rate_limits_check()) is not None:
+        if (limits := view.documents.rate_limits_check()) is not None:
             checks["rate_limits"] = limits  # windows in Redis: degraded while it fails them
         failing = any(u["status"] == "down" for u in upstreams.values())
         checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
-        status, http_status = overall(checks, server.shutdown.draining)
+        status, http_status = overall(checks, view.draining())
         answer = _json({"status": status, "checks": checks}, status=http_status)
         # With workers, the supervisor merges their answers: a probe's time does not add up.
         answer.headers[MERGE_HEADER] = "latency_ms=max"
         return answer
 
     async def cache_stats(_: web.Request) -> web.Response:
-        stats: dict[str, object] = dataclasses.asdict(cache.store.snapshot())
-        if cache.shared is not None:
-            shared = cache.shared
-            stats["shared"] = {
-                **dataclasses.asdict(shared.stats),
-                "corrupt": shared.store.corrupt,
-                "unauthenticated": shared.store.unauthenticated,
-                "oversize": shared.store.oversize,
-                "subscribed": shared.subscribed,
-                **shared.log.counts(),
-            }
-        return _json(stats)
+        return _json(view.documents.cache_stats())
 
     async def listener_stats(_: web.Request) -> web.Response:
-        return _json(dataclasses.asdict(server.listener_stats))
+        return _json(view.listener_stats())
 
     async def purge(request: web.Request) -> web.Response:
         try:
@@ -155,16 +141,16 @@ def build_admin_app(server: ProxyServer) -> web.Application:
                 target = parse_target(value)
             except BadTarget as exc:
                 return json_error(400, "bad_request", f"url: {exc}")
-            route = server.pipeline.routes.match("GET", target.path)
-            if route.cache is None:
+            found = await view.purge_url(target.path, target.query)
+            if found is None:
                 return _json({"purged": 0})
-            result = await cache.purge("url", cache.url_key(route, target.path, target.query))
+            result = found
         elif kind in ("prefix", "tag"):
-            result = await cache.purge(kind, value)
+            result = await view.purge(kind, value)
         else:
             return json_error(400, "bad_request", f"unknown purge kind {kind!r}")
         answer: dict[str, object] = {"purged": result.local}
-        if cache.shared is not None:
+        if view.shared_tier:
             answer["purged_shared"] = result.shared
         if result.error is not None:
             # Other instances were not told yet: accepted, not done.
@@ -175,7 +161,7 @@ def build_admin_app(server: ProxyServer) -> web.Application:
         return _json(answer)
 
     async def reload(_: web.Request) -> web.Response:
-        result = server.reload()
+        result = view.reload()
         answer = _json(result, status=200 if result["reloaded"] else 422)
         # With workers each one reloads the same file: its lists once, not once per worker.
         answer.headers[MERGE_HEADER] = "restart_required=first, errors=first"
@@ -189,8 +175,8 @@ def build_admin_app(server: ProxyServer) -> web.Application:
     app.router.add_get("/cache/stats", guard(cache_stats))
     app.router.add_post("/cache/purge", guard(purge))
     app.router.add_get("/listener/stats", guard(listener_stats))
-    add_observability(app, server, guard)
-    for method, path, handler in revocation_routes(server.revocations):
+    add_observability(app, view, guard)
+    for method, path, handler in revocation_routes(view.revocations):
         # Each worker holds the same list (shared through Redis, or revoked in every worker
         # by the supervisor): its count and an expiry are not to be added up.
         app.router.add_route(method, path, guard(merged(handler, "count=max, expires_at=max")))
@@ -223,21 +209,24 @@ def merged(handler: Handler, rules: str) -> Handler:
 
 
 def add_observability(
-    app: web.Application, server: ProxyServer, guard: Callable[[Handler], Handler]
+    app: web.Application, view: ServerView, guard: Callable[[Handler], Handler]
 ) -> None:
     """Metrics, performance figures, alerts and the dashboard page (all behind the token)."""
-    observer = server.observer
+    documents = view.documents
 
-    def document(make: Callable[[], object]) -> Handler:
+    def document(make: Callable[[], object], rules: str = "") -> Handler:
         async def handler(_: web.Request) -> web.Response:
-            return _json(make())
+            answer = _json(make())
+            if rules:  # how the supervisor merges it with the other workers'
+                answer.headers[MERGE_HEADER] = rules
+            return answer
 
         return guard(handler)
 
-    app.router.add_get("/metrics", guard(make_aiohttp_handler(observer.registry)))
-    app.router.add_get("/performance/cache", document(observer.cache_doc))
-    app.router.add_get("/performance/connections", document(observer.connections_doc))
-    app.router.add_get("/performance/summary", document(observer.summary_doc))
-    app.router.add_get("/alerts/active", document(observer.alerts_doc))
+    app.router.add_get("/metrics", guard(make_aiohttp_handler(view.registry)))
+    app.router.add_get("/performance/cache", document(documents.cache, MERGE_RULES))
+    app.router.add_get("/performance/connections", document(documents.connections, MERGE_RULES))
+    app.router.add_get("/performance/summary", document(documents.summary, MERGE_RULES))
+    app.router.add_get("/alerts/active", document(documents.alerts, MERGE_RULES))
     app.router.add_get("/dashboard", guard(dashboard.page))
     app.router.add_get("/dashboard/{name}", guard(dashboard.asset))

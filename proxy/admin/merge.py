@@ -5,6 +5,8 @@ tools see one proxy. The rules know nothing of particular endpoints (those added
 too), only of JSON shapes:
 
 - numbers add up (counters, sizes, budgets: the whole machine's);
+- ratios and estimates do not: those of the observer's documents (`hit_rate`, `p99_ms`, ...)
+  are recomputed from the summed counts beside them (proxy/observe/documents.py);
 - a value under a key named `status` takes the worst (unhealthy/draining/down > degraded >
   healthy/up);
 - booleans must all be true; lists are concatenated; objects merge key by key, recursively;
@@ -12,7 +14,8 @@ too), only of JSON shapes:
 
 An endpoint whose numbers must not add up (a count read from Redis is the same on every
 worker) says so with a response header, `Cacheproxy-Merge: count=max, started_at=min`: for
-each key name, `sum`, `max`, `min` or `first`, wherever that key appears in the document.
+each key name, `sum`, `max`, `min` or `first`, wherever that key appears in the document
+(`sum` on lists of numbers adds them up item by item, as a histogram's buckets).
 
 Answers that are not JSON (an HTML page, metrics text) are passed on when every worker gave
 the same bytes; different ones cannot be merged without knowing their format, so the answer
@@ -30,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from proxy.observe.documents import recompute_ratios
 
 MERGE_HEADER = "Cacheproxy-Merge"
 _MERGE_HEADER_LOWER = MERGE_HEADER.lower()
@@ -82,6 +87,10 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _numbers(value: object) -> bool:
+    return isinstance(value, list) and all(_is_number(x) for x in value)
+
+
 def merge_json(values: Sequence[Any], rules: Mapping[str, str], key: str | None = None) -> Any:
     """The values one key holds in each worker's document, merged (module docstring)."""
     present = [v for v in values if v is not None]
@@ -95,6 +104,8 @@ def merge_json(values: Sequence[Any], rules: Mapping[str, str], key: str | None 
             return min(present)
     if rule == "first":
         return present[0]
+    if rule == "sum" and all(_numbers(v) for v in present):
+        return [sum(column) for column in zip(*present, strict=False)]
     if key == "status" and all(isinstance(v, str) for v in present):
         return max(present, key=lambda v: _SEVERITY.get(v.lower(), 1))  # the first of the worst
     if all(isinstance(v, bool) for v in present):
@@ -157,6 +168,8 @@ def merge_answers(
         next((v for k, v in answers[0].headers.items() if k.lower() == _MERGE_HEADER_LOWER), "")
     )
     document = merge_json([value for _, value in parsed], rules)
+    if isinstance(document, dict):
+        recompute_ratios(document)
     if missing:
         if isinstance(document, dict):
             if isinstance(document.get("status"), str):

@@ -244,7 +244,7 @@ class Config(Model):
     # The Redis shared by every process and instance; none: everything stays in memory.
     redis: RedisSettings | None = None
     # Processes serving the proxy port (SO_REUSEPORT); above 1 a supervisor runs them
-    # (proxy/server/workers.py). `auto`: one per CPU this process may run on.
+    # (proxy/server/supervisor.py). `auto`: one per CPU this process may run on.
     workers: int = Field(1, ge=1, le=MAX_WORKERS)
 
     @field_validator("workers", mode="before")

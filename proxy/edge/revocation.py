@@ -12,7 +12,7 @@ every reconnection and every `resync_interval` seconds, so a missed message cost
 that long. Each reload also writes back what the mirror knows and the set lacks (revoked
 while Redis was down, or lost by a Redis that restarted empty). Entries expire at their ttl
 everywhere. Without Redis the mirror is the list; with `workers: N` the supervisor keeps a
-copy and hands it to each worker it starts (proxy/server/workers.py), so a restart forgets nothing.
+copy and hands it to each worker it starts (server/supervisor.py), so a restart forgets nothing.
 
 Until the first load from Redis, a process knows only what it was handed:
 `before_sync: serve` serves and reports it in /health, `refuse` answers 503 to requests

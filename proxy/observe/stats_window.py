@@ -87,7 +87,7 @@ def describe(delta: Totals, seconds: float) -> dict[str, object]:
     """What happened in a window, as numbers people read: rates, averages, percentiles.
 
     Ratios and percentiles cannot be added across processes; `raw_counts` can (see
-    proxy/observe/observer.py, merge_summaries).
+    proxy/observe/documents.py, recompute_ratios).
     """
     avg_cached = ratio(delta.cached_seconds, delta.cached)
     avg_uncached = ratio(delta.uncached_seconds, delta.uncached)

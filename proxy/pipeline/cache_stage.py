@@ -64,8 +64,6 @@ class HttpCache:
     ) -> None:
         self.store = store
         self.shared = shared
-        if shared is not None:
-            responder.variant_made = shared.share_variants
         # How long an instance waits on another's fetch (coalesce: global) before it
         # fetches for itself; also how long that fetch's lock lives if its owner dies.
         self._coalesce_wait = coalesce_wait

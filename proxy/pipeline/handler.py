@@ -29,7 +29,7 @@ from proxy.pipeline.routes import AmbiguousPath, RoutePolicy, RouteTable
 from proxy.pipeline.warming import Warming
 from proxy.respond.relay import interim_relay
 from proxy.respond.responder import Responder
-from proxy.shared.tier import SharedTier
+from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import BACKGROUND, UpstreamClient, UpstreamError
 from proxy.upstream.http1 import UpstreamResponse
 
@@ -49,13 +49,16 @@ class Pipeline:
         shared: SharedTier | None = None,
         revocations: RevocationList | None = None,
         warming: Warming | None = None,
+        ratelimit_checked: Callable[[str, bool], None] = lambda route, allowed: None,
     ) -> None:
+        """`ratelimit_checked(route name, allowed)` is told of every rate-limit check (the
+        metrics)."""
         self.revocations = revocations or RevocationList(RevocationSettings())
-        # Told of every rate-limit check (the metrics); app.py wires it to the observer.
-        self.ratelimit_checked: Callable[[str, bool], None] = lambda route, allowed: None
+        self.ratelimit_checked = ratelimit_checked
         self.use_routes(routes)
         self.upstream = upstream
-        self.responder = Responder(store)
+        # The Redis tier shares each stored variant the responder makes.
+        self.responder = Responder(store, shared.share_variants if shared is not None else None)
         self.cache = HttpCache(
             store,
             self.fetch_for_cache,
@@ -146,9 +149,14 @@ class Pipeline:
             request.method, resp.status, target.path_and_query, resp.headers, request.host
         ):
             path, _, query = path_query.partition("?")
-            route = self.routes.match("GET", path)  # where a GET of that URL is cached
-            if route.cache is not None:
-                await self.cache.purge("url", self.cache.url_key(route, path, query))
+            await self.purge_url(path, query)
+
+    async def purge_url(self, path: str, query: str) -> PurgeResult | None:
+        """Remove what a GET of this URL stored, in every tier; None: no caching route."""
+        route = self.routes.match("GET", path)  # where a GET of that URL is cached
+        if route.cache is None:
+            return None
+        return await self.cache.purge("url", self.cache.url_key(route, path, query))
 
     def _upstream_request(
         self,

@@ -66,9 +66,11 @@ _INLINE_ENCODE = 128 * 1024
 
 
 class Responder:
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(
+        self, store: MemoryStore, variant_made: Callable[[Entry], None] | None = None
+    ) -> None:
         # Told of each stored variant made (the Redis tier shares them); None: nobody.
-        self.variant_made: Callable[[Entry], None] | None = None
+        self.variant_made = variant_made
         self.store = store
 
     async def forward(

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from aiohttp import web
 
 from proxy.admin.app import build_admin_app
+from proxy.admin.view import ServerView
 from proxy.cache.memory import MemoryStore
 from proxy.config.cache import CacheSettings
 from proxy.config.loader import Config, ConfigError
 from proxy.edge.revocation import RevocationList
 from proxy.http.clientaddr import ClientKeys
+from proxy.observe.catalogue import Catalogue
+from proxy.observe.documents import Documents
 from proxy.observe.health import HealthChecker
+from proxy.observe.metrics import Meters
 from proxy.observe.observer import Observer
+from proxy.observe.sources import RouteFacts, Sources
+from proxy.observe.ticker import Ticker
 from proxy.pipeline.handler import Pipeline
 from proxy.pipeline.routes import RouteTable
 from proxy.pipeline.url_warmer import Warmer
 from proxy.pipeline.warming import Warming
+from proxy.respond.prepared import PreparedResponse
 from proxy.server.listener import Listener, ListenerStats, default_max_connections, open_files_limit
 from proxy.server.reload import ConfigSource, answer, effective, refusal, restart_required
 from proxy.server.shutdown import Shutdown
@@ -31,7 +39,7 @@ log = logging.getLogger("cacheproxy")
 class ProxyServer:
     """The running proxy: start() binds both ports, stop() drains and closes.
 
-    Whoever runs it (proxy/cli.py, a worker in proxy/server/workers.py) routes SIGTERM and SIGINT
+    Whoever runs it (proxy/cli.py, a worker in proxy/server/worker.py) routes SIGTERM and SIGINT
     to `shutdown` and calls stop() once `shutdown.until_close()` returns; until then the
     admin port says, from the first signal on, that this process is not ready."""
 
@@ -44,7 +52,7 @@ class ProxyServer:
         source: ConfigSource | None = None,
         shutdown: Shutdown | None = None,
     ) -> None:
-        """`reuse_port` and `admin_path` are for a worker of several (proxy/server/workers.py): it
+        """`reuse_port` and `admin_path` are for a worker of several (proxy/server/worker.py): it
         shares the proxy port with its siblings and answers admin requests on a unix socket,
         for the supervisor that owns the admin port. `source`: what reload() re-reads.
         `shutdown`: one whose signal handlers are already in place."""
@@ -54,7 +62,13 @@ class ProxyServer:
         self.admin_path = admin_path
         self.redis = SharedRedis(config.redis) if config.redis is not None else None
         routes = RouteTable(config, self.redis)
-        self.upstream = UpstreamClient(config.upstream, routes.upstream_names())
+        # The observer first: the upstream client and the pipeline report to it.
+        facts = route_facts(routes)
+        meters = Meters(facts.meters)
+        self.observer = Observer(meters, config.log, facts.trusted_proxies, PreparedResponse)
+        self.upstream = UpstreamClient(
+            config.upstream, routes.upstream_names(), observe=self.observer.upstream_result
+        )
         budget = (config.cache or CacheSettings()).max_memory
         memory = MemoryStore(budget)
         self.shared: SharedTier | None = None
@@ -74,24 +88,32 @@ class ProxyServer:
             )
         self.revocations = RevocationList(config.revocation, self.redis)
         self.pipeline = Pipeline(
-            routes, self.upstream, memory, self.shared, self.revocations, warming
+            routes,
+            self.upstream,
+            memory,
+            self.shared,
+            self.revocations,
+            warming,
+            ratelimit_checked=meters.ratelimit_check,  # no observer method in between
         )
         self.warmer: Warmer | None = None
         if warming_settings is not None and warming_settings.urls:
             self.warmer = Warmer(warming_settings.urls, self.pipeline.cache, routes, self.upstream)
         self.listener_stats = ListenerStats()
-        self.observer = Observer(
-            routes,
+        self.sources = Sources(
+            facts,
             memory,
             self.upstream,
-            config.log,
-            config.alerts,
             self.redis,
             self.shared,
             self.listener_stats,
+            self.observer.access,
         )
-        self.upstream.observe = self.observer.upstream_result
-        self.pipeline.ratelimit_checked = self.observer.meters.ratelimit_check  # one call less
+        self.metrics = Catalogue(meters, self.sources)
+        self.ticker = Ticker(
+            meters, memory, config.alerts, config.log.stats_interval, self.metrics.write
+        )
+        self.documents = Documents(meters, self.ticker, self.sources)
         up = config.upstream
         self.health = HealthChecker(
             up.url, up.health_path, up.health_cache, self.redis, self.shared
@@ -132,7 +154,9 @@ class ProxyServer:
         if self.shared is None and self.redis is not None and wants_shared:
             restart.append("cache.tiers")  # the Redis tier was not started with this process
         self.pipeline.use_routes(routes)
-        self.observer.use_routes(routes)
+        facts = route_facts(routes)
+        self.observer.use_routes(facts)
+        self.sources.routes = facts
         self.config = config
         log.info("config reloaded: %d route(s)", len(config.routes))
         if restart:
@@ -143,7 +167,8 @@ class ProxyServer:
         await self.upstream.start()
         if self.redis is not None:
             await self.redis.start()
-        await self.observer.start()
+        self.observer.start()
+        self.ticker.start()
         await self.health.start()
         if self.shared is not None:
             await self.shared.start()
@@ -177,7 +202,7 @@ class ProxyServer:
         # The runner calls listener.shutdown(grace) once the port stops accepting.
         proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)
         admin_runner = web.AppRunner(
-            build_admin_app(self), access_log=None, shutdown_timeout=min(grace, 5.0)
+            build_admin_app(self.admin_view()), access_log=None, shutdown_timeout=min(grace, 5.0)
         )
         try:
             await proxy_runner.setup()
@@ -202,6 +227,25 @@ class ProxyServer:
             await self.stop()
             raise
 
+    def admin_view(self) -> ServerView:
+        """All the admin API may touch of this process."""
+        pipeline = self.pipeline
+        return ServerView(
+            token=self.config.admin.token,
+            ready=lambda: self.ready,
+            draining=lambda: self.shutdown.draining,
+            checks=self.health.check,
+            circuits=self.upstream.stats,
+            documents=self.documents,
+            registry=self.metrics.registry,
+            listener_stats=lambda: dataclasses.asdict(self.listener_stats),
+            purge=pipeline.cache.purge,
+            purge_url=pipeline.purge_url,
+            shared_tier=self.shared is not None,
+            reload=self.reload,
+            revocations=self.revocations,
+        )
+
     @property
     def proxy_port(self) -> int:
         return int(self._runners[0].addresses[0][1])
@@ -223,6 +267,17 @@ class ProxyServer:
         await self.upstream.close()
         await self.revocations.close()
         await self.health.close()
+        await self.ticker.stop()
         await self.observer.stop()
         if self.redis is not None:
             await self.redis.close()
+
+
+def route_facts(routes: RouteTable) -> RouteFacts:
+    """What observe/ needs of the route table, as values: it does not import pipeline/."""
+    return RouteFacts(
+        meters=tuple((p.name, p.cache is not None) for p in routes.policies),
+        ttls={p.name: p.cache.rules.ttl for p in routes.policies if p.cache is not None},
+        limiters=tuple(lim for lim in routes.limiters if lim.shared is not None),
+        trusted_proxies=routes.trusted_proxies,
+    )

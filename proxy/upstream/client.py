@@ -72,13 +72,15 @@ class UpstreamClient:
         self,
         config: Upstream,
         origins: Mapping[str, str] | None = None,
+        observe: Observe | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        """`origins`: origin (scheme://host:port) -> the name its figures go by."""
+        """`origins`: origin (scheme://host:port) -> the name its figures go by. `observe`
+        is told of every request's outcome (the metrics)."""
         self.config = config
         self._pool: Pool | None = None
-        self.observe: Observe | None = None  # told of every request's outcome
+        self.observe = observe
         self._clock = clock
         self._rand = rand
         self._guards = {

@@ -22,8 +22,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config.loader import ConfigError, parse_config
+from proxy.observe.catalogue import upstream_series
 from proxy.observe.metrics import Meters, MultiprocessWriter, Series, render_multiprocess
-from proxy.observe.observer import _upstream_series
 from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, StartUpstream, get
 from tests.redis_servers import RedisServer
@@ -457,7 +457,7 @@ async def test_each_gauge_merges_across_workers_as_it_declares(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # after: the proxy writes none
     for pid, oldest, circuit, in_flight in ((201, 2.0, "open", 3), (202, 5.0, "closed", 4)):
         stats = dataclasses.replace(real, oldest_wait=oldest, circuit=circuit, in_flight=in_flight)
-        MultiprocessWriter(lambda pid=pid: pid).write(_upstream_series([stats]))  # type: ignore[misc]
+        MultiprocessWriter(lambda pid=pid: pid).write(upstream_series([stats]))  # type: ignore[misc]
     s = samples(render_multiprocess(str(tmp_path)).decode())
     up = {"upstream": real.name}
     # The longest wait of any worker and whether any circuit is open: not sums over workers.
@@ -478,48 +478,10 @@ async def test_a_worker_writes_its_metrics_where_the_supervisor_reads_them(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     proxy = await start_proxy(origin.url, cache={"ttl": 30}, routes=API_ROUTE)
     await three_misses_seven_hits(http, proxy)
-    proxy.observer.tick()  # what the worker does once a second
+    proxy.ticker.tick()  # what the worker does once a second
     s = samples(render_multiprocess(str(tmp_path)).decode())
     assert sample(s, "cacheproxy_requests_total", route="api", method="GET", status="200") == 10
     assert sample(s, "cacheproxy_cache_lookups_total", route="api", result="hit") == 7
     assert sample(s, "cacheproxy_cache_entries") == 3
     _, text = await admin(http, proxy, "/metrics")  # its own /metrics reads the same files
     assert sample(samples(text), "cacheproxy_cache_lookups_total", route="api", result="miss") == 3
-
-
-def test_merged_summaries_add_counts_and_recompute_ratios() -> None:
-    from proxy.observe.observer import merge_summaries
-    from proxy.observe.stats_window import describe
-    from tests.observe.test_stats_window import latencies, totals
-
-    def doc(hits: int, misses: int, fast: int, slow: int) -> dict[str, Any]:
-        window = describe(
-            totals(
-                requests=fast + slow,
-                hits=hits,
-                misses=misses,
-                cached=fast,
-                cached_seconds=fast * 0.001,
-                uncached=slow,
-                uncached_seconds=slow * 0.1,
-                latency=latencies(*([0.001] * fast), *([0.1] * slow)),
-            ),
-            60.0,
-        )
-        rate = hits / (hits + misses)
-        return {
-            "cache": {"hits": hits, "misses": misses, "hit_rate": rate, "ttl_seconds": {"a": 30}},
-            "connections": {"total_requests": slow, "opened": 1, "reuse_rate": 0.0},
-            "response_times": window["response_times"],
-            "window": window,
-        }
-
-    merged = merge_summaries([doc(9, 1, 9, 1), doc(1, 9, 1, 9)])
-    assert merged["cache"] == {"hits": 10, "misses": 10, "hit_rate": 0.5, "ttl_seconds": {"a": 30}}
-    assert merged["connections"]["reuse_rate"] == 0.8  # 10 requests, 2 connections opened
-    window = merged["window"]
-    assert (window["requests"], window["seconds"], window["requests_per_second"]) == (20, 60, 0.333)
-    rt = merged["response_times"]
-    assert rt == window["response_times"]
-    assert (rt["avg_cached_ms"], rt["avg_uncached_ms"], rt["speedup"]) == (1.0, 100.0, 100.0)
-    assert rt["p50_ms"] <= 1.0 and 80 < rt["p99_ms"] <= 100  # estimates, within a bucket

@@ -15,136 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
-from proxy.admin.merge import Answer, Unanswered, merge_answers, merge_json, parse_rules
 from proxy.config.loader import MAX_WORKERS, ConfigError, parse_config, usable_cpus
-from proxy.server.workers import RESTART_MAX, describe_exit, restart_delay
 from tests.conftest import ROOT, Origin, ProxyProcess, free_port
 from tests.redis_servers import RedisServer
 
 TOKEN = "s3cret-admin-token"
 
-# --- pure: merging the workers' admin answers -----------------------------------------------
-
-
-def test_numbers_add_up_and_objects_merge_key_by_key() -> None:
-    a = {"hits": 3, "bytes": 1.5, "shared": {"hits": 1, "subscribed": True}, "only_a": 7}
-    b = {"hits": 4, "bytes": 2.0, "shared": {"hits": 2, "subscribed": True}, "only_b": [1]}
-    assert merge_json([a, b], {}) == {
-        "hits": 7,
-        "bytes": 3.5,
-        "shared": {"hits": 3, "subscribed": True},
-        "only_a": 7,
-        "only_b": [1],
-    }
-
-
-def test_status_takes_the_worst_booleans_all_lists_concatenate_strings_the_first() -> None:
-    docs = [
-        {"status": "healthy", "ok": True, "items": [1], "name": "a", "checks": {"status": "up"}},
-        {
-            "status": "degraded",
-            "ok": True,
-            "items": [2, 3],
-            "name": "b",
-            "checks": {"status": "up"},
-        },
-        {"status": "healthy", "ok": False, "items": [], "name": "c", "checks": {"status": "down"}},
-    ]
-    assert merge_json(docs, {}) == {
-        "status": "degraded",
-        "ok": False,
-        "items": [1, 2, 3],
-        "name": "a",
-        "checks": {"status": "down"},
-    }
-    assert merge_json(["healthy", "unhealthy", "degraded"], {}, "status") == "unhealthy"
-
-
-def test_an_upstream_whose_circuit_one_worker_opened_is_down_in_the_merged_health() -> None:
-    # Each worker has its own breakers: the answer must not hide the one that opened.
-    def health(circuit: str) -> dict[str, Any]:
-        up = "up" if circuit == "closed" else "down"
-        upstreams = {"default": {"status": up, "circuit": circuit}}
-        return {"status": "healthy", "checks": {"upstream": {"status": up, "upstreams": upstreams}}}
-
-    merged = merge_json([health("closed"), health("open")], {})
-    assert merged["checks"]["upstream"]["status"] == "down"
-    assert merged["checks"]["upstream"]["upstreams"]["default"]["status"] == "down"
-
-
-def test_nulls_never_hide_a_value_and_mixed_types_take_the_first() -> None:
-    assert merge_json([None, "redis down", None], {}) == "redis down"
-    assert merge_json([{"error": None}, {"error": "timeout"}], {}) == {"error": "timeout"}
-    assert merge_json([None, None], {}) is None
-    assert merge_json([1, "x"], {}) == 1
-    assert merge_json([True, 1], {}) is True  # a boolean is not a number to add
-
-
-def test_the_merge_header_sets_per_key_rules() -> None:
-    rules = parse_rules("count=max, oldest = MIN,name=first, bad, x=avg, =sum")
-    assert rules == {"count": "max", "oldest": "min", "name": "first"}
-    docs = [
-        {"count": 5, "oldest": 10, "n": {"count": 2}},
-        {"count": 5, "oldest": 4, "n": {"count": 9}},
-    ]
-    assert merge_json(docs, rules) == {"count": 5, "oldest": 4, "n": {"count": 9}}
-
-
-def _answer(status: int, doc: Any, **headers: str) -> Answer:
-    return Answer(status, "application/json", orjson.dumps(doc), headers)
-
-
-def test_the_worst_status_wins_with_its_headers_and_the_merge_header_is_dropped() -> None:
-    ok = _answer(200, {"purged": 2}, **{"Cacheproxy-Merge": "purged=sum"})
-    failed = _answer(503, {"purged": 1, "error": "purge_incomplete"}, **{"Retry-After": "1"})
-    merged = merge_answers("POST", [ok, failed], [])
-    assert merged.status == 503
-    assert orjson.loads(merged.body) == {"purged": 3, "error": "purge_incomplete"}
-    assert merged.headers == [("Retry-After", "1")]
-    merged = merge_answers("GET", [ok, ok], [])
-    assert (merged.status, merged.headers) == (200, [])
-
-
-def test_a_worker_that_did_not_answer_is_named_and_degrades_a_status() -> None:
-    health = _answer(200, {"status": "healthy", "checks": {}})
-    late = Unanswered(1, 4242, "no answer within 3 s")
-    merged = merge_answers("GET", [health], [late])
-    assert merged.status == 200
-    assert orjson.loads(merged.body) == {
-        "status": "degraded",
-        "checks": {},
-        "unanswered": [{"worker": 1, "pid": 4242, "error": "no answer within 3 s"}],
-    }
-    # A change that did not reach every worker is incomplete, whatever the others said.
-    merged = merge_answers("POST", [_answer(200, {"purged": 1})], [late])
-    assert merged.status == 503
-    assert orjson.loads(merged.body)["error"] == "incomplete"
-    # No answer at all.
-    merged = merge_answers("GET", [], [late])
-    assert merged.status == 503
-    assert orjson.loads(merged.body)["status"] == "unhealthy"
-
-
-def test_answers_that_are_not_json_pass_when_identical_and_are_refused_otherwise() -> None:
-    page = Answer(200, "text/html; charset=utf-8", b"<h1>cacheproxy</h1>", {})
-    assert merge_answers("GET", [page, page], []).body == page.body
-    assert merge_answers("GET", [page, page], []).content_type == page.content_type
-    metrics = [Answer(200, "text/plain", f"requests {n}\n".encode(), {}) for n in (3, 4)]
-    merged = merge_answers("GET", metrics, [])
-    assert merged.status == 502
-    assert orjson.loads(merged.body)["error"] == "not_mergeable"
-    broken = Answer(200, "application/json", b"{not json", {})
-    assert merge_answers("GET", [broken, _answer(200, {})], []).status == 502
-
-
-def test_restart_delays_grow_and_are_bounded() -> None:
-    delays = [restart_delay(n) for n in range(1, 12)]
-    assert delays[0] == 0.5 and delays == sorted(delays) and delays[-1] == RESTART_MAX
-    assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
-    assert describe_exit(1) == "exited with code 1"
+# --- pure -------------------------------------------------------------------------------------
 
 
 def test_workers_config() -> None:
@@ -397,6 +276,52 @@ async def test_a_stuck_worker_cannot_hang_admin_and_a_killed_one_is_restarted(
     assert now["restarts"] == 1 and parent_of(now["pid"]) == proxy.proc.pid
     assert (await fetch_many(proxy.port, "/after", 20)).total() == 20
     assert body["workers"][1] == second  # untouched
+
+
+async def test_with_a_worker_silent_the_others_performance_ratios_are_recomputed_not_added(
+    origin: Origin, proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    proxy = proxy_process(origin.url, workers=3, cache={"ttl": 60})
+    workers = await workers_ready(proxy)
+    await fetch_many(proxy.port, "/k", 60)  # each worker: one miss, then hits
+    served = []
+    for w in workers:
+        doc = await ask_worker(w["admin_socket"], "/performance/summary")
+        served.append((doc["cache"]["hits"], w, doc))
+    served.sort(key=lambda s: s[0])
+    (_, silent, _), *answering = served
+    # Two workers whose hit rates alone add up to more than 1.
+    assert all(hits >= 2 and doc["cache"]["misses"] == 1 for hits, _, doc in answering)
+    os.kill(silent["pid"], signal.SIGSTOP)
+    try:
+        status, summary, _ = await admin(proxy, "GET", "/performance/summary")
+    finally:
+        os.kill(silent["pid"], signal.SIGCONT)
+    assert status == 200
+    assert [u["worker"] for u in summary["unanswered"]] == [silent["worker"]]
+    hits = sum(doc["cache"]["hits"] for _, _, doc in answering)
+    cache = summary["cache"]
+    assert (cache["hits"], cache["misses"]) == (hits, 2)
+    assert cache["hit_rate"] == round(hits / (hits + 2), 4)
+    one = answering[0][2]["window"]["raw_counts"]["latency_buckets"]
+    assert len(summary["window"]["raw_counts"]["latency_buckets"]) == len(one)  # added, not joined
+
+
+async def test_with_workers_alert_thresholds_are_the_configured_ones_not_their_sum(
+    origin: Origin, proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    alerts = {"window": 30, "min_hit_rate": 0.5, "max_p99_ms": 250, "min_requests": 10}
+    proxy = proxy_process(origin.url, workers=2, alerts=alerts)
+    await workers_ready(proxy)
+    status, doc, _ = await admin(proxy, "GET", "/alerts/active")
+    assert status == 200
+    assert doc["window_seconds"] == 30
+    assert doc["thresholds"] == {
+        "min_hit_rate": 0.5,
+        "max_p99_ms": 250,
+        "max_error_rate": None,
+        "min_requests": 10,
+    }
 
 
 async def test_a_worker_whose_loop_hangs_is_killed_and_replaced(

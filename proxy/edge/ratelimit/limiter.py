@@ -62,7 +62,7 @@ class RateLimiter:
         self.local = self.shared is None  # the pipeline calls check_local, without await
         self.headers = RateHeaders(policy.rates)
         self._redis = redis
-        # Visible state, for /metrics, /health and the dashboard (proxy/observe/observer.py).
+        # Visible state, for /metrics, /health and the dashboard (proxy/observe/documents.py).
         self.denied = 0
         self.store_errors = 0  # checks Redis could not answer
         self.degraded = False  # the last check could not reach Redis

@@ -22,9 +22,8 @@ across them. The supervisor serves no proxy traffic and needs no Redis:
   restarted worker would otherwise accept every token revoked before, without Redis).
 
 Workers are started with `spawn` (a fresh interpreter, not a fork of a process running an
-event loop) and get the validated Config through a pipe: command-line overrides and ${ENV}
-values are not redone, and no secret is written to disk. A worker whose supervisor is gone
-(its end of the pipe closes) drains and exits rather than serve on unsupervised.
+event loop): proxy/server/worker.py is what runs in them, proxy/server/processes.py tracks them
+here, and proxy/admin/fanout.py is the admin port, over this supervisor's SupervisorView.
 """
 
 from __future__ import annotations
@@ -38,31 +37,25 @@ import os
 import shutil
 import signal
 import tempfile
-import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 
 import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
-from proxy.admin.app import LIVE_PATH, livez, state, token_guard
-from proxy.admin.merge import Answer, Unanswered, merge_answers
+from proxy.admin.app import LIVE_PATH
+from proxy.admin.fanout import build_fanout_admin
+from proxy.admin.merge import Answer, Unanswered
+from proxy.admin.view import SupervisorView
 from proxy.config.loader import Config, ConfigError, redact_urls, with_overrides
 from proxy.edge.revocation import ListFull, RevocationList, parse_revocation
-from proxy.http.errors import json_error
 from proxy.http.headers import HOP_BY_HOP
-from proxy.observe.metrics import MULTIPROC_ENV, render_multiprocess, worker_exited
-from proxy.observe.observer import merge_summaries
-from proxy.server.app import ProxyServer
-from proxy.server.eventloop import run as run_loop
+from proxy.observe.metrics import MULTIPROC_ENV, worker_exited
+from proxy.server.processes import Slot, WorkerProcess, describe_exit
 from proxy.server.reload import ConfigSource, effective
 from proxy.server.shutdown import Shutdown
+from proxy.server.worker import REVOKED, worker_main
 
 log = logging.getLogger("cacheproxy.workers")
 
@@ -80,15 +73,8 @@ STABLE_AFTER = 10.0  # seconds of life after which a death no longer counts as d
 # in a row, each given ANSWER_TIMEOUT: 12 s or more of a loop that answers nothing.
 HEARTBEAT_EVERY = 2.0
 HEARTBEAT_MISSES = 4
-
-_READY = b"ready"
-_FAILED = b"failed "
-_MESSAGE_MAX = 4096  # bytes of a worker's start-up message
-_REVOKED = b"revoked "  # supervisor -> worker: JSON [[member, expiry], ...]
-# Not passed between supervisor and workers: per hop, or set again by the client.
-_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", "accept-encoding"}
+# Not passed on from a worker's answer: per hop, or set again by the admin port.
 _ANSWER_DROP = HOP_BY_HOP | {"content-length", "content-type", "content-encoding", "date", "server"}
-_WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (worker {index}): %(message)s"
 
 
 class CannotStart(Exception):
@@ -98,197 +84,6 @@ class CannotStart(Exception):
 def restart_delay(failures: int) -> float:
     """Seconds before restarting a worker that has died young `failures` times in a row."""
     return min(RESTART_MAX, RESTART_FIRST * 2 ** max(failures - 1, 0))
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "is running"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-# --- the worker process ----------------------------------------------------------------------
-
-
-def worker_main(
-    config: Config,
-    index: int,
-    admin_path: str,
-    log_level: int,
-    pipe: Connection,
-    source: ConfigSource | None = None,
-    revoked: list[tuple[str, float]] | None = None,
-) -> None:
-    """Entry point of a worker process. `revoked`: the supervisor's revocation list."""
-    # Until its loop handles SIGINT (as the supervisor does: stop without the delay), Ctrl-C
-    # at a terminal, which reaches the whole process group, must not end it mid-start.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format=_WORKER_LOG_FORMAT.format(index=index))
-    raise SystemExit(run_loop(_serve_worker(config, admin_path, pipe, source, revoked)))
-
-
-async def _serve_worker(
-    config: Config,
-    admin_path: str,
-    pipe: Connection,
-    source: ConfigSource | None = None,
-    revoked: list[tuple[str, float]] | None = None,
-) -> int:
-    loop = asyncio.get_running_loop()
-    shutdown = Shutdown(config.shutdown_delay)
-    loop.add_signal_handler(signal.SIGTERM, shutdown.terminate)
-    loop.add_signal_handler(signal.SIGINT, shutdown.interrupt)
-    orphaned = False
-    revocations: RevocationList | None = None
-
-    def from_supervisor() -> None:
-        # It writes revocations made while this worker starts; end of file: it is gone.
-        nonlocal orphaned
-        try:
-            message = pipe.recv_bytes()
-        except (EOFError, OSError):
-            orphaned = True
-            loop.remove_reader(pipe.fileno())
-            log.warning("the supervisor is gone: stopping")
-            shutdown.interrupt()  # nobody routes by this worker's readiness: no delay
-            return
-        if revocations is not None and message.startswith(_REVOKED):
-            revocations.load(orjson.loads(message.removeprefix(_REVOKED)))
-
-    loop.add_reader(pipe.fileno(), from_supervisor)
-    try:
-        server = ProxyServer(
-            config, reuse_port=True, admin_path=admin_path, source=source, shutdown=shutdown
-        )
-        revocations = server.revocations
-        revocations.load(revoked or ())  # before the port is bound: nothing served without it
-        # Before "ready": the supervisor only signals workers that are serving.
-        loop.add_signal_handler(signal.SIGHUP, server.reload)
-        await server.start()
-    except Exception as exc:
-        if not isinstance(exc, OSError):
-            log.exception("cannot start")
-        _tell(pipe, _FAILED + str(exc).encode(errors="replace"))
-        return 1
-    _tell(pipe, _READY)
-    await shutdown.until_close()
-    log.info("draining in-flight requests (up to %.0fs)", config.shutdown_grace)
-    await server.stop()
-    if orphaned:  # a supervisor killed outright could not tidy up: the last worker out does
-        directory = os.path.dirname(admin_path)
-        with contextlib.suppress(OSError):
-            os.unlink(admin_path)
-            if not any(name.endswith(".sock") for name in os.listdir(directory)):
-                shutil.rmtree(directory)  # its metrics files with it
-    return 0
-
-
-def _tell(pipe: Connection, message: bytes) -> None:
-    with contextlib.suppress(OSError):  # the supervisor is gone: supervisor_gone() says so
-        pipe.send_bytes(message[:_MESSAGE_MAX])
-
-
-# --- the supervisor's view of one worker -------------------------------------------------------
-
-
-class WorkerProcess:
-    """One started worker process: when it is ready, and when it ends, as futures."""
-
-    def __init__(self, process: BaseProcess, pipe: Connection) -> None:
-        self._loop = loop = asyncio.get_running_loop()
-        self.process = process
-        self.pid = process.pid
-        self.started = loop.time()
-        self.started_at = time.time()
-        self._pipe = pipe
-        # None once it is serving; otherwise why it could not start.
-        self.ready: asyncio.Future[str | None] = loop.create_future()
-        self.exited: asyncio.Future[int | None] = loop.create_future()
-        self._listening = True
-        loop.add_reader(pipe.fileno(), self._on_message)
-        loop.add_reader(process.sentinel, self._on_exit)
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.pid is not None and not self.exited.done():  # not reaped: the pid is still its
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-
-    @property
-    def serving(self) -> bool:
-        return self.ready.done() and self.ready.result() is None and not self.exited.done()
-
-    def tell(self, message: bytes) -> None:
-        """Send the worker a message (small: a pipe's buffer holds many)."""
-        with contextlib.suppress(OSError):  # it has died: _on_exit says so
-            self._pipe.send_bytes(message)
-
-    def _stop_listening(self) -> None:
-        if self._listening:
-            self._listening = False
-            self._loop.remove_reader(self._pipe.fileno())
-
-    def _on_message(self) -> None:
-        self._stop_listening()
-        try:
-            message = self._pipe.recv_bytes(_MESSAGE_MAX)
-        except (EOFError, OSError):
-            return  # it ended without a word: _on_exit says how
-        if not self.ready.done():
-            reason = message.removeprefix(_FAILED).decode(errors="replace")
-            self.ready.set_result(None if message == _READY else reason)
-
-    def _on_exit(self) -> None:
-        self._loop.remove_reader(self.process.sentinel)
-        self._stop_listening()
-        self.process.join()  # it has ended: this only reaps it
-        code = self.process.exitcode
-        if not self.ready.done():
-            self.ready.set_result(f"{describe_exit(code)} before it was ready")
-        self._pipe.close()
-        self.exited.set_result(code)
-
-
-@dataclass
-class Slot:
-    """Worker number `index`, across its restarts."""
-
-    index: int
-    admin_path: str
-    session: aiohttp.ClientSession  # to its admin socket
-    current: WorkerProcess | None = None
-    restarts: int = 0
-    failures: int = 0  # deaths in a row, each before STABLE_AFTER seconds of life
-
-    def why_not_serving(self) -> str:
-        worker = self.current
-        if worker is None:
-            return "not started"
-        if worker.exited.done():
-            return f"{describe_exit(worker.exited.result())}; restarting"
-        return "starting"
-
-    def describe(self) -> dict[str, object]:
-        worker = self.current
-        return {
-            "worker": self.index,
-            "pid": worker.pid if worker else None,
-            "alive": worker is not None and not worker.exited.done(),
-            "ready": worker is not None and worker.serving,
-            "restarts": self.restarts,
-            "started_at": (
-                datetime.fromtimestamp(worker.started_at, UTC).isoformat(timespec="seconds")
-                if worker
-                else None
-            ),
-            "admin_socket": self.admin_path,  # for asking this worker alone
-        }
-
-
-# --- the supervisor ----------------------------------------------------------------------------
 
 
 async def probe_port(host: str, port: int) -> int:
@@ -346,7 +141,7 @@ class Supervisor:
             self.config = with_overrides(self.config, port=port)
             if self.source is not None:  # a reload must not see `port: 0` as a change
                 self.source = dataclasses.replace(self.source, port=port)
-        self._admin = web.AppRunner(build_supervisor_admin(self), access_log=None)
+        self._admin = web.AppRunner(build_fanout_admin(self.admin_view()), access_log=None)
         await self._admin.setup()
         await web.TCPSite(self._admin, admin.host, admin.port, reuse_address=True).start()
         self._socket_dir = tempfile.mkdtemp(prefix="cacheproxy-")  # mode 0700
@@ -442,7 +237,7 @@ class Supervisor:
             expiry = await self.revocations.revoke(*parsed)
         except ListFull:
             return  # so is every worker's: they answer 507
-        message = _REVOKED + orjson.dumps([[parsed[0], expiry]])
+        message = REVOKED + orjson.dumps([[parsed[0], expiry]])
         for slot in self.slots:
             worker = slot.current
             if worker is not None and not worker.serving and not worker.exited.done():
@@ -592,6 +387,31 @@ class Supervisor:
 
     # --- admin requests ------------------------------------------------------------------
 
+    def admin_view(self) -> SupervisorView:
+        """All the admin port may touch of this supervisor."""
+
+        def metrics_dir() -> str:
+            assert self.metrics_dir is not None  # made before any worker can write there
+            return self.metrics_dir
+
+        return SupervisorView(
+            token=self.config.admin.token,
+            workers=lambda: [s.describe() for s in self.slots],
+            ask_all=self.ask_all,
+            readiness=self.readiness,
+            reload=self.reload_own,
+            note_revocation=self.note_revocation,
+            metrics_dir=metrics_dir,
+        )
+
+    async def ask_all(
+        self, method: str, path: str, headers: CIMultiDict[str], body: bytes
+    ) -> list[Answer | Unanswered]:
+        """Every worker's answer to an admin request, or why there is none, in worker order."""
+        return await asyncio.gather(
+            *(self.ask(slot, method, path, headers, body) for slot in self.slots)
+        )
+
     async def ask(
         self, slot: Slot, method: str, path: str, headers: CIMultiDict[str], body: bytes
     ) -> Answer | Unanswered:
@@ -617,81 +437,3 @@ class Supervisor:
             return Unanswered(slot.index, pid, f"{type(exc).__name__}: {exc}")
         kept = CIMultiDict((k, v) for k, v in resp.headers.items() if k.lower() not in _ANSWER_DROP)
         return Answer(resp.status, resp.headers.get("Content-Type", ""), bytes(data), kept)
-
-
-def build_supervisor_admin(supervisor: Supervisor) -> web.Application:
-    """The admin port with several workers: `/workers` here, everything else merged from them."""
-    guard = token_guard(supervisor.config.admin.token)
-
-    async def workers(_: web.Request) -> web.Response:
-        document = {"supervisor": os.getpid(), "workers": [s.describe() for s in supervisor.slots]}
-        return web.Response(body=orjson.dumps(document), content_type="application/json")
-
-    async def forward(request: web.Request) -> web.Response:
-        # The workers check the admin token themselves: which paths need it is theirs to say.
-        if not request.raw_path.startswith("/"):  # an absolute-form or `*` target
-            return json_error(400, "bad_request", "the admin listener wants an origin-form target")
-        body = await request.read()  # bounded by client_max_size
-        headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP
-        )
-        results = await asyncio.gather(
-            *(
-                supervisor.ask(slot, request.method, request.raw_path, headers, body)
-                for slot in supervisor.slots
-            )
-        )
-        answers = [r for r in results if isinstance(r, Answer)]
-        unanswered = [r for r in results if isinstance(r, Unanswered)]
-        if request.path.startswith("/performance/") and answers and not unanswered:
-            summary = _summaries(answers)
-            if summary is not None:  # ratios recomputed from the summed counts
-                return web.Response(body=orjson.dumps(summary), content_type="application/json")
-        merged = merge_answers(request.method, answers, unanswered)
-        out = CIMultiDict(merged.headers)
-        if merged.content_type:
-            out["Content-Type"] = merged.content_type
-        return web.Response(status=merged.status, body=merged.body, headers=out)
-
-    async def reload(request: web.Request) -> web.Response:
-        supervisor.reload_own()
-        return await forward(request)  # each worker re-reads the file and answers for itself
-
-    async def revoke(request: web.Request) -> web.Response:
-        await supervisor.note_revocation(await request.read())
-        return await forward(request)  # each worker revokes it and answers for itself
-
-    async def metrics(_: web.Request) -> web.Response:
-        assert supervisor.metrics_dir is not None
-        body = await asyncio.to_thread(render_multiprocess, supervisor.metrics_dir)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def readyz(_: web.Request) -> web.Response:
-        word = supervisor.readiness()
-        return state(word == "ready", word)
-
-    app = web.Application()
-    app.router.add_get(LIVE_PATH, livez)  # the supervisor's own loop
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/workers", guard(workers))
-    app.router.add_get("/metrics", guard(metrics))
-    app.router.add_post("/config/reload", guard(reload))
-    app.router.add_post("/tokens/revoke", guard(revoke))
-    app.router.add_route("*", "/{tail:.*}", forward)
-    return app
-
-
-def _summaries(answers: list[Answer]) -> dict[str, object] | None:
-    """/performance/* of every worker as one process's, or None if one is not a summary."""
-    docs = []
-    for answer in answers:
-        if answer.status != 200 or not answer.content_type.startswith("application/json"):
-            return None
-        try:
-            doc = orjson.loads(answer.body)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(doc, dict):
-            return None
-        docs.append(doc)
-    return merge_summaries(docs)

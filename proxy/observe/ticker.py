@@ -1,0 +1,161 @@
+"""Once a second: the rolling window of totals, alerts raised and cleared, the stats line, and
+(with workers) this process's metric file. The window and the alerts are what the admin
+documents read (documents.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from proxy.observe.alerts import Active, AlertTracker, evaluate
+from proxy.observe.stats_window import RollingWindow, Totals, describe, percentile, ratio
+from proxy.tasks import cancel
+
+if TYPE_CHECKING:
+    from proxy.cache.memory import MemoryStore
+    from proxy.config.alerts import AlertSettings
+    from proxy.observe.metrics import Meters
+
+log = logging.getLogger("cacheproxy.stats")
+
+SUMMARY_WINDOW = 60  # seconds behind /performance/summary's response times
+
+
+class Ticker:
+    def __init__(
+        self,
+        meters: Meters,
+        store: MemoryStore,
+        alert_settings: AlertSettings,
+        stats_interval: float,
+        write_metrics: Callable[[], None] = lambda: None,
+        tick: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        """`stats_interval`: seconds between stats lines (0: none); `write_metrics`: copies
+        the series to this process's metric file (Catalogue.write), each tick and at stop."""
+        self.meters = meters
+        self.store = store
+        self.alert_settings = alert_settings
+        self._stats_interval = stats_interval
+        self._write_metrics = write_metrics
+        self._clock, self._wall, self._tick_every = clock, wall, tick
+        self.started = clock()
+        span = max(SUMMARY_WINDOW, alert_settings.window)
+        self.window = RollingWindow(span, Totals(), self.started, tick)
+        self.alerts = AlertTracker()
+        self._last_stats = (self.started, Totals())
+        self._task: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        return self._clock()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        await cancel(self._task)
+        self._task = None
+        self._write_metrics()  # the last requests count too
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_every)
+            try:
+                self.tick()
+            except Exception:  # a bug here must not stop the statistics for good
+                log.exception("statistics tick failed")
+
+    def tick(self) -> None:
+        now = self._clock()
+        totals = self.meters.totals()
+        self.window.push(now, totals)
+        self.active_alerts(now, totals)
+        interval = self._stats_interval
+        if interval and now - self._last_stats[0] >= interval:
+            self._stats_line(now, totals)
+        self._write_metrics()
+
+    def recent(self, seconds: float, now: float | None = None) -> dict[str, Any]:
+        """What happened over the last `seconds` (at most the window's span)."""
+        now = self._clock() if now is None else now
+        delta, covered = self.window.over(now, self.meters.totals(), seconds)
+        return describe(delta, covered)
+
+    def active_alerts(self, now: float | None = None, totals: Totals | None = None) -> list[Active]:
+        """Evaluate the thresholds now; log what was raised or cleared; the active ones."""
+        settings = self.alert_settings
+        if not settings.any:
+            return []
+        now = self._clock() if now is None else now
+        totals = self.meters.totals() if totals is None else totals
+        delta, covered = self.window.over(now, totals, settings.window)
+        wall = self._wall()
+        for change in self.alerts.update(evaluate(settings, describe(delta, covered)), wall):
+            a = change.alert
+            fields = {"event": "alert", "alert": a.name, "value": a.value}
+            fields["threshold"] = a.threshold
+            if change.raised:
+                fields["state"] = "raised"
+                log.warning("alert raised: %s: %s", a.name, a.message, extra={"fields": fields})
+            else:
+                fields["state"] = "cleared"
+                log.info(
+                    "alert cleared: %s (held %.0f s)",
+                    a.name,
+                    wall - change.since,
+                    extra={"fields": fields},
+                )
+        return list(self.alerts.active.values())
+
+    def _stats_line(self, now: float, totals: Totals) -> None:
+        since, before = self._last_stats
+        self._last_stats = (now, totals)
+        d = totals - before
+        p50, p99 = percentile(d.latency, 0.5), percentile(d.latency, 0.99)
+        hit_rate = ratio(d.hits, d.hits + d.misses)
+        fields = {
+            "interval_s": round(now - since, 1),
+            "requests": d.requests,
+            "hit_rate": None if hit_rate is None else round(hit_rate, 4),
+            "p50_ms": None if p50 is None else round(p50 * 1000, 3),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 3),
+            "errors_5xx": d.errors,
+            "upstream_errors": d.upstream_errors,
+            "cache_bytes": self.store.bytes,
+            "cache_entries": len(self.store),
+            "rss_bytes": _rss(),
+        }
+
+        def show(value: float | None, unit: str = "") -> str:
+            return "-" if value is None else f"{value:g}{unit}"
+
+        log.info(
+            "stats: %d requests in %ss, hit rate %s, p50 %s, p99 %s, %d 5xx, "
+            "%d upstream errors, cache %d entries / %.1f MiB, RSS %.1f MiB",
+            d.requests,
+            fields["interval_s"],
+            show(fields["hit_rate"]),  # type: ignore[arg-type]
+            show(fields["p50_ms"], " ms"),  # type: ignore[arg-type]
+            show(fields["p99_ms"], " ms"),  # type: ignore[arg-type]
+            d.errors,
+            d.upstream_errors,
+            fields["cache_entries"],
+            fields["cache_bytes"] / 2**20,  # type: ignore[operator]
+            fields["rss_bytes"] / 2**20,  # type: ignore[operator]
+            extra={"fields": {"event": "stats", **fields}},
+        )
+
+
+def _rss() -> int:
+    """Resident memory now (Linux), else the peak so far."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
