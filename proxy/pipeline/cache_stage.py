@@ -20,10 +20,10 @@ from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import EMPTY_CACHE_CONTROL, Freshness, Scope
 from proxy.cache.route import RouteCache
 from proxy.cache.status import cache_status
+from proxy.edge.route import RoutePolicy
 from proxy.http.errors import json_error
 from proxy.http.headers import forward_response_headers
 from proxy.http.target import Target
-from proxy.pipeline.routes import RoutePolicy
 from proxy.pipeline.warming import Warming
 from proxy.respond.responder import Responder
 from proxy.shared.tier import PurgeKind, PurgeResult, SharedTier

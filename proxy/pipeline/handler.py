@@ -19,13 +19,14 @@ from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
 from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import RevocationList
+from proxy.edge.route import RoutePolicy
 from proxy.http.errors import ClientBodyError, json_error
 from proxy.http.headers import ForwardingPolicy, request_fields
 from proxy.http.target import BadTarget, Target, parse_target
 from proxy.observe.metrics import current_route
 from proxy.pipeline.cache_stage import HttpCache, cache_headers
 from proxy.pipeline.request_body import BodyCutShort, ClientBody, read_small
-from proxy.pipeline.routes import AmbiguousPath, RoutePolicy, RouteTable
+from proxy.pipeline.routes import AmbiguousPath, RouteTable
 from proxy.pipeline.warming import Warming
 from proxy.respond.relay import interim_relay
 from proxy.respond.responder import Responder

@@ -5,10 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-
-from yarl import URL
 
 from proxy.cache.route import RouteCache, resolve
 from proxy.config.cache import user_headers
@@ -19,60 +16,15 @@ from proxy.config.ratelimit import resolve as resolve_rate_limit
 from proxy.edge.compression import CompressionPolicy
 from proxy.edge.cors import CorsPolicy
 from proxy.edge.ratelimit.limiter import RateLimiter
+from proxy.edge.route import RoutePolicy, UpstreamTarget
 from proxy.http.clientaddr import TrustedProxies
 from proxy.http.headers import ForwardingPolicy
 from proxy.http.hosts import HostAllowlist
 from proxy.http.regex import prefix_matcher
 from proxy.http.target import BadTarget, needs_reading, normalise_escapes, path_readings
 from proxy.shared.redis import SharedRedis
-from proxy.upstream.http1 import OriginKey, origin_key
 
 log = logging.getLogger("cacheproxy")
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamTarget:
-    """Where a route forwards to, split once at start-up."""
-
-    origin: str  # scheme://host:port, no path
-    host_header: str  # what the Host header says (port omitted when default)
-    base_path: str  # prepended to the client's path; "" for none
-    authority: tuple[str, int]  # (lower-case host, port): what absolute-form targets must name
-    key: OriginKey  # (scheme, host, port): the pool's connections to it
-
-    @classmethod
-    def parse(cls, url: str) -> UpstreamTarget:
-        u = URL(url)
-        assert u.host is not None and u.port is not None  # validated by config
-        host = u.host.lower()
-        host_header = u.raw_authority.rsplit("@", 1)[-1]
-        origin = f"{u.scheme}://{host_header}"
-        return cls(
-            origin=origin,
-            host_header=host_header,
-            base_path=u.raw_path.rstrip("/"),
-            authority=(host, u.port),
-            key=origin_key(origin),
-        )
-
-
-_PLAIN_FORWARDING = ForwardingPolicy.build(None, None)
-
-
-@dataclass(frozen=True, slots=True)
-class RoutePolicy:
-    """Everything the pipeline needs to know about one route, resolved at start-up."""
-
-    name: str
-    upstream: UpstreamTarget
-    cache: RouteCache | None = None  # None: this route does not cache
-    cors: CorsPolicy | None = None
-    compression: CompressionPolicy | None = None
-    # Which client headers go upstream: `forwarding` for requests whose answer is never
-    # stored, `cache_forwarding` for fetches made by the cache (keyed by this route's key).
-    forwarding: ForwardingPolicy = _PLAIN_FORWARDING
-    cache_forwarding: ForwardingPolicy = _PLAIN_FORWARDING
-    rate_limit: RateLimiter | None = None  # None: not limited
 
 
 _Matcher = Callable[[str], bool]

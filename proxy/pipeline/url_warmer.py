@@ -20,9 +20,10 @@ from typing import cast
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.edge.route import RoutePolicy
 from proxy.http.target import Target, parse_target
 from proxy.pipeline.cache_stage import HttpCache
-from proxy.pipeline.routes import RoutePolicy, RouteTable
+from proxy.pipeline.routes import RouteTable
 from proxy.pipeline.warming import Warming, refresh_ahead_at
 from proxy.shared.breaker import State
 from proxy.tasks import cancel

@@ -29,7 +29,7 @@ from proxy.http.headers import HOP_BY_HOP, VIA
 
 if TYPE_CHECKING:
     from proxy.edge.cors import CorsPolicy
-    from proxy.pipeline.routes import RoutePolicy
+    from proxy.edge.route import RoutePolicy
 
 # Fields of the upstream's that never go out as they are: hop-by-hop ones, the ones the
 # proxy sets itself, and Vary and Via, which it extends.

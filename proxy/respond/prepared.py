@@ -33,7 +33,7 @@ from proxy.respond.head import checked_lines, length_lines, stored_head
 
 if TYPE_CHECKING:
     from proxy.cache.entry import Entry
-    from proxy.pipeline.routes import RoutePolicy
+    from proxy.edge.route import RoutePolicy
 
 # Statuses whose answers carry no body whatever the method: left to aiohttp's Response.
 NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))

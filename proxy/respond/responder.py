@@ -15,11 +15,11 @@ from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import Headers
 from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
 from proxy.edge.compression import CodingError, vary_accept_encoding
+from proxy.edge.route import RoutePolicy
 from proxy.http import ranges
 from proxy.http.errors import json_error
 from proxy.http.headers import forward_response_headers
 from proxy.observe.metrics import X_CACHE
-from proxy.pipeline.routes import RoutePolicy
 from proxy.respond.encoding import (
     AS_STORED,
     DECODED,

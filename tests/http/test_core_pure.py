@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.config.loader import parse_config
+from proxy.edge.route import UpstreamTarget
 from proxy.http.headers import ForwardingPolicy, forward_response_headers
 from proxy.http.target import BadTarget, parse_target
-from proxy.pipeline.routes import RouteTable, UpstreamTarget
+from proxy.pipeline.routes import RouteTable
 from tests.conftest import forward_request_headers
 
 

@@ -13,8 +13,9 @@ from proxy.config.loader import parse_config
 from proxy.edge.compression import vary_accept_encoding
 from proxy.edge.cors import CorsPolicy
 from proxy.edge.ratelimit.limiter import COUNTS
+from proxy.edge.route import RoutePolicy
 from proxy.http.headers import forward_response_headers
-from proxy.pipeline.routes import RoutePolicy, RouteTable
+from proxy.pipeline.routes import RouteTable
 from proxy.respond.encoding import plan_stream
 from proxy.respond.head import forwarded_head, stored_head
 from proxy.respond.prepared import serialise

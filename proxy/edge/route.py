@@ -1,0 +1,63 @@
+"""A route's policies, resolved once at start-up: what every stage of a request reads.
+
+pipeline/routes.py matches a request to one of these; the stages below the pipeline (the
+response side, the edge policies) read it without knowing how it was chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from yarl import URL
+
+from proxy.cache.route import RouteCache
+from proxy.edge.compression import CompressionPolicy
+from proxy.edge.cors import CorsPolicy
+from proxy.edge.ratelimit.limiter import RateLimiter
+from proxy.http.headers import ForwardingPolicy
+from proxy.upstream.http1 import OriginKey, origin_key
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where a route forwards to, split once at start-up."""
+
+    origin: str  # scheme://host:port, no path
+    host_header: str  # what the Host header says (port omitted when default)
+    base_path: str  # prepended to the client's path; "" for none
+    authority: tuple[str, int]  # (lower-case host, port): what absolute-form targets must name
+    key: OriginKey  # (scheme, host, port): the pool's connections to it
+
+    @classmethod
+    def parse(cls, url: str) -> UpstreamTarget:
+        u = URL(url)
+        assert u.host is not None and u.port is not None  # validated by config
+        host = u.host.lower()
+        host_header = u.raw_authority.rsplit("@", 1)[-1]
+        origin = f"{u.scheme}://{host_header}"
+        return cls(
+            origin=origin,
+            host_header=host_header,
+            base_path=u.raw_path.rstrip("/"),
+            authority=(host, u.port),
+            key=origin_key(origin),
+        )
+
+
+_PLAIN_FORWARDING = ForwardingPolicy.build(None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """Everything the pipeline needs to know about one route, resolved at start-up."""
+
+    name: str
+    upstream: UpstreamTarget
+    cache: RouteCache | None = None  # None: this route does not cache
+    cors: CorsPolicy | None = None
+    compression: CompressionPolicy | None = None
+    # Which client headers go upstream: `forwarding` for requests whose answer is never
+    # stored, `cache_forwarding` for fetches made by the cache (keyed by this route's key).
+    forwarding: ForwardingPolicy = _PLAIN_FORWARDING
+    cache_forwarding: ForwardingPolicy = _PLAIN_FORWARDING
+    rate_limit: RateLimiter | None = None  # None: not limited
