@@ -3,15 +3,20 @@
 Debian's `buildah` builds the Dockerfile with `--isolation chroot`, on a base image made by
 `debootstrap --variant=minbase bookworm` with python3, venv and pip: it stands in for
 python:3.12-slim (`--build-arg BASE=...`), the Dockerfile none the wiser. The base image and
-buildah's layer cache live outside the repository (CACHEPROXY_TEST_CACHE, or
+buildah's images live outside the repository (CACHEPROXY_TEST_CACHE, or
 /var/cache/cacheproxy-test as root, else $XDG_CACHE_HOME/cacheproxy-test), so only the first
-run pays for debootstrap (about a minute) and an unchanged tree rebuilds from cache.
+run pays for debootstrap (about a minute). Each built image is tagged with the key of what it
+is made of (tests/deploy/image_key.py): a tree whose Dockerfile, lock, sources and base are
+unchanged runs the image it built before instead of building it again (about 90 s saved);
+any change builds anew. Every run runs the image.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,12 +31,15 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import ROOT, Origin, free_port
+from tests.deploy.image_key import image_key
 
 BASE = "localhost/cacheproxy-test-base:bookworm"
-IMAGE = "localhost/cacheproxy-test:latest"
+REPOSITORY = "localhost/cacheproxy-test"  # tagged with the image key
 INSTALL = "apt-get install buildah debootstrap (scripts/test.sh does it as root)"
 TOKEN = "image-test-token"
 KEEP_IMAGES = 40
+KEEP_TAGGED = 4  # recent trees (branches, worktrees sharing the cache) keep their image
+_KEYED = re.compile(re.escape(REPOSITORY) + r":[0-9a-f]{32}")
 
 
 def _cache_dir() -> Path:
@@ -48,6 +56,7 @@ class Buildah:
 
     def __init__(self, cache: Path) -> None:
         self.cache = cache
+        self.image = ""  # the image under test, once built or found
         conf = cache / "containers.conf"
         conf.write_text("[containers]\ndefault_ulimits = []\n")  # chroot cannot set ulimits
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
@@ -123,35 +132,47 @@ def image() -> Iterator[Buildah]:
     buildah = Buildah(cache)
     if not buildah("images", "-q", BASE, check=False):
         _make_base(buildah)
-    buildah(
-        "bud",
-        "--format",
-        "docker",  # OCI drops HEALTHCHECK
-        "--isolation",
-        "chroot",
-        "--layers",
-        "--build-arg",
-        f"BASE={BASE}",
-        "-t",
-        IMAGE,
-        str(ROOT),
-    )
+    base_id = buildah("inspect", "--format", "{{.FromImageID}}", BASE)
+    buildah.image = f"{REPOSITORY}:{image_key(ROOT, base_id)[:32]}"
+    if not buildah("images", "-q", buildah.image, check=False):
+        buildah(
+            "bud",
+            "--format",
+            "docker",  # OCI drops HEALTHCHECK
+            "--isolation",
+            "chroot",
+            "--layers",
+            "--build-arg",
+            f"BASE={BASE}",
+            "-t",
+            buildah.image,
+            str(ROOT),
+        )
+        _drop_old_images(buildah)
     yield buildah
-    # vfs keeps whole copies: past a few builds, drop untagged images (the layer cache with
-    # them; the next build redoes the steps the tree changed anyway).
+
+
+def _drop_old_images(buildah: Buildah) -> None:
+    """vfs keeps whole copies: keep the newest tagged images, and past a few builds drop the
+    untagged ones (the layer cache with them). An image a container still uses stays."""
+    listed = json.loads(buildah("images", "--json", REPOSITORY, check=False) or "[]")
+    keyed = [image for image in listed if all(_KEYED.fullmatch(n) for n in image["names"])]
+    keyed.sort(key=lambda image: image["created"], reverse=True)
+    for old in keyed[KEEP_TAGGED:]:
+        buildah("rmi", old["id"], check=False)
     if len(buildah("images", "-a", "-q").split()) > KEEP_IMAGES:
         buildah("rmi", "--prune", check=False)
 
 
 @pytest.fixture
 def container(image: Buildah) -> Iterator[str]:
-    ctr = image("from", "-q", IMAGE)
+    ctr = image("from", "-q", image.image)
     yield ctr
     image("rm", ctr, check=False)
 
 
 def _inspect(buildah: Buildah, template: str) -> str:
-    return buildah("inspect", "--format", template, IMAGE)
+    return buildah("inspect", "--format", template, buildah.image)
 
 
 def test_image_metadata(image: Buildah) -> None:
