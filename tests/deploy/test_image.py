@@ -25,6 +25,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -57,6 +58,7 @@ class Buildah:
     def __init__(self, cache: Path) -> None:
         self.cache = cache
         self.image = ""  # the image under test, once built or found
+        self.inspected: dict[str, Any] = {}
         conf = cache / "containers.conf"
         conf.write_text("[containers]\ndefault_ulimits = []\n")  # chroot cannot set ulimits
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
@@ -171,17 +173,20 @@ def container(image: Buildah) -> Iterator[str]:
     image("rm", ctr, check=False)
 
 
-def _inspect(buildah: Buildah, template: str) -> str:
-    return buildah("inspect", "--format", template, buildah.image)
+def _config(buildah: Buildah, kind: str = "OCIv1") -> dict[str, Any]:
+    """The image's config as `kind` (OCIv1, or Docker for HEALTHCHECK), read once per run."""
+    if not buildah.inspected:
+        buildah.inspected = json.loads(buildah("inspect", "--type", "image", buildah.image))
+    return buildah.inspected[kind]["config"]  # type: ignore[no-any-return]
 
 
 def test_image_metadata(image: Buildah) -> None:
-    assert _inspect(image, "{{.OCIv1.Config.User}}") == "cacheproxy"
-    assert _inspect(image, "{{.OCIv1.Config.Entrypoint}}") == "[cacheproxy]"
-    assert _inspect(image, "{{.OCIv1.Config.Cmd}}") == "[run --config /etc/cacheproxy/config.yaml]"
-    ports = _inspect(image, "{{.OCIv1.Config.ExposedPorts}}")
-    assert "8080/tcp" in ports and "9901/tcp" in ports
-    assert "/readyz" in _inspect(image, "{{.Docker.Config.Healthcheck.Test}}")
+    config = _config(image)
+    assert config["User"] == "cacheproxy"
+    assert config["Entrypoint"] == ["cacheproxy"]
+    assert config["Cmd"] == ["run", "--config", "/etc/cacheproxy/config.yaml"]
+    assert {"8080/tcp", "9901/tcp"} <= set(config["ExposedPorts"])
+    assert "/readyz" in " ".join(_config(image, "Docker")["Healthcheck"]["Test"])
 
 
 def test_image_holds_no_compiler_and_runs_as_non_root(image: Buildah, container: str) -> None:
@@ -205,12 +210,8 @@ def test_image_holds_no_compiler_and_runs_as_non_root(image: Buildah, container:
 
 
 def _entrypoint(buildah: Buildah) -> list[str]:
-    words = _inspect(
-        buildah,
-        "{{range .OCIv1.Config.Entrypoint}}{{.}} {{end}}|{{range .OCIv1.Config.Cmd}}{{.}} {{end}}",
-    )
-    entry, cmd = words.split("|")
-    return entry.split() + cmd.split()
+    config = _config(buildah)
+    return [*config["Entrypoint"], *config["Cmd"]]
 
 
 def _proxy_pids(pid: int) -> list[int]:
@@ -304,9 +305,7 @@ async def test_entrypoint_serves_and_is_healthy(
         async with http.get(url) as resp:
             assert resp.headers["X-Cache"] == "HIT"
         # The HEALTHCHECK command as the image declares it, run in the container.
-        check = _inspect(
-            image, "{{range .Docker.Config.Healthcheck.Test}}{{.}}\n{{end}}"
-        ).splitlines()
+        check = _config(image, "Docker")["Healthcheck"]["Test"]
         assert check[0] == "CMD"
         image(
             "run",
