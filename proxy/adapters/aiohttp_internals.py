@@ -8,12 +8,14 @@ and no call is added to the hit path. A release without one of them fails at imp
 it, instead of a timeout silently doing nothing; tests/adapters/ checks each one and the
 behaviour built on it. pyproject.toml pins aiohttp to the tested minor range.
 
-RequestHandler / BaseProtocol slots (aiohttp 3.14.5, the tested version):
+RequestHandler / BaseProtocol slots (aiohttp 3.14.5 is the tested version; the rest read off
+aiohttp's release tags):
   _loop, _reading_paused, _waiter, _request_count, _task_handler, _current_request
-                          all 3.x releases the proxy ever ran on
+                          slots in every release from 3.10.0
   _next_keepalive_close_time   from 3.10.5 / 3.11.0
-  _buffer_paused          reading held for a full request queue: absent up to 3.14.0, named
-                          `_msg_queue_paused` in 3.14.1-3.14.3, `_buffer_paused` from 3.14.4
+  _buffer_paused          reading held for a full request queue: absent up to 3.14.0, called
+                          `_msg_queue_paused` in 3.14.1-3.14.3 and again on aiohttp's master
+                          (4.0.0a2.dev0), `_buffer_paused` in 3.14.5
 Also: helpers.rfc822_formatted_time (not exported), RawRequestMessage._replace (the C
 parser's message mimics the NamedTuple's), LineTooLong.args = (line, limit, actual), and the
 parser's words for too many header fields.
