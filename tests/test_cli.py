@@ -1,6 +1,7 @@
 """The command line imports what each command needs (proxy/cli.py): `schema` and
-`check-config`, run as a user runs them, load no more than the config package loads, so
-neither starts a second late for the server, its admin app, aiohttp's web side or the demo."""
+`check-config`, run as a user runs them, load no more than the config package loads (which
+imports no I/O library), so neither waits most of a second for the server, its admin app,
+aiohttp, Redis or the demo."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ runpy.run_module("proxy", run_name="__main__")
 # command's work.
 BASELINE = "import argparse, logging, resource, signal, runpy, json, atexit, orjson, sys\n"
 BASELINE += "import proxy.config.loader, proxy.config.schema\n"
+
+
+# What serves traffic, never what validates a file.
+IO_LIBRARIES = {"aiohttp", "redis", "prometheus_client", "httptools", "uvloop"}
 
 
 def modules(tmp_path: Path, *argv: str) -> set[str]:
@@ -60,8 +65,10 @@ def baseline(tmp_path: Path, work: str) -> set[str]:
 def test_schema_and_check_config_load_nothing_beyond_the_config_package(
     tmp_path: Path, argv: list[str], work: str
 ) -> None:
-    extra = modules(tmp_path, *argv) - baseline(tmp_path, work)
+    loaded = modules(tmp_path, *argv)
+    extra = loaded - baseline(tmp_path, work)
     assert extra <= {"proxy.cli", "proxy.__main__"}, sorted(extra)
+    assert not {name.split(".")[0] for name in loaded} & IO_LIBRARIES
 
 
 def test_the_log_levels_offered_are_the_settings_levels() -> None:
