@@ -4,19 +4,20 @@
 #       -p 8080:8080 cacheproxy
 ARG BASE=python:3.12-slim
 
-# --- build: wheels for the project and its dependencies, installed into a venv ---------------
+# --- build: the locked dependencies and the project, installed into a venv -------------------
 FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
+# Exactly the versions in requirements.lock, each checked against its hash (bash scripts/lock.sh
+# writes it): this layer survives changes to the code.
+COPY requirements.lock ./
+RUN python3 -m venv /opt/cacheproxy \
+    && /opt/cacheproxy/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
-# Dependencies first, from pyproject.toml alone: this layer survives changes to the code.
-RUN mkdir proxy && touch proxy/__init__.py \
-    && python3 -m pip wheel --wheel-dir /wheels '.[uvloop]' \
-    && rm -rf proxy build /wheels/cacheproxy-*.whl
 COPY proxy ./proxy
-RUN python3 -m pip wheel --no-deps --wheel-dir /wheels . \
-    && python3 -m venv /opt/cacheproxy \
-    && /opt/cacheproxy/bin/pip install --no-index --find-links /wheels 'cacheproxy[uvloop]' \
+# The project alone, nothing more resolved; pip check: the lock is within pyproject's ranges.
+RUN /opt/cacheproxy/bin/pip install --no-deps . \
+    && /opt/cacheproxy/bin/pip check \
     && /opt/cacheproxy/bin/pip uninstall --yes pip
 
 # --- run: the same base, the venv, a neutral config; no build tools, no root -----------------

@@ -1,41 +1,30 @@
 """Command line: `cacheproxy run | check-config | schema | demo | demo-upstream`.
 
 Exit codes: 0 clean stop, 1 could not start (e.g. port in use), 2 bad config or usage.
+
+Each command imports what it runs when it runs: `check-config` and `schema` load the config
+package, not the server, its admin app, aiohttp's web side or the demo (tests/test_cli.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import resource
 import signal
 import sys
-import typing
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-import orjson
-from aiohttp import web
-
-from proxy.config.loader import (
-    Config,
-    ConfigError,
-    load_config,
-    parse_config,
-    redact_urls,
-    with_overrides,
-)
-from proxy.config.logs import LogSettings
-from proxy.config.schema import config_schema
-from proxy.demo.upstream import build_demo_app
-from proxy.observe.logs import configure_logging
-from proxy.server.app import ProxyServer
-from proxy.server.eventloop import run as run_loop
-from proxy.server.reload import ConfigSource
-from proxy.server.supervisor import CannotStart, Supervisor
+if TYPE_CHECKING:
+    from proxy.config.loader import Config
+    from proxy.server.app import ProxyServer
+    from proxy.server.reload import ConfigSource
 
 log = logging.getLogger("cacheproxy")
-LOG_LEVELS = typing.get_args(LogSettings.model_fields["level"].annotation)
+# LogSettings.level's values (tests/test_cli.py checks they agree), written out so that
+# reading the command line imports no settings model.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # What `cacheproxy demo` runs when no --config is given: memory only, no Redis.
 DEMO_CONFIG = """
@@ -101,6 +90,11 @@ async def _serve_until_signal(
     before: Callable[[], Awaitable[None]] | None = None,
     source: ConfigSource | None = None,
 ) -> ProxyServer:
+    import asyncio
+
+    from proxy.config.loader import redact_urls
+    from proxy.server.app import ProxyServer
+
     loop = asyncio.get_running_loop()
     server = ProxyServer(config, source=source)
     # SIGTERM: /readyz turns 503, the port serves shutdown_delay more; SIGINT: no delay.
@@ -146,18 +140,34 @@ def _limit(value: int) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from proxy.observe.logs import configure_logging
+    from proxy.server.eventloop import run as run_loop
+    from proxy.server.reload import ConfigSource
+    from proxy.server.supervisor import CannotStart, Supervisor
+
     source = ConfigSource(args.config, port=args.port, upstream=args.upstream)
     config = source.load()
     configure_logging(config.log, args.log_level)
     raise_open_files_limit()
     if config.workers > 1:
-        run_loop(Supervisor(config, source).run())
+        try:
+            run_loop(Supervisor(config, source).run())
+        except CannotStart as exc:
+            return _cannot_start(exc)
     else:
         run_loop(_serve_until_signal(config, source=source))
     return 0
 
 
+def _cannot_start(exc: Exception) -> int:
+    # Typically a port already in use: say which, not a traceback.
+    print(f"cacheproxy: cannot start: {exc}", file=sys.stderr)
+    return 1
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from proxy.config.loader import load_config, redact_urls
+
     config = load_config(args.config)
     upstream = redact_urls(config.upstream.url)
     print(f"{args.config}: OK ({len(config.routes)} route(s), upstream {upstream})")
@@ -165,11 +175,23 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(_: argparse.Namespace) -> int:
+    import orjson
+
+    from proxy.config.schema import config_schema
+
     sys.stdout.buffer.write(orjson.dumps(config_schema(), option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from proxy.config.loader import parse_config, with_overrides
+    from proxy.demo.upstream import build_demo_app
+    from proxy.observe.logs import configure_logging
+    from proxy.server.eventloop import run as run_loop
+    from proxy.server.reload import ConfigSource
+
     upstream = f"http://127.0.0.1:{args.upstream_port}"
     source = None
     if args.config:
@@ -219,6 +241,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_demo_upstream(args: argparse.Namespace) -> int:
     """The demo API on its own, e.g. as the upstream service in docker-compose.yml."""
+    from aiohttp import web
+
+    from proxy.demo.upstream import build_demo_app
+
     web.run_app(build_demo_app(args.delay), host=args.host, port=args.port, access_log=None)
     return 0
 
@@ -238,13 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except ConfigError as exc:
+    except OSError as exc:
+        return _cannot_start(exc)
+    except Exception as exc:
+        # Imported here: only the commands that read a config load the config package.
+        from proxy.config.loader import ConfigError
+
+        if not isinstance(exc, ConfigError):
+            raise
         print(exc.report(), file=sys.stderr)
         return 2
-    except (OSError, CannotStart) as exc:
-        # Typically a port already in use: say which, not a traceback.
-        print(f"cacheproxy: cannot start: {exc}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: makes .venv, installs the project with
-# its test extras, makes sure redis-server (tests start their own) and Debian's chromium with
-# its driver (the dashboard's browser test) and buildah with debootstrap (the image test) exist,
-# lints, tests.
+# Runs the whole test suite on a fresh machine: makes .venv, installs the locked dependencies
+# and test extras (requirements-test.lock) and the project, makes sure redis-server (tests
+# start their own) and Debian's chromium with its driver (the dashboard's browser test) and
+# buildah with debootstrap (the image test) exist, lints, tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Exactly the locked versions, each checked against its hash (README "Dependencies"), then the
+# project itself with nothing more resolved; pip check: the lock is within pyproject's ranges.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+    -r requirements-test.lock
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+.venv/bin/python -m pip check --disable-pip-version-check
 
 if ! command -v redis-server >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -31,9 +31,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.utils import floatToGoString
-from prometheus_client.values import MultiProcessValue
 
+from proxy.adapters.prometheus_internals import go_float, process_value_class
 from proxy.observe.stats_window import BOUNDS, BUCKETS, Totals
 
 # Set by the pipeline once a request is routed (aiohttp runs each request in a task of its
@@ -58,7 +57,7 @@ PROM_BOUNDS = tuple(float(b) for b in _PROM.split(" "))
 assert set(PROM_BOUNDS) <= set(BOUNDS)
 # Fine bucket i -> Prometheus bucket (the last one is +Inf).
 _TO_PROM = (*(bisect_left(PROM_BOUNDS, b) for b in BOUNDS), len(PROM_BOUNDS))
-_LE = (*(floatToGoString(b) for b in PROM_BOUNDS), "+Inf")
+_LE = (*(go_float(b) for b in PROM_BOUNDS), "+Inf")
 
 
 class Histogram:
@@ -345,7 +344,7 @@ class MultiprocessWriter:
     def __init__(self, process_identifier: Callable[[], int] = os.getpid) -> None:
         if multiprocess_dir() is None:
             raise RuntimeError(f"{MULTIPROC_ENV} is not set")
-        self._value_class = MultiProcessValue(process_identifier)
+        self._value_class = process_value_class(process_identifier)
         self._values: dict[tuple[str, str, tuple[str, ...]], object] = {}
         self._written: dict[tuple[str, str, tuple[str, ...]], float] = {}
 

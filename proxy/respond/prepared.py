@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, istr
 
+from proxy.adapters.aiohttp_internals import http_date
 from proxy.cache.policy import Headers
 from proxy.cache.status import cache_status
 from proxy.edge.compression import is_acceptable
@@ -149,26 +149,51 @@ def status_lines(x_cache: str, params: str) -> str:
 
 def date_line() -> str:
     """The Date line aiohttp adds to an answer without one (its clock, cached per second)."""
-    return f"Date: {rfc822_formatted_time()}\r\n"
+    return f"Date: {http_date()}\r\n"
 
 
 class PreparedResponse(web.StreamResponse):
     """A response whose status line, headers and body are ready: `prepare` sends them.
 
-    Built without StreamResponse.__init__ (no header multidict, no state dict): a hit
-    allocates nothing it does not send. `headers` parses the sent lines back, for the
-    rare reader (tests, handlers after the fact).
+    Built without StreamResponse.__init__ (no header multidict, no state dict), its fields in
+    slots (no instance dict): a hit allocates nothing it does not send. It reads none of
+    StreamResponse's private fields: it overrides the members aiohttp's RequestHandler uses
+    (prepare, write_eof, keep_alive, force_close) and those the access log and metrics read
+    (status, reason, body_length); proxy/adapters/aiohttp_internals.py checks they still exist.
+    `headers` parses the sent lines back, for the rare reader (tests, handlers after the fact).
     """
+
+    __slots__ = (
+        "_prepared_body",
+        "_sent",
+        "_static",
+        "_tail",
+        "body_length",
+        "cache_result",
+        "keep_alive",
+        "reason",
+        "status",
+    )
 
     def __init__(
         self, status: int, reason: str, static: bytes, tail: str, body: bytes, cache: str
     ) -> None:
-        self._status = status
-        self._reason = reason
+        self.status = status  # type: ignore[misc]
+        self.reason = reason  # type: ignore[misc]
         self._static = static
         self._tail = tail
         self._prepared_body = body
         self.cache_result = cache  # the metrics' cache label ("hit", "stale", ...)
+        self.keep_alive: bool | None = None  # type: ignore[misc]  # None: as the request asks
+        self.body_length = 0  # type: ignore[misc]
+        self._sent = False
+
+    @property
+    def prepared(self) -> bool:
+        return self._sent
+
+    def force_close(self) -> None:
+        self.keep_alive = False
 
     @property
     def headers(self) -> CIMultiDict[str]:  # type: ignore[override]
@@ -180,12 +205,15 @@ class PreparedResponse(web.StreamResponse):
                 out.add(name, value)
         return out
 
+    def __repr__(self) -> str:
+        return f"<PreparedResponse {self.status} {self.reason} {self.cache_result}>"
+
     async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
-        if self._eof_sent:
+        if self._sent:
             return
-        keep_alive = self._keep_alive
+        keep_alive = self.keep_alive
         if keep_alive is None:
-            keep_alive = self._keep_alive = request.keep_alive
+            keep_alive = self.keep_alive = request.keep_alive
         version = request.version
         if version == HttpVersion11:
             start = b"HTTP/1.1"
@@ -210,7 +238,10 @@ class PreparedResponse(web.StreamResponse):
         writer = request.writer
         writer.buffer_size += size
         writer.output_size += size
-        self._eof_sent = True
-        self._body_length = size
-        if request.protocol._paused:  # the client is not reading: wait, as write_eof does
+        self._sent = True
+        self.body_length = size
+        if request.protocol.writing_paused:  # the client is not reading: wait, as write_eof does
             await writer.drain()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        """Nothing left to write: `prepare` sent the whole response."""

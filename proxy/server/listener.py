@@ -28,8 +28,13 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from aiohttp.web_protocol import RequestHandler
 
+from proxy.adapters.aiohttp_internals import (
+    TOO_MANY_FIELDS,
+    Connection,
+    exceeded_limit,
+    with_version,
+)
 from proxy.config.loader import ClientTimeouts
 from proxy.http.errors import json_error
 
@@ -54,8 +59,6 @@ HEAD_LIMITS = {
     "max_field_size": MAX_FIELD,
     "max_headers": MAX_FIELDS,
 }
-# aiohttp's parser says "too many fields" only in words (checked by tests/e2e/test_listener.py).
-_TOO_MANY_FIELDS = "Too many headers received"
 
 # Descriptors kept free beyond client connections: listening sockets, the admin listener and
 # its clients, log files, DNS, the event loop's own. Upstream connections are added on top.
@@ -150,12 +153,12 @@ async def _unsupported_version() -> web.StreamResponse:
     return resp
 
 
-class ListenerProtocol(RequestHandler):
+class ListenerProtocol(Connection):
     """One client connection: aiohttp's RequestHandler plus the head and body timers.
 
-    It reads a few of RequestHandler's private fields (`_waiter`: the handler is idle, waiting
-    for a request; `_request_count`: heads parsed so far; `_next_keepalive_close_time`) the way
-    RequestHandler itself does; tests/e2e/test_listener.py checks that they still exist.
+    It reads a few of RequestHandler's private fields the way RequestHandler itself does
+    (`idle_waiter`: the handler waits for a request; `heads_parsed`; `keepalive_close_at`...),
+    under the public names proxy/adapters/aiohttp_internals.py gives them.
     """
 
     __slots__ = (
@@ -219,14 +222,14 @@ class ListenerProtocol(RequestHandler):
             super().data_received(data)
             return
         if self._body is not None:
-            self._last_read = self._loop.time()
+            self._last_read = self.loop.time()
         under_way = self._head_deadline
         # The first bytes of the next request on a kept-alive connection: keep-alive
         # bounded the idle time, request_head bounds the head from here (as nginx).
-        idle = not under_way and (waiter := self._waiter) is not None and not waiter.done()
-        heads = self._request_count
+        idle = not under_way and (waiter := self.idle_waiter) is not None and not waiter.done()
+        heads = self.heads_parsed
         super().data_received(data)
-        if self._request_count != heads:  # a head was parsed (or found malformed)
+        if self.heads_parsed != heads:  # a head was parsed (or found malformed)
             self._head_deadline = 0.0
             return
         if under_way:
@@ -244,15 +247,15 @@ class ListenerProtocol(RequestHandler):
             self._abort(_head_too_large())
 
     def _expect_head(self, started: bool) -> None:
-        loop = self._loop
+        loop = self.loop
         deadline = loop.time() + self._head_timeout
         self._head_deadline = deadline
         self._head_started = started
         self._head_bytes = 0
         # aiohttp's keep-alive timer also closes a connection still waiting for a request when
         # it fires; keep it clear of a head under way, which gets request_head whole.
-        if self._next_keepalive_close_time <= deadline:
-            self._next_keepalive_close_time = deadline + 1.0
+        if self.keepalive_close_at <= deadline:
+            self.keepalive_close_at = deadline + 1.0
         if self._head_timer is None:  # else it fires earlier and re-arms: deadlines only grow
             self._head_timer = loop.call_at(deadline, self._check_head)
 
@@ -261,8 +264,8 @@ class ListenerProtocol(RequestHandler):
         deadline = self._head_deadline
         if not deadline or self.transport is None:
             return
-        if self._loop.time() < deadline:
-            self._head_timer = self._loop.call_at(deadline, self._check_head)
+        if self.loop.time() < deadline:
+            self._head_timer = self.loop.call_at(deadline, self._check_head)
             return
         self._head_deadline = 0.0
         if self._listener is not None:
@@ -276,9 +279,9 @@ class ListenerProtocol(RequestHandler):
     def watch_body(self, payload: StreamReader) -> None:
         """Bound the silence while `payload` is still arriving (called per request with a body)."""
         self._body = payload
-        self._last_read = now = self._loop.time()
+        self._last_read = now = self.loop.time()
         if self._body_timer is None:  # else it fires earlier and re-arms
-            self._body_timer = self._loop.call_at(now + self._body_timeout, self._check_body)
+            self._body_timer = self.loop.call_at(now + self._body_timeout, self._check_body)
 
     def _check_body(self) -> None:
         self._body_timer = None
@@ -288,18 +291,18 @@ class ListenerProtocol(RequestHandler):
         if payload.is_eof():
             self._body = None
             return
-        now = self._loop.time()
-        if self._reading_paused or self._buffer_paused:
+        now = self.loop.time()
+        if self.reading_paused or self.buffer_paused:
             # We stopped reading (the upstream is slower than the client): not the client's wait.
             self._last_read = now
         deadline = self._last_read + self._body_timeout
         if now < deadline:
-            self._body_timer = self._loop.call_at(deadline, self._check_body)
+            self._body_timer = self.loop.call_at(deadline, self._check_body)
             return
         self._body = None
         if self._listener is not None:
             self._listener.stats.body_timeouts += 1
-        request = self._current_request
+        request = self.current_request
         nothing_sent = request is not None and request.writer.output_size == 0
         self._abort(_request_timeout() if nothing_sent else None)
 
@@ -324,13 +327,13 @@ class ListenerProtocol(RequestHandler):
             if transport.get_write_buffer_size():
                 # The client is not reading: close() would wait for it to.
                 transport.abort()
-        if self._task_handler is not None:
-            self._task_handler.cancel()  # cancels the handler it awaits, and its upstream call
+        if self.handler_task is not None:
+            self.handler_task.cancel()  # cancels the handler it awaits, and its upstream call
         self.force_close()
 
     def drain(self) -> None:
         """Shutdown has begun: close at once if idle, else after the response under way."""
-        waiter = self._waiter
+        waiter = self.idle_waiter
         if waiter is not None and not waiter.done():
             self._abort(None)  # idle, or part way through a head: nothing to finish
         else:
@@ -338,7 +341,7 @@ class ListenerProtocol(RequestHandler):
 
     def cut(self) -> None:
         """The shutdown grace is over: end the request still running."""
-        request = self._current_request
+        request = self.current_request
         nothing_sent = request is not None and request.writer.output_size == 0
         self._abort(_shutting_down() if nothing_sent else None)
 
@@ -369,10 +372,10 @@ class ListenerProtocol(RequestHandler):
         listener = self._listener
         if listener is not None:
             listener.bad_request(request.remote, reason)
-        if isinstance(exc, LineTooLong) and exc.args[1:2] == (MAX_REQUEST_LINE,):
+        if exceeded_limit(exc) == MAX_REQUEST_LINE:
             message = f"the request line is over {MAX_REQUEST_LINE} bytes"
             resp = json_error(414, "uri_too_long", message)
-        elif isinstance(exc, LineTooLong) or exc.message == _TOO_MANY_FIELDS:
+        elif isinstance(exc, LineTooLong) or exc.message == TOO_MANY_FIELDS:
             message = f"at most {MAX_FIELDS} header fields of {MAX_FIELD} bytes each"
             resp = json_error(431, "header_fields_too_large", message)
         else:
@@ -412,12 +415,19 @@ class Listener(web.Server):
         client_key: Callable[[str], str] = str,
         unbounded: Callable[[str], bool] = lambda peer: False,
     ) -> None:
+        # Kept here, not read back from web.Server's private fields: each connection's
+        # protocol is made with them (__call__).
+        self.loop = asyncio.get_running_loop()
+        self._protocol_kwargs: dict[str, Any] = {
+            "keepalive_timeout": timeouts.keepalive,
+            "access_log": None,
+            **HEAD_LIMITS,
+        }
         super().__init__(
             self._version_guard(handler),
             request_factory=self._request,
-            keepalive_timeout=timeouts.keepalive,
-            access_log=None,
-            **HEAD_LIMITS,
+            loop=self.loop,
+            **self._protocol_kwargs,
         )
         self.timeouts = timeouts
         self.observe = observe
@@ -449,7 +459,7 @@ class Listener(web.Server):
         self,
         message: Any,
         payload: StreamReader,
-        protocol: RequestHandler,
+        protocol: web.RequestHandler,
         writer: Any,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
@@ -458,14 +468,14 @@ class Listener(web.Server):
         version = message.version  # the parser's own HttpVersion11/10 objects, as a rule
         if version is not HttpVersion11 and version is not HttpVersion10 and version not in HTTP1:
             # Answer in the version we speak (RFC 9112 §2.3), then close.
-            message = message._replace(version=HttpVersion11, should_close=True)
-            return _UnsupportedVersion(message, payload, protocol, writer, task, self._loop)
+            message = with_version(message, HttpVersion11)
+            return _UnsupportedVersion(message, payload, protocol, writer, task, self.loop)
         if payload is not EMPTY_PAYLOAD and not payload.is_eof():
             conn.watch_body(payload)
         # The peer of a connection does not change: worked out once (the rate limit and
         # the access log ask for it on every request).
         return web.BaseRequest(
-            message, payload, protocol, writer, task, self._loop, remote=conn.remote()
+            message, payload, protocol, writer, task, self.loop, remote=conn.remote()
         )
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
@@ -473,7 +483,7 @@ class Listener(web.Server):
         stats = self.stats
         if stats.open_connections >= stats.max_connections:
             stats.refused_connections += 1
-            held_back = self._refusals_log.take(self._loop.time())
+            held_back = self._refusals_log.take(self.loop.time())
             if held_back is not None:
                 log.warning(
                     "refusing a connection: max_connections (%d) reached%s",
@@ -483,7 +493,7 @@ class Listener(web.Server):
             return _Refuse()
         # Counted here, before connection_made, so a burst of accepts cannot overshoot.
         stats.open_connections += 1
-        return ListenerProtocol(self, loop=self._loop, **self._kwargs)
+        return ListenerProtocol(self, loop=self.loop, **self._protocol_kwargs)
 
     def admit(self, peer: str | None) -> str | None:
         """The name a new connection from `peer` counts under (`""`: not counted), or None
@@ -494,7 +504,7 @@ class Listener(web.Server):
         held = self._per_client.get(client, 0)
         if held >= self.stats.max_connections_per_client:
             self.stats.refused_per_client += 1
-            held_back = self._refusals_log.take(self._loop.time())
+            held_back = self._refusals_log.take(self.loop.time())
             if held_back is not None:
                 log.warning(
                     "refusing a connection from %s: it holds max_connections_per_client (%d)%s",
@@ -518,7 +528,7 @@ class Listener(web.Server):
 
     def bad_request(self, peer: str | None, reason: str) -> None:
         self.stats.bad_requests += 1
-        held_back = self._bad_requests_log.take(self._loop.time())
+        held_back = self._bad_requests_log.take(self.loop.time())
         if held_back is not None:
             log.info("bad request from %s: %s%s", peer, reason, _not_logged(held_back))
 
@@ -534,7 +544,7 @@ class Listener(web.Server):
         cancelling them, so a 10 s grace could take 20.
         """
         if self.stats.open_connections:
-            self._drained = self._loop.create_future()
+            self._drained = self.loop.create_future()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained, timeout)
         conns = self.connections  # includes handlers still running for clients that left

@@ -3,15 +3,20 @@
 Debian's `buildah` builds the Dockerfile with `--isolation chroot`, on a base image made by
 `debootstrap --variant=minbase bookworm` with python3, venv and pip: it stands in for
 python:3.12-slim (`--build-arg BASE=...`), the Dockerfile none the wiser. The base image and
-buildah's layer cache live outside the repository (CACHEPROXY_TEST_CACHE, or
+buildah's images live outside the repository (CACHEPROXY_TEST_CACHE, or
 /var/cache/cacheproxy-test as root, else $XDG_CACHE_HOME/cacheproxy-test), so only the first
-run pays for debootstrap (about a minute) and an unchanged tree rebuilds from cache.
+run pays for debootstrap (about a minute). Each built image is tagged with the key of what it
+is made of (tests/deploy/image_key.py): a tree whose Dockerfile, lock, sources and base are
+unchanged runs the image it built before instead of building it again (about 90 s saved);
+any change builds anew. Every run runs the image.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,18 +25,22 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from tests.conftest import ROOT, Origin, free_port
+from tests.deploy.image_key import image_key
 
 BASE = "localhost/cacheproxy-test-base:bookworm"
-IMAGE = "localhost/cacheproxy-test:latest"
+REPOSITORY = "localhost/cacheproxy-test"  # tagged with the image key
 INSTALL = "apt-get install buildah debootstrap (scripts/test.sh does it as root)"
 TOKEN = "image-test-token"
 KEEP_IMAGES = 40
+KEEP_TAGGED = 4  # recent trees (branches, worktrees sharing the cache) keep their image
+_KEYED = re.compile(re.escape(REPOSITORY) + r":[0-9a-f]{32}")
 
 
 def _cache_dir() -> Path:
@@ -48,6 +57,8 @@ class Buildah:
 
     def __init__(self, cache: Path) -> None:
         self.cache = cache
+        self.image = ""  # the image under test, once built or found
+        self.inspected: dict[str, Any] = {}
         conf = cache / "containers.conf"
         conf.write_text("[containers]\ndefault_ulimits = []\n")  # chroot cannot set ulimits
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
@@ -123,44 +134,59 @@ def image() -> Iterator[Buildah]:
     buildah = Buildah(cache)
     if not buildah("images", "-q", BASE, check=False):
         _make_base(buildah)
-    buildah(
-        "bud",
-        "--format",
-        "docker",  # OCI drops HEALTHCHECK
-        "--isolation",
-        "chroot",
-        "--layers",
-        "--build-arg",
-        f"BASE={BASE}",
-        "-t",
-        IMAGE,
-        str(ROOT),
-    )
+    base_id = buildah("inspect", "--format", "{{.FromImageID}}", BASE)
+    buildah.image = f"{REPOSITORY}:{image_key(ROOT, base_id)[:32]}"
+    if not buildah("images", "-q", buildah.image, check=False):
+        buildah(
+            "bud",
+            "--format",
+            "docker",  # OCI drops HEALTHCHECK
+            "--isolation",
+            "chroot",
+            "--layers",
+            "--build-arg",
+            f"BASE={BASE}",
+            "-t",
+            buildah.image,
+            str(ROOT),
+        )
+        _drop_old_images(buildah)
     yield buildah
-    # vfs keeps whole copies: past a few builds, drop untagged images (the layer cache with
-    # them; the next build redoes the steps the tree changed anyway).
+
+
+def _drop_old_images(buildah: Buildah) -> None:
+    """vfs keeps whole copies: keep the newest tagged images, and past a few builds drop the
+    untagged ones (the layer cache with them). An image a container still uses stays."""
+    listed = json.loads(buildah("images", "--json", REPOSITORY, check=False) or "[]")
+    keyed = [image for image in listed if all(_KEYED.fullmatch(n) for n in image["names"])]
+    keyed.sort(key=lambda image: image["created"], reverse=True)
+    for old in keyed[KEEP_TAGGED:]:
+        buildah("rmi", old["id"], check=False)
     if len(buildah("images", "-a", "-q").split()) > KEEP_IMAGES:
         buildah("rmi", "--prune", check=False)
 
 
 @pytest.fixture
 def container(image: Buildah) -> Iterator[str]:
-    ctr = image("from", "-q", IMAGE)
+    ctr = image("from", "-q", image.image)
     yield ctr
     image("rm", ctr, check=False)
 
 
-def _inspect(buildah: Buildah, template: str) -> str:
-    return buildah("inspect", "--format", template, IMAGE)
+def _config(buildah: Buildah, kind: str = "OCIv1") -> dict[str, Any]:
+    """The image's config as `kind` (OCIv1, or Docker for HEALTHCHECK), read once per run."""
+    if not buildah.inspected:
+        buildah.inspected = json.loads(buildah("inspect", "--type", "image", buildah.image))
+    return buildah.inspected[kind]["config"]  # type: ignore[no-any-return]
 
 
 def test_image_metadata(image: Buildah) -> None:
-    assert _inspect(image, "{{.OCIv1.Config.User}}") == "cacheproxy"
-    assert _inspect(image, "{{.OCIv1.Config.Entrypoint}}") == "[cacheproxy]"
-    assert _inspect(image, "{{.OCIv1.Config.Cmd}}") == "[run --config /etc/cacheproxy/config.yaml]"
-    ports = _inspect(image, "{{.OCIv1.Config.ExposedPorts}}")
-    assert "8080/tcp" in ports and "9901/tcp" in ports
-    assert "/readyz" in _inspect(image, "{{.Docker.Config.Healthcheck.Test}}")
+    config = _config(image)
+    assert config["User"] == "cacheproxy"
+    assert config["Entrypoint"] == ["cacheproxy"]
+    assert config["Cmd"] == ["run", "--config", "/etc/cacheproxy/config.yaml"]
+    assert {"8080/tcp", "9901/tcp"} <= set(config["ExposedPorts"])
+    assert "/readyz" in " ".join(_config(image, "Docker")["Healthcheck"]["Test"])
 
 
 def test_image_holds_no_compiler_and_runs_as_non_root(image: Buildah, container: str) -> None:
@@ -184,12 +210,8 @@ def test_image_holds_no_compiler_and_runs_as_non_root(image: Buildah, container:
 
 
 def _entrypoint(buildah: Buildah) -> list[str]:
-    words = _inspect(
-        buildah,
-        "{{range .OCIv1.Config.Entrypoint}}{{.}} {{end}}|{{range .OCIv1.Config.Cmd}}{{.}} {{end}}",
-    )
-    entry, cmd = words.split("|")
-    return entry.split() + cmd.split()
+    config = _config(buildah)
+    return [*config["Entrypoint"], *config["Cmd"]]
 
 
 def _proxy_pids(pid: int) -> list[int]:
@@ -283,9 +305,7 @@ async def test_entrypoint_serves_and_is_healthy(
         async with http.get(url) as resp:
             assert resp.headers["X-Cache"] == "HIT"
         # The HEALTHCHECK command as the image declares it, run in the container.
-        check = _inspect(
-            image, "{{range .Docker.Config.Healthcheck.Test}}{{.}}\n{{end}}"
-        ).splitlines()
+        check = _config(image, "Docker")["Healthcheck"]["Test"]
         assert check[0] == "CMD"
         image(
             "run",

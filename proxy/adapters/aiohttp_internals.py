@@ -1,0 +1,112 @@
+"""aiohttp's internals the proxy port relies on, each named once, with the versions that have it.
+
+The proxy port is aiohttp's low-level server with a protocol of its own (server/listener.py):
+its timers read a few of RequestHandler's private fields, as RequestHandler itself does.
+They are bound here at import, each slot re-exposed on `Connection` under a public name as the
+very same slot descriptor, so reading `conn.heads_parsed` costs what `conn._request_count` costs
+and no call is added to the hit path. A release without one of them fails at import, naming
+it, instead of a timeout silently doing nothing; tests/adapters/ checks each one and the
+behaviour built on it. pyproject.toml pins aiohttp to the tested minor range.
+
+RequestHandler / BaseProtocol slots (aiohttp 3.14.5 is the tested version; the rest read off
+aiohttp's release tags):
+  _loop, _reading_paused, _waiter, _request_count, _task_handler, _current_request
+                          slots in every release from 3.10.0
+  _next_keepalive_close_time   from 3.10.5 / 3.11.0
+  _buffer_paused          reading held for a full request queue: absent up to 3.14.0, called
+                          `_msg_queue_paused` in 3.14.1-3.14.3 and again on aiohttp's master
+                          (4.0.0a2.dev0), `_buffer_paused` in 3.14.5
+Also: helpers.rfc822_formatted_time (not exported), RawRequestMessage._replace (the C
+parser's message mimics the NamedTuple's), LineTooLong.args = (line, limit, actual), and the
+parser's words for too many header fields.
+
+PreparedResponse (respond/prepared.py) reads no private field: it overrides the public
+members of StreamResponse that aiohttp's RequestHandler calls, checked below to exist.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import HttpVersion
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+# Every failure below ends with this: where the tested versions are written.
+PINNED = "cacheproxy is tested with the aiohttp range pinned in its pyproject.toml"
+
+
+class LibraryChanged(ImportError):
+    """The installed library lacks an internal the proxy relies on."""
+
+
+def _slot(owner: type, name: str) -> types.MemberDescriptorType:
+    """`owner`'s slot `name` (found along its MRO) as its descriptor, or a loud failure."""
+    for cls in owner.__mro__:
+        found = cls.__dict__.get(name)
+        if isinstance(found, types.MemberDescriptorType):
+            return found
+    raise LibraryChanged(
+        f"aiohttp {aiohttp.__version__}: {owner.__name__} has no slot {name!r}, which "
+        f"cacheproxy reads (proxy/adapters/aiohttp_internals.py); {PINNED}"
+    )
+
+
+def _member(owner: type, name: str) -> None:
+    if not hasattr(owner, name):
+        raise LibraryChanged(
+            f"aiohttp {aiohttp.__version__}: {owner.__name__} has no {name!r}, which cacheproxy "
+            f"overrides (proxy/respond/prepared.py); {PINNED}"
+        )
+
+
+# What aiohttp's RequestHandler and access logging use of a response; PreparedResponse
+# overrides them, so a rename would leave its override unread.
+RESPONSE_MEMBERS = ("prepare", "write_eof", "keep_alive", "force_close", "status", "reason")
+RESPONSE_MEMBERS += ("body_length", "prepared", "headers")
+
+
+class Connection(RequestHandler):
+    """aiohttp's RequestHandler with the private fields the listener reads given public names.
+
+    Each is aiohttp's own slot descriptor: the same storage, read and written at the same cost.
+    """
+
+    __slots__ = ()
+
+    loop: Any = _slot(BaseProtocol, "_loop")
+    reading_paused: Any = _slot(BaseProtocol, "_reading_paused")  # flow control stopped reading
+    buffer_paused: Any = _slot(BaseProtocol, "_buffer_paused")  # the request queue is full
+    idle_waiter: Any = _slot(RequestHandler, "_waiter")  # set while waiting for a request
+    heads_parsed: Any = _slot(RequestHandler, "_request_count")  # request heads parsed so far
+    keepalive_close_at: Any = _slot(RequestHandler, "_next_keepalive_close_time")
+    handler_task: Any = _slot(RequestHandler, "_task_handler")
+    current_request: Any = _slot(RequestHandler, "_current_request")
+
+
+for _name in RESPONSE_MEMBERS:
+    _member(web.StreamResponse, _name)
+
+# The Date value aiohttp's own responses carry (its clock, formatted once per second).
+http_date = rfc822_formatted_time
+
+# What the parser says, in words only, when a head has more fields than max_headers.
+TOO_MANY_FIELDS = "Too many headers received"
+
+
+def exceeded_limit(exc: HttpProcessingError) -> int | None:
+    """The byte limit a LineTooLong went past (max_line_size or max_field_size)."""
+    if not isinstance(exc, LineTooLong):
+        return None
+    limit = exc.args[1] if len(exc.args) > 1 else None
+    return limit if isinstance(limit, int) else None
+
+
+def with_version(message: Any, version: HttpVersion) -> Any:
+    """The parsed request `message` in another HTTP version, its connection to be closed."""
+    return message._replace(version=version, should_close=True)

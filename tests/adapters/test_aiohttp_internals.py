@@ -1,0 +1,166 @@
+"""The contract with aiohttp's internals (proxy/adapters/aiohttp_internals.py), on the installed
+aiohttp: every private field the proxy port reads exists, is the storage aiohttp itself uses,
+and a release without one fails loudly, naming it. The behaviour built on them (head, body and
+keep-alive timers, 414/431/505 answers, prepared hits) is checked through a running proxy in
+tests/e2e/test_listener.py and tests/e2e/test_prepared.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http import HttpVersion11
+
+from proxy.adapters import aiohttp_internals
+from proxy.adapters.aiohttp_internals import Connection, LibraryChanged, with_version
+from proxy.respond.prepared import PreparedResponse
+
+# Connection's public name -> the private slot it is, as listed in the adapter's docstring.
+SLOTS = {
+    "loop": "_loop",
+    "reading_paused": "_reading_paused",
+    "buffer_paused": "_buffer_paused",
+    "idle_waiter": "_waiter",
+    "heads_parsed": "_request_count",
+    "keepalive_close_at": "_next_keepalive_close_time",
+    "handler_task": "_task_handler",
+    "current_request": "_current_request",
+}
+
+
+def test_connection_names_every_slot_it_exposes_and_nothing_else() -> None:
+    exposed = {
+        name: value.__name__
+        for name, value in vars(Connection).items()
+        if isinstance(value, types.MemberDescriptorType)
+    }
+    assert exposed == SLOTS
+
+
+@pytest.mark.parametrize(("public", "private"), SLOTS.items(), ids=SLOTS.values())
+async def test_each_public_name_is_aiohttps_own_slot(public: str, private: str) -> None:
+    server = web.Server(lambda request: web.Response())  # type: ignore[arg-type,return-value]
+    conn = Connection(server, loop=asyncio.get_running_loop())
+    marker = object()
+    setattr(conn, public, marker)
+    assert getattr(conn, private) is marker  # the one field RequestHandler reads and writes
+
+
+def test_a_release_without_a_slot_fails_at_import_naming_it() -> None:
+    # aiohttp 3.14.1-3.14.3 called the request queue's pause `_msg_queue_paused`: reading
+    # `_buffer_paused` there raised in a timer callback and the body timeout silently stopped.
+    class BaseProtocol3143:
+        __slots__ = ("_loop", "_msg_queue_paused", "_paused", "_reading_paused")
+
+    with pytest.raises(LibraryChanged, match=r"BaseProtocol3143 has no slot '_buffer_paused'"):
+        aiohttp_internals._slot(BaseProtocol3143, "_buffer_paused")
+
+
+def test_a_release_without_a_response_member_fails_at_import_naming_it() -> None:
+    class Response:
+        status = 200
+
+    with pytest.raises(LibraryChanged, match=r"Response has no 'body_length'"):
+        aiohttp_internals._member(Response, "body_length")
+
+
+def test_every_member_prepared_response_overrides_is_still_streamresponses() -> None:
+    for name in aiohttp_internals.RESPONSE_MEMBERS:
+        assert hasattr(web.StreamResponse, name), name
+        assert name in vars(PreparedResponse), name  # overridden: no private field read
+
+
+class Recorder(AbstractAccessLogger):
+    """aiohttp's access logging: records what it reads of each response."""
+
+    seen: list[tuple[int, int, bool | None]] = []
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        Recorder.seen.append((response.status, response.body_length, response.keep_alive))
+
+
+Serve = Callable[..., Any]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """A low-level aiohttp server on loopback (the proxy port's kind) for `handler`."""
+    runners: list[web.ServerRunner] = []
+
+    async def start(handler: Any, **kwargs: Any) -> int:
+        runner = web.ServerRunner(web.Server(handler, access_log_class=Recorder, **kwargs))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return runner.addresses[0][1]  # type: ignore[no-any-return]
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send `data`, read until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        async with asyncio.timeout(5):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+async def test_aiohttps_handler_sends_a_prepared_response_through_its_public_members(
+    serve: Serve,
+) -> None:
+    """What aiohttp's RequestHandler does with a response (prepare, write_eof, keep_alive)
+    and what its access log reads (status, body_length) go through PreparedResponse's own
+    fields: keep-alive holds for the next request, a forced close closes."""
+    Recorder.seen = []
+    closing = iter([False, True])
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        head = b" 203 Fine\r\nContent-Length: 5\r\n"
+        resp = PreparedResponse(203, "Fine", head, "", b"hello", "hit")
+        if next(closing):
+            resp.force_close()
+        return resp
+
+    port = await serve(handler)
+    two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = await exchange(port, two)
+    first, second = data.split(b"hello")[:2]
+    assert first.startswith(b"HTTP/1.1 203 Fine\r\n") and b"Connection: close" not in first
+    assert second.startswith(b"HTTP/1.1 203 Fine\r\n") and b"Connection: close\r\n" in second
+    assert data.endswith(b"hello")  # and then the server closed: read(-1) returned
+    sizes = [len(first) + 5, len(second) + 5]
+    assert Recorder.seen == [(203, sizes[0], True), (203, sizes[1], False)]
+
+
+async def test_with_version_answers_in_http11_and_closes(serve: Serve) -> None:
+    """The parser's own message type (C or Python) takes the version and the close."""
+
+    def factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        message = with_version(message, HttpVersion11)
+        return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop())
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        version = request.version
+        return web.Response(text=f"HTTP/{version.major}.{version.minor} {request.keep_alive}")
+
+    port = await serve(handler, request_factory=factory)
+    data = await exchange(port, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+    assert data.endswith(b"\r\n\r\nHTTP/1.1 False"), data  # and the server closed
+
+
+def test_http_date_is_an_rfc_9110_date() -> None:
+    date = aiohttp_internals.http_date()
+    assert date.endswith(" GMT") and len(date) == 29, date
