@@ -161,6 +161,11 @@ class ProxyProcess:
         raise AssertionError("no VmHWM in /proc status")
 
 
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.fixture
 def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
     """The proxy as users run it: `python -m proxy run --config F`, in its own process."""
@@ -199,11 +204,11 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise AssertionError(f"proxy exited early: {proc.stdout.read()}")  # type: ignore[union-attr]
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return ProxyProcess(proc, port, admin_port, cfg)
+            # Both ports: the admin listener binds after the proxy port, and tests ask it first.
+            if all(_accepts(p) for p in (port, admin_port)):
+                return ProxyProcess(proc, port, admin_port, cfg)
             time.sleep(0.05)
-        raise AssertionError("proxy did not start listening within 15 s")
+        raise AssertionError("proxy did not start listening on both ports within 15 s")
 
     yield start
     for proc in procs:
