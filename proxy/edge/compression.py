@@ -19,7 +19,8 @@ import brotli
 from multidict import CIMultiDict
 
 from proxy.config.compression import CompressionConfig
-from proxy.edge.cors import Headers, append_vary
+from proxy.http.headers import Headers
+from proxy.http.vary import append_vary
 
 # The standard library's zstd (Python 3.14), or its backport: unlike the `zstandard` package,
 # its decoder takes `max_length`, so a zstd bomb is decoded a bounded piece at a time too.
