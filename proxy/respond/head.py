@@ -22,7 +22,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from multidict import istr
 
 from proxy.cache.policy import Headers
-from proxy.edge.compression import is_acceptable
+from proxy.edge.compression.negotiate import is_acceptable
 from proxy.edge.ratelimit.headers import COUNT_HEADERS, POLICY
 from proxy.http.headers import HOP_BY_HOP, VIA
 from proxy.http.vary import vary_values
