@@ -24,11 +24,6 @@ Headers: TypeAlias = multidict.CIMultiDictProxy[str] | multidict.CIMultiDict[str
 
 # §9.2.1 of RFC 9110: only these are "safe"; everything else invalidates.
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-# The well-known unsafe methods; invalidation treats *any* non-safe method as
-# unsafe (is_unsafe_method), this set is informational / for route config.
-UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# GET and HEAD requests may be answered from (GET) entries.
-_LOOKUP_METHODS: Final = frozenset({"GET", "HEAD"})
 
 # §4.2.2 / RFC 9110 §15.1 heuristically cacheable statuses, minus 206: we do
 # not store partial content (no range-merging support).
@@ -47,14 +42,6 @@ MAX_STALE_ANY: Final = 2**62
 # field only matches an absent field, never an empty one). NUL cannot appear
 # in a real field value.
 VARY_ABSENT: Final = "\x00"
-
-
-def is_cacheable_method(method: str) -> bool:
-    """Whether a request with ``method`` may be answered from the cache.
-
-    Methods are case-sensitive (RFC 9110 §9.1): "get" is not GET.
-    """
-    return method in _LOOKUP_METHODS
 
 
 def is_unsafe_method(method: str) -> bool:
