@@ -17,8 +17,8 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from proxy.admin import dashboard
 from proxy.admin.merge import MERGE_HEADER
+from proxy.admin.revocation import admin_routes as revocation_routes
 from proxy.admin.view import ServerView
-from proxy.edge.revocation import admin_routes as revocation_routes
 from proxy.http.errors import json_error
 from proxy.http.target import BadTarget, parse_target
 from proxy.observe.documents import MERGE_RULES
@@ -176,7 +176,7 @@ def build_admin_app(view: ServerView) -> web.Application:
     app.router.add_post("/cache/purge", guard(purge))
     app.router.add_get("/listener/stats", guard(listener_stats))
     add_observability(app, view, guard)
-    for method, path, handler in revocation_routes(view.revocations):
+    for method, path, handler in revocation_routes(view.revocations, view.revoke):
         # Each worker holds the same list (shared through Redis, or revoked in every worker
         # by the supervisor): its count and an expiry are not to be added up.
         app.router.add_route(method, path, guard(merged(handler, "count=max, expires_at=max")))

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from proxy.admin.merge import Answer, Unanswered
+    from proxy.admin.revocation import Revoke
     from proxy.edge.revocation import RevocationList
     from proxy.observe.documents import Documents
     from proxy.shared.tier import PurgeKind, PurgeResult
@@ -37,6 +38,7 @@ class ServerView:
     shared_tier: bool  # purges reach Redis too, and say what they removed there
     reload: Callable[[], dict[str, object]]  # re-read the config file
     revocations: RevocationList
+    revoke: Revoke  # through Redis when there is one, else revocations.revoke
 
 
 # (method, path as sent, headers to pass on, body) -> each worker's answer, or why none came

@@ -1,5 +1,5 @@
-"""The `compression:` section, top level or per route; negotiation, codecs and policy are
-proxy/edge/compression.py's."""
+"""The `compression:` section, top level or per route; negotiation, codecs and policy are in
+proxy/edge/compression/."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ def _installed(module: str) -> bool:
         return False
 
 
-# The standard library's zstd (Python 3.14) or its backport, which proxy/edge/compression.py
-# imports; looked up, not imported, so that loading a config loads no codec.
+# The standard library's zstd (Python 3.14) or its backport, which
+# proxy/edge/compression/codecs.py imports; looked up, not imported, so that loading a config
+# loads no codec.
 ZSTD_INSTALLED = _installed("compression.zstd") or _installed("backports.zstd")
 
 ALGORITHMS = ("br", "zstd", "gzip")  # also the default server preference

@@ -3,21 +3,20 @@
 On a route with CORS configured the proxy owns CORS: preflights are answered here and never
 reach the upstream, and `apply` strips whatever `Access-Control-*` headers the upstream sent
 before adding its own, so a response never carries two conflicting answers.
-
-`append_vary` lives here and is shared with `proxy.edge.compression`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from proxy.config.cors import ORIGIN_RE, CorsConfig
 from proxy.http import regex as linear_regex
+from proxy.http.vary import append_vary
 
-__all__ = ["CorsPolicy", "append_vary", "vary_values"]
+__all__ = ["CorsPolicy"]
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
@@ -28,44 +27,6 @@ _ORIGIN_CACHE_SIZE = 1024
 
 _ORIGIN = istr("Origin")  # case-folded once: asked on every answer
 _PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
-
-
-def append_vary(headers: CIMultiDict[str], *fields: str) -> None:
-    """Add *fields* to the response's Vary, folding every Vary header into one (see
-    `vary_values`)."""
-    values = headers.getall("Vary", [])
-    merged = vary_values(values, fields)
-    if merged is values:
-        return
-    if merged:
-        headers["Vary"] = merged[0]  # replaces all existing Vary headers
-    else:
-        headers.popall("Vary", None)
-
-
-def vary_values(values: list[str], fields: Iterable[str]) -> list[str]:
-    """The Vary field values a response ends with when *fields* are added to *values*.
-
-    Existing entries are kept (first spelling wins), duplicates are dropped
-    case-insensitively, and `Vary: *` is left alone (*values* itself comes back): it
-    already means "varies on everything", so listing more fields would only weaken it
-    for naive caches.
-    """
-    merged: dict[str, str] = {}  # lowercased -> spelling; dicts keep insertion order
-    for value in values:
-        for item in value.split(","):
-            item = item.strip()
-            if item == "*":
-                return values
-            if item:
-                merged.setdefault(item.lower(), item)
-    for field in fields:
-        field = field.strip()
-        if field == "*":
-            return ["*"]
-        if field:
-            merged.setdefault(field.lower(), field)
-    return [", ".join(merged.values())] if merged else []
 
 
 def _wildcard_pattern(scheme: str, domain: str, port: str | None) -> re.Pattern[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from proxy.cache.route import RouteCache
-from proxy.edge.compression import CompressionPolicy
+from proxy.edge.compression.policy import CompressionPolicy
 from proxy.edge.cors import CorsPolicy
 from proxy.edge.ratelimit.limiter import RateLimiter
 from proxy.http.headers import ForwardingPolicy

@@ -13,7 +13,7 @@ from proxy.config.compression import CompressionConfig
 from proxy.config.cors import CorsConfig
 from proxy.config.loader import Config, Route
 from proxy.config.ratelimit import resolve as resolve_rate_limit
-from proxy.edge.compression import CompressionPolicy
+from proxy.edge.compression.policy import CompressionPolicy
 from proxy.edge.cors import CorsPolicy
 from proxy.edge.ratelimit.limiter import RateLimiter
 from proxy.edge.route import RoutePolicy, UpstreamTarget

@@ -14,18 +14,11 @@ from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.edge.compression import (
-    CodingError,
-    CompressionPolicy,
-    Decoder,
-    Encoder,
-    decoded,
-    is_acceptable,
-    stream_decoder,
-    transformed_headers,
-    vary_accept_encoding,
-)
-from proxy.edge.cors import Headers
+from proxy.edge.compression.codecs import CodingError, Decoder, Encoder, decoded, stream_decoder
+from proxy.edge.compression.headers import transformed_headers, vary_accept_encoding
+from proxy.edge.compression.negotiate import is_acceptable
+from proxy.edge.compression.policy import CompressionPolicy
+from proxy.http.headers import Headers
 
 # Variant keys besides a coding name ("br", "gzip", "zstd").
 AS_STORED = "as-stored"  # the stored bytes, with Vary: Accept-Encoding added

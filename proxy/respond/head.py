@@ -22,10 +22,10 @@ from aiohttp.http import SERVER_SOFTWARE
 from multidict import istr
 
 from proxy.cache.policy import Headers
-from proxy.edge.compression import is_acceptable
-from proxy.edge.cors import vary_values
+from proxy.edge.compression.negotiate import is_acceptable
 from proxy.edge.ratelimit.headers import COUNT_HEADERS, POLICY
 from proxy.http.headers import HOP_BY_HOP, VIA
+from proxy.http.vary import vary_values
 
 if TYPE_CHECKING:
     from proxy.edge.cors import CorsPolicy

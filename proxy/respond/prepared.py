@@ -27,7 +27,7 @@ from multidict import CIMultiDict, istr
 from proxy.adapters.aiohttp_internals import http_date
 from proxy.cache.policy import Headers
 from proxy.cache.status import cache_status
-from proxy.edge.compression import is_acceptable
+from proxy.edge.compression.negotiate import is_acceptable
 from proxy.respond.encoding import AS_STORED, DECODED
 from proxy.respond.head import checked_lines, length_lines, stored_head
 

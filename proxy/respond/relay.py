@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict, istr
 
-from proxy.edge.compression import CodingError
+from proxy.edge.compression.codecs import CodingError
 from proxy.http.errors import json_error
 from proxy.http.headers import forward_response_headers
 from proxy.observe.metrics import X_CACHE

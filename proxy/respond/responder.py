@@ -14,7 +14,8 @@ from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import Headers
 from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
-from proxy.edge.compression import CodingError, vary_accept_encoding
+from proxy.edge.compression.codecs import CodingError
+from proxy.edge.compression.headers import vary_accept_encoding
 from proxy.edge.route import RoutePolicy
 from proxy.http import ranges
 from proxy.http.errors import json_error

@@ -30,6 +30,7 @@ from proxy.server.listener import Listener, ListenerStats, default_max_connectio
 from proxy.server.reload import ConfigSource, answer, effective, refusal, restart_required
 from proxy.server.shutdown import Shutdown
 from proxy.shared.redis import RESERVED_CONNECTIONS, SharedRedis
+from proxy.shared.revocation_follower import RevocationFollower
 from proxy.shared.tier import SharedTier
 from proxy.upstream.client import UpstreamClient
 
@@ -86,7 +87,13 @@ class ProxyServer:
                 popular.half_life,
                 warming_settings.rate / config.workers,
             )
-        self.revocations = RevocationList(config.revocation, self.redis)
+        # With Redis the list is a mirror of the shared set, whole once first loaded from it.
+        self.revocations = RevocationList(config.revocation, synced=self.redis is None)
+        self.revocation_follower = (
+            RevocationFollower(self.redis, config.revocation, self.revocations)
+            if self.redis is not None
+            else None
+        )
         self.pipeline = Pipeline(
             routes,
             self.upstream,
@@ -119,8 +126,8 @@ class ProxyServer:
             up.url, up.health_path, up.health_cache, self.redis, self.shared
         )
         self.shutdown = shutdown or Shutdown(config.shutdown_delay)
-        if self.redis is not None:  # without it the list is always whole
-            self.health.add("revocations", self.revocations.health)
+        if self.revocation_follower is not None:  # without Redis the list is always whole
+            self.health.add("revocations", self.revocation_follower.health)
         self._runners: list[web.BaseRunner] = []
 
     @property
@@ -172,7 +179,8 @@ class ProxyServer:
         await self.health.start()
         if self.shared is not None:
             await self.shared.start()
-        await self.revocations.start()
+        if self.revocation_follower is not None:
+            await self.revocation_follower.start()
         if self.warmer is not None:
             self.warmer.start()
         grace = self.config.shutdown_grace
@@ -244,6 +252,7 @@ class ProxyServer:
             shared_tier=self.shared is not None,
             reload=self.reload,
             revocations=self.revocations,
+            revoke=(self.revocation_follower or self.revocations).revoke,
         )
 
     @property
@@ -265,7 +274,8 @@ class ProxyServer:
         if self.shared is not None:
             await self.shared.close()
         await self.upstream.close()
-        await self.revocations.close()
+        if self.revocation_follower is not None:
+            await self.revocation_follower.close()
         await self.health.close()
         await self.ticker.stop()
         await self.observer.stop()

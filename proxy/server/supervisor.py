@@ -47,9 +47,10 @@ from yarl import URL
 from proxy.admin.app import LIVE_PATH
 from proxy.admin.fanout import build_fanout_admin
 from proxy.admin.merge import Answer, Unanswered
+from proxy.admin.revocation import parse_revocation
 from proxy.admin.view import SupervisorView
 from proxy.config.loader import Config, ConfigError, redact_urls, with_overrides
-from proxy.edge.revocation import ListFull, RevocationList, parse_revocation
+from proxy.edge.revocation import RevocationList
 from proxy.http.headers import HOP_BY_HOP
 from proxy.observe.metrics import MULTIPROC_ENV, worker_exited
 from proxy.server.processes import Slot, WorkerProcess, describe_exit
@@ -233,10 +234,9 @@ class Supervisor:
         parsed = parse_revocation(body)
         if isinstance(parsed, str):
             return  # the workers answer what is wrong with it
-        try:
-            expiry = await self.revocations.revoke(*parsed)
-        except ListFull:
-            return  # so is every worker's: they answer 507
+        expiry = await self.revocations.revoke(*parsed)
+        if expiry is None:
+            return  # the list is full, and so is every worker's: they answer 507
         message = REVOKED + orjson.dumps([[parsed[0], expiry]])
         for slot in self.slots:
             worker = slot.current

@@ -3,7 +3,7 @@
 One test per rule of RFC 9110 §5.6.7 (HTTP-date), RFC 9111 §4.2.1 (first occurrence),
 §5.1 (Age), §5.2.2.3 (must-understand), §5.2.1.5 (request no-store), §5.3 (Expires)
 and RFC 9213 §2.1 (CDN-Cache-Control); the pure decisions are in
-tests/cache/test_policy.py.
+tests/cache/policy/.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.config.compression import CompressionConfig
-from proxy.edge.compression import PIECE, CompressionPolicy
+from proxy.edge.compression.codecs import PIECE
+from proxy.edge.compression.policy import CompressionPolicy
 from proxy.respond.encoding import AS_STORED, DECODED, Unstored, make_variant
 from tests.conftest import ProxyProcess, StartProxy, StartUpstream
 

@@ -13,8 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.config.revocation import RevocationSettings
-from proxy.edge.revocation import RevocationList, token_member
+from proxy.edge.revocation import token_member
 from tests.conftest import Origin, ProxyProcess, StartProxy, get
 from tests.e2e.test_revocation import ADMIN, revoke
 from tests.e2e.test_revocation_shared import eventually
@@ -23,24 +22,6 @@ from tests.redis_servers import RedisServer
 
 STOLEN = "stolen-token-42"
 BEARER = {"Authorization": f"Bearer {STOLEN}"}
-
-# --- pure --------------------------------------------------------------------------------------
-
-
-async def test_a_list_hands_its_live_entries_to_another() -> None:
-    now = [1000.0]
-    source = RevocationList(RevocationSettings(), clock=lambda: now[0])
-    await source.revoke(token_member("a"), 10)
-    await source.revoke(token_member("b"), 100)
-    now[0] += 20
-    entries = source.entries()
-    assert entries == [(token_member("b"), 1100.0)]  # the expired one is not handed on
-    other = RevocationList(RevocationSettings(), clock=lambda: now[0])
-    other.load(entries)
-    assert other.any and other.revoked("b") and not other.revoked("a")
-    other.load([("t:junk", 0.0), ("bad", 5000.0)])  # expired or not a member: ignored
-    assert other.count() == 1
-
 
 # --- workers: a restarted worker is handed the list --------------------------------------------
 

@@ -13,7 +13,8 @@ import orjson
 from proxy.edge.revocation import token_member
 from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
-from tests.e2e.test_revocation import ADMIN, jwt, revoke
+from tests.e2e.test_revocation import ADMIN, revoke
+from tests.edge.test_revocation import jwt
 from tests.redis_servers import RedisCluster, RedisServer
 
 TOKEN = "shared-Secret-Token-xyz"
@@ -118,11 +119,12 @@ async def test_with_redis_down_the_mirror_still_refuses_and_revoking_says_so(
 
 
 async def _degraded(proxy: ProxyServer) -> bool:
-    return proxy.revocations.degraded
+    assert proxy.revocation_follower is not None
+    return proxy.revocation_follower.degraded
 
 
 async def _not_degraded(proxy: ProxyServer) -> bool:
-    return not proxy.revocations.degraded
+    return not await _degraded(proxy)
 
 
 async def test_cluster_shares_the_list(

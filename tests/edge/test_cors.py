@@ -1,4 +1,4 @@
-"""CorsPolicy decisions and append_vary: pure, no sockets."""
+"""CorsPolicy decisions: pure, no sockets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config.cors import CorsConfig
-from proxy.edge.cors import CorsPolicy, append_vary
+from proxy.edge.cors import CorsPolicy
 
 APP = "https://app.example.com"
 
@@ -304,29 +304,3 @@ def test_apply_without_expose_headers() -> None:
     response: CIMultiDict[str] = CIMultiDict()
     p.apply(request(Origin=APP), response)
     assert dict(response) == {"Vary": "Origin", "Access-Control-Allow-Origin": APP}
-
-
-# --- append_vary ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("existing", "added", "expected"),
-    [
-        ([], ("Origin",), ["Origin"]),
-        (["Accept-Encoding"], ("Origin",), ["Accept-Encoding, Origin"]),
-        (["accept-encoding"], ("Accept-Encoding",), ["accept-encoding"]),
-        (["Accept-Encoding", "Origin, accept-encoding"], ("ORIGIN",), ["Accept-Encoding, Origin"]),
-        (["Accept-Language,,  Cookie "], ("Origin", "Cookie"), ["Accept-Language, Cookie, Origin"]),
-        (["*"], ("Origin",), ["*"]),
-        (["Accept", "*"], ("Origin",), ["Accept", "*"]),  # `*` is left exactly as it was
-        (["Accept"], ("*",), ["*"]),
-        ([""], (), []),
-        ([], ("Origin", "Origin"), ["Origin"]),
-    ],
-)
-def test_append_vary(existing: list[str], added: tuple[str, ...], expected: list[str]) -> None:
-    headers: CIMultiDict[str] = CIMultiDict([("Vary", v) for v in existing])
-    headers["X-Other"] = "kept"
-    append_vary(headers, *added)
-    assert headers.getall("Vary", []) == expected
-    assert headers["X-Other"] == "kept"

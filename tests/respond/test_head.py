@@ -10,7 +10,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config.loader import parse_config
-from proxy.edge.compression import vary_accept_encoding
+from proxy.edge.compression.headers import vary_accept_encoding
 from proxy.edge.cors import CorsPolicy
 from proxy.edge.ratelimit.limiter import COUNTS
 from proxy.edge.route import RoutePolicy

@@ -1,0 +1,118 @@
+"""Storing responses in caches (RFC 9111 §3, §5.2.2.3 must-understand): may this response
+be stored, and if not, which rule said no.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from proxy.cache.policy.directives import governing, request_cache_control
+from proxy.cache.policy.freshness import HEURISTIC_STATUSES
+from proxy.cache.policy.rules import CacheRules
+from proxy.cache.policy.scope import Scope, has_credentials, shareable_with_credentials
+from proxy.cache.policy.validation import has_validator
+from proxy.cache.policy.vary import vary_fields
+from proxy.http.headers import Headers
+
+# 206 (partial), 304 (no body, only updates entries, §4.3.4) are never stored.
+_NEVER_STORED: Final = frozenset({206, 304})
+
+# §5.2.2.3 must-understand: the statuses whose own caching rules we implement (those
+# RFC 9110 makes heuristically cacheable); with it, any other status is not stored.
+UNDERSTOOD_STATUSES: Final = HEURISTIC_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDecision:
+    store: bool
+    reason: str  # "ok" or the first rule that refused, e.g. "no-store"
+
+    def __bool__(self) -> bool:
+        return self.store
+
+
+_OK: Final = StoreDecision(True, "ok")
+
+
+def _no(reason: str) -> StoreDecision:
+    return StoreDecision(False, reason)
+
+
+def storability(
+    method: str,
+    status: int,
+    request_headers: Headers,
+    response_headers: Headers,
+    rules: CacheRules,
+    scope: Scope = Scope.SHARED,
+) -> StoreDecision:
+    """May this response be stored (§3)? ``reason`` names the deciding rule.
+
+    Reasons: ok, method, credentials, status, no-store, private, authorization,
+    set-cookie, vary-star, no-freshness.
+    """
+    # Only GET is stored. A HEAD response has no body, so it could never
+    # answer a GET; HEAD is served from GET entries instead (§4.3.5 covers
+    # HEAD-driven header updates, which the caller may do).
+    if method != "GET":
+        return _no("method")
+    if scope is Scope.PASS:
+        return _no("credentials")
+    if status < 200 or status > 599 or status in _NEVER_STORED:
+        return _no("status")
+    # §3: no-store in the request or the response forbids storage.
+    if request_cache_control(request_headers).no_store:
+        return _no("no-store")
+    cc, targeted = governing(response_headers)
+    # §5.2.2.3: must-understand limits storing to caches that implement the status
+    # code's caching rules, and for those it overrides no-store.
+    if cc.must_understand:
+        if status not in UNDERSTOOD_STATUSES:
+            return _no("must-understand")
+    elif cc.no_store:
+        return _no("no-store")
+    # §3 / §5.2.2.7: shared caches must not store private responses — unless
+    # the request's key holds its user's credential: a private cache per user.
+    user_scoped = scope is Scope.USER
+    if cc.private and not user_scoped:
+        return _no("private")
+    # §3.5: an authenticated request's response is only shareable when the
+    # origin says so explicitly. Cookies are credentials too: responses to them
+    # are often personalised without saying `private`.
+    if (
+        not user_scoped
+        and has_credentials(request_headers, rules)
+        and not shareable_with_credentials(cc)
+    ):
+        return _no("authorization")
+    # Not RFC-mandated, but replaying a Set-Cookie to other users leaks
+    # sessions; opt-in only.
+    if "Set-Cookie" in response_headers and not rules.store_set_cookie:
+        return _no("set-cookie")
+    # §4.1: Vary: * never matches, so storing is pointless.
+    if vary_fields(response_headers) is None:
+        return _no("vary-star")
+
+    explicit = (
+        cc.max_age is not None
+        or cc.s_maxage is not None
+        or (not targeted and "Expires" in response_headers)
+    )
+    # §3: other statuses need explicit freshness or `public`; route ttl
+    # (even force_ttl) never makes e.g. a 500 cacheable.
+    if status not in HEURISTIC_STATUSES and not (explicit or cc.public):
+        return _no("status")
+    # Worth storing only if it could ever be served: fresh for a while,
+    # revalidatable, or usable as a stale fallback.
+    if (
+        explicit
+        or rules.ttl is not None
+        or has_validator(response_headers)
+        or rules.stale_if_error > 0
+        or rules.stale_while_revalidate > 0
+        or cc.stale_if_error
+        or cc.stale_while_revalidate
+    ):
+        return _OK
+    return _no("no-freshness")

@@ -1,0 +1,128 @@
+"""Which responses a route compresses, with which codings and levels: pure, no sockets."""
+
+from __future__ import annotations
+
+try:  # the optional zstd path is tested too, never skipped
+    from compression import zstd  # type: ignore[import-not-found]
+except ImportError:
+    from backports import zstd
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from pydantic import ValidationError
+
+from proxy.config.compression import CompressionConfig
+from proxy.edge.compression import codecs
+from proxy.edge.compression.codecs import CodingError, stream_decoder
+from proxy.edge.compression.policy import CompressionPolicy
+from tests.edge.compression.samples import BODY, decode, headers, make_policy
+
+
+def test_zstd_without_the_package_is_a_config_error_and_not_offered(no_zstd: None) -> None:
+    with pytest.raises(ValidationError, match=r"backports\.zstd"):
+        CompressionConfig(algorithms=["br", "zstd", "gzip"])
+    policy = make_policy()
+    assert policy.offered == ("br", "gzip")
+    assert policy.negotiate("zstd") is None
+    assert policy.negotiate("zstd, gzip;q=0.1") == "gzip"
+    with pytest.raises(CodingError):
+        stream_decoder("zstd")
+
+
+@pytest.mark.parametrize(
+    ("status", "extra", "size", "expected"),
+    [
+        (200, {}, 2000, True),
+        (200, {}, 1000, True),  # min_size is inclusive
+        (200, {}, 999, False),
+        (200, {}, 0, False),
+        (200, {}, None, True),  # streamed, unknown size
+        (200, {"Content-Length": "10"}, None, False),
+        (200, {"Content-Length": "5000"}, None, True),
+        (200, {"Content-Length": "junk"}, None, True),
+        (200, {"Content-Length": "10"}, 5000, True),  # the actual size wins
+        (404, {}, 2000, True),
+        (500, {}, 2000, True),
+        (206, {}, 2000, False),
+        (204, {}, 2000, False),
+        (304, {}, 2000, False),
+        (100, {}, 2000, False),
+        (101, {}, 2000, False),
+        (200, {"Content-Range": "bytes 0-1999/4000"}, 2000, False),
+        (200, {"Content-Encoding": "gzip"}, 2000, False),
+        (200, {"Content-Encoding": "br"}, 2000, False),
+        (200, {"Content-Encoding": "identity"}, 2000, True),
+        (200, {"Cache-Control": "public, no-transform"}, 2000, False),
+        (200, {"Cache-Control": "NO-TRANSFORM"}, 2000, False),
+        (200, {"Cache-Control": "max-age=60"}, 2000, True),
+        (200, {"Cache-Control": 'private="no-transform-ish"'}, 2000, True),
+        (200, {"Content-Type": "text/html; charset=utf-8"}, 2000, True),
+        (200, {"Content-Type": "TEXT/CSS"}, 2000, True),
+        (200, {"Content-Type": "application/json;charset=UTF-8"}, 2000, True),
+        (200, {"Content-Type": "application/javascript"}, 2000, True),
+        (200, {"Content-Type": "image/png"}, 2000, False),
+        (200, {"Content-Type": "application/jsonp"}, 2000, False),
+        (200, {"Content-Type": "application/octet-stream"}, 2000, False),
+        (200, {"Content-Type": "text"}, 2000, False),
+        (200, {"Content-Type": ""}, 2000, False),
+        (200, {"Content-Type": "text/event-stream"}, None, False),
+    ],
+)
+def test_should_compress(
+    status: int, extra: dict[str, str], size: int | None, expected: bool
+) -> None:
+    policy = make_policy(types=["application/json", "text/*", "application/javascript"])
+    response = headers(Content_Type="application/json")
+    response.update(extra)
+    assert policy.should_compress(status, CIMultiDictProxy(response), size) is expected
+
+
+def test_should_compress_needs_a_content_type(policy: CompressionPolicy) -> None:
+    assert not policy.should_compress(200, CIMultiDict(), 5000)
+
+
+def test_should_compress_with_any_type_and_no_algorithms() -> None:
+    anything = make_policy(types=["*/*"])
+    assert anything.should_compress(200, headers(Content_Type="image/png"), 5000)
+    nothing = make_policy(algorithms=[])
+    assert nothing.offered == ()
+    assert not nothing.should_compress(200, headers(Content_Type="text/plain"), 5000)
+
+
+def test_levels_are_applied(policy: CompressionPolicy) -> None:
+    # gzip's XFL header byte records the extremes: 2 = slowest (level 9), 4 = fastest.
+    assert policy.encode(BODY, "gzip")[8] == 2
+    encoder = policy.stream_encoder("gzip")
+    assert (encoder.compress(BODY) + encoder.flush())[8] == 4
+    fast = policy.stream_encoder("br")  # quality 0 in this fixture, 5 for stored variants
+    assert len(fast.compress(BODY) + fast.flush()) > len(policy.encode(BODY, "br"))
+
+
+def test_encode_refuses_a_coding_not_offered(policy: CompressionPolicy) -> None:
+    for coding in ("deflate", "zstd", "identity", "compress"):
+        with pytest.raises(CodingError):
+            policy.encode(BODY, coding)
+        with pytest.raises(CodingError):
+            policy.stream_encoder(coding)
+
+
+def test_zstd_configured_offered_and_round_trips() -> None:
+    policy = make_policy(algorithms=["zstd", "br", "gzip"], level={"zstd": 19})
+    assert policy.offered == ("zstd", "br", "gzip")
+    assert policy.negotiate("gzip, br, zstd") == "zstd"
+    encoded = policy.encode(BODY, "zstd")
+    assert zstd.decompress(encoded) == BODY
+    assert decode(encoded, "zstd") == BODY
+    encoder = policy.stream_encoder("zstd")
+    streamed = b"".join(encoder.compress(BODY[i : i + 500]) for i in range(0, len(BODY), 500))
+    streamed += encoder.flush()
+    assert decode(streamed, "zstd") == BODY
+    assert len(streamed) > len(encoded)  # level 1 vs 19
+
+
+def test_policy_drops_zstd_if_it_disappears_after_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = CompressionConfig(algorithms=["br", "zstd", "gzip"])
+    monkeypatch.setattr(codecs, "_zstd", None)
+    assert CompressionPolicy(config).offered == ("br", "gzip")
