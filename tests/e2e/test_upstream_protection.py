@@ -444,8 +444,9 @@ async def test_adaptive_mode_lowers_the_in_flight_count_when_latency_rises(
             assert resp.status == 200
 
     clients = [asyncio.create_task(client(i)) for i in range(20)]
-    await asyncio.sleep(1.2)
-    grown = proxy.upstream.stats()[0].limit  # slow start, while latency holds
+    # Slow start while latency holds: about 1 s here, longer on a loaded machine (windows
+    # whose latency a busy event loop inflated do not raise the limit).
+    await until(lambda: proxy.upstream.stats()[0].limit >= 12, within=8.0)
     # Now the upstream has 2 workers: beyond 2 requests in flight, latency grows.
     latency = lambda n: 0.1 * max(1.0, n / 2)  # noqa: E731
     await asyncio.sleep(2.0)
@@ -454,7 +455,6 @@ async def test_adaptive_mode_lowers_the_in_flight_count_when_latency_rises(
     stats = proxy.upstream.stats()[0]
     running = False
     await asyncio.gather(*clients)
-    assert grown >= 12
     # About 4 expected (where latency is 1.5 times the baseline); 16 without adaptive.
     assert stats.limit <= 10 and recent_peak <= 11
     # The unloaded latency (0.1 s), not the loaded one (0.8 s at 16 in flight).
