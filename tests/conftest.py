@@ -244,7 +244,7 @@ class Origin:
             result = self.respond(request)
             if asyncio.iscoroutine(result):
                 result = await result
-            return result  # type: ignore[no-any-return]
+            return result
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handler)
@@ -286,4 +286,4 @@ def forward_request_headers(
         client_host=client_host,
         upstream_host=upstream_host,
     )
-    return CIMultiDict(line.split(": ", 1) for line in lines)
+    return CIMultiDict((name, value) for name, value in (line.split(": ", 1) for line in lines))

@@ -99,7 +99,7 @@ async def serve() -> AsyncIterator[Serve]:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         runners.append(runner)
-        return runner.addresses[0][1]  # type: ignore[no-any-return]
+        return runner.addresses[0][1]
 
     yield start
     for runner in runners:

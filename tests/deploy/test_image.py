@@ -177,7 +177,7 @@ def _config(buildah: Buildah, kind: str = "OCIv1") -> dict[str, Any]:
     """The image's config as `kind` (OCIv1, or Docker for HEALTHCHECK), read once per run."""
     if not buildah.inspected:
         buildah.inspected = json.loads(buildah("inspect", "--type", "image", buildah.image))
-    return buildah.inspected[kind]["config"]  # type: ignore[no-any-return]
+    return buildah.inspected[kind]["config"]
 
 
 def test_image_metadata(image: Buildah) -> None:
