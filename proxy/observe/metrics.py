@@ -32,7 +32,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from proxy.adapters.prometheus_internals import go_float, process_value_class
+from proxy.adapters.prometheus_internals import ProcessValue, go_float, process_value_class
 from proxy.observe.stats_window import BOUNDS, BUCKETS, Totals
 
 # Set by the pipeline once a request is routed (aiohttp runs each request in a task of its
@@ -346,7 +346,7 @@ class MultiprocessWriter:
         if multiprocess_dir() is None:
             raise RuntimeError(f"{MULTIPROC_ENV} is not set")
         self._value_class = process_value_class(process_identifier)
-        self._values: dict[tuple[str, str, tuple[str, ...]], object] = {}
+        self._values: dict[tuple[str, str, tuple[str, ...]], ProcessValue] = {}
         self._written: dict[tuple[str, str, tuple[str, ...]], float] = {}
 
     def _set(
@@ -366,7 +366,7 @@ class MultiprocessWriter:
             holder = self._values[key] = self._value_class(
                 s.kind, s.name, sample, names, values, s.help, multiprocess_mode=mode
             )
-        holder.set(value)  # type: ignore[attr-defined]
+        holder.set(value)
         self._written[key] = value
 
     def write(self, all_series: Iterable[Series]) -> None:

@@ -270,11 +270,12 @@ async def test_entrypoint_serves_and_is_healthy(
     )
     flags = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
     run = image.popen("run", "--isolation", "chroot", *flags, container, "--", *_entrypoint(image))
+    assert run.stdout is not None
     try:
         deadline = time.monotonic() + 30
         while True:
             if run.poll() is not None:
-                raise AssertionError(f"the container exited: {run.stdout.read()}")  # type: ignore[union-attr]
+                raise AssertionError(f"the container exited: {run.stdout.read()}")
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", admin_port)) == 0:
                     break
