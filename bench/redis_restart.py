@@ -42,7 +42,7 @@ class RedisProcess:
         argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         argv += ["--appendonly", "no", "--dir", str(self.directory)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_listening(self.port, self.proc)  # type: ignore[arg-type]
+        wait_listening(self.port, self.proc)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -178,7 +178,7 @@ def _summary(
     windows: dict[float, list[float]] = {}
     for sent, _, latency in results:
         windows.setdefault(int((sent - start) * 2) / 2, []).append(latency)
-    latency = {
+    latencies = {
         w: (round(statistics.median(v) * 1000, 1), round(max(v) * 1000, 1))
         for w, v in sorted(windows.items())
         if args.kill_at - 1 <= w <= args.kill_at + args.down_for + 7
@@ -189,7 +189,7 @@ def _summary(
         "upstream_requests": len(arrivals),
         "upstream_per_100ms_before_kill_max": max(before, default=0),
         "upstream_per_100ms_after_kill_top5": after[:5],
-        "latency_p50_max_ms_per_500ms": latency,
+        "latency_p50_max_ms_per_500ms": latencies,
     }
 
 

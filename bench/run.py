@@ -17,7 +17,7 @@ import random
 import subprocess
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def peak_rss(pid: int) -> str:
     return next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1] + " kB"
 
 
-Scenario = Callable[[argparse.Namespace], Awaitable[list[Result]]]
+Scenario = Callable[[argparse.Namespace], Coroutine[Any, Any, list[Result]]]
 
 
 async def compare(
@@ -254,7 +254,7 @@ class RedisProcess:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
             stdout=subprocess.DEVNULL,
         )
-        wait_listening(self.port, self.proc)  # type: ignore[arg-type]
+        wait_listening(self.port, self.proc)
         return self
 
     @property

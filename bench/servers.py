@@ -32,7 +32,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"process {proc.args} exited with {proc.returncode}")
+            raise SystemExit(f"process {proc.args!r} exited with {proc.returncode}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -81,6 +82,11 @@ def get(port: int, path: str, headers: tuple[tuple[str, str], ...]) -> http.clie
     response.read()
     conn.close()
     return response
+
+
+def measuring(server: Server, load: Load) -> Callable[[int], Run]:
+    """A side's round: the same load whatever the round."""
+    return lambda _: measure(server, load)
 
 
 def take_turns(rounds: int, sides: list[tuple[Side, Callable[[int], Run]]]) -> None:
@@ -157,7 +163,7 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
                 raise SystemExit(f"{y.name} does not answer the same bytes as the proxy")
         measured = [one, two, bare, *others]
         sides = {m: Side(m.name) for m in measured}
-        take_turns(s.rounds, [(sides[m], lambda _, m=m: measure(m, hot)) for m in measured])
+        take_turns(s.rounds, [(sides[m], measuring(m, hot)) for m in measured])
     p1, p2, yard = sides[one], sides[two], sides[app]
     name = "1 memory hit, hot key, c=64, full pipeline"
     pipeline = p1.cpu_us - sides[bare].cpu_us
@@ -232,9 +238,9 @@ def misses(s: Settings, notes: list[str]) -> list[Row]:
         if get(full.port, paths[0], headers).getheader("X-Cache") == "HIT":
             raise SystemExit("the miss path scenario got a cache hit")
         at_64 = [m for m in (full, bare, naive, ngx) if m is not None]
-        sides = [(Side(m.name), lambda _, m=m: measure(m, many)) for m in at_64]
+        sides = [(Side(m.name), measuring(m, many)) for m in at_64]
         for label, server in (("cacheproxy, c=1", full), ("upstream directly, c=1", origin)):
-            sides.append((Side(label), lambda _, m=server: measure(m, one_at_a_time)))
+            sides.append((Side(label), measuring(server, one_at_a_time)))
         for server in at_64:
             measure(server, Load(paths, headers, 8, s.warm_up))
         take_turns(s.rounds, sides)
@@ -304,7 +310,7 @@ def cold_keys(s: Settings, notes: list[str]) -> list[Row]:
 
         for server, label in zip(measured, labels, strict=True):
             if server is not None:
-                sides.append((Side(label), lambda r, m=server, k=label: cold_round(m, k, r)))
+                sides.append((Side(label), functools.partial(cold_round, server, label)))
         take_turns(s.rounds, sides)
     ours, yard, *others = (side for side, _ in sides)
     name = "5 10,000 cold keys, 50 ms origin, c=64"

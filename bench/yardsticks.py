@@ -22,7 +22,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -31,8 +31,8 @@ from aiohttp import web
 HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"}
 
 
-def _clean(headers: object) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() not in HOP}  # type: ignore[attr-defined]
+def _clean(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in HOP}
 
 
 def fixed_bytes(body: bytes, headers: list[tuple[str, str]]) -> web.Application:

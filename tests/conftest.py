@@ -200,10 +200,11 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
             preexec_fn=limit_open_files,
         )
         procs.append(proc)
+        assert proc.stdout is not None  # stdout=PIPE
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AssertionError(f"proxy exited early: {proc.stdout.read()}")  # type: ignore[union-attr]
+                raise AssertionError(f"proxy exited early: {proc.stdout.read()}")
             # Both ports: the admin listener binds after the proxy port, and tests ask it first.
             if all(_accepts(p) for p in (port, admin_port)):
                 return ProxyProcess(proc, port, admin_port, cfg)
@@ -244,7 +245,7 @@ class Origin:
             result = self.respond(request)
             if asyncio.iscoroutine(result):
                 result = await result
-            return result  # type: ignore[no-any-return]
+            return result
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handler)
@@ -286,4 +287,4 @@ def forward_request_headers(
         client_host=client_host,
         upstream_host=upstream_host,
     )
-    return CIMultiDict(line.split(": ", 1) for line in lines)
+    return CIMultiDict((name, value) for name, value in (line.split(": ", 1) for line in lines))

@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from proxy.cli import LOG_LEVELS
 from proxy.config.loader import Config
@@ -72,5 +73,7 @@ def test_schema_and_check_config_load_nothing_beyond_the_config_package(
 
 
 def test_the_log_levels_offered_are_the_settings_levels() -> None:
-    level = Config.model_fields["log"].annotation.model_fields["level"]  # type: ignore[union-attr]
+    log = Config.model_fields["log"].annotation
+    assert isinstance(log, type) and issubclass(log, BaseModel)
+    level = log.model_fields["level"]
     assert typing.get_args(level.annotation) == LOG_LEVELS

@@ -67,8 +67,8 @@ def _member(owner: type, name: str) -> None:
 
 # What aiohttp's RequestHandler and access logging use of a response; PreparedResponse
 # overrides them, so a rename would leave its override unread.
-RESPONSE_MEMBERS = ("prepare", "write_eof", "keep_alive", "force_close", "status", "reason")
-RESPONSE_MEMBERS += ("body_length", "prepared", "headers")
+RESPONSE_MEMBERS: tuple[str, ...] = ("prepare", "write_eof", "keep_alive", "force_close")
+RESPONSE_MEMBERS += ("status", "reason", "body_length", "prepared", "headers")
 
 
 class Connection(RequestHandler):

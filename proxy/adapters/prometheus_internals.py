@@ -13,7 +13,7 @@ writes through these and reads the result back with the public MultiProcessColle
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 from prometheus_client.utils import floatToGoString
 from prometheus_client.values import MultiProcessValue
@@ -22,6 +22,12 @@ from prometheus_client.values import MultiProcessValue
 go_float: Callable[[float], str] = floatToGoString
 
 
-def process_value_class(process_identifier: Callable[[], int]) -> Any:
+class ProcessValue(Protocol):
+    """One series' value in this process's mmap files: what the proxy calls of it."""
+
+    def set(self, value: float) -> None: ...
+
+
+def process_value_class(process_identifier: Callable[[], int]) -> Callable[..., ProcessValue]:
     """The class whose instances are one series' value in this process's mmap files."""
     return MultiProcessValue(process_identifier)

@@ -27,7 +27,7 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_ASSETS = ("dashboard.js", "dashboard.css", "uPlot.iife.min.js", "uPlot.min.css")
+_ASSETS: tuple[str, ...] = ("dashboard.js", "dashboard.css", "uPlot.iife.min.js", "uPlot.min.css")
 _ASSETS += ("uPlot.LICENSE",)
 
 

@@ -217,11 +217,11 @@ def _decode_v2(data: bytes, start: int) -> Entry:
     grown = 0
     if end != len(data) or n_vary or n_values or n_tags or n_variants:  # not the common entry
         reader = _Reader(memoryview(data), end)
-        vary, vary_values, tags = (reader.strs(n) for n in (n_vary, n_values, n_tags))
+        vary, vary_values, tags = (reader.texts(n) for n in (n_vary, n_values, n_tags))
         if vary or vary_values or tags:
             rare = Rare(vary, vary_values, tags, own_path)
         for _ in range(n_variants):
-            key = reader.str()
+            key = reader.text()
             headers = reader.headers()
             variants[key] = (headers, reader.bytes())
         if not reader.at_end():
@@ -302,16 +302,16 @@ def _decode_v1(data: bytes) -> Entry:
     headers as a list of names and values, the lists, the body, the variants."""
     reader = _Reader(memoryview(data), _HEAD.size)
     status, _, response_time, initial_age, lifetime = reader.fixed(_FIXED1)
-    reason, primary, url_key, path = (reader.str() for _ in range(4))
+    reason, primary, url_key, path = (reader.text() for _ in range(4))
     if "\r" in reason or "\n" in reason:
         raise EntryFormatError("a line break inside a stored field")
     headers = reader.headers()
-    vary, vary_values, tags = (reader.strs(reader.count()) for _ in range(3))
+    vary, vary_values, tags = (reader.texts(reader.count()) for _ in range(3))
     body = reader.bytes()
     headers = _safe_fields(headers, len(body))
     variants = {}
     for _ in range(reader.count()):
-        key = reader.str()
+        key = reader.text()
         fields = reader.headers()
         data_ = reader.bytes()
         variants[key] = (_safe_fields(fields, len(data_)), data_)
@@ -364,7 +364,7 @@ class _Reader:
     def fixed(self, layout: struct.Struct) -> tuple[int, float, float, float, float]:
         values = layout.unpack_from(self._data, self._pos)
         self._pos += layout.size
-        return values  # type: ignore[no-any-return]
+        return values
 
     def count(self) -> int:
         (n,) = _COUNT.unpack_from(self._data, self._pos)
@@ -379,14 +379,14 @@ class _Reader:
         self._pos = start + n
         return self._data[start : self._pos].tobytes()
 
-    def str(self) -> str:
+    def text(self) -> str:
         return self.bytes().decode("utf-8", "surrogateescape")
 
-    def strs(self, n: int) -> tuple[str, ...]:
-        return tuple(self.str() for _ in range(n))
+    def texts(self, n: int) -> tuple[str, ...]:
+        return tuple(self.text() for _ in range(n))
 
     def headers(self) -> CIMultiDictProxy[str]:
-        flat = self.strs(self.count())
+        flat = self.texts(self.count())
         if len(flat) % 2:
             raise struct.error("a header without a value")
         if any("\r" in text or "\n" in text for text in flat):

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote
@@ -79,7 +80,7 @@ def _escape_value(value: str) -> str:
     return value
 
 
-def _join_lines(lines: list[str]) -> str:
+def _join_lines(lines: Sequence[str]) -> str:
     # Same normalisation as policy.vary_key: combine lines, trim list items.
     parts = [p.strip() for line in lines for p in line.split(",")]
     return ", ".join(p for p in parts if p)

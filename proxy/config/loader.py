@@ -432,7 +432,7 @@ def _pydantic_problems(
             hidden += [m.group(2) for m in _URL_PASSWORD.finditer(text)]
         message = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
         if err["type"] == "missing" and all(isinstance(part, str) for part in err["loc"]):
-            where = env_overrides.required(tuple(err["loc"]), Config)
+            where = env_overrides.required(tuple(map(str, err["loc"])), Config)
             message += f" (in the file, or {env_overrides.variable(where)})"
         # Our own validators already quote the value; pydantic's built-in checks do not.
         if not why and err["type"] not in ("extra_forbidden", "missing", "value_error"):

@@ -120,7 +120,7 @@ def route_problems(
 
     def problem(i: int | None, message: str) -> None:
         loc: tuple[str | int, ...] = ("rate_limit",) if i is None else ("routes", i, "rate_limit")
-        error = PydanticCustomError("value_error", message)  # type: ignore[arg-type]
+        error = PydanticCustomError("value_error", message)
         problems.append(InitErrorDetails(type=error, loc=loc, input=None))
 
     for i, section in enumerate(routes):

@@ -27,6 +27,8 @@ ENV_REFERENCE = {
     "description": "an environment variable, resolved when the file is loaded",
 }
 _SIZE = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]?[iI]?[bB]?)\s*$"}
+# What stays on a schema when it becomes one alternative of an anyOf.
+_KEPT = ("default", "title", "description")
 
 
 # Sections that also take `true`/`false` (proxy/config/section.py), plus PerUser's own shorthand.
@@ -47,13 +49,13 @@ def _widen_scalars(node: Any) -> Any:
         return node
     node = {key: _widen_scalars(value) for key, value in node.items()}
     if node.get("type") in ("integer", "number", "boolean"):
-        keep = {k: node.pop(k) for k in ("default", "title", "description") if k in node}
+        keep: dict[str, Any] = {k: node.pop(k) for k in _KEPT if k in node}
         return {**keep, "anyOf": [node, ENV_REFERENCE]}
     return node
 
 
 def _either(schema: dict[str, Any], *alternatives: dict[str, Any]) -> dict[str, Any]:
-    keep = {k: schema.pop(k) for k in ("default", "title", "description") if k in schema}
+    keep: dict[str, Any] = {k: schema.pop(k) for k in _KEPT if k in schema}
     return {**keep, "anyOf": [schema, *alternatives]}
 
 

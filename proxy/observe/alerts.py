@@ -97,10 +97,10 @@ class AlertTracker:
                 del self.active[name]
                 changes.append(Transition(False, was.alert, was.since))
         for name, alert in holding.items():
-            was = self.active.get(name)
-            if was is None:
+            held = self.active.get(name)
+            if held is None:
                 changes.append(Transition(True, alert, now))
                 self.active[name] = Active(alert, now)
             else:  # still holds: keep its start, show the latest value
-                self.active[name] = Active(alert, was.since)
+                self.active[name] = Active(alert, held.since)
         return changes

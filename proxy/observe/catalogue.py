@@ -9,19 +9,22 @@ One process: a scrape collects `series()` (metrics.Exporter). With `workers: N`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from proxy.observe.metrics import (
     AcrossWorkers,
     Exporter,
     Meters,
     MultiprocessWriter,
+    Samples,
     Series,
     multiprocess_dir,
     multiprocess_registry,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from prometheus_client import CollectorRegistry
 
     from proxy.observe.sources import Sources
@@ -197,11 +200,16 @@ class Catalogue:
 def upstream_series(origins: list[OriginStats]) -> list[Series]:
     """Each upstream's queue, limit, retries and circuit, labelled by its route name."""
 
-    def counter(name: str, help: str, value: Any) -> Series:
-        return Series("counter", name, help, ("upstream",), {(o.name,): value(o) for o in origins})
+    def by_origin(value: Callable[[OriginStats], float]) -> Samples:
+        return {(o.name,): value(o) for o in origins}
 
-    def gauge(name: str, help: str, value: Any, across_workers: AcrossWorkers) -> Series:
-        values = {(o.name,): value(o) for o in origins}
+    def counter(name: str, help: str, value: Callable[[OriginStats], float]) -> Series:
+        return Series("counter", name, help, ("upstream",), by_origin(value))
+
+    def gauge(
+        name: str, help: str, value: Callable[[OriginStats], float], across_workers: AcrossWorkers
+    ) -> Series:
+        values = by_origin(value)
         return Series("gauge", name, help, ("upstream",), values, across_workers=across_workers)
 
     return [

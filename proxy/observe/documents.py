@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from proxy.observe.ticker import Ticker
 
 # Fields that are ratios or estimates: a merge of several processes recomputes them.
-RATIOS = ("hit_rate", "reuse_rate", "error_rate", "requests_per_second", "avg_cached_ms")
-RATIOS += ("avg_uncached_ms", "p50_ms", "p99_ms", "speedup")
+RATIOS: tuple[str, ...] = ("hit_rate", "reuse_rate", "error_rate", "requests_per_second")
+RATIOS += ("avg_cached_ms", "avg_uncached_ms", "p50_ms", "p99_ms", "speedup")
 # How the supervisor merges these documents (the Cacheproxy-Merge header, proxy/admin/merge.py):
 # settings and spans are the same in every worker, so taken once; a latency histogram adds up
 # bucket by bucket.

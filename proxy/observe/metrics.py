@@ -32,7 +32,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from proxy.adapters.prometheus_internals import go_float, process_value_class
+from proxy.adapters.prometheus_internals import ProcessValue, go_float, process_value_class
 from proxy.observe.stats_window import BOUNDS, BUCKETS, Totals
 
 # Set by the pipeline once a request is routed (aiohttp runs each request in a task of its
@@ -105,6 +105,7 @@ class RouteMeter:
 # One series of one metric family: its kind, name, help, label names and values by label
 # values (a histogram's value: counts per PROM_BOUNDS bucket, not cumulative, and the sum).
 HistogramValue = tuple[list[int], float]
+Samples = dict[tuple[str, ...], float | HistogramValue]
 # How a gauge's values in several workers make the machine's: `sum` for amounts (bytes,
 # connections, requests queued), `max` for the worst of them (the oldest wait, a circuit
 # open in any worker), `min` for the least. Counters and histograms always add up.
@@ -117,7 +118,7 @@ class Series:
     name: str  # without _total
     help: str
     labels: tuple[str, ...] = ()
-    values: dict[tuple[str, ...], float | HistogramValue] = field(default_factory=dict)
+    values: Samples = field(default_factory=dict)
     across_workers: AcrossWorkers | None = None  # every gauge says, and only gauges
 
     def __post_init__(self) -> None:
@@ -257,7 +258,7 @@ class Meters:
             ("route", "result"),
         )
         for name, meter in self.by_route.items():
-            by_status: dict[tuple[str, str, str], int] = {}
+            by_status: dict[tuple[str, ...], int] = {}
             for (method, status, _), count in meter.responses.items():
                 key = (name, method, str(status))
                 by_status[key] = by_status.get(key, 0) + count
@@ -318,7 +319,7 @@ class Exporter:
         from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(self)  # type: ignore[arg-type]
+        registry.register(self)
         for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(standard)
         return registry
@@ -345,7 +346,7 @@ class MultiprocessWriter:
         if multiprocess_dir() is None:
             raise RuntimeError(f"{MULTIPROC_ENV} is not set")
         self._value_class = process_value_class(process_identifier)
-        self._values: dict[tuple[str, str, tuple[str, ...]], object] = {}
+        self._values: dict[tuple[str, str, tuple[str, ...]], ProcessValue] = {}
         self._written: dict[tuple[str, str, tuple[str, ...]], float] = {}
 
     def _set(
@@ -365,7 +366,7 @@ class MultiprocessWriter:
             holder = self._values[key] = self._value_class(
                 s.kind, s.name, sample, names, values, s.help, multiprocess_mode=mode
             )
-        holder.set(value)  # type: ignore[attr-defined]
+        holder.set(value)
         self._written[key] = value
 
     def write(self, all_series: Iterable[Series]) -> None:

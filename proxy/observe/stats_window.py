@@ -15,6 +15,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 _MANTISSAS = ("1", "1.25", "1.5", "2", "2.5", "3", "4", "5", "6", "8")
 # Upper bounds in seconds, parsed from decimal text so that 2.5e-4 is exactly 0.00025.
@@ -65,14 +66,14 @@ class Totals:
     latency: tuple[int, ...] = (0,) * BUCKETS
 
     def __sub__(self, older: Totals) -> Totals:
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(older, f.name)
             if isinstance(mine, tuple):
                 values[f.name] = tuple(a - b for a, b in zip(mine, theirs, strict=True))
             else:
                 values[f.name] = mine - theirs
-        return Totals(**values)  # type: ignore[arg-type]
+        return Totals(**values)
 
 
 def ratio(part: float, whole: float) -> float | None:

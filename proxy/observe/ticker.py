@@ -119,6 +119,7 @@ class Ticker:
         d = totals - before
         p50, p99 = percentile(d.latency, 0.5), percentile(d.latency, 0.99)
         hit_rate = ratio(d.hits, d.hits + d.misses)
+        cache_bytes, rss_bytes = self.store.bytes, _rss()
         fields = {
             "interval_s": round(now - since, 1),
             "requests": d.requests,
@@ -127,9 +128,9 @@ class Ticker:
             "p99_ms": None if p99 is None else round(p99 * 1000, 3),
             "errors_5xx": d.errors,
             "upstream_errors": d.upstream_errors,
-            "cache_bytes": self.store.bytes,
+            "cache_bytes": cache_bytes,
             "cache_entries": len(self.store),
-            "rss_bytes": _rss(),
+            "rss_bytes": rss_bytes,
         }
 
         def show(value: float | None, unit: str = "") -> str:
@@ -140,14 +141,14 @@ class Ticker:
             "%d upstream errors, cache %d entries / %.1f MiB, RSS %.1f MiB",
             d.requests,
             fields["interval_s"],
-            show(fields["hit_rate"]),  # type: ignore[arg-type]
-            show(fields["p50_ms"], " ms"),  # type: ignore[arg-type]
-            show(fields["p99_ms"], " ms"),  # type: ignore[arg-type]
+            show(fields["hit_rate"]),
+            show(fields["p50_ms"], " ms"),
+            show(fields["p99_ms"], " ms"),
             d.errors,
             d.upstream_errors,
             fields["cache_entries"],
-            fields["cache_bytes"] / 2**20,  # type: ignore[operator]
-            fields["rss_bytes"] / 2**20,  # type: ignore[operator]
+            cache_bytes / 2**20,
+            rss_bytes / 2**20,
             extra={"fields": {"event": "stats", **fields}},
         )
 

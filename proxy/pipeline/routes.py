@@ -113,7 +113,8 @@ class RouteTable:
         compression = _Policies(CompressionPolicy)
         credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
         own_secret = previous.key_secret if previous is not None else None
-        secret = self.key_secret = _key_secret(config, bool(credentials), own_secret)
+        self.key_secret: bytes = _key_secret(config, bool(credentials), own_secret)
+        secret = self.key_secret
         public_host = config.listen.public_host
         forwarding = ForwardingPolicy.build(public_host, None)
 

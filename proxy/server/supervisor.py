@@ -37,6 +37,7 @@ import os
 import shutil
 import signal
 import tempfile
+from typing import Any
 
 import aiohttp
 import orjson
@@ -252,8 +253,9 @@ class Supervisor:
             for slot in self.slots:
                 assert slot.current is not None
                 ready = slot.current.ready
+                either: set[asyncio.Future[Any]] = {ready, stopping}
                 await asyncio.wait(
-                    {ready, stopping},
+                    either,
                     timeout=max(deadline - loop.time(), 0),
                     return_when=asyncio.FIRST_COMPLETED,
                 )

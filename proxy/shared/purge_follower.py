@@ -133,7 +133,7 @@ class PurgeFollower:
     async def _log(self, purge: Purge) -> str:
         wake = purge_log.message(purge, self.instance, None)
         keys = [self._key]
-        args = [
+        args: list[bytes | str | int] = [
             self._maxlen,
             self.instance,
             purge.kind,
@@ -316,7 +316,7 @@ class PurgeFollower:
         page = await self.redis.run(
             "purge-log", lambda: self.redis.client.xrange(self._key, start, "+", count=PAGE)
         )
-        return [(_text(entry_id), raw) for entry_id, raw in page]
+        return [(_text(entry_id), raw) for entry_id, raw in page or ()]
 
     async def _newest(self) -> str:
         """The newest entry's id; an anchor entry is added to an empty log to point at."""

@@ -50,6 +50,12 @@ Client = aioredis.Redis | RedisCluster
 RESERVED_CONNECTIONS = 4
 
 
+def _address(url: str, default_port: int) -> tuple[str, int]:
+    parsed = URL(url)
+    assert parsed.host is not None  # proxy/config/redis.py admits only URLs with a host
+    return parsed.host, parsed.port or default_port
+
+
 def connect(settings: RedisSettings) -> Client:
     """A client with short timeouts and no retry loop of its own: the guard decides."""
     pool_size = settings.max_connections + RESERVED_CONNECTIONS
@@ -60,7 +66,7 @@ def connect(settings: RedisSettings) -> Client:
     }
     if settings.cluster is not None:
         first = URL(settings.cluster.nodes[0])
-        nodes = [ClusterNode(URL(u).host, URL(u).port or 6379) for u in settings.cluster.nodes]
+        nodes = [ClusterNode(*_address(u, 6379)) for u in settings.cluster.nodes]
         return RedisCluster(
             startup_nodes=nodes,
             username=first.user,
@@ -73,7 +79,7 @@ def connect(settings: RedisSettings) -> Client:
         s = settings.sentinel
         first = URL(s.nodes[0])
         sentinel = Sentinel(
-            [(URL(u).host, URL(u).port or 26379) for u in s.nodes],
+            [_address(u, 26379) for u in s.nodes],
             sentinel_kwargs={
                 "socket_timeout": settings.timeout,
                 "username": first.user,

@@ -20,6 +20,7 @@ guard: timeout, breaker, error counting), which raises StoreUnavailable on failu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar
@@ -214,7 +215,7 @@ class RedisStore:
         )
         for tag in entry.tags:
             tag_key = f"{self._p}{{t:{_digest(tag)}}}"
-            await self._run("put", lambda t=tag_key: self._tag(t, h, keys[0], ttl_ms))
+            await self._run("put", functools.partial(self._tag, tag_key, h, keys[0], ttl_ms))
         return True
 
     async def add_variants(self, entry: Entry, variants: Iterable[str]) -> bool:
@@ -275,10 +276,7 @@ class RedisStore:
                 return removed
             for h in {m.rpartition(b"\0")[2].decode() for m in members}:
                 removed += await self._purge_keys(f"{self._p}{{{h}}}", [])
-            await self._run(
-                "purge",
-                lambda members=members: self._drop_paths(members),
-            )
+            await self._run("purge", functools.partial(self._drop_paths, members))
 
     async def _drop_paths(self, members: list[bytes]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:

@@ -645,7 +645,7 @@ class Pool:
         if cached is not None and cached[0] > now:
             return cached[1]
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [(family, address) for family, _, _, _, address in infos]
+        addresses: list[tuple[int, tuple[Any, ...]]] = [(f, a) for f, _, _, _, a in infos]
         if not addresses:
             raise OSError(f"no address for {host}")
         self._dns[(host, port)] = (now + DNS_TTL, addresses)

@@ -72,7 +72,7 @@ def backoff_delay(
 
     Spreading retries at random keeps clients that failed together from retrying together.
     """
-    return rand() * min(cap, base * 2 ** min(retry, 32))
+    return rand() * min(cap, base * 2.0 ** min(retry, 32))
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:

@@ -5,6 +5,7 @@ multiprocess modes, through its public MultiProcessCollector."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,17 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from proxy.adapters.prometheus_internals import go_float, process_value_class
 
 
+def fixed_pid(pid: int) -> Callable[[], int]:
+    """A process identifier that always says `pid`: one made-up process's files."""
+    return lambda: pid
+
+
 def test_values_written_per_process_are_read_back_by_the_public_collector(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     for pid, value in ((4101, 3.0), (4102, 4.0)):
-        value_class = process_value_class(lambda pid=pid: pid)  # type: ignore[misc]
+        value_class = process_value_class(fixed_pid(pid))
         counter = value_class(
             "counter", "t_requests", "t_requests_total", ("route",), ("a",), "requests"
         )

@@ -76,7 +76,7 @@ def make_entry(
 
 
 def same(a: Entry, b: Entry) -> None:
-    for name in Entry.__slots__:  # type: ignore[attr-defined]
+    for name in Entry.__slots__:
         left, right = getattr(a, name), getattr(b, name)
         if name == "headers":
             assert list(left.items()) == list(right.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from typing import Any
 
 import pytest
 from multidict import CIMultiDict
@@ -239,6 +240,11 @@ def test_bulk_purges_and_forgotten_url_purges_are_conservative() -> None:
     assert store.put(entry("/b"), fetched_at=store.generation)
 
 
+def numbered(kind: dict[str, str], i: int) -> dict[str, Any]:
+    """`entry`'s keywords for the i-th entry of a kind."""
+    return {k: v.format(i=i) for k, v in kind.items()}
+
+
 @pytest.mark.parametrize(
     "kind, within",
     [
@@ -257,7 +263,7 @@ def test_counted_bytes_follow_real_bytes(kind: dict[str, str], within: float) ->
     # less (memory paid for would go unused) than what the entries really hold.
     n = 5_000
     store = MemoryStore(max_bytes=10**10)
-    store.put(entry("/first", **{k: v.format(i=-1) for k, v in kind.items()}))
+    store.put(entry("/first", **numbered(kind, -1)))
     gc.collect()
     tracemalloc.start()
     try:
@@ -265,7 +271,7 @@ def test_counted_bytes_follow_real_bytes(kind: dict[str, str], within: float) ->
         counted = store.bytes
         for i in range(n):
             body = (b"%d" % i).ljust(1024, b"x")
-            store.put(entry(f"/k/{i}", body, **{k: v.format(i=i) for k, v in kind.items()}))
+            store.put(entry(f"/k/{i}", body, **numbered(kind, i)))
         gc.collect()
         real = tracemalloc.get_traced_memory()[0] - before
     finally:

@@ -7,13 +7,14 @@ import math
 import http_sf
 import pytest
 from http_sf import Token
+from http_sf.types import ParamsType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
 
 # Every outcome the cache reports, and the parameters it means, built by hand.
-STATUSES: list[tuple[str, dict[str, object]]] = [
+STATUSES: list[tuple[str, ParamsType]] = [
     ("hit", {"hit": True}),
     ("hit; detail=shared", {"hit": True, "detail": Token("shared")}),
     ("hit; detail=stale-while-revalidate",
@@ -48,12 +49,12 @@ REASONS = [
 ]
 
 
-def serialised(params: dict[str, object]) -> str:
-    return http_sf.ser([(Token("cacheproxy"), params)])  # type: ignore[list-item]
+def serialised(params: ParamsType) -> str:
+    return http_sf.ser([(Token("cacheproxy"), params)])
 
 
 @pytest.mark.parametrize(("status", "params"), STATUSES, ids=[s for s, _ in STATUSES])
-def test_cache_status_is_http_sf_serialisation(status: str, params: dict[str, object]) -> None:
+def test_cache_status_is_http_sf_serialisation(status: str, params: ParamsType) -> None:
     assert cache_status(status) == serialised(params)
 
 
@@ -72,7 +73,7 @@ def test_every_reason_is_a_token_detail(reason: str) -> None:
     fraction=st.floats(0, 0.999),
 )
 def test_ttl_shortcut_equals_http_sf(
-    case: tuple[str, dict[str, object]], ttl: int, fraction: float
+    case: tuple[str, ParamsType], ttl: int, fraction: float
 ) -> None:
     status, params = case
     # A ttl of whole seconds towards zero, as the hit path passes lifetime - age.

@@ -75,4 +75,4 @@ def test_config_normalizes_origins_and_methods() -> None:
 def test_config_is_frozen() -> None:
     config = CorsConfig(allow_origins=[APP])
     with pytest.raises(ValidationError):
-        config.max_age = 5  # type: ignore[misc]
+        config.max_age = 5  # type: ignore[misc]  # frozen: the point of the test

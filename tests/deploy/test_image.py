@@ -177,7 +177,7 @@ def _config(buildah: Buildah, kind: str = "OCIv1") -> dict[str, Any]:
     """The image's config as `kind` (OCIv1, or Docker for HEALTHCHECK), read once per run."""
     if not buildah.inspected:
         buildah.inspected = json.loads(buildah("inspect", "--type", "image", buildah.image))
-    return buildah.inspected[kind]["config"]  # type: ignore[no-any-return]
+    return buildah.inspected[kind]["config"]
 
 
 def test_image_metadata(image: Buildah) -> None:
@@ -270,11 +270,12 @@ async def test_entrypoint_serves_and_is_healthy(
     )
     flags = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
     run = image.popen("run", "--isolation", "chroot", *flags, container, "--", *_entrypoint(image))
+    assert run.stdout is not None
     try:
         deadline = time.monotonic() + 30
         while True:
             if run.poll() is not None:
-                raise AssertionError(f"the container exited: {run.stdout.read()}")  # type: ignore[union-attr]
+                raise AssertionError(f"the container exited: {run.stdout.read()}")
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", admin_port)) == 0:
                     break

@@ -394,6 +394,7 @@ async def test_stale_if_error_when_the_upstream_is_gone(
     proxy = await start_proxy(origin.url, cache={"stale_if_error": 300})
     await get(http, proxy, "/gone")
     await asyncio.sleep(1.2)
+    assert origin.upstream.runner is not None
     await origin.upstream.runner.cleanup()  # connections refused from now on
     resp, body = await get(http, proxy, "/gone")
     assert (resp.status, body, resp.headers["X-Cache"]) == (200, b"good", "STALE")

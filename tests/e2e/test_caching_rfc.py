@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from email.utils import formatdate
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, get
 
 
@@ -32,10 +34,10 @@ def ttl_of(resp: aiohttp.ClientResponse) -> int:
 
 
 async def twice(
-    http: aiohttp.ClientSession, proxy: object, path: str, **kwargs: object
+    http: aiohttp.ClientSession, proxy: ProxyServer, path: str, **kwargs: Any
 ) -> tuple[aiohttp.ClientResponse, aiohttp.ClientResponse]:
-    first, _ = await get(http, proxy, path, **kwargs)  # type: ignore[arg-type]
-    second, _ = await get(http, proxy, path, **kwargs)  # type: ignore[arg-type]
+    first, _ = await get(http, proxy, path, **kwargs)
+    second, _ = await get(http, proxy, path, **kwargs)
     return first, second
 
 

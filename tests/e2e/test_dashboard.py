@@ -62,19 +62,19 @@ def _wait(driver: Any, script: str, within: float = 10.0) -> Any:
 
 
 def _values(driver: Any) -> dict[str, str]:
-    ids = ("hit-rate", "hits", "misses", "requests", "p50", "p99", "avg-cached")
+    ids: tuple[str, ...] = ("hit-rate", "hits", "misses", "requests", "p50", "p99", "avg-cached")
     ids += ("avg-uncached", "speedup", "entries", "pool-max", "lookups", "alerts", "health")
     script = (
         "return Object.fromEntries(arguments[0].map("
         "id => [id, document.getElementById(id).dataset.value]))"
     )
-    return driver.execute_script(script, list(ids))  # type: ignore[no-any-return]
+    return driver.execute_script(script, list(ids))
 
 
 async def _summary(http: aiohttp.ClientSession, proxy: ProxyServer) -> dict[str, Any]:
     url = f"http://127.0.0.1:{proxy.admin_port}/performance/summary"
     async with http.get(url, headers={"Accept-Encoding": "identity"}) as resp:
-        return await resp.json()  # type: ignore[no-any-return]
+        return await resp.json()
 
 
 def _number(text: str) -> float | None:

@@ -80,7 +80,8 @@ async def test_sigterm_turns_readyz_503_at_once_and_serves_the_delay_before_drai
     await until(closed, 6.0, "closed")
     assert time.monotonic() - signalled > 2.0  # not before the delay was (nearly) over
     assert await exit_code(proxy, 10) == 0
-    output = proxy.proc.stdout.read()  # type: ignore[union-attr]
+    assert proxy.proc.stdout is not None
+    output = proxy.proc.stdout.read()
     assert "not ready: serving 3s more before draining" in output
 
 
@@ -261,7 +262,8 @@ async def test_environment_overrides_win_over_the_file_and_unknown_ones_are_warn
     assert (await admin(proxy, "GET", "/cache/stats"))[0] == 401  # the token from the env
     proxy.proc.send_signal(signal.SIGTERM)
     assert await exit_code(proxy, 15) == 0
-    output = proxy.proc.stdout.read()  # type: ignore[union-attr]
+    assert proxy.proc.stdout is not None
+    output = proxy.proc.stdout.read()
     assert "environment overrides: CACHEPROXY_ADMIN__TOKEN, CACHEPROXY_WORKERS" in output
     assert (
         "environment variable CACHEPROXY_LISTEN_HOST names no config key: ignored "

@@ -54,7 +54,7 @@ async def listener_stats(proxy: ProxyServer, **kwargs: Any) -> dict[str, int]:
         http.get(f"http://127.0.0.1:{proxy.admin_port}/listener/stats", **kwargs) as resp,
     ):
         assert resp.status == 200
-        return await resp.json()  # type: ignore[no-any-return]
+        return await resp.json()
 
 
 def timeouts(**values: float) -> dict[str, Any]:

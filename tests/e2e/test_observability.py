@@ -25,6 +25,7 @@ from proxy.config.loader import ConfigError, parse_config
 from proxy.observe.catalogue import upstream_series
 from proxy.observe.metrics import Meters, MultiprocessWriter, Series, render_multiprocess
 from proxy.server.app import ProxyServer
+from tests.adapters.test_prometheus_internals import fixed_pid
 from tests.conftest import Origin, StartProxy, StartUpstream, get
 from tests.redis_servers import RedisServer
 
@@ -216,7 +217,8 @@ async def test_redis_errors_are_counted_by_operation(
         for (name, labels), value in s.items()
         if name == "cacheproxy_redis_errors_total"
     }
-    assert errors and sum(errors.values()) == sum(proxy.redis.guard.errors.values()) > 0  # type: ignore[union-attr]
+    assert proxy.redis is not None
+    assert errors and sum(errors.values()) == sum(proxy.redis.guard.errors.values()) > 0
     status, health = await admin(http, proxy, "/health")
     assert (status, health["status"]) == (200, "degraded")
     assert health["checks"]["redis"]["status"] == "down"
@@ -286,7 +288,7 @@ async def test_a_stats_line_each_interval(
 
     await eventually(logged, within=4)
     record = next(r for r in caplog.records if r.getMessage().startswith("stats: 3 requests"))
-    fields = record.fields  # type: ignore[attr-defined]
+    fields = vars(record)["fields"]  # the log call's extra=
     assert (fields["requests"], fields["hit_rate"]) == (3, 0.6667)
     assert fields["cache_entries"] == 1 and fields["p99_ms"] is not None
 
@@ -431,7 +433,7 @@ def test_workers_metrics_add_up_through_the_multiprocess_files(
         for _ in range(hits):
             meters.response("api", "GET", 200, "hit", 0.0004)
         meters.response("api", "GET", 200, "miss", 0.2)
-        writer = MultiprocessWriter(lambda pid=pid: pid)  # type: ignore[misc]
+        writer = MultiprocessWriter(fixed_pid(pid))
         series = [
             *meters.series(),
             Series("gauge", "cacheproxy_cache_bytes", "b", (), {(): bytes_held}, "sum"),
@@ -457,7 +459,7 @@ async def test_each_gauge_merges_across_workers_as_it_declares(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # after: the proxy writes none
     for pid, oldest, circuit, in_flight in ((201, 2.0, "open", 3), (202, 5.0, "closed", 4)):
         stats = dataclasses.replace(real, oldest_wait=oldest, circuit=circuit, in_flight=in_flight)
-        MultiprocessWriter(lambda pid=pid: pid).write(upstream_series([stats]))  # type: ignore[misc]
+        MultiprocessWriter(fixed_pid(pid)).write(upstream_series([stats]))
     s = samples(render_multiprocess(str(tmp_path)).decode())
     up = {"upstream": real.name}
     # The longest wait of any worker and whether any circuit is open: not sums over workers.

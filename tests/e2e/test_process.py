@@ -207,7 +207,7 @@ def test_demo_shows_a_request_through_the_proxy() -> None:
         import urllib.request
 
         deadline = time.monotonic() + 15
-        seen = []
+        seen: list[str] = []
         while len(seen) < 2:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/quotes/AAPL") as r:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import http_sf
 import orjson
@@ -14,14 +16,21 @@ LIMITED = {"limits": ["3/minute"]}
 RL_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit")
 
 
+def sf_list(field: str) -> list[Any]:
+    """A Structured Fields List, its members as the tests read them: (item, parameters)."""
+    parsed = http_sf.parse(field.encode(), tltype="list")
+    assert isinstance(parsed, list), field
+    return parsed
+
+
 def limit_state(resp: aiohttp.ClientResponse) -> tuple[int, int, int]:
     """(limit, remaining, reset) from X-RateLimit-*, checked against the IETF fields."""
     limit = int(resp.headers["X-RateLimit-Limit"])
     remaining = int(resp.headers["X-RateLimit-Remaining"])
     reset = int(resp.headers["X-RateLimit-Reset"])
-    [(name, params)] = http_sf.parse(resp.headers["RateLimit"].encode(), tltype="list")
+    [(name, params)] = sf_list(resp.headers["RateLimit"])
     assert params == {"r": remaining, "t": reset}
-    policies = http_sf.parse(resp.headers["RateLimit-Policy"].encode(), tltype="list")
+    policies = sf_list(resp.headers["RateLimit-Policy"])
     assert any(n == name and p["q"] == limit for n, p in policies)
     return limit, remaining, reset
 
@@ -147,7 +156,8 @@ async def test_key_by_header_hashed_and_falling_back_to_the_address(
     proxy = await start_proxy(
         origin.url, rate_limit={"limits": ["2/minute"], "key": "header:X-Api-Key"}
     )
-    a, b, none = {"X-Api-Key": "key-a-secret"}, {"X-Api-Key": "key-b-secret"}, {}
+    a, b = {"X-Api-Key": "key-a-secret"}, {"X-Api-Key": "key-b-secret"}
+    none: dict[str, str] = {}
     assert await key_statuses(http, proxy, [a, a, a, b, b, b, none, none, none]) == [
         200, 200, 429, 200, 200, 429, 200, 200, 429,
     ]  # fmt: skip

@@ -76,14 +76,15 @@ async def test_redis_down_local_limits_each_instance_then_shares_again(
     redis_server.stop()
     # Each process now limits on its own: 4 each, from fresh local windows.
     assert await statuses(http, [a, b], 10) == [200] * 8 + [429, 429]
+    limiters = []
     for proxy in (a, b):
         limiter = proxy.pipeline.routes.default.rate_limit
         assert limiter is not None and limiter.degraded and limiter.store_errors >= 5
         assert limiter.last_error
+        limiters.append(limiter)
     redis_server.start()
-    limiters = [p.pipeline.routes.default.rate_limit for p in (a, b)]
     deadline = time.monotonic() + 5
-    while any(limiter.degraded for limiter in limiters):  # type: ignore[union-attr]
+    while any(limiter.degraded for limiter in limiters):
         assert time.monotonic() < deadline, "the limiters did not go back to Redis"
         await asyncio.sleep(0.1)  # past the breaker's probe delay
         await statuses(http, [a, b], 2)  # the probes

@@ -51,7 +51,7 @@ def test_restart_required_names_the_keys_and_keeps_their_running_values() -> Non
     ]
     now = effective(running, new)
     assert (now.listen.port, now.workers, now.upstream.url) == (0, 1, "http://127.0.0.1:9000")
-    assert now.cache is not None and now.cache.max_memory == running.cache.max_memory  # type: ignore[union-attr]
+    assert now.cache is not None and now.cache.max_memory == running.cache.max_memory
     assert now.cache.ttl == 9 and len(now.routes) == 2  # the live part is the new file's
     assert restart_required(now, now) == []
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -14,18 +16,28 @@ from tests.conftest import Origin, StartProxy, get
 from tests.e2e.test_upstream_protection import until
 
 
-async def send_then(port: int, head: bytes, body: bytes) -> asyncio.StreamWriter:
+class Client(NamedTuple):
+    """A raw connection to the proxy port: the answer comes on `reader`."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
+async def send_then(port: int, head: bytes, body: bytes) -> Client:
     """A client that sends `head` and the start of its body, and then stops there."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(head + body)
     await writer.drain()
-    writer._reader = reader  # type: ignore[attr-defined]  # kept for the answer
-    return writer
+    return Client(reader, writer)
 
 
-async def answer_of(writer: asyncio.StreamWriter, wait: float = 10) -> bytes:
+def hit_once(origin: Origin, path: str) -> Callable[[], bool]:
+    return lambda: origin.hits[path] == 1
+
+
+async def answer_of(client: Client, wait: float = 10) -> bytes:
     """The proxy's next response, head and Content-Length body."""
-    reader: asyncio.StreamReader = writer._reader  # type: ignore[attr-defined]
+    reader, writer = client
     try:
         async with asyncio.timeout(wait):
             head = await reader.readuntil(b"\r\n\r\n")
@@ -47,14 +59,14 @@ async def test_abandoned_uploads_never_count_against_the_upstream(
     for i in range(3):
         # A large body streams upstream as it comes; the client goes half-way through.
         head = f"POST /upload/{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
-        writer = await send_then(port, head.encode(), b"x" * 20_000)
-        await until(lambda i=i: origin.hits[f"/upload/{i}"] == 1)  # type: ignore[misc]
-        writer.transport.abort()
+        client = await send_then(port, head.encode(), b"x" * 20_000)
+        await until(hit_once(origin, f"/upload/{i}"))
+        client.writer.transport.abort()
         # A small one is read whole first: its client going never reaches the upstream.
         head = f"POST /small/{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
-        writer = await send_then(port, head.encode(), b"x" * 10)
+        client = await send_then(port, head.encode(), b"x" * 10)
         await asyncio.sleep(0.05)
-        writer.transport.abort()
+        client.writer.transport.abort()
     stats = proxy.upstream.stats()[0]
     await until(lambda: proxy.upstream.stats()[0].in_flight == 0)
     await until(lambda: proxy.listener_stats.open_connections == 0)
@@ -78,7 +90,7 @@ async def test_a_slow_small_upload_holds_no_upstream_slot(
     async def dribble() -> None:
         for i in range(1, 10):  # a byte every 0.25 s: 2.25 s for the body
             await asyncio.sleep(0.25)
-            slow.write(str(i).encode())
+            slow.writer.write(str(i).encode())
 
     dribbling = asyncio.create_task(dribble())
     await asyncio.sleep(0.3)
@@ -142,10 +154,9 @@ async def test_100_continue_is_sent_only_once_the_upstream_can_take_the_body(
     assert (await holding)[0].status == 200
     # A slot is free: 100 Continue, then the body goes through.
     ready = await send_then(proxy.proxy_port, head, b"")
-    reader: asyncio.StreamReader = ready._reader  # type: ignore[attr-defined]
     async with asyncio.timeout(5):
-        interim = await reader.readuntil(b"\r\n\r\n")
+        interim = await ready.reader.readuntil(b"\r\n\r\n")
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
-    ready.write(b"y" * 100_000)
+    ready.writer.write(b"y" * 100_000)
     answer = await answer_of(ready)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"/upload: 100000 bytes")

@@ -51,7 +51,7 @@ async def replaced(proxy: ProxyProcess, index: int, pid: int) -> dict[str, Any]:
         _, body, _ = await admin(proxy, "GET", "/workers", ADMIN)
         now = body["workers"][index]
         if now["ready"] and now["pid"] != pid:
-            return now  # type: ignore[no-any-return]
+            return now
         assert time.monotonic() < deadline, body
         await asyncio.sleep(0.05)
 
@@ -116,7 +116,7 @@ def redis_section(server: RedisServer) -> dict[str, Any]:
 
 async def health(http: aiohttp.ClientSession, proxy: Any) -> dict[str, Any]:
     async with http.get(f"http://127.0.0.1:{proxy.admin_port}/health") as resp:
-        return await resp.json()  # type: ignore[no-any-return]
+        return await resp.json()
 
 
 @pytest.mark.parametrize("before_sync", ["serve", "refuse"])

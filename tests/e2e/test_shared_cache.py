@@ -42,6 +42,13 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 1.0) 
         await asyncio.sleep(0.02)
 
 
+async def stored(client: redis.asyncio.Redis, key: str) -> bytes:
+    """The bytes Redis holds at `key` (the client returns bytes: no decode_responses)."""
+    value = await client.get(key)
+    assert isinstance(value, bytes), value
+    return value
+
+
 async def redis_calls(server: RedisServer) -> dict[str, int]:
     counts = {}
     for line in server.cli("INFO", "commandstats").splitlines():
@@ -370,7 +377,7 @@ async def test_encoded_variants_travel_with_the_entry(
     client = redis.asyncio.Redis.from_url(redis_server.url)
 
     async def variant_in_redis() -> bool:
-        return "br" in entry_format.decode(await client.get(key)).variants
+        return "br" in entry_format.decode(await stored(client, key)).variants
 
     try:
         await eventually(variant_in_redis)
@@ -426,7 +433,7 @@ async def test_an_entry_an_older_instance_wrote_in_version_1_is_a_shared_hit(
     (key,) = redis_server.cli("--scan", "--pattern", "*:k:*").split()
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
-        written = entry_format.decode(await client.get(key))
+        written = entry_format.decode(await stored(client, key))
         await client.set(key, encode_v1(written), keepttl=True)
     finally:
         await client.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse
 
 import aiohttp
 from multidict import CIMultiDict
@@ -58,9 +59,9 @@ def test_fetches_by_the_cache_drop_every_underscore_name_but_keyed_ones() -> Non
 def _wsgi_origin() -> tuple[WSGIServer, int]:
     """An origin as the attack run found one: wsgiref, building links from the forwarded host."""
 
-    def app(environ: dict[str, str], start_response: object) -> list[bytes]:
+    def app(environ: dict[str, str], start_response: StartResponse) -> list[bytes]:
         host = environ.get("HTTP_X_FORWARDED_HOST", "api.example")
-        start_response(  # type: ignore[operator]
+        start_response(
             "200 OK",
             [("Cache-Control", "max-age=60"), ("Link", f"<https://{host}/next>; rel=next")],
         )

@@ -12,7 +12,7 @@ import logging
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ class Scripted:
 
 
 @pytest.fixture
-async def scripted() -> AsyncIterator[type[Scripted]]:
+async def scripted() -> AsyncIterator[Callable[..., Awaitable[Scripted]]]:
     servers: list[asyncio.Server] = []
 
     async def start(*script: list[Step]) -> Scripted:
@@ -88,7 +88,7 @@ async def scripted() -> AsyncIterator[type[Scripted]]:
         servers.append(up.server)
         return up
 
-    yield start  # type: ignore[misc]
+    yield start
     for server in servers:
         server.close()
 
@@ -97,8 +97,8 @@ OK_HELLO = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Control: max-age=60\r
 HOST = ["Host: upstream"]
 
 
-async def fetch(pool: Pool, up: Scripted, method: str = "GET", **kw: object) -> tuple[int, bytes]:
-    resp = await pool.request(method, origin_key(up.url), "/x", HOST, **kw)  # type: ignore[arg-type]
+async def fetch(pool: Pool, up: Scripted, method: str = "GET", **kw: Any) -> tuple[int, bytes]:
+    resp = await pool.request(method, origin_key(up.url), "/x", HOST, **kw)
     try:
         return resp.status, await resp.read()
     finally:

@@ -59,7 +59,7 @@ async def until(check: Callable[[], bool], within: float = 5.0) -> None:
 async def health(http: aiohttp.ClientSession, proxy: ProxyServer) -> dict[str, Any]:
     async with http.get(f"http://127.0.0.1:{proxy.admin_port}/health") as resp:
         assert resp.status == 200
-        return await resp.json()  # type: ignore[no-any-return]
+        return await resp.json()
 
 
 # --- the bound and the queue ---------------------------------------------------------

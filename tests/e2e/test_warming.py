@@ -56,7 +56,7 @@ async def test_configured_urls_are_fetched_at_start_up_and_kept_fresh(
     proxy = await start_proxy(
         origin.url, cache=warming(urls=urls, refresh_ahead=0.5, max_rate="20/second")
     )
-    await until(lambda: origin.hits["/api/market/summary"] and origin.hits["/api/quotes"])
+    await until(lambda: origin.hits["/api/market/summary"] > 0 and origin.hits["/api/quotes"] > 0)
     # A warming request is a plain GET with its query, from nobody.
     first = origin.requests[0]
     assert first.method == "GET" and "X-Forwarded-For" not in first.headers

@@ -76,7 +76,7 @@ async def workers_ready(proxy: ProxyProcess, token: str | None = None) -> list[d
         status, body, _ = await admin(proxy, "GET", "/workers", token)
         assert status == 200, body
         if all(w["ready"] for w in body["workers"]):
-            return body["workers"]  # type: ignore[no-any-return]
+            return body["workers"]
         assert time.monotonic() < deadline, f"workers not ready in 20 s: {body}"
         await asyncio.sleep(0.05)
 

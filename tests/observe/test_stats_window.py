@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,8 @@ def latencies(*seconds: float) -> tuple[int, ...]:
     return tuple(counts)
 
 
-def totals(**kw: object) -> Totals:
-    return Totals(**kw)  # type: ignore[arg-type]
+def totals(**kw: Any) -> Totals:
+    return Totals(**kw)
 
 
 def test_buckets_are_exact_decimals_ten_per_decade() -> None:
@@ -56,9 +57,10 @@ def test_seven_hits_and_three_misses_are_a_hit_rate_of_point_seven() -> None:
     d = describe(delta, 10.0)
     assert (d["hits"], d["misses"], d["hit_rate"]) == (7, 3, 0.7)
     assert d["requests_per_second"] == 1.0
-    rt = d["response_times"]
+    rt, raw = d["response_times"], d["raw_counts"]
+    assert isinstance(rt, dict) and isinstance(raw, dict)
     assert (rt["avg_cached_ms"], rt["avg_uncached_ms"], rt["speedup"]) == (0.5, 200.0, 400.0)
-    assert d["raw_counts"]["cached"] == 7 and sum(d["raw_counts"]["latency_buckets"]) == 10
+    assert raw["cached"] == 7 and sum(raw["latency_buckets"]) == 10
     assert describe(Totals(), 0.0)["hit_rate"] is None  # nothing yet is not 0%
 
 

@@ -131,7 +131,8 @@ def test_refresh_ahead_is_due_for_popular_entries_past_the_share() -> None:
     clock = Clock()
     warming = Warming(refresh_ahead=0.8, top=1, half_life=60, rate=10, clock=clock)
     assert refresh_ahead_at(10, 0.8) == 8
-    warming.popularity.touch("k")  # type: ignore[union-attr]
+    assert warming.popularity is not None
+    warming.popularity.touch("k")
     assert not warming.due_on_hit("k", age=7.9, lifetime=10)
     assert warming.due_on_hit("k", age=8.0, lifetime=10)
     assert not warming.due_on_hit("other", age=9, lifetime=10)

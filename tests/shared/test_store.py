@@ -140,6 +140,7 @@ async def test_corrupt_or_foreign_values_are_counted_misses(
     assert await store.put(e, 60, b"0")
     key = key_of(store, e)
     value = await client.get(key)
+    assert isinstance(value, bytes)
     for bad in (value[:-3], b"\x80\x04\x95pickled", b'{"status": 200}'):
         await client.set(key, bad)
         assert (await store.get(e.primary, e.url_key, CIMultiDict()))[0] is None

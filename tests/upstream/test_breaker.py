@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from proxy.shared.breaker import State
@@ -16,19 +19,23 @@ class Clock:
         return self.now
 
 
-def rate_breaker(clock: Clock, **settings: float | int | None) -> RateBreaker:
-    defaults: dict[str, float | int | None] = {
+def rate_breaker(clock: Clock, **settings: Any) -> RateBreaker:
+    defaults: dict[str, Any] = {
         "failure_rate": 0.5,
         "min_requests": 20,
         "window": 10,
         "reset_after": 10,
         "probes": 3,
     }
-    return RateBreaker(**{**defaults, **settings}, clock=clock)  # type: ignore[arg-type]
+    return RateBreaker(**{**defaults, **settings}, clock=clock)
 
 
 def traffic(
-    breaker: RateBreaker, clock: Clock, seconds: float, per_second: int, fails: object
+    breaker: RateBreaker,
+    clock: Clock,
+    seconds: float,
+    per_second: int,
+    fails: Callable[[int], bool],
 ) -> float | None:
     """`per_second` verdicts a second, request i failing when `fails(i)`; the time it opened
     (seconds from the start), or None."""
@@ -36,7 +43,7 @@ def traffic(
     for i in range(int(seconds * per_second)):
         clock.now += step
         endpoint = f"GET /items/{i % 37}"
-        breaker.record(endpoint, fails(i))  # type: ignore[operator]
+        breaker.record(endpoint, fails(i))
         if breaker.state is State.OPEN:
             return (i + 1) * step
     return None

@@ -24,6 +24,7 @@ import http_sf
 from http_sf.bare_item import ser_bare_item
 from http_sf.integer import ser_integer
 from http_sf.parameters import ser_params
+from http_sf.types import ItemType, ParamsType
 from multidict import istr
 
 from proxy.config.rates import Rate
@@ -67,9 +68,15 @@ class _Param:
         return made
 
 
+def _item(text: str, params: ParamsType) -> ItemType:
+    # An Item with parameters as http_sf's `ser` is typed to take it: a literal dict in place
+    # would be inferred as dict[str, int], which its invariant ParamsType does not accept.
+    return (text, params)
+
+
 class RateHeaders:
     def __init__(self, rates: Sequence[Rate]) -> None:
-        self.policy = http_sf.ser([(r.text, {"q": r.count, "w": r.window}) for r in rates])
+        self.policy = http_sf.ser([_item(r.text, {"q": r.count, "w": r.window}) for r in rates])
         self._policy_pair = (POLICY, self.policy)
         self._limit_pairs = [(LIMIT, str(r.count)) for r in rates]
         self.policy_line = f"{POLICY}: {self.policy}\r\n"
@@ -90,7 +97,7 @@ class RateHeaders:
             for i, rate in enumerate(rates)
         ]
         for i, rate in enumerate(rates):  # the composition is the library's serialisation
-            expected = http_sf.ser([(rate.text, {"r": rate.count, "t": rate.window})])
+            expected = http_sf.ser([_item(rate.text, {"r": rate.count, "t": rate.window})])
             assert self.field(i, rate.count, rate.window) == expected, expected
 
     def field(self, which: int, remaining: int, reset: int) -> str:

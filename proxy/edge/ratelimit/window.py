@@ -128,7 +128,7 @@ def hit_one(state: list[float], w: float, limit: float, now: float) -> Outcome:
     return True, 0, left, (2.0 - f - target / curr) * w
 
 
-def until_at_most(prev: int, curr: int, f: float, w: int, target: int) -> float:
+def until_at_most(prev: float, curr: float, f: float, w: float, target: float) -> float:
     """Seconds until the estimate falls to `target` or below, if nothing more is admitted.
 
     Within the current window only the previous count decays; once the window rolls, the

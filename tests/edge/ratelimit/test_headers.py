@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http_sf
+from http_sf.types import ParamsType
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +21,8 @@ RATES = [parse_rate("5/minute"), parse_rate("20/hour"), parse_rate("10/30s")]
 def test_the_field_is_the_librarys_serialisation(which: int, remaining: int, reset: int) -> None:
     headers = RateHeaders(RATES)
     rate = RATES[which]
-    expected = http_sf.ser([(rate.text, {"r": remaining, "t": reset})])
+    params: ParamsType = {"r": remaining, "t": reset}
+    expected = http_sf.ser([(rate.text, params)])
     pairs = dict(headers.get(which, remaining, reset))
     assert pairs["RateLimit"] == expected
     assert http_sf.parse(expected.encode(), tltype="list") == [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.redis_servers import RedisCluster, RedisServer
 
 
 @pytest.fixture
-async def shared(redis_server: RedisServer):  # type: ignore[no-untyped-def]
+async def shared(redis_server: RedisServer) -> AsyncIterator[SharedRedis]:
     redis = SharedRedis(RedisSettings(url=redis_server.url, timeout=2))
     yield redis
     await redis.close()

@@ -14,7 +14,7 @@ from proxy.edge.ratelimit.window import hit, hit_one, new_state, until_at_most
 W = 60
 
 
-def one(limit: int, window: int = W) -> tuple[list[int], tuple[int], tuple[int]]:
+def one(limit: int, window: int = W) -> tuple[list[float], tuple[int], tuple[int]]:
     return new_state(1), (window,), (limit,)
 
 
