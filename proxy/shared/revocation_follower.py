@@ -19,7 +19,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, cast
 
 from redis.asyncio.cluster import RedisCluster
 
@@ -214,11 +215,18 @@ class RevocationFollower:
         offset = 0
         shared: dict[str, int] = {}  # what the set holds: member -> expiry ms
         while True:
-            page = await self._redis.run(
-                "revocation-sync",
-                lambda offset=offset: client.zrangebyscore(
-                    self._key, start, "+inf", start=offset, num=_PAGE, withscores=True
-                ),
+            read = partial(
+                client.zrangebyscore,
+                self._key,
+                start,
+                "+inf",
+                start=offset,
+                num=_PAGE,
+                withscores=True,
+            )
+            # withscores=True: (member, score) pairs, whatever redis-py's union says.
+            page = cast(
+                list[tuple[bytes | str, float]], await self._redis.run("revocation-sync", read)
             )
             for member, score in page:
                 text = member.decode("ascii", "replace") if isinstance(member, bytes) else member
@@ -247,10 +255,8 @@ class RevocationFollower:
             args: list[str | int] = [self._channel, self.settings.max_entries]
             for member, ms in missing[i : i + _PUSH]:
                 args += [member, ms]
-            written = await self._redis.run(
-                "revocation-write-back",
-                lambda args=args: self._push_script(keys=[self._key], args=args),
-            )
+            push = partial(self._push_script, keys=[self._key], args=args)
+            written = await self._redis.run("revocation-write-back", push)
             if written:
                 log.info("revocation list: wrote %d entries Redis did not have", written)
 

@@ -154,10 +154,10 @@ def _directives(value: str) -> Iterator[tuple[str, str | None]]:
     if '"' not in value:
         # Fast path: no quoted-strings, so commas only separate directives.
         for part in value.split(","):
-            name, sep, arg = part.partition("=")
+            name, sep, given = part.partition("=")
             name = name.strip().lower()
             if name:
-                yield name, (arg.strip() if sep else None)
+                yield name, (given.strip() if sep else None)
         return
 
     # Slow path: quoted-strings may contain commas and backslash escapes.

@@ -247,7 +247,7 @@ def encode(body: bytes, coding: str, level: int) -> bytes:
         return zlib.compress(body, level, wbits=16 + zlib.MAX_WBITS)
     if coding == "br":
         return brotli.compress(body, quality=level)
-    return _zstd.compress(body, level=level)  # type: ignore[union-attr]
+    return _zstd.compress(body, level=level)
 
 
 def stream_encoder(coding: str, level: int) -> Encoder:
@@ -256,4 +256,4 @@ def stream_encoder(coding: str, level: int) -> Encoder:
         return zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     if coding == "br":
         return _BrotliEncoder(level)
-    return _zstd.ZstdCompressor(level=level)  # type: ignore[union-attr,no-any-return]
+    return _zstd.ZstdCompressor(level=level)
