@@ -3,7 +3,7 @@
     python -m bench.entry_memory proxy --entries 100000    # prints one JSON line
     python -m bench.entry_memory dict --entries 100000
 
-`proxy` fills the real MemoryStore with Entry objects built as caching.py builds them
+`proxy` fills the real MemoryStore with Entry objects built as the cache stage builds them
 (forwarded upstream headers, cache keys from the route's key builder); `dict` is the
 yardstick: key -> (header bytes, body bytes, expiry). Both get fresh 2 KB bodies, header
 values and keys, as responses read from sockets would be. Real memory is tracemalloc's

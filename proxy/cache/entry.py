@@ -72,8 +72,8 @@ class Entry:
     # garbage collector to walk, and hits are written from prepared heads (prepared.py).
     head: str
     body: bytes
-    # Hits read these three (caching.HttpCache._judge). No request time: it only counts
-    # towards initial_age, once.
+    # Hits read these three (CacheStage._freshness in proxy/pipeline/cache_stage/stage.py).
+    # No request time: it only counts towards initial_age, once.
     response_time: float
     initial_age: float
     lifetime: float
@@ -91,9 +91,9 @@ class Entry:
     variants: Mapping[str, tuple[CIMultiDictProxy[str], bytes]] = field(
         default_factory=lambda: NO_VARIANTS
     )
-    # What hits through one route share, ready to send (proxy/respond/prepared.py): made on the
-    # first hit, never copied (a refreshed entry starts without one).
-    plan: Any = None
+    # What hits through one route share, ready to send (proxy/respond/prepared.py's
+    # PreparedForms): made on the first hit, never copied (a refreshed entry starts without).
+    prepared: Any = None
 
     @classmethod
     def build(

@@ -1,4 +1,5 @@
-"""The Cache-Status field (RFC 9211) this cache adds to every response, via http-sf.
+"""What the cache did for a response (`CacheOutcome`), and how it says so: X-Cache, the
+Cache-Status field (RFC 9211, via http-sf) and the metrics' and access log's label.
 
 Call sites describe the outcome as Structured Fields parameters ("hit",
 "fwd=miss; stored", "fwd=miss; detail=no-store"); http-sf parses them and serialises
@@ -9,6 +10,7 @@ header. Each distinct string is serialised once: a hit only appends its ttl.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Final
 
 import http_sf
@@ -37,3 +39,51 @@ def cache_status_ttl(params: str, ttl: float) -> str:
     if not -SF_INTEGER_MAX <= ttl <= SF_INTEGER_MAX:  # also NaN
         ttl = SF_INTEGER_MAX if ttl > 0 else -SF_INTEGER_MAX
     return f"{_ttl_prefix(params)}{int(ttl)}"
+
+
+# X-Cache's word -> the label the metrics and the access log count the response under.
+LABELS: Final = {
+    "HIT": "hit",
+    "STALE": "stale",
+    "MISS": "miss",
+    "REVALIDATED": "revalidated",
+    "BYPASS": "bypass",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CacheOutcome:
+    """What the cache did for one response, made once per distinct outcome (`of`) and read
+    by whoever needs it: the response's X-Cache and Cache-Status, the metrics and the log.
+    """
+
+    x_cache: str  # HIT, STALE, MISS, REVALIDATED or BYPASS
+    params: str  # the Cache-Status parameters, e.g. "fwd=miss; stored"
+    label: str  # the metrics' and access log's cache label: "hit", "miss", ...
+    status: str  # the serialised Cache-Status member, without a ttl
+    # "X-Cache: <x_cache>\r\nCache-Status: <status>;ttl=": a prepared hit adds the digits.
+    lines_to_ttl: str
+
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def of(x_cache: str, params: str) -> CacheOutcome:
+        status = cache_status(params)
+        return CacheOutcome(
+            x_cache,
+            params,
+            LABELS[x_cache],
+            status,
+            f"X-Cache: {x_cache}\r\nCache-Status: {status};ttl=",
+        )
+
+    def fields(self) -> dict[str, str]:
+        """X-Cache and Cache-Status (no ttl: for a response that is not a stored one)."""
+        return {"X-Cache": self.x_cache, "Cache-Status": self.status}
+
+    def status_with_ttl(self, ttl: float) -> str:
+        return cache_status_ttl(self.params, ttl)
+
+
+HIT: Final = CacheOutcome.of("HIT", "hit")
+MISS: Final = CacheOutcome.of("MISS", "fwd=miss")
+BYPASS: Final = CacheOutcome.of("BYPASS", "fwd=bypass")

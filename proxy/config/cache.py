@@ -108,7 +108,7 @@ class CacheSettings(Section):
     # instance sharing the Redis tier (a short lock in Redis, waiters woken by pub/sub).
     coalesce: Literal["local", "global"] = "local"
     # Start-up fetches and refresh-ahead (top level only): proxy/pipeline/url_warmer.py,
-    # proxy/pipeline/cache_stage.py.
+    # proxy/pipeline/cache_stage/refresh.py.
     warming: WarmingSettings | None = None
 
     @field_validator("tiers")

@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -33,6 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from proxy.adapters.prometheus_internals import ProcessValue, go_float, process_value_class
+from proxy.cache.status import LABELS
 from proxy.observe.stats_window import BOUNDS, BUCKETS, Totals
 
 # Set by the pipeline once a request is routed (aiohttp runs each request in a task of its
@@ -41,11 +43,12 @@ current_route: ContextVar[str] = ContextVar("cacheproxy_route")
 # Seconds until the upstream's response head arrived, for this request's access log line.
 upstream_seconds: ContextVar[float] = ContextVar("cacheproxy_upstream_seconds")
 
-UNROUTED = "unrouted"  # requests answered before a route was chosen (400, 403, 421)
-CACHE_RESULTS = ("hit", "stale", "miss", "revalidated", "bypass")
-CACHE_LABELS = (*CACHE_RESULTS, "none")  # none: the proxy answered without the cache stage
-X_CACHE = {"HIT": "hit", "STALE": "stale", "MISS": "miss", "REVALIDATED": "revalidated"}
-X_CACHE["BYPASS"] = "bypass"
+UNROUTED = "unrouted"  # requests responded to before a route was chosen (400, 403, 421)
+CACHE_RESULTS = tuple(LABELS.values())  # hit, stale, miss, revalidated, bypass
+CACHE_LABELS = (*CACHE_RESULTS, "none")  # none: the proxy responded without the cache stage
+# A response's cache label (CacheOutcome.label), set by whoever made it; a prepared response
+# carries its own (`cache_result`).
+CACHE_RESULT = web.ResponseKey("cache_result", str)
 _CACHED = frozenset({"hit", "stale"})
 _UNCACHED = frozenset({"miss", "revalidated", "bypass"})
 _LOOKUP_METHODS = frozenset({"GET", "HEAD"})

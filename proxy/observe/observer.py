@@ -1,6 +1,6 @@
-"""The request path's side of observability: what each answer costs to count.
+"""The request path's side of observability: what each response costs to count.
 
-`Observer.observe` is called by the proxy port once an answer has been sent (see
+`Observer.observe` is called by the proxy port once a response has been sent (see
 proxy/server/listener.py); it costs a few dictionary updates, plus a tuple appended to the
 access log's buffer when the line is logged. The upstream client and the rate-limit stage are
 handed `upstream_result` and `Meters.ratelimit_check` when they are built. Everything that
@@ -19,7 +19,13 @@ from aiohttp import web
 from multidict import istr
 
 from proxy.observe.logs import AccessLog
-from proxy.observe.metrics import UNROUTED, X_CACHE, RouteMeter, current_route, upstream_seconds
+from proxy.observe.metrics import (
+    CACHE_RESULT,
+    UNROUTED,
+    RouteMeter,
+    current_route,
+    upstream_seconds,
+)
 
 if TYPE_CHECKING:
     from proxy.config.logs import LogSettings
@@ -27,7 +33,6 @@ if TYPE_CHECKING:
     from proxy.observe.metrics import Meters
     from proxy.observe.sources import RouteFacts
 
-_X_CACHE = istr("X-Cache")
 _XFF = istr("X-Forwarded-For")
 _FORWARDED = istr("Forwarded")
 
@@ -43,7 +48,8 @@ class Observer:
         wall: Callable[[], float] = time.time,
     ) -> None:
         """`prepared`: the class of a hit's prepared response (proxy/respond/prepared.py),
-        which carries its cache label as `cache_result`: no header to parse back."""
+        which carries its cache label as `cache_result`; other responses carry theirs
+        under `CACHE_RESULT` (none: the cache stage did not make them)."""
         self.meters = meters
         self.access = (
             AccessLog(log_settings, stream or sys.stdout.buffer, trusted_proxies)
@@ -76,13 +82,13 @@ class Observer:
     def observe(
         self, request: web.BaseRequest, response: web.StreamResponse, seconds: float
     ) -> None:
-        """One answer sent on the proxy port, `seconds` after its request head arrived."""
+        """One response sent on the proxy port, `seconds` after its request head arrived."""
         route = current_route.get(UNROUTED)
         status = response.status
         if response.__class__ is self._prepared:
             cache = response.cache_result  # type: ignore[attr-defined]
         else:
-            cache = X_CACHE.get(response.headers.get(_X_CACHE), "none")  # type: ignore[arg-type]
+            cache = response.get(CACHE_RESULT, "none")
         method = request.method
         self.meters.response(route, method, status, cache, seconds)
         access = self.access

@@ -1,10 +1,10 @@
 """One request, start to finish: every stage in order, in one place.
 
-client -> target check -> route match -> CORS preflight (answered here)
-       -> revoked bearer token (401) -> rate limit (429; headers for every answer)
+client -> target check -> route match -> CORS preflight (responded to here)
+       -> revoked bearer token (401) -> rate limit (429; headers for every response)
        -> GET/HEAD on a caching route: cache (hit | coalesced fetch -> store)
        -> anything else: forward upstream -> invalidate on unsafe success
-       -> encode for the client + CORS headers (respond.py) -> respond
+       -> encode for the client + the cache's and the edge's fields (respond/) -> respond
 """
 
 from __future__ import annotations
@@ -17,22 +17,24 @@ from multidict import istr
 
 from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
+from proxy.cache.status import BYPASS, MISS
 from proxy.config.revocation import RevocationSettings
+from proxy.edge.fields import EdgeFields, unchecked
+from proxy.edge.ratelimit.limiter import UNCHECKED
 from proxy.edge.revocation import RevocationList
-from proxy.edge.route import RoutePolicy
 from proxy.http.errors import ClientBodyError, json_error
-from proxy.http.headers import ForwardingPolicy, request_fields
 from proxy.http.target import BadTarget, Target, parse_target
 from proxy.observe.metrics import current_route
-from proxy.pipeline.cache_stage import HttpCache, cache_headers
+from proxy.pipeline.cache_stage import CacheStage
 from proxy.pipeline.request_body import BodyCutShort, ClientBody, read_small
 from proxy.pipeline.routes import AmbiguousPath, RouteTable
+from proxy.pipeline.upstream_fetch import UpstreamFetch
 from proxy.pipeline.warming import Warming
+from proxy.respond.exchange import Exchange
 from proxy.respond.relay import interim_relay
 from proxy.respond.responder import Responder
 from proxy.shared.tier import PurgeResult, SharedTier
-from proxy.upstream.client import BACKGROUND, UpstreamClient, UpstreamError
-from proxy.upstream.http1 import UpstreamResponse
+from proxy.upstream.client import UpstreamClient, UpstreamError
 
 log = logging.getLogger("cacheproxy")
 
@@ -56,13 +58,14 @@ class Pipeline:
         metrics)."""
         self.revocations = revocations or RevocationList(RevocationSettings())
         self.ratelimit_checked = ratelimit_checked
-        self.use_routes(routes)
         self.upstream = upstream
+        self.fetch = UpstreamFetch(upstream, routes.trusted_proxies)
+        self.use_routes(routes)
         # The Redis tier shares each stored variant the responder makes.
         self.responder = Responder(store, shared.share_variants if shared is not None else None)
-        self.cache = HttpCache(
+        self.cache = CacheStage(
             store,
-            self.fetch_for_cache,
+            self.fetch,
             self.responder,
             shared,
             coalesce_wait=upstream.config.timeouts.read,
@@ -74,7 +77,7 @@ class Pipeline:
         the old table or the new one, never a mix; one in flight keeps the policy it matched."""
         self.routes = routes
         self.hosts = routes.hosts
-        self.trusted_proxies = routes.trusted_proxies
+        self.fetch.trusted_proxies = routes.trusted_proxies
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -115,29 +118,30 @@ class Pipeline:
         if self.revocations.any:
             refusal = self.revocations.check(fields)
             if refusal is not None:
-                return self.responder.own(request, route, refusal)
+                return self.responder.error(unchecked(route, fields), refusal)
         limiter = route.rate_limit
         if limiter is not None:
-            refusal = (
+            counts, refusal = (
                 limiter.check_local(request) if limiter.local else await limiter.check(request)
             )
             self.ratelimit_checked(route.name, refusal is None)
+            edge = EdgeFields(route, fields, counts)
             if refusal is not None:
-                return self.responder.own(request, route, refusal)
+                return self.responder.error(edge, refusal)
+        else:
+            edge = EdgeFields(route, fields, UNCHECKED)
         # A GET with a body (search APIs do this) is not keyed by its body: never cache it.
         cacheable = (
             route.cache is not None and method in ("GET", "HEAD") and not request.body_exists
         )
         try:
             if cacheable:
-                return await self.cache.serve(request, route, target)
-            resp = await self.forward(request, route, target)
+                return await self.cache.serve(request, route, target, edge)
+            resp = await self.forward(Exchange(request, route, edge), target)
         except UpstreamError as exc:
             log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.detail)
-            x_cache = ("MISS", "fwd=miss") if cacheable else ("BYPASS", "fwd=bypass")
-            headers = {**cache_headers(*x_cache), **exc.headers()}
-            error = json_error(exc.status, exc.code, exc.message, headers)
-            return self.responder.own(request, route, error)
+            error = json_error(exc.status, exc.code, exc.message, exc.headers())
+            return self.responder.error(edge, error, MISS if cacheable else BYPASS)
         if policy.is_unsafe_method(request.method):
             await self.invalidate(request, target, resp)
         return resp
@@ -159,38 +163,9 @@ class Pipeline:
             return None
         return await self.cache.purge("url", self.cache.url_key(route, path, query))
 
-    def _upstream_request(
-        self,
-        request: web.BaseRequest,
-        route: RoutePolicy,
-        target: Target,
-        forwarding: ForwardingPolicy,
-        validating: bool = False,
-    ) -> tuple[str, list[str]]:
-        """The upstream request target and header lines for `request` (see request_fields)."""
-        upstream = route.upstream
-        path_qs = target.path_and_query
-        if "#" in path_qs:  # not part of a request target (RFC 9112 §3.2): never forwarded
-            path_qs = path_qs.partition("#")[0]
-        peer = request.remote
-        headers = request.headers
-        fields = request_fields(
-            headers,
-            forwarding,
-            peer=peer,
-            peer_trusted=self.trusted_proxies.trusts(peer),
-            proto=request.scheme,
-            # Absolute-form: the Host header is not what the client asked for (§3.2.2).
-            client_host=headers.get("Host") if target.authority is None else None,
-            upstream_host=upstream.host_header,
-            validating=validating,
-        )
-        return upstream.base_path + path_qs, fields
-
-    async def forward(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target
-    ) -> web.StreamResponse:
+    async def forward(self, ex: Exchange, target: Target) -> web.StreamResponse:
         """Stream the request to the upstream and its response back, holding no large body."""
+        request, route = ex.request, ex.route
         body: bytes | ClientBody | None = None
         if request.body_exists:
             config = self.upstream.config
@@ -201,9 +176,9 @@ class Pipeline:
                 else:
                     body = ClientBody(request, config.timeouts.client_body)
             except BodyCutShort as exc:
-                return self._body_failed(request, route, 400, "bad_request", str(exc))
+                return self._body_failed(ex.edge, 400, "bad_request", str(exc))
         # Nothing forwarded here is stored, whatever the route.
-        path_qs, fields = self._upstream_request(request, route, target, route.forwarding)
+        path_qs, fields = self.fetch.request_head(request, route, target, route.forwarding)
         upstream = route.upstream
         try:
             up = await self.upstream.send(
@@ -219,49 +194,18 @@ class Pipeline:
             )
         except ClientBodyError as exc:
             if exc.timed_out:
-                return self._body_failed(request, route, 408, "request_timeout", str(exc))
-            return self._body_failed(request, route, 400, "bad_request", str(exc))
+                return self._body_failed(ex.edge, 408, "request_timeout", str(exc))
+            return self._body_failed(ex.edge, 400, "bad_request", str(exc))
         try:
-            return await self.responder.forward(request, route, up)
+            return await self.responder.forward(ex, up)
         finally:
             up.release()
 
     def _body_failed(
-        self, request: web.BaseRequest, route: RoutePolicy, status: int, code: str, message: str
+        self, edge: EdgeFields, status: int, code: str, message: str
     ) -> web.StreamResponse:
         """The client's body stalled or broke off: what is left of it cannot be told from a
-        next request, so the connection closes after this answer."""
+        next request, so the connection closes after this response."""
         error = json_error(status, code, message)
         error.force_close()
-        return self.responder.own(request, route, error)
-
-    async def fetch_for_cache(
-        self,
-        request: web.BaseRequest,
-        route: RoutePolicy,
-        target: Target,
-        validators: dict[str, str] | None,
-    ) -> UpstreamResponse:
-        """A bodyless upstream request on the cache's behalf; the caller releases it.
-
-        `validators` None: the client's request as it is (HEAD, Range). Otherwise a GET
-        whose client conditions are replaced by `validators` (the stored entry's, on a
-        revalidation; none on a miss, so the full response comes back to be stored).
-        """
-        assert route.cache is not None
-        query = route.cache.keys.strip_ignored(target.query)
-        if query is not target.query:  # what the key ignores must not reach the origin
-            target = target._replace(query=query)
-        validating = validators is not None
-        path_qs, fields = self._upstream_request(
-            request, route, target, route.cache_forwarding, validating
-        )
-        method = request.method
-        if validators is not None:
-            method = "GET"
-            fields += [f"{name}: {value}" for name, value in validators.items()]
-        interim = None if BACKGROUND.get() else interim_relay(request)
-        upstream = route.upstream
-        return await self.upstream.send(
-            method, upstream.origin, upstream.key, path_qs, fields, None, route.name, interim
-        )
+        return self.responder.error(edge, error)

@@ -22,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.edge.route import RoutePolicy
 from proxy.http.target import Target, parse_target
-from proxy.pipeline.cache_stage import HttpCache
+from proxy.pipeline.cache_stage import CacheStage
 from proxy.pipeline.routes import RouteTable
 from proxy.pipeline.warming import Warming, refresh_ahead_at
 from proxy.shared.breaker import State
@@ -66,7 +66,7 @@ class Warmer:
     def __init__(
         self,
         urls: tuple[str, ...],
-        cache: HttpCache,
+        cache: CacheStage,
         routes: RouteTable,
         upstream: UpstreamClient,
         clock: Callable[[], float] = time.monotonic,

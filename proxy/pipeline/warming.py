@@ -8,7 +8,7 @@
 - `refresh_ahead_at`: the age at which an entry is refreshed ahead of its expiry.
 
 No I/O and a clock passed in; the fetching lives in proxy/pipeline/url_warmer.py and
-proxy/pipeline/cache_stage.py, the `cache.warming` section in proxy/config/cache.py.
+proxy/pipeline/cache_stage/refresh.py, the `cache.warming` section in proxy/config/cache.py.
 """
 
 from __future__ import annotations

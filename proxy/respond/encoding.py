@@ -29,11 +29,11 @@ Variant = tuple[CIMultiDictProxy[str], bytes]
 
 
 @dataclass(frozen=True, slots=True)
-class Unstored:
+class DecodedStream:
     """A decoded body larger than an entry may be: sent as it is decoded, never kept."""
 
     headers: CIMultiDictProxy[str]
-    pieces: Iterator[bytes]  # decoded lazily, each at most about compression.PIECE bytes
+    pieces: Iterator[bytes]  # decoded lazily, each at most about codecs.PIECE bytes
 
 
 class BodyCoder(Protocol):
@@ -79,7 +79,7 @@ def _encoding(headers: Headers) -> str:
     return "" if coding == "identity" else coding
 
 
-def plan_stream(
+def stream_coding(
     policy: CompressionPolicy,
     accept_encoding: str | None,
     status: int,
@@ -120,11 +120,11 @@ def variant_for(
 
 def make_variant(
     policy: CompressionPolicy, headers: Headers, body: bytes, key: str, max_size: int
-) -> Variant | Unstored:
+) -> Variant | DecodedStream:
     """The bytes and headers of one variant; made once per stored entry, then reused.
 
     A decoded variant is only made while it fits *max_size* (the route's `max_entry_size`):
-    past that, decoding stops and the rest comes as `Unstored`, to stream to this client.
+    past that, decoding stops and the rest comes as a `DecodedStream`, to stream to this client.
     """
     if key == AS_STORED:
         out = CIMultiDict(headers)
@@ -140,7 +140,7 @@ def make_variant(
                 size += len(piece)
                 if size > max_size:
                     streamed = transformed_headers(headers, DECODED, None)
-                    return Unstored(CIMultiDictProxy(streamed), _replay(kept, pieces))
+                    return DecodedStream(CIMultiDictProxy(streamed), _replay(kept, pieces))
         except CodingError:
             return make_variant(policy, headers, body, AS_STORED, max_size)
         body = b"".join(kept)

@@ -1,14 +1,14 @@
-"""The head of an answer, made in one pass over the fields it is made from.
+"""The head of a response, made in one pass over the fields it is made from.
 
 A response would otherwise be copied into a header multidict and changed in place by
 one stage after another: hop-by-hop fields out, Via and the cache lines in
 (`forward_response_headers`), the encoding stage's Vary, CORS's `apply` and the rate
-limit's `apply`, before aiohttp writes it all out again. Here the same answer is written
-as its lines go by:
+limit's `apply`, before aiohttp writes it all out again. Here the same response is
+written as its lines go by:
 
 - `forwarded_head`: an upstream response on its way through, never stored; only the
-  common case (see there), the general path answers the rest;
-- `stored_head`: the constant part of the answers from one stored form of an entry,
+  common case (see there), the general path sends the rest;
+- `stored_head`: the constant part of the responses from one stored form of an entry,
   which `Responder` completes with the lines of each request.
 
 Both must say what the general path says (tests/respond/test_head.py).
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 _FORWARD_DROP = HOP_BY_HOP | {"content-length", "x-cache", "cache-status", "vary", "via"}
 _LIMITS = frozenset(name.lower() for name in (*COUNT_HEADERS, POLICY))
 _FORWARD_DROP_LIMITED = _FORWARD_DROP | _LIMITS
-# Stored fields were forwarded ones (Via and all); each answer sets Age and the rest.
+# Stored fields were forwarded ones (Via and all); each response sets Age and the rest.
 _STORED_DROP = frozenset({"content-length", "x-cache", "cache-status", "age", "vary"})
 _STORED_DROP_LIMITED = _STORED_DROP | _LIMITS
 _CONNECTION, _ENCODING = istr("Connection"), istr("Content-Encoding")
@@ -54,14 +54,18 @@ def forwarded_head(
     request_headers: Headers,
     length: int,
     cache_lines: str,
+    edge_lines: str | None,
 ) -> tuple[bytes, bool] | None:
-    """` <status> <reason>` and the header lines of the answer to a GET whose upstream
+    """` <status> <reason>` and the header lines of the response to a GET whose upstream
     response (`status`, `reason`, `fields`) has a body of `length` bytes, sent as it is;
-    and whether it has its own Date. `cache_lines`: the X-Cache and Cache-Status lines.
+    and whether it has its own Date. `cache_lines`: the X-Cache and Cache-Status lines;
+    `edge_lines`: the request's CORS and rate-limit lines (EdgeFields.lines).
 
-    None: not made here. The answer needs its body (de)compressed, the upstream lists
-    fields in Connection, or the rate-limit stage has not run.
+    None: not made here. The response needs its body (de)compressed, the upstream lists
+    fields in Connection, or the rate-limit stage has not run (`edge_lines` None).
     """
+    if edge_lines is None:
+        return None
     if _CONNECTION in fields:
         return None
     vary_encoding = False
@@ -77,17 +81,14 @@ def forwarded_head(
             if compression.negotiate(accept) is not None:
                 return None  # to be encoded
             vary_encoding = True
-    limits = "" if route.rate_limit is None else route.rate_limit.lines()
-    if limits is None:
-        return None
     cors = route.cors
     head = [f" {status} {reason}\r\n"]
     drop = _FORWARD_DROP if route.rate_limit is None else _FORWARD_DROP_LIMITED
     _fields(head, fields, drop, cors, vary_encoding, via=True)
     head.append(cache_lines)
     if cors is not None:
-        head.append(cors.answer_lines(request_headers))
-    head.append(limits)
+        head.append(cors.static_lines)
+    head.append(edge_lines)
     length_lines(head, fields, length)
     return "".join(head).encode("utf-8", "surrogateescape"), _DATE in fields
 
@@ -100,7 +101,7 @@ def stored_head(
     length: int,
     vary_encoding: bool,
 ) -> tuple[bytes, bool]:
-    """The constant part of every answer with these stored `fields` and a body of
+    """The constant part of every response with these stored `fields` and a body of
     `length` bytes through `route`: what from_entry's Response would send, less the
     lines of each request (`Age`, the cache lines, the CORS lines of an allowed Origin,
     the rate-limit lines, Date and Connection). `vary_encoding`: add Accept-Encoding to
@@ -144,11 +145,12 @@ def _fields(
         lines.append(f"Via: {', '.join(hops)}\r\n")
     varies_by_origin = cors is not None and cors.varies
     if vary_encoding or varies_by_origin:
+        added: tuple[str, ...]
         if not varies_by_origin:
             added = _VARY_ACCEPT_ENCODING
         else:
             added = _VARY_BOTH if vary_encoding else _VARY_ORIGIN
-        if not vary:  # the origin's answer does not vary: most of them
+        if not vary:  # the origin's response does not vary: most of them
             vary = [f"Vary: {', '.join(added)}\r\n"]
         else:
             values = [line[line.index(":") + 2 : -2] for line in vary]
@@ -163,7 +165,7 @@ def checked_lines(lines: list[str]) -> str:
     """`lines`, each one line ending in CRLF, joined; ValueError when one holds another."""
     text = "".join(lines)
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        # The last line of defence against a field that would split the answer, as
+        # The last line of defence against a field that would split the response, as
         # aiohttp's own serialiser has (the parser lets no such field through).
         raise ValueError("a response field holds CR or LF")
     return text

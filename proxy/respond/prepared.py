@@ -4,16 +4,16 @@ Every hit on one stored form of an entry (its own bytes, or one encoded variant)
 one route sends the same status line, headers and body, except for a few lines that
 depend on the request: Age, X-Cache and Cache-Status, CORS for its Origin, its rate-limit
 counts, and the Date and Connection lines aiohttp would add. The rest is serialised once,
-on the form's first hit, and kept with the entry (`Entry.plan`):
+on the form's first hit, and kept with the entry (`Entry.prepared`, a `PreparedForms`):
 
 - a 304 from the origin makes a new Entry (`Entry.refreshed`), a purge drops the entry:
-  neither can be answered from a head made from older headers;
-- a reload makes new route policies, and a plan is only used for the route it was made
-  for (a plan for another route is replaced).
+  neither can be served from a head made from older headers;
+- a reload makes new route policies, and prepared forms are only used for the route they
+  were made for (those of another route are replaced).
 
 `PreparedResponse` then writes head, request lines and body in one `transport.write`,
 keeping what aiohttp's own Response keeps: keep-alive (`Connection` for HTTP/1.0 and for
-a closing HTTP/1.1 answer), no body for HEAD, the writer's byte counts.
+a closing HTTP/1.1 response), no body for HEAD, the writer's byte counts.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from multidict import CIMultiDict, istr
 
 from proxy.adapters.aiohttp_internals import http_date
 from proxy.cache.policy import Headers
-from proxy.cache.status import cache_status
 from proxy.edge.compression.negotiate import is_acceptable
 from proxy.respond.encoding import AS_STORED, DECODED
 from proxy.respond.head import checked_lines, length_lines, stored_head
@@ -35,17 +34,17 @@ if TYPE_CHECKING:
     from proxy.cache.entry import Entry
     from proxy.edge.route import RoutePolicy
 
-# Statuses whose answers carry no body whatever the method: left to aiohttp's Response.
+# Statuses whose responses carry no body whatever the method: left to aiohttp's Response.
 NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))
 # A body past this is written apart from its head rather than copied into one buffer.
 _JOIN_BELOW = 64 * 1024
 _UNSET = object()
-_CHOSEN_MAX = 16  # Accept-Encoding values remembered per plan (browsers, curl, SDKs...)
-# What a head costs beyond its bytes (objects, the plan's slot), for cache.max_memory.
+_CHOSEN_MAX = 16  # Accept-Encoding values remembered per entry (browsers, curl, SDKs...)
+# What a head costs beyond its bytes (objects, its slot in `heads`), for cache.max_memory.
 HEAD_OVERHEAD = 200
 
 
-class Head:
+class PreparedHead:
     """One stored form of an entry, ready to send for one route."""
 
     __slots__ = ("body", "dated", "static")
@@ -56,7 +55,7 @@ class Head:
         self.dated = dated  # the stored headers have a Date: no Date line of our own
 
 
-class Plan:
+class PreparedForms:
     """What an entry's hits through one route have in common: the variant decision's
     inputs and the heads made so far, by variant key (None: the stored form)."""
 
@@ -64,7 +63,7 @@ class Plan:
 
     def __init__(self, route: RoutePolicy, entry: Entry) -> None:
         self.route = route
-        self.heads: dict[str | None, Head] = {}
+        self.heads: dict[str | None, PreparedHead] = {}
         self._chosen: dict[str | None, str | None] = {}  # Accept-Encoding -> variant key
         self.coding = ""
         self.compressible = False
@@ -78,7 +77,7 @@ class Plan:
                 )
 
     def variant(self, accept_encoding: str | None) -> str | None:
-        """encoding.variant_for, with the entry's part decided once and the answer for
+        """encoding.variant_for, with the entry's part decided once and the choice for
         the few Accept-Encoding values clients send remembered."""
         key = self._chosen.get(accept_encoding, _UNSET)
         if key is _UNSET:
@@ -105,11 +104,11 @@ def make_head(
     headers: Headers,
     body: bytes,
     vary_encoding: bool = False,
-) -> Head:
-    """The constant part of every answer from this form: what from_entry's Response
-    would send with the per-request lines left out (see `Responder`'s `_send_head`)."""
+) -> PreparedHead:
+    """The constant part of every response from this form: what from_entry's Response
+    would send with the per-request lines left out (see `Responder`'s `_with_request_lines`)."""
     static, dated = stored_head(route, status, reason, headers, len(body), vary_encoding)
-    return Head(static, body, dated)
+    return PreparedHead(static, body, dated)
 
 
 def serialise(status: int, reason: str, headers: Headers, length: int) -> bytes:
@@ -133,22 +132,10 @@ def relayed(
 
 
 _DATE = istr("Date")
-_STATUS_LINES: dict[tuple[str, str], str] = {}
-
-
-def status_lines(x_cache: str, params: str) -> str:
-    """`X-Cache: <x_cache>\\r\\nCache-Status: <member>;ttl=`, the ttl's digits to follow."""
-    key = (x_cache, params)
-    lines = _STATUS_LINES.get(key)
-    if lines is None:  # the callers pass a handful of constant pairs
-        lines = _STATUS_LINES[key] = (
-            f"X-Cache: {x_cache}\r\nCache-Status: {cache_status(params)};ttl="
-        )
-    return lines
 
 
 def date_line() -> str:
-    """The Date line aiohttp adds to an answer without one (its clock, cached per second)."""
+    """The Date line aiohttp adds to a response without one (its clock, cached per second)."""
     return f"Date: {http_date()}\r\n"
 
 
@@ -184,7 +171,7 @@ class PreparedResponse(web.StreamResponse):
         self._tail = tail
         self._prepared_body = body
         self.cache_result = cache  # the metrics' cache label ("hit", "stale", ...)
-        self.keep_alive: bool | None = None  # type: ignore[misc]  # None: as the request asks
+        self.keep_alive: bool | None = None  # None: as the request asks
         self.body_length = 0  # type: ignore[misc]
         self._sent = False
 
@@ -196,7 +183,7 @@ class PreparedResponse(web.StreamResponse):
         self.keep_alive = False
 
     @property
-    def headers(self) -> CIMultiDict[str]:  # type: ignore[override]
+    def headers(self) -> CIMultiDict[str]:
         out: CIMultiDict[str] = CIMultiDict()
         text = self._static.decode("utf-8", "surrogateescape") + self._tail
         for line in text.split("\r\n")[1:]:
@@ -208,7 +195,7 @@ class PreparedResponse(web.StreamResponse):
     def __repr__(self) -> str:
         return f"<PreparedResponse {self.status} {self.reason} {self.cache_result}>"
 
-    async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
+    async def prepare(self, request: web.BaseRequest) -> None:
         if self._sent:
             return
         keep_alive = self.keep_alive
@@ -239,7 +226,7 @@ class PreparedResponse(web.StreamResponse):
         writer.buffer_size += size
         writer.output_size += size
         self._sent = True
-        self.body_length = size
+        self.body_length = size  # type: ignore[misc]  # a slot here: read-only in the base
         if request.protocol.writing_paused:  # the client is not reading: wait, as write_eof does
             await writer.drain()
 

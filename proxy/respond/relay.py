@@ -9,12 +9,12 @@ from http import HTTPStatus
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
-from multidict import CIMultiDict, istr
+from multidict import CIMultiDict
 
 from proxy.edge.compression.codecs import CodingError
 from proxy.http.errors import json_error
 from proxy.http.headers import forward_response_headers
-from proxy.observe.metrics import X_CACHE
+from proxy.observe.metrics import CACHE_RESULT
 from proxy.respond.encoding import BodyCoder
 from proxy.respond.prepared import relayed
 from proxy.upstream.http1 import ExchangeError, Interim, UpstreamResponse
@@ -27,17 +27,18 @@ NO_BODY_STATUS = frozenset({204, 304})
 SMALL_BODY = 64 * 1024
 # What aiohttp sends for a response without a reason phrase of its own.
 PHRASES = {s.value: s.phrase for s in HTTPStatus}
-_X_CACHE = istr("X-Cache")
 
 
 async def relay(
     request: web.BaseRequest,
     up: UpstreamResponse,
     headers: CIMultiDict[str],
+    cache: str,
     prefix: bytes = b"",
     coder: BodyCoder | None = None,
 ) -> web.StreamResponse:
-    """Answer with `up`'s status and body under `headers`; `prefix` was already read.
+    """Respond with `up`'s status and body under `headers`; `prefix` was already read.
+    `cache`: the response's cache label (CacheOutcome.label).
 
     `coder` (de)compresses the body on the way; `headers` must already say so. What a
     decoder makes is written a bounded piece at a time, each write awaited: a body that
@@ -46,6 +47,7 @@ async def relay(
     reason = up.reason or None
     if request.method == "HEAD" or up.status in NO_BODY_STATUS:
         resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
+        resp[CACHE_RESULT] = cache
         await resp.prepare(request)
         return resp
     length = up.content_length
@@ -61,9 +63,9 @@ async def relay(
         if body is None:
             return json_error(502, "upstream_unavailable", "upstream closed mid-response")
         headers.popall(hdrs.CONTENT_LENGTH, None)  # the body's own comes with the head
-        cache = X_CACHE.get(headers.get(_X_CACHE), "none")  # type: ignore[arg-type]
         return relayed(up.status, reason or PHRASES.get(up.status, ""), headers, body, cache)
     resp = web.StreamResponse(status=up.status, reason=reason, headers=headers)
+    resp[CACHE_RESULT] = cache
     await resp.prepare(request)
     try:
         if prefix and not await send_pieces(resp, coder.feed(prefix) if coder else (prefix,)):
@@ -96,7 +98,7 @@ async def read_whole(
 
 def interim_relay(request: web.BaseRequest) -> Interim | None:
     """Where the upstream's 1xx responses (103 Early Hints, say) go: to this client, ahead of
-    its final answer (RFC 9110 §15.2), never to an HTTP/1.0 one.
+    its final response (RFC 9110 §15.2), never to an HTTP/1.0 one.
 
     Written straight to the transport, and only while nothing else has been written for this
     request: a background refresh's fetch must not write into a finished exchange.

@@ -1,4 +1,5 @@
-"""The pipeline's last stages: encode for the client, add CORS headers, send."""
+"""The pipeline's last stages: encode for the client, add the cache's and the edge's
+fields (CORS, rate limits), send."""
 
 from __future__ import annotations
 
@@ -13,33 +14,34 @@ from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import Headers
-from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
+from proxy.cache.status import BYPASS, SF_INTEGER_MAX, CacheOutcome
 from proxy.edge.compression.codecs import CodingError
 from proxy.edge.compression.headers import vary_accept_encoding
+from proxy.edge.fields import EdgeFields
 from proxy.edge.route import RoutePolicy
 from proxy.http import ranges
 from proxy.http.errors import json_error
 from proxy.http.headers import forward_response_headers
-from proxy.observe.metrics import X_CACHE
+from proxy.observe.metrics import CACHE_RESULT
 from proxy.respond.encoding import (
     AS_STORED,
     DECODED,
-    Unstored,
+    DecodedStream,
     Variant,
     make_variant,
-    plan_stream,
+    stream_coding,
     variant_for,
 )
+from proxy.respond.exchange import Exchange
 from proxy.respond.head import forwarded_head
 from proxy.respond.prepared import (
     HEAD_OVERHEAD,
     NO_BODY,
-    Head,
-    Plan,
+    PreparedForms,
+    PreparedHead,
     PreparedResponse,
     date_line,
     make_head,
-    status_lines,
 )
 from proxy.respond.relay import (
     NO_BODY_STATUS,
@@ -58,9 +60,8 @@ log = logging.getLogger("cacheproxy")
 _NOT_MODIFIED = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified", "via"}
 )
-# What a forwarded (never stored) answer says of the cache.
-_BYPASS = {"X-Cache": "BYPASS", "Cache-Status": cache_status("fwd=bypass")}
-_BYPASS_LINES = "".join(f"{name}: {value}\r\n" for name, value in _BYPASS.items())
+# What a forwarded (never stored) response says of the cache, as lines.
+_BYPASS_LINES = "".join(f"{name}: {value}\r\n" for name, value in BYPASS.fields().items())
 # Compressing more than this runs in a thread, so one big body cannot stall every client.
 # Decoding always does: its cost is in what comes out, unknown until it has.
 _INLINE_ENCODE = 128 * 1024
@@ -74,11 +75,10 @@ class Responder:
         self.variant_made = variant_made
         self.store = store
 
-    async def forward(
-        self, request: web.BaseRequest, route: RoutePolicy, up: UpstreamResponse
-    ) -> web.StreamResponse:
+    async def forward(self, ex: Exchange, up: UpstreamResponse) -> web.StreamResponse:
         """An upstream response to a request that is not cached: a small body goes out
         with its head in one write, made as the upstream's fields go by (forwarded_head)."""
+        request, route = ex.request, ex.route
         length = up.content_length
         if (
             length is not None
@@ -88,7 +88,14 @@ class Responder:
         ):
             reason = up.reason or PHRASES.get(up.status, "")
             made = forwarded_head(
-                route, up.status, reason, up.headers, request.headers, length, _BYPASS_LINES
+                route,
+                up.status,
+                reason,
+                up.headers,
+                request.headers,
+                length,
+                _BYPASS_LINES,
+                ex.edge.lines,
             )
             if made is not None:
                 body = await read_whole(request, up)
@@ -96,47 +103,43 @@ class Responder:
                     return json_error(502, "upstream_unavailable", "upstream closed mid-response")
                 static, dated = made
                 tail = "" if dated else date_line()
-                return PreparedResponse(up.status, reason, static, tail, body, "bypass")
-        headers = forward_response_headers(up.headers)
-        headers.update(_BYPASS)
-        return await self.relay(request, route, up, headers)
+                return PreparedResponse(up.status, reason, static, tail, body, BYPASS.label)
+        return await self.relay(ex, up, forward_response_headers(up.headers), BYPASS)
 
     async def relay(
         self,
-        request: web.BaseRequest,
-        route: RoutePolicy,
+        ex: Exchange,
         up: UpstreamResponse,
         headers: CIMultiDict[str],
+        outcome: CacheOutcome,
         prefix: bytes = b"",
     ) -> web.StreamResponse:
-        """An upstream response on its way through, (de)compressed as it streams."""
+        """An upstream response on its way through, (de)compressed as it streams.
+        `headers`: `up`'s as forwarded, to which this adds the rest."""
+        request, route = ex.request, ex.route
+        headers.update(outcome.fields())
         coder = None
         if (
             route.compression is not None
             and request.method != "HEAD"
             and up.status not in NO_BODY_STATUS
         ):
-            headers, coder = plan_stream(
+            headers, coder = stream_coding(
                 route.compression,
                 request.headers.get("Accept-Encoding"),
                 up.status,
                 headers,
                 up.content_length,
             )
-        if route.cors is not None:
-            route.cors.apply(request.headers, headers)
-        if route.rate_limit is not None:
-            route.rate_limit.apply(request, headers)
-        return await relay(request, up, headers, prefix, coder)
+        ex.edge.apply(headers)
+        return await relay(request, up, headers, outcome.label, prefix, coder)
 
     async def from_entry(
         self,
-        request: web.BaseRequest,
-        route: RoutePolicy,
+        ex: Exchange,
         entry: Entry,
         age: float,
-        x_cache: str,
-        status: str,
+        outcome: CacheOutcome,
         fields: Headers | None = None,
     ) -> web.StreamResponse:
         """A stored response: its bytes (or a stored encoded variant) plus three headers.
@@ -146,20 +149,21 @@ class Responder:
         Hits on a hot entry's whole body go out as prepared bytes (`prepared`): the
         first one makes the head of its form here.
         """
+        request, route = ex.request, ex.route
         h = request.headers
         if (
-            (x_cache == "HIT" or entry.plan is not None)
+            (outcome.x_cache == "HIT" or entry.prepared is not None)
             and entry.status not in NO_BODY
             and "If-None-Match" not in h
             and "If-Modified-Since" not in h
             and "Range" not in h
             and await self._make_head(request, route, entry)
         ):
-            prepared = self.prepared(request, route, entry, age, x_cache, status)
+            prepared = self.prepared(ex, entry, age, outcome)
             if prepared is not None:
                 return prepared
         headers, body = entry.headers if fields is None else fields, entry.body
-        unstored: Unstored | None = None
+        streamed: DecodedStream | None = None
         vary_encoding = False  # the stored form, to be sent with Accept-Encoding in Vary
         if route.compression is not None:
             key = variant_for(
@@ -176,21 +180,21 @@ class Responder:
                 vary_encoding = True
             elif key is not None:
                 made = entry.variants.get(key) or await self._make_variant(route, entry, key)
-                if isinstance(made, Unstored):
-                    unstored, headers = made, made.headers
+                if isinstance(made, DecodedStream):
+                    streamed, headers = made, made.headers
                 else:
                     headers, body = made
         conditional = "If-None-Match" in h or "If-Modified-Since" in h
         if (
-            unstored is None
+            streamed is None
             and entry.status not in NO_BODY
             and not conditional
             and "Range" not in h
         ):
-            # The head is not kept on the entry: most entries answered here (misses) are
+            # The head is not kept on the entry: most entries served here (misses) are
             # never asked for again, and a hit makes the head it keeps.
             head = make_head(route, entry.status, entry.reason, headers, body, vary_encoding)
-            prepared = _send_head(request, route, entry, head, age, x_cache, status)
+            prepared = _with_request_lines(ex.edge, entry, head, age, outcome)
             if prepared is not None:
                 return prepared
         if vary_encoding:
@@ -198,12 +202,12 @@ class Responder:
             vary_accept_encoding(headers)
         resp: web.StreamResponse
         if conditional and entry.status == 200 and policy.not_modified_for_client(h, headers):
-            unstored = None
+            streamed = None
             resp = web.Response(
                 status=304,
                 headers=[(k, v) for k, v in headers.items() if k.lower() in _NOT_MODIFIED],
             )
-        elif unstored is not None:
+        elif streamed is not None:
             resp = web.StreamResponse(status=entry.status, reason=entry.reason, headers=headers)
         elif "Range" in h and entry.status == 200 and body is entry.body:
             # Only the stored bytes are cut: ranges of our own encodings would differ
@@ -215,76 +219,72 @@ class Responder:
             )
         out = resp.headers
         out["Age"] = str(int(age))
-        out["X-Cache"] = x_cache
-        out["Cache-Status"] = cache_status_ttl(status, entry.lifetime - age)
-        if route.cors is not None:
-            route.cors.apply(h, out)
-        if route.rate_limit is not None:
-            route.rate_limit.apply(request, out)
-        if unstored is not None:
-            await self._stream(request, resp, unstored)
+        out["X-Cache"] = outcome.x_cache
+        out["Cache-Status"] = outcome.status_with_ttl(entry.lifetime - age)
+        resp[CACHE_RESULT] = outcome.label
+        ex.edge.apply(out)
+        if streamed is not None:
+            await self._stream(request, resp, streamed)
         return resp
 
     def prepared(
-        self,
-        request: web.BaseRequest,
-        route: RoutePolicy,
-        entry: Entry,
-        age: float,
-        x_cache: str,
-        status: str,
+        self, ex: Exchange, entry: Entry, age: float, outcome: CacheOutcome
     ) -> PreparedResponse | None:
-        """`from_entry`'s answer as prepared bytes: the head of the client's form plus the
-        lines of this request. Synchronous, for the hit path to call before it awaits
+        """`from_entry`'s response as prepared bytes: the head of the client's form plus
+        the lines of this request. Synchronous, for the hit path to call before it awaits
         anything. None: not on this path (the form has no head yet, the request has
         conditions or a range, the rate-limit stage did not run): ask `from_entry`."""
-        plan = entry.plan
-        if plan is None or plan.route is not route:
+        forms = entry.prepared
+        if forms is None or forms.route is not ex.route:
             return None
-        h = request.headers
+        h = ex.request.headers
         if hdrs.IF_NONE_MATCH in h or hdrs.IF_MODIFIED_SINCE in h or hdrs.RANGE in h:
             return None
-        head = plan.heads.get(plan.variant(h.get(hdrs.ACCEPT_ENCODING)))
+        head = forms.heads.get(forms.variant(h.get(hdrs.ACCEPT_ENCODING)))
         if head is None:
             return None
-        return _send_head(request, route, entry, head, age, x_cache, status)
+        return _with_request_lines(ex.edge, entry, head, age, outcome)
 
     async def _make_head(self, request: web.BaseRequest, route: RoutePolicy, entry: Entry) -> bool:
-        """Make sure the form this client gets has its head (and the entry a plan for this
-        route); False: it cannot have one (a decoded variant too large to store)."""
-        plan = entry.plan
-        if plan is None or plan.route is not route:
-            plan = entry.plan = Plan(route, entry)
-        key = plan.variant(request.headers.get("Accept-Encoding"))
-        if key in plan.heads:
+        """Make sure the form this client gets has its head (and the entry prepared forms
+        for this route); False: it cannot have one (a decoded variant too large to store)."""
+        forms = entry.prepared
+        if forms is None or forms.route is not route:
+            forms = entry.prepared = PreparedForms(route, entry)
+        key = forms.variant(request.headers.get("Accept-Encoding"))
+        if key in forms.heads:
             return True
         headers, body = entry.headers, entry.body
         if key is not None and key != AS_STORED:
             made = entry.variants.get(key) or await self._make_variant(route, entry, key)
-            if isinstance(made, Unstored):
+            if isinstance(made, DecodedStream):
                 return False
             headers, body = made
         as_stored = key == AS_STORED
         head = make_head(route, entry.status, entry.reason, headers, body, as_stored)
-        plan.heads[key] = head
+        forms.heads[key] = head
         self.store.grew(entry, len(head.static) + HEAD_OVERHEAD)
         return True
 
-    async def _make_variant(self, route: RoutePolicy, entry: Entry, key: str) -> Variant | Unstored:
+    async def _make_variant(
+        self, route: RoutePolicy, entry: Entry, key: str
+    ) -> Variant | DecodedStream:
         assert route.compression is not None and route.cache is not None
         args = (route.compression, entry.headers, entry.body, key, route.cache.max_entry_size)
         if key == DECODED or len(entry.body) > _INLINE_ENCODE:
             variant = await asyncio.to_thread(make_variant, *args)
         else:
             variant = make_variant(*args)
-        if not isinstance(variant, Unstored):
+        if not isinstance(variant, DecodedStream):
             self.store.add_variant(entry, key, variant)
             if self.variant_made is not None and route.cache.shared:
                 self.variant_made(entry)
         return variant
 
     @staticmethod
-    async def _stream(request: web.BaseRequest, resp: web.StreamResponse, body: Unstored) -> None:
+    async def _stream(
+        request: web.BaseRequest, resp: web.StreamResponse, body: DecodedStream
+    ) -> None:
         """Send a decoded body as it is decoded, from the stored bytes: bounded memory."""
         await resp.prepare(request)
         if request.method == "HEAD":
@@ -296,39 +296,34 @@ class Responder:
             log.warning("stored body of %s does not decode: %s", request.path, exc)
             cut(request, resp)
 
-    def own(self, request: web.BaseRequest, route: RoutePolicy, resp: web.Response) -> web.Response:
-        """An answer of the proxy's own (an error): browsers must be able to read it too."""
-        if route.cors is not None:
-            route.cors.apply(request.headers, resp.headers)
-        if route.rate_limit is not None:
-            route.rate_limit.apply(request, resp.headers)
+    @staticmethod
+    def error(
+        edge: EdgeFields, resp: web.Response, outcome: CacheOutcome | None = None
+    ) -> web.Response:
+        """A response the proxy makes itself (an error): browsers must be able to read it
+        too. `outcome`: what the cache did, when the request got as far as the cache."""
+        if outcome is not None:
+            resp.headers.update(outcome.fields())
+            resp[CACHE_RESULT] = outcome.label
+        edge.apply(resp.headers)
         return resp
 
 
-def _send_head(
-    request: web.BaseRequest,
-    route: RoutePolicy,
-    entry: Entry,
-    head: Head,
-    age: float,
-    x_cache: str,
-    status: str,
+def _with_request_lines(
+    edge: EdgeFields, entry: Entry, head: PreparedHead, age: float, outcome: CacheOutcome
 ) -> PreparedResponse | None:
     """`head` with this request's lines; None: the rate-limit stage did not run."""
-    limits = "" if route.rate_limit is None else route.rate_limit.lines()
-    if limits is None:
+    lines = edge.lines
+    if lines is None:
         return None
-    cors = route.cors.allow_lines(request.headers) if route.cors is not None else ""
     ttl = entry.lifetime - age
     if not -SF_INTEGER_MAX <= ttl <= SF_INTEGER_MAX:  # as cache_status_ttl (NaN too)
         ttl = SF_INTEGER_MAX if ttl > 0 else -SF_INTEGER_MAX
     tail = (
-        f"Age: {int(age)}\r\n{status_lines(x_cache, status)}{int(ttl)}\r\n"
-        f"{'' if head.dated else date_line()}{cors}{limits}"
+        f"Age: {int(age)}\r\n{outcome.lines_to_ttl}{int(ttl)}\r\n"
+        f"{'' if head.dated else date_line()}{lines}"
     )
-    return PreparedResponse(
-        entry.status, entry.reason, head.static, tail, head.body, X_CACHE[x_cache]
-    )
+    return PreparedResponse(entry.status, entry.reason, head.static, tail, head.body, outcome.label)
 
 
 def _ranged(request_headers: Headers, headers: Headers, body: bytes, reason: str) -> web.Response:

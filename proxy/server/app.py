@@ -205,7 +205,7 @@ class ProxyServer:
             self.observer.observe,
             listen.max_connections_per_client,
             ClientKeys(top_limit.ipv6_prefix if top_limit is not None else 64),
-            lambda peer: self.pipeline.trusted_proxies.trusts(peer),
+            lambda peer: self.pipeline.routes.trusted_proxies.trusts(peer),
         )
         # The runner calls listener.shutdown(grace) once the port stops accepting.
         proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)

@@ -11,7 +11,15 @@ from http_sf.types import ParamsType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
+from proxy.cache.status import (
+    BYPASS,
+    HIT,
+    MISS,
+    SF_INTEGER_MAX,
+    CacheOutcome,
+    cache_status,
+    cache_status_ttl,
+)
 
 # Every outcome the cache reports, and the parameters it means, built by hand.
 STATUSES: list[tuple[str, ParamsType]] = [
@@ -105,3 +113,37 @@ def test_ttl_is_whole_seconds_within_sf_integer_range(ttl: float, expected: int)
 def test_malformed_parameters_fail_loudly(params: str) -> None:
     with pytest.raises(http_sf.StructuredFieldError):
         cache_status(params)
+
+
+# --- CacheOutcome: one value read by the headers, the metrics and the log ----------------
+
+
+def test_every_outcome_the_cache_stage_reports_is_well_formed() -> None:
+    from proxy.pipeline.cache_stage import outcomes
+
+    made = [v for v in vars(outcomes).values() if isinstance(v, CacheOutcome)]
+    assert len(made) >= 12
+    for outcome in made:
+        assert outcome.label == outcome.x_cache.lower()
+        assert outcome.status == cache_status(outcome.params)
+        assert outcome.fields() == {"X-Cache": outcome.x_cache, "Cache-Status": outcome.status}
+        expected = f"X-Cache: {outcome.x_cache}\r\nCache-Status: {outcome.status};ttl="
+        assert outcome.lines_to_ttl == expected
+
+
+def test_an_outcome_is_made_once_per_distinct_pair() -> None:
+    assert CacheOutcome.of("MISS", "fwd=miss; stored") is CacheOutcome.of(
+        "MISS", "fwd=miss; stored"
+    )
+    assert CacheOutcome.of("MISS", "fwd=miss") is MISS
+    assert (HIT.label, BYPASS.label) == ("hit", "bypass")
+
+
+def test_an_outcome_with_ttl_is_cache_status_ttl() -> None:
+    stale = CacheOutcome.of("STALE", "hit; detail=stale-while-revalidate")
+    assert stale.status_with_ttl(-3.7) == cache_status_ttl(stale.params, -3.7)
+
+
+def test_an_unknown_x_cache_word_is_refused() -> None:
+    with pytest.raises(KeyError):
+        CacheOutcome.of("PARTIAL", "hit")

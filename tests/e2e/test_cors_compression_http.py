@@ -244,12 +244,12 @@ async def test_clients_without_a_coding_cost_the_entry_nothing_more(
     (entry,) = store._entries.values()
     stored_bytes = store.bytes
     # The stored bytes with Vary: Accept-Encoding added are remade, not kept as a variant.
-    assert entry.variants == {} and entry.plan is None
+    assert entry.variants == {} and entry.prepared is None
     resp, body = await get(http, proxy, "/d", headers=plain, skip_auto_headers=["Accept-Encoding"])
     assert resp.headers["X-Cache"] == "HIT" and "Accept-Encoding" in resp.headers["Vary"]
     assert body == DOC and "Content-Encoding" not in resp.headers
     assert entry.variants == {}  # the hit keeps a prepared head only
-    assert entry.plan is not None and store.bytes > stored_bytes
+    assert entry.prepared is not None and store.bytes > stored_bytes
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 from proxy.config.compression import CompressionConfig
 from proxy.edge.compression.codecs import PIECE
 from proxy.edge.compression.policy import CompressionPolicy
-from proxy.respond.encoding import AS_STORED, DECODED, Unstored, make_variant
+from proxy.respond.encoding import AS_STORED, DECODED, DecodedStream, make_variant
 from tests.conftest import ProxyProcess, StartProxy, StartUpstream
 
 MiB = 2**20
@@ -210,7 +210,7 @@ def _gzipped(**extra: str) -> CIMultiDict[str]:
 def test_a_decoded_variant_that_fits_is_made_whole(policy: CompressionPolicy) -> None:
     body = b'{"ok": true}' * 1000
     made = make_variant(policy, _gzipped(), zlib.compress(body, wbits=31), DECODED, len(body))
-    assert not isinstance(made, Unstored)
+    assert not isinstance(made, DecodedStream)
     headers, decoded = made
     assert decoded == body
     assert headers["Content-Length"] == str(len(body))
@@ -223,7 +223,7 @@ def test_a_decoded_variant_too_large_stops_at_the_limit_and_streams(
 ) -> None:
     limit = 1 * MiB
     made = make_variant(policy, _gzipped(), _gzip_zeros(16 * MiB), DECODED, limit)
-    assert isinstance(made, Unstored)
+    assert isinstance(made, DecodedStream)
     assert "Content-Length" not in made.headers
     assert "Content-Encoding" not in made.headers
     assert made.headers["ETag"] == 'W/"v1"'
@@ -234,7 +234,7 @@ def test_a_decoded_variant_too_large_stops_at_the_limit_and_streams(
 
 def test_a_corrupt_stored_body_is_sent_as_stored(policy: CompressionPolicy) -> None:
     made = make_variant(policy, _gzipped(), b"\xff" * 100, DECODED, MiB)
-    assert not isinstance(made, Unstored)
+    assert not isinstance(made, DecodedStream)
     headers, body = made
     assert (headers["Content-Encoding"], body) == ("gzip", b"\xff" * 100)
     assert (headers, body) == make_variant(policy, _gzipped(), body, AS_STORED, MiB)

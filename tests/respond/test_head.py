@@ -9,17 +9,19 @@ import itertools
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.cache.status import BYPASS
 from proxy.config.loader import parse_config
 from proxy.edge.compression.headers import vary_accept_encoding
 from proxy.edge.cors import CorsPolicy
-from proxy.edge.ratelimit.limiter import COUNTS
+from proxy.edge.fields import EdgeFields
+from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
 from proxy.edge.route import RoutePolicy
 from proxy.http.headers import forward_response_headers
 from proxy.pipeline.routes import RouteTable
-from proxy.respond.encoding import plan_stream
+from proxy.respond.encoding import stream_coding
 from proxy.respond.head import forwarded_head, stored_head
 from proxy.respond.prepared import serialise
-from proxy.respond.responder import _BYPASS, _BYPASS_LINES
+from proxy.respond.responder import _BYPASS_LINES
 
 APP = "https://app.example.com"
 
@@ -73,21 +75,21 @@ def route_of(config: str) -> RoutePolicy:
 
 
 def general(
-    route: RoutePolicy, fields: CIMultiDictProxy[str], request: CIMultiDictProxy[str]
+    route: RoutePolicy,
+    fields: CIMultiDictProxy[str],
+    request: CIMultiDictProxy[str],
+    counts: Counts,
 ) -> bytes | None:
     """What Responder.relay's general path sends; None: a body coder is needed."""
     headers = forward_response_headers(fields)
-    headers.update(_BYPASS)
+    headers.update(BYPASS.fields())
     if route.compression is not None:
         accept = request.get("Accept-Encoding")
         length = int(fields["Content-Length"])
-        headers, coder = plan_stream(route.compression, accept, 200, headers, length)
+        headers, coder = stream_coding(route.compression, accept, 200, headers, length)
         if coder is not None:
             return None
-    if route.cors is not None:
-        route.cors.apply(request, headers)
-    if route.rate_limit is not None:
-        route.rate_limit.apply(None, headers)  # type: ignore[arg-type]
+    EdgeFields(route, request, counts).apply(headers)
     headers.popall("Content-Length", None)
     return serialise(200, "OK", headers, int(fields["Content-Length"]))
 
@@ -101,14 +103,17 @@ def lines(head: bytes) -> list[str]:
 @pytest.mark.parametrize("config", CONFIGS)
 def test_the_one_pass_head_is_the_general_paths(config: str) -> None:
     route = route_of(CONFIGS[config])
-    COUNTS.set((0, 42, 17))  # what the rate-limit stage leaves for the answer
+    counts = (0, 42, 17)  # what the rate-limit stage found
     made_here = 0
     for (kind, upstream), (client, request) in itertools.product(UPSTREAM.items(), CLIENTS.items()):
         fields = CIMultiDictProxy(CIMultiDict(upstream))
         request_headers = CIMultiDictProxy(CIMultiDict(request))
         length = int(fields["Content-Length"])
-        made = forwarded_head(route, 200, "OK", fields, request_headers, length, _BYPASS_LINES)
-        expected = general(route, fields, request_headers)
+        edge = EdgeFields(route, request_headers, counts)
+        made = forwarded_head(
+            route, 200, "OK", fields, request_headers, length, _BYPASS_LINES, edge.lines
+        )
+        expected = general(route, fields, request_headers, counts)
         where = f"{kind}, {client}"
         if expected is None:  # the body is (de)compressed: not made in one pass
             assert made is None, where
@@ -124,33 +129,45 @@ def test_the_one_pass_head_is_the_general_paths(config: str) -> None:
 def test_fields_listed_in_connection_take_the_general_path() -> None:
     fields = CIMultiDictProxy(CIMultiDict([*JSON, ("Connection", "X-Secret"), ("X-Secret", "1")]))
     head = forwarded_head(
-        route_of(""), 200, "OK", fields, CIMultiDictProxy(CIMultiDict()), 2000, ""
+        route_of(""), 200, "OK", fields, CIMultiDictProxy(CIMultiDict()), 2000, "", ""
     )
     assert head is None
 
 
-def test_without_the_rate_limit_stage_the_general_path_answers() -> None:
+def test_with_unknown_counts_only_the_policy_line_goes_out() -> None:
     route = route_of(CONFIGS["rate limit"])
-    COUNTS.set(None)  # the counts are unknown (Redis down): the policy line only
     fields = CIMultiDictProxy(CIMultiDict(JSON))
-    none = CIMultiDictProxy(CIMultiDict())
-    made = forwarded_head(route, 200, "OK", fields, none, 2000, _BYPASS_LINES)
-    assert made is not None and lines(made[0]) == lines(general(route, fields, none) or b"")
+    none: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+    lines_ = EdgeFields(route, none, None).lines  # the counts are unknown (Redis down)
+    made = forwarded_head(route, 200, "OK", fields, none, 2000, _BYPASS_LINES, lines_)
+    assert made is not None and lines(made[0]) == lines(general(route, fields, none, None) or b"")
+
+
+def test_before_the_rate_limit_stage_the_general_path_responds() -> None:
+    """A response sent before the stage ran keeps the origin's rate-limit fields: only the
+    general path can."""
+    route = route_of(CONFIGS["rate limit"])
+    fields = CIMultiDictProxy(CIMultiDict(JSON))
+    none: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+    lines_ = EdgeFields(route, none, UNCHECKED).lines
+    assert lines_ is None
+    assert forwarded_head(route, 200, "OK", fields, none, 2000, _BYPASS_LINES, lines_) is None
 
 
 @pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\rb"])
 def test_a_field_with_a_line_break_is_refused(value: str) -> None:
     fields = CIMultiDictProxy(CIMultiDict([*JSON, ("X-Bad", value)]))
     with pytest.raises(ValueError, match="CR or LF"):
-        forwarded_head(route_of(""), 200, "OK", fields, CIMultiDictProxy(CIMultiDict()), 2000, "")
+        none: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+        forwarded_head(route_of(""), 200, "OK", fields, none, 2000, "", "")
 
 
-# --- the constant part of answers from a stored form --------------------------------------
+# --- the constant part of responses from a stored form --------------------------------------
 
 STORED = {
     "json": [*JSON, ("Date", "Tue, 01 Jan 2030 00:00:00 GMT"), ("Via", "1.1 cacheproxy")],
     "bare": [("Content-Length", "2000")],
-    "what each answer sets, and the origin's CORS and limits": [
+    "what each response sets, and the origin's CORS and limits": [
         *JSON,
         ("Age", "12"),
         ("X-Cache", "HIT"),

@@ -3,8 +3,8 @@
 Built once at start-up per limiter (the top-level defaults, shared by every route that
 does not declare its own section; and one per route that does). On every request of a
 limited route the pipeline calls `check_local` (memory backend: synchronous, no await) or
-`check` (Redis); either leaves the response headers on the request for the responder
-(`apply`) and returns the 429 to send, or None to go on.
+`check` (Redis); either returns the client's counts, for the headers of whatever response
+it gets (proxy/edge/fields.py), and the 429 to send, or None to go on.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from math import ceil
+from typing import Final
 
 import orjson
 from aiohttp import web
@@ -33,12 +33,13 @@ from proxy.shared.redis import SharedRedis
 
 log = logging.getLogger("cacheproxy.ratelimit")
 
-# Where the stage leaves the numbers of the response headers for the responder:
-# (which limit, remaining, reset), or None when they are unknown (Redis failed). aiohttp
-# runs each request in a task of its own, with its own copy of the context, so this never
-# leaks into the next request on the connection (as metrics.current_route).
-COUNTS: ContextVar[tuple[int, int, int] | None] = ContextVar("cacheproxy_ratelimit_counts")
-_UNCHECKED = (-1, -1, -1)  # the stage did not run (a revoked token was answered first)
+# The numbers of a client's rate-limit headers: (which limit, remaining, reset), or None
+# when they are unknown (Redis failed).
+Counts = tuple[int, int, int] | None
+# The stage did not run (a revoked token was refused first): the origin's headers stay.
+UNCHECKED: Final[Counts] = (-1, -1, -1)
+# What a check returns: the client's counts, and the refusal to send or None to go on.
+Checked = tuple[Counts, web.Response | None]
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,64}")
 
 
@@ -70,19 +71,19 @@ class RateLimiter:
 
     # --- the request path ---------------------------------------------------
 
-    def check_local(self, request: web.BaseRequest) -> web.Response | None:
+    def check_local(self, request: web.BaseRequest) -> Checked:
         allowed, which, remaining, wait = self.memory.hit(self._identify(request))
         reset = ceil(wait - 1e-6)  # whole_seconds(wait), written out: a call costs more
         if reset < 1:
             reset = 1
-        # The numbers only: the header values are made by whoever answers (`apply`, or
+        # The numbers only: the header values are made by whoever responds (`apply`, or
         # `lines` for a prepared hit), once.
-        COUNTS.set((which, remaining, reset))
+        counts = (which, remaining, reset)
         if allowed:
-            return None
-        return self._refuse(which, remaining, reset)
+            return counts, None
+        return counts, self._refuse(which, remaining, reset)
 
-    async def check(self, request: web.BaseRequest) -> web.Response | None:
+    async def check(self, request: web.BaseRequest) -> Checked:
         assert self.shared is not None and self._redis is not None
         client = self._identify(request)
         self._redis.request_budget()  # this check and the cache tier's calls: one timeout
@@ -93,40 +94,38 @@ class RateLimiter:
         if self.degraded:
             self.degraded = False
             log.info("rate limit %s: Redis answers again, limits are shared", self.policy.name)
-        return self._answer(request, outcome)
+        return self._checked(outcome)
 
-    def apply(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
-        """Put this request's rate-limit headers on its response (replacing the origin's)."""
-        state = COUNTS.get(_UNCHECKED)
-        if state is _UNCHECKED:
-            return  # answered before the stage ran (a revoked token)
-        if state is None:  # counts unknown: none of the origin's either
+    def apply(self, counts: Counts, headers: CIMultiDict[str]) -> None:
+        """Put a client's rate-limit headers on its response (replacing the origin's)."""
+        if counts is UNCHECKED:
+            return  # refused before the stage ran (a revoked token)
+        if counts is None:  # counts unknown: none of the origin's either
             headers.update(self.headers.policy_only)
             for name in COUNT_HEADERS:
                 headers.popall(name, None)
         else:
-            headers.update(self.headers.get(*state))
+            headers.update(self.headers.get(*counts))
 
-    def lines(self) -> str | None:
-        """What `apply` adds to this request's answer, as lines on the wire; None when
-        `apply` would leave the origin's own headers (no check ran). The caller drops the
-        origin's in both cases."""
-        state = COUNTS.get(_UNCHECKED)
-        if state is _UNCHECKED:
+    def lines(self, counts: Counts) -> str | None:
+        """What `apply` adds to a response, as lines on the wire; None when `apply` would
+        leave the origin's own headers (no check ran). The caller drops the origin's in
+        both cases."""
+        if counts is UNCHECKED:
             return None
-        if state is None:
+        if counts is None:
             return self.headers.policy_line
-        return self.headers.lines(*state)
+        return self.headers.lines(*counts)
 
-    # --- answers ------------------------------------------------------------
+    # --- responses ----------------------------------------------------------
 
-    def _answer(self, request: web.BaseRequest, outcome: Outcome) -> web.Response | None:
+    def _checked(self, outcome: Outcome) -> Checked:
         allowed, which, remaining, wait = outcome
         reset = whole_seconds(wait)
-        COUNTS.set((which, remaining, reset))
+        counts = (which, remaining, reset)
         if allowed:
-            return None
-        return self._refuse(which, remaining, reset)
+            return counts, None
+        return counts, self._refuse(which, remaining, reset)
 
     def _refuse(self, which: int, remaining: int, retry: int) -> web.Response:
         self.denied += 1
@@ -146,7 +145,7 @@ class RateLimiter:
 
     def _store_failed(
         self, request: web.BaseRequest, client: str, exc: StoreUnavailable
-    ) -> web.Response | None:
+    ) -> Checked:
         self.store_errors += 1
         self.last_error = str(exc)
         if not self.degraded:
@@ -159,10 +158,9 @@ class RateLimiter:
             )
         mode = self.policy.on_store_error
         if mode == "local":
-            return self._answer(request, self.memory.hit(client))
-        COUNTS.set(None)  # the counts are unknown: no numbers
+            return self._checked(self.memory.hit(client))
         if mode == "allow":
-            return None
+            return None, None  # the counts are unknown: no numbers
         assert self._redis is not None
         retry = whole_seconds(self._redis.guard.breaker.reset_after)
         body = {
@@ -170,7 +168,7 @@ class RateLimiter:
             "message": "rate limits cannot be checked right now",
             "retry_after": retry,
         }
-        return web.Response(
+        return None, web.Response(
             status=503,
             body=orjson.dumps(body),
             content_type="application/json",

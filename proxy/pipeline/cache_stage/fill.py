@@ -1,0 +1,241 @@
+"""Filling the cache: the upstream request, then its response stored (here and in Redis),
+merged into a stale entry (a 304), or relayed as it is when it may not be stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.cache import policy
+from proxy.cache.entry import Entry
+from proxy.cache.memory import MemoryStore
+from proxy.cache.policy import Freshness
+from proxy.cache.route import RouteCache
+from proxy.cache.status import CacheOutcome
+from proxy.http.headers import forward_response_headers
+from proxy.pipeline.cache_stage import outcomes
+from proxy.pipeline.cache_stage.lookup import Lookup
+from proxy.pipeline.upstream_fetch import UpstreamFetch
+from proxy.respond.responder import Responder
+from proxy.shared.tier import SharedTier
+from proxy.upstream.client import UpstreamError
+from proxy.upstream.http1 import ExchangeError, UpstreamResponse
+
+# What a coalesced fetch hands its waiters: the stored entry, the failure, or nothing
+# shareable (then each waiter fetches for itself).
+Shared = Entry | UpstreamError | None
+
+_ENCODING_VARY = frozenset({"accept-encoding"})
+
+
+class Fill:
+    def __init__(
+        self,
+        store: MemoryStore,
+        fetch: UpstreamFetch,
+        responder: Responder,
+        shared: SharedTier | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.fetch = fetch
+        self._responder = responder
+        self._shared = shared
+        self._clock = clock
+
+    async def fetch_and_store(
+        self,
+        lk: Lookup,
+        validators: dict[str, str],
+        stale: Entry | None,
+        verdict: Freshness | None,
+        waiters: asyncio.Future[Shared] | None = None,
+    ) -> web.StreamResponse:
+        """Fetch (revalidating `stale` when given) and respond; `waiters` are told what
+        came of it."""
+        request_time = self._clock()
+        generation = self.store.generation
+        try:
+            up = await self.fetch.for_cache(lk.request, lk.route, lk.target, validators)
+        except UpstreamError as exc:
+            if waiters is not None:
+                waiters.set_result(exc)
+            if stale is not None and (why := stale_outcome(exc, stale, verdict)):
+                return await self.stale_on_error(lk, stale, why)
+            raise
+        try:
+            response_time = self._clock()
+            if stale is not None and up.status == 304:
+                # §5.2.1.5: no part of a response to a no-store request is stored.
+                keep = not lk.request_cc.no_store
+                fresh = self.refreshed(stale, up, request_time, response_time, lk.cache, keep)
+                if waiters is not None:
+                    waiters.set_result(fresh)
+                if keep:
+                    await self.share(fresh, generation, lk.shared_gen, lk.cache)
+                return await self._responder.from_entry(
+                    lk, fresh, fresh.age(response_time), outcomes.REVALIDATED
+                )
+            if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY and up.status >= 500:
+                return await self.stale_on_error(lk, stale, outcomes.STALE_IF_ERROR)
+            return await self._store_or_relay(
+                lk, up, (request_time, response_time), generation, waiters
+            )
+        finally:
+            up.release()
+
+    async def _store_or_relay(
+        self,
+        lk: Lookup,
+        up: UpstreamResponse,
+        times: tuple[float, float],
+        generation: int,
+        waiters: asyncio.Future[Shared] | None,
+    ) -> web.StreamResponse:
+        headers = forward_response_headers(up.headers)
+        try:
+            entry, why_not, prefix = await self.read_entry(lk, up, headers, times)
+        except (ExchangeError, TimeoutError) as exc:
+            error = UpstreamError(502, "upstream_unavailable", f"upstream failed mid-body: {exc}")
+            if waiters is not None:
+                waiters.set_result(error)
+            raise error from exc
+        if entry is None:
+            return await self._responder.relay(
+                lk, up, headers, outcomes.not_stored(why_not), prefix
+            )
+        stored = self.store.put(entry, fetched_at=generation)
+        if waiters is not None:
+            # Waiters wake now, not on a polling interval. A response overtaken by a purge
+            # is not handed on: a waiter may have arrived after the change.
+            overtaken = not stored and self.store.purged_since(entry.url_key, generation)
+            waiters.set_result(None if overtaken else entry)
+        await self.share(entry, generation, lk.shared_gen, lk.cache)
+        return await self._responder.from_entry(
+            lk,
+            entry,
+            entry.age(times[1]),
+            outcomes.STORED if stored else outcomes.MISS,
+            headers,  # what the entry packed: no need to unpack them again
+        )
+
+    async def read_entry(
+        self,
+        lk: Lookup,
+        up: UpstreamResponse,
+        headers: CIMultiDict[str],
+        times: tuple[float, float],
+    ) -> tuple[Entry | None, str, bytes]:
+        """Read `up` into an entry if it may and can be stored: (entry, why not, bytes read).
+
+        `headers` are `up`'s as forwarded; the entry keeps them (the caller must not
+        change them after a stored outcome).
+        """
+        rc = lk.cache
+        request_headers = lk.request.headers
+        decision = policy.storability(
+            "GET", up.status, request_headers, headers, rc.rules, lk.scope
+        )
+        if not decision:
+            return None, decision.reason, b""
+        length = up.content_length
+        if length is not None and length > rc.max_entry_size:
+            return None, "too-large", b""
+        body, complete = await _read_up_to(up, rc.max_entry_size)
+        if not complete:
+            # Larger than an entry may be: the caller streams what was read and the rest.
+            return None, "too-large", body
+        entry = Entry.build(
+            status=up.status,
+            reason=up.reason or "",
+            headers=headers,
+            body=body,
+            request_headers=request_headers,
+            request_time=times[0],
+            response_time=times[1],
+            rules=rc.rules,
+            primary=lk.primary,
+            url_key=lk.url_key,
+            path=lk.target.path,
+            tags_header=rc.tags_header,
+            handled_vary=_ENCODING_VARY if lk.route.compression is not None else frozenset(),
+        )
+        return entry, "", b""
+
+    async def share(
+        self, entry: Entry, generation: int, shared_gen: bytes | None, rc: RouteCache
+    ) -> None:
+        """Store in Redis too, unless it was not looked up there or a purge overtook us."""
+        if (
+            shared_gen is None
+            or self._shared is None
+            or self.store.purged_since(entry.url_key, generation)
+        ):
+            return
+        await self._shared.save(entry, shared_gen, rc.rules)
+
+    def refreshed(
+        self,
+        stale: Entry,
+        not_modified: UpstreamResponse,
+        request_time: float,
+        response_time: float,
+        rc: RouteCache,
+        keep: bool = True,
+    ) -> Entry:
+        """§4.3.4: freshen a stored entry with a 304's headers, in the store too if `keep`."""
+        fresh = stale.refreshed(
+            forward_response_headers(not_modified.headers), request_time, response_time, rc.rules
+        )
+        if keep:
+            self.store.replace(stale, fresh)
+        return fresh
+
+    async def stale_on_error(
+        self, lk: Lookup, entry: Entry, outcome: CacheOutcome
+    ) -> web.StreamResponse:
+        return await self._responder.from_entry(lk, entry, entry.age(self._clock()), outcome)
+
+    async def pass_through(self, lk: Lookup, outcome: CacheOutcome) -> web.StreamResponse:
+        """Forward without storing, keeping the client's own conditions and range."""
+        up = await self.fetch.for_cache(lk.request, lk.route, lk.target, None)
+        try:
+            return await self._responder.relay(
+                lk, up, forward_response_headers(up.headers), outcome
+            )
+        finally:
+            up.release()
+
+
+def stale_outcome(
+    error: UpstreamError, stale: Entry, verdict: Freshness | None
+) -> CacheOutcome | None:
+    """How a stale response to `error` is described, or None: the error goes to the client.
+
+    An open circuit means the request was never sent, and any entry not forbidden stale
+    service may be served, whatever its stale-if-error window.
+    """
+    if error.circuit_open and policy.stale_while_unreachable_allowed(stale.cc):
+        return outcomes.CIRCUIT_OPEN
+    if verdict is Freshness.STALE_IF_ERROR_ONLY:
+        return outcomes.STALE_IF_ERROR
+    return None
+
+
+async def _read_up_to(up: UpstreamResponse, limit: int) -> tuple[bytes, bool]:
+    """The body if it is at most `limit` bytes (True), else what was read so far (False)."""
+    length = up.content_length
+    if length is not None and length <= limit:
+        return await up.read(), True
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in up.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks), False
+    return b"".join(chunks), True

@@ -1,0 +1,177 @@
+"""The cache stage's entry point: look the request up, serve what may be served, send the
+rest upstream (coalescing.py) or refresh it behind the client's back (refresh.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from proxy.cache import policy
+from proxy.cache.entry import Entry
+from proxy.cache.keys import url_part
+from proxy.cache.memory import MemoryStore
+from proxy.cache.policy import EMPTY_CACHE_CONTROL, CacheControl, Freshness, Scope
+from proxy.cache.route import RouteCache
+from proxy.edge.fields import EdgeFields, unchecked
+from proxy.edge.route import RoutePolicy
+from proxy.http.errors import json_error
+from proxy.http.target import Target
+from proxy.pipeline.cache_stage import outcomes
+from proxy.pipeline.cache_stage.coalescing import Coalescer
+from proxy.pipeline.cache_stage.fill import Fill
+from proxy.pipeline.cache_stage.lookup import Lookup
+from proxy.pipeline.cache_stage.refresh import Refresher
+from proxy.pipeline.upstream_fetch import UpstreamFetch
+from proxy.pipeline.warming import Warming
+from proxy.respond.responder import Responder
+from proxy.shared.tier import PurgeKind, PurgeResult, SharedTier
+
+
+class CacheStage:
+    def __init__(
+        self,
+        store: MemoryStore,
+        fetch: UpstreamFetch,
+        responder: Responder,
+        shared: SharedTier | None = None,
+        coalesce_wait: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        warming: Warming | None = None,
+    ) -> None:
+        """`coalesce_wait`: how long an instance waits on another's fetch (coalesce:
+        global) before it fetches for itself; also how long that fetch's lock lives if its
+        owner dies."""
+        self.store = store
+        self.shared = shared
+        self._responder = responder
+        self._clock = clock
+        # Refresh-ahead of popular keys; None (no `cache.warming`) costs a hit one test.
+        self.warming = warming
+        self._popularity = warming.popularity if warming is not None else None
+        fill = Fill(store, fetch, responder, shared, clock)
+        self._coalescer = Coalescer(store, shared, fill, responder, coalesce_wait, clock)
+        self._refresher = Refresher(store, fill, self._coalescer.in_flight, warming, clock)
+        self._fill = fill
+
+    def now(self) -> float:
+        """The clock entry ages are measured by."""
+        return self._clock()
+
+    async def close(self) -> None:
+        await self._refresher.close()
+
+    async def purge(self, kind: PurgeKind, value: str) -> PurgeResult:
+        """Purge by url (a URL key), prefix (a path prefix) or tag, in every tier."""
+        if self.shared is not None:
+            return await self.shared.purge(kind, value)
+        return PurgeResult(getattr(self.store, f"purge_{kind}")(value), 0, None)
+
+    def url_key(self, route: RoutePolicy, path: str, query: str) -> str:
+        assert route.cache is not None
+        return route.cache.keys.url_key(route.upstream.host_header, path, query)
+
+    def lookup(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target, edge: EdgeFields
+    ) -> Lookup:
+        rc = route.cache
+        assert rc is not None
+        headers = request.headers
+        return Lookup(
+            request,
+            route,
+            edge,
+            target,
+            rc,
+            policy.request_scope(headers, rc.rules),
+            policy.request_cache_control(headers),
+            rc.keys.primary_key(route.upstream.host_header, target.path, target.query, headers),
+        )
+
+    async def serve(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target, edge: EdgeFields
+    ) -> web.StreamResponse:
+        """Respond to a GET/HEAD on a caching route."""
+        lk = self.lookup(request, route, target, edge)
+        scope = lk.scope
+        if scope is Scope.PASS:
+            return await self._fill.pass_through(lk, outcomes.CREDENTIALS)
+        request_cc, rc, primary = lk.request_cc, lk.cache, lk.primary
+        if self._popularity is not None:
+            self._popularity.touch(primary)
+        entry = self.store.get(primary, request.headers)
+        if entry is not None and (
+            scope is not Scope.CREDENTIALED or policy.may_answer(scope, entry.cc)
+        ):
+            age, verdict = self._freshness(entry, request_cc, rc)
+            if verdict is Freshness.FRESH:
+                if self._popularity is not None:
+                    self._refresher.ahead(lk, entry, age)
+                responder = self._responder
+                return responder.prepared(lk, entry, age, outcomes.HIT) or (
+                    await responder.from_entry(lk, entry, age, outcomes.HIT)
+                )
+        else:
+            entry = None
+        if rc.shared and self.shared is not None:
+            # L1 could not serve it: another instance may have stored a (fresher) copy.
+            fetched_at = self.store.generation
+            found, lk.shared_gen = await self.shared.lookup(
+                primary, url_part(primary), request.headers, rc.max_entry_size
+            )
+            if (
+                found is not None
+                and (entry is None or found.response_time > entry.response_time)
+                and policy.may_answer(scope, found.cc)
+            ):
+                self.store.put(found, fetched_at=fetched_at)
+                entry = found
+                age, verdict = self._freshness(entry, request_cc, rc)
+                if verdict is Freshness.FRESH:
+                    return await self._responder.from_entry(lk, entry, age, outcomes.HIT_SHARED)
+        if entry is not None:
+            if verdict is Freshness.STALE_WHILE_REVALIDATE:
+                self._refresher.in_background(lk, entry)
+                return await self._responder.from_entry(
+                    lk, entry, age, outcomes.STALE_WHILE_REVALIDATE
+                )
+            if not request_cc.only_if_cached:
+                validators = policy.conditional_headers(entry.headers)
+                return await self._coalescer.fetch(lk, validators, entry, verdict)
+        if request_cc.only_if_cached:
+            # §5.2.1.7: nothing we may serve without going upstream.
+            error = json_error(
+                504, "not_cached", "only-if-cached: no stored response can answer this request"
+            )
+            return self._responder.error(edge, error, outcomes.ONLY_IF_CACHED)
+        # A HEAD miss is fetched as a GET (§4.3.5 allows it, Varnish does it): the client
+        # still gets no body, and the next GET is a hit. A Range miss likewise fetches the
+        # whole response, stores it and cuts the range from it.
+        return await self._coalescer.fetch(lk, {}, None, None)
+
+    def _freshness(
+        self, entry: Entry, request_cc: CacheControl, rc: RouteCache
+    ) -> tuple[float, Freshness]:
+        """The entry's age now, and whether it may be served as it is (§4.2)."""
+        # entry.age(now), written out: asked on every lookup.
+        elapsed = self._clock() - entry.response_time
+        age = entry.initial_age + elapsed if elapsed > 0.0 else entry.initial_age
+        if request_cc is EMPTY_CACHE_CONTROL and age < entry.lifetime and not entry.cc.no_cache:
+            return age, Freshness.FRESH  # what lookup_verdict says, without asking it
+        verdict = policy.lookup_verdict(
+            age=age,
+            lifetime=entry.lifetime,
+            request_cc=request_cc,
+            response_cc=entry.cc,
+            rules=rc.rules,
+        )
+        return age, verdict
+
+    async def warm(
+        self, request: web.BaseRequest, route: RoutePolicy, target: Target
+    ) -> Entry | None:
+        """Fetch, or revalidate, what a GET of `target` by `request` would be served with,
+        and store it: for the warmer, which has no client (see Refresher.warm)."""
+        edge = unchecked(route, request.headers)  # no response is sent
+        return await self._refresher.warm(self.lookup(request, route, target, edge))

@@ -1,0 +1,82 @@
+"""The upstream request made for a client's: its target, its header lines, and the send.
+
+The pipeline's forward uses it for any method (with the client's body); the cache stage for
+bodyless GETs, made conditional when it revalidates a stored response.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.edge.route import RoutePolicy
+from proxy.http.clientaddr import TrustedProxies
+from proxy.http.headers import ForwardingPolicy, request_fields
+from proxy.http.target import Target
+from proxy.respond.relay import interim_relay
+from proxy.upstream.client import BACKGROUND, UpstreamClient
+from proxy.upstream.http1 import UpstreamResponse
+
+
+class UpstreamFetch:
+    def __init__(self, client: UpstreamClient, trusted_proxies: TrustedProxies) -> None:
+        self.client = client
+        self.trusted_proxies = trusted_proxies  # replaced on a reload (Pipeline.use_routes)
+
+    def request_head(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        forwarding: ForwardingPolicy,
+        validating: bool = False,
+    ) -> tuple[str, list[str]]:
+        """The upstream request target and header lines for `request` (see request_fields)."""
+        upstream = route.upstream
+        path_qs = target.path_and_query
+        if "#" in path_qs:  # not part of a request target (RFC 9112 §3.2): never forwarded
+            path_qs = path_qs.partition("#")[0]
+        peer = request.remote
+        headers = request.headers
+        fields = request_fields(
+            headers,
+            forwarding,
+            peer=peer,
+            peer_trusted=self.trusted_proxies.trusts(peer),
+            proto=request.scheme,
+            # Absolute-form: the Host header is not what the client asked for (§3.2.2).
+            client_host=headers.get("Host") if target.authority is None else None,
+            upstream_host=upstream.host_header,
+            validating=validating,
+        )
+        return upstream.base_path + path_qs, fields
+
+    async def for_cache(
+        self,
+        request: web.BaseRequest,
+        route: RoutePolicy,
+        target: Target,
+        validators: dict[str, str] | None,
+    ) -> UpstreamResponse:
+        """A bodyless upstream request on the cache's behalf; the caller releases it.
+
+        `validators` None: the client's request as it is (HEAD, Range). Otherwise a GET
+        whose client conditions are replaced by `validators` (the stored entry's, on a
+        revalidation; none on a miss, so the full response comes back to be stored).
+        """
+        assert route.cache is not None
+        query = route.cache.keys.strip_ignored(target.query)
+        if query is not target.query:  # what the key ignores must not reach the origin
+            target = target._replace(query=query)
+        validating = validators is not None
+        path_qs, fields = self.request_head(
+            request, route, target, route.cache_forwarding, validating
+        )
+        method = request.method
+        if validators is not None:
+            method = "GET"
+            fields += [f"{name}: {value}" for name, value in validators.items()]
+        interim = None if BACKGROUND.get() else interim_relay(request)
+        upstream = route.upstream
+        return await self.client.send(
+            method, upstream.origin, upstream.key, path_qs, fields, None, route.name, interim
+        )
