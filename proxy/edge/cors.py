@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from proxy.config.cors import ORIGIN_RE, CorsConfig
+from proxy.config.cors import ORIGIN_RE, CorsSettings
 from proxy.http import regex as linear_regex
 from proxy.http.vary import append_vary
 
@@ -67,15 +67,15 @@ class CorsPolicy:
         "config",
     )
 
-    def __init__(self, config: CorsConfig) -> None:
+    def __init__(self, config: CorsSettings) -> None:
         self.config = config
-        # `*` with credentials is refused by CorsConfig, so `*` always answers `*`.
+        # `*` with credentials is refused by CorsSettings, so `*` always answers `*`.
         self._any_origin = "*" in config.allow_origins
         exact: set[str] = set()
         patterns: list[Callable[[str], object]] = []
         for origin in config.allow_origins:
             match = ORIGIN_RE.fullmatch(origin)
-            if match is None:  # only "*"; CorsConfig validated the rest
+            if match is None:  # only "*"; CorsSettings validated the rest
                 continue
             if match["wild"]:
                 wildcard = _wildcard_pattern(match["scheme"], match["host"], match["port"])

@@ -9,9 +9,9 @@ from typing import Any
 
 from proxy.cache.route import RouteCache, resolve
 from proxy.config.cache import user_headers
-from proxy.config.compression import CompressionConfig
-from proxy.config.cors import CorsConfig
-from proxy.config.loader import Config, Route
+from proxy.config.compression import CompressionSettings
+from proxy.config.cors import CorsSettings
+from proxy.config.loader import Route, Settings
 from proxy.config.ratelimit import resolve as resolve_rate_limit
 from proxy.edge.compression.policy import CompressionPolicy
 from proxy.edge.cors import CorsPolicy
@@ -53,9 +53,9 @@ class _Policies:
 
     def __init__(self, build: Callable[[Any], Any]) -> None:
         self._build = build
-        self._made: dict[CorsConfig | CompressionConfig, Any] = {}
+        self._made: dict[CorsSettings | CompressionSettings, Any] = {}
 
-    def get(self, config: CorsConfig | CompressionConfig | None) -> Any:
+    def get(self, config: CorsSettings | CompressionSettings | None) -> Any:
         if config is None or not config.enabled:
             return None
         if config not in self._made:
@@ -63,7 +63,7 @@ class _Policies:
         return self._made[config]
 
 
-def _key_secret(config: Config, per_user_routes: bool, own: bytes | None) -> bytes:
+def _key_secret(config: Settings, per_user_routes: bool, own: bytes | None) -> bytes:
     if config.cache is not None and config.cache.key_secret:
         return config.cache.key_secret.encode()
     if own is not None:
@@ -81,7 +81,7 @@ class RouteTable:
     excluded; the request itself is forwarded byte for byte."""
 
     def __init__(
-        self, config: Config, redis: SharedRedis | None = None, previous: RouteTable | None = None
+        self, config: Settings, redis: SharedRedis | None = None, previous: RouteTable | None = None
     ) -> None:
         """`previous`: the table this one replaces on a reload. Its per-user key secret is
         kept, so per-user entries stay reachable, and so are the windows of every limiter

@@ -11,7 +11,7 @@ from proxy.admin.app import build_admin_app
 from proxy.admin.view import ServerView
 from proxy.cache.memory import MemoryStore
 from proxy.config.cache import CacheSettings
-from proxy.config.loader import Config, ConfigError
+from proxy.config.loader import ConfigError, Settings
 from proxy.edge.revocation import RevocationList
 from proxy.http.clientaddr import ClientKeys
 from proxy.observe.catalogue import Catalogue
@@ -46,7 +46,7 @@ class ProxyServer:
 
     def __init__(
         self,
-        config: Config,
+        config: Settings,
         *,
         reuse_port: bool = False,
         admin_path: str | None = None,
@@ -149,7 +149,7 @@ class ProxyServer:
             return refusal(exc.problems)
         return self.apply(loaded)
 
-    def apply(self, loaded: Config) -> dict[str, object]:
+    def apply(self, loaded: Settings) -> dict[str, object]:
         """Swap in what can change live: routes and their policies, for new requests.
 
         The memory tier, upstream pool, listeners and Redis stay: cached entries, pooled and

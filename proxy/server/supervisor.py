@@ -50,7 +50,7 @@ from proxy.admin.fanout import build_fanout_admin
 from proxy.admin.merge import Answer, Unanswered
 from proxy.admin.revocation import parse_revocation
 from proxy.admin.view import SupervisorView
-from proxy.config.loader import Config, ConfigError, redact_urls, with_overrides
+from proxy.config.loader import ConfigError, Settings, redact_urls, with_overrides
 from proxy.edge.revocation import RevocationList
 from proxy.http.headers import HOP_BY_HOP
 from proxy.observe.metrics import MULTIPROC_ENV, worker_exited
@@ -106,7 +106,7 @@ async def probe_port(host: str, port: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, config: Config, source: ConfigSource | None = None) -> None:
+    def __init__(self, config: Settings, source: ConfigSource | None = None) -> None:
         self.config = config
         self.source = source
         self._context = multiprocessing.get_context("spawn")

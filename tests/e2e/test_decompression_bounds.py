@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.config.compression import CompressionConfig
+from proxy.config.compression import CompressionSettings
 from proxy.edge.compression.codecs import PIECE
 from proxy.edge.compression.policy import CompressionPolicy
 from proxy.respond.encoding import AS_STORED, DECODED, Unstored, make_variant
@@ -200,7 +200,7 @@ async def test_a_streamed_decoded_variant_answers_head_conditionals_and_corrupti
 
 @pytest.fixture
 def policy() -> CompressionPolicy:
-    return CompressionPolicy(CompressionConfig.model_validate(COMPRESSION))
+    return CompressionPolicy(CompressionSettings.model_validate(COMPRESSION))
 
 
 def _gzipped(**extra: str) -> CIMultiDict[str]:

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.config.cors import CorsConfig
+from proxy.config.cors import CorsSettings
 from proxy.config.rates import parse_rate
 from proxy.edge.cors import CorsPolicy
 from proxy.edge.ratelimit.headers import RateHeaders
@@ -256,7 +256,7 @@ def _lines(headers: CIMultiDict[str]) -> str:
 def test_cors_allow_lines_are_what_apply_adds_per_request(
     config: dict[str, Any], origins: tuple[str, ...]
 ) -> None:
-    policy = CorsPolicy(CorsConfig(**config))
+    policy = CorsPolicy(CorsSettings(**config))
     request: CIMultiDict[str] = CIMultiDict(("Origin", o) for o in origins)
     constant: CIMultiDict[str] = CIMultiDict()
     policy.apply(CIMultiDict(), constant)

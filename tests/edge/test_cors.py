@@ -7,14 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.config.cors import CorsConfig
+from proxy.config.cors import CorsSettings
 from proxy.edge.cors import CorsPolicy
 
 APP = "https://app.example.com"
 
 
 def policy(**kwargs: object) -> CorsPolicy:
-    return CorsPolicy(CorsConfig.model_validate(kwargs))
+    return CorsPolicy(CorsSettings.model_validate(kwargs))
 
 
 def request(**headers: str) -> CIMultiDictProxy[str]:

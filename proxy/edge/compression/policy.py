@@ -5,7 +5,7 @@ Pure: the codings come from codecs.py, the client's choice from negotiate.py.
 
 from __future__ import annotations
 
-from proxy.config.compression import CompressionConfig
+from proxy.config.compression import CompressionSettings
 from proxy.edge.compression.codecs import CodingError, Encoder, available, encode, stream_encoder
 from proxy.edge.compression.negotiate import negotiate
 from proxy.http.headers import Headers
@@ -36,7 +36,7 @@ class CompressionPolicy:
         "offered",
     )
 
-    def __init__(self, config: CompressionConfig) -> None:
+    def __init__(self, config: CompressionSettings) -> None:
         self.config = config
         self.offered: tuple[str, ...] = tuple(c for c in config.algorithms if available(c))
         self._min_size = config.min_size

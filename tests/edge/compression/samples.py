@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from proxy.config.compression import CompressionConfig
+from proxy.config.compression import CompressionSettings
 from proxy.edge.compression.codecs import decoded
 from proxy.edge.compression.policy import CompressionPolicy
 
@@ -20,7 +20,7 @@ def decode(body: bytes, coding: str) -> bytes:
 
 
 def make_policy(**kwargs: object) -> CompressionPolicy:
-    return CompressionPolicy(CompressionConfig.model_validate(kwargs))
+    return CompressionPolicy(CompressionSettings.model_validate(kwargs))
 
 
 def headers(**items: str) -> CIMultiDict[str]:

@@ -11,7 +11,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
-from proxy.config.compression import CompressionConfig
+from proxy.config.compression import CompressionSettings
 from proxy.edge.compression import codecs
 from proxy.edge.compression.codecs import CodingError, stream_decoder
 from proxy.edge.compression.policy import CompressionPolicy
@@ -20,7 +20,7 @@ from tests.edge.compression.samples import BODY, decode, headers, make_policy
 
 def test_zstd_without_the_package_is_a_config_error_and_not_offered(no_zstd: None) -> None:
     with pytest.raises(ValidationError, match=r"backports\.zstd"):
-        CompressionConfig(algorithms=["br", "zstd", "gzip"])
+        CompressionSettings(algorithms=["br", "zstd", "gzip"])
     policy = make_policy()
     assert policy.offered == ("br", "gzip")
     assert policy.negotiate("zstd") is None
@@ -123,6 +123,6 @@ def test_zstd_configured_offered_and_round_trips() -> None:
 def test_policy_drops_zstd_if_it_disappears_after_validation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = CompressionConfig(algorithms=["br", "zstd", "gzip"])
+    config = CompressionSettings(algorithms=["br", "zstd", "gzip"])
     monkeypatch.setattr(codecs, "_zstd", None)
     assert CompressionPolicy(config).offered == ("br", "gzip")
