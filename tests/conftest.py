@@ -222,7 +222,7 @@ Responder = Callable[[web.Request], Any]
 
 
 class Origin:
-    """A scripted upstream: `respond` decides each answer; `hits` counts requests per path."""
+    """A scripted upstream: `respond` decides each response; `hits` counts requests per path."""
 
     url: str
     upstream: Upstream

@@ -178,7 +178,7 @@ class Entry:
         return policy.current_age(self.initial_age, self.response_time, now)
 
     def matches(self, request_headers: policy.Headers) -> bool:
-        """§4.1: does this variant answer a request with these headers?"""
+        """§4.1: may this variant be reused for a request with these headers?"""
         vary = self.vary
         return not vary or policy.vary_key(vary, request_headers) == self.vary_values
 

@@ -239,7 +239,7 @@ class Settings(Model):
     routes: tuple[Route, ...] = ()
     # Seconds in-flight requests get to finish once the proxy port stops accepting.
     shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
-    # Seconds between SIGTERM and the proxy port closing: /readyz answers 503 at once, and
+    # Seconds between SIGTERM and the proxy port closing: /readyz responds 503 at once, and
     # the port serves on while load balancers take this instance out (a Kubernetes preStop
     # sleep). SIGINT (Ctrl-C) skips it.
     shutdown_delay: float = Field(5.0, ge=0, allow_inf_nan=False)

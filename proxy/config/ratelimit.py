@@ -48,7 +48,7 @@ class RateLimitSettings(Section):
     limits: tuple[Limit, ...] | None = None  # all apply together
     key: Annotated[str, AfterValidator(_client_key)] = "ip"
     # When Redis fails: `local` limits per process, `allow` lets requests through, `deny`
-    # answers 503.
+    # responds 503.
     on_store_error: Literal["local", "allow", "deny"] = "local"
     # Top level only: clients tracked in memory per limiter (proxy/edge/ratelimit/memory.py).
     max_clients: int = Field(100_000, ge=1)

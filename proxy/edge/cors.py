@@ -1,8 +1,8 @@
 """CORS: the policy (`CorsPolicy`) built from the `cors:` section (proxy/config/cors.py).
 
-On a route with CORS configured the proxy owns CORS: preflights are answered here and never
+On a route with CORS configured the proxy owns CORS: preflights are served here and never
 reach the upstream, and `apply` strips whatever `Access-Control-*` headers the upstream sent
-before adding its own, so a response never carries two conflicting answers.
+before adding its own, so a response never carries two conflicting sets of CORS headers.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 _MAX_ORIGIN_LEN = 512
 _ORIGIN_CACHE_SIZE = 1024
 
-_ORIGIN = istr("Origin")  # case-folded once: asked on every answer
+_ORIGIN = istr("Origin")  # case-folded once: asked on every response
 _PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 
 
@@ -69,7 +69,7 @@ class CorsPolicy:
 
     def __init__(self, config: CorsSettings) -> None:
         self.config = config
-        # `*` with credentials is refused by CorsSettings, so `*` always answers `*`.
+        # `*` with credentials is refused by CorsSettings, so `*` always gets `*` back.
         self._any_origin = "*" in config.allow_origins
         exact: set[str] = set()
         patterns: list[Callable[[str], object]] = []
@@ -146,9 +146,9 @@ class CorsPolicy:
             self._origin_lines[origin] = lines
         return lines
 
-    def answer_lines(self, request_headers: Headers) -> str:
-        """What `apply` adds to an answer for this request, as lines on the wire (with
-        `Vary: Origin` left to the caller, who merges it into the answer's Vary)."""
+    def response_lines(self, request_headers: Headers) -> str:
+        """What `apply` adds to a response for this request, as lines on the wire (with
+        `Vary: Origin` left to the caller, who merges it into the response's Vary)."""
         if self._any_origin:
             return self._any_lines
         return self.allow_lines(request_headers)
@@ -160,7 +160,7 @@ class CorsPolicy:
 
     @property
     def varies(self) -> bool:
-        """Whether `apply` adds `Origin` to the answer's Vary."""
+        """Whether `apply` adds `Origin` to the response's Vary."""
         return not self._any_origin
 
     @staticmethod
@@ -173,7 +173,7 @@ class CorsPolicy:
         )
 
     def preflight(self, headers: Headers) -> tuple[int, CIMultiDict[str]]:
-        """Answer a preflight: (204, CORS headers) or (403, no CORS headers). Empty body."""
+        """Respond to a preflight: (204, CORS headers) or (403, no CORS headers). Empty body."""
         out: CIMultiDict[str] = CIMultiDict(Vary=_PREFLIGHT_VARY)
         out["Content-Length"] = "0"
         origin = _single(headers, "Origin")
@@ -206,10 +206,10 @@ class CorsPolicy:
         """Set the CORS headers of an actual (non-preflight) response, in place.
 
         Upstream `Access-Control-*` headers are removed first: the proxy's config is the
-        single source of truth on this route. With `allow_origins: ["*"]` the answer is
+        single source of truth on this route. With `allow_origins: ["*"]` the response is
         `*` for every request (with or without `Origin`), so it never varies by origin
         and needs no `Vary: Origin`. Otherwise `Vary: Origin` is always added, since the
-        answer depends on the origin even when it is absent or refused.
+        response depends on the origin even when it is absent or refused.
         """
         stale = [k for k in response_headers if k[:15].lower() == "access-control-"]
         for name in stale:

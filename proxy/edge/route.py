@@ -56,7 +56,7 @@ class RoutePolicy:
     cache: RouteCache | None = None  # None: this route does not cache
     cors: CorsPolicy | None = None
     compression: CompressionPolicy | None = None
-    # Which client headers go upstream: `forwarding` for requests whose answer is never
+    # Which client headers go upstream: `forwarding` for requests whose response is never
     # stored, `cache_forwarding` for fetches made by the cache (keyed by this route's key).
     forwarding: ForwardingPolicy = _PLAIN_FORWARDING
     cache_forwarding: ForwardingPolicy = _PLAIN_FORWARDING

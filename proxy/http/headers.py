@@ -56,8 +56,8 @@ CLIENT_FORWARDING = frozenset(
 )
 
 # Headers with which origins let a request say it is another URL, method or host. Unkeyed,
-# one client's answer is stored for everyone (web cache poisoning, CPDoS), so they are not
-# forwarded on fetches whose answer may be stored unless the route keys by them.
+# one client's response is stored for everyone (web cache poisoning, CPDoS), so they are not
+# forwarded on fetches whose response may be stored unless the route keys by them.
 # URL: X-Original-URL / X-Rewrite-URL (Symfony, Zend, IIS; Fastly's 2018 advisory),
 # X-Original-URI (nginx auth_request), X-Forwarded-Prefix/-Path (Spring, ASP.NET path base).
 # Method: the CPDoS "HTTP Method Override" headers, plus X-Original-Method.
@@ -82,8 +82,8 @@ OVERRIDE_HEADERS = frozenset(
 )
 
 
-# What only the client's own answer depends on: on a fetch that fills the cache we want
-# the full response to store, and we answer the client's conditions and ranges ourselves
+# What only the client's own response depends on: on a fetch that fills the cache we want
+# the full response to store, and we serve the client's conditions and ranges ourselves
 # from it (as Varnish does). Such a fetch sends the stored entry's validators instead.
 CLIENT_CONDITIONS = frozenset(
     {"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "range", "if-range"}
@@ -129,8 +129,8 @@ class ForwardingPolicy:
         """`key_headers` None: nothing fetched with this policy is stored.
 
         Then the client's Host goes upstream as X-Forwarded-Host, as every reverse proxy
-        does: the answer goes to that client alone, so a lying Host only fools itself.
-        Otherwise only what the cache key holds may shape the answer: Host only when the
+        does: the response goes to that client alone, so a lying Host only fools itself.
+        Otherwise only what the cache key holds may shape the response: Host only when the
         route keys by Host, a trusted proxy's X-Forwarded-Host only when keyed by it,
         override headers only when keyed by them, and names with an underscore (which an
         origin may read as another field) only when keyed by them or `underscores` is set.

@@ -2,7 +2,7 @@
 `/cache/stats`, and `/health`'s `rate_limits` check. Built when asked, from the meters, the
 ticker's window and the figures' owners (sources.py).
 
-With `workers: N` each worker answers for itself and the supervisor merges their documents
+With `workers: N` each worker responds for itself and the supervisor merges their documents
 (proxy/admin/merge.py): counts add up, and the ratios and estimates beside them (`RATIOS`) are
 recomputed from the summed counts by `recompute_ratios`.
 """
@@ -163,7 +163,7 @@ class Documents:
         return {"status": "down" if down else "up", "error": error, "limiters": limiters}
 
     def _limiters(self) -> dict[str, int]:
-        """The Redis windows' failures: checks Redis could not answer, limiters degraded
+        """The Redis windows' failures: checks Redis could not decide, limiters degraded
         (nothing when no limiter keeps its windows in Redis)."""
         shared = self.sources.routes.limiters
         if not shared:

@@ -35,7 +35,7 @@ class SharedLimiter(Protocol):
     def policy(self) -> LimiterPolicy: ...
 
     @property
-    def store_errors(self) -> int: ...  # checks Redis could not answer
+    def store_errors(self) -> int: ...  # checks Redis could not decide
 
     @property
     def degraded(self) -> bool: ...  # its last check could not reach Redis

@@ -123,7 +123,7 @@ class HttpCache:
             self._popularity.touch(primary)
         entry = self.store.get(primary, request.headers)
         if entry is not None and (
-            scope is not Scope.CREDENTIALED or policy.may_answer(scope, entry.cc)
+            scope is not Scope.CREDENTIALED or policy.may_reuse(scope, entry.cc)
         ):
             age, verdict = self._judge(entry, req_cc, rc)
             if verdict is Freshness.FRESH:
@@ -145,7 +145,7 @@ class HttpCache:
             if (
                 found is not None
                 and (entry is None or found.response_time > entry.response_time)
-                and policy.may_answer(scope, found.cc)
+                and policy.may_reuse(scope, found.cc)
             ):
                 self.store.put(found, fetched_at=fetched_at)
                 entry = found
@@ -178,7 +178,7 @@ class HttpCache:
 
     @staticmethod
     def _may_answer(request: web.BaseRequest, rc: RouteCache, entry: Entry) -> bool:
-        return policy.may_answer(policy.request_scope(request.headers, rc.rules), entry.cc)
+        return policy.may_reuse(policy.request_scope(request.headers, rc.rules), entry.cc)
 
     def _judge(
         self, entry: Entry, req_cc: policy.CacheControl, rc: RouteCache

@@ -86,7 +86,7 @@ def forwarded_head(
     _fields(head, fields, drop, cors, vary_encoding, via=True)
     head.append(cache_lines)
     if cors is not None:
-        head.append(cors.answer_lines(request_headers))
+        head.append(cors.response_lines(request_headers))
     head.append(limits)
     length_lines(head, fields, length)
     return "".join(head).encode("utf-8", "surrogateescape"), _DATE in fields

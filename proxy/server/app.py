@@ -27,7 +27,7 @@ from proxy.pipeline.url_warmer import Warmer
 from proxy.pipeline.warming import Warming
 from proxy.respond.prepared import PreparedResponse
 from proxy.server.listener import Listener, ListenerStats, default_max_connections, open_files_limit
-from proxy.server.reload import ConfigSource, answer, effective, refusal, restart_required
+from proxy.server.reload import ConfigSource, applied, effective, refusal, restart_required
 from proxy.server.shutdown import Shutdown
 from proxy.shared.redis import RESERVED_CONNECTIONS, SharedRedis
 from proxy.shared.revocation_follower import RevocationFollower
@@ -54,7 +54,7 @@ class ProxyServer:
         shutdown: Shutdown | None = None,
     ) -> None:
         """`reuse_port` and `admin_path` are for a worker of several (proxy/server/worker.py): it
-        shares the proxy port with its siblings and answers admin requests on a unix socket,
+        shares the proxy port with its siblings and serves admin requests on a unix socket,
         for the supervisor that owns the admin port. `source`: what reload() re-reads.
         `shutdown`: one whose signal handlers are already in place."""
         self.config = config
@@ -132,8 +132,8 @@ class ProxyServer:
 
     @property
     def ready(self) -> bool:
-        """Fit for new traffic: listening (the admin port, which answers this, is bound last),
-        config loaded, not draining. Never the upstream's health: a proxy that can answer
+        """Fit for new traffic: listening (the admin port, which serves this, is bound last),
+        config loaded, not draining. Never the upstream's health: a proxy that can respond
         from its cache must stay in the load balancer while the upstream is down."""
         return bool(self._runners) and not self.shutdown.draining
 
@@ -168,7 +168,7 @@ class ProxyServer:
         log.info("config reloaded: %d route(s)", len(config.routes))
         if restart:
             log.warning("config reload: restart required to apply %s", ", ".join(restart))
-        return answer(restart)
+        return applied(restart)
 
     async def start(self) -> None:
         await self.upstream.start()

@@ -94,8 +94,8 @@ def effective(running: Settings, new: Settings) -> Settings:
     return result
 
 
-def answer(restart: list[str]) -> dict[str, object]:
-    """The admin answer of a reload that was applied."""
+def applied(restart: list[str]) -> dict[str, object]:
+    """The admin response to a reload that was applied."""
     return {"reloaded": True, "restart_required": restart, "errors": []}
 
 

@@ -424,7 +424,7 @@ def test_the_cache_control_of_a_head_that_starts_or_ends_oddly(
 )
 def test_a_line_break_inside_a_stored_field_is_refused(version: str, where: str, text: str) -> None:
     # Whoever can write to the shared Redis must not get a line of their own into the
-    # answers every instance sends: such a value is corrupt, a counted miss.
+    # responses every instance sends: such a value is corrupt, a counted miss.
     headers = [("Cache-Control", "max-age=60")]
     if where == "value":
         headers.append(("X-A", text))

@@ -23,7 +23,7 @@ from tests.conftest import ProxyProcess, StartProxy, StartUpstream
 MiB = 2**20
 BOMB_SIZE = 512 * MiB
 SMALL_BOMB_SIZE = 60 * MiB  # 61 KB of gzip: under relay.SMALL_BODY, read whole
-# What the proxy may grow by while answering (its own baseline is about 60 MiB).
+# What the proxy may grow by while responding (its own baseline is about 60 MiB).
 RSS_GROWTH_LIMIT_KIB = 128 * 1024
 COMPRESSION = {"algorithms": ["gzip"]}
 
@@ -103,8 +103,8 @@ async def test_a_stored_gzip_bomb_is_streamed_decoded_and_evicts_nothing(
     assert size == len(bomb())  # as stored, as sent
 
     # Two clients at once: each costs a bounded amount, not a body.
-    answers = await asyncio.gather(*(_get(f"{base}/bomb", "identity") for _ in range(2)))
-    for status, headers, size, zeros in answers:
+    responses = await asyncio.gather(*(_get(f"{base}/bomb", "identity") for _ in range(2)))
+    for status, headers, size, zeros in responses:
         assert (status, headers["X-Cache"]) == (200, "HIT")
         assert "Content-Encoding" not in headers
         assert (size, zeros) == (BOMB_SIZE, True)
@@ -113,7 +113,7 @@ async def test_a_stored_gzip_bomb_is_streamed_decoded_and_evicts_nothing(
     assert grew < RSS_GROWTH_LIMIT_KIB, f"the proxy grew by {grew // 1024} MiB"
     for name in ("a", "b", "bomb"):  # nothing was evicted for the decoded body
         assert await _x_cache(f"{base}/{name}") == "HIT", name
-    for _, headers, _, _ in answers:
+    for _, headers, _, _ in responses:
         assert "Content-Length" not in headers  # streamed as it was decoded
 
 
@@ -145,8 +145,8 @@ async def test_small_gzip_bodies_that_inflate_are_streamed_too(
     await _get(f"{base}/warm-up", "identity")
     baseline = proxy.peak_rss_kib()
 
-    answers = await asyncio.gather(*(_get(f"{base}/small-bomb", "identity") for _ in range(4)))
-    for status, headers, size, zeros in answers:
+    responses = await asyncio.gather(*(_get(f"{base}/small-bomb", "identity") for _ in range(4)))
+    for status, headers, size, zeros in responses:
         assert status == 200
         assert "Content-Encoding" not in headers
         assert (size, zeros) == (SMALL_BOMB_SIZE, True)
@@ -154,7 +154,7 @@ async def test_small_gzip_bodies_that_inflate_are_streamed_too(
     assert grew < RSS_GROWTH_LIMIT_KIB, f"the proxy grew by {grew // 1024} MiB"
 
 
-async def test_a_streamed_decoded_variant_answers_head_conditionals_and_corruption(
+async def test_a_streamed_decoded_variant_serves_head_conditionals_and_corruption(
     start_upstream: StartUpstream, start_proxy: StartProxy
 ) -> None:
     four_mib = _gzip_zeros(4 * MiB)

@@ -169,7 +169,7 @@ async def test_metrics_count_requests_lookups_upstream_and_pool(
     assert "/api/a" not in text and "/other" not in text
 
 
-async def test_malformed_and_unrouted_answers_are_counted_too(
+async def test_malformed_and_unrouted_responses_are_counted_too(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     proxy = await start_proxy(origin.url, listen={"hosts": ["api.example.com"]})
@@ -378,13 +378,13 @@ async def test_health_path_is_probed_at_most_once_per_interval(
     healthy = True
     origin.respond = lambda r: web.Response(status=200 if healthy else 500, text="ok")
     proxy = await start_proxy(origin.url, upstream={"health_path": "/healthz", "health_cache": 1})
-    answers = await asyncio.gather(*(admin(http, proxy, "/health") for _ in range(20)))
-    assert {(s, d["status"]) for s, d in answers} == {(200, "healthy")}
+    responses = await asyncio.gather(*(admin(http, proxy, "/health") for _ in range(20)))
+    assert {(s, d["status"]) for s, d in responses} == {(200, "healthy")}
     assert origin.hits["/healthz"] == 1  # twenty asked, one probe
-    assert answers[0][1]["checks"]["upstream"]["http_status"] == 200
+    assert responses[0][1]["checks"]["upstream"]["http_status"] == 200
     healthy = False
     status, doc = await admin(http, proxy, "/health")
-    assert status == 200 and origin.hits["/healthz"] == 1  # still the cached answer
+    assert status == 200 and origin.hits["/healthz"] == 1  # still the cached response
 
     async def degraded() -> bool:
         return (await admin(http, proxy, "/health"))[1]["status"] == "degraded"

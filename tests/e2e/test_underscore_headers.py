@@ -1,7 +1,7 @@
 """Header names with an underscore: read by CGI/WSGI origins as their dash spelling.
 
 `X_Forwarded_Host` reaches a wsgiref application as HTTP_X_FORWARDED_HOST, exactly like
-`X-Forwarded-Host`: unkeyed, it shapes an answer the cache stores for everyone.
+`X-Forwarded-Host`: unkeyed, it shapes a response the cache stores for everyone.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def forwarded(policy: ForwardingPolicy, headers: dict[str, str], trusted: bool =
 
 
 def test_underscore_spellings_of_managed_fields_never_pass() -> None:
-    plain = ForwardingPolicy.build(None, None)  # a request whose answer is never stored
+    plain = ForwardingPolicy.build(None, None)  # a request whose response is never stored
     for trusted in (False, True):
         names = forwarded(plain, {**SPOOFS, "X_Custom": "1"}, trusted)
         assert not set(SPOOFS) & names
@@ -75,7 +75,7 @@ def _wsgi_origin() -> tuple[WSGIServer, int]:
     return server, server.server_port
 
 
-async def test_an_underscore_spelling_cannot_poison_a_stored_answer(
+async def test_an_underscore_spelling_cannot_poison_a_stored_response(
     start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     server, port = _wsgi_origin()

@@ -77,7 +77,7 @@ def public() -> CorsPolicy:
 )
 def test_allowed_origin(strict: CorsPolicy, origin: str, allowed: bool) -> None:
     assert strict.allowed_origin(origin) is allowed
-    assert strict.allowed_origin(origin) is allowed  # second answer comes from the cache
+    assert strict.allowed_origin(origin) is allowed  # second result comes from the cache
 
 
 def test_regex_is_anchored_even_without_anchors() -> None:

@@ -14,7 +14,7 @@ from proxy.http.headers import (
 )
 from tests.conftest import forward_request_headers
 
-PLAIN = ForwardingPolicy.build(None, None)  # requests whose answer is never stored
+PLAIN = ForwardingPolicy.build(None, None)  # requests whose response is never stored
 CACHED = ForwardingPolicy.build(None, ())  # fetches by the cache, key without headers
 
 CLAIMS = CIMultiDict(

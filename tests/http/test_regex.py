@@ -20,7 +20,7 @@ from tests.conftest import ProxyProcess, StartUpstream, raw_exchange
 # Backtracking `re` takes about 2^n steps on n a's followed by a non-match.
 CATASTROPHIC = "/api/(a+)+$"
 CRAFTED = "/api/" + "a" * 5000 + "!"
-# A hang detector, not a performance bound: RE2 answers in well under a millisecond.
+# A hang detector, not a performance bound: RE2 decides in well under a millisecond.
 PROMPTLY = aiohttp.ClientTimeout(total=2)
 
 
@@ -33,7 +33,7 @@ async def _named_upstream(start_upstream: StartUpstream, name: str) -> str:
     return (await start_upstream(app)).url
 
 
-async def test_catastrophic_route_regex_answers_promptly_and_health_meanwhile(
+async def test_catastrophic_route_regex_responds_promptly_and_health_meanwhile(
     start_upstream: StartUpstream, proxy_process: Callable[..., ProxyProcess]
 ) -> None:
     main = await _named_upstream(start_upstream, "main")

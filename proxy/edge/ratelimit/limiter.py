@@ -1,4 +1,4 @@
-"""The rate-limit stage of one limiter: who the client is, its windows, the answer.
+"""The rate-limit stage of one limiter: who the client is, its windows, the response.
 
 Built once at start-up per limiter (the top-level defaults, shared by every route that
 does not declare its own section; and one per route that does). On every request of a
@@ -38,7 +38,7 @@ log = logging.getLogger("cacheproxy.ratelimit")
 # runs each request in a task of its own, with its own copy of the context, so this never
 # leaks into the next request on the connection (as metrics.current_route).
 COUNTS: ContextVar[tuple[int, int, int] | None] = ContextVar("cacheproxy_ratelimit_counts")
-_UNCHECKED = (-1, -1, -1)  # the stage did not run (a revoked token was answered first)
+_UNCHECKED = (-1, -1, -1)  # the stage did not run (a revoked token was refused first)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,64}")
 
 
@@ -64,7 +64,7 @@ class RateLimiter:
         self._redis = redis
         # Visible state, for /metrics, /health and the dashboard (proxy/observe/documents.py).
         self.denied = 0
-        self.store_errors = 0  # checks Redis could not answer
+        self.store_errors = 0  # checks Redis could not decide
         self.degraded = False  # the last check could not reach Redis
         self.last_error: str | None = None
 
@@ -75,7 +75,7 @@ class RateLimiter:
         reset = ceil(wait - 1e-6)  # whole_seconds(wait), written out: a call costs more
         if reset < 1:
             reset = 1
-        # The numbers only: the header values are made by whoever answers (`apply`, or
+        # The numbers only: the header values are made by whoever responds (`apply`, or
         # `lines` for a prepared hit), once.
         COUNTS.set((which, remaining, reset))
         if allowed:
@@ -92,14 +92,14 @@ class RateLimiter:
             return self._store_failed(request, client, exc)
         if self.degraded:
             self.degraded = False
-            log.info("rate limit %s: Redis answers again, limits are shared", self.policy.name)
-        return self._answer(request, outcome)
+            log.info("rate limit %s: Redis responds again, limits are shared", self.policy.name)
+        return self._response_for(request, outcome)
 
     def apply(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
         """Put this request's rate-limit headers on its response (replacing the origin's)."""
         state = COUNTS.get(_UNCHECKED)
         if state is _UNCHECKED:
-            return  # answered before the stage ran (a revoked token)
+            return  # refused before the stage ran (a revoked token)
         if state is None:  # counts unknown: none of the origin's either
             headers.update(self.headers.policy_only)
             for name in COUNT_HEADERS:
@@ -108,7 +108,7 @@ class RateLimiter:
             headers.update(self.headers.get(*state))
 
     def lines(self) -> str | None:
-        """What `apply` adds to this request's answer, as lines on the wire; None when
+        """What `apply` adds to this request's response, as lines on the wire; None when
         `apply` would leave the origin's own headers (no check ran). The caller drops the
         origin's in both cases."""
         state = COUNTS.get(_UNCHECKED)
@@ -118,9 +118,9 @@ class RateLimiter:
             return self.headers.policy_line
         return self.headers.lines(*state)
 
-    # --- answers ------------------------------------------------------------
+    # --- responses ----------------------------------------------------------
 
-    def _answer(self, request: web.BaseRequest, outcome: Outcome) -> web.Response | None:
+    def _response_for(self, request: web.BaseRequest, outcome: Outcome) -> web.Response | None:
         allowed, which, remaining, wait = outcome
         reset = whole_seconds(wait)
         COUNTS.set((which, remaining, reset))
@@ -159,7 +159,7 @@ class RateLimiter:
             )
         mode = self.policy.on_store_error
         if mode == "local":
-            return self._answer(request, self.memory.hit(client))
+            return self._response_for(request, self.memory.hit(client))
         COUNTS.set(None)  # the counts are unknown: no numbers
         if mode == "allow":
             return None
