@@ -1,4 +1,4 @@
-"""The `compression:` section, top level or per route; negotiation, codecs and policy are in
+"""The `compression:` section, top level or per route; negotiation, codecs and rules are in
 proxy/edge/compression/."""
 
 from __future__ import annotations

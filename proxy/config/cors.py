@@ -1,4 +1,4 @@
-"""The `cors:` section, top level or per route; the policy built from it is proxy/edge/cors.py's."""
+"""The `cors:` section, top level or per route; the rules built from it are proxy/edge/cors.py's."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ class RateLimitSettings(Section):
 
 
 @dataclass(frozen=True, slots=True)
-class LimitPolicy:
+class LimiterSettings:
     """One limiter's resolved settings: what `RateLimiter` is built from."""
 
     name: str  # "default" or "route:<name>": the counters' identity
@@ -88,7 +88,7 @@ class LimitPolicy:
 
 def resolve(
     name: str, top: RateLimitSettings | None, route: RateLimitSettings | None
-) -> LimitPolicy | None:
+) -> LimiterSettings | None:
     """The route's own keys over the top level's; None: not limited."""
     if route is not None and not route.enabled:
         return None
@@ -101,7 +101,7 @@ def resolve(
     settings = RateLimitSettings.model_validate(merged)
     if not settings.limits:
         return None
-    return LimitPolicy(
+    return LimiterSettings(
         name=name,
         rates=tuple(parse_rate(text) for text in settings.limits),
         key=settings.key,

@@ -1,4 +1,4 @@
-"""CORS: the policy (`CorsPolicy`) built from the `cors:` section (proxy/config/cors.py).
+"""CORS: the rules (`CorsRules`) built from the `cors:` section (proxy/config/cors.py).
 
 On a route with CORS configured the proxy owns CORS: preflights are served here and never
 reach the upstream, and `apply` strips whatever `Access-Control-*` headers the upstream sent
@@ -16,7 +16,7 @@ from proxy.config.cors import ORIGIN_RE, CorsSettings
 from proxy.http import regex as linear_regex
 from proxy.http.vary import append_vary
 
-__all__ = ["CorsPolicy"]
+__all__ = ["CorsRules"]
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
@@ -45,7 +45,7 @@ def _single(headers: Headers, name: str) -> str | None:
     return values[0] if len(values) == 1 else None
 
 
-class CorsPolicy:
+class CorsRules:
     """Per-route CORS decisions; everything configurable is resolved in `__init__`."""
 
     __slots__ = (

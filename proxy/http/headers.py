@@ -30,7 +30,7 @@ HOP_BY_HOP = frozenset(
 )
 
 # Set by the proxy itself from the connection it forwards on. X-Forwarded-Host is always
-# decided by ForwardingPolicy, never copied from the client as such.
+# decided by ForwardingRules, never copied from the client as such.
 _REQUEST_OWN = frozenset({"host", "expect", "content-length", "x-forwarded-host"})
 
 # What a client may claim about itself or the hops before us: believed only from a trusted
@@ -104,7 +104,7 @@ MANAGED = (
 
 
 @dataclass(frozen=True, slots=True)
-class ForwardingPolicy:
+class ForwardingRules:
     """What one kind of upstream request may carry from the client; built at start-up."""
 
     drop_untrusted: frozenset[str]  # request headers dropped when the peer is not trusted
@@ -126,7 +126,7 @@ class ForwardingPolicy:
     def build(
         cls, public_host: str | None, key_headers: tuple[str, ...] | None, underscores: bool = False
     ) -> Self:
-        """`key_headers` None: nothing fetched with this policy is stored.
+        """`key_headers` None: nothing fetched under these rules is stored.
 
         Then the client's Host goes upstream as X-Forwarded-Host, as every reverse proxy
         does: the response goes to that client alone, so a lying Host only fools itself.
@@ -175,7 +175,7 @@ _CONNECTION, _VIA = istr("Connection"), istr("Via")
 
 def request_fields(
     headers: Headers,
-    policy: ForwardingPolicy,
+    rules: ForwardingRules,
     *,
     peer: str | None,
     peer_trusted: bool,
@@ -193,14 +193,14 @@ def request_fields(
     the client's conditions and ranges are dropped (the caller adds validators of its own).
     """
     if validating:
-        drop = policy.validating_trusted if peer_trusted else policy.validating_untrusted
+        drop = rules.validating_trusted if peer_trusted else rules.validating_untrusted
     else:
-        drop = policy.drop_trusted if peer_trusted else policy.drop_untrusted
+        drop = rules.drop_trusted if peer_trusted else rules.drop_untrusted
     if _CONNECTION in headers:
         drop = drop | _connection_tokens(headers)
     lines = [f"Host: {upstream_host}"]
     merged = _NOTHING
-    kept = policy.underscores_kept
+    kept = rules.underscores_kept
     for name, value in headers.items():
         lower = name.lower()
         if lower in drop:
@@ -235,11 +235,11 @@ def request_fields(
         [f"X-Forwarded-Proto: {s}" for s in schemes] if schemes else [f"X-Forwarded-Proto: {proto}"]
     )
     hosts = merged.get("x-forwarded-host")  # only ever kept from a trusted proxy
-    if policy.public_host is not None:
-        lines.append(f"X-Forwarded-Host: {policy.public_host}")
+    if rules.public_host is not None:
+        lines.append(f"X-Forwarded-Host: {rules.public_host}")
     elif hosts:
         lines += [f"X-Forwarded-Host: {h}" for h in hosts]
-    elif client_host and policy.host_as_forwarded_host:
+    elif client_host and rules.host_as_forwarded_host:
         lines.append(f"X-Forwarded-Host: {client_host}")
     via = merged.get("via")
     lines.append(f"Via: {', '.join(via)}, {VIA}" if via else _VIA_LINE)

@@ -147,7 +147,7 @@ class Documents:
         """/health's `rate_limits` check: down while a limiter cannot reach its windows in
         Redis (its on_store_error decides meanwhile); None when none keeps them there. No
         error text: it would name the Redis (and /health needs no token)."""
-        shared = {lim.policy.name: lim for lim in self.sources.routes.limiters}
+        shared = {lim.settings.name: lim for lim in self.sources.routes.limiters}
         if not shared:
             return None
         down = [name for name, lim in shared.items() if lim.degraded]
@@ -156,7 +156,7 @@ class Documents:
             name: {
                 "status": "down" if lim.degraded else "up",
                 "store_errors": lim.store_errors,
-                "on_store_error": lim.policy.on_store_error,
+                "on_store_error": lim.settings.on_store_error,
             }
             for name, lim in shared.items()
         }

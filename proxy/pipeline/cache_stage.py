@@ -20,7 +20,7 @@ from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import EMPTY_CACHE_CONTROL, Freshness, Scope
 from proxy.cache.route import RouteCache
 from proxy.cache.status import cache_status
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http.errors import json_error
 from proxy.http.headers import forward_response_headers
 from proxy.http.target import Target
@@ -34,7 +34,7 @@ log = logging.getLogger("cacheproxy.cache")
 
 # (request, route, target, validators) -> upstream response; see Pipeline.fetch_for_cache.
 Fetch = Callable[
-    [web.BaseRequest, RoutePolicy, Target, dict[str, str] | None],
+    [web.BaseRequest, LoadedRoute, Target, dict[str, str] | None],
     Awaitable[UpstreamResponse],
 ]
 # What a coalesced fetch hands its waiters: the stored entry, the failure, or nothing
@@ -92,20 +92,20 @@ class HttpCache:
             return await self.shared.purge(kind, value)
         return PurgeResult(getattr(self.store, f"purge_{kind}")(value), 0, None)
 
-    def primary_key(self, route: RoutePolicy, target: Target, request: web.BaseRequest) -> str:
+    def primary_key(self, route: LoadedRoute, target: Target, request: web.BaseRequest) -> str:
         assert route.cache is not None
         return route.cache.keys.primary_key(
             route.upstream.host_header, target.path, target.query, request.headers
         )
 
-    def url_key(self, route: RoutePolicy, path: str, query: str) -> str:
+    def url_key(self, route: LoadedRoute, path: str, query: str) -> str:
         assert route.cache is not None
         return route.cache.keys.url_key(route.upstream.host_header, path, query)
 
     # --- the request path ---------------------------------------------------
 
     async def serve(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target
+        self, request: web.BaseRequest, route: LoadedRoute, target: Target
     ) -> web.StreamResponse:
         """Answer a GET/HEAD on a caching route."""
         rc = route.cache
@@ -202,7 +202,7 @@ class HttpCache:
     async def _coalesced(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         primary: str,
         validators: dict[str, str],
@@ -265,13 +265,13 @@ class HttpCache:
                 assert self.shared is not None
                 await self.shared.done(primary, url_part(primary))
 
-    def _global(self, route: RoutePolicy) -> bool:
+    def _global(self, route: LoadedRoute) -> bool:
         return self.shared is not None and route.cache is not None and route.cache.coalesce_global
 
     async def _follow(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         primary: str,
         future: asyncio.Future[Outcome],
     ) -> web.StreamResponse | None:
@@ -299,7 +299,7 @@ class HttpCache:
     async def _fetch_and_store(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         primary: str,
         validators: dict[str, str],
@@ -357,7 +357,7 @@ class HttpCache:
     async def _store_or_relay(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         primary: str,
         up: UpstreamResponse,
@@ -399,7 +399,7 @@ class HttpCache:
     async def _read_entry(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         primary: str,
         up: UpstreamResponse,
@@ -444,7 +444,7 @@ class HttpCache:
     async def _revalidate(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         entry: Entry,
         verdict: Freshness,
@@ -486,7 +486,7 @@ class HttpCache:
         return fresh
 
     async def _stale_on_error(
-        self, request: web.BaseRequest, route: RoutePolicy, entry: Entry, status: str
+        self, request: web.BaseRequest, route: LoadedRoute, entry: Entry, status: str
     ) -> web.StreamResponse:
         return await self._responder.from_entry(
             request, route, entry, entry.age(self._clock()), "STALE", status
@@ -495,7 +495,7 @@ class HttpCache:
     async def _pass(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         x_cache: str,
         status: str,
@@ -514,7 +514,7 @@ class HttpCache:
     def _refresh_ahead(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         entry: Entry,
         age: float,
@@ -535,7 +535,7 @@ class HttpCache:
     def _refresh_in_background(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         entry: Entry,
         shared_gen: bytes | None,
@@ -550,7 +550,7 @@ class HttpCache:
     def _start_refresh(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         key: str,
         entry: Entry | None,
@@ -562,7 +562,7 @@ class HttpCache:
         return task
 
     async def warm(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target
+        self, request: web.BaseRequest, route: LoadedRoute, target: Target
     ) -> Entry | None:
         """Fetch, or revalidate, what a GET of `target` by `request` would be answered
         with, and store it: for the warmer, which has no client. The entry stored by this
@@ -581,7 +581,7 @@ class HttpCache:
     async def _refresh(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         key: str,
         entry: Entry | None,

@@ -19,9 +19,9 @@ from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
 from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import RevocationList
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http.errors import ClientBodyError, json_error
-from proxy.http.headers import ForwardingPolicy, request_fields
+from proxy.http.headers import ForwardingRules, request_fields
 from proxy.http.target import BadTarget, Target, parse_target
 from proxy.observe.metrics import current_route
 from proxy.pipeline.cache_stage import HttpCache, cache_headers
@@ -162,9 +162,9 @@ class Pipeline:
     def _upstream_request(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
-        forwarding: ForwardingPolicy,
+        forwarding: ForwardingRules,
         validating: bool = False,
     ) -> tuple[str, list[str]]:
         """The upstream request target and header lines for `request` (see request_fields)."""
@@ -188,7 +188,7 @@ class Pipeline:
         return upstream.base_path + path_qs, fields
 
     async def forward(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target
+        self, request: web.BaseRequest, route: LoadedRoute, target: Target
     ) -> web.StreamResponse:
         """Stream the request to the upstream and its response back, holding no large body."""
         body: bytes | ClientBody | None = None
@@ -227,7 +227,7 @@ class Pipeline:
             up.release()
 
     def _body_failed(
-        self, request: web.BaseRequest, route: RoutePolicy, status: int, code: str, message: str
+        self, request: web.BaseRequest, route: LoadedRoute, status: int, code: str, message: str
     ) -> web.StreamResponse:
         """The client's body stalled or broke off: what is left of it cannot be told from a
         next request, so the connection closes after this answer."""
@@ -238,7 +238,7 @@ class Pipeline:
     async def fetch_for_cache(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         validators: dict[str, str] | None,
     ) -> UpstreamResponse:

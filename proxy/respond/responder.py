@@ -16,7 +16,7 @@ from proxy.cache.policy import Headers
 from proxy.cache.status import SF_INTEGER_MAX, cache_status, cache_status_ttl
 from proxy.edge.compression.codecs import CodingError
 from proxy.edge.compression.headers import vary_accept_encoding
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http import ranges
 from proxy.http.errors import json_error
 from proxy.http.headers import forward_response_headers
@@ -75,7 +75,7 @@ class Responder:
         self.store = store
 
     async def forward(
-        self, request: web.BaseRequest, route: RoutePolicy, up: UpstreamResponse
+        self, request: web.BaseRequest, route: LoadedRoute, up: UpstreamResponse
     ) -> web.StreamResponse:
         """An upstream response to a request that is not cached: a small body goes out
         with its head in one write, made as the upstream's fields go by (forwarded_head)."""
@@ -104,7 +104,7 @@ class Responder:
     async def relay(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         up: UpstreamResponse,
         headers: CIMultiDict[str],
         prefix: bytes = b"",
@@ -132,7 +132,7 @@ class Responder:
     async def from_entry(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         entry: Entry,
         age: float,
         x_cache: str,
@@ -228,7 +228,7 @@ class Responder:
     def prepared(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         entry: Entry,
         age: float,
         x_cache: str,
@@ -249,7 +249,7 @@ class Responder:
             return None
         return _send_head(request, route, entry, head, age, x_cache, status)
 
-    async def _make_head(self, request: web.BaseRequest, route: RoutePolicy, entry: Entry) -> bool:
+    async def _make_head(self, request: web.BaseRequest, route: LoadedRoute, entry: Entry) -> bool:
         """Make sure the form this client gets has its head (and the entry a plan for this
         route); False: it cannot have one (a decoded variant too large to store)."""
         plan = entry.plan
@@ -270,7 +270,7 @@ class Responder:
         self.store.grew(entry, len(head.static) + HEAD_OVERHEAD)
         return True
 
-    async def _make_variant(self, route: RoutePolicy, entry: Entry, key: str) -> Variant | Unstored:
+    async def _make_variant(self, route: LoadedRoute, entry: Entry, key: str) -> Variant | Unstored:
         assert route.compression is not None and route.cache is not None
         args = (route.compression, entry.headers, entry.body, key, route.cache.max_entry_size)
         if key == DECODED or len(entry.body) > _INLINE_ENCODE:
@@ -296,7 +296,7 @@ class Responder:
             log.warning("stored body of %s does not decode: %s", request.path, exc)
             cut(request, resp)
 
-    def own(self, request: web.BaseRequest, route: RoutePolicy, resp: web.Response) -> web.Response:
+    def own(self, request: web.BaseRequest, route: LoadedRoute, resp: web.Response) -> web.Response:
         """An answer of the proxy's own (an error): browsers must be able to read it too."""
         if route.cors is not None:
             route.cors.apply(request.headers, resp.headers)
@@ -307,7 +307,7 @@ class Responder:
 
 def _send_head(
     request: web.BaseRequest,
-    route: RoutePolicy,
+    route: LoadedRoute,
     entry: Entry,
     head: Head,
     age: float,

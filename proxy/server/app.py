@@ -73,7 +73,7 @@ class ProxyServer:
         budget = (config.cache or CacheSettings()).max_memory
         memory = MemoryStore(budget)
         self.shared: SharedTier | None = None
-        if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
+        if self.redis is not None and any(p.cache and p.cache.shared for p in routes.compiled):
             secret = config.cache.key_secret if config.cache is not None else None
             self.shared = SharedTier(self.redis, memory, secret)
         warming_settings = config.cache.warming if config.cache is not None else None
@@ -150,14 +150,14 @@ class ProxyServer:
         return self.apply(loaded)
 
     def apply(self, loaded: Settings) -> dict[str, object]:
-        """Swap in what can change live: routes and their policies, for new requests.
+        """Swap in what can change live: routes and their rules, for new requests.
 
         The memory tier, upstream pool, listeners and Redis stay: cached entries, pooled and
         client connections live on. Synchronous, so no request sees half of it."""
         restart = restart_required(self.config, loaded)
         config = effective(self.config, loaded)
         routes = RouteTable(config, self.redis, previous=self.pipeline.routes)
-        wants_shared = any(p.cache and p.cache.shared for p in routes.policies)
+        wants_shared = any(p.cache and p.cache.shared for p in routes.compiled)
         if self.shared is None and self.redis is not None and wants_shared:
             restart.append("cache.tiers")  # the Redis tier was not started with this process
         self.pipeline.use_routes(routes)
@@ -286,8 +286,8 @@ class ProxyServer:
 def route_facts(routes: RouteTable) -> RouteFacts:
     """What observe/ needs of the route table, as values: it does not import pipeline/."""
     return RouteFacts(
-        meters=tuple((p.name, p.cache is not None) for p in routes.policies),
-        ttls={p.name: p.cache.rules.ttl for p in routes.policies if p.cache is not None},
+        meters=tuple((p.name, p.cache is not None) for p in routes.compiled),
+        ttls={p.name: p.cache.rules.ttl for p in routes.compiled if p.cache is not None},
         limiters=tuple(lim for lim in routes.limiters if lim.shared is not None),
         trusted_proxies=routes.trusted_proxies,
     )

@@ -1,6 +1,6 @@
 """Live config reload: what a new file may change in a running process, and what needs a restart.
 
-Live (new requests see it; requests in flight finish under the policy they started with):
+Live (new requests see it; requests in flight finish under the route they started with):
 `routes`, the top-level `cache` defaults (but `max_memory`), `cors`, `compression`,
 `trusted_proxies`, `listen.hosts`, `listen.public_host`. Everything else is built into
 sockets, pools or processes at start-up; a change there is reported as "restart required"

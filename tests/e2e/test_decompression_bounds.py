@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 
 from proxy.config.compression import CompressionSettings
 from proxy.edge.compression.codecs import PIECE
-from proxy.edge.compression.policy import CompressionPolicy
+from proxy.edge.compression.rules import CompressionRules
 from proxy.respond.encoding import AS_STORED, DECODED, Unstored, make_variant
 from tests.conftest import ProxyProcess, StartProxy, StartUpstream
 
@@ -199,17 +199,17 @@ async def test_a_streamed_decoded_variant_serves_head_conditionals_and_corruptio
 
 
 @pytest.fixture
-def policy() -> CompressionPolicy:
-    return CompressionPolicy(CompressionSettings.model_validate(COMPRESSION))
+def rules() -> CompressionRules:
+    return CompressionRules(CompressionSettings.model_validate(COMPRESSION))
 
 
 def _gzipped(**extra: str) -> CIMultiDict[str]:
     return CIMultiDict({"Content-Encoding": "gzip", "ETag": '"v1"', **extra})
 
 
-def test_a_decoded_variant_that_fits_is_made_whole(policy: CompressionPolicy) -> None:
+def test_a_decoded_variant_that_fits_is_made_whole(rules: CompressionRules) -> None:
     body = b'{"ok": true}' * 1000
-    made = make_variant(policy, _gzipped(), zlib.compress(body, wbits=31), DECODED, len(body))
+    made = make_variant(rules, _gzipped(), zlib.compress(body, wbits=31), DECODED, len(body))
     assert not isinstance(made, Unstored)
     headers, decoded = made
     assert decoded == body
@@ -219,10 +219,10 @@ def test_a_decoded_variant_that_fits_is_made_whole(policy: CompressionPolicy) ->
 
 
 def test_a_decoded_variant_too_large_stops_at_the_limit_and_streams(
-    policy: CompressionPolicy,
+    rules: CompressionRules,
 ) -> None:
     limit = 1 * MiB
-    made = make_variant(policy, _gzipped(), _gzip_zeros(16 * MiB), DECODED, limit)
+    made = make_variant(rules, _gzipped(), _gzip_zeros(16 * MiB), DECODED, limit)
     assert isinstance(made, Unstored)
     assert "Content-Length" not in made.headers
     assert "Content-Encoding" not in made.headers
@@ -232,9 +232,9 @@ def test_a_decoded_variant_too_large_stops_at_the_limit_and_streams(
     assert max(sizes) <= PIECE
 
 
-def test_a_corrupt_stored_body_is_sent_as_stored(policy: CompressionPolicy) -> None:
-    made = make_variant(policy, _gzipped(), b"\xff" * 100, DECODED, MiB)
+def test_a_corrupt_stored_body_is_sent_as_stored(rules: CompressionRules) -> None:
+    made = make_variant(rules, _gzipped(), b"\xff" * 100, DECODED, MiB)
     assert not isinstance(made, Unstored)
     headers, body = made
     assert (headers["Content-Encoding"], body) == ("gzip", b"\xff" * 100)
-    assert (headers, body) == make_variant(policy, _gzipped(), body, AS_STORED, MiB)
+    assert (headers, body) == make_variant(rules, _gzipped(), body, AS_STORED, MiB)

@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 
 from proxy.config.cors import CorsSettings
 from proxy.config.rates import parse_rate
-from proxy.edge.cors import CorsPolicy
+from proxy.edge.cors import CorsRules
 from proxy.edge.ratelimit.headers import RateHeaders
 from proxy.respond.prepared import relayed
 from proxy.respond.relay import PHRASES
@@ -197,7 +197,7 @@ async def test_a_purge_drops_the_prepared_head(origin: Origin, start_proxy: Star
         writer.close()
 
 
-async def test_a_reload_rebuilds_heads_for_the_new_route_policy(
+async def test_a_reload_rebuilds_heads_for_the_new_routes(
     origin: Origin, start_proxy: StartProxy
 ) -> None:
     from proxy.config.loader import parse_config
@@ -256,15 +256,15 @@ def _lines(headers: CIMultiDict[str]) -> str:
 def test_cors_allow_lines_are_what_apply_adds_per_request(
     config: dict[str, Any], origins: tuple[str, ...]
 ) -> None:
-    policy = CorsPolicy(CorsSettings(**config))
+    rules = CorsRules(CorsSettings(**config))
     request: CIMultiDict[str] = CIMultiDict(("Origin", o) for o in origins)
     constant: CIMultiDict[str] = CIMultiDict()
-    policy.apply(CIMultiDict(), constant)
+    rules.apply(CIMultiDict(), constant)
     for _ in range(2):  # computed, then remembered
         applied: CIMultiDict[str] = CIMultiDict()
-        policy.apply(request, applied)
+        rules.apply(request, applied)
         extra = CIMultiDict((k, v) for k, v in applied.items() if (k, v) not in constant.items())
-        assert policy.allow_lines(request) == _lines(extra)
+        assert rules.allow_lines(request) == _lines(extra)
 
 
 @pytest.mark.parametrize("which", [0, 1])

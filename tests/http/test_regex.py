@@ -13,7 +13,7 @@ from aiohttp import web
 
 from proxy.config.cors import CorsSettings
 from proxy.config.loader import ConfigError, parse_config
-from proxy.edge.cors import CorsPolicy
+from proxy.edge.cors import CorsRules
 from proxy.pipeline.routes import RouteTable
 from tests.conftest import ProxyProcess, StartUpstream, raw_exchange
 
@@ -111,7 +111,7 @@ def test_route_regex_matches_at_the_start_only() -> None:
 
 
 def test_cors_regex_matches_the_whole_origin_ignoring_case() -> None:
-    cors = CorsPolicy(CorsSettings(allow_origin_regex=[r"https://[a-z]+\.example\.com"]))
+    cors = CorsRules(CorsSettings(allow_origin_regex=[r"https://[a-z]+\.example\.com"]))
     assert cors.allowed_origin("https://Review.Example.com")
     assert not cors.allowed_origin("https://review.example.com.evil.net")
     assert not cors.allowed_origin("xhttps://review.example.com")

@@ -11,9 +11,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config.loader import parse_config
 from proxy.edge.compression.headers import vary_accept_encoding
-from proxy.edge.cors import CorsPolicy
+from proxy.edge.cors import CorsRules
 from proxy.edge.ratelimit.limiter import COUNTS
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http.headers import forward_response_headers
 from proxy.pipeline.routes import RouteTable
 from proxy.respond.encoding import plan_stream
@@ -67,13 +67,13 @@ CLIENTS = {
 }
 
 
-def route_of(config: str) -> RoutePolicy:
+def route_of(config: str) -> LoadedRoute:
     text = f"upstream: {{url: 'http://127.0.0.1:9'}}\ncache: false\n{config}\n"
     return RouteTable(parse_config(text, env={})).match("GET", "/x")
 
 
 def general(
-    route: RoutePolicy, fields: CIMultiDictProxy[str], request: CIMultiDictProxy[str]
+    route: LoadedRoute, fields: CIMultiDictProxy[str], request: CIMultiDictProxy[str]
 ) -> bytes | None:
     """What Responder.relay's general path sends; None: a body coder is needed."""
     headers = forward_response_headers(fields)
@@ -172,7 +172,7 @@ _LIMITS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "R
 
 
 def general_stored(
-    route: RoutePolicy, fields: CIMultiDictProxy[str], vary_encoding: bool
+    route: LoadedRoute, fields: CIMultiDictProxy[str], vary_encoding: bool
 ) -> tuple[bytes, bool]:
     """A stored form's head as made from a header multidict, stage by stage."""
     out = CIMultiDict(fields)
@@ -203,7 +203,7 @@ def test_a_stored_forms_head_is_the_general_paths(config: str, vary_encoding: bo
 
 def test_per_request_cors_lines_are_left_to_each_answer() -> None:
     route = route_of(CONFIGS["cors credentials"])
-    assert isinstance(route.cors, CorsPolicy)
+    assert isinstance(route.cors, CorsRules)
     fields = CIMultiDictProxy(CIMultiDict(JSON))
     static, _ = stored_head(route, 200, "OK", fields, 2000, False)
     assert b"Access-Control" not in static and b"Vary: Origin\r\n" in static
