@@ -6,15 +6,15 @@ it opens when it should.
 Three runs, each through a proxy with its default breaker in front of the bench upstream
 (bench/upstream.py), clients sending paced requests, each to a path of its own:
 
-- steady: 200 req/s for 20 s, every 50th request (2%) to an endpoint that answers 503;
+- steady: 200 req/s for 20 s, every 50th request (2%) to an endpoint that responds 503;
 - one client: 100 req/s of healthy traffic for 15 s, while one client sends 10 requests to
-  an endpoint that answers 503, then 10 at once to one that never answers in time;
+  an endpoint that responds 503, then 10 at once to one that never responds in time;
 - outage: 100 req/s; after `warm` seconds of healthy traffic (a full window of successes)
-  POST /__bench/fail makes the upstream answer 503 to everything (once more with retries
+  POST /__bench/fail makes the upstream respond 503 to everything (once more with retries
   off). Measured: the time from then to the first request the proxy refuses itself.
 
 A refusal is the proxy's own 503 upstream_unavailable ("paused"): the circuit was open.
-The first two count refusals of requests whose upstream answer would have been a 200.
+The first two count refusals of requests whose upstream response would have been a 200.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ async def time_to_open(upstream: dict[str, Any], rate: float, warm: float) -> tu
             async def one(i: int) -> None:
                 nonlocal refused_at
                 sent = time.perf_counter()
-                answer = await _exchange(port, f"/api/item/{i}")
-                if REFUSED in answer and b"paused" in answer and refused_at is None:
+                response = await _exchange(port, f"/api/item/{i}")
+                if REFUSED in response and b"paused" in response and refused_at is None:
                     refused_at = sent
 
             started = time.perf_counter()
@@ -91,7 +91,7 @@ async def _paced(port: int, rate: float, seconds: float, path: Any) -> list[bool
     for i in range(int(rate * seconds)):
         await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
         tasks.append(asyncio.create_task(_exchange(port, path(i))))
-    return [REFUSED in answer and b"paused" in answer for answer in await asyncio.gather(*tasks)]
+    return [REFUSED in reply and b"paused" in reply for reply in await asyncio.gather(*tasks)]
 
 
 async def refusals(scenario: str) -> tuple[int, int]:

@@ -58,7 +58,7 @@ async def main(hits: int) -> None:
 
     def hit(observer: Observer) -> None:
         # All a hit pays: the listener's clock read, the pipeline naming the route, and
-        # the listener's call once the answer is sent.
+        # the listener's call once the response is sent.
         started = clock()
         current_route.set("r3")
         observer.observe(request, response, clock() - started)

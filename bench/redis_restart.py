@@ -2,7 +2,7 @@
 
     python -m bench.redis_restart [--rate 300] [--keys 200] [--seconds 14] [--runs 1]
 
-One proxy process with the Redis tier in front of an upstream that answers in `--delay`
+One proxy process with the Redis tier in front of an upstream that responds in `--delay`
 seconds over a small pool (`--pool` connections, `--queue` waiting: a storm of misses
 overflows it), and a redis-server of its own. Every hot key is warmed, then clients send
 `--rate` requests/s (open loop) spread over the hot keys; `--kill-at` seconds in, the

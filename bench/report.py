@@ -19,7 +19,7 @@ class Run:
     elapsed: float  # seconds
     p50: float  # seconds
     p99: float
-    errors: int = 0  # failed connections or reads, and non-2xx/3xx answers
+    errors: int = 0  # failed connections or reads, and non-2xx/3xx responses
     cpu: float | None = None  # CPU seconds of the server's processes during the round
 
     @property

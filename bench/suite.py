@@ -125,15 +125,15 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
         bare = ours("cacheproxy, cache + br only", full_pipeline(True, extras=False))
         for p in (one, two, bare):
             measure(p, Load((path,), headers, 8, s.warm_up))  # fills each worker's memory tier
-        answer = get(one.port, path, headers)
+        response = get(one.port, path, headers)
         expect = {"X-Cache": "HIT", "Content-Encoding": "br", "Access-Control-Allow-Origin": ORIGIN}
-        got = {k: answer.getheader(k) for k in expect}
+        got = {k: response.getheader(k) for k in expect}
         if got != expect:
             raise SystemExit(f"the proxy's hot key is not a full-pipeline br hit: {got}")
-        # The yardsticks answer with the very bytes and headers of the proxy's hit.
+        # The yardsticks respond with the very bytes and headers of the proxy's hit.
         body = _hit_body(one.port, path, headers)
         per_response = {"date", "server", "content-length", "age", "connection", "keep-alive"}
-        kept = [(k, v) for k, v in answer.getheaders() if k.lower() not in per_response]
+        kept = [(k, v) for k, v in response.getheaders() if k.lower() not in per_response]
         files = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-suite-")))
         (files / "body").write_bytes(body)
         (files / "headers.json").write_text(json.dumps(kept))
@@ -160,7 +160,7 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
         for y in others:
             measure(y, Load((path,), headers, 8, s.warm_up))  # nginx/Varnish: fetch, store
             if _hit_body(y.port, path, headers) != body:
-                raise SystemExit(f"{y.name} does not answer the same bytes as the proxy")
+                raise SystemExit(f"{y.name} does not respond with the same bytes as the proxy")
         measured = [one, two, bare, *others]
         sides = {m: Side(m.name) for m in measured}
         take_turns(s.rounds, [(sides[m], measuring(m, hot)) for m in measured])

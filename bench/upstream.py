@@ -5,8 +5,8 @@ flight each one takes delay * (in_flight / N)**2, so piling on more requests mak
 one slower and the whole slower too (as a service short of threads, memory or locks
 does). With a delay, GET /__bench/stats reports what it saw: requests, distinct paths,
 peak and mean in flight (at arrivals), mean service time; POST /__bench/reset starts afresh.
-POST /__bench/fail makes it answer 503 to everything from then on (an outage); paths under
-/__fail/ always answer 503 and /__hang/ answers after 30 s (one endpoint broken, the rest fine).
+POST /__bench/fail makes it respond 503 to everything from then on (an outage); paths under
+/__fail/ always respond 503 and /__hang/ responds after 30 s (one endpoint broken, the rest fine).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     python -m bench.yardsticks forward --port N --upstream http://127.0.0.1:M
     python -m bench.yardsticks dictcache --port N --upstream http://127.0.0.1:M
 
-`app` and `server` answer every GET with the given bytes (a plain `web.Application`, and
+`app` and `server` respond to every GET with the given bytes (a plain `web.Application`, and
 aiohttp's low-level `web.Server` without a router; `app --processes N`: N processes
 sharing the port with SO_REUSEPORT, as the proxy's workers do); `forward` is a naive
 forwarding proxy (one ClientSession, bodies read whole); `dictcache` a minimal caching
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("kind", choices=["app", "server", "forward", "dictcache"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", help="forward, dictcache: the origin's URL")
-    parser.add_argument("--body-file", type=Path, help="app, server: the bytes to answer")
+    parser.add_argument("--body-file", type=Path, help="app, server: the bytes to respond with")
     parser.add_argument("--headers-file", type=Path, help="app, server: JSON [[name, value]]")
     parser.add_argument("--processes", type=int, default=1, help="app: N, with SO_REUSEPORT")
     args = parser.parse_args()

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from proxy.config.loader import Config
+    from proxy.config.loader import Settings
     from proxy.server.app import ProxyServer
     from proxy.server.reload import ConfigSource
 
@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve_until_signal(
-    config: Config,
+    config: Settings,
     before: Callable[[], Awaitable[None]] | None = None,
     source: ConfigSource | None = None,
 ) -> ProxyServer:

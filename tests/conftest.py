@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config.loader import parse_config
-from proxy.http.headers import ForwardingPolicy, request_fields
+from proxy.http.headers import ForwardingRules, request_fields
 from proxy.server.app import ProxyServer
 from tests.redis_servers import redis_cluster, redis_sentinel, redis_server  # noqa: F401
 
@@ -222,7 +222,7 @@ Responder = Callable[[web.Request], Any]
 
 
 class Origin:
-    """A scripted upstream: `respond` decides each answer; `hits` counts requests per path."""
+    """A scripted upstream: `respond` decides each response; `hits` counts requests per path."""
 
     url: str
     upstream: Upstream
@@ -269,7 +269,7 @@ async def get(
 
 def forward_request_headers(
     headers: CIMultiDictProxy[str] | CIMultiDict[str],
-    policy: ForwardingPolicy,
+    rules: ForwardingRules,
     *,
     peer: str | None,
     peer_trusted: bool,
@@ -280,7 +280,7 @@ def forward_request_headers(
     """`headers.request_fields`, the lines the upstream gets, read back as a multidict."""
     lines = request_fields(
         headers,
-        policy,
+        rules,
         peer=peer,
         peer_trusted=peer_trusted,
         proto=proto,

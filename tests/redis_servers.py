@@ -103,7 +103,7 @@ class RedisServer:
             if "PONG" in _cli(self.port, "PING"):
                 return self
             time.sleep(0.02)
-        raise AssertionError(f"redis-server on {self.port} did not answer PING in 10 s")
+        raise AssertionError(f"redis-server on {self.port} did not respond to PING in 10 s")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from proxy.cli import LOG_LEVELS
-from proxy.config.loader import Config
+from proxy.config.loader import Settings
 from tests.conftest import ROOT
 
 # Records every module loaded by the time the interpreter exits, then runs `python -m proxy`.
@@ -73,7 +73,7 @@ def test_schema_and_check_config_load_nothing_beyond_the_config_package(
 
 
 def test_the_log_levels_offered_are_the_settings_levels() -> None:
-    log = Config.model_fields["log"].annotation
+    log = Settings.model_fields["log"].annotation
     assert isinstance(log, type) and issubclass(log, BaseModel)
     level = log.model_fields["level"]
     assert typing.get_args(level.annotation) == LOG_LEVELS

@@ -104,7 +104,7 @@ def build_admin_app(view: ServerView) -> web.Application:
         if token is None or not has_token(request):
             checks = without_detail(checks)
         # Each upstream's circuit, by route name (never its URL); a `status` each, so that
-        # with several workers the merged answer shows the worst of theirs. An open circuit
+        # with several workers the merged response shows the worst of theirs. An open circuit
         # is degraded, not unhealthy: this process still serves (stale entries, 503s).
         upstreams = {
             o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
@@ -115,10 +115,10 @@ def build_admin_app(view: ServerView) -> web.Application:
         failing = any(u["status"] == "down" for u in upstreams.values())
         checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
         status, http_status = overall(checks, view.draining())
-        answer = _json({"status": status, "checks": checks}, status=http_status)
-        # With workers, the supervisor merges their answers: a probe's time does not add up.
-        answer.headers[MERGE_HEADER] = "latency_ms=max"
-        return answer
+        response = _json({"status": status, "checks": checks}, status=http_status)
+        # With workers, the supervisor merges their responses: a probe's time does not add up.
+        response.headers[MERGE_HEADER] = "latency_ms=max"
+        return response
 
     async def cache_stats(_: web.Request) -> web.Response:
         return _json(view.documents.cache_stats())
@@ -149,23 +149,23 @@ def build_admin_app(view: ServerView) -> web.Application:
             result = await view.purge(kind, value)
         else:
             return json_error(400, "bad_request", f"unknown purge kind {kind!r}")
-        answer: dict[str, object] = {"purged": result.local}
+        body: dict[str, object] = {"purged": result.local}
         if view.shared_tier:
-            answer["purged_shared"] = result.shared
+            body["purged_shared"] = result.shared
         if result.error is not None:
             # Other instances were not told yet: accepted, not done.
             message = f"applied here; Redis could not be reached ({result.error}): queued, "
             message += "sent to Redis and every instance when it answers again"
-            answer.update(queued=True, message=message)
-            return _json(answer, status=202)
-        return _json(answer)
+            body.update(queued=True, message=message)
+            return _json(body, status=202)
+        return _json(body)
 
     async def reload(_: web.Request) -> web.Response:
         result = view.reload()
-        answer = _json(result, status=200 if result["reloaded"] else 422)
+        response = _json(result, status=200 if result["reloaded"] else 422)
         # With workers each one reloads the same file: its lists once, not once per worker.
-        answer.headers[MERGE_HEADER] = "restart_required=first, errors=first"
-        return answer
+        response.headers[MERGE_HEADER] = "restart_required=first, errors=first"
+        return response
 
     app = web.Application()
     app.router.add_get(LIVE_PATH, livez)
@@ -183,7 +183,7 @@ def build_admin_app(view: ServerView) -> web.Application:
     return app
 
 
-# Also the supervisor's heartbeat to each worker: answered by the event loop alone (no
+# Also the supervisor's heartbeat to each worker: served by the event loop alone (no
 # upstream, no Redis), so silence means the loop itself is stuck.
 LIVE_PATH = "/livez"
 
@@ -193,17 +193,17 @@ async def livez(_: web.Request) -> web.Response:
 
 
 def state(ready: bool, why_not: str) -> web.Response:
-    """`/readyz`'s answer: a word, nothing else (no token needed)."""
+    """`/readyz`'s response: a word, nothing else (no token needed)."""
     return _json({"status": "ready"} if ready else {"status": why_not}, 200 if ready else 503)
 
 
 def merged(handler: Handler, rules: str) -> Handler:
-    """`handler` with its answer's merge rules for the supervisor (proxy/admin/merge.py)."""
+    """`handler` with its response's merge rules for the supervisor (proxy/admin/merge.py)."""
 
     async def with_rules(request: web.Request) -> web.StreamResponse:
-        answer = await handler(request)
-        answer.headers[MERGE_HEADER] = rules
-        return answer
+        response = await handler(request)
+        response.headers[MERGE_HEADER] = rules
+        return response
 
     return with_rules
 
@@ -216,10 +216,10 @@ def add_observability(
 
     def document(make: Callable[[], object], rules: str = "") -> Handler:
         async def handler(_: web.Request) -> web.Response:
-            answer = _json(make())
+            response = _json(make())
             if rules:  # how the supervisor merges it with the other workers'
-                answer.headers[MERGE_HEADER] = rules
-            return answer
+                response.headers[MERGE_HEADER] = rules
+            return response
 
         return guard(handler)
 

@@ -41,16 +41,16 @@ _PAGE = _load("dashboard.html")
 _FILES = {name: _load(name) for name in _ASSETS}
 
 
-def _answer(data: bytes, content_type: str) -> web.Response:
+def _response(data: bytes, content_type: str) -> web.Response:
     return web.Response(body=data, content_type=content_type, charset="utf-8", headers=_HEADERS)
 
 
 async def page(_: web.Request) -> web.Response:
-    return _answer(*_PAGE)
+    return _response(*_PAGE)
 
 
 async def asset(request: web.Request) -> web.Response:
     found = _FILES.get(request.match_info["name"])  # a fixed set: no paths, no traversal
     if found is None:
         raise web.HTTPNotFound()
-    return _answer(*found)
+    return _response(*found)

@@ -1,5 +1,5 @@
 """The admin port of a supervisor of workers (`workers: N`): `GET /workers`, `/livez`, `/readyz`
-and `/metrics` answered here, anything else asked of every worker and their answers merged
+and `/metrics` served here, anything else asked of every worker and their responses merged
 into one (proxy/admin/merge.py). It reaches the supervisor only through a SupervisorView."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.admin.app import LIVE_PATH, livez, state, token_guard
-from proxy.admin.merge import Answer, Unanswered, merge_answers
+from proxy.admin.merge import MissingResponse, WorkerResponse, merge_responses
 from proxy.admin.view import SupervisorView
 from proxy.http.errors import json_error
 from proxy.http.headers import HOP_BY_HOP
@@ -40,9 +40,9 @@ def build_fanout_admin(view: SupervisorView) -> web.Application:
             (k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP
         )
         results = await view.ask_all(request.method, request.raw_path, headers, body)
-        answers = [r for r in results if isinstance(r, Answer)]
-        unanswered = [r for r in results if isinstance(r, Unanswered)]
-        merged = merge_answers(request.method, answers, unanswered)
+        responses = [r for r in results if isinstance(r, WorkerResponse)]
+        missing = [r for r in results if isinstance(r, MissingResponse)]
+        merged = merge_responses(request.method, responses, missing)
         out = CIMultiDict(merged.headers)
         if merged.content_type:
             out["Content-Type"] = merged.content_type
@@ -50,11 +50,11 @@ def build_fanout_admin(view: SupervisorView) -> web.Application:
 
     async def reload(request: web.Request) -> web.Response:
         view.reload()
-        return await forward(request)  # each worker re-reads the file and answers for itself
+        return await forward(request)  # each worker re-reads the file and responds for itself
 
     async def revoke(request: web.Request) -> web.Response:
         await view.note_revocation(await request.read())
-        return await forward(request)  # each worker revokes it and answers for itself
+        return await forward(request)  # each worker revokes it and responds for itself
 
     async def metrics(_: web.Request) -> web.Response:
         body = await asyncio.to_thread(render_multiprocess, view.metrics_dir())

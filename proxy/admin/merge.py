@@ -1,4 +1,4 @@
-"""One admin answer out of several workers' answers: pure, no I/O.
+"""One admin response out of several workers' responses: pure, no I/O.
 
 With `workers: N` the supervisor asks every worker and merges what they say, so that admin
 tools see one proxy. The rules know nothing of particular endpoints (those added later merge
@@ -17,13 +17,13 @@ worker) says so with a response header, `Cacheproxy-Merge: count=max, started_at
 each key name, `sum`, `max`, `min` or `first`, wherever that key appears in the document
 (`sum` on lists of numbers adds them up item by item, as a histogram's buckets).
 
-Answers that are not JSON (an HTML page, metrics text) are passed on when every worker gave
-the same bytes; different ones cannot be merged without knowing their format, so the answer
+Responses that are not JSON (an HTML page, metrics text) are passed on when every worker gave
+the same bytes; different ones cannot be merged without knowing their format, so the response
 is a 502 saying so (`GET /workers` lists each worker's admin socket for asking one directly).
 
-A worker that did not answer is never silent: JSON objects get `unanswered` (which worker,
+A worker that did not respond is never silent: JSON objects get `unanswered` (which worker,
 why) and a `status` of at least `degraded`; a request that changes something (any method but
-GET and HEAD) did not reach every worker, so it answers 503, like an incomplete purge.
+GET and HEAD) did not reach every worker, so it gets 503, like an incomplete purge.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class WorkerResponse:
     """What one worker said; `headers` holds only those worth passing on."""
 
     status: int
@@ -58,7 +58,9 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
-class Unanswered:
+class MissingResponse:
+    """A worker that gave no response, and why: listed under `unanswered`."""
+
     worker: int
     pid: int | None
     reason: str
@@ -120,12 +122,12 @@ def merge_json(values: Sequence[Any], rules: Mapping[str, str], key: str | None 
     return present[0]
 
 
-def _json(answer: Answer) -> tuple[bool, Any]:
-    media = answer.content_type.split(";")[0].strip().lower()
+def _json(response: WorkerResponse) -> tuple[bool, Any]:
+    media = response.content_type.split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         return False, None
     try:
-        return True, orjson.loads(answer.body)
+        return True, orjson.loads(response.body)
     except orjson.JSONDecodeError:
         return False, None
 
@@ -138,34 +140,34 @@ def _error(status: int, code: str, message: str, unanswered: list[dict[str, Any]
     return Merged(status, "application/json", orjson.dumps(body), [])
 
 
-def merge_answers(
-    method: str, answers: Sequence[Answer], unanswered: Sequence[Unanswered]
+def merge_responses(
+    method: str, responses: Sequence[WorkerResponse], missing: Sequence[MissingResponse]
 ) -> Merged:
-    """One answer for the client out of the workers' answers (in worker order)."""
-    missing = [{"worker": u.worker, "pid": u.pid, "error": u.reason} for u in unanswered]
-    if not answers:
-        return _error(503, "no_workers", "no worker answered", missing)
-    status = max(a.status for a in answers)  # the worst: 5xx, then 4xx
+    """One response for the client out of the workers' responses (in worker order)."""
+    unanswered = [{"worker": m.worker, "pid": m.pid, "error": m.reason} for m in missing]
+    if not responses:
+        return _error(503, "no_workers", "no worker answered", unanswered)
+    status = max(r.status for r in responses)  # the worst: 5xx, then 4xx
     # Headers such as WWW-Authenticate or Retry-After go with the status they explain.
-    explained = next(a.headers for a in answers if a.status == status)
+    explained = next(r.headers for r in responses if r.status == status)
     headers = [(k, v) for k, v in explained.items() if k.lower() != _MERGE_HEADER_LOWER]
-    parsed = [_json(a) for a in answers]
+    parsed = [_json(r) for r in responses]
     if not all(ok for ok, _ in parsed):
-        first = answers[0]
+        first = responses[0]
         if any(
-            (a.status, a.content_type, a.body) != (first.status, first.content_type, first.body)
-            for a in answers
+            (r.status, r.content_type, r.body) != (first.status, first.content_type, first.body)
+            for r in responses
         ):
             return _error(
                 502,
                 "not_mergeable",
                 f"the workers gave different {first.content_type or 'untyped'} answers, which "
                 "only JSON ones can be merged: GET /workers lists each worker's admin socket",
-                missing,
+                unanswered,
             )
         return Merged(status, first.content_type, first.body, headers)
     rules = parse_rules(
-        next((v for k, v in answers[0].headers.items() if k.lower() == _MERGE_HEADER_LOWER), "")
+        next((v for k, v in responses[0].headers.items() if k.lower() == _MERGE_HEADER_LOWER), "")
     )
     document = merge_json([value for _, value in parsed], rules)
     if isinstance(document, dict):
@@ -174,7 +176,7 @@ def merge_answers(
         if isinstance(document, dict):
             if isinstance(document.get("status"), str):
                 document["status"] = merge_json([document["status"], "degraded"], {}, "status")
-            document["unanswered"] = missing
+            document["unanswered"] = unanswered
             if method not in _SAFE_METHODS:
                 document.setdefault("error", "incomplete")
                 document.setdefault("message", "not every worker answered: see unanswered")

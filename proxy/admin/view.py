@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from multidict import CIMultiDict
     from prometheus_client import CollectorRegistry
 
-    from proxy.admin.merge import Answer, Unanswered
+    from proxy.admin.merge import MissingResponse, WorkerResponse
     from proxy.admin.revocation import Revoke
     from proxy.edge.revocation import RevocationList
     from proxy.observe.documents import Documents
@@ -41,8 +41,10 @@ class ServerView:
     revoke: Revoke  # through Redis when there is one, else revocations.revoke
 
 
-# (method, path as sent, headers to pass on, body) -> each worker's answer, or why none came
-AskAll = Callable[[str, str, "CIMultiDict[str]", bytes], Awaitable[list["Answer | Unanswered"]]]
+# (method, path as sent, headers to pass on, body) -> each worker's response, or why none came
+AskAll = Callable[
+    [str, str, "CIMultiDict[str]", bytes], Awaitable[list["WorkerResponse | MissingResponse"]]
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from proxy.cache.policy import CacheControl, CacheRules
 # bounds real memory: measured with tracemalloc over 100,000 entries, as are the rest.
 ENTRY_OVERHEAD = 390
 KEY_OVERHEAD = 90  # a primary key that is not the URL key: its string, its URL index slot
-RARE_OVERHEAD = 100  # a `Rare` and its tuples
+EXTRAS_OVERHEAD = 100  # an `EntryExtras` and its tuples
 VARY_OVERHEAD = 460  # a variant: its store key, its slots in the store's Vary indexes
 # A tag's string and slot in the tag index: ~100 bytes for a tag many entries share, ~320
 # for one of its own (a set per tag).
@@ -34,7 +34,7 @@ _REASONS = {s.phrase: s.phrase for s in HTTPStatus}
 
 
 @dataclass(frozen=True, slots=True)
-class Rare:
+class EntryExtras:
     """What most entries lack, behind one slot that is None for them (each slot is 8
     bytes per entry): Vary, tags, and a path that cannot be read from the URL key."""
 
@@ -50,16 +50,16 @@ class Rare:
         tags: tuple[str, ...],
         path: str,
         url_key: str,
-    ) -> Rare | None:
+    ) -> EntryExtras | None:
         own = None if path == url_path(url_key) else path
         if vary or vary_values or tags or own is not None:
-            return Rare(vary, vary_values, tags, own)
+            return EntryExtras(vary, vary_values, tags, own)
         return None
 
     def size(self) -> int:
         """Bytes it and the index slots it causes hold (see ENTRY_OVERHEAD)."""
         strings = (*self.vary, *self.vary_values, *self.tags, self.path or "")
-        size = RARE_OVERHEAD + TAG_OVERHEAD * len(self.tags) + sum(len(s) for s in strings)
+        size = EXTRAS_OVERHEAD + TAG_OVERHEAD * len(self.tags) + sum(len(s) for s in strings)
         return size + VARY_OVERHEAD if self.vary else size
 
 
@@ -80,7 +80,8 @@ class Entry:
     cc: CacheControl
     primary: str  # the store key this entry is a variant of
     url_key: str
-    rare: Rare | None = None  # see Rare; `vary`, `vary_values`, `tags` and `path` read it
+    # See EntryExtras; `vary`, `vary_values`, `tags` and `path` read it.
+    extras: EntryExtras | None = None
     # Bytes counted since it was made (encoded variants, prepared heads): the rest of
     # `size` follows from the fields, so most entries hold no int of their own.
     grown: int = 0
@@ -132,7 +133,9 @@ class Entry:
             cc=policy.effective_cache_control(headers),
             primary=primary,
             url_key=url_key,
-            rare=Rare.of(vary, policy.vary_key(vary, request_headers), tags, path, url_key),
+            extras=EntryExtras.of(
+                vary, policy.vary_key(vary, request_headers), tags, path, url_key
+            ),
         )
 
     def __post_init__(self) -> None:
@@ -148,22 +151,22 @@ class Entry:
 
     @property
     def vary(self) -> tuple[str, ...]:
-        return () if self.rare is None else self.rare.vary
+        return () if self.extras is None else self.extras.vary
 
     @property
     def vary_values(self) -> tuple[str, ...]:
-        return () if self.rare is None else self.rare.vary_values
+        return () if self.extras is None else self.extras.vary_values
 
     @property
     def tags(self) -> tuple[str, ...]:
-        return () if self.rare is None else self.rare.tags
+        return () if self.extras is None else self.extras.tags
 
     @property
     def path(self) -> str:
         """The raw request path, for purge by prefix."""
-        if self.rare is None or self.rare.path is None:
+        if self.extras is None or self.extras.path is None:
             return url_path(self.url_key)
-        return self.rare.path
+        return self.extras.path
 
     @property
     def size(self) -> int:
@@ -172,13 +175,13 @@ class Entry:
         if self.primary is not self.url_key:
             keys += KEY_OVERHEAD + len(self.primary)
         size = ENTRY_OVERHEAD + len(self.head) + len(self.body) + keys + self.grown
-        return size if self.rare is None else size + self.rare.size()
+        return size if self.extras is None else size + self.extras.size()
 
     def age(self, now: float) -> float:
         return policy.current_age(self.initial_age, self.response_time, now)
 
     def matches(self, request_headers: policy.Headers) -> bool:
-        """§4.1: does this variant answer a request with these headers?"""
+        """§4.1: may this variant be reused for a request with these headers?"""
         vary = self.vary
         return not vary or policy.vary_key(vary, request_headers) == self.vary_values
 
@@ -202,7 +205,7 @@ class Entry:
             cc=policy.effective_cache_control(merged),
             primary=self.primary,
             url_key=self.url_key,
-            rare=self.rare,
+            extras=self.extras,
         )
 
 

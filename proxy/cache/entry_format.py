@@ -55,7 +55,7 @@ from proxy.cache import policy
 from proxy.cache.entry import (
     NO_VARIANTS,
     Entry,
-    Rare,
+    EntryExtras,
     pack_headers,
     unpack_headers,
     variant_size,
@@ -75,7 +75,7 @@ _V3_CRC = zlib.crc32(bytes([AUTHENTICATED]))
 # status, flags, response_time, initial_age, lifetime; byte lengths of reason, primary,
 # url_key, own path, head, body; counts of vary, vary_values, tags, variants.
 _FIXED2 = struct.Struct("!HB3d6I4I")
-_OWN_PATH = 1  # flag: the path is not the URL key's own (Rare.path); else its length is 0
+_OWN_PATH = 1  # flag: the path is not the URL key's own (EntryExtras.path); else its length is 0
 _FIXED1 = struct.Struct("!H4d")  # status, request_time, response_time, initial_age, lifetime
 _LEN = struct.Struct("!I")
 _COUNT = struct.Struct("!I")
@@ -113,7 +113,7 @@ def auth_key(secret: bytes) -> bytes:
 def encode(entry: Entry, variants: Iterable[str] = (), auth: bytes | None = None) -> bytes:
     """The entry as bytes (version 2; version 3, authenticated, with the `auth_key`
     `auth`), with those of its encoded `variants` that exist."""
-    own_path = None if entry.rare is None else entry.rare.path
+    own_path = None if entry.extras is None else entry.extras.path
     texts = (entry.reason, entry.primary, entry.url_key, own_path or "", entry.head)
     strings = [_utf8(text) for text in texts]
     chosen = [(k, entry.variants[k]) for k in dict.fromkeys(variants) if k in entry.variants]
@@ -212,14 +212,14 @@ def _decode_v2(data: bytes, start: int) -> Entry:
     body = data[pos:end]
     head = _framed_safely(head, len(body))
     own_path = path if flags & _OWN_PATH else None
-    rare = None if own_path is None else Rare(path=own_path)
+    extras = None if own_path is None else EntryExtras(path=own_path)
     variants: dict[str, tuple[CIMultiDictProxy[str], bytes]] = {}
     grown = 0
     if end != len(data) or n_vary or n_values or n_tags or n_variants:  # not the common entry
         reader = _Reader(memoryview(data), end)
         vary, vary_values, tags = (reader.texts(n) for n in (n_vary, n_values, n_tags))
         if vary or vary_values or tags:
-            rare = Rare(vary, vary_values, tags, own_path)
+            extras = EntryExtras(vary, vary_values, tags, own_path)
         for _ in range(n_variants):
             key = reader.text()
             headers = reader.headers()
@@ -240,7 +240,7 @@ def _decode_v2(data: bytes, start: int) -> Entry:
         cc=_cache_control(_cc_lines(head)),
         primary=primary,
         url_key=url_key,
-        rare=rare,
+        extras=extras,
         grown=grown,
         variants=variants or NO_VARIANTS,
     )
@@ -328,7 +328,7 @@ def _decode_v1(data: bytes) -> Entry:
         cc=policy.effective_cache_control(headers),
         primary=primary,
         url_key=url_key,
-        rare=Rare.of(vary, vary_values, tags, path, url_key),
+        extras=EntryExtras.of(vary, vary_values, tags, path, url_key),
         grown=sum(variant_size(h) + len(b) for h, b in variants.values()),
         variants=variants or NO_VARIANTS,
     )

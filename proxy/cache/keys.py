@@ -1,6 +1,6 @@
 """Cache key building: pure string work, precomputed per route.
 
-Key layout (the method is *not* part of it: HEAD is answered from GET
+Key layout (the method is *not* part of it: HEAD is served from GET
 entries)::
 
     <host><path>?<query>[|h:<name>=<value>]...[|u:<user-hash>]
@@ -146,7 +146,7 @@ class KeyBuilder:
         """`raw_query` without the ignored parameters, the rest byte for byte, in order.
 
         What the key ignores must not reach the origin either: an origin reflecting
-        `utm_source` would otherwise have its answer stored for everyone.
+        `utm_source` would otherwise have its response stored for everyone.
         """
         if not raw_query or not (self._exact or self._prefixes or self._regex):
             return raw_query

@@ -25,7 +25,7 @@ def variant_key(primary: str, vary_values: tuple[str, ...]) -> str:
 
 
 class StoreUnavailable(Exception):
-    """A shared store could not answer in time; the caller carries on without it."""
+    """A shared store did not respond in time; the caller carries on without it."""
 
 
 @dataclass
@@ -249,10 +249,10 @@ class MemoryStore:
         return self._remove_all(self._entries.keys())
 
     def mark_all(self) -> int:
-        """Every entry must be revalidated with the origin before it answers again: for
+        """Every entry must be revalidated with the origin before it is reused: for
         when purges may have been missed. Kept, unlike `clear`, so that each key goes
         upstream when it is next asked for (spread over time by traffic), as a conditional
-        request that a 304 answers cheaply. The mark is `no-cache` on the entry's own
+        request that a 304 revalidates cheaply. The mark is `no-cache` on the entry's own
         directives, which a hit already tests and a revalidation replaces, so the hit path
         pays nothing for it; a fetch begun before the mark is not stored after it."""
         self._next_generation()

@@ -98,7 +98,7 @@ class CacheSettings(Section):
     key: KeySettings = KeySettings()
     # Forward request headers whose names hold an underscore on fetches by the cache. Off
     # (nginx's `underscores_in_headers off`): origins such as WSGI read `X_Forwarded_Host`
-    # as `X-Forwarded-Host`, an unkeyed header that shapes a stored answer. Keyed ones pass.
+    # as `X-Forwarded-Host`, an unkeyed header that shapes a stored response. Keyed ones pass.
     underscores_in_headers: bool = False
     tags_header: str | None = None
     # Where entries live: memory (each process's L1), then redis (the shared L2, which

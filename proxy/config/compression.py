@@ -1,4 +1,4 @@
-"""The `compression:` section, top level or per route; negotiation, codecs and policy are in
+"""The `compression:` section, top level or per route; negotiation, codecs and rules are in
 proxy/edge/compression/."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import importlib.util
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from proxy.config.section import Model, Section
 
@@ -77,8 +77,11 @@ class StreamLevels(Levels):
     zstd: int = Field(default=1, ge=1, le=19)
 
 
-class CompressionConfig(Section):
+class CompressionSettings(Section):
     """`compression:` block. `algorithms` order is the server's preference on q ties."""
+
+    # The published schema keeps the name editors already know.
+    model_config = ConfigDict(title="CompressionConfig")
 
     algorithms: Annotated[tuple[Algorithm, ...], AfterValidator(_unique)] = ("br", "gzip")
     min_size: int = Field(default=1000, ge=0)

@@ -1,11 +1,11 @@
-"""The `cors:` section, top level or per route; the policy built from it is proxy/edge/cors.py's."""
+"""The `cors:` section, top level or per route; the rules built from it are proxy/edge/cors.py's."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from proxy.config import regex
 from proxy.config.section import Section
@@ -61,8 +61,11 @@ Method = Annotated[str, AfterValidator(_check_method)]
 HeaderName = Annotated[str, AfterValidator(_check_token)]
 
 
-class CorsConfig(Section):
+class CorsSettings(Section):
     """`cors:` block. Origins are stored normalized (lowercase, default port dropped)."""
+
+    # The published schema keeps the name editors already know.
+    model_config = ConfigDict(title="CorsConfig")
 
     allow_origins: tuple[Origin, ...] = ()
     allow_origin_regex: tuple[OriginRegex, ...] = ()
@@ -73,7 +76,7 @@ class CorsConfig(Section):
     max_age: int | None = Field(default=600, ge=0)
 
     @model_validator(mode="after")
-    def _no_wildcards_with_credentials(self) -> CorsConfig:
+    def _no_wildcards_with_credentials(self) -> CorsSettings:
         # Browsers reject `*` on credentialed requests (Fetch §3.2.5); echoing any origin
         # with credentials instead would hand every site the user's session.
         if not self.allow_credentials:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import (
     AfterValidator,
+    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -29,8 +30,8 @@ from proxy.config import env as env_overrides
 from proxy.config import regex
 from proxy.config.alerts import AlertSettings
 from proxy.config.cache import CacheSettings
-from proxy.config.compression import CompressionConfig
-from proxy.config.cors import CorsConfig
+from proxy.config.compression import CompressionSettings
+from proxy.config.cors import CorsSettings
 from proxy.config.hosts import parse_host_pattern, parse_public_host
 from proxy.config.logs import LogSettings
 from proxy.config.networks import parse_network
@@ -199,8 +200,8 @@ class Route(Model):
     match: Match
     upstream: str | None = None
     cache: CacheSettings | None = None
-    cors: CorsConfig | None = None  # replaces the top-level section for this route
-    compression: CompressionConfig | None = None  # likewise
+    cors: CorsSettings | None = None  # replaces the top-level section for this route
+    compression: CompressionSettings | None = None  # likewise
     rate_limit: RateLimitSettings | None = None  # overrides the top level key by key
 
     @field_validator("cache")
@@ -225,17 +226,20 @@ class Route(Model):
         return None if value is None else check_upstream_url(value)
 
 
-class Config(Model):
+class Settings(Model):
+    # The published schema keeps the name editors already know.
+    model_config = ConfigDict(title="Config")
+
     listen: Listen = Listen()
     upstream: Upstream
     admin: Admin = Admin()
     cache: CacheSettings | None = None
-    cors: CorsConfig | None = None
-    compression: CompressionConfig | None = None
+    cors: CorsSettings | None = None
+    compression: CompressionSettings | None = None
     routes: tuple[Route, ...] = ()
     # Seconds in-flight requests get to finish once the proxy port stops accepting.
     shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
-    # Seconds between SIGTERM and the proxy port closing: /readyz answers 503 at once, and
+    # Seconds between SIGTERM and the proxy port closing: /readyz responds 503 at once, and
     # the port serves on while load balancers take this instance out (a Kubernetes preStop
     # sleep). SIGINT (Ctrl-C) skips it.
     shutdown_delay: float = Field(5.0, ge=0, allow_inf_nan=False)
@@ -263,7 +267,7 @@ class Config(Model):
     revocation: RevocationSettings = RevocationSettings()
 
     @model_validator(mode="after")
-    def _rate_limits_resolve(self) -> Config:
+    def _rate_limits_resolve(self) -> Settings:
         problems = route_problems(self.rate_limit, [r.rate_limit for r in self.routes])
         if problems:
             raise ValidationError.from_exception_data("Config", problems)
@@ -432,7 +436,7 @@ def _pydantic_problems(
             hidden += [m.group(2) for m in _URL_PASSWORD.finditer(text)]
         message = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
         if err["type"] == "missing" and all(isinstance(part, str) for part in err["loc"]):
-            where = env_overrides.required(tuple(map(str, err["loc"])), Config)
+            where = env_overrides.required(tuple(map(str, err["loc"])), Settings)
             message += f" (in the file, or {env_overrides.variable(where)})"
         # Our own validators already quote the value; pydantic's built-in checks do not.
         if not why and err["type"] not in ("extra_forbidden", "missing", "value_error"):
@@ -443,8 +447,10 @@ def _pydantic_problems(
         yield _Located(path or "(top level)", message)
 
 
-def parse_config(text: str, source: str = "config", env: Mapping[str, str] | None = None) -> Config:
-    """Parse YAML text into a Config, or raise ConfigError listing every problem.
+def parse_config(
+    text: str, source: str = "config", env: Mapping[str, str] | None = None
+) -> Settings:
+    """Parse YAML text into Settings, or raise ConfigError listing every problem.
 
     `env` (the process's environment unless given) fills `${VAR}` references, and its
     `CACHEPROXY_*` variables override the file's keys (proxy/config/env.py)."""
@@ -464,9 +470,9 @@ def parse_config(text: str, source: str = "config", env: Mapping[str, str] | Non
     unset: list[_Located] = []
     raw = _substitute(raw, "", env, unset, from_env)
     problems += _override(raw, env, unset, from_env, source)
-    config: Config | None = None
+    config: Settings | None = None
     try:
-        config = Config.model_validate(raw)
+        config = Settings.model_validate(raw)
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, from_env))
     if config is not None:
@@ -487,7 +493,7 @@ def _override(
     reads. Returns the problems: `unset` references but those an override makes moot, and
     the overrides' own."""
     referenced = {m.group(1) for refs in from_env.values() for m in _ENV_REF.finditer(refs)}
-    overrides = env_overrides.read(env, Config)
+    overrides = env_overrides.read(env, Settings)
     env_overrides.apply(raw, overrides)
     replaced = overrides.paths()
     # What the file said under an overridden key no longer counts.
@@ -501,7 +507,7 @@ def _override(
         log.info("%s: environment overrides: %s", source, names)
     for name in overrides.unknown:
         if name not in referenced:
-            hint = env_overrides.suggestion(name, Config)
+            hint = env_overrides.suggestion(name, Settings)
             log.warning(
                 "%s: environment variable %s names no config key: ignored%s",
                 source,
@@ -520,7 +526,7 @@ def _override(
     return problems
 
 
-def _across_sections(config: Config) -> Iterator[_Located]:
+def _across_sections(config: Settings) -> Iterator[_Located]:
     """Rules that tie one section to another."""
     top = config.cache
     sections = [("cache", top)]
@@ -544,7 +550,7 @@ def _across_sections(config: Config) -> Iterator[_Located]:
                 )
 
 
-def _caching_route(config: Config, path: str) -> str | None:
+def _caching_route(config: Settings, path: str) -> str | None:
     """None if a GET of `path` is cached, else the name of the route that does not cache it
     (first match wins, as in proxy/pipeline/routes.py)."""
     top_enabled = config.cache is not None and config.cache.enabled
@@ -567,7 +573,7 @@ def _caching_route(config: Config, path: str) -> str | None:
     return None if top_enabled else "default"
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Settings:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -577,12 +583,12 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
 
 
 def with_overrides(
-    config: Config,
+    config: Settings,
     *,
     port: int | None = None,
     upstream: str | None = None,
     admin_port: int | None = None,
-) -> Config:
+) -> Settings:
     """Apply command-line overrides, validating them like the file's own values."""
     # Only what the file set: defaults re-validated as "set" would change meaning.
     data = config.model_dump(exclude_unset=True)
@@ -593,7 +599,7 @@ def with_overrides(
     if upstream is not None:
         data["upstream"]["url"] = upstream
     try:
-        return Config.model_validate(data)
+        return Settings.model_validate(data)
     except ValidationError as exc:
         problems = [f"{p.path}: {p.message}" for p in _pydantic_problems(exc)]
         raise ConfigError(problems, "command line") from None

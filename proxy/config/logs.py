@@ -13,7 +13,7 @@ from proxy.config.section import Model
 class LogSettings(Model):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    access: bool = True  # one line per answer on stdout
+    access: bool = True  # one line per response on stdout
     # Share of cache hits logged (misses, errors and everything else always are).
     sample_hits: float = Field(1.0, ge=0, le=1)
     # Query parameters whose name and value are logged; the rest of a query never is.

@@ -48,7 +48,7 @@ class RateLimitSettings(Section):
     limits: tuple[Limit, ...] | None = None  # all apply together
     key: Annotated[str, AfterValidator(_client_key)] = "ip"
     # When Redis fails: `local` limits per process, `allow` lets requests through, `deny`
-    # answers 503.
+    # responds 503.
     on_store_error: Literal["local", "allow", "deny"] = "local"
     # Top level only: clients tracked in memory per limiter (proxy/edge/ratelimit/memory.py).
     max_clients: int = Field(100_000, ge=1)
@@ -75,7 +75,7 @@ class RateLimitSettings(Section):
 
 
 @dataclass(frozen=True, slots=True)
-class LimitPolicy:
+class LimiterSettings:
     """One limiter's resolved settings: what `RateLimiter` is built from."""
 
     name: str  # "default" or "route:<name>": the counters' identity
@@ -88,7 +88,7 @@ class LimitPolicy:
 
 def resolve(
     name: str, top: RateLimitSettings | None, route: RateLimitSettings | None
-) -> LimitPolicy | None:
+) -> LimiterSettings | None:
     """The route's own keys over the top level's; None: not limited."""
     if route is not None and not route.enabled:
         return None
@@ -101,7 +101,7 @@ def resolve(
     settings = RateLimitSettings.model_validate(merged)
     if not settings.limits:
         return None
-    return LimitPolicy(
+    return LimiterSettings(
         name=name,
         rates=tuple(parse_rate(text) for text in settings.limits),
         key=settings.key,

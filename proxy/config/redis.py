@@ -50,7 +50,7 @@ class RedisSettings(Model):
     max_connections: int = Field(50, ge=1)
     circuit_breaker: BreakerSettings = BreakerSettings()
     # Purges kept in Redis (a stream) for instances that lost touch to catch up from, and
-    # purges kept here while Redis is unreachable, to send when it answers again.
+    # purges kept here while Redis is unreachable, to send when it responds again.
     purge_log_length: int = Field(10_000, ge=10, le=1_000_000)
 
     _url = field_validator("url")(lambda v: None if v is None else _redis_url(v))

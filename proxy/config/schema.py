@@ -1,6 +1,6 @@
 """The JSON Schema of the config file, for editors: `cacheproxy schema > cacheproxy.schema.json`.
 
-It is pydantic's schema of `Config`, widened where the loader accepts more than the models'
+It is pydantic's schema of `Settings`, widened where the loader accepts more than the models'
 types say, so that an editor never flags a file that `cacheproxy check-config` accepts:
 
 - any number or boolean may be a `${VAR}` / `${VAR:-default}` reference (resolved at load);
@@ -18,7 +18,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from proxy.config.loader import Config
+from proxy.config.compression import CompressionSettings
+from proxy.config.cors import CorsSettings
+from proxy.config.loader import Settings
 from proxy.config.section import Section
 
 ENV_REFERENCE = {
@@ -27,6 +29,8 @@ ENV_REFERENCE = {
     "description": "an environment variable, resolved when the file is loaded",
 }
 _SIZE = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]?[iI]?[bB]?)\s*$"}
+# Models whose class name is not the name their schema definition was published under.
+_RENAMED = (CorsSettings, CompressionSettings)
 # What stays on a schema when it becomes one alternative of an anyOf.
 _KEPT = ("default", "title", "description")
 
@@ -59,9 +63,29 @@ def _either(schema: dict[str, Any], *alternatives: dict[str, Any]) -> dict[str, 
     return {**keep, "anyOf": [schema, *alternatives]}
 
 
+def _published_names(schema: dict[str, Any]) -> dict[str, Any]:
+    """Definitions of models renamed in code keyed by the names the schema was published
+    under, so that a `$ref` to `#/$defs/CorsConfig` in an editor's settings still resolves."""
+    renamed = {model.__name__: str(model.model_config["title"]) for model in _RENAMED}
+
+    def refs(node: Any) -> Any:
+        if isinstance(node, list):
+            return [refs(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref", "").removeprefix("#/$defs/")
+        if ref in renamed:
+            node = {**node, "$ref": "#/$defs/" + renamed[ref]}
+        return {key: refs(value) for key, value in node.items()}
+
+    schema = refs(schema)
+    schema["$defs"] = {renamed.get(key, key): body for key, body in schema["$defs"].items()}
+    return schema
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a cacheproxy config file."""
-    schema = copy.deepcopy(Config.model_json_schema(mode="validation"))
+    schema = copy.deepcopy(Settings.model_json_schema(mode="validation"))
     defs = schema["$defs"]
     for name in _switchable() & defs.keys():
         defs[name] = _either(defs[name], {"type": "boolean"})
@@ -74,7 +98,7 @@ def config_schema() -> dict[str, Any]:
     props["workers"] = _either(props["workers"], {"const": "auto"})
     level = defs["LogSettings"]["properties"]["level"]
     level["enum"] = [*level["enum"], *(word.lower() for word in level["enum"])]
-    schema = _widen_scalars(schema)
+    schema = _published_names(_widen_scalars(schema))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "cacheproxy config",

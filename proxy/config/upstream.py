@@ -130,7 +130,7 @@ class CircuitBreakerSettings(Section):
     reset_after: float = Field(10.0, gt=0)
     probes: int = Field(3, ge=1, le=100)
     # Responses that count as failures, besides connection errors and timeouts. Never a
-    # 4xx: that is an answer about the request, not a failing upstream.
+    # 4xx: that is a response about the request, not a failing upstream.
     on_status: tuple[int, ...] = (502, 503, 504)
 
     @model_validator(mode="before")
@@ -167,7 +167,7 @@ class Upstream(Model):
     # taken (and so can be retried); larger or chunked ones stream. 0: every body streams.
     buffer_body: int = Field(64 * 2**10, ge=0, le=2**30)
     # What /health probes: GET this path on the upstream's host (the url's base path is not
-    # prepended); a 5xx or no answer is "down". None: a TCP connect only.
+    # prepended); a 5xx or no response is "down". None: a TCP connect only.
     health_path: str | None = None
     # Seconds a probe's result is reused, so health checks cannot load the upstream.
     health_cache: float = Field(5.0, ge=0, le=300)

@@ -1,2 +1,2 @@
-"""Per-route policies at the edge: CORS, compression, rate limiting, token revocation. Imports
+"""Per-route rules at the edge: CORS, compression, rate limiting, token revocation. Imports
 observe/ and below."""

@@ -1,8 +1,8 @@
-"""CORS: the policy (`CorsPolicy`) built from the `cors:` section (proxy/config/cors.py).
+"""CORS: the rules (`CorsRules`) built from the `cors:` section (proxy/config/cors.py).
 
-On a route with CORS configured the proxy owns CORS: preflights are answered here and never
+On a route with CORS configured the proxy owns CORS: preflights are served here and never
 reach the upstream, and `apply` strips whatever `Access-Control-*` headers the upstream sent
-before adding its own, so a response never carries two conflicting answers.
+before adding its own, so a response never carries two conflicting sets of CORS headers.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from proxy.config.cors import ORIGIN_RE, CorsConfig
+from proxy.config.cors import ORIGIN_RE, CorsSettings
 from proxy.http import regex as linear_regex
 from proxy.http.vary import append_vary
 
-__all__ = ["CorsPolicy"]
+__all__ = ["CorsRules"]
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
@@ -25,7 +25,7 @@ Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 _MAX_ORIGIN_LEN = 512
 _ORIGIN_CACHE_SIZE = 1024
 
-_ORIGIN = istr("Origin")  # case-folded once: asked on every answer
+_ORIGIN = istr("Origin")  # case-folded once: asked on every response
 _PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 
 
@@ -45,7 +45,7 @@ def _single(headers: Headers, name: str) -> str | None:
     return values[0] if len(values) == 1 else None
 
 
-class CorsPolicy:
+class CorsRules:
     """Per-route CORS decisions; everything configurable is resolved in `__init__`."""
 
     __slots__ = (
@@ -67,15 +67,15 @@ class CorsPolicy:
         "config",
     )
 
-    def __init__(self, config: CorsConfig) -> None:
+    def __init__(self, config: CorsSettings) -> None:
         self.config = config
-        # `*` with credentials is refused by CorsConfig, so `*` always answers `*`.
+        # `*` with credentials is refused by CorsSettings, so `*` always gets `*` back.
         self._any_origin = "*" in config.allow_origins
         exact: set[str] = set()
         patterns: list[Callable[[str], object]] = []
         for origin in config.allow_origins:
             match = ORIGIN_RE.fullmatch(origin)
-            if match is None:  # only "*"; CorsConfig validated the rest
+            if match is None:  # only "*"; CorsSettings validated the rest
                 continue
             if match["wild"]:
                 wildcard = _wildcard_pattern(match["scheme"], match["host"], match["port"])
@@ -146,13 +146,6 @@ class CorsPolicy:
             self._origin_lines[origin] = lines
         return lines
 
-    def answer_lines(self, request_headers: Headers) -> str:
-        """What `apply` adds to an answer for this request, as lines on the wire (with
-        `Vary: Origin` left to the caller, who merges it into the answer's Vary)."""
-        if self._any_origin:
-            return self._any_lines
-        return self.allow_lines(request_headers)
-
     @property
     def static_lines(self) -> str:
         """What `apply` adds whatever the request: the lines for `*`, or nothing."""
@@ -160,7 +153,7 @@ class CorsPolicy:
 
     @property
     def varies(self) -> bool:
-        """Whether `apply` adds `Origin` to the answer's Vary."""
+        """Whether `apply` adds `Origin` to the response's Vary."""
         return not self._any_origin
 
     @staticmethod
@@ -173,7 +166,7 @@ class CorsPolicy:
         )
 
     def preflight(self, headers: Headers) -> tuple[int, CIMultiDict[str]]:
-        """Answer a preflight: (204, CORS headers) or (403, no CORS headers). Empty body."""
+        """Respond to a preflight: (204, CORS headers) or (403, no CORS headers). Empty body."""
         out: CIMultiDict[str] = CIMultiDict(Vary=_PREFLIGHT_VARY)
         out["Content-Length"] = "0"
         origin = _single(headers, "Origin")
@@ -206,10 +199,10 @@ class CorsPolicy:
         """Set the CORS headers of an actual (non-preflight) response, in place.
 
         Upstream `Access-Control-*` headers are removed first: the proxy's config is the
-        single source of truth on this route. With `allow_origins: ["*"]` the answer is
+        single source of truth on this route. With `allow_origins: ["*"]` the response is
         `*` for every request (with or without `Origin`), so it never varies by origin
         and needs no `Vary: Origin`. Otherwise `Vary: Origin` is always added, since the
-        answer depends on the origin even when it is absent or refused.
+        response depends on the origin even when it is absent or refused.
         """
         stale = [k for k in response_headers if k[:15].lower() == "access-control-"]
         for name in stale:

@@ -16,13 +16,13 @@ from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
 from proxy.http.headers import Headers
 
 if TYPE_CHECKING:
-    from proxy.edge.route import RoutePolicy
+    from proxy.edge.route import LoadedRoute
 
 
 class EdgeFields:
     __slots__ = ("_counts", "_route", "lines", "request_headers")
 
-    def __init__(self, route: RoutePolicy, request_headers: Headers, counts: Counts) -> None:
+    def __init__(self, route: LoadedRoute, request_headers: Headers, counts: Counts) -> None:
         self._route = route
         self._counts = counts
         self.request_headers = request_headers
@@ -46,6 +46,6 @@ class EdgeFields:
             route.rate_limit.apply(self._counts, headers)
 
 
-def unchecked(route: RoutePolicy, request_headers: Headers) -> EdgeFields:
+def unchecked(route: LoadedRoute, request_headers: Headers) -> EdgeFields:
     """For a response sent before the rate-limit stage ran (a revoked token's 401)."""
     return EdgeFields(route, request_headers, UNCHECKED)

@@ -1,7 +1,7 @@
 """Token revocation at the edge: requests bearing a revoked bearer token get a 401.
 
 Revoked tokens are kept as digests (`t:<sha256>`), JWTs may also be revoked by their `jti`
-(`j:<sha256>`); neither a token nor a jti is ever stored, logged or answered in clear.
+(`j:<sha256>`); neither a token nor a jti is ever stored, logged or sent back in clear.
 
 The check runs on every request with `Authorization: Bearer`, cache hits included, so it
 never waits on Redis: each process keeps this list, a mirror of the revoked set (digest ->
@@ -12,7 +12,7 @@ supervisor keeps a copy and hands it to each worker it starts (server/supervisor
 restart forgets nothing. Revoking through the admin API: proxy/admin/revocation.py.
 
 Until the first load from Redis, a process knows only what it was handed:
-`before_sync: serve` serves and reports it in /health, `refuse` answers 503 to requests
+`before_sync: serve` serves and reports it in /health, `refuse` responds 503 to requests
 carrying a bearer token.
 """
 
@@ -97,7 +97,7 @@ class RevocationList:
     # --- the request path ---------------------------------------------------
 
     def check(self, headers: CIMultiDictProxy[str]) -> web.Response | None:
-        """The answer to a request whose bearer token the list refuses; None to go on.
+        """The response to a request whose bearer token the list refuses; None to go on.
 
         The pipeline has refused requests with more than one Authorization field already.
         """

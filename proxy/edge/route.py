@@ -1,7 +1,8 @@
-"""A route's policies, resolved once at start-up: what every stage of a request reads.
+"""A compiled route (`LoadedRoute`): its settings resolved once at start-up, what every
+stage of a request reads.
 
 pipeline/routes.py matches a request to one of these; the stages below the pipeline (the
-response side, the edge policies) read it without knowing how it was chosen.
+response side, the edge rules) read it without knowing how it was chosen.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from dataclasses import dataclass
 from yarl import URL
 
 from proxy.cache.route import RouteCache
-from proxy.edge.compression.policy import CompressionPolicy
-from proxy.edge.cors import CorsPolicy
+from proxy.edge.compression.rules import CompressionRules
+from proxy.edge.cors import CorsRules
 from proxy.edge.ratelimit.limiter import RateLimiter
-from proxy.http.headers import ForwardingPolicy
+from proxy.http.headers import ForwardingRules
 from proxy.upstream.http1 import OriginKey, origin_key
 
 
@@ -44,20 +45,20 @@ class UpstreamTarget:
         )
 
 
-_PLAIN_FORWARDING = ForwardingPolicy.build(None, None)
+_PLAIN_FORWARDING = ForwardingRules.build(None, None)
 
 
 @dataclass(frozen=True, slots=True)
-class RoutePolicy:
+class LoadedRoute:
     """Everything the pipeline needs to know about one route, resolved at start-up."""
 
     name: str
     upstream: UpstreamTarget
     cache: RouteCache | None = None  # None: this route does not cache
-    cors: CorsPolicy | None = None
-    compression: CompressionPolicy | None = None
-    # Which client headers go upstream: `forwarding` for requests whose answer is never
+    cors: CorsRules | None = None
+    compression: CompressionRules | None = None
+    # Which client headers go upstream: `forwarding` for requests whose response is never
     # stored, `cache_forwarding` for fetches made by the cache (keyed by this route's key).
-    forwarding: ForwardingPolicy = _PLAIN_FORWARDING
-    cache_forwarding: ForwardingPolicy = _PLAIN_FORWARDING
+    forwarding: ForwardingRules = _PLAIN_FORWARDING
+    cache_forwarding: ForwardingRules = _PLAIN_FORWARDING
     rate_limit: RateLimiter | None = None  # None: not limited

@@ -182,7 +182,7 @@ def client_address(
 
     `forwarded_for` / `forwarded` are all lines of `X-Forwarded-For` / `Forwarded`. When a
     trusted peer sent both and they name different clients, one of them passed a client's
-    own header through untouched, and which one cannot be told: the answer is then the peer
+    own header through untouched, and which one cannot be told: the result is then the peer
     itself, so a spoofing client is lumped with its proxy instead of choosing who it is.
     """
     peer_address = parse_address(peer) if peer is not None else None
@@ -190,14 +190,14 @@ def client_address(
         return peer  # not an IP socket: nothing to walk, nothing to normalise
     if not trusted.trusts_address(peer_address):
         return str(peer_address)
-    answers = {
+    clients = {
         _walk(chain, peer_address, trusted)
         for chain in (forwarded_for_chain(forwarded_for), forwarded_chain(forwarded))
         if chain
     }
-    if len(answers) != 1:
+    if len(clients) != 1:
         return str(peer_address)
-    return str(answers.pop())
+    return str(clients.pop())
 
 
 def forwarded_node(address: str) -> str:

@@ -1,4 +1,4 @@
-"""Clean JSON error answers: a client never sees a traceback."""
+"""Clean JSON error responses: a client never sees a traceback."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class UpstreamError(Exception):
 
 class ClientBodyError(Exception):
     """The client's request body stalled (`timed_out`) or broke off while it was being sent
-    upstream: an answer for the client (408 or 400), never a failure of the upstream."""
+    upstream: a response for the client (408 or 400), never a failure of the upstream."""
 
     def __init__(self, timed_out: bool, message: str) -> None:
         super().__init__(message)

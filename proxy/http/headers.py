@@ -30,7 +30,7 @@ HOP_BY_HOP = frozenset(
 )
 
 # Set by the proxy itself from the connection it forwards on. X-Forwarded-Host is always
-# decided by ForwardingPolicy, never copied from the client as such.
+# decided by ForwardingRules, never copied from the client as such.
 _REQUEST_OWN = frozenset({"host", "expect", "content-length", "x-forwarded-host"})
 
 # What a client may claim about itself or the hops before us: believed only from a trusted
@@ -56,8 +56,8 @@ CLIENT_FORWARDING = frozenset(
 )
 
 # Headers with which origins let a request say it is another URL, method or host. Unkeyed,
-# one client's answer is stored for everyone (web cache poisoning, CPDoS), so they are not
-# forwarded on fetches whose answer may be stored unless the route keys by them.
+# one client's response is stored for everyone (web cache poisoning, CPDoS), so they are not
+# forwarded on fetches whose response may be stored unless the route keys by them.
 # URL: X-Original-URL / X-Rewrite-URL (Symfony, Zend, IIS; Fastly's 2018 advisory),
 # X-Original-URI (nginx auth_request), X-Forwarded-Prefix/-Path (Spring, ASP.NET path base).
 # Method: the CPDoS "HTTP Method Override" headers, plus X-Original-Method.
@@ -82,8 +82,8 @@ OVERRIDE_HEADERS = frozenset(
 )
 
 
-# What only the client's own answer depends on: on a fetch that fills the cache we want
-# the full response to store, and we answer the client's conditions and ranges ourselves
+# What only the client's own response depends on: on a fetch that fills the cache we want
+# the full response to store, and we serve the client's conditions and ranges ourselves
 # from it (as Varnish does). Such a fetch sends the stored entry's validators instead.
 CLIENT_CONDITIONS = frozenset(
     {"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "range", "if-range"}
@@ -104,7 +104,7 @@ MANAGED = (
 
 
 @dataclass(frozen=True, slots=True)
-class ForwardingPolicy:
+class ForwardingRules:
     """What one kind of upstream request may carry from the client; built at start-up."""
 
     drop_untrusted: frozenset[str]  # request headers dropped when the peer is not trusted
@@ -126,11 +126,11 @@ class ForwardingPolicy:
     def build(
         cls, public_host: str | None, key_headers: tuple[str, ...] | None, underscores: bool = False
     ) -> Self:
-        """`key_headers` None: nothing fetched with this policy is stored.
+        """`key_headers` None: nothing fetched under these rules is stored.
 
         Then the client's Host goes upstream as X-Forwarded-Host, as every reverse proxy
-        does: the answer goes to that client alone, so a lying Host only fools itself.
-        Otherwise only what the cache key holds may shape the answer: Host only when the
+        does: the response goes to that client alone, so a lying Host only fools itself.
+        Otherwise only what the cache key holds may shape the response: Host only when the
         route keys by Host, a trusted proxy's X-Forwarded-Host only when keyed by it,
         override headers only when keyed by them, and names with an underscore (which an
         origin may read as another field) only when keyed by them or `underscores` is set.
@@ -175,7 +175,7 @@ _CONNECTION, _VIA = istr("Connection"), istr("Via")
 
 def request_fields(
     headers: Headers,
-    policy: ForwardingPolicy,
+    rules: ForwardingRules,
     *,
     peer: str | None,
     peer_trusted: bool,
@@ -193,14 +193,14 @@ def request_fields(
     the client's conditions and ranges are dropped (the caller adds validators of its own).
     """
     if validating:
-        drop = policy.validating_trusted if peer_trusted else policy.validating_untrusted
+        drop = rules.validating_trusted if peer_trusted else rules.validating_untrusted
     else:
-        drop = policy.drop_trusted if peer_trusted else policy.drop_untrusted
+        drop = rules.drop_trusted if peer_trusted else rules.drop_untrusted
     if _CONNECTION in headers:
         drop = drop | _connection_tokens(headers)
     lines = [f"Host: {upstream_host}"]
     merged = _NOTHING
-    kept = policy.underscores_kept
+    kept = rules.underscores_kept
     for name, value in headers.items():
         lower = name.lower()
         if lower in drop:
@@ -235,11 +235,11 @@ def request_fields(
         [f"X-Forwarded-Proto: {s}" for s in schemes] if schemes else [f"X-Forwarded-Proto: {proto}"]
     )
     hosts = merged.get("x-forwarded-host")  # only ever kept from a trusted proxy
-    if policy.public_host is not None:
-        lines.append(f"X-Forwarded-Host: {policy.public_host}")
+    if rules.public_host is not None:
+        lines.append(f"X-Forwarded-Host: {rules.public_host}")
     elif hosts:
         lines += [f"X-Forwarded-Host: {h}" for h in hosts]
-    elif client_host and policy.host_as_forwarded_host:
+    elif client_host and rules.host_as_forwarded_host:
         lines.append(f"X-Forwarded-Host: {client_host}")
     via = merged.get("via")
     lines.append(f"Via: {', '.join(via)}, {VIA}" if via else _VIA_LINE)

@@ -1,7 +1,7 @@
 """Byte ranges cut from a stored response (RFC 9110 §14): pure decisions, no I/O.
 
-Only what a cache needs to answer from a complete stored 200: one range per request
-(several ranges are answered with the whole 200, which §14.2 allows), `If-Range` with a
+Only what a cache needs to serve ranges from a complete stored 200: one range per request
+(several ranges get the whole 200, which §14.2 allows), `If-Range` with a
 strong ETag or the exact Last-Modified date, 416 for a range past the end. Anything else
 (an invalid header, another unit) is ignored and the whole response is sent, as §14.2 says
 a server may.

@@ -131,14 +131,14 @@ class Catalogue:
                     "cacheproxy_ratelimit_store_errors",
                     "Rate-limit checks Redis could not answer (on_store_error decided them)",
                     ("limiter",),
-                    {(lim.policy.name,): lim.store_errors for lim in limiters},
+                    {(lim.settings.name,): lim.store_errors for lim in limiters},
                 ),
                 Series(
                     "gauge",
                     "cacheproxy_ratelimit_degraded",
                     "1 while a limiter's last check could not reach Redis",
                     ("limiter",),
-                    {(lim.policy.name,): int(lim.degraded) for lim in limiters},
+                    {(lim.settings.name,): int(lim.degraded) for lim in limiters},
                     across_workers="max",  # 1 if any worker's is, not how many workers
                 ),
             ]

@@ -2,7 +2,7 @@
 `/cache/stats`, and `/health`'s `rate_limits` check. Built when asked, from the meters, the
 ticker's window and the figures' owners (sources.py).
 
-With `workers: N` each worker answers for itself and the supervisor merges their documents
+With `workers: N` each worker responds for itself and the supervisor merges their documents
 (proxy/admin/merge.py): counts add up, and the ratios and estimates beside them (`RATIOS`) are
 recomputed from the summed counts by `recompute_ratios`.
 """
@@ -147,7 +147,7 @@ class Documents:
         """/health's `rate_limits` check: down while a limiter cannot reach its windows in
         Redis (its on_store_error decides meanwhile); None when none keeps them there. No
         error text: it would name the Redis (and /health needs no token)."""
-        shared = {lim.policy.name: lim for lim in self.sources.routes.limiters}
+        shared = {lim.settings.name: lim for lim in self.sources.routes.limiters}
         if not shared:
             return None
         down = [name for name, lim in shared.items() if lim.degraded]
@@ -156,14 +156,14 @@ class Documents:
             name: {
                 "status": "down" if lim.degraded else "up",
                 "store_errors": lim.store_errors,
-                "on_store_error": lim.policy.on_store_error,
+                "on_store_error": lim.settings.on_store_error,
             }
             for name, lim in shared.items()
         }
         return {"status": "down" if down else "up", "error": error, "limiters": limiters}
 
     def _limiters(self) -> dict[str, int]:
-        """The Redis windows' failures: checks Redis could not answer, limiters degraded
+        """The Redis windows' failures: checks Redis could not decide, limiters degraded
         (nothing when no limiter keeps its windows in Redis)."""
         shared = self.sources.routes.limiters
         if not shared:

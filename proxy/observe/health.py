@@ -8,7 +8,7 @@ request that carries the admin token, when one is configured.
 
 Readiness is not decided here (proxy/admin/app.py, `/readyz`): an upstream or Redis that is down
 makes the report `degraded`, never a 503, since every replica sees the same upstream and one
-that can answer from its cache must stay in the load balancer.
+that can serve from its cache must stay in the load balancer.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class HealthChecker:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
-        except Exception as exc:  # whatever it was, the upstream did not answer: down
+        except Exception as exc:  # whatever it was, the upstream did not respond: down
             result.update(status="down", error=_kind(exc), detail=_detail(exc))
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return result

@@ -1,6 +1,6 @@
 """Logging: the process's log format and level (the `log:` section), and the access log.
 
-The access log is one line per answer on stdout. The request path only appends a tuple to
+The access log is one line per response on stdout. The request path only appends a tuple to
 a bounded list (a cache hit that sampling skips not even that); every 0.2 s the list goes
 to a writer thread, which formats and writes the lines. A stdout nobody reads therefore
 never blocks a request: when the writer falls behind, lines are dropped and counted

@@ -43,7 +43,7 @@ current_route: ContextVar[str] = ContextVar("cacheproxy_route")
 # Seconds until the upstream's response head arrived, for this request's access log line.
 upstream_seconds: ContextVar[float] = ContextVar("cacheproxy_upstream_seconds")
 
-UNROUTED = "unrouted"  # requests responded to before a route was chosen (400, 403, 421)
+UNROUTED = "unrouted"  # requests refused before a route was chosen (400, 403, 421)
 CACHE_RESULTS = tuple(LABELS.values())  # hit, stale, miss, revalidated, bypass
 CACHE_LABELS = (*CACHE_RESULTS, "none")  # none: the proxy responded without the cache stage
 # A response's cache label (CacheOutcome.label), set by whoever made it; a prepared response
@@ -97,7 +97,7 @@ class RouteMeter:
 
     def __init__(self, name: str, caching: bool) -> None:
         self.name = name
-        self.caching = caching  # GET/HEAD answers on this route are cache lookups
+        self.caching = caching  # GET/HEAD responses on this route are cache lookups
         self.responses: dict[tuple[str, int, str], int] = {}  # (method, status, cache)
         self.durations = {label: Histogram() for label in CACHE_LABELS}
         self.upstream: dict[str, int] = {}  # status, or "error" / "timeout"
@@ -156,14 +156,14 @@ class Meters:
         meter.upstream_durations.observe(seconds)
 
     def ratelimit_check(self, route: str, allowed: bool) -> None:
-        """For the rate-limit stage: one call per check (`allowed` False: answered 429)."""
+        """For the rate-limit stage: one call per check (`allowed` False: refused with 429)."""
         meter = self.by_route.get(route) or self.unrouted
         meter.ratelimit[0 if allowed else 1] += 1
 
     # --- reading ----------------------------------------------------------------------
 
     def lookups(self) -> dict[tuple[str, str], int]:
-        """(route, result) -> cache lookups: GET/HEAD answers on caching routes."""
+        """(route, result) -> cache lookups: GET/HEAD responses on caching routes."""
         out: dict[tuple[str, str], int] = {}
         for meter in self.by_route.values():
             if not meter.caching:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from proxy.upstream.client import UpstreamClient
 
 
-class LimiterPolicy(Protocol):
+class LimiterSettingsView(Protocol):
     @property
     def name(self) -> str: ...
 
@@ -32,10 +32,10 @@ class SharedLimiter(Protocol):
     """A rate limiter keeping its windows in Redis (proxy/edge/ratelimit/limiter.py)."""
 
     @property
-    def policy(self) -> LimiterPolicy: ...
+    def settings(self) -> LimiterSettingsView: ...
 
     @property
-    def store_errors(self) -> int: ...  # checks Redis could not answer
+    def store_errors(self) -> int: ...  # checks Redis could not decide
 
     @property
     def degraded(self) -> bool: ...  # its last check could not reach Redis

@@ -47,21 +47,21 @@ def percentile(counts: Sequence[int], q: float) -> float | None:
 class Totals:
     """Cumulative counts since start-up; subtract two for what happened in between.
 
-    "Cached" answers came from the cache without waiting for the upstream (hit, stale);
-    "uncached" ones waited for it (miss, revalidated, bypass). Answers the proxy made on
+    "Cached" responses came from the cache without waiting for the upstream (hit, stale);
+    "uncached" ones waited for it (miss, revalidated, bypass). Responses the proxy made on
     its own (a CORS preflight, a 400, a 429) are in neither, but in `requests`/`latency`.
     """
 
     requests: int = 0
-    hits: int = 0  # lookups answered from the cache: hit, stale
+    hits: int = 0  # lookups served from the cache: hit, stale
     misses: int = 0  # lookups that went upstream: miss, revalidated
-    errors: int = 0  # answers with a 5xx status, the proxy's own 502/504 included
+    errors: int = 0  # responses with a 5xx status, the proxy's own 502/504 included
     cached: int = 0
     cached_seconds: float = 0.0
     uncached: int = 0
     uncached_seconds: float = 0.0
     upstream_requests: int = 0
-    upstream_errors: int = 0  # no answer (unreachable, timeout) or a 5xx
+    upstream_errors: int = 0  # no response (unreachable, timeout) or a 5xx
     rate_limited: int = 0
     latency: tuple[int, ...] = (0,) * BUCKETS
 

@@ -9,7 +9,7 @@ hold one (README "Protecting the upstream"):
   next chunk is bounded by `upstream.timeouts.client_body` (then 408, never counted
   against the upstream: proxy/upstream/http1.py's RequestBodyFailed).
 
-`Expect: 100-continue` is answered when the body is about to be read: at once for a small
+`Expect: 100-continue` gets its 100 when the body is about to be read: at once for a small
 body, once the upstream exchange has begun for a streamed one, so a client whose request
 is refused (queue full, circuit open) is not invited to send its body for nothing.
 """

@@ -1,4 +1,4 @@
-"""Compiled route table: request method + path -> RoutePolicy (first match wins)."""
+"""Compiled route table: request method + path -> LoadedRoute (first match wins)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from typing import Any
 
 from proxy.cache.route import RouteCache, resolve
 from proxy.config.cache import user_headers
-from proxy.config.compression import CompressionConfig
-from proxy.config.cors import CorsConfig
-from proxy.config.loader import Config, Route
+from proxy.config.compression import CompressionSettings
+from proxy.config.cors import CorsSettings
+from proxy.config.loader import Route, Settings
 from proxy.config.ratelimit import resolve as resolve_rate_limit
-from proxy.edge.compression.policy import CompressionPolicy
-from proxy.edge.cors import CorsPolicy
+from proxy.edge.compression.rules import CompressionRules
+from proxy.edge.cors import CorsRules
 from proxy.edge.ratelimit.limiter import RateLimiter
-from proxy.edge.route import RoutePolicy, UpstreamTarget
+from proxy.edge.route import LoadedRoute, UpstreamTarget
 from proxy.http.clientaddr import TrustedProxies
-from proxy.http.headers import ForwardingPolicy
+from proxy.http.headers import ForwardingRules
 from proxy.http.hosts import HostAllowlist
 from proxy.http.regex import prefix_matcher
 from proxy.http.target import BadTarget, needs_reading, normalise_escapes, path_readings
@@ -48,14 +48,14 @@ def _matcher(route: Route) -> _Matcher:
     return prefix_matcher(m.regex)
 
 
-class _Policies:
-    """One policy object per distinct config section, shared by the routes that use it."""
+class _SharedRules:
+    """One rules object per distinct config section, shared by the routes that use it."""
 
     def __init__(self, build: Callable[[Any], Any]) -> None:
         self._build = build
-        self._made: dict[CorsConfig | CompressionConfig, Any] = {}
+        self._made: dict[CorsSettings | CompressionSettings, Any] = {}
 
-    def get(self, config: CorsConfig | CompressionConfig | None) -> Any:
+    def get(self, config: CorsSettings | CompressionSettings | None) -> Any:
         if config is None or not config.enabled:
             return None
         if config not in self._made:
@@ -63,7 +63,7 @@ class _Policies:
         return self._made[config]
 
 
-def _key_secret(config: Config, per_user_routes: bool, own: bytes | None) -> bytes:
+def _key_secret(config: Settings, per_user_routes: bool, own: bytes | None) -> bytes:
     if config.cache is not None and config.cache.key_secret:
         return config.cache.key_secret.encode()
     if own is not None:
@@ -81,7 +81,7 @@ class RouteTable:
     excluded; the request itself is forwarded byte for byte."""
 
     def __init__(
-        self, config: Config, redis: SharedRedis | None = None, previous: RouteTable | None = None
+        self, config: Settings, redis: SharedRedis | None = None, previous: RouteTable | None = None
     ) -> None:
         """`previous`: the table this one replaces on a reload. Its per-user key secret is
         kept, so per-user entries stay reachable, and so are the windows of every limiter
@@ -90,41 +90,41 @@ class RouteTable:
         self._trusted = config.trusted_proxies
         # Routes without a rate_limit section of their own share the top level's counters.
         self.limiters: list[RateLimiter] = []
-        before = {lim.policy.name: lim for lim in previous.limiters} if previous else {}
+        before = {lim.settings.name: lim for lim in previous.limiters} if previous else {}
         same_trust = previous is not None and previous._trusted == self._trusted
 
         def limiter(name: str, section: Any) -> RateLimiter | None:
-            policy = resolve_rate_limit(name, config.rate_limit, section)
-            if policy is None:
+            settings = resolve_rate_limit(name, config.rate_limit, section)
+            if settings is None:
                 return None
-            if section is None and self.limiters and self.limiters[0].policy.name == "default":
+            if section is None and self.limiters and self.limiters[0].settings.name == "default":
                 return self.limiters[0]
-            old = before.get(policy.name)
-            if old is not None and old.policy == policy and same_trust:
+            old = before.get(settings.name)
+            if old is not None and old.settings == settings and same_trust:
                 built = old  # counters, windows and all
             else:
-                built = RateLimiter(policy, self.trusted_proxies, redis)
-                if old is not None and old.policy == policy:
+                built = RateLimiter(settings, self.trusted_proxies, redis)
+                if old is not None and old.settings == settings:
                     built.memory = old.memory  # who is trusted changed, not the windows
             self.limiters.append(built)
             return built
 
-        cors = _Policies(CorsPolicy)
-        compression = _Policies(CompressionPolicy)
+        cors = _SharedRules(CorsRules)
+        compression = _SharedRules(CompressionRules)
         credentials = user_headers([config.cache, *(r.cache for r in config.routes)])
         own_secret = previous.key_secret if previous is not None else None
         self.key_secret: bytes = _key_secret(config, bool(credentials), own_secret)
         secret = self.key_secret
         public_host = config.listen.public_host
-        forwarding = ForwardingPolicy.build(public_host, None)
+        forwarding = ForwardingRules.build(public_host, None)
 
-        def cache_forwarding(cache: RouteCache | None) -> ForwardingPolicy:
+        def cache_forwarding(cache: RouteCache | None) -> ForwardingRules:
             if cache is None:
                 return forwarding
-            return ForwardingPolicy.build(public_host, cache.keys.rules.headers, cache.underscores)
+            return ForwardingRules.build(public_host, cache.keys.rules.headers, cache.underscores)
 
         default_cache = resolve(config.cache, None, credentials, secret)
-        self.default = RoutePolicy(
+        self.default = LoadedRoute(
             "default",
             UpstreamTarget.parse(config.upstream.url),
             default_cache,
@@ -134,14 +134,14 @@ class RouteTable:
             cache_forwarding(default_cache),
             limiter("default", None),
         )
-        self._entries: list[tuple[_Matcher, frozenset[str] | None, RoutePolicy]] = []
+        self._entries: list[tuple[_Matcher, frozenset[str] | None, LoadedRoute]] = []
         for i, route in enumerate(config.routes):
             upstream = (
                 UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
             )
             cache = resolve(config.cache, route.cache, credentials, secret)
             name = route.name or f"routes[{i}]"
-            policy = RoutePolicy(
+            compiled = LoadedRoute(
                 name,
                 upstream,
                 cache,
@@ -152,9 +152,9 @@ class RouteTable:
                 limiter(f"route:{name}", route.rate_limit),
             )
             methods = frozenset(route.match.methods) if route.match.methods else None
-            self._entries.append((_matcher(route), methods, policy))
-        self.policies = [self.default] + [p for _, _, p in self._entries]
-        self.authorities = frozenset(p.upstream.authority for p in self.policies)
+            self._entries.append((_matcher(route), methods, compiled))
+        self.compiled = [self.default] + [p for _, _, p in self._entries]
+        self.authorities = frozenset(p.upstream.authority for p in self.compiled)
         # None: every Host is served (no per-request check at all).
         self.hosts = HostAllowlist(config.listen.hosts) if config.listen.hosts else None
 
@@ -162,11 +162,11 @@ class RouteTable:
         """Each upstream origin -> the name its figures go by: the first route naming it
         ("default" for `upstream.url`). Names, not URLs: health needs no token."""
         names: dict[str, str] = {}
-        for policy in self.policies:
-            names.setdefault(policy.upstream.origin, policy.name)
+        for compiled in self.compiled:
+            names.setdefault(compiled.upstream.origin, compiled.name)
         return names
 
-    def route_for(self, method: str, path: str) -> RoutePolicy:
+    def route_for(self, method: str, path: str) -> LoadedRoute:
         """The route of a client's request; AmbiguousPath when origins could disagree on it.
 
         A spelling must not take a request out of its route's limits or cache rules: so
@@ -176,26 +176,26 @@ class RouteTable:
         if "%" not in path and "/." not in path and "//" not in path and "#" not in path:
             # Nearly every request: its bytes are its only reading (target.needs_reading,
             # written out: this runs on every hit).
-            for matches, methods, policy in self._entries:
+            for matches, methods, compiled in self._entries:
                 if (methods is None or method in methods) and matches(path):
-                    return policy
+                    return compiled
             return self.default
         first, *others = path_readings(path)
-        policy = self._first(method, first)
+        compiled = self._first(method, first)
         for other in others:
-            if self._first(method, other) is not policy:
+            if self._first(method, other) is not compiled:
                 raise AmbiguousPath(
                     "the path selects different routes depending on how it is decoded "
                     "(dot segments, %2F or //): send it in its plain form"
                 )
-        return policy
+        return compiled
 
-    def match(self, method: str, path: str) -> RoutePolicy:
+    def match(self, method: str, path: str) -> LoadedRoute:
         """The route of a path we were given (purge, invalidation, warming): its main reading."""
         return self._first(method, path_readings(path)[0] if needs_reading(path) else path)
 
-    def _first(self, method: str, path: str) -> RoutePolicy:
-        for matches, methods, policy in self._entries:
+    def _first(self, method: str, path: str) -> LoadedRoute:
+        for matches, methods, compiled in self._entries:
             if (methods is None or method in methods) and matches(path):
-                return policy
+                return compiled
         return self.default

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http.clientaddr import TrustedProxies
-from proxy.http.headers import ForwardingPolicy, request_fields
+from proxy.http.headers import ForwardingRules, request_fields
 from proxy.http.target import Target
 from proxy.respond.relay import interim_relay
 from proxy.upstream.client import BACKGROUND, UpstreamClient
@@ -25,9 +25,9 @@ class UpstreamFetch:
     def request_head(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
-        forwarding: ForwardingPolicy,
+        forwarding: ForwardingRules,
         validating: bool = False,
     ) -> tuple[str, list[str]]:
         """The upstream request target and header lines for `request` (see request_fields)."""
@@ -53,7 +53,7 @@ class UpstreamFetch:
     async def for_cache(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         target: Target,
         validators: dict[str, str] | None,
     ) -> UpstreamResponse:

@@ -20,7 +20,7 @@ from typing import cast
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http.target import Target, parse_target
 from proxy.pipeline.cache_stage import CacheStage
 from proxy.pipeline.routes import RouteTable
@@ -55,7 +55,7 @@ class WarmingRequest:
 @dataclass(slots=True)
 class _Url:
     url: str
-    route: RoutePolicy
+    route: LoadedRoute
     target: Target
     request: web.BaseRequest
     due: float = 0.0  # clock time of the next fetch
@@ -113,7 +113,7 @@ class Warmer:
                 log.exception("warming %s failed", item.url)
                 item.due = self._backoff(item)
 
-    def _struggling(self, route: RoutePolicy) -> float:
+    def _struggling(self, route: LoadedRoute) -> float:
         """Seconds to hold off while the upstream struggles, else 0."""
         guard = self.upstream.guard(route.upstream.origin)
         breaker = guard.breaker

@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.edge.compression.codecs import CodingError, Decoder, Encoder, decoded, stream_decoder
 from proxy.edge.compression.headers import transformed_headers, vary_accept_encoding
 from proxy.edge.compression.negotiate import is_acceptable
-from proxy.edge.compression.policy import CompressionPolicy
+from proxy.edge.compression.rules import CompressionRules
 from proxy.http.headers import Headers
 
 # Variant keys besides a coding name ("br", "gzip", "zstd").
@@ -80,7 +80,7 @@ def _encoding(headers: Headers) -> str:
 
 
 def stream_coding(
-    policy: CompressionPolicy,
+    policy: CompressionRules,
     accept_encoding: str | None,
     status: int,
     headers: CIMultiDict[str],
@@ -107,7 +107,7 @@ def stream_coding(
 
 
 def variant_for(
-    policy: CompressionPolicy, status: int, headers: Headers, size: int, accept: str | None
+    policy: CompressionRules, status: int, headers: Headers, size: int, accept: str | None
 ) -> str | None:
     """Which variant of a stored response this client gets; None: the stored one as is."""
     upstream_coding = _encoding(headers)
@@ -119,7 +119,7 @@ def variant_for(
 
 
 def make_variant(
-    policy: CompressionPolicy, headers: Headers, body: bytes, key: str, max_size: int
+    policy: CompressionRules, headers: Headers, body: bytes, key: str, max_size: int
 ) -> Variant | DecodedStream:
     """The bytes and headers of one variant; made once per stored entry, then reused.
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from proxy.edge.fields import EdgeFields
-    from proxy.edge.route import RoutePolicy
+    from proxy.edge.route import LoadedRoute
 
 
 class Exchange:
@@ -17,7 +17,7 @@ class Exchange:
 
     __slots__ = ("edge", "request", "route")
 
-    def __init__(self, request: web.BaseRequest, route: RoutePolicy, edge: EdgeFields) -> None:
+    def __init__(self, request: web.BaseRequest, route: LoadedRoute, edge: EdgeFields) -> None:
         self.request = request
         self.route = route
         self.edge = edge

@@ -28,8 +28,8 @@ from proxy.http.headers import HOP_BY_HOP, VIA
 from proxy.http.vary import vary_values
 
 if TYPE_CHECKING:
-    from proxy.edge.cors import CorsPolicy
-    from proxy.edge.route import RoutePolicy
+    from proxy.edge.cors import CorsRules
+    from proxy.edge.route import LoadedRoute
 
 # Fields of the upstream's that never go out as they are: hop-by-hop ones, the ones the
 # proxy sets itself, and Vary and Via, which it extends.
@@ -47,7 +47,7 @@ _VARY_ORIGIN = ("Origin",)
 
 
 def forwarded_head(
-    route: RoutePolicy,
+    route: LoadedRoute,
     status: int,
     reason: str,
     fields: Headers,
@@ -94,7 +94,7 @@ def forwarded_head(
 
 
 def stored_head(
-    route: RoutePolicy,
+    route: LoadedRoute,
     status: int,
     reason: str,
     fields: Headers,
@@ -122,7 +122,7 @@ def _fields(
     head: list[str],
     fields: Headers,
     drop: frozenset[str],
-    cors: CorsPolicy | None,
+    cors: CorsRules | None,
     vary_encoding: bool,
     via: bool,
 ) -> None:

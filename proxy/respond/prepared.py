@@ -32,7 +32,7 @@ from proxy.respond.head import checked_lines, length_lines, stored_head
 
 if TYPE_CHECKING:
     from proxy.cache.entry import Entry
-    from proxy.edge.route import RoutePolicy
+    from proxy.edge.route import LoadedRoute
 
 # Statuses whose responses carry no body whatever the method: left to aiohttp's Response.
 NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))
@@ -61,7 +61,7 @@ class PreparedForms:
 
     __slots__ = ("_chosen", "coding", "compressible", "heads", "route")
 
-    def __init__(self, route: RoutePolicy, entry: Entry) -> None:
+    def __init__(self, route: LoadedRoute, entry: Entry) -> None:
         self.route = route
         self.heads: dict[str | None, PreparedHead] = {}
         self._chosen: dict[str | None, str | None] = {}  # Accept-Encoding -> variant key
@@ -98,7 +98,7 @@ class PreparedForms:
 
 
 def make_head(
-    route: RoutePolicy,
+    route: LoadedRoute,
     status: int,
     reason: str,
     headers: Headers,

@@ -18,7 +18,7 @@ from proxy.cache.status import BYPASS, SF_INTEGER_MAX, CacheOutcome
 from proxy.edge.compression.codecs import CodingError
 from proxy.edge.compression.headers import vary_accept_encoding
 from proxy.edge.fields import EdgeFields
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http import ranges
 from proxy.http.errors import json_error
 from proxy.http.headers import forward_response_headers
@@ -245,7 +245,7 @@ class Responder:
             return None
         return _with_request_lines(ex.edge, entry, head, age, outcome)
 
-    async def _make_head(self, request: web.BaseRequest, route: RoutePolicy, entry: Entry) -> bool:
+    async def _make_head(self, request: web.BaseRequest, route: LoadedRoute, entry: Entry) -> bool:
         """Make sure the form this client gets has its head (and the entry prepared forms
         for this route); False: it cannot have one (a decoded variant too large to store)."""
         forms = entry.prepared
@@ -267,7 +267,7 @@ class Responder:
         return True
 
     async def _make_variant(
-        self, route: RoutePolicy, entry: Entry, key: str
+        self, route: LoadedRoute, entry: Entry, key: str
     ) -> Variant | DecodedStream:
         assert route.compression is not None and route.cache is not None
         args = (route.compression, entry.headers, entry.body, key, route.cache.max_entry_size)

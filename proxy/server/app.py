@@ -11,7 +11,7 @@ from proxy.admin.app import build_admin_app
 from proxy.admin.view import ServerView
 from proxy.cache.memory import MemoryStore
 from proxy.config.cache import CacheSettings
-from proxy.config.loader import Config, ConfigError
+from proxy.config.loader import ConfigError, Settings
 from proxy.edge.revocation import RevocationList
 from proxy.http.clientaddr import ClientKeys
 from proxy.observe.catalogue import Catalogue
@@ -27,7 +27,7 @@ from proxy.pipeline.url_warmer import Warmer
 from proxy.pipeline.warming import Warming
 from proxy.respond.prepared import PreparedResponse
 from proxy.server.listener import Listener, ListenerStats, default_max_connections, open_files_limit
-from proxy.server.reload import ConfigSource, answer, effective, refusal, restart_required
+from proxy.server.reload import ConfigSource, applied, effective, refusal, restart_required
 from proxy.server.shutdown import Shutdown
 from proxy.shared.redis import RESERVED_CONNECTIONS, SharedRedis
 from proxy.shared.revocation_follower import RevocationFollower
@@ -46,7 +46,7 @@ class ProxyServer:
 
     def __init__(
         self,
-        config: Config,
+        config: Settings,
         *,
         reuse_port: bool = False,
         admin_path: str | None = None,
@@ -54,7 +54,7 @@ class ProxyServer:
         shutdown: Shutdown | None = None,
     ) -> None:
         """`reuse_port` and `admin_path` are for a worker of several (proxy/server/worker.py): it
-        shares the proxy port with its siblings and answers admin requests on a unix socket,
+        shares the proxy port with its siblings and serves admin requests on a unix socket,
         for the supervisor that owns the admin port. `source`: what reload() re-reads.
         `shutdown`: one whose signal handlers are already in place."""
         self.config = config
@@ -73,7 +73,7 @@ class ProxyServer:
         budget = (config.cache or CacheSettings()).max_memory
         memory = MemoryStore(budget)
         self.shared: SharedTier | None = None
-        if self.redis is not None and any(p.cache and p.cache.shared for p in routes.policies):
+        if self.redis is not None and any(p.cache and p.cache.shared for p in routes.compiled):
             secret = config.cache.key_secret if config.cache is not None else None
             self.shared = SharedTier(self.redis, memory, secret)
         warming_settings = config.cache.warming if config.cache is not None else None
@@ -132,8 +132,8 @@ class ProxyServer:
 
     @property
     def ready(self) -> bool:
-        """Fit for new traffic: listening (the admin port, which answers this, is bound last),
-        config loaded, not draining. Never the upstream's health: a proxy that can answer
+        """Fit for new traffic: listening (the admin port, which serves this, is bound last),
+        config loaded, not draining. Never the upstream's health: a proxy that can respond
         from its cache must stay in the load balancer while the upstream is down."""
         return bool(self._runners) and not self.shutdown.draining
 
@@ -149,15 +149,15 @@ class ProxyServer:
             return refusal(exc.problems)
         return self.apply(loaded)
 
-    def apply(self, loaded: Config) -> dict[str, object]:
-        """Swap in what can change live: routes and their policies, for new requests.
+    def apply(self, loaded: Settings) -> dict[str, object]:
+        """Swap in what can change live: routes and their rules, for new requests.
 
         The memory tier, upstream pool, listeners and Redis stay: cached entries, pooled and
         client connections live on. Synchronous, so no request sees half of it."""
         restart = restart_required(self.config, loaded)
         config = effective(self.config, loaded)
         routes = RouteTable(config, self.redis, previous=self.pipeline.routes)
-        wants_shared = any(p.cache and p.cache.shared for p in routes.policies)
+        wants_shared = any(p.cache and p.cache.shared for p in routes.compiled)
         if self.shared is None and self.redis is not None and wants_shared:
             restart.append("cache.tiers")  # the Redis tier was not started with this process
         self.pipeline.use_routes(routes)
@@ -168,7 +168,7 @@ class ProxyServer:
         log.info("config reloaded: %d route(s)", len(config.routes))
         if restart:
             log.warning("config reload: restart required to apply %s", ", ".join(restart))
-        return answer(restart)
+        return applied(restart)
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -286,8 +286,8 @@ class ProxyServer:
 def route_facts(routes: RouteTable) -> RouteFacts:
     """What observe/ needs of the route table, as values: it does not import pipeline/."""
     return RouteFacts(
-        meters=tuple((p.name, p.cache is not None) for p in routes.policies),
-        ttls={p.name: p.cache.rules.ttl for p in routes.policies if p.cache is not None},
+        meters=tuple((p.name, p.cache is not None) for p in routes.compiled),
+        ttls={p.name: p.cache.rules.ttl for p in routes.compiled if p.cache is not None},
         limiters=tuple(lim for lim in routes.limiters if lim.shared is not None),
         trusted_proxies=routes.trusted_proxies,
     )

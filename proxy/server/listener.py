@@ -41,7 +41,7 @@ from proxy.http.errors import json_error
 log = logging.getLogger("cacheproxy.listener")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-# Told of every answer once it is sent: (request, response, seconds since its head arrived).
+# Told of every response once it is sent: (request, response, seconds since its head arrived).
 Observe = Callable[[web.BaseRequest, web.StreamResponse, float], None]
 
 # llhttp also lets HTTP/0.9 and HTTP/2.0 request lines through; neither is spoken here.
@@ -92,7 +92,7 @@ class ListenerStats:
     refused_per_client: int = 0  # beyond max_connections_per_client, closed at once
     head_timeouts: int = 0
     body_timeouts: int = 0
-    bad_requests: int = 0  # not parsable as HTTP/1.x: answered 400, logged in one line
+    bad_requests: int = 0  # not parsable as HTTP/1.x: refused with 400, logged in one line
 
 
 class LogBudget:
@@ -118,8 +118,8 @@ class LogBudget:
         return held_back
 
 
-def raw_answer(status: int, reason: str, code: str, message: str) -> bytes:
-    """A whole response for a connection about to be closed, when no handler will answer."""
+def raw_response(status: int, reason: str, code: str, message: str) -> bytes:
+    """A whole response for a connection about to be closed, when no handler will respond."""
     body = orjson.dumps({"error": code, "message": message})
     return (
         f"HTTP/1.1 {status} {reason}\r\n"
@@ -131,20 +131,20 @@ def raw_answer(status: int, reason: str, code: str, message: str) -> bytes:
 
 
 def _request_timeout() -> bytes:
-    return raw_answer(408, "Request Timeout", "request_timeout", "the request took too long")
+    return raw_response(408, "Request Timeout", "request_timeout", "the request took too long")
 
 
 def _shutting_down() -> bytes:
-    return raw_answer(503, "Service Unavailable", "shutting_down", "the proxy is restarting")
+    return raw_response(503, "Service Unavailable", "shutting_down", "the proxy is restarting")
 
 
 def _head_too_large() -> bytes:
     message = f"the request head is over {MAX_HEAD // 1024} KiB"
-    return raw_answer(431, "Request Header Fields Too Large", "head_too_large", message)
+    return raw_response(431, "Request Header Fields Too Large", "head_too_large", message)
 
 
 class _UnsupportedVersion(web.BaseRequest):
-    """A request line in an HTTP version other than 1.0/1.1: answered 505, never forwarded."""
+    """A request line in an HTTP version other than 1.0/1.1: refused with 505, never forwarded."""
 
 
 async def _unsupported_version() -> web.StreamResponse:
@@ -192,7 +192,7 @@ class ListenerProtocol(Connection):
         self._last_read = 0.0
         self._body_timer: asyncio.TimerHandle | None = None
         self._started = 0.0  # perf_counter() when the current request was handed over
-        self._observe = listener.observe  # kept after connection_lost: that answer counts too
+        self._observe = listener.observe  # kept after connection_lost: that response counts too
         self._remote: str | None = None
 
     def remote(self) -> str | None:
@@ -311,19 +311,19 @@ class ListenerProtocol(Connection):
     def log_access(
         self, request: web.BaseRequest, response: web.StreamResponse, time_: float | None
     ) -> None:
-        # aiohttp calls this after every answer, its own 400/500s included. Its own timing
+        # aiohttp calls this after every response, its own 400/500s included. Its own timing
         # (loop.time()) has 1 ms resolution under uvloop: ours is perf_counter().
         if self._observe is not None:
             self._observe(request, response, time.perf_counter() - self._started)
 
     # --- ending connections ---------------------------------------------------------------
 
-    def _abort(self, answer: bytes | None) -> None:
-        """Close now: send `answer` if it can go out whole, stop the handler, drop the rest."""
+    def _abort(self, response: bytes | None) -> None:
+        """Close now: send `response` if it can go out whole, stop the handler, drop the rest."""
         transport = self.transport
         if transport is not None:
-            if answer is not None and not transport.get_write_buffer_size():
-                transport.write(answer)
+            if response is not None and not transport.get_write_buffer_size():
+                transport.write(response)
             if transport.get_write_buffer_size():
                 # The client is not reading: close() would wait for it to.
                 transport.abort()
@@ -469,7 +469,7 @@ class Listener(web.Server):
         conn._started = time.perf_counter()
         version = message.version  # the parser's own HttpVersion11/10 objects, as a rule
         if version is not HttpVersion11 and version is not HttpVersion10 and version not in HTTP1:
-            # Answer in the version we speak (RFC 9112 §2.3), then close.
+            # Respond in the version we speak (RFC 9112 §2.3), then close.
             message = with_version(message, HttpVersion11)
             return _UnsupportedVersion(message, payload, protocol, writer, task, self.loop)
         if payload is not EMPTY_PAYLOAD and not payload.is_eof():

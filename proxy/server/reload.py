@@ -1,6 +1,6 @@
 """Live config reload: what a new file may change in a running process, and what needs a restart.
 
-Live (new requests see it; requests in flight finish under the policy they started with):
+Live (new requests see it; requests in flight finish under the route they started with):
 `routes`, the top-level `cache` defaults (but `max_memory`), `cors`, `compression`,
 `trusted_proxies`, `listen.hosts`, `listen.public_host`. Everything else is built into
 sockets, pools or processes at start-up; a change there is reported as "restart required"
@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from proxy.config.cache import CacheSettings
-from proxy.config.loader import Config, load_config, with_overrides
+from proxy.config.loader import Settings, load_config, with_overrides
 
 # Dotted paths whose value is fixed for the life of a process.
 RESTART_REQUIRED: tuple[str, ...] = (
@@ -40,7 +40,7 @@ RESTART_REQUIRED: tuple[str, ...] = (
 class ConfigSource:
     """Where the config came from, with the command line's overrides: what a reload re-reads.
 
-    Picklable: a worker gets it with its Config.
+    Picklable: a worker gets it with its Settings.
     """
 
     path: str
@@ -48,7 +48,7 @@ class ConfigSource:
     upstream: str | None = None
     admin_port: int | None = None
 
-    def load(self) -> Config:
+    def load(self) -> Settings:
         """Raises ConfigError with every problem."""
         config = load_config(self.path)
         return with_overrides(
@@ -59,7 +59,7 @@ class ConfigSource:
 _MISSING = object()
 
 
-def _get(config: Config, path: str) -> Any:
+def _get(config: Settings, path: str) -> Any:
     value: Any = config
     for part in path.split("."):
         if value is None and part == "max_memory":
@@ -68,7 +68,7 @@ def _get(config: Config, path: str) -> Any:
     return value
 
 
-def restart_required(running: Config, new: Config) -> list[str]:
+def restart_required(running: Settings, new: Settings) -> list[str]:
     """The keys whose new value only a restart would apply."""
     return [path for path in RESTART_REQUIRED if _get(running, path) != _get(new, path)]
 
@@ -83,19 +83,19 @@ def _with(model: BaseModel, path: list[str], value: Any) -> BaseModel:
     return model.model_copy(update={head: value})
 
 
-def effective(running: Config, new: Config) -> Config:
+def effective(running: Settings, new: Settings) -> Settings:
     """`new` with the running value of every key that needs a restart: what now runs."""
     result: BaseModel = new
     for path in restart_required(running, new):
         old = _get(running, path)
         if old is not _MISSING:
             result = _with(result, path.split("."), old)
-    assert isinstance(result, Config)
+    assert isinstance(result, Settings)
     return result
 
 
-def answer(restart: list[str]) -> dict[str, object]:
-    """The admin answer of a reload that was applied."""
+def applied(restart: list[str]) -> dict[str, object]:
+    """The admin response to a reload that was applied."""
     return {"reloaded": True, "restart_required": restart, "errors": []}
 
 

@@ -2,7 +2,7 @@
 
 A load balancer (a Kubernetes Service, an ALB) goes on sending new connections for a few
 seconds after it is told an instance is leaving; a port that closes at once refuses them.
-So SIGTERM only takes readiness away (`/readyz` answers 503) and the proxy port keeps
+So SIGTERM only takes readiness away (`/readyz` responds 503) and the proxy port keeps
 serving for `shutdown_delay` seconds, what a `preStop: sleep` would do; then it stops
 accepting and in-flight requests get `shutdown_grace` (proxy/server/app.py, ProxyServer.stop).
 

@@ -7,7 +7,7 @@ across them. The supervisor serves no proxy traffic and needs no Redis:
 - it checks that the proxy port is free before starting workers: with SO_REUSEPORT, another
   instance run by the same user could otherwise bind it too and silently take a share of it;
 - it serves the admin port: `GET /workers` itself, anything else by asking every worker on its
-  private unix socket (in a 0700 directory) and merging the answers (proxy/admin/merge.py);
+  private unix socket (in a 0700 directory) and merging the responses (proxy/admin/merge.py);
 - a worker that dies is restarted, after a delay that grows while it keeps dying young; a
   worker that cannot start at start-up stops the whole run, with its reason and exit code 1;
 - SIGTERM makes its `/readyz` 503 at once and is passed on to every worker, which serves on
@@ -47,10 +47,10 @@ from yarl import URL
 
 from proxy.admin.app import LIVE_PATH
 from proxy.admin.fanout import build_fanout_admin
-from proxy.admin.merge import Answer, Unanswered
+from proxy.admin.merge import MissingResponse, WorkerResponse
 from proxy.admin.revocation import parse_revocation
 from proxy.admin.view import SupervisorView
-from proxy.config.loader import Config, ConfigError, redact_urls, with_overrides
+from proxy.config.loader import ConfigError, Settings, redact_urls, with_overrides
 from proxy.edge.revocation import RevocationList
 from proxy.http.headers import HOP_BY_HOP
 from proxy.observe.metrics import MULTIPROC_ENV, worker_exited
@@ -61,9 +61,9 @@ from proxy.server.worker import REVOKED, worker_main
 
 log = logging.getLogger("cacheproxy.workers")
 
-ANSWER_TIMEOUT = 2.0  # seconds a worker gets to answer an admin request, plus REDIS_CALLS
+RESPONSE_TIMEOUT = 2.0  # seconds a worker gets to respond to an admin request, plus REDIS_CALLS
 REDIS_CALLS = 4  # ...times redis.timeout with Redis: a purge makes a few calls in a row
-ANSWER_MAX = 16 * 1024 * 1024  # bytes of one worker's admin answer, at most
+RESPONSE_MAX = 16 * 1024 * 1024  # bytes of one worker's admin response, at most
 START_TIMEOUT = 30.0  # seconds a worker gets to bind its sockets and say it is ready
 STOP_MARGIN = 5.0  # seconds past shutdown_grace before a worker still draining is killed
 RESTART_FIRST = 0.5  # seconds before restarting a worker that died...
@@ -72,11 +72,17 @@ STABLE_AFTER = 10.0  # seconds of life after which a death no longer counts as d
 # A worker whose event loop hangs still holds its share of the port (SO_REUSEPORT hands it
 # new connections) and never dies by itself: each serving worker is pinged every
 # HEARTBEAT_EVERY seconds, and killed (then restarted) after HEARTBEAT_MISSES silent pings
-# in a row, each given ANSWER_TIMEOUT: 12 s or more of a loop that answers nothing.
+# in a row, each given RESPONSE_TIMEOUT: 12 s or more of a loop that responds to nothing.
 HEARTBEAT_EVERY = 2.0
 HEARTBEAT_MISSES = 4
-# Not passed on from a worker's answer: per hop, or set again by the admin port.
-_ANSWER_DROP = HOP_BY_HOP | {"content-length", "content-type", "content-encoding", "date", "server"}
+# Not passed on from a worker's response: per hop, or set again by the admin port.
+_RESPONSE_DROP = HOP_BY_HOP | {
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "date",
+    "server",
+}
 
 
 class CannotStart(Exception):
@@ -106,7 +112,7 @@ async def probe_port(host: str, port: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, config: Config, source: ConfigSource | None = None) -> None:
+    def __init__(self, config: Settings, source: ConfigSource | None = None) -> None:
         self.config = config
         self.source = source
         self._context = multiprocessing.get_context("spawn")
@@ -120,7 +126,7 @@ class Supervisor:
         self._socket_dir: str | None = None
         self.metrics_dir: str | None = None
         redis = config.redis
-        self.answer_timeout = ANSWER_TIMEOUT + (REDIS_CALLS * redis.timeout if redis else 0.0)
+        self.response_timeout = RESPONSE_TIMEOUT + (REDIS_CALLS * redis.timeout if redis else 0.0)
         # Revocations made through this supervisor, for the workers it starts from now on.
         self.revocations = RevocationList(config.revocation)
 
@@ -234,10 +240,10 @@ class Supervisor:
         (the serving ones get the request itself)."""
         parsed = parse_revocation(body)
         if isinstance(parsed, str):
-            return  # the workers answer what is wrong with it
+            return  # the workers respond with what is wrong with it
         expiry = await self.revocations.revoke(*parsed)
         if expiry is None:
-            return  # the list is full, and so is every worker's: they answer 507
+            return  # the list is full, and so is every worker's: they respond 507
         message = REVOKED + orjson.dumps([[parsed[0], expiry]])
         for slot in self.slots:
             worker = slot.current
@@ -301,7 +307,7 @@ class Supervisor:
             await self._watch_start(slot)
 
     async def _heartbeat(self) -> None:
-        """Kill a worker whose loop has stopped answering; `_keep` restarts it."""
+        """Kill a worker whose loop has stopped responding; `_keep` restarts it."""
         misses: dict[int, int] = {}  # pid -> silent pings in a row
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -309,23 +315,23 @@ class Supervisor:
             if self._stop.is_set():
                 return
             serving = [s for s in self.slots if s.current is not None and s.current.serving]
-            answers = await asyncio.gather(
+            responses = await asyncio.gather(
                 *(self.ask(s, "GET", LIVE_PATH, CIMultiDict(), b"") for s in serving)
             )
-            for slot, answer in zip(serving, answers, strict=True):
+            for slot, response in zip(serving, responses, strict=True):
                 worker = slot.current
                 assert worker is not None and worker.pid is not None
-                if isinstance(answer, Answer) or not worker.serving:
+                if isinstance(response, WorkerResponse) or not worker.serving:
                     misses.pop(worker.pid, None)
                     continue
                 misses[worker.pid] = missed = misses.get(worker.pid, 0) + 1
                 if missed >= HEARTBEAT_MISSES:
                     log.error(
-                        "worker %d (pid %s) answered none of %d heartbeats (%s): killing it",
+                        "worker %d (pid %s) responded to none of %d heartbeats (%s): killing it",
                         slot.index,
                         worker.pid,
                         missed,
-                        answer.reason,
+                        response.reason,
                     )
                     misses.pop(worker.pid)
                     worker.process.kill()
@@ -408,34 +414,36 @@ class Supervisor:
 
     async def ask_all(
         self, method: str, path: str, headers: CIMultiDict[str], body: bytes
-    ) -> list[Answer | Unanswered]:
-        """Every worker's answer to an admin request, or why there is none, in worker order."""
+    ) -> list[WorkerResponse | MissingResponse]:
+        """Every worker's response to an admin request, or why there is none, in worker order."""
         return await asyncio.gather(
             *(self.ask(slot, method, path, headers, body) for slot in self.slots)
         )
 
     async def ask(
         self, slot: Slot, method: str, path: str, headers: CIMultiDict[str], body: bytes
-    ) -> Answer | Unanswered:
-        """One worker's answer to an admin request, or why there is none (bounded in time)."""
+    ) -> WorkerResponse | MissingResponse:
+        """One worker's response to an admin request, or why there is none (bounded in time)."""
         worker = slot.current
         pid = worker.pid if worker is not None else None
         if worker is None or not worker.serving:
-            return Unanswered(slot.index, pid, slot.why_not_serving())
+            return MissingResponse(slot.index, pid, slot.why_not_serving())
         url = URL(f"http://worker{path}", encoded=True)  # the path as the client sent it
         try:
-            async with asyncio.timeout(self.answer_timeout):
+            async with asyncio.timeout(self.response_timeout):
                 async with slot.session.request(
                     method, url, headers=headers, data=body or None, allow_redirects=False
                 ) as resp:
                     data = bytearray()
                     async for chunk in resp.content.iter_any():
                         data += chunk
-                        if len(data) > ANSWER_MAX:
-                            return Unanswered(slot.index, pid, "answer over 16 MiB")
+                        if len(data) > RESPONSE_MAX:
+                            return MissingResponse(slot.index, pid, "answer over 16 MiB")
         except TimeoutError:
-            return Unanswered(slot.index, pid, f"no answer within {self.answer_timeout:g} s")
+            return MissingResponse(slot.index, pid, f"no answer within {self.response_timeout:g} s")
         except aiohttp.ClientError as exc:
-            return Unanswered(slot.index, pid, f"{type(exc).__name__}: {exc}")
-        kept = CIMultiDict((k, v) for k, v in resp.headers.items() if k.lower() not in _ANSWER_DROP)
-        return Answer(resp.status, resp.headers.get("Content-Type", ""), bytes(data), kept)
+            return MissingResponse(slot.index, pid, f"{type(exc).__name__}: {exc}")
+        kept = CIMultiDict(
+            (k, v) for k, v in resp.headers.items() if k.lower() not in _RESPONSE_DROP
+        )
+        return WorkerResponse(resp.status, resp.headers.get("Content-Type", ""), bytes(data), kept)

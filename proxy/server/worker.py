@@ -2,7 +2,7 @@
 (proxy/server/supervisor.py) starts with `spawn`, and the pipe it talks to the supervisor over.
 
 The worker is a whole ProxyServer bound to the shared proxy port (SO_REUSEPORT), with its admin
-API on a private unix socket. It gets the validated Config through the pipe (command-line
+API on a private unix socket. It gets the validated Settings through the pipe (command-line
 overrides and ${ENV} values are not redone, no secret is written to disk), says READY (or
 FAILED and why) once it serves, and takes revocations made while it started (REVOKED). A worker
 whose supervisor is gone (its end of the pipe closes) drains and exits rather than serve on
@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 
 import orjson
 
-from proxy.config.loader import Config
+from proxy.config.loader import Settings
 from proxy.edge.revocation import RevocationList
 from proxy.server.app import ProxyServer
 from proxy.server.eventloop import run as run_loop
@@ -40,7 +40,7 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (worker {index}): %(message)s"
 
 
 def worker_main(
-    config: Config,
+    config: Settings,
     index: int,
     admin_path: str,
     log_level: int,
@@ -57,7 +57,7 @@ def worker_main(
 
 
 async def _serve_worker(
-    config: Config,
+    config: Settings,
     admin_path: str,
     pipe: Connection,
     source: ConfigSource | None = None,

@@ -127,7 +127,7 @@ class PurgeFollower:
         return removed
 
     def queue(self, purge: Purge) -> None:
-        """Send it when Redis answers again (applied here already)."""
+        """Send it when Redis responds again (applied here already)."""
         self.outbox.add(purge)
 
     async def _log(self, purge: Purge) -> str:

@@ -1,7 +1,7 @@
 """The purge log: every purge kept in a Redis stream, so that no instance misses one.
 
 Pub/sub alone loses what is published while an instance is not subscribed, and the only
-safe answer to that was to drop the whole memory tier on every reconnection: when Redis
+safe response to that was to drop the whole memory tier on every reconnection: when Redis
 restarted, every instance did so in the same second, and the upstream took every hot key
 at once. With the log an instance reads, on reconnection (and every few seconds, and when
 woken by a message), what was purged since the last entry it applied, and applies exactly
@@ -28,7 +28,7 @@ fell more than `purge_log_length` purges behind) or Redis lost the log. Then:
 
 Purges made while Redis cannot be reached are applied here at once and queued (`Outbox`,
 bounded by `purge_log_length`; past that, the queue becomes one "all" purge: every
-instance revalidates everything), and sent, Redis side included, when it answers again.
+instance revalidates everything), and sent, Redis side included, when it responds again.
 
 The wake-up messages stay on pub/sub (`<prefix>purge`, with the entry's id): losing one
 costs at most one poll interval. They also carry the purge itself, as before the log

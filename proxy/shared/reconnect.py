@@ -1,7 +1,7 @@
 """How long a follower of Redis (purge log, revocation list) waits before connecting again.
 
 A connection that fails at once must not be retried at once: a Redis that refuses
-SUBSCRIBE (an ACL) answers every attempt in a millisecond, and a follower that reset its
+SUBSCRIBE (an ACL) refuses every attempt in a millisecond, and a follower that reset its
 delay as soon as SUBSCRIBE was sent reconnected ten times a second. So the delay doubles
 after every failure and falls back to the first one only once a connection has lasted
 `steady` seconds; and it is jittered, so instances that lost Redis together (a restart)
@@ -52,7 +52,7 @@ class Backoff:
 
 async def subscribe_confirmed(pubsub: Any, channel: str, within: float) -> None:
     """SUBSCRIBE and wait for Redis to confirm it: redis-py sends the command without
-    reading its answer, so a refusal (NOPERM) would only surface on the next read."""
+    reading its reply, so a refusal (NOPERM) would only surface on the next read."""
     await pubsub.subscribe(channel)
     deadline = asyncio.get_running_loop().time() + within
     while True:

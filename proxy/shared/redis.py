@@ -187,7 +187,7 @@ class RedisGuard:
         was_healthy = self.healthy
         self.breaker.success()
         if not was_healthy:
-            log.info("redis is answering again")
+            log.info("redis is responding again")
         return result
 
     def _failed(self, op: str, exc: BaseException) -> None:
@@ -228,7 +228,7 @@ class SharedRedis:
                     await self.client.initialize()
                 await self.client.ping()
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("redis did not answer at start-up (%r): starting degraded", exc)
+            log.warning("redis did not respond at start-up (%r): starting degraded", exc)
 
     async def close(self) -> None:
         await self.client.aclose()

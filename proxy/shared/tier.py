@@ -2,7 +2,7 @@
 
 Redis is an accelerator here, never a dependency: every call goes through the shared
 guard (budget, timeout, breaker), and a failure is a miss, a skipped store or a purge
-queued until Redis answers again. Purges reach the other instances through the purge log
+queued until Redis responds again. Purges reach the other instances through the purge log
 (proxy/shared/purge_log.py, proxy/shared/purge_follower.py), so that none is ever missed and a
 reconnection costs no instance its L1.
 """
@@ -43,7 +43,7 @@ class SharedStats:
     misses: int = 0
     stores: int = 0
     errors: int = 0
-    collapsed: int = 0  # requests answered by another instance's fetch (coalesce: global)
+    collapsed: int = 0  # requests served by another instance's fetch (coalesce: global)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ class PurgeResult:
     local: int  # entries removed from this process's memory
     shared: int  # entries removed from Redis
     # Why Redis (and so the other instances) could not be reached: the purge is queued
-    # and sent when Redis answers again.
+    # and sent when Redis responds again.
     error: str | None
 
 
@@ -99,7 +99,7 @@ class SharedTier:
     async def lookup(
         self, primary: str, url_key: str, request_headers: policy.Headers, max_size: int
     ) -> tuple[Entry | None, bytes | None]:
-        """(entry or None, the URL's purge generation; None when Redis did not answer).
+        """(entry or None, the URL's purge generation; None when Redis did not respond).
         An entry whose body is over `max_size` bytes (the route's max_entry_size) is a
         miss: Redis is not trusted to keep to it."""
         self.redis.request_budget()
@@ -208,7 +208,7 @@ class SharedTier:
     async def purge(self, kind: PurgeKind, value: str) -> PurgeResult:
         """Remove from this L1 at once, then from Redis and (through the purge log) from
         every other L1; when Redis cannot be reached in this request's budget, the purge
-        is queued and sent when it answers again."""
+        is queued and sent when it responds again."""
         self.redis.request_budget()
         local = self._purge_local(kind, value)
         purge = Purge(kind, value)
@@ -217,7 +217,7 @@ class SharedTier:
         except StoreUnavailable as exc:
             self.stats.errors += 1
             self.log.queue(purge)
-            log.warning("purge %s %r queued until Redis answers: %s", kind, value, exc)
+            log.warning("purge %s %r queued until Redis responds: %s", kind, value, exc)
             return PurgeResult(local, 0, str(exc))
         return PurgeResult(local, shared, None)
 

@@ -8,7 +8,7 @@ clients choose to send: counting failures would let a few requests to one broken
 close the origin for everyone. It opens on a failure rate over a minimum volume, as
 Hystrix and Resilience4j do, and only when the origin as a whole fails: the rate must
 hold without the endpoint (method and path) with the most failures, as Envoy's outlier
-detection takes out one failing host, never the cluster, while the others answer.
+detection takes out one failing host, never the cluster, while the others respond.
 
     closed --(in the last `window` s: at least `min_requests` requests, at least
               `failure_rate` of them failed, and as many without the worst endpoint;
@@ -179,7 +179,7 @@ class RateBreaker:
 
     def _origin_fails(self, bucket: int) -> bool:
         """At least `failure_rate` of at least `min_requests` failed, with or without the
-        endpoint that failed most: one endpoint failing while others answer is that
+        endpoint that failed most: one endpoint failing while others respond is that
         endpoint's trouble (or one client's doing), not the origin's."""
         total, rate = self._all, self.failure_rate
         if total.requests < self.min_requests or total.failures < rate * total.requests:

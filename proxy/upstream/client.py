@@ -143,7 +143,7 @@ class UpstreamClient:
         is paid again on every resumption.)
         """
         request = (method, key, target, fields, body, interim, content_length)
-        # What the breaker tells apart: one endpoint failing while others answer is not
+        # What the breaker tells apart: one endpoint failing while others respond is not
         # the origin failing (proxy/upstream/breaker.py).
         endpoint = f"{method} {target.partition('?')[0]}"
         observe = self.observe
@@ -206,7 +206,7 @@ class UpstreamClient:
                 return None  # the upstream asks for a longer pause than a client should wait
             delay = max(delay, asked)
         if self._clock() + delay >= deadline:
-            return None  # the client's time would run out before the retry's answer
+            return None  # the client's time would run out before the retry's response
         if not guard.budget.try_retry():
             return None
         return delay
@@ -259,7 +259,7 @@ class UpstreamClient:
         return up
 
     def _classify(self, exc: BaseException, guard: OriginGuard) -> UpstreamError:
-        """The client's answer to a failed attempt: a stable code and a sentence without
+        """The client's response to a failed attempt: a stable code and a sentence without
         the upstream's address or the OS's words, which only the log gets (`detail`)."""
         timeouts = self.config.timeouts
         if isinstance(exc, ConnectTimeout):

@@ -1,7 +1,7 @@
 """A FIFO admission gate: at most `limit` holders at once, at most `max_queue` waiting.
 
 Our own rather than the connector's limit, so the queue is bounded and measurable and a
-full queue or a long wait is an answer of ours (503 upstream_busy), not a connect timeout.
+full queue or a long wait is a response of ours (503 upstream_busy), not a connect timeout.
 The limit may change while requests wait (the adaptive limiter moves it): a raised limit
 admits waiters at once, a lowered one admits nobody until enough holders have left.
 """

@@ -8,7 +8,7 @@ llhttp, as uvicorn does, and does only what the proxy needs:
 - a final response head arrives as status, reason and headers; its body streams through a
   bounded buffer that pauses reading from the upstream while the client is slower;
 - 1xx responses other than 100 go to the caller's `interim` callback, then the final one is
-  read (RFC 9110 §15.2); 100 is ours to answer, and 101 was never asked for;
+  read (RFC 9110 §15.2); 100 is ours to send, and 101 was never asked for;
 - what does not frame cleanly (a bad status line, Transfer-Encoding with Content-Length,
   RFC 9112 §6.3, a head over MAX_HEAD) fails the exchange and closes the connection;
 - bytes past the end of a response (more than its Content-Length, a body after a HEAD,
@@ -37,7 +37,7 @@ MAX_HEAD = 256 * 1024  # one response head: status line and fields together
 BODY_BUFFER = 256 * 1024  # unread body held before reading from the upstream pauses
 DNS_TTL = 60.0  # seconds an upstream host's addresses are reused for new connections
 # RFC 9110 §9.3: methods whose requests carry content; without a body they say so (some
-# upstreams answer 411 to a POST with neither Content-Length nor Transfer-Encoding).
+# upstreams respond 411 to a POST with neither Content-Length nor Transfer-Encoding).
 _CONTENT_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # RFC 9110 §9.2.2: safe to send twice. POST/PATCH never are, whatever went wrong.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -85,7 +85,7 @@ class HeadTimeout(ExchangeError, TimeoutError):
 
 
 class InvalidResponse(ExchangeError):
-    """The upstream's answer is not HTTP/1.x as RFC 9112 frames it."""
+    """The upstream's response is not HTTP/1.x as RFC 9112 frames it."""
 
 
 class BodyError(ExchangeError):

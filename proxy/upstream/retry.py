@@ -1,6 +1,6 @@
 """Retry decisions, pure: the budget (no retry storms), the backoff, Retry-After.
 
-The budget is Linkerd's and Envoy's answer to retry storms: when an upstream fails, every
+The budget is Linkerd's and Envoy's remedy for retry storms: when an upstream fails, every
 client request turning into 1 + `attempts` upstream requests multiplies its load exactly
 when it can least take it. Retries are allowed while they stay under `ratio` of the
 requests of the last `window` seconds, plus a floor of `min_per_second` so that a quiet

@@ -1,7 +1,7 @@
 """The contract with aiohttp's internals (proxy/adapters/aiohttp_internals.py), on the installed
 aiohttp: every private field the proxy port reads exists, is the storage aiohttp itself uses,
 and a release without one fails loudly, naming it. The behaviour built on them (head, body and
-keep-alive timers, 414/431/505 answers, prepared hits) is checked through a running proxy in
+keep-alive timers, 414/431/505 responses, prepared hits) is checked through a running proxy in
 tests/e2e/test_listener.py and tests/e2e/test_prepared.py.
 """
 
@@ -148,7 +148,7 @@ async def test_aiohttps_handler_sends_a_prepared_response_through_its_public_mem
     assert Recorder.seen == [(203, sizes[0], True), (203, sizes[1], False)]
 
 
-async def test_with_version_answers_in_http11_and_closes(serve: Serve) -> None:
+async def test_with_version_responds_in_http11_and_closes(serve: Serve) -> None:
     """The parser's own message type (C or Python) takes the version and the close."""
 
     def factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:

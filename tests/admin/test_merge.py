@@ -1,4 +1,4 @@
-"""One admin answer out of several workers' answers (proxy/admin/merge.py): pure, no I/O."""
+"""One admin response out of several workers' responses (proxy/admin/merge.py): pure, no I/O."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import orjson
 
 from proxy.admin.merge import (
     MERGE_HEADER,
-    Answer,
-    Unanswered,
-    merge_answers,
+    MissingResponse,
+    WorkerResponse,
     merge_json,
+    merge_responses,
     parse_rules,
 )
 from proxy.observe.documents import MERGE_RULES
@@ -54,7 +54,7 @@ def test_status_takes_the_worst_booleans_all_lists_concatenate_strings_the_first
 
 
 def test_an_upstream_whose_circuit_one_worker_opened_is_down_in_the_merged_health() -> None:
-    # Each worker has its own breakers: the answer must not hide the one that opened.
+    # Each worker has its own breakers: the response must not hide the one that opened.
     def health(circuit: str) -> dict[str, Any]:
         up = "up" if circuit == "closed" else "down"
         upstreams = {"default": {"status": up, "circuit": circuit}}
@@ -83,25 +83,25 @@ def test_the_merge_header_sets_per_key_rules() -> None:
     assert merge_json(docs, rules) == {"count": 5, "oldest": 4, "n": {"count": 9}}
 
 
-def _answer(status: int, doc: Any, **headers: str) -> Answer:
-    return Answer(status, "application/json", orjson.dumps(doc), headers)
+def _response(status: int, doc: Any, **headers: str) -> WorkerResponse:
+    return WorkerResponse(status, "application/json", orjson.dumps(doc), headers)
 
 
 def test_the_worst_status_wins_with_its_headers_and_the_merge_header_is_dropped() -> None:
-    ok = _answer(200, {"purged": 2}, **{"Cacheproxy-Merge": "purged=sum"})
-    failed = _answer(503, {"purged": 1, "error": "purge_incomplete"}, **{"Retry-After": "1"})
-    merged = merge_answers("POST", [ok, failed], [])
+    ok = _response(200, {"purged": 2}, **{"Cacheproxy-Merge": "purged=sum"})
+    failed = _response(503, {"purged": 1, "error": "purge_incomplete"}, **{"Retry-After": "1"})
+    merged = merge_responses("POST", [ok, failed], [])
     assert merged.status == 503
     assert orjson.loads(merged.body) == {"purged": 3, "error": "purge_incomplete"}
     assert merged.headers == [("Retry-After", "1")]
-    merged = merge_answers("GET", [ok, ok], [])
+    merged = merge_responses("GET", [ok, ok], [])
     assert (merged.status, merged.headers) == (200, [])
 
 
-def test_a_worker_that_did_not_answer_is_named_and_degrades_a_status() -> None:
-    health = _answer(200, {"status": "healthy", "checks": {}})
-    late = Unanswered(1, 4242, "no answer within 3 s")
-    merged = merge_answers("GET", [health], [late])
+def test_a_worker_that_did_not_respond_is_named_and_degrades_a_status() -> None:
+    health = _response(200, {"status": "healthy", "checks": {}})
+    late = MissingResponse(1, 4242, "no answer within 3 s")
+    merged = merge_responses("GET", [health], [late])
     assert merged.status == 200
     assert orjson.loads(merged.body) == {
         "status": "degraded",
@@ -109,25 +109,25 @@ def test_a_worker_that_did_not_answer_is_named_and_degrades_a_status() -> None:
         "unanswered": [{"worker": 1, "pid": 4242, "error": "no answer within 3 s"}],
     }
     # A change that did not reach every worker is incomplete, whatever the others said.
-    merged = merge_answers("POST", [_answer(200, {"purged": 1})], [late])
+    merged = merge_responses("POST", [_response(200, {"purged": 1})], [late])
     assert merged.status == 503
     assert orjson.loads(merged.body)["error"] == "incomplete"
-    # No answer at all.
-    merged = merge_answers("GET", [], [late])
+    # No response at all.
+    merged = merge_responses("GET", [], [late])
     assert merged.status == 503
     assert orjson.loads(merged.body)["status"] == "unhealthy"
 
 
-def test_answers_that_are_not_json_pass_when_identical_and_are_refused_otherwise() -> None:
-    page = Answer(200, "text/html; charset=utf-8", b"<h1>cacheproxy</h1>", {})
-    assert merge_answers("GET", [page, page], []).body == page.body
-    assert merge_answers("GET", [page, page], []).content_type == page.content_type
-    metrics = [Answer(200, "text/plain", f"requests {n}\n".encode(), {}) for n in (3, 4)]
-    merged = merge_answers("GET", metrics, [])
+def test_responses_that_are_not_json_pass_when_identical_and_are_refused_otherwise() -> None:
+    page = WorkerResponse(200, "text/html; charset=utf-8", b"<h1>cacheproxy</h1>", {})
+    assert merge_responses("GET", [page, page], []).body == page.body
+    assert merge_responses("GET", [page, page], []).content_type == page.content_type
+    metrics = [WorkerResponse(200, "text/plain", f"requests {n}\n".encode(), {}) for n in (3, 4)]
+    merged = merge_responses("GET", metrics, [])
     assert merged.status == 502
     assert orjson.loads(merged.body)["error"] == "not_mergeable"
-    broken = Answer(200, "application/json", b"{not json", {})
-    assert merge_answers("GET", [broken, _answer(200, {})], []).status == 502
+    broken = WorkerResponse(200, "application/json", b"{not json", {})
+    assert merge_responses("GET", [broken, _response(200, {})], []).status == 502
 
 
 def test_a_sum_rule_adds_lists_of_numbers_item_by_item() -> None:
@@ -136,7 +136,7 @@ def test_a_sum_rule_adds_lists_of_numbers_item_by_item() -> None:
 
 
 def _performance(hits: int, misses: int, fast: int, slow: int) -> dict[str, Any]:
-    """A worker's /performance/summary, in part: fast (cached) and slow (uncached) answers."""
+    """A worker's /performance/summary, in part: fast (cached) and slow (uncached) responses."""
     window = describe(
         totals(
             requests=fast + slow,
@@ -161,9 +161,9 @@ def _performance(hits: int, misses: int, fast: int, slow: int) -> dict[str, Any]
 
 def test_merged_performance_documents_add_counts_and_recompute_ratios() -> None:
     docs = [_performance(9, 1, 9, 1), _performance(1, 9, 1, 9)]
-    # As the workers answer /performance/*: with the rules their documents go by.
-    answers = [_answer(200, doc, **{MERGE_HEADER: MERGE_RULES}) for doc in docs]
-    merged = orjson.loads(merge_answers("GET", answers, []).body)
+    # As the workers respond to /performance/*: with the rules their documents go by.
+    responses = [_response(200, doc, **{MERGE_HEADER: MERGE_RULES}) for doc in docs]
+    merged = orjson.loads(merge_responses("GET", responses, []).body)
     assert merged["cache"] == {"hits": 10, "misses": 10, "hit_rate": 0.5, "ttl_seconds": {"a": 30}}
     assert merged["connections"]["reuse_rate"] == 0.8  # 10 requests, 2 connections opened
     window = merged["window"]
@@ -182,17 +182,17 @@ def test_merged_performance_documents_add_counts_and_recompute_ratios() -> None:
     assert rt["p50_ms"] <= 1.0 and 80 < rt["p99_ms"] <= 100  # estimates, within a bucket
 
 
-def test_ratios_are_recomputed_when_a_worker_did_not_answer_too() -> None:
-    answers = [
-        _answer(200, _performance(9, 1, 9, 1), **{MERGE_HEADER: MERGE_RULES}),
-        _answer(200, _performance(8, 2, 9, 1), **{MERGE_HEADER: MERGE_RULES}),
+def test_ratios_are_recomputed_when_a_worker_did_not_respond_too() -> None:
+    responses = [
+        _response(200, _performance(9, 1, 9, 1), **{MERGE_HEADER: MERGE_RULES}),
+        _response(200, _performance(8, 2, 9, 1), **{MERGE_HEADER: MERGE_RULES}),
     ]
-    merged = orjson.loads(merge_answers("GET", answers, [Unanswered(2, 42, "late")]).body)
+    merged = orjson.loads(merge_responses("GET", responses, [MissingResponse(2, 42, "late")]).body)
     assert merged["cache"]["hit_rate"] == 0.85  # 17 of 20, not 0.9 + 0.8
     assert merged["unanswered"] == [{"worker": 2, "pid": 42, "error": "late"}]
 
 
 def test_a_document_that_only_looks_like_a_summary_is_merged_as_it_is() -> None:
-    answers = [_answer(200, {"reuse_rate": 0.5, "raw_counts": {}, "seconds": 1})] * 2
-    merged = orjson.loads(merge_answers("GET", answers, []).body)
+    responses = [_response(200, {"reuse_rate": 0.5, "raw_counts": {}, "seconds": 1})] * 2
+    merged = orjson.loads(merge_responses("GET", responses, []).body)
     assert merged == {"reuse_rate": 1.0, "raw_counts": {}, "seconds": 2}

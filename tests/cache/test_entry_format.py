@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.cache.entry import Entry, Rare
+from proxy.cache.entry import Entry, EntryExtras
 from proxy.cache.entry_format import (
     _FIXED2,
     MAGIC,
@@ -199,7 +199,7 @@ def test_version_2_is_written_and_carries_the_packed_head_as_it_is() -> None:
     assert VERSION == 2 and data[len(MAGIC)] == 2
     assert entry.head.encode() in data  # one string, not a list of fields
     back = decode(data)
-    assert back.head == entry.head and back.rare == entry.rare
+    assert back.head == entry.head and back.extras == entry.extras
 
 
 def test_a_version_1_value_from_an_older_instance_is_read() -> None:
@@ -243,7 +243,7 @@ def test_version_1_round_trips_as_before(headers: list[tuple[str, str]], body: b
     entry = make_entry([("Cache-Control", "max-age=60"), *headers], body)
     back = decode(encode_v1(entry))
     assert list(back.headers.items()) == list(entry.headers.items())
-    assert (back.body, back.cc, back.rare) == (body, entry.cc, entry.rare)
+    assert (back.body, back.cc, back.extras) == (body, entry.cc, entry.extras)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
@@ -375,15 +375,15 @@ def test_entries_without_vary_tags_or_an_own_path_decode_without_a_rare_part() -
         path="/a",
         tags_header=None,
     )
-    assert entry.rare is None and entry.path == "/a"
+    assert entry.extras is None and entry.path == "/a"
     back = decode(encode(entry))
     same(back, entry)
-    assert back.rare is None and back.primary is back.url_key
+    assert back.extras is None and back.primary is back.url_key
 
 
 @pytest.mark.parametrize("path", ["", "/a|b", "/a?b"])
 def test_a_path_that_is_not_the_url_keys_own_is_kept(path: str) -> None:
-    entry = dataclasses.replace(make_entry(), rare=Rare.of((), (), (), path, "api/a%7Cb?"))
+    entry = dataclasses.replace(make_entry(), extras=EntryExtras.of((), (), (), path, "api/a%7Cb?"))
     assert entry.path == path
     assert decode(encode(entry)).path == path
     assert decode(encode_v1(entry)).path == path
@@ -424,7 +424,7 @@ def test_the_cache_control_of_a_head_that_starts_or_ends_oddly(
 )
 def test_a_line_break_inside_a_stored_field_is_refused(version: str, where: str, text: str) -> None:
     # Whoever can write to the shared Redis must not get a line of their own into the
-    # answers every instance sends: such a value is corrupt, a counted miss.
+    # responses every instance sends: such a value is corrupt, a counted miss.
     headers = [("Cache-Control", "max-age=60")]
     if where == "value":
         headers.append(("X-A", text))

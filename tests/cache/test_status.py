@@ -41,7 +41,7 @@ STATUSES: list[tuple[str, ParamsType]] = [
     ("fwd=bypass; detail=credentials", {"fwd": Token("bypass"), "detail": Token("credentials")}),
 ]  # fmt: skip
 
-# What storability and the store can answer, reported as `fwd=miss; detail=<reason>`.
+# What storability and the store can tell, reported as `fwd=miss; detail=<reason>`.
 REASONS = [
     "method",
     "credentials",

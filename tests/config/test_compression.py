@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from proxy.config.compression import CompressionConfig
+from proxy.config.compression import CompressionSettings
 
 
 def test_defaults() -> None:
-    config = CompressionConfig()
+    config = CompressionSettings()
     assert config.algorithms == ("br", "gzip")
     assert config.min_size == 1000
     assert (config.level.gzip, config.level.br, config.level.zstd) == (6, 5, 3)
@@ -17,7 +17,7 @@ def test_defaults() -> None:
 
 
 def test_partial_levels_keep_their_own_defaults() -> None:
-    config = CompressionConfig.model_validate({"level": {"br": 9}, "stream_level": {"gzip": 2}})
+    config = CompressionSettings.model_validate({"level": {"br": 9}, "stream_level": {"gzip": 2}})
     assert (config.level.gzip, config.level.br) == (6, 9)
     assert (config.stream_level.gzip, config.stream_level.br) == (2, 1)
 
@@ -41,13 +41,13 @@ def test_config_errors_name_the_key(
     data: dict[str, object], loc: tuple[object, ...], message: str
 ) -> None:
     with pytest.raises(ValidationError) as info:
-        CompressionConfig.model_validate(data)
+        CompressionSettings.model_validate(data)
     error = info.value.errors()[0]
     assert error["loc"] == loc
     assert message in error["msg"]
 
 
 def test_config_normalizes_case() -> None:
-    config = CompressionConfig(algorithms=["GZip"], types=["Text/*", "APPLICATION/JSON"])
+    config = CompressionSettings(algorithms=["GZip"], types=["Text/*", "APPLICATION/JSON"])
     assert config.algorithms == ("gzip",)
     assert config.types == ("text/*", "application/json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from proxy.config.cors import CorsConfig
+from proxy.config.cors import CorsSettings
 
 APP = "https://app.example.com"
 
@@ -13,12 +13,12 @@ APP = "https://app.example.com"
 @pytest.mark.parametrize("field", ["allow_origins", "allow_headers", "allow_methods"])
 def test_wildcard_with_credentials_is_a_config_error(field: str) -> None:
     with pytest.raises(ValidationError, match="allow_credentials") as info:
-        CorsConfig.model_validate({field: ["*"], "allow_credentials": True})
+        CorsSettings.model_validate({field: ["*"], "allow_credentials": True})
     assert field in str(info.value)
 
 
 def test_wildcard_without_credentials_is_fine() -> None:
-    config = CorsConfig(allow_origins=["*"], allow_headers=["*"])
+    config = CorsSettings(allow_origins=["*"], allow_headers=["*"])
     assert config.allow_origins == ("*",)
 
 
@@ -38,7 +38,7 @@ def test_wildcard_without_credentials_is_fine() -> None:
 )
 def test_malformed_origin_is_a_config_error_with_its_index(origin: str) -> None:
     with pytest.raises(ValidationError) as info:
-        CorsConfig(allow_origins=[APP, origin])
+        CorsSettings(allow_origins=[APP, origin])
     error = info.value.errors()[0]
     assert error["loc"] == ("allow_origins", 1)
     assert "invalid origin" in error["msg"]
@@ -46,21 +46,21 @@ def test_malformed_origin_is_a_config_error_with_its_index(origin: str) -> None:
 
 def test_invalid_regex_is_a_config_error() -> None:
     with pytest.raises(ValidationError, match="invalid regular expression") as info:
-        CorsConfig(allow_origin_regex=["https://(unclosed"])
+        CorsSettings(allow_origin_regex=["https://(unclosed"])
     assert info.value.errors()[0]["loc"] == ("allow_origin_regex", 0)
 
 
 def test_unknown_key_and_bad_header_name_are_config_errors() -> None:
     with pytest.raises(ValidationError, match="extra"):
-        CorsConfig.model_validate({"allow_origin": [APP]})
+        CorsSettings.model_validate({"allow_origin": [APP]})
     with pytest.raises(ValidationError, match="not an HTTP token"):
-        CorsConfig(allow_headers=["Bad Header"])
+        CorsSettings(allow_headers=["Bad Header"])
     with pytest.raises(ValidationError):
-        CorsConfig(max_age=-1)
+        CorsSettings(max_age=-1)
 
 
 def test_config_normalizes_origins_and_methods() -> None:
-    config = CorsConfig(
+    config = CorsSettings(
         allow_origins=["HTTPS://App.Example.COM:443", "http://x.test:80", "http://x.test:8080"],
         allow_methods=["get", "Patch"],
     )
@@ -73,6 +73,6 @@ def test_config_normalizes_origins_and_methods() -> None:
 
 
 def test_config_is_frozen() -> None:
-    config = CorsConfig(allow_origins=[APP])
+    config = CorsSettings(allow_origins=[APP])
     with pytest.raises(ValidationError):
         config.max_age = 5  # type: ignore[misc]  # frozen: the point of the test

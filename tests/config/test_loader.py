@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config.env import resolve, suggestion
-from proxy.config.loader import Config, ConfigError, parse_config, with_overrides
+from proxy.config.loader import ConfigError, Settings, parse_config, with_overrides
 from tests.conftest import ROOT
 
 
@@ -375,22 +375,22 @@ routes:
 
 
 def test_override_names_map_to_key_paths_and_complex_keys_take_json() -> None:
-    assert resolve("CACHEPROXY_WORKERS", Config) == (("workers",), False)
-    assert resolve("CACHEPROXY_SHUTDOWN_DELAY", Config) == (("shutdown_delay",), False)
-    assert resolve("cacheproxy_redis__url", Config) == (("redis", "url"), False)
-    assert resolve("CACHEPROXY_UPSTREAM__POOL__MAX_CONNECTIONS", Config) == (
+    assert resolve("CACHEPROXY_WORKERS", Settings) == (("workers",), False)
+    assert resolve("CACHEPROXY_SHUTDOWN_DELAY", Settings) == (("shutdown_delay",), False)
+    assert resolve("cacheproxy_redis__url", Settings) == (("redis", "url"), False)
+    assert resolve("CACHEPROXY_UPSTREAM__POOL__MAX_CONNECTIONS", Settings) == (
         ("upstream", "pool", "max_connections"),
         False,
     )
     for name in ("CACHEPROXY_CACHE__TIERS", "CACHEPROXY_TRUSTED_PROXIES", "CACHEPROXY_REDIS"):
-        resolved = resolve(name, Config)
+        resolved = resolve(name, Settings)
         assert resolved is not None and resolved[1], name
     for unknown in ("CACHEPROXY_LISTEN_HOST", "CACHEPROXY_ROUTES__0__NAME", "CACHEPROXY_"):
-        assert resolve(unknown, Config) is None
-    assert suggestion("CACHEPROXY_LISTEN_HOST", Config) == "CACHEPROXY_LISTEN__HOST"
-    assert suggestion("CACHEPROXY_ADMIN_PORT", Config) == "CACHEPROXY_ADMIN__PORT"
-    assert suggestion("REDIS_URL", Config) == "CACHEPROXY_REDIS__URL"
-    assert suggestion("CACHEPROXY_NOTHING", Config) is None
+        assert resolve(unknown, Settings) is None
+    assert suggestion("CACHEPROXY_LISTEN_HOST", Settings) == "CACHEPROXY_LISTEN__HOST"
+    assert suggestion("CACHEPROXY_ADMIN_PORT", Settings) == "CACHEPROXY_ADMIN__PORT"
+    assert suggestion("REDIS_URL", Settings) == "CACHEPROXY_REDIS__URL"
+    assert suggestion("CACHEPROXY_NOTHING", Settings) is None
 
 
 def test_overrides_beat_the_file_and_its_references_and_never_show_their_values() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from proxy.config.loader import Config
+from proxy.config.loader import Settings
 from proxy.config.section import Model
 
 
@@ -30,9 +30,9 @@ def _reachable(model: type[BaseModel]) -> set[type[BaseModel]]:
 
 
 def test_every_section_of_the_file_derives_from_the_one_base() -> None:
-    models = _reachable(Config)
+    models = _reachable(Settings)
     names = {m.__name__ for m in models}
-    assert {"Route", "Match", "CorsConfig", "SentinelSettings", "StreamLevels"} <= names
+    assert {"Route", "Match", "CorsSettings", "SentinelSettings", "StreamLevels"} <= names
     assert sorted(m.__name__ for m in models if not issubclass(m, Model)) == []
     assert all(m.model_config.get("extra") == "forbid" for m in models)
     assert all(m.model_config.get("frozen") for m in models)

@@ -80,14 +80,14 @@ routes:
     )
     table = RouteTable(config)
     default = table.default.rate_limit
-    login, keyed, free, plain, also = (p.rate_limit for p in table.policies[1:])
+    login, keyed, free, plain, also = (p.rate_limit for p in table.compiled[1:])
     assert default is not None and login is not None and keyed is not None
-    assert default.policy.rates == (Rate(100, 60, "100/minute"),)
-    assert (default.policy.key, default.policy.on_store_error) == ("bearer", "deny")
-    assert login.policy.rates == (Rate(5, 60, "5/minute"), Rate(20, 3600, "20/hour"))
-    assert (login.policy.key, login.policy.name) == ("bearer", "route:login")
-    assert keyed.policy.key == "header:X-Api-Key"
-    assert keyed.policy.rates == default.policy.rates
+    assert default.settings.rates == (Rate(100, 60, "100/minute"),)
+    assert (default.settings.key, default.settings.on_store_error) == ("bearer", "deny")
+    assert login.settings.rates == (Rate(5, 60, "5/minute"), Rate(20, 3600, "20/hour"))
+    assert (login.settings.key, login.settings.name) == ("bearer", "route:login")
+    assert keyed.settings.key == "header:X-Api-Key"
+    assert keyed.settings.rates == default.settings.rates
     assert free is None
     # Routes without a section of their own count together with unmatched requests.
     assert plain is default and also is default
@@ -97,7 +97,7 @@ routes:
 
 def test_no_section_anywhere_limits_nothing() -> None:
     table = RouteTable(parse_config(BASE + "routes: [{match: {prefix: /a}}]", env={}))
-    assert all(p.rate_limit is None for p in table.policies)
+    assert all(p.rate_limit is None for p in table.compiled)
     assert table.limiters == []
 
 
@@ -108,5 +108,5 @@ def test_a_route_can_switch_limits_on_with_only_its_own_section() -> None:
         )
     )
     assert table.default.rate_limit is None
-    assert table.policies[1].rate_limit is not None
-    assert table.policies[1].rate_limit.policy.name == "route:routes[0]"
+    assert table.compiled[1].rate_limit is not None
+    assert table.compiled[1].rate_limit.settings.name == "route:routes[0]"

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from proxy.config.loader import parse_config
+from proxy.config.schema import config_schema
 from tests.conftest import ROOT
 
 
@@ -77,3 +78,13 @@ def test_wrong_values_are_rejected(
     errors = _errors(validator, doc)
     assert errors, f"{mutation} passed the schema"
     assert any(e.startswith(path) for e in errors), errors
+
+
+def test_renamed_models_keep_their_published_names() -> None:
+    """Editors' settings may point at a definition by name: renaming a class in code must not
+    move it (`CorsSettings` is published as `CorsConfig`, the whole file as `Config`)."""
+    schema = config_schema()
+    assert schema["title"] == "Config"
+    assert {"CorsConfig", "CompressionConfig"} <= schema["$defs"].keys()
+    assert not {"CorsSettings", "CompressionSettings"} & schema["$defs"].keys()
+    assert "#/$defs/CorsConfig" in json.dumps(schema)

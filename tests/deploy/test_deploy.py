@@ -16,7 +16,7 @@ import pytest
 import yaml
 from yarl import URL
 
-from proxy.config.loader import Config, ConfigError, load_config, parse_config
+from proxy.config.loader import ConfigError, Settings, load_config, parse_config
 from proxy.config.schema import config_schema
 from tests.conftest import ROOT
 
@@ -55,7 +55,7 @@ class Image:
         self.config_path = copies[0][-1]
         self.uid = int(self.args["UID"])
 
-    def load(self, path: Path, **env: str) -> Config:
+    def load(self, path: Path, **env: str) -> Settings:
         return load_config(path, env={**self.env, **env})
 
 

@@ -263,7 +263,7 @@ async def test_entrypoint_serves_and_is_healthy(
         "CACHEPROXY_UPSTREAM__HEALTH_CACHE": "0",  # /health sees the outage below at once
         "CACHEPROXY_SHUTDOWN_DELAY": "1",
     }
-    # The API's own CORS answer; the image's config must neither strip it nor rate-limit.
+    # The API's own CORS response; the image's config must neither strip it nor rate-limit.
     origin.respond = lambda r: web.Response(
         text=f"body of {r.path}",
         headers={"Cache-Control": "max-age=60", "Access-Control-Allow-Origin": "*"},

@@ -1,4 +1,4 @@
-"""The access log: one line per answer, written off the event loop, never a secret."""
+"""The access log: one line per response, written off the event loop, never a secret."""
 
 from __future__ import annotations
 

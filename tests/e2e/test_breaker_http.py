@@ -116,7 +116,7 @@ async def test_a_full_outage_opens_it_at_min_requests_and_shows_what_it_saw(
     proxy = await start_proxy(origin.url, upstream={"retries": 0})
     for i in range(20):
         resp, body = await get(http, proxy, f"/any/{i % 4}")
-        assert body == b"down"  # the upstream's own answers, up to min_requests (20)
+        assert body == b"down"  # the upstream's own responses, up to min_requests (20)
     resp, body = await get(http, proxy, "/any/0")
     assert resp.status == 503 and b"paused for 10 s" in body
     assert sum(origin.hits.values()) == 20

@@ -179,7 +179,7 @@ async def test_query_normalisation_and_key_headers(
     assert resp.headers["X-Cache"] == "MISS"
 
 
-async def test_client_conditional_requests_are_answered_from_cache(
+async def test_client_conditional_requests_are_served_from_cache(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     origin.respond = lambda r: web.Response(
@@ -263,7 +263,7 @@ async def test_request_directives(
     assert resp.headers["X-Cache"] == "HIT"  # Pragma counts only without Cache-Control
 
 
-async def test_head_is_answered_from_a_stored_get(
+async def test_head_is_served_from_a_stored_get(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     proxy = await start_proxy(origin.url, cache={})

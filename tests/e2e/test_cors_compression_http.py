@@ -110,7 +110,7 @@ async def test_one_stored_entry_serves_every_origin(
     assert doc_origin.hits["/d"] == 1
 
 
-async def test_preflights_are_answered_by_the_proxy(
+async def test_preflights_are_served_by_the_proxy(
     doc_origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     proxy = await start(start_proxy, doc_origin)
@@ -256,7 +256,7 @@ async def test_clients_without_a_coding_cost_the_entry_nothing_more(
     ("extra", "status"),
     [({"If-None-Match": '"doc1"'}, 304), ({"Range": "bytes=0-9"}, 206), ({}, 200)],
 )
-async def test_every_answer_of_the_stored_form_says_it_varies_by_coding(
+async def test_every_response_of_the_stored_form_says_it_varies_by_coding(
     doc_origin: Origin,
     start_proxy: StartProxy,
     http: aiohttp.ClientSession,
@@ -264,7 +264,7 @@ async def test_every_answer_of_the_stored_form_says_it_varies_by_coding(
     status: int,
 ) -> None:
     # A client that accepts no coding we offer gets the stored bytes; a downstream cache
-    # must still keep them apart from the compressed ones, whichever way they are answered.
+    # must still keep them apart from the compressed ones, whichever way they are served.
     proxy = await start(start_proxy, doc_origin)
     plain = {"Accept-Encoding": "identity"}
     await get(http, proxy, "/d", headers=plain, skip_auto_headers=["Accept-Encoding"])

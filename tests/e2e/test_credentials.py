@@ -52,8 +52,8 @@ async def test_a_tab_after_bearer_does_not_hide_a_revoked_token(
     for spelling in ("Bearer\tstolen-token", "bearer \t stolen-token", "Bearer\xa0stolen-token"):
         raw = f"GET /api HTTP/1.1\r\nHost: x\r\nAuthorization: {spelling}\r\n"
         raw += "Connection: close\r\n\r\n"
-        answer = await raw_exchange(proxy.proxy_port, raw.encode("latin-1"))
-        assert answer.startswith(b"HTTP/1.1 401 "), spelling
+        response = await raw_exchange(proxy.proxy_port, raw.encode("latin-1"))
+        assert response.startswith(b"HTTP/1.1 401 "), spelling
     # A token with a space in it could be either word to an origin: not guessed, refused.
     resp, _ = await get(http, proxy, "/api", headers={"Authorization": "Bearer ok stolen-token"})
     assert resp.status == 400

@@ -149,7 +149,7 @@ async def test_the_dashboard_shows_the_summary_and_follows_the_traffic(
         await run(driver.quit)
 
 
-async def test_the_dashboard_shows_rate_limit_checks_redis_could_not_answer(
+async def test_the_dashboard_shows_rate_limit_checks_redis_could_not_decide(
     origin: Origin,
     start_proxy: StartProxy,
     http: aiohttp.ClientSession,

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.config.compression import CompressionConfig
+from proxy.config.compression import CompressionSettings
 from proxy.edge.compression.codecs import PIECE
-from proxy.edge.compression.policy import CompressionPolicy
+from proxy.edge.compression.rules import CompressionRules
 from proxy.respond.encoding import AS_STORED, DECODED, DecodedStream, make_variant
 from tests.conftest import ProxyProcess, StartProxy, StartUpstream
 
@@ -199,15 +199,15 @@ async def test_a_streamed_decoded_variant_answers_head_conditionals_and_corrupti
 
 
 @pytest.fixture
-def policy() -> CompressionPolicy:
-    return CompressionPolicy(CompressionConfig.model_validate(COMPRESSION))
+def policy() -> CompressionRules:
+    return CompressionRules(CompressionSettings.model_validate(COMPRESSION))
 
 
 def _gzipped(**extra: str) -> CIMultiDict[str]:
     return CIMultiDict({"Content-Encoding": "gzip", "ETag": '"v1"', **extra})
 
 
-def test_a_decoded_variant_that_fits_is_made_whole(policy: CompressionPolicy) -> None:
+def test_a_decoded_variant_that_fits_is_made_whole(policy: CompressionRules) -> None:
     body = b'{"ok": true}' * 1000
     made = make_variant(policy, _gzipped(), zlib.compress(body, wbits=31), DECODED, len(body))
     assert not isinstance(made, DecodedStream)
@@ -219,7 +219,7 @@ def test_a_decoded_variant_that_fits_is_made_whole(policy: CompressionPolicy) ->
 
 
 def test_a_decoded_variant_too_large_stops_at_the_limit_and_streams(
-    policy: CompressionPolicy,
+    policy: CompressionRules,
 ) -> None:
     limit = 1 * MiB
     made = make_variant(policy, _gzipped(), _gzip_zeros(16 * MiB), DECODED, limit)
@@ -232,7 +232,7 @@ def test_a_decoded_variant_too_large_stops_at_the_limit_and_streams(
     assert max(sizes) <= PIECE
 
 
-def test_a_corrupt_stored_body_is_sent_as_stored(policy: CompressionPolicy) -> None:
+def test_a_corrupt_stored_body_is_sent_as_stored(policy: CompressionRules) -> None:
     made = make_variant(policy, _gzipped(), b"\xff" * 100, DECODED, MiB)
     assert not isinstance(made, DecodedStream)
     headers, body = made

@@ -14,7 +14,7 @@ from tests.conftest import StartProxy, StartUpstream, raw_exchange, url_of
 
 
 def echo_app() -> web.Application:
-    """Answers with what it received, so tests can see exactly what was forwarded."""
+    """Responds with what it received, so tests can see exactly what was forwarded."""
 
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
@@ -185,7 +185,7 @@ async def test_head_keeps_content_length_and_sends_no_body(
         return web.Response(body=b"z" * 1234)
 
     app = web.Application()
-    app.router.add_get("/big", big)  # aiohttp answers HEAD from GET routes
+    app.router.add_get("/big", big)  # aiohttp serves HEAD from GET routes
     proxy = await start_proxy((await start_upstream(app)).url)
     raw = await raw_exchange(
         proxy.proxy_port, b"HEAD /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

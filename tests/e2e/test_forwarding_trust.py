@@ -93,7 +93,7 @@ async def test_public_host_is_the_forwarded_host_on_every_route(
 async def test_uncached_requests_forward_the_clients_host(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
-    """Nothing from them is stored, so the client's Host may shape only its own answer."""
+    """Nothing from them is stored, so the client's Host may shape only its own response."""
     proxy = await start_proxy(origin.url, routes=[{"match": {"prefix": "/c/"}, "cache": CACHE}])
     await get(http, proxy, "/plain", headers={"Host": "shop.example"})
     assert seen_by_origin(origin)["x-forwarded-host"] == "shop.example"
@@ -265,7 +265,7 @@ async def test_ignored_query_parameters_do_not_reach_the_origin_on_cached_gets(
 # ---------------------------------------------------------------------------
 
 
-async def test_listen_hosts_answers_421_for_other_hosts(
+async def test_listen_hosts_responds_421_for_other_hosts(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     proxy = await start_proxy(
@@ -290,7 +290,7 @@ async def test_listen_hosts_answers_421_for_other_hosts(
     assert b'"misdirected_request"' in raw
     raw = await raw_exchange(port, b"GET /ok HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 421")
-    # HTTP/1.1 without Host is malformed (RFC 9112 §3.2): the parser answers 400 first.
+    # HTTP/1.1 without Host is malformed (RFC 9112 §3.2): the parser refuses it with 400 first.
     raw = await raw_exchange(port, b"GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert raw.split(b" ", 2)[1] == b"400"
     # Absolute-form names an upstream, checked against the upstreams instead.

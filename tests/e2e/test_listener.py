@@ -119,7 +119,7 @@ async def test_a_head_not_finished_in_time_gets_408_and_the_connection_closes(
     assert (await listener_stats(proxy))["head_timeouts"] == 1
 
 
-async def test_a_silent_connection_is_closed_without_an_answer(
+async def test_a_silent_connection_is_closed_without_a_response(
     origin: Origin, start_proxy: StartProxy
 ) -> None:
     proxy = await start_proxy(origin.url, **timeouts(request_head=0.5))
@@ -305,7 +305,7 @@ async def test_a_malformed_request_gets_a_json_400_and_one_log_line(
     proxy = await start_proxy(origin.url)
     with caplog.at_level(logging.DEBUG):
         data = await raw_exchange(proxy.proxy_port, b"GET /a HTTP/1.1\r\nBad Header\r\n\r\n")
-    # aiohttp answers what it could not parse as HTTP/1.0, the safest guess.
+    # aiohttp responds to what it could not parse as HTTP/1.0, the safest guess.
     assert data.startswith(b"HTTP/1.0 400 Bad Request\r\n"), data
     assert b'"bad_request"' in data and b"application/json" in data
     lines = [r for r in caplog.records if r.levelno >= logging.INFO]
@@ -323,7 +323,7 @@ async def test_a_malformed_request_gets_a_json_400_and_one_log_line(
 # --- through a real process ----------------------------------------------------------------
 
 
-async def test_a_flood_of_slow_heads_past_the_fd_limit_leaves_admin_answering(
+async def test_a_flood_of_slow_heads_past_the_fd_limit_leaves_admin_responding(
     origin: Origin, proxy_process: Callable[..., ProxyProcess]
 ) -> None:
     # Soft 64, hard 256: the proxy raises the soft limit to 256 and holds at most
@@ -362,11 +362,11 @@ async def test_a_flood_of_slow_heads_past_the_fd_limit_leaves_admin_answering(
         assert (stats["open_connections"], stats["refused_connections"]) == (held, flood - held)
 
         results = await asyncio.gather(*clients)
-        answered = [took for data, took in results if data.startswith(b"HTTP/1.1 408 ")]
+        timed_out = [took for data, took in results if data.startswith(b"HTTP/1.1 408 ")]
         refused = [took for data, took in results if data == b""]
-        assert (len(answered), len(refused)) == (held, flood - held)
+        assert (len(timed_out), len(refused)) == (held, flood - held)
         assert max(refused) < 1.0
-        assert min(answered) > 1.0 and max(answered) < 4.0
+        assert min(timed_out) > 1.0 and max(timed_out) < 4.0
 
         async with http.get(f"http://127.0.0.1:{proxy.port}/a") as resp:
             assert resp.status == 200  # the port serves again

@@ -1,7 +1,7 @@
 """Hits sent as prepared bytes (proxy/respond/prepared.py) say what aiohttp's Response said.
 
-A miss is answered by the general path (an aiohttp Response built from the entry); every
-hit on a form already served goes out as prepared bytes. So the two answers of one URL,
+A miss is served by the general path (an aiohttp Response built from the entry); every
+hit on a form already served goes out as prepared bytes. So the two responses of one URL,
 read off the wire, must agree on everything but the per-request lines.
 """
 
@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.config.cors import CorsConfig
+from proxy.config.cors import CorsSettings
 from proxy.config.rates import parse_rate
-from proxy.edge.cors import CorsPolicy
+from proxy.edge.cors import CorsRules
 from proxy.edge.ratelimit.headers import RateHeaders
 from proxy.respond.prepared import relayed
 from proxy.respond.relay import PHRASES
@@ -26,13 +26,13 @@ from tests.conftest import Origin, StartProxy
 APP = "https://app.example.com"
 BODY = b'{"data":"' + b"x" * 3000 + b'"}'
 
-# Request lines whose values may differ between two answers of one URL.
+# Request lines whose values may differ between two responses of one URL.
 VOLATILE = {"age", "x-cache", "cache-status", "x-ratelimit-remaining", "x-ratelimit-reset"}
 VOLATILE.add("ratelimit")
 
 
 def doc(_: web.Request) -> web.Response:
-    """An upstream answer carrying what the proxy must replace or drop on the way out."""
+    """An upstream response carrying what the proxy must replace or drop on the way out."""
     return web.Response(
         body=BODY,
         content_type="application/json",
@@ -119,7 +119,7 @@ async def test_a_prepared_hit_says_what_the_miss_said(
         writer.close()
 
 
-async def test_the_answer_to_a_closing_request_closes(
+async def test_the_response_to_a_closing_request_closes(
     origin: Origin, start_proxy: StartProxy
 ) -> None:
     origin.respond = doc
@@ -134,7 +134,7 @@ async def test_the_answer_to_a_closing_request_closes(
             assert await asyncio.wait_for(reader.read(), 5) == b""  # and the server closed
         finally:
             writer.close()
-        # HTTP/1.0 without keep-alive: no Connection line, closed after the answer.
+        # HTTP/1.0 without keep-alive: no Connection line, closed after the response.
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
         try:
             status, fields, body = await exchange(reader, writer, "GET /c HTTP/1.0\r\n\r\n")
@@ -185,11 +185,11 @@ async def test_a_purge_drops_the_prepared_head(origin: Origin, start_proxy: Star
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
     request = "GET /p HTTP/1.1\r\nHost: t\r\n\r\n"
     try:
-        answers = [await exchange(reader, writer, request) for _ in range(2)]
-        assert [a[2] for a in answers] == [b"version 1", b"version 1"]
+        responses = [await exchange(reader, writer, request) for _ in range(2)]
+        assert [a[2] for a in responses] == [b"version 1", b"version 1"]
         await proxy.pipeline.cache.purge("prefix", "/p")
-        answers = [await exchange(reader, writer, request) for _ in range(2)]
-        assert [(dict(a[1])["x-cache"], a[2]) for a in answers] == [
+        responses = [await exchange(reader, writer, request) for _ in range(2)]
+        assert [(dict(a[1])["x-cache"], a[2]) for a in responses] == [
             ("MISS", b"version 2"),
             ("HIT", b"version 2"),
         ]
@@ -197,7 +197,7 @@ async def test_a_purge_drops_the_prepared_head(origin: Origin, start_proxy: Star
         writer.close()
 
 
-async def test_a_reload_rebuilds_heads_for_the_new_route_policy(
+async def test_a_reload_rebuilds_heads_for_the_new_routes(
     origin: Origin, start_proxy: StartProxy
 ) -> None:
     from proxy.config.loader import parse_config
@@ -225,7 +225,7 @@ async def test_a_reload_rebuilds_heads_for_the_new_route_policy(
         writer.close()
 
 
-# --- the per-request lines, against the multidict answers they replace ---------------------
+# --- the per-request lines, against the multidict headers they replace ---------------------
 
 
 def _lines(headers: CIMultiDict[str]) -> str:
@@ -256,15 +256,15 @@ def _lines(headers: CIMultiDict[str]) -> str:
 def test_cors_allow_lines_are_what_apply_adds_per_request(
     config: dict[str, Any], origins: tuple[str, ...]
 ) -> None:
-    policy = CorsPolicy(CorsConfig(**config))
+    rules = CorsRules(CorsSettings(**config))
     request: CIMultiDict[str] = CIMultiDict(("Origin", o) for o in origins)
     constant: CIMultiDict[str] = CIMultiDict()
-    policy.apply(CIMultiDict(), constant)
+    rules.apply(CIMultiDict(), constant)
     for _ in range(2):  # computed, then remembered
         applied: CIMultiDict[str] = CIMultiDict()
-        policy.apply(request, applied)
+        rules.apply(request, applied)
         extra = CIMultiDict((k, v) for k, v in applied.items() if (k, v) not in constant.items())
-        assert policy.allow_lines(request) == _lines(extra)
+        assert rules.allow_lines(request) == _lines(extra)
 
 
 @pytest.mark.parametrize("which", [0, 1])
@@ -276,7 +276,7 @@ def test_rate_limit_lines_are_the_pairs_on_the_wire(which: int, remaining: int, 
     assert headers.lines(which, remaining, reset) == _lines(CIMultiDict(pairs))
 
 
-# --- relayed responses: an upstream answer read whole, written as prepared bytes ----------
+# --- relayed responses: an upstream response read whole, written as prepared bytes --------
 
 RELAYED: dict[str, tuple[int, str | None, list[tuple[str, str]], bytes]] = {
     "json": (200, None, [("Content-Type", "application/json"), ("ETag", '"a"')], BODY),
@@ -293,14 +293,14 @@ RELAYED: dict[str, tuple[int, str | None, list[tuple[str, str]], bytes]] = {
 }
 
 
-# HEAD answers are not relayed this way (relay.relay sends their head through aiohttp).
+# HEAD responses are not relayed this way (relay.relay sends their head through aiohttp).
 RELAYED_REQUESTS = {k: v for k, v in REQUESTS.items() if k != "HEAD"}
 RELAYED_REQUESTS["closing"] = "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
 
 @pytest.mark.parametrize("case", RELAYED)
 @pytest.mark.parametrize("request_text", RELAYED_REQUESTS.values(), ids=list(RELAYED_REQUESTS))
-async def test_a_relayed_answer_is_what_aiohttps_response_sends(
+async def test_a_relayed_response_is_what_aiohttps_response_sends(
     case: str, request_text: str
 ) -> None:
     status, reason, fields, body = RELAYED[case]
@@ -315,15 +315,15 @@ async def test_a_relayed_answer_is_what_aiohttps_response_sends(
     server = await asyncio.get_running_loop().create_server(web.Server(handler), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        answers = []
+        responses = []
         for path in ("/aiohttp", "/relayed"):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             try:
                 request = request_text.format(path=path, extra="")
-                answers.append(await exchange(reader, writer, request))
+                responses.append(await exchange(reader, writer, request))
             finally:
                 writer.close()
-        (status_a, fields_a, body_a), (status_r, fields_r, body_r) = answers
+        (status_a, fields_a, body_a), (status_r, fields_r, body_r) = responses
         assert status_r == status_a
         assert body_r == body_a
 
@@ -342,6 +342,6 @@ def test_a_sent_head_reads_back_with_the_bytes_it_was_sent_with() -> None:
     # A field the upstream sent in bytes that are not UTF-8 goes on as those bytes, and
     # reads back (for invalidation after an unsafe request, say) as it was parsed.
     fields = CIMultiDict({"Location": "/caf\udce9", "Content-Type": "text/plain"})
-    answer = relayed(201, "Created", fields, b"made", "bypass")
-    assert b"Location: /caf\xe9\r\n" in answer._static
-    assert answer.headers["Location"] == "/caf\udce9"
+    response = relayed(201, "Created", fields, b"made", "bypass")
+    assert b"Location: /caf\xe9\r\n" in response._static
+    assert response.headers["Location"] == "/caf\udce9"

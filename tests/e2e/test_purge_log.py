@@ -205,7 +205,7 @@ def _entry(path: str) -> Entry:
 
 
 def etagged(origin: Origin) -> None:
-    """Answers with an ETag, and 304 to a request that has it."""
+    """Responds with an ETag, and 304 to a request that has it."""
 
     def respond(request: web.Request) -> web.Response:
         tag = f'"{request.path}"'
@@ -232,7 +232,7 @@ async def test_a_redis_restart_costs_no_instance_its_memory_and_a_purge_made_mea
     assert sum(origin.hits.values()) == 20
 
     redis_server.stop()
-    status, answer = await admin(http, a, "POST", "/cache/purge", json={"url": paths[0]})
+    status, result = await admin(http, a, "POST", "/cache/purge", json={"url": paths[0]})
     resp, _ = await get(http, b, paths[0])
     assert resp.headers["X-Cache"] == "HIT"  # B cannot know yet
     redis_server.start()  # empty
@@ -252,7 +252,7 @@ async def test_a_redis_restart_costs_no_instance_its_memory_and_a_purge_made_mea
         _, stats = await admin(http, proxy, "GET", "/cache/stats")
         assert (stats["shared"]["l1_marked"], stats["shared"]["purges_queued"]) == (0, 0)
     # The purge was accepted while Redis was down: applied on A, queued for the others.
-    assert (status, answer["purged"], answer["queued"]) == (202, 1, True)
+    assert (status, result["purged"], result["queued"]) == (202, 1, True)
 
 
 async def test_an_instance_that_fell_behind_the_log_revalidates_instead_of_refetching(

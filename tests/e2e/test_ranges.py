@@ -1,4 +1,4 @@
-"""Byte ranges and HEAD answered from stored responses (RFC 9110 §14, RFC 9111 §4.3.5)."""
+"""Byte ranges and HEAD served from stored responses (RFC 9110 §14, RFC 9111 §4.3.5)."""
 
 from __future__ import annotations
 

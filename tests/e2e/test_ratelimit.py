@@ -62,7 +62,7 @@ async def test_exactly_n_requests_then_429_with_retry_after(
     assert resp.status == 429 and int(resp.headers["Retry-After"]) <= retry
 
 
-async def test_every_answer_of_a_limited_route_carries_the_headers(
+async def test_every_response_of_a_limited_route_carries_the_headers(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     big = b"x" * 300_000
@@ -109,7 +109,7 @@ async def test_every_answer_of_a_limited_route_carries_the_headers(
     resp, body = await get(http, proxy, "/big")  # streamed
     assert body == big
     await check(resp, 200)
-    resp, _ = await get(http, proxy, "/dead/x")  # the proxy's own error answer
+    resp, _ = await get(http, proxy, "/dead/x")  # the proxy's own error response
     await check(resp, 502)
     assert seen == [99, 98, 97, 96, 95, 94]  # one shared count across all of them
 
@@ -234,7 +234,7 @@ async def test_refusals_carry_cors_headers_for_browsers(
     resp, _ = await get(http, proxy, "/api", headers=cors)
     assert resp.status == 429
     assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
-    # A preflight is answered before the limit, and does not use up the quota.
+    # A preflight is served before the limit, and does not use up the quota.
     async with http.options(
         url_of(proxy, "/api"), headers={**cors, "Access-Control-Request-Method": "GET"}
     ) as resp:

@@ -110,7 +110,7 @@ async def test_redis_down_allow_lets_requests_through_without_counts(
     assert "X-RateLimit-Remaining" not in resp.headers and "RateLimit" not in resp.headers
 
 
-async def test_redis_down_deny_answers_503(
+async def test_redis_down_deny_responds_503(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession, redis_server: RedisServer
 ) -> None:
     a, b = await two_instances(

@@ -191,7 +191,7 @@ async def test_sighup_and_admin_reload_in_a_process(
     await _until(later_cached, "SIGHUP applied the new routes")
     assert await _x_cache(http, proc.port, "/kept/a") == "HIT"
 
-    # A broken file: every problem answered (and logged), the running config kept.
+    # A broken file: every problem in the response (and logged), the running config kept.
     proc.config.write_text(
         yaml.safe_dump(
             {
@@ -245,7 +245,7 @@ async def test_every_worker_reloads(
     admin = f"http://127.0.0.1:{proc.admin_port}"
     workers: list[dict[str, Any]] = []
 
-    async def all_ready() -> bool:  # the port answers once the first worker serves
+    async def all_ready() -> bool:  # the port responds once the first worker serves
         nonlocal workers
         async with http.get(f"{admin}/workers") as resp:
             workers = (await resp.json())["workers"]

@@ -17,7 +17,7 @@ from tests.e2e.test_upstream_protection import until
 
 
 class Client(NamedTuple):
-    """A raw connection to the proxy port: the answer comes on `reader`."""
+    """A raw connection to the proxy port: the response comes on `reader`."""
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
@@ -35,7 +35,7 @@ def hit_once(origin: Origin, path: str) -> Callable[[], bool]:
     return lambda: origin.hits[path] == 1
 
 
-async def answer_of(client: Client, wait: float = 10) -> bytes:
+async def response_of(client: Client, wait: float = 10) -> bytes:
     """The proxy's next response, head and Content-Length body."""
     reader, writer = client
     try:
@@ -101,8 +101,8 @@ async def test_a_slow_small_upload_holds_no_upstream_slot(
     assert time.monotonic() - started < 1  # never queued behind the upload
     assert not dribbling.done()
     await dribbling
-    answer = await answer_of(slow)
-    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"/slow-upload: 10 bytes")
+    response = await response_of(slow)
+    assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"/slow-upload: 10 bytes")
     assert proxy.upstream.stats()[0].queue_waits == 0
 
 
@@ -120,9 +120,9 @@ async def test_a_stalled_streamed_upload_gets_408_and_gives_its_slot_back(
     resp, _ = await get(http, proxy, "/waiting")
     assert resp.status == 200
     assert 4.5 < time.monotonic() - started < 7
-    answer = await answer_of(stalled)
-    assert answer.startswith(b"HTTP/1.1 408")
-    assert b'"error":"request_timeout"' in answer and b"Connection: close" in answer
+    response = await response_of(stalled)
+    assert response.startswith(b"HTTP/1.1 408")
+    assert b'"error":"request_timeout"' in response and b"Connection: close" in response
     stats = proxy.upstream.stats()[0]
     assert (stats.failures, stats.circuit) == (0, "closed")  # the client's doing
 
@@ -148,8 +148,8 @@ async def test_100_continue_is_sent_only_once_the_upstream_can_take_the_body(
     )
     # No slot comes free: refused without ever being asked for the body.
     waiting = await send_then(proxy.proxy_port, head, b"")
-    answer = await answer_of(waiting)
-    assert answer.startswith(b"HTTP/1.1 503") and b"100 Continue" not in answer
+    response = await response_of(waiting)
+    assert response.startswith(b"HTTP/1.1 503") and b"100 Continue" not in response
     release.set()
     assert (await holding)[0].status == 200
     # A slot is free: 100 Continue, then the body goes through.
@@ -158,5 +158,5 @@ async def test_100_continue_is_sent_only_once_the_upstream_can_take_the_body(
         interim = await ready.reader.readuntil(b"\r\n\r\n")
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     ready.writer.write(b"y" * 100_000)
-    answer = await answer_of(ready)
-    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"/upload: 100000 bytes")
+    response = await response_of(ready)
+    assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"/upload: 100000 bytes")

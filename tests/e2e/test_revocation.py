@@ -40,7 +40,7 @@ async def revoked_count(http: aiohttp.ClientSession, proxy: ProxyServer) -> int:
         return int(orjson.loads(await resp.read())["count"])
 
 
-async def test_a_revoked_token_is_refused_even_for_cached_answers(
+async def test_a_revoked_token_is_refused_even_for_cached_responses(
     origin: Origin,
     start_proxy: StartProxy,
     http: aiohttp.ClientSession,

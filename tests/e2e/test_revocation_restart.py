@@ -62,8 +62,8 @@ async def test_a_restarted_worker_refuses_every_token_revoked_before(
     proxy = proxy_process(origin.url, workers=2, admin={"token": ADMIN})
     first, _ = await workers_ready(proxy, ADMIN)
     body = {"token": STOLEN, "ttl": 600}
-    status, answer, _ = await admin(proxy, "POST", "/tokens/revoke", ADMIN, json=body)
-    assert status == 200, answer
+    status, result, _ = await admin(proxy, "POST", "/tokens/revoke", ADMIN, json=body)
+    assert status == 200, result
     assert await statuses(proxy.port, 10) == {401}
 
     os.kill(first["pid"], signal.SIGKILL)
@@ -87,9 +87,9 @@ async def test_a_revocation_made_while_a_worker_starts_reaches_it(
         assert time.monotonic() < deadline, body
         await asyncio.sleep(0.01)
     body = {"token": STOLEN, "ttl": 600}
-    status, answer, _ = await admin(proxy, "POST", "/tokens/revoke", ADMIN, json=body)
-    # The starting worker could not answer for itself (so: incomplete), but it was told.
-    assert status in (200, 503), answer
+    status, result, _ = await admin(proxy, "POST", "/tokens/revoke", ADMIN, json=body)
+    # The starting worker could not respond for itself (so: incomplete), but it was told.
+    assert status in (200, 503), result
     again = await replaced(proxy, 0, first["pid"])
     assert await worker_count(again["admin_socket"]) == 1
     assert await statuses(proxy.port, 40) == {401}

@@ -95,8 +95,8 @@ def request(path: str, extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode()
 
 
-def status_of(answer: bytes) -> int:
-    return int(answer.split(b" ", 2)[1])
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
 
 
 async def test_an_escaped_spelling_stays_under_its_routes_rate_limit(
@@ -123,8 +123,8 @@ async def test_an_escaped_spelling_cannot_leave_a_route_that_does_not_cache(
         origin.url, cache={"ttl": 60}, routes=[{"match": {"prefix": "/live"}, "cache": False}]
     )
     for _ in range(3):
-        answer = await raw_exchange(proxy.proxy_port, request("/l%69ve/quote"))
-        assert status_of(answer) == 200
+        response = await raw_exchange(proxy.proxy_port, request("/l%69ve/quote"))
+        assert status_of(response) == 200
     assert len(origin.requests) == 3  # never served from the cache
 
 
@@ -136,10 +136,10 @@ async def test_a_path_origins_could_route_differently_is_refused(
         routes=[{"match": {"prefix": "/api/auth/login"}, "rate_limit": {"limits": ["5/minute"]}}],
     )
     for path in ("/api/x/..%2Fauth/login", "/api/x/%2E%2E/auth/login", "/api//auth/login"):
-        answer = await raw_exchange(proxy.proxy_port, request(path))
-        assert status_of(answer) == 400, path
-        assert b'"error":"ambiguous_path"' in answer
+        response = await raw_exchange(proxy.proxy_port, request(path))
+        assert status_of(response) == 400, path
+        assert b'"error":"ambiguous_path"' in response
     # An encoded slash inside one route's path is fine, and goes upstream as sent.
-    answer = await raw_exchange(proxy.proxy_port, request("/api/files/a%2fb"))
-    assert status_of(answer) == 200
+    response = await raw_exchange(proxy.proxy_port, request("/api/files/a%2fb"))
+    assert status_of(response) == 200
     assert [r.raw_path for r in origin.requests] == ["/api/files/a%2fb"]

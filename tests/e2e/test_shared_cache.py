@@ -123,8 +123,8 @@ async def test_a_purge_on_one_instance_empties_the_others_memory(
     for _ in range(2):  # B's L1 holds it after the first
         resp, body = await get(http, b, path)
         assert (resp.headers["X-Cache"], body) == ("HIT", b"v1")
-    status, answer = await admin(http, a, "POST", "/cache/purge", json=purge)
-    assert (status, answer) == (200, {"purged": 1, "purged_shared": 1})
+    status, result = await admin(http, a, "POST", "/cache/purge", json=purge)
+    assert (status, result) == (200, {"purged": 1, "purged_shared": 1})
 
     async def b_refetches() -> bool:
         return (await get(http, b, path))[1] == b"v2"
@@ -200,9 +200,9 @@ async def test_redis_going_away_is_invisible_to_clients(
     assert time.monotonic() - started < 3  # no request waited long on a dead Redis
     status, health = await admin(http, proxy, "GET", "/health")
     assert (status, health["status"]) == (200, "degraded")
-    status, answer = await admin(http, proxy, "POST", "/cache/purge", json={"url": "/warm"})
-    # Applied here, and accepted for the others: queued until Redis answers.
-    assert (status, answer["purged"], answer["queued"]) == (202, 1, True)
+    status, result = await admin(http, proxy, "POST", "/cache/purge", json={"url": "/warm"})
+    # Applied here, and accepted for the others: queued until Redis responds.
+    assert (status, result["purged"], result["queued"]) == (202, 1, True)
 
     redis_server.start()
 

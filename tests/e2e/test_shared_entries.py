@@ -47,7 +47,7 @@ async def test_framing_fields_written_into_redis_never_reach_a_client(
     )
     head, _, body = raw.partition(b"\r\n\r\n")
     fields = {line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]}
-    assert b"x-cache: hit" in head.lower()  # the shared entry answered...
+    assert b"x-cache: hit" in head.lower()  # the shared entry served it...
     assert not fields & {b"transfer-encoding", b"keep-alive", b"x-hop"}  # ...without them
     assert body == b"body of /x"
     assert b"content-length: 10\r\n" in head.lower() + b"\r\n"

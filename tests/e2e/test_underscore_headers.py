@@ -1,7 +1,7 @@
 """Header names with an underscore: read by CGI/WSGI origins as their dash spelling.
 
 `X_Forwarded_Host` reaches a wsgiref application as HTTP_X_FORWARDED_HOST, exactly like
-`X-Forwarded-Host`: unkeyed, it shapes an answer the cache stores for everyone.
+`X-Forwarded-Host`: unkeyed, it shapes a response the cache stores for everyone.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from wsgiref.types import StartResponse
 import aiohttp
 from multidict import CIMultiDict
 
-from proxy.http.headers import ForwardingPolicy
+from proxy.http.headers import ForwardingRules
 from tests.conftest import Origin, StartProxy, forward_request_headers, get
 
 SPOOFS = {
@@ -25,10 +25,10 @@ SPOOFS = {
 }
 
 
-def forwarded(policy: ForwardingPolicy, headers: dict[str, str], trusted: bool = False) -> set[str]:
+def forwarded(rules: ForwardingRules, headers: dict[str, str], trusted: bool = False) -> set[str]:
     out = forward_request_headers(
         CIMultiDict(headers),
-        policy,
+        rules,
         peer="192.0.2.10",
         peer_trusted=trusted,
         proto="http",
@@ -39,7 +39,7 @@ def forwarded(policy: ForwardingPolicy, headers: dict[str, str], trusted: bool =
 
 
 def test_underscore_spellings_of_managed_fields_never_pass() -> None:
-    plain = ForwardingPolicy.build(None, None)  # a request whose answer is never stored
+    plain = ForwardingRules.build(None, None)  # a request whose response is never stored
     for trusted in (False, True):
         names = forwarded(plain, {**SPOOFS, "X_Custom": "1"}, trusted)
         assert not set(SPOOFS) & names
@@ -47,11 +47,11 @@ def test_underscore_spellings_of_managed_fields_never_pass() -> None:
 
 
 def test_fetches_by_the_cache_drop_every_underscore_name_but_keyed_ones() -> None:
-    cached = ForwardingPolicy.build(None, ("X_Tenant",))
+    cached = ForwardingRules.build(None, ("X_Tenant",))
     names = forwarded(cached, {**SPOOFS, "X_Custom": "1", "X_Tenant": "t1", "X-Ok": "1"})
     assert names & {"X_Custom", *SPOOFS} == set()
     assert {"X_Tenant", "X-Ok"} <= names
-    allowed = ForwardingPolicy.build(None, (), underscores=True)
+    allowed = ForwardingRules.build(None, (), underscores=True)
     names = forwarded(allowed, {**SPOOFS, "X_Custom": "1"})
     assert "X_Custom" in names and not set(SPOOFS) & names
 
@@ -75,7 +75,7 @@ def _wsgi_origin() -> tuple[WSGIServer, int]:
     return server, server.server_port
 
 
-async def test_an_underscore_spelling_cannot_poison_a_stored_answer(
+async def test_an_underscore_spelling_cannot_poison_a_stored_response(
     start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     server, port = _wsgi_origin()

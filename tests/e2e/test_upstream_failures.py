@@ -1,4 +1,4 @@
-"""Upstream failures become clean answers; the pool survives upstreams that close connections."""
+"""Upstream failures become clean responses; the pool survives upstreams that close connections."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ async def test_client_leaving_mid_download_frees_the_proxy(
 async def test_small_body_cut_short_is_a_clean_502(
     start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
-    # Small bodies are read whole before answering, so a cut is still a clean error.
+    # Small bodies are read whole before responding, so a cut is still a clean error.
     server, port = await dropping_upstream(
         b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n" + b"a" * 5000
     )

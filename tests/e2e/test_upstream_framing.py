@@ -1,7 +1,7 @@
 """Misbehaving upstreams and interim responses: proxy.upstream.http1 directly, then through the
 proxy.
 
-The upstream here is a raw socket server answering each request with scripted bytes, since
+The upstream here is a raw socket server responding to each request with scripted bytes, since
 no well-behaved HTTP server can be made to send what these tests need.
 """
 
@@ -34,13 +34,13 @@ from proxy.upstream.http1 import (
 )
 from tests.conftest import StartProxy, raw_exchange, url_of
 
-# A step of a scripted answer: bytes to send, seconds to wait, or None to close.
+# A step of a scripted response: bytes to send, seconds to wait, or None to close.
 Step = bytes | float | None
 
 
 @dataclass
 class Scripted:
-    """Answers the n-th request with script[n] (the last one again once it runs out)."""
+    """Responds to the n-th request with script[n] (the last one again once it runs out)."""
 
     script: list[list[Step]]
     port: int = 0
@@ -162,7 +162,7 @@ async def test_fewer_bytes_then_close_is_a_body_error(pool: Pool, scripted) -> N
 
 
 @pytest.mark.parametrize(
-    "answer",
+    "response",
     [
         b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n",
         b"HTTTP/1.1 200 OK\r\n\r\n",
@@ -175,9 +175,9 @@ async def test_fewer_bytes_then_close_is_a_body_error(pool: Pool, scripted) -> N
     ids=["status", "version", "te-and-cl", "two-lengths", "field-name", "101"],
 )
 async def test_a_response_that_does_not_frame_is_invalid(
-    pool: Pool, scripted, answer: bytes
+    pool: Pool, scripted, response: bytes
 ) -> None:
-    up = await scripted([answer])
+    up = await scripted([response])
     with pytest.raises(InvalidResponse):
         await fetch(pool, up)
     assert await closed_by_us(up) and pool.idle == 0
@@ -191,14 +191,14 @@ async def test_a_head_over_the_limit_is_invalid(pool: Pool, scripted) -> None:
 
 
 @pytest.mark.parametrize(
-    "answer",
+    "response",
     [b"HTTP/1.1 200 OK\r\n\r\nuntil close", b"HTTP/1.0 200 OK\r\n\r\nuntil close"],
     ids=["1.1", "1.0"],
 )
 async def test_a_body_without_length_ends_with_the_connection(
-    pool: Pool, scripted, answer: bytes
+    pool: Pool, scripted, response: bytes
 ) -> None:
-    up = await scripted([answer, None])
+    up = await scripted([response, None])
     assert await fetch(pool, up) == (200, b"until close")
     assert pool.idle == 0
 
@@ -284,7 +284,9 @@ async def test_the_time_given_bounds_the_head_on_a_reused_connection_not_the_bod
         await pool.close()
 
 
-async def test_a_connection_closed_before_any_answer_is_disconnected(pool: Pool, scripted) -> None:
+async def test_a_connection_closed_before_any_response_is_disconnected(
+    pool: Pool, scripted
+) -> None:
     up = await scripted([None])
     with pytest.raises(Disconnected):
         await fetch(pool, up)
@@ -293,7 +295,7 @@ async def test_a_connection_closed_before_any_answer_is_disconnected(pool: Pool,
 async def test_a_stale_keep_alive_connection_is_retried_once_for_a_get(
     pool: Pool, scripted
 ) -> None:
-    # The upstream answers, then closes that connection without saying so: the pool only
+    # The upstream responds, then closes that connection without saying so: the pool only
     # notices on its next request (the race of RFC 9112 §9.3.1).
     up = await scripted([OK_HELLO], [None], [OK_HELLO])
     assert await fetch(pool, up) == (200, b"hello")
@@ -357,7 +359,7 @@ def test_a_field_with_a_line_break_is_never_sent() -> None:
 # Through the proxy
 
 
-async def test_bytes_past_content_length_through_the_proxy_are_a_clean_cached_answer(
+async def test_bytes_past_content_length_through_the_proxy_are_a_clean_cached_response(
     start_proxy: StartProxy, http: aiohttp.ClientSession, scripted
 ) -> None:
     up = await scripted([OK_HELLO + b"EXTRA"])
@@ -370,7 +372,7 @@ async def test_bytes_past_content_length_through_the_proxy_are_a_clean_cached_an
 
 
 @pytest.mark.parametrize(
-    "answer",
+    "response",
     [
         b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -379,9 +381,9 @@ async def test_bytes_past_content_length_through_the_proxy_are_a_clean_cached_an
     ids=["bad-status-line", "te-and-cl"],
 )
 async def test_a_response_that_does_not_frame_is_a_502_json_error(
-    start_proxy: StartProxy, http: aiohttp.ClientSession, scripted, answer: bytes
+    start_proxy: StartProxy, http: aiohttp.ClientSession, scripted, response: bytes
 ) -> None:
-    up = await scripted([answer])
+    up = await scripted([response])
     proxy = await start_proxy(up.url, cache={"ttl": 60})
     for path in ("/cached", "/forwarded"):
         method = "GET" if path == "/cached" else "POST"

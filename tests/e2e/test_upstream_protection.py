@@ -1,5 +1,5 @@
 """Protecting the upstream, end to end against real upstreams that are slow, flap, refuse
-connections or answer 503: the bound, the queue, retries and their budget, the breaker,
+connections or respond 503: the bound, the queue, retries and their budget, the breaker,
 adaptive concurrency."""
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ async def test_only_idempotent_requests_without_a_streamed_body_are_retried(
     ]
     for method, path, data in calls:
         async with http.request(method, url_of(proxy, path), data=data) as resp:
-            # Retries used up: the upstream's own answer, as it was.
+            # Retries used up: the upstream's own response, as it was.
             assert (resp.status, await resp.text()) == (503, "overloaded")
     assert {path: origin.hits[path] for _, path, _ in calls} == {
         "/get": 3,
@@ -221,7 +221,7 @@ async def test_only_idempotent_requests_without_a_streamed_body_are_retried(
 
 async def dropping_first_connection() -> tuple[asyncio.Server, Counter[str]]:
     """Reads each request whole; closes the first connection of each path without an
-    answer (as an upstream restarting does), answers 200 after that."""
+    response (as an upstream restarting does), responds 200 after that."""
     seen: Counter[str] = Counter()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -322,7 +322,7 @@ async def test_timeouts_total_bounds_a_wait_for_the_head_but_not_an_upload(
             yield b"part;"
             await asyncio.sleep(0.15)
 
-    # The upstream answers once it has the whole body: 0.6 s after the start, past `total`.
+    # The upstream responds once it has the whole body: 0.6 s after the start, past `total`.
     async with http.post(url_of(proxy, "/upload"), data=slow_upload()) as resp:
         assert (resp.status, await resp.text()) == (200, "/upload ok")
 
@@ -380,7 +380,7 @@ async def test_the_breaker_opens_serves_stale_and_closes_again(
     }
     hits = sum(origin.hits.values())
 
-    # Open: the stale entry answers at once, though it has no stale-if-error at all...
+    # Open: the stale entry is served at once, though it has no stale-if-error at all...
     resp, body = await get(http, proxy, "/cached")
     assert (resp.status, body, resp.headers["X-Cache"]) == (200, b"/cached v1", "STALE")
     assert resp.headers["Cache-Status"].startswith("cacheproxy;hit;detail=circuit-open")

@@ -29,7 +29,7 @@ def _identity(request: web.Request) -> str:
 def _personalised(request: web.Request) -> web.Response:
     who = _identity(request)
     # Half the paths say `private` for signed-in users, as they should; the other half
-    # forget to, as real APIs do. Anonymous answers are public.
+    # forget to, as real APIs do. Anonymous responses are public.
     forgets = request.path.endswith(("/1", "/3"))
     private = who != "anon" and not forgets
     cc = "private, max-age=60" if private else "max-age=60"
@@ -104,7 +104,7 @@ async def test_session_cookie_on_authorization_route_bypasses_the_cache(
 async def test_anonymous_requests_on_per_user_route_follow_shared_rules(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
-    # An anonymous answer marked private is not stored where the next anonymous
+    # An anonymous response marked private is not stored where the next anonymous
     # client (a different person) would get it.
     origin.respond = lambda r: web.Response(
         text="cart of this visitor", headers={"Cache-Control": "private, max-age=60"}
@@ -132,7 +132,7 @@ async def test_api_key_route_bypasses_requests_signed_another_way(
 
 
 def _signed_in_differently(request: web.Request) -> web.Response:
-    # An API that answers signed-in users differently without saying Vary or private.
+    # An API that responds to signed-in users differently without saying Vary or private.
     who = request.headers.get("Authorization", "anonymous")
     cc = "public, max-age=60" if request.path == "/public" else "max-age=60"
     return web.Response(text=f"page for {who}", headers={"Cache-Control": cc})
@@ -160,12 +160,12 @@ async def test_on_credentials_modes(
     await get(http, proxy, "/home")
     resp, body = await get(http, proxy, "/home", headers=alice)
     assert (body, resp.headers["X-Cache"]) == (signed_in_sees, x_cache)
-    # Whatever the mode, a signed-in answer never lands where anonymous users read.
+    # Whatever the mode, a signed-in response never lands where anonymous users read.
     resp, body = await get(http, proxy, "/home")
     assert (body, resp.headers["X-Cache"]) == (b"page for anonymous", "HIT")
 
 
-async def test_explicitly_public_entries_answer_credentialed_requests(
+async def test_explicitly_public_entries_serve_credentialed_requests(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     origin.respond = _signed_in_differently

@@ -231,8 +231,8 @@ async def test_sigterm_drains_every_worker_then_exits_0(
             assert len(pending) < 15, open_
         await asyncio.sleep(0.1)  # the last connection is accepted too: none is left queued
         proxy.proc.send_signal(signal.SIGTERM)
-        answers = await asyncio.gather(*pending)
-    assert answers == [(200, "body of /slow")] * len(pending)
+        responses = await asyncio.gather(*pending)
+    assert responses == [(200, "body of /slow")] * len(pending)
     code = await asyncio.get_running_loop().run_in_executor(None, proxy.proc.wait, 15)
     assert code == 0
     assert all(gone(w["pid"]) for w in workers)
@@ -289,9 +289,9 @@ async def test_with_a_worker_silent_the_others_performance_ratios_are_recomputed
         doc = await ask_worker(w["admin_socket"], "/performance/summary")
         served.append((doc["cache"]["hits"], w, doc))
     served.sort(key=lambda s: s[0])
-    (_, silent, _), *answering = served
+    (_, silent, _), *responding = served
     # Two workers whose hit rates alone add up to more than 1.
-    assert all(hits >= 2 and doc["cache"]["misses"] == 1 for hits, _, doc in answering)
+    assert all(hits >= 2 and doc["cache"]["misses"] == 1 for hits, _, doc in responding)
     os.kill(silent["pid"], signal.SIGSTOP)
     try:
         status, summary, _ = await admin(proxy, "GET", "/performance/summary")
@@ -299,11 +299,11 @@ async def test_with_a_worker_silent_the_others_performance_ratios_are_recomputed
         os.kill(silent["pid"], signal.SIGCONT)
     assert status == 200
     assert [u["worker"] for u in summary["unanswered"]] == [silent["worker"]]
-    hits = sum(doc["cache"]["hits"] for _, _, doc in answering)
+    hits = sum(doc["cache"]["hits"] for _, _, doc in responding)
     cache = summary["cache"]
     assert (cache["hits"], cache["misses"]) == (hits, 2)
     assert cache["hit_rate"] == round(hits / (hits + 2), 4)
-    one = answering[0][2]["window"]["raw_counts"]["latency_buckets"]
+    one = responding[0][2]["window"]["raw_counts"]["latency_buckets"]
     assert len(summary["window"]["raw_counts"]["latency_buckets"]) == len(one)  # added, not joined
 
 
@@ -339,7 +339,7 @@ async def test_a_worker_whose_loop_hangs_is_killed_and_replaced(
         assert time.monotonic() < deadline, body
         await asyncio.sleep(0.2)
     assert gone(second["pid"]) and now["restarts"] == 1
-    assert body["workers"][0] == first  # the one that answered was left alone
+    assert body["workers"][0] == first  # the one that responded was left alone
     assert (await fetch_many(proxy.port, "/after-hang", 20)).total() == 20
 
 

@@ -1,4 +1,4 @@
-"""CorsPolicy decisions: pure, no sockets."""
+"""CorsRules decisions: pure, no sockets."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.config.cors import CorsConfig
-from proxy.edge.cors import CorsPolicy
+from proxy.config.cors import CorsSettings
+from proxy.edge.cors import CorsRules
 
 APP = "https://app.example.com"
 
 
-def policy(**kwargs: object) -> CorsPolicy:
-    return CorsPolicy(CorsConfig.model_validate(kwargs))
+def cors_rules(**kwargs: object) -> CorsRules:
+    return CorsRules(CorsSettings.model_validate(kwargs))
 
 
 def request(**headers: str) -> CIMultiDictProxy[str]:
@@ -22,8 +22,8 @@ def request(**headers: str) -> CIMultiDictProxy[str]:
 
 
 @pytest.fixture
-def strict() -> CorsPolicy:
-    return policy(
+def strict() -> CorsRules:
+    return cors_rules(
         allow_origins=[APP, "https://*.example.com", "http://localhost:8080"],
         allow_origin_regex=[r"https://review-[0-9]+\.example\.dev"],
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
@@ -35,8 +35,8 @@ def strict() -> CorsPolicy:
 
 
 @pytest.fixture
-def public() -> CorsPolicy:
-    return policy(allow_origins=["*"], allow_headers=["*"], expose_headers=["X-Total-Count"])
+def public() -> CorsRules:
+    return cors_rules(allow_origins=["*"], allow_headers=["*"], expose_headers=["X-Total-Count"])
 
 
 # --- allowed_origin ---------------------------------------------------------------------
@@ -75,41 +75,41 @@ def public() -> CorsPolicy:
         ("", False),
     ],
 )
-def test_allowed_origin(strict: CorsPolicy, origin: str, allowed: bool) -> None:
+def test_allowed_origin(strict: CorsRules, origin: str, allowed: bool) -> None:
     assert strict.allowed_origin(origin) is allowed
-    assert strict.allowed_origin(origin) is allowed  # second answer comes from the cache
+    assert strict.allowed_origin(origin) is allowed  # second result comes from the cache
 
 
 def test_regex_is_anchored_even_without_anchors() -> None:
-    p = policy(allow_origin_regex=["https://good"])
+    p = cors_rules(allow_origin_regex=["https://good"])
     assert p.allowed_origin("https://good")
     assert not p.allowed_origin("https://good.evil.net")
     assert not p.allowed_origin("https://evil.net/https://good")
 
 
 def test_wildcard_keeps_its_port() -> None:
-    p = policy(allow_origins=["http://*.dev.test:3000"])
+    p = cors_rules(allow_origins=["http://*.dev.test:3000"])
     assert p.allowed_origin("http://a.dev.test:3000")
     assert not p.allowed_origin("http://a.dev.test")
     assert not p.allowed_origin("http://a.dev.test:30000")
 
 
 def test_configured_default_port_matches_what_browsers_send() -> None:
-    p = policy(allow_origins=["https://app.example.com:443"])
+    p = cors_rules(allow_origins=["https://app.example.com:443"])
     assert p.allowed_origin(APP)
 
 
 def test_no_origins_configured_allows_nothing() -> None:
-    p = policy()
+    p = cors_rules()
     assert not p.allowed_origin(APP)
 
 
-def test_star_allows_anything(public: CorsPolicy) -> None:
+def test_star_allows_anything(public: CorsRules) -> None:
     assert public.allowed_origin("https://anything.test")
     assert public.allowed_origin("null")
 
 
-def test_overlong_origin_is_refused_and_cache_stays_bounded(strict: CorsPolicy) -> None:
+def test_overlong_origin_is_refused_and_cache_stays_bounded(strict: CorsRules) -> None:
     assert not strict.allowed_origin("https://" + "a." * 400 + "example.com")
     for i in range(3000):
         strict.allowed_origin(f"https://x{i}.evil.net")
@@ -119,7 +119,7 @@ def test_overlong_origin_is_refused_and_cache_stays_bounded(strict: CorsPolicy) 
 
 @given(st.text(max_size=600))
 def test_allowed_origin_never_raises(origin: str) -> None:
-    p = policy(
+    p = cors_rules(
         allow_origins=[APP, "https://*.example.com"],
         allow_origin_regex=[r"https://review-[0-9]+\.example\.dev"],
     )
@@ -128,7 +128,7 @@ def test_allowed_origin_never_raises(origin: str) -> None:
 
 @given(st.from_regex(r"https://[a-z]{1,10}(\.[a-z]{1,10}){0,3}(:[0-9]{1,5})?", fullmatch=True))
 def test_wildcard_matches_only_true_subdomains(origin: str) -> None:
-    p = policy(allow_origins=["https://*.example.com"])
+    p = cors_rules(allow_origins=["https://*.example.com"])
     expected = origin.endswith(".example.com") and origin != "https://example.com"
     assert p.allowed_origin(origin) is expected
 
@@ -138,13 +138,13 @@ def test_wildcard_matches_only_true_subdomains(origin: str) -> None:
 
 def test_is_preflight() -> None:
     full = request(Origin=APP, Access_Control_Request_Method="PUT")
-    assert CorsPolicy.is_preflight("OPTIONS", full)
-    assert not CorsPolicy.is_preflight("GET", full)
-    assert not CorsPolicy.is_preflight("OPTIONS", request(Origin=APP))
-    assert not CorsPolicy.is_preflight("OPTIONS", request(Access_Control_Request_Method="PUT"))
+    assert CorsRules.is_preflight("OPTIONS", full)
+    assert not CorsRules.is_preflight("GET", full)
+    assert not CorsRules.is_preflight("OPTIONS", request(Origin=APP))
+    assert not CorsRules.is_preflight("OPTIONS", request(Access_Control_Request_Method="PUT"))
 
 
-def test_preflight_allowed(strict: CorsPolicy) -> None:
+def test_preflight_allowed(strict: CorsRules) -> None:
     status, headers = strict.preflight(
         request(
             Origin=APP,
@@ -167,7 +167,7 @@ def test_preflight_allowed(strict: CorsPolicy) -> None:
     assert "Access-Control-Expose-Headers" not in headers  # only on actual responses
 
 
-def test_preflight_echoes_the_origin_as_sent(strict: CorsPolicy) -> None:
+def test_preflight_echoes_the_origin_as_sent(strict: CorsRules) -> None:
     origin = "https://Review-7.example.dev"
     status, headers = strict.preflight(request(Origin=origin, Access_Control_Request_Method="GET"))
     assert status == 204
@@ -190,7 +190,7 @@ def test_preflight_echoes_the_origin_as_sent(strict: CorsPolicy) -> None:
         },
     ],
 )
-def test_preflight_refused_without_cors_headers(strict: CorsPolicy, req: dict[str, str]) -> None:
+def test_preflight_refused_without_cors_headers(strict: CorsRules, req: dict[str, str]) -> None:
     status, headers = strict.preflight(CIMultiDictProxy(CIMultiDict(req)))
     assert status == 403
     assert not [k for k in headers if k.lower().startswith("access-control-")]
@@ -198,14 +198,14 @@ def test_preflight_refused_without_cors_headers(strict: CorsPolicy, req: dict[st
     assert "Origin" in headers["Vary"]
 
 
-def test_preflight_refuses_a_repeated_origin(strict: CorsPolicy) -> None:
+def test_preflight_refuses_a_repeated_origin(strict: CorsRules) -> None:
     req = CIMultiDict([("Origin", APP), ("Origin", "https://evil.net")])
     req["Access-Control-Request-Method"] = "GET"
     status, _ = strict.preflight(req)
     assert status == 403
 
 
-def test_preflight_header_lists_may_be_split_across_fields(strict: CorsPolicy) -> None:
+def test_preflight_header_lists_may_be_split_across_fields(strict: CorsRules) -> None:
     req = CIMultiDict(
         [
             ("Origin", APP),
@@ -219,7 +219,7 @@ def test_preflight_header_lists_may_be_split_across_fields(strict: CorsPolicy) -
     assert strict.preflight(req)[0] == 403
 
 
-def test_preflight_with_star(public: CorsPolicy) -> None:
+def test_preflight_with_star(public: CorsRules) -> None:
     status, headers = public.preflight(
         request(
             Origin="https://any.test",
@@ -233,7 +233,7 @@ def test_preflight_with_star(public: CorsPolicy) -> None:
     assert "Access-Control-Allow-Credentials" not in headers
 
 
-def test_preflight_without_requested_headers_omits_allow_headers(public: CorsPolicy) -> None:
+def test_preflight_without_requested_headers_omits_allow_headers(public: CorsRules) -> None:
     status, headers = public.preflight(
         request(Origin="https://x.test", Access_Control_Request_Method="GET")
     )
@@ -242,14 +242,14 @@ def test_preflight_without_requested_headers_omits_allow_headers(public: CorsPol
 
 
 def test_preflight_any_method_echoes_the_method() -> None:
-    p = policy(allow_origins=[APP], allow_methods=["*"])
+    p = cors_rules(allow_origins=[APP], allow_methods=["*"])
     status, headers = p.preflight(request(Origin=APP, Access_Control_Request_Method="PROPFIND"))
     assert status == 204
     assert headers["Access-Control-Allow-Methods"] == "PROPFIND"
 
 
 def test_preflight_without_max_age() -> None:
-    p = policy(allow_origins=[APP], max_age=None)
+    p = cors_rules(allow_origins=[APP], max_age=None)
     status, headers = p.preflight(request(Origin=APP, Access_Control_Request_Method="GET"))
     assert status == 204
     assert "Access-Control-Max-Age" not in headers
@@ -271,7 +271,7 @@ def upstream_response() -> CIMultiDict[str]:
     )
 
 
-def test_apply_allowed_origin(strict: CorsPolicy) -> None:
+def test_apply_allowed_origin(strict: CorsRules) -> None:
     response = upstream_response()
     strict.apply(request(Origin="https://a.example.com"), response)
     assert response.getall("Access-Control-Allow-Origin") == ["https://a.example.com"]
@@ -282,14 +282,14 @@ def test_apply_allowed_origin(strict: CorsPolicy) -> None:
 
 
 @pytest.mark.parametrize("req", [{"Origin": "https://evil.net"}, {}])
-def test_apply_refused_or_absent_origin(strict: CorsPolicy, req: dict[str, str]) -> None:
+def test_apply_refused_or_absent_origin(strict: CorsRules, req: dict[str, str]) -> None:
     response = upstream_response()
     strict.apply(CIMultiDict(req), response)
     assert not [k for k in response if k.lower().startswith("access-control-")]
     assert response.getall("Vary") == ["Accept-Encoding, Origin"]
 
 
-def test_apply_with_star_does_not_vary(public: CorsPolicy) -> None:
+def test_apply_with_star_does_not_vary(public: CorsRules) -> None:
     for req in ({"Origin": "https://x.test"}, {}):
         response = upstream_response()
         public.apply(CIMultiDict(req), response)
@@ -300,7 +300,7 @@ def test_apply_with_star_does_not_vary(public: CorsPolicy) -> None:
 
 
 def test_apply_without_expose_headers() -> None:
-    p = policy(allow_origins=[APP])
+    p = cors_rules(allow_origins=[APP])
     response: CIMultiDict[str] = CIMultiDict()
     p.apply(request(Origin=APP), response)
     assert dict(response) == {"Vary": "Origin", "Access-Control-Allow-Origin": APP}

@@ -9,14 +9,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.config.loader import parse_config
 from proxy.edge.fields import EdgeFields, unchecked
 from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.pipeline.routes import RouteTable
 
 APP = "https://app.example.com"
 BOTH = f"cors: {{allow_origins: ['{APP}']}}\nrate_limit: {{limits: ['100/minute']}}"
 
 
-def route_of(config: str) -> RoutePolicy:
+def route_of(config: str) -> LoadedRoute:
     text = f"upstream: {{url: 'http://127.0.0.1:9'}}\ncache: false\n{config}\n"
     return RouteTable(parse_config(text, env={})).match("GET", "/x")
 

@@ -9,7 +9,7 @@ from multidict import CIMultiDict
 
 from proxy.config.loader import parse_config
 from proxy.edge.route import UpstreamTarget
-from proxy.http.headers import ForwardingPolicy, forward_response_headers
+from proxy.http.headers import ForwardingRules, forward_response_headers
 from proxy.http.target import BadTarget, parse_target
 from proxy.pipeline.routes import RouteTable
 from tests.conftest import forward_request_headers
@@ -64,7 +64,7 @@ def test_request_headers_drop_hop_by_hop_and_connection_named() -> None:
     )
     out = forward_request_headers(
         incoming,
-        ForwardingPolicy.build(None, None),
+        ForwardingRules.build(None, None),
         peer="127.0.0.9",
         peer_trusted=True,
         proto="http",

@@ -1,4 +1,4 @@
-"""Direct tests of the forwarding policy in proxy.http.headers: what reaches an upstream."""
+"""Direct tests of the forwarding rules in proxy.http.headers: what reaches an upstream."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from proxy.http.headers import (
     CLIENT_CONDITIONS,
     CLIENT_FORWARDING,
     OVERRIDE_HEADERS,
-    ForwardingPolicy,
+    ForwardingRules,
     request_fields,
 )
 from tests.conftest import forward_request_headers
 
-PLAIN = ForwardingPolicy.build(None, None)  # requests whose answer is never stored
-CACHED = ForwardingPolicy.build(None, ())  # fetches by the cache, key without headers
+PLAIN = ForwardingRules.build(None, None)  # requests whose response is never stored
+CACHED = ForwardingRules.build(None, ())  # fetches by the cache, key without headers
 
 CLAIMS = CIMultiDict(
     [
@@ -34,7 +34,7 @@ CLAIMS = CIMultiDict(
 
 
 def forward(
-    policy: ForwardingPolicy,
+    rules: ForwardingRules,
     *,
     trusted: bool,
     peer: str | None = "192.0.2.10",
@@ -43,7 +43,7 @@ def forward(
 ) -> CIMultiDict[str]:
     return forward_request_headers(
         headers,
-        policy,
+        rules,
         peer=peer,
         peer_trusted=trusted,
         proto="http",
@@ -53,8 +53,8 @@ def forward(
 
 
 def test_untrusted_peer_claims_nothing() -> None:
-    for policy in (PLAIN, CACHED):
-        out = forward(policy, trusted=False)
+    for rules in (PLAIN, CACHED):
+        out = forward(rules, trusted=False)
         assert out.getall("X-Forwarded-For") == ["192.0.2.10"]
         assert out["X-Forwarded-Proto"] == "http"
         for name in ("Forwarded", "X-Real-IP"):
@@ -74,25 +74,25 @@ def test_trusted_peer_chain_is_extended() -> None:
 
 
 @pytest.mark.parametrize(
-    ("policy", "trusted", "client_host", "expected"),
+    ("rules", "trusted", "client_host", "expected"),
     [
         (PLAIN, False, "shop.example", "shop.example"),  # uncached: the client's own Host
         (PLAIN, True, "shop.example", "front.example"),  # a trusted proxy knows better
         (PLAIN, False, None, None),  # absolute-form: no Host to speak of
         (CACHED, False, "shop.example", None),  # stored for everyone: nothing unkeyed
         (CACHED, True, "shop.example", None),
-        (ForwardingPolicy.build(None, ("HOST",)), False, "shop.example", "shop.example"),
-        (ForwardingPolicy.build(None, ("Host",)), True, "shop.example", "shop.example"),
-        (ForwardingPolicy.build(None, ("X-Forwarded-Host",)), True, "s", "front.example"),
-        (ForwardingPolicy.build(None, ("X-Forwarded-Host",)), False, "s", None),
-        (ForwardingPolicy.build("api.example.com", None), True, "s", "api.example.com"),
-        (ForwardingPolicy.build("api.example.com", ()), False, None, "api.example.com"),
+        (ForwardingRules.build(None, ("HOST",)), False, "shop.example", "shop.example"),
+        (ForwardingRules.build(None, ("Host",)), True, "shop.example", "shop.example"),
+        (ForwardingRules.build(None, ("X-Forwarded-Host",)), True, "s", "front.example"),
+        (ForwardingRules.build(None, ("X-Forwarded-Host",)), False, "s", None),
+        (ForwardingRules.build("api.example.com", None), True, "s", "api.example.com"),
+        (ForwardingRules.build("api.example.com", ()), False, None, "api.example.com"),
     ],
 )
 def test_forwarded_host(
-    policy: ForwardingPolicy, trusted: bool, client_host: str | None, expected: str | None
+    rules: ForwardingRules, trusted: bool, client_host: str | None, expected: str | None
 ) -> None:
-    out = forward(policy, trusted=trusted, client_host=client_host)
+    out = forward(rules, trusted=trusted, client_host=client_host)
     assert out.getall("X-Forwarded-Host", [None]) == [expected]
 
 
@@ -102,14 +102,14 @@ def test_overrides_only_on_cache_fetches_and_only_unkeyed() -> None:
         out = forward(CACHED, trusted=trusted)
         assert "X-Original-URL" not in out
         assert "X-HTTP-Method-Override" not in out
-    keyed = ForwardingPolicy.build(None, ("X-HTTP-Method-Override",))
+    keyed = ForwardingRules.build(None, ("X-HTTP-Method-Override",))
     out = forward(keyed, trusted=False)
     assert out["X-HTTP-Method-Override"] == "DELETE"
     assert "X-Original-URL" not in out
 
 
 def test_keying_by_a_client_forwarding_header_does_not_make_it_believed() -> None:
-    keyed = ForwardingPolicy.build(None, ("X-Forwarded-Prefix", "X-Real-IP"))
+    keyed = ForwardingRules.build(None, ("X-Forwarded-Prefix", "X-Real-IP"))
     headers = CIMultiDict([("X-Forwarded-Prefix", "/p"), ("X-Real-IP", "1.2.3.4")])
     out = forward(keyed, trusted=False, headers=headers)
     assert "X-Forwarded-Prefix" not in out

@@ -67,10 +67,10 @@ def test_host_without_port(host: str, name: str) -> None:
     assert host_without_port(host) == name
 
 
-def test_remembered_hosts_are_bounded_and_change_no_answer() -> None:
+def test_remembered_hosts_are_bounded_and_change_no_verdict() -> None:
     allow = HostAllowlist(["*.example.net"])
     hosts = [f"h{i}.example.net:{i % 3 + 80}" for i in range(3000)]
     assert all(allow.allows(h) for h in hosts)
-    assert all(allow.allows(h) for h in hosts)  # remembered or not, the same answer
+    assert all(allow.allows(h) for h in hosts)  # remembered or not, the same verdict
     assert not allow.allows("example.net")
     assert len(allow._seen) <= 1024

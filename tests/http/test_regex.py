@@ -11,16 +11,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.config.cors import CorsConfig
+from proxy.config.cors import CorsSettings
 from proxy.config.loader import ConfigError, parse_config
-from proxy.edge.cors import CorsPolicy
+from proxy.edge.cors import CorsRules
 from proxy.pipeline.routes import RouteTable
 from tests.conftest import ProxyProcess, StartUpstream, raw_exchange
 
 # Backtracking `re` takes about 2^n steps on n a's followed by a non-match.
 CATASTROPHIC = "/api/(a+)+$"
 CRAFTED = "/api/" + "a" * 5000 + "!"
-# A hang detector, not a performance bound: RE2 answers in well under a millisecond.
+# A hang detector, not a performance bound: RE2 decides in well under a millisecond.
 PROMPTLY = aiohttp.ClientTimeout(total=2)
 
 
@@ -33,7 +33,7 @@ async def _named_upstream(start_upstream: StartUpstream, name: str) -> str:
     return (await start_upstream(app)).url
 
 
-async def test_catastrophic_route_regex_answers_promptly_and_health_meanwhile(
+async def test_catastrophic_route_regex_responds_promptly_and_health_meanwhile(
     start_upstream: StartUpstream, proxy_process: Callable[..., ProxyProcess]
 ) -> None:
     main = await _named_upstream(start_upstream, "main")
@@ -111,7 +111,7 @@ def test_route_regex_matches_at_the_start_only() -> None:
 
 
 def test_cors_regex_matches_the_whole_origin_ignoring_case() -> None:
-    cors = CorsPolicy(CorsConfig(allow_origin_regex=[r"https://[a-z]+\.example\.com"]))
+    cors = CorsRules(CorsSettings(allow_origin_regex=[r"https://[a-z]+\.example\.com"]))
     assert cors.allowed_origin("https://Review.Example.com")
     assert not cors.allowed_origin("https://review.example.com.evil.net")
     assert not cors.allowed_origin("xhttps://review.example.com")

@@ -31,7 +31,7 @@ def test_buckets_are_exact_decimals_ten_per_decade() -> None:
 
 def test_percentiles_interpolate_within_a_bucket_and_stay_within_it() -> None:
     assert percentile([0] * BUCKETS, 0.5) is None
-    # 99 answers at 0.4 ms, one at 250 ms.
+    # 99 responses at 0.4 ms, one at 250 ms.
     counts = latencies(*([0.0004] * 99), 0.25)
     p50 = percentile(counts, 0.5)
     assert p50 is not None and 0.0003 < p50 <= 0.0004

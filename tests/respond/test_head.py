@@ -12,10 +12,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.cache.status import BYPASS
 from proxy.config.loader import parse_config
 from proxy.edge.compression.headers import vary_accept_encoding
-from proxy.edge.cors import CorsPolicy
+from proxy.edge.cors import CorsRules
 from proxy.edge.fields import EdgeFields
 from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http.headers import forward_response_headers
 from proxy.pipeline.routes import RouteTable
 from proxy.respond.encoding import stream_coding
@@ -69,13 +69,13 @@ CLIENTS = {
 }
 
 
-def route_of(config: str) -> RoutePolicy:
+def route_of(config: str) -> LoadedRoute:
     text = f"upstream: {{url: 'http://127.0.0.1:9'}}\ncache: false\n{config}\n"
     return RouteTable(parse_config(text, env={})).match("GET", "/x")
 
 
 def general(
-    route: RoutePolicy,
+    route: LoadedRoute,
     fields: CIMultiDictProxy[str],
     request: CIMultiDictProxy[str],
     counts: Counts,
@@ -189,7 +189,7 @@ _LIMITS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "R
 
 
 def general_stored(
-    route: RoutePolicy, fields: CIMultiDictProxy[str], vary_encoding: bool
+    route: LoadedRoute, fields: CIMultiDictProxy[str], vary_encoding: bool
 ) -> tuple[bytes, bool]:
     """A stored form's head as made from a header multidict, stage by stage."""
     out = CIMultiDict(fields)
@@ -220,7 +220,7 @@ def test_a_stored_forms_head_is_the_general_paths(config: str, vary_encoding: bo
 
 def test_per_request_cors_lines_are_left_to_each_answer() -> None:
     route = route_of(CONFIGS["cors credentials"])
-    assert isinstance(route.cors, CorsPolicy)
+    assert isinstance(route.cors, CorsRules)
     fields = CIMultiDictProxy(CIMultiDict(JSON))
     static, _ = stored_head(route, 200, "OK", fields, 2000, False)
     assert b"Access-Control" not in static and b"Vary: Origin\r\n" in static

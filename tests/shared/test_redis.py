@@ -99,7 +99,7 @@ async def test_guard_bounds_waits_and_opens_the_breaker(redis_server: RedisServe
         await client.aclose()
 
 
-async def test_guard_times_out_a_server_that_does_not_answer(redis_server: RedisServer) -> None:
+async def test_guard_times_out_a_server_that_does_not_respond(redis_server: RedisServer) -> None:
     client = connect(RedisSettings(url=redis_server.url, timeout=0.2))
     guard = RedisGuard(0.2, CircuitBreaker())
     try:

@@ -78,7 +78,7 @@ def test_it_never_leaves_its_bounds() -> None:
 
 
 def test_an_idle_proxy_learns_nothing_about_more_load() -> None:
-    # Two requests in flight at a time while the limit is 16: fast answers must not
+    # Two requests in flight at a time while the limit is 16: fast responses must not
     # grow the limit towards a load that was never tried ("app-limited").
     clock = Clock()
     limiter = GradientLimit(max_limit=64, min_limit=16, window=0.5, clock=clock)

@@ -80,7 +80,7 @@ def test_fewer_than_min_requests_never_open_it() -> None:
     assert breaker.state is State.OPEN  # the only endpoint asked for: its rate is the origin's
 
 
-def test_one_failing_endpoint_among_answering_ones_never_opens_it() -> None:
+def test_one_failing_endpoint_among_responding_ones_never_opens_it() -> None:
     # One client hammers an endpoint that always fails; others' traffic, a request a
     # second, succeeds. The rate over the origin passes 50%, but without that endpoint the
     # origin is healthy: it is the endpoint's trouble, not a reason to deny everyone.
@@ -232,7 +232,7 @@ def test_an_abandoned_probe_lets_its_endpoint_probe_again() -> None:
 def test_calls_sent_before_it_opened_decide_nothing() -> None:
     clock = Clock()
     breaker = open_breaker(clock)
-    breaker.record("GET /late", False)  # admitted while closed, answered after
+    breaker.record("GET /late", False)  # admitted while closed, completed after
     assert breaker.state is State.OPEN
     clock.now += 5
     assert breaker.allow("GET /a")

@@ -202,7 +202,7 @@
     push(charts.rateLimit, t, [limited]);
     show("rl-allowed", int(s.rate_limit.allowed), s.rate_limit.allowed);
     show("rl-limited", int(s.rate_limit.limited), s.rate_limit.limited);
-    // Checks Redis could not answer (on_store_error decided them); red while degraded.
+    // Checks Redis could not decide (on_store_error decided them); red while degraded.
     const storeErrors = s.rate_limit.store_errors || 0;
     show("rl-store-errors", int(storeErrors), storeErrors);
     $("rl-store-errors").className = s.rate_limit.degraded ? "warn" : "";

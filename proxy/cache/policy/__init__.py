@@ -7,7 +7,7 @@
 - validation.py    validators, conditional requests, 304s (§4.3)
 - freshness.py     freshness lifetime and age (§4.2.1-§4.2.3), shared-store retention
 - storable.py      may a response be stored (§3, §5.2.2.3)
-- serving.py       may a stored response answer now, fresh or stale (§4.2.4, RFC 5861)
+- serving.py       may a stored response be reused now, fresh or stale (§4.2.4, RFC 5861)
 - invalidation.py  what an unsafe request makes stale (§4.4)
 
 Each module imports only those listed above it. Every function is pure: callers pass headers,
@@ -45,7 +45,7 @@ from proxy.cache.policy.rules import CREDENTIAL_HEADERS, CacheRules
 from proxy.cache.policy.scope import (
     Scope,
     has_credentials,
-    may_answer,
+    may_reuse,
     request_scope,
     shareable_with_credentials,
 )
@@ -91,7 +91,7 @@ __all__ = [
     "invalidation_targets",
     "is_unsafe_method",
     "lookup_verdict",
-    "may_answer",
+    "may_reuse",
     "merge_304_headers",
     "not_modified_for_client",
     "parse_cache_control",

@@ -1,5 +1,5 @@
 """Whose cache a request may use (RFC 9111 §3.5, storing responses to authenticated
-requests): everyone's, one user's, or none, and which stored responses may answer it.
+requests): everyone's, one user's, or none, and which stored responses it may reuse.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from proxy.http.headers import Headers
 
 
 class Scope(enum.Enum):
-    """Whose cache a request may be answered from and stored into."""
+    """Whose cache a request may be served from and stored into."""
 
     SHARED = "shared"  # everyone's: the shared-cache rules of §3 and §3.5 apply
     USER = "user"  # keyed by the route's credential: `private` and credentials are fine
     PASS = "pass"  # carries a credential the route does not key by: no cache at all
-    # A credentialed request on a shared route (`on_credentials: explicit`): answered only
+    # A credentialed request on a shared route (`on_credentials: explicit`): served only
     # from entries whose response said they may serve credentialed requests.
     CREDENTIALED = "credentialed"
 
@@ -57,6 +57,6 @@ def shareable_with_credentials(cc: CacheControl) -> bool:
     return cc.public or cc.s_maxage is not None or cc.must_revalidate
 
 
-def may_answer(scope: Scope, cc: CacheControl) -> bool:
-    """May a stored response with this Cache-Control answer a request in `scope`?"""
+def may_reuse(scope: Scope, cc: CacheControl) -> bool:
+    """May a stored response with this Cache-Control be reused for a request in `scope`?"""
     return scope is not Scope.CREDENTIALED or shareable_with_credentials(cc)

@@ -80,7 +80,7 @@ def lookup_verdict(
     response_cc: CacheControl,
     rules: CacheRules,
 ) -> Freshness:
-    """Decide how a stored entry may answer a request (§4.2, §4.2.4, §5.2.1).
+    """Decide how a stored entry may be reused for a request (§4.2, §4.2.4, §5.2.1).
 
     ``lifetime`` comes from freshness_lifetime (response no-cache → 0).
     Stale windows are max(route, origin directive). must-revalidate,

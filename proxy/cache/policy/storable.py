@@ -53,7 +53,7 @@ def storability(
     set-cookie, vary-star, no-freshness.
     """
     # Only GET is stored. A HEAD response has no body, so it could never
-    # answer a GET; HEAD is served from GET entries instead (§4.3.5 covers
+    # serve a GET; HEAD is served from GET entries instead (§4.3.5 covers
     # HEAD-driven header updates, which the caller may do).
     if method != "GET":
         return _no("method")

@@ -1,5 +1,5 @@
 """Validation (RFC 9111 §4.3): the validators a stored response has, the conditional
-request that revalidates it upstream (§4.3.1), a client's conditional request answered from
+request that revalidates it upstream (§4.3.1), a client's conditional request served from
 it (§4.3.2), and a 304 folded into it (§4.3.4).
 """
 

@@ -5,7 +5,7 @@ Synchronous and I/O-free, and no shared state: large bodies can be handed to
 `asyncio.to_thread` (zlib, brotli and zstd release the GIL). Decoders never produce more than
 `PIECE` bytes at a time: a small body can inflate to gigabytes, and the callers decide how
 much of it to hold (see proxy/respond/encoding.py). Which coding, at which level, is the
-policy's (policy.py).
+rules' (rules.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Accept-Encoding negotiation (RFC 9110 §12.5.3): which content coding a client gets, and
 whether it takes one a response already has. Pure: strings in, a coding name out.
 
-Both run on cache hits, so parsed headers and answers are memoised (bounded, FIFO).
+Both run on cache hits, so parsed headers and results are memoised (bounded, FIFO).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ _MEMO_CHAIN = 256  # forwarded chains longer than this (characters) are not memo
 class _ByAddress:
     """The trusted client address, remembered per peer and per forwarded chain.
 
-    Deciding costs ~3 µs per peer and ~12 µs per chain; the answers repeat request after
+    Deciding costs ~3 µs per peer and ~12 µs per chain; the results repeat request after
     request, so they are kept (bounded) instead of recomputed on every hit.
     """
 

@@ -1,4 +1,4 @@
-"""The rate-limit stage of one limiter: who the client is, its windows, the answer.
+"""The rate-limit stage of one limiter: who the client is, its windows, the response.
 
 Built once at start-up per limiter (the top-level defaults, shared by every route that
 does not declare its own section; and one per route that does). On every request of a
@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from proxy.cache.keys import hash_secret
 from proxy.cache.memory import StoreUnavailable
-from proxy.config.ratelimit import LimitPolicy
+from proxy.config.ratelimit import LimiterSettings
 from proxy.edge.ratelimit.headers import COUNT_HEADERS, RateHeaders, whole_seconds
 from proxy.edge.ratelimit.identity import identify
 from proxy.edge.ratelimit.memory import MemoryWindows
@@ -46,26 +46,26 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,64}")
 class RateLimiter:
     def __init__(
         self,
-        policy: LimitPolicy,
+        settings: LimiterSettings,
         trusted: TrustedProxies,
         redis: SharedRedis | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.policy = policy
-        windows = [r.window for r in policy.rates]
-        limits = [r.count for r in policy.rates]
-        self._identify = identify(policy.key, trusted, policy.ipv6_prefix)
+        self.settings = settings
+        windows = [r.window for r in settings.rates]
+        limits = [r.count for r in settings.rates]
+        self._identify = identify(settings.key, trusted, settings.ipv6_prefix)
         # Always there: the backend without Redis, the fallback (`local`) with it.
-        self.memory = MemoryWindows(windows, limits, policy.max_clients, clock)
+        self.memory = MemoryWindows(windows, limits, settings.max_clients, clock)
         self.shared = (
-            RedisWindows(redis, _redis_name(policy.name), windows, limits) if redis else None
+            RedisWindows(redis, _redis_name(settings.name), windows, limits) if redis else None
         )
         self.local = self.shared is None  # the pipeline calls check_local, without await
-        self.headers = RateHeaders(policy.rates)
+        self.headers = RateHeaders(settings.rates)
         self._redis = redis
         # Visible state, for /metrics, /health and the dashboard (proxy/observe/documents.py).
         self.denied = 0
-        self.store_errors = 0  # checks Redis could not answer
+        self.store_errors = 0  # checks Redis could not decide
         self.degraded = False  # the last check could not reach Redis
         self.last_error: str | None = None
 
@@ -93,7 +93,7 @@ class RateLimiter:
             return self._store_failed(request, client, exc)
         if self.degraded:
             self.degraded = False
-            log.info("rate limit %s: Redis answers again, limits are shared", self.policy.name)
+            log.info("rate limit %s: Redis responds again, limits are shared", self.settings.name)
         return self._checked(outcome)
 
     def apply(self, counts: Counts, headers: CIMultiDict[str]) -> None:
@@ -130,7 +130,7 @@ class RateLimiter:
     def _refuse(self, which: int, remaining: int, retry: int) -> web.Response:
         self.denied += 1
         pairs = self.headers.get(which, remaining, retry)
-        rate = self.policy.rates[which]
+        rate = self.settings.rates[which]
         body = {
             "error": "rate_limited",
             "message": f"rate limit {rate.text} exceeded; retry in {retry} s",
@@ -152,11 +152,11 @@ class RateLimiter:
             self.degraded = True
             log.warning(
                 "rate limit %s: Redis unavailable (%s); on_store_error=%s",
-                self.policy.name,
+                self.settings.name,
                 exc,
-                self.policy.on_store_error,
+                self.settings.on_store_error,
             )
-        mode = self.policy.on_store_error
+        mode = self.settings.on_store_error
         if mode == "local":
             return self._checked(self.memory.hit(client))
         if mode == "allow":

@@ -3,7 +3,7 @@
 One hash per limiter and client holds every limit's three numbers (fields `<W>i`, `<W>p`,
 `<W>c` for the window of W seconds), so all limits of one check are one key, one slot,
 one EVALSHA. The script reads the clock with TIME, so instances with skewed clocks still
-share windows, and answers allowed / which limit / remaining / wait in the same round
+share windows, and replies allowed / which limit / remaining / wait in the same round
 trip. The key expires two of its longest windows after its last admitted request.
 
 Keys: `<prefix>rl:{<limiter>:<client digest>}`; a client is a digest, never a token or

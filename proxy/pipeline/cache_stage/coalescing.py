@@ -58,7 +58,7 @@ class Coalescer:
             if (
                 isinstance(outcome, Entry)
                 and outcome.matches(lk.request.headers)
-                and policy.may_answer(lk.scope, outcome.cc)
+                and policy.may_reuse(lk.scope, outcome.cc)
             ):
                 age = outcome.age(self._clock())
                 return await self._responder.from_entry(lk, outcome, age, outcomes.COLLAPSED)

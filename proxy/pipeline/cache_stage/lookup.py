@@ -8,7 +8,7 @@ from aiohttp import web
 from proxy.cache.policy import CacheControl, Scope
 from proxy.cache.route import RouteCache
 from proxy.edge.fields import EdgeFields
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http.target import Target
 from proxy.respond.exchange import Exchange
 
@@ -21,7 +21,7 @@ class Lookup(Exchange):
     def __init__(
         self,
         request: web.BaseRequest,
-        route: RoutePolicy,
+        route: LoadedRoute,
         edge: EdgeFields,
         target: Target,
         cache: RouteCache,

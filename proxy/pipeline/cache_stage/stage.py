@@ -15,7 +15,7 @@ from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import EMPTY_CACHE_CONTROL, CacheControl, Freshness, Scope
 from proxy.cache.route import RouteCache
 from proxy.edge.fields import EdgeFields, unchecked
-from proxy.edge.route import RoutePolicy
+from proxy.edge.route import LoadedRoute
 from proxy.http.errors import json_error
 from proxy.http.target import Target
 from proxy.pipeline.cache_stage import outcomes
@@ -68,12 +68,12 @@ class CacheStage:
             return await self.shared.purge(kind, value)
         return PurgeResult(getattr(self.store, f"purge_{kind}")(value), 0, None)
 
-    def url_key(self, route: RoutePolicy, path: str, query: str) -> str:
+    def url_key(self, route: LoadedRoute, path: str, query: str) -> str:
         assert route.cache is not None
         return route.cache.keys.url_key(route.upstream.host_header, path, query)
 
     def lookup(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target, edge: EdgeFields
+        self, request: web.BaseRequest, route: LoadedRoute, target: Target, edge: EdgeFields
     ) -> Lookup:
         rc = route.cache
         assert rc is not None
@@ -90,7 +90,7 @@ class CacheStage:
         )
 
     async def serve(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target, edge: EdgeFields
+        self, request: web.BaseRequest, route: LoadedRoute, target: Target, edge: EdgeFields
     ) -> web.StreamResponse:
         """Respond to a GET/HEAD on a caching route."""
         lk = self.lookup(request, route, target, edge)
@@ -102,7 +102,7 @@ class CacheStage:
             self._popularity.touch(primary)
         entry = self.store.get(primary, request.headers)
         if entry is not None and (
-            scope is not Scope.CREDENTIALED or policy.may_answer(scope, entry.cc)
+            scope is not Scope.CREDENTIALED or policy.may_reuse(scope, entry.cc)
         ):
             age, verdict = self._freshness(entry, request_cc, rc)
             if verdict is Freshness.FRESH:
@@ -123,7 +123,7 @@ class CacheStage:
             if (
                 found is not None
                 and (entry is None or found.response_time > entry.response_time)
-                and policy.may_answer(scope, found.cc)
+                and policy.may_reuse(scope, found.cc)
             ):
                 self.store.put(found, fetched_at=fetched_at)
                 entry = found
@@ -169,7 +169,7 @@ class CacheStage:
         return age, verdict
 
     async def warm(
-        self, request: web.BaseRequest, route: RoutePolicy, target: Target
+        self, request: web.BaseRequest, route: LoadedRoute, target: Target
     ) -> Entry | None:
         """Fetch, or revalidate, what a GET of `target` by `request` would be served with,
         and store it: for the warmer, which has no client (see Refresher.warm)."""

@@ -6,7 +6,7 @@ import pytest
 
 from proxy.cache.policy.directives import parse_cache_control
 from proxy.cache.policy.rules import CacheRules
-from proxy.cache.policy.scope import Scope, may_answer, request_scope
+from proxy.cache.policy.scope import Scope, may_reuse, request_scope
 from proxy.cache.policy.storable import StoreDecision, storability
 from tests.cache.policy.samples import AUTH, h
 
@@ -67,8 +67,8 @@ def test_credentialed_requests_only_take_explicitly_shareable_entries(
     cache_control: str, allowed: bool
 ) -> None:
     cc = parse_cache_control([cache_control])
-    assert may_answer(Scope.CREDENTIALED, cc) is allowed
-    assert may_answer(Scope.SHARED, cc) and may_answer(Scope.USER, cc)
+    assert may_reuse(Scope.CREDENTIALED, cc) is allowed
+    assert may_reuse(Scope.SHARED, cc) and may_reuse(Scope.USER, cc)
 
 
 def test_configured_credentials_count_like_authorization() -> None:

@@ -1,4 +1,4 @@
-"""May a stored response answer now, fresh or stale (RFC 9111 §4.2.4, RFC 5861): pure."""
+"""May a stored response be reused now, fresh or stale (RFC 9111 §4.2.4, RFC 5861): pure."""
 
 from __future__ import annotations
 

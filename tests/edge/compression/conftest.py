@@ -6,13 +6,13 @@ import pytest
 
 from proxy.config import compression as compression_settings
 from proxy.edge.compression import codecs
-from proxy.edge.compression.policy import CompressionPolicy
-from tests.edge.compression.samples import make_policy
+from proxy.edge.compression.rules import CompressionRules
+from tests.edge.compression.samples import make_rules
 
 
 @pytest.fixture
-def policy() -> CompressionPolicy:
-    return make_policy(algorithms=["br", "gzip"], level={"gzip": 9}, stream_level={"br": 0})
+def rules() -> CompressionRules:
+    return make_rules(algorithms=["br", "gzip"], level={"gzip": 9}, stream_level={"br": 0})
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
-"""A body, policies and headers the compression tests share."""
+"""A body, compression rules and headers the compression tests share."""
 
 from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from proxy.config.compression import CompressionConfig
+from proxy.config.compression import CompressionSettings
 from proxy.edge.compression.codecs import decoded
-from proxy.edge.compression.policy import CompressionPolicy
+from proxy.edge.compression.rules import CompressionRules
 
 BODY = (
     b'{"items": ['
@@ -19,8 +19,8 @@ def decode(body: bytes, coding: str) -> bytes:
     return b"".join(decoded(body, coding))
 
 
-def make_policy(**kwargs: object) -> CompressionPolicy:
-    return CompressionPolicy(CompressionConfig.model_validate(kwargs))
+def make_rules(**kwargs: object) -> CompressionRules:
+    return CompressionRules(CompressionSettings.model_validate(kwargs))
 
 
 def headers(**items: str) -> CIMultiDict[str]:

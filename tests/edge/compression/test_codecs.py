@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.edge.compression.codecs import PIECE, CodingError, decoded, stream_decoder
-from proxy.edge.compression.policy import CompressionPolicy
-from tests.edge.compression.samples import BODY, decode, make_policy
+from proxy.edge.compression.rules import CompressionRules
+from tests.edge.compression.samples import BODY, decode, make_rules
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br"])
-def test_encode_round_trip(policy: CompressionPolicy, coding: str) -> None:
-    encoded = policy.encode(BODY, coding)
+def test_encode_round_trip(rules: CompressionRules, coding: str) -> None:
+    encoded = rules.encode(BODY, coding)
     assert len(encoded) < len(BODY) // 3
     assert decode(encoded, coding) == BODY
     reference = gzip.decompress(encoded) if coding == "gzip" else brotli.decompress(encoded)
@@ -30,8 +30,8 @@ def test_encode_round_trip(policy: CompressionPolicy, coding: str) -> None:
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br"])
-def test_stream_encoder_round_trip(policy: CompressionPolicy, coding: str) -> None:
-    encoder = policy.stream_encoder(coding)
+def test_stream_encoder_round_trip(rules: CompressionRules, coding: str) -> None:
+    encoder = rules.stream_encoder(coding)
     chunks = [BODY[i : i + 1000] for i in range(0, len(BODY), 1000)]
     encoded = b"".join(encoder.compress(c) for c in chunks) + encoder.flush()
     assert decode(encoded, coding) == BODY
@@ -111,8 +111,8 @@ def test_decode_fails_only_with_coding_error(data: bytes, coding: str) -> None:
 @settings(max_examples=30)
 @given(st.lists(st.binary(max_size=300), max_size=8), st.sampled_from(["gzip", "br"]))
 def test_stream_round_trip_property(chunks: list[bytes], coding: str) -> None:
-    policy = make_policy()
-    encoder = policy.stream_encoder(coding)
+    rules = make_rules()
+    encoder = rules.stream_encoder(coding)
     encoded = b"".join(encoder.compress(c) for c in chunks) + encoder.flush()
     assert decode(encoded, coding) == b"".join(chunks)
 

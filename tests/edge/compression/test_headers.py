@@ -6,7 +6,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.edge.compression.headers import transformed_headers, vary_accept_encoding
-from proxy.edge.compression.policy import CompressionPolicy
+from proxy.edge.compression.rules import CompressionRules
 from tests.edge.compression.samples import BODY, headers
 
 
@@ -24,9 +24,9 @@ def upstream() -> CIMultiDict[str]:
     )
 
 
-def test_transformed_headers(policy: CompressionPolicy) -> None:
+def test_transformed_headers(rules: CompressionRules) -> None:
     original = upstream()
-    encoded = policy.encode(BODY, "br")
+    encoded = rules.encode(BODY, "br")
     out = transformed_headers(CIMultiDictProxy(original), "br", len(encoded))
     assert out["Content-Encoding"] == "br"
     assert out.getall("Content-Length") == [str(len(encoded))]

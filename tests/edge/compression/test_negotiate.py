@@ -63,7 +63,7 @@ ALL = ("br", "zstd", "gzip")
 )
 def test_negotiate(accept: str | None, offered: tuple[str, ...], expected: str | None) -> None:
     assert negotiate(accept, offered) == expected
-    assert negotiate(accept, offered) == expected  # the cached answer is the same
+    assert negotiate(accept, offered) == expected  # the cached result is the same
 
 
 def test_negotiate_cache_is_keyed_by_offer_and_bounded() -> None:

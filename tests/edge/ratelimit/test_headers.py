@@ -31,7 +31,7 @@ def test_the_field_is_the_librarys_serialisation(which: int, remaining: int, res
     assert pairs["X-RateLimit-Limit"] == str(rate.count)
     assert pairs["X-RateLimit-Remaining"] == str(remaining)
     assert pairs["X-RateLimit-Reset"] == str(reset)
-    # Asked again (memoised or not), the same answer.
+    # Asked again (memoised or not), the same result.
     assert dict(headers.get(which, remaining, reset)) == pairs
 
 

@@ -183,7 +183,7 @@ def test_memory_windows_least_recently_used_goes_first() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(arrivals, st.integers(1, 20), st.integers(1, 3))
-def test_the_one_limit_path_answers_as_the_general_one(
+def test_the_one_limit_path_decides_as_the_general_one(
     times: list[float], limit: int, w: int
 ) -> None:
     """hit_one (every request of a single-limit memory limiter) writes until_at_most out:

@@ -1,23 +1,23 @@
 """Which responses a route compresses, with which codings, at which levels: the `compression:`
-section (proxy/config/compression.py) resolved once per route into a `CompressionPolicy`.
+section (proxy/config/compression.py) resolved once per route into a `CompressionRules`.
 Pure: the codings come from codecs.py, the client's choice from negotiate.py.
 """
 
 from __future__ import annotations
 
-from proxy.config.compression import CompressionConfig
+from proxy.config.compression import CompressionSettings
 from proxy.edge.compression.codecs import CodingError, Encoder, available, encode, stream_encoder
 from proxy.edge.compression.negotiate import negotiate
 from proxy.http.headers import Headers
 
-__all__ = ["CompressionPolicy"]
+__all__ = ["CompressionRules"]
 
 # No transformation for these: nothing to compress, or the byte range/partial content
 # refers to the identity representation.
 _NO_BODY_STATUSES = frozenset({204, 206, 304})
 
 
-class CompressionPolicy:
+class CompressionRules:
     """Per-route compression decisions; everything configurable is resolved in `__init__`.
 
     Typical use: `eligible = should_compress(...)`; `coding = negotiate(accept_encoding)`
@@ -36,7 +36,7 @@ class CompressionPolicy:
         "offered",
     )
 
-    def __init__(self, config: CompressionConfig) -> None:
+    def __init__(self, config: CompressionSettings) -> None:
         self.config = config
         self.offered: tuple[str, ...] = tuple(c for c in config.algorithms if available(c))
         self._min_size = config.min_size
@@ -88,7 +88,7 @@ class CompressionPolicy:
 
     def _check(self, coding: str) -> None:
         if coding not in self.offered:
-            raise CodingError(f"content coding {coding!r} is not offered by this policy")
+            raise CodingError(f"content coding {coding!r} is not offered by these rules")
 
     def encode(self, body: bytes, coding: str) -> bytes:
         """Compress a whole body at the stored-variant level."""

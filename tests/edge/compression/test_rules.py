@@ -11,20 +11,20 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
-from proxy.config.compression import CompressionConfig
+from proxy.config.compression import CompressionSettings
 from proxy.edge.compression import codecs
 from proxy.edge.compression.codecs import CodingError, stream_decoder
-from proxy.edge.compression.policy import CompressionPolicy
-from tests.edge.compression.samples import BODY, decode, headers, make_policy
+from proxy.edge.compression.rules import CompressionRules
+from tests.edge.compression.samples import BODY, decode, headers, make_rules
 
 
 def test_zstd_without_the_package_is_a_config_error_and_not_offered(no_zstd: None) -> None:
     with pytest.raises(ValidationError, match=r"backports\.zstd"):
-        CompressionConfig(algorithms=["br", "zstd", "gzip"])
-    policy = make_policy()
-    assert policy.offered == ("br", "gzip")
-    assert policy.negotiate("zstd") is None
-    assert policy.negotiate("zstd, gzip;q=0.1") == "gzip"
+        CompressionSettings(algorithms=["br", "zstd", "gzip"])
+    rules = make_rules()
+    assert rules.offered == ("br", "gzip")
+    assert rules.negotiate("zstd") is None
+    assert rules.negotiate("zstd, gzip;q=0.1") == "gzip"
     with pytest.raises(CodingError):
         stream_decoder("zstd")
 
@@ -71,58 +71,58 @@ def test_zstd_without_the_package_is_a_config_error_and_not_offered(no_zstd: Non
 def test_should_compress(
     status: int, extra: dict[str, str], size: int | None, expected: bool
 ) -> None:
-    policy = make_policy(types=["application/json", "text/*", "application/javascript"])
+    rules = make_rules(types=["application/json", "text/*", "application/javascript"])
     response = headers(Content_Type="application/json")
     response.update(extra)
-    assert policy.should_compress(status, CIMultiDictProxy(response), size) is expected
+    assert rules.should_compress(status, CIMultiDictProxy(response), size) is expected
 
 
-def test_should_compress_needs_a_content_type(policy: CompressionPolicy) -> None:
-    assert not policy.should_compress(200, CIMultiDict(), 5000)
+def test_should_compress_needs_a_content_type(rules: CompressionRules) -> None:
+    assert not rules.should_compress(200, CIMultiDict(), 5000)
 
 
 def test_should_compress_with_any_type_and_no_algorithms() -> None:
-    anything = make_policy(types=["*/*"])
+    anything = make_rules(types=["*/*"])
     assert anything.should_compress(200, headers(Content_Type="image/png"), 5000)
-    nothing = make_policy(algorithms=[])
+    nothing = make_rules(algorithms=[])
     assert nothing.offered == ()
     assert not nothing.should_compress(200, headers(Content_Type="text/plain"), 5000)
 
 
-def test_levels_are_applied(policy: CompressionPolicy) -> None:
+def test_levels_are_applied(rules: CompressionRules) -> None:
     # gzip's XFL header byte records the extremes: 2 = slowest (level 9), 4 = fastest.
-    assert policy.encode(BODY, "gzip")[8] == 2
-    encoder = policy.stream_encoder("gzip")
+    assert rules.encode(BODY, "gzip")[8] == 2
+    encoder = rules.stream_encoder("gzip")
     assert (encoder.compress(BODY) + encoder.flush())[8] == 4
-    fast = policy.stream_encoder("br")  # quality 0 in this fixture, 5 for stored variants
-    assert len(fast.compress(BODY) + fast.flush()) > len(policy.encode(BODY, "br"))
+    fast = rules.stream_encoder("br")  # quality 0 in this fixture, 5 for stored variants
+    assert len(fast.compress(BODY) + fast.flush()) > len(rules.encode(BODY, "br"))
 
 
-def test_encode_refuses_a_coding_not_offered(policy: CompressionPolicy) -> None:
+def test_encode_refuses_a_coding_not_offered(rules: CompressionRules) -> None:
     for coding in ("deflate", "zstd", "identity", "compress"):
         with pytest.raises(CodingError):
-            policy.encode(BODY, coding)
+            rules.encode(BODY, coding)
         with pytest.raises(CodingError):
-            policy.stream_encoder(coding)
+            rules.stream_encoder(coding)
 
 
 def test_zstd_configured_offered_and_round_trips() -> None:
-    policy = make_policy(algorithms=["zstd", "br", "gzip"], level={"zstd": 19})
-    assert policy.offered == ("zstd", "br", "gzip")
-    assert policy.negotiate("gzip, br, zstd") == "zstd"
-    encoded = policy.encode(BODY, "zstd")
+    rules = make_rules(algorithms=["zstd", "br", "gzip"], level={"zstd": 19})
+    assert rules.offered == ("zstd", "br", "gzip")
+    assert rules.negotiate("gzip, br, zstd") == "zstd"
+    encoded = rules.encode(BODY, "zstd")
     assert zstd.decompress(encoded) == BODY
     assert decode(encoded, "zstd") == BODY
-    encoder = policy.stream_encoder("zstd")
+    encoder = rules.stream_encoder("zstd")
     streamed = b"".join(encoder.compress(BODY[i : i + 500]) for i in range(0, len(BODY), 500))
     streamed += encoder.flush()
     assert decode(streamed, "zstd") == BODY
     assert len(streamed) > len(encoded)  # level 1 vs 19
 
 
-def test_policy_drops_zstd_if_it_disappears_after_validation(
+def test_rules_drop_zstd_if_it_disappears_after_validation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = CompressionConfig(algorithms=["br", "zstd", "gzip"])
+    config = CompressionSettings(algorithms=["br", "zstd", "gzip"])
     monkeypatch.setattr(codecs, "_zstd", None)
-    assert CompressionPolicy(config).offered == ("br", "gzip")
+    assert CompressionRules(config).offered == ("br", "gzip")
