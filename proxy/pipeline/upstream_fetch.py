@@ -13,7 +13,7 @@ from proxy.http.clientaddr import TrustedProxies
 from proxy.http.headers import ForwardingRules, request_fields
 from proxy.http.target import Target
 from proxy.respond.relay import interim_relay
-from proxy.upstream.client import BACKGROUND, UpstreamClient
+from proxy.upstream.client import UpstreamClient
 from proxy.upstream.http1 import UpstreamResponse
 
 
@@ -56,8 +56,10 @@ class UpstreamFetch:
         route: LoadedRoute,
         target: Target,
         validators: dict[str, str] | None,
+        background: bool = False,
     ) -> UpstreamResponse:
         """A bodyless upstream request on the cache's behalf; the caller releases it.
+        `background`: for a refresh no client waits on (see UpstreamClient.send).
 
         `validators` None: the client's request as it is (HEAD, Range). Otherwise a GET
         whose client conditions are replaced by `validators` (the stored entry's, on a
@@ -75,8 +77,17 @@ class UpstreamFetch:
         if validators is not None:
             method = "GET"
             fields += [f"{name}: {value}" for name, value in validators.items()]
-        interim = None if BACKGROUND.get() else interim_relay(request)
+        # A background fetch must not write 1xx responses into a finished exchange.
+        interim = None if background else interim_relay(request)
         upstream = route.upstream
         return await self.client.send(
-            method, upstream.origin, upstream.key, path_qs, fields, None, route.name, interim
+            method,
+            upstream.origin,
+            upstream.key,
+            path_qs,
+            fields,
+            None,
+            route.name,
+            interim,
+            background=background,
         )

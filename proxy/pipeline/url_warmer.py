@@ -27,7 +27,7 @@ from proxy.pipeline.routes import RouteTable
 from proxy.pipeline.warming import Warming, refresh_ahead_at
 from proxy.shared.breaker import State
 from proxy.tasks import cancel
-from proxy.upstream.client import BACKGROUND, UpstreamClient
+from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger("cacheproxy.warming")
 
@@ -94,7 +94,8 @@ class Warmer:
         self._task = None
 
     async def _run(self) -> None:
-        BACKGROUND.set(True)  # never queue behind clients, never probe, never retry
+        # Its fetches (refresh.py) are background ones: they never queue behind clients,
+        # never probe an open circuit and are never retried.
         while True:
             item = min(self._urls, key=lambda u: u.due)
             wait = max(item.due - self._clock(), self.warming.pacer.wait_time())

@@ -18,7 +18,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 from proxy.config.upstream import Upstream
@@ -40,14 +39,9 @@ from proxy.upstream.http1 import (
 )
 from proxy.upstream.retry import backoff_delay, retry_after_seconds
 
-__all__ = ["BACKGROUND", "IDEMPOTENT", "UpstreamClient", "UpstreamError", "UpstreamResponse"]
+__all__ = ["IDEMPOTENT", "UpstreamClient", "UpstreamError", "UpstreamResponse"]
 
 log = logging.getLogger("cacheproxy.upstream")
-
-
-# Set in a task whose upstream requests no client waits on (background refresh, warming):
-# they never queue, never probe an open circuit and are never retried.
-BACKGROUND: ContextVar[bool] = ContextVar("cacheproxy_background_request", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +122,15 @@ class UpstreamClient:
         route: str = "",
         interim: Interim | None = None,
         content_length: int | None = None,
+        background: bool = False,
     ) -> UpstreamResponse:
         """Send one request for `route`; the caller reads and releases the response.
 
         `origin` (scheme://host:port) names the upstream's guard, `key` its pool; `target`
         and `fields` are the request target and header lines (see Pool.request).
         `interim` hears of 1xx responses before the final one (for the client, not stored).
+        `background`: no client waits on it (a background refresh, warming): it never
+        queues, never probes an open circuit and is never retried.
 
         Retried (up to `retries.attempts` times) when idempotent, with no body or a
         buffered one (a streamed body cannot be replayed), and no client is waiting on
@@ -149,7 +146,6 @@ class UpstreamClient:
         observe = self.observe
         started = time.perf_counter()
         guard = self.guard(origin)
-        background = BACKGROUND.get()
         buffered = body is None or isinstance(body, bytes)
         # An upload's head comes after its body, which takes what the client takes (the
         # listener bounds its silences): only the queue and read timeouts bound it.

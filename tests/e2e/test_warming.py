@@ -13,7 +13,6 @@ from aiohttp import web
 from proxy.cache.entry import Entry
 from proxy.http.target import parse_target
 from proxy.pipeline.url_warmer import WarmingRequest
-from proxy.upstream.client import BACKGROUND
 from tests.conftest import Origin, StartProxy, get
 from tests.e2e.test_upstream_protection import fresh_date, health, until
 
@@ -127,7 +126,6 @@ async def test_warming_does_not_queue_behind_clients(
     route = proxy.pipeline.routes.match("GET", "/w")
 
     async def warm() -> Entry | None:
-        BACKGROUND.set(True)  # as in the warmer's task
         request = cast(web.BaseRequest, WarmingRequest("/w"))
         return await proxy.pipeline.cache.warm(request, route, parse_target("/w"))
 

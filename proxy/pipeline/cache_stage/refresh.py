@@ -16,7 +16,7 @@ from proxy.http.headers import forward_response_headers
 from proxy.pipeline.cache_stage.fill import Fill
 from proxy.pipeline.cache_stage.lookup import Lookup
 from proxy.pipeline.warming import Warming
-from proxy.upstream.client import BACKGROUND, UpstreamError
+from proxy.upstream.client import UpstreamError
 from proxy.upstream.http1 import ExchangeError
 
 log = logging.getLogger("cacheproxy.cache")
@@ -90,16 +90,17 @@ class Refresher:
         return after if after is not before else None
 
     async def _refresh(self, lk: Lookup, entry: Entry | None) -> None:
-        # No client waits on this: it must not queue behind clients, probe an open
-        # circuit or be retried (the task runs in its own copy of the context).
-        BACKGROUND.set(True)
         fill = self._fill
         path = lk.target.path
         request_time = self._clock()
         generation = self._store.generation
         validators = policy.conditional_headers(entry.headers) if entry is not None else {}
         try:
-            up = await fill.fetch.for_cache(lk.request, lk.route, lk.target, validators)
+            # No client waits on this: it must not queue behind clients, probe an open
+            # circuit or be retried.
+            up = await fill.fetch.for_cache(
+                lk.request, lk.route, lk.target, validators, background=True
+            )
         except UpstreamError as exc:
             # Busy or circuit open: expected while the upstream struggles, not news.
             level = logging.DEBUG if exc.status == 503 else logging.WARNING
