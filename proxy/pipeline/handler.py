@@ -19,8 +19,6 @@ from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
 from proxy.cache.status import BYPASS, MISS
 from proxy.config.revocation import RevocationSettings
-from proxy.edge.fields import EdgeFields, unchecked
-from proxy.edge.ratelimit.limiter import UNCHECKED
 from proxy.edge.revocation import RevocationList
 from proxy.http.errors import ClientBodyError, json_error
 from proxy.http.target import BadTarget, Target, parse_target
@@ -118,30 +116,30 @@ class Pipeline:
         if self.revocations.any:
             refusal = self.revocations.check(fields)
             if refusal is not None:
-                return self.responder.error(unchecked(route, fields), refusal)
+                return self.responder.error(Exchange(request, route), refusal)
         limiter = route.rate_limit
         if limiter is not None:
             counts, refusal = (
                 limiter.check_local(request) if limiter.local else await limiter.check(request)
             )
             self.ratelimit_checked(route.name, refusal is None)
-            edge = EdgeFields(route, fields, counts)
+            ex = Exchange(request, route, counts)
             if refusal is not None:
-                return self.responder.error(edge, refusal)
+                return self.responder.error(ex, refusal)
         else:
-            edge = EdgeFields(route, fields, UNCHECKED)
+            ex = Exchange(request, route)
         # A GET with a body (search APIs do this) is not keyed by its body: never cache it.
         cacheable = (
             route.cache is not None and method in ("GET", "HEAD") and not request.body_exists
         )
         try:
             if cacheable:
-                return await self.cache.serve(request, route, target, edge)
-            resp = await self.forward(Exchange(request, route, edge), target)
+                return await self.cache.serve(ex, target)
+            resp = await self.forward(ex, target)
         except UpstreamError as exc:
             log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.detail)
             error = json_error(exc.status, exc.code, exc.message, exc.headers())
-            return self.responder.error(edge, error, MISS if cacheable else BYPASS)
+            return self.responder.error(ex, error, MISS if cacheable else BYPASS)
         if policy.is_unsafe_method(request.method):
             await self.invalidate(request, target, resp)
         return resp
@@ -176,7 +174,7 @@ class Pipeline:
                 else:
                     body = ClientBody(request, config.timeouts.client_body)
             except BodyCutShort as exc:
-                return self._body_failed(ex.edge, 400, "bad_request", str(exc))
+                return self._body_failed(ex, 400, "bad_request", str(exc))
         # Nothing forwarded here is stored, whatever the route.
         path_qs, fields = self.fetch.request_head(request, route, target, route.forwarding)
         upstream = route.upstream
@@ -194,18 +192,18 @@ class Pipeline:
             )
         except ClientBodyError as exc:
             if exc.timed_out:
-                return self._body_failed(ex.edge, 408, "request_timeout", str(exc))
-            return self._body_failed(ex.edge, 400, "bad_request", str(exc))
+                return self._body_failed(ex, 408, "request_timeout", str(exc))
+            return self._body_failed(ex, 400, "bad_request", str(exc))
         try:
             return await self.responder.forward(ex, up)
         finally:
             up.release()
 
     def _body_failed(
-        self, edge: EdgeFields, status: int, code: str, message: str
+        self, ex: Exchange, status: int, code: str, message: str
     ) -> web.StreamResponse:
         """The client's body stalled or broke off: what is left of it cannot be told from a
         next request, so the connection closes after this response."""
         error = json_error(status, code, message)
         error.force_close()
-        return self.responder.error(edge, error)
+        return self.responder.error(ex, error)

@@ -5,19 +5,48 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
 
 if TYPE_CHECKING:
-    from proxy.edge.fields import EdgeFields
     from proxy.edge.route import LoadedRoute
 
 
 class Exchange:
-    """The request, the route it matched and the fields the edge policies add to every
-    response to it. The cache stage's `Lookup` is one, with what the cache knows besides."""
+    """The request, the route it matched, and the fields the edge rules add to every
+    response to it: CORS for its Origin and the client's rate-limit counts.
 
-    __slots__ = ("edge", "request", "route")
+    Made once per request, once the rate-limit stage has run (or an earlier refusal has
+    skipped it). The edge fields go out as `edge_lines` in a head written as bytes (a
+    prepared hit, a forwarded response), through `apply_edge` onto a header multidict
+    otherwise: the same fields either way (tests/respond/test_exchange.py).
+    """
 
-    def __init__(self, request: web.BaseRequest, route: LoadedRoute, edge: EdgeFields) -> None:
+    __slots__ = ("_counts", "edge_lines", "request", "route")
+
+    def __init__(
+        self, request: web.BaseRequest, route: LoadedRoute, counts: Counts = UNCHECKED
+    ) -> None:
         self.request = request
         self.route = route
-        self.edge = edge
+        self._counts = counts
+        cors, limiter = route.cors, route.rate_limit
+        limits = "" if limiter is None else limiter.lines(counts)
+        # None: the origin's own rate-limit fields stay (no check ran), which only
+        # `apply_edge` can do.
+        self.edge_lines: str | None = (
+            None
+            if limits is None
+            else limits
+            if cors is None
+            else cors.allow_lines(request.headers) + limits
+        )
+
+    def apply_edge(self, headers: CIMultiDict[str]) -> None:
+        """Set the edge fields on a response's headers, replacing the origin's."""
+        route = self.route
+        if route.cors is not None:
+            route.cors.apply(self.request.headers, headers)
+        if route.rate_limit is not None:
+            route.rate_limit.apply(self._counts, headers)

@@ -59,7 +59,7 @@ def forwarded_head(
     """` <status> <reason>` and the header lines of the response to a GET whose upstream
     response (`status`, `reason`, `fields`) has a body of `length` bytes, sent as it is;
     and whether it has its own Date. `cache_lines`: the X-Cache and Cache-Status lines;
-    `edge_lines`: the request's CORS and rate-limit lines (EdgeFields.lines).
+    `edge_lines`: the request's CORS and rate-limit lines (Exchange.edge_lines).
 
     None: not made here. The response needs its body (de)compressed, the upstream lists
     fields in Connection, or the rate-limit stage has not run (`edge_lines` None).

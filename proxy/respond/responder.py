@@ -17,7 +17,6 @@ from proxy.cache.policy import Headers
 from proxy.cache.status import BYPASS, SF_INTEGER_MAX, CacheOutcome
 from proxy.edge.compression.codecs import CodingError
 from proxy.edge.compression.headers import vary_accept_encoding
-from proxy.edge.fields import EdgeFields
 from proxy.edge.route import LoadedRoute
 from proxy.http import ranges
 from proxy.http.errors import json_error
@@ -95,7 +94,7 @@ class Responder:
                 request.headers,
                 length,
                 _BYPASS_LINES,
-                ex.edge.lines,
+                ex.edge_lines,
             )
             if made is not None:
                 body = await read_whole(request, up)
@@ -131,7 +130,7 @@ class Responder:
                 headers,
                 up.content_length,
             )
-        ex.edge.apply(headers)
+        ex.apply_edge(headers)
         return await relay(request, up, headers, outcome.label, prefix, coder)
 
     async def from_entry(
@@ -194,7 +193,7 @@ class Responder:
             # The head is not kept on the entry: most entries served here (misses) are
             # never asked for again, and a hit makes the head it keeps.
             head = make_head(route, entry.status, entry.reason, headers, body, vary_encoding)
-            prepared = _with_request_lines(ex.edge, entry, head, age, outcome)
+            prepared = _with_request_lines(ex, entry, head, age, outcome)
             if prepared is not None:
                 return prepared
         if vary_encoding:
@@ -222,7 +221,7 @@ class Responder:
         out["X-Cache"] = outcome.x_cache
         out["Cache-Status"] = outcome.status_with_ttl(entry.lifetime - age)
         resp[CACHE_RESULT] = outcome.label
-        ex.edge.apply(out)
+        ex.apply_edge(out)
         if streamed is not None:
             await self._stream(request, resp, streamed)
         return resp
@@ -243,7 +242,7 @@ class Responder:
         head = forms.heads.get(forms.variant(h.get(hdrs.ACCEPT_ENCODING)))
         if head is None:
             return None
-        return _with_request_lines(ex.edge, entry, head, age, outcome)
+        return _with_request_lines(ex, entry, head, age, outcome)
 
     async def _make_head(self, request: web.BaseRequest, route: LoadedRoute, entry: Entry) -> bool:
         """Make sure the form this client gets has its head (and the entry prepared forms
@@ -298,22 +297,22 @@ class Responder:
 
     @staticmethod
     def error(
-        edge: EdgeFields, resp: web.Response, outcome: CacheOutcome | None = None
+        ex: Exchange, resp: web.Response, outcome: CacheOutcome | None = None
     ) -> web.Response:
         """A response the proxy makes itself (an error): browsers must be able to read it
         too. `outcome`: what the cache did, when the request got as far as the cache."""
         if outcome is not None:
             resp.headers.update(outcome.fields())
             resp[CACHE_RESULT] = outcome.label
-        edge.apply(resp.headers)
+        ex.apply_edge(resp.headers)
         return resp
 
 
 def _with_request_lines(
-    edge: EdgeFields, entry: Entry, head: PreparedHead, age: float, outcome: CacheOutcome
+    ex: Exchange, entry: Entry, head: PreparedHead, age: float, outcome: CacheOutcome
 ) -> PreparedResponse | None:
     """`head` with this request's lines; None: the rate-limit stage did not run."""
-    lines = edge.lines
+    lines = ex.edge_lines
     if lines is None:
         return None
     ttl = entry.lifetime - age

@@ -7,18 +7,19 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.cache.status import BYPASS
 from proxy.config.loader import parse_config
 from proxy.edge.compression.headers import vary_accept_encoding
 from proxy.edge.cors import CorsRules
-from proxy.edge.fields import EdgeFields
 from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
 from proxy.edge.route import LoadedRoute
 from proxy.http.headers import forward_response_headers
 from proxy.pipeline.routes import RouteTable
 from proxy.respond.encoding import stream_coding
+from proxy.respond.exchange import Exchange
 from proxy.respond.head import forwarded_head, stored_head
 from proxy.respond.prepared import serialise
 from proxy.respond.responder import _BYPASS_LINES
@@ -89,9 +90,16 @@ def general(
         headers, coder = stream_coding(route.compression, accept, 200, headers, length)
         if coder is not None:
             return None
-    EdgeFields(route, request, counts).apply(headers)
+    exchange(route, request, counts).apply_edge(headers)
     headers.popall("Content-Length", None)
     return serialise(200, "OK", headers, int(fields["Content-Length"]))
+
+
+def exchange(
+    route: LoadedRoute, request: CIMultiDictProxy[str], counts: Counts = UNCHECKED
+) -> Exchange:
+    """An Exchange for a request with these header fields (no socket needed)."""
+    return Exchange(make_mocked_request("GET", "/x", headers=request), route, counts)
 
 
 def lines(head: bytes) -> list[str]:
@@ -109,9 +117,9 @@ def test_the_one_pass_head_is_the_general_paths(config: str) -> None:
         fields = CIMultiDictProxy(CIMultiDict(upstream))
         request_headers = CIMultiDictProxy(CIMultiDict(request))
         length = int(fields["Content-Length"])
-        edge = EdgeFields(route, request_headers, counts)
+        ex = exchange(route, request_headers, counts)
         made = forwarded_head(
-            route, 200, "OK", fields, request_headers, length, _BYPASS_LINES, edge.lines
+            route, 200, "OK", fields, request_headers, length, _BYPASS_LINES, ex.edge_lines
         )
         expected = general(route, fields, request_headers, counts)
         where = f"{kind}, {client}"
@@ -138,7 +146,7 @@ def test_with_unknown_counts_only_the_policy_line_goes_out() -> None:
     route = route_of(CONFIGS["rate limit"])
     fields = CIMultiDictProxy(CIMultiDict(JSON))
     none: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-    lines_ = EdgeFields(route, none, None).lines  # the counts are unknown (Redis down)
+    lines_ = exchange(route, none, None).edge_lines  # the counts are unknown (Redis down)
     made = forwarded_head(route, 200, "OK", fields, none, 2000, _BYPASS_LINES, lines_)
     assert made is not None and lines(made[0]) == lines(general(route, fields, none, None) or b"")
 
@@ -149,7 +157,7 @@ def test_before_the_rate_limit_stage_the_general_path_responds() -> None:
     route = route_of(CONFIGS["rate limit"])
     fields = CIMultiDictProxy(CIMultiDict(JSON))
     none: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-    lines_ = EdgeFields(route, none, UNCHECKED).lines
+    lines_ = exchange(route, none).edge_lines
     assert lines_ is None
     assert forwarded_head(route, 200, "OK", fields, none, 2000, _BYPASS_LINES, lines_) is None
 

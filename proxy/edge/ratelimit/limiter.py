@@ -4,7 +4,7 @@ Built once at start-up per limiter (the top-level defaults, shared by every rout
 does not declare its own section; and one per route that does). On every request of a
 limited route the pipeline calls `check_local` (memory backend: synchronous, no await) or
 `check` (Redis); either returns the client's counts, for the headers of whatever response
-it gets (proxy/edge/fields.py), and the 429 to send, or None to go on.
+it gets (proxy/respond/exchange.py), and the 429 to send, or None to go on.
 """
 
 from __future__ import annotations

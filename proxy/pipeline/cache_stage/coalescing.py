@@ -57,11 +57,11 @@ class Coalescer:
             outcome = await asyncio.shield(pending)
             if (
                 isinstance(outcome, Entry)
-                and outcome.matches(lk.request.headers)
+                and outcome.matches(lk.ex.request.headers)
                 and policy.may_reuse(lk.scope, outcome.cc)
             ):
                 age = outcome.age(self._clock())
-                return await self._responder.from_entry(lk, outcome, age, outcomes.COLLAPSED)
+                return await self._responder.from_entry(lk.ex, outcome, age, outcomes.COLLAPSED)
             if isinstance(outcome, UpstreamError):
                 if stale is not None and (why := stale_outcome(outcome, stale, verdict)):
                     return await self._fill.stale_on_error(lk, stale, why)
@@ -106,11 +106,11 @@ class Coalescer:
         generation = self._store.generation
         primary = lk.primary
         entry = await self._shared.follow(
-            primary, url_part(primary), lk.request.headers, self._wait, lk.cache.max_entry_size
+            primary, url_part(primary), lk.ex.request.headers, self._wait, lk.cache.max_entry_size
         )
         if entry is None:
             return None
         self._store.put(entry, fetched_at=generation)
         waiters.set_result(entry)
         age = entry.age(self._clock())
-        return await self._responder.from_entry(lk, entry, age, outcomes.COLLAPSED_SHARED)
+        return await self._responder.from_entry(lk.ex, entry, age, outcomes.COLLAPSED_SHARED)

@@ -59,8 +59,9 @@ class Fill:
         came of it."""
         request_time = self._clock()
         generation = self.store.generation
+        ex = lk.ex
         try:
-            up = await self.fetch.for_cache(lk.request, lk.route, lk.target, validators)
+            up = await self.fetch.for_cache(ex.request, ex.route, lk.target, validators)
         except UpstreamError as exc:
             if waiters is not None:
                 waiters.set_result(exc)
@@ -78,7 +79,7 @@ class Fill:
                 if keep:
                     await self.share(fresh, generation, lk.shared_gen, lk.cache)
                 return await self._responder.from_entry(
-                    lk, fresh, fresh.age(response_time), outcomes.REVALIDATED
+                    ex, fresh, fresh.age(response_time), outcomes.REVALIDATED
                 )
             if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY and up.status >= 500:
                 return await self.stale_on_error(lk, stale, outcomes.STALE_IF_ERROR)
@@ -106,7 +107,7 @@ class Fill:
             raise error from exc
         if entry is None:
             return await self._responder.relay(
-                lk, up, headers, outcomes.not_stored(why_not), prefix
+                lk.ex, up, headers, outcomes.not_stored(why_not), prefix
             )
         stored = self.store.put(entry, fetched_at=generation)
         if waiters is not None:
@@ -116,7 +117,7 @@ class Fill:
             waiters.set_result(None if overtaken else entry)
         await self.share(entry, generation, lk.shared_gen, lk.cache)
         return await self._responder.from_entry(
-            lk,
+            lk.ex,
             entry,
             entry.age(times[1]),
             outcomes.STORED if stored else outcomes.MISS,
@@ -136,7 +137,7 @@ class Fill:
         change them after a stored outcome).
         """
         rc = lk.cache
-        request_headers = lk.request.headers
+        request_headers = lk.ex.request.headers
         decision = policy.storability(
             "GET", up.status, request_headers, headers, rc.rules, lk.scope
         )
@@ -162,7 +163,7 @@ class Fill:
             url_key=lk.url_key,
             path=lk.target.path,
             tags_header=rc.tags_header,
-            handled_vary=_ENCODING_VARY if lk.route.compression is not None else frozenset(),
+            handled_vary=_ENCODING_VARY if lk.ex.route.compression is not None else frozenset(),
         )
         return entry, "", b""
 
@@ -198,14 +199,15 @@ class Fill:
     async def stale_on_error(
         self, lk: Lookup, entry: Entry, outcome: CacheOutcome
     ) -> web.StreamResponse:
-        return await self._responder.from_entry(lk, entry, entry.age(self._clock()), outcome)
+        return await self._responder.from_entry(lk.ex, entry, entry.age(self._clock()), outcome)
 
     async def pass_through(self, lk: Lookup, outcome: CacheOutcome) -> web.StreamResponse:
         """Forward without storing, keeping the client's own conditions and range."""
-        up = await self.fetch.for_cache(lk.request, lk.route, lk.target, None)
+        ex = lk.ex
+        up = await self.fetch.for_cache(ex.request, ex.route, lk.target, None)
         try:
             return await self._responder.relay(
-                lk, up, forward_response_headers(up.headers), outcome
+                lk.ex, up, forward_response_headers(up.headers), outcome
             )
         finally:
             up.release()

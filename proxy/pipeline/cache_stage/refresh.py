@@ -45,19 +45,19 @@ class Refresher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def ahead(self, lk: Lookup, entry: Entry, age: float) -> None:
-        """A popular entry that used `refresh_ahead` of its freshness is refreshed now, so
-        that its readers never meet it expired (at most `max_rate`: a later hit retries)."""
+    def due_ahead(self, entry: Entry, age: float) -> bool:
+        """Whether a popular entry that used `refresh_ahead` of its freshness is to be
+        refreshed now (`in_background`), so that its readers never meet it expired (at
+        most `max_rate`: a later hit asks again)."""
         warming = self._warming
         assert warming is not None
         key = entry.primary
-        if (
+        return (
             warming.due_on_hit(key, age, entry.lifetime)
             and key not in self._refreshing
             and not self._in_flight(key)
             and warming.pacer.try_take()
-        ):
-            self.in_background(lk, entry)
+        )
 
     def in_background(self, lk: Lookup, entry: Entry) -> asyncio.Task[None] | None:
         key = entry.primary
@@ -79,7 +79,7 @@ class Refresher:
         stored by this (or a concurrent) refresh, or None: nothing new was stored (the
         upstream failed or forbade storing, or a client's fetch of it is under way)."""
         key = lk.primary
-        headers = lk.request.headers
+        headers = lk.ex.request.headers
         before = self._store.peek(key, headers)
         task = self._refreshing.get(key)
         if task is None and not self._in_flight(key):
@@ -99,7 +99,7 @@ class Refresher:
             # No client waits on this: it must not queue behind clients, probe an open
             # circuit or be retried.
             up = await fill.fetch.for_cache(
-                lk.request, lk.route, lk.target, validators, background=True
+                lk.ex.request, lk.ex.route, lk.target, validators, background=True
             )
         except UpstreamError as exc:
             # Busy or circuit open: expected while the upstream struggles, not news.

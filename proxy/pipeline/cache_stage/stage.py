@@ -14,7 +14,6 @@ from proxy.cache.keys import url_part
 from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import EMPTY_CACHE_CONTROL, CacheControl, Freshness, Scope
 from proxy.cache.route import RouteCache
-from proxy.edge.fields import EdgeFields, unchecked
 from proxy.edge.route import LoadedRoute
 from proxy.http.errors import json_error
 from proxy.http.target import Target
@@ -25,6 +24,7 @@ from proxy.pipeline.cache_stage.lookup import Lookup
 from proxy.pipeline.cache_stage.refresh import Refresher
 from proxy.pipeline.upstream_fetch import UpstreamFetch
 from proxy.pipeline.warming import Warming
+from proxy.respond.exchange import Exchange
 from proxy.respond.responder import Responder
 from proxy.shared.tier import PurgeKind, PurgeResult, SharedTier
 
@@ -72,53 +72,43 @@ class CacheStage:
         assert route.cache is not None
         return route.cache.keys.url_key(route.upstream.host_header, path, query)
 
-    def lookup(
-        self, request: web.BaseRequest, route: LoadedRoute, target: Target, edge: EdgeFields
-    ) -> Lookup:
+    async def serve(self, ex: Exchange, target: Target) -> web.StreamResponse:
+        """Respond to a GET/HEAD on a caching route."""
+        request, route = ex.request, ex.route
         rc = route.cache
         assert rc is not None
         headers = request.headers
-        return Lookup(
-            request,
-            route,
-            edge,
-            target,
-            rc,
-            policy.request_scope(headers, rc.rules),
-            policy.request_cache_control(headers),
-            rc.keys.primary_key(route.upstream.host_header, target.path, target.query, headers),
-        )
-
-    async def serve(
-        self, request: web.BaseRequest, route: LoadedRoute, target: Target, edge: EdgeFields
-    ) -> web.StreamResponse:
-        """Respond to a GET/HEAD on a caching route."""
-        lk = self.lookup(request, route, target, edge)
-        scope = lk.scope
+        scope = policy.request_scope(headers, rc.rules)
         if scope is Scope.PASS:
+            lk = Lookup(ex, target, rc, scope, EMPTY_CACHE_CONTROL, "")
             return await self._fill.pass_through(lk, outcomes.CREDENTIALS)
-        request_cc, rc, primary = lk.request_cc, lk.cache, lk.primary
+        request_cc = policy.request_cache_control(headers)
+        primary = rc.keys.primary_key(
+            route.upstream.host_header, target.path, target.query, headers
+        )
         if self._popularity is not None:
             self._popularity.touch(primary)
-        entry = self.store.get(primary, request.headers)
+        entry = self.store.get(primary, headers)
         if entry is not None and (
             scope is not Scope.CREDENTIALED or policy.may_reuse(scope, entry.cc)
         ):
             age, verdict = self._freshness(entry, request_cc, rc)
             if verdict is Freshness.FRESH:
-                if self._popularity is not None:
-                    self._refresher.ahead(lk, entry, age)
+                if self._popularity is not None and self._refresher.due_ahead(entry, age):
+                    lk = Lookup(ex, target, rc, scope, request_cc, primary)
+                    self._refresher.in_background(lk, entry)
                 responder = self._responder
-                return responder.prepared(lk, entry, age, outcomes.HIT) or (
-                    await responder.from_entry(lk, entry, age, outcomes.HIT)
+                return responder.prepared(ex, entry, age, outcomes.HIT) or (
+                    await responder.from_entry(ex, entry, age, outcomes.HIT)
                 )
         else:
             entry = None
+        lk = Lookup(ex, target, rc, scope, request_cc, primary)
         if rc.shared and self.shared is not None:
             # L1 could not serve it: another instance may have stored a (fresher) copy.
             fetched_at = self.store.generation
             found, lk.shared_gen = await self.shared.lookup(
-                primary, url_part(primary), request.headers, rc.max_entry_size
+                primary, url_part(primary), headers, rc.max_entry_size
             )
             if (
                 found is not None
@@ -129,12 +119,12 @@ class CacheStage:
                 entry = found
                 age, verdict = self._freshness(entry, request_cc, rc)
                 if verdict is Freshness.FRESH:
-                    return await self._responder.from_entry(lk, entry, age, outcomes.HIT_SHARED)
+                    return await self._responder.from_entry(ex, entry, age, outcomes.HIT_SHARED)
         if entry is not None:
             if verdict is Freshness.STALE_WHILE_REVALIDATE:
                 self._refresher.in_background(lk, entry)
                 return await self._responder.from_entry(
-                    lk, entry, age, outcomes.STALE_WHILE_REVALIDATE
+                    ex, entry, age, outcomes.STALE_WHILE_REVALIDATE
                 )
             if not request_cc.only_if_cached:
                 validators = policy.conditional_headers(entry.headers)
@@ -144,7 +134,7 @@ class CacheStage:
             error = json_error(
                 504, "not_cached", "only-if-cached: no stored response can answer this request"
             )
-            return self._responder.error(edge, error, outcomes.ONLY_IF_CACHED)
+            return self._responder.error(ex, error, outcomes.ONLY_IF_CACHED)
         # A HEAD miss is fetched as a GET (§4.3.5 allows it, Varnish does it): the client
         # still gets no body, and the next GET is a hit. A Range miss likewise fetches the
         # whole response, stores it and cuts the range from it.
@@ -173,5 +163,15 @@ class CacheStage:
     ) -> Entry | None:
         """Fetch, or revalidate, what a GET of `target` by `request` would be served with,
         and store it: for the warmer, which has no client (see Refresher.warm)."""
-        edge = unchecked(route, request.headers)  # no response is sent
-        return await self._refresher.warm(self.lookup(request, route, target, edge))
+        rc = route.cache
+        assert rc is not None
+        headers = request.headers
+        lk = Lookup(
+            Exchange(request, route),  # no response is sent
+            target,
+            rc,
+            policy.request_scope(headers, rc.rules),
+            policy.request_cache_control(headers),
+            rc.keys.primary_key(route.upstream.host_header, target.path, target.query, headers),
+        )
+        return await self._refresher.warm(lk)
