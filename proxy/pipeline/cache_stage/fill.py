@@ -17,9 +17,11 @@ from proxy.cache.policy import Freshness
 from proxy.cache.route import RouteCache
 from proxy.cache.status import CacheOutcome
 from proxy.http.headers import forward_response_headers
+from proxy.http.target import Target
 from proxy.pipeline.cache_stage import outcomes
 from proxy.pipeline.cache_stage.lookup import Lookup
 from proxy.pipeline.upstream_fetch import UpstreamFetch
+from proxy.respond.exchange import Exchange
 from proxy.respond.responder import Responder
 from proxy.shared.tier import SharedTier
 from proxy.upstream.client import UpstreamError
@@ -201,13 +203,14 @@ class Fill:
     ) -> web.StreamResponse:
         return await self._responder.from_entry(lk.ex, entry, entry.age(self._clock()), outcome)
 
-    async def pass_through(self, lk: Lookup, outcome: CacheOutcome) -> web.StreamResponse:
+    async def pass_through(
+        self, ex: Exchange, target: Target, outcome: CacheOutcome
+    ) -> web.StreamResponse:
         """Forward without storing, keeping the client's own conditions and range."""
-        ex = lk.ex
-        up = await self.fetch.for_cache(ex.request, ex.route, lk.target, None)
+        up = await self.fetch.for_cache(ex.request, ex.route, target, None)
         try:
             return await self._responder.relay(
-                lk.ex, up, forward_response_headers(up.headers), outcome
+                ex, up, forward_response_headers(up.headers), outcome
             )
         finally:
             up.release()

@@ -80,8 +80,7 @@ class CacheStage:
         headers = request.headers
         scope = policy.request_scope(headers, rc.rules)
         if scope is Scope.PASS:
-            lk = Lookup(ex, target, rc, scope, EMPTY_CACHE_CONTROL, "")
-            return await self._fill.pass_through(lk, outcomes.CREDENTIALS)
+            return await self._fill.pass_through(ex, target, outcomes.CREDENTIALS)
         request_cc = policy.request_cache_control(headers)
         primary = rc.keys.primary_key(
             route.upstream.host_header, target.path, target.query, headers
