@@ -8,17 +8,20 @@ ARG BASE=python:3.12-slim
 FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# Exactly the versions in requirements.lock, each checked against its hash (bash scripts/lock.sh
-# writes it): this layer survives changes to the code.
-COPY requirements.lock ./
+# Exactly the versions in requirements.lock, and the build backend in requirements-build.lock,
+# each checked against its hash (bash scripts/lock.sh writes them): this layer survives changes
+# to the code.
+COPY requirements.lock requirements-build.lock ./
 RUN python3 -m venv /opt/cacheproxy \
-    && /opt/cacheproxy/bin/pip install --require-hashes -r requirements.lock
+    && /opt/cacheproxy/bin/pip install --require-hashes \
+        -r requirements.lock -r requirements-build.lock
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
-# The project alone, nothing more resolved; pip check: the lock is within pyproject's ranges.
-RUN /opt/cacheproxy/bin/pip install --no-deps . \
+# The project alone, nothing more resolved, built by the locked setuptools (no isolated build
+# fetching its own); pip check: the lock is within pyproject's ranges. Then the build tools go.
+RUN /opt/cacheproxy/bin/pip install --no-deps --no-build-isolation . \
     && /opt/cacheproxy/bin/pip check \
-    && /opt/cacheproxy/bin/pip uninstall --yes pip
+    && /opt/cacheproxy/bin/pip uninstall --yes setuptools pip
 
 # --- run: the same base, the venv, a neutral config; no build tools, no root -----------------
 FROM ${BASE}

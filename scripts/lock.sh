@@ -3,6 +3,8 @@
 #   requirements-test.lock  the runtime dependencies and the test extras (scripts/test.sh, CI)
 #   requirements.lock       the runtime dependencies and uvloop (the Dockerfile), at the same
 #                           versions as the test lock
+#   requirements-build.lock the build backend (scripts/build.in), for the Dockerfile and
+#                           scripts/test.sh, which build the project without build isolation
 # for every Python pyproject allows and every platform (uv's universal resolution).
 #
 #   bash scripts/lock.sh            keep the locked versions; add or drop what pyproject changed
@@ -19,10 +21,12 @@ python3 -m venv "$tool"
 "$tool/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 
 compile() {
-    "$tool/bin/uv" pip compile pyproject.toml --universal --generate-hashes --quiet \
+    "$tool/bin/uv" pip compile --universal --generate-hashes --quiet \
         --custom-compile-command "bash scripts/lock.sh" "$@"
 }
-compile --extra test --output-file requirements-test.lock "$@"
+compile pyproject.toml --extra test --output-file requirements-test.lock "$@"
 # The image's set is a subset of the tested one: the test lock constrains it.
-compile --extra uvloop --constraint requirements-test.lock --output-file requirements.lock "$@"
-echo "wrote requirements-test.lock and requirements.lock"
+compile pyproject.toml --extra uvloop --constraint requirements-test.lock \
+    --output-file requirements.lock "$@"
+compile scripts/build.in --output-file requirements-build.lock "$@"
+echo "wrote requirements-test.lock, requirements.lock and requirements-build.lock"

@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 # Exactly the locked versions, each checked against its hash (README "Dependencies"), then the
-# project itself with nothing more resolved; pip check: the lock is within pyproject's ranges.
+# project itself with nothing more resolved, built by the locked setuptools; pip check: the
+# lock is within pyproject's ranges.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
-    -r requirements-test.lock
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+    -r requirements-test.lock -r requirements-build.lock
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+    --no-build-isolation -e .
 .venv/bin/python -m pip check --disable-pip-version-check
 
 if ! command -v redis-server >/dev/null 2>&1; then

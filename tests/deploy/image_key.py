@@ -17,6 +17,7 @@ INPUTS = (
     "Dockerfile",
     ".dockerignore",
     "requirements.lock",
+    "requirements-build.lock",
     "pyproject.toml",
     "README.md",  # pyproject's readme: part of the package's metadata
     "deploy/image/config.yaml",
