@@ -86,6 +86,7 @@ class Observer:
         route = current_route.get(UNROUTED)
         status = response.status
         if response.__class__ is self._prepared:
+            # A class identity test (cheaper than isinstance) that mypy does not narrow by.
             cache = response.cache_result  # type: ignore[attr-defined]
         else:
             cache = response.get(CACHE_RESULT, "none")

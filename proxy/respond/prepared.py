@@ -84,7 +84,7 @@ class PreparedForms:
             key = self._variant(accept_encoding)
             if len(self._chosen) < _CHOSEN_MAX:
                 self._chosen[accept_encoding] = key
-        return key  # type: ignore[return-value]
+        return key  # type: ignore[return-value]  # _UNSET was replaced just above
 
     def _variant(self, accept_encoding: str | None) -> str | None:
         policy = self.route.compression
@@ -165,6 +165,7 @@ class PreparedResponse(web.StreamResponse):
     def __init__(
         self, status: int, reason: str, static: bytes, tail: str, body: bytes, cache: str
     ) -> None:
+        # Slots of this class where the base has read-only properties (see the docstring).
         self.status = status  # type: ignore[misc]
         self.reason = reason  # type: ignore[misc]
         self._static = static
