@@ -9,7 +9,6 @@ client -> target check -> route match -> CORS preflight (responded to here)
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from aiohttp import web
@@ -24,6 +23,7 @@ from proxy.http.errors import ClientBodyError, json_error
 from proxy.http.target import BadTarget, Target, parse_target
 from proxy.observe.metrics import current_route
 from proxy.pipeline.cache_stage import CacheStage
+from proxy.pipeline.refusal_log import RefusalLog
 from proxy.pipeline.request_body import BodyCutShort, ClientBody, read_small
 from proxy.pipeline.routes import AmbiguousPath, RouteTable
 from proxy.pipeline.upstream_fetch import UpstreamFetch
@@ -33,8 +33,6 @@ from proxy.respond.relay import interim_relay
 from proxy.respond.responder import Responder
 from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import UpstreamClient, UpstreamError
-
-log = logging.getLogger("cacheproxy")
 
 _AUTHORIZATION = istr("Authorization")
 
@@ -56,6 +54,7 @@ class Pipeline:
         metrics)."""
         self.revocations = revocations or RevocationList(RevocationSettings())
         self.ratelimit_checked = ratelimit_checked
+        self.refusals = RefusalLog()  # upstream failures, floods of refusals summarised
         self.upstream = upstream
         self.fetch = UpstreamFetch(upstream, routes.trusted_proxies)
         self.use_routes(routes)
@@ -137,7 +136,7 @@ class Pipeline:
                 return await self.cache.serve(ex, target)
             resp = await self.forward(ex, target)
         except UpstreamError as exc:
-            log.warning("%s %s -> %s: %s", request.method, target.path, exc.code, exc.detail)
+            self.refusals.failed(route.name, request.method, target.path, exc)
             error = json_error(exc.status, exc.code, exc.message, exc.headers())
             return self.responder.error(ex, error, MISS if cacheable else BYPASS)
         if policy.is_unsafe_method(request.method):

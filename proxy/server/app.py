@@ -271,6 +271,7 @@ class ProxyServer:
         if self.warmer is not None:
             await self.warmer.close()
         await self.pipeline.cache.close()
+        self.pipeline.refusals.summarise()  # what was counted since the last summary
         if self.shared is not None:
             await self.shared.close()
         await self.upstream.close()

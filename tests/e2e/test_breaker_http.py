@@ -150,3 +150,28 @@ async def test_the_window_figures_reach_metrics_and_connections(
         'cacheproxy_upstream_circuit_open{upstream="default"} 0.0',
     ):
         assert line in lines, line
+
+
+async def test_an_open_circuit_is_logged_once_then_summarised_not_per_request(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    origin.respond = lambda r: web.Response(status=503, text="down")
+    proxy = await start_proxy(origin.url, upstream={"retries": 0})
+    proxy.pipeline.refusals.every = 0.3
+    caplog.set_level("INFO", logger="cacheproxy")
+    for i in range(20):
+        await get(http, proxy, f"/any/{i % 4}")  # opens the circuit at min_requests
+    refused = [(await get(http, proxy, "/any/0"))[0].status for _ in range(40)]
+    assert refused == [503] * 40
+    messages = [r.getMessage() for r in caplog.records]
+    opened = [m for m in messages if "circuit open:" in m]
+    assert len(opened) == 1  # the guard's line, once
+    assert not any("upstream_unavailable" in m for m in messages)  # none per request
+    await asyncio.sleep(0.5)
+    summaries = [r.getMessage() for r in caplog.records if "refused in the last" in r.getMessage()]
+    assert summaries == [
+        "route default: 40 requests refused in the last 0.3 s (circuit open, upstream_unavailable)"
+    ]
