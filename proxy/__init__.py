@@ -1,0 +1,4 @@
+"""cacheproxy: a caching reverse proxy for slow HTTP APIs, on aiohttp."""
+
+# The one place the version is written: pyproject.toml reads it from here.
+__version__ = "0.1.0"

@@ -13,8 +13,10 @@ import logging
 import resource
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from proxy import __version__
 
 if TYPE_CHECKING:
     from proxy.config.loader import Settings
@@ -49,8 +51,28 @@ routes:
 """
 
 
+def version_line() -> str:
+    """`cacheproxy 0.1.0 (Python 3.11.2, aiohttp 3.14.5)`, aiohttp's read from its metadata:
+    nothing is imported for it, and only when asked (every command builds the parser)."""
+    import platform
+    from importlib import metadata
+
+    aiohttp = metadata.version("aiohttp")
+    return f"cacheproxy {__version__} (Python {platform.python_version()}, aiohttp {aiohttp})"
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> NoReturn:
+        print(version_line())  # to stdout, as argparse's own version action
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cacheproxy", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the proxy from a config file")
@@ -103,7 +125,8 @@ async def _serve_until_signal(
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     await server.start()
     log.info(
-        "cacheproxy listening on http://%s:%d -> %s (admin http://%s:%d)",
+        "cacheproxy %s listening on http://%s:%d -> %s (admin http://%s:%d)",
+        __version__,
         config.listen.host,
         server.proxy_port,
         redact_urls(config.upstream.url),

@@ -101,7 +101,10 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
     servers: list[ProxyServer] = []
 
     async def start(upstream_url: str, **sections: Any) -> ProxyServer:
-        server = ProxyServer(parse_config(config_text(upstream_url, **sections), env={}))
+        # No start-up report: its probe of the upstream would land in the tests' logs and
+        # connection counts at a time of its own (tests/server/test_startup.py tests it).
+        config = parse_config(config_text(upstream_url, **sections), env={})
+        server = ProxyServer(config, report_start=False)
         await server.start()
         servers.append(server)
         return server

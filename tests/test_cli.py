@@ -6,14 +6,17 @@ aiohttp, Redis or the demo."""
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 import typing
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
+import proxy
 from proxy.cli import LOG_LEVELS
 from proxy.config.loader import Settings
 from tests.conftest import ROOT
@@ -77,3 +80,18 @@ def test_the_log_levels_offered_are_the_settings_levels() -> None:
     assert isinstance(log, type) and issubclass(log, BaseModel)
     level = log.model_fields["level"]
     assert typing.get_args(level.annotation) == LOG_LEVELS
+
+
+def test_version_names_the_package_version_and_what_it_runs_on() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = f"cacheproxy {metadata.version('cacheproxy')} (Python {platform.python_version()}"
+    assert done.stdout.startswith(expected), done.stdout
+    assert f"aiohttp {metadata.version('aiohttp')})" in done.stdout
+    assert proxy.__version__ == metadata.version("cacheproxy")  # pyproject reads it from there

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from proxy import __version__
 from proxy.admin import dashboard
 from proxy.admin.merge import MERGE_HEADER
 from proxy.admin.revocation import admin_routes as revocation_routes
@@ -115,7 +116,8 @@ def build_admin_app(view: ServerView) -> web.Application:
         failing = any(u["status"] == "down" for u in upstreams.values())
         checks["circuits"] = {"status": "down" if failing else "up", "upstreams": upstreams}
         status, http_status = overall(checks, view.draining())
-        response = _json({"status": status, "checks": checks}, status=http_status)
+        document = {"status": status, "version": __version__, "checks": checks}
+        response = _json(document, status=http_status)
         # With workers, the supervisor merges their responses: a probe's time does not add up.
         response.headers[MERGE_HEADER] = "latency_ms=max"
         return response

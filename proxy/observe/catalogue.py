@@ -9,8 +9,11 @@ One process: a scrape collects `series()` (metrics.Exporter). With `workers: N`
 
 from __future__ import annotations
 
+import platform
+from importlib import metadata
 from typing import TYPE_CHECKING
 
+from proxy import __version__
 from proxy.observe.metrics import (
     AcrossWorkers,
     Exporter,
@@ -29,6 +32,10 @@ if TYPE_CHECKING:
 
     from proxy.observe.sources import Sources
     from proxy.upstream.guard import OriginStats
+
+
+# cacheproxy_build_info's labels: what runs, as `cacheproxy --version` says it.
+BUILD = (__version__, platform.python_version(), metadata.version("aiohttp"))
 
 
 class Catalogue:
@@ -57,6 +64,14 @@ class Catalogue:
         store = sources.store.snapshot()
         pool = sources.upstream.pool_stats()
         out += [
+            Series(
+                "gauge",
+                "cacheproxy_build_info",
+                "Always 1: the running version, and the Python and aiohttp it runs on",
+                ("version", "python", "aiohttp"),
+                {BUILD: 1},
+                across_workers="max",  # one build, however many workers
+            ),
             Series(
                 "gauge",
                 "cacheproxy_cache_bytes",

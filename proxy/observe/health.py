@@ -137,6 +137,15 @@ class HealthChecker:
         results = await asyncio.gather(*(self._checks[n].get() for n in names))
         return dict(zip(names, results, strict=True))
 
+    async def probe(self) -> dict[str, Check]:
+        """The upstream and Redis probed now, nothing kept for /health: what start-up
+        reports (a result cached then would answer /health with the state at start)."""
+        probes = {"upstream": self._upstream}
+        if self._redis is not None:
+            probes["redis"] = self._ping
+        results = await asyncio.gather(*(probe() for probe in probes.values()))
+        return dict(zip(probes, results, strict=True))
+
     async def _upstream(self) -> Check:
         started = time.perf_counter()
         result: Check = {"status": "up", "probe": "http" if self._probe_url else "tcp"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 
@@ -29,9 +30,11 @@ from proxy.respond.prepared import PreparedResponse
 from proxy.server.listener import Listener, ListenerStats, default_max_connections, open_files_limit
 from proxy.server.reload import ConfigSource, applied, effective, refusal, restart_required
 from proxy.server.shutdown import Shutdown
+from proxy.server.startup import loaded_lines, report_reachability
 from proxy.shared.redis import RESERVED_CONNECTIONS, SharedRedis
 from proxy.shared.revocation_follower import RevocationFollower
 from proxy.shared.tier import SharedTier
+from proxy.tasks import cancel
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger("cacheproxy")
@@ -52,12 +55,16 @@ class ProxyServer:
         admin_path: str | None = None,
         source: ConfigSource | None = None,
         shutdown: Shutdown | None = None,
+        report_start: bool = True,
     ) -> None:
         """`reuse_port` and `admin_path` are for a worker of several (proxy/server/worker.py): it
         shares the proxy port with its siblings and serves admin requests on a unix socket,
         for the supervisor that owns the admin port. `source`: what reload() re-reads.
-        `shutdown`: one whose signal handlers are already in place."""
+        `shutdown`: one whose signal handlers are already in place. `report_start`: log what
+        was loaded and whether the upstream and Redis answer (one worker of several does)."""
         self.config = config
+        self.report_start = report_start
+        self._start_checks: asyncio.Task[None] | None = None
         self.source = source
         self.reuse_port = reuse_port
         self.admin_path = admin_path
@@ -234,6 +241,13 @@ class ProxyServer:
         except BaseException:
             await self.stop()
             raise
+        if self.report_start:
+            path = self.source.path if self.source is not None else None
+            for line in loaded_lines(self.config, self.pipeline.routes.compiled, path):
+                log.info("%s", line)
+            self._start_checks = asyncio.create_task(
+                report_reachability(self.health, self.config.upstream.url)
+            )
 
     def admin_view(self) -> ServerView:
         """All the admin API may touch of this process."""
@@ -265,6 +279,7 @@ class ProxyServer:
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to the grace), then close."""
+        await cancel(self._start_checks)
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()

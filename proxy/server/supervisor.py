@@ -45,6 +45,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy import __version__
 from proxy.admin.app import LIVE_PATH
 from proxy.admin.fanout import build_fanout_admin
 from proxy.admin.merge import MissingResponse, WorkerResponse
@@ -171,7 +172,8 @@ class Supervisor:
         self._keepers.append(asyncio.create_task(self._heartbeat()))
         admin_port = self._admin.addresses[0][1]
         log.info(
-            "cacheproxy listening on http://%s:%d -> %s with %d workers (admin http://%s:%d)",
+            "cacheproxy %s listening on http://%s:%d -> %s with %d workers (admin http://%s:%d)",
+            __version__,
             listen.host,
             port,
             redact_urls(self.config.upstream.url),

@@ -53,7 +53,7 @@ def worker_main(
     # at a terminal, which reaches the whole process group, must not end it mid-start.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=_LOG_FORMAT.format(index=index))
-    raise SystemExit(run_loop(_serve_worker(config, admin_path, pipe, source, revoked)))
+    raise SystemExit(run_loop(_serve_worker(config, admin_path, pipe, source, revoked, index)))
 
 
 async def _serve_worker(
@@ -62,6 +62,7 @@ async def _serve_worker(
     pipe: Connection,
     source: ConfigSource | None = None,
     revoked: list[tuple[str, float]] | None = None,
+    index: int = 0,
 ) -> int:
     loop = asyncio.get_running_loop()
     shutdown = Shutdown(config.shutdown_delay)
@@ -87,7 +88,12 @@ async def _serve_worker(
     loop.add_reader(pipe.fileno(), from_supervisor)
     try:
         server = ProxyServer(
-            config, reuse_port=True, admin_path=admin_path, source=source, shutdown=shutdown
+            config,
+            reuse_port=True,
+            admin_path=admin_path,
+            source=source,
+            shutdown=shutdown,
+            report_start=index == 0,  # one worker says what was loaded, not each of them
         )
         revocations = server.revocations
         revocations.load(revoked or ())  # before the port is bound: nothing served without it

@@ -11,8 +11,10 @@ import base64
 import dataclasses
 import gzip
 import logging
+import platform
 import time
 from collections.abc import Awaitable, Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy import __version__ as proxy_version
 from proxy.config.loader import ConfigError, parse_config
 from proxy.observe.catalogue import upstream_series
 from proxy.observe.metrics import Meters, MultiprocessWriter, Series, render_multiprocess
@@ -168,6 +171,8 @@ async def test_metrics_count_requests_lookups_upstream_and_pool(
     assert sample(s, "cacheproxy_cache_entries") == 3
     assert sample(s, "cacheproxy_cache_bytes") == proxy.pipeline.cache.store.bytes
     assert sample(s, "cacheproxy_cache_evictions_total") == 0
+    build = {"version": proxy_version, "python": platform.python_version()}
+    assert sample(s, "cacheproxy_build_info", **build, aiohttp=metadata.version("aiohttp")) == 1
     assert "process_resident_memory_bytes" in text  # the standard collectors too
     # Labels are route names: no path, no query ever becomes a label.
     assert "/api/a" not in text and "/other" not in text
@@ -224,7 +229,7 @@ async def test_redis_errors_are_counted_by_operation(
     assert proxy.redis is not None
     assert errors and sum(errors.values()) == sum(proxy.redis.guard.errors.values()) > 0
     status, health = await admin(http, proxy, "/health")
-    assert (status, health["status"]) == (200, "degraded")
+    assert (status, health["status"], health["version"]) == (200, "degraded", proxy_version)
     assert health["checks"]["redis"]["status"] == "down"
     assert health["checks"]["upstream"]["status"] == "up"
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from proxy import __version__ as proxy_version
 from proxy.config.loader import MAX_WORKERS, ConfigError, parse_config, usable_cpus
 from tests.conftest import ROOT, Origin, ProxyProcess, free_port
 from tests.redis_servers import RedisServer
@@ -145,6 +146,7 @@ async def test_two_workers_serve_the_port_and_their_stats_and_purges_add_up(
         "healthy",
         "up",
     )
+    assert health["version"] == proxy_version  # the workers' one version, merged
     assert health["checks"]["upstream"]["latency_ms"] < 1000  # the slowest, not a sum
     circuits = {"status": "up", "upstreams": {"default": {"status": "up", "circuit": "closed"}}}
     assert health["checks"]["circuits"] == circuits
