@@ -169,7 +169,13 @@ def build_admin_app(view: ServerView) -> web.Application:
         response.headers[MERGE_HEADER] = "restart_required=first, errors=first"
         return response
 
-    app = web.Application()
+    async def index(request: web.Request) -> web.Response:
+        response = _json(endpoint_index(request.app, token is not None))
+        response.headers[MERGE_HEADER] = "endpoints=first"  # every worker lists the same
+        return response
+
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_get("/", index)
     app.router.add_get(LIVE_PATH, livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/health", health)
@@ -188,6 +194,41 @@ def build_admin_app(view: ServerView) -> web.Application:
 # Also the supervisor's heartbeat to each worker: served by the event loop alone (no
 # upstream, no Redis), so silence means the loop itself is stuck.
 LIVE_PATH = "/livez"
+# What needs no token, whatever the config: probes, load balancers, the index.
+PUBLIC = frozenset({"/", LIVE_PATH, "/readyz", "/health"})
+_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def endpoint_index(app: web.Application, token_configured: bool) -> dict[str, object]:
+    """`GET /`: every endpoint of this admin app, read from its router (never out of date)."""
+    endpoints = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method == "HEAD" or path == "/":
+            continue
+        needs = token_configured and path not in PUBLIC
+        endpoints.append({"method": route.method, "path": path, "token": needs})
+    return {"service": "cacheproxy admin", "version": __version__, "endpoints": endpoints}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals (no such endpoint, wrong method, body too large) in the JSON
+    every other admin error uses, instead of its plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _ERROR_CODES.get(exc.status, "bad_request" if exc.status < 500 else "error")
+        if exc.status == 404:
+            message = f"no admin endpoint {request.path[:200]}: GET / lists them"
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed here: GET / lists the endpoints"
+        else:
+            message = exc.reason
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return json_error(exc.status, code, message, allow)
 
 
 async def livez(_: web.Request) -> web.Response:

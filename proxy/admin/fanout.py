@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy.admin.app import LIVE_PATH, livez, state, token_guard
+from proxy.admin.app import LIVE_PATH, json_errors, livez, state, token_guard
 from proxy.admin.merge import MissingResponse, WorkerResponse, merge_responses
 from proxy.admin.view import SupervisorView
 from proxy.http.errors import json_error
@@ -64,7 +64,7 @@ def build_fanout_admin(view: SupervisorView) -> web.Application:
         word = view.readiness()
         return state(word == "ready", word)
 
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app.router.add_get(LIVE_PATH, livez)  # the supervisor's own loop
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/workers", guard(workers))
