@@ -47,6 +47,17 @@ if ! command -v buildah >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2
     fi
 fi
 
+# The shipped alerting rules are checked and unit-tested with promtool (tests/deploy/
+# test_monitoring.py); Debian ships it in the prometheus package.
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus
+    else
+        echo "promtool is needed by the monitoring test: install it (e.g. apt-get install prometheus)" >&2
+        exit 1
+    fi
+fi
+
 # The TLS upstream tests make a self-signed certificate with openssl's command line.
 if ! command -v openssl >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
