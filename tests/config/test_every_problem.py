@@ -1,0 +1,101 @@
+"""check-config's promise: every problem of a file in one run, in the order of the file, checks
+across sections included even while some fields fail (issue 21)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.config.loader import ConfigError, parse_config
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env={})
+    return info.value.problems
+
+
+def test_a_field_error_and_a_cross_section_error_are_both_reported_in_file_order() -> None:
+    found = problems(
+        """
+upstream: {url: http://a, timeouts: {read: -1}}
+routes:
+  - match: {prefix: /a}
+    cache: {tiers: [memory, redis]}
+  - match: {prefix: /b}
+    rate_limit: {key: bearer}
+listen: {port: 70000}
+"""
+    )
+    assert [p.split(":")[0] for p in found] == [
+        "upstream.timeouts.read",
+        "routes[0].cache.tiers",
+        "routes[1].rate_limit",
+        "listen.port",
+    ]
+    assert found[1] == "routes[0].cache.tiers: lists redis, but there is no `redis:` section"
+    assert found[2].startswith("routes[1].rate_limit: no limits to apply")
+
+
+def test_checks_across_sections_run_when_the_upstream_itself_is_missing() -> None:
+    found = problems("cache: {tiers: [memory, redis]}\n")
+    assert found == [
+        "upstream: required key is missing (in the file, or CACHEPROXY_UPSTREAM__URL)",
+        "cache.tiers: lists redis, but there is no `redis:` section",
+    ]
+
+
+def test_a_section_that_failed_is_not_judged_by_rules_that_read_it() -> None:
+    # A broken `redis:` section is still a `redis:` section: the tier is not "without" one.
+    found = problems(
+        "upstream: {url: http://a}\nredis: {url: 'http://not-redis'}\n"
+        "cache: {tiers: [memory, redis]}\n"
+    )
+    assert found == ["redis.url: must be a redis:// or rediss:// URL with a host"]
+    # A route whose rate_limit failed may hold limits: "no limits anywhere" cannot be said.
+    found = problems(
+        "upstream: {url: http://a}\nrate_limit: {key: ip}\n"
+        "routes: [{match: {prefix: /}, rate_limit: {limits: [often]}}]\n"
+    )
+    assert [p.split(":")[0] for p in found] == ["routes[0].rate_limit.limits[0]"]
+    # A route whose match failed may or may not take a warmed URL: not judged.
+    found = problems(
+        "upstream: {url: http://a}\ncache: {warming: {urls: [/x]}}\n"
+        "routes: [{match: {prefix: nope}, cache: false}]\n"
+    )
+    assert [p.split(":")[0] for p in found] == ["routes[0].match.prefix"]
+
+
+def test_a_route_with_a_bad_field_is_still_checked_for_the_rest() -> None:
+    found = problems(
+        """
+upstream: {url: http://a}
+routes:
+  - match: {prefix: /a}
+    upstream: gopher://x
+    cache: {coalesce: global}
+"""
+    )
+    assert [p.split(":")[0] for p in found] == ["routes[0].upstream", "routes[0].cache.coalesce"]
+
+
+def test_check_config_prints_every_problem_and_exits_non_zero(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "upstream: {url: http://a, pool: {max_connections: 0}}\ncache: {tiers: [memory, redis]}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "check-config", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"invalid config {config} (2 problem(s)):"
+    assert lines[1].startswith("  upstream.pool.max_connections: ")
+    assert lines[2] == "  cache.tiers: lists redis, but there is no `redis:` section"
