@@ -632,6 +632,7 @@ def _across_sections(config: Settings, unknown: frozenset[str] = frozenset()) ->
             tiers = cache.tiers if top is None or "tiers" in cache.model_fields_set else top.tiers
             if cache.coalesce == "global" and "redis" not in tiers:
                 yield _Located(f"{path}.coalesce", "global needs tiers: [memory, redis]")
+    yield from _duplicate_route_names(config, unknown)
     routes_known = "routes" not in unknown
     matches_known = routes_known and not any(
         f"routes[{i}].{key}" in unknown
@@ -658,6 +659,25 @@ def _across_sections(config: Settings, unknown: frozenset[str] = frozenset()) ->
             config.rate_limit, limits, every_route_known=every_route_known
         ):
             yield _Located(path, message)
+
+
+def _duplicate_route_names(config: Settings, unknown: frozenset[str]) -> Iterator[_Located]:
+    """A name is a route's metric label and rate-limit counters (proxy/pipeline/routes.py
+    names an unnamed route `routes[i]`): two routes of one name would merge theirs."""
+    first: dict[str, int] = {}
+    for i, route in enumerate(config.routes):
+        if f"routes[{i}].name" in unknown:
+            continue
+        name = route.name or f"routes[{i}]"
+        if name in first:
+            other = f"routes[{first[name]}]" + (".name" if config.routes[first[name]].name else "")
+            yield _Located(
+                f"routes[{i}].name",
+                f"{name!r} is also the name of {other}: route names label metric series and "
+                "rate-limit counters, so each must be unique",
+            )
+        else:
+            first[name] = i
 
 
 def _caching_route(config: Settings, path: str) -> str | None:

@@ -99,3 +99,27 @@ def test_check_config_prints_every_problem_and_exits_non_zero(tmp_path: Path) ->
     assert lines[0] == f"invalid config {config} (2 problem(s)):"
     assert lines[1].startswith("  upstream.pool.max_connections: ")
     assert lines[2] == "  cache.tiers: lists redis, but there is no `redis:` section"
+
+
+def test_duplicate_route_names_are_refused_naming_both_key_paths() -> None:
+    found = problems(
+        """
+upstream: {url: http://a}
+routes:
+  - {name: api, match: {prefix: /a}}
+  - {name: web, match: {prefix: /w}}
+  - {name: api, match: {prefix: /b}}
+  - {match: {prefix: /c}}
+  - {name: 'routes[3]', match: {prefix: /d}}
+"""
+    )
+    assert found == [
+        "routes[2].name: 'api' is also the name of routes[0].name: route names label metric "
+        "series and rate-limit counters, so each must be unique",
+        "routes[4].name: 'routes[3]' is also the name of routes[3]: route names label metric "
+        "series and rate-limit counters, so each must be unique",
+    ]
+    distinct = (
+        "upstream: {url: http://a}\nroutes: [{name: a, match: {prefix: /a}}, {match: {prefix: /b}}]"
+    )
+    assert [r.name for r in parse_config(distinct, env={}).routes] == ["a", None]
