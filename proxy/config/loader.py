@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from proxy.config import env as env_overrides
-from proxy.config import regex
+from proxy.config import keys, regex
 from proxy.config.alerts import AlertSettings
 from proxy.config.cache import CacheSettings
 from proxy.config.compression import CompressionSettings
@@ -468,6 +468,8 @@ def _pydantic_problems(
                 why = why or "its key holds a secret"
             hidden += [m.group(2) for m in _URL_PASSWORD.finditer(text)]
         message = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message += _did_you_mean(err["loc"])
         if err["type"] == "missing" and all(isinstance(part, str) for part in err["loc"]):
             where = env_overrides.required(tuple(map(str, err["loc"])), Settings)
             message += f" (in the file, or {env_overrides.variable(where)})"
@@ -478,6 +480,13 @@ def _pydantic_problems(
         if why:
             message += f" (value not shown: {why})"
         yield _Located(path or "(top level)", message)
+
+
+def _did_you_mean(loc: tuple[str | int, ...]) -> str:
+    """`; did you mean `timeouts`?` for an unknown key close to one its section takes."""
+    section = keys.model_at(Settings, loc[:-1])
+    hint = None if section is None else keys.closest(str(loc[-1]), keys.keys(section))
+    return f"; did you mean `{hint}`?" if hint else ""
 
 
 def parse_config(

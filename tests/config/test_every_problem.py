@@ -123,3 +123,33 @@ routes:
         "upstream: {url: http://a}\nroutes: [{name: a, match: {prefix: /a}}, {match: {prefix: /b}}]"
     )
     assert [r.name for r in parse_config(distinct, env={}).routes] == ["a", None]
+
+
+def test_an_unknown_key_close_to_a_known_one_gets_a_suggestion() -> None:
+    found = problems(
+        """
+upstream: {url: http://a, timeout: {read: 1}, retries: {atempts: 2}}
+routes:
+  - match: {prefix: /a}
+    cache: {ttll: 5, frobnicate: true}
+rate_limits: {limits: [1/second]}
+"""
+    )
+    assert found == [
+        "upstream.timeout: unknown key; did you mean `timeouts`?",
+        "upstream.retries.atempts: unknown key; did you mean `attempts`?",
+        "routes[0].cache.ttll: unknown key; did you mean `ttl`?",
+        "routes[0].cache.frobnicate: unknown key",  # nothing close: no guess
+        "rate_limits: unknown key; did you mean `rate_limit`?",
+    ]
+
+
+def test_environment_overrides_suggest_with_the_same_helper() -> None:
+    from proxy.config.env import suggestion
+    from proxy.config.loader import Settings
+
+    assert suggestion("CACHEPROXY_UPSTREAM__TIMEOUT__READ", Settings) == (
+        "CACHEPROXY_UPSTREAM__TIMEOUTS__READ"
+    )
+    assert suggestion("CACHEPROXY_RATE_LIMITS__KEY", Settings) == "CACHEPROXY_RATE_LIMIT__KEY"
+    assert suggestion("CACHEPROXY_FROBNICATE", Settings) is None
