@@ -32,6 +32,7 @@ from proxy.config.alerts import AlertSettings
 from proxy.config.cache import CacheSettings
 from proxy.config.compression import CompressionSettings
 from proxy.config.cors import CorsSettings
+from proxy.config.durations import Duration
 from proxy.config.hosts import parse_host_pattern, parse_public_host
 from proxy.config.logs import LogSettings
 from proxy.config.networks import parse_network
@@ -87,11 +88,11 @@ class ClientTimeouts(Model):
     """Seconds a client may take; past them its connection is closed (README "Limits")."""
 
     # From connection open, or from the first byte of a later request, to the end of its head.
-    request_head: float = Field(10.0, gt=0)
+    request_head: Duration = Field(10.0, gt=0)
     # Idle between a response and the next request's first byte; 0 closes after each response.
-    keepalive: float = Field(75.0, ge=0)
+    keepalive: Duration = Field(75.0, ge=0)
     # Silence while a request body is still due.
-    body: float = Field(60.0, gt=0)
+    body: Duration = Field(60.0, gt=0)
 
 
 class Listen(Model):
@@ -238,11 +239,11 @@ class Settings(Model):
     compression: CompressionSettings | None = None
     routes: tuple[Route, ...] = ()
     # Seconds in-flight requests get to finish once the proxy port stops accepting.
-    shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
+    shutdown_grace: Duration = Field(10.0, ge=0, allow_inf_nan=False)
     # Seconds between SIGTERM and the proxy port closing: /readyz responds 503 at once, and
     # the port serves on while load balancers take this instance out (a Kubernetes preStop
     # sleep). SIGINT (Ctrl-C) skips it.
-    shutdown_delay: float = Field(5.0, ge=0, allow_inf_nan=False)
+    shutdown_delay: Duration = Field(5.0, ge=0, allow_inf_nan=False)
     # Proxies whose X-Forwarded-* / Forwarded headers are believed (CIDRs or addresses).
     trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
     # The Redis shared by every process and instance; none: everything stays in memory.
