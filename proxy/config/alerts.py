@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from proxy.config.durations import WholeSeconds
 from proxy.config.section import Model
 
 
 class AlertSettings(Model):
     # Seconds of traffic each alert looks at.
-    window: int = Field(60, ge=5, le=3600)
+    window: WholeSeconds = Field(60, ge=5, le=3600)
     # Below this many requests (lookups, for the hit rate) in the window nothing is judged:
     # one miss after a quiet spell is not a hit-rate problem.
     min_requests: int = Field(20, ge=1)

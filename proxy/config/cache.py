@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from proxy.config.durations import Duration
 from proxy.config.rates import parse_rate
 from proxy.config.section import Model, Section
 
@@ -43,7 +44,7 @@ class PerUser(Model):
 
 class PopularSettings(Model):
     top: int = Field(100, ge=0, le=100_000)  # keys kept fresh ahead of expiry; 0: none
-    half_life: float = Field(60.0, gt=0)  # seconds for an access to count half as much
+    half_life: Duration = Field(60.0, gt=0)  # seconds for an access to count half as much
 
 
 class WarmingSettings(Model):
@@ -82,10 +83,10 @@ class CacheSettings(Section):
 
     max_memory: int = 256 * 2**20
     max_entry_size: int = 8 * 2**20
-    ttl: float | None = Field(None, ge=0, allow_inf_nan=False)
+    ttl: Duration | None = Field(None, ge=0, allow_inf_nan=False)
     force_ttl: bool = False
-    stale_while_revalidate: float = Field(0, ge=0, allow_inf_nan=False)
-    stale_if_error: float = Field(0, ge=0, allow_inf_nan=False)
+    stale_while_revalidate: Duration = Field(0, ge=0, allow_inf_nan=False)
+    stale_if_error: Duration = Field(0, ge=0, allow_inf_nan=False)
     per_user: PerUser | None = None
     store_set_cookie: bool = False
     # Request headers that identify a user besides Authorization and Cookie.

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from proxy.config import regex
+from proxy.config.durations import WholeSeconds
 from proxy.config.section import Section
 
 # scheme://host[:port] or scheme://*.domain[:port], matched against the lowercased text.
@@ -73,7 +74,7 @@ class CorsSettings(Section):
     allow_headers: tuple[HeaderName, ...] = ()
     expose_headers: tuple[HeaderName, ...] = ()
     allow_credentials: bool = False
-    max_age: int | None = Field(default=600, ge=0)
+    max_age: WholeSeconds | None = Field(default=600, ge=0)
 
     @model_validator(mode="after")
     def _no_wildcards_with_credentials(self) -> CorsSettings:

@@ -25,6 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from proxy.config.keys import closest, keys
+from proxy.config.keys import sections as _models
+
 PREFIX = "CACHEPROXY_"
 DELIMITER = "__"
 # Names the image's old config read (README "Containers"): set but read by no `${...}` of the
@@ -60,18 +63,6 @@ def required(path: tuple[str, ...], model: type[BaseModel]) -> tuple[str, ...]:
         sections = _models(current.model_fields[inner].annotation)
         current = sections[0] if len(sections) == 1 else None
     return path
-
-
-def _models(annotation: Any) -> list[type[BaseModel]]:
-    """The config sections an annotation may hold (`CacheSettings | None` -> [CacheSettings])."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _models(typing.get_args(annotation)[0])
-    if origin is typing.Union or origin is types.UnionType:
-        return [m for arg in typing.get_args(annotation) for m in _models(arg)]
-    return []
 
 
 def _takes_json(annotation: Any) -> bool:
@@ -178,7 +169,8 @@ def apply(raw: dict[str, Any], overrides: Overrides) -> None:
 
 
 def suggestion(name: str, model: type[BaseModel]) -> str | None:
-    """The variable meant by a misspelt one: a known rename, or one `_` that should be `__`."""
+    """The variable meant by a misspelt one: a known rename, one `_` that should be `__`, or
+    keys misspelt as a file's unknown keys are (`CACHEPROXY_UPSTREAM__TIMEOUT__READ`)."""
     if name in RENAMED:
         return RENAMED[name]
     suffix = name[len(PREFIX) :] if name.upper().startswith(PREFIX) else None
@@ -188,7 +180,24 @@ def suggestion(name: str, model: type[BaseModel]) -> str | None:
         candidate = PREFIX + suffix[:i] + "_" + suffix[i:]
         if resolve(candidate, model) is not None:
             return candidate
-    return None
+    return _respelt(suffix, model)
+
+
+def _respelt(suffix: str, model: type[BaseModel]) -> str | None:
+    """`suffix`'s key path with each unknown key replaced by the closest known one."""
+    current: type[BaseModel] | None = model
+    path: list[str] = []
+    for part in suffix.lower().split(DELIMITER):
+        if current is None:
+            return None
+        key = part if part in current.model_fields else closest(part, keys(current))
+        if key is None:
+            return None
+        path.append(key)
+        found = _models(current.model_fields[key].annotation)
+        current = found[0] if len(found) == 1 else None
+    candidate = variable(tuple(path))
+    return candidate if resolve(candidate, model) is not None else None
 
 
 def _underscores(text: str) -> Iterator[int]:

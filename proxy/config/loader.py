@@ -27,11 +27,12 @@ from pydantic import (
 )
 
 from proxy.config import env as env_overrides
-from proxy.config import regex
+from proxy.config import keys, regex
 from proxy.config.alerts import AlertSettings
 from proxy.config.cache import CacheSettings
 from proxy.config.compression import CompressionSettings
 from proxy.config.cors import CorsSettings
+from proxy.config.durations import Duration
 from proxy.config.hosts import parse_host_pattern, parse_public_host
 from proxy.config.logs import LogSettings
 from proxy.config.networks import parse_network
@@ -87,11 +88,11 @@ class ClientTimeouts(Model):
     """Seconds a client may take; past them its connection is closed (README "Limits")."""
 
     # From connection open, or from the first byte of a later request, to the end of its head.
-    request_head: float = Field(10.0, gt=0)
+    request_head: Duration = Field(10.0, gt=0)
     # Idle between a response and the next request's first byte; 0 closes after each response.
-    keepalive: float = Field(75.0, ge=0)
+    keepalive: Duration = Field(75.0, ge=0)
     # Silence while a request body is still due.
-    body: float = Field(60.0, gt=0)
+    body: Duration = Field(60.0, gt=0)
 
 
 class Listen(Model):
@@ -238,11 +239,11 @@ class Settings(Model):
     compression: CompressionSettings | None = None
     routes: tuple[Route, ...] = ()
     # Seconds in-flight requests get to finish once the proxy port stops accepting.
-    shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
+    shutdown_grace: Duration = Field(10.0, ge=0, allow_inf_nan=False)
     # Seconds between SIGTERM and the proxy port closing: /readyz responds 503 at once, and
     # the port serves on while load balancers take this instance out (a Kubernetes preStop
     # sleep). SIGINT (Ctrl-C) skips it.
-    shutdown_delay: float = Field(5.0, ge=0, allow_inf_nan=False)
+    shutdown_delay: Duration = Field(5.0, ge=0, allow_inf_nan=False)
     # Proxies whose X-Forwarded-* / Forwarded headers are believed (CIDRs or addresses).
     trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
     # The Redis shared by every process and instance; none: everything stays in memory.
@@ -265,13 +266,9 @@ class Settings(Model):
     alerts: AlertSettings = AlertSettings()  # thresholds for GET /alerts/active
     rate_limit: RateLimitSettings | None = None
     revocation: RevocationSettings = RevocationSettings()
-
-    @model_validator(mode="after")
-    def _rate_limits_resolve(self) -> Settings:
-        problems = route_problems(self.rate_limit, [r.rate_limit for r in self.routes])
-        if problems:
-            raise ValidationError.from_exception_data("Config", problems)
-        return self
+    # Rules across sections (a route's rate limit against the top level's, the Redis tier
+    # against the `redis` section) are the loader's, not a validator's: a model validator
+    # would not run while any field failed, and they must be reported with the field errors.
 
 
 # --- loading ---------------------------------------------------------------
@@ -318,6 +315,43 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
     if exc.problem and exc.context:
         message += f" ({exc.context}, at {at(exc.context_mark)})"
     return message
+
+
+def _positions(
+    node: yaml.Node, path: str = "", found: dict[str, tuple[int, int]] | None = None
+) -> dict[str, tuple[int, int]]:
+    """(line, column) of every key and list item by its key path: problems are listed in the
+    order of the file."""
+    found = {} if found is None else found
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            where = _join(path, str(key_node.value))
+            found.setdefault(where, (key_node.start_mark.line, key_node.start_mark.column))
+            _positions(value_node, where, found)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found.setdefault(_join(path, i), (item.start_mark.line, item.start_mark.column))
+            _positions(item, _join(path, i), found)
+    return found
+
+
+def _in_file_order(
+    problems: list[_Located], positions: Mapping[str, tuple[int, int]]
+) -> list[_Located]:
+    """Sorted by where their key is in the file, or the nearest key above it that is (a missing
+    key is where its section is); those with no place in the file (a missing top-level key,
+    an environment override of a key the file does not have) come first."""
+
+    def where(problem: _Located) -> tuple[int, int]:
+        path = problem.path
+        while path not in positions:
+            cut = max(path.rfind("."), path.rfind("["))
+            if cut <= 0:
+                return (-1, -1)
+            path = path[:cut]
+        return positions[path]
+
+    return sorted(problems, key=where)  # stable: problems at one key keep their order
 
 
 def _duplicate_keys(node: yaml.Node, path: str = "") -> Iterator[_Located]:
@@ -435,6 +469,8 @@ def _pydantic_problems(
                 why = why or "its key holds a secret"
             hidden += [m.group(2) for m in _URL_PASSWORD.finditer(text)]
         message = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message += _did_you_mean(err["loc"])
         if err["type"] == "missing" and all(isinstance(part, str) for part in err["loc"]):
             where = env_overrides.required(tuple(map(str, err["loc"])), Settings)
             message += f" (in the file, or {env_overrides.variable(where)})"
@@ -445,6 +481,13 @@ def _pydantic_problems(
         if why:
             message += f" (value not shown: {why})"
         yield _Located(path or "(top level)", message)
+
+
+def _did_you_mean(loc: tuple[str | int, ...]) -> str:
+    """`; did you mean `timeouts`?` for an unknown key close to one its section takes."""
+    section = keys.model_at(Settings, loc[:-1])
+    hint = None if section is None else keys.closest(str(loc[-1]), keys.keys(section))
+    return f"; did you mean `{hint}`?" if hint else ""
 
 
 def parse_config(
@@ -475,11 +518,67 @@ def parse_config(
         config = Settings.model_validate(raw)
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, from_env))
-    if config is not None:
+        salvaged = _salvage(raw, exc)
+        if salvaged is not None:
+            problems.extend(_across_sections(*salvaged))
+    else:
         problems.extend(_across_sections(config))
     if problems or config is None:
-        raise ConfigError([f"{p.path}: {p.message}" for p in problems], source)
+        ordered = _in_file_order(problems, _positions(node))
+        raise ConfigError([f"{p.path}: {p.message}" for p in ordered], source)
     return config
+
+
+# Stand-ins for required keys that did not validate, so that what did can be checked.
+_PLACEHOLDERS: dict[str, Any] = {
+    "upstream": {"url": "http://placeholder.invalid"},
+    "match": {"prefix": "/"},
+}
+
+
+def _salvage(raw: dict[str, Any], exc: ValidationError) -> tuple[Settings, frozenset[str]] | None:
+    """What did validate of a config that did not, for the checks across sections.
+
+    The top-level keys and route keys that failed are left out (a stand-in where the key is
+    required) and returned as key paths, "unknown": a check that reads one of them says
+    nothing, since a value that did not validate has no meaning to check against."""
+    broken_top: set[str] = set()
+    broken_routes: dict[int, set[str] | None] = {}  # None: the whole route
+    for err in exc.errors():
+        loc = err["loc"]
+        if not loc:
+            return None  # a rule on the whole file: nothing to salvage around
+        if loc[0] == "routes" and len(loc) >= 2 and isinstance(loc[1], int):
+            if len(loc) == 2:
+                broken_routes[loc[1]] = None
+            else:
+                fields = broken_routes.setdefault(loc[1], set())
+                if fields is not None:
+                    fields.add(str(loc[2]))
+        else:
+            broken_top.add(str(loc[0]))
+    unknown = set(broken_top)
+    routes: list[Route] = []
+    raw_routes = raw.get("routes") if "routes" not in broken_top else None
+    for i, item in enumerate(raw_routes if isinstance(raw_routes, list) else []):
+        broken = broken_routes.get(i, set())
+        if broken is None or not isinstance(item, dict):
+            broken = set(Route.model_fields)
+        unknown.update(f"routes[{i}].{key}" for key in broken)
+        kept = {k: v for k, v in item.items() if k not in broken} if isinstance(item, dict) else {}
+        kept.setdefault("match", _PLACEHOLDERS["match"])
+        try:
+            routes.append(Route.model_validate(kept))
+        except ValidationError:
+            unknown.update(f"routes[{i}].{key}" for key in Route.model_fields)
+            routes.append(Route.model_validate({"match": _PLACEHOLDERS["match"]}))
+    top = {k: v for k, v in raw.items() if k not in broken_top and k != "routes"}
+    top.setdefault("upstream", _PLACEHOLDERS["upstream"])
+    try:
+        config = Settings.model_validate(top)
+    except ValidationError:
+        return None
+    return config.model_copy(update={"routes": tuple(routes)}), frozenset(unknown)
 
 
 def _override(
@@ -526,21 +625,31 @@ def _override(
     return problems
 
 
-def _across_sections(config: Settings) -> Iterator[_Located]:
-    """Rules that tie one section to another."""
-    top = config.cache
+def _across_sections(config: Settings, unknown: frozenset[str] = frozenset()) -> Iterator[_Located]:
+    """Rules that tie one section to another. `unknown`: key paths that did not validate
+    (see _salvage); a rule that would read one of them is not judged."""
+    top = None if "cache" in unknown else config.cache
+    redis_given = config.redis is not None or "redis" in unknown
     sections = [("cache", top)]
     sections += [(f"routes[{i}].cache", r.cache) for i, r in enumerate(config.routes)]
     for path, cache in sections:
-        if cache is None:
+        if cache is None or path in unknown:
             continue
-        if config.redis is None and "redis" in cache.tiers:
+        if not redis_given and "redis" in cache.tiers:
             yield _Located(f"{path}.tiers", "lists redis, but there is no `redis:` section")
         # What a route does not set, it inherits from the top-level section.
-        tiers = cache.tiers if top is None or "tiers" in cache.model_fields_set else top.tiers
-        if cache.coalesce == "global" and "redis" not in tiers:
-            yield _Located(f"{path}.coalesce", "global needs tiers: [memory, redis]")
-    if top is not None and top.warming is not None:
+        if "tiers" in cache.model_fields_set or "cache" not in unknown:
+            tiers = cache.tiers if top is None or "tiers" in cache.model_fields_set else top.tiers
+            if cache.coalesce == "global" and "redis" not in tiers:
+                yield _Located(f"{path}.coalesce", "global needs tiers: [memory, redis]")
+    yield from _duplicate_route_names(config, unknown)
+    routes_known = "routes" not in unknown
+    matches_known = routes_known and not any(
+        f"routes[{i}].{key}" in unknown
+        for i in range(len(config.routes))
+        for key in ("match", "cache")
+    )
+    if top is not None and top.warming is not None and matches_known:
         for i, url in enumerate(top.warming.urls):
             name = _caching_route(config, url.partition("?")[0])
             if name is not None:
@@ -548,6 +657,37 @@ def _across_sections(config: Settings) -> Iterator[_Located]:
                     f"cache.warming.urls[{i}]",
                     f"{url!r} is on route {name!r}, which does not cache: it cannot be warmed",
                 )
+    if "rate_limit" not in unknown:
+        limits = [
+            None if f"routes[{i}].rate_limit" in unknown else r.rate_limit
+            for i, r in enumerate(config.routes)
+        ]
+        every_route_known = routes_known and not any(
+            f"routes[{i}].rate_limit" in unknown for i in range(len(config.routes))
+        )
+        for path, message in route_problems(
+            config.rate_limit, limits, every_route_known=every_route_known
+        ):
+            yield _Located(path, message)
+
+
+def _duplicate_route_names(config: Settings, unknown: frozenset[str]) -> Iterator[_Located]:
+    """A name is a route's metric label and rate-limit counters (proxy/pipeline/routes.py
+    names an unnamed route `routes[i]`): two routes of one name would merge theirs."""
+    first: dict[str, int] = {}
+    for i, route in enumerate(config.routes):
+        if f"routes[{i}].name" in unknown:
+            continue
+        name = route.name or f"routes[{i}]"
+        if name in first:
+            other = f"routes[{first[name]}]" + (".name" if config.routes[first[name]].name else "")
+            yield _Located(
+                f"routes[{i}].name",
+                f"{name!r} is also the name of {other}: route names label metric series and "
+                "rate-limit counters, so each must be unique",
+            )
+        else:
+            first[name] = i
 
 
 def _caching_route(config: Settings, path: str) -> str | None:

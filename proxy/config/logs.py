@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from proxy.config.durations import Duration
 from proxy.config.section import Model
 
 
@@ -19,7 +20,7 @@ class LogSettings(Model):
     # Query parameters whose name and value are logged; the rest of a query never is.
     query_params: tuple[str, ...] = ()
     # Seconds between two "stats" lines in the log; 0: none.
-    stats_interval: float = Field(60, ge=0)
+    stats_interval: Duration = Field(60, ge=0)
 
     @field_validator("level", mode="before")
     @classmethod

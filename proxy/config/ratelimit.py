@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from proxy.config.rates import Rate, parse_rate
 from proxy.config.section import Section
@@ -112,16 +111,20 @@ def resolve(
 
 
 def route_problems(
-    top: RateLimitSettings | None, routes: Sequence[RateLimitSettings | None]
-) -> list[InitErrorDetails]:
-    """What only the whole config shows: a route with nothing to limit by, misplaced keys."""
-    problems: list[InitErrorDetails] = []
+    top: RateLimitSettings | None,
+    routes: Sequence[RateLimitSettings | None],
+    *,
+    every_route_known: bool = True,
+) -> list[tuple[str, str]]:
+    """What only the whole config shows: a route with nothing to limit by, misplaced keys.
+
+    (key path, message) pairs. `every_route_known` is false when some route's section did not
+    validate: "no limits anywhere" cannot be said then, that section may hold some."""
+    problems: list[tuple[str, str]] = []
     top_limits = top is not None and top.limits
 
     def problem(i: int | None, message: str) -> None:
-        loc: tuple[str | int, ...] = ("rate_limit",) if i is None else ("routes", i, "rate_limit")
-        error = PydanticCustomError("value_error", message)
-        problems.append(InitErrorDetails(type=error, loc=loc, input=None))
+        problems.append(("rate_limit" if i is None else f"routes[{i}].rate_limit", message))
 
     for i, section in enumerate(routes):
         if section is None:
@@ -131,7 +134,8 @@ def route_problems(
         if section.enabled and section.limits is None and not top_limits:
             problem(i, "no limits to apply: set `limits` here or in the top-level rate_limit")
     if (
-        top is not None
+        every_route_known
+        and top is not None
         and top.enabled
         and not top_limits
         and not any(r is not None and r.limits for r in routes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
+from proxy.config.durations import Duration
 from proxy.config.section import Model
 
 
@@ -33,8 +34,8 @@ class SentinelSettings(Model):
 
 class BreakerSettings(Model):
     failures: int = Field(5, ge=1)
-    window: float = Field(10.0, gt=0)
-    reset_after: float = Field(5.0, gt=0)
+    window: Duration = Field(10.0, gt=0)
+    reset_after: Duration = Field(5.0, gt=0)
 
 
 class RedisSettings(Model):
@@ -45,7 +46,7 @@ class RedisSettings(Model):
     sentinel: SentinelSettings | None = None
     key_prefix: str = "cacheproxy:"
     # Per operation: the request path never waits on Redis longer than this.
-    timeout: float = Field(0.25, gt=0, le=30)
+    timeout: Duration = Field(0.25, gt=0, le=30)
     # Redis calls in flight per process; more wait for a free one within their budget.
     max_connections: int = Field(50, ge=1)
     circuit_breaker: BreakerSettings = BreakerSettings()

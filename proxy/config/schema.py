@@ -5,7 +5,8 @@ types say, so that an editor never flags a file that `cacheproxy check-config` a
 
 - any number or boolean may be a `${VAR}` / `${VAR:-default}` reference (resolved at load);
 - `cache`, `cors`, `compression` (top level or in a route) may be `true`/`false`;
-- sizes may be written `256MB`; `workers` may be `auto`; `log.level` in any case;
+- sizes may be written `256MB`, durations `250ms` or `5m`; `workers` may be `auto`;
+  `log.level` in any case;
 - `per_user` may be `true`/`false`.
 
 The schema checks shapes, names and ranges; rules across keys (a non-loopback `admin.host`
@@ -58,6 +59,27 @@ def _widen_scalars(node: Any) -> Any:
     return node
 
 
+# pydantic writes a bound it could not put on a number's own schema (a duration's number
+# inside `anyOf` with its unit-string spelling) under its Python name; JSON Schema's names,
+# so editors check it. On an `anyOf` a bound still applies to numbers only.
+_BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
+
+
+def _json_bounds(node: Any, in_properties: bool = False) -> Any:
+    if isinstance(node, list):
+        return [_json_bounds(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if in_properties:  # keys here are config keys, not keywords
+        return {key: _json_bounds(value) for key, value in node.items()}
+    return {
+        _BOUNDS.get(key, key) if isinstance(value, int | float) else key: _json_bounds(
+            value, key == "properties"
+        )
+        for key, value in node.items()
+    }
+
+
 def _either(schema: dict[str, Any], *alternatives: dict[str, Any]) -> dict[str, Any]:
     keep: dict[str, Any] = {k: schema.pop(k) for k in _KEPT if k in schema}
     return {**keep, "anyOf": [schema, *alternatives]}
@@ -85,7 +107,7 @@ def _published_names(schema: dict[str, Any]) -> dict[str, Any]:
 
 def config_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a cacheproxy config file."""
-    schema = copy.deepcopy(Settings.model_json_schema(mode="validation"))
+    schema = _json_bounds(copy.deepcopy(Settings.model_json_schema(mode="validation")))
     defs = schema["$defs"]
     for name in _switchable() & defs.keys():
         defs[name] = _either(defs[name], {"type": "boolean"})

@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
 from proxy.config.cache import parse_size
+from proxy.config.durations import Duration
 from proxy.config.section import Model, Section
 
 
@@ -30,14 +31,14 @@ def check_upstream_url(value: str) -> str:
 
 
 class Timeouts(Model):
-    connect: float = Field(5.0, gt=0)
-    read: float = Field(30.0, gt=0)
+    connect: Duration = Field(5.0, gt=0)
+    read: Duration = Field(30.0, gt=0)
     # The client's whole wait for the upstream's response head: queue, every attempt and
     # the backoff between them. None: queue_timeout + connect + read (one attempt's worst).
-    total: float | None = Field(None, gt=0)
+    total: Duration | None = Field(None, gt=0)
     # While a request holds a slot, the longest wait for the next chunk of its client's
     # body (one streamed: larger than `buffer_body`, or chunked); then 408.
-    client_body: float = Field(5.0, gt=0)
+    client_body: Duration = Field(5.0, gt=0)
 
 
 class Adaptive(Section):
@@ -47,7 +48,7 @@ class Adaptive(Section):
     # How much slower than its baseline the upstream may get before the limit falls.
     tolerance: float = Field(1.5, ge=1.0, le=10.0)
     # Seconds of latency samples averaged into one measurement (one limit update).
-    window: float = Field(0.5, gt=0, le=60)
+    window: Duration = Field(0.5, gt=0, le=60)
 
 
 class PoolSettings(Model):
@@ -56,11 +57,11 @@ class PoolSettings(Model):
 
     # Per upstream origin and per process: the hard bound on requests in flight.
     max_connections: int = Field(20, ge=1)
-    keepalive_timeout: float = Field(300.0, ge=0)
+    keepalive_timeout: Duration = Field(300.0, ge=0)
     # Requests waiting for a free slot, in arrival order; one more gets 503 upstream_busy.
     max_queue: int = Field(200, ge=0)
     # How long a request may wait for a free slot before it gets a 503.
-    queue_timeout: float = Field(10.0, gt=0)
+    queue_timeout: Duration = Field(10.0, gt=0)
     adaptive: Adaptive = Adaptive(enabled=False)
 
     @model_validator(mode="after")
@@ -78,8 +79,8 @@ class Retries(Model):
 
     # Retries after the first try, for idempotent requests without a streamed body.
     attempts: int = Field(1, ge=0, le=10)
-    backoff: float = Field(0.1, ge=0, le=60)  # seconds; exponential with full jitter
-    max_backoff: float = Field(2.0, ge=0, le=300)
+    backoff: Duration = Field(0.1, ge=0, le=60)  # seconds; exponential with full jitter
+    max_backoff: Duration = Field(2.0, ge=0, le=300)
     on_status: tuple[int, ...] = (502, 503, 504)
     # Retries at most this share of the requests of the last 10 s...
     budget: float = Field(0.2, ge=0, le=1)
@@ -122,12 +123,12 @@ class CircuitBreakerSettings(Section):
     # least `failure_rate` of them failed, also without the endpoint that failed most.
     failure_rate: float = Field(0.5, gt=0, le=1)
     min_requests: int = Field(20, ge=1)
-    window: float = Field(10.0, gt=0, le=3600)
+    window: Duration = Field(10.0, gt=0, le=3600)
     # Also open on this many failures in a row. Off: a few requests of one client make a
     # row; for an origin too quiet to reach min_requests.
     consecutive_failures: int | None = Field(None, ge=1)
     # Seconds nothing is sent once open; then up to `probes` requests (one per endpoint) go.
-    reset_after: float = Field(10.0, gt=0)
+    reset_after: Duration = Field(10.0, gt=0)
     probes: int = Field(3, ge=1, le=100)
     # Responses that count as failures, besides connection errors and timeouts. Never a
     # 4xx: that is a response about the request, not a failing upstream.
@@ -170,7 +171,7 @@ class Upstream(Model):
     # prepended); a 5xx or no response is "down". None: a TCP connect only.
     health_path: str | None = None
     # Seconds a probe's result is reused, so health checks cannot load the upstream.
-    health_cache: float = Field(5.0, ge=0, le=300)
+    health_cache: Duration = Field(5.0, ge=0, le=300)
 
     _url = field_validator("url")(check_upstream_url)
     _size = field_validator("buffer_body", mode="before")(parse_size)

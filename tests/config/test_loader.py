@@ -245,8 +245,11 @@ routes:
     assert ok.redis is not None and ok.redis.url == "redis://r"
     with pytest.raises(ConfigError) as err:
         parse_config(text.replace("tiers: [memory]}", "tiers: [redis]}"), env={})
+    # The field error does not hide the other routes' problems across sections.
     assert err.value.problems == [
-        "routes[1].cache.tiers: must be [memory] or [memory, redis]: memory is always the L1"
+        "cache.tiers: lists redis, but there is no `redis:` section",
+        "routes[0].cache.tiers: lists redis, but there is no `redis:` section",
+        "routes[1].cache.tiers: must be [memory] or [memory, redis]: memory is always the L1",
     ]
 
 

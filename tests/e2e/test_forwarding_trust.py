@@ -322,16 +322,16 @@ listen:
   hosts: [api.example.com, 'api.example.com:8080', '*', '*.[::1]', 'a b']
 """
     )
-    assert found == [
+    assert found == [  # in the order of the file
+        "trusted_proxies[1]: '10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?",
+        "trusted_proxies[2]: not an IP address or CIDR network: 'not-an-ip'",
+        "trusted_proxies[4]: not an IP address or CIDR network: '::1/129'",
         "listen.public_host: not a host or host:port: 'https://api.example.com'",
         "listen.hosts[1]: not a host name or `*.domain` wildcard: 'api.example.com:8080'"
         " (leave the port out: any port matches)",
         "listen.hosts[2]: not a host name or `*.domain` wildcard: '*'",
         "listen.hosts[3]: not a host name or `*.domain` wildcard: '*.[::1]'",
         "listen.hosts[4]: not a host name or `*.domain` wildcard: 'a b'",
-        "trusted_proxies[1]: '10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?",
-        "trusted_proxies[2]: not an IP address or CIDR network: 'not-an-ip'",
-        "trusted_proxies[4]: not an IP address or CIDR network: '::1/129'",
     ]
     assert problems("upstream: {url: http://api:9000}\nlisten: {hosts: []}") == [
         "listen.hosts: must list at least one host name (omit it to serve any Host)"
