@@ -37,6 +37,7 @@ from proxy.config.logs import LogSettings
 from proxy.config.networks import parse_network
 from proxy.config.ratelimit import RateLimitSettings, route_problems
 from proxy.config.redis import RedisSettings
+from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.config.section import Model
 from proxy.config.upstream import Upstream, check_upstream_url
@@ -265,6 +266,7 @@ class Settings(Model):
     alerts: AlertSettings = AlertSettings()  # thresholds for GET /alerts/active
     rate_limit: RateLimitSettings | None = None
     revocation: RevocationSettings = RevocationSettings()
+    request_id: RequestIdSettings = RequestIdSettings()  # the header ids go in and out by
 
     @model_validator(mode="after")
     def _rate_limits_resolve(self) -> Settings:
