@@ -38,6 +38,7 @@ from proxy.config.logs import LogSettings
 from proxy.config.networks import parse_network
 from proxy.config.ratelimit import RateLimitSettings, route_problems
 from proxy.config.redis import RedisSettings
+from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.config.section import Model
 from proxy.config.upstream import Upstream, check_upstream_url
@@ -266,6 +267,7 @@ class Settings(Model):
     alerts: AlertSettings = AlertSettings()  # thresholds for GET /alerts/active
     rate_limit: RateLimitSettings | None = None
     revocation: RevocationSettings = RevocationSettings()
+    request_id: RequestIdSettings = RequestIdSettings()  # the header ids go in and out by
     # Rules across sections (a route's rate limit against the top level's, the Redis tier
     # against the `redis` section) are the loader's, not a validator's: a model validator
     # would not run while any field failed, and they must be reported with the field errors.

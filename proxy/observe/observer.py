@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING
 from aiohttp import web
 from multidict import istr
 
+from proxy.http.request_id import current_request_id, upstream_request_id
 from proxy.observe.logs import AccessLog
 from proxy.observe.metrics import (
     CACHE_RESULT,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 _XFF = istr("X-Forwarded-For")
 _FORWARDED = istr("Forwarded")
+_NO_ID = (None, False)  # request ids are off, or the request never reached the pipeline
 
 
 class Observer:
@@ -109,6 +111,8 @@ class Observer:
                     request.remote,
                     tuple(request.headers.getall(_XFF, ())) if trusted else (),
                     tuple(request.headers.getall(_FORWARDED, ())) if trusted else (),
+                    current_request_id.get(_NO_ID)[0],
+                    upstream_request_id.get(None),
                 )
             )
 

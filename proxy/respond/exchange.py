@@ -8,6 +8,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
+from proxy.http.request_id import RequestIds
 
 if TYPE_CHECKING:
     from proxy.edge.route import LoadedRoute
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
 
 class Exchange:
     """The request, the route it matched, and the fields the edge rules add to every
-    response to it: CORS for its Origin and the client's rate-limit counts.
+    response to it: CORS for its Origin, the client's rate-limit counts and the request's
+    id (`ids` None: request ids are off).
 
     Made once per request, once the rate-limit stage has run (or an earlier refusal has
     skipped it). The edge fields go out as `edge_lines` in a head written as bytes (a
@@ -23,14 +25,23 @@ class Exchange:
     otherwise: the same fields either way (tests/respond/test_exchange.py).
     """
 
-    __slots__ = ("_counts", "edge_lines", "request", "route")
+    __slots__ = ("_counts", "edge_lines", "id_line", "ids", "request", "request_id", "route")
 
     def __init__(
-        self, request: web.BaseRequest, route: LoadedRoute, counts: Counts = UNCHECKED
+        self,
+        request: web.BaseRequest,
+        route: LoadedRoute,
+        counts: Counts = UNCHECKED,
+        ids: RequestIds | None = None,
+        request_id: str = "",
     ) -> None:
         self.request = request
         self.route = route
         self._counts = counts
+        self.ids = ids
+        self.request_id = request_id
+        # Its line in a head written as bytes, after every other field.
+        self.id_line = "" if ids is None else f"{ids.line_prefix}{request_id}\r\n"
         cors, limiter = route.cors, route.rate_limit
         limits = "" if limiter is None else limiter.lines(counts)
         # None: the origin's own rate-limit fields stay (no check ran), which only
@@ -46,6 +57,8 @@ class Exchange:
     def apply_edge(self, headers: CIMultiDict[str]) -> None:
         """Set the edge fields on a response's headers, replacing the origin's."""
         route = self.route
+        if self.ids is not None:
+            headers[self.ids.header] = self.request_id
         if route.cors is not None:
             route.cors.apply(self.request.headers, headers)
         if route.rate_limit is not None:
