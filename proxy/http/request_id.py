@@ -17,9 +17,9 @@ from proxy.config.request_id import RequestIdSettings
 
 MAX_LENGTH = 128  # longer client ids are replaced: they would bloat every log line
 
-# This request's id and whether it is the client's own (the access log reads the first; an
-# upstream fetch on a caching route sends a made one instead of the client's).
-current_request_id: ContextVar[tuple[str, bool]] = ContextVar("cacheproxy_request_id")
+# This request's id, for its access log line (set by the pipeline, read by the observer once
+# the response has gone, as metrics.current_route).
+current_request_id: ContextVar[str] = ContextVar("cacheproxy_request_id")
 # The id an upstream fetch for this request carried, when it is not `current_request_id`'s.
 upstream_request_id: ContextVar[str] = ContextVar("cacheproxy_upstream_request_id")
 
@@ -73,14 +73,4 @@ class RequestIds:
         value = headers.get(self.header)
         if value is None or not acceptable(value) or len(headers.getall(self.header)) > 1:
             return None
-        return value
-
-    def for_request(self, headers: CIMultiDict[str] | CIMultiDictProxy[str]) -> str:
-        """This request's id, also kept for the access log and the upstream fetch."""
-        value = self.accepted(headers)
-        if value is None:
-            value = _COUNTER.next()
-            current_request_id.set((value, False))
-        else:
-            current_request_id.set((value, True))
         return value

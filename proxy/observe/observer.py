@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 _XFF = istr("X-Forwarded-For")
 _FORWARDED = istr("Forwarded")
-_NO_ID = (None, False)  # request ids are off, or the request never reached the pipeline
 
 
 class Observer:
@@ -111,7 +110,7 @@ class Observer:
                     request.remote,
                     tuple(request.headers.getall(_XFF, ())) if trusted else (),
                     tuple(request.headers.getall(_FORWARDED, ())) if trusted else (),
-                    current_request_id.get(_NO_ID)[0],
+                    current_request_id.get(None),
                     upstream_request_id.get(None),
                 )
             )

@@ -21,7 +21,7 @@ from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import RevocationList
 from proxy.http.errors import ClientBodyError, JsonError, json_error
-from proxy.http.request_id import RequestIds
+from proxy.http.request_id import RequestIds, current_request_id
 from proxy.http.target import BadTarget, Target, parse_target
 from proxy.observe.metrics import current_route
 from proxy.pipeline.cache_stage import CacheStage
@@ -90,7 +90,11 @@ class Pipeline:
         method = request.method
         fields = request.headers
         ids = self.ids
-        rid = "" if ids is None else ids.for_request(fields)
+        rid, clients = "", False
+        if ids is not None:
+            accepted = ids.accepted(fields)
+            rid, clients = (ids.new(), False) if accepted is None else (accepted, True)
+            current_request_id.set(rid)  # for the access log
         if method == "CONNECT":
             msg = "CONNECT tunnels are not supported"
             return self._refuse(ids, rid, 405, "method_not_allowed", msg)
@@ -132,20 +136,18 @@ class Pipeline:
         if self.revocations.any:
             refusal = self.revocations.check(fields)
             if refusal is not None:
-                return self.responder.error(
-                    Exchange(request, route, ids=ids, request_id=rid), refusal
-                )
+                return self.responder.error(Exchange(request, route, ids=ids, rid=rid), refusal)
         limiter = route.rate_limit
         if limiter is not None:
             counts, refusal = (
                 limiter.check_local(request) if limiter.local else await limiter.check(request)
             )
             self.ratelimit_checked(route.name, refusal is None)
-            ex = Exchange(request, route, counts, ids, rid)
+            ex = Exchange(request, route, counts, ids, rid, clients)
             if refusal is not None:
                 return self.responder.error(ex, refusal)
         else:
-            ex = Exchange(request, route, ids=ids, request_id=rid)
+            ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
         # A GET with a body (search APIs do this) is not keyed by its body: never cache it.
         cacheable = (
             route.cache is not None and method in ("GET", "HEAD") and not request.body_exists

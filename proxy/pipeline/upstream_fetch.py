@@ -11,8 +11,9 @@ from aiohttp import web
 from proxy.edge.route import LoadedRoute
 from proxy.http.clientaddr import TrustedProxies
 from proxy.http.headers import ForwardingRules, request_fields
-from proxy.http.request_id import RequestIds, current_request_id, upstream_request_id
+from proxy.http.request_id import RequestIds, upstream_request_id
 from proxy.http.target import Target
+from proxy.respond.exchange import Exchange
 from proxy.respond.relay import interim_relay
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.http1 import UpstreamResponse
@@ -67,8 +68,7 @@ class UpstreamFetch:
 
     async def for_cache(
         self,
-        request: web.BaseRequest,
-        route: LoadedRoute,
+        ex: Exchange,
         target: Target,
         validators: dict[str, str] | None,
         background: bool = False,
@@ -80,13 +80,14 @@ class UpstreamFetch:
         whose client conditions are replaced by `validators` (the stored entry's, on a
         revalidation; none on a miss, so the full response comes back to be stored).
         """
+        request, route = ex.request, ex.route
         assert route.cache is not None
         query = route.cache.keys.strip_ignored(target.query)
         if query is not target.query:  # what the key ignores must not reach the origin
             target = target._replace(query=query)
         validating = validators is not None
         path_qs, fields = self.request_head(
-            request, route, target, route.cache_forwarding, validating, self._cache_fetch_id()
+            request, route, target, route.cache_forwarding, validating, self._cache_fetch_id(ex)
         )
         method = request.method
         if validators is not None:
@@ -107,15 +108,16 @@ class UpstreamFetch:
             background=background,
         )
 
-    def _cache_fetch_id(self) -> str | None:
+    def _cache_fetch_id(self, ex: Exchange) -> str | None:
         """The id a fetch whose response may be stored sends: one the proxy made, never the
         client's (nothing a client controls and the key does not hold reaches the origin of
         a caching route). The request's own when the proxy made it; coalesced requests share
-        the leader's fetch, and so its id."""
+        the leader's fetch, and so its id; the warmer's fetches (no request) get one each."""
         if self.ids is None:
             return None
-        request_id, clients = current_request_id.get(("", True))
-        if clients:
-            request_id = self.ids.new()
-            upstream_request_id.set(request_id)  # the access log records both
-        return request_id
+        if ex.clients_id or not ex.request_id:
+            made = self.ids.new()
+            if ex.clients_id:
+                upstream_request_id.set(made)  # the access log records both
+            return made
+        return ex.request_id

@@ -25,7 +25,7 @@ class Exchange:
     otherwise: the same fields either way (tests/respond/test_exchange.py).
     """
 
-    __slots__ = ("_counts", "edge_lines", "id_line", "ids", "request", "request_id", "route")
+    __slots__ = ("_counts", "clients_id", "edge_lines", "ids", "request", "request_id", "route")
 
     def __init__(
         self,
@@ -33,26 +33,26 @@ class Exchange:
         route: LoadedRoute,
         counts: Counts = UNCHECKED,
         ids: RequestIds | None = None,
-        request_id: str = "",
+        rid: str = "",
+        clients: bool = False,
     ) -> None:
+        """`rid`: the request's id (`ids` None: ids are off); `clients`: it is the one the
+        client sent (a fetch whose response may be stored sends one the proxy made)."""
         self.request = request
         self.route = route
         self._counts = counts
         self.ids = ids
-        self.request_id = request_id
-        # Its line in a head written as bytes, after every other field.
-        self.id_line = "" if ids is None else f"{ids.line_prefix}{request_id}\r\n"
+        self.request_id = rid
+        self.clients_id = clients
         cors, limiter = route.cors, route.rate_limit
         limits = "" if limiter is None else limiter.lines(counts)
         # None: the origin's own rate-limit fields stay (no check ran), which only
-        # `apply_edge` can do.
-        self.edge_lines: str | None = (
-            None
-            if limits is None
-            else limits
-            if cors is None
-            else cors.allow_lines(request.headers) + limits
-        )
+        # `apply_edge` can do. The id's line goes last.
+        if limits is None:
+            self.edge_lines: str | None = None
+        else:
+            lines = limits if cors is None else cors.allow_lines(request.headers) + limits
+            self.edge_lines = lines if ids is None else f"{lines}{ids.line_prefix}{rid}\r\n"
 
     def apply_edge(self, headers: CIMultiDict[str]) -> None:
         """Set the edge fields on a response's headers, replacing the origin's."""

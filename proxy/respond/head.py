@@ -60,8 +60,8 @@ def forwarded_head(
     """` <status> <reason>` and the header lines of the response to a GET whose upstream
     response (`status`, `reason`, `fields`) has a body of `length` bytes, sent as it is;
     and whether it has its own Date. `cache_lines`: the X-Cache and Cache-Status lines;
-    `edge_lines`: the request's CORS, rate-limit and id lines (Exchange.edge_lines and
-    id_line); `id_field`: the request-id field's name in lower case, the upstream's own
+    `edge_lines`: the request's CORS, rate-limit and id lines (Exchange.edge_lines);
+    `id_field`: the request-id field's name in lower case, the upstream's own
     copy of which is left out ("": request ids are off).
 
     None: not made here. The response needs its body (de)compressed, the upstream lists

@@ -87,9 +87,7 @@ class Responder:
             and up.status not in NO_BODY_STATUS
         ):
             reason = up.reason or PHRASES.get(up.status, "")
-            lines, ids = ex.edge_lines, ex.ids
-            if lines is not None and ids is not None:
-                lines += ex.id_line
+            ids = ex.ids
             made = forwarded_head(
                 route,
                 up.status,
@@ -98,7 +96,7 @@ class Responder:
                 request.headers,
                 length,
                 _BYPASS_LINES,
-                lines,
+                ex.edge_lines,
                 "" if ids is None else ids.lower,
             )
             if made is not None:
@@ -335,7 +333,7 @@ def _with_request_lines(
         ttl = SF_INTEGER_MAX if ttl > 0 else -SF_INTEGER_MAX
     tail = (
         f"Age: {int(age)}\r\n{outcome.lines_to_ttl}{int(ttl)}\r\n"
-        f"{'' if head.dated else date_line()}{lines}{ex.id_line}"
+        f"{'' if head.dated else date_line()}{lines}"
     )
     return PreparedResponse(entry.status, entry.reason, head.static, tail, head.body, outcome.label)
 
