@@ -38,7 +38,11 @@ class Documents:
         self.sources = sources
 
     def cache(self) -> dict[str, Any]:
-        """`/performance/cache`: lookups by result, the memory tier's size, TTLs by route."""
+        """`/performance/cache`: lookups by result, the memory tier's size, TTLs by route.
+
+        Its `hits` and `misses` count responses (`"counts": "responses"`): served from the
+        cache (hit, stale) or after waiting for the upstream (miss, revalidated). /cache/stats'
+        count the memory tier's lookups, where a stale entry found and revalidated is a hit."""
         lookups = self.meters.lookups()
         by_result: dict[str, int] = {}
         for (_, result), count in lookups.items():
@@ -50,6 +54,7 @@ class Documents:
         ttls = self.sources.routes.ttls
         return {
             "enabled": bool(ttls),
+            "counts": "responses",
             "hits": hits,
             "misses": misses,
             "hit_rate": None if hit_rate is None else round(hit_rate, 4),
@@ -129,8 +134,14 @@ class Documents:
         }
 
     def cache_stats(self) -> dict[str, Any]:
-        """`/cache/stats`: the memory tier's own counters, and the Redis tier's."""
-        stats: dict[str, Any] = dataclasses.asdict(self.sources.store.snapshot())
+        """`/cache/stats`: the memory tier's own counters, and the Redis tier's.
+
+        Its `hits` and `misses` count lookups in memory (`"counts": "memory lookups"`): an
+        entry found, fresh or stale, is a hit; see `cache` for what clients were served."""
+        stats: dict[str, Any] = {
+            "counts": "memory lookups",
+            **dataclasses.asdict(self.sources.store.snapshot()),
+        }
         shared = self.sources.shared
         if shared is not None:
             stats["shared"] = {

@@ -88,6 +88,34 @@ async def test_performance_cache_after_three_misses_and_seven_hits(
     assert doc["ttl_seconds"] == {"default": 30.0, "api": 30.0}
 
 
+async def test_cache_stats_and_performance_cache_agree_and_say_what_they_count(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    def respond(r: web.Request) -> web.Response:
+        if r.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"', "Cache-Control": "max-age=1"})
+        return web.Response(text="x", headers={"ETag": '"v1"', "Cache-Control": "max-age=1"})
+
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, cache={}, routes=API_ROUTE)
+    await three_misses_seven_hits(http, proxy)
+    _, memory = await admin(http, proxy, "/cache/stats")
+    _, served = await admin(http, proxy, "/performance/cache")
+    assert (memory["counts"], served["counts"]) == ("memory lookups", "responses")
+    # Fresh hits and plain misses: one lookup per response, so both say the same.
+    assert (memory["hits"], memory["misses"]) == (served["hits"], served["misses"]) == (7, 3)
+    await asyncio.sleep(1.1)  # all three stale: each is found in memory, then revalidated
+    for path in ("/api/a", "/api/b", "/api/c"):
+        resp, _ = await get(http, proxy, path)
+        assert resp.headers["X-Cache"] == "REVALIDATED"
+    _, memory = await admin(http, proxy, "/cache/stats")
+    _, served = await admin(http, proxy, "/performance/cache")
+    assert served["lookups"]["revalidated"] == 3 and (served["hits"], served["misses"]) == (7, 6)
+    # The memory tier found them (hits); the clients waited for the upstream (misses).
+    assert memory["hits"] == served["hits"] + served["lookups"]["revalidated"] == 10
+    assert memory["misses"] == served["misses"] - served["lookups"]["revalidated"] == 3
+
+
 async def test_performance_connections_counts_pool_reuse(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
