@@ -88,6 +88,7 @@ class RouteMeter:
     __slots__ = (
         "caching",
         "durations",
+        "failed_seconds",
         "name",
         "ratelimit",
         "responses",
@@ -100,6 +101,9 @@ class RouteMeter:
         self.caching = caching  # GET/HEAD responses on this route are cache lookups
         self.responses: dict[tuple[str, int, str], int] = {}  # (method, status, cache)
         self.durations = {label: Histogram() for label in CACHE_LABELS}
+        # Seconds spent on 5xx responses, by cache label (their count is in `responses`):
+        # taken out of the uncached average, which is what the upstream costs when it answers.
+        self.failed_seconds: dict[str, float] = {}
         self.upstream: dict[str, int] = {}  # status, or "error" / "timeout"
         self.upstream_durations = Histogram()
         self.ratelimit = [0, 0]  # allowed, limited
@@ -148,6 +152,9 @@ class Meters:
         hist = meter.durations[cache]
         hist.counts[bisect_left(BOUNDS, seconds)] += 1
         hist.total += seconds
+        if status >= 500:
+            failed = meter.failed_seconds
+            failed[cache] = failed.get(cache, 0.0) + seconds
 
     def upstream(self, route: str, outcome: int | str, seconds: float) -> None:
         meter = self.by_route.get(route) or self.unrouted
@@ -177,17 +184,19 @@ class Meters:
 
     def totals(self) -> Totals:
         """Everything so far, summed over routes: what the rolling window is made of."""
-        requests = hits = misses = errors = cached = uncached = 0
-        cached_s = uncached_s = 0.0
+        requests = hits = misses = errors = cached = uncached = failed = 0
+        cached_s = uncached_s = failed_s = 0.0
         up_requests = up_errors = limited = 0
         latency = [0] * BUCKETS
         for meter in self.by_route.values():
             by_cache: dict[str, int] = {}  # each response bumped one duration histogram
+            failed_by_cache: dict[str, int] = {}
             for (method, status, cache), count in meter.responses.items():
                 requests += count
                 by_cache[cache] = by_cache.get(cache, 0) + count
                 if status >= 500:
                     errors += count
+                    failed_by_cache[cache] = failed_by_cache.get(cache, 0) + count
                 if meter.caching and method in _LOOKUP_METHODS:
                     if cache in _CACHED:
                         hits += count
@@ -199,7 +208,11 @@ class Meters:
                 if cache in _CACHED:
                     cached, cached_s = cached + n, cached_s + hist.total
                 elif cache in _UNCACHED:
-                    uncached, uncached_s = uncached + n, uncached_s + hist.total
+                    n_failed = failed_by_cache.get(cache, 0)
+                    seconds_failed = meter.failed_seconds.get(cache, 0.0)
+                    uncached += n - n_failed
+                    uncached_s += max(hist.total - seconds_failed, 0.0) if n > n_failed else 0.0
+                    failed, failed_s = failed + n_failed, failed_s + seconds_failed
                 latency = list(map(add, latency, hist.counts))
             for outcome, count in meter.upstream.items():
                 up_requests += count
@@ -217,6 +230,8 @@ class Meters:
             cached_seconds=cached_s,
             uncached=uncached,
             uncached_seconds=uncached_s,
+            failed=failed,
+            failed_seconds=failed_s,
             upstream_requests=up_requests,
             upstream_errors=up_errors,
             rate_limited=limited,

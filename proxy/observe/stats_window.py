@@ -78,8 +78,11 @@ class Totals:
     """Cumulative counts since start-up; subtract two for what happened in between.
 
     "Cached" responses came from the cache without waiting for the upstream (hit, stale);
-    "uncached" ones waited for it (miss, revalidated, bypass). Responses the proxy made on
-    its own (a CORS preflight, a 400, a 429) are in neither, but in `requests`/`latency`.
+    "uncached" ones waited for it (miss, revalidated, bypass) and got an answer: those with
+    a 5xx status (the upstream's, or the proxy's 502/503/504 when it failed, timed out or
+    was refused) are "failed" instead, so an upstream timing out does not make the upstream
+    look slow. Responses the proxy made on its own before the cache (a CORS preflight, a
+    400, a 429) are in none, but in `requests`/`latency`.
     """
 
     requests: int = 0
@@ -90,6 +93,8 @@ class Totals:
     cached_seconds: float = 0.0
     uncached: int = 0
     uncached_seconds: float = 0.0
+    failed: int = 0
+    failed_seconds: float = 0.0
     upstream_requests: int = 0
     upstream_errors: int = 0  # no response (unreachable, timeout) or a 5xx
     rate_limited: int = 0
@@ -142,6 +147,7 @@ def describe(delta: Totals, seconds: float) -> dict[str, object]:
         "response_times": {
             "avg_cached_ms": _ms(avg_cached),
             "avg_uncached_ms": _ms(avg_uncached),
+            "avg_failed_ms": _ms(ratio(delta.failed_seconds, delta.failed)),
             "p50_ms": _ms(percentile(delta.latency, 0.5)),
             "p99_ms": _ms(percentile(delta.latency, 0.99)),
             "speedup": speedup,
@@ -151,6 +157,8 @@ def describe(delta: Totals, seconds: float) -> dict[str, object]:
             "cached_seconds": round(delta.cached_seconds, 6),
             "uncached": delta.uncached,
             "uncached_seconds": round(delta.uncached_seconds, 6),
+            "failed": delta.failed,
+            "failed_seconds": round(delta.failed_seconds, 6),
             "latency_buckets": list(delta.latency),
         },
     }

@@ -147,7 +147,15 @@ async def test_summary_compares_cached_and_uncached_response_times(
     assert doc["requests"] == 10 and doc["cache"]["hit_rate"] == 0.7
     assert doc["connections"]["total_requests"] == 3
     rt = doc["response_times"]
-    assert set(rt) == {"avg_cached_ms", "avg_uncached_ms", "p50_ms", "p99_ms", "speedup"}
+    assert set(rt) == {
+        "avg_cached_ms",
+        "avg_uncached_ms",
+        "avg_failed_ms",
+        "p50_ms",
+        "p99_ms",
+        "speedup",
+    }
+    assert rt["avg_failed_ms"] is None  # nothing failed
     assert rt["avg_uncached_ms"] >= 50 and rt["avg_cached_ms"] < 50
     # The averages are rounded to the microsecond and a hit takes tens of them, so the ratio
     # of the rounded figures is only known within that rounding (the speedup is not).
@@ -249,6 +257,46 @@ async def test_upstream_failures_are_counted_by_kind(
     assert sample(s, "cacheproxy_requests_total", route="default", method="GET", status="502") == 1
     _, summary = await admin(http, proxy, "/performance/summary")
     assert summary["window"]["upstream_errors"] == 1 and summary["errors"] == 1
+
+
+async def test_an_upstream_down_is_neither_pool_reuse_nor_uncached_latency(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    up = await start_upstream(web.Application())
+    assert up.runner is not None
+    await up.runner.cleanup()  # nothing listens there any more
+    proxy = await start_proxy(up.url, upstream={"retries": 0})
+    for i in range(3):
+        resp, _ = await get(http, proxy, f"/gone/{i}")
+        assert resp.status == 502
+    _, summary = await admin(http, proxy, "/performance/summary")
+    conn = summary["connections"]
+    assert (conn["total_requests"], conn["opened"]) == (3, 0)
+    assert conn["reuse_rate"] is None  # no connection was opened: not "100% reused"
+    rt, raw = summary["response_times"], summary["window"]["raw_counts"]
+    # The 502s took what a refused connect takes: not what the upstream costs when it answers.
+    assert rt["avg_uncached_ms"] is None and rt["speedup"] is None
+    assert raw["uncached"] == 0 and raw["failed"] == 3 and rt["avg_failed_ms"] is not None
+    assert rt["avg_failed_ms"] == round(raw["failed_seconds"] / 3 * 1000, 3)
+    assert summary["window"]["errors"] == 3
+
+
+async def test_failed_responses_are_averaged_apart_from_answered_ones(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    origin.delay = 0.05
+    proxy = await start_proxy(origin.url, upstream={"retries": 0, "timeouts": {"read": 0.01}})
+    for i in range(2):
+        resp, _ = await get(http, proxy, f"/slow/{i}")
+        assert resp.status == 504  # the upstream timed out
+    origin.delay = 0.0
+    for i in range(2):
+        resp, _ = await get(http, proxy, f"/fast/{i}")
+        assert resp.status == 200
+    _, summary = await admin(http, proxy, "/performance/summary")
+    rt, raw = summary["response_times"], summary["window"]["raw_counts"]
+    assert (raw["uncached"], raw["failed"]) == (2, 2)
+    assert rt["avg_uncached_ms"] < 10 <= rt["avg_failed_ms"]  # 2 fast answers; 2 timeouts
 
 
 async def test_redis_errors_are_counted_by_operation(
