@@ -395,6 +395,31 @@ async def test_a_stats_line_each_interval(
     assert fields["cache_entries"] == 1 and fields["p99_ms"] is not None
 
 
+async def test_the_stats_line_says_requests_per_second_and_429s(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cacheproxy.stats")
+    proxy = await start_proxy(
+        origin.url, log={"stats_interval": 1}, rate_limit={"limits": ["2/minute"]}
+    )
+    statuses = [(await get(http, proxy, f"/r/{i}"))[0].status for i in range(5)]
+    assert statuses == [200, 200, 429, 429, 429]
+
+    async def logged() -> bool:
+        return any(r.getMessage().startswith("stats: 5 requests") for r in caplog.records)
+
+    await eventually(logged, within=4)
+    record = next(r for r in caplog.records if r.getMessage().startswith("stats: 5 requests"))
+    fields = vars(record)["fields"]
+    assert fields["rate_limited"] == 3 and ", 3 429s," in record.getMessage()
+    rate = fields["requests_per_second"]
+    assert abs(rate - 5 / fields["interval_s"]) <= 0.3  # both rounded to a tenth
+    assert f"({rate:g}/s)" in record.getMessage()
+
+
 async def test_every_new_endpoint_needs_the_token_but_health(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
