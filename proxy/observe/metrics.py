@@ -187,7 +187,7 @@ class Meters:
         requests = hits = misses = errors = cached = uncached = failed = 0
         cached_s = uncached_s = failed_s = 0.0
         up_requests = up_errors = limited = 0
-        latency = [0] * BUCKETS
+        latency: list[int] | None = None
         for meter in self.by_route.values():
             by_cache: dict[str, int] = {}  # each response bumped one duration histogram
             failed_by_cache: dict[str, int] = {}
@@ -213,7 +213,8 @@ class Meters:
                     uncached += n - n_failed
                     uncached_s += max(hist.total - seconds_failed, 0.0) if n > n_failed else 0.0
                     failed, failed_s = failed + n_failed, failed_s + seconds_failed
-                latency = list(map(add, latency, hist.counts))
+                counts = hist.counts
+                latency = counts.copy() if latency is None else list(map(add, latency, counts))
             for outcome, count in meter.upstream.items():
                 up_requests += count
                 if outcome == "aborted":  # the client's body stalled or broke off
@@ -235,7 +236,7 @@ class Meters:
             upstream_requests=up_requests,
             upstream_errors=up_errors,
             rate_limited=limited,
-            latency=tuple(latency),
+            latency=(0,) * BUCKETS if latency is None else tuple(latency),
         )
 
     def series(self) -> list[Series]:
