@@ -1,7 +1,7 @@
 """Instructions per request under callgrind: steady where req/s on a shared machine is not.
 
     python -m bench.callgrind miss 2000        # a miss, cache off, full pipeline
-    DROP=cors python -m bench.callgrind miss 2000   # ... without CORS (or limit, log)
+    DROP=cors python -m bench.callgrind miss 2000   # ... without CORS (or limit, log, request_id)
     python -m bench.callgrind cold 2000        # every request a new key, stored
     python -m bench.callgrind hit 3000         # the full-pipeline hot hit
     python -m bench.callgrind forward 2000     # the naive aiohttp forwarding proxy
@@ -50,6 +50,8 @@ def main() -> None:
             for drop in filter(None, os.environ.get("DROP", "").split(",")):
                 if drop == "log":
                     config["log"] = {"access": False}
+                elif drop == "request_id":
+                    config["request_id"] = False
                 else:
                     config.pop({"cors": "cors", "limit": "rate_limit"}[drop])
             (work / "config.yaml").write_text(yaml.safe_dump(config))

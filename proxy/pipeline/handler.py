@@ -92,8 +92,12 @@ class Pipeline:
         ids = self.ids
         rid, clients = "", False
         if ids is not None:
-            accepted = ids.accepted(fields)
-            rid, clients = (ids.new(), False) if accepted is None else (accepted, True)
+            given = fields.get(ids.header)
+            if given is None or ids.accepted(fields) is None:
+                made = ids.made  # made.next(), written out: a call less on every request
+                rid = made.prefix + str(next(made.count))
+            else:
+                rid, clients = given, True
             current_request_id.set(rid)  # for the access log
         if method == "CONNECT":
             msg = "CONNECT tunnels are not supported"

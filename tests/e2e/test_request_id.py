@@ -22,7 +22,7 @@ from tests.conftest import (
     url_of,
 )
 
-MADE = re.compile(r"[0-9a-f]{44}")  # 16 random bytes and a 12-digit counter, in hex
+MADE = re.compile(r"[0-9a-f]{32}-[1-9][0-9]*")  # 16 random bytes in hex, a dash, a counter
 ROUTES = [
     {"name": "live", "match": {"prefix": "/live/"}, "cache": False},
     {"name": "api", "match": {"prefix": "/api/"}},
