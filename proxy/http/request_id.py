@@ -18,9 +18,6 @@ from proxy.config.request_id import RequestIdSettings
 
 MAX_LENGTH = 128  # longer client ids are replaced: they would bloat every log line
 
-# This request's id, for its access log line (set by the pipeline, read by the observer once
-# the response has gone, as metrics.current_route).
-current_request_id: ContextVar[str] = ContextVar("cacheproxy_request_id")
 # The id an upstream fetch for this request carried, when it is not `current_request_id`'s.
 upstream_request_id: ContextVar[str] = ContextVar("cacheproxy_upstream_request_id")
 

@@ -18,13 +18,14 @@ from typing import IO, TYPE_CHECKING
 from aiohttp import web
 from multidict import istr
 
-from proxy.http.request_id import current_request_id, upstream_request_id
+from proxy.http.request_id import upstream_request_id
 from proxy.observe.logs import AccessLog
 from proxy.observe.metrics import (
     CACHE_RESULT,
+    REQUEST_ID,
+    ROUTE,
     UNROUTED,
     RouteMeter,
-    current_route,
     upstream_seconds,
 )
 
@@ -84,7 +85,7 @@ class Observer:
         self, request: web.BaseRequest, response: web.StreamResponse, seconds: float
     ) -> None:
         """One response sent on the proxy port, `seconds` after its request head arrived."""
-        route = current_route.get(UNROUTED)
+        route = request.get(ROUTE, UNROUTED)
         status = response.status
         if response.__class__ is self._prepared:
             # A class identity test (cheaper than isinstance) that mypy does not narrow by.
@@ -110,7 +111,7 @@ class Observer:
                     request.remote,
                     tuple(request.headers.getall(_XFF, ())) if trusted else (),
                     tuple(request.headers.getall(_FORWARDED, ())) if trusted else (),
-                    current_request_id.get(None),
+                    request.get(REQUEST_ID),
                     upstream_request_id.get(None),
                 )
             )

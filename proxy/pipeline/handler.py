@@ -21,9 +21,9 @@ from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import RevocationList
 from proxy.http.errors import ClientBodyError, JsonError, json_error
-from proxy.http.request_id import RequestIds, current_request_id
+from proxy.http.request_id import RequestIds
 from proxy.http.target import BadTarget, Target, parse_target
-from proxy.observe.metrics import current_route
+from proxy.observe.metrics import REQUEST_ID, ROUTE
 from proxy.pipeline.cache_stage import CacheStage
 from proxy.pipeline.refusal_log import RefusalLog
 from proxy.pipeline.request_body import BodyCutShort, ClientBody, read_small
@@ -98,7 +98,7 @@ class Pipeline:
                 rid = made.prefix + str(next(made.count))
             else:
                 rid, clients = given, True
-            current_request_id.set(rid)  # for the access log
+            request[REQUEST_ID] = rid  # for the access log
         if method == "CONNECT":
             msg = "CONNECT tunnels are not supported"
             return self._refuse(ids, rid, 405, "method_not_allowed", msg)
@@ -126,7 +126,7 @@ class Pipeline:
             route = self.routes.route_for(method, target.path)
         except AmbiguousPath as exc:
             return self._refuse(ids, rid, 400, "ambiguous_path", str(exc))
-        current_route.set(route.name)  # for the metrics and the access log
+        request[ROUTE] = route.name  # for the metrics and the access log
         if (
             method == "OPTIONS"
             and route.cors is not None
