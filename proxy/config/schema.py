@@ -1,7 +1,10 @@
 """The JSON Schema of the config file, for editors: `cacheproxy schema > cacheproxy.schema.json`.
 
-It is pydantic's schema of `Settings`, widened where the loader accepts more than the models'
-types say, so that an editor never flags a file that `cacheproxy check-config` accepts:
+It is pydantic's schema of `Settings`: every key's description, default and examples come from
+its model's `Field(...)`, the one source of editors' hover help and of the configuration
+reference (docs/configuration.md, proxy/config/reference.py). It is widened where the loader
+accepts more than the models' types say, so that an editor never flags a file that
+`cacheproxy check-config` accepts:
 
 - any number or boolean may be a `${VAR}` / `${VAR:-default}` reference (resolved at load);
 - `cache`, `cors`, `compression` (top level or in a route) may be `true`/`false`;
@@ -32,8 +35,9 @@ ENV_REFERENCE = {
 _SIZE = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]?[iI]?[bB]?)\s*$"}
 # Models whose class name is not the name their schema definition was published under.
 _RENAMED = (CorsSettings, CompressionSettings)
-# What stays on a schema when it becomes one alternative of an anyOf.
-_KEPT = ("default", "title", "description")
+# What stays on a schema when it becomes one alternative of an anyOf: an editor shows help
+# from the property's own schema, not from an alternative's.
+_KEPT = ("default", "title", "description", "examples")
 
 
 # Sections that also take `true`/`false` (proxy/config/section.py), plus PerUser's own shorthand.
