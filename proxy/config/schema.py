@@ -10,7 +10,7 @@ accepts more than the models' types say, so that an editor never flags a file th
 - `cache`, `cors`, `compression` (top level or in a route) may be `true`/`false`;
 - sizes may be written `256MB`, durations `250ms` or `5m`; `workers` may be `auto`;
   `log.level` in any case;
-- `per_user` may be `true`/`false`.
+- `per_user` may be `true`/`false`; `upstream.retries` a number of attempts.
 
 The schema checks shapes, names and ranges; rules across keys (a non-loopback `admin.host`
 needs `admin.token`, `tiers: [redis]` needs a `redis:` section, regexes that must compile
@@ -120,6 +120,9 @@ def config_schema() -> dict[str, Any]:
         cache[size] = _either(cache[size], _SIZE)
     upstream = defs["Upstream"]["properties"]
     upstream["buffer_body"] = _either(upstream["buffer_body"], _SIZE)
+    attempts = defs["Retries"]["properties"]["attempts"]
+    bounds = {k: v for k, v in attempts.items() if k in ("minimum", "maximum")}
+    upstream["retries"] = _either(upstream["retries"], {"type": "integer", **bounds})
     props = schema["properties"]
     props["workers"] = _either(props["workers"], {"const": "auto"})
     level = defs["LogSettings"]["properties"]["level"]

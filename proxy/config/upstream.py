@@ -283,7 +283,7 @@ class Upstream(Model):
     retries: Retries = Field(
         Retries(),
         description="Retries of failed idempotent requests; an int N means {attempts: N}.",
-        examples=[{"attempts": 2, "backoff": "200ms"}],
+        examples=[1, {"attempts": 2, "backoff": "200ms"}],
     )
     circuit_breaker: CircuitBreakerSettings = Field(
         CircuitBreakerSettings(),

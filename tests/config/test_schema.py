@@ -38,7 +38,7 @@ def test_example_config_is_valid(validator: jsonschema.Draft202012Validator) -> 
 
 
 SHORTHANDS = """
-upstream: {url: http://127.0.0.1:9000}
+upstream: {url: http://127.0.0.1:9000, retries: 2}
 workers: auto
 log: {level: debug}
 cache: {max_memory: 64MB, max_entry_size: 1048576}
@@ -64,6 +64,7 @@ def test_loader_shorthands_are_valid(validator: jsonschema.Draft202012Validator)
         ({"listen": {"prot": 8080}}, "listen"),  # a typo'd key
         ({"upstream": {}}, "upstream"),  # url is required
         ({"workers": 0}, "workers"),
+        ({"upstream": {"url": "http://127.0.0.1:9000", "retries": 11}}, "upstream.retries"),
         ({"workers": "many"}, "workers"),
         ({"cache": {"max_memory": "lots"}}, "cache"),
         ({"log": {"level": "LOUD"}}, "log.level"),
