@@ -100,7 +100,7 @@ class WarmingSettings(Model):
     max_rate: str = Field(
         "10/second",
         description="Warming sends at most this many requests upstream, all processes "
-        "together: N/second, N/minute, N/hour, N/day or N/<seconds>s.",
+        "together: `N/second`, `N/minute`, `N/hour`, `N/day` or `N/<seconds>s`.",
         examples=["10/second", "100/minute", "5/10s"],
     )
 

@@ -46,8 +46,8 @@ class RateLimitSettings(Section):
 
     limits: tuple[Limit, ...] | None = Field(
         None,
-        description="Rates that apply together, one per window length: N/second, N/minute, "
-        "N/hour, N/day or N/<seconds>s.",
+        description="Rates that apply together, one per window length: `N/second`, "
+        "`N/minute`, `N/hour`, `N/day` or `N/<seconds>s`.",
         examples=[["600/minute"], ["60/minute", "1000/hour"], ["10/30s"]],
     )
     key: Annotated[str, AfterValidator(_client_key)] = Field(

@@ -32,7 +32,7 @@ ENV_REFERENCE = {
     "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}",
     "description": "an environment variable, resolved when the file is loaded",
 }
-_SIZE = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]?[iI]?[bB]?)\s*$"}
+SIZE = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]?[iI]?[bB]?)\s*$"}
 # Models whose class name is not the name their schema definition was published under.
 _RENAMED = (CorsSettings, CompressionSettings)
 # What stays on a schema when it becomes one alternative of an anyOf: an editor shows help
@@ -117,9 +117,9 @@ def config_schema() -> dict[str, Any]:
         defs[name] = _either(defs[name], {"type": "boolean"})
     cache = defs["CacheSettings"]["anyOf"][0]["properties"]
     for size in ("max_memory", "max_entry_size"):
-        cache[size] = _either(cache[size], _SIZE)
+        cache[size] = _either(cache[size], SIZE)
     upstream = defs["Upstream"]["properties"]
-    upstream["buffer_body"] = _either(upstream["buffer_body"], _SIZE)
+    upstream["buffer_body"] = _either(upstream["buffer_body"], SIZE)
     attempts = defs["Retries"]["properties"]["attempts"]
     bounds = {k: v for k, v in attempts.items() if k in ("minimum", "maximum")}
     upstream["retries"] = _either(upstream["retries"], {"type": "integer", **bounds})

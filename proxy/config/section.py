@@ -16,8 +16,8 @@ class Model(BaseModel):
 class Section(Model):
     enabled: bool = Field(
         True,
-        description="false turns the section off; the section itself may be written `false` "
-        "(off) or `true` (on, with its defaults)",
+        description="`false` turns the section off; the section itself may be written `false` "
+        "(off) or `true` (on, with its defaults).",
     )
 
     @model_validator(mode="before")
