@@ -38,6 +38,7 @@ from proxy.config.logs import LogSettings
 from proxy.config.networks import parse_network
 from proxy.config.ratelimit import RateLimitSettings, route_problems
 from proxy.config.redis import RedisSettings
+from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.config.section import Model
 from proxy.config.upstream import Upstream, check_upstream_url
@@ -425,6 +426,12 @@ class Settings(Model):
         RevocationSettings(),
         description="The revoked-token list (POST /tokens/revoke on the admin port), shared "
         "through Redis when a redis section is configured.",
+    )
+    request_id: RequestIdSettings = Field(
+        RequestIdSettings(),
+        description="Request ids: every request gets one, the client's when sane, else one "
+        "the proxy makes; returned on every response, logged, in JSON error bodies and sent "
+        "upstream. `false`: nothing is added and the field passes through as any other.",
     )
     # Rules across sections (a route's rate limit against the top level's, the Redis tier
     # against the `redis` section) are the loader's, not a validator's: a model validator

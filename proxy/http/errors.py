@@ -8,15 +8,47 @@ import orjson
 from aiohttp import web
 
 
+class JsonError(web.Response):
+    """A JSON error the proxy makes: `{"error", "message"}`, any `extra` fields and, once the
+    request has an id, `"request_id"` (refusals made before the id is at hand get it with
+    `add_request_id`)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        request_id: str | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        self.error_fields: dict[str, object] = {"error": code, "message": message}
+        if extra:
+            self.error_fields.update(extra)
+        if request_id is not None:
+            self.error_fields["request_id"] = request_id
+        super().__init__(
+            status=status,
+            body=orjson.dumps(self.error_fields),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    def add_request_id(self, request_id: str) -> None:
+        if self.error_fields.get("request_id") != request_id:
+            self.error_fields["request_id"] = request_id
+            self.body = orjson.dumps(self.error_fields)
+
+
 def json_error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps({"error": code, "message": message}),
-        content_type="application/json",
-        headers=headers,
-    )
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    request_id: str | None = None,
+    extra: dict[str, object] | None = None,
+) -> JsonError:
+    return JsonError(status, code, message, headers, request_id, extra)
 
 
 class UpstreamError(Exception):

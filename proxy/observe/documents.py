@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # Fields that are ratios or estimates: a merge of several processes recomputes them.
 RATIOS: tuple[str, ...] = ("hit_rate", "reuse_rate", "error_rate", "requests_per_second")
-RATIOS += ("avg_cached_ms", "avg_uncached_ms", "p50_ms", "p99_ms", "speedup")
+RATIOS += ("avg_cached_ms", "avg_uncached_ms", "avg_failed_ms", "p50_ms", "p99_ms", "speedup")
 # How the supervisor merges these documents (the Cacheproxy-Merge header, proxy/admin/merge.py):
 # settings and spans are the same in every worker, so taken once; a latency histogram adds up
 # bucket by bucket.
@@ -38,7 +38,11 @@ class Documents:
         self.sources = sources
 
     def cache(self) -> dict[str, Any]:
-        """`/performance/cache`: lookups by result, the memory tier's size, TTLs by route."""
+        """`/performance/cache`: lookups by result, the memory tier's size, TTLs by route.
+
+        Its `hits` and `misses` count responses (`"counts": "responses"`): served from the
+        cache (hit, stale) or after waiting for the upstream (miss, revalidated). /cache/stats'
+        count the memory tier's lookups, where a stale entry found and revalidated is a hit."""
         lookups = self.meters.lookups()
         by_result: dict[str, int] = {}
         for (_, result), count in lookups.items():
@@ -50,6 +54,7 @@ class Documents:
         ttls = self.sources.routes.ttls
         return {
             "enabled": bool(ttls),
+            "counts": "responses",
             "hits": hits,
             "misses": misses,
             "hit_rate": None if hit_rate is None else round(hit_rate, 4),
@@ -66,15 +71,14 @@ class Documents:
         upstream = self.sources.upstream
         pool = upstream.pool_stats()
         total = sum(sum(m.upstream.values()) for m in self.meters.by_route.values())
-        reused = max(total - pool.opened, 0)
-        reuse_rate = ratio(reused, total)
+        reuse_rate = _reuse_rate(total, pool.opened)
         return {
             "max_connections": pool.max_connections,
             "active": pool.active,
             "idle": pool.idle,
             "total_requests": total,
             "opened": pool.opened,
-            "reuse_rate": None if reuse_rate is None else round(reuse_rate, 4),
+            "reuse_rate": reuse_rate,
             # Per upstream origin: queue, in-flight limit, retries, circuit (proxy/upstream/).
             "upstreams": [dataclasses.asdict(o) for o in upstream.stats()],
         }
@@ -129,8 +133,14 @@ class Documents:
         }
 
     def cache_stats(self) -> dict[str, Any]:
-        """`/cache/stats`: the memory tier's own counters, and the Redis tier's."""
-        stats: dict[str, Any] = dataclasses.asdict(self.sources.store.snapshot())
+        """`/cache/stats`: the memory tier's own counters, and the Redis tier's.
+
+        Its `hits` and `misses` count lookups in memory (`"counts": "memory lookups"`): an
+        entry found, fresh or stale, is a hit; see `cache` for what clients were served."""
+        stats: dict[str, Any] = {
+            "counts": "memory lookups",
+            **dataclasses.asdict(self.sources.store.snapshot()),
+        }
         shared = self.sources.shared
         if shared is not None:
             stats["shared"] = {
@@ -174,6 +184,13 @@ class Documents:
         }
 
 
+def _reuse_rate(requests: int, opened: int) -> float | None:
+    """Requests sent on a connection already open, of all sent; none while no connection
+    was ever opened (an upstream down from the start is not 100% reuse)."""
+    r = ratio(max(requests - opened, 0), requests) if opened else None
+    return None if r is None else round(r, 4)
+
+
 # --- several processes ---------------------------------------------------------------------
 
 
@@ -194,9 +211,7 @@ def recompute_ratios(doc: dict[str, Any]) -> None:
             r = ratio(doc["hits"], doc["hits"] + doc["misses"])
             doc["hit_rate"] = None if r is None else round(r, 4)
         if "reuse_rate" in doc:
-            total = doc["total_requests"]
-            r = ratio(max(total - doc["opened"], 0), total)
-            doc["reuse_rate"] = None if r is None else round(r, 4)
+            doc["reuse_rate"] = _reuse_rate(doc["total_requests"], doc["opened"])
         if "raw_counts" in doc and "seconds" in doc:
             raw = doc["raw_counts"]
             delta = Totals(
@@ -208,6 +223,8 @@ def recompute_ratios(doc: dict[str, Any]) -> None:
                 cached_seconds=raw["cached_seconds"],
                 uncached=raw["uncached"],
                 uncached_seconds=raw["uncached_seconds"],
+                failed=raw.get("failed", 0),
+                failed_seconds=raw.get("failed_seconds", 0.0),
                 upstream_requests=doc["upstream_requests"],
                 upstream_errors=doc["upstream_errors"],
                 rate_limited=doc["rate_limited"],

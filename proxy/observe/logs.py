@@ -65,7 +65,8 @@ def configure_logging(settings: LogSettings, level: str | None = None) -> None:
 
 
 # time, method, raw path, route, status, cache result, upstream s (or None), total s, bytes
-# sent, peer, and with trusted proxies the X-Forwarded-For and Forwarded lines. Plain values
+# sent, peer, with trusted proxies the X-Forwarded-For and Forwarded lines, the request id
+# and the upstream fetch's when it differs (None: ids are off, or the same). Plain values
 # only: holding requests and responses until the writer is done with them costs more (the
 # garbage collector keeps walking them) than copying these few fields.
 Record = tuple[
@@ -81,6 +82,8 @@ Record = tuple[
     str | None,
     tuple[str, ...],
     tuple[str, ...],
+    str | None,
+    str | None,
 ]
 
 
@@ -215,33 +218,63 @@ class AccessLog:
         return self.text(r).encode() if not self.json else self._json(r)
 
     def _json(self, r: Record) -> bytes:
-        when, method, raw, route, status, cache, upstream, total, size, peer, xff, fwd = r
+        (
+            when,
+            method,
+            raw,
+            route,
+            status,
+            cache,
+            upstream,
+            total,
+            size,
+            peer,
+            xff,
+            fwd,
+            rid,
+            up_rid,
+        ) = r
         client = client_address(peer, xff, fwd, self.trusted) if self.trusted else peer
         path = loggable_path(raw, self._keep)
         # Microsecond precision, shown in ms (int() is cheaper than round() here).
         up_ms = None if upstream is None else int(upstream * 1e6) / 1000
         total_ms = int(total * 1e6) / 1000
-        return (
-            orjson.dumps(
-                {
-                    "time": self._time(when),
-                    "client": client,
-                    "method": method,
-                    "path": path,
-                    "route": route,
-                    "status": status,
-                    "cache": cache,
-                    "bytes": size,
-                    "upstream_ms": up_ms,
-                    "total_ms": total_ms,
-                }
-            )
-            + b"\n"
-        )
+        doc = {
+            "time": self._time(when),
+            "client": client,
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "cache": cache,
+            "bytes": size,
+            "upstream_ms": up_ms,
+            "total_ms": total_ms,
+        }
+        if rid is not None:  # checked printable ASCII, or made here: safe as it is
+            doc["request_id"] = rid
+            if up_rid is not None:
+                doc["upstream_request_id"] = up_rid
+        return orjson.dumps(doc) + b"\n"
 
     def text(self, r: Record) -> str:
         """A line of the text format, as a str."""
-        when, method, raw, route, status, cache, upstream, total, size, peer, xff, fwd = r
+        (
+            when,
+            method,
+            raw,
+            route,
+            status,
+            cache,
+            upstream,
+            total,
+            size,
+            peer,
+            xff,
+            fwd,
+            rid,
+            up_rid,
+        ) = r
         client = client_address(peer, xff, fwd, self.trusted) if self.trusted else peer
         path = loggable_path(raw, self._keep)
         if path.isprintable() and '"' not in path and "\\" not in path:
@@ -260,9 +293,14 @@ class AccessLog:
             up_ms = f"{us // 1000}{_FRACTIONS[us % 1000]}"
         else:
             up_ms = str(us / 1000)
+        ids = ""
+        if rid is not None:
+            ids = f" request_id={rid}"
+            if up_rid is not None:
+                ids += f" upstream_request_id={up_rid}"
         return (
             f"{self._time(when)} {client or '-'} {method} {quoted} {status} {size}B "
-            f"cache={cache} route={route} total_ms={total_ms} upstream_ms={up_ms}\n"
+            f"cache={cache} route={route} total_ms={total_ms} upstream_ms={up_ms}{ids}\n"
         )
 
     def _time(self, when: float) -> str:

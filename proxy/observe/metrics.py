@@ -21,6 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from operator import add
 from typing import Literal
 
 from aiohttp import web
@@ -35,7 +36,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from proxy.adapters.prometheus_internals import ProcessValue, go_float, process_value_class
 from proxy.cache.status import LABELS
-from proxy.observe.stats_window import BOUNDS, BUCKETS, Totals
+from proxy.observe.stats_window import BOUNDS, BUCKETS, PROM_BOUNDS, Totals
 
 # Set by the pipeline once a request is routed (aiohttp runs each request in a task of its
 # own, so this never leaks into the next request on the connection).
@@ -53,13 +54,14 @@ _CACHED = frozenset({"hit", "stale"})
 _UNCACHED = frozenset({"miss", "revalidated", "bypass"})
 _LOOKUP_METHODS = frozenset({"GET", "HEAD"})
 
-# What Prometheus gets: a few of the fine buckets, chosen for a proxy whose hits take
-# well under a millisecond and whose misses take what the upstream takes.
-_PROM = "0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10"
-PROM_BOUNDS = tuple(float(b) for b in _PROM.split(" "))
+# Fine bucket i -> Prometheus bucket (the last one is +Inf). Every Prometheus bound is a fine
+# bound (stats_window inserts them), so each Prometheus bucket is a run of whole fine buckets.
 assert set(PROM_BOUNDS) <= set(BOUNDS)
-# Fine bucket i -> Prometheus bucket (the last one is +Inf).
 _TO_PROM = (*(bisect_left(PROM_BOUNDS, b) for b in BOUNDS), len(PROM_BOUNDS))
+_PROM_RUNS = tuple(
+    slice(_TO_PROM.index(p), len(_TO_PROM) - _TO_PROM[::-1].index(p))
+    for p in range(len(PROM_BOUNDS) + 1)
+)
 _LE = (*(go_float(b) for b in PROM_BOUNDS), "+Inf")
 
 
@@ -76,10 +78,8 @@ class Histogram:
 
     def coarse(self) -> list[int]:
         """Counts per Prometheus bucket, not cumulative."""
-        out = [0] * (len(PROM_BOUNDS) + 1)
-        for i, count in enumerate(self.counts):
-            out[_TO_PROM[i]] += count
-        return out
+        counts = self.counts
+        return [sum(counts[run]) for run in _PROM_RUNS]
 
 
 class RouteMeter:
@@ -88,6 +88,7 @@ class RouteMeter:
     __slots__ = (
         "caching",
         "durations",
+        "failed_seconds",
         "name",
         "ratelimit",
         "responses",
@@ -100,6 +101,9 @@ class RouteMeter:
         self.caching = caching  # GET/HEAD responses on this route are cache lookups
         self.responses: dict[tuple[str, int, str], int] = {}  # (method, status, cache)
         self.durations = {label: Histogram() for label in CACHE_LABELS}
+        # Seconds spent on 5xx responses, by cache label (their count is in `responses`):
+        # taken out of the uncached average, which is what the upstream costs when it answers.
+        self.failed_seconds: dict[str, float] = {}
         self.upstream: dict[str, int] = {}  # status, or "error" / "timeout"
         self.upstream_durations = Histogram()
         self.ratelimit = [0, 0]  # allowed, limited
@@ -148,6 +152,9 @@ class Meters:
         hist = meter.durations[cache]
         hist.counts[bisect_left(BOUNDS, seconds)] += 1
         hist.total += seconds
+        if status >= 500:
+            failed = meter.failed_seconds
+            failed[cache] = failed.get(cache, 0.0) + seconds
 
     def upstream(self, route: str, outcome: int | str, seconds: float) -> None:
         meter = self.by_route.get(route) or self.unrouted
@@ -177,29 +184,37 @@ class Meters:
 
     def totals(self) -> Totals:
         """Everything so far, summed over routes: what the rolling window is made of."""
-        requests = hits = misses = errors = cached = uncached = 0
-        cached_s = uncached_s = 0.0
+        requests = hits = misses = errors = cached = uncached = failed = 0
+        cached_s = uncached_s = failed_s = 0.0
         up_requests = up_errors = limited = 0
-        latency = [0] * BUCKETS
+        latency: list[int] | None = None
         for meter in self.by_route.values():
+            by_cache: dict[str, int] = {}  # each response bumped one duration histogram
+            failed_by_cache: dict[str, int] = {}
             for (method, status, cache), count in meter.responses.items():
                 requests += count
+                by_cache[cache] = by_cache.get(cache, 0) + count
                 if status >= 500:
                     errors += count
+                    failed_by_cache[cache] = failed_by_cache.get(cache, 0) + count
                 if meter.caching and method in _LOOKUP_METHODS:
                     if cache in _CACHED:
                         hits += count
                     elif cache in ("miss", "revalidated"):
                         misses += count
-            for cache, hist in meter.durations.items():
-                n = sum(hist.counts)
+            # Once a second over 822 buckets: only the histograms that counted something, in C.
+            for cache, n in by_cache.items():
+                hist = meter.durations[cache]
                 if cache in _CACHED:
                     cached, cached_s = cached + n, cached_s + hist.total
                 elif cache in _UNCACHED:
-                    uncached, uncached_s = uncached + n, uncached_s + hist.total
-                for i, c in enumerate(hist.counts):
-                    if c:
-                        latency[i] += c
+                    n_failed = failed_by_cache.get(cache, 0)
+                    seconds_failed = meter.failed_seconds.get(cache, 0.0)
+                    uncached += n - n_failed
+                    uncached_s += max(hist.total - seconds_failed, 0.0) if n > n_failed else 0.0
+                    failed, failed_s = failed + n_failed, failed_s + seconds_failed
+                counts = hist.counts
+                latency = counts.copy() if latency is None else list(map(add, latency, counts))
             for outcome, count in meter.upstream.items():
                 up_requests += count
                 if outcome == "aborted":  # the client's body stalled or broke off
@@ -216,10 +231,12 @@ class Meters:
             cached_seconds=cached_s,
             uncached=uncached,
             uncached_seconds=uncached_s,
+            failed=failed,
+            failed_seconds=failed_s,
             upstream_requests=up_requests,
             upstream_errors=up_errors,
             rate_limited=limited,
-            latency=tuple(latency),
+            latency=(0,) * BUCKETS if latency is None else tuple(latency),
         )
 
     def series(self) -> list[Series]:

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING
 from aiohttp import web
 from multidict import istr
 
+from proxy.http.request_id import current_request_id, upstream_request_id
 from proxy.observe.logs import AccessLog
 from proxy.observe.metrics import (
     CACHE_RESULT,
@@ -109,6 +110,8 @@ class Observer:
                     request.remote,
                     tuple(request.headers.getall(_XFF, ())) if trusted else (),
                     tuple(request.headers.getall(_FORWARDED, ())) if trusted else (),
+                    current_request_id.get(None),
+                    upstream_request_id.get(None),
                 )
             )
 

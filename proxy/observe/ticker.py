@@ -120,13 +120,16 @@ class Ticker:
         p50, p99 = percentile(d.latency, 0.5), percentile(d.latency, 0.99)
         hit_rate = ratio(d.hits, d.hits + d.misses)
         cache_bytes, rss_bytes = self.store.bytes, _rss()
+        per_second = ratio(d.requests, now - since)
         fields = {
             "interval_s": round(now - since, 1),
             "requests": d.requests,
+            "requests_per_second": None if per_second is None else round(per_second, 1),
             "hit_rate": None if hit_rate is None else round(hit_rate, 4),
             "p50_ms": None if p50 is None else round(p50 * 1000, 3),
             "p99_ms": None if p99 is None else round(p99 * 1000, 3),
             "errors_5xx": d.errors,
+            "rate_limited": d.rate_limited,
             "upstream_errors": d.upstream_errors,
             "cache_bytes": cache_bytes,
             "cache_entries": len(self.store),
@@ -137,14 +140,16 @@ class Ticker:
             return "-" if value is None else f"{value:g}{unit}"
 
         log.info(
-            "stats: %d requests in %ss, hit rate %s, p50 %s, p99 %s, %d 5xx, "
+            "stats: %d requests in %ss (%s), hit rate %s, p50 %s, p99 %s, %d 5xx, %d 429s, "
             "%d upstream errors, cache %d entries / %.1f MiB, RSS %.1f MiB",
             d.requests,
             fields["interval_s"],
+            show(fields["requests_per_second"], "/s"),
             show(fields["hit_rate"]),
             show(fields["p50_ms"], " ms"),
             show(fields["p99_ms"], " ms"),
             d.errors,
+            d.rate_limited,
             d.upstream_errors,
             fields["cache_entries"],
             cache_bytes / 2**20,

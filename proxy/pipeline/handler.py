@@ -17,9 +17,11 @@ from multidict import istr
 from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
 from proxy.cache.status import BYPASS, MISS
+from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import RevocationList
-from proxy.http.errors import ClientBodyError, json_error
+from proxy.http.errors import ClientBodyError, JsonError, json_error
+from proxy.http.request_id import RequestIds, current_request_id
 from proxy.http.target import BadTarget, Target, parse_target
 from proxy.observe.metrics import current_route
 from proxy.pipeline.cache_stage import CacheStage
@@ -49,15 +51,18 @@ class Pipeline:
         revocations: RevocationList | None = None,
         warming: Warming | None = None,
         ratelimit_checked: Callable[[str, bool], None] = lambda route, allowed: None,
+        request_ids: RequestIdSettings | None = None,
     ) -> None:
         """`ratelimit_checked(route name, allowed)` is told of every rate-limit check (the
-        metrics)."""
+        metrics). `request_ids`: the `request_id:` section (None: its defaults)."""
         self.revocations = revocations or RevocationList(RevocationSettings())
         self.ratelimit_checked = ratelimit_checked
         self.refusals = RefusalLog()  # upstream failures, floods of refusals summarised
         self.upstream = upstream
         self.fetch = UpstreamFetch(upstream, routes.trusted_proxies)
         self.use_routes(routes)
+        self.ids: RequestIds | None = None
+        self.use_request_ids(request_ids or RequestIdSettings())
         # The Redis tier shares each stored variant the responder makes.
         self.responder = Responder(store, shared.share_variants if shared is not None else None)
         self.cache = CacheStage(
@@ -76,34 +81,47 @@ class Pipeline:
         self.hosts = routes.hosts
         self.fetch.trusted_proxies = routes.trusted_proxies
 
+    def use_request_ids(self, settings: RequestIdSettings) -> None:
+        """Take a (reloaded) `request_id:` section; ids made so far stay unique."""
+        self.ids = RequestIds(settings) if settings.enabled else None
+        self.fetch.ids = self.ids
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
+        fields = request.headers
+        ids = self.ids
+        rid, clients = "", False
+        if ids is not None:
+            accepted = ids.accepted(fields)
+            rid, clients = (ids.new(), False) if accepted is None else (accepted, True)
+            current_request_id.set(rid)  # for the access log
         if method == "CONNECT":
-            return json_error(405, "method_not_allowed", "CONNECT tunnels are not supported")
+            msg = "CONNECT tunnels are not supported"
+            return self._refuse(ids, rid, 405, "method_not_allowed", msg)
         try:
             target = parse_target(request.raw_path)
         except BadTarget as exc:
-            return json_error(400, "bad_request", str(exc))
+            return self._refuse(ids, rid, 400, "bad_request", str(exc))
         if target.authority is not None:
             if target.authority not in self.routes.authorities:
                 # Absolute-form for a host we do not front: never an open relay.
                 msg = "this proxy only forwards to its upstreams"
-                return json_error(403, "forbidden_host", msg)
+                return self._refuse(ids, rid, 403, "forbidden_host", msg)
             # Its Host header is ignored (RFC 9112 §3.2.2), so listen.hosts does not apply:
             # the authority, checked just now against the upstreams, is what it names.
-        elif self.hosts is not None and not self.hosts.allows(request.headers.get("Host")):
+        elif self.hosts is not None and not self.hosts.allows(fields.get("Host")):
             msg = "this proxy does not serve the requested host"
-            return json_error(421, "misdirected_request", msg)
+            return self._refuse(ids, rid, 421, "misdirected_request", msg)
 
-        fields = request.headers
         if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
             # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
             # key and the origin could each read a different one.
-            return json_error(400, "bad_request", "more than one Authorization field")
+            msg = "more than one Authorization field"
+            return self._refuse(ids, rid, 400, "bad_request", msg)
         try:
             route = self.routes.route_for(method, target.path)
         except AmbiguousPath as exc:
-            return json_error(400, "ambiguous_path", str(exc))
+            return self._refuse(ids, rid, 400, "ambiguous_path", str(exc))
         current_route.set(route.name)  # for the metrics and the access log
         if (
             method == "OPTIONS"
@@ -111,22 +129,25 @@ class Pipeline:
             and route.cors.is_preflight(method, request.headers)
         ):
             status, headers = route.cors.preflight(request.headers)
-            return web.Response(status=status, headers=headers)  # never forwarded
+            preflight = web.Response(status=status, headers=headers)  # never forwarded
+            if ids is not None:
+                preflight.headers[ids.header] = rid
+            return preflight
         if self.revocations.any:
             refusal = self.revocations.check(fields)
             if refusal is not None:
-                return self.responder.error(Exchange(request, route), refusal)
+                return self.responder.error(Exchange(request, route, ids=ids, rid=rid), refusal)
         limiter = route.rate_limit
         if limiter is not None:
             counts, refusal = (
                 limiter.check_local(request) if limiter.local else await limiter.check(request)
             )
             self.ratelimit_checked(route.name, refusal is None)
-            ex = Exchange(request, route, counts)
+            ex = Exchange(request, route, counts, ids, rid, clients)
             if refusal is not None:
                 return self.responder.error(ex, refusal)
         else:
-            ex = Exchange(request, route)
+            ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
         # A GET with a body (search APIs do this) is not keyed by its body: never cache it.
         cacheable = (
             route.cache is not None and method in ("GET", "HEAD") and not request.body_exists
@@ -175,7 +196,10 @@ class Pipeline:
             except BodyCutShort as exc:
                 return self._body_failed(ex, 400, "bad_request", str(exc))
         # Nothing forwarded here is stored, whatever the route.
-        path_qs, fields = self.fetch.request_head(request, route, target, route.forwarding)
+        # Not stored: the client's own id (or the one made for it) may go upstream.
+        path_qs, fields = self.fetch.request_head(
+            request, route, target, route.forwarding, request_id=ex.request_id
+        )
         upstream = route.upstream
         try:
             up = await self.upstream.send(
@@ -206,3 +230,14 @@ class Pipeline:
         error = json_error(status, code, message)
         error.force_close()
         return self.responder.error(ex, error)
+
+    @staticmethod
+    def _refuse(
+        ids: RequestIds | None, request_id: str, status: int, code: str, message: str
+    ) -> JsonError:
+        """A refusal before the route is known, with the request's id when ids are on."""
+        if ids is None:
+            return json_error(status, code, message)
+        error = json_error(status, code, message, request_id=request_id)
+        error.headers[ids.header] = request_id
+        return error

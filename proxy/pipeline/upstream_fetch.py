@@ -11,7 +11,9 @@ from aiohttp import web
 from proxy.edge.route import LoadedRoute
 from proxy.http.clientaddr import TrustedProxies
 from proxy.http.headers import ForwardingRules, request_fields
+from proxy.http.request_id import RequestIds, upstream_request_id
 from proxy.http.target import Target
+from proxy.respond.exchange import Exchange
 from proxy.respond.relay import interim_relay
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.http1 import UpstreamResponse
@@ -21,6 +23,7 @@ class UpstreamFetch:
     def __init__(self, client: UpstreamClient, trusted_proxies: TrustedProxies) -> None:
         self.client = client
         self.trusted_proxies = trusted_proxies  # replaced on a reload (Pipeline.use_routes)
+        self.ids: RequestIds | None = None  # set by the Pipeline; None: request ids are off
 
     def request_head(
         self,
@@ -29,8 +32,10 @@ class UpstreamFetch:
         target: Target,
         forwarding: ForwardingRules,
         validating: bool = False,
+        request_id: str | None = None,
     ) -> tuple[str, list[str]]:
-        """The upstream request target and header lines for `request` (see request_fields)."""
+        """The upstream request target and header lines for `request` (see request_fields),
+        with `request_id` in place of any id field the client sent."""
         upstream = route.upstream
         path_qs = target.path_and_query
         if "#" in path_qs:  # not part of a request target (RFC 9112 §3.2): never forwarded
@@ -48,12 +53,22 @@ class UpstreamFetch:
             upstream_host=upstream.host_header,
             validating=validating,
         )
+        ids = self.ids
+        if ids is not None and request_id is not None:
+            # The client's own field goes whatever it held (or however it spelled the name:
+            # CGI-style origins read X_Request_ID as X-Request-ID): one id per request.
+            name, cut = ids.lower, len(ids.lower)
+            fields = [
+                f
+                for f in fields
+                if f[cut : cut + 1] != ":" or f[:cut].lower().replace("_", "-") != name
+            ]
+            fields.append(f"{ids.line_prefix}{request_id}")
         return upstream.base_path + path_qs, fields
 
     async def for_cache(
         self,
-        request: web.BaseRequest,
-        route: LoadedRoute,
+        ex: Exchange,
         target: Target,
         validators: dict[str, str] | None,
         background: bool = False,
@@ -65,13 +80,14 @@ class UpstreamFetch:
         whose client conditions are replaced by `validators` (the stored entry's, on a
         revalidation; none on a miss, so the full response comes back to be stored).
         """
+        request, route = ex.request, ex.route
         assert route.cache is not None
         query = route.cache.keys.strip_ignored(target.query)
         if query is not target.query:  # what the key ignores must not reach the origin
             target = target._replace(query=query)
         validating = validators is not None
         path_qs, fields = self.request_head(
-            request, route, target, route.cache_forwarding, validating
+            request, route, target, route.cache_forwarding, validating, self._cache_fetch_id(ex)
         )
         method = request.method
         if validators is not None:
@@ -91,3 +107,17 @@ class UpstreamFetch:
             interim,
             background=background,
         )
+
+    def _cache_fetch_id(self, ex: Exchange) -> str | None:
+        """The id a fetch whose response may be stored sends: one the proxy made, never the
+        client's (nothing a client controls and the key does not hold reaches the origin of
+        a caching route). The request's own when the proxy made it; coalesced requests share
+        the leader's fetch, and so its id; the warmer's fetches (no request) get one each."""
+        if self.ids is None:
+            return None
+        if ex.clients_id or not ex.request_id:
+            made = self.ids.new()
+            if ex.clients_id:
+                upstream_request_id.set(made)  # the access log records both
+            return made
+        return ex.request_id

@@ -8,6 +8,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
+from proxy.http.request_id import RequestIds
 
 if TYPE_CHECKING:
     from proxy.edge.route import LoadedRoute
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
 
 class Exchange:
     """The request, the route it matched, and the fields the edge rules add to every
-    response to it: CORS for its Origin and the client's rate-limit counts.
+    response to it: CORS for its Origin, the client's rate-limit counts and the request's
+    id (`ids` None: request ids are off).
 
     Made once per request, once the rate-limit stage has run (or an earlier refusal has
     skipped it). The edge fields go out as `edge_lines` in a head written as bytes (a
@@ -23,29 +25,40 @@ class Exchange:
     otherwise: the same fields either way (tests/respond/test_exchange.py).
     """
 
-    __slots__ = ("_counts", "edge_lines", "request", "route")
+    __slots__ = ("_counts", "clients_id", "edge_lines", "ids", "request", "request_id", "route")
 
     def __init__(
-        self, request: web.BaseRequest, route: LoadedRoute, counts: Counts = UNCHECKED
+        self,
+        request: web.BaseRequest,
+        route: LoadedRoute,
+        counts: Counts = UNCHECKED,
+        ids: RequestIds | None = None,
+        rid: str = "",
+        clients: bool = False,
     ) -> None:
+        """`rid`: the request's id (`ids` None: ids are off); `clients`: it is the one the
+        client sent (a fetch whose response may be stored sends one the proxy made)."""
         self.request = request
         self.route = route
         self._counts = counts
+        self.ids = ids
+        self.request_id = rid
+        self.clients_id = clients
         cors, limiter = route.cors, route.rate_limit
         limits = "" if limiter is None else limiter.lines(counts)
         # None: the origin's own rate-limit fields stay (no check ran), which only
-        # `apply_edge` can do.
-        self.edge_lines: str | None = (
-            None
-            if limits is None
-            else limits
-            if cors is None
-            else cors.allow_lines(request.headers) + limits
-        )
+        # `apply_edge` can do. The id's line goes last.
+        if limits is None:
+            self.edge_lines: str | None = None
+        else:
+            lines = limits if cors is None else cors.allow_lines(request.headers) + limits
+            self.edge_lines = lines if ids is None else f"{lines}{ids.line_prefix}{rid}\r\n"
 
     def apply_edge(self, headers: CIMultiDict[str]) -> None:
         """Set the edge fields on a response's headers, replacing the origin's."""
         route = self.route
+        if self.ids is not None:
+            headers[self.ids.header] = self.request_id
         if route.cors is not None:
             route.cors.apply(self.request.headers, headers)
         if route.rate_limit is not None:

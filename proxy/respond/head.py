@@ -55,11 +55,14 @@ def forwarded_head(
     length: int,
     cache_lines: str,
     edge_lines: str | None,
+    id_field: str = "",
 ) -> tuple[bytes, bool] | None:
     """` <status> <reason>` and the header lines of the response to a GET whose upstream
     response (`status`, `reason`, `fields`) has a body of `length` bytes, sent as it is;
     and whether it has its own Date. `cache_lines`: the X-Cache and Cache-Status lines;
-    `edge_lines`: the request's CORS and rate-limit lines (Exchange.edge_lines).
+    `edge_lines`: the request's CORS, rate-limit and id lines (Exchange.edge_lines);
+    `id_field`: the request-id field's name in lower case, the upstream's own
+    copy of which is left out ("": request ids are off).
 
     None: not made here. The response needs its body (de)compressed, the upstream lists
     fields in Connection, or the rate-limit stage has not run (`edge_lines` None).
@@ -84,7 +87,7 @@ def forwarded_head(
     cors = route.cors
     head = [f" {status} {reason}\r\n"]
     drop = _FORWARD_DROP if route.rate_limit is None else _FORWARD_DROP_LIMITED
-    _fields(head, fields, drop, cors, vary_encoding, via=True)
+    _fields(head, fields, drop, cors, vary_encoding, True, id_field)
     head.append(cache_lines)
     if cors is not None:
         head.append(cors.static_lines)
@@ -100,18 +103,20 @@ def stored_head(
     fields: Headers,
     length: int,
     vary_encoding: bool,
+    id_field: str = "",
 ) -> tuple[bytes, bool]:
     """The constant part of every response with these stored `fields` and a body of
     `length` bytes through `route`: what from_entry's Response would send, less the
     lines of each request (`Age`, the cache lines, the CORS lines of an allowed Origin,
     the rate-limit lines, Date and Connection). `vary_encoding`: add Accept-Encoding to
     Vary (the stored form, sent to a client that does not accept what we would encode).
-    And whether the fields hold a Date.
+    `id_field`: as forwarded_head's (a stored response may have echoed another client's
+    id). And whether the fields hold a Date.
     """
     cors = route.cors
     head = [f" {status} {reason}\r\n"]
     drop = _STORED_DROP if route.rate_limit is None else _STORED_DROP_LIMITED
-    _fields(head, fields, drop, cors, vary_encoding, via=False)
+    _fields(head, fields, drop, cors, vary_encoding, False, id_field)
     if cors is not None:
         head.append(cors.static_lines)
     length_lines(head, fields, length)
@@ -125,9 +130,10 @@ def _fields(
     cors: CorsRules | None,
     vary_encoding: bool,
     via: bool,
+    id_field: str,
 ) -> None:
     """`fields` as lines onto `head`, less `drop` (and the origin's Access-Control-* on a
-    CORS route), with Vary extended and, when `via`, our hop added to Via."""
+    CORS route) and the `id_field`, with Vary extended and, when `via`, our hop added to Via."""
     lines: list[str] = []
     vary: list[str] = []  # as the origin spelled them, "Vary: " and all
     hops: list[str] = []
@@ -138,6 +144,8 @@ def _fields(
                 vary.append(f"{name}: {value}\r\n")
             elif low == "via" and via:
                 hops.append(value)
+        elif low == id_field:
+            continue  # each response carries its own request's id
         elif cors is None or not low.startswith("access-control-"):
             lines.append(f"{name}: {value}\r\n")
     if via:

@@ -104,10 +104,12 @@ def make_head(
     headers: Headers,
     body: bytes,
     vary_encoding: bool = False,
+    id_field: str = "",
 ) -> PreparedHead:
     """The constant part of every response from this form: what from_entry's Response
-    would send with the per-request lines left out (see `Responder`'s `_with_request_lines`)."""
-    static, dated = stored_head(route, status, reason, headers, len(body), vary_encoding)
+    would send with the per-request lines left out (see `Responder`'s `_with_request_lines`).
+    `id_field`: the request-id field (lower case), whose stored copy is left out."""
+    static, dated = stored_head(route, status, reason, headers, len(body), vary_encoding, id_field)
     return PreparedHead(static, body, dated)
 
 

@@ -19,7 +19,7 @@ from proxy.edge.compression.codecs import CodingError
 from proxy.edge.compression.headers import vary_accept_encoding
 from proxy.edge.route import LoadedRoute
 from proxy.http import ranges
-from proxy.http.errors import json_error
+from proxy.http.errors import JsonError, json_error
 from proxy.http.headers import forward_response_headers
 from proxy.observe.metrics import CACHE_RESULT
 from proxy.respond.encoding import (
@@ -61,6 +61,7 @@ _NOT_MODIFIED = frozenset(
 )
 # What a forwarded (never stored) response says of the cache, as lines.
 _BYPASS_LINES = "".join(f"{name}: {value}\r\n" for name, value in BYPASS.fields().items())
+_CUT_SHORT = "upstream closed mid-response"
 # Compressing more than this runs in a thread, so one big body cannot stall every client.
 # Decoding always does: its cost is in what comes out, unknown until it has.
 _INLINE_ENCODE = 128 * 1024
@@ -86,6 +87,7 @@ class Responder:
             and up.status not in NO_BODY_STATUS
         ):
             reason = up.reason or PHRASES.get(up.status, "")
+            ids = ex.ids
             made = forwarded_head(
                 route,
                 up.status,
@@ -95,11 +97,12 @@ class Responder:
                 length,
                 _BYPASS_LINES,
                 ex.edge_lines,
+                "" if ids is None else ids.lower,
             )
             if made is not None:
                 body = await read_whole(request, up)
                 if body is None:
-                    return json_error(502, "upstream_unavailable", "upstream closed mid-response")
+                    return self.error(ex, json_error(502, "upstream_unavailable", _CUT_SHORT))
                 static, dated = made
                 tail = "" if dated else date_line()
                 return PreparedResponse(up.status, reason, static, tail, body, BYPASS.label)
@@ -131,7 +134,10 @@ class Responder:
                 up.content_length,
             )
         ex.apply_edge(headers)
-        return await relay(request, up, headers, outcome.label, prefix, coder)
+        resp = await relay(request, up, headers, outcome.label, prefix, coder)
+        if isinstance(resp, JsonError):  # made instead of the upstream's: not sent yet
+            return self.error(ex, resp)
+        return resp
 
     async def from_entry(
         self,
@@ -156,7 +162,7 @@ class Responder:
             and "If-None-Match" not in h
             and "If-Modified-Since" not in h
             and "Range" not in h
-            and await self._make_head(request, route, entry)
+            and await self._make_head(ex, entry)
         ):
             prepared = self.prepared(ex, entry, age, outcome)
             if prepared is not None:
@@ -192,7 +198,10 @@ class Responder:
         ):
             # The head is not kept on the entry: most entries served here (misses) are
             # never asked for again, and a hit makes the head it keeps.
-            head = make_head(route, entry.status, entry.reason, headers, body, vary_encoding)
+            id_field = "" if ex.ids is None else ex.ids.lower
+            head = make_head(
+                route, entry.status, entry.reason, headers, body, vary_encoding, id_field
+            )
             prepared = _with_request_lines(ex, entry, head, age, outcome)
             if prepared is not None:
                 return prepared
@@ -244,9 +253,10 @@ class Responder:
             return None
         return _with_request_lines(ex, entry, head, age, outcome)
 
-    async def _make_head(self, request: web.BaseRequest, route: LoadedRoute, entry: Entry) -> bool:
+    async def _make_head(self, ex: Exchange, entry: Entry) -> bool:
         """Make sure the form this client gets has its head (and the entry prepared forms
         for this route); False: it cannot have one (a decoded variant too large to store)."""
+        request, route = ex.request, ex.route
         forms = entry.prepared
         if forms is None or forms.route is not route:
             forms = entry.prepared = PreparedForms(route, entry)
@@ -260,7 +270,8 @@ class Responder:
                 return False
             headers, body = made
         as_stored = key == AS_STORED
-        head = make_head(route, entry.status, entry.reason, headers, body, as_stored)
+        id_field = "" if ex.ids is None else ex.ids.lower
+        head = make_head(route, entry.status, entry.reason, headers, body, as_stored, id_field)
         forms.heads[key] = head
         self.store.grew(entry, len(head.static) + HEAD_OVERHEAD)
         return True
@@ -305,6 +316,8 @@ class Responder:
             resp.headers.update(outcome.fields())
             resp[CACHE_RESULT] = outcome.label
         ex.apply_edge(resp.headers)
+        if ex.ids is not None and isinstance(resp, JsonError):
+            resp.add_request_id(ex.request_id)
         return resp
 
 

@@ -109,6 +109,7 @@ class ProxyServer:
             self.revocations,
             warming,
             ratelimit_checked=meters.ratelimit_check,  # no observer method in between
+            request_ids=config.request_id,
         )
         self.warmer: Warmer | None = None
         if warming_settings is not None and warming_settings.urls:
@@ -168,6 +169,7 @@ class ProxyServer:
         if self.shared is None and self.redis is not None and wants_shared:
             restart.append("cache.tiers")  # the Redis tier was not started with this process
         self.pipeline.use_routes(routes)
+        self.pipeline.use_request_ids(config.request_id)
         facts = route_facts(routes)
         self.observer.use_routes(facts)
         self.sources.routes = facts

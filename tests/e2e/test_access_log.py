@@ -38,8 +38,24 @@ def test_hits_are_sampled_evenly() -> None:
     assert not any(never.hit_sampled() for _ in range(1000))
 
 
-def _record(path: str = "/a?page=1&token=QUERYSECRET") -> Record:
-    return (1_700_000_000.25, "GET", path, "api", 200, "hit", None, 0.000412, 1, "10.1.2.3", (), ())
+def _record(
+    path: str = "/a?page=1&token=QUERYSECRET", ids: tuple[str | None, str | None] = (None, None)
+) -> Record:
+    return (
+        1_700_000_000.25,
+        "GET",
+        path,
+        "api",
+        200,
+        "hit",
+        None,
+        0.000412,
+        1,
+        "10.1.2.3",
+        (),
+        (),
+        *ids,
+    )
 
 
 def test_text_lines_quote_the_path_and_show_no_secret() -> None:
@@ -66,7 +82,8 @@ def test_text_lines_show_milliseconds_and_the_time_as_before() -> None:
         (1_700_000_000.9991, 1.5, 0.0123, "20.999Z", "total_ms=1500.0 upstream_ms=12.3"),
         (1_700_000_001.0071, 0.00000099, 0.0010101, "21.007Z", "total_ms=0.0 upstream_ms=1.01"),
     ]:
-        record = (when, "GET", "/", "api", 200, "miss", upstream, total, 1, None, (), ())
+        no_ids = (None, None)
+        record = (when, "GET", "/", "api", 200, "miss", upstream, total, 1, None, (), (), *no_ids)
         line = log.line(record).decode()
         assert line.startswith(f"2023-11-14T22:13:{time} - GET ")
         assert line.endswith(f" {times}\n")
@@ -139,7 +156,9 @@ async def test_the_process_logs_json_lines_on_stdout_without_secrets(
         "bytes",
         "upstream_ms",
         "total_ms",
+        "request_id",  # made by the proxy: the client sent none
     }
+    assert len({x["request_id"] for x in lines}) == 3
     assert (first["method"], first["status"], first["client"]) == ("GET", 200, "127.0.0.1")
     assert first["upstream_ms"] > 0 and first["total_ms"] >= first["upstream_ms"]
     assert first["bytes"] > len(b"body of /api/q?page=2&api_key=QUERYSECRET")

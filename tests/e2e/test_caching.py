@@ -33,7 +33,7 @@ async def test_miss_then_hit_serves_origin_headers_unchanged(
     assert second.headers["Cache-Status"].startswith("cacheproxy;hit;ttl=")
     assert int(second.headers["Age"]) >= 0
     assert body1 == body2 == b"quote"
-    added = {"Age", "X-Cache", "Cache-Status", "Date", "Server"}
+    added = {"Age", "X-Cache", "Cache-Status", "Date", "Server", "X-Request-ID"}
     origin_view = {k: v for k, v in first.headers.items() if k not in added}
     assert {k: v for k, v in second.headers.items() if k not in added} == origin_view
     assert origin.hits["/q"] == 1

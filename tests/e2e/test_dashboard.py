@@ -15,9 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from proxy.admin import dashboard
+from proxy.observe.stats_window import Totals, describe
 from proxy.server.app import ProxyServer
-from tests.conftest import ROOT, Origin, StartProxy, get
+from tests.conftest import ROOT, Origin, StartProxy, StartUpstream, get
 from tests.redis_servers import RedisServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -177,5 +180,106 @@ async def test_the_dashboard_shows_rate_limit_checks_redis_could_not_decide(
         assert await run(driver.execute_script, f"return {errors}.className") == "warn"
         checks = (await run(lambda: driver.find_element("id", "checks").text)).lower()
         assert "rate_limits" in checks and "limited per on_store_error" in checks
+    finally:
+        await run(driver.quit)
+
+
+def _card_texts(driver: Any) -> dict[str, str]:
+    """Each KPI card's and chart card's title, by the id of a value it shows."""
+    script = (
+        "return Object.fromEntries(arguments[0].map(id => {"
+        " const card = document.getElementById(id).closest('.kpi, .card');"
+        " return [id, card.querySelector('h2, h3').textContent]; }))"
+    )
+    ids = ["hit-rate", "requests", "errors", "p50", "speedup", "reuse", "avg-failed", "rl-limited"]
+    return driver.execute_script(script, ids)
+
+
+async def test_cards_titled_last_60_s_show_the_window_and_the_rest_say_since_start(
+    start_upstream: StartUpstream,
+) -> None:
+    """The page against an admin API scripted so that the last minute and the totals since
+    start differ: every card's numbers must be the ones its title names."""
+    window = describe(
+        Totals(
+            requests=60,
+            hits=40,
+            misses=10,
+            errors=3,
+            cached=40,
+            cached_seconds=40 * 0.0004,
+            uncached=7,
+            uncached_seconds=7 * 0.08,
+            failed=3,
+            failed_seconds=3 * 5.0,
+        ),
+        60.0,
+    )
+    summary = {
+        "uptime_seconds": 3600,
+        "requests": 1000,  # since start
+        "errors": 50,
+        "cache": {
+            "hits": 700,
+            "misses": 250,
+            "hit_rate": 0.7368,
+            "lookups": {"hit": 700},
+            "entries": 3,
+            "bytes": 10,
+            "max_bytes": 100,
+            "evictions": 0,
+        },
+        "connections": {
+            "max_connections": 10,
+            "active": 0,
+            "idle": 0,
+            "total_requests": 3,
+            "opened": 0,
+            "reuse_rate": None,
+        },  # the upstream was never reached
+        "response_times": window["response_times"],
+        "window": window,
+        "rate_limit": {"allowed": 990, "limited": 10},
+        "alerts": 0,
+    }
+    alerts = {"window_seconds": 60, "thresholds": {}, "active": []}
+    health = {"status": "degraded", "checks": {}}
+
+    def canned(doc: dict[str, Any]) -> Any:
+        async def handler(_: web.Request) -> web.Response:
+            return web.json_response(doc)
+
+        return handler
+
+    app = web.Application()
+    app.router.add_get("/dashboard", dashboard.page)
+    app.router.add_get("/dashboard/{name}", dashboard.asset)
+    app.router.add_get("/performance/summary", canned(summary))
+    app.router.add_get("/alerts/active", canned(alerts))
+    app.router.add_get("/health", canned(health))
+    admin = await start_upstream(app)
+
+    def run(call: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(call, *args)
+
+    driver = await run(_browser)
+    try:
+        await run(driver.get, f"{admin.url}/dashboard?interval=500")
+        await run(_wait, driver, "return document.body.dataset.polls >= 1")
+        titles = await run(_card_texts, driver)
+        value = "return document.getElementById(arguments[0]).dataset.value"
+        shown = {i: await run(driver.execute_script, value, i) for i in titles}
+        assert "last 60 s" in titles["requests"] and "last 60 s" in titles["errors"]
+        assert (shown["requests"], shown["errors"]) == ("60", "3")  # not 1000 and 50
+        assert "last 60 s" in titles["p50"] and "last 60 s" in titles["speedup"]
+        assert "since start" in titles["hit-rate"] and shown["hit-rate"] == "0.7368"
+        assert "since start" in titles["rl-limited"] and shown["rl-limited"] == "10"
+        reuse = await run(lambda: driver.find_element("id", "reuse").text)
+        assert shown["reuse"] == "" and reuse == "\u2013"  # no connection opened: not "100%"
+        # The three 5 s timeouts are shown apart, not averaged into the uncached 80 ms.
+        assert "last 60 s" in titles["avg-failed"] and shown["avg-failed"] == "5000"
+        assert await run(driver.execute_script, value, "avg-uncached") == "80"
+        note = await run(lambda: driver.find_element("id", "failed-note").text)
+        assert note.startswith("3 failed")
     finally:
         await run(driver.quit)

@@ -91,6 +91,34 @@ async def test_performance_cache_after_three_misses_and_seven_hits(
     assert doc["ttl_seconds"] == {"default": 30.0, "api": 30.0}
 
 
+async def test_cache_stats_and_performance_cache_agree_and_say_what_they_count(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    def respond(r: web.Request) -> web.Response:
+        if r.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"', "Cache-Control": "max-age=1"})
+        return web.Response(text="x", headers={"ETag": '"v1"', "Cache-Control": "max-age=1"})
+
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, cache={}, routes=API_ROUTE)
+    await three_misses_seven_hits(http, proxy)
+    _, memory = await admin(http, proxy, "/cache/stats")
+    _, served = await admin(http, proxy, "/performance/cache")
+    assert (memory["counts"], served["counts"]) == ("memory lookups", "responses")
+    # Fresh hits and plain misses: one lookup per response, so both say the same.
+    assert (memory["hits"], memory["misses"]) == (served["hits"], served["misses"]) == (7, 3)
+    await asyncio.sleep(1.1)  # all three stale: each is found in memory, then revalidated
+    for path in ("/api/a", "/api/b", "/api/c"):
+        resp, _ = await get(http, proxy, path)
+        assert resp.headers["X-Cache"] == "REVALIDATED"
+    _, memory = await admin(http, proxy, "/cache/stats")
+    _, served = await admin(http, proxy, "/performance/cache")
+    assert served["lookups"]["revalidated"] == 3 and (served["hits"], served["misses"]) == (7, 6)
+    # The memory tier found them (hits); the clients waited for the upstream (misses).
+    assert memory["hits"] == served["hits"] + served["lookups"]["revalidated"] == 10
+    assert memory["misses"] == served["misses"] - served["lookups"]["revalidated"] == 3
+
+
 async def test_performance_connections_counts_pool_reuse(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
@@ -122,7 +150,15 @@ async def test_summary_compares_cached_and_uncached_response_times(
     assert doc["requests"] == 10 and doc["cache"]["hit_rate"] == 0.7
     assert doc["connections"]["total_requests"] == 3
     rt = doc["response_times"]
-    assert set(rt) == {"avg_cached_ms", "avg_uncached_ms", "p50_ms", "p99_ms", "speedup"}
+    assert set(rt) == {
+        "avg_cached_ms",
+        "avg_uncached_ms",
+        "avg_failed_ms",
+        "p50_ms",
+        "p99_ms",
+        "speedup",
+    }
+    assert rt["avg_failed_ms"] is None  # nothing failed
     assert rt["avg_uncached_ms"] >= 50 and rt["avg_cached_ms"] < 50
     # The averages are rounded to the microsecond and a hit takes tens of them, so the ratio
     # of the rounded figures is only known within that rounding (the speedup is not).
@@ -133,6 +169,28 @@ async def test_summary_compares_cached_and_uncached_response_times(
     window = doc["window"]
     assert (window["requests"], window["hits"], window["misses"]) == (10, 7, 3)
     assert window["raw_counts"]["cached"] == 7 and window["raw_counts"]["uncached"] == 3
+
+
+async def test_percentiles_of_a_slow_upstream_are_within_one_percent_of_what_it_took(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    # The case: an upstream that never took more than 2.02 s was reported with a p99
+    # of 2.45 s (a quarter-wide bucket, interpolated). Here 10 times 202 ms, uncached.
+    origin.delay = 0.202
+    proxy = await start_proxy(origin.url)
+    seen = []
+    for i in range(10):
+        started = time.perf_counter()
+        resp, _ = await get(http, proxy, f"/slow/{i}")
+        seen.append(time.perf_counter() - started)
+        assert resp.status == 200
+    status, doc = await admin(http, proxy, "/performance/summary")
+    assert status == 200
+    rt = doc["response_times"]
+    # The proxy timed each request from its head to its last byte: no less than the upstream's
+    # 202 ms, no more than the client waited. Within 1% of those, whatever the bucket edges.
+    for key in ("p50_ms", "p99_ms"):
+        assert 202 * 0.99 <= rt[key] <= max(seen) * 1000 * 1.01, (key, rt[key], seen)
 
 
 async def test_metrics_count_requests_lookups_upstream_and_pool(
@@ -204,6 +262,46 @@ async def test_upstream_failures_are_counted_by_kind(
     assert sample(s, "cacheproxy_requests_total", route="default", method="GET", status="502") == 1
     _, summary = await admin(http, proxy, "/performance/summary")
     assert summary["window"]["upstream_errors"] == 1 and summary["errors"] == 1
+
+
+async def test_an_upstream_down_is_neither_pool_reuse_nor_uncached_latency(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    up = await start_upstream(web.Application())
+    assert up.runner is not None
+    await up.runner.cleanup()  # nothing listens there any more
+    proxy = await start_proxy(up.url, upstream={"retries": 0})
+    for i in range(3):
+        resp, _ = await get(http, proxy, f"/gone/{i}")
+        assert resp.status == 502
+    _, summary = await admin(http, proxy, "/performance/summary")
+    conn = summary["connections"]
+    assert (conn["total_requests"], conn["opened"]) == (3, 0)
+    assert conn["reuse_rate"] is None  # no connection was opened: not "100% reused"
+    rt, raw = summary["response_times"], summary["window"]["raw_counts"]
+    # The 502s took what a refused connect takes: not what the upstream costs when it answers.
+    assert rt["avg_uncached_ms"] is None and rt["speedup"] is None
+    assert raw["uncached"] == 0 and raw["failed"] == 3 and rt["avg_failed_ms"] is not None
+    assert rt["avg_failed_ms"] == round(raw["failed_seconds"] / 3 * 1000, 3)
+    assert summary["window"]["errors"] == 3
+
+
+async def test_failed_responses_are_averaged_apart_from_answered_ones(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    origin.delay = 0.05
+    proxy = await start_proxy(origin.url, upstream={"retries": 0, "timeouts": {"read": 0.01}})
+    for i in range(2):
+        resp, _ = await get(http, proxy, f"/slow/{i}")
+        assert resp.status == 504  # the upstream timed out
+    origin.delay = 0.0
+    for i in range(2):
+        resp, _ = await get(http, proxy, f"/fast/{i}")
+        assert resp.status == 200
+    _, summary = await admin(http, proxy, "/performance/summary")
+    rt, raw = summary["response_times"], summary["window"]["raw_counts"]
+    assert (raw["uncached"], raw["failed"]) == (2, 2)
+    assert rt["avg_uncached_ms"] < 10 <= rt["avg_failed_ms"]  # 2 fast answers; 2 timeouts
 
 
 async def test_redis_errors_are_counted_by_operation(
@@ -300,6 +398,31 @@ async def test_a_stats_line_each_interval(
     fields = vars(record)["fields"]  # the log call's extra=
     assert (fields["requests"], fields["hit_rate"]) == (3, 0.6667)
     assert fields["cache_entries"] == 1 and fields["p99_ms"] is not None
+
+
+async def test_the_stats_line_says_requests_per_second_and_429s(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cacheproxy.stats")
+    proxy = await start_proxy(
+        origin.url, log={"stats_interval": 1}, rate_limit={"limits": ["2/minute"]}
+    )
+    statuses = [(await get(http, proxy, f"/r/{i}"))[0].status for i in range(5)]
+    assert statuses == [200, 200, 429, 429, 429]
+
+    async def logged() -> bool:
+        return any(r.getMessage().startswith("stats: 5 requests") for r in caplog.records)
+
+    await eventually(logged, within=4)
+    record = next(r for r in caplog.records if r.getMessage().startswith("stats: 5 requests"))
+    fields = vars(record)["fields"]
+    assert fields["rate_limited"] == 3 and ", 3 429s," in record.getMessage()
+    rate = fields["requests_per_second"]
+    assert abs(rate - 5 / fields["interval_s"]) <= 0.3  # both rounded to a tenth
+    assert f"({rate:g}/s)" in record.getMessage()
 
 
 async def test_every_new_endpoint_needs_the_token_but_health(

@@ -29,6 +29,7 @@ BODY = b'{"data":"' + b"x" * 3000 + b'"}'
 # Request lines whose values may differ between two responses of one URL.
 VOLATILE = {"age", "x-cache", "cache-status", "x-ratelimit-remaining", "x-ratelimit-reset"}
 VOLATILE.add("ratelimit")
+VOLATILE.add("x-request-id")  # one per request
 
 
 def doc(_: web.Request) -> web.Response:

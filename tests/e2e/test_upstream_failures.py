@@ -20,8 +20,13 @@ async def test_refused_upstream_is_a_502_json_error_without_its_address(
         assert resp.status == 502
         assert resp.content_type == "application/json"
         body = await resp.json()
+        request_id = resp.headers["X-Request-ID"]
     # The client learns what failed, not where the upstream lives nor what the OS said...
-    assert body == {"error": "upstream_unavailable", "message": "The upstream API is unreachable"}
+    assert body == {
+        "error": "upstream_unavailable",
+        "message": "The upstream API is unreachable",
+        "request_id": request_id,
+    }
     # ...the log does.
     logged = [r.getMessage() for r in caplog.records if "upstream_unavailable" in r.getMessage()]
     assert any(f"127.0.0.1:{port}" in line and "[Errno" in line for line in logged)
@@ -43,9 +48,11 @@ async def test_an_invalid_response_is_a_502_without_the_upstreams_address(
         async with http.get(url_of(proxy, "/x")) as resp:
             assert resp.status == 502
             body = await resp.json()
+            request_id = resp.headers["X-Request-ID"]
     assert body == {
         "error": "upstream_invalid_response",
         "message": "The upstream API sent a response that is not valid HTTP",
+        "request_id": request_id,
     }
     assert any(f"127.0.0.1:{port}" in r.getMessage() for r in caplog.records)
 

@@ -430,7 +430,8 @@ async def test_early_hints_never_reach_an_http10_client(start_proxy: StartProxy,
     up = await scripted([EARLY_HINTS + OK_HELLO])
     proxy = await start_proxy(up.url)
     got = await raw_exchange(proxy.proxy_port, b"GET /x HTTP/1.0\r\nHost: a\r\n\r\n")
-    assert got.startswith(b"HTTP/1.0 200 OK") and b"103" not in got
+    # One status line: no interim one (a request id's hex digits may well hold "103").
+    assert got.startswith(b"HTTP/1.0 200 OK") and got.count(b"HTTP/1.") == 1
 
 
 # TLS to the upstream

@@ -133,8 +133,9 @@
     show("hits", int(cache.hits), cache.hits);
     show("misses", int(cache.misses), cache.misses);
     show("rps", win.requests_per_second == null ? dash : win.requests_per_second.toFixed(1), win.requests_per_second);
-    show("requests", int(s.requests), s.requests);
-    show("errors", int(s.errors), s.errors);
+    // The card says "last 60 s": the window's counts, not the totals since start.
+    show("requests", int(win.requests), win.requests);
+    show("errors", int(win.errors), win.errors);
     show("p50", ms(rt.p50_ms), rt.p50_ms);
     show("p99", ms(rt.p99_ms), rt.p99_ms);
     show("speedup", rt.speedup == null ? dash : rt.speedup.toLocaleString("en-US") + "×", rt.speedup);
@@ -151,12 +152,19 @@
     show("uptime", duration(s.uptime_seconds));
     show("updated", new Date(t * 1000).toLocaleTimeString());
 
-    // Cached vs uncached: one scale, so the gap is what it is.
+    // Cached vs uncached (and failed, apart): one scale, so the gap is what it is.
     show("avg-cached", ms(rt.avg_cached_ms), rt.avg_cached_ms);
     show("avg-uncached", ms(rt.avg_uncached_ms), rt.avg_uncached_ms);
-    const top = Math.max(rt.avg_cached_ms || 0, rt.avg_uncached_ms || 0);
-    $("bar-cached").style.width = (top && rt.avg_cached_ms ? (100 * rt.avg_cached_ms) / top : 0) + "%";
-    $("bar-uncached").style.width = (top && rt.avg_uncached_ms ? (100 * rt.avg_uncached_ms) / top : 0) + "%";
+    show("avg-failed", ms(rt.avg_failed_ms), rt.avg_failed_ms);
+    const top = Math.max(rt.avg_cached_ms || 0, rt.avg_uncached_ms || 0, rt.avg_failed_ms || 0);
+    const width = (x) => (top && x ? (100 * x) / top : 0) + "%";
+    $("bar-cached").style.width = width(rt.avg_cached_ms);
+    $("bar-uncached").style.width = width(rt.avg_uncached_ms);
+    $("bar-failed").style.width = width(rt.avg_failed_ms);
+    const failed = (win.raw_counts && win.raw_counts.failed) || 0;
+    show("failed-note", failed
+      ? `${int(failed)} failed (5xx: the upstream's, or a 502/503/504 of the proxy's), not in the uncached average.`
+      : "No failed (5xx) responses in the last 60 s.", failed);
     $("speedup-note").textContent = rt.speedup
       ? `A cached answer takes 1/${rt.speedup.toLocaleString("en-US")} of the time of one from the upstream.`
       : "Needs both cached and uncached answers in the last 60 s.";

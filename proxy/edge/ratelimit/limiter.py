@@ -16,7 +16,6 @@ from collections.abc import Callable
 from math import ceil
 from typing import Final
 
-import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -29,6 +28,7 @@ from proxy.edge.ratelimit.memory import MemoryWindows
 from proxy.edge.ratelimit.redis_backend import RedisWindows
 from proxy.edge.ratelimit.window import Outcome
 from proxy.http.clientaddr import TrustedProxies
+from proxy.http.errors import json_error
 from proxy.shared.redis import SharedRedis
 
 log = logging.getLogger("cacheproxy.ratelimit")
@@ -131,16 +131,12 @@ class RateLimiter:
         self.denied += 1
         pairs = self.headers.get(which, remaining, retry)
         rate = self.settings.rates[which]
-        body = {
-            "error": "rate_limited",
-            "message": f"rate limit {rate.text} exceeded; retry in {retry} s",
-            "retry_after": retry,
-        }
-        return web.Response(
-            status=429,
-            body=orjson.dumps(body),
-            content_type="application/json",
-            headers={"Retry-After": str(retry), **dict(pairs)},
+        return json_error(
+            429,
+            "rate_limited",
+            f"rate limit {rate.text} exceeded; retry in {retry} s",
+            {"Retry-After": str(retry), **dict(pairs)},
+            extra={"retry_after": retry},  # the pipeline adds the request's id
         )
 
     def _store_failed(
@@ -163,16 +159,12 @@ class RateLimiter:
             return None, None  # the counts are unknown: no numbers
         assert self._redis is not None
         retry = whole_seconds(self._redis.guard.breaker.reset_after)
-        body = {
-            "error": "rate_limit_unavailable",
-            "message": "rate limits cannot be checked right now",
-            "retry_after": retry,
-        }
-        return None, web.Response(
-            status=503,
-            body=orjson.dumps(body),
-            content_type="application/json",
-            headers={"Retry-After": str(retry), **dict(self.headers.policy_only)},
+        return None, json_error(
+            503,
+            "rate_limit_unavailable",
+            "rate limits cannot be checked right now",
+            {"Retry-After": str(retry), **dict(self.headers.policy_only)},
+            extra={"retry_after": retry},
         )
 
 

@@ -63,7 +63,7 @@ class Fill:
         generation = self.store.generation
         ex = lk.ex
         try:
-            up = await self.fetch.for_cache(ex.request, ex.route, lk.target, validators)
+            up = await self.fetch.for_cache(ex, lk.target, validators)
         except UpstreamError as exc:
             if waiters is not None:
                 waiters.set_result(exc)
@@ -207,7 +207,7 @@ class Fill:
         self, ex: Exchange, target: Target, outcome: CacheOutcome
     ) -> web.StreamResponse:
         """Forward without storing, keeping the client's own conditions and range."""
-        up = await self.fetch.for_cache(ex.request, ex.route, target, None)
+        up = await self.fetch.for_cache(ex, target, None)
         try:
             return await self._responder.relay(
                 ex, up, forward_response_headers(up.headers), outcome

@@ -98,9 +98,7 @@ class Refresher:
         try:
             # No client waits on this: it must not queue behind clients, probe an open
             # circuit or be retried.
-            up = await fill.fetch.for_cache(
-                lk.ex.request, lk.ex.route, lk.target, validators, background=True
-            )
+            up = await fill.fetch.for_cache(lk.ex, lk.target, validators, background=True)
         except UpstreamError as exc:
             # Busy or circuit open: expected while the upstream struggles, not news.
             level = logging.DEBUG if exc.status == 503 else logging.WARNING
