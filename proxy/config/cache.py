@@ -29,34 +29,80 @@ def parse_size(value: object) -> int:
 
 
 class QueryKey(Model):
-    ignore: tuple[str, ...] = ()  # glob patterns of parameter names: utm_*, _
-    sort: bool = True
+    ignore: tuple[str, ...] = Field(
+        (),
+        description="Query parameters left out of the cache key, by name or glob pattern.",
+        examples=[["utm_*", "_"]],
+    )
+    sort: bool = Field(
+        True,
+        description="Sort the query's parameters in the key, so that their order does not "
+        "matter; false: `?a=1&b=2` and `?b=2&a=1` are two entries.",
+    )
 
 
 class KeySettings(Model):
-    query: QueryKey = QueryKey()
-    headers: tuple[str, ...] = ()
+    query: QueryKey = Field(QueryKey(), description="How the query string enters the cache key.")
+    headers: tuple[str, ...] = Field(
+        (),
+        description="Request headers whose values are part of the cache key. Listing `Host` "
+        "also sends it upstream as X-Forwarded-Host; listing an override header "
+        "(X-Original-URL, ...) lets it through on cached fetches.",
+        examples=[["Accept-Language"]],
+    )
 
 
 class PerUser(Model):
-    header: str = "Authorization"
+    header: str = Field(
+        "Authorization",
+        description="The request header whose value (hashed) keys entries per user.",
+        examples=["X-Api-Key"],
+    )
 
 
 class PopularSettings(Model):
-    top: int = Field(100, ge=0, le=100_000)  # keys kept fresh ahead of expiry; 0: none
-    half_life: Duration = Field(60.0, gt=0)  # seconds for an access to count half as much
+    top: int = Field(
+        100,
+        ge=0,
+        le=100_000,
+        description="The most accessed keys, by decaying access counts, refreshed ahead of "
+        "expiry on a hit; 0: none.",
+    )
+    half_life: Duration = Field(
+        60.0,
+        gt=0,
+        description="Seconds after which an access counts half as much.",
+        examples=[60, "10m"],
+    )
 
 
 class WarmingSettings(Model):
     """Top-level `cache.warming`."""
 
-    # Paths (with their query) fetched at start-up and kept fresh, as plain GETs.
-    urls: tuple[str, ...] = ()
-    # Refresh when this share of an entry's freshness lifetime is used.
-    refresh_ahead: float = Field(0.8, gt=0, lt=1)
-    popular: PopularSettings = PopularSettings()
-    # Warming sends at most this many requests upstream (all processes together).
-    max_rate: str = "10/second"
+    urls: tuple[str, ...] = Field(
+        (),
+        description="Paths (with their query) fetched as plain GETs from start-up and kept "
+        "fresh; each must be on a route that caches.",
+        examples=[["/api/market/summary", "/api/quotes/?page=1"]],
+    )
+    refresh_ahead: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="Share of an entry's freshness lifetime after which it is refreshed "
+        "ahead of expiry (0.8: at 80%).",
+    )
+    popular: PopularSettings = Field(
+        PopularSettings(),
+        description="Keys refreshed ahead of expiry on a hit: the `top` by access counts "
+        "halving every `half_life` seconds.",
+    )
+    max_rate: str = Field(
+        "10/second",
+        description="Warming sends at most this many requests upstream, all processes "
+        "together: `N/second`, `N/minute`, `N/hour`, `N/day` or `N/<seconds>s`.",
+        examples=["10/second", "100/minute", "5/10s"],
+    )
 
     @field_validator("urls")
     @classmethod
@@ -81,36 +127,107 @@ class WarmingSettings(Model):
 class CacheSettings(Section):
     """Every key may appear at the top level (defaults) and in a route (overrides)."""
 
-    max_memory: int = 256 * 2**20
-    max_entry_size: int = 8 * 2**20
-    ttl: Duration | None = Field(None, ge=0, allow_inf_nan=False)
-    force_ttl: bool = False
-    stale_while_revalidate: Duration = Field(0, ge=0, allow_inf_nan=False)
-    stale_if_error: Duration = Field(0, ge=0, allow_inf_nan=False)
-    per_user: PerUser | None = None
-    store_set_cookie: bool = False
-    # Request headers that identify a user besides Authorization and Cookie.
-    credential_headers: tuple[str, ...] = ()
-    # What a request with credentials may take from a shared (not per-user) route's
-    # entries: explicit (only those whose response allowed it), lookup (any), pass (none).
-    on_credentials: Literal["explicit", "lookup", "pass"] = "explicit"
-    # HMAC key for credentials in cache keys; the same on every instance sharing Redis.
-    key_secret: str | None = Field(None, min_length=16)
-    key: KeySettings = KeySettings()
-    # Forward request headers whose names hold an underscore on fetches by the cache. Off
-    # (nginx's `underscores_in_headers off`): origins such as WSGI read `X_Forwarded_Host`
-    # as `X-Forwarded-Host`, an unkeyed header that shapes a stored response. Keyed ones pass.
-    underscores_in_headers: bool = False
-    tags_header: str | None = None
-    # Where entries live: memory (each process's L1), then redis (the shared L2, which
-    # needs the top-level `redis` section).
-    tiers: tuple[Literal["memory", "redis"], ...] = ("memory",)
-    # local: one upstream fetch per key per process; global: per key across every
-    # instance sharing the Redis tier (a short lock in Redis, waiters woken by pub/sub).
-    coalesce: Literal["local", "global"] = "local"
-    # Start-up fetches and refresh-ahead (top level only): proxy/pipeline/url_warmer.py,
-    # proxy/pipeline/cache_stage/refresh.py.
-    warming: WarmingSettings | None = None
+    max_memory: int = Field(
+        256 * 2**20,
+        description="Bytes all stored entries take together in each process's memory, least "
+        "recently used evicted first; a number of bytes or a size with a binary unit "
+        "(top level only).",
+        examples=["256MB", "1GiB", 268435456],
+    )
+    max_entry_size: int = Field(
+        8 * 2**20,
+        description="Larger responses stream through unstored; bytes or a size with a unit.",
+        examples=["8MB", "512KB"],
+    )
+    ttl: Duration | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds of freshness when the origin gives none; none: a plain RFC 9111 "
+        "shared cache, storing what the origin allows.",
+        examples=[30, "5m"],
+    )
+    force_ttl: bool = Field(
+        False,
+        description="true: `ttl` wins over the origin's max-age/Expires (never over "
+        "no-store/private); needs a ttl.",
+    )
+    stale_while_revalidate: Duration = Field(
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds a stale entry is served while one refresh runs in the background.",
+        examples=[30, "1m"],
+    )
+    stale_if_error: Duration = Field(
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds a stale entry is served when the upstream fails or answers 5xx.",
+        examples=[300, "1h"],
+    )
+    per_user: PerUser | None = Field(
+        None,
+        description="One entry per user: `true` keys by a hash of Authorization, "
+        "`{header: X-Api-Key}` by that header's; none or false: entries are shared.",
+        examples=[True, {"header": "X-Api-Key"}],
+    )
+    store_set_cookie: bool = Field(
+        False, description="Store responses that carry Set-Cookie (and replay it)."
+    )
+    credential_headers: tuple[str, ...] = Field(
+        (),
+        description="Request headers that identify a user besides Authorization, Cookie and "
+        "per-user headers.",
+        examples=[["X-Api-Key", "X-Session"]],
+    )
+    on_credentials: Literal["explicit", "lookup", "pass"] = Field(
+        "explicit",
+        description="What a request with credentials may take from a shared (not per-user) "
+        "route's entries: `explicit` (only those whose response allowed it), `lookup` (any), "
+        "`pass` (none: bypass the cache).",
+    )
+    key_secret: str | None = Field(
+        None,
+        min_length=16,
+        description="HMAC key (16 characters or more) for credentials in cache keys and for "
+        "authenticating entries shared through Redis (top level only); set it, the same on "
+        "every instance, to share per-user entries. None: a random key per process.",
+        examples=["${CACHE_KEY_SECRET}"],
+    )
+    key: KeySettings = Field(
+        KeySettings(), description="What a cache key is made of besides method and path."
+    )
+    # Off as nginx's `underscores_in_headers off`: origins such as WSGI read
+    # `X_Forwarded_Host` as `X-Forwarded-Host`, an unkeyed header that shapes a stored response.
+    underscores_in_headers: bool = Field(
+        False,
+        description="true: fetches by the cache forward request headers whose names hold an "
+        "underscore (an origin may read `X_Foo` as `X-Foo`); keyed ones pass anyway.",
+    )
+    tags_header: str | None = Field(
+        None,
+        description="Response header listing space-separated tags, to purge entries by tag "
+        '(POST /cache/purge {"tag": ...}).',
+        examples=["Surrogate-Key"],
+    )
+    tiers: tuple[Literal["memory", "redis"], ...] = Field(
+        ("memory",),
+        description="Where entries live: `[memory]` (each process's own), or `[memory, "
+        "redis]`: also the Redis tier shared by every process and instance, which needs the "
+        "top-level `redis` section.",
+        examples=[["memory", "redis"]],
+    )
+    coalesce: Literal["local", "global"] = Field(
+        "local",
+        description="`local`: one upstream fetch per cold key per process; `global`: per key "
+        "across every instance sharing the Redis tier (needs tiers: [memory, redis]).",
+    )
+    # proxy/pipeline/url_warmer.py, proxy/pipeline/cache_stage/refresh.py.
+    warming: WarmingSettings | None = Field(
+        None,
+        description="Start-up fetches and refresh-ahead (top level only); none: no warming.",
+    )
 
     @field_validator("tiers")
     @classmethod

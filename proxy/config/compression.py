@@ -63,18 +63,18 @@ def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
 class Levels(Model):
     """Levels for stored variants: made once, served many times, so spend CPU."""
 
-    gzip: int = Field(default=6, ge=1, le=9)
-    br: int = Field(default=5, ge=0, le=11)
+    gzip: int = Field(default=6, ge=1, le=9, description="gzip level, 1 (fast) to 9 (small).")
+    br: int = Field(default=5, ge=0, le=11, description="Brotli level, 0 (fast) to 11 (small).")
     # Above 19 zstd's window exceeds the 8 MiB browsers accept for Content-Encoding.
-    zstd: int = Field(default=3, ge=1, le=19)
+    zstd: int = Field(default=3, ge=1, le=19, description="zstd level, 1 (fast) to 19 (small).")
 
 
 class StreamLevels(Levels):
     """Levels for on-the-fly compression of uncacheable responses: latency first."""
 
-    gzip: int = Field(default=1, ge=1, le=9)
-    br: int = Field(default=1, ge=0, le=11)
-    zstd: int = Field(default=1, ge=1, le=19)
+    gzip: int = Field(default=1, ge=1, le=9, description="gzip level, 1 (fast) to 9 (small).")
+    br: int = Field(default=1, ge=0, le=11, description="Brotli level, 0 (fast) to 11 (small).")
+    zstd: int = Field(default=1, ge=1, le=19, description="zstd level, 1 (fast) to 19 (small).")
 
 
 class CompressionSettings(Section):
@@ -83,14 +83,31 @@ class CompressionSettings(Section):
     # The published schema keeps the name editors already know.
     model_config = ConfigDict(title="CompressionConfig")
 
-    algorithms: Annotated[tuple[Algorithm, ...], AfterValidator(_unique)] = ("br", "gzip")
-    min_size: int = Field(default=1000, ge=0)
-    types: tuple[MediaRange, ...] = (
-        "text/*",
-        "application/json",
-        "application/javascript",
-        "application/xml",
-        "image/svg+xml",
+    algorithms: Annotated[tuple[Algorithm, ...], AfterValidator(_unique)] = Field(
+        ("br", "gzip"),
+        description="Encodings offered, in the server's order of preference when a client "
+        "likes several equally: br, zstd (`pip install 'cacheproxy[zstd]'`), gzip; deflate "
+        "is never used.",
+        examples=[["br", "zstd", "gzip"]],
     )
-    level: Levels = Levels()
-    stream_level: StreamLevels = StreamLevels()
+    min_size: int = Field(
+        default=1000, ge=0, description="Bytes: smaller responses are sent as they are."
+    )
+    types: tuple[MediaRange, ...] = Field(
+        (
+            "text/*",
+            "application/json",
+            "application/javascript",
+            "application/xml",
+            "image/svg+xml",
+        ),
+        description="Media types compressed, `type/subtype` or `type/*`.",
+        examples=[["application/json", "text/*"]],
+    )
+    level: Levels = Field(
+        Levels(), description="Levels for stored variants: made once per cached entry."
+    )
+    stream_level: StreamLevels = Field(
+        StreamLevels(),
+        description="Levels for uncacheable responses, compressed while they stream.",
+    )

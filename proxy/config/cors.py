@@ -68,13 +68,45 @@ class CorsSettings(Section):
     # The published schema keeps the name editors already know.
     model_config = ConfigDict(title="CorsConfig")
 
-    allow_origins: tuple[Origin, ...] = ()
-    allow_origin_regex: tuple[OriginRegex, ...] = ()
-    allow_methods: tuple[Method, ...] = ("GET", "HEAD", "POST")
-    allow_headers: tuple[HeaderName, ...] = ()
-    expose_headers: tuple[HeaderName, ...] = ()
-    allow_credentials: bool = False
-    max_age: WholeSeconds | None = Field(default=600, ge=0)
+    allow_origins: tuple[Origin, ...] = Field(
+        (),
+        description="Origins allowed: `scheme://host[:port]` (no path, not even a trailing "
+        "slash), `scheme://*.domain` for any subdomain, or `*` for any origin.",
+        examples=[["https://app.example.com", "https://*.example.com"]],
+    )
+    allow_origin_regex: tuple[OriginRegex, ...] = Field(
+        (),
+        description="Origins allowed by a regular expression (RE2 syntax) that must match "
+        "the whole origin.",
+        examples=[["https://review-[0-9]+\\.example\\.dev"]],
+    )
+    allow_methods: tuple[Method, ...] = Field(
+        ("GET", "HEAD", "POST"),
+        description="Methods a cross-origin request may use; `*`: any.",
+        examples=[["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]],
+    )
+    allow_headers: tuple[HeaderName, ...] = Field(
+        (),
+        description="Request headers a cross-origin request may send; `*`: any.",
+        examples=[["Content-Type", "Authorization", "X-Requested-With"]],
+    )
+    expose_headers: tuple[HeaderName, ...] = Field(
+        (),
+        description="Response headers scripts of the allowed origins may read.",
+        examples=[["X-Total-Count", "X-RateLimit-Remaining"]],
+    )
+    allow_credentials: bool = Field(
+        False,
+        description="Let browsers send cookies and credentials cross-origin; never with `*` "
+        "in the lists above.",
+    )
+    max_age: WholeSeconds | None = Field(
+        default=600,
+        ge=0,
+        description="Whole seconds browsers may reuse a preflight answer; none: no "
+        "Access-Control-Max-Age header.",
+        examples=[600, "10m"],
+    )
 
     @model_validator(mode="after")
     def _no_wildcards_with_credentials(self) -> CorsSettings:

@@ -88,22 +88,49 @@ def _network(value: str) -> str:
 class ClientTimeouts(Model):
     """Seconds a client may take; past them its connection is closed (README "Limits")."""
 
-    # From connection open, or from the first byte of a later request, to the end of its head.
-    request_head: Duration = Field(10.0, gt=0)
-    # Idle between a response and the next request's first byte; 0 closes after each response.
-    keepalive: Duration = Field(75.0, ge=0)
-    # Silence while a request body is still due.
-    body: Duration = Field(60.0, gt=0)
+    request_head: Duration = Field(
+        10.0,
+        gt=0,
+        description="Seconds to send a request head, from connection open or from a later "
+        "request's first byte; then 408.",
+        examples=[10, "5s"],
+    )
+    keepalive: Duration = Field(
+        75.0,
+        ge=0,
+        description="Seconds a connection may idle between a response and the next request; "
+        "0: close after each response.",
+        examples=[75, "2m"],
+    )
+    body: Duration = Field(
+        60.0,
+        gt=0,
+        description="Seconds without a byte while a request body is still due.",
+        examples=[60, "30s"],
+    )
 
 
 class Listen(Model):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the proxy listens on; `0.0.0.0` (or `::`) to serve other machines.",
+        examples=["0.0.0.0"],
+    )
+    port: int = Field(8080, ge=0, le=65535, description="The proxy's port; 0: any free one.")
     # --- Host hardening (README "Forwarded headers and Host"): kept together, at the end.
-    # The name clients use for this proxy; sent upstream as X-Forwarded-Host.
-    public_host: Annotated[str, AfterValidator(parse_public_host)] | None = None
-    # Allowlist of Host names (`*.example.com` wildcards); None: any Host is served.
-    hosts: tuple[Annotated[str, AfterValidator(parse_host_pattern)], ...] | None = None
+    public_host: Annotated[str, AfterValidator(parse_public_host)] | None = Field(
+        None,
+        description="`host[:port]` clients use for this proxy; always sent upstream as "
+        "X-Forwarded-Host. None: fetches by the cache send none unless cache.key.headers lists "
+        "Host (README: Forwarded headers and Host).",
+        examples=["api.example.com", "api.example.com:8443"],
+    )
+    hosts: tuple[Annotated[str, AfterValidator(parse_host_pattern)], ...] | None = Field(
+        None,
+        description="Host names served (`*.example.com` for any subdomain; any port); other "
+        "Host headers get 421 Misdirected Request. None: any Host is served.",
+        examples=[["api.example.com", "*.example.com"]],
+    )
 
     @field_validator("hosts")
     @classmethod
@@ -112,14 +139,26 @@ class Listen(Model):
             raise ValueError("must list at least one host name (omit it to serve any Host)")
         return value
 
-    timeouts: ClientTimeouts = ClientTimeouts()
-    # Client connections held at once per process; more are closed as soon as accepted.
-    # Unset: derived from the open-files limit (proxy/server/listener.py, default_max_connections).
-    max_connections: int | None = Field(None, ge=1)
-    # Of those, what one client address (the TCP peer; IPv6 by rate_limit.ipv6_prefix) may
-    # hold, so one client cannot take them all (nginx's limit_conn); trusted_proxies are not
-    # bounded. 0: no bound.
-    max_connections_per_client: int = Field(256, ge=0)
+    timeouts: ClientTimeouts = Field(
+        ClientTimeouts(),
+        description="Seconds a client may take; past them its connection is closed.",
+    )
+    # Unset: proxy/server/listener.py's default_max_connections.
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Client connections held at once per process; more are closed as soon as "
+        "accepted. None: derived from the open-files limit, less upstream.pool and 64.",
+        examples=[10000],
+    )
+    # nginx's limit_conn.
+    max_connections_per_client: int = Field(
+        256,
+        ge=0,
+        description="Client connections one address (the TCP peer; IPv6 by "
+        "rate_limit.ipv6_prefix) may hold per process, so one client cannot take them all; "
+        "trusted_proxies are exempt. 0: no bound.",
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -133,11 +172,26 @@ def _is_loopback(host: str) -> bool:
 
 
 class Admin(Model):
-    port: int = Field(9901, ge=0, le=65535)
-    token: str | None = None
+    port: int = Field(9901, ge=0, le=65535, description="The admin listener's port.")
+    token: str | None = Field(
+        None,
+        description="When set, admin operations require `Authorization: Bearer <token>` "
+        "(/livez, /readyz and /health never do); empty or none: no token.",
+        examples=["${ADMIN_TOKEN}"],
+    )
     # Opening the admin listener to the network without a token must be said out loud.
-    allow_insecure: bool = False
-    host: str = "127.0.0.1"  # after token and allow_insecure: its validator reads them
+    allow_insecure: bool = Field(
+        False,
+        description="An admin.host other than loopback (127.0.0.0/8, ::1, localhost) without "
+        "admin.token is a config error unless this is true.",
+    )
+    # After token and allow_insecure: its validator reads them.
+    host: str = Field(
+        "127.0.0.1",
+        description="Address of the admin listener (health, stats, purge, metrics, dashboard); "
+        "loopback by default. Another address needs admin.token or admin.allow_insecure.",
+        examples=["0.0.0.0"],
+    )
 
     @field_validator("token")
     @classmethod
@@ -158,10 +212,28 @@ class Admin(Model):
 
 
 class Match(Model):
-    prefix: str | None = None
-    path: str | None = None
-    regex: str | None = None
-    methods: tuple[str, ...] | None = None
+    prefix: str | None = Field(
+        None,
+        description="Match paths that start with this. Exactly one of prefix, path, regex.",
+        examples=["/api/quotes/"],
+    )
+    path: str | None = Field(
+        None,
+        description="Match this path exactly. Exactly one of prefix, path, regex.",
+        examples=["/api/status"],
+    )
+    regex: str | None = Field(
+        None,
+        description="Match paths by a regular expression in RE2 syntax (no lookarounds or "
+        "backreferences), anchored at the start; end it with `$` to pin the whole path. "
+        "Exactly one of prefix, path, regex.",
+        examples=["/api/signals/[A-Za-z]+$"],
+    )
+    methods: tuple[str, ...] | None = Field(
+        None,
+        description="Match only these methods; none: every method.",
+        examples=[["GET", "HEAD"]],
+    )
 
     @field_validator("prefix", "path")
     @classmethod
@@ -198,13 +270,41 @@ class Match(Model):
 
 
 class Route(Model):
-    name: str | None = None
-    match: Match
-    upstream: str | None = None
-    cache: CacheSettings | None = None
-    cors: CorsSettings | None = None  # replaces the top-level section for this route
-    compression: CompressionSettings | None = None  # likewise
-    rate_limit: RateLimitSettings | None = None  # overrides the top level key by key
+    name: str | None = Field(
+        None,
+        description="Shown in logs and statistics; labels the route's metric series and "
+        "rate-limit counters, so unique. None: `routes[i]`.",
+        examples=["quotes"],
+    )
+    match: Match = Field(
+        description="Which requests the route takes: exactly one of prefix, path or regex, "
+        "against the path as the origin reads it (escapes normalised, dot segments removed) "
+        "without the query; optionally methods. Required.",
+        examples=[{"prefix": "/api/quotes/", "methods": ["GET", "HEAD"]}],
+    )
+    upstream: str | None = Field(
+        None,
+        description="This route's own upstream URL; none: upstream.url.",
+        examples=["http://127.0.0.1:9100"],
+    )
+    cache: CacheSettings | None = Field(
+        None,
+        description="Overrides the top-level cache section key by key; `false`: not cached.",
+    )
+    cors: CorsSettings | None = Field(
+        None,
+        description="Replaces the top-level cors section for this route; `false`: no CORS.",
+    )
+    compression: CompressionSettings | None = Field(
+        None,
+        description="Replaces the top-level compression section for this route; `false`: "
+        "not compressed.",
+    )
+    rate_limit: RateLimitSettings | None = Field(
+        None,
+        description="Overrides the top-level rate_limit key by key, with counters of its own; "
+        "`false`: not limited.",
+    )
 
     @field_validator("cache")
     @classmethod
@@ -232,26 +332,72 @@ class Settings(Model):
     # The published schema keeps the name editors already know.
     model_config = ConfigDict(title="Config")
 
-    listen: Listen = Listen()
-    upstream: Upstream
-    admin: Admin = Admin()
-    cache: CacheSettings | None = None
-    cors: CorsSettings | None = None
-    compression: CompressionSettings | None = None
-    routes: tuple[Route, ...] = ()
-    # Seconds in-flight requests get to finish once the proxy port stops accepting.
-    shutdown_grace: Duration = Field(10.0, ge=0, allow_inf_nan=False)
-    # Seconds between SIGTERM and the proxy port closing: /readyz responds 503 at once, and
-    # the port serves on while load balancers take this instance out (a Kubernetes preStop
-    # sleep). SIGINT (Ctrl-C) skips it.
-    shutdown_delay: Duration = Field(5.0, ge=0, allow_inf_nan=False)
-    # Proxies whose X-Forwarded-* / Forwarded headers are believed (CIDRs or addresses).
-    trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
-    # The Redis shared by every process and instance; none: everything stays in memory.
-    redis: RedisSettings | None = None
-    # Processes serving the proxy port (SO_REUSEPORT); above 1 a supervisor runs them
-    # (proxy/server/supervisor.py). `auto`: one per CPU this process may run on.
-    workers: int = Field(1, ge=1, le=MAX_WORKERS)
+    listen: Listen = Field(Listen(), description="The proxy listener clients connect to.")
+    upstream: Upstream = Field(
+        description="The origin requests are forwarded to, and how. Required."
+    )
+    admin: Admin = Field(
+        Admin(),
+        description="The admin listener: health, stats, purge, metrics and the dashboard.",
+    )
+    cache: CacheSettings | None = Field(
+        None,
+        description="Defaults for every route and for unmatched requests; `false` turns "
+        "caching off. No cache section anywhere: nothing is cached.",
+    )
+    cors: CorsSettings | None = Field(
+        None,
+        description="The CORS allowlist for browsers; a route may replace it or say `false`.",
+    )
+    compression: CompressionSettings | None = Field(
+        None,
+        description="Compress responses in the smallest encoding each client accepts; a "
+        "route may replace it or say `false`.",
+    )
+    routes: tuple[Route, ...] = Field(
+        (),
+        description="Routes, first match wins; unmatched requests are forwarded to "
+        "upstream.url with the top-level sections.",
+    )
+    shutdown_grace: Duration = Field(
+        10.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds in-flight requests get, in all, once the proxy port stops "
+        "accepting; then they get a 503 or are cut.",
+        examples=[10, "30s"],
+    )
+    shutdown_delay: Duration = Field(
+        5.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds between SIGTERM and the proxy port closing: /readyz responds 503 "
+        "at once and the port serves on while load balancers take this instance out (a "
+        "Kubernetes preStop sleep). SIGINT (Ctrl-C) skips it.",
+        examples=[5, "15s"],
+    )
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = Field(
+        (),
+        description="Proxies (CIDRs or addresses, IPv4 or IPv6) whose X-Forwarded-* and "
+        "Forwarded headers are believed; from anyone else they are dropped. Empty: nobody "
+        "is trusted.",
+        examples=[["10.0.0.0/8", "fd00::/8", "127.0.0.1"]],
+    )
+    redis: RedisSettings | None = Field(
+        None,
+        description="The Redis shared by every process and instance (cache tier, purges, "
+        "rate limits, revocations); none: everything stays in each process's memory.",
+    )
+    # proxy/server/supervisor.py runs them.
+    workers: int = Field(
+        1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Processes serving the proxy port (SO_REUSEPORT), each with its own "
+        f"memory tier; `auto`: one per CPU this process may run on (at most {MAX_WORKERS}). "
+        "Above 1 a supervisor runs them and serves the admin port.",
+        examples=[4, "auto"],
+    )
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -263,11 +409,30 @@ class Settings(Model):
             raise ValueError(f"must be a number of processes or auto, got {value!r}")
         return value
 
-    log: LogSettings = LogSettings()  # format, level, access log, stats line
-    alerts: AlertSettings = AlertSettings()  # thresholds for GET /alerts/active
-    rate_limit: RateLimitSettings | None = None
-    revocation: RevocationSettings = RevocationSettings()
-    request_id: RequestIdSettings = RequestIdSettings()  # the header ids go in and out by
+    log: LogSettings = Field(
+        LogSettings(), description="Log format and level, the access log, the stats line."
+    )
+    alerts: AlertSettings = Field(
+        AlertSettings(),
+        description="Thresholds for GET /alerts/active on the admin port; raised and cleared "
+        "alerts are logged too.",
+    )
+    rate_limit: RateLimitSettings | None = Field(
+        None,
+        description="Per-client rate limits, before the cache: defaults for every route and "
+        "unmatched requests; a route may override them key by key or say `false`.",
+    )
+    revocation: RevocationSettings = Field(
+        RevocationSettings(),
+        description="The revoked-token list (POST /tokens/revoke on the admin port), shared "
+        "through Redis when a redis section is configured.",
+    )
+    request_id: RequestIdSettings = Field(
+        RequestIdSettings(),
+        description="Request ids: every request gets one, the client's when sane, else one "
+        "the proxy makes; returned on every response, logged, in JSON error bodies and sent "
+        "upstream. `false`: nothing is added and the field passes through as any other.",
+    )
     # Rules across sections (a route's rate limit against the top level's, the Redis tier
     # against the `redis` section) are the loader's, not a validator's: a model validator
     # would not run while any field failed, and they must be reported with the field errors.

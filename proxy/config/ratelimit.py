@@ -44,15 +44,37 @@ Limit = Annotated[str, AfterValidator(_rate_text)]
 class RateLimitSettings(Section):
     """Every key may appear at the top level (defaults) and in a route (overrides)."""
 
-    limits: tuple[Limit, ...] | None = None  # all apply together
-    key: Annotated[str, AfterValidator(_client_key)] = "ip"
-    # When Redis fails: `local` limits per process, `allow` lets requests through, `deny`
-    # responds 503.
-    on_store_error: Literal["local", "allow", "deny"] = "local"
-    # Top level only: clients tracked in memory per limiter (proxy/edge/ratelimit/memory.py).
-    max_clients: int = Field(100_000, ge=1)
-    # An IPv6 client is its network of this prefix length: one host holds a whole /64.
-    ipv6_prefix: int = Field(64, ge=16, le=128)
+    limits: tuple[Limit, ...] | None = Field(
+        None,
+        description="Rates that apply together, one per window length: `N/second`, "
+        "`N/minute`, `N/hour`, `N/day` or `N/<seconds>s`.",
+        examples=[["600/minute"], ["60/minute", "1000/hour"], ["10/30s"]],
+    )
+    key: Annotated[str, AfterValidator(_client_key)] = Field(
+        "ip",
+        description="Who a client is: `ip`, `header:<Name>` (its value, hashed), `bearer` "
+        "(the bearer token, hashed) or `global` (one counter for all); a request without the "
+        "header or token counts by `ip`.",
+        examples=["ip", "header:X-Api-Key", "bearer"],
+    )
+    on_store_error: Literal["local", "allow", "deny"] = Field(
+        "local",
+        description="When Redis fails: `local` limits with per-process windows, `allow` lets "
+        "requests through, `deny` answers 503.",
+    )
+    # proxy/edge/ratelimit/memory.py keeps them; idle ones are dropped first.
+    max_clients: int = Field(
+        100_000,
+        ge=1,
+        description="Clients tracked in memory per limiter (top level only).",
+    )
+    ipv6_prefix: int = Field(
+        64,
+        ge=16,
+        le=128,
+        description="An IPv6 client is its network of this many bits (16 to 128): one host "
+        "may send from any address in its /64.",
+    )
 
     @field_validator("limits")
     @classmethod

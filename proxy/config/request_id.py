@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from proxy.config.cors import HeaderName
 from proxy.config.section import Section
@@ -36,7 +36,13 @@ class RequestIdSettings(Section):
     """`request_id:` (or `request_id: false`). Every request gets an id: the client's, from
     `header`, when it is sane, otherwise one the proxy makes."""
 
-    header: HeaderName = "X-Request-ID"
+    header: HeaderName = Field(
+        "X-Request-ID",
+        description="The field ids are read from, returned in and sent upstream in. A client's "
+        "id is kept when it sent exactly one of 1 to 128 printable, visible ASCII characters; "
+        "otherwise the proxy makes one.",
+        examples=["X-Correlation-ID"],
+    )
 
     @field_validator("header")
     @classmethod

@@ -12,9 +12,18 @@ from proxy.config.section import Model
 
 
 class RevocationSettings(Model):
-    # Seconds between full reloads of the mirror from Redis (missed messages heal by then).
-    resync_interval: Duration = Field(30.0, gt=0, le=3600)
-    max_entries: int = Field(100_000, ge=1)
-    # With Redis, until the list is first loaded from it: `serve` (and say so in /health)
-    # or `refuse` requests carrying a bearer token (503), which the list might refuse.
-    before_sync: Literal["serve", "refuse"] = "serve"
+    resync_interval: Duration = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds between full reloads of the revocation list from Redis "
+        "(messages missed in between heal by then).",
+        examples=[30, "1m"],
+    )
+    max_entries: int = Field(100_000, ge=1, description="Live revocations kept, at most.")
+    before_sync: Literal["serve", "refuse"] = Field(
+        "serve",
+        description="With Redis, until the list is first loaded from it: `serve` (and /health "
+        "says so) or `refuse` requests carrying a bearer token with a 503, since the list "
+        "might refuse them.",
+    )

@@ -1,13 +1,16 @@
 """The JSON Schema of the config file, for editors: `cacheproxy schema > cacheproxy.schema.json`.
 
-It is pydantic's schema of `Settings`, widened where the loader accepts more than the models'
-types say, so that an editor never flags a file that `cacheproxy check-config` accepts:
+It is pydantic's schema of `Settings`: every key's description, default and examples come from
+its model's `Field(...)`, the one source of editors' hover help and of the configuration
+reference (docs/configuration.md, proxy/config/reference.py). It is widened where the loader
+accepts more than the models' types say, so that an editor never flags a file that
+`cacheproxy check-config` accepts:
 
 - any number or boolean may be a `${VAR}` / `${VAR:-default}` reference (resolved at load);
 - `cache`, `cors`, `compression` (top level or in a route) may be `true`/`false`;
 - sizes may be written `256MB`, durations `250ms` or `5m`; `workers` may be `auto`;
   `log.level` in any case;
-- `per_user` may be `true`/`false`.
+- `per_user` may be `true`/`false`; `upstream.retries` a number of attempts.
 
 The schema checks shapes, names and ranges; rules across keys (a non-loopback `admin.host`
 needs `admin.token`, `tiers: [redis]` needs a `redis:` section, regexes that must compile
@@ -29,11 +32,12 @@ ENV_REFERENCE = {
     "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}",
     "description": "an environment variable, resolved when the file is loaded",
 }
-_SIZE = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]?[iI]?[bB]?)\s*$"}
+SIZE = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]?[iI]?[bB]?)\s*$"}
 # Models whose class name is not the name their schema definition was published under.
 _RENAMED = (CorsSettings, CompressionSettings)
-# What stays on a schema when it becomes one alternative of an anyOf.
-_KEPT = ("default", "title", "description")
+# What stays on a schema when it becomes one alternative of an anyOf: an editor shows help
+# from the property's own schema, not from an alternative's.
+_KEPT = ("default", "title", "description", "examples")
 
 
 # Sections that also take `true`/`false` (proxy/config/section.py), plus PerUser's own shorthand.
@@ -113,9 +117,12 @@ def config_schema() -> dict[str, Any]:
         defs[name] = _either(defs[name], {"type": "boolean"})
     cache = defs["CacheSettings"]["anyOf"][0]["properties"]
     for size in ("max_memory", "max_entry_size"):
-        cache[size] = _either(cache[size], _SIZE)
+        cache[size] = _either(cache[size], SIZE)
     upstream = defs["Upstream"]["properties"]
-    upstream["buffer_body"] = _either(upstream["buffer_body"], _SIZE)
+    upstream["buffer_body"] = _either(upstream["buffer_body"], SIZE)
+    attempts = defs["Retries"]["properties"]["attempts"]
+    bounds = {k: v for k, v in attempts.items() if k in ("minimum", "maximum")}
+    upstream["retries"] = _either(upstream["retries"], {"type": "integer", **bounds})
     props = schema["properties"]
     props["workers"] = _either(props["workers"], {"const": "auto"})
     level = defs["LogSettings"]["properties"]["level"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Model(BaseModel):
@@ -14,7 +14,11 @@ class Model(BaseModel):
 
 
 class Section(Model):
-    enabled: bool = True  # `cache: false` / `cors: false` turns the section off
+    enabled: bool = Field(
+        True,
+        description="`false` turns the section off; the section itself may be written `false` "
+        "(off) or `true` (on, with its defaults).",
+    )
 
     @model_validator(mode="before")
     @classmethod

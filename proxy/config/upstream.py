@@ -31,38 +31,89 @@ def check_upstream_url(value: str) -> str:
 
 
 class Timeouts(Model):
-    connect: Duration = Field(5.0, gt=0)
-    read: Duration = Field(30.0, gt=0)
-    # The client's whole wait for the upstream's response head: queue, every attempt and
-    # the backoff between them. None: queue_timeout + connect + read (one attempt's worst).
-    total: Duration | None = Field(None, gt=0)
-    # While a request holds a slot, the longest wait for the next chunk of its client's
-    # body (one streamed: larger than `buffer_body`, or chunked); then 408.
-    client_body: Duration = Field(5.0, gt=0)
+    connect: Duration = Field(
+        5.0, gt=0, description="Seconds to open a connection.", examples=[5, "500ms"]
+    )
+    read: Duration = Field(
+        30.0,
+        gt=0,
+        description="Seconds of silence from the upstream before a 504.",
+        examples=[30, "2m"],
+    )
+    total: Duration | None = Field(
+        None,
+        gt=0,
+        description="Seconds a client waits for the upstream's response head in all: the "
+        "queue, every attempt and the backoff between them; no retry starts that would end "
+        "past it. Not for requests with a streamed body. None: pool.queue_timeout + connect "
+        "+ read (one attempt's worst).",
+        examples=[45, "1m"],
+    )
+    client_body: Duration = Field(
+        5.0,
+        gt=0,
+        description="While a request holds an upstream slot, the longest wait in seconds for "
+        "the next chunk of its streamed body (larger than `buffer_body`, or chunked); then 408.",
+        examples=[5, "10s"],
+    )
 
 
 class Adaptive(Section):
     """`adaptive: true` (or a mapping) lets the in-flight limit follow upstream latency."""
 
-    min_limit: int = Field(1, ge=1)
-    # How much slower than its baseline the upstream may get before the limit falls.
-    tolerance: float = Field(1.5, ge=1.0, le=10.0)
-    # Seconds of latency samples averaged into one measurement (one limit update).
-    window: Duration = Field(0.5, gt=0, le=60)
+    min_limit: int = Field(
+        1, ge=1, description="The in-flight limit never falls below this (at most max_connections)."
+    )
+    tolerance: float = Field(
+        1.5,
+        ge=1.0,
+        le=10.0,
+        description="How many times slower than its baseline the upstream may get before the "
+        "limit falls (1 to 10).",
+    )
+    window: Duration = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="Seconds of latency samples averaged into one measurement, one limit update.",
+        examples=[0.5, "500ms"],
+    )
 
 
 class PoolSettings(Model):
     # Titled by its key, as before the rename: the schema editors show stays the same.
     model_config = ConfigDict(title="Pool")
 
-    # Per upstream origin and per process: the hard bound on requests in flight.
-    max_connections: int = Field(20, ge=1)
-    keepalive_timeout: Duration = Field(300.0, ge=0)
-    # Requests waiting for a free slot, in arrival order; one more gets 503 upstream_busy.
-    max_queue: int = Field(200, ge=0)
-    # How long a request may wait for a free slot before it gets a 503.
-    queue_timeout: Duration = Field(10.0, gt=0)
-    adaptive: Adaptive = Adaptive(enabled=False)
+    max_connections: int = Field(
+        20,
+        ge=1,
+        description="Requests in flight to each upstream origin, per process, at most: the "
+        "hard bound.",
+    )
+    keepalive_timeout: Duration = Field(
+        300.0,
+        ge=0,
+        description="Seconds an idle pooled connection is kept; 0: no keep-alive.",
+        examples=[300, "5m"],
+    )
+    max_queue: int = Field(
+        200,
+        ge=0,
+        description="Requests waiting for a free slot, in arrival order; one more gets 503 "
+        "upstream_busy at once. 0: no waiting.",
+    )
+    queue_timeout: Duration = Field(
+        10.0,
+        gt=0,
+        description="Seconds a request may wait for a free slot; then 503 upstream_busy.",
+        examples=[10, "2s"],
+    )
+    adaptive: Adaptive = Field(
+        Adaptive(enabled=False),
+        description="`true` or a mapping: the in-flight limit follows the upstream's latency, "
+        "between min_limit and max_connections; `false`: a fixed max_connections.",
+        examples=[True, {"min_limit": 2, "tolerance": 2.0}],
+    )
 
     @model_validator(mode="after")
     def _min_within_max(self) -> PoolSettings:
@@ -77,15 +128,44 @@ class PoolSettings(Model):
 class Retries(Model):
     """An int (the original form) means `{attempts: N}`."""
 
-    # Retries after the first try, for idempotent requests without a streamed body.
-    attempts: int = Field(1, ge=0, le=10)
-    backoff: Duration = Field(0.1, ge=0, le=60)  # seconds; exponential with full jitter
-    max_backoff: Duration = Field(2.0, ge=0, le=300)
-    on_status: tuple[int, ...] = (502, 503, 504)
-    # Retries at most this share of the requests of the last 10 s...
-    budget: float = Field(0.2, ge=0, le=1)
-    # ...but always this many per second, so a quiet proxy still retries.
-    min_per_second: float = Field(1.0, ge=0)
+    attempts: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="Retries after the first try, for idempotent requests without a "
+        "streamed body (POST and PATCH never are); 0: none.",
+    )
+    backoff: Duration = Field(
+        0.1,
+        ge=0,
+        le=60,
+        description="Seconds: the n-th retry waits a random time up to backoff x 2^n "
+        "(exponential, full jitter).",
+        examples=[0.1, "100ms"],
+    )
+    max_backoff: Duration = Field(
+        2.0,
+        ge=0,
+        le=300,
+        description="Seconds a retry waits at most; not below backoff.",
+        examples=[2, "5s"],
+    )
+    on_status: tuple[int, ...] = Field(
+        (502, 503, 504),
+        description="Upstream statuses (4xx or 5xx) retried; connection failures always are.",
+    )
+    budget: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Retries at most this share of the requests of the last 10 s, so "
+        "retries cannot storm a failing upstream...",
+    )
+    min_per_second: float = Field(
+        1.0,
+        ge=0,
+        description="...but always this many per second, so a quiet proxy still retries.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -119,20 +199,50 @@ class CircuitBreakerSettings(Section):
 
     model_config = ConfigDict(title="CircuitBreaker")  # as PoolSettings: the title editors show
 
-    # It opens when, within `window` seconds, at least `min_requests` requests went and at
-    # least `failure_rate` of them failed, also without the endpoint that failed most.
-    failure_rate: float = Field(0.5, gt=0, le=1)
-    min_requests: int = Field(20, ge=1)
-    window: Duration = Field(10.0, gt=0, le=3600)
-    # Also open on this many failures in a row. Off: a few requests of one client make a
-    # row; for an origin too quiet to reach min_requests.
-    consecutive_failures: int | None = Field(None, ge=1)
-    # Seconds nothing is sent once open; then up to `probes` requests (one per endpoint) go.
-    reset_after: Duration = Field(10.0, gt=0)
-    probes: int = Field(3, ge=1, le=100)
-    # Responses that count as failures, besides connection errors and timeouts. Never a
-    # 4xx: that is a response about the request, not a failing upstream.
-    on_status: tuple[int, ...] = (502, 503, 504)
+    failure_rate: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="It opens when at least this share of at least `min_requests` requests "
+        "within `window` seconds failed, also without the endpoint that failed most.",
+    )
+    min_requests: int = Field(
+        20, ge=1, description="Fewer requests within the window: the rate is not judged."
+    )
+    window: Duration = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds of requests the failure rate is measured over.",
+        examples=[10, "30s"],
+    )
+    consecutive_failures: int | None = Field(
+        None,
+        ge=1,
+        description="Also open on this many failures in a row, for an origin too quiet to "
+        "reach min_requests; none: off, since a few requests of one client make a row.",
+        examples=[10],
+    )
+    reset_after: Duration = Field(
+        10.0,
+        gt=0,
+        description="Seconds nothing is sent once open (stale entries answer); then `probes` "
+        "requests try it.",
+        examples=[10, "1m"],
+    )
+    probes: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Requests, one per endpoint, let through to test an open circuit; one "
+        "success closes it.",
+    )
+    # Never a 4xx: that is a response about the request, not a failing upstream.
+    on_status: tuple[int, ...] = Field(
+        (502, 503, 504),
+        description="5xx statuses that count as failures, besides connection errors and "
+        "timeouts (a 4xx never does).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -159,19 +269,49 @@ class CircuitBreakerSettings(Section):
 
 
 class Upstream(Model):
-    url: str
-    timeouts: Timeouts = Timeouts()
-    pool: PoolSettings = PoolSettings()
-    retries: Retries = Retries()
-    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
-    # Request bodies with a Content-Length up to this are read whole before a slot is
-    # taken (and so can be retried); larger or chunked ones stream. 0: every body streams.
-    buffer_body: int = Field(64 * 2**10, ge=0, le=2**30)
-    # What /health probes: GET this path on the upstream's host (the url's base path is not
-    # prepended); a 5xx or no response is "down". None: a TCP connect only.
-    health_path: str | None = None
-    # Seconds a probe's result is reused, so health checks cannot load the upstream.
-    health_cache: Duration = Field(5.0, ge=0, le=300)
+    url: str = Field(
+        description="Where requests go: `http(s)://host[:port][/base]`; a base path is "
+        "prepended to every forwarded path. Required.",
+        examples=["http://127.0.0.1:9000", "https://api.internal:8443/v1"],
+    )
+    timeouts: Timeouts = Field(Timeouts(), description="Seconds the upstream may take.")
+    pool: PoolSettings = Field(
+        PoolSettings(),
+        description="Connections and the queue for them, per upstream (upstream.url and each "
+        "route's own) and per process.",
+    )
+    retries: Retries = Field(
+        Retries(),
+        description="Retries of failed idempotent requests; an int N means {attempts: N}.",
+        examples=[1, {"attempts": 2, "backoff": "200ms"}],
+    )
+    circuit_breaker: CircuitBreakerSettings = Field(
+        CircuitBreakerSettings(),
+        description="Stop sending to an upstream origin that keeps failing; `false` turns it off.",
+    )
+    buffer_body: int = Field(
+        64 * 2**10,
+        ge=0,
+        le=2**30,
+        description="Request bodies with a Content-Length up to this many bytes are read "
+        "whole before an upstream slot is taken (and so can be retried); larger or chunked "
+        "ones stream. 0: every body streams. Memory: up to this x listen.max_connections.",
+        examples=["64KB", "1MB", 0],
+    )
+    health_path: str | None = Field(
+        None,
+        description="What /health probes: GET this path on the upstream's host (the url's "
+        "base path is not prepended); a 5xx or no response is down. None: a TCP connect only.",
+        examples=["/health"],
+    )
+    health_cache: Duration = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="Seconds a probe's result is reused, so health checks cannot load the "
+        "upstream.",
+        examples=[5, "30s"],
+    )
 
     _url = field_validator("url")(check_upstream_url)
     _size = field_validator("buffer_body", mode="before")(parse_size)
