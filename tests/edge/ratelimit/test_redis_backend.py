@@ -57,7 +57,10 @@ async def test_redis_clock_one_key_per_client_expiring(
 
 async def test_cluster_runs_each_check_in_one_slot(redis_cluster: RedisCluster) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    redis = SharedRedis(RedisSettings(cluster={"nodes": redis_cluster.urls}, key_prefix=prefix))
+    # A generous timeout: this is about slots, and on a loaded machine a cluster's first calls
+    # (slot map, a connection per node) can outlast the default and fail the check.
+    settings = RedisSettings(cluster={"nodes": redis_cluster.urls}, key_prefix=prefix, timeout=5)
+    redis = SharedRedis(settings)
     try:
         backend = RedisWindows(redis, "default", (1, 60), (100, 2))
         for i in range(30):  # clients spread over every node
