@@ -41,6 +41,7 @@ from proxy.config.redis import RedisSettings
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.config.section import Model
+from proxy.config.tracing import TracingSettings
 from proxy.config.upstream import Upstream, check_upstream_url
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
@@ -268,6 +269,7 @@ class Settings(Model):
     rate_limit: RateLimitSettings | None = None
     revocation: RevocationSettings = RevocationSettings()
     request_id: RequestIdSettings = RequestIdSettings()  # the header ids go in and out by
+    tracing: TracingSettings | None = None  # OpenTelemetry spans; none: no tracing at all
     # Rules across sections (a route's rate limit against the top level's, the Redis tier
     # against the `redis` section) are the loader's, not a validator's: a model validator
     # would not run while any field failed, and they must be reported with the field errors.

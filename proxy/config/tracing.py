@@ -1,0 +1,62 @@
+"""The `tracing:` section: OpenTelemetry spans exported over OTLP/HTTP (proxy/observe/tracing/
+records them). Absent: no tracing, and opentelemetry is never imported."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from yarl import URL
+
+from proxy.config.cors import HeaderName
+from proxy.config.durations import Duration
+from proxy.config.section import Model
+
+INSTALL = "pip install 'cacheproxy[otel]'"
+# The `otel` extra's distributions: the tracing code imports all three.
+EXTRA = ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http")
+
+
+def extra_installed() -> bool:
+    """Whether the `otel` extra is installed, asked of the packages' metadata: importing
+    them (or finding their modules, which imports the parents) costs check-config time."""
+    try:
+        for name in EXTRA:
+            metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+class TracingSettings(Model):
+    # Where spans go: an OTLP/HTTP (protobuf) traces endpoint, a collector's or an agent's.
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    # The share of requests traced that come without a sampled `traceparent`; a request whose
+    # `traceparent` is sampled is traced (its trace continues, or is linked on a caching route).
+    sample_ratio: float = Field(0.01, ge=0, le=1)
+    service_name: str = Field("cacheproxy", min_length=1)
+    # Sent with every export (an API key, a tenant): secrets, never logged nor shown.
+    headers: dict[HeaderName, SecretStr] = {}
+    # Seconds one export may take before it is given up.
+    timeout: Duration = Field(10.0, gt=0, le=300)
+    # Spans waiting to be exported; past it new spans are dropped, never the request slowed.
+    max_queue_size: int = Field(2048, ge=1, le=1_000_000)
+    max_export_batch_size: int = Field(512, ge=1, le=100_000)
+    # Seconds between exports of what is waiting.
+    export_interval: Duration = Field(5.0, gt=0, le=300)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> TracingSettings:
+        if self.max_export_batch_size > self.max_queue_size:
+            raise ValueError("max_export_batch_size must not exceed max_queue_size")
+        if not extra_installed():
+            raise ValueError(f"tracing needs the OpenTelemetry packages: {INSTALL}")
+        return self
