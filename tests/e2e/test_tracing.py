@@ -4,6 +4,7 @@ W3C trace context in and out, and the export over OTLP/HTTP to a receiver on loo
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ from opentelemetry.trace import SpanKind
 
 from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, free_port, get
+from tests.redis_servers import RedisServer
 
 ROUTES = [
     {"name": "live", "match": {"prefix": "/live/"}, "cache": False},
@@ -36,9 +38,8 @@ async def traced_proxy(
     start_proxy: StartProxy, origin: Origin, ratio: float, **sections: Any
 ) -> tuple[ProxyServer, InMemorySpanExporter]:
     tracing = {"sample_ratio": ratio, "endpoint": closed_endpoint(), "timeout": 0.5}
-    proxy = await start_proxy(
-        origin.url, cache={"ttl": 30}, routes=ROUTES, tracing=tracing, **sections
-    )
+    sections = {"cache": {"ttl": 30}, **sections}
+    proxy = await start_proxy(origin.url, routes=ROUTES, tracing=tracing, **sections)
     assert proxy.tracing is not None
     spans = InMemorySpanExporter()
     proxy.tracing.provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -105,7 +106,9 @@ async def test_a_miss_then_a_hit_make_one_server_span_each_with_their_children(
     [body] = named["upstream body"]
     for child in (lookup, client, store):
         assert parent_id(child) == span_id(server)
-    assert parent_id(head) == parent_id(body) == span_id(client)
+    [connect] = named["upstream connect"]  # the first exchange opened the connection
+    assert parent_id(head) == parent_id(body) == parent_id(connect) == span_id(client)
+    assert "upstream queue wait" not in named  # a slot was free
     assert client.kind is SpanKind.CLIENT
     assert client.attributes is not None
     assert client.attributes["http.response.status_code"] == 200
@@ -283,3 +286,45 @@ async def test_spans_are_exported_over_otlp_http_to_a_receiver(
         assert set(auth) == {"Bearer collector-key"}
     finally:
         await runner.cleanup()
+
+
+async def test_a_redis_lookup_is_a_child_of_the_cache_lookup(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    redis = {"url": redis_server.url, "key_prefix": f"t{uuid.uuid4().hex[:6]}:", "timeout": 2}
+    cache = {"tiers": ["memory", "redis"], "ttl": 60}
+    proxy, exporter = await traced_proxy(start_proxy, origin, 1.0, redis=redis, cache=cache)
+    await get(http, proxy, "/api/shared")  # a miss in both tiers, stored in both
+    named = by_name(exporter.get_finished_spans())
+    [server] = named["GET api"]
+    [lookup] = named["cache lookup"]
+    [in_redis] = named["cache lookup redis"]
+    assert parent_id(lookup) == span_id(server)
+    assert parent_id(in_redis) == span_id(lookup)
+    assert in_redis.attributes == {"cacheproxy.found": False}
+    assert lookup.end_time is not None and in_redis.end_time is not None
+    assert lookup.end_time >= in_redis.end_time  # the lookup spans both tiers
+
+
+async def test_a_wait_for_an_upstream_slot_and_a_reused_connection_show_as_such(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    origin.delay = 0.2
+    upstream = {"url": origin.url, "pool": {"max_connections": 1}}
+    proxy, exporter = await traced_proxy(start_proxy, origin, 1.0, upstream=upstream)
+    first, second = await asyncio.gather(
+        get(http, proxy, "/live/one"), get(http, proxy, "/live/two")
+    )
+    assert first[0].status == second[0].status == 200
+    named = by_name(exporter.get_finished_spans())
+    clients = {span_id(s): s for s in named["GET"]}
+    assert len(clients) == 2
+    [waited] = named["upstream queue wait"]  # the second waited for the first's slot
+    [connect] = named["upstream connect"]  # and then reused its connection
+    assert parent_id(waited) in clients and parent_id(connect) in clients
+    assert parent_id(waited) != parent_id(connect)
+    assert waited.end_time is not None and waited.start_time is not None
+    assert waited.end_time - waited.start_time >= 100_000_000  # most of the first's 0.2 s

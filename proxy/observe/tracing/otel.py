@@ -15,6 +15,7 @@ span to it.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -39,6 +40,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    Tracer,
     TraceState,
     set_span_in_context,
 )
@@ -48,7 +50,8 @@ import proxy
 from proxy.http.request_id import current_request_id
 from proxy.observe.metrics import CACHE_RESULT, UNROUTED, current_route
 from proxy.upstream.client import UpstreamClient
-from proxy.upstream.http1 import OriginKey, StreamedBody, UpstreamResponse
+from proxy.upstream.guard import OriginGuard
+from proxy.upstream.http1 import Connection, OriginKey, Pool, StreamedBody, UpstreamResponse
 
 if TYPE_CHECKING:
     from proxy.config.tracing import TracingSettings
@@ -238,6 +241,42 @@ class Tracing:
         return TracedUpstreamClient(self, config, origins, observe)
 
 
+# The upstream exchange span of the traced request whose exchange this task is running.
+_EXCHANGE: ContextVar[Context] = ContextVar("cacheproxy_exchange")
+
+
+def _timed(tracer: Tracer, name: str) -> Span | None:
+    """A child span of the traced exchange running, if one is."""
+    exchange = _EXCHANGE.get(None)
+    return None if exchange is None else tracer.start_span(name, exchange)
+
+
+def _failed(span: Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    span.end()
+
+
+class _TracedPool(Pool):
+    """The pool, with each connection opened for a traced exchange as a span."""
+
+    def __init__(self, tracer: Tracer, *args: float) -> None:
+        super().__init__(*args)
+        self.tracer = tracer
+
+    async def _connect(self, key: OriginKey, deadline: float = math.inf) -> Connection:
+        span = _timed(self.tracer, "upstream connect")
+        if span is None:
+            return await super()._connect(key, deadline)
+        try:
+            conn = await super()._connect(key, deadline)
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        span.end()
+        return conn
+
+
 class TracedUpstreamClient(UpstreamClient):
     """Each exchange of a traced request: a CLIENT span from the send to the release of the
     response, carried upstream in `traceparent`, with its head and body as children."""
@@ -251,6 +290,26 @@ class TracedUpstreamClient(UpstreamClient):
     ) -> None:
         super().__init__(config, origins, observe)
         self.tracing = tracing
+
+    async def start(self) -> None:
+        pool, timeouts = self.config.pool, self.config.timeouts
+        self._pool = _TracedPool(
+            self.tracing.tracer, timeouts.connect, timeouts.read, pool.keepalive_timeout
+        )
+
+    async def _queue(
+        self, guard: OriginGuard, wait: float, background: bool, endpoint: str
+    ) -> bool:
+        span = _timed(self.tracing.tracer, "upstream queue wait")
+        if span is None:
+            return await super()._queue(guard, wait, background, endpoint)
+        try:
+            probe = await super()._queue(guard, wait, background, endpoint)
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        span.end()
+        return probe
 
     async def send(
         self,
@@ -297,6 +356,8 @@ class TracedUpstreamClient(UpstreamClient):
         )
         # The client's own trace fields never go on as they came: ours replace them.
         fields = [line for line in fields if _not_trace_field(line)] + trace_lines(span)
+        inside = set_span_in_context(span)
+        token = _EXCHANGE.set(inside)  # for the queue wait and the connect, if any
         try:
             up = await super().send(
                 method,
@@ -311,12 +372,11 @@ class TracedUpstreamClient(UpstreamClient):
                 background,
             )
         except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            span.end()
+            _failed(span, exc)
             raise
+        finally:
+            _EXCHANGE.reset(token)
         head_at = time.time_ns()
-        inside = set_span_in_context(span)
         tracer.start_span("upstream head", inside, start_time=started).end(head_at)
         span.set_attribute("http.response.status_code", up.status)
         if up.status >= 500:
