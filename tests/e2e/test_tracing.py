@@ -328,3 +328,29 @@ async def test_a_wait_for_an_upstream_slot_and_a_reused_connection_show_as_such(
     assert parent_id(waited) != parent_id(connect)
     assert waited.end_time is not None and waited.start_time is not None
     assert waited.end_time - waited.start_time >= 100_000_000  # most of the first's 0.2 s
+
+
+@pytest.mark.parametrize(
+    ("tracestate", "forwarded"),
+    [
+        ("vendor=abc, other=x y", "vendor=abc,other=x y"),
+        ("bad value!!", None),  # not key=value: dropped whole
+        (",".join(f"k{i}=v" for i in range(33)), None),  # over 32 members
+        ("a=1,a=2", None),  # a key twice
+    ],
+)
+async def test_a_bad_tracestate_is_dropped_without_a_log_line(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    tracestate: str,
+    forwarded: str | None,
+) -> None:
+    proxy, exporter = await traced_proxy(start_proxy, origin, 0.0)
+    await get(http, proxy, "/live/s", headers={"traceparent": SAMPLED, "tracestate": tracestate})
+    assert len(exporter.get_finished_spans()) > 0
+    assert origin.requests[-1].headers.getall("tracestate", []) == (
+        [forwarded] if forwarded else []
+    )
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry.trace")]

@@ -66,6 +66,11 @@ _TRACESTATE = istr("tracestate")
 _USER_AGENT = istr("User-Agent")
 # version-trace_id-parent_id-flags (W3C Trace Context §3.2); a later version may append fields.
 _PARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+# A tracestate list-member (W3C Trace Context §3.3.1.3): key=value.
+_STATE_MEMBER = re.compile(
+    r"([a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+    r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])"
+)
 _NO_ID = (None, False)
 
 # The traced request's SERVER span, as the context its children start in.
@@ -83,7 +88,7 @@ def parse_traceparent(value: str, tracestate: str | None = None) -> SpanContext 
     trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
     if trace_id == 0 or span_id == 0:
         return None
-    state = TraceState.from_header([tracestate]) if tracestate else TraceState()
+    state = _trace_state(tracestate) if tracestate else TraceState()
     return SpanContext(
         trace_id,
         span_id,
@@ -91,6 +96,22 @@ def parse_traceparent(value: str, tracestate: str | None = None) -> SpanContext 
         trace_flags=TraceFlags(int(flags_hex, 16) & 1),
         trace_state=state,
     )
+
+
+def _trace_state(value: str) -> TraceState:
+    """The client's `tracestate`, or an empty one when it is not valid (W3C §3.3.1.1 lets a
+    vendor drop it). Checked here: the SDK's parser logs a warning, with the client's text,
+    for each bad member."""
+    members: dict[str, str] = {}
+    for member in value.split(","):
+        member = member.strip(" \t")
+        if not member:
+            continue
+        m = _STATE_MEMBER.fullmatch(member)
+        if m is None or m.group(1) in members or len(members) == 32:
+            return TraceState()
+        members[m.group(1)] = m.group(2)
+    return TraceState(list(members.items()))
 
 
 def trace_lines(span: Span) -> list[str]:
