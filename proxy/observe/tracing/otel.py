@@ -155,6 +155,8 @@ class Tracing:
             )
         )
         self.tracer = self.provider.get_tracer("cacheproxy", proxy.__version__)
+        # Set for traced requests only: `traced.get(None) is None` is the hooks' cheap test.
+        self.traced = _SERVER
         self.ratio = settings.sample_ratio
         self._rand = rand
 
@@ -170,7 +172,7 @@ class Tracing:
         def handler(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
             value = request.headers.get(_TRACEPARENT)
             if value is None:
-                if rand() >= ratio:
+                if ratio == 0.0 or rand() >= ratio:  # 0: not even a random number
                     return handle(request)
                 return traced(request, handle, None, caching)
             remote = parse_traceparent(value, request.headers.get(_TRACESTATE))

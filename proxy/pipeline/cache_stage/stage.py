@@ -96,7 +96,12 @@ class CacheStage:
         )
         if self._popularity is not None:
             self._popularity.touch(primary)
-        span = None if self.tracing is None else self.tracing.start("cache lookup")
+        tracing = self.tracing
+        span = (
+            None
+            if tracing is None or tracing.traced.get(None) is None
+            else tracing.start("cache lookup")
+        )
         entry = self.store.get(primary, headers)
         if entry is not None and (
             scope is not Scope.CREDENTIALED or policy.may_reuse(scope, entry.cc)
@@ -118,7 +123,6 @@ class CacheStage:
         if rc.shared and self.shared is not None:
             # L1 could not serve it: another instance may have stored a (fresher) copy.
             fetched_at = self.store.generation
-            tracing = self.tracing
             redis = None if tracing is None else tracing.start("cache lookup redis", span)
             found, lk.shared_gen = await self.shared.lookup(
                 primary, url_part(primary), headers, rc.max_entry_size
