@@ -2,6 +2,7 @@
 
     python -m bench.callgrind miss 2000        # a miss, cache off, full pipeline
     DROP=cors python -m bench.callgrind miss 2000   # ... without CORS (or limit, log, request_id)
+    TRACING=0 python -m bench.callgrind hit 2000    # ... with `tracing:`, this sample_ratio
     python -m bench.callgrind cold 2000        # every request a new key, stored
     python -m bench.callgrind hit 3000         # the full-pipeline hot hit
     python -m bench.callgrind forward 2000     # the naive aiohttp forwarding proxy
@@ -54,6 +55,10 @@ def main() -> None:
                     config["request_id"] = False
                 else:
                     config.pop({"cors": "cors", "limit": "rate_limit"}[drop])
+            ratio = os.environ.get("TRACING")
+            if ratio is not None:  # spans go to a closed port: their export fails, costs stay
+                endpoint = f"http://127.0.0.1:{servers.free_port()}/v1/traces"
+                config["tracing"] = {"sample_ratio": float(ratio), "endpoint": endpoint}
             (work / "config.yaml").write_text(yaml.safe_dump(config))
             argv = ["-m", "proxy", "run", "--config", str(work / "config.yaml")]
             argv += ["--log-level", "WARNING"]

@@ -41,6 +41,7 @@ from proxy.config.redis import RedisSettings
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.config.section import Model
+from proxy.config.tracing import TracingSettings
 from proxy.config.upstream import Upstream, check_upstream_url
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
@@ -432,6 +433,11 @@ class Settings(Model):
         description="Request ids: every request gets one, the client's when sane, else one "
         "the proxy makes; returned on every response, logged, in JSON error bodies and sent "
         "upstream. `false`: nothing is added and the field passes through as any other.",
+    )
+    tracing: TracingSettings | None = Field(
+        None,
+        description="OpenTelemetry tracing, exported over OTLP/HTTP; needs the otel extra "
+        "(pip install 'cacheproxy[otel]'). Absent: no tracing at all.",
     )
     # Rules across sections (a route's rate limit against the top level's, the Redis tier
     # against the `redis` section) are the loader's, not a validator's: a model validator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from proxy.http.hosts import HostAllowlist
 from proxy.http.regex import prefix_matcher
 from proxy.http.target import BadTarget, needs_reading, normalise_escapes, path_readings
 from proxy.shared.redis import SharedRedis
+
+_TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})  # W3C Trace Context
 
 log = logging.getLogger("cacheproxy")
 
@@ -121,7 +124,16 @@ class RouteTable:
         def cache_forwarding(cache: RouteCache | None) -> ForwardingRules:
             if cache is None:
                 return forwarding
-            return ForwardingRules.build(public_host, cache.keys.rules.headers, cache.underscores)
+            rules = ForwardingRules.build(public_host, cache.keys.rules.headers, cache.underscores)
+            if config.tracing is not None:
+                # The client's trace context is not in the key: the upstream of a caching route
+                # hears of the proxy's own trace instead (proxy/observe/tracing/otel.py).
+                rules = dataclasses.replace(
+                    rules,
+                    drop_untrusted=rules.drop_untrusted | _TRACE_CONTEXT,
+                    drop_trusted=rules.drop_trusted | _TRACE_CONTEXT,
+                )
+            return rules
 
         default_cache = resolve(config.cache, None, credentials, secret)
         self.default = LoadedRoute(

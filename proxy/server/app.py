@@ -15,6 +15,7 @@ from proxy.config.cache import CacheSettings
 from proxy.config.loader import ConfigError, Settings
 from proxy.edge.revocation import RevocationList
 from proxy.http.clientaddr import ClientKeys
+from proxy.http.target import BadTarget, parse_target
 from proxy.observe.catalogue import Catalogue
 from proxy.observe.documents import Documents
 from proxy.observe.health import HealthChecker
@@ -22,12 +23,19 @@ from proxy.observe.metrics import Meters
 from proxy.observe.observer import Observer
 from proxy.observe.sources import RouteFacts, Sources
 from proxy.observe.ticker import Ticker
+from proxy.observe.tracing import load as load_tracing
 from proxy.pipeline.handler import Pipeline
-from proxy.pipeline.routes import RouteTable
+from proxy.pipeline.routes import AmbiguousPath, RouteTable
 from proxy.pipeline.url_warmer import Warmer
 from proxy.pipeline.warming import Warming
 from proxy.respond.prepared import PreparedResponse
-from proxy.server.listener import Listener, ListenerStats, default_max_connections, open_files_limit
+from proxy.server.listener import (
+    Handler,
+    Listener,
+    ListenerStats,
+    default_max_connections,
+    open_files_limit,
+)
 from proxy.server.reload import ConfigSource, applied, effective, refusal, restart_required
 from proxy.server.shutdown import Shutdown
 from proxy.server.startup import loaded_lines, report_reachability
@@ -74,7 +82,10 @@ class ProxyServer:
         facts = route_facts(routes)
         meters = Meters(facts.meters)
         self.observer = Observer(meters, config.log, facts.trusted_proxies, PreparedResponse)
-        self.upstream = UpstreamClient(
+        # Tracing, when configured: its upstream client traces the exchanges of traced requests.
+        self.tracing = load_tracing(config.tracing) if config.tracing is not None else None
+        upstream_client = UpstreamClient if self.tracing is None else self.tracing.upstream_client
+        self.upstream = upstream_client(
             config.upstream, routes.upstream_names(), observe=self.observer.upstream_result
         )
         budget = (config.cache or CacheSettings()).max_memory
@@ -111,6 +122,8 @@ class ProxyServer:
             ratelimit_checked=meters.ratelimit_check,  # no observer method in between
             request_ids=config.request_id,
         )
+        if self.tracing is not None:
+            self.pipeline.cache.use_tracing(self.tracing)
         self.warmer: Warmer | None = None
         if warming_settings is not None and warming_settings.urls:
             self.warmer = Warmer(warming_settings.urls, self.pipeline.cache, routes, self.upstream)
@@ -206,8 +219,11 @@ class ProxyServer:
         # The proxy port routes with its own table, so aiohttp's router is dead weight:
         # the low-level server costs measurably less CPU per request (shared/design.md).
         top_limit = self.config.rate_limit
+        handle: Handler = self.pipeline.handle
+        if self.tracing is not None:  # otherwise not one test on the request path
+            handle = self.tracing.wrap(handle, self._route_caches)
         listener = Listener(
-            self.pipeline.handle,
+            handle,
             listen.timeouts,
             max_connections,
             self.listener_stats,
@@ -299,6 +315,18 @@ class ProxyServer:
         await self.observer.stop()
         if self.redis is not None:
             await self.redis.close()
+        if self.tracing is not None:  # the spans still queued are exported
+            await asyncio.to_thread(self.tracing.close)
+
+    def _route_caches(self, request: web.BaseRequest) -> bool:
+        """Whether `request`'s route caches: a traced request's trace does not continue the
+        client's there (proxy/observe/tracing/otel.py). Asked only of traced requests."""
+        try:
+            path = parse_target(request.raw_path).path
+            route = self.pipeline.routes.route_for(request.method, path)
+        except (BadTarget, AmbiguousPath):
+            return False  # refused before any upstream request
+        return route.cache is not None
 
 
 def route_facts(routes: RouteTable) -> RouteFacts:

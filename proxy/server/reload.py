@@ -33,6 +33,7 @@ RESTART_REQUIRED: tuple[str, ...] = (
     "shutdown_delay",
     "log",  # handlers and the access log writer
     "alerts",  # the rolling window
+    "tracing",  # the tracer provider and its exporter
 )
 
 

@@ -222,7 +222,7 @@ class UpstreamClient:
             probe = False
         else:
             wait = min(self.config.pool.queue_timeout, remaining)
-            probe = await guard.admit(wait, background, endpoint)
+            probe = await self._queue(guard, wait, background, endpoint)
         started = self._clock()
         assert self._pool is not None, "UpstreamClient.start() was not awaited"
         # The head's deadline goes to the connection's own lazy timer: asyncio.timeout would
@@ -253,6 +253,13 @@ class UpstreamClient:
         guard.verdict(endpoint, probe, failed, None if failed else self._clock() - started)
         up.give_back = guard.release
         return up
+
+    async def _queue(
+        self, guard: OriginGuard, wait: float, background: bool, endpoint: str
+    ) -> bool:
+        """Wait for a slot behind the requests queued first (a tracing client times it):
+        whether the slot is the open circuit's probe."""
+        return await guard.admit(wait, background, endpoint)
 
     def _classify(self, exc: BaseException, guard: OriginGuard) -> UpstreamError:
         """The client's response to a failed attempt: a stable code and a sentence without

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -26,6 +27,9 @@ from proxy.respond.responder import Responder
 from proxy.shared.tier import SharedTier
 from proxy.upstream.client import UpstreamError
 from proxy.upstream.http1 import ExchangeError, UpstreamResponse
+
+if TYPE_CHECKING:
+    from proxy.observe.tracing.otel import Tracing  # imported only with `tracing:`
 
 # What a coalesced fetch hands its waiters: the stored entry, the failure, or nothing
 # shareable (then each waiter fetches for itself).
@@ -48,6 +52,7 @@ class Fill:
         self._responder = responder
         self._shared = shared
         self._clock = clock
+        self.tracing: Tracing | None = None  # CacheStage.use_tracing
 
     async def fetch_and_store(
         self,
@@ -111,6 +116,7 @@ class Fill:
             return await self._responder.relay(
                 lk.ex, up, headers, outcomes.not_stored(why_not), prefix
             )
+        span = None if self.tracing is None else self.tracing.start("cache store")
         stored = self.store.put(entry, fetched_at=generation)
         if waiters is not None:
             # Waiters wake now, not on a polling interval. A response overtaken by a purge
@@ -118,6 +124,9 @@ class Fill:
             overtaken = not stored and self.store.purged_since(entry.url_key, generation)
             waiters.set_result(None if overtaken else entry)
         await self.share(entry, generation, lk.shared_gen, lk.cache)
+        if span is not None:
+            span.set_attribute("cacheproxy.stored", stored)
+            span.end()
         return await self._responder.from_entry(
             lk.ex,
             entry,

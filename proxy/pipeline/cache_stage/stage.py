@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -27,6 +28,9 @@ from proxy.pipeline.warming import Warming
 from proxy.respond.exchange import Exchange
 from proxy.respond.responder import Responder
 from proxy.shared.tier import PurgeKind, PurgeResult, SharedTier
+
+if TYPE_CHECKING:
+    from proxy.observe.tracing.otel import Tracing  # imported only with `tracing:`
 
 
 class CacheStage:
@@ -54,6 +58,11 @@ class CacheStage:
         self._coalescer = Coalescer(store, shared, fill, responder, coalesce_wait, clock)
         self._refresher = Refresher(store, fill, self._coalescer.in_flight, warming, clock)
         self._fill = fill
+        self.tracing: Tracing | None = None  # None (no `tracing:`) costs a hit one test
+
+    def use_tracing(self, tracing: Tracing) -> None:
+        """Spans for the lookups and the stores of traced requests."""
+        self.tracing = self._fill.tracing = tracing
 
     def now(self) -> float:
         """The clock entry ages are measured by."""
@@ -87,12 +96,20 @@ class CacheStage:
         )
         if self._popularity is not None:
             self._popularity.touch(primary)
+        tracing = self.tracing
+        span = (
+            None
+            if tracing is None or tracing.traced.get(None) is None
+            else tracing.start("cache lookup")
+        )
         entry = self.store.get(primary, headers)
         if entry is not None and (
             scope is not Scope.CREDENTIALED or policy.may_reuse(scope, entry.cc)
         ):
             age, verdict = self._freshness(entry, request_cc, rc)
             if verdict is Freshness.FRESH:
+                if span is not None:
+                    span.end()
                 if self._popularity is not None and self._refresher.due_ahead(entry, age):
                     lk = Lookup(ex, target, rc, scope, request_cc, primary)
                     self._refresher.in_background(lk, entry)
@@ -106,9 +123,13 @@ class CacheStage:
         if rc.shared and self.shared is not None:
             # L1 could not serve it: another instance may have stored a (fresher) copy.
             fetched_at = self.store.generation
+            redis = None if tracing is None else tracing.start("cache lookup redis", span)
             found, lk.shared_gen = await self.shared.lookup(
                 primary, url_part(primary), headers, rc.max_entry_size
             )
+            if redis is not None:
+                redis.set_attribute("cacheproxy.found", found is not None)
+                redis.end()
             if (
                 found is not None
                 and (entry is None or found.response_time > entry.response_time)
@@ -118,7 +139,11 @@ class CacheStage:
                 entry = found
                 age, verdict = self._freshness(entry, request_cc, rc)
                 if verdict is Freshness.FRESH:
+                    if span is not None:
+                        span.end()
                     return await self._responder.from_entry(ex, entry, age, outcomes.HIT_SHARED)
+        if span is not None:
+            span.end()
         if entry is not None:
             if verdict is Freshness.STALE_WHILE_REVALIDATE:
                 self._refresher.in_background(lk, entry)
