@@ -183,6 +183,7 @@ def request_fields(
     client_host: str | None,
     upstream_host: str,
     validating: bool = False,
+    own_field: str = "",
 ) -> list[str]:
     """The header lines (`Name: value`, no CRLF) to send upstream for a client request.
 
@@ -191,6 +192,8 @@ def request_fields(
     `peer` is the socket peer; `client_host` the Host the client asked for (None for an
     absolute-form target, whose Host header RFC 9112 §3.2.2 says to ignore). `validating`:
     the client's conditions and ranges are dropped (the caller adds validators of its own).
+    `own_field`: a field (lower case) the caller sets itself: the client's is dropped, in any
+    spelling (CGI-style origins read X_Request_ID as X-Request-ID).
     """
     if validating:
         drop = rules.validating_trusted if peer_trusted else rules.validating_untrusted
@@ -203,10 +206,12 @@ def request_fields(
     kept = rules.underscores_kept
     for name, value in headers.items():
         lower = name.lower()
-        if lower in drop:
+        if lower in drop or lower == own_field:
             continue
         if "_" in lower and (
-            (kept is not None and lower not in kept) or lower.replace("_", "-") in MANAGED
+            (kept is not None and lower not in kept)
+            or (dashed := lower.replace("_", "-")) in MANAGED
+            or dashed == own_field
         ):
             continue
         if lower in _MERGED:

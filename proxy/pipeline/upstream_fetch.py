@@ -52,17 +52,11 @@ class UpstreamFetch:
             client_host=headers.get("Host") if target.authority is None else None,
             upstream_host=upstream.host_header,
             validating=validating,
+            # The client's id field goes whatever it held, however it spelled the name:
+            # one id per request, ours (`request_id`).
+            own_field=ids.lower if (ids := self.ids) is not None and request_id else "",
         )
-        ids = self.ids
         if ids is not None and request_id is not None:
-            # The client's own field goes whatever it held (or however it spelled the name:
-            # CGI-style origins read X_Request_ID as X-Request-ID): one id per request.
-            name, cut = ids.lower, len(ids.lower)
-            fields = [
-                f
-                for f in fields
-                if f[cut : cut + 1] != ":" or f[:cut].lower().replace("_", "-") != name
-            ]
             fields.append(f"{ids.line_prefix}{request_id}")
         return upstream.base_path + path_qs, fields
 
