@@ -283,3 +283,72 @@ async def test_cards_titled_last_60_s_show_the_window_and_the_rest_say_since_sta
         assert note.startswith("3 failed")
     finally:
         await run(driver.quit)
+
+
+async def test_the_dashboard_opened_with_the_token_in_its_url_polls(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    """`http://admin:TOKEN@host/dashboard`: Chromium refuses fetch() to a URL that carries
+    credentials, and a relative URL on such a page does; the page must poll all the same."""
+    token = "s3cret-token"
+    proxy = await start_proxy(origin.url, admin={"token": token})
+    await get(http, proxy, "/a")
+
+    def run(call: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(call, *args)
+
+    driver = await run(_browser)
+    try:
+        url = f"http://admin:{token}@127.0.0.1:{proxy.admin_port}/dashboard?interval=500"
+        await run(driver.get, url)
+        await run(_wait, driver, "return document.body.dataset.polls >= 2")
+        shown = await run(_values, driver)
+        assert shown["requests"] == "1" and shown["health"] == "healthy"
+        status = await run(lambda: driver.find_element("id", "status").text)
+        assert "⚠" not in status
+    finally:
+        await run(driver.quit)
+
+
+async def test_the_dashboard_without_the_token_says_how_to_log_in(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    start_upstream: StartUpstream,
+) -> None:
+    """Refused, the page says how to log in: a browser asking for /dashboard gets a page that
+    says so (still a 401 with both challenges, JSON for anything else), and a page whose
+    polls are refused says it instead of "HTTP 401"."""
+    token = "s3cret-token"
+    proxy = await start_proxy(origin.url, admin={"token": token})
+    url = f"http://127.0.0.1:{proxy.admin_port}/dashboard"
+    async with http.get(url, headers={"Accept": "text/html,*/*"}) as resp:
+        assert resp.status == 401 and resp.content_type == "text/html"
+        assert 'Basic realm="cacheproxy-admin"' in resp.headers.getall("WWW-Authenticate")
+        text = await resp.text()
+    assert f"http://admin:TOKEN@127.0.0.1:{proxy.admin_port}/dashboard" in text
+    async with http.get(url, headers={"Accept": "application/json"}) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"] == "unauthorized"
+
+    async def refused(_: web.Request) -> web.Response:
+        return web.json_response({"error": "unauthorized"}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/dashboard", dashboard.page)
+    app.router.add_get("/dashboard/{name}", dashboard.asset)
+    for path in ("/performance/summary", "/alerts/active", "/health"):
+        app.router.add_get(path, refused)
+    admin = await start_upstream(app)
+
+    def run(call: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(call, *args)
+
+    driver = await run(_browser)
+    try:
+        await run(driver.get, f"{admin.url}/dashboard?interval=500")
+        status = "return document.getElementById('status').textContent"
+        shown = await run(_wait, driver, status)
+        assert "admin token required" in shown and "http://admin:TOKEN@" in shown
+    finally:
+        await run(driver.quit)

@@ -266,8 +266,28 @@
     }
   }
 
+  // Opened as http://admin:TOKEN@host/dashboard, the page's own URL carries credentials, and
+  // Chromium refuses fetch() to such a URL, which every relative URL on this page resolves
+  // to. So the polls go to absolute URLs without them, and the token they held is sent as
+  // the Basic auth the browser would have sent, kept in this page only (never stored).
+  const here = new URL(document.URL);
+  const auth = here.username || here.password ? basicAuth(here.username, here.password) : null;
+  function basicAuth(user, password) {
+    const raw = new TextEncoder().encode(decodeURIComponent(user) + ":" + decodeURIComponent(password));
+    return "Basic " + btoa(Array.from(raw, (b) => String.fromCharCode(b)).join(""));
+  }
+  function adminURL(path) {
+    const url = new URL(path, here);
+    url.username = url.password = "";
+    return url.href;
+  }
+  const LOGIN_HELP = "admin token required: open this page as http://admin:TOKEN@" + here.host + here.pathname
+    + " (any user name, the token as password), or let the browser ask for it";
+
   async function getJSON(path, okStatuses) {
-    const resp = await fetch(path, { cache: "no-store", credentials: "same-origin" });
+    const headers = auth ? { Authorization: auth } : {};
+    const resp = await fetch(adminURL(path), { cache: "no-store", credentials: "same-origin", headers });
+    if (resp.status === 401) throw new Error(LOGIN_HELP);
     if (!resp.ok && !(okStatuses || []).includes(resp.status)) throw new Error(`${path}: HTTP ${resp.status}`);
     return resp.json();
   }
