@@ -271,5 +271,5 @@ def add_observability(
     app.router.add_get("/performance/connections", document(documents.connections, MERGE_RULES))
     app.router.add_get("/performance/summary", document(documents.summary, MERGE_RULES))
     app.router.add_get("/alerts/active", document(documents.alerts, MERGE_RULES))
-    app.router.add_get("/dashboard", guard(dashboard.page))
+    app.router.add_get("/dashboard", dashboard.explain_refusal(guard(dashboard.page)))
     app.router.add_get("/dashboard/{name}", guard(dashboard.asset))

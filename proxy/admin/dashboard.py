@@ -7,9 +7,13 @@ works with no network at all. The files are read once, at import.
 
 from __future__ import annotations
 
+import html
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _TYPES = {
     ".html": "text/html",
@@ -54,3 +58,34 @@ async def asset(request: web.Request) -> web.Response:
     if found is None:
         raise web.HTTPNotFound()
     return _response(*found)
+
+
+_LOGIN = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cacheproxy · admin token required</title>
+<link rel="icon" href="data:,"></head>
+<body style="font-family: sans-serif; max-width: 44em; margin: 3em auto; line-height: 1.5">
+<h1>cacheproxy: admin token required</h1>
+<p>This admin listener has a token (<code>admin.token</code>). Open the dashboard as
+<code>http://admin:TOKEN@{host}/dashboard</code>: any user name, the token as the password;
+or reload this page and give them when the browser asks.</p>
+</body></html>
+"""
+
+
+def explain_refusal(guarded: Handler) -> Handler:
+    """The page behind the token guard; refused, a browser gets a page saying how to log in
+    (what a person sees when the browser gives up asking), anything else the JSON 401."""
+
+    async def page_or_login(request: web.Request) -> web.StreamResponse:
+        response = await guarded(request)
+        if response.status != 401 or "text/html" not in request.headers.get("Accept", ""):
+            return response
+        text = _LOGIN.format(host=html.escape(request.host))
+        login = web.Response(
+            status=401, text=text, content_type="text/html", charset="utf-8", headers=_HEADERS
+        )
+        for challenge in response.headers.getall("WWW-Authenticate", ()):
+            login.headers.add("WWW-Authenticate", challenge)
+        return login
+
+    return page_or_login

@@ -10,11 +10,12 @@ recomputed from the summed counts by `recompute_ratios`.
 from __future__ import annotations
 
 import dataclasses
+import socket
 from typing import TYPE_CHECKING, Any
 
 from proxy.observe.logs import iso_time
 from proxy.observe.stats_window import BOUNDS, Totals, describe, ratio
-from proxy.observe.ticker import SUMMARY_WINDOW
+from proxy.observe.ticker import HISTORY_FIELDS, SUMMARY_WINDOW, counts_by_route
 
 if TYPE_CHECKING:
     from proxy.observe.metrics import Meters
@@ -29,6 +30,11 @@ RATIOS += ("avg_cached_ms", "avg_uncached_ms", "avg_failed_ms", "p50_ms", "p99_m
 # bucket by bucket.
 MERGE_RULES = "ttl_seconds=first, seconds=first, window_seconds=first, thresholds=first"
 MERGE_RULES += ", latency_buckets=sum"
+# The summary's history: workers' points fall at the same times (multiples of its step), so
+# its columns add up item by item, and its times are the same in every worker.
+MERGE_RULES += ", step_seconds=first, t=first, " + ", ".join(f"{f}=sum" for f in HISTORY_FIELDS)
+# The machine's name: the same in every worker, and strings are taken once anyway.
+INSTANCE = socket.gethostname()
 
 
 class Documents:
@@ -99,13 +105,49 @@ class Documents:
             "connections": self.connections(),
             "response_times": window["response_times"],
             "window": window,
-            "rate_limit": {"allowed": allowed, "limited": limited, **self._limiters()},
+            "rate_limit": {
+                "configured": self.sources.routes.rate_limits > 0,
+                "allowed": allowed,
+                "limited": limited,
+                **self._limiters(),
+            },
             "alerts": len(ticker.alerts.active),
+            "instance": INSTANCE,
+            "routes": self._routes(SUMMARY_WINDOW),
+            "history": ticker.history.columns(),
             "access_log": {
                 "written": access.written if access else 0,
                 "dropped": access.dropped if access else 0,
             },
         }
+
+    def _routes(self, seconds: float) -> dict[str, Any]:
+        """Each route's requests, 4xx, 5xx and upstream failures over about the last
+        `seconds` (from the history's points: up to its step more): which route is failing."""
+        wall = self.ticker.wall()
+        before = self.ticker.history.since(wall, seconds)
+        now = counts_by_route(self.meters)
+        covered = wall - before[0] if before else 0.0
+        then = before[1] if before else {}
+        routes: dict[str, dict[str, int]] = {}
+        for name, counts in now.items():
+            old = then.get(name, (0,) * len(counts))
+            delta = dict(
+                zip(
+                    HISTORY_FIELDS,
+                    (max(0, a - b) for a, b in zip(counts, old, strict=True)),
+                    strict=True,
+                )
+            )
+            routes[name] = {
+                "requests": delta["requests"],
+                "errors_4xx": delta["errors_4xx"],
+                "errors_5xx": delta["errors_5xx"],
+                "upstream_errors": delta["upstream_errors"],
+                "upstream_timeouts": delta["upstream_timeouts"],
+                "rate_limited": delta["rate_limited"],
+            }
+        return {"seconds": round(covered, 3), "by_route": routes}
 
     def alerts(self) -> dict[str, Any]:
         """`/alerts/active`: the thresholds, and the alerts raised now."""

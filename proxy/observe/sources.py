@@ -68,6 +68,7 @@ class RouteFacts:
     ttls: Mapping[str, float | None]  # `cache.ttl` by route name, caching routes only
     limiters: tuple[SharedLimiter, ...]  # the rate limiters keeping their windows in Redis
     trusted_proxies: TrustedProxies  # whose forwarding lines the access log believes
+    rate_limits: int = 0  # rate limiters configured, wherever their windows are (0: none)
 
 
 @dataclass(slots=True)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import resource
 import time
+from collections import deque
 from collections.abc import Callable
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from proxy.observe.alerts import Active, AlertTracker, evaluate
@@ -18,11 +21,106 @@ from proxy.tasks import cancel
 if TYPE_CHECKING:
     from proxy.cache.memory import MemoryStore
     from proxy.config.alerts import AlertSettings
-    from proxy.observe.metrics import Meters
+    from proxy.observe.metrics import Meters, RouteMeter
 
 log = logging.getLogger("cacheproxy.stats")
 
 SUMMARY_WINDOW = 60  # seconds behind /performance/summary's response times
+HISTORY_STEP = 5.0  # seconds between the points of the dashboard's charts
+HISTORY_SPAN = 15 * 60.0  # seconds of them kept
+# Counted per route, cumulative; the history serves their differences from point to point.
+# `upstream_errors` are failures other than timeouts (no response, a 5xx), `upstream_timeouts`
+# the timeouts: the dashboard charts them apart.
+HISTORY_FIELDS = (
+    "requests",
+    "errors_4xx",
+    "errors_5xx",
+    "upstream_errors",
+    "upstream_timeouts",
+    "rate_limited",
+    "hits",
+    "misses",
+)
+RouteCounts = tuple[int, ...]  # HISTORY_FIELDS' values, in that order
+
+
+def route_counts(meter: RouteMeter) -> RouteCounts:
+    """One route's counts since start, for the history (once per HISTORY_STEP)."""
+    requests = errors_4xx = errors_5xx = hits = misses = 0
+    for (method, status, cache), count in meter.responses.items():
+        requests += count
+        if status >= 500:
+            errors_5xx += count
+        elif status >= 400:
+            errors_4xx += count
+        if meter.caching and method in ("GET", "HEAD"):  # lookups, as Meters.totals counts them
+            if cache in ("hit", "stale"):
+                hits += count
+            elif cache in ("miss", "revalidated"):
+                misses += count
+    upstream_errors = upstream_timeouts = 0
+    for outcome, count in meter.upstream.items():
+        if outcome == "timeout":
+            upstream_timeouts += count
+        elif outcome != "aborted" and (not outcome.isdigit() or int(outcome) >= 500):
+            upstream_errors += count  # "aborted": the client's body broke off, not the upstream
+    limited = meter.ratelimit[1]
+    return (
+        requests,
+        errors_4xx,
+        errors_5xx,
+        upstream_errors,
+        upstream_timeouts,
+        limited,
+        hits,
+        misses,
+    )
+
+
+class History:
+    """Each route's counts every `step` seconds of wall time, the last `span` seconds: what
+    the dashboard charts, so they are full when the page opens. Bounded: span / step + 1
+    points of a few integers per route."""
+
+    def __init__(self, step: float = HISTORY_STEP, span: float = HISTORY_SPAN) -> None:
+        self.step = step
+        self._points: deque[tuple[float, dict[str, RouteCounts]]] = deque(
+            maxlen=math.ceil(span / step) + 1
+        )
+
+    def record(self, wall: float, meters: Meters) -> None:
+        """Take a point when `wall` enters a new step (points at multiples of the step, so
+        workers' points fall at the same times and add up)."""
+        at = math.floor(wall / self.step) * self.step
+        if self._points and at <= self._points[-1][0]:
+            return
+        self._points.append((at, counts_by_route(meters)))
+
+    def columns(self) -> dict[str, Any]:
+        """Per step: its end (epoch seconds) in `t`, and what happened in it, per field."""
+        steps = list(pairwise(self._points))
+        doc: dict[str, Any] = {"step_seconds": self.step, "t": [b[0] for _, b in steps]}
+        for i, name in enumerate(HISTORY_FIELDS):
+            # Never below zero: a reload may start a route's counters again.
+            doc[name] = [max(0, _sum(b[1], i) - _sum(a[1], i)) for a, b in steps]
+        return doc
+
+    def since(self, wall: float, seconds: float) -> tuple[float, dict[str, RouteCounts]] | None:
+        """The newest point at least `seconds` before `wall`, else the oldest (None: none)."""
+        chosen = self._points[0] if self._points else None
+        for point in self._points:
+            if point[0] > wall - seconds:
+                break
+            chosen = point
+        return chosen
+
+
+def counts_by_route(meters: Meters) -> dict[str, RouteCounts]:
+    return {name: route_counts(meter) for name, meter in meters.by_route.items()}
+
+
+def _sum(counts: dict[str, RouteCounts], i: int) -> int:
+    return sum(c[i] for c in counts.values())
 
 
 class Ticker:
@@ -49,11 +147,16 @@ class Ticker:
         span = max(SUMMARY_WINDOW, alert_settings.window)
         self.window = RollingWindow(span, Totals(), self.started, tick)
         self.alerts = AlertTracker()
+        self.history = History()
+        self.history.record(wall(), meters)
         self._last_stats = (self.started, Totals())
         self._task: asyncio.Task[None] | None = None
 
     def now(self) -> float:
         return self._clock()
+
+    def wall(self) -> float:
+        return self._wall()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -76,6 +179,7 @@ class Ticker:
         totals = self.meters.totals()
         self.window.push(now, totals)
         self.active_alerts(now, totals)
+        self.history.record(self._wall(), self.meters)
         interval = self._stats_interval
         if interval and now - self._last_stats[0] >= interval:
             self._stats_line(now, totals)

@@ -336,4 +336,5 @@ def route_facts(routes: RouteTable) -> RouteFacts:
         ttls={p.name: p.cache.rules.ttl for p in routes.compiled if p.cache is not None},
         limiters=tuple(lim for lim in routes.limiters if lim.shared is not None),
         trusted_proxies=routes.trusted_proxies,
+        rate_limits=len(routes.limiters),
     )

@@ -344,7 +344,7 @@ async def test_rate_limit_checks_are_counted_per_route(
     assert sample(s, "cacheproxy_ratelimit_checks_total", route="api", result="allowed") == 2
     assert sample(s, "cacheproxy_ratelimit_checks_total", route="api", result="limited") == 1
     _, summary = await admin(http, proxy, "/performance/summary")
-    assert summary["rate_limit"] == {"allowed": 2, "limited": 1}
+    assert summary["rate_limit"] == {"configured": True, "allowed": 2, "limited": 1}
 
 
 async def test_alerts_are_raised_logged_and_cleared(

@@ -3,7 +3,7 @@
 (() => {
   const params = new URLSearchParams(location.search);
   const POLL_MS = Math.max(500, Number(params.get("interval")) || 2000);
-  const MAX_POINTS = 300; // at 2 s a poll: the last 10 minutes
+  const MAX_POINTS = 300; // at 2 s a poll: the last 10 minutes (the charts not kept on the server)
   const RESULTS = ["hit", "stale", "miss", "revalidated", "bypass"];
 
   const $ = (id) => document.getElementById(id);
@@ -36,6 +36,14 @@
     return `${s}s`;
   }
   // The text shown, and the raw number in data-value (what tests and scripts read).
+  // A threshold as the config writes it: 0.02 is "2%", never "2.0%" or "0.020".
+  const pctWritten = (x) => +(x * 100).toPrecision(6) + "%";
+  // A measured ratio next to its threshold: enough digits that the two never read as equal.
+  function pctAgainst(value, threshold) {
+    let digits = 1, text = (value * 100).toFixed(digits);
+    while (digits < 4 && Number(text) === +(threshold * 100).toPrecision(6)) text = (value * 100).toFixed(++digits);
+    return text + "%";
+  }
   function show(id, text, value) {
     const el = $(id);
     el.textContent = text;
@@ -61,6 +69,8 @@
       axes: [Object.assign(axis(), xAxis || {}), Object.assign(axis(), yAxis || {})],
       series: [{}, ...series],
       legend: { live: true },
+      // Away from the cursor, the legend shows the newest values: readable without hovering.
+      hooks: { setCursor: [(u) => { if (u.cursor.idx == null) latest(u); }] },
     };
     const data = [[], ...series.map(() => [])];
     const plot = new uPlot(opts, data, el);
@@ -68,19 +78,42 @@
     return { plot, data };
   }
 
+  function latest(u) {
+    const n = u.data[0].length;
+    if (n) u.setLegend({ idx: n - 1 }, false);
+  }
+
   // Decades only: a log axis with every minor tick is a wall of lines.
   const decades = (u, ticks) =>
     ticks.map((v) => (v != null && Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9 ? v : null));
 
+  const perSecond = (u, v) => (v == null ? dash : v.toFixed(v < 10 ? 2 : 1) + "/s");
+  // Clock times at least 60 px apart: uPlot's own labels read ":40.000" over a short span.
+  const clock = { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
+  const timeAxis = { space: 60, values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString("en-GB", clock)) };
   const charts = {
+    traffic: chart(
+      "chart-traffic",
+      [
+        line("requests", color("accent"), { value: perSecond, fill: "rgba(91,155,230,0.10)" }),
+        line("4xx", color("stale"), { value: perSecond }),
+        line("5xx", color("miss"), { value: perSecond }),
+        line("upstream errors", color("bypass"), { value: perSecond }),
+        line("upstream timeouts", color("text"), { value: perSecond, dash: [4, 3] }),
+      ],
+      { size: 48 },
+      { range: (u, min, max) => [0, Math.max(1, max)] },
+      timeAxis,
+    ),
     hitRate: chart(
       "chart-hitrate",
       [
-        line("this poll", color("hit"), { value: (u, v) => pct(v) }),
+        line("each 5 s", color("hit"), { value: (u, v) => pct(v) }),
         line("last 60 s", color("accent"), { value: (u, v) => pct(v), dash: [6, 4] }),
       ],
       { values: (u, ticks) => ticks.map((v) => Math.round(v * 100) + "%"), size: 46 },
       { range: [0, 1] },
+      timeAxis,
     ),
     latency: chart(
       "chart-latency",
@@ -110,10 +143,10 @@
     ),
     rateLimit: chart(
       "chart-ratelimit",
-      [line("limited / poll", color("stale"), { fill: "rgba(214,165,58,0.15)" })],
+      [line("429s", color("stale"), { value: perSecond, fill: "rgba(214,165,58,0.15)" })],
       { size: 40 },
       { range: (u, min, max) => [0, Math.max(1, max)] },
-      { size: 28, values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString()) },
+      Object.assign({ size: 28 }, timeAxis),
     ),
   };
 
@@ -122,11 +155,17 @@
     values.forEach((v, i) => c.data[i + 1].push(v == null ? null : v));
     if (c.data[0].length > MAX_POINTS) c.data.forEach((col) => col.shift());
     c.plot.setData(c.data);
+    if (c.plot.cursor.idx == null) latest(c.plot);
+  }
+
+  // A chart drawn from the server's history (the summary's `history`: one point per step).
+  function draw(c, t, columns) {
+    c.data = [t, ...columns];
+    c.plot.setData(c.data);
+    if (c.plot.cursor.idx == null) latest(c.plot);
   }
 
   // --- rendering ----------------------------------------------------------------------------
-  let previous = null;
-
   function renderSummary(s, t) {
     const cache = s.cache, conn = s.connections, rt = s.response_times, win = s.window;
     show("hit-rate", pct(cache.hit_rate), cache.hit_rate);
@@ -197,30 +236,121 @@
     }
     $("donut").style.background = stops.length ? `conic-gradient(${stops.join(", ")})` : "";
 
-    // Time series: per poll from the counters' differences, like Prometheus' rate().
-    let pollRate = null, limited = null;
-    if (previous) {
-      const dh = cache.hits - previous.cache.hits, dm = cache.misses - previous.cache.misses;
-      pollRate = dh + dm > 0 ? dh / (dh + dm) : null;
-      limited = Math.max(0, s.rate_limit.limited - previous.rate_limit.limited);
-    }
-    push(charts.hitRate, t, [pollRate, win.hit_rate]);
+    renderHistory(s.history);
+    // Percentiles and gauges do not add up over steps: those charts follow the polls.
     push(charts.latency, t, [rt.p50_ms, rt.p99_ms]);
     push(charts.pool, t, [conn.active, conn.idle, conn.max_connections]);
-    push(charts.rateLimit, t, [limited]);
-    show("rl-allowed", int(s.rate_limit.allowed), s.rate_limit.allowed);
-    show("rl-limited", int(s.rate_limit.limited), s.rate_limit.limited);
+    show("instance", s.instance || dash);
+    renderRoutes(s.routes);
+    const limits = s.rate_limit;
+    const configured = limits.configured !== false;
+    $("rl-off").hidden = configured;
+    document.querySelector(".card .pair").classList.toggle("off", !configured);
+    $("chart-ratelimit").hidden = !configured;
+    show("rl-allowed", configured ? int(limits.allowed) : "not configured", limits.allowed);
+    show("rl-limited", configured ? int(limits.limited) : "not configured", configured ? limits.limited : null);
     // Checks Redis could not decide (on_store_error decided them); red while degraded.
     const storeErrors = s.rate_limit.store_errors || 0;
     show("rl-store-errors", int(storeErrors), storeErrors);
     $("rl-store-errors").className = s.rate_limit.degraded ? "warn" : "";
-    previous = s;
+  }
+
+  // The server's history (the last 15 minutes, one point per step), as rates per second.
+  function renderHistory(h) {
+    if (!h || !h.t) return;
+    const step = h.step_seconds;
+    const rate = (col) => col.map((n) => n / step);
+    draw(charts.traffic, h.t, [rate(h.requests), rate(h.errors_4xx), rate(h.errors_5xx), rate(h.upstream_errors), rate(h.upstream_timeouts)]);
+    const each = h.hits.map((n, i) => (n + h.misses[i] ? n / (n + h.misses[i]) : null));
+    const span = Math.max(1, Math.round(60 / step));
+    const rolling = h.hits.map((_, i) => {
+      let hits = 0, lookups = 0;
+      for (let j = Math.max(0, i - span + 1); j <= i; j++) { hits += h.hits[j]; lookups += h.hits[j] + h.misses[j]; }
+      return lookups ? hits / lookups : null;
+    });
+    draw(charts.hitRate, h.t, [each, rolling]);
+    draw(charts.rateLimit, h.t, [rate(h.rate_limited)]);
+    document.body.dataset.historyPoints = String(h.t.length);
+  }
+
+  // Each route over the last 60 s: a failing one (5xx, the upstream failing) stands out.
+  const failing = (r) => r.errors_5xx + r.upstream_errors + r.upstream_timeouts > 0;
+  function renderRoutes(routes) {
+    const body = $("routes").tBodies[0];
+    body.replaceChildren();
+    const entries = Object.entries((routes && routes.by_route) || {})
+      .filter(([name, r]) => name !== "unrouted" || r.requests)
+      .sort(([a, x], [b, y]) => failing(y) - failing(x) || y.requests - x.requests || a.localeCompare(b));
+    for (const [name, r] of entries) {
+      const tr = document.createElement("tr");
+      tr.className = failing(r) ? "failing" : "";
+      tr.dataset.route = name;
+      const cells = [name, int(r.requests), int(r.errors_4xx), int(r.errors_5xx), int(r.upstream_errors + r.upstream_timeouts), int(r.rate_limited)];
+      for (const text of cells) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.append(td);
+      }
+      body.append(tr);
+    }
+  }
+
+  // What is wrong, by name: circuits not closed, checks down, routes failing, limits
+  // refusing, alerts. Built from the three documents of one poll.
+  function renderProblems(s, a, h) {
+    const found = [];
+    for (const u of (s.connections && s.connections.upstreams) || []) {
+      if (u.circuit !== "open" && u.circuit !== "half-open") continue;
+      const probe = u.circuit === "open" ? `, next probe in ${Math.ceil(u.circuit_retry_in)} s` : ", probing";
+      found.push(["bad", `upstream "${u.name}" (${u.origin}): circuit ${u.circuit}${probe}`]);
+    }
+    for (const [name, check] of Object.entries(h.checks || {})) {
+      if (name === "circuits" || check.status === "up") continue;
+      found.push(["bad", `${name}: ${check.status}${check.error ? " · " + check.error : ""}`]);
+    }
+    const by = (s.routes && s.routes.by_route) || {};
+    for (const [name, r] of Object.entries(by)) {
+      if (failing(r)) {
+        const why = [];
+        if (r.errors_5xx) why.push(`${int(r.errors_5xx)} of ${int(r.requests)} answered 5xx`);
+        if (r.upstream_errors) why.push(`${int(r.upstream_errors)} upstream errors`);
+        if (r.upstream_timeouts) why.push(`${int(r.upstream_timeouts)} upstream timeouts`);
+        found.push(["bad", `route "${name}" failing: ${why.join(", ")} in the last 60 s`]);
+      }
+      if (r.rate_limited) found.push(["warn", `route "${name}": ${int(r.rate_limited)} requests refused by rate limits (429) in the last 60 s`]);
+    }
+    for (const alert of a.active) found.push(["bad", "alert: " + alertText(alert)]);
+    const list = $("problems");
+    list.replaceChildren();
+    list.dataset.value = String(found.length);
+    if (!found.length) {
+      const li = document.createElement("li");
+      li.className = "none";
+      li.textContent = "Nothing wrong: every check up, every circuit closed, no route failing in the last 60 s.";
+      list.append(li);
+    }
+    for (const [level, text] of found) {
+      const li = document.createElement("li");
+      li.className = level;
+      li.textContent = text;
+      list.append(li);
+    }
+  }
+
+  // An alert's value beside its threshold, both as the config writes thresholds.
+  function alertText(alert) {
+    if (alert.name === "high_error_rate")
+      return `5xx rate ${pctAgainst(alert.value, alert.threshold)} above ${pctWritten(alert.threshold)}`;
+    if (alert.name === "low_hit_rate")
+      return `hit rate ${pctAgainst(alert.value, alert.threshold)} below ${pctWritten(alert.threshold)}`;
+    return alert.message;
   }
 
   function renderHealth(h) {
     const pill = $("health");
     pill.className = "pill " + h.status;
     show("health", h.status, h.status);
+    show("version", h.version || dash, h.version);
     const list = $("checks");
     list.replaceChildren();
     for (const [name, check] of Object.entries(h.checks)) {
@@ -235,6 +365,13 @@
       const detail = document.createElement("span");
       detail.className = "detail";
       detail.textContent = check.error ? check.error : check.latency_ms != null ? ms(check.latency_ms) : "";
+      if (name === "circuits") {
+        // Which upstream's circuit, by name: "down" alone says nothing about which.
+        const notClosed = Object.entries(check.upstreams || {}).filter(([, u]) => u.circuit === "open" || u.circuit === "half-open");
+        detail.textContent = notClosed.length
+          ? notClosed.map(([n, u]) => `${n}: ${u.circuit}`).join(" · ")
+          : `${Object.keys(check.upstreams || {}).length} closed`;
+      }
       li.append(dot, label, state, detail);
       list.append(li);
     }
@@ -242,9 +379,9 @@
 
   function renderAlerts(a) {
     const th = a.thresholds, parts = [];
-    if (th.min_hit_rate != null) parts.push(`hit rate ≥ ${pct(th.min_hit_rate)}`);
+    if (th.min_hit_rate != null) parts.push(`hit rate ≥ ${pctWritten(th.min_hit_rate)}`);
     if (th.max_p99_ms != null) parts.push(`p99 ≤ ${ms(th.max_p99_ms)}`);
-    if (th.max_error_rate != null) parts.push(`5xx ≤ ${pct(th.max_error_rate)}`);
+    if (th.max_error_rate != null) parts.push(`5xx ≤ ${pctWritten(th.max_error_rate)}`);
     $("thresholds").textContent = parts.length ? parts.join(" · ") + ` over ${a.window_seconds} s` : "no thresholds configured";
     const list = $("alerts");
     list.replaceChildren();
@@ -258,7 +395,7 @@
     for (const alert of a.active) {
       const li = document.createElement("li");
       const title = document.createElement("b");
-      title.textContent = alert.message;
+      title.textContent = alertText(alert);
       const since = document.createElement("span");
       since.textContent = `${alert.name} · for ${duration(Date.now() / 1000 - alert.since_ts)}`;
       li.append(title, since);
@@ -266,8 +403,28 @@
     }
   }
 
+  // Opened as http://admin:TOKEN@host/dashboard, the page's own URL carries credentials, and
+  // Chromium refuses fetch() to such a URL, which every relative URL on this page resolves
+  // to. So the polls go to absolute URLs without them, and the token they held is sent as
+  // the Basic auth the browser would have sent, kept in this page only (never stored).
+  const here = new URL(document.URL);
+  const auth = here.username || here.password ? basicAuth(here.username, here.password) : null;
+  function basicAuth(user, password) {
+    const raw = new TextEncoder().encode(decodeURIComponent(user) + ":" + decodeURIComponent(password));
+    return "Basic " + btoa(Array.from(raw, (b) => String.fromCharCode(b)).join(""));
+  }
+  function adminURL(path) {
+    const url = new URL(path, here);
+    url.username = url.password = "";
+    return url.href;
+  }
+  const LOGIN_HELP = "admin token required: open this page as http://admin:TOKEN@" + here.host + here.pathname
+    + " (any user name, the token as password), or let the browser ask for it";
+
   async function getJSON(path, okStatuses) {
-    const resp = await fetch(path, { cache: "no-store", credentials: "same-origin" });
+    const headers = auth ? { Authorization: auth } : {};
+    const resp = await fetch(adminURL(path), { cache: "no-store", credentials: "same-origin", headers });
+    if (resp.status === 401) throw new Error(LOGIN_HELP);
     if (!resp.ok && !(okStatuses || []).includes(resp.status)) throw new Error(`${path}: HTTP ${resp.status}`);
     return resp.json();
   }
@@ -283,6 +440,7 @@
       renderSummary(summary, Date.now() / 1000);
       renderAlerts(alerts);
       renderHealth(health);
+      renderProblems(summary, alerts, health);
       polls += 1;
       document.body.dataset.polls = String(polls);
       $("status").textContent = `every ${POLL_MS / 1000} s`;
