@@ -38,7 +38,8 @@ def evaluate(settings: AlertSettings, window: Mapping[str, Any]) -> list[Alert]:
                 "low_hit_rate",
                 hit_rate,
                 settings.min_hit_rate,
-                f"hit rate {hit_rate:.2f} below {settings.min_hit_rate:.2f} over {lookups} lookups",
+                f"hit rate {percent(hit_rate, settings.min_hit_rate)} below "
+                f"{settings.min_hit_rate * 100:g}% over {lookups} lookups",
             )
         )
     enough = int(window["requests"]) >= settings.min_requests
@@ -64,10 +65,21 @@ def evaluate(settings: AlertSettings, window: Mapping[str, Any]) -> list[Alert]:
                 "high_error_rate",
                 error_rate,
                 settings.max_error_rate,
-                f"5xx rate {error_rate:.3f} above {settings.max_error_rate:g}",
+                f"5xx rate {percent(error_rate, settings.max_error_rate)} above "
+                f"{settings.max_error_rate * 100:g}%",
             )
         )
     return alerts
+
+
+def percent(value: float, threshold: float) -> str:
+    """`value` as a percentage, as the threshold is written, with as many decimals as it
+    takes not to read as the threshold it broke ("2.0%" above 2% would read as equal)."""
+    for decimals in range(1, 5):
+        shown = round(value * 100, decimals)
+        if shown != round(threshold * 100, decimals):
+            break
+    return f"{shown:.{decimals}f}%"
 
 
 @dataclass(frozen=True, slots=True)
