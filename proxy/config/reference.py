@@ -214,8 +214,8 @@ examples=[...])` of the key in proxy/config/ and run `{command}`;
 tests/config/test_reference.py fails while this page is not what that prints. -->
 
 Every key of the config file, generated from the same pydantic models the loader checks a file
-against (`cacheproxy schema` prints them as a JSON Schema, for editors: see the README's
-[Configuration](../README.md#configuration) section for the file, environment overrides and
+against (`cacheproxy schema` prints them as a JSON Schema, for editors: see the
+[configuration guide](configuration-guide.md) for the file, environment overrides and
 editor support). `cacheproxy check-config --config FILE` checks a file.
 
 - Any number or boolean may also be `${{VAR}}` or `${{VAR:-default}}`, read from the environment
