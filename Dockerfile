@@ -1,4 +1,4 @@
-# cacheproxy: a caching reverse proxy, as a container. README "Containers" says how to run it.
+# cacheproxy: a caching reverse proxy, as a container. docs/deployment.md "Containers" says how to run it.
 #   docker build -t cacheproxy .
 #   docker run -e CACHEPROXY_ADMIN__TOKEN=... -e CACHEPROXY_UPSTREAM__URL=http://api:8000 \
 #       -p 8080:8080 cacheproxy

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
-# Exactly the locked versions, each checked against its hash (README "Dependencies"), then the
+# Exactly the locked versions, each checked against its hash (docs/development.md "Dependencies"), then the
 # project itself with nothing more resolved, built by the locked setuptools; pip check: the
 # lock is within pyproject's ranges.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \

@@ -3,5 +3,5 @@ fields (`aiohttp_internals`), prometheus_client's multiprocess values (`promethe
 
 The basement: imports no other proxy package, so every folder may use it. Each module checks
 at import that what it reads exists in the installed version and names what does not; the
-versions are pinned to the tested range in pyproject.toml (README "Dependencies").
+versions are pinned to the tested range in pyproject.toml (docs/development.md "Dependencies").
 """

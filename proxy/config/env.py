@@ -30,8 +30,8 @@ from proxy.config.keys import sections as _models
 
 PREFIX = "CACHEPROXY_"
 DELIMITER = "__"
-# Names the image's old config read (README "Containers"): set but read by no `${...}` of the
-# file, they get a warning naming the variable that now does their job.
+# Names the image's old config read (docs/deployment.md "Containers"): set but read by no
+# `${...}` of the file, they get a warning naming the variable that now does their job.
 RENAMED = {
     "UPSTREAM_URL": "CACHEPROXY_UPSTREAM__URL",
     "ADMIN_TOKEN": "CACHEPROXY_ADMIN__TOKEN",

@@ -87,7 +87,8 @@ def _network(value: str) -> str:
 
 
 class ClientTimeouts(Model):
-    """Seconds a client may take; past them its connection is closed (README "Limits")."""
+    """Seconds a client may take; past them its connection is closed (docs/
+    protecting-the-upstream.md, "Limits and timeouts")."""
 
     request_head: Duration = Field(
         10.0,
@@ -118,12 +119,12 @@ class Listen(Model):
         examples=["0.0.0.0"],
     )
     port: int = Field(8080, ge=0, le=65535, description="The proxy's port; 0: any free one.")
-    # --- Host hardening (README "Forwarded headers and Host"): kept together, at the end.
+    # --- Host hardening (docs/security.md): kept together, at the end.
     public_host: Annotated[str, AfterValidator(parse_public_host)] | None = Field(
         None,
         description="`host[:port]` clients use for this proxy; always sent upstream as "
         "X-Forwarded-Host. None: fetches by the cache send none unless cache.key.headers lists "
-        "Host (README: Forwarded headers and Host).",
+        "Host (docs/security.md).",
         examples=["api.example.com", "api.example.com:8443"],
     )
     hosts: tuple[Annotated[str, AfterValidator(parse_host_pattern)], ...] | None = Field(

@@ -1,7 +1,7 @@
 """A client's request body on its way upstream: read first when small, bounded when streamed.
 
 An upstream slot is for talking to the upstream, so a body that has not arrived must not
-hold one (README "Protecting the upstream"):
+hold one (docs/protecting-the-upstream.md):
 
 - a body with a Content-Length up to `upstream.buffer_body` is read whole before the
   request asks for a slot, under the listener's body timeout; it can then be retried too;
