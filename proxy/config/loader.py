@@ -29,7 +29,7 @@ from pydantic import (
 from proxy.config import env as env_overrides
 from proxy.config import keys, regex
 from proxy.config.alerts import AlertSettings
-from proxy.config.cache import CacheSettings
+from proxy.config.cache import CacheSettings, parse_size
 from proxy.config.compression import CompressionSettings
 from proxy.config.cors import CorsSettings
 from proxy.config.durations import Duration
@@ -112,7 +112,20 @@ class ClientTimeouts(Model):
     )
 
 
+def _optional_size(value: object) -> object:
+    return None if value is None else parse_size(value)
+
+
 class Listen(Model):
+    max_body_size: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes a request body may have on the proxy port; past them 413 "
+        "`payload_too_large`, before the upstream sees a whole request (on its Content-Length "
+        "at once, a chunked one as it streams). A route may set its own. None: no bound.",
+        examples=["10MB", "1MB"],
+    )
+    _body_size = field_validator("max_body_size", mode="before")(_optional_size)
     host: str = Field(
         "127.0.0.1",
         description="Address the proxy listens on; `0.0.0.0` (or `::`) to serve other machines.",
@@ -284,6 +297,14 @@ class Route(Model):
         "without the query; optionally methods. Required.",
         examples=[{"prefix": "/api/quotes/", "methods": ["GET", "HEAD"]}],
     )
+    max_body_size: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes a request body may have on this route (see listen.max_body_size, "
+        "which it replaces here); none: listen.max_body_size.",
+        examples=["100MB"],
+    )
+    _body_size = field_validator("max_body_size", mode="before")(_optional_size)
     upstream: str | None = Field(
         None,
         description="This route's own upstream URL; none: upstream.url.",

@@ -120,6 +120,9 @@ def config_schema() -> dict[str, Any]:
         cache[size] = _either(cache[size], SIZE)
     upstream = defs["Upstream"]["properties"]
     upstream["buffer_body"] = _either(upstream["buffer_body"], SIZE)
+    for model in ("Listen", "Route"):
+        body = defs[model]["properties"]
+        body["max_body_size"] = _either(body["max_body_size"], SIZE)
     attempts = defs["Retries"]["properties"]["attempts"]
     bounds = {k: v for k, v in attempts.items() if k in ("minimum", "maximum")}
     upstream["retries"] = _either(upstream["retries"], {"type": "integer", **bounds})

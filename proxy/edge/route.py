@@ -62,3 +62,4 @@ class LoadedRoute:
     forwarding: ForwardingRules = _PLAIN_FORWARDING
     cache_forwarding: ForwardingRules = _PLAIN_FORWARDING
     rate_limit: RateLimiter | None = None  # None: not limited
+    max_body_size: int | None = None  # bytes a request body may have; None: no bound

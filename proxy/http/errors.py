@@ -85,10 +85,16 @@ class UpstreamError(Exception):
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
-class ClientBodyError(Exception):
-    """The client's request body stalled (`timed_out`) or broke off while it was being sent
-    upstream: a response for the client (408 or 400), never a failure of the upstream."""
+class BodyTooLarge(Exception):
+    """A streamed request body went past its route's `max_body_size` (then 413)."""
 
-    def __init__(self, timed_out: bool, message: str) -> None:
+
+class ClientBodyError(Exception):
+    """The client's request body stalled (`timed_out`), broke off or went past its bound
+    (`too_large`) while it was being sent upstream: a response for the client (408, 400 or
+    413), never a failure of the upstream."""
+
+    def __init__(self, timed_out: bool, message: str, too_large: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+        self.too_large = too_large

@@ -192,11 +192,16 @@ class Pipeline:
         if request.body_exists:
             config = self.upstream.config
             length = request.content_length
+            limit = route.max_body_size
+            if limit is not None and length is not None and length > limit:
+                # Refused on its declared length: not a byte of it is read or sent on.
+                message = f"the request body ({length} bytes) is over {limit} bytes"
+                return self._body_failed(ex, 413, "payload_too_large", message)
             try:
                 if length is not None and length <= config.buffer_body:
                     body = await read_small(request, length)  # before it takes a slot
                 else:
-                    body = ClientBody(request, config.timeouts.client_body)
+                    body = ClientBody(request, config.timeouts.client_body, limit)
             except BodyCutShort as exc:
                 return self._body_failed(ex, 400, "bad_request", str(exc))
         # Nothing forwarded here is stored, whatever the route.
@@ -218,6 +223,8 @@ class Pipeline:
                 request.content_length if body is not None else None,
             )
         except ClientBodyError as exc:
+            if exc.too_large:  # streamed past the limit: the upstream got no whole request
+                return self._body_failed(ex, 413, "payload_too_large", str(exc))
             if exc.timed_out:
                 return self._body_failed(ex, 408, "request_timeout", str(exc))
             return self._body_failed(ex, 400, "bad_request", str(exc))
@@ -229,8 +236,8 @@ class Pipeline:
     def _body_failed(
         self, ex: Exchange, status: int, code: str, message: str
     ) -> web.StreamResponse:
-        """The client's body stalled or broke off: what is left of it cannot be told from a
-        next request, so the connection closes after this response."""
+        """The client's body stalled, broke off or was too large: what is left of it cannot be
+        told from a next request, so the connection closes after this response."""
         error = json_error(status, code, message)
         error.force_close()
         return self.responder.error(ex, error)

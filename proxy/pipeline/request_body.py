@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from proxy.http.errors import BodyTooLarge
+
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -44,19 +46,22 @@ async def read_small(request: web.BaseRequest, length: int) -> bytes:
 
 
 class ClientBody:
-    """The client's streamed body as the upstream connection reads it (an http1.StreamedBody)."""
+    """The client's streamed body as the upstream connection reads it (an http1.StreamedBody).
+    `limit`: bytes it may have (the route's max_body_size); past them BodyTooLarge stops it,
+    and the upstream never gets a whole request."""
 
-    __slots__ = ("_request", "_wait")
+    __slots__ = ("_limit", "_request", "_wait")
 
-    def __init__(self, request: web.BaseRequest, wait: float) -> None:
+    def __init__(self, request: web.BaseRequest, wait: float, limit: int | None = None) -> None:
         self._request = request
         self._wait = wait
+        self._limit = limit
 
     async def iter_any(self) -> AsyncIterator[bytes]:
         request = self._request
         if expects_continue(request):
             await request.writer.write(CONTINUE)
-        content, wait = request.content, self._wait
+        content, wait, left = request.content, self._wait, self._limit
         while True:
             try:
                 async with asyncio.timeout(wait):
@@ -65,4 +70,8 @@ class ClientBody:
                 raise TimeoutError(f"no request body byte for {wait:g} s") from None
             if not chunk:
                 return
+            if left is not None:
+                left -= len(chunk)
+                if left < 0:
+                    raise BodyTooLarge(f"the request body is over {self._limit} bytes")
             yield chunk

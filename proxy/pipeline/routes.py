@@ -145,6 +145,7 @@ class RouteTable:
             forwarding,
             cache_forwarding(default_cache),
             limiter("default", None),
+            config.listen.max_body_size,
         )
         self._entries: list[tuple[_Matcher, frozenset[str] | None, LoadedRoute]] = []
         for i, route in enumerate(config.routes):
@@ -162,6 +163,9 @@ class RouteTable:
                 forwarding,
                 cache_forwarding(cache),
                 limiter(f"route:{name}", route.rate_limit),
+                route.max_body_size
+                if route.max_body_size is not None
+                else config.listen.max_body_size,
             )
             methods = frozenset(route.match.methods) if route.match.methods else None
             self._entries.append((_matcher(route), methods, compiled))

@@ -233,7 +233,7 @@ class UpstreamClient:
         except RequestBodyFailed as exc:  # the client's doing: no verdict on the upstream
             guard.release()
             guard.abandon(endpoint, probe)
-            raise ClientBodyError(exc.timed_out, str(exc)) from exc
+            raise ClientBodyError(exc.timed_out, str(exc), exc.too_large) from exc
         except (TimeoutError, ExchangeError, OSError) as exc:
             # A timeout is the slowest latency sample of all; an error is none at all (a
             # refused connection is quick, and would look like a fast upstream).

@@ -31,6 +31,8 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from proxy.http.errors import BodyTooLarge
+
 log = logging.getLogger("cacheproxy.upstream")
 
 MAX_HEAD = 256 * 1024  # one response head: status line and fields together
@@ -99,6 +101,7 @@ class RequestBodyFailed(ExchangeError):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"the request body was cut short: {cause!r}")
         self.timed_out = isinstance(cause, TimeoutError)
+        self.too_large = isinstance(cause, BodyTooLarge)
 
 
 class Body:
