@@ -186,6 +186,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class Purge(Model):
+    allow: tuple[Annotated[str, AfterValidator(_network)], ...] = Field(
+        (),
+        description="Client networks (CIDRs or addresses) whose `PURGE /path` on the proxy "
+        "port is carried out; anyone else needs the admin token (`Authorization: Bearer`), "
+        "or gets 405. PURGE is never forwarded upstream.",
+        examples=[["127.0.0.1", "10.0.0.0/8"]],
+    )
+
+
 class Admin(Model):
     port: int = Field(9901, ge=0, le=65535, description="The admin listener's port.")
     token: str | None = Field(
@@ -398,6 +408,11 @@ class Settings(Model):
         "at once and the port serves on while load balancers take this instance out (a "
         "Kubernetes preStop sleep). SIGINT (Ctrl-C) skips it.",
         examples=[5, "15s"],
+    )
+    purge: Purge = Field(
+        Purge(),
+        description="`PURGE` requests on the proxy port, as Varnish and nginx's cache_purge "
+        "take them: who may send them.",
     )
     trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = Field(
         (),

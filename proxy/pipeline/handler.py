@@ -9,8 +9,10 @@ client -> target check -> route match -> CORS preflight (responded to here)
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 
+import orjson
 from aiohttp import web
 from multidict import istr
 
@@ -20,6 +22,7 @@ from proxy.cache.status import BYPASS, MISS
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import RevocationList
+from proxy.http.clientaddr import TrustedProxies
 from proxy.http.errors import ClientBodyError, JsonError, json_error
 from proxy.http.request_id import RequestIds
 from proxy.http.target import BadTarget, Target, parse_target
@@ -52,6 +55,8 @@ class Pipeline:
         warming: Warming | None = None,
         ratelimit_checked: Callable[[str, bool], None] = lambda route, allowed: None,
         request_ids: RequestIdSettings | None = None,
+        purgers: TrustedProxies | None = None,
+        admin_token: str | None = None,
     ) -> None:
         """`ratelimit_checked(route name, allowed)` is told of every rate-limit check (the
         metrics). `request_ids`: the `request_id:` section (None: its defaults)."""
@@ -63,6 +68,7 @@ class Pipeline:
         self.use_routes(routes)
         self.ids: RequestIds | None = None
         self.use_request_ids(request_ids or RequestIdSettings())
+        self.use_purgers(purgers or TrustedProxies(), admin_token)
         # The Redis tier shares each stored variant the responder makes.
         self.responder = Responder(store, shared.share_variants if shared is not None else None)
         self.cache = CacheStage(
@@ -80,6 +86,13 @@ class Pipeline:
         self.routes = routes
         self.hosts = routes.hosts
         self.fetch.trusted_proxies = routes.trusted_proxies
+
+    def use_purgers(self, allowed: TrustedProxies, admin_token: str | None) -> None:
+        """Who may PURGE on the proxy port: peers in `purge.allow`, or the admin token."""
+        self.purgers = allowed
+        self._purge_token = (
+            b"Bearer " + admin_token.encode("utf-8", "surrogateescape") if admin_token else None
+        )
 
     def use_request_ids(self, settings: RequestIdSettings) -> None:
         """Take a (reloaded) `request_id:` section; ids made so far stay unique."""
@@ -117,6 +130,8 @@ class Pipeline:
             msg = "this proxy does not serve the requested host"
             return self._refuse(ids, rid, 421, "misdirected_request", msg)
 
+        if method == "PURGE":  # never forwarded: the cache's, and only for those allowed
+            return await self._purge(request, target, ids, rid)
         if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
             # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
             # key and the origin could each read a different one.
@@ -241,6 +256,35 @@ class Pipeline:
         error = json_error(status, code, message)
         error.force_close()
         return self.responder.error(ex, error)
+
+    async def _purge(
+        self, request: web.BaseRequest, target: Target, ids: RequestIds | None, rid: str
+    ) -> web.StreamResponse:
+        """`PURGE /path?query`: what a GET of that URL stored goes, every variant, in every
+        tier (as the admin API's url purge)."""
+        if not self._may_purge(request):
+            msg = "PURGE needs an allowed address (purge.allow) or the admin token"
+            refusal = self._refuse(ids, rid, 405, "method_not_allowed", msg)
+            refusal.headers["Allow"] = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+            return refusal
+        request[ROUTE] = self.routes.match("GET", target.path).name
+        result = await self.purge_url(target.path, target.query)
+        body: dict[str, object] = {"purged": 0 if result is None else result.local}
+        if result is not None and result.error is not None:
+            body["queued"] = True  # Redis could not be reached: sent when it responds again
+        response = web.Response(body=orjson.dumps(body), content_type="application/json")
+        if ids is not None:
+            response.headers[ids.header] = rid
+        return response
+
+    def _may_purge(self, request: web.BaseRequest) -> bool:
+        if self.purgers.trusts(request.remote):
+            return True
+        token = self._purge_token
+        if token is None:
+            return False
+        given = request.headers.get(_AUTHORIZATION, "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, token)  # constant time: no leak of a near guess
 
     @staticmethod
     def _refuse(

@@ -14,7 +14,7 @@ from proxy.cache.memory import MemoryStore
 from proxy.config.cache import CacheSettings
 from proxy.config.loader import ConfigError, Settings
 from proxy.edge.revocation import RevocationList
-from proxy.http.clientaddr import ClientKeys
+from proxy.http.clientaddr import ClientKeys, TrustedProxies
 from proxy.http.target import BadTarget, parse_target
 from proxy.observe.catalogue import Catalogue
 from proxy.observe.documents import Documents
@@ -121,6 +121,8 @@ class ProxyServer:
             warming,
             ratelimit_checked=meters.ratelimit_check,  # no observer method in between
             request_ids=config.request_id,
+            purgers=TrustedProxies(config.purge.allow),
+            admin_token=config.admin.token,
         )
         if self.tracing is not None:
             self.pipeline.cache.use_tracing(self.tracing)
@@ -183,6 +185,7 @@ class ProxyServer:
             restart.append("cache.tiers")  # the Redis tier was not started with this process
         self.pipeline.use_routes(routes)
         self.pipeline.use_request_ids(config.request_id)
+        self.pipeline.use_purgers(TrustedProxies(config.purge.allow), config.admin.token)
         facts = route_facts(routes)
         self.observer.use_routes(facts)
         self.sources.routes = facts
