@@ -130,13 +130,13 @@ class Pipeline:
             msg = "this proxy does not serve the requested host"
             return self._refuse(ids, rid, 421, "misdirected_request", msg)
 
-        if method == "PURGE":  # never forwarded: the cache's, and only for those allowed
-            return await self._purge(request, target, ids, rid)
         if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
             # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
-            # key and the origin could each read a different one.
+            # key, a PURGE's token check and the origin could each read a different one.
             msg = "more than one Authorization field"
             return self._refuse(ids, rid, 400, "bad_request", msg)
+        if method == "PURGE":  # never forwarded: the cache's, and only for those allowed
+            return await self._purge(request, target, ids, rid)
         try:
             route = self.routes.route_for(method, target.path)
         except AmbiguousPath as exc:
