@@ -42,6 +42,10 @@ class UpstreamFetch:
             path_qs = path_qs.partition("#")[0]
         peer = request.remote
         headers = request.headers
+        ids = self.ids
+        # The client's id field goes whatever it held, however it spelled the name: one id
+        # per request, ours (`request_id`). "": ids are off, the client's passes through.
+        own = ids.lower if ids is not None and request_id else ""
         fields = request_fields(
             headers,
             forwarding,
@@ -52,11 +56,10 @@ class UpstreamFetch:
             client_host=headers.get("Host") if target.authority is None else None,
             upstream_host=upstream.host_header,
             validating=validating,
-            # The client's id field goes whatever it held, however it spelled the name:
-            # one id per request, ours (`request_id`).
-            own_field=ids.lower if (ids := self.ids) is not None and request_id else "",
+            own_field=own,
         )
-        if ids is not None and request_id is not None:
+        if own:
+            assert ids is not None
             fields.append(f"{ids.line_prefix}{request_id}")
         return upstream.base_path + path_qs, fields
 
