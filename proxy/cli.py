@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from proxy import __version__
+from proxy import __version__, runtime
 
 if TYPE_CHECKING:
     from proxy.config.loader import Settings
@@ -54,11 +54,8 @@ routes:
 def version_line() -> str:
     """`cacheproxy 0.1.0 (Python 3.11.2, aiohttp 3.14.5)`, aiohttp's read from its metadata:
     nothing is imported for it, and only when asked (every command builds the parser)."""
-    import platform
-    from importlib import metadata
-
-    aiohttp = metadata.version("aiohttp")
-    return f"cacheproxy {__version__} (Python {platform.python_version()}, aiohttp {aiohttp})"
+    python, aiohttp = runtime()
+    return f"cacheproxy {__version__} (Python {python}, aiohttp {aiohttp})"
 
 
 class _Version(argparse.Action):

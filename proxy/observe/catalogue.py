@@ -9,11 +9,9 @@ One process: a scrape collects `series()` (metrics.Exporter). With `workers: N`
 
 from __future__ import annotations
 
-import platform
-from importlib import metadata
 from typing import TYPE_CHECKING
 
-from proxy import __version__
+from proxy import __version__, runtime
 from proxy.observe.metrics import (
     AcrossWorkers,
     Exporter,
@@ -35,7 +33,7 @@ if TYPE_CHECKING:
 
 
 # cacheproxy_build_info's labels: what runs, as `cacheproxy --version` says it.
-BUILD = (__version__, platform.python_version(), metadata.version("aiohttp"))
+BUILD = (__version__, *runtime())
 
 
 class Catalogue:
