@@ -204,7 +204,9 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
         )
         procs.append(proc)
         assert proc.stdout is not None  # stdout=PIPE
-        deadline = time.monotonic() + 15
+        # Generous: it returns as soon as both ports accept, and a loaded 2-core machine has
+        # taken over 15 s to start a proxy with workers.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise AssertionError(f"proxy exited early: {proc.stdout.read()}")
@@ -212,7 +214,7 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
             if all(_accepts(p) for p in (port, admin_port)):
                 return ProxyProcess(proc, port, admin_port, cfg)
             time.sleep(0.05)
-        raise AssertionError("proxy did not start listening on both ports within 15 s")
+        raise AssertionError("proxy did not start listening on both ports within 60 s")
 
     yield start
     for proc in procs:
