@@ -41,6 +41,7 @@ from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import UpstreamClient, UpstreamError
 
 _AUTHORIZATION = istr("Authorization")
+_HOST = istr("Host")  # an istr is looked up without folding the name's case first
 
 
 class Pipeline:
@@ -133,7 +134,7 @@ class Pipeline:
         elif self.reads_host:
             # The Host field itself, as listen.hosts reads it (nginx's server_name does the
             # same): never X-Forwarded-Host, so the name let in is the name routed.
-            host = fields.get("Host")
+            host = fields.get(_HOST)
             if self.hosts is not None and not self.hosts.allows(host):
                 msg = "this proxy does not serve the requested host"
                 return self._refuse(ids, rid, 421, "misdirected_request", msg)
