@@ -10,8 +10,9 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.config.loader import parse_config
 from proxy.server.app import ProxyServer
-from tests.conftest import Origin, StartProxy, StartUpstream, url_of
+from tests.conftest import Origin, StartProxy, StartUpstream, config_text, url_of
 
 A, B = "a.example.com", "x.b.example.com"
 
@@ -147,3 +148,17 @@ async def test_one_upstream_under_two_base_paths_keeps_two_entries(
         assert (await fetch(http, proxy, B))[0] == "body of /Two/x"  # paths are case-sensitive
         assert (await fetch(http, proxy, "c.example.com"))[0] == "body of /two/x"
     assert origin.hits == {"/one/x": 1, "/Two/x": 1, "/two/x": 1}
+
+
+async def test_a_reload_that_adds_hosts_routes_by_host_at_once(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    a = await named_origin(start_upstream, "A")
+    rest = await named_origin(start_upstream, "REST")
+    proxy = await start_proxy(rest.url, cache={})
+    assert (await fetch(http, proxy, A))[0] == "REST /x"  # no route names a host: Host unread
+    route = {"name": "a", "match": {"prefix": "/", "hosts": [A]}, "upstream": a.url}
+    new = parse_config(config_text(rest.url, cache={}, routes=[route]), env={})
+    assert proxy.apply(new)["reloaded"] is True
+    assert await fetch(http, proxy, A) == ("A /x", "MISS")
+    assert await fetch(http, proxy, "other.example.com") == ("REST /x", "HIT")
