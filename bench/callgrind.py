@@ -3,6 +3,7 @@
     python -m bench.callgrind miss 2000        # a miss, cache off, full pipeline
     DROP=cors python -m bench.callgrind miss 2000   # ... without CORS (or limit, log, request_id)
     TRACING=0 python -m bench.callgrind hit 2000    # ... with `tracing:`, this sample_ratio
+    VHOSTS=1 python -m bench.callgrind hit 2000     # ... its route on the Host the load sends
     python -m bench.callgrind cold 2000        # every request a new key, stored
     python -m bench.callgrind hit 3000         # the full-pipeline hot hit
     python -m bench.callgrind forward 2000     # the naive aiohttp forwarding proxy
@@ -55,6 +56,11 @@ def main() -> None:
                     config["request_id"] = False
                 else:
                     config.pop({"cors": "cors", "limit": "rate_limit"}[drop])
+            if os.environ.get("VHOSTS"):  # virtual hosts: the Host is read and looked up
+                route = config["routes"][0]
+                route["match"]["hosts"] = ["127.0.0.1", "api.example.com"]
+                other = {"name": "other", "match": {"prefix": "/", "hosts": ["*.example.com"]}}
+                config["routes"] += [other, {"name": "rest", "match": {"prefix": "/"}}]
             ratio = os.environ.get("TRACING")
             if ratio is not None:  # spans go to a closed port: their export fails, costs stay
                 endpoint = f"http://127.0.0.1:{servers.free_port()}/v1/traces"

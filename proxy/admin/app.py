@@ -21,6 +21,7 @@ from proxy.admin.merge import MERGE_HEADER
 from proxy.admin.revocation import admin_routes as revocation_routes
 from proxy.admin.view import ServerView
 from proxy.http.errors import json_error
+from proxy.http.hosts import authority_host
 from proxy.http.target import BadTarget, parse_target
 from proxy.observe.documents import MERGE_RULES
 from proxy.observe.health import overall, without_detail
@@ -143,7 +144,10 @@ def build_admin_app(view: ServerView) -> web.Application:
                 target = parse_target(value)
             except BadTarget as exc:
                 return json_error(400, "bad_request", f"url: {exc}")
-            found = await view.purge_url(target.path, target.query)
+            # `http://api.example.com/x`: the entry of the route serving that host (a route
+            # may name hosts); `/x`: of the route that takes it without a Host.
+            host = authority_host(target.authority) if target.authority is not None else None
+            found = await view.purge_url(target.path, target.query, host)
             if found is None:
                 return _json({"purged": 0})
             result = found

@@ -34,7 +34,8 @@ class ServerView:
     registry: CollectorRegistry  # /metrics
     listener_stats: Callable[[], dict[str, Any]]  # /listener/stats
     purge: Callable[[PurgeKind, str], Awaitable[PurgeResult]]  # by prefix or tag, every tier
-    purge_url: Callable[[str, str], Awaitable[PurgeResult | None]]  # None: no caching route
+    # (path, query, Host or None): None back when no caching route takes that URL.
+    purge_url: Callable[[str, str, str | None], Awaitable[PurgeResult | None]]
     shared_tier: bool  # purges reach Redis too, and say what they removed there
     reload: Callable[[], dict[str, object]]  # re-read the config file
     revocations: RevocationList

@@ -3,7 +3,12 @@
 Key layout (the method is *not* part of it: HEAD is served from GET
 entries)::
 
-    <host><path>?<query>[|h:<name>=<value>]...[|u:<user-hash>]
+    <origin><path>?<query>[|h:<name>=<value>]...[|u:<user-hash>]
+
+``<origin>`` is the route's upstream, host in lower case and base path
+(proxy/edge/route.py's ``UpstreamTarget.key_origin``): what is fetched, not the
+Host the client named, so two routes forwarding the same path to different
+upstreams (virtual hosts, base paths) never share an entry.
 
 The part before the first ``|`` is the *URL key*; ``|`` is percent-encoded in
 paths and queries so that split is unambiguous. Purging a URL therefore means
@@ -154,25 +159,26 @@ class KeyBuilder:
         kept = [p for p in parts if not (p and self._ignored(p.partition("=")[0]))]
         return raw_query if len(kept) == len(parts) else "&".join(kept)
 
-    def url_key(self, host: str, path: str, raw_query: str) -> str:
-        """``host+path?query``: shared by every variant of one URL."""
+    def url_key(self, origin: str, path: str, raw_query: str) -> str:
+        """``origin+path?query``: shared by every variant of one URL. `origin` as the module
+        says, normalised by its maker (not on every lookup)."""
         query = self.normalise_query(raw_query) if raw_query else ""
         if "|" in path or "|" in query:
             path, query = _escape_url(path), _escape_url(query)
-        return f"{host.lower()}{path or '/'}?{query}"
+        return f"{origin}{path or '/'}?{query}"
 
-    def url_prefix(self, host: str, path_prefix: str) -> str:
+    def url_prefix(self, origin: str, path_prefix: str) -> str:
         """String prefix of all keys under ``path_prefix`` (purge by prefix)."""
-        return f"{host.lower()}{_escape_url(path_prefix)}"
+        return f"{origin}{_escape_url(path_prefix)}"
 
-    def primary_key(self, host: str, path: str, raw_query: str, request_headers: Headers) -> str:
+    def primary_key(self, origin: str, path: str, raw_query: str, request_headers: Headers) -> str:
         """URL key plus configured header values and the (hashed) user scope."""
         if not self._headers and self._user is None:  # url_key, written out: every lookup
             query = self.normalise_query(raw_query) if raw_query else ""
             if "|" in path or "|" in query:
                 path, query = _escape_url(path), _escape_url(query)
-            return f"{host.lower()}{path or '/'}?{query}"
-        key = self.url_key(host, path, raw_query)
+            return f"{origin}{path or '/'}?{query}"
+        key = self.url_key(origin, path, raw_query)
         segments = [key]
         for name, secret in self._headers:
             lines = request_headers.getall(name, ())

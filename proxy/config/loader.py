@@ -112,6 +112,12 @@ class ClientTimeouts(Model):
     )
 
 
+def _some_hosts(value: tuple[str, ...] | None, omitted: str) -> tuple[str, ...] | None:
+    if value == ():  # an empty list would match nothing: a typo, not a wish
+        raise ValueError(f"must list at least one host name (omit it to {omitted})")
+    return value
+
+
 def _optional_size(value: object) -> object:
     return None if value is None else parse_size(value)
 
@@ -150,9 +156,7 @@ class Listen(Model):
     @field_validator("hosts")
     @classmethod
     def _hosts_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value == ():
-            raise ValueError("must list at least one host name (omit it to serve any Host)")
-        return value
+        return _some_hosts(value, "serve any Host")
 
     timeouts: ClientTimeouts = Field(
         ClientTimeouts(),
@@ -259,6 +263,15 @@ class Match(Model):
         description="Match only these methods; none: every method.",
         examples=[["GET", "HEAD"]],
     )
+    hosts: tuple[Annotated[str, AfterValidator(parse_host_pattern)], ...] | None = Field(
+        None,
+        description="Match only requests for these host names (virtual hosts): exact "
+        "(`api.example.com`) or `*.example.com` for any subdomain, any port, any case. Routes "
+        "naming the request's host exactly are tried first, then those matching it by "
+        "wildcard (longer domain first), then routes without hosts; in table order within "
+        "each. None: any host.",
+        examples=[["api.example.com", "*.api.example.com"]],
+    )
 
     @field_validator("prefix", "path")
     @classmethod
@@ -284,6 +297,11 @@ class Match(Model):
             raise ValueError("must list at least one method (omit it to match all)")
         return tuple(m.upper() for m in value)
 
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return _some_hosts(value, "match any host")
+
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Match:
         given = [k for k in ("prefix", "path", "regex") if getattr(self, k) is not None]
@@ -304,7 +322,7 @@ class Route(Model):
     match: Match = Field(
         description="Which requests the route takes: exactly one of prefix, path or regex, "
         "against the path as the origin reads it (escapes normalised, dot segments removed) "
-        "without the query; optionally methods. Required.",
+        "without the query; optionally methods and hosts. Required.",
         examples=[{"prefix": "/api/quotes/", "methods": ["GET", "HEAD"]}],
     )
     max_body_size: int | None = Field(
@@ -853,6 +871,8 @@ def _across_sections(config: Settings, unknown: frozenset[str] = frozenset()) ->
             if cache.coalesce == "global" and "redis" not in tiers:
                 yield _Located(f"{path}.coalesce", "global needs tiers: [memory, redis]")
     yield from _duplicate_route_names(config, unknown)
+    if "listen" not in unknown and config.listen.hosts is not None:
+        yield from _hosts_refused(config.listen.hosts, config.routes, unknown)
     routes_known = "routes" not in unknown
     matches_known = routes_known and not any(
         f"routes[{i}].{key}" in unknown
@@ -900,13 +920,42 @@ def _duplicate_route_names(config: Settings, unknown: frozenset[str]) -> Iterato
             first[name] = i
 
 
+def _hosts_refused(
+    served: tuple[str, ...], routes: tuple[Route, ...], unknown: frozenset[str]
+) -> Iterator[_Located]:
+    """A route host that listen.hosts refuses (421) could never be routed to: a typo in one
+    of the two lists, found now rather than by the first client."""
+    names = {p for p in served if not p.startswith("*.")}
+    domains = tuple(p[1:] for p in served if p.startswith("*."))  # "*.a.com" -> ".a.com"
+    for i, route in enumerate(routes):
+        if f"routes[{i}].match" in unknown:
+            continue
+        for j, pattern in enumerate(route.match.hosts or ()):
+            if pattern.startswith("*."):
+                # Some name under it is served: a listed one, or a subdomain under a wildcard
+                # that takes the same names or more (`*.a.com` under `*.com`) or fewer.
+                domain = pattern[1:]
+                ok = any(n.endswith(domain) for n in names) or any(
+                    domain.endswith(d) or d.endswith(domain) for d in domains
+                )
+            else:
+                ok = pattern in names or pattern.endswith(domains)
+            if not ok:
+                yield _Located(
+                    f"routes[{i}].match.hosts[{j}]",
+                    f"{pattern!r} is not in listen.hosts, so its requests get 421 and never "
+                    "reach this route: add it there (or a wildcard that covers it)",
+                )
+
+
 def _caching_route(config: Settings, path: str) -> str | None:
     """None if a GET of `path` is cached, else the name of the route that does not cache it
-    (first match wins, as in proxy/pipeline/routes.py)."""
+    (first match wins, as in proxy/pipeline/routes.py, for a request naming no host: warming's
+    requests name none, so routes that name hosts never take them)."""
     top_enabled = config.cache is not None and config.cache.enabled
     for i, route in enumerate(config.routes):
         m = route.match
-        if m.methods is not None and "GET" not in m.methods:
+        if (m.methods is not None and "GET" not in m.methods) or m.hosts is not None:
             continue
         if m.path is not None:
             matched = path == m.path

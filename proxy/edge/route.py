@@ -28,6 +28,8 @@ class UpstreamTarget:
     base_path: str  # prepended to the client's path; "" for none
     authority: tuple[str, int]  # (lower-case host, port): what absolute-form targets must name
     key: OriginKey  # (scheme, host, port): the pool's connections to it
+    # What cache keys start with (proxy/cache/keys.py): host[:port] in lower case, base path.
+    key_origin: str
 
     @classmethod
     def parse(cls, url: str) -> UpstreamTarget:
@@ -36,12 +38,14 @@ class UpstreamTarget:
         host = u.host.lower()
         host_header = u.raw_authority.rsplit("@", 1)[-1]
         origin = f"{u.scheme}://{host_header}"
+        base_path = u.raw_path.rstrip("/")
         return cls(
             origin=origin,
             host_header=host_header,
-            base_path=u.raw_path.rstrip("/"),
+            base_path=base_path,
             authority=(host, u.port),
             key=origin_key(origin),
+            key_origin=host_header.lower() + base_path,
         )
 
 

@@ -24,6 +24,7 @@ from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import RevocationList
 from proxy.http.clientaddr import TrustedProxies
 from proxy.http.errors import ClientBodyError, JsonError, json_error
+from proxy.http.hosts import authority_host
 from proxy.http.request_id import RequestIds
 from proxy.http.target import BadTarget, Target, parse_target
 from proxy.observe.metrics import REQUEST_ID, ROUTE
@@ -40,6 +41,7 @@ from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import UpstreamClient, UpstreamError
 
 _AUTHORIZATION = istr("Authorization")
+_HOST = istr("Host")  # an istr is looked up without folding the name's case first
 
 
 class Pipeline:
@@ -85,6 +87,7 @@ class Pipeline:
         the old table or the new one, never a mix; one in flight keeps the policy it matched."""
         self.routes = routes
         self.hosts = routes.hosts
+        self.reads_host = routes.hosts is not None or routes.by_host is not None
         self.fetch.trusted_proxies = routes.trusted_proxies
 
     def use_purgers(self, allowed: TrustedProxies, admin_token: str | None) -> None:
@@ -119,6 +122,7 @@ class Pipeline:
             target = parse_target(request.raw_path)
         except BadTarget as exc:
             return self._refuse(ids, rid, 400, "bad_request", str(exc))
+        host: str | None = None  # read only when listen.hosts or a route's hosts need it
         if target.authority is not None:
             if target.authority not in self.routes.authorities:
                 # Absolute-form for a host we do not front: never an open relay.
@@ -126,9 +130,14 @@ class Pipeline:
                 return self._refuse(ids, rid, 403, "forbidden_host", msg)
             # Its Host header is ignored (RFC 9112 §3.2.2), so listen.hosts does not apply:
             # the authority, checked just now against the upstreams, is what it names.
-        elif self.hosts is not None and not self.hosts.allows(fields.get("Host")):
-            msg = "this proxy does not serve the requested host"
-            return self._refuse(ids, rid, 421, "misdirected_request", msg)
+            host = authority_host(target.authority)
+        elif self.reads_host:
+            # The Host field itself, as listen.hosts reads it (nginx's server_name does the
+            # same): never X-Forwarded-Host, so the name let in is the name routed.
+            host = fields.get(_HOST)
+            if self.hosts is not None and not self.hosts.allows(host):
+                msg = "this proxy does not serve the requested host"
+                return self._refuse(ids, rid, 421, "misdirected_request", msg)
 
         if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
             # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
@@ -136,9 +145,9 @@ class Pipeline:
             msg = "more than one Authorization field"
             return self._refuse(ids, rid, 400, "bad_request", msg)
         if method == "PURGE":  # never forwarded: the cache's, and only for those allowed
-            return await self._purge(request, target, ids, rid)
+            return await self._purge(request, target, host, ids, rid)
         try:
-            route = self.routes.route_for(method, target.path)
+            route = self.routes.route_for(method, target.path, host)
         except AmbiguousPath as exc:
             return self._refuse(ids, rid, 400, "ambiguous_path", str(exc))
         request[ROUTE] = route.name  # for the metrics and the access log
@@ -180,22 +189,24 @@ class Pipeline:
             error = json_error(exc.status, exc.code, exc.message, exc.headers())
             return self.responder.error(ex, error, MISS if cacheable else BYPASS)
         if policy.is_unsafe_method(request.method):
-            await self.invalidate(request, target, resp)
+            await self.invalidate(request, target, resp, host)
         return resp
 
     async def invalidate(
-        self, request: web.BaseRequest, target: Target, resp: web.StreamResponse
+        self, request: web.BaseRequest, target: Target, resp: web.StreamResponse, host: str | None
     ) -> None:
-        """§4.4: a successful unsafe request makes stored responses for its URLs stale."""
+        """§4.4: a successful unsafe request makes stored responses for its URLs stale (on
+        its own host: `host`, as it was routed)."""
         for path_query in policy.invalidation_targets(
             request.method, resp.status, target.path_and_query, resp.headers, request.host
         ):
             path, _, query = path_query.partition("?")
-            await self.purge_url(path, query)
+            await self.purge_url(path, query, host)
 
-    async def purge_url(self, path: str, query: str) -> PurgeResult | None:
-        """Remove what a GET of this URL stored, in every tier; None: no caching route."""
-        route = self.routes.match("GET", path)  # where a GET of that URL is cached
+    async def purge_url(self, path: str, query: str, host: str | None) -> PurgeResult | None:
+        """Remove what a GET of this URL on `host` stored, in every tier; None: no caching
+        route. `host` picks the route as for a request (None: routes naming no host)."""
+        route = self.routes.match("GET", path, host)  # where a GET of that URL is cached
         if route.cache is None:
             return None
         return await self.cache.purge("url", self.cache.url_key(route, path, query))
@@ -258,17 +269,22 @@ class Pipeline:
         return self.responder.error(ex, error)
 
     async def _purge(
-        self, request: web.BaseRequest, target: Target, ids: RequestIds | None, rid: str
+        self,
+        request: web.BaseRequest,
+        target: Target,
+        host: str | None,
+        ids: RequestIds | None,
+        rid: str,
     ) -> web.StreamResponse:
-        """`PURGE /path?query`: what a GET of that URL stored goes, every variant, in every
-        tier (as the admin API's url purge)."""
+        """`PURGE /path?query`: what a GET of that URL (on this Host) stored goes, every
+        variant, in every tier (as the admin API's url purge)."""
         if not self._may_purge(request):
             msg = "PURGE needs an allowed address (purge.allow) or the admin token"
             refusal = self._refuse(ids, rid, 405, "method_not_allowed", msg)
             refusal.headers["Allow"] = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
             return refusal
-        request[ROUTE] = self.routes.match("GET", target.path).name
-        result = await self.purge_url(target.path, target.query)
+        request[ROUTE] = self.routes.match("GET", target.path, host).name
+        result = await self.purge_url(target.path, target.query, host)
         body: dict[str, object] = {"purged": 0 if result is None else result.local}
         if result is not None and result.error is not None:
             body["queued"] = True  # Redis could not be reached: sent when it responds again

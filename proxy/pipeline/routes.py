@@ -1,4 +1,5 @@
-"""Compiled route table: request method + path -> LoadedRoute (first match wins)."""
+"""Compiled route table: request method + path (+ Host, for routes that name hosts) ->
+LoadedRoute (first match wins, routes naming the request's host tried first)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from proxy.edge.ratelimit.limiter import RateLimiter
 from proxy.edge.route import LoadedRoute, UpstreamTarget
 from proxy.http.clientaddr import TrustedProxies
 from proxy.http.headers import ForwardingRules
-from proxy.http.hosts import HostAllowlist
+from proxy.http.hosts import HostAllowlist, HostTable
 from proxy.http.regex import prefix_matcher
 from proxy.http.target import BadTarget, needs_reading, normalise_escapes, path_readings
 from proxy.shared.redis import SharedRedis
@@ -31,6 +32,8 @@ log = logging.getLogger("cacheproxy")
 
 
 _Matcher = Callable[[str], bool]
+# (path matcher, methods or None for all, the route): what a request is tried against.
+_Entry = tuple[_Matcher, frozenset[str] | None, LoadedRoute]
 
 
 class AmbiguousPath(BadTarget):
@@ -147,7 +150,7 @@ class RouteTable:
             limiter("default", None),
             config.listen.max_body_size,
         )
-        self._entries: list[tuple[_Matcher, frozenset[str] | None, LoadedRoute]] = []
+        entries: list[tuple[tuple[str, ...] | None, _Entry]] = []
         for i, route in enumerate(config.routes):
             upstream = (
                 UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
@@ -168,8 +171,14 @@ class RouteTable:
                 else config.listen.max_body_size,
             )
             methods = frozenset(route.match.methods) if route.match.methods else None
-            self._entries.append((_matcher(route), methods, compiled))
-        self.compiled = [self.default] + [p for _, _, p in self._entries]
+            entries.append((route.match.hosts, (_matcher(route), methods, compiled)))
+        self.compiled = [self.default] + [entry[2] for _, entry in entries]
+        # Without a route naming hosts, a request's Host is never read to route it.
+        self.by_host: HostTable[_Entry] | None = None
+        if any(hosts is not None for hosts, _ in entries):
+            self.by_host = HostTable(entries)
+        # Routes naming no host: all of them when by_host is None.
+        self._entries: tuple[_Entry, ...] = tuple(e for hosts, e in entries if hosts is None)
         self.authorities = frozenset(p.upstream.authority for p in self.compiled)
         # None: every Host is served (no per-request check at all).
         self.hosts = HostAllowlist(config.listen.hosts) if config.listen.hosts else None
@@ -182,36 +191,41 @@ class RouteTable:
             names.setdefault(compiled.upstream.origin, compiled.name)
         return names
 
-    def route_for(self, method: str, path: str) -> LoadedRoute:
+    def route_for(self, method: str, path: str, host: str | None = None) -> LoadedRoute:
         """The route of a client's request; AmbiguousPath when origins could disagree on it.
 
-        A spelling must not take a request out of its route's limits or cache rules: so
-        `/api/auth/log%69n` is `/api/auth/login`'s, and `/api/x/..%2Fauth/login`, which one
-        origin reads as `/api/auth/login` and another as a file under `/api/x/`, is refused.
+        `host`: the request's Host value (None: a request naming none), read only when some
+        route names hosts. A spelling must not take a request out of its route's limits or
+        cache rules: so `/api/auth/log%69n` is `/api/auth/login`'s, and
+        `/api/x/..%2Fauth/login`, which one origin reads as `/api/auth/login` and another as a
+        file under `/api/x/`, is refused.
         """
+        entries = self._entries if self.by_host is None else self.by_host.lookup(host)
         if "%" not in path and "/." not in path and "//" not in path and "#" not in path:
             # Nearly every request: its bytes are its only reading (target.needs_reading,
             # written out: this runs on every hit).
-            for matches, methods, compiled in self._entries:
+            for matches, methods, compiled in entries:
                 if (methods is None or method in methods) and matches(path):
                     return compiled
             return self.default
         first, *others = path_readings(path)
-        compiled = self._first(method, first)
+        compiled = self._first(entries, method, first)
         for other in others:
-            if self._first(method, other) is not compiled:
+            if self._first(entries, method, other) is not compiled:
                 raise AmbiguousPath(
                     "the path selects different routes depending on how it is decoded "
                     "(dot segments, %2F or //): send it in its plain form"
                 )
         return compiled
 
-    def match(self, method: str, path: str) -> LoadedRoute:
-        """The route of a path we were given (purge, invalidation, warming): its main reading."""
-        return self._first(method, path_readings(path)[0] if needs_reading(path) else path)
+    def match(self, method: str, path: str, host: str | None = None) -> LoadedRoute:
+        """The route of a path we were given (purge, invalidation, warming): its main reading.
+        `host` as in route_for: None only matches routes that name no host."""
+        entries = self._entries if self.by_host is None else self.by_host.lookup(host)
+        return self._first(entries, method, path_readings(path)[0] if needs_reading(path) else path)
 
-    def _first(self, method: str, path: str) -> LoadedRoute:
-        for matches, methods, compiled in self._entries:
+    def _first(self, entries: tuple[_Entry, ...], method: str, path: str) -> LoadedRoute:
+        for matches, methods, compiled in entries:
             if (methods is None or method in methods) and matches(path):
                 return compiled
         return self.default

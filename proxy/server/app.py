@@ -15,6 +15,7 @@ from proxy.config.cache import CacheSettings
 from proxy.config.loader import ConfigError, Settings
 from proxy.edge.revocation import RevocationList
 from proxy.http.clientaddr import ClientKeys, TrustedProxies
+from proxy.http.hosts import authority_host
 from proxy.http.target import BadTarget, parse_target
 from proxy.observe.catalogue import Catalogue
 from proxy.observe.documents import Documents
@@ -325,8 +326,13 @@ class ProxyServer:
         """Whether `request`'s route caches: a traced request's trace does not continue the
         client's there (proxy/observe/tracing/otel.py). Asked only of traced requests."""
         try:
-            path = parse_target(request.raw_path).path
-            route = self.pipeline.routes.route_for(request.method, path)
+            target = parse_target(request.raw_path)
+            host = (
+                request.headers.get("Host")
+                if target.authority is None
+                else authority_host(target.authority)
+            )
+            route = self.pipeline.routes.route_for(request.method, target.path, host)
         except (BadTarget, AmbiguousPath):
             return False  # refused before any upstream request
         return route.cache is not None

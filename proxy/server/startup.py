@@ -46,6 +46,8 @@ def loaded_lines(config: Settings, routes: list[LoadedRoute], source: str | None
 def _match(route: Route) -> str:
     m = route.match
     how = f"prefix {m.prefix}" if m.prefix else f"path {m.path}" if m.path else f"regex {m.regex}"
+    if m.hosts:
+        how = f"{how} on {', '.join(m.hosts)}"
     return f"{how} [{', '.join(m.methods)}]" if m.methods else how
 
 

@@ -192,8 +192,10 @@ def test_hash_secret_accepts_surrogates() -> None:
 
 def test_url_key_format() -> None:
     builder = KeyBuilder(IGNORE)
-    assert builder.url_key("API.Example.COM", "/Items", "b=2&utm_x=1&a=1") == (
-        "api.example.com/Items?a=1&b=2"
+    # The origin comes normalised (UpstreamTarget.key_origin): never lower-cased again here,
+    # since a base path in it is case-sensitive.
+    assert builder.url_key("api.example.com/Base", "/Items", "b=2&utm_x=1&a=1") == (
+        "api.example.com/Base/Items?a=1&b=2"
     )
     assert builder.url_key("h", "/p", "") == "h/p?"
     assert builder.url_key("h", "", "") == "h/?"
@@ -209,7 +211,7 @@ def test_url_key_escapes_separator() -> None:
 def test_primary_key_without_extras_is_the_url_key() -> None:
     builder = KeyBuilder(KeyRules())
     headers = h(("Authorization", "Bearer secret"))
-    assert builder.primary_key("H", "/a", "", headers) == "h/a?"
+    assert builder.primary_key("h", "/a", "", headers) == "h/a?"
 
 
 def test_primary_key_header_segments() -> None:
@@ -272,7 +274,7 @@ def test_url_part_finds_every_variant_of_a_url() -> None:
     )
     url = builder.url_key("h", "/a|x", "z=1&_=9&b=2")
     variants = [
-        builder.primary_key("H", "/a|x", "b=2&z=1", h()),
+        builder.primary_key("h", "/a|x", "b=2&z=1", h()),
         builder.primary_key("h", "/a|x", "_=1&b=2&z=1", h(("Authorization", "Bearer q"))),
         builder.primary_key("h", "/a|x", "z=1&b=2", h(("Accept-Language", "a|b"))),
     ]
@@ -285,7 +287,7 @@ def test_url_part_finds_every_variant_of_a_url() -> None:
 
 def test_url_prefix_matches_keys_under_a_path() -> None:
     builder = KeyBuilder(KeyRules())
-    prefix = builder.url_prefix("API.example.com", "/v1/")
+    prefix = builder.url_prefix("api.example.com", "/v1/")
     assert prefix == "api.example.com/v1/"
     assert builder.url_key("api.example.com", "/v1/items", "").startswith(prefix)
     assert not builder.url_key("api.example.com", "/v2/items", "").startswith(prefix)

@@ -418,3 +418,73 @@ def test_overrides_beat_the_file_and_its_references_and_never_show_their_values(
             env={"CACHEPROXY_UPSTREAM__RETRIES__ATTEMPTS": "3"},
         )
     assert "set CACHEPROXY_UPSTREAM__RETRIES (JSON) instead" in caught.value.problems[0]
+
+
+# --- routes[].match.hosts (virtual hosts) ------------------------------------------------------
+
+
+def test_route_hosts_are_normalised() -> None:
+    config = parse_config(
+        """
+upstream: {url: http://api:9000}
+routes:
+  - match: {prefix: /, hosts: [API.Example.com., '*.Example.NET', '[::1]']}
+""",
+        env={},
+    )
+    assert config.routes[0].match.hosts == ("api.example.com", "*.example.net", "[::1]")
+
+
+def test_bad_route_hosts_are_refused_with_their_key_path() -> None:
+    found = problems(
+        """
+upstream: {url: http://api:9000}
+routes:
+  - match: {prefix: /a/, hosts: [ok.example.com, 'api.example.com:8080', '*', 'a.*.com']}
+  - match: {prefix: /b/, hosts: []}
+"""
+    )
+    assert found == [
+        "routes[0].match.hosts[1]: not a host name or `*.domain` wildcard: "
+        "'api.example.com:8080' (leave the port out: any port matches)",
+        "routes[0].match.hosts[2]: not a host name or `*.domain` wildcard: '*'",
+        "routes[0].match.hosts[3]: not a host name or `*.domain` wildcard: 'a.*.com'",
+        "routes[1].match.hosts: must list at least one host name (omit it to match any host)",
+    ]
+
+
+def test_route_hosts_that_listen_hosts_refuses_are_config_errors() -> None:
+    found = problems(
+        """
+upstream: {url: http://api:9000}
+listen: {hosts: [api.example.com, '*.shop.example.com']}
+routes:
+  - match: {prefix: /a/, hosts: [api.example.com, eu.shop.example.com, '*.shop.example.com']}
+  - match: {prefix: /b/, hosts: ['*.example.com', '*.eu.shop.example.com']}
+  - match: {prefix: /c/, hosts: [www.example.com, '*.example.org']}
+"""
+    )
+    assert found == [
+        "routes[2].match.hosts[0]: 'www.example.com' is not in listen.hosts, so its requests "
+        "get 421 and never reach this route: add it there (or a wildcard that covers it)",
+        "routes[2].match.hosts[1]: '*.example.org' is not in listen.hosts, so its requests "
+        "get 421 and never reach this route: add it there (or a wildcard that covers it)",
+    ]
+
+
+def test_warming_urls_are_routed_as_requests_naming_no_host() -> None:
+    found = problems(
+        """
+upstream: {url: http://a}
+cache: {warming: {urls: [/orders/1, /api/1]}}
+routes:
+  - {name: vhost-orders, match: {prefix: /orders/, hosts: [shop.example.com]}}
+  - {name: orders, match: {prefix: /orders/}, cache: false}
+  - {name: vhost-api, match: {prefix: /api/, hosts: [api.example.com]}, cache: false}
+"""
+    )
+    # The host's caching route is not theirs, nor is its uncached one in their way.
+    assert found == [
+        "cache.warming.urls[0]: '/orders/1' is on route 'orders', which does not cache: "
+        "it cannot be warmed"
+    ]

@@ -95,6 +95,9 @@ def test_upstream_target_parsing() -> None:
     assert t.base_path == "/base"
     assert t.authority == ("api.internal", 9000)
     assert UpstreamTarget.parse("https://h").authority == ("h", 443)
+    # Cache keys start with what is fetched: two base paths of one origin are two URLs.
+    assert t.key_origin == "api.internal:9000/base"
+    assert UpstreamTarget.parse("http://H:8080/Base").key_origin == "h:8080/Base"
 
 
 def test_route_table_first_match_wins_with_methods() -> None:

@@ -18,7 +18,8 @@ CONFIG = {
     "routes": [
         {"name": "quotes", "match": {"prefix": "/api/quotes/", "methods": ["GET"]},
          "cache": {"ttl": 30}, "rate_limit": {"limits": ["100/minute"]}},
-        {"name": "orders", "match": {"path": "/api/orders"}, "cache": False},
+        {"name": "orders", "match": {"path": "/api/orders", "hosts": ["a.example", "*.b.example"]},
+         "cache": False},
     ],
 }  # fmt: skip
 
@@ -52,7 +53,10 @@ async def test_it_says_what_was_loaded_and_that_the_upstream_answers(
         f"route quotes: prefix /api/quotes/ [GET] -> {origin.url}; cache on (ttl 30 s); "
         "rate limit 100/minute per ip (in memory)"
     ) in lines
-    assert f"route orders: path /api/orders -> {origin.url}; cache off; no rate limit" in lines
+    assert (
+        f"route orders: path /api/orders on a.example, *.b.example -> {origin.url}; cache off; "
+        "no rate limit"
+    ) in lines
     assert any(line.startswith("route default: everything else -> ") for line in lines)
     assert "memory cache: at most 64 MiB; redis: none (everything stays in this process)" in lines
     assert any(line.startswith(f"upstream {origin.url}: reachable (") for line in lines)

@@ -37,5 +37,5 @@ class Lookup:
     @property
     def url_key(self) -> str:
         return self.cache.keys.url_key(
-            self.ex.route.upstream.host_header, self.target.path, self.target.query
+            self.ex.route.upstream.key_origin, self.target.path, self.target.query
         )

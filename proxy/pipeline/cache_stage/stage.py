@@ -79,7 +79,7 @@ class CacheStage:
 
     def url_key(self, route: LoadedRoute, path: str, query: str) -> str:
         assert route.cache is not None
-        return route.cache.keys.url_key(route.upstream.host_header, path, query)
+        return route.cache.keys.url_key(route.upstream.key_origin, path, query)
 
     async def serve(self, ex: Exchange, target: Target) -> web.StreamResponse:
         """Respond to a GET/HEAD on a caching route."""
@@ -91,9 +91,7 @@ class CacheStage:
         if scope is Scope.PASS:
             return await self._fill.pass_through(ex, target, outcomes.CREDENTIALS)
         request_cc = policy.request_cache_control(headers)
-        primary = rc.keys.primary_key(
-            route.upstream.host_header, target.path, target.query, headers
-        )
+        primary = rc.keys.primary_key(route.upstream.key_origin, target.path, target.query, headers)
         if self._popularity is not None:
             self._popularity.touch(primary)
         tracing = self.tracing
@@ -196,6 +194,6 @@ class CacheStage:
             rc,
             policy.request_scope(headers, rc.rules),
             policy.request_cache_control(headers),
-            rc.keys.primary_key(route.upstream.host_header, target.path, target.query, headers),
+            rc.keys.primary_key(route.upstream.key_origin, target.path, target.query, headers),
         )
         return await self._refresher.warm(lk)
