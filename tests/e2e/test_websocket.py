@@ -32,6 +32,8 @@ class WsOrigin:
     requests: list[web.Request] = field(default_factory=list)
     closed: list[int | None] = field(default_factory=list)  # close codes it received or sent
     sent: int = 0  # bytes of `flood` messages sent so far
+    received: int = 0  # bytes of binary messages received at /ws/sink
+    reading: asyncio.Event = field(default_factory=asyncio.Event)  # /ws/sink reads once set
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> web.Application:
@@ -42,6 +44,8 @@ class WsOrigin:
             ws = web.WebSocketResponse(max_msg_size=0, heartbeat=None)
             await ws.prepare(request)  # 400 when the request is no WebSocket handshake
             self.upgrades += 1
+            if request.path == "/ws/sink":
+                await self.reading.wait()
             try:
                 async for msg in ws:
                     if msg.type == WSMsgType.TEXT:
@@ -54,6 +58,8 @@ class WsOrigin:
                                 self.sent += int(size)
                         else:
                             await ws.send_str(msg.data)
+                    elif msg.type == WSMsgType.BINARY and request.path == "/ws/sink":
+                        self.received += len(msg.data)
                     elif msg.type == WSMsgType.BINARY:
                         await ws.send_bytes(msg.data)
             finally:
@@ -243,6 +249,31 @@ async def test_a_client_that_does_not_read_pauses_the_upstream(
         assert received == count * size
         await ws.send_bytes(b"after")
         assert await ws.receive_bytes(timeout=5) == b"after"
+
+
+async def test_an_upstream_that_does_not_read_pauses_the_client(
+    ws_origin: WsOrigin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    """The other way: the client's sends stall while its upstream reads nothing."""
+    proxy = await start_proxy(ws_origin.url, routes=ROUTES)
+    count, size = 96, 1024 * 1024
+    sent = 0
+    async with http.ws_connect(ws_url(proxy, "/ws/sink"), max_msg_size=0) as ws:
+
+        async def send_all() -> None:
+            nonlocal sent
+            for _ in range(count):
+                await ws.send_bytes(b"s" * size)  # waits while the socket is full
+                sent += size
+
+        sending = asyncio.create_task(send_all())
+        await asyncio.sleep(1.0)
+        stalled_at = sent
+        await asyncio.sleep(0.5)
+        assert sent == stalled_at < count * size // 2 and not sending.done()
+        ws_origin.reading.set()
+        await asyncio.wait_for(sending, 30)
+        await until(lambda: ws_origin.received == count * size, within=30)
 
 
 async def test_bytes_sent_with_the_101_and_right_after_the_request_head_pass(
