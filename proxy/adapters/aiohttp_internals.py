@@ -16,6 +16,13 @@ aiohttp's release tags):
   _buffer_paused          reading held for a full request queue: absent up to 3.14.0, called
                           `_msg_queue_paused` in 3.14.1-3.14.3 and again on aiohttp's master
                           (4.0.0a2.dev0), `_buffer_paused` in 3.14.5
+  _upgraded               the parser saw an Upgrade request and holds the bytes after its head
+                          unparsed (every release from 3.10.0)
+RequestHandler methods, public by name but undocumented, that WebSocketResponse itself uses to
+take a connection over after its 101: set_parser (feeds the held bytes, then every later
+read, to a parser's feed_data; its feed_eof when the connection is lost), keep_alive(False);
+and BaseProtocol's pause_reading / resume_reading(resume_parser), which leave the parser alone
+once upgraded (`take_over`, below).
 Also: helpers.rfc822_formatted_time (not exported), RawRequestMessage._replace (the C
 parser's message mimics the NamedTuple's), LineTooLong.args = (line, limit, actual), and the
 parser's words for too many header fields.
@@ -27,7 +34,7 @@ members of StreamResponse that aiohttp's RequestHandler calls, checked below to 
 from __future__ import annotations
 
 import types
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -71,13 +78,43 @@ RESPONSE_MEMBERS: tuple[str, ...] = ("prepare", "write_eof", "keep_alive", "forc
 RESPONSE_MEMBERS += ("status", "reason", "body_length", "prepared", "headers")
 
 
+class TunnelEnd(Protocol):
+    """The client's side of a connection taken over after a 101 (`Connection.take_over`)."""
+
+    def received(self, data: bytes) -> None:
+        """Bytes from the client."""
+
+    def writing(self, paused: bool) -> None:
+        """The client's transport stopped taking writes (its buffer is full), or took them again."""
+
+    def end(self, reason: str) -> None:
+        """`client`: the client's connection is lost; `shutdown`: the shutdown grace is over."""
+
+
+class _Feed:
+    """What set_parser wants (WebSocketReader's two methods), feeding a TunnelEnd."""
+
+    __slots__ = ("_end",)
+
+    def __init__(self, end: TunnelEnd) -> None:
+        self._end = end
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self._end.received(data)
+        return False, b""  # never at an end, nothing left over: every byte is the tunnel's
+
+    def feed_eof(self) -> None:
+        self._end.end("client")
+
+
 class Connection(RequestHandler):
     """aiohttp's RequestHandler with the private fields the listener reads given public names.
 
     Each is aiohttp's own slot descriptor: the same storage, read and written at the same cost.
+    `tunnel`: set by `take_over` once the connection has switched protocols.
     """
 
-    __slots__ = ()
+    __slots__ = ("tunnel",)
 
     loop: Any = _slot(BaseProtocol, "_loop")
     reading_paused: Any = _slot(BaseProtocol, "_reading_paused")  # flow control stopped reading
@@ -87,10 +124,46 @@ class Connection(RequestHandler):
     keepalive_close_at: Any = _slot(RequestHandler, "_next_keepalive_close_time")
     handler_task: Any = _slot(RequestHandler, "_task_handler")
     current_request: Any = _slot(RequestHandler, "_current_request")
+    upgrading: Any = _slot(BaseProtocol, "_upgraded")  # bytes after the head held unparsed
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tunnel: TunnelEnd | None = None
+
+    def take_over(self, end: TunnelEnd) -> None:
+        """After a 101 has been written: every byte from the client, those that came after
+        the request head first, goes to `end`, as aiohttp's WebSocketResponse takes it.
+        aiohttp must have held those bytes (`upgrading`), or it has parsed them as HTTP."""
+        if not self.upgrading:
+            raise RuntimeError("aiohttp parsed the bytes after this request's head as HTTP")
+        self.keep_alive(False)
+        self.tunnel = end
+        self.set_parser(_Feed(end))  # type: ignore[arg-type]  # WebSocketReader's two methods
+        if self.writing_paused:
+            end.writing(True)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.tunnel is not None:
+            self.tunnel.writing(True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.tunnel is not None:
+            self.tunnel.writing(False)
 
 
 for _name in RESPONSE_MEMBERS:
     _member(web.StreamResponse, _name)
+# What Connection.take_over and a tunnel's flow control call of aiohttp's protocol.
+TAKE_OVER_MEMBERS: tuple[str, ...] = ("set_parser", "keep_alive", "pause_reading")
+TAKE_OVER_MEMBERS += ("resume_reading", "writing_paused")
+for _name in TAKE_OVER_MEMBERS:
+    if not hasattr(RequestHandler, _name):
+        raise LibraryChanged(
+            f"aiohttp {aiohttp.__version__}: RequestHandler has no {_name!r}, which cacheproxy "
+            f"calls to join a switched connection (proxy/adapters/aiohttp_internals.py); {PINNED}"
+        )
 
 # The Date value aiohttp's own responses carry (its clock, formatted once per second).
 http_date = rfc822_formatted_time

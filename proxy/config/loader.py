@@ -42,6 +42,7 @@ from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.config.section import Model
 from proxy.config.tracing import TracingSettings
+from proxy.config.upgrade import UpgradeSettings
 from proxy.config.upstream import Upstream, check_upstream_url
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
@@ -355,6 +356,13 @@ class Route(Model):
         None,
         description="Overrides the top-level rate_limit key by key, with counters of its own; "
         "`false`: not limited.",
+    )
+    upgrade: UpgradeSettings | None = Field(
+        None,
+        description="WebSocket requests (`Upgrade: websocket`) passed through to the upstream: "
+        "its 101 is relayed and the two connections joined byte for byte, never cached; `true`: "
+        "with the defaults. None or `false`: the Upgrade field is ignored (as RFC 9110 §7.8 "
+        "allows) and the request is served as plain HTTP.",
     )
 
     @field_validator("cache")

@@ -16,6 +16,7 @@ from proxy.edge.compression.rules import CompressionRules
 from proxy.edge.cors import CorsRules
 from proxy.edge.ratelimit.limiter import RateLimiter
 from proxy.http.headers import ForwardingRules
+from proxy.http.upgrade import UpgradeRules
 from proxy.upstream.http1 import OriginKey, origin_key
 
 
@@ -67,3 +68,4 @@ class LoadedRoute:
     cache_forwarding: ForwardingRules = _PLAIN_FORWARDING
     rate_limit: RateLimiter | None = None  # None: not limited
     max_body_size: int | None = None  # bytes a request body may have; None: no bound
+    upgrade: UpgradeRules | None = None  # None: Upgrade fields ignored (plain HTTP)

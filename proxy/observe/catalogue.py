@@ -197,6 +197,8 @@ class Catalogue:
                     {("head",): ls.head_timeouts, ("body",): ls.body_timeouts},
                 ),
             ]
+        if sources.tunnels is not None:
+            out += sources.tunnels.series()
         if sources.access is not None:
             out.append(
                 Series(

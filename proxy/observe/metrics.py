@@ -53,6 +53,9 @@ CACHE_LABELS = (*CACHE_RESULTS, "none")  # none: the proxy responded without the
 # A response's cache label (CacheOutcome.label), set by whoever made it; a prepared response
 # carries its own (`cache_result`).
 CACHE_RESULT = web.ResponseKey("cache_result", str)
+# A 101's seconds switched: aiohttp observes a tunnel's response when it closes, hours later
+# perhaps, which no latency figure should hold, so they are taken out of its time.
+TUNNELLED = web.ResponseKey("tunnelled", float)
 _CACHED = frozenset({"hit", "stale"})
 _UNCACHED = frozenset({"miss", "revalidated", "bypass"})
 _LOOKUP_METHODS = frozenset({"GET", "HEAD"})

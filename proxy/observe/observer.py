@@ -24,6 +24,7 @@ from proxy.observe.metrics import (
     CACHE_RESULT,
     REQUEST_ID,
     ROUTE,
+    TUNNELLED,
     UNROUTED,
     RouteMeter,
     upstream_seconds,
@@ -92,6 +93,8 @@ class Observer:
             cache = response.cache_result  # type: ignore[attr-defined]
         else:
             cache = response.get(CACHE_RESULT, "none")
+            if status == 101:  # a tunnel's, observed as it closes: its time is the switch's
+                seconds -= response.get(TUNNELLED, 0.0)
         method = request.method
         self.meters.response(route, method, status, cache, seconds)
         access = self.access

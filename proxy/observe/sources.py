@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from proxy.cache.memory import MemoryStore
     from proxy.http.clientaddr import TrustedProxies
     from proxy.observe.logs import AccessLog
+    from proxy.observe.tunnels import TunnelMeters
     from proxy.shared.redis import SharedRedis
     from proxy.shared.tier import SharedTier
     from proxy.upstream.client import UpstreamClient
@@ -82,3 +83,4 @@ class Sources:
     shared: SharedTier | None = None
     listener: ConnectionCounts | None = None
     access: AccessLog | None = None
+    tunnels: TunnelMeters | None = None  # switched connections (WebSocket), per route

@@ -2,6 +2,7 @@
 
 client -> target check -> route match -> CORS preflight (responded to here)
        -> revoked bearer token (401) -> rate limit (429; headers for every response)
+       -> an Upgrade (WebSocket) on a route that allows it: 101 relayed, connections joined
        -> GET/HEAD on a caching route: cache (hit | coalesced fetch -> store)
        -> anything else: forward upstream -> invalidate on unsafe success
        -> encode for the client + the cache's and the edge's fields (respond/) -> respond
@@ -28,10 +29,12 @@ from proxy.http.hosts import authority_host
 from proxy.http.request_id import RequestIds
 from proxy.http.target import BadTarget, Target, parse_target
 from proxy.observe.metrics import REQUEST_ID, ROUTE
+from proxy.observe.tunnels import TunnelMeters
 from proxy.pipeline.cache_stage import CacheStage
 from proxy.pipeline.refusal_log import RefusalLog
 from proxy.pipeline.request_body import BodyCutShort, ClientBody, read_small
 from proxy.pipeline.routes import AmbiguousPath, RouteTable
+from proxy.pipeline.upgrade import Upgrades
 from proxy.pipeline.upstream_fetch import UpstreamFetch
 from proxy.pipeline.warming import Warming
 from proxy.respond.exchange import Exchange
@@ -59,20 +62,23 @@ class Pipeline:
         request_ids: RequestIdSettings | None = None,
         purgers: TrustedProxies | None = None,
         admin_token: str | None = None,
+        tunnels: TunnelMeters | None = None,
     ) -> None:
         """`ratelimit_checked(route name, allowed)` is told of every rate-limit check (the
-        metrics). `request_ids`: the `request_id:` section (None: its defaults)."""
+        metrics). `request_ids`: the `request_id:` section (None: its defaults). `tunnels`:
+        where switched connections are counted."""
         self.revocations = revocations or RevocationList(RevocationSettings())
         self.ratelimit_checked = ratelimit_checked
         self.refusals = RefusalLog()  # upstream failures, floods of refusals summarised
         self.upstream = upstream
         self.fetch = UpstreamFetch(upstream, routes.trusted_proxies)
+        # The Redis tier shares each stored variant the responder makes.
+        self.responder = Responder(store, shared.share_variants if shared is not None else None)
+        self.upgrades = Upgrades(self.fetch, self.responder, tunnels or TunnelMeters())
         self.use_routes(routes)
         self.ids: RequestIds | None = None
         self.use_request_ids(request_ids or RequestIdSettings())
         self.use_purgers(purgers or TrustedProxies(), admin_token)
-        # The Redis tier shares each stored variant the responder makes.
-        self.responder = Responder(store, shared.share_variants if shared is not None else None)
         self.cache = CacheStage(
             store,
             self.fetch,
@@ -89,6 +95,9 @@ class Pipeline:
         self.hosts = routes.hosts
         self.reads_host = routes.hosts is not None or routes.by_host is not None
         self.fetch.trusted_proxies = routes.trusted_proxies
+        for compiled in routes.compiled:  # a route that may switch shows its figures from 0
+            if compiled.upgrade is not None:
+                self.upgrades.meters.route(compiled.name)
 
     def use_purgers(self, allowed: TrustedProxies, admin_token: str | None) -> None:
         """Who may PURGE on the proxy port: peers in `purge.allow`, or the admin token."""
@@ -176,6 +185,10 @@ class Pipeline:
                 return self.responder.error(ex, refusal)
         else:
             ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
+        if route.upgrade is not None:
+            offered = self.upgrades.offered(request, route.upgrade)
+            if offered is not None:
+                return await self._upgrade(ex, target, offered)
         # A GET with a body (search APIs do this) is not keyed by its body: never cache it.
         cacheable = (
             route.cache is not None and method in ("GET", "HEAD") and not request.body_exists
@@ -191,6 +204,14 @@ class Pipeline:
         if policy.is_unsafe_method(request.method):
             await self.invalidate(request, target, resp, host)
         return resp
+
+    async def _upgrade(self, ex: Exchange, target: Target, offered: str) -> web.StreamResponse:
+        try:
+            return await self.upgrades.serve(ex, target, offered)
+        except UpstreamError as exc:
+            self.refusals.failed(ex.route.name, ex.request.method, target.path, exc)
+            error = json_error(exc.status, exc.code, exc.message, exc.headers())
+            return self.responder.error(ex, error, BYPASS)
 
     async def invalidate(
         self, request: web.BaseRequest, target: Target, resp: web.StreamResponse, host: str | None

@@ -24,6 +24,7 @@ from proxy.http.headers import ForwardingRules
 from proxy.http.hosts import HostAllowlist, HostTable
 from proxy.http.regex import prefix_matcher
 from proxy.http.target import BadTarget, needs_reading, normalise_escapes, path_readings
+from proxy.http.upgrade import WEBSOCKET, UpgradeRules
 from proxy.shared.redis import SharedRedis
 
 _TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})  # W3C Trace Context
@@ -80,6 +81,13 @@ def _key_secret(config: Settings, per_user_routes: bool, own: bytes | None) -> b
             "process's own, so other instances cannot share them through Redis"
         )
     return os.urandom(32)
+
+
+def _upgrade_rules(route: Route) -> UpgradeRules | None:
+    section = route.upgrade
+    if section is None or not section.enabled:
+        return None
+    return UpgradeRules(WEBSOCKET, section.idle_timeout, section.max_open)
 
 
 class RouteTable:
@@ -169,6 +177,7 @@ class RouteTable:
                 route.max_body_size
                 if route.max_body_size is not None
                 else config.listen.max_body_size,
+                upgrade=_upgrade_rules(route),
             )
             methods = frozenset(route.match.methods) if route.match.methods else None
             entries.append((route.match.hosts, (_matcher(route), methods, compiled)))

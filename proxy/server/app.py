@@ -25,6 +25,7 @@ from proxy.observe.observer import Observer
 from proxy.observe.sources import RouteFacts, Sources
 from proxy.observe.ticker import Ticker
 from proxy.observe.tracing import load as load_tracing
+from proxy.observe.tunnels import TunnelMeters
 from proxy.pipeline.handler import Pipeline
 from proxy.pipeline.routes import AmbiguousPath, RouteTable
 from proxy.pipeline.url_warmer import Warmer
@@ -108,6 +109,7 @@ class ProxyServer:
             )
         # With Redis the list is a mirror of the shared set, whole once first loaded from it.
         self.revocations = RevocationList(config.revocation, synced=self.redis is None)
+        self.tunnels = TunnelMeters()
         self.revocation_follower = (
             RevocationFollower(self.redis, config.revocation, self.revocations)
             if self.redis is not None
@@ -124,6 +126,7 @@ class ProxyServer:
             request_ids=config.request_id,
             purgers=TrustedProxies(config.purge.allow),
             admin_token=config.admin.token,
+            tunnels=self.tunnels,
         )
         if self.tracing is not None:
             self.pipeline.cache.use_tracing(self.tracing)
@@ -139,6 +142,7 @@ class ProxyServer:
             self.shared,
             self.listener_stats,
             self.observer.access,
+            self.tunnels,
         )
         self.metrics = Catalogue(meters, self.sources)
         self.ticker = Ticker(
@@ -215,6 +219,8 @@ class ProxyServer:
         # Descriptors the process needs besides client connections: upstream and Redis pools.
         # Each upstream origin has its own pool bound.
         outbound = self.config.upstream.pool.max_connections * len(self.upstream.stats())
+        # A tunnel holds an upstream descriptor outside the pool, as many as upgrade.max_open.
+        outbound += sum(r.upgrade.max_open for r in self.pipeline.routes.compiled if r.upgrade)
         if self.config.redis is not None:
             # The pool's size: the guard's slots plus the subscriptions' (redis_conn.py).
             outbound += self.config.redis.max_connections + RESERVED_CONNECTIONS

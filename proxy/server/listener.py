@@ -332,7 +332,10 @@ class ListenerProtocol(Connection):
         self.force_close()
 
     def drain(self) -> None:
-        """Shutdown has begun: close at once if idle, else after the response under way."""
+        """Shutdown has begun: close at once if idle, else after the response under way; a
+        switched connection (a tunnel) goes on until the grace is over (`cut`)."""
+        if self.tunnel is not None:
+            return  # aiohttp's close() would drop every byte the client sends from here on
         waiter = self.idle_waiter
         if waiter is not None and not waiter.done():
             self._abort(None)  # idle, or part way through a head: nothing to finish
@@ -341,6 +344,8 @@ class ListenerProtocol(Connection):
 
     def cut(self) -> None:
         """The shutdown grace is over: end the request still running."""
+        if self.tunnel is not None:
+            self.tunnel.end("shutdown")  # counted as such before its connection goes
         request = self.current_request
         nothing_sent = request is not None and request.writer.output_size == 0
         self._abort(_shutting_down() if nothing_sent else None)

@@ -52,9 +52,16 @@ class PoolStats:
     opened: int  # ever; every other request reused a connection
 
 
-# Pool.request's arguments: method, origin key, target, fields, body, interim, length.
+# Pool.request's arguments: method, origin key, target, fields, body, interim, length, upgrade.
 _Request = tuple[
-    str, OriginKey, str, Sequence[str], bytes | StreamedBody | None, Interim | None, int | None
+    str,
+    OriginKey,
+    str,
+    Sequence[str],
+    bytes | StreamedBody | None,
+    Interim | None,
+    int | None,
+    bool,
 ]
 
 # (route name, status or "error"/"timeout"/"aborted", seconds to the response head)
@@ -123,6 +130,7 @@ class UpstreamClient:
         interim: Interim | None = None,
         content_length: int | None = None,
         background: bool = False,
+        upgrade: bool = False,
     ) -> UpstreamResponse:
         """Send one request for `route`; the caller reads and releases the response.
 
@@ -130,7 +138,9 @@ class UpstreamClient:
         and `fields` are the request target and header lines (see Pool.request).
         `interim` hears of 1xx responses before the final one (for the client, not stored).
         `background`: no client waits on it (a background refresh, warming): it never
-        queues, never probes an open circuit and is never retried.
+        queues, never probes an open circuit and is never retried. `upgrade`: `fields` ask
+        to switch protocols, and a 101 is the final response (Pool.request); its slot is
+        given back when it is released, as any response's.
 
         Retried (up to `retries.attempts` times) when idempotent, with no body or a
         buffered one (a streamed body cannot be replayed), and no client is waiting on
@@ -139,7 +149,7 @@ class UpstreamClient:
         returned as it is. (One coroutine, not a wrapper around another: each frame
         is paid again on every resumption.)
         """
-        request = (method, key, target, fields, body, interim, content_length)
+        request = (method, key, target, fields, body, interim, content_length, upgrade)
         # What the breaker tells apart: one endpoint failing while others respond is not
         # the origin failing (proxy/upstream/breaker.py).
         endpoint = f"{method} {target.partition('?')[0]}"

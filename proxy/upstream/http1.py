@@ -7,8 +7,11 @@ llhttp, as uvicorn does, and does only what the proxy needs:
 
 - a final response head arrives as status, reason and headers; its body streams through a
   bounded buffer that pauses reading from the upstream while the client is slower;
-- 1xx responses other than 100 go to the caller's `interim` callback, then the final one is
-  read (RFC 9110 §15.2); 100 is ours to send, and 101 was never asked for;
+- 1xx responses other than 100 and 101 go to the caller's `interim` callback, then the final
+  one is read (RFC 9110 §15.2); 100 is ours to send;
+- a 101 ends the exchange when it was asked for (`upgrade`): the connection leaves the pool
+  for good and its transport, with the bytes that followed the 101's head, is handed over
+  (UpstreamResponse.hand_over); one never asked for is invalid;
 - what does not frame cleanly (a bad status line, Transfer-Encoding with Content-Length,
   RFC 9112 §6.3, a head over MAX_HEAD) fails the exchange and closes the connection;
 - bytes past the end of a response (more than its Content-Length, a body after a HEAD,
@@ -193,6 +196,14 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         return await self.content.read()
 
+    def hand_over(self) -> tuple[asyncio.Transport | None, bytes]:
+        """A 101's connection, out of the pool for good: its transport (reading paused; None
+        if it closed since) and the bytes that came after the 101's head."""
+        conn, self._conn = self._conn, None
+        if conn is None or self.status != 101:
+            raise RuntimeError("only an unreleased 101 has a connection to hand over")
+        return conn.hand_over()
+
     def release(self) -> None:
         """Done with it: an unfinished body closes the connection rather than poison it."""
         conn, self._conn = self._conn, None
@@ -223,6 +234,8 @@ class Connection(asyncio.Protocol):
         self._response: UpstreamResponse | None = None
         self._interim: Interim | None = None
         self._head_only = False  # a HEAD: the response ends with its head
+        self._upgrade = False  # the request asked to switch protocols: a 101 is its answer
+        self._switched: bytes | None = None  # after a 101: the bytes past its head
         self._fields: CIMultiDict[str] = CIMultiDict()
         self._reason = ""
         self._head_size = 0
@@ -277,8 +290,9 @@ class Connection(asyncio.Protocol):
         self._received = True
         try:
             parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(InvalidResponse("101 Switching Protocols, never asked for"))
+        except httptools.HttpParserUpgrade as exc:
+            # Only after the 101 that was asked for (on_headers_complete refuses others).
+            self._switch(data[exc.args[0] :] if exc.args else b"")
             return
         except httptools.HttpParserError as exc:
             if self._complete:  # past the end of a complete response: it stands
@@ -318,6 +332,15 @@ class Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         fields, self._fields = self._fields, CIMultiDict()
         reason, self._reason = self._reason, ""
+        if status == 101:
+            if not self._upgrade:
+                raise InvalidResponse("101 Switching Protocols, never asked for")
+            # Handed to the caller once llhttp says where the switched bytes begin (_switch).
+            self._final, self._keep_alive = True, False
+            self._head_deadline = math.inf
+            self._response = UpstreamResponse(status, reason, fields, Body(None), self)
+            self._body = self._response.content
+            return
         if status < 200:
             if status != 100 and self._interim is not None:
                 self._interim(status, fields)
@@ -358,6 +381,23 @@ class Connection(asyncio.Protocol):
         self._body.end()
         self._body._conn = None  # what is left unread no longer paces this connection
 
+    def _switch(self, tail: bytes) -> None:
+        """The 101 asked for is complete: nothing more is parsed, nor read until the caller
+        takes the transport (hand_over), so the bytes after its head stay bounded."""
+        self._parser = None
+        self._switched = tail
+        self.pause_reading()
+        assert self._head is not None and self._response is not None
+        if not self._head.done():
+            self._head.set_result(self._response)
+
+    def hand_over(self) -> tuple[asyncio.Transport | None, bytes]:
+        transport, self.transport = self.transport, None
+        tail, self._switched = self._switched or b"", None
+        self._response = None
+        self.pool.forget(self)  # with no transport it leaves the pool's count for good
+        return transport, tail
+
     # the exchange
 
     async def exchange(
@@ -368,8 +408,10 @@ class Connection(asyncio.Protocol):
         chunked: bool,
         interim: Interim | None,
         deadline: float = math.inf,
+        upgrade: bool = False,
     ) -> UpstreamResponse:
-        """Send a request; its response head, by `deadline` (loop time) at the latest."""
+        """Send a request; its response head, by `deadline` (loop time) at the latest.
+        `upgrade`: the request asks to switch protocols, so a 101 is its final response."""
         transport = self.transport
         if transport is None:
             raise Disconnected("the upstream connection closed")
@@ -377,6 +419,7 @@ class Connection(asyncio.Protocol):
         self._head = self.loop.create_future()
         self._interim = interim
         self._head_only = method == "HEAD"
+        self._upgrade = upgrade
         self._head_size = 0
         self._final = self._complete = self._received = self._eof_body = False
         self._body = self._response = None
@@ -506,8 +549,9 @@ class Connection(asyncio.Protocol):
         self._close()
 
     def abandon(self, response: UpstreamResponse) -> None:
-        """The caller released `response`: unless it was read to the end, close."""
-        if self._response is response and not self._complete:
+        """The caller released `response`: unless it was read to the end, close (a 101 not
+        handed over too: what follows it is no HTTP)."""
+        if self._response is response and (not self._complete or self._switched is not None):
             self._parser = None
             self._close()
 
@@ -558,6 +602,7 @@ class Pool:
         body: bytes | StreamedBody | None = None,
         interim: Interim | None = None,
         content_length: int | None = None,
+        upgrade: bool = False,
         head_within: float | None = None,
     ) -> UpstreamResponse:
         """One exchange with the origin `key`; the caller reads and releases the response.
@@ -566,7 +611,8 @@ class Pool:
         HeadTimeout past them; None: only the connect and read timeouts apply.
 
         `target` is the request target (path and query), `fields` the header lines without
-        framing (`request_head` adds Content-Length or Transfer-Encoding).
+        framing (`request_head` adds Content-Length or Transfer-Encoding). `upgrade`: the
+        fields ask to switch protocols; a 101 then ends the exchange (UpstreamResponse.hand_over).
         A reused connection that the upstream had closed just before our request (the
         keep-alive race of RFC 9112 §9.3.1) is retried once on a new connection, when the
         request is idempotent and its body can be sent again.
@@ -576,13 +622,13 @@ class Pool:
         conn = self._take_idle(key)
         if conn is not None:
             try:
-                return await conn.exchange(method, head, body, chunked, interim, deadline)
+                return await conn.exchange(method, head, body, chunked, interim, deadline, upgrade)
             except Disconnected:
                 if method not in IDEMPOTENT or not (body is None or isinstance(body, bytes)):
                     raise
             # stale: once more on a fresh connection
         conn = await self._connect(key, deadline)
-        return await conn.exchange(method, head, body, chunked, interim, deadline)
+        return await conn.exchange(method, head, body, chunked, interim, deadline, upgrade)
 
     def _take_idle(self, key: OriginKey) -> Connection | None:
         idle = self._idle.get(key)

@@ -31,6 +31,7 @@ SLOTS = {
     "keepalive_close_at": "_next_keepalive_close_time",
     "handler_task": "_task_handler",
     "current_request": "_current_request",
+    "upgrading": "_upgraded",
 }
 
 
@@ -40,7 +41,7 @@ def test_connection_names_every_slot_it_exposes_and_nothing_else() -> None:
         for name, value in vars(Connection).items()
         if isinstance(value, types.MemberDescriptorType)
     }
-    assert exposed == SLOTS
+    assert exposed == {**SLOTS, "tunnel": "tunnel"}  # its one slot of its own
 
 
 async def _never_called(request: web.BaseRequest) -> web.StreamResponse:
@@ -168,3 +169,104 @@ async def test_with_version_responds_in_http11_and_closes(serve: Serve) -> None:
 def test_http_date_is_an_rfc_9110_date() -> None:
     date = aiohttp_internals.http_date()
     assert date.endswith(" GMT") and len(date) == 29, date
+
+
+class Recording:
+    """A TunnelEnd that records what the connection hands it."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.paused: list[bool] = []
+        self.ended: list[str] = []
+        self.got = asyncio.Event()
+
+    def received(self, data: bytes) -> None:
+        self.data += data
+        self.got.set()
+
+    def writing(self, paused: bool) -> None:
+        self.paused.append(paused)
+
+    def end(self, reason: str) -> None:
+        self.ended.append(reason)
+        self.got.set()
+
+
+class ConnectionServer(web.Server):
+    """aiohttp's low-level server making Connections (as the proxy port's Listener does)."""
+
+    def __call__(self) -> Connection:
+        return Connection(self, loop=asyncio.get_running_loop())
+
+
+async def serve_connections(handler: Any) -> tuple[web.ServerRunner, int]:
+    runner = web.ServerRunner(ConnectionServer(handler))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
+async def test_take_over_hands_every_byte_after_a_websocket_head_to_the_tunnel() -> None:
+    """aiohttp holds the bytes after an `Upgrade: websocket` head (`upgrading`); take_over
+    gets them first, then every later read, then the connection's loss; pause_reading and
+    resume_reading then touch the transport only."""
+    end = Recording()
+    held: list[bool] = []
+
+    async def wait_for(done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(5):
+            while not done():
+                end.got.clear()
+                await end.got.wait()
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        conn = request.protocol
+        assert isinstance(conn, Connection)
+        held.append(conn.upgrading)
+        resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade"})
+        await resp.prepare(request)
+        conn.take_over(end)
+        conn.pause_reading()
+        conn.resume_reading()
+        await wait_for(lambda: bool(end.ended))
+        return resp
+
+    runner, port = await serve_connections(handler)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        writer.write(head + b"held")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        await wait_for(lambda: bytes(end.data) == b"held")
+        writer.write(b" later")
+        await wait_for(lambda: bytes(end.data) == b"held later")
+        writer.close()
+        await wait_for(lambda: bool(end.ended))
+    finally:
+        await runner.cleanup()
+    assert held == [True] and end.ended == ["client"]
+
+
+async def test_a_plain_request_is_not_upgrading_and_cannot_be_taken_over() -> None:
+    refused: list[str] = []
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        conn = request.protocol
+        assert isinstance(conn, Connection) and not conn.upgrading
+        try:
+            conn.take_over(Recording())
+        except RuntimeError as exc:
+            refused.append(str(exc))
+        return web.Response(text="plain")
+
+    runner, port = await serve_connections(handler)
+    try:
+        data = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        await runner.cleanup()
+    assert data.endswith(b"plain") and refused and "parsed" in refused[0]
+
+
+def test_every_member_take_over_calls_is_aiohttps() -> None:
+    for name in aiohttp_internals.TAKE_OVER_MEMBERS:
+        assert hasattr(aiohttp_internals.RequestHandler, name), name

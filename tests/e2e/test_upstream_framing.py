@@ -183,6 +183,46 @@ async def test_a_response_that_does_not_frame_is_invalid(
     assert await closed_by_us(up) and pool.idle == 0
 
 
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+
+
+async def test_a_101_never_asked_for_is_no_interim_response(pool: Pool, scripted) -> None:
+    up = await scripted([SWITCHED + OK_HELLO])
+    told: list[int] = []
+    with pytest.raises(InvalidResponse, match="never asked for"):
+        await fetch(pool, up, interim=lambda status, fields: told.append(status))
+    assert told == []  # the client is never sent a 101 it did not ask for
+
+
+async def test_a_101_asked_for_hands_its_connection_over_with_the_bytes_after_it(
+    pool: Pool, scripted
+) -> None:
+    up = await scripted([SWITCHED + b"first bytes"])
+    resp = await pool.request("GET", origin_key(up.url), "/x", HOST, upgrade=True)
+    assert resp.status == 101 and resp.headers["Upgrade"] == "websocket"
+    transport, tail = resp.hand_over()
+    resp.release()
+    assert tail == b"first bytes" and transport is not None and not transport.is_closing()
+    assert pool.active == 0 and pool.idle == 0  # out of the pool for good
+    transport.close()
+    assert await closed_by_us(up)
+
+
+async def test_a_101_released_without_its_connection_taken_closes_it(pool: Pool, scripted) -> None:
+    up = await scripted([SWITCHED])
+    resp = await pool.request("GET", origin_key(up.url), "/x", HOST, upgrade=True)
+    resp.release()
+    assert await closed_by_us(up) and pool.active == 0 and pool.idle == 0
+
+
+async def test_an_upgrade_answered_without_a_101_is_an_ordinary_response(
+    pool: Pool, scripted
+) -> None:
+    up = await scripted([OK_HELLO])
+    assert await fetch(pool, up, upgrade=True) == (200, b"hello")
+    assert pool.idle == 1  # declined: the connection is as good as any
+
+
 async def test_a_head_over_the_limit_is_invalid(pool: Pool, scripted) -> None:
     big = b"X-Big: " + b"a" * MAX_HEAD + b"\r\n"
     up = await scripted([b"HTTP/1.1 200 OK\r\n" + big + b"Content-Length: 0\r\n\r\n"])

@@ -345,6 +345,7 @@ class TracedUpstreamClient(UpstreamClient):
         interim: Interim | None = None,
         content_length: int | None = None,
         background: bool = False,
+        upgrade: bool = False,
     ) -> UpstreamResponse:
         server = _SERVER.get(None)
         if server is None:
@@ -359,6 +360,7 @@ class TracedUpstreamClient(UpstreamClient):
                 interim,
                 content_length,
                 background,
+                upgrade,
             )
         tracer = self.tracing.tracer
         url = URL(origin)
@@ -392,6 +394,7 @@ class TracedUpstreamClient(UpstreamClient):
                 interim,
                 content_length,
                 background,
+                upgrade,
             )
         except BaseException as exc:
             _failed(span, exc)
