@@ -8,6 +8,7 @@ import logging
 
 from aiohttp import web
 
+from proxy.adapters.aiohttp_internals import set_server_field
 from proxy.admin.app import build_admin_app
 from proxy.admin.view import ServerView
 from proxy.cache.memory import MemoryStore
@@ -73,6 +74,8 @@ class ProxyServer:
         `shutdown`: one whose signal handlers are already in place. `report_start`: log what
         was loaded and whether the upstream and Redis answer (one worker of several does)."""
         self.config = config
+        # Process-wide (aiohttp's responses, the admin port's too); a restart changes it.
+        set_server_field(config.listen.server_header or None)
         self.report_start = report_start
         self._start_checks: asyncio.Task[None] | None = None
         self.source = source
@@ -241,6 +244,7 @@ class ProxyServer:
             listen.max_connections_per_client,
             ClientKeys(top_limit.ipv6_prefix if top_limit is not None else 64),
             lambda peer: self.pipeline.routes.trusted_proxies.trusts(peer),
+            server_field=listen.server_header is not False,
         )
         # The runner calls listener.shutdown(grace) once the port stops accepting.
         proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)

@@ -32,6 +32,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from proxy.adapters.aiohttp_internals import (
     TOO_MANY_FIELDS,
     Connection,
+    NoServerFieldRequest,
     exceeded_limit,
     with_version,
 )
@@ -419,7 +420,10 @@ class Listener(web.Server):
         max_connections_per_client: int = 0,
         client_key: Callable[[str], str] = str,
         unbounded: Callable[[str], bool] = lambda peer: False,
+        server_field: bool = True,
     ) -> None:
+        """`server_field`: False when responses get no Server field of ours
+        (listen.server_header `false`; proxy/adapters/aiohttp_internals.py says how)."""
         # Kept here, not read back from web.Server's private fields: each connection's
         # protocol is made with them (__call__).
         self.loop = asyncio.get_running_loop()
@@ -434,6 +438,7 @@ class Listener(web.Server):
             loop=self.loop,
             **self._protocol_kwargs,
         )
+        self._request_class = web.BaseRequest if server_field else NoServerFieldRequest
         self.timeouts = timeouts
         self.observe = observe
         self.stats = stats or ListenerStats()
@@ -481,7 +486,7 @@ class Listener(web.Server):
             conn.watch_body(payload)
         # The peer of a connection does not change: worked out once (the rate limit and
         # the access log ask for it on every request).
-        return web.BaseRequest(
+        return self._request_class(
             message, payload, protocol, writer, task, self.loop, remote=conn.remote()
         )
 

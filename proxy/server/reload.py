@@ -24,6 +24,7 @@ RESTART_REQUIRED: tuple[str, ...] = (
     "listen.timeouts",
     "listen.max_connections",  # the listener
     "listen.max_connections_per_client",
+    "listen.server_header",  # in every stored entry's prepared head
     "admin",  # its socket and token guard
     "workers",  # the processes
     "upstream",  # the pool, its timeouts and retries, the health probe
