@@ -41,6 +41,7 @@ from proxy.config.redis import RedisSettings
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.config.section import Model
+from proxy.config.tls import TlsSettings
 from proxy.config.tracing import TracingSettings
 from proxy.config.upgrade import UpgradeSettings
 from proxy.config.upstream import Upstream, check_upstream_url
@@ -178,6 +179,12 @@ class Listen(Model):
         description="Client connections one address (the TCP peer; IPv6 by "
         "rate_limit.ipv6_prefix) may hold per process, so one client cannot take them all; "
         "trusted_proxies are exempt. 0: no bound.",
+    )
+    tls: TlsSettings | None = Field(
+        None,
+        description="HTTPS on the proxy port (HTTP/1.1, TLS 1.2 and 1.3); the certificate is "
+        "re-read on reload, open connections keep theirs. The handshake counts against "
+        "timeouts.request_head. None: plain HTTP.",
     )
     server_header: str | Literal[False] = Field(
         "cacheproxy",

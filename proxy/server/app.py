@@ -14,6 +14,7 @@ from proxy.admin.view import ServerView
 from proxy.cache.memory import MemoryStore
 from proxy.config.cache import CacheSettings
 from proxy.config.loader import ConfigError, Settings
+from proxy.config.tls import server_context
 from proxy.edge.revocation import RevocationList
 from proxy.http.clientaddr import ClientKeys, TrustedProxies
 from proxy.http.hosts import authority_host
@@ -160,6 +161,7 @@ class ProxyServer:
         if self.revocation_follower is not None:  # without Redis the list is always whole
             self.health.add("revocations", self.revocation_follower.health)
         self._runners: list[web.BaseRunner] = []
+        self._listener: Listener | None = None
 
     @property
     def ready(self) -> bool:
@@ -194,6 +196,7 @@ class ProxyServer:
         self.pipeline.use_routes(routes)
         self.pipeline.use_request_ids(config.request_id)
         self.pipeline.use_purgers(TrustedProxies(config.purge.allow), config.admin.token)
+        self._reload_tls(config)
         facts = route_facts(routes)
         self.observer.use_routes(facts)
         self.sources.routes = facts
@@ -202,6 +205,19 @@ class ProxyServer:
         if restart:
             log.warning("config reload: restart required to apply %s", ", ".join(restart))
         return applied(restart)
+
+    def _reload_tls(self, config: Settings) -> None:
+        """New handshakes get the certificate the files now hold (renewed in place, or other
+        files); open connections keep theirs. One that does not load keeps the old one."""
+        tls, listener = config.listen.tls, self._listener
+        if tls is None or listener is None or listener.tls_context is None:
+            return
+        try:
+            listener.tls_context = server_context(tls)
+        except ValueError as exc:
+            log.error("listen.tls: %s; new connections keep the certificate loaded before", exc)
+        else:
+            log.info("listen.tls: certificate loaded from %s", tls.cert_file)
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -244,8 +260,10 @@ class ProxyServer:
             listen.max_connections_per_client,
             ClientKeys(top_limit.ipv6_prefix if top_limit is not None else 64),
             lambda peer: self.pipeline.routes.trusted_proxies.trusts(peer),
+            server_context(listen.tls) if listen.tls is not None else None,
             server_field=listen.server_header is not False,
         )
+        self._listener = listener
         # The runner calls listener.shutdown(grace) once the port stops accepting.
         proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)
         admin_runner = web.AppRunner(

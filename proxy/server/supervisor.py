@@ -174,8 +174,9 @@ class Supervisor:
         self._keepers.append(asyncio.create_task(self._heartbeat()))
         admin_port = self._admin.addresses[0][1]
         log.info(
-            "cacheproxy %s listening on http://%s:%d -> %s with %d workers (admin http://%s:%d)",
+            "cacheproxy %s listening on %s://%s:%d -> %s with %d workers (admin http://%s:%d)",
             __version__,
+            "https" if listen.tls is not None else "http",
             listen.host,
             port,
             redact_urls(self.config.upstream.url),
