@@ -103,6 +103,11 @@ async def test_tls_12_and_13_are_accepted_and_11_refused(
         await asyncio.open_connection("127.0.0.1", proxy.proxy_port, ssl=old)
     stats = await _until_stats(proxy, lambda s: s["tls_handshake_failures"] == 1)
     assert stats["open_connections"] == 0
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{proxy.admin_port}/metrics") as resp,
+    ):
+        assert "cacheproxy_tls_handshake_failures_total 1.0" in await resp.text()
 
 
 async def test_min_version_13_refuses_tls_12(
