@@ -122,8 +122,9 @@ async def _serve_until_signal(
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     await server.start()
     log.info(
-        "cacheproxy %s listening on http://%s:%d -> %s (admin http://%s:%d)",
+        "cacheproxy %s listening on %s://%s:%d -> %s (admin http://%s:%d)",
         __version__,
+        "https" if config.listen.tls is not None else "http",
         config.listen.host,
         server.proxy_port,
         redact_urls(config.upstream.url),

@@ -29,6 +29,14 @@ parser's words for too many header fields.
 
 PreparedResponse (respond/prepared.py) reads no private field: it overrides the public
 members of StreamResponse that aiohttp's RequestHandler calls, checked below to exist.
+
+The Server field (listen.server_header): StreamResponse adds `Server: <SERVER_SOFTWARE>` to
+every response without one (web_response's module global, read at each prepare, every
+release from 3.0); `set_server_field` sets that global. For no Server field at all it is set
+to a marker string of ours, which a request's `_prepare_hook` (awaited by StreamResponse._start
+between making the headers and writing them, every release from 3.0) takes out again:
+NoServerFieldRequest on the proxy port, an on_response_prepare signal on the admin
+Applications (`drop_server_marker`). An upstream's own Server value is never that object.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import types
 from typing import Any, Protocol
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web, web_response
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion
@@ -164,6 +172,52 @@ for _name in TAKE_OVER_MEMBERS:
             f"aiohttp {aiohttp.__version__}: RequestHandler has no {_name!r}, which cacheproxy "
             f"calls to join a switched connection (proxy/adapters/aiohttp_internals.py); {PINNED}"
         )
+
+if not isinstance(getattr(web_response, "SERVER_SOFTWARE", None), str):
+    raise LibraryChanged(
+        f"aiohttp {aiohttp.__version__}: web_response has no SERVER_SOFTWARE, which cacheproxy "
+        f"sets for listen.server_header (proxy/adapters/aiohttp_internals.py); {PINNED}"
+    )
+if not hasattr(web.BaseRequest, "_prepare_hook"):
+    raise LibraryChanged(
+        f"aiohttp {aiohttp.__version__}: BaseRequest has no '_prepare_hook', which cacheproxy "
+        f"overrides for `listen.server_header: false` (proxy/adapters/aiohttp_internals.py); "
+        f"{PINNED}"
+    )
+
+# A string object of our own, never equal by identity to a value from a parser or a config.
+_NO_SERVER = "".join(("cacheproxy", " (no Server field)"))
+
+
+def set_server_field(value: str | None) -> None:
+    """What aiohttp's responses carry as Server when they have none, process-wide; None:
+    nothing (given NoServerFieldRequest and drop_server_marker where responses are made)."""
+    web_response.SERVER_SOFTWARE = _NO_SERVER if value is None else value
+
+
+def server_field() -> str | None:
+    """The Server value aiohttp's responses get when they have none (None: no field)."""
+    value: str = web_response.SERVER_SOFTWARE
+    return None if value is _NO_SERVER else value
+
+
+def _drop_marker(response: web.StreamResponse) -> None:
+    headers = response.headers
+    if headers.get(hdrs.SERVER) is _NO_SERVER:
+        del headers[hdrs.SERVER]
+
+
+class NoServerFieldRequest(web.BaseRequest):
+    """The proxy port's request when responses get no Server field of ours."""
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        _drop_marker(response)
+
+
+async def drop_server_marker(request: web.Request, response: web.StreamResponse) -> None:
+    """An Application's on_response_prepare: no Server field where set_server_field(None)."""
+    _drop_marker(response)
+
 
 # The Date value aiohttp's own responses carry (its clock, formatted once per second).
 http_date = rfc822_formatted_time

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from proxy import __version__
+from proxy.adapters.aiohttp_internals import drop_server_marker
 from proxy.admin import dashboard
 from proxy.admin.merge import MERGE_HEADER
 from proxy.admin.revocation import admin_routes as revocation_routes
@@ -179,6 +180,7 @@ def build_admin_app(view: ServerView) -> web.Application:
         return response
 
     app = web.Application(middlewares=[json_errors])
+    app.on_response_prepare.append(drop_server_marker)  # listen.server_header: false
     app.router.add_get("/", index)
     app.router.add_get(LIVE_PATH, livez)
     app.router.add_get("/readyz", readyz)

@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from proxy.adapters.aiohttp_internals import drop_server_marker
 from proxy.admin.app import LIVE_PATH, json_errors, livez, state, token_guard
 from proxy.admin.merge import MissingResponse, WorkerResponse, merge_responses
 from proxy.admin.view import SupervisorView
@@ -65,6 +66,7 @@ def build_fanout_admin(view: SupervisorView) -> web.Application:
         return state(word == "ready", word)
 
     app = web.Application(middlewares=[json_errors])
+    app.on_response_prepare.append(drop_server_marker)  # listen.server_header: false
     app.router.add_get(LIVE_PATH, livez)  # the supervisor's own loop
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/workers", guard(workers))

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -41,6 +41,7 @@ from proxy.config.redis import RedisSettings
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.config.section import Model
+from proxy.config.tls import TlsSettings
 from proxy.config.tracing import TracingSettings
 from proxy.config.upgrade import UpgradeSettings
 from proxy.config.upstream import Upstream, check_upstream_url
@@ -179,6 +180,33 @@ class Listen(Model):
         "rate_limit.ipv6_prefix) may hold per process, so one client cannot take them all; "
         "trusted_proxies are exempt. 0: no bound.",
     )
+    tls: TlsSettings | None = Field(
+        None,
+        description="HTTPS on the proxy port (HTTP/1.1, TLS 1.2 and 1.3); the certificate is "
+        "re-read on reload, open connections keep theirs. The handshake counts against "
+        "timeouts.request_head. None: plain HTTP.",
+    )
+    server_header: str | Literal[False] = Field(
+        "cacheproxy",
+        description="The Server field of responses the upstream gave none (and of the admin "
+        "port's); the upstream's own passes through. `false` (or `off`): none. Naming no "
+        "version, as nginx's `server_tokens off`, tells a scanner nothing to look up.",
+        examples=["cacheproxy", False],
+    )
+
+    @field_validator("server_header", mode="before")
+    @classmethod
+    def _server_field(cls, value: object) -> object:
+        # `off` in YAML is false already; from the environment it is the word.
+        if value is False or (isinstance(value, str) and value.lower() in ("off", "false")):
+            return False
+        if not isinstance(value, str) or not value.strip() or value != value.strip():
+            raise ValueError(
+                f"must be a product name such as cacheproxy, or false for none, got {value!r}"
+            )
+        if any(not (" " <= c <= "~") for c in value):
+            raise ValueError(f"{value!r}: a header field value of visible ASCII and spaces only")
+        return value
 
 
 def _is_loopback(host: str) -> bool:

@@ -196,6 +196,15 @@ class Catalogue:
                     ("phase",),
                     {("head",): ls.head_timeouts, ("body",): ls.body_timeouts},
                 ),
+                Series(
+                    "counter",
+                    "cacheproxy_tls_handshake_failures",
+                    "TLS handshakes on the proxy port that failed: not TLS, no version or cipher"
+                    " in common, or a client refusing the certificate (one expired or not"
+                    " trusted); those that outlasted request_head are phase=head timeouts",
+                    (),
+                    {(): ls.tls_handshake_failures},
+                ),
             ]
         if sources.tunnels is not None:
             out += sources.tunnels.series()

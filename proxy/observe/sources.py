@@ -60,6 +60,9 @@ class ConnectionCounts(Protocol):
     @property
     def body_timeouts(self) -> int: ...
 
+    @property
+    def tls_handshake_failures(self) -> int: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RouteFacts:

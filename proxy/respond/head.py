@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiohttp.http import SERVER_SOFTWARE
 from multidict import istr
 
+from proxy.adapters.aiohttp_internals import server_field
 from proxy.cache.policy import Headers
 from proxy.edge.compression.negotiate import is_acceptable
 from proxy.edge.ratelimit.headers import COUNT_HEADERS, POLICY
@@ -185,5 +185,5 @@ def length_lines(head: list[str], fields: Headers, length: int) -> None:
     head.append(f"Content-Length: {length}\r\n")
     if length and _TYPE not in fields:
         head.append("Content-Type: application/octet-stream\r\n")
-    if _SERVER not in fields:
-        head.append(f"Server: {SERVER_SOFTWARE}\r\n")
+    if _SERVER not in fields and (server := server_field()) is not None:
+        head.append(f"Server: {server}\r\n")  # as aiohttp's own responses (listen.server_header)

@@ -8,11 +8,13 @@ import logging
 
 from aiohttp import web
 
+from proxy.adapters.aiohttp_internals import set_server_field
 from proxy.admin.app import build_admin_app
 from proxy.admin.view import ServerView
 from proxy.cache.memory import MemoryStore
 from proxy.config.cache import CacheSettings
 from proxy.config.loader import ConfigError, Settings
+from proxy.config.tls import server_context
 from proxy.edge.revocation import RevocationList
 from proxy.http.clientaddr import ClientKeys, TrustedProxies
 from proxy.http.hosts import authority_host
@@ -73,6 +75,8 @@ class ProxyServer:
         `shutdown`: one whose signal handlers are already in place. `report_start`: log what
         was loaded and whether the upstream and Redis answer (one worker of several does)."""
         self.config = config
+        # Process-wide (aiohttp's responses, the admin port's too); a restart changes it.
+        set_server_field(config.listen.server_header or None)
         self.report_start = report_start
         self._start_checks: asyncio.Task[None] | None = None
         self.source = source
@@ -157,6 +161,7 @@ class ProxyServer:
         if self.revocation_follower is not None:  # without Redis the list is always whole
             self.health.add("revocations", self.revocation_follower.health)
         self._runners: list[web.BaseRunner] = []
+        self._listener: Listener | None = None
 
     @property
     def ready(self) -> bool:
@@ -191,6 +196,7 @@ class ProxyServer:
         self.pipeline.use_routes(routes)
         self.pipeline.use_request_ids(config.request_id)
         self.pipeline.use_purgers(TrustedProxies(config.purge.allow), config.admin.token)
+        self._reload_tls(config)
         facts = route_facts(routes)
         self.observer.use_routes(facts)
         self.sources.routes = facts
@@ -199,6 +205,19 @@ class ProxyServer:
         if restart:
             log.warning("config reload: restart required to apply %s", ", ".join(restart))
         return applied(restart)
+
+    def _reload_tls(self, config: Settings) -> None:
+        """New handshakes get the certificate the files now hold (renewed in place, or other
+        files); open connections keep theirs. One that does not load keeps the old one."""
+        tls, listener = config.listen.tls, self._listener
+        if tls is None or listener is None or listener.tls_context is None:
+            return
+        try:
+            listener.tls_context = server_context(tls)
+        except ValueError as exc:
+            log.error("listen.tls: %s; new connections keep the certificate loaded before", exc)
+        else:
+            log.info("listen.tls: certificate loaded from %s", tls.cert_file)
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -241,7 +260,10 @@ class ProxyServer:
             listen.max_connections_per_client,
             ClientKeys(top_limit.ipv6_prefix if top_limit is not None else 64),
             lambda peer: self.pipeline.routes.trusted_proxies.trusts(peer),
+            server_context(listen.tls) if listen.tls is not None else None,
+            server_field=listen.server_header is not False,
         )
+        self._listener = listener
         # The runner calls listener.shutdown(grace) once the port stops accepting.
         proxy_runner = web.ServerRunner(listener, shutdown_timeout=grace)
         admin_runner = web.AppRunner(

@@ -9,6 +9,10 @@ keep-alive idle, body silence), its head in size (HEAD_LIMITS), and the listener
 The timers are lazy: a deadline is a float on the connection, and its `call_at` handle is
 re-armed only when it fires before the deadline, so a busy keep-alive connection does not pay
 for a timer per request.
+
+With `listen.tls`, each connection's protocol is a TLS layer over its ListenerProtocol
+(proxy/adapters/asyncio_tls.py says why the listener makes it): admitted at the TCP accept,
+it has `request_head` seconds from there for the handshake and its first request head.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,9 +37,11 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from proxy.adapters.aiohttp_internals import (
     TOO_MANY_FIELDS,
     Connection,
+    NoServerFieldRequest,
     exceeded_limit,
     with_version,
 )
+from proxy.adapters.asyncio_tls import server_tls
 from proxy.config.loader import ClientTimeouts
 from proxy.http.errors import json_error
 
@@ -59,6 +66,10 @@ HEAD_LIMITS = {
     "max_field_size": MAX_FIELD,
     "max_headers": MAX_FIELDS,
 }
+
+# Seconds a TLS connection being closed waits for the client's close_notify (asyncio's default:
+# 30), holding its place under max_connections: a client that never answers holds it less.
+TLS_SHUTDOWN = 5.0
 
 # Descriptors kept free beyond client connections: listening sockets, the admin listener and
 # its clients, log files, DNS, the event loop's own. Upstream connections are added on top.
@@ -90,9 +101,10 @@ class ListenerStats:
     refused_connections: int = 0  # beyond max_connections, closed at once
     max_connections_per_client: int = 0  # 0: no bound
     refused_per_client: int = 0  # beyond max_connections_per_client, closed at once
-    head_timeouts: int = 0
+    head_timeouts: int = 0  # a TLS handshake that outlasted request_head included
     body_timeouts: int = 0
     bad_requests: int = 0  # not parsable as HTTP/1.x: refused with 400, logged in one line
+    tls_handshake_failures: int = 0  # not TLS, no version or cipher in common, reset
 
 
 class LogBudget:
@@ -176,6 +188,8 @@ class ListenerProtocol(Connection):
         "_observe",
         "_remote",
         "_started",
+        "_tcp",
+        "_tls_accepted",
     )
 
     def __init__(self, listener: Listener, **kwargs: Any) -> None:
@@ -194,6 +208,8 @@ class ListenerProtocol(Connection):
         self._started = 0.0  # perf_counter() when the current request was handed over
         self._observe = listener.observe  # kept after connection_lost: that response counts too
         self._remote: str | None = None
+        self._tls_accepted = 0.0  # loop time of a TLS connection's TCP accept
+        self._tcp: asyncio.Transport | None = None  # under a TLS handshake still under way
 
     def remote(self) -> str | None:
         """The peer's address as BaseRequest.remote gives it, found on the first request."""
@@ -207,8 +223,47 @@ class ListenerProtocol(Connection):
 
     # --- request head ---------------------------------------------------------------------
 
+    def tls_accepted(self, transport: asyncio.Transport) -> bool:
+        """A TLS connection's TCP accept (adapters/asyncio_tls.py): admitted now, before any
+        handshake, as a plain one is in connection_made; False: refused, and closed."""
+        listener = self._listener
+        if listener is None:
+            return False
+        self._tls_accepted = self.loop.time()
+        self._remote = _peer(transport)
+        if listener.stats.max_connections_per_client:
+            self._client = listener.admit(self._remote)
+            if self._client is None:
+                self._listener = None
+                listener.connection_closed()
+                return False
+        self._tcp = transport
+        listener.handshakes.add(self)
+        return True
+
+    def tls_ended(self, waiter: asyncio.Future[None]) -> None:
+        """The TLS handshake is over: if it failed, this connection ends here."""
+        error = None if waiter.cancelled() else waiter.exception()  # retrieved: not logged
+        listener = self._listener
+        if listener is None:
+            return
+        listener.handshakes.discard(self)
+        self._tcp = None
+        if self.transport is not None:  # done: connection_made came first
+            return
+        self._listener = None  # connection_lost will never come
+        listener.connection_closed(self._client)
+        listener.handshake_failed(self._remote, error, self.loop.time() - self._tls_accepted)
+
+    def abort_handshake(self) -> None:
+        if self._tcp is not None:
+            self._tcp.abort()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._tls_accepted:  # admitted at the TCP accept, its head's time running since
+            self._expect_head(started=False, since=self._tls_accepted)
+            return
         listener = self._listener
         if listener is not None and listener.stats.max_connections_per_client:
             self._client = listener.admit(self.remote())
@@ -246,9 +301,9 @@ class ListenerProtocol(Connection):
                 self._listener.bad_request(self.remote(), f"request head over {MAX_HEAD} bytes")
             self._abort(_head_too_large())
 
-    def _expect_head(self, started: bool) -> None:
+    def _expect_head(self, started: bool, since: float = 0.0) -> None:
         loop = self.loop
-        deadline = loop.time() + self._head_timeout
+        deadline = (since or loop.time()) + self._head_timeout
         self._head_deadline = deadline
         self._head_started = started
         self._head_bytes = 0
@@ -353,6 +408,9 @@ class ListenerProtocol(Connection):
     def connection_lost(self, exc: BaseException | None) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            if self._tcp is not None:  # before tls_ended heard of its handshake
+                listener.handshakes.discard(self)
+                self._tcp = None
             listener.connection_closed(self._client)
         for timer in (self._head_timer, self._body_timer):
             if timer is not None:
@@ -399,6 +457,13 @@ def _one_line(message: str, limit: int = 200) -> str:
     return " ".join(part for part in parts if part.strip("^"))[:limit]
 
 
+def _peer(transport: asyncio.BaseTransport) -> str | None:
+    peer = transport.get_extra_info("peername")
+    if peer is None:
+        return None
+    return str(peer[0]) if isinstance(peer, list | tuple) else str(peer)
+
+
 class _Refuse(asyncio.Protocol):
     """A connection beyond max_connections: closed as soon as it is accepted."""
 
@@ -419,7 +484,12 @@ class Listener(web.Server):
         max_connections_per_client: int = 0,
         client_key: Callable[[str], str] = str,
         unbounded: Callable[[str], bool] = lambda peer: False,
+        tls_context: ssl.SSLContext | None = None,
+        server_field: bool = True,
     ) -> None:
+        """`tls_context`: TLS on this port, with this context until one is swapped in.
+        `server_field`: False when responses get no Server field of ours (listen.server_header
+        `false`; proxy/adapters/aiohttp_internals.py says how)."""
         # Kept here, not read back from web.Server's private fields: each connection's
         # protocol is made with them (__call__).
         self.loop = asyncio.get_running_loop()
@@ -434,6 +504,9 @@ class Listener(web.Server):
             loop=self.loop,
             **self._protocol_kwargs,
         )
+        self.tls_context = tls_context
+        self.handshakes: set[ListenerProtocol] = set()  # TLS ones under way: shutdown ends them
+        self._request_class = web.BaseRequest if server_field else NoServerFieldRequest
         self.timeouts = timeouts
         self.observe = observe
         self.stats = stats or ListenerStats()
@@ -481,7 +554,7 @@ class Listener(web.Server):
             conn.watch_body(payload)
         # The peer of a connection does not change: worked out once (the rate limit and
         # the access log ask for it on every request).
-        return web.BaseRequest(
+        return self._request_class(
             message, payload, protocol, writer, task, self.loop, remote=conn.remote()
         )
 
@@ -500,7 +573,12 @@ class Listener(web.Server):
             return _Refuse()
         # Counted here, before connection_made, so a burst of accepts cannot overshoot.
         stats.open_connections += 1
-        return ListenerProtocol(self, loop=self.loop, **self._protocol_kwargs)
+        conn = ListenerProtocol(self, loop=self.loop, **self._protocol_kwargs)
+        context = self.tls_context  # the newest: a reload swaps it for new handshakes
+        if context is None:
+            return conn
+        timeout = self.timeouts.request_head
+        return server_tls(self.loop, conn, context, timeout, TLS_SHUTDOWN, conn.tls_ended)
 
     def admit(self, peer: str | None) -> str | None:
         """The name a new connection from `peer` counts under (`""`: not counted), or None
@@ -539,8 +617,20 @@ class Listener(web.Server):
         if held_back is not None:
             log.info("bad request from %s: %s%s", peer, reason, _not_logged(held_back))
 
+    def handshake_failed(self, peer: str | None, exc: BaseException | None, took: float) -> None:
+        if took >= self.timeouts.request_head:
+            self.stats.head_timeouts += 1  # as a plain connection that sends no head
+            return
+        self.stats.tls_handshake_failures += 1
+        held_back = self._bad_requests_log.take(self.loop.time())
+        if held_back is not None:
+            why = "closed" if exc is None else getattr(exc, "reason", None) or str(exc) or repr(exc)
+            log.info("TLS handshake failed from %s: %s%s", peer, why, _not_logged(held_back))
+
     def pre_shutdown(self) -> None:
-        # The runner has stopped accepting; idle connections go now.
+        # The runner has stopped accepting; handshakes and idle connections go now.
+        for handshake in list(self.handshakes):
+            handshake.abort_handshake()
         for conn in self.connections:
             cast(ListenerProtocol, conn).drain()
 

@@ -2,7 +2,8 @@
 
 Live (new requests see it; requests in flight finish under the route they started with):
 `routes`, the top-level `cache` defaults (but `max_memory`), `cors`, `compression`,
-`trusted_proxies`, `listen.hosts`, `listen.public_host`. Everything else is built into
+`trusted_proxies`, `listen.hosts`, `listen.public_host`, and `listen.tls`'s files and versions
+(its certificate is re-read on every reload). Everything else is built into
 sockets, pools or processes at start-up; a change there is reported as "restart required"
 and the running value is kept, so a later reload compares against what really runs.
 """
@@ -24,6 +25,7 @@ RESTART_REQUIRED: tuple[str, ...] = (
     "listen.timeouts",
     "listen.max_connections",  # the listener
     "listen.max_connections_per_client",
+    "listen.server_header",  # in every stored entry's prepared head
     "admin",  # its socket and token guard
     "workers",  # the processes
     "upstream",  # the pool, its timeouts and retries, the health probe
@@ -35,6 +37,8 @@ RESTART_REQUIRED: tuple[str, ...] = (
     "alerts",  # the rolling window
     "tracing",  # the tracer provider and its exporter
 )
+# Dotted paths that may change live, but not come or go: the listener speaks TLS or not.
+RESTART_TO_ADD_OR_REMOVE: tuple[str, ...] = ("listen.tls",)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,12 @@ def _get(config: Settings, path: str) -> Any:
 
 def restart_required(running: Settings, new: Settings) -> list[str]:
     """The keys whose new value only a restart would apply."""
-    return [path for path in RESTART_REQUIRED if _get(running, path) != _get(new, path)]
+    fixed = [path for path in RESTART_REQUIRED if _get(running, path) != _get(new, path)]
+    return fixed + [
+        path
+        for path in RESTART_TO_ADD_OR_REMOVE
+        if (_get(running, path) is None) != (_get(new, path) is None)
+    ]
 
 
 def _with(model: BaseModel, path: list[str], value: Any) -> BaseModel:

@@ -46,6 +46,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import __version__
+from proxy.adapters.aiohttp_internals import set_server_field
 from proxy.admin.app import LIVE_PATH
 from proxy.admin.fanout import build_fanout_admin
 from proxy.admin.merge import MissingResponse, WorkerResponse
@@ -116,6 +117,7 @@ class Supervisor:
     def __init__(self, config: Settings, source: ConfigSource | None = None) -> None:
         self.config = config
         self.source = source
+        set_server_field(config.listen.server_header or None)  # the admin port's responses
         self._context = multiprocessing.get_context("spawn")
         self._stop = asyncio.Event()
         self.shutdown = Shutdown(config.shutdown_delay)
@@ -172,8 +174,9 @@ class Supervisor:
         self._keepers.append(asyncio.create_task(self._heartbeat()))
         admin_port = self._admin.addresses[0][1]
         log.info(
-            "cacheproxy %s listening on http://%s:%d -> %s with %d workers (admin http://%s:%d)",
+            "cacheproxy %s listening on %s://%s:%d -> %s with %d workers (admin http://%s:%d)",
             __version__,
+            "https" if listen.tls is not None else "http",
             listen.host,
             port,
             redact_urls(self.config.upstream.url),

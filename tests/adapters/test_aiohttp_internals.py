@@ -12,6 +12,7 @@ import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -20,6 +21,7 @@ from aiohttp.http import HttpVersion11
 from proxy.adapters import aiohttp_internals
 from proxy.adapters.aiohttp_internals import Connection, LibraryChanged, with_version
 from proxy.respond.prepared import PreparedResponse
+from tests.conftest import StartUpstream
 
 # Connection's public name -> the private slot it is, as listed in the adapter's docstring.
 SLOTS = {
@@ -270,3 +272,36 @@ async def test_a_plain_request_is_not_upgrading_and_cannot_be_taken_over() -> No
 def test_every_member_take_over_calls_is_aiohttps() -> None:
     for name in aiohttp_internals.TAKE_OVER_MEMBERS:
         assert hasattr(aiohttp_internals.RequestHandler, name), name
+
+
+async def test_the_server_field_is_aiohttps_global_and_its_marker_is_dropped_before_writing(
+    start_upstream: StartUpstream,
+) -> None:
+    """set_server_field sets what StreamResponse adds; with None, drop_server_marker (an
+    on_response_prepare, run by the request's _prepare_hook between the headers being made
+    and written) leaves no Server, but a handler's own."""
+    before = aiohttp_internals.server_field()
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.Response(text="x")
+
+    async def own(request: web.Request) -> web.Response:
+        return web.Response(text="x", headers={"Server": "mine"})
+
+    app = web.Application()
+    app.on_response_prepare.append(aiohttp_internals.drop_server_marker)
+    app.router.add_get("/plain", plain)
+    app.router.add_get("/own", own)
+    url = (await start_upstream(app)).url
+    try:
+        async with aiohttp.ClientSession() as client:
+            for value, expected in (("edge/1", ["edge/1"]), (None, [])):
+                aiohttp_internals.set_server_field(value)
+                assert aiohttp_internals.server_field() == value
+                async with client.get(f"{url}/plain") as resp:
+                    assert resp.headers.getall("Server", []) == expected
+                async with client.get(f"{url}/own") as resp:
+                    assert resp.headers.getall("Server", []) == ["mine"]
+    finally:
+        aiohttp_internals.set_server_field(before)
+    assert issubclass(aiohttp_internals.NoServerFieldRequest, web.BaseRequest)

@@ -282,6 +282,7 @@ async def test_listener_stats_sit_behind_the_admin_token(
         "head_timeouts",
         "body_timeouts",
         "bad_requests",
+        "tls_handshake_failures",
     }
 
 
