@@ -6,9 +6,6 @@ it is built with (proxy/admin/view.py)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -21,6 +18,7 @@ from proxy.admin import dashboard
 from proxy.admin.merge import MERGE_HEADER
 from proxy.admin.revocation import admin_routes as revocation_routes
 from proxy.admin.view import ServerView
+from proxy.http.admin_token import AdminToken
 from proxy.http.errors import json_error
 from proxy.http.hosts import authority_host
 from proxy.http.target import BadTarget, parse_target
@@ -35,40 +33,13 @@ def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
-def _basic_password(given: bytes) -> bytes | None:
-    """The password of `Basic base64(user:password)`, or None."""
-    scheme, _, value = given.partition(b" ")
-    if scheme.lower() != b"basic":
-        return None
-    try:
-        return base64.b64decode(value.strip(), validate=True).partition(b":")[2]
-    except (binascii.Error, ValueError):
-        return None
-
-
 def token_check(token: str | None) -> Callable[[web.Request], bool]:
-    """Whether a request carries the admin token (always True when none is configured).
-
-    `Authorization: Bearer <token>`; a browser (the dashboard) may send the token as the
-    password of HTTP Basic auth instead, with any user name: it asks for it once and sends it
-    with every request.
-    """
-    # aiohttp decodes header bytes with surrogateescape, so encoding back the same way gives
-    # the bytes as sent: no header, however malformed, can make the comparison raise.
-    secret = token.encode("utf-8", "surrogateescape") if token else None
-    expected = b"Bearer " + secret if secret is not None else None
-
-    def check(request: web.Request) -> bool:
-        if expected is None or secret is None:
-            return True
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        password = _basic_password(given)
-        # Constant-time: the comparison must not leak how much of a guess was right.
-        if password is not None:
-            return hmac.compare_digest(password, secret)
-        return hmac.compare_digest(given, expected)
-
-    return check
+    """Whether a request carries the admin token (always True when none is configured):
+    `Bearer <token>`, or the token as HTTP Basic auth's password (proxy/http/admin_token.py)."""
+    if not token:
+        return lambda _: True
+    carried_by = AdminToken(token).carried_by
+    return lambda request: carried_by(request.headers.get("Authorization", ""))
 
 
 def token_guard(token: str | None) -> Callable[[Handler], Handler]:

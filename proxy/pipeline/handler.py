@@ -10,7 +10,6 @@ client -> target check -> route match -> CORS preflight (responded to here)
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 
 import orjson
@@ -23,6 +22,7 @@ from proxy.cache.status import BYPASS, MISS
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import RevocationList
+from proxy.http.admin_token import AdminToken
 from proxy.http.clientaddr import TrustedProxies
 from proxy.http.errors import ClientBodyError, JsonError, json_error
 from proxy.http.hosts import authority_host
@@ -102,9 +102,7 @@ class Pipeline:
     def use_purgers(self, allowed: TrustedProxies, admin_token: str | None) -> None:
         """Who may PURGE on the proxy port: peers in `purge.allow`, or the admin token."""
         self.purgers = allowed
-        self._purge_token = (
-            b"Bearer " + admin_token.encode("utf-8", "surrogateescape") if admin_token else None
-        )
+        self._purge_token = AdminToken(admin_token) if admin_token else None
 
     def use_request_ids(self, settings: RequestIdSettings) -> None:
         """Take a (reloaded) `request_id:` section; ids made so far stay unique."""
@@ -318,10 +316,7 @@ class Pipeline:
         if self.purgers.trusts(request.remote):
             return True
         token = self._purge_token
-        if token is None:
-            return False
-        given = request.headers.get(_AUTHORIZATION, "").encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(given, token)  # constant time: no leak of a near guess
+        return token is not None and token.carried_by(request.headers.get(_AUTHORIZATION, ""))
 
     @staticmethod
     def _refuse(
