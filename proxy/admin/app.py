@@ -21,6 +21,7 @@ from proxy.admin.view import ServerView
 from proxy.http.admin_token import AdminToken
 from proxy.http.errors import json_error
 from proxy.http.hosts import authority_host
+from proxy.http.soft_purge import soft_purge
 from proxy.http.target import BadTarget, parse_target
 from proxy.observe.documents import MERGE_RULES
 from proxy.observe.health import overall, without_detail
@@ -106,7 +107,17 @@ def build_admin_app(view: ServerView) -> web.Application:
             spec = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return json_error(400, "bad_request", "body must be JSON")
-        if not isinstance(spec, dict) or len(spec) != 1:
+        if not isinstance(spec, dict):
+            return json_error(400, "bad_request", 'give exactly one of "url", "prefix", "tag"')
+        spec = dict(spec)
+        soft = spec.pop("soft", None)
+        header = soft_purge(request.headers)
+        if not (soft is None or isinstance(soft, bool)) or header is None:
+            return json_error(400, "bad_request", "soft must be true or false, Soft-Purge 1 or 0")
+        if soft is False and header:
+            return json_error(400, "bad_request", '"soft": false, yet Soft-Purge: 1')
+        soft = bool(soft or header)
+        if len(spec) != 1:
             return json_error(400, "bad_request", 'give exactly one of "url", "prefix", "tag"')
         ((kind, value),) = spec.items()
         if not isinstance(value, str) or not value:
@@ -119,15 +130,17 @@ def build_admin_app(view: ServerView) -> web.Application:
             # `http://api.example.com/x`: the entry of the route serving that host (a route
             # may name hosts); `/x`: of the route that takes it without a Host.
             host = authority_host(target.authority) if target.authority is not None else None
-            found = await view.purge_url(target.path, target.query, host)
+            found = await view.purge_url(target.path, target.query, host, soft)
             if found is None:
-                return _json({"purged": 0})
+                return _json({"purged": 0, "soft": True} if soft else {"purged": 0})
             result = found
         elif kind in ("prefix", "tag"):
-            result = await view.purge(kind, value)
+            result = await view.purge(kind, value, soft)
         else:
             return json_error(400, "bad_request", f"unknown purge kind {kind!r}")
         body: dict[str, object] = {"purged": result.local}
+        if soft:
+            body["soft"] = True
         if view.shared_tier:
             body["purged_shared"] = result.shared
         if result.error is not None:
