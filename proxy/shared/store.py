@@ -8,8 +8,8 @@ of one URL lives in one Redis Cluster slot and one script can touch them all::
     P{h}:k:<p>      the entry of primary key p, when the origin sent no Vary
     P{h}:r:<p>      when it did: the Vary field names that select the variant...
     P{h}:v:<p+vary> ...and one entry per variant
-    <entry key>:s   a soft purge's mark on that entry: when (epoch seconds), living as long
-                    as the entry; a store under that key removes it
+    <entry key>:s   an entry as a soft purge left it: "<when, epoch seconds>|<entry>", for
+                    as long as the entry had left; a store under the entry key removes it
     P{h}:l:<p>      a fetch lock: one instance fetches a cold key for all (coalesce: global)
     P{paths}        ZSET (all scores 0) of "path NUL h": purge by path prefix is a range
     P{paths}:exp    the same members scored by expiry, to drop them when their URL expires
@@ -17,10 +17,13 @@ of one URL lives in one Redis Cluster slot and one script can touch them all::
 
 A purge never scans the keyspace: URL purges read one index set; prefix purges one
 lexicographic range; tag purges one set. A soft purge finds its entries the same way and
-marks them instead of removing them: the blobs are not rewritten, and whoever reads one
-reads its mark in the same round trip and makes the entry stale as of then
-(Entry.soft_purged). Every call goes through `run` (the caller's
-guard: timeout, breaker, error counting), which raises StoreUnavailable on failure.
+moves each aside (`:s`) with when it happened; a lookup reads both keys in one round trip
+and makes an entry found aside stale as of then (Entry.soft_purged). Moved, not marked in a
+key beside it: an instance of an older version, which reads only the entry key, finds
+nothing there and fetches, rather than serving the entry as fresh.
+
+Every call goes through `run` (the caller's guard: timeout, breaker, error counting), which
+raises StoreUnavailable on failure.
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ _INDEX_KEEP_MS = 86_400_000  # purge generations outlive any fetch that could ra
 # each no larger than the body in practice. Longer values are not even decoded.
 _ENCODED_BEYOND_BODY = 64 * 1024
 
-# KEYS: entry, index, generation, the entry's soft-purge mark, [vary record]; ARGV: blob,
-# ttl ms, expected generation, [record]. Stores only when no purge of the URL happened since
-# the lookup; what it stores came after any soft purge, so it drops the mark.
+# KEYS: entry, index, generation, the entry as a soft purge left it, [vary record]; ARGV:
+# blob, ttl ms, expected generation, [record]. Stores only when no purge of the URL happened
+# since the lookup; what it stores came after any soft purge, so the entry left aside goes.
 _PUT = """
 local gen = redis.call('GET', KEYS[3]) or '0'
 if gen ~= ARGV[3] then return 0 end
@@ -74,10 +77,10 @@ else
 end
 local removed = 0
 for _, key in ipairs(keys) do
-  if redis.call('DEL', key) == 1 and not string.find(key, ':r:', 1, true) then
+  local gone = redis.call('DEL', key) + redis.call('DEL', key .. ':s')
+  if gone > 0 and not string.find(key, ':r:', 1, true) then
     removed = removed + 1
   end
-  redis.call('DEL', key .. ':s')
   redis.call('SREM', KEYS[1], key)
 end
 if #KEYS == 2 then redis.call('DEL', KEYS[1]) end
@@ -86,9 +89,10 @@ redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return removed
 """
 
-# KEYS: index, generation, entry keys to mark (all of the URL's when none are given); ARGV:
-# how long the generation is kept (ms), when (epoch seconds). A soft purge: each entry
-# stays, with a mark that lives as long as it does. Returns how many entries were marked.
+# KEYS: index, generation, entry keys (all of the URL's when none are given); ARGV: how long
+# the generation is kept (ms), when (epoch seconds). A soft purge: each entry is moved aside
+# with when, for as long as it had left (one already aside stays as it was: stale since the
+# first). Returns how many entries were moved.
 _SOFT_PURGE = """
 local keys = {}
 if #KEYS > 2 then
@@ -101,7 +105,9 @@ for _, key in ipairs(keys) do
   if not string.find(key, ':r:', 1, true) then
     local left = redis.call('PTTL', key)
     if left > 0 then
-      redis.call('SET', key .. ':s', ARGV[2], 'PX', left)
+      local blob = redis.call('GET', key)
+      redis.call('SET', key .. ':s', ARGV[2] .. '|' .. blob, 'PX', left)
+      redis.call('DEL', key)
       marked = marked + 1
     end
   end
@@ -190,7 +196,7 @@ class RedisStore:
         h, base = self._url(url_key)
         p = h if primary == url_key else _digest(primary)  # most keys are their URL's
         plain_key = f"{base}:k:{p}"
-        plain, mark, record, generation = await self._run(
+        plain, aside, record, generation = await self._run(
             "get",
             lambda: self._client.mget(plain_key, plain_key + ":s", f"{base}:r:{p}", f"{base}:g"),
         )
@@ -203,7 +209,11 @@ class RedisStore:
             names = record[len(_RECORD) :].decode("ascii", "replace").split("\0")
             values = policy.vary_key(tuple(n for n in names if n), request_headers)
             key = self._entry_key(base, primary, True, values)
-            blob, mark = await self._run("get", lambda: self._client.mget(key, key + ":s"))
+            blob, aside = await self._run("get", lambda: self._client.mget(key, key + ":s"))
+        purged_at = None
+        if blob is None and aside is not None:  # soft-purged: "<when>|<entry>"
+            when, _, blob = aside.partition(b"|")
+            purged_at = _moment(when)
         if blob is None:
             return None, generation, False
         if len(blob) > 4 * max_size + _ENCODED_BEYOND_BODY:
@@ -222,7 +232,7 @@ class RedisStore:
             return None, generation, False
         if entry.primary != primary or not entry.matches(request_headers):
             return None, generation, False  # a hash collision or a stale variant: never served
-        grace = False if mark is None else entry.soft_purged(_moment(mark))
+        grace = False if purged_at is None else entry.soft_purged(purged_at)
         return entry, generation, grace
 
     async def put(
@@ -289,8 +299,8 @@ class RedisStore:
 
     # --- purge ----------------------------------------------------------------
 
-    # A purge removes entries; a soft one (`soft_at`: when, in epoch seconds) marks them.
-    # Each returns how many entries it removed or marked.
+    # A purge removes entries; a soft one (`soft_at`: when, in epoch seconds) moves them
+    # aside. Each returns how many entries it removed or moved.
 
     async def purge_url(self, url_key: str, soft_at: float | None = None) -> int:
         _, base = self._url(url_key)
@@ -359,13 +369,13 @@ class RedisStore:
         return int(gone)
 
 
-def _moment(mark: bytes) -> float:
-    """A soft purge's mark: when it was made, by the purging instance's clock. Never later
-    than now by ours (a clock ahead of ours must not leave the entry fresh a while longer);
-    a mark we cannot read counts as now."""
+def _moment(when: bytes) -> float:
+    """When a soft purge happened, by the purging instance's clock. Never later than now by
+    ours (a clock ahead of ours must not leave the entry fresh a while longer); a time we
+    cannot read counts as now."""
     now = time.time()
     try:
-        at = float(mark)
+        at = float(when)
     except ValueError:
         return now
     return min(at, now) if math.isfinite(at) else now
