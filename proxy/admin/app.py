@@ -6,9 +6,6 @@ it is built with (proxy/admin/view.py)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -21,8 +18,10 @@ from proxy.admin import dashboard
 from proxy.admin.merge import MERGE_HEADER
 from proxy.admin.revocation import admin_routes as revocation_routes
 from proxy.admin.view import ServerView
+from proxy.http.admin_token import AdminToken
 from proxy.http.errors import json_error
 from proxy.http.hosts import authority_host
+from proxy.http.soft_purge import soft_purge
 from proxy.http.target import BadTarget, parse_target
 from proxy.observe.documents import MERGE_RULES
 from proxy.observe.health import overall, without_detail
@@ -35,40 +34,13 @@ def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
-def _basic_password(given: bytes) -> bytes | None:
-    """The password of `Basic base64(user:password)`, or None."""
-    scheme, _, value = given.partition(b" ")
-    if scheme.lower() != b"basic":
-        return None
-    try:
-        return base64.b64decode(value.strip(), validate=True).partition(b":")[2]
-    except (binascii.Error, ValueError):
-        return None
-
-
 def token_check(token: str | None) -> Callable[[web.Request], bool]:
-    """Whether a request carries the admin token (always True when none is configured).
-
-    `Authorization: Bearer <token>`; a browser (the dashboard) may send the token as the
-    password of HTTP Basic auth instead, with any user name: it asks for it once and sends it
-    with every request.
-    """
-    # aiohttp decodes header bytes with surrogateescape, so encoding back the same way gives
-    # the bytes as sent: no header, however malformed, can make the comparison raise.
-    secret = token.encode("utf-8", "surrogateescape") if token else None
-    expected = b"Bearer " + secret if secret is not None else None
-
-    def check(request: web.Request) -> bool:
-        if expected is None or secret is None:
-            return True
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        password = _basic_password(given)
-        # Constant-time: the comparison must not leak how much of a guess was right.
-        if password is not None:
-            return hmac.compare_digest(password, secret)
-        return hmac.compare_digest(given, expected)
-
-    return check
+    """Whether a request carries the admin token (always True when none is configured):
+    `Bearer <token>`, or the token as HTTP Basic auth's password (proxy/http/admin_token.py)."""
+    if not token:
+        return lambda _: True
+    carried_by = AdminToken(token).carried_by
+    return lambda request: carried_by(request.headers.get("Authorization", ""))
 
 
 def token_guard(token: str | None) -> Callable[[Handler], Handler]:
@@ -135,7 +107,17 @@ def build_admin_app(view: ServerView) -> web.Application:
             spec = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return json_error(400, "bad_request", "body must be JSON")
-        if not isinstance(spec, dict) or len(spec) != 1:
+        if not isinstance(spec, dict):
+            return json_error(400, "bad_request", 'give exactly one of "url", "prefix", "tag"')
+        spec = dict(spec)
+        soft = spec.pop("soft", None)
+        header = soft_purge(request.headers)
+        if not (soft is None or isinstance(soft, bool)) or header is None:
+            return json_error(400, "bad_request", "soft must be true or false, Soft-Purge 1 or 0")
+        if soft is False and header:
+            return json_error(400, "bad_request", '"soft": false, yet Soft-Purge: 1')
+        soft = bool(soft or header)
+        if len(spec) != 1:
             return json_error(400, "bad_request", 'give exactly one of "url", "prefix", "tag"')
         ((kind, value),) = spec.items()
         if not isinstance(value, str) or not value:
@@ -148,15 +130,17 @@ def build_admin_app(view: ServerView) -> web.Application:
             # `http://api.example.com/x`: the entry of the route serving that host (a route
             # may name hosts); `/x`: of the route that takes it without a Host.
             host = authority_host(target.authority) if target.authority is not None else None
-            found = await view.purge_url(target.path, target.query, host)
+            found = await view.purge_url(target.path, target.query, host, soft)
             if found is None:
-                return _json({"purged": 0})
+                return _json({"purged": 0, "soft": True} if soft else {"purged": 0})
             result = found
         elif kind in ("prefix", "tag"):
-            result = await view.purge(kind, value)
+            result = await view.purge(kind, value, soft)
         else:
             return json_error(400, "bad_request", f"unknown purge kind {kind!r}")
         body: dict[str, object] = {"purged": result.local}
+        if soft:
+            body["soft"] = True
         if view.shared_tier:
             body["purged_shared"] = result.shared
         if result.error is not None:

@@ -33,9 +33,10 @@ class ServerView:
     documents: Documents  # /performance/*, /alerts/active, /cache/stats, rate-limit health
     registry: CollectorRegistry  # /metrics
     listener_stats: Callable[[], dict[str, Any]]  # /listener/stats
-    purge: Callable[[PurgeKind, str], Awaitable[PurgeResult]]  # by prefix or tag, every tier
-    # (path, query, Host or None): None back when no caching route takes that URL.
-    purge_url: Callable[[str, str, str | None], Awaitable[PurgeResult | None]]
+    # By prefix or tag, every tier; soft (True): mark stale instead of removing.
+    purge: Callable[[PurgeKind, str, bool], Awaitable[PurgeResult]]
+    # (path, query, Host or None, soft): None back when no caching route takes that URL.
+    purge_url: Callable[[str, str, str | None, bool], Awaitable[PurgeResult | None]]
     shared_tier: bool  # purges reach Redis too, and say what they removed there
     reload: Callable[[], dict[str, object]]  # re-read the config file
     revocations: RevocationList

@@ -180,6 +180,16 @@ class Entry:
     def age(self, now: float) -> float:
         return policy.current_age(self.initial_age, self.response_time, now)
 
+    def soft_purged(self, at: float) -> bool:
+        """A soft purge at `at` (epoch seconds): its freshness ends then. True when it earns
+        the grace of being served stale while its first revalidation runs
+        (policy.soft_purge_grace). Changed in place, as the one copy everyone reads: a
+        lookup reads the lifetime anew each time, and a revalidation makes a new entry."""
+        age = self.age(at)
+        grace = policy.soft_purge_grace(age, self.lifetime, self.cc, self.headers)
+        self.lifetime = min(self.lifetime, age)
+        return grace
+
     def matches(self, request_headers: policy.Headers) -> bool:
         """§4.1: may this variant be reused for a request with these headers?"""
         vary = self.vary

@@ -35,6 +35,7 @@ class StoreStats:
     stores: int = 0
     evictions: int = 0
     purged: int = 0
+    soft_purged: int = 0  # entries a soft purge made stale (kept)
     entries: int = 0
     bytes: int = 0
     max_bytes: int = 0
@@ -64,6 +65,9 @@ class MemoryStore:
         self._purged: OrderedDict[str, int] = OrderedDict()  # url_key -> generation
         self._bulk_purge = 0  # generation of the last prefix/tag/clear purge
         self._forgotten = 0  # newest generation dropped from _purged
+        # Soft-purged entries in their grace (policy.soft_purge_grace), by store key, until
+        # their revalidation ends: at most a slot per entry, and none in the common case.
+        self._grace: dict[str, Entry] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -96,9 +100,10 @@ class MemoryStore:
             entry = self._entries.get(variant_key(primary, vary_key(vary, request_headers)))
         return entry if entry is not None and entry.primary == primary else None
 
-    def put(self, entry: Entry, fetched_at: int | None = None) -> bool:
+    def put(self, entry: Entry, fetched_at: int | None = None, grace: bool = False) -> bool:
         """Store (or replace) the entry; False when it cannot fit, or when its URL was
-        purged after generation `fetched_at` (when the fetch for it began)."""
+        purged after generation `fetched_at` (when the fetch for it began). `grace`: it was
+        soft-purged elsewhere (in Redis) and earned the grace there (Entry.soft_purged)."""
         if entry.size > self.max_bytes:
             return False
         if fetched_at is not None and self.purged_since(entry.url_key, fetched_at):
@@ -124,6 +129,8 @@ class MemoryStore:
             self._by_tag.setdefault(tag, set()).add(key)
         self.bytes += entry.size
         self.stats.stores += 1
+        if grace:
+            self._grace[key] = entry
         self._evict()
         return True
 
@@ -152,10 +159,12 @@ class MemoryStore:
             self.bytes += extra
             self._evict()
 
-    def replace(self, old: Entry, new: Entry) -> None:
-        """Swap in a revalidated entry, if `old` is still the one stored."""
+    def replace(self, old: Entry, new: Entry, fetched_at: int) -> None:
+        """Swap in a revalidated entry, if `old` is still the one stored and no purge came
+        since generation `fetched_at` (when the revalidation began): a 304 sent before a
+        purge must not make fresh again what the purge made stale."""
         if self._entries.get(variant_key(old.primary, old.vary_values)) is old:
-            self.put(new)
+            self.put(new, fetched_at)
 
     def _variant_keys(self, primary: str) -> Iterable[str]:
         variants = self._variants.get(primary)
@@ -184,6 +193,8 @@ class MemoryStore:
     def _remove(self, key: str) -> None:
         entry = self._entries.pop(key)
         self.bytes -= entry.size
+        if self._grace:
+            self._grace.pop(key, None)
         primary = entry.primary
         last = True  # of its primary (one that does not vary holds just this one entry)
         variants = self._variants.get(primary)
@@ -201,6 +212,33 @@ class MemoryStore:
                 keys.discard(key)
                 if not keys:
                     del self._by_tag[tag]
+
+    def _purge(self, keys: Iterable[str], soft_at: float | None) -> int:
+        return self._remove_all(keys) if soft_at is None else self._mark_stale(keys, soft_at)
+
+    def _mark_stale(self, keys: Iterable[str], at: float) -> int:
+        """A soft purge at `at`: each entry kept, made stale (Entry.soft_purged)."""
+        marked = 0
+        for key in list(keys):
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            marked += 1
+            if entry.soft_purged(at):
+                self._grace[key] = entry
+        self.stats.soft_purged += marked
+        return marked
+
+    def in_grace(self, entry: Entry) -> bool:
+        """Soft-purged, and its grace not yet over (`end_grace`)."""
+        grace = self._grace
+        return bool(grace) and grace.get(variant_key(entry.primary, entry.vary_values)) is entry
+
+    def end_grace(self, entry: Entry) -> None:
+        """Its revalidation ended (whatever came of it): from now on it is merely stale."""
+        key = variant_key(entry.primary, entry.vary_values)
+        if self._grace.get(key) is entry:
+            del self._grace[key]
 
     def _remove_all(self, keys: Iterable[str]) -> int:
         removed = 0
@@ -226,23 +264,27 @@ class MemoryStore:
         if len(self._purged) > _PURGES_REMEMBERED:
             _, self._forgotten = self._purged.popitem(last=False)
 
-    def purge_url(self, url_key: str) -> int:
+    # A purge removes its entries; a soft one (`soft_at`: when, in epoch seconds) keeps them,
+    # stale from then on (Entry.soft_purged). Either way a fetch begun before it is not
+    # stored after it. Each returns how many entries it removed or made stale.
+
+    def purge_url(self, url_key: str, soft_at: float | None = None) -> int:
         """Every variant of one URL: all users, all key headers, all Vary values."""
         self._next_generation(url_key)
         known = self._by_url.get(url_key, ())
         primaries = (url_key, *((known,) if isinstance(known, str) else known))
         keys = [k for p in primaries for k in self._variant_keys(p)]
-        return self._remove_all(keys)
+        return self._purge(keys, soft_at)
 
-    def purge_prefix(self, path_prefix: str) -> int:
+    def purge_prefix(self, path_prefix: str, soft_at: float | None = None) -> int:
         self._next_generation()
-        return self._remove_all(
-            k for k, e in self._entries.items() if e.path.startswith(path_prefix)
+        return self._purge(
+            (k for k, e in self._entries.items() if e.path.startswith(path_prefix)), soft_at
         )
 
-    def purge_tag(self, tag: str) -> int:
+    def purge_tag(self, tag: str, soft_at: float | None = None) -> int:
         self._next_generation()
-        return self._remove_all(self._by_tag.get(tag, ()))
+        return self._purge(self._by_tag.get(tag, ()), soft_at)
 
     def clear(self) -> int:
         self._next_generation()
@@ -256,6 +298,7 @@ class MemoryStore:
         directives, which a hit already tests and a revalidation replaces, so the hit path
         pays nothing for it; a fetch begun before the mark is not stored after it."""
         self._next_generation()
+        self._grace.clear()  # no-cache: never served stale, grace or not
         marked: dict[int, CacheControl] = {}  # entries of one route mostly share one cc
         for entry in self._entries.values():
             cc = entry.cc

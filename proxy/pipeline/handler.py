@@ -10,7 +10,6 @@ client -> target check -> route match -> CORS preflight (responded to here)
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 
 import orjson
@@ -23,10 +22,12 @@ from proxy.cache.status import BYPASS, MISS
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.edge.revocation import RevocationList
+from proxy.http.admin_token import AdminToken
 from proxy.http.clientaddr import TrustedProxies
 from proxy.http.errors import ClientBodyError, JsonError, json_error
 from proxy.http.hosts import authority_host
 from proxy.http.request_id import RequestIds
+from proxy.http.soft_purge import soft_purge
 from proxy.http.target import BadTarget, Target, parse_target
 from proxy.observe.metrics import REQUEST_ID, ROUTE
 from proxy.observe.tunnels import TunnelMeters
@@ -102,9 +103,7 @@ class Pipeline:
     def use_purgers(self, allowed: TrustedProxies, admin_token: str | None) -> None:
         """Who may PURGE on the proxy port: peers in `purge.allow`, or the admin token."""
         self.purgers = allowed
-        self._purge_token = (
-            b"Bearer " + admin_token.encode("utf-8", "surrogateescape") if admin_token else None
-        )
+        self._purge_token = AdminToken(admin_token) if admin_token else None
 
     def use_request_ids(self, settings: RequestIdSettings) -> None:
         """Take a (reloaded) `request_id:` section; ids made so far stay unique."""
@@ -224,13 +223,16 @@ class Pipeline:
             path, _, query = path_query.partition("?")
             await self.purge_url(path, query, host)
 
-    async def purge_url(self, path: str, query: str, host: str | None) -> PurgeResult | None:
-        """Remove what a GET of this URL on `host` stored, in every tier; None: no caching
-        route. `host` picks the route as for a request (None: routes naming no host)."""
+    async def purge_url(
+        self, path: str, query: str, host: str | None, soft: bool = False
+    ) -> PurgeResult | None:
+        """Remove what a GET of this URL on `host` stored, in every tier (`soft`: mark it
+        stale); None: no caching route. `host` picks the route as for a request (None:
+        routes naming no host)."""
         route = self.routes.match("GET", path, host)  # where a GET of that URL is cached
         if route.cache is None:
             return None
-        return await self.cache.purge("url", self.cache.url_key(route, path, query))
+        return await self.cache.purge("url", self.cache.url_key(route, path, query), soft)
 
     async def forward(self, ex: Exchange, target: Target) -> web.StreamResponse:
         """Stream the request to the upstream and its response back, holding no large body."""
@@ -298,15 +300,21 @@ class Pipeline:
         rid: str,
     ) -> web.StreamResponse:
         """`PURGE /path?query`: what a GET of that URL (on this Host) stored goes, every
-        variant, in every tier (as the admin API's url purge)."""
+        variant, in every tier (as the admin API's url purge); with `Soft-Purge: 1` it stays,
+        made stale."""
         if not self._may_purge(request):
             msg = "PURGE needs an allowed address (purge.allow) or the admin token"
             refusal = self._refuse(ids, rid, 405, "method_not_allowed", msg)
             refusal.headers["Allow"] = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
             return refusal
+        soft = soft_purge(request.headers)
+        if soft is None:
+            return self._refuse(ids, rid, 400, "bad_request", "Soft-Purge must be 1 or 0")
         request[ROUTE] = self.routes.match("GET", target.path, host).name
-        result = await self.purge_url(target.path, target.query, host)
+        result = await self.purge_url(target.path, target.query, host, soft)
         body: dict[str, object] = {"purged": 0 if result is None else result.local}
+        if soft:
+            body["soft"] = True
         if result is not None and result.error is not None:
             body["queued"] = True  # Redis could not be reached: sent when it responds again
         response = web.Response(body=orjson.dumps(body), content_type="application/json")
@@ -318,10 +326,7 @@ class Pipeline:
         if self.purgers.trusts(request.remote):
             return True
         token = self._purge_token
-        if token is None:
-            return False
-        given = request.headers.get(_AUTHORIZATION, "").encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(given, token)  # constant time: no leak of a near guess
+        return token is not None and token.carried_by(request.headers.get(_AUTHORIZATION, ""))
 
     @staticmethod
     def _refuse(

@@ -33,10 +33,17 @@ _RESUBSCRIBE_MAX = 5.0  # seconds between attempts to get the subscription back,
 _PING_EVERY = 2.0  # seconds; a subscription silent for 3 of these is taken as lost
 
 # KEYS: the log. ARGV: maxlen, from, kind, value, channel, the wake-up message without its
-# closing brace ('' for none). Appends the purge and wakes the followers in one round trip.
+# closing brace ('' for none), soft ('1' or ''). Appends the purge and wakes the followers in
+# one round trip.
 _APPEND = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*',
-  'from', ARGV[2], 'kind', ARGV[3], 'value', ARGV[4])
+local id
+if ARGV[7] == '1' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*',
+    'from', ARGV[2], 'kind', ARGV[3], 'value', ARGV[4], 'soft', '1')
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*',
+    'from', ARGV[2], 'kind', ARGV[3], 'value', ARGV[4])
+end
 if ARGV[6] ~= '' then
   redis.call('PUBLISH', ARGV[5], ARGV[6] .. ',"id":"' .. id .. '"}')
 end
@@ -70,7 +77,8 @@ class PurgeFollower:
         woken: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`apply`: a purge to this memory tier; `purge_shared`: its Redis side (entries);
+        """`apply`: a purge (hard or soft) to this memory tier; `purge_shared`: its Redis side
+        (entries);
         `woken`: a coalescing "done" message for that lock key."""
         self.redis = redis
         self.instance = instance
@@ -140,6 +148,7 @@ class PurgeFollower:
             purge.value.encode("utf-8", "surrogateescape"),
             self.channel,
             b"" if wake is None else wake[:-1],
+            b"1" if purge.soft else b"",
         ]
         entry_id = await self.redis.run("purge", lambda: self._append(keys=keys, args=args))
         if purge is not ANCHOR:

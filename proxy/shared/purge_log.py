@@ -8,7 +8,8 @@ woken by a message), what was purged since the last entry it applied, and applie
 that.
 
     <prefix>{purges}           stream, MAXLEN `redis.purge_log_length`; fields: from, kind
-                               (url | prefix | tag | all | anchor), value
+                               (url | prefix | tag | all | anchor), value, and soft ("1")
+                               on a soft purge
     <prefix>{purges}:lineage   a random token made with the log: a new one means Redis lost
                                the log (a restart without persistence, a flush)
 
@@ -33,6 +34,11 @@ instance revalidates everything), and sent, Redis side included, when it respond
 The wake-up messages stay on pub/sub (`<prefix>purge`, with the entry's id): losing one
 costs at most one poll interval. They also carry the purge itself, as before the log
 existed, so instances of an older version still apply purges made by newer ones.
+
+A soft purge is marked by a field (and a key in the wake-up) of its own, not by a kind: an
+instance of a version that knows no soft purges reads it as the purge it knows, removing
+what it would have marked stale, rather than skipping it as an unknown kind. Entries
+without the field are hard purges, as they always were.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ Action = Literal["apply", "read_all", "mark"]
 class Purge:
     kind: str  # Kind, or "anchor" (an entry that purges nothing: something to point at)
     value: str
+    soft: bool = False  # mark stale instead of removing (MemoryStore.purge_url ...)
 
 
 ALL = Purge("all", "")
@@ -123,21 +130,29 @@ class Recent:
 
 
 def fields(purge: Purge, instance: str) -> dict[str, bytes]:
-    return {"from": instance.encode(), "kind": purge.kind.encode(), "value": _bytes(purge.value)}
+    out = {"from": instance.encode(), "kind": purge.kind.encode(), "value": _bytes(purge.value)}
+    if purge.soft:
+        out["soft"] = b"1"
+    return out
 
 
 def parse(raw: dict[Any, Any]) -> tuple[str, Purge] | None:
     """(from, purge) of a log entry's fields, or None when they are not ours."""
     try:
         sender, kind, value = raw[b"from"], raw[b"kind"], raw[b"value"]
-        return sender.decode(), Purge(kind.decode(), value.decode("utf-8", "surrogateescape"))
+        purge = Purge(
+            kind.decode(), value.decode("utf-8", "surrogateescape"), raw.get(b"soft") == b"1"
+        )
+        return sender.decode(), purge
     except (KeyError, AttributeError, UnicodeDecodeError):
         return None
 
 
 def message(purge: Purge, instance: str, entry_id: str | None) -> bytes | None:
     """The pub/sub wake-up for a logged purge (None when its value cannot be JSON)."""
-    body: dict[str, str] = {"from": instance, "kind": purge.kind, "value": purge.value}
+    body: dict[str, str | bool] = {"from": instance, "kind": purge.kind, "value": purge.value}
+    if purge.soft:
+        body["soft"] = True
     if entry_id is not None:
         body["id"] = entry_id
     try:

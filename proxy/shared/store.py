@@ -8,20 +8,30 @@ of one URL lives in one Redis Cluster slot and one script can touch them all::
     P{h}:k:<p>      the entry of primary key p, when the origin sent no Vary
     P{h}:r:<p>      when it did: the Vary field names that select the variant...
     P{h}:v:<p+vary> ...and one entry per variant
+    <entry key>:s   an entry as a soft purge left it: "<when, epoch seconds>|<entry>", for
+                    as long as the entry had left; a store under the entry key removes it
     P{h}:l:<p>      a fetch lock: one instance fetches a cold key for all (coalesce: global)
     P{paths}        ZSET (all scores 0) of "path NUL h": purge by path prefix is a range
     P{paths}:exp    the same members scored by expiry, to drop them when their URL expires
     P{t:<tag>}      SET of "h NUL entry key" per tag
 
 A purge never scans the keyspace: URL purges read one index set; prefix purges one
-lexicographic range; tag purges one set. Every call goes through `run` (the caller's
-guard: timeout, breaker, error counting), which raises StoreUnavailable on failure.
+lexicographic range; tag purges one set. A soft purge finds its entries the same way and
+moves each aside (`:s`) with when it happened; a lookup reads both keys in one round trip
+and makes an entry found aside stale as of then (Entry.soft_purged). Moved, not marked in a
+key beside it: an instance of an older version, which reads only the entry key, finds
+nothing there and fetches, rather than serving the entry as fresh.
+
+Every call goes through `run` (the caller's guard: timeout, breaker, error counting), which
+raises StoreUnavailable on failure.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import math
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
@@ -37,18 +47,20 @@ _INDEX_KEEP_MS = 86_400_000  # purge generations outlive any fetch that could ra
 # each no larger than the body in practice. Longer values are not even decoded.
 _ENCODED_BEYOND_BODY = 64 * 1024
 
-# KEYS: entry, index, generation, [vary record]; ARGV: blob, ttl ms, expected generation,
-# [record]. Stores only when no purge of the URL happened since the lookup.
+# KEYS: entry, index, generation, the entry as a soft purge left it, [vary record]; ARGV:
+# blob, ttl ms, expected generation, [record]. Stores only when no purge of the URL happened
+# since the lookup; what it stores came after any soft purge, so the entry left aside goes.
 _PUT = """
 local gen = redis.call('GET', KEYS[3]) or '0'
 if gen ~= ARGV[3] then return 0 end
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('DEL', KEYS[4])
 redis.call('SADD', KEYS[2], KEYS[1])
-if KEYS[4] then
-  local left = redis.call('PTTL', KEYS[4])
-  redis.call('SET', KEYS[4], ARGV[4], 'PX', math.max(ttl, left))
-  redis.call('SADD', KEYS[2], KEYS[4])
+if KEYS[5] then
+  local left = redis.call('PTTL', KEYS[5])
+  redis.call('SET', KEYS[5], ARGV[4], 'PX', math.max(ttl, left))
+  redis.call('SADD', KEYS[2], KEYS[5])
 end
 if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 1
@@ -65,7 +77,8 @@ else
 end
 local removed = 0
 for _, key in ipairs(keys) do
-  if redis.call('DEL', key) == 1 and not string.find(key, ':r:', 1, true) then
+  local gone = redis.call('DEL', key) + redis.call('DEL', key .. ':s')
+  if gone > 0 and not string.find(key, ':r:', 1, true) then
     removed = removed + 1
   end
   redis.call('SREM', KEYS[1], key)
@@ -74,6 +87,34 @@ if #KEYS == 2 then redis.call('DEL', KEYS[1]) end
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return removed
+"""
+
+# KEYS: index, generation, entry keys (all of the URL's when none are given); ARGV: how long
+# the generation is kept (ms), when (epoch seconds). A soft purge: each entry is moved aside
+# with when, for as long as it had left (one already aside stays as it was: stale since the
+# first). Returns how many entries were moved.
+_SOFT_PURGE = """
+local keys = {}
+if #KEYS > 2 then
+  for i = 3, #KEYS do keys[#keys + 1] = KEYS[i] end
+else
+  keys = redis.call('SMEMBERS', KEYS[1])
+end
+local marked = 0
+for _, key in ipairs(keys) do
+  if not string.find(key, ':r:', 1, true) then
+    local left = redis.call('PTTL', key)
+    if left > 0 then
+      local blob = redis.call('GET', key)
+      redis.call('SET', key .. ':s', ARGV[2] .. '|' .. blob, 'PX', left)
+      redis.call('DEL', key)
+      marked = marked + 1
+    end
+  end
+end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return marked
 """
 
 # KEYS: paths, paths:exp; ARGV: member, expiry (ms since the epoch).
@@ -120,6 +161,7 @@ class RedisStore:
         self._paths = f"{prefix}{{paths}}"
         self._put = client.register_script(_PUT)
         self._purge = client.register_script(_PURGE)
+        self._soft_purge = client.register_script(_SOFT_PURGE)
         self._index_path = client.register_script(_INDEX_PATH)
         self._expire_paths = client.register_script(_EXPIRE_PATHS)
         self._unlock = client.register_script(_UNLOCK)
@@ -147,43 +189,51 @@ class RedisStore:
         url_key: str,
         request_headers: policy.Headers,
         max_size: int = 2**62,
-    ) -> tuple[Entry | None, bytes]:
-        """The stored entry for this request, and the URL's purge generation (for `put`).
-        An entry whose body, or any encoded variant, is over `max_size` bytes is a miss."""
+    ) -> tuple[Entry | None, bytes, bool]:
+        """The stored entry for this request, the URL's purge generation (for `put`), and
+        whether the entry, soft-purged, is in its grace (Entry.soft_purged). An entry
+        whose body, or any encoded variant, is over `max_size` bytes is a miss."""
         h, base = self._url(url_key)
         p = h if primary == url_key else _digest(primary)  # most keys are their URL's
-        plain, record, generation = await self._run(
-            "get", lambda: self._client.mget(f"{base}:k:{p}", f"{base}:r:{p}", f"{base}:g")
+        plain_key = f"{base}:k:{p}"
+        plain, aside, record, generation = await self._run(
+            "get",
+            lambda: self._client.mget(plain_key, plain_key + ":s", f"{base}:r:{p}", f"{base}:g"),
         )
         generation = generation or b"0"
         blob = plain
         if record is not None:
             if not record.startswith(_RECORD):
                 self.corrupt += 1
-                return None, generation
+                return None, generation, False
             names = record[len(_RECORD) :].decode("ascii", "replace").split("\0")
             values = policy.vary_key(tuple(n for n in names if n), request_headers)
             key = self._entry_key(base, primary, True, values)
-            blob = await self._run("get", lambda: self._client.get(key))
+            blob, aside = await self._run("get", lambda: self._client.mget(key, key + ":s"))
+        purged_at = None
+        if blob is None and aside is not None:  # soft-purged: "<when>|<entry>"
+            when, _, blob = aside.partition(b"|")
+            purged_at = _moment(when)
         if blob is None:
-            return None, generation
+            return None, generation, False
         if len(blob) > 4 * max_size + _ENCODED_BEYOND_BODY:
             self.oversize += 1
-            return None, generation
+            return None, generation, False
         try:
             entry = entry_format.decode(blob, self._auth)
         except Unauthenticated:
             self.unauthenticated += 1
-            return None, generation
+            return None, generation, False
         except EntryFormatError:
             self.corrupt += 1
-            return None, generation
+            return None, generation, False
         if len(entry.body) > max_size or any(len(b) > max_size for _, b in entry.variants.values()):
             self.oversize += 1
-            return None, generation
+            return None, generation, False
         if entry.primary != primary or not entry.matches(request_headers):
-            return None, generation  # a hash collision or a stale variant: never served
-        return entry, generation
+            return None, generation, False  # a hash collision or a stale variant: never served
+        grace = False if purged_at is None else entry.soft_purged(purged_at)
+        return entry, generation, grace
 
     async def put(
         self, entry: Entry, ttl: float, generation: bytes, variants: Iterable[str] = ()
@@ -192,11 +242,8 @@ class RedisStore:
         h, base = self._url(entry.url_key)
         ttl_ms = max(1000, int(ttl * 1000))
         varies = bool(entry.vary)
-        keys = [
-            self._entry_key(base, entry.primary, varies, entry.vary_values),
-            f"{base}:i",
-            f"{base}:g",
-        ]
+        entry_key = self._entry_key(base, entry.primary, varies, entry.vary_values)
+        keys = [entry_key, f"{base}:i", f"{base}:g", entry_key + ":s"]
         blob = entry_format.encode(entry, variants, self._auth)
         args: list[bytes | int] = [blob, ttl_ms, generation]
         if varies:
@@ -252,30 +299,43 @@ class RedisStore:
 
     # --- purge ----------------------------------------------------------------
 
-    async def purge_url(self, url_key: str) -> int:
+    # A purge removes entries; a soft one (`soft_at`: when, in epoch seconds) moves them
+    # aside. Each returns how many entries it removed or moved.
+
+    async def purge_url(self, url_key: str, soft_at: float | None = None) -> int:
         _, base = self._url(url_key)
-        return await self._purge_keys(base, [])
+        return await self._purge_keys(base, [], soft_at)
 
-    async def _purge_keys(self, base: str, keys: list[str]) -> int:
-        removed = await self._run(
-            "purge",
-            lambda: self._purge(keys=[f"{base}:i", f"{base}:g", *keys], args=[_INDEX_KEEP_MS]),
-        )
-        return int(removed)
+    async def _purge_keys(self, base: str, keys: list[str], soft_at: float | None) -> int:
+        all_keys = [f"{base}:i", f"{base}:g", *keys]
+        if soft_at is None:
+            call = functools.partial(self._purge, keys=all_keys, args=[_INDEX_KEEP_MS])
+        else:
+            args = [_INDEX_KEEP_MS, repr(soft_at)]
+            call = functools.partial(self._soft_purge, keys=all_keys, args=args)
+        return int(await self._run("purge", call))
 
-    async def purge_prefix(self, path_prefix: str, batch: int = 1000) -> int:
+    async def purge_prefix(
+        self, path_prefix: str, soft_at: float | None = None, batch: int = 1000
+    ) -> int:
         start = b"[" + path_prefix.encode("utf-8", "surrogateescape")
         end = start + b"\xff"
-        removed = 0
+        done = 0
         while True:
-            members = await self._run(
-                "purge",
-                lambda: self._client.zrangebylex(self._paths, start, end, start=0, num=batch),
+            page = functools.partial(
+                self._client.zrangebylex, self._paths, start, end, start=0, num=batch
             )
+            members = await self._run("purge", page)
             if not members:
-                return removed
+                return done
             for h in {m.rpartition(b"\0")[2].decode() for m in members}:
-                removed += await self._purge_keys(f"{self._p}{{{h}}}", [])
+                done += await self._purge_keys(f"{self._p}{{{h}}}", [], soft_at)
+            if soft_at is not None:
+                # The entries stay, and so do their paths: read on past the last one.
+                start = b"(" + members[-1]
+                if len(members) < batch:
+                    return done
+                continue
             await self._run("purge", functools.partial(self._drop_paths, members))
 
     async def _drop_paths(self, members: list[bytes]) -> None:
@@ -284,18 +344,19 @@ class RedisStore:
             pipe.zrem(f"{self._paths}:exp", *members)
             await pipe.execute()
 
-    async def purge_tag(self, tag: str) -> int:
+    async def purge_tag(self, tag: str, soft_at: float | None = None) -> int:
         tag_key = f"{self._p}{{t:{_digest(tag)}}}"
         members = await self._run("purge", lambda: self._client.smembers(tag_key))
         by_url: dict[str, list[str]] = {}
         for member in members:
             h, _, key = member.decode().partition("\0")
             by_url.setdefault(h, []).append(key)
-        removed = 0
+        done = 0
         for h, keys in by_url.items():
-            removed += await self._purge_keys(f"{self._p}{{{h}}}", keys)
-        await self._run("purge", lambda: self._client.delete(tag_key))
-        return removed
+            done += await self._purge_keys(f"{self._p}{{{h}}}", keys, soft_at)
+        if soft_at is None:  # a soft purge keeps its entries, tagged as they were
+            await self._run("purge", lambda: self._client.delete(tag_key))
+        return done
 
     async def expire_paths(self, now: float, batch: int = 1000) -> int:
         """Forget path-index members whose entries have expired; call it now and then."""
@@ -306,3 +367,15 @@ class RedisStore:
             ),
         )
         return int(gone)
+
+
+def _moment(when: bytes) -> float:
+    """When a soft purge happened, by the purging instance's clock. Never later than now by
+    ours (a clock ahead of ours must not leave the entry fresh a while longer); a time we
+    cannot read counts as now."""
+    now = time.time()
+    try:
+        at = float(when)
+    except ValueError:
+        return now
+    return min(at, now) if math.isfinite(at) else now

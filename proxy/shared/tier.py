@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +49,8 @@ class SharedStats:
 
 @dataclass(frozen=True, slots=True)
 class PurgeResult:
-    local: int  # entries removed from this process's memory
-    shared: int  # entries removed from Redis
+    local: int  # entries removed from this process's memory (made stale, when soft)
+    shared: int  # entries removed from Redis (marked, when soft)
     # Why Redis (and so the other instances) could not be reached: the purge is queued
     # and sent when Redis responds again.
     error: str | None
@@ -57,11 +58,17 @@ class PurgeResult:
 
 class SharedTier:
     def __init__(
-        self, redis: SharedRedis, memory: MemoryStore, key_secret: str | None = None
+        self,
+        redis: SharedRedis,
+        memory: MemoryStore,
+        key_secret: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """`key_secret` (cache.key_secret): entries in Redis are authenticated with it."""
+        """`key_secret` (cache.key_secret): entries in Redis are authenticated with it.
+        `clock`: the one entries' ages are measured by (when a soft purge happened)."""
         self.redis = redis
         self.memory = memory
+        self._clock = clock
         auth = key_secret.encode() if key_secret else None
         self.store = RedisStore(redis.client, redis.run, f"{redis.prefix}c:", auth)
         self.instance = uuid.uuid4().hex
@@ -98,21 +105,24 @@ class SharedTier:
 
     async def lookup(
         self, primary: str, url_key: str, request_headers: policy.Headers, max_size: int
-    ) -> tuple[Entry | None, bytes | None]:
-        """(entry or None, the URL's purge generation; None when Redis did not respond).
+    ) -> tuple[Entry | None, bytes | None, bool]:
+        """(entry or None, the URL's purge generation or None when Redis did not respond,
+        whether the entry is in a soft purge's grace: MemoryStore.put's `grace`).
         An entry whose body is over `max_size` bytes (the route's max_entry_size) is a
         miss: Redis is not trusted to keep to it."""
         self.redis.request_budget()
         try:
-            entry, generation = await self.store.get(primary, url_key, request_headers, max_size)
+            entry, generation, grace = await self.store.get(
+                primary, url_key, request_headers, max_size
+            )
         except StoreUnavailable:
             self.stats.errors += 1
-            return None, None
+            return None, None, False
         if entry is None:
             self.stats.misses += 1
         else:
             self.stats.hits += 1
-        return entry, generation
+        return entry, generation, grace
 
     async def save(self, entry: Entry, generation: bytes, rules: policy.CacheRules) -> None:
         self.redis.request_budget()
@@ -180,7 +190,7 @@ class SharedTier:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), min(left, _FOLLOW_POLL))
                 if done.is_set() or not await self.store.locked(key):
-                    entry, _ = await self.lookup(primary, url_key, request_headers, max_size)
+                    entry, _, _ = await self.lookup(primary, url_key, request_headers, max_size)
                     if entry is not None:
                         self.stats.collapsed += 1
                     return entry
@@ -205,13 +215,14 @@ class SharedTier:
 
     # --- purges ----------------------------------------------------------------
 
-    async def purge(self, kind: PurgeKind, value: str) -> PurgeResult:
+    async def purge(self, kind: PurgeKind, value: str, soft: bool = False) -> PurgeResult:
         """Remove from this L1 at once, then from Redis and (through the purge log) from
         every other L1; when Redis cannot be reached in this request's budget, the purge
-        is queued and sent when it responds again."""
+        is queued and sent when it responds again. `soft`: mark stale everywhere instead
+        (MemoryStore.purge_url ...)."""
         self.redis.request_budget()
-        local = self._purge_local(kind, value)
-        purge = Purge(kind, value)
+        purge = Purge(kind, value, soft)
+        local = self._purge_local(purge)
         try:
             shared = await self.log.publish(purge)
         except StoreUnavailable as exc:
@@ -221,18 +232,19 @@ class SharedTier:
             return PurgeResult(local, 0, str(exc))
         return PurgeResult(local, shared, None)
 
-    def _purge_local(self, kind: str, value: str) -> int:
-        purge: Callable[[str], int] = getattr(self.memory, f"purge_{kind}")
-        return purge(value)
+    def _purge_local(self, purge: Purge) -> int:
+        method: Callable[[str, float | None], int] = getattr(self.memory, f"purge_{purge.kind}")
+        return method(purge.value, self._clock() if purge.soft else None)
 
     def _apply(self, purge: Purge) -> None:
         """Another instance's purge, from the log."""
-        self._purge_local(purge.kind, purge.value)
+        self._purge_local(purge)
 
     async def _purge_shared(self, purge: Purge) -> int:
         if purge.kind == "all":  # a queue that overflowed: everything, by the path index
             return await self.store.purge_prefix("")
-        return int(await getattr(self.store, f"purge_{purge.kind}")(purge.value))
+        method = getattr(self.store, f"purge_{purge.kind}")
+        return int(await method(purge.value, self._clock() if purge.soft else None))
 
     def _wake(self, lock_key: str) -> None:
         waiting = self._done.get(lock_key)

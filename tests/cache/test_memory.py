@@ -24,8 +24,12 @@ def entry(
     vary: str | None = None,
     lang: str | None = None,
     tags: str = "",
+    etag: str | None = None,
+    cache_control: str = "max-age=60",
 ) -> Entry:
-    headers = CIMultiDict({"Content-Type": "application/json", "Cache-Control": "max-age=60"})
+    headers = CIMultiDict({"Content-Type": "application/json", "Cache-Control": cache_control})
+    if etag:
+        headers["ETag"] = etag
     if vary:
         headers["Vary"] = vary
     if tags:
@@ -278,3 +282,67 @@ def test_counted_bytes_follow_real_bytes(kind: dict[str, str], within: float) ->
         tracemalloc.stop()
     counted = store.bytes - counted
     assert abs(counted / real - 1) < within, (counted / n, real / n)
+
+
+def test_a_soft_purge_keeps_its_entries_stale_from_that_moment() -> None:
+    store = MemoryStore(1 << 20)
+    a, b, other = entry("/a", etag='"1"'), entry("/b", etag='"2"', tags="t"), entry("/o")
+    for e in (a, b, other):
+        store.put(e)
+    began = store.generation
+    assert store.purge_url("api/a?", soft_at=1010.0) == 1
+    assert store.purge_tag("t", soft_at=1020.0) == 1
+    assert len(store) == 3 and store.bytes == a.size + b.size + other.size
+    # Stale since the purge: its lifetime is the age it had then (RFC 9111 §4.2).
+    assert (a.lifetime, b.lifetime, other.lifetime) == (10.0, 20.0, 60.0)
+    assert store.in_grace(a) and store.in_grace(b) and not store.in_grace(other)
+    assert store.snapshot().soft_purged == 2 and store.snapshot().purged == 0
+    # As after any purge, a fetch that began before it is not stored after it.
+    assert not store.put(entry("/a"), fetched_at=began)
+    assert store.purge_prefix("/", soft_at=1030.0) == 3
+    assert a.lifetime == 10.0  # already stale: a later soft purge changes nothing
+
+
+def test_the_grace_is_for_fresh_entries_with_a_validator_that_may_be_served_stale() -> None:
+    store = MemoryStore(1 << 20)
+    entries = {
+        "with-etag": entry("/e", etag='"1"'),
+        "no-validator": entry("/n"),
+        "must-revalidate": entry("/m", etag='"1"', cache_control="max-age=60, must-revalidate"),
+        "stale": entry("/s", etag='"1"', cache_control="max-age=30"),
+    }
+    for e in entries.values():
+        store.put(e)
+    assert store.purge_prefix("/", soft_at=1040.0) == 4  # /s was stale by then
+    assert {name for name, e in entries.items() if store.in_grace(e)} == {"with-etag"}
+    assert [e.lifetime for e in entries.values()] == [40.0, 40.0, 40.0, 30.0]
+
+
+def test_the_grace_ends_with_its_revalidation_or_its_entry() -> None:
+    store = MemoryStore(1 << 20)
+    a, b = entry("/a", etag='"1"'), entry("/b", etag='"1"', lang="de", vary="Accept-Language")
+    store.put(a)
+    store.put(b)
+    store.purge_prefix("/", soft_at=1001.0)
+    assert store.in_grace(a) and store.in_grace(b)
+    store.end_grace(a)  # its revalidation failed: merely stale from now on
+    assert not store.in_grace(a) and a.lifetime == 1.0
+    generation = store.generation
+    fresh = entry("/b", etag='"1"', lang="de", vary="Accept-Language")
+    store.replace(b, fresh, generation)  # revalidated: the new entry has no grace
+    assert store.peek(b.primary, CIMultiDict({"Accept-Language": "de"})) is fresh
+    assert not store.in_grace(b) and not store.in_grace(fresh) and not store._grace
+    store.put(entry("/c", etag='"1"'), grace=True)  # soft-purged in Redis, read from there
+    assert len(store._grace) == 1
+    store.mark_all()  # no-cache: never stale, so no grace either
+    assert not store._grace
+
+
+def test_a_revalidation_overtaken_by_a_purge_does_not_freshen_its_entry() -> None:
+    store = MemoryStore(1 << 20)
+    a = entry("/a", etag='"1"')
+    store.put(a)
+    began = store.generation  # the revalidation is sent...
+    store.purge_url("api/a?", soft_at=1001.0)  # ...the origin changes, and is purged...
+    store.replace(a, entry("/a", etag='"1"'), began)  # ...and the 304 from before arrives
+    assert store.peek(a.primary, NO_HEADERS) is a and a.lifetime == 1.0

@@ -3,6 +3,8 @@ peers or the admin token, refused 405 for anyone else; never forwarded upstream.
 
 from __future__ import annotations
 
+import base64
+
 import aiohttp
 from aiohttp import web
 
@@ -74,3 +76,7 @@ async def test_the_admin_token_purges_from_anywhere_a_wrong_one_does_not(
         assert resp.status == 200 and await resp.json() == {"purged": 2}
     async with http.request("PURGE", base + "/api/never-stored", headers=right) as resp:
         assert resp.status == 200 and await resp.json() == {"purged": 0}
+    # The admin API's one check: the token as Basic auth's password does too.
+    basic = {"Authorization": "Basic " + base64.b64encode(f"any:{TOKEN}".encode()).decode()}
+    async with http.request("PURGE", base + "/api/never-stored", headers=basic) as resp:
+        assert resp.status == 200

@@ -48,8 +48,12 @@ def entry(
     request: dict[str, str] | None = None,
     tags: str | None = None,
     user: str = "",
+    etag: str | None = None,
+    at: float = NOW,
 ) -> Entry:
     headers = CIMultiDict({"Cache-Control": "max-age=60"})
+    if etag:
+        headers["ETag"] = etag
     if vary:
         headers["Vary"] = vary
     if tags:
@@ -61,8 +65,8 @@ def entry(
         headers=headers,
         body=body,
         request_headers=CIMultiDict(request or {}),
-        request_time=NOW,
-        response_time=NOW,
+        request_time=at,
+        response_time=at,
         rules=CacheRules(),
         primary=url_key + (f"|u:{user}" if user else ""),
         url_key=url_key,
@@ -77,10 +81,10 @@ def key_of(store: RedisStore, e: Entry) -> str:
 
 async def test_round_trip(store: RedisStore) -> None:
     e = entry()
-    found, generation = await store.get(e.primary, e.url_key, CIMultiDict())
+    found, generation, _ = await store.get(e.primary, e.url_key, CIMultiDict())
     assert (found, generation) == (None, b"0")
     assert await store.put(e, 60, generation)
-    found, _ = await store.get(e.primary, e.url_key, CIMultiDict())
+    found, _, _ = await store.get(e.primary, e.url_key, CIMultiDict())
     assert found is not None
     assert (found.body, found.lifetime, found.path) == (b"quote", 60, "/q/AAPL")
 
@@ -91,9 +95,11 @@ async def test_vary_selects_the_variant(store: RedisStore) -> None:
     for e in (en, de):
         assert await store.put(e, 60, b"0")
     for lang, body in (("en", b"hello"), ("de", b"hallo")):
-        found, _ = await store.get(en.primary, en.url_key, CIMultiDict({"Accept-Language": lang}))
+        found, _, _ = await store.get(
+            en.primary, en.url_key, CIMultiDict({"Accept-Language": lang})
+        )
         assert found is not None and found.body == body
-    missing, _ = await store.get(en.primary, en.url_key, CIMultiDict({"Accept-Language": "fr"}))
+    missing, _, _ = await store.get(en.primary, en.url_key, CIMultiDict({"Accept-Language": "fr"}))
     assert missing is None
 
 
@@ -101,7 +107,7 @@ async def test_purge_url_removes_every_variant_and_fences_older_fetches(
     store: RedisStore,
 ) -> None:
     alice, bob = entry(user="alice"), entry(user="bob")
-    _, before = await store.get(alice.primary, alice.url_key, CIMultiDict())
+    _, before, _ = await store.get(alice.primary, alice.url_key, CIMultiDict())
     for e in (alice, bob):
         assert await store.put(e, 60, before)
     assert await store.purge_url(alice.url_key) == 2
@@ -109,7 +115,7 @@ async def test_purge_url_removes_every_variant_and_fences_older_fetches(
         assert (await store.get(e.primary, e.url_key, CIMultiDict()))[0] is None
     # A response fetched before the purge must not land after it.
     assert not await store.put(alice, 60, before)
-    _, after = await store.get(alice.primary, alice.url_key, CIMultiDict())
+    _, after, _ = await store.get(alice.primary, alice.url_key, CIMultiDict())
     assert after != before
     assert await store.put(alice, 60, after)
 
@@ -163,10 +169,76 @@ async def test_a_version_1_value_is_a_hit_and_a_corrupt_version_2_value_a_counte
     assert await store.put(e, 60, b"0")
     key = key_of(store, e)
     await client.set(key, encode_v1(e))
-    found, _ = await store.get(e.primary, e.url_key, CIMultiDict())
+    found, _, _ = await store.get(e.primary, e.url_key, CIMultiDict())
     assert found is not None and (found.body, found.head, found.tags) == (b"quote", e.head, ("t1",))
     value = encode(e)
     assert value[4] == 2
     await client.set(key, value[:9] + bytes([value[9] ^ 1]) + value[10:])
     assert (await store.get(e.primary, e.url_key, CIMultiDict()))[0] is None
     assert store.corrupt == 1
+
+
+async def test_a_soft_purge_marks_entries_which_their_readers_make_stale(
+    store: RedisStore, client: Client
+) -> None:
+    # Fresh when purged: made now, not when the module was (a long run takes minutes).
+    now = time.time() - 1
+    signals = [entry(f"/signals/{i}", tags="signals", etag='"s"', at=now) for i in range(30)]
+    quote = entry("/quotes/AAPL", tags="quotes aapl", at=now)  # no validator
+    varying = [
+        entry("/v", lang.encode(), "Accept-Language", {"Accept-Language": lang}, at=now)
+        for lang in ("en", "de")
+    ]
+    for e in (*signals, quote, *varying):
+        assert await store.put(e, 60, b"0")
+    _, before, _ = await store.get(quote.primary, quote.url_key, CIMultiDict())
+    purged_at = time.time() - 0.5  # by the purging instance's clock
+    age_then = purged_at - now
+    # Paged past its own entries, which stay (batch 7 of 30).
+    assert await store.purge_prefix("/signals/", soft_at=purged_at, batch=7) == 30
+    assert await store.purge_tag("aapl", soft_at=purged_at) == 1
+    assert await store.purge_url("api/v?", soft_at=purged_at) == 2  # the Vary record is none
+    found, after, grace = await store.get(signals[3].primary, signals[3].url_key, CIMultiDict())
+    assert found is not None and found.body == b"quote" and grace  # fresh, with an ETag
+    assert found.lifetime == pytest.approx(age_then)  # stale from the purge on
+    found, after, grace = await store.get(quote.primary, quote.url_key, CIMultiDict())
+    assert found is not None and not grace and found.lifetime == pytest.approx(age_then)
+    assert after != before  # a fetch begun before it is not stored after it
+    assert not await store.put(quote, 60, before)
+    de = CIMultiDict({"Accept-Language": "de"})
+    found, _, _ = await store.get(varying[1].primary, varying[1].url_key, de)
+    assert found is not None and found.body == b"de" and found.lifetime == pytest.approx(age_then)
+    # Moved aside: an older version, reading only the entry key, fetches anew.
+    assert not await client.exists(key_of(store, signals[0]))
+    # Tagged as before: a hard purge by the tag still finds them.
+    assert await store.purge_tag("signals") == 30
+    assert not await client.exists(key_of(store, signals[0]) + ":s")
+    assert await store.purge_tag("aapl", soft_at=purged_at) == 0  # aside already: stays so
+    found, _, _ = await store.get(quote.primary, quote.url_key, CIMultiDict())
+    assert found is not None and found.lifetime == pytest.approx(age_then)
+
+
+async def test_a_store_after_a_soft_purge_is_fresh(store: RedisStore) -> None:
+    e = entry(etag='"1"', at=time.time() - 1)
+    assert await store.put(e, 60, b"0")
+    assert await store.purge_url(e.url_key, soft_at=time.time()) == 1
+    found, generation, grace = await store.get(e.primary, e.url_key, CIMultiDict())
+    assert found is not None and grace
+    assert await store.put(entry(etag='"1"', at=time.time()), 60, generation)  # revalidated
+    found, _, grace = await store.get(e.primary, e.url_key, CIMultiDict())
+    assert found is not None and not grace and found.lifetime == 60.0
+
+
+async def test_a_soft_purge_time_from_a_clock_ahead_or_unreadable_counts_as_now(
+    store: RedisStore, client: Client
+) -> None:
+    made = time.time() - 1
+    e = entry(etag='"1"', at=made)
+    assert await store.put(e, 60, b"0")
+    blob = await client.get(key_of(store, e))
+    assert isinstance(blob, bytes)
+    await client.delete(key_of(store, e))
+    for when in (str(time.time() + 3600).encode(), b"nan", b"garbage", b""):
+        await client.set(key_of(store, e) + ":s", when + b"|" + blob)
+        found, _, _ = await store.get(e.primary, e.url_key, CIMultiDict())
+        assert found is not None and found.lifetime <= time.time() - made  # stale by now

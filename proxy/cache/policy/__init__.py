@@ -7,7 +7,8 @@
 - validation.py    validators, conditional requests, 304s (§4.3)
 - freshness.py     freshness lifetime and age (§4.2.1-§4.2.3), shared-store retention
 - storable.py      may a response be stored (§3, §5.2.2.3)
-- serving.py       may a stored response be reused now, fresh or stale (§4.2.4, RFC 5861)
+- serving.py       may a stored response be reused now, fresh or stale (§4.2.4, RFC 5861),
+                   and after a soft purge
 - invalidation.py  what an unsafe request makes stale (§4.4)
 
 Each module imports only those listed above it. Every function is pure: callers pass headers,
@@ -52,6 +53,7 @@ from proxy.cache.policy.scope import (
 from proxy.cache.policy.serving import (
     Freshness,
     lookup_verdict,
+    soft_purge_grace,
     stale_if_error_allowed,
     stale_while_unreachable_allowed,
 )
@@ -99,6 +101,7 @@ __all__ = [
     "request_scope",
     "shareable_with_credentials",
     "shared_store_ttl",
+    "soft_purge_grace",
     "stale_if_error_allowed",
     "stale_while_unreachable_allowed",
     "storability",

@@ -1,5 +1,6 @@
 """Serving a stored response (RFC 9111 §4.2.4, §4.3.3, §5.2.1; RFC 5861): fresh, stale
-while it revalidates, stale only if revalidation fails, or not before it revalidates.
+while it revalidates, stale only if revalidation fails, or not before it revalidates; and
+what a soft purge leaves of an entry.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import enum
 
 from proxy.cache.policy.directives import CacheControl
 from proxy.cache.policy.rules import CacheRules
+from proxy.cache.policy.validation import has_validator
+from proxy.http.headers import Headers
 
 
 class Freshness(enum.Enum):
@@ -19,12 +22,15 @@ class Freshness(enum.Enum):
         still be served (it may even be fresh, if the client demanded
         validation).
     MUST_REVALIDATE: revalidate; never serve the entry without success.
+    SOFT_PURGED: serve now, stale, while the one revalidation a soft purge
+        calls for runs in the background (`soft_purge_grace`).
     """
 
     FRESH = "fresh"
     STALE_WHILE_REVALIDATE = "stale-while-revalidate"
     STALE_IF_ERROR_ONLY = "stale-if-error-only"
     MUST_REVALIDATE = "must-revalidate"
+    SOFT_PURGED = "soft-purged"
 
 
 def _forbids_stale(response_cc: CacheControl) -> bool:
@@ -72,6 +78,23 @@ def stale_if_error_allowed(
     return staleness < window
 
 
+def soft_purge_grace(
+    age: float, lifetime: float, response_cc: CacheControl, response_headers: Headers
+) -> bool:
+    """A soft purge ends an entry's freshness at once (its lifetime becomes its age then:
+    §4.2, stale is older than the lifetime). Is it also granted the grace, to be served
+    stale while its first revalidation runs (`lookup_verdict(grace=True)`)?
+
+    §4.2.4 lets a cache serve stale when configuration permits it, as a purge by the
+    operator does; but only an entry that was fresh (a purge never loosens what was
+    stale already), that its origin lets be served stale at all (no no-cache,
+    must-revalidate, proxy-revalidate), and that has a validator, so that the revalidation
+    is a conditional request a 304 answers. Without a validator it would be a refetch of
+    the body the operator has just said is out of date: such an entry is merely stale.
+    """
+    return age < lifetime and not _forbids_stale(response_cc) and has_validator(response_headers)
+
+
 def lookup_verdict(
     *,
     age: float,
@@ -79,6 +102,7 @@ def lookup_verdict(
     request_cc: CacheControl,
     response_cc: CacheControl,
     rules: CacheRules,
+    grace: bool = False,
 ) -> Freshness:
     """Decide how a stored entry may be reused for a request (§4.2, §4.2.4, §5.2.1).
 
@@ -87,6 +111,8 @@ def lookup_verdict(
     proxy-revalidate and no-cache forbid stale service; s-maxage only blocks
     the client's max-stale (route/origin windows are explicit permissions).
     ``only-if-cached`` is left to the caller (504 unless it can serve).
+    ``grace``: a soft purge's (`soft_purge_grace`), until its revalidation ends: SOFT_PURGED
+    wherever a stale-while-revalidate window would be honoured.
     """
 
     def revalidate() -> Freshness:
@@ -121,6 +147,8 @@ def lookup_verdict(
         return Freshness.MUST_REVALIDATE
     # min-fresh asks for fresh content; serving stale would contradict it.
     if request_cc.min_fresh is None:
+        if grace:
+            return Freshness.SOFT_PURGED
         window = max(
             rules.stale_while_revalidate,
             float(response_cc.stale_while_revalidate or 0),

@@ -80,7 +80,8 @@ class Fill:
             if stale is not None and up.status == 304:
                 # §5.2.1.5: no part of a response to a no-store request is stored.
                 keep = not lk.request_cc.no_store
-                fresh = self.refreshed(stale, up, request_time, response_time, lk.cache, keep)
+                times = (request_time, response_time)
+                fresh = self.refreshed(stale, up, times, generation, lk.cache, keep)
                 if waiters is not None:
                     waiters.set_result(fresh)
                 if keep:
@@ -194,17 +195,17 @@ class Fill:
         self,
         stale: Entry,
         not_modified: UpstreamResponse,
-        request_time: float,
-        response_time: float,
+        times: tuple[float, float],
+        generation: int,
         rc: RouteCache,
         keep: bool = True,
     ) -> Entry:
-        """§4.3.4: freshen a stored entry with a 304's headers, in the store too if `keep`."""
-        fresh = stale.refreshed(
-            forward_response_headers(not_modified.headers), request_time, response_time, rc.rules
-        )
+        """§4.3.4: freshen a stored entry with a 304's headers, in the store too if `keep`
+        and no purge came since generation `generation` (when the revalidation began)."""
+        headers = forward_response_headers(not_modified.headers)
+        fresh = stale.refreshed(headers, *times, rc.rules)
         if keep:
-            self.store.replace(stale, fresh)
+            self.store.replace(stale, fresh, generation)
         return fresh
 
     async def stale_on_error(

@@ -10,6 +10,8 @@ __all__ = ["HIT", "MISS"]
 
 HIT_SHARED: Final = CacheOutcome.of("HIT", "hit; detail=shared")
 STALE_WHILE_REVALIDATE: Final = CacheOutcome.of("STALE", "hit; detail=stale-while-revalidate")
+# Soft-purged, served once more while its revalidation runs (policy.soft_purge_grace).
+SOFT_PURGED: Final = CacheOutcome.of("STALE", "hit; detail=soft-purged")
 STALE_IF_ERROR: Final = CacheOutcome.of("STALE", "fwd=stale; detail=stale-if-error")
 # An open circuit means the request was never sent (RFC 9211: no `fwd`).
 CIRCUIT_OPEN: Final = CacheOutcome.of("STALE", "hit; detail=circuit-open")

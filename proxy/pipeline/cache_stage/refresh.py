@@ -71,8 +71,15 @@ class Refresher:
         key = lk.primary
         task = asyncio.create_task(self._refresh(lk, entry))
         self._refreshing[key] = task
-        task.add_done_callback(lambda _: self._refreshing.pop(key, None))
+        task.add_done_callback(lambda _: self._ended(key, entry))
         return task
+
+    def _ended(self, key: str, entry: Entry | None) -> None:
+        self._refreshing.pop(key, None)
+        if entry is not None:
+            # A soft purge's grace lasts one revalidation: succeeded, the entry is replaced;
+            # failed, it is merely stale (served as the usual rules say), never stale for ever.
+            self._store.end_grace(entry)
 
     async def warm(self, lk: Lookup) -> Entry | None:
         """Fetch, or revalidate, what `lk` would be served with, and store it. The entry
@@ -107,7 +114,7 @@ class Refresher:
         try:
             times = (request_time, self._clock())
             if up.status == 304 and entry is not None:
-                fresh = fill.refreshed(entry, up, *times, lk.cache)
+                fresh = fill.refreshed(entry, up, times, generation, lk.cache)
                 await fill.share(fresh, generation, lk.shared_gen, lk.cache)
                 return
             headers = forward_response_headers(up.headers)

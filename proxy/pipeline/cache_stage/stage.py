@@ -71,11 +71,13 @@ class CacheStage:
     async def close(self) -> None:
         await self._refresher.close()
 
-    async def purge(self, kind: PurgeKind, value: str) -> PurgeResult:
-        """Purge by url (a URL key), prefix (a path prefix) or tag, in every tier."""
+    async def purge(self, kind: PurgeKind, value: str, soft: bool = False) -> PurgeResult:
+        """Purge by url (a URL key), prefix (a path prefix) or tag, in every tier; `soft`:
+        mark stale instead of removing (MemoryStore.purge_url)."""
         if self.shared is not None:
-            return await self.shared.purge(kind, value)
-        return PurgeResult(getattr(self.store, f"purge_{kind}")(value), 0, None)
+            return await self.shared.purge(kind, value, soft)
+        purge = getattr(self.store, f"purge_{kind}")
+        return PurgeResult(purge(value, self._clock() if soft else None), 0, None)
 
     def url_key(self, route: LoadedRoute, path: str, query: str) -> str:
         assert route.cache is not None
@@ -122,7 +124,7 @@ class CacheStage:
             # L1 could not serve it: another instance may have stored a (fresher) copy.
             fetched_at = self.store.generation
             redis = None if tracing is None else tracing.start("cache lookup redis", span)
-            found, lk.shared_gen = await self.shared.lookup(
+            found, lk.shared_gen, grace = await self.shared.lookup(
                 primary, url_part(primary), headers, rc.max_entry_size
             )
             if redis is not None:
@@ -133,7 +135,7 @@ class CacheStage:
                 and (entry is None or found.response_time > entry.response_time)
                 and policy.may_reuse(scope, found.cc)
             ):
-                self.store.put(found, fetched_at=fetched_at)
+                self.store.put(found, fetched_at, grace)
                 entry = found
                 age, verdict = self._freshness(entry, request_cc, rc)
                 if verdict is Freshness.FRESH:
@@ -143,11 +145,14 @@ class CacheStage:
         if span is not None:
             span.end()
         if entry is not None:
-            if verdict is Freshness.STALE_WHILE_REVALIDATE:
+            if verdict is Freshness.STALE_WHILE_REVALIDATE or verdict is Freshness.SOFT_PURGED:
                 self._refresher.in_background(lk, entry)
-                return await self._responder.from_entry(
-                    ex, entry, age, outcomes.STALE_WHILE_REVALIDATE
+                stale = (
+                    outcomes.STALE_WHILE_REVALIDATE
+                    if verdict is Freshness.STALE_WHILE_REVALIDATE
+                    else outcomes.SOFT_PURGED
                 )
+                return await self._responder.from_entry(ex, entry, age, stale)
             if not request_cc.only_if_cached:
                 validators = policy.conditional_headers(entry.headers)
                 return await self._coalescer.fetch(lk, validators, entry, verdict)
@@ -177,6 +182,7 @@ class CacheStage:
             request_cc=request_cc,
             response_cc=entry.cc,
             rules=rc.rules,
+            grace=self.store.in_grace(entry),
         )
         return age, verdict
 

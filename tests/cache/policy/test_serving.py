@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from multidict import CIMultiDict
 
 from proxy.cache.policy.directives import EMPTY_CACHE_CONTROL, request_cache_control
 from proxy.cache.policy.rules import CacheRules
-from proxy.cache.policy.serving import Freshness, lookup_verdict, stale_if_error_allowed
-from tests.cache.policy.samples import DEFAULT, cc, h
+from proxy.cache.policy.serving import (
+    Freshness,
+    lookup_verdict,
+    soft_purge_grace,
+    stale_if_error_allowed,
+)
+from tests.cache.policy.samples import DEFAULT, NOW, cc, h, http_date
 
 F = Freshness
 NO_REQ = EMPTY_CACHE_CONTROL
@@ -118,3 +124,67 @@ def test_stale_if_error_allowed(
 ) -> None:
     request_cc = None if req is None else cc(req)
     assert stale_if_error_allowed(age, lifetime, cc(response), rules, request_cc) is allowed
+
+
+ETAG = h(("ETag", '"v1"'))
+GRACE = [
+    # id, age at the purge, lifetime, response Cache-Control, response headers, granted
+    ("fresh-etag", 10, 60, "max-age=60", ETAG, True),
+    ("fresh-last-modified", 10, 60, "", h(("Last-Modified", http_date(NOW - 3600))), True),
+    ("no-validator", 10, 60, "max-age=60", h(), False),  # its revalidation is a refetch
+    ("invalid-last-modified", 10, 60, "", h(("Last-Modified", "yesterday")), False),
+    ("stale-already", 70, 60, "max-age=60", ETAG, False),  # a purge never loosens
+    ("no-cache", 0, 0, "no-cache", ETAG, False),
+    ("must-revalidate", 10, 60, "max-age=60, must-revalidate", ETAG, False),
+    ("proxy-revalidate", 10, 60, "proxy-revalidate", ETAG, False),
+    ("s-maxage", 10, 60, "s-maxage=60", ETAG, True),  # blocks only the client's max-stale
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("age", "lifetime", "response", "headers", "granted"),
+    [case[1:] for case in GRACE],
+    ids=[case[0] for case in GRACE],
+)
+def test_a_soft_purge_grants_its_grace_only_where_stale_may_be_served_and_validated(
+    age: float, lifetime: float, response: str, headers: CIMultiDict[str], granted: bool
+) -> None:
+    assert soft_purge_grace(age, lifetime, cc(response), headers) is granted
+
+
+IN_GRACE = [
+    # id, request Cache-Control, response Cache-Control, expected: the entry was made stale
+    # 5 s ago by a soft purge (age 65, lifetime 60), its revalidation not yet over
+    ("plain", "", "max-age=60", F.SOFT_PURGED),
+    ("route-swr-too", "", "max-age=60, stale-while-revalidate=30", F.SOFT_PURGED),
+    ("client-no-cache", "no-cache", "max-age=60", F.MUST_REVALIDATE),
+    ("client-max-age", "max-age=1", "max-age=60", F.MUST_REVALIDATE),
+    ("client-min-fresh", "min-fresh=1", "max-age=60", F.MUST_REVALIDATE),
+    ("client-max-stale", "max-stale=10", "max-age=60", F.FRESH),  # the client's own choice
+    ("marked-no-cache", "", "no-cache", F.MUST_REVALIDATE),  # every entry marked since
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("req", "response", "expected"),
+    [case[1:] for case in IN_GRACE],
+    ids=[case[0] for case in IN_GRACE],
+)
+def test_the_grace_serves_stale_where_a_stale_while_revalidate_window_would(
+    req: str, response: str, expected: Freshness
+) -> None:
+    verdict = lookup_verdict(
+        age=65, lifetime=60, request_cc=cc(req), response_cc=cc(response), rules=DEFAULT, grace=True
+    )
+    assert verdict is expected
+
+
+def test_once_the_grace_is_over_the_entry_is_merely_stale() -> None:
+    after = lookup_verdict(
+        age=65, lifetime=60, request_cc=NO_REQ, response_cc=cc("max-age=60"), rules=SWR_RULES
+    )
+    assert after is F.STALE_WHILE_REVALIDATE  # within the route's window, as for any entry
+    after = lookup_verdict(
+        age=95, lifetime=60, request_cc=NO_REQ, response_cc=cc("max-age=60"), rules=SWR_RULES
+    )
+    assert after is F.STALE_IF_ERROR_ONLY
