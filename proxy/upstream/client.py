@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from proxy.config.upstream import Upstream
 from proxy.http.errors import ClientBodyError, UpstreamError
+from proxy.upstream.connect import Connector
 from proxy.upstream.guard import OriginGuard, OriginStats
 from proxy.upstream.http1 import (
     IDEMPOTENT,
@@ -93,7 +94,11 @@ class UpstreamClient:
 
     async def start(self) -> None:
         pool, timeouts = self.config.pool, self.config.timeouts
-        self._pool = Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout)
+        self._pool = Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout, self.connector())
+
+    def connector(self) -> Connector:
+        """How the pool opens connections: addresses, Happy Eyeballs (connect.py)."""
+        return Connector(self.config.dns)
 
     async def close(self) -> None:
         if self._pool is not None:
