@@ -36,6 +36,7 @@ from proxy.upstream.http1 import (
     ReadTimeout,
     RequestBodyFailed,
     StreamedBody,
+    TlsFailed,
     UpstreamResponse,
 )
 from proxy.upstream.retry import backoff_delay, retry_after_seconds
@@ -97,8 +98,8 @@ class UpstreamClient:
         self._pool = Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout, self.connector())
 
     def connector(self) -> Connector:
-        """How the pool opens connections: addresses, Happy Eyeballs (connect.py)."""
-        return Connector(self.config.dns)
+        """How the pool opens connections: addresses, Happy Eyeballs, TLS (connect.py)."""
+        return Connector(self.config.dns, self.config.tls)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -301,6 +302,9 @@ class UpstreamClient:
         detail = f"upstream {guard.name} ({guard.origin}) is unreachable: {exc}"
         if isinstance(exc, CertificateFailed):
             message = "The upstream API is unreachable: its TLS certificate is not trusted"
+            return UpstreamError(502, "upstream_unavailable", message, detail=detail)
+        if isinstance(exc, TlsFailed):
+            message = "The upstream API is unreachable: the TLS handshake failed"
             return UpstreamError(502, "upstream_unavailable", message, detail=detail)
         return UpstreamError(
             502, "upstream_unavailable", "The upstream API is unreachable", detail=detail

@@ -34,7 +34,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy.http.errors import BodyTooLarge
-from proxy.upstream.connect import Connector
+from proxy.upstream.connect import Connector, HandshakeFailed
 
 log = logging.getLogger("cacheproxy.upstream")
 
@@ -74,6 +74,11 @@ class ConnectTimeout(ExchangeError, TimeoutError):
 
 class CertificateFailed(ExchangeError):
     """TLS verification failed: sending again fails the same way."""
+
+
+class TlsFailed(ExchangeError):
+    """The TLS handshake failed otherwise (a client certificate refused, no common protocol
+    version): sending again fails the same way."""
 
 
 class Disconnected(ExchangeError):
@@ -266,7 +271,7 @@ class Connection(asyncio.Protocol):
             return
         if self._head is not None and not self._head.done():
             if not self._received:
-                self._fail(Disconnected("the upstream closed the connection before responding"))
+                self._fail(Disconnected(self._unanswered()))
             else:
                 self._fail(InvalidResponse("half a response head, then closed the connection"))
         elif self._eof_body:  # RFC 9112 §6.3 rule 8: this body ends where the connection does
@@ -279,6 +284,15 @@ class Connection(asyncio.Protocol):
             declared = self._response.content_length
             of = f" of {declared}" if declared is not None else ""
             self._fail(BodyError(f"the upstream closed after {self._body.received}{of} body bytes"))
+
+    def _unanswered(self) -> str:
+        what = "the upstream closed the connection before responding"
+        if self.idle_since == 0.0 and self.key[0] == "https":  # its first exchange
+            # A TLS 1.3 upstream judges the client certificate after the handshake, and its
+            # alert never reaches the protocol (asyncio and uvloop report a plain close):
+            # this is how a missing or refused client certificate looks.
+            what += " (right after the TLS handshake: was the client certificate refused?)"
+        return what
 
     def data_received(self, data: bytes) -> None:
         self._last_io = self.loop.time()
@@ -563,6 +577,13 @@ class Connection(asyncio.Protocol):
             self._writer = None
 
 
+def _tls_reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        # OpenSSL's reason ("SSLV3_ALERT_HANDSHAKE_FAILURE") without its C file and line.
+        return str(exc.reason).lower().replace("_", " ")
+    return str(exc)
+
+
 class _PastTheEnd(Exception):
     """Raised in a parser callback to stop llhttp at bytes past a complete response."""
 
@@ -662,6 +683,8 @@ class Pool:
             ) from exc
         except ssl.SSLCertVerificationError as exc:
             raise CertificateFailed(f"TLS certificate of {host}:{port}: {exc}") from exc
+        except (ssl.SSLError, HandshakeFailed) as exc:
+            raise TlsFailed(f"TLS handshake with {host}:{port}: {_tls_reason(exc)}") from exc
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
         self.opened += 1
@@ -766,6 +789,7 @@ __all__ = [
     "Pool",
     "ReadTimeout",
     "RequestBodyFailed",
+    "TlsFailed",
     "UpstreamResponse",
     "origin_key",
     "request_head",
