@@ -188,3 +188,23 @@ async def test_happy_eyeballs_gets_past_an_address_that_never_answers(
         # One after the other, the dead address would have used all 5 s of the connect
         # timeout (a 504); tried side by side, the second one connects 250 ms later.
         assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize("health_path", [None, "/healthz"])
+async def test_the_health_probe_finds_the_upstream_through_the_same_name_servers(
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    dns_server: DnsServer,  # noqa: F811
+    serve: Serve,
+    port: int,
+    health_path: str | None,
+) -> None:
+    await serve("127.0.0.2", port, "up")
+    dns_server.records["api.test"] = [("127.0.0.2", 60)]
+    url = f"http://api.test:{port}"
+    proxy = await proxy_for(start_proxy, dns_server, url, health_path=health_path)
+    async with http.get(f"http://127.0.0.1:{proxy.admin_port}/health") as resp:
+        check = (await resp.json())["checks"]["upstream"]
+    # The system's resolver knows no api.test: only the configured name server does.
+    assert (check["status"], check["probe"]) == ("up", "http" if health_path else "tcp")
+    assert dns_server.questions["api.test"] == 1

@@ -233,3 +233,23 @@ async def test_a_named_upstream_over_mutual_tls_in_the_proxy_as_users_run_it(
     async with http.get(f"http://127.0.0.1:{proxy.port}/x") as resp:
         assert (resp.status, await resp.text()) == (200, "over tls")
     assert up.clients == ["proxy.client"] and up.server_names == ["api.test"]
+
+
+async def test_the_health_probe_reaches_the_upstream_as_requests_do(
+    start_proxy: StartProxy, http: aiohttp.ClientSession, start_tls: StartTls, pki: dict[str, Pair]
+) -> None:
+    """/health's probe trusts the CA and shows the client certificate too: an upstream every
+    request reaches is never reported down for want of them."""
+    up = await start_tls(pki["named"], client_ca=pki["client_ca"])
+    client = pki["client"]
+    tls = {
+        "ca_file": str(pki["ca"].cert),
+        "cert_file": str(client.cert),
+        "key_file": str(client.key),
+        "server_name": "api.internal",
+    }
+    proxy = await start_proxy(up.url, upstream={"url": up.url, "tls": tls, "health_path": "/x"})
+    async with http.get(f"http://127.0.0.1:{proxy.admin_port}/health") as resp:
+        check = (await resp.json())["checks"]["upstream"]
+    assert (check["status"], check["probe"], check["http_status"]) == ("up", "http", 200)
+    assert up.clients == ["proxy.client"] and up.server_names == ["api.internal"]
