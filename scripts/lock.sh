@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the lock files from pyproject.toml, with every distribution's hash:
 #   requirements-test.lock  the runtime dependencies and the test extras (scripts/test.sh, CI)
-#   requirements.lock       the runtime dependencies and uvloop (the Dockerfile), at the same
+#   requirements.lock       the runtime dependencies, uvloop and dns (the Dockerfile), at the same
 #                           versions as the test lock
 #   requirements-build.lock the build backend (scripts/build.in), for the Dockerfile and
 #                           scripts/test.sh, which build the project without build isolation
@@ -26,7 +26,7 @@ compile() {
 }
 compile pyproject.toml --extra test --output-file requirements-test.lock "$@"
 # The image's set is a subset of the tested one: the test lock constrains it.
-compile pyproject.toml --extra uvloop --constraint requirements-test.lock \
+compile pyproject.toml --extra uvloop --extra dns --constraint requirements-test.lock \
     --output-file requirements.lock "$@"
 compile scripts/build.in --output-file requirements-build.lock "$@"
 echo "wrote requirements-test.lock, requirements.lock and requirements-build.lock"

@@ -22,6 +22,7 @@ STRICT_MODULES = {
     "proxy.upstream.gate",
     "proxy.upstream.retry",
     "proxy.upstream.adaptive",
+    "proxy.upstream.dns_cache",
     "proxy.shared.breaker",
     "proxy.shared.purge_log",
     "proxy.edge.ratelimit.window",

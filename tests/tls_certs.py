@@ -29,7 +29,7 @@ subjectKeyIdentifier = hash
 _LEAF_EXTENSIONS = """\
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
+extendedKeyUsage = {usage}
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 subjectAltName = {names}
@@ -84,16 +84,18 @@ def make_cert(
     ca: Pair,
     hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
     name: str | None = None,
+    usage: str = "serverAuth",
 ) -> Pair:
     """A server certificate for `hosts` (IP addresses or DNS names) signed by `ca`, valid two
-    days, in `directory`; each call makes a new key and serial, so two are never the same."""
+    days, in `directory`; each call makes a new key and serial, so two are never the same.
+    `usage="clientAuth"`: a client certificate, for mutual TLS."""
     directory.mkdir(parents=True, exist_ok=True)
     serial = next(_serials)
     pair = Pair(directory / f"cert-{serial}.pem", directory / f"cert-{serial}.key")
     _key(pair.key)
     names = ", ".join(f"IP:{h}" if h[:1].isdigit() or ":" in h else f"DNS:{h}" for h in hosts)
     extensions = directory / f"cert-{serial}.ext"
-    extensions.write_text(_LEAF_EXTENSIONS.format(names=names))
+    extensions.write_text(_LEAF_EXTENSIONS.format(names=names, usage=usage))
     csr = directory / f"cert-{serial}.csr"
     subject = f"/CN={name or hosts[0]}"
     _openssl("req", "-new", "-key", str(pair.key), "-subj", subject, "-out", str(csr))

@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
 from proxy.config.cache import parse_size
+from proxy.config.connect import Dns, UpstreamTls
 from proxy.config.durations import Duration
 from proxy.config.section import Model, Section
 
@@ -288,6 +289,18 @@ class Upstream(Model):
     circuit_breaker: CircuitBreakerSettings = Field(
         CircuitBreakerSettings(),
         description="Stop sending to an upstream origin that keeps failing; `false` turns it off.",
+    )
+    dns: Dns = Field(
+        Dns(),
+        description="How long the upstream hosts' addresses are kept (their records' TTL, "
+        "within bounds) and which name servers are asked.",
+        examples=[{"min_ttl": "1s", "max_ttl": "5m", "nameservers": ["10.0.0.2"]}],
+    )
+    tls: UpstreamTls = Field(
+        UpstreamTls(),
+        description="For https upstreams (upstream.url and routes' own): the CAs trusted, a "
+        "client certificate for mutual TLS, the name checked.",
+        examples=[{"ca_file": "/etc/cacheproxy/ca.pem", "cert_file": "/etc/cacheproxy/client.pem"}],
     )
     buffer_body: int = Field(
         64 * 2**10,

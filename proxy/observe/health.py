@@ -14,7 +14,6 @@ that can serve from its cache must stay in the load balancer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,9 +22,11 @@ import aiohttp
 from yarl import URL
 
 from proxy.cache.memory import StoreUnavailable
+from proxy.config.connect import Dns, UpstreamTls
 from proxy.config.loader import redact_urls
 from proxy.shared.redis import SharedRedis
 from proxy.shared.tier import SharedTier
+from proxy.upstream.connect import Connector, tls_context
 
 PROBE_TIMEOUT = 2.0  # seconds: well inside what load balancers give a health check
 
@@ -59,6 +60,15 @@ def _kind(exc: BaseException) -> str:
 
 def _detail(exc: BaseException) -> str:
     return redact_urls(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+class _Probe(asyncio.Protocol):
+    """A TCP connection that is only opened and closed."""
+
+    transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
 
 class _Cached:
@@ -96,10 +106,17 @@ class HealthChecker:
         ttl: float,
         redis: SharedRedis | None,
         shared: SharedTier | None,
+        dns: Dns | None = None,
+        tls: UpstreamTls | None = None,
     ) -> None:
+        """`dns` and `tls`: upstream.dns and upstream.tls, so that the probe finds and
+        trusts the upstream as the pool does (its name servers, its CA, its client
+        certificate), or it would call down an upstream every request reaches."""
         url = URL(upstream_url)
         self._host, self._port = url.host or "", url.port or 80
         self._probe_url = url.with_path(health_path) if health_path else None
+        self._dns, self._tls = dns or Dns(), tls or UpstreamTls()
+        self._connector: Connector | None = None  # the TCP probe's, made with the loop
         self._redis = redis
         self._shared = shared
         self._session: aiohttp.ClientSession | None = None
@@ -116,11 +133,21 @@ class HealthChecker:
         self._checks[name] = _Cached(read, 0.0)
 
     async def start(self) -> None:
-        if self._probe_url is not None:
+        if self._probe_url is None:
+            # Its own addresses and lookups: a probe goes where a new connection would.
+            self._connector = Connector(self._dns)
+        else:
             # A session of its own: a busy pool must not make a healthy upstream look dead,
             # and each probe opens a fresh connection, as a new client would.
+            https = self._probe_url.scheme == "https"
+            servers = list(self._dns.nameservers)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=2, force_close=True),
+                connector=aiohttp.TCPConnector(
+                    limit=2,
+                    force_close=True,
+                    ssl=tls_context(self._tls) if https else True,
+                    resolver=aiohttp.AsyncResolver(nameservers=servers) if servers else None,
+                ),
                 timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT),
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -130,6 +157,9 @@ class HealthChecker:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._connector is not None:
+            await self._connector.close()
+            self._connector = None
 
     async def check(self) -> dict[str, Check]:
         """Every check, with `detail` on failures (without_detail() before showing anyone)."""
@@ -151,16 +181,19 @@ class HealthChecker:
         result: Check = {"status": "up", "probe": "http" if self._probe_url else "tcp"}
         try:
             if self._session is not None and self._probe_url is not None:
-                async with self._session.get(self._probe_url, allow_redirects=False) as resp:
+                name = self._tls.server_name
+                async with self._session.get(
+                    self._probe_url, allow_redirects=False, server_hostname=name
+                ) as resp:
                     result["http_status"] = resp.status
                     if resp.status >= 500:
                         result.update(status="down", error=f"status {resp.status}")
             else:
+                assert self._connector is not None, "HealthChecker.start() was not awaited"
                 async with asyncio.timeout(PROBE_TIMEOUT):
-                    _, writer = await asyncio.open_connection(self._host, self._port)
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+                    probe = await self._connector.open("http", self._host, self._port, _Probe)
+                if probe.transport is not None:
+                    probe.transport.close()
         except Exception as exc:  # whatever it was, the upstream did not respond: down
             result.update(status="down", error=_kind(exc), detail=_detail(exc))
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)

@@ -155,7 +155,7 @@ class ProxyServer:
         self.documents = Documents(meters, self.ticker, self.sources)
         up = config.upstream
         self.health = HealthChecker(
-            up.url, up.health_path, up.health_cache, self.redis, self.shared
+            up.url, up.health_path, up.health_cache, self.redis, self.shared, up.dns, up.tls
         )
         self.shutdown = shutdown or Shutdown(config.shutdown_delay)
         if self.revocation_follower is not None:  # without Redis the list is always whole

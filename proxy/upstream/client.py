@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from proxy.config.upstream import Upstream
 from proxy.http.errors import ClientBodyError, UpstreamError
+from proxy.upstream.connect import Connector
 from proxy.upstream.guard import OriginGuard, OriginStats
 from proxy.upstream.http1 import (
     IDEMPOTENT,
@@ -35,6 +36,7 @@ from proxy.upstream.http1 import (
     ReadTimeout,
     RequestBodyFailed,
     StreamedBody,
+    TlsFailed,
     UpstreamResponse,
 )
 from proxy.upstream.retry import backoff_delay, retry_after_seconds
@@ -93,7 +95,11 @@ class UpstreamClient:
 
     async def start(self) -> None:
         pool, timeouts = self.config.pool, self.config.timeouts
-        self._pool = Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout)
+        self._pool = Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout, self.connector())
+
+    def connector(self) -> Connector:
+        """How the pool opens connections: addresses, Happy Eyeballs, TLS (connect.py)."""
+        return Connector(self.config.dns, self.config.tls)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -296,6 +302,9 @@ class UpstreamClient:
         detail = f"upstream {guard.name} ({guard.origin}) is unreachable: {exc}"
         if isinstance(exc, CertificateFailed):
             message = "The upstream API is unreachable: its TLS certificate is not trusted"
+            return UpstreamError(502, "upstream_unavailable", message, detail=detail)
+        if isinstance(exc, TlsFailed):
+            message = "The upstream API is unreachable: the TLS handshake failed"
             return UpstreamError(502, "upstream_unavailable", message, detail=detail)
         return UpstreamError(
             502, "upstream_unavailable", "The upstream API is unreachable", detail=detail

@@ -24,23 +24,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy.http.errors import BodyTooLarge
+from proxy.upstream.connect import Connector, HandshakeFailed
 
 log = logging.getLogger("cacheproxy.upstream")
 
 MAX_HEAD = 256 * 1024  # one response head: status line and fields together
 BODY_BUFFER = 256 * 1024  # unread body held before reading from the upstream pauses
-DNS_TTL = 60.0  # seconds an upstream host's addresses are reused for new connections
 # RFC 9110 §9.3: methods whose requests carry content; without a body they say so (some
 # upstreams respond 411 to a POST with neither Content-Length nor Transfer-Encoding).
 _CONTENT_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -75,6 +74,11 @@ class ConnectTimeout(ExchangeError, TimeoutError):
 
 class CertificateFailed(ExchangeError):
     """TLS verification failed: sending again fails the same way."""
+
+
+class TlsFailed(ExchangeError):
+    """The TLS handshake failed otherwise (a client certificate refused, no common protocol
+    version): sending again fails the same way."""
 
 
 class Disconnected(ExchangeError):
@@ -267,7 +271,7 @@ class Connection(asyncio.Protocol):
             return
         if self._head is not None and not self._head.done():
             if not self._received:
-                self._fail(Disconnected("the upstream closed the connection before responding"))
+                self._fail(Disconnected(self._unanswered()))
             else:
                 self._fail(InvalidResponse("half a response head, then closed the connection"))
         elif self._eof_body:  # RFC 9112 §6.3 rule 8: this body ends where the connection does
@@ -280,6 +284,15 @@ class Connection(asyncio.Protocol):
             declared = self._response.content_length
             of = f" of {declared}" if declared is not None else ""
             self._fail(BodyError(f"the upstream closed after {self._body.received}{of} body bytes"))
+
+    def _unanswered(self) -> str:
+        what = "the upstream closed the connection before responding"
+        if self.idle_since == 0.0 and self.key[0] == "https":  # its first exchange
+            # A TLS 1.3 upstream judges the client certificate after the handshake, and its
+            # alert never reaches the protocol (asyncio and uvloop report a plain close):
+            # this is how a missing or refused client certificate looks.
+            what += " (right after the TLS handshake: was the client certificate refused?)"
+        return what
 
     def data_received(self, data: bytes) -> None:
         self._last_io = self.loop.time()
@@ -564,6 +577,13 @@ class Connection(asyncio.Protocol):
             self._writer = None
 
 
+def _tls_reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        # OpenSSL's reason ("SSLV3_ALERT_HANDSHAKE_FAILURE") without its C file and line.
+        return str(exc.reason).lower().replace("_", " ")
+    return str(exc)
+
+
 class _PastTheEnd(Exception):
     """Raised in a parser callback to stop llhttp at bytes past a complete response."""
 
@@ -572,7 +592,11 @@ class Pool:
     """Idle keep-alive connections per origin, most recently used first."""
 
     def __init__(
-        self, connect_timeout: float, read_timeout: float, keepalive_timeout: float
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        keepalive_timeout: float,
+        connector: Connector | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -580,9 +604,9 @@ class Pool:
         self._loop: asyncio.AbstractEventLoop | None = None  # the one it runs on, once known
         self._idle: dict[OriginKey, list[Connection]] = {}
         self._all: set[Connection] = set()
-        self._ssl: ssl.SSLContext | None = None
         self._sweep: asyncio.TimerHandle | None = None
-        self._dns: dict[tuple[str, int], tuple[float, list[tuple[int, tuple[Any, ...]]]]] = {}
+        # Addresses, Happy Eyeballs and TLS (connect.py): one per process, shared by origins.
+        self.connector = connector or Connector()
         self.opened = 0  # ever; every other exchange reused a connection
 
     @property
@@ -644,34 +668,13 @@ class Pool:
 
     async def _connect(self, key: OriginKey, deadline: float = math.inf) -> Connection:
         scheme, host, port = key
-        context = None
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            context = self._ssl
         loop = asyncio.get_running_loop()
         head_first = deadline < loop.time() + self.connect_timeout
         try:
             async with asyncio.timeout_at(
                 deadline if head_first else loop.time() + self.connect_timeout
             ):
-                addresses = await self._resolve(host, port)
-                for i, (family, address) in enumerate(addresses):
-                    try:
-                        _, conn = await loop.create_connection(
-                            lambda: Connection(self, key),
-                            address[0],
-                            address[1],
-                            family=family,
-                            ssl=context,
-                            server_hostname=host if context is not None else None,
-                        )
-                        break
-                    except ssl.SSLCertVerificationError:
-                        raise
-                    except OSError:
-                        if i == len(addresses) - 1:
-                            raise
+                conn = await self.connector.open(scheme, host, port, lambda: Connection(self, key))
         except TimeoutError as exc:
             if head_first:
                 raise HeadTimeout("no connection in the time given") from exc
@@ -680,25 +683,13 @@ class Pool:
             ) from exc
         except ssl.SSLCertVerificationError as exc:
             raise CertificateFailed(f"TLS certificate of {host}:{port}: {exc}") from exc
+        except (ssl.SSLError, HandshakeFailed) as exc:
+            raise TlsFailed(f"TLS handshake with {host}:{port}: {_tls_reason(exc)}") from exc
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
         self.opened += 1
         self._all.add(conn)
         return conn
-
-    async def _resolve(self, host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
-        """`host`'s addresses, in the resolver's order, remembered for DNS_TTL seconds: a burst
-        of new connections (after a quiet spell, or with keep-alive off) asks once."""
-        now = self._now()
-        cached = self._dns.get((host, port))
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses: list[tuple[int, tuple[Any, ...]]] = [(f, a) for f, _, _, _, a in infos]
-        if not addresses:
-            raise OSError(f"no address for {host}")
-        self._dns[(host, port)] = (now + DNS_TTL, addresses)
-        return addresses
 
     def put(self, conn: Connection) -> None:
         if self.keepalive_timeout <= 0:
@@ -741,6 +732,7 @@ class Pool:
             conn._close()
         self._idle.clear()
         self._all.clear()
+        await self.connector.close()
         await asyncio.sleep(0)  # let the transports close
 
 
@@ -797,6 +789,7 @@ __all__ = [
     "Pool",
     "ReadTimeout",
     "RequestBodyFailed",
+    "TlsFailed",
     "UpstreamResponse",
     "origin_key",
     "request_head",

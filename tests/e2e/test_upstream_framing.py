@@ -359,31 +359,6 @@ async def test_request_head_carries_length_or_chunks(pool: Pool, scripted) -> No
     assert b"Transfer-Encoding: chunked\r\n" in up.requests[2]
 
 
-async def test_new_connections_reuse_the_resolved_addresses(
-    scripted, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    loop = asyncio.get_running_loop()
-    lookups: list[str] = []
-    real = loop.getaddrinfo
-
-    async def counted(host: str, *args: Any, **kwargs: Any) -> Any:
-        lookups.append(host)
-        return await real(host, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "getaddrinfo", counted)
-    pool = Pool(connect_timeout=2, read_timeout=2, keepalive_timeout=0)  # a connection each
-    try:
-        up = await scripted([OK_HELLO])
-        key = origin_key(f"http://localhost:{up.port}")  # ::1 first, maybe: then 127.0.0.1
-        for _ in range(3):
-            resp = await pool.request("GET", key, "/x", HOST)
-            assert await resp.read() == b"hello"
-            resp.release()
-        assert up.connections == 3 and lookups == ["localhost"]
-    finally:
-        await pool.close()
-
-
 def test_a_field_with_a_line_break_is_never_sent() -> None:
     for fields in (["X: a\r\nInjected: 1"], ["X: a\nInjected: 1"], ["X: a\rb"]):
         with pytest.raises(ValueError):

@@ -49,6 +49,7 @@ from yarl import URL
 import proxy
 from proxy.observe.metrics import CACHE_RESULT, REQUEST_ID, ROUTE, UNROUTED
 from proxy.upstream.client import UpstreamClient
+from proxy.upstream.connect import Connector
 from proxy.upstream.guard import OriginGuard
 from proxy.upstream.http1 import Connection, OriginKey, Pool, StreamedBody, UpstreamResponse
 
@@ -282,8 +283,15 @@ def _failed(span: Span, exc: BaseException) -> None:
 class _TracedPool(Pool):
     """The pool, with each connection opened for a traced exchange as a span."""
 
-    def __init__(self, tracer: Tracer, *args: float) -> None:
-        super().__init__(*args)
+    def __init__(
+        self,
+        tracer: Tracer,
+        connect_timeout: float,
+        read_timeout: float,
+        keepalive_timeout: float,
+        connector: Connector,
+    ) -> None:
+        super().__init__(connect_timeout, read_timeout, keepalive_timeout, connector)
         self.tracer = tracer
 
     async def _connect(self, key: OriginKey, deadline: float = math.inf) -> Connection:
@@ -316,7 +324,11 @@ class TracedUpstreamClient(UpstreamClient):
     async def start(self) -> None:
         pool, timeouts = self.config.pool, self.config.timeouts
         self._pool = _TracedPool(
-            self.tracing.tracer, timeouts.connect, timeouts.read, pool.keepalive_timeout
+            self.tracing.tracer,
+            timeouts.connect,
+            timeouts.read,
+            pool.keepalive_timeout,
+            connector=self.connector(),
         )
 
     async def _queue(
