@@ -300,3 +300,29 @@ async def test_a_route_balances_its_own_targets(
     assert await fetch(http, proxy, "/other") == (200, "main")
     figures = await connections(http, proxy)
     assert {"default", "api[0]", "api[1]"} <= set(figures)
+
+
+async def test_metrics_and_health_name_each_target_and_the_one_left_out(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    a, b = await start_targets(start_upstream, "a", "b")
+    proxy = await start_proxy(
+        a.up.url, upstream=upstream([a, b], ejection={"consecutive_failures": 2})
+    )
+    await a.kill()
+    for i in range(6):
+        assert await fetch(http, proxy, f"/m/{i}") == (200, "b")
+    admin = f"http://127.0.0.1:{proxy.admin_port}"
+    async with http.get(f"{admin}/metrics", headers={"Accept-Encoding": "identity"}) as resp:
+        lines = (await resp.text()).splitlines()
+    assert 'cacheproxy_upstream_ejected{upstream="default[0]"} 1.0' in lines
+    assert 'cacheproxy_upstream_ejected{upstream="default[1]"} 0.0' in lines
+    assert 'cacheproxy_upstream_ejections_total{upstream="default[0]"} 1.0' in lines
+    assert 'cacheproxy_upstream_attempts_total{upstream="default[0]"} 2.0' in lines
+    assert 'cacheproxy_upstream_attempts_total{upstream="default[1]"} 6.0' in lines
+    async with http.get(f"{admin}/health") as resp:
+        health = await resp.json()
+    assert health["status"] == "degraded"
+    circuits = health["checks"]["circuits"]["upstreams"]
+    assert circuits["default[0]"] == {"status": "down", "circuit": "closed", "ejected": True}
+    assert circuits["default[1]"] == {"status": "up", "circuit": "closed", "ejected": False}
