@@ -1,5 +1,5 @@
 """The `upstream:` config section: targets and their balancing, pool, queue, adaptive limit,
-retries, circuit breaker, ejection.
+retries, circuit breaker, ejection and active health checks.
 
 Its own module so the schema sits next to the behaviour it configures (proxy/upstream/client.py,
 proxy/upstream/guard.py), as Kong keeps each plugin's schema beside its handler.
@@ -181,6 +181,56 @@ class Ejection(Section):
         if self.max_time < self.base_time:
             raise ValueError(
                 f"max_time ({self.max_time:g}) is below base_time ({self.base_time:g})"
+            )
+        return self
+
+
+class HealthCheck(Section):
+    """Active health checks of each target of an upstream with several: `true` or a
+    mapping turns them on."""
+
+    path: str | None = Field(
+        None,
+        description="GET this path on each target (the url's base path is not prepended); "
+        "a 5xx, no response or a timeout fails. None: upstream.health_path, or a TCP connect "
+        "when that is none too.",
+        examples=["/health"],
+    )
+    interval: Duration = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        description="Seconds between checks of one target, each jittered by up to 15% (and "
+        "the first at a random point of the first interval), so instances and workers do "
+        "not probe in step: a target gets about workers x instances checks per interval.",
+        examples=[10, "30s"],
+    )
+    timeout: Duration = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Seconds a check may take; then it failed.",
+        examples=[2, "500ms"],
+    )
+    unhealthy_threshold: int = Field(
+        3, ge=1, le=100, description="Failed checks in a row that take a target out."
+    )
+    healthy_threshold: int = Field(
+        2, ge=1, le=100, description="Passed checks in a row that bring it back."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "?" in value or "#" in value):
+            raise ValueError(f"must be a path starting with '/', without a query: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> HealthCheck:
+        if self.timeout >= self.interval:
+            raise ValueError(
+                f"timeout ({self.timeout:g}) must be below interval ({self.interval:g})"
             )
         return self
 
@@ -444,6 +494,12 @@ class Upstream(UpstreamTargets):
         description="Leave out of the balancing, for a while, a target that keeps failing "
         "(upstreams with several targets); `false` turns it off.",
         examples=[{"consecutive_failures": 3, "base_time": "10s"}],
+    )
+    health_check: HealthCheck = Field(
+        HealthCheck(enabled=False),
+        description="Probe each target of upstreams with several, and leave out those that "
+        "fail; `true` or a mapping turns it on.",
+        examples=[True, {"path": "/health", "interval": "5s"}],
     )
     dns: Dns = Field(
         Dns(),

@@ -28,6 +28,7 @@ from proxy.http.errors import ClientBodyError, UpstreamError
 from proxy.upstream.connect import Connector
 from proxy.upstream.ejection import Outlier, max_out
 from proxy.upstream.guard import OriginGuard, OriginStats
+from proxy.upstream.health_checks import HealthChecks
 from proxy.upstream.http1 import (
     IDEMPOTENT,
     CertificateFailed,
@@ -96,17 +97,23 @@ class UpstreamClient:
             for origin, name in (origins or {}).items()
         }
         self._total = config.total_timeout
+        self.checks = HealthChecks(config, rand)
         self._retry_statuses = frozenset(config.retries.on_status)
 
     async def start(self) -> None:
+        self._pool = self._new_pool()
+        self.checks.start(self._pool)
+
+    def _new_pool(self) -> Pool:
         pool, timeouts = self.config.pool, self.config.timeouts
-        self._pool = Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout, self.connector())
+        return Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout, self.connector())
 
     def connector(self) -> Connector:
         """How the pool opens connections: addresses, Happy Eyeballs, TLS (connect.py)."""
         return Connector(self.config.dns, self.config.tls)
 
     async def close(self) -> None:
+        await self.checks.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -128,11 +135,14 @@ class UpstreamClient:
     def bind(self, group: TargetGroup) -> list[OriginGuard]:
         """The guards of `group`'s targets, kept on it (done for each group at start-up and
         reload, else on its first request). Targets of a group of several are ejected when
-        they keep failing; a lone target never is: it gets every request either way."""
+        they keep failing, and checked if health checks are on; a lone target never is out:
+        it gets every request either way."""
         guards = [self.guard(t.origin) for t in group.targets]
         if group.only is None:
             ejection = self.config.ejection
-            for guard in guards:
+            for guard, target in zip(guards, group.targets, strict=True):
+                host = target.host_line[len("Host: ") :] if target.host_line else group.host_header
+                self.checks.watch(guard, target.key, host)
                 if ejection.enabled and guard.outlier is None:
                     guard.outlier = Outlier(
                         ejection.consecutive_failures,

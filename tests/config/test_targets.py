@@ -21,6 +21,7 @@ upstream:
   balance: consistent_hash
   host: api.internal
   ejection: {consecutive_failures: 2, base_time: 5s, max_time: 1m, max_percent: 30}
+  health_check: {path: /ready, interval: 3s, timeout: 500ms}
 routes:
   - {match: {prefix: /a}, upstream: http://c:3}
   - {match: {prefix: /b}, upstream: {targets: [http://d:4, http://e:5], balance: least_request}}
@@ -35,6 +36,7 @@ routes:
         "http://a:1, http://b:2",
     )
     assert (up.ejection.base_time, up.ejection.max_time, up.ejection.max_percent) == (5, 60, 30)
+    assert up.health_check.enabled and up.health_check.timeout == 0.5
     first, second = config.routes
     assert first.upstream is not None and [t.url for t in first.upstream.target_list] == [
         "http://c:3"
@@ -42,7 +44,7 @@ routes:
     assert second.upstream is not None and second.upstream.balance == "least_request"
     one = parse_config("upstream: {url: http://a:1}", env={}).upstream
     assert [t.weight for t in one.target_list] == [1] and one.balance == "round_robin"
-    assert one.ejection.enabled
+    assert one.ejection.enabled and not one.health_check.enabled
 
 
 @pytest.mark.parametrize(
@@ -63,6 +65,11 @@ routes:
             "{url: http://a, ejection: {base_time: 60, max_time: 30}}",
             "upstream.ejection: max_time (30) is below base_time (60)",
         ),
+        (
+            "{url: http://a, health_check: {interval: 2, timeout: 2}}",
+            "upstream.health_check: timeout (2) must be below interval (2)",
+        ),
+        ("{url: http://a, health_check: {path: health}}", "upstream.health_check.path: must be"),
     ],
 )
 def test_bad_targets_are_named_by_key_path(upstream: str, expected: str) -> None:

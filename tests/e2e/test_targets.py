@@ -24,10 +24,15 @@ class Target:
         self.got: Counter[str] = Counter()  # path_qs -> requests
         self.hosts: list[str] = []
         self.in_flight = 0
+        self.sick = False  # its health checks fail
+        self.checks: list[str] = []  # the Host of each health check it got
         self.up: Upstream
 
     def app(self) -> web.Application:
         async def handler(request: web.Request) -> web.Response:
+            if request.path == "/healthz":  # the health checks' path, apart from traffic
+                self.checks.append(request.headers.get("Host", ""))
+                return web.Response(status=503 if self.sick else 200, text="checked")
             self.got[request.path_qs] += 1
             self.hosts.append(request.headers.get("Host", ""))
             self.in_flight += 1
@@ -326,3 +331,70 @@ async def test_metrics_and_health_name_each_target_and_the_one_left_out(
     circuits = health["checks"]["circuits"]["upstreams"]
     assert circuits["default[0]"] == {"status": "down", "circuit": "closed", "ejected": True}
     assert circuits["default[1]"] == {"status": "up", "circuit": "closed", "ejected": False}
+
+
+# --- active health checks --------------------------------------------------------------
+
+
+async def until(check: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_health_checks_take_a_failing_target_out_and_bring_it_back(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    a, b = await start_targets(start_upstream, "a", "b")
+    settings = {"path": "/healthz", "interval": 1, "timeout": 0.5}
+    settings |= {"unhealthy_threshold": 2, "healthy_threshold": 1}
+    proxy = await start_proxy(
+        a.up.url, upstream=upstream([a, b], host="api.internal", health_check=settings)
+    )
+
+    async def state(expected: str) -> bool:
+        return bool((await connections(http, proxy))["default[0]"]["health_check"] == expected)
+
+    assert await state("up")  # in from the start, before any check ran
+    a.sick = True  # its traffic is answered as ever: only the checks fail
+    started = time.monotonic()
+    await until(lambda: state("down"))
+    assert time.monotonic() - started > 0.8  # two failed checks, about a second apart
+    answers = [await fetch(http, proxy, f"/h/{i}") for i in range(6)]
+    assert set(answers) == {(200, "b")}
+    a.sick = False
+    await until(lambda: state("up"))
+    answers = [await fetch(http, proxy, f"/h2/{i}") for i in range(6)]
+    assert Counter(text for _, text in answers) == {"a": 3, "b": 3}
+    elapsed = time.monotonic() - started
+    # About one check per target and second (+-15%, the first within the first second).
+    for t in (a, b):
+        assert set(t.checks) == {"api.internal"}
+        assert elapsed / 1.15 - 1 <= len(t.checks) <= elapsed / 0.85 + 1
+
+
+async def test_without_a_path_the_checks_connect_and_metrics_show_them(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    a, b = await start_targets(start_upstream, "a", "b")
+    settings = {"interval": 1, "timeout": 0.5, "unhealthy_threshold": 1}
+    proxy = await start_proxy(
+        a.up.url,
+        upstream=upstream([a, b], health_check=settings, ejection=False),
+    )
+    await a.kill()  # no request is sent: the checks alone find it
+
+    async def down() -> bool:
+        return bool((await connections(http, proxy))["default[0]"]["health_check"] == "down")
+
+    await until(down)
+    assert a.checks == [] and a.total == 0  # connected to, never asked
+    admin = f"http://127.0.0.1:{proxy.admin_port}"
+    async with http.get(f"{admin}/metrics", headers={"Accept-Encoding": "identity"}) as resp:
+        lines = (await resp.text()).splitlines()
+    assert 'cacheproxy_upstream_health_check_up{upstream="default[0]"} 0.0' in lines
+    assert 'cacheproxy_upstream_health_check_up{upstream="default[1]"} 1.0' in lines
+    assert set(await asyncio.gather(*(fetch(http, proxy, f"/t/{i}") for i in range(4)))) == {
+        (200, "b")
+    }

@@ -322,9 +322,9 @@ class TracedUpstreamClient(UpstreamClient):
         super().__init__(config, origins, observe)
         self.tracing = tracing
 
-    async def start(self) -> None:
+    def _new_pool(self) -> Pool:
         pool, timeouts = self.config.pool, self.config.timeouts
-        self._pool = _TracedPool(
+        return _TracedPool(
             self.tracing.tracer,
             timeouts.connect,
             timeouts.read,
