@@ -57,13 +57,13 @@ class Outlier:
 
     def record(self, failed: bool) -> bool:
         """One attempt's verdict; True when it took the target out."""
+        now = self._clock()
+        if now < self.out_until:
+            return False  # a request sent before it went out: its return decides
         if not failed:
             self.in_row = 0
             self.probation = False
             return False
-        now = self._clock()
-        if now < self.out_until:
-            return False  # a request sent before it went out: it is out already
         self.in_row += 1
         if self.in_row < self.consecutive and not self.probation:
             return False

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from proxy.config.loader import parse_config
 from proxy.server.app import ProxyServer
-from tests.conftest import StartProxy, StartUpstream, Upstream, url_of
+from tests.conftest import StartProxy, StartUpstream, Upstream, config_text, url_of
 
 
 class Target:
@@ -398,3 +399,22 @@ async def test_without_a_path_the_checks_connect_and_metrics_show_them(
     assert set(await asyncio.gather(*(fetch(http, proxy, f"/t/{i}") for i in range(4)))) == {
         (200, "b")
     }
+
+
+async def test_a_reload_gives_a_route_new_targets_and_keeps_a_group_that_did_not_change(
+    start_upstream: StartUpstream, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    main, a, b = await start_targets(start_upstream, "main", "a", "b")
+    route = {"name": "api", "match": {"prefix": "/api/"}, "upstream": a.up.url}
+    proxy = await start_proxy(main.up.url, routes=[route])
+    assert await fetch(http, proxy, "/api/1") == (200, "a")
+    kept = proxy.pipeline.routes.default.upstream.group
+
+    both = {**route, "upstream": {"targets": [a.up.url, b.up.url]}}
+    new = parse_config(config_text(main.up.url, routes=[both]), env={})
+    assert proxy.apply(new)["reloaded"] is True
+    answers = [await fetch(http, proxy, f"/api/{i}") for i in range(4)]
+    assert Counter(text for _, text in answers) == {"a": 2, "b": 2}
+    assert proxy.pipeline.routes.default.upstream.group is kept  # and its balancing state
+    figures = await connections(http, proxy)
+    assert figures[b.up.url]["admitted"] == 2  # a target named after start-up goes by its URL

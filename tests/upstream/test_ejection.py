@@ -23,9 +23,10 @@ def test_failures_in_a_row_take_a_target_out_and_a_success_resets_the_row() -> N
     assert not o.record(True) and not o.record(True)
     assert o.record(True)
     assert o.out(clock.now) and o.out_for(clock.now) == 30.0 and o.ejections == 1
-    # Requests sent before it went out, failing now, change nothing.
+    # Requests sent before it went out, failing or not, change nothing: its return decides.
     assert not o.record(True)
-    assert o.out_for(clock.now) == 30.0
+    o.record(False)
+    assert o.out_for(clock.now) == 30.0 and o.probation
     clock.now += 30.0
     assert not o.out(clock.now)
 
