@@ -2,6 +2,7 @@
 
     python -m bench.callgrind miss 2000        # a miss, cache off, full pipeline
     DROP=cors python -m bench.callgrind miss 2000   # ... without CORS (or limit, log, request_id)
+    TARGETS=least_request python -m bench.callgrind miss 2000  # ... over two upstream targets
     TRACING=0 python -m bench.callgrind hit 2000    # ... with `tracing:`, this sample_ratio
     VHOSTS=1 python -m bench.callgrind hit 2000     # ... its route on the Host the load sends
     python -m bench.callgrind cold 2000        # every request a new key, stored
@@ -61,6 +62,11 @@ def main() -> None:
                 route["match"]["hosts"] = ["127.0.0.1", "api.example.com"]
                 other = {"name": "other", "match": {"prefix": "/", "hosts": ["*.example.com"]}}
                 config["routes"] += [other, {"name": "rest", "match": {"prefix": "/"}}]
+            balance = os.environ.get("TARGETS")
+            if balance is not None:  # the upstream as two targets (two names, one server)
+                origins = [f"http://{host}:{up.port}" for host in ("127.0.0.1", "localhost")]
+                config["upstream"].pop("url")
+                config["upstream"].update(targets=origins, balance=balance)
             ratio = os.environ.get("TRACING")
             if ratio is not None:  # spans go to a closed port: their export fails, costs stay
                 endpoint = f"http://127.0.0.1:{servers.free_port()}/v1/traces"

@@ -127,7 +127,7 @@ async def _serve_until_signal(
         "https" if config.listen.tls is not None else "http",
         config.listen.host,
         server.proxy_port,
-        redact_urls(config.upstream.url),
+        redact_urls(config.upstream.urls),
         config.admin.host,
         server.admin_port,
     )
@@ -190,7 +190,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from proxy.config.loader import load_config, redact_urls
 
     config = load_config(args.config)
-    upstream = redact_urls(config.upstream.url)
+    upstream = redact_urls(config.upstream.urls)
     print(f"{args.config}: OK ({len(config.routes)} route(s), upstream {upstream})")
     return 0
 

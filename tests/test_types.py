@@ -23,6 +23,8 @@ STRICT_MODULES = {
     "proxy.upstream.retry",
     "proxy.upstream.adaptive",
     "proxy.upstream.dns_cache",
+    "proxy.upstream.balance",
+    "proxy.upstream.ejection",
     "proxy.shared.breaker",
     "proxy.shared.purge_log",
     "proxy.edge.ratelimit.window",

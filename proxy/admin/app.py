@@ -7,6 +7,7 @@ it is built with (proxy/admin/view.py)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -26,8 +27,23 @@ from proxy.http.target import BadTarget, parse_target
 from proxy.observe.documents import MERGE_RULES
 from proxy.observe.health import overall, without_detail
 
+if TYPE_CHECKING:
+    from proxy.upstream.guard import OriginStats
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _NOT_CLOSED = frozenset({"open", "half-open"})
+
+
+def _circuit(o: OriginStats) -> dict[str, object]:
+    """One upstream target in /health: down while its circuit is not closed, or while it is
+    out of its upstream's balancing (ejected, or failing its health checks)."""
+    down = o.circuit in _NOT_CLOSED or bool(o.ejected) or o.health_check == "down"
+    entry: dict[str, object] = {"status": "down" if down else "up", "circuit": o.circuit}
+    if o.ejected is not None:
+        entry["ejected"] = o.ejected
+    if o.health_check is not None:
+        entry["health_check"] = o.health_check
+    return entry
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -81,10 +97,7 @@ def build_admin_app(view: ServerView) -> web.Application:
         # Each upstream's circuit, by route name (never its URL); a `status` each, so that
         # with several workers the merged response shows the worst of theirs. An open circuit
         # is degraded, not unhealthy: this process still serves (stale entries, 503s).
-        upstreams = {
-            o.name: {"status": "down" if o.circuit in _NOT_CLOSED else "up", "circuit": o.circuit}
-            for o in view.circuits()
-        }
+        upstreams = {o.name: _circuit(o) for o in view.circuits()}
         if (limits := view.documents.rate_limits_check()) is not None:
             checks["rate_limits"] = limits  # windows in Redis: degraded while it fails them
         failing = any(u["status"] == "down" for u in upstreams.values())

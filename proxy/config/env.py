@@ -57,6 +57,8 @@ def required(path: tuple[str, ...], model: type[BaseModel]) -> tuple[str, ...]:
         current = sections[0] if len(sections) == 1 else None
     while current is not None:
         inner = next((k for k, f in current.model_fields.items() if f.is_required()), None)
+        # A section needing one of several keys names its usual one (upstream: url).
+        inner = inner or getattr(current, "NAMED_WHEN_MISSING", None)
         if inner is None:
             break
         path = (*path, inner)

@@ -44,7 +44,7 @@ from proxy.config.section import Model
 from proxy.config.tls import TlsSettings
 from proxy.config.tracing import TracingSettings
 from proxy.config.upgrade import UpgradeSettings
-from proxy.config.upstream import Upstream, check_upstream_url
+from proxy.config.upstream import Upstream, UpstreamTargets, check_upstream_url
 
 # RFC 9110 §5.6.2 token: what a method name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -362,10 +362,18 @@ class Route(Model):
         examples=["100MB"],
     )
     _body_size = field_validator("max_body_size", mode="before")(_optional_size)
-    upstream: str | None = Field(
+    upstream: UpstreamTargets | None = Field(
         None,
-        description="This route's own upstream URL; none: upstream.url.",
-        examples=["http://127.0.0.1:9100"],
+        description="This route's own upstream: a URL, or a mapping of url or targets, "
+        "balance and host (as in upstream); pool, timeouts, retries, breaker, ejection and "
+        "health checks are upstream's. None: upstream's targets.",
+        examples=[
+            "http://127.0.0.1:9100",
+            {
+                "targets": ["http://10.0.0.3:9100", "http://10.0.0.4:9100"],
+                "balance": "least_request",
+            },
+        ],
     )
     cache: CacheSettings | None = Field(
         None,
@@ -409,10 +417,11 @@ class Route(Model):
                 raise ValueError("warming is one for the process: set it in the top-level cache")
         return value
 
-    @field_validator("upstream")
+    @field_validator("upstream", mode="before")
     @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return None if value is None else check_upstream_url(value)
+    def _url_form(cls, value: Any) -> Any:
+        # Checked here, so that a problem is told at the key the file has.
+        return {"url": check_upstream_url(value)} if isinstance(value, str) else value
 
 
 class Settings(Model):
@@ -1031,8 +1040,9 @@ def with_overrides(
         data.setdefault("listen", {})["port"] = port
     if admin_port is not None:
         data.setdefault("admin", {})["port"] = admin_port
-    if upstream is not None:
+    if upstream is not None:  # one target: it replaces the file's list too
         data["upstream"]["url"] = upstream
+        data["upstream"].pop("targets", None)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -10,7 +10,8 @@ accepts more than the models' types say, so that an editor never flags a file th
 - `cache`, `cors`, `compression` (top level or in a route) may be `true`/`false`;
 - sizes may be written `256MB`, durations `250ms` or `5m`; `workers` may be `auto`;
   `log.level` in any case;
-- `per_user` may be `true`/`false`; `upstream.retries` a number of attempts.
+- `per_user` may be `true`/`false`; `upstream.retries` a number of attempts; a target, or a
+  route's `upstream`, a URL.
 
 The schema checks shapes, names and ranges; rules across keys (a non-loopback `admin.host`
 needs `admin.token`, `tiers: [redis]` needs a `redis:` section, regexes that must compile
@@ -118,6 +119,11 @@ def config_schema() -> dict[str, Any]:
     cache = defs["CacheSettings"]["anyOf"][0]["properties"]
     for size in ("max_memory", "max_entry_size"):
         cache[size] = _either(cache[size], SIZE)
+    # An upstream has url or targets; a target, or a route's upstream, may be a URL alone.
+    for name in ("Upstream", "UpstreamTargets"):
+        defs[name]["anyOf"] = [{"required": ["url"]}, {"required": ["targets"]}]
+    defs["TargetSettings"] = _either(defs["TargetSettings"], {"type": "string"})
+    defs["Route"]["properties"]["upstream"]["anyOf"].append({"type": "string"})
     upstream = defs["Upstream"]["properties"]
     upstream["buffer_body"] = _either(upstream["buffer_body"], SIZE)
     for model in ("Listen", "Route"):

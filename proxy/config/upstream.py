@@ -1,4 +1,5 @@
-"""The `upstream:` config section: pool, queue, adaptive limit, retries, circuit breaker.
+"""The `upstream:` config section: targets and their balancing, pool, queue, adaptive limit,
+retries, circuit breaker, ejection and active health checks.
 
 Its own module so the schema sits next to the behaviour it configures (proxy/upstream/client.py,
 proxy/upstream/guard.py), as Kong keeps each plugin's schema beside its handler.
@@ -6,7 +7,7 @@ proxy/upstream/guard.py), as Kong keeps each plugin's schema beside its handler.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from yarl import URL
@@ -29,6 +30,209 @@ def check_upstream_url(value: str) -> str:
     if url.query_string or url.fragment:
         raise ValueError(f"must not have a query or fragment: {value!r}")
     return value
+
+
+class TargetSettings(Model):
+    """One upstream target; a string is its `url` with weight 1."""
+
+    url: str = Field(
+        description="`http(s)://host[:port][/base]`, the same base path for every target.",
+        examples=["http://10.0.0.1:9000"],
+    )
+    weight: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Its share of the requests, relative to the others' weights.",
+    )
+
+    _url = field_validator("url")(check_upstream_url)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _string_form(cls, data: Any) -> Any:
+        # Checked here, so that a problem is told at the key the file has.
+        return {"url": check_upstream_url(data)} if isinstance(data, str) else data
+
+
+Balance = Literal["round_robin", "least_request", "consistent_hash"]
+
+
+class UpstreamTargets(Model):
+    """Where an upstream's requests go: `url` (one target) or `targets` (several, balanced)."""
+
+    NAMED_WHEN_MISSING: ClassVar[str] = "url"  # what a missing upstream is told to set
+
+    url: str | None = Field(
+        None,
+        description="Where requests go: `http(s)://host[:port][/base]`; a base path is "
+        "prepended to every forwarded path. One of url and targets is required.",
+        examples=["http://127.0.0.1:9000", "https://api.internal:8443/v1"],
+    )
+    targets: tuple[TargetSettings, ...] = Field(
+        (),
+        description="Several targets serving the same API, instead of `url`: a list of URLs, "
+        "or of {url, weight}. Each has its own pool, queue, circuit breaker and figures.",
+        examples=[["http://10.0.0.1:9000", {"url": "http://10.0.0.2:9000", "weight": 2}]],
+    )
+    balance: Balance = Field(
+        "round_robin",
+        description="How targets share requests: `round_robin` (smooth, by weight, as "
+        "NGINX), `least_request` (the less busy of two picked by weight, as Envoy) or "
+        "`consistent_hash` (by the request's path and query: each target caches its own "
+        "share, and a target that goes out moves only its share).",
+    )
+    host: str | None = Field(
+        None,
+        description="The Host header sent to every target, and the host cached entries are "
+        "keyed by. None: each target's own host[:port]; entries are keyed by the first "
+        "target's, so set it when the first may change.",
+        examples=["api.internal"],
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_upstream_url(value)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or any(c in value for c in "/?#@ \t\r\n") or not value.isprintable()
+        ):
+            raise ValueError(f"must be host or host:port, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> UpstreamTargets:
+        if self.url is not None and self.targets:
+            raise ValueError("give `url` or `targets`, not both")
+        if self.url is None and not self.targets:
+            raise ValueError("`url` or `targets` is required")
+        if self.targets:
+            first = URL(self.targets[0].url)
+            seen: dict[str, int] = {}
+            for i, target in enumerate(self.targets):
+                u = URL(target.url)
+                if u.raw_path.rstrip("/") != first.raw_path.rstrip("/"):
+                    raise ValueError(
+                        f"targets[{i}] has the base path {u.raw_path!r}, targets[0] "
+                        f"{first.raw_path!r}: every target serves the same API"
+                    )
+                origin = f"{u.scheme}://{u.host}:{u.port}".lower()
+                if origin in seen:
+                    raise ValueError(
+                        f"targets[{i}] is targets[{seen[origin]}] again: give it a weight instead"
+                    )
+                seen[origin] = i
+        return self
+
+    @property
+    def target_list(self) -> tuple[TargetSettings, ...]:
+        """Every target; `url` is one of weight 1."""
+        if self.url is not None:
+            return (TargetSettings(url=self.url),)
+        return self.targets
+
+    @property
+    def urls(self) -> str:
+        """The targets' URLs for a log line (redact before showing)."""
+        return ", ".join(t.url for t in self.target_list)
+
+
+class Ejection(Section):
+    """Passive health (Envoy's outlier detection): a target that keeps failing is left out
+    of its upstream's balancing for a while. `false` turns it off."""
+
+    consecutive_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Failures in a row (no connection, a timeout, a status in "
+        "circuit_breaker.on_status) that take a target out.",
+    )
+    base_time: Duration = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds out the first time; n times this the n-th time in a row (one "
+        "fewer for each base_time it then stays in). Back in, one failure takes it out again.",
+        examples=[30, "10s"],
+    )
+    max_time: Duration = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="Seconds out at most, however often it failed.",
+        examples=[300, "5m"],
+    )
+    max_percent: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description="At most this share of an upstream's targets is left out (at least one "
+        "of two or more); more out, by ejection, health check or open circuit, and requests "
+        "go to every target as if none were (Envoy's panic mode).",
+    )
+
+    @model_validator(mode="after")
+    def _max_above_base(self) -> Ejection:
+        if self.max_time < self.base_time:
+            raise ValueError(
+                f"max_time ({self.max_time:g}) is below base_time ({self.base_time:g})"
+            )
+        return self
+
+
+class HealthCheck(Section):
+    """Active health checks of each target of an upstream with several: `true` or a
+    mapping turns them on."""
+
+    path: str | None = Field(
+        None,
+        description="GET this path on each target (the url's base path is not prepended); "
+        "a 5xx, no response or a timeout fails. None: upstream.health_path, or a TCP connect "
+        "when that is none too.",
+        examples=["/health"],
+    )
+    interval: Duration = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        description="Seconds between checks of one target, each jittered by up to 15% (and "
+        "the first at a random point of the first interval), so instances and workers do "
+        "not probe in step: a target gets about workers x instances checks per interval.",
+        examples=[10, "30s"],
+    )
+    timeout: Duration = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Seconds a check may take; then it failed.",
+        examples=[2, "500ms"],
+    )
+    unhealthy_threshold: int = Field(
+        3, ge=1, le=100, description="Failed checks in a row that take a target out."
+    )
+    healthy_threshold: int = Field(
+        2, ge=1, le=100, description="Passed checks in a row that bring it back."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "?" in value or "#" in value):
+            raise ValueError(f"must be a path starting with '/', without a query: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> HealthCheck:
+        if self.timeout >= self.interval:
+            raise ValueError(
+                f"timeout ({self.timeout:g}) must be below interval ({self.interval:g})"
+            )
+        return self
 
 
 class Timeouts(Model):
@@ -269,17 +473,12 @@ class CircuitBreakerSettings(Section):
         return value
 
 
-class Upstream(Model):
-    url: str = Field(
-        description="Where requests go: `http(s)://host[:port][/base]`; a base path is "
-        "prepended to every forwarded path. Required.",
-        examples=["http://127.0.0.1:9000", "https://api.internal:8443/v1"],
-    )
+class Upstream(UpstreamTargets):
     timeouts: Timeouts = Field(Timeouts(), description="Seconds the upstream may take.")
     pool: PoolSettings = Field(
         PoolSettings(),
-        description="Connections and the queue for them, per upstream (upstream.url and each "
-        "route's own) and per process.",
+        description="Connections and the queue for them, per upstream target (upstream's "
+        "and each route's own) and per process.",
     )
     retries: Retries = Field(
         Retries(),
@@ -288,7 +487,19 @@ class Upstream(Model):
     )
     circuit_breaker: CircuitBreakerSettings = Field(
         CircuitBreakerSettings(),
-        description="Stop sending to an upstream origin that keeps failing; `false` turns it off.",
+        description="Stop sending to an upstream target that keeps failing; `false` turns it off.",
+    )
+    ejection: Ejection = Field(
+        Ejection(),
+        description="Leave out of the balancing, for a while, a target that keeps failing "
+        "(upstreams with several targets); `false` turns it off.",
+        examples=[{"consecutive_failures": 3, "base_time": "10s"}],
+    )
+    health_check: HealthCheck = Field(
+        HealthCheck(enabled=False),
+        description="Probe each target of upstreams with several, and leave out those that "
+        "fail; `true` or a mapping turns it on.",
+        examples=[True, {"path": "/health", "interval": "5s"}],
     )
     dns: Dns = Field(
         Dns(),
@@ -326,7 +537,6 @@ class Upstream(Model):
         examples=[5, "30s"],
     )
 
-    _url = field_validator("url")(check_upstream_url)
     _size = field_validator("buffer_body", mode="before")(parse_size)
 
     @field_validator("health_path")

@@ -9,45 +9,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from yarl import URL
-
 from proxy.cache.route import RouteCache
+from proxy.config.upstream import UpstreamTargets
 from proxy.edge.compression.rules import CompressionRules
 from proxy.edge.cors import CorsRules
 from proxy.edge.ratelimit.limiter import RateLimiter
 from proxy.http.headers import ForwardingRules
 from proxy.http.upgrade import UpgradeRules
-from proxy.upstream.http1 import OriginKey, origin_key
+from proxy.upstream.targets import TargetGroup
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTarget:
-    """Where a route forwards to, split once at start-up."""
+    """Where a route forwards to, split once at start-up: its targets and what they share."""
 
-    origin: str  # scheme://host:port, no path
-    host_header: str  # what the Host header says (port omitted when default)
+    origin: str  # the first target's scheme://host:port (for logs)
+    host_header: str  # the Host header (the first target's) and the host entries are keyed by
     base_path: str  # prepended to the client's path; "" for none
-    authority: tuple[str, int]  # (lower-case host, port): what absolute-form targets must name
-    key: OriginKey  # (scheme, host, port): the pool's connections to it
+    authorities: frozenset[tuple[str, int]]  # what absolute-form targets may name
+    group: TargetGroup  # the targets and their balancing
     # What cache keys start with (proxy/cache/keys.py): host[:port] in lower case, base path.
     key_origin: str
 
     @classmethod
-    def parse(cls, url: str) -> UpstreamTarget:
-        u = URL(url)
-        assert u.host is not None and u.port is not None  # validated by config
-        host = u.host.lower()
-        host_header = u.raw_authority.rsplit("@", 1)[-1]
-        origin = f"{u.scheme}://{host_header}"
-        base_path = u.raw_path.rstrip("/")
+    def build(cls, group: TargetGroup) -> UpstreamTarget:
         return cls(
-            origin=origin,
-            host_header=host_header,
-            base_path=base_path,
-            authority=(host, u.port),
-            key=origin_key(origin),
-            key_origin=host_header.lower() + base_path,
+            origin=group.targets[0].origin,
+            host_header=group.host_header,
+            base_path=group.base_path,
+            authorities=frozenset(t.authority for t in group.targets),
+            group=group,
+            key_origin=group.host_header.lower() + group.base_path,
         )
+
+    @classmethod
+    def parse(cls, url: str) -> UpstreamTarget:
+        """One target's: `url` as `upstream.url` would give it."""
+        return cls.build(TargetGroup(UpstreamTargets(url=url)))
 
 
 _PLAIN_FORWARDING = ForwardingRules.build(None, None)

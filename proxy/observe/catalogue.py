@@ -307,4 +307,33 @@ def upstream_series(origins: list[OriginStats]) -> list[Series]:
             lambda o: o.failure_rate or 0.0,
             "max",  # the worst worker's: each opens on its own rate
         ),
+        counter(
+            "cacheproxy_upstream_attempts",
+            "Attempts sent (retries included): how the balancing shares requests",
+            lambda o: o.admitted,
+        ),
+        # Targets of an upstream with several only: a lone target is never out.
+        Series(
+            "gauge",
+            "cacheproxy_upstream_ejected",
+            "1 while the target is out of the balancing after failing (upstream.ejection)",
+            ("upstream",),
+            {(o.name,): int(o.ejected) for o in origins if o.ejected is not None},
+            across_workers="max",  # 1 if any worker left it out
+        ),
+        Series(
+            "counter",
+            "cacheproxy_upstream_ejections",
+            "Times the target was left out of the balancing",
+            ("upstream",),
+            {(o.name,): o.ejections for o in origins if o.ejected is not None},
+        ),
+        Series(
+            "gauge",
+            "cacheproxy_upstream_health_check_up",
+            "1 while the target passes its health checks (upstream.health_check)",
+            ("upstream",),
+            {(o.name,): int(o.health_check == "up") for o in origins if o.health_check},
+            across_workers="min",  # 0 if any worker's checks fail it
+        ),
     ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -101,7 +101,7 @@ class _Cached:
 class HealthChecker:
     def __init__(
         self,
-        upstream_url: str,
+        upstream_urls: Sequence[str],
         health_path: str | None,
         ttl: float,
         redis: SharedRedis | None,
@@ -109,12 +109,13 @@ class HealthChecker:
         dns: Dns | None = None,
         tls: UpstreamTls | None = None,
     ) -> None:
-        """`dns` and `tls`: upstream.dns and upstream.tls, so that the probe finds and
-        trusts the upstream as the pool does (its name servers, its CA, its client
-        certificate), or it would call down an upstream every request reaches."""
-        url = URL(upstream_url)
-        self._host, self._port = url.host or "", url.port or 80
-        self._probe_url = url.with_path(health_path) if health_path else None
+        """`upstream_urls`: every target of `upstream`; each is probed. `dns` and `tls`:
+        upstream.dns and upstream.tls, so that the probe finds and trusts the upstream as the
+        pool does (its name servers, its CA, its client certificate), or it would call down
+        an upstream every request reaches."""
+        urls = [URL(u) for u in upstream_urls]
+        self._addresses = [(url.host or "", url.port or 80) for url in urls]
+        self._probe_urls = [url.with_path(health_path) for url in urls] if health_path else None
         self._dns, self._tls = dns or Dns(), tls or UpstreamTls()
         self._connector: Connector | None = None  # the TCP probe's, made with the loop
         self._redis = redis
@@ -133,13 +134,13 @@ class HealthChecker:
         self._checks[name] = _Cached(read, 0.0)
 
     async def start(self) -> None:
-        if self._probe_url is None:
+        if self._probe_urls is None:
             # Its own addresses and lookups: a probe goes where a new connection would.
             self._connector = Connector(self._dns)
         else:
             # A session of its own: a busy pool must not make a healthy upstream look dead,
             # and each probe opens a fresh connection, as a new client would.
-            https = self._probe_url.scheme == "https"
+            https = any(url.scheme == "https" for url in self._probe_urls)
             servers = list(self._dns.nameservers)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
@@ -177,13 +178,26 @@ class HealthChecker:
         return dict(zip(probes, results, strict=True))
 
     async def _upstream(self) -> Check:
+        """One target: its probe. Several: down if any is, with how many are."""
+        if len(self._addresses) == 1:
+            return await self._target(0)
+        results = await asyncio.gather(*(self._target(i) for i in range(len(self._addresses))))
+        down = [r for r in results if r["status"] == "down"]
+        result = down[0] if down else dict(results[0])
+        result["latency_ms"] = max(r["latency_ms"] for r in results)
+        result.pop("http_status", None)
+        result.update(targets=len(results), targets_down=len(down))
+        return result
+
+    async def _target(self, i: int) -> Check:
         started = time.perf_counter()
-        result: Check = {"status": "up", "probe": "http" if self._probe_url else "tcp"}
+        probe_urls = self._probe_urls
+        result: Check = {"status": "up", "probe": "http" if probe_urls else "tcp"}
         try:
-            if self._session is not None and self._probe_url is not None:
+            if self._session is not None and probe_urls is not None:
                 name = self._tls.server_name
                 async with self._session.get(
-                    self._probe_url, allow_redirects=False, server_hostname=name
+                    probe_urls[i], allow_redirects=False, server_hostname=name
                 ) as resp:
                     result["http_status"] = resp.status
                     if resp.status >= 500:
@@ -191,7 +205,7 @@ class HealthChecker:
             else:
                 assert self._connector is not None, "HealthChecker.start() was not awaited"
                 async with asyncio.timeout(PROBE_TIMEOUT):
-                    probe = await self._connector.open("http", self._host, self._port, _Probe)
+                    probe = await self._connector.open("http", *self._addresses[i], _Probe)
                 if probe.transport is not None:
                     probe.transport.close()
         except Exception as exc:  # whatever it was, the upstream did not respond: down

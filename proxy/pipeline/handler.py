@@ -99,6 +99,8 @@ class Pipeline:
         for compiled in routes.compiled:  # a route that may switch shows its figures from 0
             if compiled.upgrade is not None:
                 self.upgrades.meters.route(compiled.name)
+        for upstream in routes.groups.values():  # a route's new targets: guards, checks
+            self.upstream.bind(upstream.group)
 
     def use_purgers(self, allowed: TrustedProxies, admin_token: str | None) -> None:
         """Who may PURGE on the proxy port: peers in `purge.allow`, or the admin token."""
@@ -258,12 +260,10 @@ class Pipeline:
         path_qs, fields = self.fetch.request_head(
             request, route, target, route.forwarding, request_id=ex.request_id
         )
-        upstream = route.upstream
         try:
             up = await self.upstream.send(
                 request.method,
-                upstream.origin,
-                upstream.key,
+                route.upstream.group,
                 path_qs,
                 fields,
                 body,

@@ -15,6 +15,7 @@ from proxy.config.compression import CompressionSettings
 from proxy.config.cors import CorsSettings
 from proxy.config.loader import Route, Settings
 from proxy.config.ratelimit import resolve as resolve_rate_limit
+from proxy.config.upstream import UpstreamTargets
 from proxy.edge.compression.rules import CompressionRules
 from proxy.edge.cors import CorsRules
 from proxy.edge.ratelimit.limiter import RateLimiter
@@ -26,6 +27,7 @@ from proxy.http.regex import prefix_matcher
 from proxy.http.target import BadTarget, needs_reading, normalise_escapes, path_readings
 from proxy.http.upgrade import WEBSOCKET, UpgradeRules
 from proxy.shared.redis import SharedRedis
+from proxy.upstream.targets import TargetGroup
 
 _TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})  # W3C Trace Context
 
@@ -146,10 +148,25 @@ class RouteTable:
                 )
             return rules
 
+        # One group per distinct targets section, shared by the routes naming it; kept over
+        # a reload, with its balancer's state, while the section stays the same.
+        self.groups: dict[UpstreamTargets, UpstreamTarget] = {}
+        kept = previous.groups if previous is not None else {}
+
+        def upstream(section: UpstreamTargets) -> UpstreamTarget:
+            if section not in self.groups:
+                built = kept.get(section) or UpstreamTarget.build(TargetGroup(section))
+                self.groups[section] = built
+            return self.groups[section]
+
+        top = config.upstream
+        default_upstream = upstream(
+            UpstreamTargets(url=top.url, targets=top.targets, balance=top.balance, host=top.host)
+        )
         default_cache = resolve(config.cache, None, credentials, secret)
         self.default = LoadedRoute(
             "default",
-            UpstreamTarget.parse(config.upstream.url),
+            default_upstream,
             default_cache,
             cors.get(config.cors),
             compression.get(config.compression),
@@ -160,14 +177,12 @@ class RouteTable:
         )
         entries: list[tuple[tuple[str, ...] | None, _Entry]] = []
         for i, route in enumerate(config.routes):
-            upstream = (
-                UpstreamTarget.parse(route.upstream) if route.upstream else self.default.upstream
-            )
+            own = upstream(route.upstream) if route.upstream else default_upstream
             cache = resolve(config.cache, route.cache, credentials, secret)
             name = route.name or f"routes[{i}]"
             compiled = LoadedRoute(
                 name,
-                upstream,
+                own,
                 cache,
                 cors.get(route.cors or config.cors),
                 compression.get(route.compression or config.compression),
@@ -188,16 +203,20 @@ class RouteTable:
             self.by_host = HostTable(entries)
         # Routes naming no host: all of them when by_host is None.
         self._entries: tuple[_Entry, ...] = tuple(e for hosts, e in entries if hosts is None)
-        self.authorities = frozenset(p.upstream.authority for p in self.compiled)
+        self.authorities = frozenset().union(*(p.upstream.authorities for p in self.compiled))
         # None: every Host is served (no per-request check at all).
         self.hosts = HostAllowlist(config.listen.hosts) if config.listen.hosts else None
 
     def upstream_names(self) -> dict[str, str]:
-        """Each upstream origin -> the name its figures go by: the first route naming it
-        ("default" for `upstream.url`). Names, not URLs: health needs no token."""
+        """Each upstream target's origin -> the name its figures go by: the first route
+        naming it ("default" for `upstream`'s), with `[i]`, its place in that route's
+        targets, when it has several. Names, not URLs: health needs no token."""
         names: dict[str, str] = {}
         for compiled in self.compiled:
-            names.setdefault(compiled.upstream.origin, compiled.name)
+            targets = compiled.upstream.group.targets
+            for i, target in enumerate(targets):
+                name = compiled.name if len(targets) == 1 else f"{compiled.name}[{i}]"
+                names.setdefault(target.origin, name)
         return names
 
     def route_for(self, method: str, path: str, host: str | None = None) -> LoadedRoute:

@@ -79,11 +79,9 @@ class Upgrades:
             request, route, target, route.forwarding, request_id=ex.request_id
         )
         fields += ["Connection: Upgrade", f"Upgrade: {offered}"]  # hop-by-hop: ours to set
-        upstream = route.upstream
         up = await self.fetch.client.send(
             "GET",
-            upstream.origin,
-            upstream.key,
+            route.upstream.group,
             path_qs,
             fields,
             None,

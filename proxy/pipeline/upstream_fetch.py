@@ -92,11 +92,9 @@ class UpstreamFetch:
             fields += [f"{name}: {value}" for name, value in validators.items()]
         # A background fetch must not write 1xx responses into a finished exchange.
         interim = None if background else interim_relay(request)
-        upstream = route.upstream
         return await self.client.send(
             method,
-            upstream.origin,
-            upstream.key,
+            route.upstream.group,
             path_qs,
             fields,
             None,

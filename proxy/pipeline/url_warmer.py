@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,14 +116,18 @@ class Warmer:
                 item.due = self._backoff(item)
 
     def _struggling(self, route: LoadedRoute) -> float:
-        """Seconds to hold off while the upstream struggles, else 0."""
-        guard = self.upstream.guard(route.upstream.origin)
-        breaker = guard.breaker
-        if breaker is not None and breaker.state is not State.CLOSED:
-            return max(breaker.retry_in(), _PAUSE)
-        if guard.gate.queued:
-            return _PAUSE
-        return 0.0
+        """Seconds to hold off while every target of the upstream struggles, else 0."""
+        group = route.upstream.group
+        pause = math.inf
+        for guard in group.guards or self.upstream.bind(group):
+            breaker = guard.breaker
+            if breaker is not None and breaker.state is not State.CLOSED:
+                pause = min(pause, max(breaker.retry_in(), _PAUSE))
+            elif guard.gate.queued:
+                pause = _PAUSE
+            else:
+                return 0.0  # one has room
+        return pause
 
     async def _warm(self, item: _Url) -> float:
         """Fetch one URL; when it is next due."""

@@ -94,6 +94,8 @@ class ProxyServer:
         self.upstream = upstream_client(
             config.upstream, routes.upstream_names(), observe=self.observer.upstream_result
         )
+        for upstream in routes.groups.values():
+            self.upstream.bind(upstream.group)
         budget = (config.cache or CacheSettings()).max_memory
         memory = MemoryStore(budget)
         self.shared: SharedTier | None = None
@@ -155,7 +157,13 @@ class ProxyServer:
         self.documents = Documents(meters, self.ticker, self.sources)
         up = config.upstream
         self.health = HealthChecker(
-            up.url, up.health_path, up.health_cache, self.redis, self.shared, up.dns, up.tls
+            [t.url for t in up.target_list],
+            up.health_path,
+            up.health_cache,
+            self.redis,
+            self.shared,
+            up.dns,
+            up.tls,
         )
         self.shutdown = shutdown or Shutdown(config.shutdown_delay)
         if self.revocation_follower is not None:  # without Redis the list is always whole
@@ -296,7 +304,7 @@ class ProxyServer:
             for line in loaded_lines(self.config, self.pipeline.routes.compiled, path):
                 log.info("%s", line)
             self._start_checks = asyncio.create_task(
-                report_reachability(self.health, self.config.upstream.url)
+                report_reachability(self.health, self.config.upstream.urls)
             )
 
     def admin_view(self) -> ServerView:

@@ -26,6 +26,19 @@ log = logging.getLogger("cacheproxy")
 _MIB = 1024 * 1024
 
 
+def _targets(route: LoadedRoute) -> str:
+    """Where a route goes: its URL, or its targets and how they are balanced."""
+    upstream = route.upstream
+    group = upstream.group
+    origins = ", ".join(redact_urls(t.origin) for t in group.targets)
+    if group.only is not None:
+        return origins + upstream.base_path
+    weights = [t.weight for t in group.targets]
+    weighted = f", weights {'/'.join(map(str, weights))}" if len(set(weights)) > 1 else ""
+    balance = group.config.balance.replace("_", " ")
+    return f"{origins} ({balance}{weighted}){upstream.base_path}"
+
+
 def loaded_lines(config: Settings, routes: list[LoadedRoute], source: str | None) -> list[str]:
     """The lines that say what was loaded; `routes`: the route table's, default first."""
     kinds = {r.name or f"routes[{i}]": r for i, r in enumerate(config.routes)}
@@ -35,8 +48,7 @@ def loaded_lines(config: Settings, routes: list[LoadedRoute], source: str | None
         configured = kinds.get(route.name)
         match = _match(configured) if configured is not None else "everything else"
         lines.append(
-            f"route {route.name}: {match} -> {redact_urls(route.upstream.origin)}"
-            f"{route.upstream.base_path}; {_cache(route)}; {_limits(route)}"
+            f"route {route.name}: {match} -> {_targets(route)}; {_cache(route)}; {_limits(route)}"
         )
     budget = (config.cache or CacheSettings()).max_memory / _MIB
     lines.append(f"memory cache: at most {budget:g} MiB; redis: {_redis(config)}")

@@ -179,7 +179,7 @@ class Supervisor:
             "https" if listen.tls is not None else "http",
             listen.host,
             port,
-            redact_urls(self.config.upstream.url),
+            redact_urls(self.config.upstream.urls),
             len(self.slots),
             admin.host,
             admin_port,

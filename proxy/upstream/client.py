@@ -2,8 +2,11 @@
 
 `send` is one client request's whole exchange up to the response head:
 
-    circuit breaker -> FIFO queue for a slot (bounded) -> request -> verdict (breaker,
-    adaptive limit) -> retry? (idempotent, budget, backoff with jitter, client's time left)
+    target (balancer, leaving out targets that are out) -> circuit breaker -> FIFO queue
+    for a slot (bounded) -> request -> verdict (breaker, ejection, adaptive limit) ->
+    retry? (idempotent, budget, backoff with jitter, client's time left), on another target
+
+A target is an origin: each has its own guard (queue, limit, breaker, ejection, figures).
 
 The slot is held until the caller releases the response, so the bound counts requests
 whose bodies are still streaming too. Only what the upstream did is a verdict: a request
@@ -23,7 +26,9 @@ from dataclasses import dataclass
 from proxy.config.upstream import Upstream
 from proxy.http.errors import ClientBodyError, UpstreamError
 from proxy.upstream.connect import Connector
+from proxy.upstream.ejection import Outlier, max_out
 from proxy.upstream.guard import OriginGuard, OriginStats
+from proxy.upstream.health_checks import HealthChecks
 from proxy.upstream.http1 import (
     IDEMPOTENT,
     CertificateFailed,
@@ -40,6 +45,7 @@ from proxy.upstream.http1 import (
     UpstreamResponse,
 )
 from proxy.upstream.retry import backoff_delay, retry_after_seconds
+from proxy.upstream.targets import TargetGroup
 
 __all__ = ["IDEMPOTENT", "UpstreamClient", "UpstreamError", "UpstreamResponse"]
 
@@ -91,17 +97,23 @@ class UpstreamClient:
             for origin, name in (origins or {}).items()
         }
         self._total = config.total_timeout
+        self.checks = HealthChecks(config, rand)
         self._retry_statuses = frozenset(config.retries.on_status)
 
     async def start(self) -> None:
+        self._pool = self._new_pool()
+        self.checks.start(self._pool)
+
+    def _new_pool(self) -> Pool:
         pool, timeouts = self.config.pool, self.config.timeouts
-        self._pool = Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout, self.connector())
+        return Pool(timeouts.connect, timeouts.read, pool.keepalive_timeout, self.connector())
 
     def connector(self) -> Connector:
         """How the pool opens connections: addresses, Happy Eyeballs, TLS (connect.py)."""
         return Connector(self.config.dns, self.config.tls)
 
     async def close(self) -> None:
+        await self.checks.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -120,6 +132,52 @@ class UpstreamClient:
             guard = self._guards[origin] = OriginGuard(origin, origin, self.config, self._clock)
         return guard
 
+    def bind(self, group: TargetGroup) -> list[OriginGuard]:
+        """The guards of `group`'s targets, kept on it (done for each group at start-up and
+        reload, else on its first request). Targets of a group of several are ejected when
+        they keep failing, and checked if health checks are on; a lone target never is out:
+        it gets every request either way."""
+        guards = [self.guard(t.origin) for t in group.targets]
+        if group.only is None:
+            ejection = self.config.ejection
+            for guard, target in zip(guards, group.targets, strict=True):
+                host = target.host_line[len("Host: ") :] if target.host_line else group.host_header
+                self.checks.watch(guard, target.key, host)
+                if ejection.enabled and guard.outlier is None:
+                    guard.outlier = Outlier(
+                        ejection.consecutive_failures,
+                        ejection.base_time,
+                        ejection.max_time,
+                        self._clock,
+                    )
+            group.max_out = max_out(len(guards), ejection.max_percent)
+        group.guards = guards
+        return guards
+
+    def _choose(self, group: TargetGroup, guards: list[OriginGuard], key: str, tried: int) -> int:
+        """The target for an attempt: by the balancer, among those in and not `tried` (a
+        bit per index), or, when more than `max_out` are out, among all (panic mode)."""
+        now = self._clock()
+        n = len(guards)
+        usable = [guard.available(now) for guard in guards]
+        if n - sum(usable) > group.max_out:
+            usable = [True] * n
+        if tried:
+            usable = [u and not tried >> i & 1 for i, u in enumerate(usable)]
+            if not any(usable):  # every one in was tried: one out, before one tried again
+                usable = [not tried >> i & 1 for i in range(n)]
+                if not any(usable):
+                    usable = [True] * n
+        elif not any(usable):
+            usable = [True] * n
+        assert group.balancer is not None
+
+        def load(i: int) -> int:
+            gate = guards[i].gate
+            return gate.in_flight + gate.queued
+
+        return group.balancer.pick(usable, key, load)
+
     def stats(self) -> list[OriginStats]:
         """Queue, limit, breaker and retry figures, one entry per upstream origin."""
         return [guard.stats() for guard in self._guards.values()]
@@ -127,8 +185,7 @@ class UpstreamClient:
     async def send(
         self,
         method: str,
-        origin: str,
-        key: OriginKey,
+        upstream: TargetGroup,
         target: str,
         fields: Sequence[str],
         body: bytes | StreamedBody | None = None,
@@ -140,8 +197,9 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """Send one request for `route`; the caller reads and releases the response.
 
-        `origin` (scheme://host:port) names the upstream's guard, `key` its pool; `target`
-        and `fields` are the request target and header lines (see Pool.request).
+        `upstream`: the targets it may go to; `target` and `fields` are the request target
+        and header lines (see Pool.request), `fields[0]` the Host line of the group's first
+        target (replaced by the target's own where it differs).
         `interim` hears of 1xx responses before the final one (for the client, not stored).
         `background`: no client waits on it (a background refresh, warming): it never
         queues, never probes an open circuit and is never retried. `upgrade`: `fields` ask
@@ -152,16 +210,27 @@ class UpstreamClient:
         buffered one (a streamed body cannot be replayed), and no client is waiting on
         it in the background: after a connection failure before any response, or a
         response in `retries.on_status`. A response that could not be retried is
-        returned as it is. (One coroutine, not a wrapper around another: each frame
-        is paid again on every resumption.)
+        returned as it is. A retry goes to a target not tried yet, when there is one; so
+        does a request an open circuit refused before anything was sent (not a retry).
+        (One coroutine, not a wrapper around another: each frame is paid again on every
+        resumption.)
         """
-        request = (method, key, target, fields, body, interim, content_length, upgrade)
         # What the breaker tells apart: one endpoint failing while others respond is not
         # the origin failing (proxy/upstream/breaker.py).
         endpoint = f"{method} {target.partition('?')[0]}"
         observe = self.observe
         started = time.perf_counter()
-        guard = self.guard(origin)
+        guards = upstream.guards or self.bind(upstream)
+        chosen = upstream.only
+        if chosen is not None:
+            guard = guards[0]
+            tried = 0
+        else:
+            i = self._choose(upstream, guards, target, 0)
+            chosen, guard, tried = upstream.targets[i], guards[i], 1 << i
+        lines = fields if chosen.host_line is None else [chosen.host_line, *fields[1:]]
+        request = (method, chosen.key, target, lines, body, interim, content_length, upgrade)
+        first = guard  # its budget pays for the retries
         buffered = body is None or isinstance(body, bytes)
         # An upload's head comes after its body, which takes what the client takes (the
         # listener bounds its silences): only the queue and read timeouts bound it.
@@ -175,23 +244,44 @@ class UpstreamClient:
                 try:
                     up = await self._attempt(guard, request, endpoint, deadline, background)
                 except _Resendable as exc:
-                    delay = self._retry_delay(guard, retry, deadline) if replayable else None
+                    delay = self._retry_delay(first, retry, deadline) if replayable else None
                     if delay is None:
                         raise exc.error from exc.__cause__
                     detail = exc.error.detail
                     log.info("retrying %s %s in %.2f s: %s", method, target, delay, detail)
+                except UpstreamError as exc:
+                    # Refused by an open circuit, nothing sent: another target, at once.
+                    if not exc.circuit_open or not tried or tried == (1 << len(guards)) - 1:
+                        raise
+                    delay = None
                 else:
                     if not replayable or up.status not in self._retry_statuses:
                         break
                     asked = retry_after_seconds(up.headers.get("Retry-After"), time.time())
-                    if (delay := self._retry_delay(guard, retry, deadline, asked)) is None:
+                    if (delay := self._retry_delay(first, retry, deadline, asked)) is None:
                         break
                     up.release()
                     status = up.status
                     log.info("retrying %s %s in %.2f s: status %d", method, target, delay, status)
-                guard.retries += 1
-                retry += 1
-                await asyncio.sleep(delay)
+                if delay is not None:
+                    first.retries += 1
+                    retry += 1
+                    await asyncio.sleep(delay)
+                if tried:
+                    i = self._choose(upstream, guards, target, tried)
+                    chosen, guard = upstream.targets[i], guards[i]
+                    tried |= 1 << i
+                    lines = fields if chosen.host_line is None else [chosen.host_line, *fields[1:]]
+                    request = (
+                        method,
+                        chosen.key,
+                        target,
+                        lines,
+                        body,
+                        interim,
+                        content_length,
+                        upgrade,
+                    )
         except UpstreamError as exc:
             if observe is not None:
                 outcome = "timeout" if exc.status == 504 else "error"

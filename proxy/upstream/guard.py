@@ -1,4 +1,5 @@
-"""What protects one upstream origin: its queue and limit, its breaker, its retry budget.
+"""What protects one upstream origin: its queue and limit, its breaker, its retry budget,
+and, as a target of an upstream with several, whether it is out of their balancing.
 
 One per origin (scheme://host:port) and process, built at start-up. It admits attempts
 (or refuses them at once with a classified 503), takes each attempt's verdict, and keeps
@@ -18,6 +19,7 @@ from proxy.http.errors import UpstreamError
 from proxy.shared.breaker import State
 from proxy.upstream.adaptive import GradientLimit
 from proxy.upstream.breaker import RateBreaker
+from proxy.upstream.ejection import Checked, Outlier
 from proxy.upstream.gate import Gate, QueueFull, QueueTimeout
 from proxy.upstream.retry import RetryBudget
 
@@ -58,6 +60,11 @@ class OriginStats:
     failure_rate: float | None  # None: no request in the window
     latency_baseline: float | None  # adaptive: the upstream's unloaded latency, seconds
     latency_measured: float | None  # adaptive: the last window's mean latency, seconds
+    # As a target of an upstream with several (None: a lone target, never out):
+    ejected: bool | None  # out of the balancing after failures in a row
+    ejected_for: float  # seconds until it is back in
+    ejections: int
+    health_check: str | None  # up | down; None: not checked
 
 
 class OriginGuard:
@@ -70,6 +77,7 @@ class OriginGuard:
     ) -> None:
         self.name = name
         self.origin = origin
+        self._clock = clock
         pool, adaptive, cb, retries = (
             config.pool,
             config.pool.adaptive,
@@ -89,7 +97,8 @@ class OriginGuard:
         initial = self.limiter.limit if self.limiter else pool.max_connections
         self.gate = Gate(initial, pool.max_queue, clock)
         self.breaker: RateBreaker | None = None
-        self.failure_statuses: frozenset[int] = frozenset()
+        # What counts as a failure, for the breaker and ejection alike.
+        self.failure_statuses: frozenset[int] = frozenset(cb.on_status)
         if cb.enabled:
             self.breaker = RateBreaker(
                 cb.failure_rate,
@@ -100,11 +109,23 @@ class OriginGuard:
                 cb.consecutive_failures,
                 clock,
             )
-            self.failure_statuses = frozenset(cb.on_status)
         self.budget = RetryBudget(retries.budget, retries.min_per_second, clock=clock)
         self.requests = 0
         self.retries = 0
         self.failures = 0
+        # Set when a group of several targets holds this one (UpstreamClient.bind, the checks).
+        self.outlier: Outlier | None = None
+        self.checked: Checked | None = None
+
+    def available(self, now: float) -> bool:
+        """Whether the balancer may pick it: not ejected, not failing its checks, and not
+        behind an open circuit that would refuse it now."""
+        outlier, checked, breaker = self.outlier, self.checked, self.breaker
+        if outlier is not None and now < outlier.out_until:
+            return False
+        if checked is not None and not checked.up:
+            return False
+        return breaker is None or breaker.state is not State.OPEN or breaker.retry_in() <= 0
 
     def admit_now(self) -> bool:
         """A slot at once, when the circuit is closed and one is free: what `admit` would
@@ -186,6 +207,18 @@ class OriginGuard:
             breaker.record(endpoint, failed, probe)
             if breaker.state is not before:
                 self._log_transition(breaker, before)
+        outlier = self.outlier
+        if outlier is not None:
+            on_return = outlier.probation
+            if outlier.record(failed):
+                log.warning(
+                    "upstream %s: left out of the balancing for %.3g s: %s",
+                    self.name,
+                    outlier.out_until - self._clock(),
+                    "it failed again on its return"
+                    if on_return
+                    else f"{outlier.consecutive} failures in a row",
+                )
         if self.limiter is not None and latency is not None:
             self.gate.limit = self.limiter.sample(latency, self.gate.in_flight)
 
@@ -220,6 +253,8 @@ class OriginGuard:
 
     def stats(self) -> OriginStats:
         gate, limiter, breaker = self.gate, self.limiter, self.breaker
+        outlier, checked = self.outlier, self.checked
+        now = self._clock()
         g = gate.stats
         seen = breaker.seen() if breaker is not None else (0, 0)
         return OriginStats(
@@ -249,4 +284,8 @@ class OriginGuard:
             failure_rate=round(seen[1] / seen[0], 4) if seen[0] else None,
             latency_baseline=limiter.baseline if limiter is not None else None,
             latency_measured=limiter.last_measured if limiter is not None else None,
+            ejected=outlier.out(now) if outlier is not None else None,
+            ejected_for=round(outlier.out_for(now), 3) if outlier is not None else 0.0,
+            ejections=outlier.ejections if outlier is not None else 0,
+            health_check=None if checked is None else "up" if checked.up else "down",
         )

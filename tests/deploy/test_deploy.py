@@ -138,7 +138,7 @@ def test_compose(image: Image, schema: jsonschema.Draft202012Validator) -> None:
     assert config.workers == 2
     assert _ports(proxy["ports"]) == {config.listen.port, config.admin.port}
     assert "127.0.0.1:" in next(p for p in proxy["ports"] if p.endswith(f":{config.admin.port}"))
-    upstream = URL(config.upstream.url)
+    upstream = URL(config.upstream.target_list[0].url)
     command = api["command"]
     assert upstream.host == "api" and command[0] == "demo-upstream"
     assert upstream.port == int(command[command.index("--port") + 1])
@@ -213,7 +213,7 @@ def test_kubernetes(image: Image, schema: jsonschema.Draft202012Validator, name:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])  # workers' sockets
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-    upstream = URL(config.upstream.url)
+    upstream = URL(config.upstream.target_list[0].url)
     if name == "sidecar.yaml":
         (api,) = [c for c in pod["containers"] if c is not container]
         assert upstream.host == "127.0.0.1"

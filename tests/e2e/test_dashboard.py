@@ -473,3 +473,44 @@ async def test_the_dashboard_says_what_is_wrong_by_name_with_history_from_the_se
         assert problems_logged == []
     finally:
         await run(driver.quit)
+
+
+async def test_the_dashboard_shows_each_upstream_target_and_names_one_left_out(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Two targets, one dead: its requests are retried on the other, it is ejected, and the
+    page's targets table and its list of what is wrong both say so by name."""
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    proxy = await start_proxy(
+        origin.url,
+        upstream={
+            "url": None,
+            "targets": [dead, origin.url],
+            "ejection": {"consecutive_failures": 2, "base_time": "60s"},
+        },
+    )
+    for i in range(6):
+        resp, _ = await get(http, proxy, f"/t/{i}")
+        assert resp.status == 200
+
+    def run(call: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(call, *args)
+
+    driver = await run(_browser)
+    try:
+        await run(driver.get, f"http://127.0.0.1:{proxy.admin_port}/dashboard?interval=500")
+        await run(_wait, driver, "return document.body.dataset.polls >= 1")
+        rows = await run(
+            driver.execute_script,
+            "return [...document.querySelectorAll('#targets tbody tr')]"
+            ".map(r => [r.dataset.target, r.className, r.cells[1].textContent])",
+        )
+        assert [r[0] for r in rows] == ["default[0]", "default[1]"]
+        assert rows[0][1] == "failing" and rows[0][2].startswith("ejected ")
+        assert rows[1][1:] == ["", "in"]
+        problems = await run(lambda: driver.find_element("id", "problems").text)
+        assert f'upstream target "default[0]" ({dead}): left out of the balancing' in problems
+    finally:
+        await run(driver.quit)

@@ -62,6 +62,23 @@ async def test_it_says_what_was_loaded_and_that_the_upstream_answers(
     assert any(line.startswith(f"upstream {origin.url}: reachable (") for line in lines)
 
 
+async def test_it_names_every_target_and_how_they_are_balanced(
+    origin: Origin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cacheproxy")
+    other = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    upstream = {"url": None, "targets": [origin.url, {"url": other, "weight": 3}]}
+    lines = await report(caplog, await started(origin.url, upstream=upstream))
+    assert (
+        f"route default: everything else -> {origin.url}, {other} (round robin, weights 1/3); "
+        "cache off; no rate limit"
+    ) in lines
+    # The start-up check probes every target: one of two is down.
+    assert any(
+        line.startswith(f"upstream {origin.url}, {other}: NOT reachable at start") for line in lines
+    )
+
+
 async def test_it_warns_when_the_upstream_or_redis_does_not_answer_and_serves_anyway(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -242,6 +242,7 @@
     push(charts.pool, t, [conn.active, conn.idle, conn.max_connections]);
     show("instance", s.instance || dash);
     renderRoutes(s.routes);
+    renderTargets(conn);
     const limits = s.rate_limit;
     const configured = limits.configured !== false;
     $("rl-off").hidden = configured;
@@ -295,6 +296,42 @@
     }
   }
 
+  // Each upstream target (an origin): workers' entries added up by name. Its state is the
+  // worst of theirs: out of the balancing (ejected, failing checks), a circuit not closed.
+  function targetState(u) {
+    if (u.ejected) return `ejected ${Math.ceil(u.ejected_for)} s`;
+    if (u.health_check === "down") return "check down";
+    if (u.circuit === "open" || u.circuit === "half-open") return "circuit " + u.circuit;
+    return "in";
+  }
+  function byTarget(upstreams) {
+    const merged = new Map();
+    for (const u of upstreams || []) {
+      const m = merged.get(u.name);
+      if (!m) { merged.set(u.name, { ...u, state: targetState(u) }); continue; }
+      m.in_flight += u.in_flight; m.admitted += u.admitted; m.failures += u.failures;
+      if (m.state === "in") m.state = targetState(u);
+    }
+    return [...merged.values()];
+  }
+  function renderTargets(conn) {
+    const body = $("targets").tBodies[0];
+    body.replaceChildren();
+    const targets = byTarget(conn && conn.upstreams).sort((a, b) => a.name.localeCompare(b.name));
+    for (const u of targets) {
+      const tr = document.createElement("tr");
+      tr.className = u.state === "in" ? "" : "failing";
+      tr.dataset.target = u.name;
+      tr.title = u.origin;
+      for (const text of [u.name, u.state, int(u.in_flight), int(u.admitted), int(u.failures)]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.append(td);
+      }
+      body.append(tr);
+    }
+  }
+
   // What is wrong, by name: circuits not closed, checks down, routes failing, limits
   // refusing, alerts. Built from the three documents of one poll.
   function renderProblems(s, a, h) {
@@ -303,6 +340,10 @@
       if (u.circuit !== "open" && u.circuit !== "half-open") continue;
       const probe = u.circuit === "open" ? `, next probe in ${Math.ceil(u.circuit_retry_in)} s` : ", probing";
       found.push(["bad", `upstream "${u.name}" (${u.origin}): circuit ${u.circuit}${probe}`]);
+    }
+    for (const u of byTarget(s.connections && s.connections.upstreams)) {
+      if (u.ejected) found.push(["warn", `upstream target "${u.name}" (${u.origin}): left out of the balancing for ${Math.ceil(u.ejected_for)} s after failing`]);
+      else if (u.health_check === "down") found.push(["warn", `upstream target "${u.name}" (${u.origin}): failing its health checks, left out of the balancing`]);
     }
     for (const [name, check] of Object.entries(h.checks || {})) {
       if (name === "circuits" || check.status === "up") continue;

@@ -52,6 +52,7 @@ from proxy.upstream.client import UpstreamClient
 from proxy.upstream.connect import Connector
 from proxy.upstream.guard import OriginGuard
 from proxy.upstream.http1 import Connection, OriginKey, Pool, StreamedBody, UpstreamResponse
+from proxy.upstream.targets import TargetGroup
 
 if TYPE_CHECKING:
     from proxy.config.tracing import TracingSettings
@@ -321,9 +322,9 @@ class TracedUpstreamClient(UpstreamClient):
         super().__init__(config, origins, observe)
         self.tracing = tracing
 
-    async def start(self) -> None:
+    def _new_pool(self) -> Pool:
         pool, timeouts = self.config.pool, self.config.timeouts
-        self._pool = _TracedPool(
+        return _TracedPool(
             self.tracing.tracer,
             timeouts.connect,
             timeouts.read,
@@ -348,8 +349,7 @@ class TracedUpstreamClient(UpstreamClient):
     async def send(
         self,
         method: str,
-        origin: str,
-        key: OriginKey,
+        upstream: TargetGroup,
         target: str,
         fields: Sequence[str],
         body: bytes | StreamedBody | None = None,
@@ -363,8 +363,7 @@ class TracedUpstreamClient(UpstreamClient):
         if server is None:
             return await super().send(
                 method,
-                origin,
-                key,
+                upstream,
                 target,
                 fields,
                 body,
@@ -375,6 +374,7 @@ class TracedUpstreamClient(UpstreamClient):
                 upgrade,
             )
         tracer = self.tracing.tracer
+        origin = upstream.targets[0].origin  # the first target's, when there are several
         url = URL(origin)
         started = time.time_ns()
         span = tracer.start_span(
@@ -397,8 +397,7 @@ class TracedUpstreamClient(UpstreamClient):
         try:
             up = await super().send(
                 method,
-                origin,
-                key,
+                upstream,
                 target,
                 fields,
                 body,
