@@ -391,8 +391,15 @@ def test_a_path_that_is_not_the_url_keys_own_is_kept(path: str) -> None:
 
 CC_NAMES = ["Cache-Control", "cache-control", "CDN-Cache-Control", "cdn-CACHE-control"]
 CC_NAMES += ["X-Cache-Control", "X-CDN-Cache-Control", "Cache-Controls", "X-Other"]
+CC_NAMES += [
+    "Surrogate-Control",
+    "SURROGATE-control",
+    "X-Surrogate-Control",
+    "CDN-Surrogate-Control",
+]
 CC_VALUES = ["max-age=60", "no-cache", "s-maxage=5, stale-if-error=9", "no-transform", ""]
-CC_VALUES += ["max-age=7", 'a="b:c"', "private", "x, cache-control:max-age=1"]
+CC_VALUES += ["max-age=7", 'a="b:c"', "private", "x, cache-control:max-age=1", "no-store"]
+CC_VALUES += ["x, surrogate-control:max-age=2"]
 
 
 @given(
@@ -407,6 +414,16 @@ def test_the_cache_control_read_from_a_packed_head_is_the_headers_own(
         [("Content-Type", "text/plain"), *([("X-Name", "İ")] if odd else []), *lines]
     )
     assert decode(encode(entry)).cc == entry.cc
+
+
+def test_surrogate_control_is_read_back_from_a_shared_entry() -> None:
+    # Another instance reads the entry from Redis: the freshness Surrogate-Control gave
+    # must hold there too, so the stored head keeps the field clients never see.
+    entry = make_entry([("Cache-Control", "no-cache"), ("Surrogate-Control", "max-age=60")])
+    back = decode(encode(entry))
+    assert back.cc == entry.cc
+    assert (back.cc.max_age, back.cc.no_cache) == (60, False)
+    assert back.headers["Surrogate-Control"] == "max-age=60"
 
 
 @pytest.mark.parametrize("first", [[], [("X-A", "1")]])
