@@ -27,6 +27,7 @@ from proxy.cache.entry_format import (
     encode,
 )
 from proxy.cache.policy import CacheRules
+from proxy.cache.tags import TagFields
 from proxy.http.headers import HOP_BY_HOP
 from tests.cache.entry_v1 import encode_v1
 
@@ -71,7 +72,7 @@ def make_entry(
         primary="api|h:x=1",
         url_key="api/quotes/AAPL?",
         path="/quotes/AAPL",
-        tags_header="Surrogate-Key",
+        tag_fields=TagFields.named(["Surrogate-Key"]),
     )
 
 
@@ -373,7 +374,6 @@ def test_entries_without_vary_tags_or_an_own_path_decode_without_a_rare_part() -
         primary="api/a?x=1",
         url_key="api/a?x=1",
         path="/a",
-        tags_header=None,
     )
     assert entry.extras is None and entry.path == "/a"
     back = decode(encode(entry))

@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from proxy.cache.entry import Entry
 from proxy.cache.entry_format import encode
 from proxy.cache.policy import CacheRules
+from proxy.cache.tags import TagFields
 from proxy.config.redis import RedisSettings
 from proxy.shared.breaker import CircuitBreaker
 from proxy.shared.redis import Client, RedisGuard, connect
@@ -71,7 +72,7 @@ def entry(
         primary=url_key + (f"|u:{user}" if user else ""),
         url_key=url_key,
         path=path,
-        tags_header="Surrogate-Key",
+        tag_fields=TagFields.named(["Surrogate-Key"]),
     )
 
 
