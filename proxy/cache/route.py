@@ -11,7 +11,7 @@ from multidict import istr
 from pydantic import BaseModel
 
 from proxy.cache.keys import KeyBuilder, KeyRules
-from proxy.cache.policy import CREDENTIAL_HEADERS, CacheRules
+from proxy.cache.policy import CREDENTIAL_HEADERS, SURROGATE_FIELDS, CacheRules
 from proxy.cache.tags import TagFields
 from proxy.config.cache import CacheSettings
 
@@ -27,6 +27,9 @@ class RouteCache:
     shared: bool = False  # entries also go to (and come from) the Redis tier
     coalesce_global: bool = False  # one fetch per key across instances (needs `shared`)
     underscores: bool = False  # `underscores_in_headers`: forwarded on fetches by the cache
+    # Response fields (lower case) meant for this cache, never sent to a client: the tags
+    # fields and Surrogate-Control, unless `keep_surrogate_headers`.
+    hidden: frozenset[str] = frozenset()
 
 
 def resolve(
@@ -82,6 +85,7 @@ def resolve(
         shared="redis" in settings.tiers,
         coalesce_global=settings.coalesce == "global",
         underscores=settings.underscores_in_headers,
+        hidden=frozenset() if settings.keep_surrogate_headers else tags.names | SURROGATE_FIELDS,
     )
 
 

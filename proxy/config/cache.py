@@ -206,14 +206,21 @@ class CacheSettings(Section):
         description="true: fetches by the cache forward request headers whose names hold an "
         "underscore (an origin may read `X_Foo` as `X-Foo`); keyed ones pass anyway.",
     )
-    # proxy/cache/tags.py splits each.
+    # proxy/cache/tags.py splits each; RouteCache.hidden keeps them from clients.
     tags_header: tuple[HeaderName, ...] = Field(
         ("Surrogate-Key",),
         description="Response header, or list of them, naming an entry's tags, to purge "
         'entries by tag (POST /cache/purge {"tag": ...}): `Surrogate-Key` (Fastly) is split '
         "on spaces, `xkey` (Varnish) on spaces and commas, `Cache-Tag` (Cloudflare) and "
-        "`Edge-Cache-Tag` (Akamai) on commas, any other name on spaces; none or []: no tags.",
+        "`Edge-Cache-Tag` (Akamai) on commas, any other name on spaces; none or []: no tags. "
+        "Clients do not get these headers unless `keep_surrogate_headers`.",
         examples=["Surrogate-Key", ["Surrogate-Key", "Cache-Tag"], "xkey"],
+    )
+    keep_surrogate_headers: bool = Field(
+        False,
+        description="true: clients get the `tags_header` fields and Surrogate-Control as the "
+        "origin sent them (for a CDN in front that reads them too); false: they are meant "
+        "for this cache and removed from every response of a route that caches.",
     )
     tiers: tuple[Literal["memory", "redis"], ...] = Field(
         ("memory",),

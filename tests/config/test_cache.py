@@ -144,7 +144,7 @@ def test_warming_settings_defaults_and_errors() -> None:
     assert {err["loc"][0] for err in e.value.errors()} == {"urls", "max_rate", "refresh_ahead"}
 
 
-def test_tags_headers_take_a_name_or_a_list() -> None:
+def test_tags_headers_take_a_name_or_a_list_and_are_hidden_from_clients() -> None:
     routes = table(
         """
 upstream: {url: http://a}
@@ -153,6 +153,8 @@ routes:
   - {match: {prefix: /two}, cache: {tags_header: [Cache-Tag, xkey]}}
   - {match: {prefix: /none}, cache: {tags_header: null}}
   - {match: {prefix: /empty}, cache: {tags_header: []}}
+  - {match: {prefix: /kept}, cache: {keep_surrogate_headers: true}}
+  - {match: {prefix: /plain}, cache: false}
 """
     )
 
@@ -161,10 +163,17 @@ routes:
         assert found is not None
         return found
 
-    assert cache("/x").tags.names == {"surrogate-key"}  # Fastly's field unless told otherwise
+    default = cache("/x")  # Fastly's field unless told otherwise
+    assert default.tags.names == {"surrogate-key"}
+    assert default.hidden == {"surrogate-key", "surrogate-control"}
     assert cache("/two").tags.names == {"cache-tag", "xkey"}
+    assert cache("/two").hidden == {"cache-tag", "xkey", "surrogate-control"}
     for path in ("/none", "/empty"):
         assert cache(path).tags.names == frozenset()
+        assert cache(path).hidden == {"surrogate-control"}  # still meant for this cache
+    assert cache("/kept").tags.names == {"surrogate-key"}  # read, but clients get them
+    assert cache("/kept").hidden == frozenset()
+    assert routes.match("GET", "/plain").cache is None  # a route that does not cache hides none
 
 
 @pytest.mark.parametrize(
