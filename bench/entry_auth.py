@@ -44,7 +44,6 @@ def entry(size: int) -> Entry:
         primary="api.example.com/quotes/AAPL?",
         url_key="api.example.com/quotes/AAPL?",
         path="/quotes/AAPL",
-        tags_header=None,
     )
 
 

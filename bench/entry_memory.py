@@ -95,7 +95,7 @@ def proxy_filler() -> tuple[Callable[[int], None], Callable[[], int]]:
             primary=rc.keys.primary_key(host, path, "", request_headers),
             url_key=rc.keys.url_key(host, path, ""),
             path=path,
-            tags_header=rc.tags_header,
+            tag_fields=rc.tags,
         )
         assert store.put(entry)
 

@@ -12,6 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.cache import policy
 from proxy.cache.policy import CacheControl, CacheRules
+from proxy.cache.tags import NO_TAGS, TagFields
 
 # What one entry costs beyond the characters of its head, body and keys (the Entry, its
 # three floats, its string and bytes objects, its slot in the store), so that max_memory
@@ -111,17 +112,13 @@ class Entry:
         primary: str,
         url_key: str,
         path: str,
-        tags_header: str | None,
+        tag_fields: TagFields = NO_TAGS,
         handled_vary: frozenset[str] = frozenset(),
     ) -> Entry:
         # Fields we produce variants for ourselves (accept-encoding, when compressing)
         # must not split entries: one stored response serves every client's coding.
         vary = tuple(f for f in policy.vary_fields(headers) or () if f not in handled_vary)
-        tags: tuple[str, ...] = ()
-        if tags_header:
-            tags = tuple(
-                dict.fromkeys(t for v in headers.getall(tags_header, ()) for t in v.split())
-            )
+        tags = tag_fields.tags(headers)
         return cls(
             status=status,
             reason=reason,

@@ -81,8 +81,10 @@ _LEN = struct.Struct("!I")
 _COUNT = struct.Struct("!I")
 # The lines of a packed head that `policy.effective_cache_control` reads, as
 # unpack_headers would split them (name up to the first colon, any case).
-_CC_LINE = re.compile(r"^((?:cdn-)?cache-control):(.*)$", re.IGNORECASE | re.MULTILINE | re.ASCII)
-_CC_NAME = "cache-control:"
+_CC_LINE = re.compile(
+    r"^((?:cdn-)?cache-control|surrogate-control):(.*)$", re.IGNORECASE | re.MULTILINE | re.ASCII
+)
+_CC_NAME, _SURROGATE_NAME = "cache-control:", "surrogate-control:"
 
 
 # A line of a packed head whose field is framing or hop-by-hop (RFC 9110 §7.6.1), or a
@@ -275,19 +277,22 @@ def _safe_fields(
 
 
 def _cc_lines(head: str) -> tuple[tuple[str, str], ...]:
-    """The (CDN-)Cache-Control lines of a packed head, as unpack_headers splits lines."""
+    """The (CDN-)Cache-Control and Surrogate-Control lines of a packed head, as
+    unpack_headers splits lines."""
     low = head.lower()
     if len(low) != len(head):  # a character whose lower case is longer: offsets differ
         return tuple((name.lower(), value) for name, value in _CC_LINE.findall(head))
     lines = []
-    i = low.find(_CC_NAME)
-    while i >= 0:
-        start = i - 4 if i >= 4 and low.startswith("cdn-", i - 4) else i
-        if start == 0 or low[start - 1] == "\n":
-            end = low.find("\n", i)
-            value = head[i + len(_CC_NAME) : end if end >= 0 else len(head)]
-            lines.append((low[start : i + len(_CC_NAME) - 1], value))
-        i = low.find(_CC_NAME, i + len(_CC_NAME))
+    for needle in (_CC_NAME, _SURROGATE_NAME):
+        i = low.find(needle)
+        while i >= 0:
+            cdn = needle is _CC_NAME and i >= 4 and low.startswith("cdn-", i - 4)
+            start = i - 4 if cdn else i
+            if start == 0 or low[start - 1] == "\n":
+                end = low.find("\n", i)
+                value = head[i + len(needle) : end if end >= 0 else len(head)]
+                lines.append((low[start : i + len(needle) - 1], value))
+            i = low.find(needle, i + len(needle))
     return tuple(lines)
 
 

@@ -11,7 +11,8 @@ from multidict import istr
 from pydantic import BaseModel
 
 from proxy.cache.keys import KeyBuilder, KeyRules
-from proxy.cache.policy import CREDENTIAL_HEADERS, CacheRules
+from proxy.cache.policy import CREDENTIAL_HEADERS, SURROGATE_FIELDS, CacheRules
+from proxy.cache.tags import TagFields
 from proxy.config.cache import CacheSettings
 
 
@@ -21,11 +22,14 @@ class RouteCache:
 
     rules: CacheRules
     keys: KeyBuilder
-    tags_header: str | None
+    tags: TagFields  # the response fields that tag an entry (tags.py)
     max_entry_size: int
     shared: bool = False  # entries also go to (and come from) the Redis tier
     coalesce_global: bool = False  # one fetch per key across instances (needs `shared`)
     underscores: bool = False  # `underscores_in_headers`: forwarded on fetches by the cache
+    # Response fields (lower case) meant for this cache, never sent to a client: the tags
+    # fields and Surrogate-Control, unless `keep_surrogate_headers`.
+    hidden: frozenset[str] = frozenset()
 
 
 def resolve(
@@ -53,6 +57,7 @@ def resolve(
     if not settings.enabled:
         return None
     per_user = settings.per_user.header if settings.per_user else None
+    tags = TagFields.named(settings.tags_header)
     return RouteCache(
         rules=CacheRules(
             ttl=settings.ttl,
@@ -75,11 +80,12 @@ def resolve(
                 secret=key_secret,
             )
         ),
-        tags_header=settings.tags_header,
+        tags=tags,
         max_entry_size=settings.max_entry_size,
         shared="redis" in settings.tiers,
         coalesce_global=settings.coalesce == "global",
         underscores=settings.underscores_in_headers,
+        hidden=frozenset() if settings.keep_surrogate_headers else tags.names | SURROGATE_FIELDS,
     )
 
 

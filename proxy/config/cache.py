@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from proxy.config.cors import HeaderName
 from proxy.config.durations import Duration
 from proxy.config.rates import parse_rate
 from proxy.config.section import Model, Section
@@ -205,11 +206,21 @@ class CacheSettings(Section):
         description="true: fetches by the cache forward request headers whose names hold an "
         "underscore (an origin may read `X_Foo` as `X-Foo`); keyed ones pass anyway.",
     )
-    tags_header: str | None = Field(
-        None,
-        description="Response header listing space-separated tags, to purge entries by tag "
-        '(POST /cache/purge {"tag": ...}).',
-        examples=["Surrogate-Key"],
+    # proxy/cache/tags.py splits each; RouteCache.hidden keeps them from clients.
+    tags_header: tuple[HeaderName, ...] = Field(
+        ("Surrogate-Key",),
+        description="Response header, or list of them, naming an entry's tags, to purge "
+        'entries by tag (POST /cache/purge {"tag": ...}): `Surrogate-Key` (Fastly) is split '
+        "on spaces, `xkey` (Varnish) on spaces and commas, `Cache-Tag` (Cloudflare) and "
+        "`Edge-Cache-Tag` (Akamai) on commas, any other name on spaces; none or []: no tags. "
+        "Clients do not get these headers unless `keep_surrogate_headers`.",
+        examples=["Surrogate-Key", ["Surrogate-Key", "Cache-Tag"], "xkey"],
+    )
+    keep_surrogate_headers: bool = Field(
+        False,
+        description="true: clients get the `tags_header` fields and Surrogate-Control as the "
+        "origin sent them (for a CDN in front that reads them too); false: they are meant "
+        "for this cache and removed from every response of a route that caches.",
     )
     tiers: tuple[Literal["memory", "redis"], ...] = Field(
         ("memory",),
@@ -252,6 +263,14 @@ class CacheSettings(Section):
         if value is False:
             return None
         return value
+
+    @field_validator("tags_header", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: object) -> object:
+        # One name, as the key was first written, or a list; none: no tags.
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _force_needs_ttl(self) -> CacheSettings:

@@ -11,7 +11,7 @@ accepts more than the models' types say, so that an editor never flags a file th
 - sizes may be written `256MB`, durations `250ms` or `5m`; `workers` may be `auto`;
   `log.level` in any case;
 - `per_user` may be `true`/`false`; `upstream.retries` a number of attempts; a target, or a
-  route's `upstream`, a URL.
+  route's `upstream`, a URL; `cache.tags_header` one name or none as well as a list.
 
 The schema checks shapes, names and ranges; rules across keys (a non-loopback `admin.host`
 needs `admin.token`, `tiers: [redis]` needs a `redis:` section, regexes that must compile
@@ -124,6 +124,7 @@ def config_schema() -> dict[str, Any]:
         defs[name]["anyOf"] = [{"required": ["url"]}, {"required": ["targets"]}]
     defs["TargetSettings"] = _either(defs["TargetSettings"], {"type": "string"})
     defs["Route"]["properties"]["upstream"]["anyOf"].append({"type": "string"})
+    cache["tags_header"] = _either(cache["tags_header"], {"type": "string"}, {"type": "null"})
     upstream = defs["Upstream"]["properties"]
     upstream["buffer_body"] = _either(upstream["buffer_body"], SIZE)
     for model in ("Listen", "Route"):

@@ -16,6 +16,7 @@ Both must say what the general path says (tests/respond/test_head.py).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from multidict import istr
@@ -86,7 +87,7 @@ def forwarded_head(
             vary_encoding = True
     cors = route.cors
     head = [f" {status} {reason}\r\n"]
-    drop = _FORWARD_DROP if route.rate_limit is None else _FORWARD_DROP_LIMITED
+    drop = _dropped(_FORWARD_DROP if route.rate_limit is None else _FORWARD_DROP_LIMITED, route)
     _fields(head, fields, drop, cors, vary_encoding, True, id_field)
     head.append(cache_lines)
     if cors is not None:
@@ -115,12 +116,26 @@ def stored_head(
     """
     cors = route.cors
     head = [f" {status} {reason}\r\n"]
-    drop = _STORED_DROP if route.rate_limit is None else _STORED_DROP_LIMITED
+    drop = _dropped(_STORED_DROP if route.rate_limit is None else _STORED_DROP_LIMITED, route)
     _fields(head, fields, drop, cors, vary_encoding, False, id_field)
     if cors is not None:
         head.append(cors.static_lines)
     length_lines(head, fields, length)
     return "".join(head).encode("utf-8", "surrogateescape"), _DATE in fields
+
+
+def _dropped(drop: frozenset[str], route: LoadedRoute) -> frozenset[str]:
+    """`drop` and the fields the route's cache keeps from clients (RouteCache.hidden)."""
+    cache = route.cache
+    if cache is None or not cache.hidden:
+        return drop
+    return _with_hidden(drop, cache.hidden)
+
+
+@functools.lru_cache(maxsize=64)
+def _with_hidden(drop: frozenset[str], hidden: frozenset[str]) -> frozenset[str]:
+    # A handful of routes' sets, made once each instead of per response.
+    return drop | hidden
 
 
 def _fields(

@@ -119,6 +119,10 @@ class Responder:
         """An upstream response on its way through, (de)compressed as it streams.
         `headers`: `up`'s as forwarded, to which this adds the rest."""
         request, route = ex.request, ex.route
+        hidden = _hidden(route)
+        if hidden:
+            for name in hidden:
+                headers.popall(name, None)
         headers.update(outcome.fields())
         coder = None
         if (
@@ -205,6 +209,9 @@ class Responder:
             prepared = _with_request_lines(ex, entry, head, age, outcome)
             if prepared is not None:
                 return prepared
+        hidden = _hidden(route)
+        if hidden and any(name in headers for name in hidden):
+            headers = CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in hidden])
         if vary_encoding:
             headers = CIMultiDict(headers)
             vary_accept_encoding(headers)
@@ -319,6 +326,15 @@ class Responder:
         if ex.ids is not None and isinstance(resp, JsonError):
             resp.add_request_id(ex.request_id)
         return resp
+
+
+def _hidden(route: LoadedRoute) -> frozenset[str]:
+    """The response fields clients of `route` never get (RouteCache.hidden); the prepared
+    and forwarded heads leave them out as they are made (head.py)."""
+    return _NOTHING_HIDDEN if route.cache is None else route.cache.hidden
+
+
+_NOTHING_HIDDEN: frozenset[str] = frozenset()
 
 
 def _with_request_lines(

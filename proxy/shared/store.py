@@ -260,9 +260,8 @@ class RedisStore:
                 keys=[self._paths, f"{self._paths}:exp"], args=[member, expires_ms]
             ),
         )
-        for tag in entry.tags:
-            tag_key = f"{self._p}{{t:{_digest(tag)}}}"
-            await self._run("put", functools.partial(self._tag, tag_key, h, keys[0], ttl_ms))
+        if entry.tags:
+            await self._run("put", functools.partial(self._tag, entry.tags, h, keys[0], ttl_ms))
         return True
 
     async def add_variants(self, entry: Entry, variants: Iterable[str]) -> bool:
@@ -274,11 +273,17 @@ class RedisStore:
         done = await self._run("put", lambda: self._client.set(key, blob, xx=True, keepttl=True))
         return bool(done)
 
-    async def _tag(self, tag_key: str, h: str, entry_key: str, ttl_ms: int) -> None:
+    async def _tag(self, tags: tuple[str, ...], h: str, entry_key: str, ttl_ms: int) -> None:
+        # Every tag in one round trip: an origin may list hundreds (Surrogate-Key is read by
+        # default), and one call each would spend the request's Redis time (redis.timeout)
+        # on them, leaving the rest unindexed: a purge by one of those would miss the entry.
+        member = f"{h}\0{entry_key}"
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.sadd(tag_key, f"{h}\0{entry_key}")
-            pipe.pexpire(tag_key, ttl_ms, gt=True)
-            pipe.pexpire(tag_key, ttl_ms, nx=True)
+            for tag in tags:
+                tag_key = f"{self._p}{{t:{_digest(tag)}}}"
+                pipe.sadd(tag_key, member)
+                pipe.pexpire(tag_key, ttl_ms, gt=True)
+                pipe.pexpire(tag_key, ttl_ms, nx=True)
             await pipe.execute()
 
     # --- fetch locks (coalescing across instances) ---------------------------

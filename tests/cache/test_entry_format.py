@@ -27,6 +27,7 @@ from proxy.cache.entry_format import (
     encode,
 )
 from proxy.cache.policy import CacheRules
+from proxy.cache.tags import TagFields
 from proxy.http.headers import HOP_BY_HOP
 from tests.cache.entry_v1 import encode_v1
 
@@ -71,7 +72,7 @@ def make_entry(
         primary="api|h:x=1",
         url_key="api/quotes/AAPL?",
         path="/quotes/AAPL",
-        tags_header="Surrogate-Key",
+        tag_fields=TagFields.named(["Surrogate-Key"]),
     )
 
 
@@ -373,7 +374,6 @@ def test_entries_without_vary_tags_or_an_own_path_decode_without_a_rare_part() -
         primary="api/a?x=1",
         url_key="api/a?x=1",
         path="/a",
-        tags_header=None,
     )
     assert entry.extras is None and entry.path == "/a"
     back = decode(encode(entry))
@@ -391,8 +391,15 @@ def test_a_path_that_is_not_the_url_keys_own_is_kept(path: str) -> None:
 
 CC_NAMES = ["Cache-Control", "cache-control", "CDN-Cache-Control", "cdn-CACHE-control"]
 CC_NAMES += ["X-Cache-Control", "X-CDN-Cache-Control", "Cache-Controls", "X-Other"]
+CC_NAMES += [
+    "Surrogate-Control",
+    "SURROGATE-control",
+    "X-Surrogate-Control",
+    "CDN-Surrogate-Control",
+]
 CC_VALUES = ["max-age=60", "no-cache", "s-maxage=5, stale-if-error=9", "no-transform", ""]
-CC_VALUES += ["max-age=7", 'a="b:c"', "private", "x, cache-control:max-age=1"]
+CC_VALUES += ["max-age=7", 'a="b:c"', "private", "x, cache-control:max-age=1", "no-store"]
+CC_VALUES += ["x, surrogate-control:max-age=2"]
 
 
 @given(
@@ -407,6 +414,16 @@ def test_the_cache_control_read_from_a_packed_head_is_the_headers_own(
         [("Content-Type", "text/plain"), *([("X-Name", "İ")] if odd else []), *lines]
     )
     assert decode(encode(entry)).cc == entry.cc
+
+
+def test_surrogate_control_is_read_back_from_a_shared_entry() -> None:
+    # Another instance reads the entry from Redis: the freshness Surrogate-Control gave
+    # must hold there too, so the stored head keeps the field clients never see.
+    entry = make_entry([("Cache-Control", "no-cache"), ("Surrogate-Control", "max-age=60")])
+    back = decode(encode(entry))
+    assert back.cc == entry.cc
+    assert (back.cc.max_age, back.cc.no_cache) == (60, False)
+    assert back.headers["Surrogate-Control"] == "max-age=60"
 
 
 @pytest.mark.parametrize("first", [[], [("X-A", "1")]])

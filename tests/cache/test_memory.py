@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import CacheRules
+from proxy.cache.tags import TagFields
 
 RULES = CacheRules(ttl=60)
 
@@ -48,7 +49,7 @@ def entry(
         primary=url_key + (f"|u:{user}" if user else ""),
         url_key=url_key,
         path=path,
-        tags_header="Surrogate-Key",
+        tag_fields=TagFields.named(["Surrogate-Key"]),
     )
 
 

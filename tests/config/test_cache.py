@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from proxy.cache.route import RouteCache
 from proxy.config.cache import WarmingSettings, parse_size
 from proxy.config.loader import ConfigError, parse_config
 from proxy.pipeline.routes import RouteTable
@@ -141,3 +142,54 @@ def test_warming_settings_defaults_and_errors() -> None:
     with pytest.raises(ValidationError) as e:
         WarmingSettings(urls=["api/x"], max_rate="fast", refresh_ahead=1)
     assert {err["loc"][0] for err in e.value.errors()} == {"urls", "max_rate", "refresh_ahead"}
+
+
+def test_tags_headers_take_a_name_or_a_list_and_are_hidden_from_clients() -> None:
+    routes = table(
+        """
+upstream: {url: http://a}
+cache: {}
+routes:
+  - {match: {prefix: /two}, cache: {tags_header: [Cache-Tag, xkey]}}
+  - {match: {prefix: /none}, cache: {tags_header: null}}
+  - {match: {prefix: /empty}, cache: {tags_header: []}}
+  - {match: {prefix: /kept}, cache: {keep_surrogate_headers: true}}
+  - {match: {prefix: /plain}, cache: false}
+"""
+    )
+
+    def cache(path: str) -> RouteCache:
+        found = routes.match("GET", path).cache
+        assert found is not None
+        return found
+
+    default = cache("/x")  # Fastly's field unless told otherwise
+    assert default.tags.names == {"surrogate-key"}
+    assert default.hidden == {"surrogate-key", "surrogate-control"}
+    assert cache("/two").tags.names == {"cache-tag", "xkey"}
+    assert cache("/two").hidden == {"cache-tag", "xkey", "surrogate-control"}
+    for path in ("/none", "/empty"):
+        assert cache(path).tags.names == frozenset()
+        assert cache(path).hidden == {"surrogate-control"}  # still meant for this cache
+    assert cache("/kept").tags.names == {"surrogate-key"}  # read, but clients get them
+    assert cache("/kept").hidden == frozenset()
+    assert routes.match("GET", "/plain").cache is None  # a route that does not cache hides none
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("'Surrogate Key'", "tags_header[0]: invalid name 'Surrogate Key': not an HTTP token"),
+        ("[ok, 'x:y']", "tags_header[1]: invalid name 'x:y': not an HTTP token"),
+        ("{a: 1}", "tags_header: Input should be a valid tuple"),
+    ],
+)
+def test_a_tags_header_that_is_no_field_name_is_refused(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            f"upstream: {{url: http://a}}\nroutes:\n"
+            f"  - {{match: {{prefix: /a}}, cache: {{tags_header: {value}}}}}\n",
+            env={},
+        )
+    [found] = info.value.problems
+    assert found.startswith(f"routes[0].cache.{problem}"), found

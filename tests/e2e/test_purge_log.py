@@ -197,7 +197,6 @@ def _entry(path: str) -> Entry:
         primary=f"h{path}?",
         url_key=f"h{path}?",
         path=path,
-        tags_header=None,
     )
 
 

@@ -38,7 +38,16 @@ CONFIGS = {
         "compression: {algorithms: [br, gzip]}\n"
         "rate_limit: {limits: ['100/minute']}"
     ),
+    # A caching route: the surrogate fields are this cache's, never a client's.
+    "caching": "cache: {tags_header: [Cache-Tag, xkey]}",
+    "caching, keeping them": "cache: {keep_surrogate_headers: true}",
 }
+SURROGATE = [
+    ("Surrogate-Control", "max-age=60"),
+    ("cache-tag", "a,b"),
+    ("Surrogate-Key", "c"),
+    ("XKey", "d"),
+]
 JSON = [("Content-Type", "application/json"), ("Content-Length", "2000")]
 UPSTREAM = {
     "json": [*JSON, ("Date", "Tue, 01 Jan 2030 00:00:00 GMT"), ("Server", "origin")],
@@ -60,6 +69,7 @@ UPSTREAM = {
     "already gzip": [*JSON, ("Content-Encoding", "gzip"), ("ETag", '"e"')],
     "no-transform": [*JSON, ("Cache-Control", "no-transform")],
     "small": [("Content-Type", "application/json"), ("Content-Length", "20")],
+    "surrogate fields": [*JSON, *SURROGATE],
 }
 CLIENTS = {
     "none": [],
@@ -71,7 +81,8 @@ CLIENTS = {
 
 
 def route_of(config: str) -> LoadedRoute:
-    text = f"upstream: {{url: 'http://127.0.0.1:9'}}\ncache: false\n{config}\n"
+    no_cache = "" if config.startswith("cache:") else "cache: false\n"
+    text = f"upstream: {{url: 'http://127.0.0.1:9'}}\n{no_cache}{config}\n"
     return RouteTable(parse_config(text, env={})).match("GET", "/x")
 
 
@@ -83,6 +94,8 @@ def general(
 ) -> bytes | None:
     """What Responder.relay's general path sends; None: a body coder is needed."""
     headers = forward_response_headers(fields)
+    for name in hidden(route):
+        headers.popall(name, None)
     headers.update(BYPASS.fields())
     if route.compression is not None:
         accept = request.get("Accept-Encoding")
@@ -93,6 +106,10 @@ def general(
     exchange(route, request, counts).apply_edge(headers)
     headers.popall("Content-Length", None)
     return serialise(200, "OK", headers, int(fields["Content-Length"]))
+
+
+def hidden(route: LoadedRoute) -> frozenset[str]:
+    return frozenset() if route.cache is None else route.cache.hidden
 
 
 def exchange(
@@ -191,6 +208,7 @@ STORED = {
     ],
     "vary star": [*JSON, ("Vary", "*")],
     "empty": [("Content-Length", "0")],
+    "surrogate fields": [*JSON, *SURROGATE],
 }
 _PER_REQUEST = ("Age", "X-Cache", "Cache-Status", "Content-Length")
 _LIMITS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "RateLimit")
@@ -203,7 +221,7 @@ def general_stored(
     out = CIMultiDict(fields)
     if vary_encoding:
         vary_accept_encoding(out)
-    for name in _PER_REQUEST:
+    for name in (*_PER_REQUEST, *hidden(route)):
         out.popall(name, None)
     if route.cors is not None:
         route.cors.apply(CIMultiDict(), out)  # no Origin: what never depends on the request
@@ -235,3 +253,21 @@ def test_per_request_cors_lines_are_left_to_each_answer() -> None:
     route = route_of(CONFIGS["cors any origin"])  # `*`: the same for every request
     static, _ = stored_head(route, 200, "OK", fields, 2000, False)
     assert b"Access-Control-Allow-Origin: *\r\n" in static and b"Vary" not in static
+
+
+def test_a_caching_route_leaves_the_surrogate_fields_out_of_both_heads() -> None:
+    fields = CIMultiDictProxy(CIMultiDict([*JSON, *SURROGATE]))
+    none: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+    names = {name.lower() for name, _ in SURROGATE}
+    for config, kept in (
+        ("caching", {"surrogate-key"}),  # no tags field of that route: not this cache's
+        ("caching, keeping them", names),
+        ("plain", names),  # no cache, no surrogate
+    ):
+        route = route_of(CONFIGS[config])
+        stored, _ = stored_head(route, 200, "OK", fields, 2000, False)
+        made = forwarded_head(route, 200, "OK", fields, none, 2000, "", "")
+        assert made is not None
+        for head in (stored, made[0]):
+            sent = {line.partition(":")[0].lower() for line in lines(head)[1:]}
+            assert sent & names == kept, (config, sent)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 from multidict import CIMultiDict
@@ -12,6 +13,7 @@ from multidict import CIMultiDict
 from proxy.cache.entry import Entry
 from proxy.cache.entry_format import encode
 from proxy.cache.policy import CacheRules
+from proxy.cache.tags import TagFields
 from proxy.config.redis import RedisSettings
 from proxy.shared.breaker import CircuitBreaker
 from proxy.shared.redis import Client, RedisGuard, connect
@@ -20,6 +22,7 @@ from tests.cache.entry_v1 import encode_v1
 from tests.redis_servers import RedisCluster, RedisServer
 
 NOW = time.time()
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["node", "cluster"])
@@ -71,7 +74,7 @@ def entry(
         primary=url_key + (f"|u:{user}" if user else ""),
         url_key=url_key,
         path=path,
-        tags_header="Surrogate-Key",
+        tag_fields=TagFields.named(["Surrogate-Key"]),
     )
 
 
@@ -131,6 +134,24 @@ async def test_purge_prefix_and_tag(store: RedisStore) -> None:
     assert await store.purge_tag("signals") == 0  # already gone
     assert await store.purge_tag("aapl") == 1
     assert (await store.get(quote.primary, quote.url_key, CIMultiDict()))[0] is None
+
+
+async def test_an_entrys_tags_are_indexed_in_one_call_however_many(client: Client) -> None:
+    # One call a tag spent the request's Redis time on an origin's long Surrogate-Key and
+    # left the rest unindexed: a purge by one of them missed the entry.
+    guard = RedisGuard(2, CircuitBreaker())
+    calls: list[str] = []
+
+    async def counted(op: str, call: Callable[[], Awaitable[T]]) -> T:
+        calls.append(op)
+        return await guard.run(op, call)
+
+    store = RedisStore(client, counted, f"test-{uuid.uuid4().hex[:8]}:")
+    many = entry(tags=" ".join(f"tag-{i}" for i in range(300)))
+    assert await store.put(many, 60, b"0")
+    assert len(calls) == 3  # the entry, its path, its tags
+    assert await store.purge_tag("tag-299") == 1
+    assert (await store.get(many.primary, many.url_key, CIMultiDict()))[0] is None
 
 
 async def test_entries_expire_natively(store: RedisStore, client: Client) -> None:

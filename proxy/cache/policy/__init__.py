@@ -1,6 +1,7 @@
 """RFC 9111 shared-cache decisions, free of I/O and clocks, one module per part of the RFC:
 
-- directives.py    Cache-Control, CDN-Cache-Control and Pragma parsed (§5.2, §5.4, RFC 9213)
+- directives.py    Cache-Control, CDN-Cache-Control, Surrogate-Control and Pragma parsed
+                   (§5.2, §5.4, RFC 9213, W3C Edge Architecture)
 - rules.py         a route's cache rules as these decisions read them
 - scope.py         whose cache a request may use (§3.5, credentials)
 - vary.py          which stored variant a request selects (§4.1)
@@ -28,6 +29,7 @@ from proxy.cache.policy.directives import (
     DELTA_MAX,
     EMPTY_CACHE_CONTROL,
     MAX_STALE_ANY,
+    SURROGATE_FIELDS,
     CacheControl,
     effective_cache_control,
     parse_cache_control,
@@ -74,6 +76,7 @@ __all__ = [
     "HEURISTIC_STATUSES",
     "MAX_STALE_ANY",
     "SAFE_METHODS",
+    "SURROGATE_FIELDS",
     "UNDERSTOOD_STATUSES",
     "VARY_ABSENT",
     "CacheControl",

@@ -1,5 +1,6 @@
 """Cache-Control and its kin, parsed (RFC 9111 §5.2, §5.4; RFC 9213 for CDN-Cache-Control;
-§1.2.2 delta-seconds): the directives of a response this cache obeys, and a request's.
+Surrogate-Control as the W3C Edge Architecture note and Fastly define it; §1.2.2
+delta-seconds): the directives of a response this cache obeys, and a request's.
 
 Parsing never raises; results are immutable and short header values are memoised, so a hit
 parses nothing it has seen before.
@@ -195,23 +196,106 @@ def _directives(value: str) -> Iterator[tuple[str, str | None]]:
 
 
 def governing(headers: Headers) -> tuple[CacheControl, bool]:
-    """The directives that govern us, and whether a targeted field did.
+    """The directives that govern us, and whether a field meant for caches like us set
+    the freshness (then Expires is not read).
 
-    RFC 9213 §2.2: the first targeted field (for us CDN-Cache-Control) that is
-    present, non-empty and parses replaces Cache-Control *and* Expires for this cache.
+    CDN-Cache-Control, then Surrogate-Control, then Cache-Control:
+
+    - RFC 9213 §2.2: the first targeted field (for us CDN-Cache-Control) that is present,
+      non-empty and parses replaces Cache-Control *and* Expires for this cache;
+    - otherwise Surrogate-Control's directives take the place of Cache-Control's
+      (`_surrogate_over`).
     """
-    if _CDN_CACHE_CONTROL not in headers:  # most responses: asked without making lists
-        return parse_cache_control(headers.getall(_CACHE_CONTROL, ())), False
-    cc = _targeted(headers.getall(_CDN_CACHE_CONTROL))
-    if cc is None:
-        return parse_cache_control(headers.getall(_CACHE_CONTROL, ())), False
-    if not cc.no_transform:
-        # no-transform constrains every intermediary, not just caches, so it is
-        # still honoured from Cache-Control.
-        plain = parse_cache_control(headers.getall("Cache-Control", ()))
-        if plain.no_transform:
-            cc = replace(cc, no_transform=True)
-    return cc, True
+    if _CDN_CACHE_CONTROL in headers:
+        cc = _targeted(headers.getall(_CDN_CACHE_CONTROL))
+        if cc is not None:
+            if not cc.no_transform:
+                # no-transform constrains every intermediary, not just caches, so it is
+                # still honoured from Cache-Control.
+                plain = parse_cache_control(headers.getall(_CACHE_CONTROL, ()))
+                if plain.no_transform:
+                    cc = replace(cc, no_transform=True)
+            return cc, True
+    # Most responses have neither field: asked without making lists.
+    plain = parse_cache_control(headers.getall(_CACHE_CONTROL, ()))
+    if _SURROGATE_CONTROL in headers:
+        surrogate = _surrogate(headers.getall(_SURROGATE_CONTROL))
+        if surrogate is not None:
+            return _surrogate_over(plain, surrogate), surrogate.max_age is not None
+    return plain, False
+
+
+# Surrogate-Control: cache directives for the surrogates (reverse proxies, CDNs) in front of
+# an origin, removed before the response goes on (W3C Edge Architecture 1.0, 2001; Fastly's
+# and Akamai's). Clients never see it (proxy/cache/route.py, RouteCache.hidden).
+SURROGATE_FIELDS: Final = frozenset({"surrogate-control"})
+# What this cache takes from it: the W3C note's max-age and no-store, and the stale windows
+# Fastly reads there (its "Cache freshness and TTLs": Surrogate-Control's max-age,
+# stale-while-revalidate and stale-if-error before Cache-Control's). `no-store-remote` is
+# for surrogates far from the origin (a CDN), not for a proxy beside it; `content` (ESI) and
+# the rest ask for processing this proxy does not do.
+_SURROGATE_DIRECTIVES: Final = frozenset(
+    {"max-age", "no-store", "stale-while-revalidate", "stale-if-error"}
+)
+
+
+def _surrogate(lines: list[str]) -> CacheControl | None:
+    """Surrogate-Control's directives for every surrogate; None: none this cache acts on."""
+    value = ", ".join(lines)
+    if len(value) <= _MEMO_MAX_LEN:
+        return _parse_surrogate_memo(value)
+    return _parse_surrogate(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_surrogate_memo(value: str) -> CacheControl | None:
+    return _parse_surrogate(value)
+
+
+def _parse_surrogate(value: str) -> CacheControl | None:
+    """Parsed as Cache-Control is (the first occurrence counts, an invalid max-age is
+    stale), except that a directive targeted at one surrogate (`max-age=60;edge1`, the W3C
+    note's `;device-token`) is for that one alone, and this proxy has no token: ignored;
+    and of the note's `max-age=60+30` (a freshness extension) only the 60 counts."""
+    found: list[tuple[str, str | None]] = []
+    for name, arg in _directives(value):
+        if ";" in name or (arg is not None and ";" in arg):
+            continue
+        if name in _SURROGATE_DIRECTIVES:
+            if name == "max-age" and arg is not None:
+                arg = arg.partition("+")[0].strip()
+            found.append((name, arg))
+    return _from_directives(found) if found else None
+
+
+# Memoised like the parses: the entries of one route share one result, not one object each.
+@functools.lru_cache(maxsize=256)
+def _surrogate_over(plain: CacheControl, surrogate: CacheControl) -> CacheControl:
+    """Cache-Control with Surrogate-Control's directives in place of its own.
+
+    Its max-age is the freshness (before s-maxage, max-age and Expires, as Fastly reads
+    them), and the Cache-Control directives that make a cache revalidate (no-cache,
+    must-revalidate, proxy-revalidate) are then the browser's: "Cache-Control: no-cache"
+    for browsers beside a long Surrogate-Control max-age for the CDN is Fastly's own
+    example. Cache-Control's private and no-store still hold: Fastly's default passes
+    `private` responses, and this cache never shares what the origin says nobody may keep.
+    """
+    fresh = surrogate.max_age is not None
+    swr, sie = surrogate.stale_while_revalidate, surrogate.stale_if_error
+    return replace(
+        plain,
+        max_age=surrogate.max_age if fresh else plain.max_age,
+        s_maxage=None if fresh else plain.s_maxage,
+        no_cache=plain.no_cache and not fresh,
+        must_revalidate=plain.must_revalidate and not fresh,
+        proxy_revalidate=plain.proxy_revalidate and not fresh,
+        no_store=plain.no_store or surrogate.no_store,
+        # Said to surrogates outright, no-store is not must-understand's fallback for caches
+        # that do not know the status.
+        must_understand=plain.must_understand and not surrogate.no_store,
+        stale_while_revalidate=plain.stale_while_revalidate if swr is None else swr,
+        stale_if_error=plain.stale_if_error if sie is None else sie,
+    )
 
 
 def _targeted(lines: list[str]) -> CacheControl | None:
@@ -270,7 +354,8 @@ def effective_cache_control(headers: Headers) -> CacheControl:
 
     CDN-Cache-Control, when present, non-empty and a valid Structured Field,
     governs storage and freshness instead of Cache-Control (RFC 9213); only
-    ``no-transform`` is still taken from Cache-Control. Response ``Pragma`` is
+    ``no-transform`` is still taken from Cache-Control. Otherwise Surrogate-Control's
+    directives replace Cache-Control's (see `governing`). Response ``Pragma`` is
     ignored (§5.4).
     """
     return governing(headers)[0]
@@ -279,6 +364,7 @@ def effective_cache_control(headers: Headers) -> CacheControl:
 # Header names asked of every request, case-folded once (multidict folds a str each time).
 _CACHE_CONTROL, _PRAGMA = multidict.istr("Cache-Control"), multidict.istr("Pragma")
 _CDN_CACHE_CONTROL = multidict.istr("CDN-Cache-Control")
+_SURROGATE_CONTROL = multidict.istr("Surrogate-Control")
 
 
 def request_cache_control(request_headers: Headers) -> CacheControl:

@@ -174,7 +174,7 @@ class Fill:
             primary=lk.primary,
             url_key=lk.url_key,
             path=lk.target.path,
-            tags_header=rc.tags_header,
+            tag_fields=rc.tags,
             handled_vary=_ENCODING_VARY if lk.ex.route.compression is not None else frozenset(),
         )
         return entry, "", b""
