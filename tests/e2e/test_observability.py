@@ -96,8 +96,8 @@ async def test_cache_stats_and_performance_cache_agree_and_say_what_they_count(
 ) -> None:
     def respond(r: web.Request) -> web.Response:
         if r.headers.get("If-None-Match") == '"v1"':
-            return web.Response(status=304, headers={"ETag": '"v1"', "Cache-Control": "max-age=1"})
-        return web.Response(text="x", headers={"ETag": '"v1"', "Cache-Control": "max-age=1"})
+            return web.Response(status=304, headers={"ETag": '"v1"', "Cache-Control": "max-age=3"})
+        return web.Response(text="x", headers={"ETag": '"v1"', "Cache-Control": "max-age=3"})
 
     origin.respond = respond
     proxy = await start_proxy(origin.url, cache={}, routes=API_ROUTE)
@@ -107,7 +107,9 @@ async def test_cache_stats_and_performance_cache_agree_and_say_what_they_count(
     assert (memory["counts"], served["counts"]) == ("memory lookups", "responses")
     # Fresh hits and plain misses: one lookup per response, so both say the same.
     assert (memory["hits"], memory["misses"]) == (served["hits"], served["misses"]) == (7, 3)
-    await asyncio.sleep(1.1)  # all three stale: each is found in memory, then revalidated
+    # All three stale: each is found in memory, then revalidated. 3 s, not 1: a loaded
+    # machine took over a second for the ten requests above, and hits turned into misses.
+    await asyncio.sleep(3.1)
     for path in ("/api/a", "/api/b", "/api/c"):
         resp, _ = await get(http, proxy, path)
         assert resp.headers["X-Cache"] == "REVALIDATED"
