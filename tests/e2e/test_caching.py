@@ -489,6 +489,33 @@ async def test_routes_without_cache_and_unsafe_methods_say_bypass(
         assert resp.headers["X-Cache"] == "BYPASS"
 
 
+async def test_a_post_response_is_never_stored_nor_served_from_the_cache(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    # RFC 9110 §9.3.3 would allow storing this one for later GETs of /p; we do not
+    # (docs/caching.md, "Optimal behaviours").
+    def respond(r: web.Request) -> web.Response:
+        return web.Response(
+            text=f"{r.method} #{origin.hits[r.path]}",
+            headers={"Cache-Control": "public, max-age=60", "Content-Location": "/p"},
+        )
+
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, cache={})
+    async with http.post(url_of(proxy, "/p"), data=b"{}") as resp:
+        assert (resp.headers["X-Cache"], await resp.read()) == ("BYPASS", b"POST #1")
+    resp, body = await get(http, proxy, "/p")
+    assert (resp.headers["X-Cache"], body) == ("MISS", b"GET #2")  # the POST was not stored
+    resp, body = await get(http, proxy, "/p")
+    assert (resp.headers["X-Cache"], body) == ("HIT", b"GET #2")
+    async with http.post(url_of(proxy, "/p"), data=b"{}") as resp:
+        # Not the stored GET: the POST goes upstream, and its success invalidates /p.
+        assert (resp.headers["X-Cache"], await resp.read()) == ("BYPASS", b"POST #3")
+    resp, body = await get(http, proxy, "/p")
+    assert (resp.headers["X-Cache"], body) == ("MISS", b"GET #4")
+    assert origin.hits["/p"] == 4
+
+
 async def admin(
     proxy: ProxyServer, method: str, path: str, token: str | None = None, json: Any = None
 ) -> tuple[int, Any]:
