@@ -9,24 +9,29 @@ import time
 from datetime import date
 from typing import Final
 
-# RFC 9110 §5.6.7: HTTP-date is exactly one of three forms, case-sensitive, with single
-# spaces. email.utils accepts much more (other zones, one-digit fields, missing commas),
-# so a value another cache rejects as invalid would get a real date here.
+# RFC 9110 §5.6.7: HTTP-date is exactly one of three forms, with single spaces. email.utils
+# accepts much more (other zones, one-digit fields, missing commas), so a value another cache
+# rejects as invalid would get a real date here. Only the names' case is forgiven: the grammar
+# makes them case-sensitive, but origins do send `jan` and `gmt`, and the cache-tests
+# conformance suite counts reading them as optimal; taking such an `Expires` as "already
+# expired" (RFC 9111 §5.3) would turn a cacheable API into a miss on every request. ASCII
+# only: under Unicode IGNORECASE, U+017F (long s) matches `s` and U+0131 (dotless i) `i`.
+_FLAGS: Final = re.IGNORECASE | re.ASCII
 _DAY_NAME = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _DAY_NAME_L = "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
 _MONTH = "(?P<month>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _TIME = "(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
 _IMF_FIXDATE: Final = re.compile(
-    f"{_DAY_NAME}, (?P<day>[0-9]{{2}}) {_MONTH} (?P<year>[0-9]{{4}}) {_TIME} GMT"
+    f"{_DAY_NAME}, (?P<day>[0-9]{{2}}) {_MONTH} (?P<year>[0-9]{{4}}) {_TIME} GMT", _FLAGS
 )
 _RFC850_DATE: Final = re.compile(
-    f"{_DAY_NAME_L}, (?P<day>[0-9]{{2}})-{_MONTH}-(?P<year>[0-9]{{2}}) {_TIME} GMT"
+    f"{_DAY_NAME_L}, (?P<day>[0-9]{{2}})-{_MONTH}-(?P<year>[0-9]{{2}}) {_TIME} GMT", _FLAGS
 )
 _ASCTIME_DATE: Final = re.compile(
-    f"{_DAY_NAME} {_MONTH} (?P<day>[0-9]{{2}}| [0-9]) {_TIME} (?P<year>[0-9]{{4}})"
+    f"{_DAY_NAME} {_MONTH} (?P<day>[0-9]{{2}}| [0-9]) {_TIME} (?P<year>[0-9]{{4}})", _FLAGS
 )
 _MONTHS: Final = {
-    name: number
+    name.lower(): number
     for number, name in enumerate(
         ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
         start=1,
@@ -43,9 +48,9 @@ _HTTP_DATE_MAX_LEN: Final = 64
 def parse_http_date(value: str) -> float | None:
     """HTTP-date (RFC 9110 §5.6.7) → epoch seconds, or None when it is not one.
 
-    Exactly IMF-fixdate, the obsolete RFC 850 form and asctime, by their ABNF:
-    names are case-sensitive, separators single spaces, every field two digits
-    (asctime's day may be a space and one digit), the zone literally GMT. Ranges
+    Exactly IMF-fixdate, the obsolete RFC 850 form and asctime, by their ABNF but for
+    the case of the names (`jan`, `SUN`, `gmt`: see above): separators single spaces,
+    every field two digits (asctime's day may be a space and one digit), the zone GMT. Ranges
     are checked (hour 00-23, minute 00-59, second 00-60, a day that exists in its
     month); a weekday that does not match the date is accepted (the grammar does not
     tie them). Surrounding spaces are not part of a field value (RFC 9110 §5.5).
@@ -70,7 +75,7 @@ def _parse_http_date(value: str) -> float | None:
     if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
         return None
     try:
-        days = date(year, _MONTHS[match["month"]], int(match["day"])).toordinal()
+        days = date(year, _MONTHS[match["month"].lower()], int(match["day"])).toordinal()
     except ValueError:  # 31 Feb, day 00, year 0000
         return None
     return float((days - _EPOCH_ORDINAL) * 86400 + hour * 3600 + minute * 60 + second)

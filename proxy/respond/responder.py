@@ -216,7 +216,11 @@ class Responder:
             headers = CIMultiDict(headers)
             vary_accept_encoding(headers)
         resp: web.StreamResponse
-        if conditional and entry.status == 200 and policy.not_modified_for_client(h, headers):
+        if (
+            conditional
+            and entry.status == 200
+            and policy.not_modified_for_client(h, headers, entry.response_time)
+        ):
             streamed = None
             resp = web.Response(
                 status=304,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from email.utils import formatdate
 from typing import Any
 
 import aiohttp
@@ -206,6 +207,25 @@ async def test_client_conditional_requests_are_served_from_cache(
     resp, body = await get(http, proxy, "/c", headers={"If-None-Match": '"other"'})
     assert resp.status == 200 and body == b"data"
     assert origin.hits["/c"] == 1
+
+
+async def test_if_modified_since_without_last_modified_compares_the_stored_date(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    # RFC 9111 §4.3.2: no Last-Modified, so the stored Date stands in for it.
+    stored_date = int(time.time()) - 30
+    origin.respond = lambda r: web.Response(
+        text="data",
+        headers={"Cache-Control": "max-age=600", "Date": formatdate(stored_date, usegmt=True)},
+    )
+    proxy = await start_proxy(origin.url, cache={})
+    await get(http, proxy, "/d")
+    for offset, status, body in ((0, 304, b""), (5, 304, b""), (-1, 200, b"data")):
+        ims = formatdate(stored_date + offset, usegmt=True)
+        resp, got = await get(http, proxy, "/d", headers={"If-Modified-Since": ims})
+        assert (resp.status, got) == (status, body), offset
+        assert resp.headers["X-Cache"] == "HIT"
+    assert origin.hits["/d"] == 1
 
 
 async def test_stale_entry_is_revalidated_and_a_304_refreshes_it(
@@ -467,6 +487,33 @@ async def test_routes_without_cache_and_unsafe_methods_say_bypass(
     assert resp.headers["X-Cache"] == "BYPASS"
     async with http.post(url_of(proxy, "/cached")) as resp:
         assert resp.headers["X-Cache"] == "BYPASS"
+
+
+async def test_a_post_response_is_never_stored_nor_served_from_the_cache(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    # RFC 9110 §9.3.3 would allow storing this one for later GETs of /p; we do not
+    # (docs/caching.md, "Optimal behaviours").
+    def respond(r: web.Request) -> web.Response:
+        return web.Response(
+            text=f"{r.method} #{origin.hits[r.path]}",
+            headers={"Cache-Control": "public, max-age=60", "Content-Location": "/p"},
+        )
+
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, cache={})
+    async with http.post(url_of(proxy, "/p"), data=b"{}") as resp:
+        assert (resp.headers["X-Cache"], await resp.read()) == ("BYPASS", b"POST #1")
+    resp, body = await get(http, proxy, "/p")
+    assert (resp.headers["X-Cache"], body) == ("MISS", b"GET #2")  # the POST was not stored
+    resp, body = await get(http, proxy, "/p")
+    assert (resp.headers["X-Cache"], body) == ("HIT", b"GET #2")
+    async with http.post(url_of(proxy, "/p"), data=b"{}") as resp:
+        # Not the stored GET: the POST goes upstream, and its success invalidates /p.
+        assert (resp.headers["X-Cache"], await resp.read()) == ("BYPASS", b"POST #3")
+    resp, body = await get(http, proxy, "/p")
+    assert (resp.headers["X-Cache"], body) == ("MISS", b"GET #4")
+    assert origin.hits["/p"] == 4
 
 
 async def admin(

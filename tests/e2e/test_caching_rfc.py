@@ -1,8 +1,8 @@
 """The cache's parsing rules end to end: the real proxy, a real upstream on loopback.
 
-One test per rule of RFC 9110 §5.6.7 (HTTP-date), RFC 9111 §4.2.1 (first occurrence),
-§5.1 (Age), §5.2.2.3 (must-understand), §5.2.1.5 (request no-store), §5.3 (Expires)
-and RFC 9213 §2.1 (CDN-Cache-Control); the pure decisions are in
+One test per rule of RFC 9110 §5.6.7 (HTTP-date, its names read in any case), RFC 9111
+§4.2.1 (first occurrence), §5.1 (Age), §5.2.2.3 (must-understand), §5.2.1.5 (request
+no-store), §5.3 (Expires) and RFC 9213 §2.1 (CDN-Cache-Control); the pure decisions are in
 tests/cache/policy/.
 """
 
@@ -81,6 +81,21 @@ async def test_expires_as_asctime_is_a_date(
     assert second.headers["X-Cache"] == "HIT"
     assert 110 <= ttl_of(second) <= 120
     assert origin.hits["/asctime"] == 1
+
+
+async def test_expires_with_lowercase_names_is_a_date(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    # `thu, 05 nov 2026 10:00:00 gmt`: the grammar's names are case-sensitive, but reading
+    # this as "already expired" would make every request a miss.
+    expires = http_date(time.time() + 120).lower()
+    origin.respond = lambda r: web.Response(text="x", headers={"Expires": expires})
+    proxy = await start_proxy(origin.url, cache={})
+    first, second = await twice(http, proxy, "/lowercase")
+    assert first.headers["Cache-Status"].startswith("cacheproxy;fwd=miss;stored;ttl=")
+    assert second.headers["X-Cache"] == "HIT"
+    assert 110 <= ttl_of(second) <= 120  # fresh until that date, not longer
+    assert origin.hits["/lowercase"] == 1
 
 
 async def test_an_invalid_date_header_is_ignored(

@@ -25,6 +25,13 @@ VALID_DATES = [
     ("leap-day", "Thu, 29 Feb 2024 00:00:00 GMT", 1709164800),
     ("year-one", "Mon, 01 Jan 0001 00:00:00 GMT", -62135596800),
     ("year-9999", "Fri, 31 Dec 9999 23:59:59 GMT", 253402300799),
+    # Names in any case (a recipient's leniency, not the grammar: see dates.py).
+    ("lowercase-gmt", "Sun, 06 Nov 1994 08:49:37 gmt", 784111777),
+    ("lowercase-weekday", "sun, 06 Nov 1994 08:49:37 GMT", 784111777),
+    ("lowercase-month", "Sun, 06 nov 1994 08:49:37 GMT", 784111777),
+    ("uppercase-names", "SUN, 06 NOV 1994 08:49:37 GMT", 784111777),
+    ("rfc850-lowercase", "sunday, 06-nov-94 08:49:37 gmt", 784111777),
+    ("asctime-mixed-case", "sUN nOV  6 08:49:37 1994", 784111777),
 ]  # fmt: skip
 
 
@@ -45,7 +52,6 @@ INVALID_DATES = [
     ("garbage", "garbage"),
     ("utc-zone", "Sun, 06 Nov 1994 08:49:37 UTC"),
     ("numeric-zone", "Sun, 06 Nov 1994 08:49:37 +0000"),
-    ("lowercase-gmt", "Sun, 06 Nov 1994 08:49:37 gmt"),
     ("no-zone", "Sun, 06 Nov 1994 08:49:37"),
     ("one-digit-day", "Sun, 6 Nov 1994 08:49:37 GMT"),
     ("one-digit-hour", "Sun, 06 Nov 1994 8:49:37 GMT"),
@@ -65,8 +71,10 @@ INVALID_DATES = [
     ("31-april", "Sun, 31 Apr 1994 08:49:37 GMT"),
     ("29-feb-no-leap", "Sun, 29 Feb 2023 08:49:37 GMT"),
     ("year-0000", "Sun, 01 Jan 0000 00:00:00 GMT"),
-    ("lowercase-weekday", "sun, 06 Nov 1994 08:49:37 GMT"),
-    ("lowercase-month", "Sun, 06 nov 1994 08:49:37 GMT"),
+    # Case is forgiven, Unicode look-alikes are not (they match `s` and `i` under re.I).
+    ("long-s-weekday", "\u017fun, 06 Nov 1994 08:49:37 GMT"),
+    ("dotless-i-weekday", "Fr\u0131, 04 Nov 1994 08:49:37 GMT"),
+    ("long-s-month", "Sun, 06 \u017fep 1994 08:49:37 GMT"),
     ("long-month", "Sun, 06 November 1994 08:49:37 GMT"),
     ("long-weekday-in-imf", "Sunday, 06 Nov 1994 08:49:37 GMT"),
     ("short-weekday-in-rfc850", "Sun, 06-Nov-94 08:49:37 GMT"),
@@ -171,7 +179,7 @@ def _one_digit(value: str) -> str:
 # Each turns a valid date into one that is not: a near miss.
 NEAR_MISSES: dict[str, Any] = {
     "zone": lambda p, d: replace(p, zone=d(st.sampled_from(
-        ["UTC", "UT", "gmt", "Gmt", "GMT+0", "+0000", "-0000", "Z", "EST", "CET", ""]
+        ["UTC", "UT", "GMT+0", "+0000", "-0000", "Z", "EST", "CET", ""]
     ))) if p.form != "asctime" else replace(p, year=p.year + " GMT"),
     "one-digit": lambda p, d: replace(p, **{
         (f := d(st.sampled_from(["day", "hour", "minute", "second"]))): _one_digit(getattr(p, f))
@@ -190,12 +198,12 @@ NEAR_MISSES: dict[str, Any] = {
     "second-range": lambda p, d: replace(p, second=f"{d(st.integers(61, 99))}"),
     "day-range": lambda p, d: replace(p, day=d(st.sampled_from(["00", "32", "45", "99"]))),
     "weekday-name": lambda p, d: replace(p, weekday=d(st.sampled_from([
-        p.weekday.lower(), p.weekday.upper(), p.weekday[::-1], p.weekday + "x",
+        p.weekday[::-1], p.weekday + "x", _fullwidth(p.weekday[0]) + p.weekday[1:],
         # the other form's names
         (_WEEKDAYS if p.form == "rfc850" else _WEEKDAYS_L)[_weekday_index(p.weekday)],
     ]))),
     "month-name": lambda p, d: replace(p, month=d(st.sampled_from(
-        [p.month.lower(), p.month.upper(), p.month + ".", "Sept" if p.month == "Sep" else "Juni"]
+        [p.month[::-1], p.month + ".", "Sept" if p.month == "Sep" else "Juni"]
     ))),
     "year-digits": lambda p, d: replace(
         p, year=p.year[:-1] if p.form != "rfc850" else "19" + p.year
@@ -203,6 +211,11 @@ NEAR_MISSES: dict[str, Any] = {
     "trailing": lambda p, d: replace(p, zone=p.zone + d(st.sampled_from(["x", " x", "0", ","])))
     if p.form != "asctime" else replace(p, year=p.year + d(st.sampled_from(["x", "0", ","]))),
 }  # fmt: skip
+
+
+def _fullwidth(letter: str) -> str:
+    """The same letter from the Unicode fullwidth block: it looks right, and is not ASCII."""
+    return chr(ord(letter) + 0xFEE0)
 
 
 def _weekday_index(name: str) -> int:
@@ -214,6 +227,25 @@ def _respace(parts: DateParts, draw: st.DrawFn, separator: str) -> tuple[str, ..
     count = {"imf-fixdate": 5, "rfc850": 3, "asctime": 4}[parts.form]
     index = draw(st.integers(0, count - 1))
     return (*parts.spaces[:index], separator, *parts.spaces[index + 1 :])
+
+
+def _recase(text: str, data: st.DataObject) -> str:
+    return "".join(c.upper() if data.draw(st.booleans()) else c.lower() for c in text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_dates(), st.data())
+def test_parse_http_date_names_are_read_in_any_case(
+    case: tuple[DateParts, int], data: st.DataObject
+) -> None:
+    parts, expected = case
+    recased = replace(
+        parts,
+        weekday=_recase(parts.weekday, data),
+        month=_recase(parts.month, data),
+        zone=_recase(parts.zone, data),
+    )
+    assert parse_http_date(recased.render()) == expected
 
 
 @settings(max_examples=600, deadline=None)

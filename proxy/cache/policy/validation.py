@@ -68,12 +68,16 @@ def _entity_tags(value: str) -> Iterator[str]:
         i = end
 
 
-def not_modified_for_client(request_headers: Headers, stored_headers: Headers) -> bool:
+def not_modified_for_client(
+    request_headers: Headers, stored_headers: Headers, received_at: float
+) -> bool:
     """Can a client's conditional GET/HEAD get a 304 from this entry (§4.3.2)?
 
     If-None-Match (weak comparison) takes precedence; If-Modified-Since is
-    only consulted without it (RFC 9110 §13.2.2) and compares against
-    Last-Modified, else Date. Garbage never matches.
+    only consulted without it (RFC 9110 §13.2.2). Its date is compared with the
+    stored Last-Modified, else the stored Date, else `received_at` (when the
+    cache got the response): §4.3.2's three cases, in its order. An entry whose
+    date is after the client's gets the full response. Garbage never matches.
     """
     inm = request_headers.getall("If-None-Match", ())
     if inm:
@@ -95,8 +99,12 @@ def not_modified_for_client(request_headers: Headers, stored_headers: Headers) -
         return False  # RFC 9110 §13.1.3: ignore invalid dates
     modified = first_date(stored_headers, "Last-Modified")
     if modified is None:
+        # Ours was the current representation at its Date: a client whose copy dates from
+        # then or later holds nothing older than ours (§4.3.2's second case).
         modified = first_date(stored_headers, "Date")
-    return modified is not None and modified <= ims
+    if modified is None:
+        modified = received_at
+    return modified <= ims
 
 
 # §3.2: Content-Length must not be updated; the stored body also depends on

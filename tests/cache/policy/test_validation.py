@@ -47,9 +47,21 @@ CONDITIONALS = [
     ("ims-equal", [("If-Modified-Since", http_date(NOW - 100))], STORED_ETAG, True),
     ("ims-older", [("If-Modified-Since", http_date(NOW - 200))], STORED_ETAG, False),
     ("ims-garbage", [("If-Modified-Since", "yesterday")], STORED_ETAG, False),
+    # Without Last-Modified, the stored Date (RFC 9111 §4.3.2), then the time it was received.
     ("ims-uses-date", [("If-Modified-Since", http_date(NOW))], h(("Date", http_date(NOW - 5))),
      True),
-    ("ims-no-dates", [("If-Modified-Since", http_date(NOW))], h(), False),
+    ("ims-equal-date", [("If-Modified-Since", http_date(NOW - 5))],
+     h(("Date", http_date(NOW - 5))), True),
+    ("ims-before-date", [("If-Modified-Since", http_date(NOW - 6))],
+     h(("Date", http_date(NOW - 5))), False),
+    ("ims-date-beats-received", [("If-Modified-Since", http_date(NOW - 60))],
+     h(("Date", http_date(NOW - 5))), False),
+    ("ims-last-modified-beats-date", [("If-Modified-Since", http_date(NOW - 60))],
+     h(("Last-Modified", http_date(NOW - 100)), ("Date", http_date(NOW))), True),
+    ("ims-no-dates-received-before", [("If-Modified-Since", http_date(NOW))], h(), True),
+    ("ims-no-dates-received-after", [("If-Modified-Since", http_date(NOW - 200))], h(), False),
+    ("ims-invalid-date-received-before", [("If-Modified-Since", http_date(NOW))],
+     h(("Date", NEAR_MISS_DATE)), True),
     # An invalid Last-Modified is ignored, so Date decides (RFC 9111 §4.3.2).
     ("ims-invalid-last-modified", [("If-Modified-Since", http_date(NOW))],
      h(("Last-Modified", NEAR_MISS_DATE), ("Date", http_date(NOW + 50))), False),
@@ -66,7 +78,8 @@ CONDITIONALS = [
 def test_not_modified_for_client(
     request_headers: list[tuple[str, str]], stored: CIMultiDict[str], expected: bool
 ) -> None:
-    assert not_modified_for_client(h(*request_headers), stored) is expected
+    received_at = NOW - 100  # when the cache got the stored response
+    assert not_modified_for_client(h(*request_headers), stored, received_at) is expected
 
 
 def test_merge_304_replaces_fields_but_not_content_length() -> None:
