@@ -124,3 +124,27 @@ async def test_a_304s_cookie_never_joins_a_shared_entry(
         assert resp.headers["X-Cache"] == "REVALIDATED" and body == b"v1"
         assert "Set-Cookie" not in resp.headers
     assert origin.hits["/v"] == 3
+
+
+async def test_a_compressing_route_encodes_the_fillers_response_and_keeps_its_cookie(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    def big(request: web.Request) -> web.Response:
+        resp = web.Response(text="x" * 4000, headers={"Cache-Control": "max-age=60"})
+        resp.headers["Set-Cookie"] = "lb=1"
+        return resp
+
+    origin.respond = big
+    proxy = await start_proxy(
+        origin.url,
+        cache={"store_set_cookie": True},
+        compression={"algorithms": ["gzip"]},
+    )
+    gzip = {"Accept-Encoding": "gzip"}
+    filled, body = await get(http, proxy, "/z", headers=gzip)
+    assert filled.headers["Set-Cookie"] == "lb=1"
+    assert filled.headers["Content-Encoding"] == "gzip" and len(body) < 4000
+    hit, again = await get(http, proxy, "/z", headers=gzip)
+    assert hit.headers["X-Cache"] == "HIT" and "Set-Cookie" not in hit.headers
+    assert hit.headers["Content-Encoding"] == "gzip" and len(again) < 4000
+    assert origin.hits["/z"] == 1
