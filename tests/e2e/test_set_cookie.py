@@ -148,3 +148,17 @@ async def test_a_compressing_route_encodes_the_fillers_response_and_keeps_its_co
     assert hit.headers["X-Cache"] == "HIT" and "Set-Cookie" not in hit.headers
     assert hit.headers["Content-Encoding"] == "gzip" and len(again) < 4000
     assert origin.hits["/z"] == 1
+
+
+async def test_an_empty_body_filler_gets_its_cookie_without_waiting(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    def empty(request: web.Request) -> web.Response:
+        return web.Response(headers={"Cache-Control": "max-age=60", "Set-Cookie": "lb=1"})
+
+    origin.respond = empty
+    proxy = await start_proxy(origin.url, cache={"store_set_cookie": True})
+    filled, body = await get(http, proxy, "/e", timeout=aiohttp.ClientTimeout(total=5))
+    assert filled.headers["Set-Cookie"] == "lb=1" and body == b""
+    hit, body = await get(http, proxy, "/e")
+    assert hit.headers["X-Cache"] == "HIT" and "Set-Cookie" not in hit.headers and body == b""
