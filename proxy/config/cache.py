@@ -174,7 +174,11 @@ class CacheSettings(Section):
         examples=[True, {"header": "X-Api-Key"}],
     )
     store_set_cookie: bool = Field(
-        False, description="Store responses that carry Set-Cookie (and replay it)."
+        False,
+        description="Store responses that carry Set-Cookie (for origins whose cookies are "
+        "not personal). The cookie goes to the client whose request filled the entry and is "
+        "not stored: other clients' hits get the entry without it. On a per-user route, a "
+        "user's own entry keeps it for that user.",
     )
     credential_headers: tuple[str, ...] = Field(
         (),

@@ -193,3 +193,23 @@ def test_a_tags_header_that_is_no_field_name_is_refused(value: str, problem: str
         )
     [found] = info.value.problems
     assert found.startswith(f"routes[0].cache.{problem}"), found
+
+
+def test_store_set_cookie_is_off_unless_set_and_a_route_may_set_it() -> None:
+    routes = table(
+        """
+upstream: {url: http://a}
+cache: {}
+routes:
+  - {name: cookies, match: {prefix: /c}, cache: {store_set_cookie: true}}
+"""
+    )
+    cookies, default = routes.match("GET", "/c").cache, routes.match("GET", "/x").cache
+    assert cookies is not None and cookies.rules.store_set_cookie
+    assert default is not None and not default.rules.store_set_cookie
+
+
+def test_store_set_cookie_takes_a_switch_only() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config("upstream: {url: http://a}\ncache: {store_set_cookie: sometimes}\n", env={})
+    assert err.value.problems[0].startswith("cache.store_set_cookie: ")

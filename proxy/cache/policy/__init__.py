@@ -59,7 +59,13 @@ from proxy.cache.policy.serving import (
     stale_if_error_allowed,
     stale_while_unreachable_allowed,
 )
-from proxy.cache.policy.storable import UNDERSTOOD_STATUSES, StoreDecision, storability
+from proxy.cache.policy.storable import (
+    UNDERSTOOD_STATUSES,
+    StoreDecision,
+    entry_fields,
+    keeps_set_cookie,
+    storability,
+)
 from proxy.cache.policy.validation import (
     conditional_headers,
     has_validator,
@@ -89,12 +95,14 @@ __all__ = [
     "current_age",
     "date_value",
     "effective_cache_control",
+    "entry_fields",
     "freshness_lifetime",
     "has_credentials",
     "has_validator",
     "initial_age",
     "invalidation_targets",
     "is_unsafe_method",
+    "keeps_set_cookie",
     "lookup_verdict",
     "may_reuse",
     "merge_304_headers",

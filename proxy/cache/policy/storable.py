@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+import multidict
+
 from proxy.cache.policy.directives import governing, request_cache_control
 from proxy.cache.policy.freshness import HEURISTIC_STATUSES
 from proxy.cache.policy.rules import CacheRules
@@ -116,3 +118,25 @@ def storability(
     ):
         return _OK
     return _no("no-freshness")
+
+
+def keeps_set_cookie(scope: Scope) -> bool:
+    """May an entry keep the Set-Cookie of the response that filled it?
+
+    Only a user's own entry (a per-user route, a request with its credential): any other
+    entry is served to everyone, and a cookie belongs to the one client it was set for (a
+    session, a tracking id). `store_set_cookie` only lets such responses be stored.
+    """
+    return scope is Scope.USER
+
+
+def entry_fields(
+    response_headers: multidict.CIMultiDict[str], scope: Scope
+) -> multidict.CIMultiDict[str]:
+    """The fields an entry filled in `scope` keeps: all but Set-Cookie when the entry is
+    shared (keeps_set_cookie). The same object when nothing is withheld."""
+    if "Set-Cookie" not in response_headers or keeps_set_cookie(scope):
+        return response_headers
+    kept = multidict.CIMultiDict(response_headers)
+    kept.popall("Set-Cookie")
+    return kept

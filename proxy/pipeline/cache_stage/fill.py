@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryStore
-from proxy.cache.policy import Freshness
+from proxy.cache.policy import Freshness, Scope
 from proxy.cache.route import RouteCache
 from proxy.cache.status import CacheOutcome
 from proxy.http.headers import forward_response_headers
@@ -81,7 +81,7 @@ class Fill:
                 # §5.2.1.5: no part of a response to a no-store request is stored.
                 keep = not lk.request_cc.no_store
                 times = (request_time, response_time)
-                fresh = self.refreshed(stale, up, times, generation, lk.cache, keep)
+                fresh = self.refreshed(stale, up, times, generation, lk.cache, lk.scope, keep)
                 if waiters is not None:
                     waiters.set_result(fresh)
                 if keep:
@@ -117,6 +117,9 @@ class Fill:
             return await self._responder.relay(
                 lk.ex, up, headers, outcomes.not_stored(why_not), prefix
             )
+        # The entry went without the response's Set-Cookie (policy.entry_fields), meant for
+        # this client alone: it gets the response as the origin sent it, not the entry.
+        own_cookie = "Set-Cookie" in headers and not policy.keeps_set_cookie(lk.scope)
         span = None if self.tracing is None else self.tracing.start("cache store")
         stored = self.store.put(entry, fetched_at=generation)
         if waiters is not None:
@@ -128,11 +131,15 @@ class Fill:
         if span is not None:
             span.set_attribute("cacheproxy.stored", stored)
             span.end()
+        outcome = outcomes.STORED if stored else outcomes.MISS
+        if own_cookie:
+            # The whole body was read: relay sends it as its prefix, and the empty rest.
+            return await self._responder.relay(lk.ex, up, headers, outcome, entry.body)
         return await self._responder.from_entry(
             lk.ex,
             entry,
             entry.age(times[1]),
-            outcomes.STORED if stored else outcomes.MISS,
+            outcome,
             headers,  # what the entry packed: no need to unpack them again
         )
 
@@ -146,7 +153,7 @@ class Fill:
         """Read `up` into an entry if it may and can be stored: (entry, why not, bytes read).
 
         `headers` are `up`'s as forwarded; the entry keeps them (the caller must not
-        change them after a stored outcome).
+        change them after a stored outcome), all but a Set-Cookie it may not keep.
         """
         rc = lk.cache
         request_headers = lk.ex.request.headers
@@ -165,7 +172,7 @@ class Fill:
         entry = Entry.build(
             status=up.status,
             reason=up.reason or "",
-            headers=headers,
+            headers=policy.entry_fields(headers, lk.scope),
             body=body,
             request_headers=request_headers,
             request_time=times[0],
@@ -198,11 +205,13 @@ class Fill:
         times: tuple[float, float],
         generation: int,
         rc: RouteCache,
+        scope: Scope,
         keep: bool = True,
     ) -> Entry:
         """§4.3.4: freshen a stored entry with a 304's headers, in the store too if `keep`
-        and no purge came since generation `generation` (when the revalidation began)."""
-        headers = forward_response_headers(not_modified.headers)
+        and no purge came since generation `generation` (when the revalidation began).
+        A 304's Set-Cookie joins only a user's own entry (policy.entry_fields)."""
+        headers = policy.entry_fields(forward_response_headers(not_modified.headers), scope)
         fresh = stale.refreshed(headers, *times, rc.rules)
         if keep:
             self.store.replace(stale, fresh, generation)

@@ -114,7 +114,7 @@ class Refresher:
         try:
             times = (request_time, self._clock())
             if up.status == 304 and entry is not None:
-                fresh = fill.refreshed(entry, up, times, generation, lk.cache)
+                fresh = fill.refreshed(entry, up, times, generation, lk.cache, lk.scope)
                 await fill.share(fresh, generation, lk.shared_gen, lk.cache)
                 return
             headers = forward_response_headers(up.headers)

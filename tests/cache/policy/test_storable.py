@@ -6,7 +6,7 @@ import pytest
 
 from proxy.cache.policy.rules import CacheRules
 from proxy.cache.policy.scope import Scope
-from proxy.cache.policy.storable import StoreDecision, storability
+from proxy.cache.policy.storable import StoreDecision, entry_fields, storability
 from tests.cache.policy.samples import AUTH, DEFAULT, NEAR_MISS_DATE, NOW, TTL, h, http_date
 
 # A request carrying the route's credential on a per-user route.
@@ -147,3 +147,21 @@ def test_storability_matrix(
     decision = storability(method, status, h(*req), h(*resp), rules, scope)
     assert decision == StoreDecision(store, reason)
     assert bool(decision) is store
+
+
+@pytest.mark.parametrize("scope", [Scope.SHARED, Scope.CREDENTIALED])
+def test_a_shared_entry_keeps_every_field_but_set_cookie(scope: Scope) -> None:
+    headers = h(("Set-Cookie", "a=1"), ("ETag", '"e"'), ("set-cookie", "b=2"), ("X-A", "1"))
+    kept = entry_fields(headers, scope)
+    assert list(kept.items()) == [("ETag", '"e"'), ("X-A", "1")]
+    assert headers.getall("Set-Cookie") == ["a=1", "b=2"]  # the client's own are untouched
+
+
+def test_a_users_own_entry_keeps_its_set_cookie() -> None:
+    headers = h(("Set-Cookie", "a=1"), ("ETag", '"e"'))
+    assert entry_fields(headers, Scope.USER) is headers
+
+
+def test_headers_without_set_cookie_are_kept_as_they_are() -> None:
+    headers = h(("ETag", '"e"'))
+    assert entry_fields(headers, Scope.SHARED) is headers
