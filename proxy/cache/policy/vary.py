@@ -95,10 +95,13 @@ def _weighted_item(element: str) -> tuple[int, str] | None:
 
 
 def _normalise_weighted(lines: list[str]) -> str:
-    joined = ",".join(lines)
-    canonical = _weighted_cache.get(joined)
+    # Memoised by the lines as they came ("\n" cannot be in a field value): a split that
+    # lands inside a quoted string may normalise differently from the one-line spelling.
+    memo = lines[0] if len(lines) == 1 else "\n".join(lines)
+    canonical = _weighted_cache.get(memo)
     if canonical is not None:
         return canonical
+    joined = ",".join(lines)
     canonical = _normalise_list(lines)
     if '"' not in joined:  # a quoted string may hold "," or ";": leave it as it was
         items: list[tuple[int, str]] = []
@@ -111,10 +114,10 @@ def _normalise_weighted(lines: list[str]) -> str:
         else:
             items.sort(key=lambda item: -item[0])  # stable: equal weights keep their order
             canonical = ", ".join(spelling for _, spelling in items)
-    if len(joined) <= _CACHEABLE_LEN:
+    if len(memo) <= _CACHEABLE_LEN:
         if len(_weighted_cache) >= _CACHE_SIZE:
             del _weighted_cache[next(iter(_weighted_cache))]  # FIFO eviction, O(1)
-        _weighted_cache[joined] = canonical
+        _weighted_cache[memo] = canonical
     return canonical
 
 

@@ -148,3 +148,9 @@ def test_quoted_strings_are_kept_whole() -> None:
 def test_origin_and_unknown_fields_keep_their_case() -> None:
     assert _key("origin", ["https://A.example"]) != _key("origin", ["https://a.example"])
     assert _key("x-custom", ["A, b"]) == _key("x-custom", ["A,b"]) != _key("x-custom", ["a, b"])
+
+
+def test_lines_split_inside_quotes_are_not_mistaken_for_one_line() -> None:
+    one = _key("accept", ['text/x;p="a,b"'])
+    assert _key("accept", ['text/x;p="a', 'b"']) != one
+    assert _key("accept", ['text/x;p="a,b"']) == one  # the memo returns what it computed
