@@ -82,26 +82,28 @@ async def test_stale_revalidated_and_stale_if_error_responses_hide_them_too(
         headers = {
             "Cache-Control": "no-cache",
             "Surrogate-Key": "s",
-            "Surrogate-Control": "max-age=1, stale-while-revalidate=1, stale-if-error=60",
+            "Surrogate-Control": "max-age=2, stale-while-revalidate=3, stale-if-error=60",
             "ETag": '"e"',
         }
         if r.headers.get("If-None-Match") == '"e"':
             return web.Response(status=304, headers=headers)
         return web.Response(text="v", headers=headers)
 
+    # Windows of seconds, each waited past with room: a loaded machine has taken most of a
+    # second per request, which turned a 1 s window's STALE into REVALIDATED.
     origin.respond = respond
     proxy = await start_proxy(origin.url, cache={})
     await get(http, proxy, "/s")
     fresh, _ = await get(http, proxy, "/s")
     assert fresh.headers["X-Cache"] == "HIT"  # no-cache was the browser's
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(2.1)
     stale, _ = await get(http, proxy, "/s")
     assert stale.headers["X-Cache"] == "STALE"  # Surrogate-Control's stale-while-revalidate
     await asyncio.sleep(0.3)  # its background refresh: a 304
-    await asyncio.sleep(2.1)  # past both windows but stale-if-error's
+    await asyncio.sleep(5.5)  # past both windows but stale-if-error's
     revalidated, _ = await get(http, proxy, "/s")
     assert revalidated.headers["X-Cache"] == "REVALIDATED"
-    await asyncio.sleep(2.1)
+    await asyncio.sleep(5.5)
     state["down"] = True
     on_error, body = await get(http, proxy, "/s")
     assert (on_error.headers["X-Cache"], body) == ("STALE", b"v")
