@@ -66,16 +66,24 @@ if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) en
 return 1
 """
 
-# KEYS: index, generation, entry keys to remove (all of them when none are given).
-# Returns how many entries (not Vary records) went.
-_PURGE = """
+# The purges' common parts. KEYS: index, generation, entry keys (all of the index's when
+# none are given); ARGV[1]: how long the generation is kept (ms). The generation moves on, so
+# a store that read the old one before the purge is refused.
+_PURGED_KEYS = """
 local keys = {}
 if #KEYS > 2 then
   for i = 3, #KEYS do keys[#keys + 1] = KEYS[i] end
 else
   keys = redis.call('SMEMBERS', KEYS[1])
 end
-local removed = 0
+"""
+_NEXT_GENERATION = """
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+"""
+
+# Removes the entries; returns how many (not Vary records) went.
+_PURGE = f"""{_PURGED_KEYS}local removed = 0
 for _, key in ipairs(keys) do
   local gone = redis.call('DEL', key) + redis.call('DEL', key .. ':s')
   if gone > 0 and not string.find(key, ':r:', 1, true) then
@@ -84,23 +92,13 @@ for _, key in ipairs(keys) do
   redis.call('SREM', KEYS[1], key)
 end
 if #KEYS == 2 then redis.call('DEL', KEYS[1]) end
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-return removed
+{_NEXT_GENERATION}return removed
 """
 
-# KEYS: index, generation, entry keys (all of the URL's when none are given); ARGV: how long
-# the generation is kept (ms), when (epoch seconds). A soft purge: each entry is moved aside
-# with when, for as long as it had left (one already aside stays as it was: stale since the
-# first). Returns how many entries were moved.
-_SOFT_PURGE = """
-local keys = {}
-if #KEYS > 2 then
-  for i = 3, #KEYS do keys[#keys + 1] = KEYS[i] end
-else
-  keys = redis.call('SMEMBERS', KEYS[1])
-end
-local marked = 0
+# ARGV[2]: when (epoch seconds). A soft purge: each entry is moved aside with when, for as
+# long as it had left (one already aside stays as it was: stale since the first). Returns how
+# many entries were moved.
+_SOFT_PURGE = f"""{_PURGED_KEYS}local marked = 0
 for _, key in ipairs(keys) do
   if not string.find(key, ':r:', 1, true) then
     local left = redis.call('PTTL', key)
@@ -112,9 +110,7 @@ for _, key in ipairs(keys) do
     end
   end
 end
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-return marked
+{_NEXT_GENERATION}return marked
 """
 
 # KEYS: paths, paths:exp; ARGV: member, expiry (ms since the epoch).
