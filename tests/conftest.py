@@ -169,6 +169,26 @@ def _accepts(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _listening(proc: subprocess.Popen[str], port: int, admin_port: int) -> bool:
+    """True once the proxy accepts on both ports; False if it exited because one of them was
+    taken; any other early exit fails the test with what the proxy printed."""
+    assert proc.stdout is not None  # stdout=PIPE
+    # Generous: it returns as soon as both ports accept, and a loaded 2-core machine has
+    # taken over 15 s to start a proxy with workers.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            printed = proc.stdout.read()
+            if "address already in use" in printed:
+                return False
+            raise AssertionError(f"proxy exited early: {printed}")
+        # Both ports: the admin listener binds after the proxy port, and tests ask it first.
+        if all(_accepts(p) for p in (port, admin_port)):
+            return True
+        time.sleep(0.05)
+    raise AssertionError("proxy did not start listening on both ports within 60 s")
+
+
 @pytest.fixture
 def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
     """The proxy as users run it: `python -m proxy run --config F`, in its own process."""
@@ -183,38 +203,33 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
     ) -> ProxyProcess:
         """`open_files`: (soft, hard) RLIMIT_NOFILE for the proxy process; `env`: variables
         besides this process's."""
-        port, admin_port = free_port(), free_port()
-        sections["listen"] = {"host": "127.0.0.1", "port": port, **sections.get("listen", {})}
-        sections["admin"] = {"host": "127.0.0.1", "port": admin_port, **sections.get("admin", {})}
-        cfg = tmp_path / f"config-{len(procs)}.yaml"
-        cfg.write_text(config_text(upstream_url, **sections))
 
         def limit_open_files() -> None:
             if open_files is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
 
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            preexec_fn=limit_open_files,
-        )
-        procs.append(proc)
-        assert proc.stdout is not None  # stdout=PIPE
-        # Generous: it returns as soon as both ports accept, and a loaded 2-core machine has
-        # taken over 15 s to start a proxy with workers.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"proxy exited early: {proc.stdout.read()}")
-            # Both ports: the admin listener binds after the proxy port, and tests ask it first.
-            if all(_accepts(p) for p in (port, admin_port)):
+        listen, admin = sections.get("listen", {}), sections.get("admin", {})
+        # A port free_port() found free can be taken (as some connection's local port) before
+        # the proxy binds it: the proxy then exits at once, and new ports are tried.
+        for _ in range(3):
+            port, admin_port = free_port(), free_port()
+            sections["listen"] = {"host": "127.0.0.1", "port": port, **listen}
+            sections["admin"] = {"host": "127.0.0.1", "port": admin_port, **admin}
+            cfg = tmp_path / f"config-{len(procs)}.yaml"
+            cfg.write_text(config_text(upstream_url, **sections))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "proxy", "run", "--config", str(cfg)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                preexec_fn=limit_open_files,
+            )
+            procs.append(proc)
+            if _listening(proc, port, admin_port):
                 return ProxyProcess(proc, port, admin_port, cfg)
-            time.sleep(0.05)
-        raise AssertionError("proxy did not start listening on both ports within 60 s")
+        raise AssertionError("three tries: each time a port was taken before the proxy bound it")
 
     yield start
     for proc in procs:
