@@ -29,10 +29,11 @@ class RangedOrigin:
         self.etag: str | None = '"v1"'
         self.cache_control = "max-age=60"
         self.content_range: str | None = None  # sent instead of the right one
+        self.more: dict[str, str] = {}
         origin.respond = self.respond
 
     def respond(self, request: web.Request) -> web.Response:
-        headers = {"Cache-Control": self.cache_control}
+        headers = {"Cache-Control": self.cache_control, **self.more}
         if self.etag is not None:
             headers["ETag"] = self.etag
         asked = _RANGE.fullmatch(request.headers.get("Range", ""))
@@ -244,6 +245,20 @@ async def test_range_fetches_coalesce_per_range_never_with_a_plain_get(
     assert sorted(r[1] for r in results[:2]) == ["MISS", "MISS"]
     assert results[2][0::2] == (200, BODY)
     assert sorted(ranged.ranges(), key=str) == [("bytes=0-4", None), (None, None)]
+
+
+async def test_parts_keep_their_vary_on_the_coding_where_complete_entries_need_none(
+    ranged: RangedOrigin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    """Complete entries make each client's coding themselves; parts are served as stored."""
+    ranged.more = {"Vary": "Accept-Encoding"}
+    proxy = await start_proxy(ranged.origin.url, cache={}, compression={"algorithms": ["br"]})
+    gzip, identity = {"Accept-Encoding": "gzip"}, {"Accept-Encoding": "identity"}
+    assert await ask(http, proxy, "bytes=0-4", **gzip) == (206, "MISS", b"01234")
+    assert await ask(http, proxy, "bytes=0-4", **gzip) == (206, "HIT", b"01234")
+    assert await ask(http, proxy, "bytes=0-4", **identity) == (206, "MISS", b"01234")
+    assert await ask(http, proxy, "bytes=5-9", **identity) == (206, "MISS", b"56789")
+    assert await ask(http, proxy, **gzip) == (200, "HIT", BODY)  # one complete entry for all
 
 
 async def test_whole_mode_fetches_the_whole_and_cuts(
