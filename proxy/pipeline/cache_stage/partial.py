@@ -8,7 +8,7 @@ themselves are proxy/cache/parts.py, kept apart from complete entries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -40,10 +40,16 @@ class PartialContent:
         self._responder = responder
         self._freshness = freshness  # CacheStage._freshness
 
-    async def miss(self, lk: Lookup) -> web.StreamResponse:
+    def miss(self, lk: Lookup) -> Awaitable[web.StreamResponse]:
         """A GET no complete entry could answer."""
         headers = lk.ex.request.headers
         held = self._store.peek(parts_key(lk.primary), headers)
+        if held is None and "Range" not in headers:
+            return self._coalescer.fetch(lk, {}, None, None)  # most misses: a plain fetch
+        return self._with_parts(lk, held)
+
+    async def _with_parts(self, lk: Lookup, held: Entry | None) -> web.StreamResponse:
+        headers = lk.ex.request.headers
         if held is not None and not (
             lk.scope is not Scope.CREDENTIALED or policy.may_reuse(lk.scope, held.cc)
         ):
