@@ -11,6 +11,7 @@ from typing import Any
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.cache import policy
+from proxy.cache.parts import Parts
 from proxy.cache.policy import CacheControl, CacheRules
 from proxy.cache.tags import NO_TAGS, TagFields
 
@@ -37,12 +38,16 @@ _REASONS = {s.phrase: s.phrase for s in HTTPStatus}
 @dataclass(frozen=True, slots=True)
 class EntryExtras:
     """What most entries lack, behind one slot that is None for them (each slot is 8
-    bytes per entry): Vary, tags, and a path that cannot be read from the URL key."""
+    bytes per entry): Vary, tags, a path that cannot be read from the URL key, and the
+    parts of a partial entry."""
 
     vary: tuple[str, ...] = ()  # request header names the origin varies on
     vary_values: tuple[str, ...] = ()  # their values in the request that produced this
     tags: tuple[str, ...] = ()
     path: str | None = None  # None: the path part of the URL key (see url_path)
+    # The bytes of a 206 entry (stored under parts.parts_key, never served as it is);
+    # its `body` is empty.
+    parts: Parts | None = None
 
     @staticmethod
     def of(
@@ -51,16 +56,19 @@ class EntryExtras:
         tags: tuple[str, ...],
         path: str,
         url_key: str,
+        parts: Parts | None = None,
     ) -> EntryExtras | None:
         own = None if path == url_path(url_key) else path
-        if vary or vary_values or tags or own is not None:
-            return EntryExtras(vary, vary_values, tags, own)
+        if vary or vary_values or tags or own is not None or parts is not None:
+            return EntryExtras(vary, vary_values, tags, own, parts)
         return None
 
     def size(self) -> int:
         """Bytes it and the index slots it causes hold (see ENTRY_OVERHEAD)."""
         strings = (*self.vary, *self.vary_values, *self.tags, self.path or "")
         size = EXTRAS_OVERHEAD + TAG_OVERHEAD * len(self.tags) + sum(len(s) for s in strings)
+        if self.parts is not None:
+            size += self.parts.size()
         return size + VARY_OVERHEAD if self.vary else size
 
 
@@ -114,6 +122,7 @@ class Entry:
         path: str,
         tag_fields: TagFields = NO_TAGS,
         handled_vary: frozenset[str] = frozenset(),
+        parts: Parts | None = None,
     ) -> Entry:
         # Fields we produce variants for ourselves (accept-encoding, when compressing)
         # must not split entries: one stored response serves every client's coding.
@@ -131,7 +140,7 @@ class Entry:
             primary=primary,
             url_key=url_key,
             extras=EntryExtras.of(
-                vary, policy.vary_key(vary, request_headers), tags, path, url_key
+                vary, policy.vary_key(vary, request_headers), tags, path, url_key, parts
             ),
         )
 
@@ -157,6 +166,11 @@ class Entry:
     @property
     def tags(self) -> tuple[str, ...]:
         return () if self.extras is None else self.extras.tags
+
+    @property
+    def parts(self) -> Parts | None:
+        """The stored parts of a partial entry; None for a complete one."""
+        return None if self.extras is None else self.extras.parts
 
     @property
     def path(self) -> str:

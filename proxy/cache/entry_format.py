@@ -114,7 +114,10 @@ def auth_key(secret: bytes) -> bytes:
 
 def encode(entry: Entry, variants: Iterable[str] = (), auth: bytes | None = None) -> bytes:
     """The entry as bytes (version 2; version 3, authenticated, with the `auth_key`
-    `auth`), with those of its encoded `variants` that exist."""
+    `auth`), with those of its encoded `variants` that exist. Parts (proxy/cache/parts.py)
+    live in each instance's memory only: this format has no room for them."""
+    if entry.parts is not None:
+        raise ValueError("parts are not shared")
     own_path = None if entry.extras is None else entry.extras.path
     texts = (entry.reason, entry.primary, entry.url_key, own_path or "", entry.head)
     strings = [_utf8(text) for text in texts]

@@ -100,6 +100,19 @@ class MemoryStore:
             entry = self._entries.get(variant_key(primary, vary_key(vary, request_headers)))
         return entry if entry is not None and entry.primary == primary else None
 
+    def used(self, entry: Entry) -> None:
+        """`entry`, found by `peek`, served: counted as a hit and made recent."""
+        key = variant_key(entry.primary, entry.vary_values)
+        if self._entries.get(key) is entry:
+            self._entries.move_to_end(key)
+            self.stats.hits += 1
+
+    def discard(self, entry: Entry) -> None:
+        """Remove `entry` if it is still the one stored (parts a complete entry replaced)."""
+        key = variant_key(entry.primary, entry.vary_values)
+        if self._entries.get(key) is entry:
+            self._remove(key)
+
     def put(self, entry: Entry, fetched_at: int | None = None, grace: bool = False) -> bool:
         """Store (or replace) the entry; False when it cannot fit, or when its URL was
         purged after generation `fetched_at` (when the fetch for it began). `grace`: it was

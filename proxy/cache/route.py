@@ -27,6 +27,7 @@ class RouteCache:
     shared: bool = False  # entries also go to (and come from) the Redis tier
     coalesce_global: bool = False  # one fetch per key across instances (needs `shared`)
     underscores: bool = False  # `underscores_in_headers`: forwarded on fetches by the cache
+    range_parts: bool = True  # `range_requests: parts`: 206s stored as parts (cache/parts.py)
     # Response fields (lower case) meant for this cache, never sent to a client: the tags
     # fields and Surrogate-Control, unless `keep_surrogate_headers`.
     hidden: frozenset[str] = frozenset()
@@ -85,6 +86,7 @@ def resolve(
         shared="redis" in settings.tiers,
         coalesce_global=settings.coalesce == "global",
         underscores=settings.underscores_in_headers,
+        range_parts=settings.range_requests == "parts",
         hidden=frozenset() if settings.keep_surrogate_headers else tags.names | SURROGATE_FIELDS,
     )
 

@@ -238,6 +238,14 @@ class CacheSettings(Section):
         description="`local`: one upstream fetch per cold key per process; `global`: per key "
         "across every instance sharing the Redis tier (needs tiers: [memory, redis]).",
     )
+    # proxy/pipeline/cache_stage/partial.py.
+    range_requests: Literal["parts", "whole"] = Field(
+        "parts",
+        description="`parts`: a range request that misses asks the origin for that one range "
+        "and stores the 206 as a part (in each process's memory only); parts of one strong "
+        "ETag combine, and later ranges are served from them. `whole`: it fetches the whole "
+        "response without the client's Range, stores it and cuts the range from it.",
+    )
     # proxy/pipeline/url_warmer.py, proxy/pipeline/cache_stage/refresh.py.
     warming: WarmingSettings | None = Field(
         None,

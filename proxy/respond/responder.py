@@ -236,14 +236,30 @@ class Responder:
             resp = web.Response(
                 status=entry.status, reason=entry.reason, headers=headers, body=body
             )
-        out = resp.headers
-        out["Age"] = str(int(age))
-        out["X-Cache"] = outcome.x_cache
-        out["Cache-Status"] = outcome.status_with_ttl(entry.lifetime - age)
-        resp[CACHE_RESULT] = outcome.label
-        ex.apply_edge(out)
+        _stored_fields(ex, resp, entry, age, outcome)
         if streamed is not None:
             await self._stream(request, resp, streamed)
+        return resp
+
+    def from_parts(
+        self,
+        ex: Exchange,
+        entry: Entry,
+        part: ranges.ByteRange | ranges.Unsatisfiable,
+        age: float,
+        outcome: CacheOutcome,
+    ) -> web.Response:
+        """One range of a partial entry (proxy/cache/parts.py), which must cover it: the
+        stored bytes as they are, as ranges of complete entries (`_ranged`)."""
+        parts = entry.parts
+        assert parts is not None
+        headers: Headers = entry.headers
+        hidden = _hidden(ex.route)
+        if hidden and any(name in headers for name in hidden):
+            headers = CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in hidden])
+        piece = parts.cut(part) if isinstance(part, ranges.ByteRange) else b""
+        resp = _part(headers, part, parts.length, piece)
+        _stored_fields(ex, resp, entry, age, outcome)
         return resp
 
     def prepared(
@@ -358,6 +374,18 @@ def _with_request_lines(
     return PreparedResponse(entry.status, entry.reason, head.static, tail, head.body, outcome.label)
 
 
+def _stored_fields(
+    ex: Exchange, resp: web.StreamResponse, entry: Entry, age: float, outcome: CacheOutcome
+) -> None:
+    """What a response made from a stored entry says of the cache, and the edge's fields."""
+    out = resp.headers
+    out["Age"] = str(int(age))
+    out["X-Cache"] = outcome.x_cache
+    out["Cache-Status"] = outcome.status_with_ttl(entry.lifetime - age)
+    resp[CACHE_RESULT] = outcome.label
+    ex.apply_edge(out)
+
+
 def _ranged(request_headers: Headers, headers: Headers, body: bytes, reason: str) -> web.Response:
     """206 with the one range asked for, 416 past the end, or the whole 200 (§14.2)."""
     part = None
@@ -365,10 +393,18 @@ def _ranged(request_headers: Headers, headers: Headers, body: bytes, reason: str
         part = ranges.select(request_headers["Range"], len(body))
     if part is None:
         return web.Response(status=200, reason=reason, headers=headers, body=body)
+    piece = body[part.start : part.end + 1] if isinstance(part, ranges.ByteRange) else b""
+    return _part(headers, part, len(body), piece)
+
+
+def _part(
+    headers: Headers, part: ranges.ByteRange | ranges.Unsatisfiable, length: int, piece: bytes
+) -> web.Response:
+    """206 with `piece`, the bytes of `part` of a representation of `length` bytes; 416."""
     out = CIMultiDict(headers)
     out.popall("Content-Length", None)  # the part's own length is set from its bytes
-    out["Content-Range"] = ranges.content_range(part, len(body))
+    out["Content-Range"] = ranges.content_range(part, length)
     if isinstance(part, ranges.Unsatisfiable):
         out.popall("Content-Type", None)
         return web.Response(status=416, headers=out)
-    return web.Response(status=206, headers=out, body=body[part.start : part.end + 1])
+    return web.Response(status=206, headers=out, body=piece)

@@ -26,6 +26,7 @@ from proxy.cache.entry_format import (
     decode,
     encode,
 )
+from proxy.cache.parts import Parts
 from proxy.cache.policy import CacheRules
 from proxy.cache.tags import TagFields
 from proxy.http.headers import HOP_BY_HOP
@@ -92,6 +93,15 @@ def same(a: Entry, b: Entry) -> None:
 def test_round_trip_keeps_every_field_and_header_order() -> None:
     entry = make_entry()
     same(decode(encode(entry)), entry)
+
+
+def test_parts_are_never_encoded_for_a_shared_store() -> None:
+    entry = make_entry()
+    assert entry.extras is not None
+    parts = Parts(10).add(0, b"01234")
+    partial = dataclasses.replace(entry, extras=dataclasses.replace(entry.extras, parts=parts))
+    with pytest.raises(ValueError, match="parts"):
+        encode(partial)
 
 
 def test_a_decoded_entry_holds_equal_keys_as_one_string() -> None:

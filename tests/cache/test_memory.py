@@ -11,6 +11,7 @@ from multidict import CIMultiDict
 
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryStore
+from proxy.cache.parts import SPAN_OVERHEAD, Parts, parts_key
 from proxy.cache.policy import CacheRules
 from proxy.cache.tags import TagFields
 
@@ -27,6 +28,7 @@ def entry(
     tags: str = "",
     etag: str | None = None,
     cache_control: str = "max-age=60",
+    parts: Parts | None = None,
 ) -> Entry:
     headers = CIMultiDict({"Content-Type": "application/json", "Cache-Control": cache_control})
     if etag:
@@ -37,19 +39,21 @@ def entry(
         headers["Surrogate-Key"] = tags
     request_headers = CIMultiDict({"Accept-Language": lang} if lang else {})
     url_key = f"api{path}?"
+    primary = url_key + (f"|u:{user}" if user else "")
     return Entry.build(
-        status=200,
+        status=200 if parts is None else 206,
         reason="OK",
         headers=headers,
-        body=body,
+        body=body if parts is None else b"",
         request_headers=request_headers,
         request_time=1000.0,
         response_time=1000.0,
         rules=RULES,
-        primary=url_key + (f"|u:{user}" if user else ""),
+        primary=primary if parts is None else parts_key(primary),
         url_key=url_key,
         path=path,
         tag_fields=TagFields.named(["Surrogate-Key"]),
+        parts=parts,
     )
 
 
@@ -347,3 +351,31 @@ def test_a_revalidation_overtaken_by_a_purge_does_not_freshen_its_entry() -> Non
     store.purge_url("api/a?", soft_at=1001.0)  # ...the origin changes, and is purged...
     store.replace(a, entry("/a", etag='"1"'), began)  # ...and the 304 from before arrives
     assert store.peek(a.primary, NO_HEADERS) is a and a.lifetime == 1.0
+
+
+def test_parts_are_never_found_by_their_primary_key_and_go_with_every_purge() -> None:
+    store = MemoryStore(100_000)
+    part = Parts(1000).add(0, b"x" * 100)
+    for kind, value in (("url", "api/p?"), ("prefix", "/p"), ("tag", "t")):
+        parts = entry("/p", parts=part, tags="t")
+        assert store.put(parts)
+        assert store.get("api/p?", NO_HEADERS) is None
+        assert store.peek(parts_key("api/p?"), NO_HEADERS) is parts
+        assert getattr(store, f"purge_{kind}")(value) == 1
+        assert store.peek(parts_key("api/p?"), NO_HEADERS) is None
+        assert store.bytes == 0
+
+
+def test_parts_count_their_bytes_and_go_when_discarded() -> None:
+    store = MemoryStore(100_000)
+    empty = entry("/p", parts=Parts(1000))
+    full = entry("/p", parts=Parts(1000).add(0, b"x" * 500))
+    assert full.size - empty.size == 500 + SPAN_OVERHEAD
+    store.put(full)
+    assert store.bytes == full.size
+    store.used(full)
+    assert store.stats.hits == 1
+    store.discard(empty)  # not the one stored: kept
+    assert len(store) == 1
+    store.discard(full)
+    assert (len(store), store.bytes) == (0, 0)

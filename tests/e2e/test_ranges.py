@@ -80,10 +80,10 @@ def ranged_origin(origin: Origin) -> Origin:
     return origin
 
 
-async def test_a_range_miss_is_fetched_whole_stored_and_cut(
+async def test_with_range_requests_whole_a_range_miss_is_fetched_whole_stored_and_cut(
     ranged_origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
-    proxy = await start_proxy(ranged_origin.url, cache={})
+    proxy = await start_proxy(ranged_origin.url, cache={"range_requests": "whole"})
     first, part = await get(http, proxy, "/file", headers={"Range": "bytes=10-19"})
     assert (first.status, first.headers["X-Cache"], part) == (206, "MISS", BODY[10:20])
     assert first.headers["Content-Range"] == "bytes 10-19/1024"

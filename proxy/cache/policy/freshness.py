@@ -12,9 +12,9 @@ from proxy.cache.policy.validation import first_date, has_validator
 from proxy.http.dates import parse_http_date
 from proxy.http.headers import Headers
 
-# §4.2.2 / RFC 9110 §15.1 heuristically cacheable statuses, minus 206: we do
-# not store partial content (no range-merging support).
-HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# §4.2.2 / RFC 9110 §15.1 heuristically cacheable statuses (206: stored only as parts,
+# storable.storability).
+HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 
 
 def date_value(headers: Headers, default: float) -> float:

@@ -17,8 +17,9 @@ from proxy.cache.policy.validation import has_validator
 from proxy.cache.policy.vary import vary_fields
 from proxy.http.headers import Headers
 
-# 206 (partial), 304 (no body, only updates entries, §4.3.4) are never stored.
+# 304 (no body, only updates entries, §4.3.4) is never stored; 206 only as parts (§3.3).
 _NEVER_STORED: Final = frozenset({206, 304})
+_AS_PARTS: Final = frozenset({304})
 
 # §5.2.2.3 must-understand: the statuses whose own caching rules we implement (those
 # RFC 9110 makes heuristically cacheable); with it, any other status is not stored.
@@ -48,8 +49,11 @@ def storability(
     response_headers: Headers,
     rules: CacheRules,
     scope: Scope = Scope.SHARED,
+    parts: bool = False,
 ) -> StoreDecision:
-    """May this response be stored (§3)? ``reason`` names the deciding rule.
+    """May this response be stored (§3)? ``reason`` names the deciding rule. `parts`: the
+    caller stores a 206 as parts of the representation (§3.3), which a cache that does not
+    support Range must not store.
 
     Reasons: ok, method, credentials, status, no-store, private, authorization,
     set-cookie, vary-star, no-freshness.
@@ -61,7 +65,7 @@ def storability(
         return _no("method")
     if scope is Scope.PASS:
         return _no("credentials")
-    if status < 200 or status > 599 or status in _NEVER_STORED:
+    if status < 200 or status > 599 or status in (_AS_PARTS if parts else _NEVER_STORED):
         return _no("status")
     # §3: no-store in the request or the response forbids storage.
     if request_cache_control(request_headers).no_store:

@@ -14,6 +14,7 @@ from proxy.cache.entry import Entry
 from proxy.cache.keys import url_part
 from proxy.cache.memory import MemoryStore
 from proxy.cache.policy import Freshness
+from proxy.http import ranges
 from proxy.pipeline.cache_stage import outcomes
 from proxy.pipeline.cache_stage.fill import Fill, Shared, stale_outcome
 from proxy.pipeline.cache_stage.lookup import Lookup
@@ -50,9 +51,10 @@ class Coalescer:
         stale: Entry | None,
         verdict: Freshness | None,
     ) -> web.StreamResponse:
-        """Fetch for `lk` (revalidating `stale`), or wait for the fetch already under way."""
-        primary = lk.primary
-        pending = self._inflight.get(primary)
+        """Fetch for `lk` (revalidating `stale`), or wait for the fetch already under way:
+        per primary key, or per key and range for a range fetch (`lk.flight`)."""
+        primary, flight = lk.primary, lk.flight
+        pending = self._inflight.get(flight)
         if pending is not None:
             outcome = await asyncio.shield(pending)
             if (
@@ -61,7 +63,16 @@ class Coalescer:
                 and policy.may_reuse(lk.scope, outcome.cc)
             ):
                 age = outcome.age(self._clock())
-                return await self._responder.from_entry(lk.ex, outcome, age, outcomes.COLLAPSED)
+                parts = outcome.parts
+                if parts is None:
+                    return await self._responder.from_entry(lk.ex, outcome, age, outcomes.COLLAPSED)
+                wanted = None if lk.wanted is None else ranges.resolve(lk.wanted, parts.length)
+                if isinstance(wanted, ranges.Unsatisfiable) or (
+                    wanted is not None and parts.covers(wanted)
+                ):
+                    return self._responder.from_parts(
+                        lk.ex, outcome, wanted, age, outcomes.COLLAPSED
+                    )
             if isinstance(outcome, UpstreamError):
                 if stale is not None and (why := stale_outcome(outcome, stale, verdict)):
                     return await self._fill.stale_on_error(lk, stale, why)
@@ -72,7 +83,7 @@ class Coalescer:
             return await self._fill.fetch_and_store(lk, validators, stale, verdict)
 
         waiters: asyncio.Future[Shared] = asyncio.get_running_loop().create_future()
-        self._inflight[primary] = waiters
+        self._inflight[flight] = waiters
         shared = self._shared
         leading = False
         try:
@@ -81,6 +92,7 @@ class Coalescer:
                 and lk.shared_gen is not None
                 and stale is None
                 and lk.cache.coalesce_global
+                and lk.wanted is None  # a range fetch's parts stay in this process
             ):
                 leading = await shared.lead(primary, url_part(primary), self._wait)
                 if not leading:
@@ -89,8 +101,8 @@ class Coalescer:
                         return followed
             return await self._fill.fetch_and_store(lk, validators, stale, verdict, waiters)
         finally:
-            if self._inflight.get(primary) is waiters:
-                del self._inflight[primary]
+            if self._inflight.get(flight) is waiters:
+                del self._inflight[flight]
             if not waiters.done():
                 waiters.set_result(None)
             if leading:

@@ -1,5 +1,6 @@
 """Filling the cache: the upstream request, then its response stored (here and in Redis),
-merged into a stale entry (a 304), or relayed as it is when it may not be stored."""
+merged into a stale entry (a 304), kept as a part (a 206 to a range we asked for, see
+partial.py), or relayed as it is when it may not be stored."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.cache import policy
-from proxy.cache.entry import Entry
+from proxy.cache.entry import Entry, pack_headers
 from proxy.cache.memory import MemoryStore
+from proxy.cache.parts import Parts, combinable, parts_key
 from proxy.cache.policy import Freshness, Scope
 from proxy.cache.route import RouteCache
 from proxy.cache.status import CacheOutcome
+from proxy.http import ranges
 from proxy.http.headers import forward_response_headers
 from proxy.http.target import Target
 from proxy.pipeline.cache_stage import outcomes
@@ -91,11 +94,21 @@ class Fill:
                 )
             if stale is not None and verdict is Freshness.STALE_IF_ERROR_ONLY and up.status >= 500:
                 return await self.stale_on_error(lk, stale, outcomes.STALE_IF_ERROR)
-            return await self._store_or_relay(
-                lk, up, (request_time, response_time), generation, waiters
-            )
+            times = (request_time, response_time)
+            if up.status == 206 and lk.asked is not None:
+                answered = await self._store_part(lk, up, times, generation, waiters)
+            else:
+                answered = await self._store_or_relay(lk, up, times, generation, waiters)
         finally:
             up.release()
+        if answered is not None:
+            return answered
+        # The part we asked for (what the parts held lacked) did not answer the client:
+        # ask for what the client asked for itself, as a miss.
+        lk.asked, lk.held = lk.wanted, None
+        again = {} if lk.wanted is None else {"Range": lk.wanted.header()}
+        told = waiters if waiters is not None and not waiters.done() else None
+        return await self.fetch_and_store(lk, again, None, None, told)
 
     async def _store_or_relay(
         self,
@@ -131,6 +144,8 @@ class Fill:
         if span is not None:
             span.set_attribute("cacheproxy.stored", stored)
             span.end()
+        if stored and lk.held is not None:
+            self.store.discard(lk.held)  # a complete response makes parts of it redundant
         outcome = outcomes.STORED if stored else outcomes.MISS
         if own_cookie:
             # The whole body was read: relay sends it as its prefix, and the empty rest.
@@ -185,6 +200,115 @@ class Fill:
             handled_vary=_ENCODING_VARY if lk.ex.route.compression is not None else frozenset(),
         )
         return entry, "", b""
+
+    async def _store_part(
+        self,
+        lk: Lookup,
+        up: UpstreamResponse,
+        times: tuple[float, float],
+        generation: int,
+        waiters: asyncio.Future[Shared] | None,
+    ) -> web.StreamResponse | None:
+        """A 206 to the range we asked for (`lk.asked`): kept as a part, combined with the
+        parts held when they are of the same representation (RFC 9111 §3.4), made a
+        complete entry when they add up to it; relayed unstored when it may not be kept.
+        None: it cannot answer the client (it is not what the client asked for)."""
+        assert lk.asked is not None
+        rc, ex = lk.cache, lk.ex
+        headers = forward_response_headers(up.headers)
+        got = ranges.received(headers.getall("Content-Range", []), lk.asked)
+        if got is None:
+            return await self._relay_part(lk, up, headers, "content-range")
+        decision = policy.storability(
+            "GET", 206, ex.request.headers, headers, rc.rules, lk.scope, parts=True
+        )
+        if not decision:
+            return await self._relay_part(lk, up, headers, decision.reason)
+        part, length = got
+        fields = CIMultiDict(policy.entry_fields(headers, lk.scope))
+        fields.popall("Content-Range", None)
+        fields.popall("Content-Length", None)
+        held = lk.held
+        stored_parts = None if held is None else held.parts
+        if held is None or stored_parts is None:
+            base = Parts(length)
+        elif combinable(held.headers, headers, stored_parts.length, length):
+            base = stored_parts
+        else:
+            base = Parts(length)  # another representation: the new part replaces them
+        size = part.end - part.start + 1
+        if up.content_length not in (None, size):
+            return await self._relay_part(lk, up, headers, "content-range")
+        if len(pack_headers(fields)) + base.size() + size > rc.max_entry_size:
+            return await self._relay_part(lk, up, headers, "too-large")
+        try:
+            body, complete = await _read_up_to(up, size)
+        except (ExchangeError, TimeoutError) as exc:
+            error = UpstreamError(502, "upstream_unavailable", f"upstream failed mid-body: {exc}")
+            if waiters is not None:
+                waiters.set_result(error)
+            raise error from exc
+        if not complete or len(body) != size:
+            return await self._relay_part(lk, up, headers, "content-range", body)
+        parts = base.add(part.start, body)
+        whole = parts.whole()
+        if whole is not None:
+            fields["Content-Length"] = str(length)
+        entry = Entry.build(
+            status=206 if whole is None else 200,
+            reason="Partial Content" if whole is None else "OK",
+            headers=fields,
+            body=b"" if whole is None else whole,
+            request_headers=ex.request.headers,
+            request_time=times[0],
+            response_time=times[1],
+            rules=rc.rules,
+            primary=parts_key(lk.primary) if whole is None else lk.primary,
+            url_key=lk.url_key,
+            path=lk.target.path,
+            tag_fields=rc.tags,
+            # Parts are served as stored, never re-encoded: they keep a Vary on the coding.
+            handled_vary=(
+                _ENCODING_VARY
+                if ex.route.compression is not None and whole is not None
+                else frozenset()
+            ),
+            parts=parts if whole is None else None,
+        )
+        stored = self.store.put(entry, fetched_at=generation)
+        outcome = outcomes.STORED if stored else outcomes.MISS
+        if whole is not None:  # §3.4: complete now, stored and served as any 200
+            if held is not None:
+                self.store.discard(held)
+            if waiters is not None:
+                overtaken = not stored and self.store.purged_since(entry.url_key, generation)
+                waiters.set_result(None if overtaken else entry)
+            await self.share(entry, generation, lk.shared_gen, rc)
+            return await self._responder.from_entry(ex, entry, entry.age(times[1]), outcome)
+        if lk.wanted is None:
+            return None  # a plain GET, and the parts still do not add up
+        if waiters is not None:
+            waiters.set_result(entry)  # each waiter checks that it covers its range
+        wanted = ranges.resolve(lk.wanted, length)
+        if isinstance(wanted, ranges.ByteRange) and not parts.covers(wanted):
+            if lk.asked != lk.wanted:
+                return None
+            wanted = part  # less than asked for: what the origin sent
+        return self._responder.from_parts(ex, entry, wanted, entry.age(times[1]), outcome)
+
+    async def _relay_part(
+        self,
+        lk: Lookup,
+        up: UpstreamResponse,
+        headers: CIMultiDict[str],
+        why: str,
+        prefix: bytes = b"",
+    ) -> web.StreamResponse | None:
+        """A 206 not kept goes to the client as it came, if it is what the client asked
+        for; None: it is not."""
+        if lk.asked != lk.wanted:
+            return None
+        return await self._responder.relay(lk.ex, up, headers, outcomes.not_stored(why), prefix)
 
     async def share(
         self, entry: Entry, generation: int, shared_gen: bytes | None, rc: RouteCache

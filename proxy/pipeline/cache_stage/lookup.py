@@ -3,8 +3,10 @@ read by every step after."""
 
 from __future__ import annotations
 
+from proxy.cache.entry import Entry
 from proxy.cache.policy import CacheControl, Scope
 from proxy.cache.route import RouteCache
+from proxy.http.ranges import RangeSpec
 from proxy.http.target import Target
 from proxy.respond.exchange import Exchange
 
@@ -13,7 +15,19 @@ class Lookup:
     """Made only once a request gets past a fresh hit in memory: that path reads the same
     facts as locals and allocates nothing for them."""
 
-    __slots__ = ("cache", "ex", "primary", "request_cc", "scope", "shared_gen", "target")
+    __slots__ = (
+        "asked",
+        "cache",
+        "ex",
+        "flight",
+        "held",
+        "primary",
+        "request_cc",
+        "scope",
+        "shared_gen",
+        "target",
+        "wanted",
+    )
 
     def __init__(
         self,
@@ -33,6 +47,13 @@ class Lookup:
         # The URL's purge generation in Redis once it was looked up there, so that what is
         # stored goes to Redis too; None keeps it out of Redis.
         self.shared_gen: bytes | None = None
+        # Partial content (partial.py): the one fetch requests wait on (coalescing.py), the
+        # stored parts a 206 may combine with, the range the fetch asks the origin for and
+        # the one the client asked for (None: a plain GET).
+        self.flight = primary
+        self.held: Entry | None = None
+        self.asked: RangeSpec | None = None
+        self.wanted: RangeSpec | None = None
 
     @property
     def url_key(self) -> str:

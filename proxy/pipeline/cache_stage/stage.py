@@ -22,6 +22,7 @@ from proxy.pipeline.cache_stage import outcomes
 from proxy.pipeline.cache_stage.coalescing import Coalescer
 from proxy.pipeline.cache_stage.fill import Fill
 from proxy.pipeline.cache_stage.lookup import Lookup
+from proxy.pipeline.cache_stage.partial import PartialContent
 from proxy.pipeline.cache_stage.refresh import Refresher
 from proxy.pipeline.upstream_fetch import UpstreamFetch
 from proxy.pipeline.warming import Warming
@@ -58,6 +59,7 @@ class CacheStage:
         self._coalescer = Coalescer(store, shared, fill, responder, coalesce_wait, clock)
         self._refresher = Refresher(store, fill, self._coalescer.in_flight, warming, clock)
         self._fill = fill
+        self._partial = PartialContent(store, self._coalescer, responder, self._freshness)
         self.tracing: Tracing | None = None  # None (no `tracing:`) costs a hit one test
 
     def use_tracing(self, tracing: Tracing) -> None:
@@ -162,9 +164,11 @@ class CacheStage:
                 504, "not_cached", "only-if-cached: no stored response can answer this request"
             )
             return self._responder.error(ex, error, outcomes.ONLY_IF_CACHED)
+        if rc.range_parts and request.method == "GET":
+            return await self._partial.miss(lk)  # stored parts, or a range fetched alone
         # A HEAD miss is fetched as a GET (§4.3.5 allows it, Varnish does it): the client
-        # still gets no body, and the next GET is a hit. A Range miss likewise fetches the
-        # whole response, stores it and cuts the range from it.
+        # still gets no body, and the next GET is a hit. A Range miss (`range_requests:
+        # whole`) likewise fetches the whole response, stores it and cuts the range from it.
         return await self._coalescer.fetch(lk, {}, None, None)
 
     def _freshness(

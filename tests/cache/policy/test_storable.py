@@ -149,6 +149,28 @@ def test_storability_matrix(
     assert bool(decision) is store
 
 
+@pytest.mark.parametrize(
+    ("resp", "store", "reason"),
+    [
+        ([("Cache-Control", "max-age=60")], True, "ok"),
+        ([("ETag", '"v1"')], True, "ok"),  # 206 is heuristically cacheable (RFC 9110 §15.1)
+        ([("Cache-Control", "must-understand, no-store, max-age=60")], True, "ok"),
+        ([("Cache-Control", "private, max-age=60")], False, "private"),
+        ([("Cache-Control", "no-store")], False, "no-store"),
+        ([], False, "no-freshness"),
+    ],
+)
+def test_a_206_is_storable_only_by_a_cache_that_keeps_parts(
+    resp: list[tuple[str, str]], store: bool, reason: str
+) -> None:
+    """§3.3: a cache that supports Range may store a 206 as it would a 200."""
+    assert storability("GET", 206, h(), h(*resp), DEFAULT, parts=True) == StoreDecision(
+        store, reason
+    )
+    assert storability("GET", 206, h(), h(*resp), DEFAULT).reason in ("status", reason)
+    assert not storability("GET", 304, h(), h(*resp), DEFAULT, parts=True)
+
+
 @pytest.mark.parametrize("scope", [Scope.SHARED, Scope.CREDENTIALED])
 def test_a_shared_entry_keeps_every_field_but_set_cookie(scope: Scope) -> None:
     headers = h(("Set-Cookie", "a=1"), ("ETag", '"e"'), ("set-cookie", "b=2"), ("X-A", "1"))
