@@ -24,7 +24,11 @@ class A(RD):
 
 class RR:
     def __init__(
-        self, rname: DNSLabel | str, rtype: int = ..., rclass: int = ..., ttl: int = ...,
+        self,
+        rname: DNSLabel | str,
+        rtype: int = ...,
+        rclass: int = ...,
+        ttl: int = ...,
         rdata: RD | None = ...,
     ) -> None: ...
 
