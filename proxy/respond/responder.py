@@ -228,9 +228,12 @@ class Responder:
             )
         elif streamed is not None:
             resp = web.StreamResponse(status=entry.status, reason=entry.reason, headers=headers)
-        elif "Range" in h and entry.status == 200 and body is entry.body:
+        elif (
+            "Range" in h and entry.status == 200 and body is entry.body and request.method == "GET"
+        ):
             # Only the stored bytes are cut: ranges of our own encodings would differ
-            # from one request to the next (nginx, too, sends those whole).
+            # from one request to the next (nginx, too, sends those whole). GET is the one
+            # method with range handling (RFC 9110 §14.2): a HEAD gets the 200's head.
             resp = _ranged(h, headers, body, entry.reason)
         else:
             resp = web.Response(

@@ -280,13 +280,32 @@ async def test_an_origin_answering_a_range_whole_is_stored_complete_and_cut(
     assert await ask(http, proxy) == (200, "HIT", BODY)
 
 
-async def test_a_head_with_a_range_is_fetched_whole(
+async def test_a_head_with_a_range_is_fetched_whole_and_answered_as_a_200(
     ranged: RangedOrigin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:
     proxy = await start_proxy(ranged.origin.url, cache={})
-    async with http.head(url_of(proxy, "/file"), headers={"Range": "bytes=0-1"}) as resp:
-        assert await resp.read() == b""
+    for cache in ("MISS", "HIT"):
+        async with http.head(url_of(proxy, "/file"), headers={"Range": "bytes=0-1"}) as resp:
+            assert await resp.read() == b""
+            # GET is the one method with range handling (RFC 9110 §14.2).
+            assert (resp.status, resp.headers["X-Cache"]) == (200, cache)
+            assert resp.headers["Content-Length"] == str(len(BODY))
+            assert "Content-Range" not in resp.headers
     assert ranged.ranges() == [(None, None)]  # fetched whole, as a GET
+
+
+async def test_a_part_setting_a_cookie_goes_to_its_client_unstored(
+    ranged: RangedOrigin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    ranged.more = {"Set-Cookie": "session=abc"}
+    proxy = await start_proxy(ranged.origin.url, cache={"store_set_cookie": True})
+    resp, body = await get(http, proxy, "/file", headers={"Range": "bytes=0-4"})
+    assert (resp.status, body, resp.headers["Set-Cookie"]) == (206, b"01234", "session=abc")
+    assert resp.headers["Cache-Status"].endswith("detail=set-cookie")
+    resp, body = await get(http, proxy, "/file", headers={"Range": "bytes=0-4"})
+    assert (resp.status, resp.headers["X-Cache"], body) == (206, "MISS", b"01234")
+    assert resp.headers["Set-Cookie"] == "session=abc"  # its own, from the origin again
+    assert len(proxy.pipeline.cache.store) == 0
 
 
 async def test_parts_stay_in_memory_and_the_complete_entry_they_make_is_shared(

@@ -224,6 +224,10 @@ class Fill:
         )
         if not decision:
             return await self._relay_part(lk, up, headers, decision.reason)
+        if "Set-Cookie" in headers and not policy.keeps_set_cookie(lk.scope):
+            # Meant for this client alone, and parts are served from the entry, which goes
+            # without it (policy.entry_fields): the client gets the 206 as it came, unstored.
+            return await self._relay_part(lk, up, headers, "set-cookie")
         part, length = got
         fields = CIMultiDict(policy.entry_fields(headers, lk.scope))
         fields.popall("Content-Range", None)
