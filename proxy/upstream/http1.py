@@ -163,6 +163,17 @@ class Body:
             self._conn.resume_reading()
         return data
 
+    def whole(self) -> bytes | None:
+        """The whole body when all of it is here already, else None (`read` then waits): a
+        small response's body usually comes with its head, and needs no coroutine."""
+        if not self._eof or self._error is not None:
+            return None
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        return data
+
     async def iter_any(self) -> AsyncIterator[bytes]:
         while chunk := await self.readany():
             yield chunk
