@@ -159,16 +159,23 @@ class UpstreamClient:
         bit per index), or, when more than `max_out` are out, among all (panic mode)."""
         now = self._clock()
         n = len(guards)
-        usable = [guard.available(now) for guard in guards]
-        if n - sum(usable) > group.max_out:
-            usable = [True] * n
+        usable = [True] * n
+        out = 0
+        # A loop, not a comprehension and sum(): on every request of a group (in Python 3.11
+        # a comprehension is a function made and called).
+        for i, guard in enumerate(guards):
+            if not guard.available(now):
+                usable[i] = False
+                out += 1
+        if out > group.max_out:
+            usable, out = [True] * n, 0
         if tried:
             usable = [u and not tried >> i & 1 for i, u in enumerate(usable)]
             if not any(usable):  # every one in was tried: one out, before one tried again
                 usable = [not tried >> i & 1 for i in range(n)]
                 if not any(usable):
                     usable = [True] * n
-        elif not any(usable):
+        elif out == n:
             usable = [True] * n
         assert group.balancer is not None
 
