@@ -241,10 +241,11 @@ class UpstreamClient:
         buffered = body is None or isinstance(body, bytes)
         # An upload's head comes after its body, which takes what the client takes (the
         # listener bounds its silences): only the queue and read timeouts bound it.
-        deadline = self._clock() + self._total if buffered else math.inf
+        now = self._clock()
+        deadline = now + self._total if buffered else math.inf
         replayable = not background and method in IDEMPOTENT and buffered
         guard.requests += 1
-        guard.budget.request()
+        guard.budget.request(now)
         retry = 0
         try:
             while True:
