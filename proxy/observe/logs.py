@@ -148,6 +148,16 @@ class AccessLog:
         self._second_text = self._milli_text = ""
 
     @property
+    def trusted(self) -> TrustedProxies:
+        return self._trusted
+
+    @trusted.setter
+    def trusted(self, proxies: TrustedProxies) -> None:
+        self._trusted = proxies
+        # Asked here, not for every line: TrustedProxies.__bool__ is a Python call.
+        self._trusting = bool(proxies)
+
+    @property
     def dropped(self) -> int:
         """Lines lost: each counter has one writer (the loop, the thread), so none is lost."""
         return self._dropped + self._failed
@@ -234,8 +244,8 @@ class AccessLog:
             rid,
             up_rid,
         ) = r
-        client = client_address(peer, xff, fwd, self.trusted) if self.trusted else peer
-        path = loggable_path(raw, self._keep)
+        client = client_address(peer, xff, fwd, self._trusted) if self._trusting else peer
+        path = loggable_path(raw, self._keep) if self._keep else raw.partition("?")[0]
         # Microsecond precision, shown in ms (int() is cheaper than round() here).
         up_ms = None if upstream is None else int(upstream * 1e6) / 1000
         total_ms = int(total * 1e6) / 1000
@@ -275,8 +285,8 @@ class AccessLog:
             rid,
             up_rid,
         ) = r
-        client = client_address(peer, xff, fwd, self.trusted) if self.trusted else peer
-        path = loggable_path(raw, self._keep)
+        client = client_address(peer, xff, fwd, self._trusted) if self._trusting else peer
+        path = loggable_path(raw, self._keep) if self._keep else raw.partition("?")[0]
         if path.isprintable() and '"' not in path and "\\" not in path:
             quoted = f'"{path}"'  # what orjson writes for it, for a third of the cost
         else:

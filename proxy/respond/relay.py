@@ -87,7 +87,9 @@ async def read_whole(
 ) -> bytes | None:
     """`up`'s body (through `coder`), or None when the upstream failed part way (logged)."""
     try:
-        body = await up.read()
+        body = up.content.whole()
+        if body is None:
+            body = await up.read()
         if coder is not None:
             body = b"".join((*coder.feed(body), *coder.finish()))
     except (ExchangeError, TimeoutError, CodingError) as exc:

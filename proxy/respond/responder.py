@@ -100,8 +100,9 @@ class Responder:
                 "" if ids is None else ids.lower,
             )
             if made is not None:
-                body = await read_whole(request, up)
-                if body is None:
+                # Mostly here with the head already: no coroutine to read it (read_whole).
+                body = up.content.whole()
+                if body is None and (body := await read_whole(request, up)) is None:
                     return self.error(ex, json_error(502, "upstream_unavailable", _CUT_SHORT))
                 static, dated = made
                 tail = "" if dated else date_line()

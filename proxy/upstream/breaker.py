@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from proxy.shared.breaker import State
+from proxy.shared.breaker import CLOSED, HALF_OPEN, OPEN, State
 
 # The window is this many buckets of window/_BUCKETS seconds each (1 s for the default 10 s).
 _BUCKETS = 10
@@ -58,8 +58,11 @@ class _Window:
             self._epoch = bucket
         return self
 
-    def add(self, failed: bool) -> None:
-        """One verdict, in the bucket last brought up to."""
+    def add(self, bucket: int, failed: bool) -> None:
+        """One verdict, in `bucket` (brought up to it first) or, if that is behind, in the
+        latest: one call per verdict, the window's own, on every upstream response."""
+        if bucket > self._epoch:
+            self.at(bucket)
         i = self._epoch % _BUCKETS
         self._requests[i] += 1
         self.requests += 1
@@ -96,7 +99,7 @@ class RateBreaker:
         self._worst: _Window | None = None  # the endpoint with most failures...
         self._worst_at = -1  # ...as of this bucket (within a bucket counts only grow)
         self.in_a_row = 0  # failures since the last success
-        self.state = State.CLOSED
+        self.state: State = CLOSED
         self.opened = 0  # times it opened: a counter for metrics
         self.last_opened: tuple[int, int] = (0, 0)  # (requests, failures) that opened it
         self._opened_at = 0.0
@@ -112,13 +115,13 @@ class RateBreaker:
 
     def allow(self, endpoint: str) -> bool:
         """May a request to `endpoint` go now? While half-open, True makes it a probe."""
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             return True
         now = self._clock()
-        if self.state is State.OPEN:
+        if self.state is OPEN:
             if now - self._opened_at < self.reset_after:
                 return False
-            self.state = State.HALF_OPEN
+            self.state = HALF_OPEN
             self._half_open_at = now
             self._probed.clear()
             self._failed_probes = 0
@@ -136,7 +139,7 @@ class RateBreaker:
 
     def retry_in(self) -> float:
         """Seconds until probes may go (0 when calls are allowed): for Retry-After."""
-        if self.state is not State.OPEN:
+        if self.state is not OPEN:
             return 0.0
         return max(0.0, self.reset_after - (self._clock() - self._opened_at))
 
@@ -151,9 +154,9 @@ class RateBreaker:
     def record(self, endpoint: str, failed: bool, probe: bool = False) -> None:
         """How a call to `endpoint` went (`probe`: allowed as one)."""
         state = self.state
-        if state is not State.CLOSED:
+        if state is not CLOSED:
             # A call sent before the circuit opened says nothing about the upstream now.
-            if state is State.HALF_OPEN and probe and endpoint in self._probed:
+            if state is HALF_OPEN and probe and endpoint in self._probed:
                 if not failed:
                     self._close()
                 else:
@@ -161,11 +164,11 @@ class RateBreaker:
                     if self._failed_probes >= self._needed:
                         self._open(self._clock())
             return
-        bucket = self._bucket()
-        self._all.at(bucket).add(failed)
+        bucket = int(self._clock() // self._width)  # self._bucket(), a call less
+        self._all.add(bucket, failed)
         entry = self._endpoint(endpoint, bucket, failed)
         if entry is not None:
-            entry.add(failed)
+            entry.add(bucket, failed)
         if not failed:
             self.in_a_row = 0
             return
@@ -200,20 +203,25 @@ class RateBreaker:
         return self._worst
 
     def _endpoint(self, endpoint: str, bucket: int, failed: bool) -> _Window | None:
+        """The window `endpoint`'s verdict goes to (not brought up to `bucket`: `add` does)."""
         entry = self._failing.get(endpoint)
         if entry is not None:
-            return entry.at(bucket)
+            return entry
         others = self._others
-        entry = others.pop(endpoint, None) or _Window()
+        entry = others.pop(endpoint, None)
         if not failed:
-            if len(others) >= MAX_ENDPOINTS:
-                del others[next(iter(others))]  # the least recently asked for
+            if entry is None:
+                entry = _Window()
+                if len(others) >= MAX_ENDPOINTS:
+                    del others[next(iter(others))]  # the least recently asked for
             others[endpoint] = entry
-            return entry.at(bucket)
+            return entry
         if len(self._failing) >= MAX_ENDPOINTS and not self._sweep(bucket):
             return None
+        if entry is None:
+            entry = _Window()
         self._failing[endpoint] = entry
-        return entry.at(bucket)
+        return entry
 
     def _sweep(self, bucket: int) -> bool:
         """Room among the failing endpoints, dropping those whose failures left the window;
@@ -227,7 +235,7 @@ class RateBreaker:
         return len(failing) < MAX_ENDPOINTS
 
     def _open(self, now: float) -> None:
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             bucket = self._bucket()
             total = self._all.at(bucket)
             self.last_opened = (total.requests, total.failures)
@@ -237,13 +245,13 @@ class RateBreaker:
             self._all = _Window()
             self._failing, self._others = {}, {}
             self._worst, self._worst_at = None, -1
-        self.state = State.OPEN
+        self.state = OPEN
         self.opened += 1
         self._opened_at = now
         self.in_a_row = 0
 
     def _close(self) -> None:
-        self.state = State.CLOSED
+        self.state = CLOSED
         self.in_a_row = 0
         self._probed.clear()
 

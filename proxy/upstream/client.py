@@ -159,16 +159,23 @@ class UpstreamClient:
         bit per index), or, when more than `max_out` are out, among all (panic mode)."""
         now = self._clock()
         n = len(guards)
-        usable = [guard.available(now) for guard in guards]
-        if n - sum(usable) > group.max_out:
-            usable = [True] * n
+        usable = [True] * n
+        out = 0
+        # A loop, not a comprehension and sum(): on every request of a group (in Python 3.11
+        # a comprehension is a function made and called).
+        for i, guard in enumerate(guards):
+            if not guard.available(now):
+                usable[i] = False
+                out += 1
+        if out > group.max_out:
+            usable, out = [True] * n, 0
         if tried:
             usable = [u and not tried >> i & 1 for i, u in enumerate(usable)]
             if not any(usable):  # every one in was tried: one out, before one tried again
                 usable = [not tried >> i & 1 for i in range(n)]
                 if not any(usable):
                     usable = [True] * n
-        elif not any(usable):
+        elif out == n:
             usable = [True] * n
         assert group.balancer is not None
 
@@ -234,10 +241,11 @@ class UpstreamClient:
         buffered = body is None or isinstance(body, bytes)
         # An upload's head comes after its body, which takes what the client takes (the
         # listener bounds its silences): only the queue and read timeouts bound it.
-        deadline = self._clock() + self._total if buffered else math.inf
+        now = self._clock()
+        deadline = now + self._total if buffered else math.inf
         replayable = not background and method in IDEMPOTENT and buffered
         guard.requests += 1
-        guard.budget.request()
+        guard.budget.request(now)
         retry = 0
         try:
             while True:
@@ -321,7 +329,8 @@ class UpstreamClient:
         deadline: float,
         background: bool,
     ) -> UpstreamResponse:
-        remaining = deadline - self._clock()
+        started = self._clock()
+        remaining = deadline - started
         if remaining <= 0:
             raise self._timed_out(self._total, "timeouts.total")
         if guard.admit_now():
@@ -329,7 +338,7 @@ class UpstreamClient:
         else:
             wait = min(self.config.pool.queue_timeout, remaining)
             probe = await self._queue(guard, wait, background, endpoint)
-        started = self._clock()
+            started = self._clock()  # the upstream's latency starts with its slot
         assert self._pool is not None, "UpstreamClient.start() was not awaited"
         # The head's deadline goes to the connection's own lazy timer: asyncio.timeout would
         # arm and cancel a timer per request (a tenth of a miss's CPU).

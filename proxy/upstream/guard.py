@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from proxy.config.upstream import Upstream
 from proxy.http.errors import UpstreamError
-from proxy.shared.breaker import State
+from proxy.shared.breaker import CLOSED, HALF_OPEN, OPEN, State
 from proxy.upstream.adaptive import GradientLimit
 from proxy.upstream.breaker import RateBreaker
 from proxy.upstream.ejection import Checked, Outlier
@@ -125,13 +125,13 @@ class OriginGuard:
             return False
         if checked is not None and not checked.up:
             return False
-        return breaker is None or breaker.state is not State.OPEN or breaker.retry_in() <= 0
+        return breaker is None or breaker.state is not OPEN or breaker.retry_in() <= 0
 
     def admit_now(self) -> bool:
         """A slot at once, when the circuit is closed and one is free: what `admit` would
         give then (no probe), without a coroutine. False: call `admit`."""
         breaker = self.breaker
-        if breaker is not None and breaker.state is not State.CLOSED:
+        if breaker is not None and breaker.state is not CLOSED:
             return False
         return self.gate.try_acquire()
 
@@ -146,7 +146,7 @@ class OriginGuard:
         probe = False
         breaker = self.breaker
         if breaker is not None:
-            if background and breaker.state is not State.CLOSED:
+            if background and breaker.state is not CLOSED:
                 raise self._circuit_open()
             before = breaker.state
             allowed = breaker.allow(endpoint)
@@ -154,7 +154,7 @@ class OriginGuard:
                 self._log_transition(breaker, before)
             if not allowed:
                 raise self._circuit_open()
-            probe = breaker.state is State.HALF_OPEN
+            probe = breaker.state is HALF_OPEN
         try:
             if background:
                 if not self.gate.try_acquire():
@@ -223,9 +223,9 @@ class OriginGuard:
             self.gate.limit = self.limiter.sample(latency, self.gate.in_flight)
 
     def _log_transition(self, breaker: RateBreaker, before: State) -> None:
-        if breaker.state is not State.OPEN:
+        if breaker.state is not OPEN:
             log.warning("upstream %s: circuit %s", self.name, breaker.state.value)
-        elif before is State.HALF_OPEN:
+        elif before is HALF_OPEN:
             log.warning(
                 "upstream %s: circuit open again: no probe succeeded; nothing is sent for %g s",
                 self.name,

@@ -163,6 +163,17 @@ class Body:
             self._conn.resume_reading()
         return data
 
+    def whole(self) -> bytes | None:
+        """The whole body when all of it is here already, else None (`read` then waits): a
+        small response's body usually comes with its head, and needs no coroutine."""
+        if not self._eof or self._error is not None:
+            return None
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        return data
+
     async def iter_any(self) -> AsyncIterator[bytes]:
         while chunk := await self.readany():
             yield chunk
@@ -335,7 +346,10 @@ class Connection(asyncio.Protocol):
         self._reason += reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow_head(len(name) + len(value) + 4)
+        # _grow_head, written out: a call less for every field of every response.
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD:
+            raise InvalidResponse(f"a response head over {MAX_HEAD} bytes")
         self._fields.add(
             name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")
         )
@@ -422,9 +436,11 @@ class Connection(asyncio.Protocol):
         interim: Interim | None,
         deadline: float = math.inf,
         upgrade: bool = False,
+        now: float | None = None,
     ) -> UpstreamResponse:
         """Send a request; its response head, by `deadline` (loop time) at the latest.
-        `upgrade`: the request asks to switch protocols, so a 101 is its final response."""
+        `upgrade`: the request asks to switch protocols, so a 101 is its final response.
+        `now`: the loop's time, when the caller has just read it."""
         transport = self.transport
         if transport is None:
             raise Disconnected("the upstream connection closed")
@@ -436,7 +452,7 @@ class Connection(asyncio.Protocol):
         self._head_size = 0
         self._final = self._complete = self._received = self._eof_body = False
         self._body = self._response = None
-        self._last_io = self.loop.time()
+        self._last_io = self.loop.time() if now is None else now
         self._head_deadline = deadline
         if isinstance(body, bytes):
             transport.write(head + body)
@@ -642,11 +658,14 @@ class Pool:
         request is idempotent and its body can be sent again.
         """
         head, chunked = request_head(method, target, fields, body, content_length)
-        deadline = math.inf if head_within is None else self._now() + head_within
-        conn = self._take_idle(key)
+        now = self._now()  # one read of the loop's clock for the deadline, the idle and the I/O
+        deadline = math.inf if head_within is None else now + head_within
+        conn = self._take_idle(key, now)
         if conn is not None:
             try:
-                return await conn.exchange(method, head, body, chunked, interim, deadline, upgrade)
+                return await conn.exchange(
+                    method, head, body, chunked, interim, deadline, upgrade, now
+                )
             except Disconnected:
                 if method not in IDEMPOTENT or not (body is None or isinstance(body, bytes)):
                     raise
@@ -654,11 +673,11 @@ class Pool:
         conn = await self._connect(key, deadline)
         return await conn.exchange(method, head, body, chunked, interim, deadline, upgrade)
 
-    def _take_idle(self, key: OriginKey) -> Connection | None:
+    def _take_idle(self, key: OriginKey, now: float) -> Connection | None:
         idle = self._idle.get(key)
         if not idle:
             return None
-        oldest = self._now() - self.keepalive_timeout
+        oldest = now - self.keepalive_timeout
         while idle:
             conn = idle.pop()
             if conn.transport is not None and conn.idle_since > oldest:
