@@ -405,8 +405,9 @@ def l2_hits(s: Settings, notes: list[str]) -> list[Row]:
     args = argparse.Namespace(duration=s.duration, rounds=s.l2_rounds, max_requests=1_000_000)
     rounds = asyncio.run(run.l2_rounds(args))
     notes.append(
-        "Redis L2 hits: bench.run l2-hits (bench/loadgen.py); L2, L1 and GET take turns, "
-        "the ratio is each round's, its median and range shown"
+        f"Redis L2 hits: bench.run l2-hits (bench/loadgen.py); L2, L1 and GET take turns for "
+        f"{s.l2_rounds} rounds of {s.duration:g} s each, the ratio is each round's, its median "
+        "and range shown"
     )
     labels = ("L2 hit (Redis), c=1", "L1 hit, c=1", "one Redis GET")
     sides = [Side(label) for label in labels]
