@@ -9,18 +9,23 @@
     python -m bench.callgrind hit 3000         # the full-pipeline hot hit
     python -m bench.callgrind forward 2000     # the naive aiohttp forwarding proxy
     python -m bench.callgrind dictcache 2000   # the dict-cache yardstick
+    python -m bench.callgrind l2 2000          # bench.run l2-hits' L2 hit: Redis, not memory
+    python -m bench.callgrind l1 2000          # ... and its L1 hit, same config with room
 
 The bench upstream (1 KB bodies) runs normally; the measured server runs under valgrind's
 callgrind with PYTHONHASHSEED=0. It is warmed with 500 requests, its counters are zeroed,
 then N requests go over 16 keep-alive connections (bench/loadgen.py) and it dumps. User-space
 instructions only: the kernel's share of each request (the socket calls) is not counted.
 Runs of one tree differ by up to about 1%; compare trees by alternating them.
+`l2` and `l1` start a redis-server of their own and send one request at a time, as the
+l2-hits scenario does; the Redis server's work is not counted, only the proxy's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -31,10 +36,10 @@ from pathlib import Path
 
 import yaml
 
-from bench import servers, suite
+from bench import run, servers, suite
 from bench.loadgen import run_load
 
-KINDS = ("miss", "cold", "hit", "forward", "dictcache")
+KINDS = ("miss", "cold", "hit", "forward", "dictcache", "l2", "l1")
 
 
 def main() -> None:
@@ -43,11 +48,20 @@ def main() -> None:
     parser.add_argument("requests", type=int, nargs="?", default=2000)
     args = parser.parse_args()
     kind, n = args.kind, args.requests
-    stored = kind in ("cold", "dictcache", "hit")
+    stored = kind in ("cold", "dictcache", "hit", "l2", "l1")
     work = Path(tempfile.mkdtemp(prefix="callgrind-"))
-    with servers.upstream(["--size", "1024", *(["--max-age", "3600"] if stored else [])]) as up:
+    with contextlib.ExitStack() as stack:
+        upstream_args = ["--size", "1024", *(["--max-age", "3600"] if stored else [])]
+        up = stack.enter_context(servers.upstream(upstream_args))
         port = servers.free_port()
-        if kind in ("miss", "cold", "hit"):
+        if kind in ("l2", "l1"):
+            redis = stack.enter_context(run.RedisProcess())
+            config = servers.proxy_config(up.port, run.l2_config(redis.url, kind == "l1"))
+            config["listen"]["port"] = port
+            (work / "config.yaml").write_text(yaml.safe_dump(config))
+            argv = ["-m", "proxy", "run", "--config", str(work / "config.yaml")]
+            argv += ["--log-level", "WARNING"]
+        elif kind in ("miss", "cold", "hit"):
             config = servers.proxy_config(up.port, suite.full_pipeline(kind != "miss"))
             config["listen"]["port"] = port
             for drop in filter(None, os.environ.get("DROP", "").split(",")):
@@ -97,7 +111,11 @@ def main() -> None:
 
 def _measure(pid: int, port: int, kind: str, n: int, dump: Path) -> int:
     headers = f"Origin: {suite.ORIGIN}\r\n"
-    if kind == "hit":
+    concurrency = 16
+    if kind in ("l2", "l1"):  # as in the scenario: its keys, one request at a time
+        paths = [run.l2_path(i) for i in range(run.L2_KEYS)]
+        headers, concurrency = "", 1
+    elif kind == "hit":
         paths = ["/api/item/1?x=1"]
         headers += "Accept-Encoding: br\r\n"
     elif kind in ("cold", "dictcache"):
@@ -115,7 +133,7 @@ def _measure(pid: int, port: int, kind: str, n: int, dump: Path) -> int:
                 kind,
                 port,
                 lambda i: paths[(first + i) % len(paths)],
-                concurrency=16,
+                concurrency=concurrency,
                 duration=3600,
                 max_requests=count,
                 headers=headers,

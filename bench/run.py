@@ -285,15 +285,19 @@ async def hot_keys_redis(args: argparse.Namespace) -> list[Result]:
         )
 
 
-async def redis_get_latencies(url: str, n: int) -> Result:
-    """One GET of a 1 KB value at a time, through redis-py as the proxy uses it."""
+async def redis_get_latencies(url: str, duration: float, max_requests: int) -> Result:
+    """One GET of a 1 KB value at a time for `duration` s, through redis-py as the proxy
+    uses it."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(url)
     await client.set("bench:get", b"x" * 1024)
-    latencies = []
+    for _ in range(100):  # the connection made, the code paths warm
+        await client.get("bench:get")
+    latencies: list[float] = []
     started = time.perf_counter()
-    for _ in range(n):
+    deadline = started + duration
+    while time.perf_counter() < deadline and len(latencies) < max_requests:
         t = time.perf_counter()
         await client.get("bench:get")
         latencies.append(time.perf_counter() - t)
@@ -302,23 +306,77 @@ async def redis_get_latencies(url: str, n: int) -> Result:
     return Result("one Redis GET (redis-py)", latencies, elapsed=elapsed)
 
 
-async def l2_hits(args: argparse.Namespace) -> list[Result]:
-    """Hits served from Redis (L1 too small to hold them), one request at a time, against
-    an L1 hit plus one Redis GET round trip: the goal is at most 1.5x that sum."""
-    one = argparse.Namespace(**{**vars(args), "concurrency": 1})
-    path = lambda i: f"/api/hot/{i % 10}"  # noqa: E731
+L2_KEYS = 10
+
+
+def l2_path(i: int) -> str:
+    return f"/api/hot/{i % L2_KEYS}"
+
+
+def l2_config(url: str, room: bool) -> dict[str, object]:
+    """The l2-hits proxy: without `room`, its memory tier (1 KB) holds none of the 1 KB
+    entries, so that every hit is read from Redis."""
+    return redis_tier(url) if room else redis_tier(url, max_memory="1KB")
+
+
+def l2_ratio(l2: Result, l1: Result, get: Result) -> float:
+    """The goal's figure: an L2 hit's p50 over an L1 hit's plus one GET's."""
+    return l2.percentile(50) / (l1.percentile(50) + get.percentile(50))
+
+
+def _cache_status(port: int) -> str:
+    url = f"http://127.0.0.1:{port}{l2_path(1)}"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        r.read()
+        return str(r.headers.get("Cache-Status", ""))
+
+
+async def l2_rounds(args: argparse.Namespace) -> list[tuple[Result, Result, Result]]:
+    """(L2 hits, L1 hits, one GET) per round, the three taking turns round after round, so
+    that what disturbs the shared machine falls on all three alike."""
+    load = dict(concurrency=1, duration=args.duration, max_requests=args.max_requests)
     with RedisProcess() as redis:
         upstream = ["--size", "1024", "--max-age", "3600"]
-        with Stack(upstream, redis_tier(redis.url, max_memory="1KB")) as stack:
-            _, l2 = await compare(one, stack, path, "plain web.Application", "L2 hits")
-        with Stack(upstream, redis_tier(redis.url)) as stack:
-            _, l1 = await compare(one, stack, path, "plain web.Application", "L1 hits")
-        get = await redis_get_latencies(redis.url, 5000)
-    budget = l1.percentile(50) + get.percentile(50)
-    print(
-        f"   L2 hit p50 {l2.percentile(50) * 1e3:.3f} ms vs L1 hit + one GET "
-        f"{budget * 1e3:.3f} ms: {l2.percentile(50) / budget:.2f}x (goal <= 1.5x)"
-    )
+        with (
+            Stack(upstream, l2_config(redis.url, room=False)) as l2,
+            Stack(upstream, l2_config(redis.url, room=True)) as l1,
+        ):
+            for stack in (l2, l1):  # stores the entries (in Redis, and in l1's memory)
+                await run_load(
+                    "warm-up", stack.proxy_port, l2_path, concurrency=4, duration=1,
+                    max_requests=500,
+                )  # fmt: skip
+            # Each side is what it says: every request to l2 read from Redis, none to l1.
+            for stack, shared in ((l2, True), (l1, False)):
+                status = await asyncio.to_thread(_cache_status, stack.proxy_port)
+                if "hit" not in status or ("detail=shared" in status) != shared:
+                    raise SystemExit(f"l2-hits: unexpected Cache-Status {status!r}")
+            rounds = []
+            for _ in range(args.rounds):
+                l2_hits = await run_load(
+                    "L2 hits", l2.proxy_port, l2_path, **load, server_pid=l2.procs[1].pid
+                )
+                l1_hits = await run_load(
+                    "L1 hits", l1.proxy_port, l2_path, **load, server_pid=l1.procs[1].pid
+                )
+                get = await redis_get_latencies(redis.url, args.duration, args.max_requests)
+                rounds.append((l2_hits, l1_hits, get))
+    return rounds
+
+
+async def l2_hits(args: argparse.Namespace) -> list[Result]:
+    """Hits served from Redis (L1 too small to hold them), one request at a time, against
+    an L1 hit plus one Redis GET round trip: the goal is at most 1.5x that sum, in every
+    round (the median round is shown)."""
+    rounds = await l2_rounds(args)
+    ratios = [l2_ratio(*r) for r in rounds]
+    for (l2, l1, get), over in zip(rounds, ratios, strict=True):
+        print(
+            f"   L2 hit p50 {l2.percentile(50) * 1e3:.3f} ms vs L1 hit + one GET "
+            f"{(l1.percentile(50) + get.percentile(50)) * 1e3:.3f} ms: {over:.2f}x (goal <= 1.5x)"
+        )
+    median = sorted(range(len(rounds)), key=ratios.__getitem__)[(len(rounds) - 1) // 2]
+    l2, l1, get = rounds[median]
     return [l1, l2, get]
 
 

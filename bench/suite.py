@@ -21,6 +21,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,12 +46,12 @@ class Settings:
     duration: float  # seconds of load per side and round
     cold_duration: float
     entries: int  # scenario 6
-    l2_rounds: int  # best of, one request at a time: steadier, needs fewer
+    l2_rounds: int  # L2, L1 and GET in turn: the ratio's median over them
     warm_up: float = 1.0
 
 
-FULL = Settings(rounds=3, duration=3, cold_duration=4, entries=100_000, l2_rounds=2)
-QUICK = Settings(rounds=2, duration=1, cold_duration=2, entries=20_000, l2_rounds=1)
+FULL = Settings(rounds=3, duration=3, cold_duration=4, entries=100_000, l2_rounds=5)
+QUICK = Settings(rounds=2, duration=1, cold_duration=2, entries=20_000, l2_rounds=3)
 
 
 def full_pipeline(cache: bool, workers: int = 1, extras: bool = True) -> dict[str, Any]:
@@ -401,34 +402,37 @@ def l2_hits(s: Settings, notes: list[str]) -> list[Row]:
 
     from bench import run
 
-    args = argparse.Namespace(
-        concurrency=1, duration=s.duration, rounds=s.l2_rounds, max_requests=1_000_000
+    args = argparse.Namespace(duration=s.duration, rounds=s.l2_rounds, max_requests=1_000_000)
+    rounds = asyncio.run(run.l2_rounds(args))
+    notes.append(
+        f"Redis L2 hits: bench.run l2-hits (bench/loadgen.py); L2, L1 and GET take turns for "
+        f"{s.l2_rounds} rounds of {s.duration:g} s each, the ratio is each round's, its median "
+        "and range shown"
     )
-    with contextlib.redirect_stdout(sys.stderr):  # its own report line: not in the table
-        l1, l2, redis_get = asyncio.run(run.l2_hits(args))
-    notes.append("Redis L2 hits: bench.run l2-hits (bench/loadgen.py, best of rounds)")
-    sides = {}
-    for result, label in (
-        (l2, "L2 hit (Redis), c=1"),
-        (l1, "L1 hit, c=1"),
-        (redis_get, "one Redis GET"),
-    ):
-        run_ = Run(
-            len(result.latencies),
-            result.elapsed,
-            result.percentile(50),
-            result.percentile(99),
-            result.errors,
-            result.server_cpu,
-        )
-        sides[label] = Side(label, [run_])
-    budget = l1.percentile(50) + redis_get.percentile(50)
-    over = ratio(l2.percentile(50), budget)
+    labels = ("L2 hit (Redis), c=1", "L1 hit, c=1", "one Redis GET")
+    sides = [Side(label) for label in labels]
+    for results in rounds:
+        for side, result in zip(sides, results, strict=True):
+            side.runs.append(
+                Run(
+                    len(result.latencies),
+                    result.elapsed,
+                    result.percentile(50),
+                    result.percentile(99),
+                    result.errors,
+                    result.server_cpu,
+                )
+            )
+    ratios = [run.l2_ratio(*results) for results in rounds]
+    over = statistics.median(ratios)
     name = "7 Redis L2 hit, c=1"
-    first, *others = sides.values()
+    first, *others = sides
     return [
         Row.of(
-            name, first, f"p50 {x(over)} of L1 hit + one GET", goal("≤1.5x", (over, 1.5, False))
+            name,
+            first,
+            f"p50 {x(over)} of L1 hit + one GET (rounds {x(min(ratios))}-{x(max(ratios))})",
+            goal("≤1.5x", (over, 1.5, False)),
         ),
         *(Row.of(name, side) for side in others),
     ]

@@ -151,9 +151,12 @@ class Responder:
         age: float,
         outcome: CacheOutcome,
         fields: Headers | None = None,
+        kept: bool = True,
     ) -> web.StreamResponse:
         """A stored response: its bytes (or a stored encoded variant) plus three headers.
-        `fields`: the entry's headers, when the caller has them unpacked already.
+        `fields`: the entry's headers, when the caller has them unpacked already. `kept`:
+        the entry is in the memory tier, for hits to come (an entry read from Redis may
+        not be: then no prepared form is made for it).
 
         A decoded variant too large to store is streamed as it is decoded instead.
         Hits on a hot entry's whole body go out as prepared bytes (`prepared`): the
@@ -162,7 +165,7 @@ class Responder:
         request, route = ex.request, ex.route
         h = request.headers
         if (
-            (outcome.x_cache == "HIT" or entry.prepared is not None)
+            ((outcome.x_cache == "HIT" and kept) or entry.prepared is not None)
             and entry.status not in NO_BODY
             and "If-None-Match" not in h
             and "If-Modified-Since" not in h

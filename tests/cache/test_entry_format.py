@@ -318,6 +318,14 @@ def test_framing_and_hop_by_hop_fields_written_into_redis_are_dropped_on_read() 
     assert decode(encode(honest)).head == honest.head
 
 
+def test_directives_of_a_field_that_connection_names_go_with_the_field() -> None:
+    # Dropped as hop-by-hop, a Cache-Control gives no freshness either.
+    entry = make_entry([("Connection", "Cache-Control"), ("Cache-Control", "max-age=60")])
+    back = decode(encode(entry))
+    assert "Cache-Control" not in back.headers
+    assert back.cc == decode(encode(make_entry([("X-A", "1")]))).cc
+
+
 @pytest.mark.parametrize("name", ["Bad Name", "X-A\x00", "Nämé", ""])
 def test_a_stored_field_name_that_is_not_a_token_is_refused(name: str) -> None:
     entry = make_entry([("Cache-Control", "max-age=60"), (name, "v")])

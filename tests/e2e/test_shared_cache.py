@@ -444,3 +444,32 @@ async def test_an_entry_an_older_instance_wrote_in_version_1_is_a_shared_hit(
     assert origin.hits["/x"] == 1
     _, stats = await admin(http, b, "GET", "/cache/stats")
     assert stats["shared"]["corrupt"] == 0
+
+
+async def test_an_entry_too_large_for_this_memory_is_served_from_redis_each_time_alike(
+    origin: Origin,
+    start_proxy: StartProxy,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    origin.respond = lambda r: web.Response(
+        body=b"x" * 2048, headers={"Cache-Control": "max-age=60", "X-Origin": "1"}
+    )
+    config = shared({"url": redis_server.url})
+    a = await start_proxy(origin.url, **config)
+    small = {**config, "cache": {**config["cache"], "max_memory": "2KB"}}
+    b = await start_proxy(origin.url, **small)
+    _, body = await get(http, a, "/quotes/AAPL")
+    per_response = {"Date", "Age", "X-Request-ID"}
+    seen = []
+    for _ in range(3):  # none kept in b's memory (no prepared form made): each from Redis
+        resp, again = await get(http, b, "/quotes/AAPL")
+        assert resp.headers["Cache-Status"].startswith("cacheproxy;hit;detail=shared")
+        assert again == body
+        seen.append([(k, v) for k, v in resp.headers.items() if k not in per_response])
+    assert seen[0] == seen[1] == seen[2]
+    # What a's L1 hits send, less where it came from.
+    resp, _ = await get(http, a, "/quotes/AAPL")
+    l1 = [(k, v) for k, v in resp.headers.items() if k not in per_response]
+    assert [(k, v.replace(";detail=shared", "")) for k, v in seen[0]] == l1
+    assert origin.hits["/quotes/AAPL"] == 1

@@ -137,13 +137,15 @@ class CacheStage:
                 and (entry is None or found.response_time > entry.response_time)
                 and policy.may_reuse(scope, found.cc)
             ):
-                self.store.put(found, fetched_at, grace)
+                kept = self.store.put(found, fetched_at, grace)
                 entry = found
                 age, verdict = self._freshness(entry, request_cc, rc)
                 if verdict is Freshness.FRESH:
                     if span is not None:
                         span.end()
-                    return await self._responder.from_entry(ex, entry, age, outcomes.HIT_SHARED)
+                    return await self._responder.from_entry(
+                        ex, entry, age, outcomes.HIT_SHARED, kept=kept
+                    )
         if span is not None:
             span.end()
         if entry is not None:
