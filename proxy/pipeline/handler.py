@@ -11,16 +11,18 @@ client -> target check -> route match -> CORS preflight (responded to here)
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 from aiohttp import web
-from multidict import istr
+from multidict import CIMultiDictProxy, istr
 
 from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
 from proxy.cache.status import BYPASS, MISS
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
+from proxy.edge.ratelimit.limiter import Checked
 from proxy.edge.revocation import RevocationList
 from proxy.http.admin_token import AdminToken
 from proxy.http.clientaddr import TrustedProxies
@@ -44,8 +46,19 @@ from proxy.respond.responder import Responder
 from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import UpstreamClient, UpstreamError
 
+if TYPE_CHECKING:
+    from proxy.edge.route import LoadedRoute
+
 _AUTHORIZATION = istr("Authorization")
 _HOST = istr("Host")  # an istr is looked up without folding the name's case first
+
+
+class Refused(NamedTuple):
+    """Why a request is refused before a route is chosen: its status, code and message."""
+
+    status: int
+    code: str
+    message: str
 
 
 class Pipeline:
@@ -118,42 +131,15 @@ class Pipeline:
         ids = self.ids
         rid, clients = "", False
         if ids is not None:
-            given = fields.get(ids.header)
-            if given is None or ids.accepted(fields) is None:
-                made = ids.made  # made.next(), written out: a call less on every request
-                rid = made.prefix + str(next(made.count))
-            else:
-                rid, clients = given, True
+            rid, clients = self._request_id(ids, fields)
             request[REQUEST_ID] = rid  # for the access log
         if method == "CONNECT":
             msg = "CONNECT tunnels are not supported"
             return self._refuse(ids, rid, 405, "method_not_allowed", msg)
-        try:
-            target = parse_target(request.raw_path)
-        except BadTarget as exc:
-            return self._refuse(ids, rid, 400, "bad_request", str(exc))
-        host: str | None = None  # read only when listen.hosts or a route's hosts need it
-        if target.authority is not None:
-            if target.authority not in self.routes.authorities:
-                # Absolute-form for a host we do not front: never an open relay.
-                msg = "this proxy only forwards to its upstreams"
-                return self._refuse(ids, rid, 403, "forbidden_host", msg)
-            # Its Host header is ignored (RFC 9112 §3.2.2), so listen.hosts does not apply:
-            # the authority, checked just now against the upstreams, is what it names.
-            host = authority_host(target.authority)
-        elif self.reads_host:
-            # The Host field itself, as listen.hosts reads it (nginx's server_name does the
-            # same): never X-Forwarded-Host, so the name let in is the name routed.
-            host = fields.get(_HOST)
-            if self.hosts is not None and not self.hosts.allows(host):
-                msg = "this proxy does not serve the requested host"
-                return self._refuse(ids, rid, 421, "misdirected_request", msg)
-
-        if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
-            # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
-            # key, a PURGE's token check and the origin could each read a different one.
-            msg = "more than one Authorization field"
-            return self._refuse(ids, rid, 400, "bad_request", msg)
+        placed = self._place(request.raw_path, fields)
+        if isinstance(placed, Refused):
+            return self._refuse(ids, rid, *placed)
+        target, host = placed
         if method == "PURGE":  # never forwarded: the cache's, and only for those allowed
             return await self._purge(request, target, host, ids, rid)
         try:
@@ -177,13 +163,11 @@ class Pipeline:
                 return self.responder.error(Exchange(request, route, ids=ids, rid=rid), refusal)
         limiter = route.rate_limit
         if limiter is not None:
-            counts, refusal = (
-                limiter.check_local(request) if limiter.local else await limiter.check(request)
-            )
-            self.ratelimit_checked(route.name, refusal is None)
-            ex = Exchange(request, route, counts, ids, rid, clients)
+            local = limiter.local
+            checked = limiter.check_local(request) if local else await limiter.check(request)
+            ex, refusal = self._limited(request, route, checked, ids, rid, clients)
             if refusal is not None:
-                return self.responder.error(ex, refusal)
+                return refusal
         else:
             ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
         if route.upgrade is not None:
@@ -205,6 +189,61 @@ class Pipeline:
         if policy.is_unsafe_method(request.method):
             await self.invalidate(request, target, resp, host)
         return resp
+
+    @staticmethod
+    def _request_id(ids: RequestIds, fields: CIMultiDictProxy[str]) -> tuple[str, bool]:
+        """The request's id, and whether it is the client's own."""
+        given = fields.get(ids.header)
+        if given is None or ids.accepted(fields) is None:
+            made = ids.made  # made.next(), written out: a call less on every request
+            return made.prefix + str(next(made.count)), False
+        return given, True
+
+    def _place(
+        self, raw_target: str, fields: CIMultiDictProxy[str]
+    ) -> tuple[Target, str | None] | Refused:
+        """The request's target and the host it is routed by (None: not read), or why it
+        is refused before any route is chosen."""
+        try:
+            target = parse_target(raw_target)
+        except BadTarget as exc:
+            return Refused(400, "bad_request", str(exc))
+        host: str | None = None  # read only when listen.hosts or a route's hosts need it
+        if target.authority is not None:
+            if target.authority not in self.routes.authorities:
+                # Absolute-form for a host we do not front: never an open relay.
+                msg = "this proxy only forwards to its upstreams"
+                return Refused(403, "forbidden_host", msg)
+            # Its Host header is ignored (RFC 9112 §3.2.2), so listen.hosts does not apply:
+            # the authority, checked just now against the upstreams, is what it names.
+            host = authority_host(target.authority)
+        elif self.reads_host:
+            # The Host field itself, as listen.hosts reads it (nginx's server_name does the
+            # same): never X-Forwarded-Host, so the name let in is the name routed.
+            host = fields.get(_HOST)
+            if self.hosts is not None and not self.hosts.allows(host):
+                msg = "this proxy does not serve the requested host"
+                return Refused(421, "misdirected_request", msg)
+        if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
+            # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
+            # key, a PURGE's token check and the origin could each read a different one.
+            return Refused(400, "bad_request", "more than one Authorization field")
+        return target, host
+
+    def _limited(
+        self,
+        request: web.BaseRequest,
+        route: LoadedRoute,
+        checked: Checked,
+        ids: RequestIds | None,
+        rid: str,
+        clients: bool,
+    ) -> tuple[Exchange, web.Response | None]:
+        """The exchange once the rate limit has `checked` the request, and its refusal."""
+        counts, refusal = checked
+        self.ratelimit_checked(route.name, refusal is None)
+        ex = Exchange(request, route, counts, ids, rid, clients)
+        return ex, None if refusal is None else self.responder.error(ex, refusal)
 
     async def _upgrade(self, ex: Exchange, target: Target, offered: str) -> web.StreamResponse:
         try:
