@@ -6,6 +6,9 @@ client -> target check -> route match -> CORS preflight (responded to here)
        -> GET/HEAD on a caching route: cache (hit | coalesced fetch -> store)
        -> anything else: forward upstream -> invalidate on unsafe success
        -> encode for the client + the cache's and the edge's fields (respond/) -> respond
+
+`answer` is the same order for the one request the listener may answer before aiohttp
+makes a request object of it: a fresh memory hit (or its 429).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from multidict import CIMultiDictProxy, istr
 
 from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
-from proxy.cache.status import BYPASS, MISS
+from proxy.cache.status import BYPASS, HIT, MISS
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
 from proxy.edge.ratelimit.limiter import Checked
@@ -41,8 +44,9 @@ from proxy.pipeline.upgrade import Upgrades
 from proxy.pipeline.upstream_fetch import UpstreamFetch
 from proxy.pipeline.warming import Warming
 from proxy.respond.exchange import Exchange
+from proxy.respond.prepared import PreparedResponse, made_here
 from proxy.respond.relay import interim_relay
-from proxy.respond.responder import Responder
+from proxy.respond.responder import Responder, with_request_lines
 from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import UpstreamClient, UpstreamError
 
@@ -189,6 +193,54 @@ class Pipeline:
         if policy.is_unsafe_method(request.method):
             await self.invalidate(request, target, resp, host)
         return resp
+
+    def answer(self, request: web.BaseRequest) -> PreparedResponse | None:
+        """A fresh memory hit, answered before aiohttp makes a request or a task of it (the
+        listener's fast path, server/listener.py, which hands over only a GET or HEAD
+        without a body, upgrade or Expect, in HTTP/1.1 kept alive). `handle`'s stages, in
+        its order, through the same calls; None, with nothing done: `handle` it.
+
+        Each stage that could refuse, or that has effects, is asked only once nothing can
+        decline any more: the request id, the rate limit (its 429 is answered here too),
+        the metrics. A revocation list or an Authorization field, an upstream rate limit
+        (Redis), refresh-ahead, tracing, a range or conditions: `handle`.
+        """
+        fields = request.headers
+        placed = self._place(request.raw_path, fields)
+        if isinstance(placed, Refused):
+            return None
+        target, host = placed
+        try:
+            route = self.routes.route_for(request.method, target.path, host)
+        except AmbiguousPath:
+            return None
+        limiter = route.rate_limit
+        if (limiter is not None and not limiter.local) or (
+            self.revocations.any and _AUTHORIZATION in fields  # else it lets it through
+        ):
+            return None
+        hit = self.cache.memory_hit(route, target, fields)
+        if hit is None:
+            return None
+        entry, age = hit
+        head = self.responder.prepared_head(route, entry, fields)
+        if head is None:
+            return None
+        # Answered here from now on.
+        ids = self.ids
+        rid, clients = "", False
+        if ids is not None:
+            rid, clients = self._request_id(ids, fields)
+            request[REQUEST_ID] = rid
+        request[ROUTE] = route.name
+        if limiter is not None:
+            checked = limiter.check_local(request)
+            ex, refusal = self._limited(request, route, checked, ids, rid, clients)
+            if refusal is not None:
+                return made_here(refusal)
+        else:
+            ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
+        return with_request_lines(ex, entry, head, age, HIT)
 
     @staticmethod
     def _request_id(ids: RequestIds, fields: CIMultiDictProxy[str]) -> tuple[str, bool]:

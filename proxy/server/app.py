@@ -34,6 +34,7 @@ from proxy.pipeline.url_warmer import Warmer
 from proxy.pipeline.warming import Warming
 from proxy.respond.prepared import PreparedResponse
 from proxy.server.listener import (
+    Answer,
     Handler,
     Listener,
     ListenerStats,
@@ -257,8 +258,10 @@ class ProxyServer:
         # the low-level server costs measurably less CPU per request (shared/design.md).
         top_limit = self.config.rate_limit
         handle: Handler = self.pipeline.handle
+        answer: Answer | None = self.pipeline.answer  # hot hits, before aiohttp's request
         if self.tracing is not None:  # otherwise not one test on the request path
             handle = self.tracing.wrap(handle, self._route_caches)
+            answer = None  # every request is traced as it is handled
         listener = Listener(
             handle,
             listen.timeouts,
@@ -270,6 +273,7 @@ class ProxyServer:
             lambda peer: self.pipeline.routes.trusted_proxies.trusts(peer),
             server_context(listen.tls) if listen.tls is not None else None,
             server_field=listen.server_header is not False,
+            answer=answer,
         )
         self._listener = listener
         # The runner calls listener.shutdown(grace) once the port stops accepting.

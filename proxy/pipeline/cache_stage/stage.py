@@ -13,7 +13,7 @@ from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.keys import url_part
 from proxy.cache.memory import MemoryStore
-from proxy.cache.policy import EMPTY_CACHE_CONTROL, CacheControl, Freshness, Scope
+from proxy.cache.policy import EMPTY_CACHE_CONTROL, CacheControl, Freshness, Headers, Scope
 from proxy.cache.route import RouteCache
 from proxy.edge.route import LoadedRoute
 from proxy.http.errors import json_error
@@ -172,6 +172,26 @@ class CacheStage:
         # still gets no body, and the next GET is a hit. A Range miss (`range_requests:
         # whole`) likewise fetches the whole response, stores it and cuts the range from it.
         return await self._coalescer.fetch(lk, {}, None, None)
+
+    def memory_hit(
+        self, route: LoadedRoute, target: Target, headers: Headers
+    ) -> tuple[Entry, float] | None:
+        """The fresh entry in memory `serve` would answer this request with as it is, and its
+        age; None: ask `serve`. Its first steps, with no effect: for the listener's fast path,
+        which answers only what it can answer whole (pipeline/handler.py `answer`). Refresh-
+        ahead counts every request and tracing spans the lookup: with either, always None."""
+        rc = route.cache
+        if rc is None or self._popularity is not None or self.tracing is not None:
+            return None
+        scope = policy.request_scope(headers, rc.rules)
+        if scope is Scope.PASS:
+            return None
+        primary = rc.keys.primary_key(route.upstream.key_origin, target.path, target.query, headers)
+        entry = self.store.get(primary, headers)
+        if entry is None or not policy.may_reuse(scope, entry.cc):
+            return None
+        age, verdict = self._freshness(entry, policy.request_cache_control(headers), rc)
+        return (entry, age) if verdict is Freshness.FRESH else None
 
     def _freshness(
         self, entry: Entry, request_cc: CacheControl, rc: RouteCache
