@@ -105,6 +105,7 @@ class Pipeline:
             coalesce_wait=upstream.config.timeouts.read,
             warming=warming,
         )
+        self.hot = self.cache.hot  # the targets `answer` is asked about
 
     def use_routes(self, routes: RouteTable) -> None:
         """Take a (reloaded) route table. No await here: on the one event loop, a request sees
@@ -202,8 +203,9 @@ class Pipeline:
 
         Each stage that could refuse, or that has effects, is asked only once nothing can
         decline any more: the request id, the rate limit (its 429 is answered here too),
-        the metrics. A revocation list or an Authorization field, an upstream rate limit
-        (Redis), refresh-ahead, tracing, a range or conditions: `handle`.
+        the metrics. A revocation list and an Authorization field, a route the cache stage
+        does not answer for (CacheStage.answers), a range or conditions: `handle`. The
+        listener asks only about the `hot` targets.
         """
         fields = request.headers
         placed = self._place(request.raw_path, fields)
@@ -214,12 +216,12 @@ class Pipeline:
             route = self.routes.route_for(request.method, target.path, host)
         except AmbiguousPath:
             return None
-        limiter = route.rate_limit
-        if (limiter is not None and not limiter.local) or (
-            self.revocations.any and _AUTHORIZATION in fields  # else it lets it through
-        ):
+        if not self.cache.answers(route):
+            self.hot.discard(request.raw_path)  # none of its requests will be answered here
             return None
-        hit = self.cache.memory_hit(route, target, fields)
+        if self.revocations.any and _AUTHORIZATION in fields:  # else it lets it through
+            return None
+        hit = self.cache.memory_hit(route, target, fields, request.raw_path)
         if hit is None:
             return None
         entry, age = hit
@@ -233,6 +235,7 @@ class Pipeline:
             rid, clients = self._request_id(ids, fields)
             request[REQUEST_ID] = rid
         request[ROUTE] = route.name
+        limiter = route.rate_limit
         if limiter is not None:
             checked = limiter.check_local(request)
             ex, refusal = self._limited(request, route, checked, ids, rid, clients)

@@ -34,7 +34,7 @@ from proxy.pipeline.url_warmer import Warmer
 from proxy.pipeline.warming import Warming
 from proxy.respond.prepared import PreparedResponse
 from proxy.server.listener import (
-    Answer,
+    FastPath,
     Handler,
     Listener,
     ListenerStats,
@@ -206,6 +206,8 @@ class ProxyServer:
         self.pipeline.use_request_ids(config.request_id)
         self.pipeline.use_purgers(TrustedProxies(config.purge.allow), config.admin.token)
         self._reload_tls(config)
+        if self._listener is not None:  # for new connections
+            self._listener.fast = self._fast_path()
         facts = route_facts(routes)
         self.observer.use_routes(facts)
         self.sources.routes = facts
@@ -214,6 +216,14 @@ class ProxyServer:
         if restart:
             log.warning("config reload: restart required to apply %s", ", ".join(restart))
         return applied(restart)
+
+    def _fast_path(self) -> FastPath | None:
+        """What answers hot hits before aiohttp makes a request of them (the listener's fast
+        path), or None: no route caches (every request would be looked at for nothing), or
+        every request is traced as it is handled."""
+        if self.tracing is not None or not any(p.cache for p in self.pipeline.routes.compiled):
+            return None
+        return self.pipeline
 
     def _reload_tls(self, config: Settings) -> None:
         """New handshakes get the certificate the files now hold (renewed in place, or other
@@ -258,10 +268,8 @@ class ProxyServer:
         # the low-level server costs measurably less CPU per request (shared/design.md).
         top_limit = self.config.rate_limit
         handle: Handler = self.pipeline.handle
-        answer: Answer | None = self.pipeline.answer  # hot hits, before aiohttp's request
         if self.tracing is not None:  # otherwise not one test on the request path
             handle = self.tracing.wrap(handle, self._route_caches)
-            answer = None  # every request is traced as it is handled
         listener = Listener(
             handle,
             listen.timeouts,
@@ -273,7 +281,7 @@ class ProxyServer:
             lambda peer: self.pipeline.routes.trusted_proxies.trusts(peer),
             server_context(listen.tls) if listen.tls is not None else None,
             server_field=listen.server_header is not False,
-            answer=answer,
+            fast=self._fast_path(),
         )
         self._listener = listener
         # The runner calls listener.shutdown(grace) once the port stops accepting.

@@ -23,10 +23,10 @@ import logging
 import resource
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import orjson
 from aiohttp import web
@@ -51,9 +51,20 @@ from proxy.respond.prepared import PreparedResponse
 log = logging.getLogger("cacheproxy.listener")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-# The fast path's: the response to a request answered before aiohttp makes one of it, or
-# None, having done nothing (Pipeline.answer).
-Answer = Callable[[web.BaseRequest], PreparedResponse | None]
+
+
+class FastPath(Protocol):
+    """What answers a request before aiohttp makes one of it (Pipeline)."""
+
+    @property
+    def hot(self) -> Container[str]:
+        """Request targets worth trying: those a fresh memory hit was served for lately (a
+        hint: `answer` decides), so that a miss pays nothing for the fast path."""
+
+    def answer(self, request: web.BaseRequest) -> PreparedResponse | None:
+        """The response, or None, having done nothing."""
+
+
 # Told of every response once it is sent: (request, response, seconds since its head arrived).
 Observe = Callable[[web.BaseRequest, web.StreamResponse, float], None]
 
@@ -182,11 +193,11 @@ class ListenerProtocol(Connection):
     """
 
     __slots__ = (
-        "_answer",
         "_body",
         "_body_timeout",
         "_body_timer",
         "_client",
+        "_fast",
         "_head_bytes",
         "_head_deadline",
         "_head_started",
@@ -219,8 +230,8 @@ class ListenerProtocol(Connection):
         self._remote: str | None = None
         self._tls_accepted = 0.0  # loop time of a TLS connection's TCP accept
         self._tcp: asyncio.Transport | None = None  # under a TLS handshake still under way
-        self._answer = listener.answer
-        if self._answer is not None:
+        self._fast = listener.fast
+        if self._fast is not None:
             self.answer_first(self._answer_parsed)
 
     def remote(self) -> str | None:
@@ -350,8 +361,11 @@ class ListenerProtocol(Connection):
         on a connection idle until now (no request queued or in flight, none of its
         responses held back), so responses stay in order. False: aiohttp's, as ever."""
         method = message.method
+        fast = self._fast
         if (
             (method != "GET" and method != "HEAD")
+            or fast is None
+            or message.path not in fast.hot
             or payload is not EMPTY_PAYLOAD
             or message.should_close
             or message.upgrade
@@ -373,7 +387,7 @@ class ListenerProtocol(Connection):
         started = time.perf_counter()
         request = ParsedRequest(message, self.remote())
         try:
-            response = self._answer(request)  # type: ignore[misc]  # set: see __init__
+            response = fast.answer(request)
         except Exception:  # a bug: logged, and the request is handled the ordinary way
             log.exception("the fast path failed on %s %s", method, message.path)
             return False
@@ -544,11 +558,11 @@ class Listener(web.Server):
         unbounded: Callable[[str], bool] = lambda peer: False,
         tls_context: ssl.SSLContext | None = None,
         server_field: bool = True,
-        answer: Answer | None = None,
+        fast: FastPath | None = None,
     ) -> None:
-        """`answer`: the fast path's (ListenerProtocol._answer_parsed); None: every request
-        goes to `handler`. `tls_context`: TLS on this port, with this context until one is
-        swapped in.
+        """`fast`: what answers on the fast path (ListenerProtocol._answer_parsed), as each
+        new connection finds it (a reload may set it); None: every request goes to `handler`.
+        `tls_context`: TLS on this port, with this context until one is swapped in.
         `server_field`: False when responses get no Server field of ours (listen.server_header
         `false`; proxy/adapters/aiohttp_internals.py says how)."""
         # Kept here, not read back from web.Server's private fields: each connection's
@@ -566,7 +580,7 @@ class Listener(web.Server):
             **self._protocol_kwargs,
         )
         self.tls_context = tls_context
-        self.answer = answer
+        self.fast = fast
         self.handshakes: set[ListenerProtocol] = set()  # TLS ones under way: shutdown ends them
         self._request_class = web.BaseRequest if server_field else NoServerFieldRequest
         self.timeouts = timeouts

@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.config.loader import parse_config
 from proxy.observe.logs import Record
 from proxy.server.app import ProxyServer
-from tests.conftest import Origin, StartProxy
+from tests.conftest import Origin, StartProxy, config_text
 from tests.e2e.test_listener import listener_stats, read_until_closed, timeouts
 from tests.e2e.test_prepared import BODY, VOLATILE, exchange
 
@@ -64,11 +65,11 @@ def ordinary(proxy: ProxyServer) -> Iterator[None]:
     """Connections opened meanwhile go the ordinary way, every request of them."""
     listener = proxy._listener
     assert listener is not None
-    answer, listener.answer = listener.answer, None
+    fast, listener.fast = listener.fast, None
     try:
         yield
     finally:
-        listener.answer = answer
+        listener.fast = fast
 
 
 async def fast_answers(proxy: ProxyServer) -> int:
@@ -257,3 +258,46 @@ async def test_keep_alive_closes_a_connection_idle_after_a_fast_answer(
         assert await fast_answers(proxy) == 1
         data, took = await read_until_closed(reader, 5)
     assert data == b"" and 0.4 < took < 2.0
+
+
+async def test_without_a_caching_route_the_fast_path_is_off_until_a_reload_adds_one(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """Every request would be looked at for nothing; new connections after the reload get it."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url)
+    listener = proxy._listener
+    assert listener is not None and listener.fast is None
+    proxy.apply(parse_config(config_text(origin.url, **EVERYTHING), env={}))
+    assert listener.fast is not None
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        status, _, _ = await exchange(reader, writer, get("/doc"))
+    assert status == "HTTP/1.1 200 OK" and await fast_answers(proxy) == 1
+    proxy.apply(parse_config(config_text(origin.url), env={}))
+    assert listener.fast is None
+
+
+async def test_only_targets_served_fresh_lately_are_tried_and_a_stale_one_only_once(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """A miss never builds the fast path's request; a target no longer fresh in memory is
+    tried once, then left to the ordinary path until it serves it fresh again."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING, purge={"allow": ["127.0.0.1"]})
+    hot = proxy.pipeline.hot
+    async with connection(proxy) as (reader, writer):
+        await exchange(reader, writer, get("/doc"))  # a miss: not tried, not hot
+        assert "/doc" not in hot
+        await exchange(reader, writer, get("/doc"))  # the ordinary hit that makes the head
+        assert "/doc" in hot
+        await exchange(reader, writer, get("/doc"))
+        assert await fast_answers(proxy) == 1
+        writer.write(b"PURGE /doc HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readuntil(b"}"), 5)).endswith(b'{"purged":1}')
+        _, fields, _ = await exchange(reader, writer, get("/doc"))  # tried, left: a miss
+        assert dict(fields)["x-cache"] == "MISS" and "/doc" not in hot
+        _, fields, _ = await exchange(reader, writer, get("/doc"))  # ordinary again
+        assert dict(fields)["x-cache"] == "HIT" and "/doc" in hot
+        await exchange(reader, writer, get("/doc"))
+    assert await fast_answers(proxy) == 2

@@ -33,6 +33,8 @@ from proxy.shared.tier import PurgeKind, PurgeResult, SharedTier
 if TYPE_CHECKING:
     from proxy.observe.tracing.otel import Tracing  # imported only with `tracing:`
 
+HOT_TARGETS = 4096  # hot request targets remembered (CacheStage.hot); cleared when full
+
 
 class CacheStage:
     def __init__(
@@ -61,6 +63,10 @@ class CacheStage:
         self._fill = fill
         self._partial = PartialContent(store, self._coalescer, responder, self._freshness)
         self.tracing: Tracing | None = None  # None (no `tracing:`) costs a hit one test
+        # Request targets a fresh memory hit was served for lately, on routes `answers`:
+        # those the listener's fast path tries (memory_hit decides). A miss, or a target
+        # no longer fresh, costs the fast path nothing, or once.
+        self.hot: set[str] = set()
 
     def use_tracing(self, tracing: Tracing) -> None:
         """Spans for the lookups and the stores of traced requests."""
@@ -112,6 +118,11 @@ class CacheStage:
             if verdict is Freshness.FRESH:
                 if span is not None:
                     span.end()
+                if self.answers(route):  # the next may go the fast path
+                    hot = self.hot
+                    if len(hot) >= HOT_TARGETS:
+                        hot.clear()
+                    hot.add(request.raw_path)
                 if self._popularity is not None and self._refresher.due_ahead(entry, age):
                     lk = Lookup(ex, target, rc, scope, request_cc, primary)
                     self._refresher.in_background(lk, entry)
@@ -173,25 +184,40 @@ class CacheStage:
         # whole`) likewise fetches the whole response, stores it and cuts the range from it.
         return await self._coalescer.fetch(lk, {}, None, None)
 
+    def answers(self, route: LoadedRoute) -> bool:
+        """Whether the listener's fast path may answer hits of `route` (pipeline/handler.py
+        `answer`): it caches, its rate limit is kept in memory (a check in Redis awaits),
+        and neither refresh-ahead (which counts every request) nor tracing (which spans the
+        lookup) is on."""
+        limiter = route.rate_limit
+        return (
+            route.cache is not None
+            and (limiter is None or limiter.local)
+            and self._popularity is None
+            and self.tracing is None
+        )
+
     def memory_hit(
-        self, route: LoadedRoute, target: Target, headers: Headers
+        self, route: LoadedRoute, target: Target, headers: Headers, raw_target: str
     ) -> tuple[Entry, float] | None:
         """The fresh entry in memory `serve` would answer this request with as it is, and its
-        age; None: ask `serve`. Its first steps, with no effect: for the listener's fast path,
-        which answers only what it can answer whole (pipeline/handler.py `answer`). Refresh-
-        ahead counts every request and tracing spans the lookup: with either, always None."""
+        age, on a route it `answers`; None: ask `serve` (and `raw_target` is not hot any
+        more). Its first steps, with no effect: for the listener's fast path, which answers
+        only what it can answer whole (pipeline/handler.py `answer`)."""
         rc = route.cache
-        if rc is None or self._popularity is not None or self.tracing is not None:
-            return None
+        assert rc is not None
         scope = policy.request_scope(headers, rc.rules)
-        if scope is Scope.PASS:
-            return None
-        primary = rc.keys.primary_key(route.upstream.key_origin, target.path, target.query, headers)
-        entry = self.store.get(primary, headers)
-        if entry is None or not policy.may_reuse(scope, entry.cc):
-            return None
-        age, verdict = self._freshness(entry, policy.request_cache_control(headers), rc)
-        return (entry, age) if verdict is Freshness.FRESH else None
+        if scope is not Scope.PASS:
+            primary = rc.keys.primary_key(
+                route.upstream.key_origin, target.path, target.query, headers
+            )
+            entry = self.store.get(primary, headers)
+            if entry is not None and policy.may_reuse(scope, entry.cc):
+                age, verdict = self._freshness(entry, policy.request_cache_control(headers), rc)
+                if verdict is Freshness.FRESH:
+                    return entry, age
+        self.hot.discard(raw_target)
+        return None
 
     def _freshness(
         self, entry: Entry, request_cc: CacheControl, rc: RouteCache
