@@ -154,6 +154,9 @@ class _Answering:
                 messages = messages[taken:]
         return messages, upgraded, tail
 
+    def message_consumed(self) -> None:  # once per request: not through __getattr__
+        self._parser.message_consumed()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._parser, name)
 
