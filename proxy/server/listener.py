@@ -357,9 +357,10 @@ class ListenerProtocol(Connection):
     def _answer_parsed(self, message: Any, payload: StreamReader) -> bool:
         """Answer a parsed request here, before aiohttp makes a request and a task of it,
         when the pipeline can answer it at once (a fresh memory hit: Pipeline.answer). Only
-        a plain GET or HEAD: HTTP/1.1 kept alive, no body, no upgrade, no Expect; and only
-        on a connection idle until now (no request queued or in flight, none of its
-        responses held back), so responses stay in order. False: aiohttp's, as ever."""
+        a plain GET or HEAD of a `hot` target: HTTP/1.1 kept alive, no body, no upgrade, no
+        Expect; and only on a connection idle until now (no request queued or in flight,
+        none of its responses held back), so responses stay in order. False: aiohttp's,
+        as ever."""
         method = message.method
         fast = self._fast
         if (
