@@ -229,6 +229,7 @@ class Pipeline:
         if head is None:
             return None
         # Answered here from now on.
+        self.cache.used(entry)
         ids = self.ids
         rid, clients = "", False
         if ids is not None:

@@ -111,6 +111,8 @@ async def test_a_fast_hit_sends_counts_and_logs_what_an_ordinary_hit_does(
     meter = proxy.observer.meters.by_route["default"]
     records = logged(proxy)
     before, checks = dict(meter.responses), list(meter.ratelimit)
+    store = proxy.pipeline.cache.store.stats
+    looked_up = (store.hits, store.misses)
     async with connection(proxy) as (reader, writer):
         fast = await exchange(reader, writer, get("/doc"))
     assert await fast_answers(proxy) == 1
@@ -130,6 +132,7 @@ async def test_a_fast_hit_sends_counts_and_logs_what_an_ordinary_hit_does(
     hits = ("GET", 200, "hit")
     assert meter.responses[hits] == before.get(hits, 0) + 2
     assert meter.ratelimit[0] == checks[0] + 2
+    assert (store.hits, store.misses) == (looked_up[0] + 2, looked_up[1])  # one lookup each
     assert len(records) == 2
     # time, method, path, route, status, cache, upstream s, total s, bytes, peer, xff, fwd, id
     fast_line, slow_line = records
@@ -295,8 +298,11 @@ async def test_only_targets_served_fresh_lately_are_tried_and_a_stale_one_only_o
         assert await fast_answers(proxy) == 1
         writer.write(b"PURGE /doc HTTP/1.1\r\nHost: t\r\n\r\n")
         assert (await asyncio.wait_for(reader.readuntil(b"}"), 5)).endswith(b'{"purged":1}')
+        store = proxy.pipeline.cache.store.stats
+        looked_up = (store.hits, store.misses)
         _, fields, _ = await exchange(reader, writer, get("/doc"))  # tried, left: a miss
         assert dict(fields)["x-cache"] == "MISS" and "/doc" not in hot
+        assert (store.hits, store.misses) == (looked_up[0], looked_up[1] + 1)  # counted once
         _, fields, _ = await exchange(reader, writer, get("/doc"))  # ordinary again
         assert dict(fields)["x-cache"] == "HIT" and "/doc" in hot
         await exchange(reader, writer, get("/doc"))

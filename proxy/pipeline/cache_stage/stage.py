@@ -202,8 +202,9 @@ class CacheStage:
     ) -> tuple[Entry, float] | None:
         """The fresh entry in memory `serve` would answer this request with as it is, and its
         age, on a route it `answers`; None: ask `serve` (and `raw_target` is not hot any
-        more). Its first steps, with no effect: for the listener's fast path, which answers
-        only what it can answer whole (pipeline/handler.py `answer`)."""
+        more). Its first steps, with no effect (the entry is only peeked at: `used` counts
+        it once answered): for the listener's fast path, which answers only what it can
+        answer whole (pipeline/handler.py `answer`)."""
         rc = route.cache
         assert rc is not None
         scope = policy.request_scope(headers, rc.rules)
@@ -211,13 +212,18 @@ class CacheStage:
             primary = rc.keys.primary_key(
                 route.upstream.key_origin, target.path, target.query, headers
             )
-            entry = self.store.get(primary, headers)
+            entry = self.store.peek(primary, headers)
             if entry is not None and policy.may_reuse(scope, entry.cc):
                 age, verdict = self._freshness(entry, policy.request_cache_control(headers), rc)
                 if verdict is Freshness.FRESH:
                     return entry, age
         self.hot.discard(raw_target)
         return None
+
+    def used(self, entry: Entry) -> None:
+        """`entry`, from `memory_hit`, answered: counted as `serve` counts a hit, and made
+        recent."""
+        self.store.used(entry)
 
     def _freshness(
         self, entry: Entry, request_cc: CacheControl, rc: RouteCache
