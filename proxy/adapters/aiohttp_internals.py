@@ -18,6 +18,13 @@ aiohttp's release tags):
                           (4.0.0a2.dev0), `_buffer_paused` in 3.14.5
   _upgraded               the parser saw an Upgrade request and holds the bytes after its head
                           unparsed (every release from 3.10.0)
+  _parser, _messages, _manager, _keepalive_handle, _keepalive_timeout
+                          slots of 3.14.5 (older releases not read): the listener's fast path
+                          (`answer_first`) puts itself between the parser and the request
+                          queue, and `answered` does for a request answered there what
+                          RequestHandler.start does after a response (the parser's
+                          message_consumed, Server.requests_count, the keep-alive timer and
+                          its callback _process_keepalive)
 RequestHandler methods, public by name but undocumented, that WebSocketResponse itself uses to
 take a connection over after its 101: set_parser (feeds the held bytes, then every later
 read, to a parser's feed_data; its feed_eof when the connection is lost), keep_alive(False);
@@ -26,6 +33,9 @@ once upgraded (`take_over`, below).
 Also: helpers.rfc822_formatted_time (not exported), RawRequestMessage._replace (the C
 parser's message mimics the NamedTuple's), LineTooLong.args = (line, limit, actual), and the
 parser's words for too many header fields.
+
+ParsedRequest, the fast path's request, is a BaseRequest built without its __init__: its
+head's members in slots, its mapping in BaseRequest's own `_state` (every release from 3.0).
 
 PreparedResponse (respond/prepared.py) reads no private field: it overrides the public
 members of StreamResponse that aiohttp's RequestHandler calls, checked below to exist.
@@ -42,6 +52,7 @@ Applications (`drop_server_marker`). An upstream's own Server value is never tha
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiohttp
@@ -72,11 +83,11 @@ def _slot(owner: type, name: str) -> types.MemberDescriptorType:
     )
 
 
-def _member(owner: type, name: str) -> None:
+def _member(owner: type, name: str, where: str = "proxy/respond/prepared.py") -> None:
     if not hasattr(owner, name):
         raise LibraryChanged(
             f"aiohttp {aiohttp.__version__}: {owner.__name__} has no {name!r}, which cacheproxy "
-            f"overrides (proxy/respond/prepared.py); {PINNED}"
+            f"overrides ({where}); {PINNED}"
         )
 
 
@@ -84,6 +95,10 @@ def _member(owner: type, name: str) -> None:
 # overrides them, so a rename would leave its override unread.
 RESPONSE_MEMBERS: tuple[str, ...] = ("prepare", "write_eof", "keep_alive", "force_close")
 RESPONSE_MEMBERS += ("status", "reason", "body_length", "prepared", "headers")
+
+
+# What ParsedRequest overrides of BaseRequest.
+REQUEST_MEMBERS = ("headers", "keep_alive", "method", "raw_path", "remote", "version")
 
 
 class TunnelEnd(Protocol):
@@ -115,6 +130,37 @@ class _Feed:
         self._end.end("client")
 
 
+class _Answering:
+    """The request parser with `answer` between it and aiohttp's queue: each parsed request
+    `answer` takes (True) is dropped, in order, until one it does not; those after it are
+    aiohttp's too. Anything else is the parser's own."""
+
+    __slots__ = ("_answer", "_parser")
+
+    def __init__(self, parser: Any, answer: Callable[[Any, Any], bool]) -> None:
+        self._parser = parser
+        self._answer = answer
+
+    def feed_data(self, data: bytes) -> tuple[Any, bool, bytes]:
+        messages, upgraded, tail = self._parser.feed_data(data)
+        if messages:
+            answer = self._answer
+            taken = 0
+            for message, payload in messages:
+                if not answer(message, payload):
+                    break
+                taken += 1
+            if taken:
+                messages = messages[taken:]
+        return messages, upgraded, tail
+
+    def message_consumed(self) -> None:  # once per request: not through __getattr__
+        self._parser.message_consumed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
 class Connection(RequestHandler):
     """aiohttp's RequestHandler with the private fields the listener reads given public names.
 
@@ -133,10 +179,32 @@ class Connection(RequestHandler):
     handler_task: Any = _slot(RequestHandler, "_task_handler")
     current_request: Any = _slot(RequestHandler, "_current_request")
     upgrading: Any = _slot(BaseProtocol, "_upgraded")  # bytes after the head held unparsed
+    parser: Any = _slot(BaseProtocol, "_parser")  # the request parser (aiohttp's HttpRequestParser)
+    queued: Any = _slot(RequestHandler, "_messages")  # parsed requests the handler has not taken
+    manager: Any = _slot(RequestHandler, "_manager")  # the web.Server
+    keepalive_handle: Any = _slot(RequestHandler, "_keepalive_handle")
+    keepalive_timeout: Any = _slot(RequestHandler, "_keepalive_timeout")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tunnel: TunnelEnd | None = None
+
+    def answer_first(self, answer: Callable[[Any, Any], bool]) -> None:
+        """Offer every parsed request (message, payload), in order, to `answer` before
+        aiohttp queues it for its handler: one it answers (True) aiohttp never sees, and
+        `answered` must be called for it. The message is aiohttp's RawRequestMessage."""
+        self.parser = _Answering(self.parser, answer)
+
+    def answered(self) -> None:
+        """A request `answer` took has been answered in full: counted, its parser slot freed
+        and the keep-alive timer run, as RequestHandler.start does after each response."""
+        self.heads_parsed += 1
+        self.manager.requests_count += 1
+        self.parser.message_consumed()
+        loop = self.loop
+        close_at = self.keepalive_close_at = loop.time() + self.keepalive_timeout
+        if self.keepalive_handle is None:
+            self.keepalive_handle = loop.call_at(close_at, self._process_keepalive)
 
     def take_over(self, end: TunnelEnd) -> None:
         """After a 101 has been written: every byte from the client, those that came after
@@ -161,11 +229,33 @@ class Connection(RequestHandler):
             self.tunnel.writing(False)
 
 
+class ParsedRequest(web.BaseRequest):
+    """A request made of its parsed head and its peer, as the stages of a request answered
+    before aiohttp made one read it (pipeline/handler.py `answer`): its method, target,
+    fields, version, keep-alive and its mapping (route, request id). Built without
+    BaseRequest.__init__ (no URL, no writer, no task): nothing else of it may be read."""
+
+    __slots__ = ("headers", "keep_alive", "method", "raw_path", "remote", "version")
+
+    def __init__(self, message: Any, remote: str | None) -> None:
+        # Slots of this class, in place of the base's properties over its private fields.
+        self.method = message.method
+        self.raw_path = message.path
+        self.headers = message.headers
+        self.version = message.version
+        self.keep_alive = not message.should_close
+        self.remote = remote
+        self._state = {}  # BaseRequest's mapping (request[KEY]) reads and writes it
+
+
+for _name in REQUEST_MEMBERS:
+    _member(web.BaseRequest, _name, "proxy/adapters/aiohttp_internals.py")
 for _name in RESPONSE_MEMBERS:
     _member(web.StreamResponse, _name)
-# What Connection.take_over and a tunnel's flow control call of aiohttp's protocol.
+# What Connection.take_over and a tunnel's flow control call of aiohttp's protocol, and
+# the keep-alive timer's callback `answered` arms as RequestHandler.start does.
 TAKE_OVER_MEMBERS: tuple[str, ...] = ("set_parser", "keep_alive", "pause_reading")
-TAKE_OVER_MEMBERS += ("resume_reading", "writing_paused")
+TAKE_OVER_MEMBERS += ("resume_reading", "writing_paused", "_process_keepalive")
 for _name in TAKE_OVER_MEMBERS:
     if not hasattr(RequestHandler, _name):
         raise LibraryChanged(

@@ -6,21 +6,26 @@ client -> target check -> route match -> CORS preflight (responded to here)
        -> GET/HEAD on a caching route: cache (hit | coalesced fetch -> store)
        -> anything else: forward upstream -> invalidate on unsafe success
        -> encode for the client + the cache's and the edge's fields (respond/) -> respond
+
+`answer` is the same order for the one request the listener may answer before aiohttp
+makes a request object of it: a fresh memory hit (or its 429).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 from aiohttp import web
-from multidict import istr
+from multidict import CIMultiDictProxy, istr
 
 from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
-from proxy.cache.status import BYPASS, MISS
+from proxy.cache.status import BYPASS, HIT, MISS
 from proxy.config.request_id import RequestIdSettings
 from proxy.config.revocation import RevocationSettings
+from proxy.edge.ratelimit.limiter import Checked
 from proxy.edge.revocation import RevocationList
 from proxy.http.admin_token import AdminToken
 from proxy.http.clientaddr import TrustedProxies
@@ -39,13 +44,25 @@ from proxy.pipeline.upgrade import Upgrades
 from proxy.pipeline.upstream_fetch import UpstreamFetch
 from proxy.pipeline.warming import Warming
 from proxy.respond.exchange import Exchange
+from proxy.respond.prepared import PreparedResponse, made_here
 from proxy.respond.relay import interim_relay
-from proxy.respond.responder import Responder
+from proxy.respond.responder import Responder, with_request_lines
 from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import UpstreamClient, UpstreamError
 
+if TYPE_CHECKING:
+    from proxy.edge.route import LoadedRoute
+
 _AUTHORIZATION = istr("Authorization")
 _HOST = istr("Host")  # an istr is looked up without folding the name's case first
+
+
+class Refused(NamedTuple):
+    """Why a request is refused before a route is chosen: its status, code and message."""
+
+    status: int
+    code: str
+    message: str
 
 
 class Pipeline:
@@ -88,6 +105,7 @@ class Pipeline:
             coalesce_wait=upstream.config.timeouts.read,
             warming=warming,
         )
+        self.hot = self.cache.hot  # the targets `answer` is asked about
 
     def use_routes(self, routes: RouteTable) -> None:
         """Take a (reloaded) route table. No await here: on the one event loop, a request sees
@@ -118,42 +136,15 @@ class Pipeline:
         ids = self.ids
         rid, clients = "", False
         if ids is not None:
-            given = fields.get(ids.header)
-            if given is None or ids.accepted(fields) is None:
-                made = ids.made  # made.next(), written out: a call less on every request
-                rid = made.prefix + str(next(made.count))
-            else:
-                rid, clients = given, True
+            rid, clients = self._request_id(ids, fields)
             request[REQUEST_ID] = rid  # for the access log
         if method == "CONNECT":
             msg = "CONNECT tunnels are not supported"
             return self._refuse(ids, rid, 405, "method_not_allowed", msg)
-        try:
-            target = parse_target(request.raw_path)
-        except BadTarget as exc:
-            return self._refuse(ids, rid, 400, "bad_request", str(exc))
-        host: str | None = None  # read only when listen.hosts or a route's hosts need it
-        if target.authority is not None:
-            if target.authority not in self.routes.authorities:
-                # Absolute-form for a host we do not front: never an open relay.
-                msg = "this proxy only forwards to its upstreams"
-                return self._refuse(ids, rid, 403, "forbidden_host", msg)
-            # Its Host header is ignored (RFC 9112 §3.2.2), so listen.hosts does not apply:
-            # the authority, checked just now against the upstreams, is what it names.
-            host = authority_host(target.authority)
-        elif self.reads_host:
-            # The Host field itself, as listen.hosts reads it (nginx's server_name does the
-            # same): never X-Forwarded-Host, so the name let in is the name routed.
-            host = fields.get(_HOST)
-            if self.hosts is not None and not self.hosts.allows(host):
-                msg = "this proxy does not serve the requested host"
-                return self._refuse(ids, rid, 421, "misdirected_request", msg)
-
-        if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
-            # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
-            # key, a PURGE's token check and the origin could each read a different one.
-            msg = "more than one Authorization field"
-            return self._refuse(ids, rid, 400, "bad_request", msg)
+        placed = self._place(request.raw_path, fields)
+        if isinstance(placed, Refused):
+            return self._refuse(ids, rid, *placed)
+        target, host = placed
         if method == "PURGE":  # never forwarded: the cache's, and only for those allowed
             return await self._purge(request, target, host, ids, rid)
         try:
@@ -177,13 +168,11 @@ class Pipeline:
                 return self.responder.error(Exchange(request, route, ids=ids, rid=rid), refusal)
         limiter = route.rate_limit
         if limiter is not None:
-            counts, refusal = (
-                limiter.check_local(request) if limiter.local else await limiter.check(request)
-            )
-            self.ratelimit_checked(route.name, refusal is None)
-            ex = Exchange(request, route, counts, ids, rid, clients)
+            local = limiter.local
+            checked = limiter.check_local(request) if local else await limiter.check(request)
+            ex, refusal = self._limited(request, route, checked, ids, rid, clients)
             if refusal is not None:
-                return self.responder.error(ex, refusal)
+                return refusal
         else:
             ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
         if route.upgrade is not None:
@@ -205,6 +194,112 @@ class Pipeline:
         if policy.is_unsafe_method(request.method):
             await self.invalidate(request, target, resp, host)
         return resp
+
+    def answer(self, request: web.BaseRequest) -> PreparedResponse | None:
+        """A fresh memory hit, answered before aiohttp makes a request or a task of it (the
+        listener's fast path, server/listener.py, which hands over only a GET or HEAD
+        without a body, upgrade or Expect, in HTTP/1.1 kept alive). `handle`'s stages, in
+        its order, through the same calls; None, with nothing done: `handle` it.
+
+        Each stage that could refuse, or that has effects, is asked only once nothing can
+        decline any more: the request id, the rate limit (its 429 is answered here too),
+        the metrics. A revocation list and an Authorization field, a route the cache stage
+        does not answer for (CacheStage.answers), a range or conditions: `handle`. The
+        listener asks only about the `hot` targets.
+        """
+        fields = request.headers
+        placed = self._place(request.raw_path, fields)
+        if isinstance(placed, Refused):
+            return None
+        target, host = placed
+        try:
+            route = self.routes.route_for(request.method, target.path, host)
+        except AmbiguousPath:
+            return None
+        if not self.cache.answers(route):
+            self.hot.discard(request.raw_path)  # none of its requests will be answered here
+            return None
+        if self.revocations.any and _AUTHORIZATION in fields:  # else it lets it through
+            return None
+        hit = self.cache.memory_hit(route, target, fields, request.raw_path)
+        if hit is None:
+            return None
+        entry, age = hit
+        head = self.responder.prepared_head(route, entry, fields)
+        if head is None:
+            return None
+        # Answered here from now on.
+        self.cache.used(entry)
+        ids = self.ids
+        rid, clients = "", False
+        if ids is not None:
+            rid, clients = self._request_id(ids, fields)
+            request[REQUEST_ID] = rid
+        request[ROUTE] = route.name
+        limiter = route.rate_limit
+        if limiter is not None:
+            checked = limiter.check_local(request)
+            ex, refusal = self._limited(request, route, checked, ids, rid, clients)
+            if refusal is not None:
+                return made_here(refusal)
+        else:
+            ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
+        return with_request_lines(ex, entry, head, age, HIT)
+
+    @staticmethod
+    def _request_id(ids: RequestIds, fields: CIMultiDictProxy[str]) -> tuple[str, bool]:
+        """The request's id, and whether it is the client's own."""
+        given = fields.get(ids.header)
+        if given is None or ids.accepted(fields) is None:
+            made = ids.made  # made.next(), written out: a call less on every request
+            return made.prefix + str(next(made.count)), False
+        return given, True
+
+    def _place(
+        self, raw_target: str, fields: CIMultiDictProxy[str]
+    ) -> tuple[Target, str | None] | Refused:
+        """The request's target and the host it is routed by (None: not read), or why it
+        is refused before any route is chosen."""
+        try:
+            target = parse_target(raw_target)
+        except BadTarget as exc:
+            return Refused(400, "bad_request", str(exc))
+        host: str | None = None  # read only when listen.hosts or a route's hosts need it
+        if target.authority is not None:
+            if target.authority not in self.routes.authorities:
+                # Absolute-form for a host we do not front: never an open relay.
+                msg = "this proxy only forwards to its upstreams"
+                return Refused(403, "forbidden_host", msg)
+            # Its Host header is ignored (RFC 9112 §3.2.2), so listen.hosts does not apply:
+            # the authority, checked just now against the upstreams, is what it names.
+            host = authority_host(target.authority)
+        elif self.reads_host:
+            # The Host field itself, as listen.hosts reads it (nginx's server_name does the
+            # same): never X-Forwarded-Host, so the name let in is the name routed.
+            host = fields.get(_HOST)
+            if self.hosts is not None and not self.hosts.allows(host):
+                msg = "this proxy does not serve the requested host"
+                return Refused(421, "misdirected_request", msg)
+        if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
+            # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
+            # key, a PURGE's token check and the origin could each read a different one.
+            return Refused(400, "bad_request", "more than one Authorization field")
+        return target, host
+
+    def _limited(
+        self,
+        request: web.BaseRequest,
+        route: LoadedRoute,
+        checked: Checked,
+        ids: RequestIds | None,
+        rid: str,
+        clients: bool,
+    ) -> tuple[Exchange, web.Response | None]:
+        """The exchange once the rate limit has `checked` the request, and its refusal."""
+        counts, refusal = checked
+        self.ratelimit_checked(route.name, refusal is None)
+        ex = Exchange(request, route, counts, ids, rid, clients)
+        return ex, None if refusal is None else self.responder.error(ex, refusal)
 
     async def _upgrade(self, ex: Exchange, target: Target, offered: str) -> web.StreamResponse:
         try:

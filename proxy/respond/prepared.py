@@ -18,15 +18,17 @@ a closing HTTP/1.1 response), no body for HEAD, the writer's byte counts.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, istr
 
 from proxy.adapters.aiohttp_internals import http_date
 from proxy.cache.policy import Headers
 from proxy.edge.compression.negotiate import is_acceptable
+from proxy.observe.metrics import CACHE_RESULT
 from proxy.respond.encoding import AS_STORED, DECODED
 from proxy.respond.head import checked_lines, length_lines, stored_head
 
@@ -107,7 +109,7 @@ def make_head(
     id_field: str = "",
 ) -> PreparedHead:
     """The constant part of every response from this form: what from_entry's Response
-    would send with the per-request lines left out (see `Responder`'s `_with_request_lines`).
+    would send with the per-request lines left out (see responder.py's `with_request_lines`).
     `id_field`: the request-id field (lower case), whose stored copy is left out."""
     static, dated = stored_head(route, status, reason, headers, len(body), vary_encoding, id_field)
     return PreparedHead(static, body, dated)
@@ -131,6 +133,15 @@ def relayed(
     static = serialise(status, reason, headers, len(body))
     tail = "" if _DATE in headers else date_line()
     return PreparedResponse(status, reason, static, tail, body, cache)
+
+
+def made_here(resp: web.Response) -> PreparedResponse:
+    """A response the proxy made itself (a refusal, its fields final), as aiohttp would send
+    it: for a request aiohttp never saw (the listener's fast path, server/listener.py)."""
+    body = resp.body
+    if not isinstance(body, bytes):
+        raise TypeError(f"a response made here has its body in bytes, not {type(body)}")
+    return relayed(resp.status, resp.reason, resp.headers, body, resp.get(CACHE_RESULT, "none"))
 
 
 _DATE = istr("Date")
@@ -204,7 +215,22 @@ class PreparedResponse(web.StreamResponse):
         keep_alive = self.keep_alive
         if keep_alive is None:
             keep_alive = self.keep_alive = request.keep_alive
-        version = request.version
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        size = self.send(transport, request.version, keep_alive, request.method == "HEAD")
+        writer = request.writer
+        writer.buffer_size += size
+        writer.output_size += size
+        if request.protocol.writing_paused:  # the client is not reading: wait, as write_eof does
+            await writer.drain()
+
+    def send(
+        self, transport: asyncio.Transport, version: HttpVersion, keep_alive: bool, head: bool
+    ) -> int:
+        """Write the whole response to `transport` (`head`: its head only, for a HEAD) in
+        `version`; the bytes written. What `prepare` does for aiohttp's request, and the
+        listener's fast path (server/listener.py) for a request aiohttp never saw."""
         if version == HttpVersion11:
             start = b"HTTP/1.1"
             connection = b"" if keep_alive else b"Connection: close\r\n"
@@ -213,25 +239,17 @@ class PreparedResponse(web.StreamResponse):
             connection = (
                 b"Connection: keep-alive\r\n" if keep_alive and version == HttpVersion10 else b""
             )
-        body = b"" if request.method == "HEAD" else self._prepared_body
-        head = b"".join((start, self._static, self._tail.encode(), connection, b"\r\n"))
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("Cannot write to closing transport")
+        body = b"" if head else self._prepared_body
+        data = b"".join((start, self._static, self._tail.encode(), connection, b"\r\n"))
+        size = len(data) + len(body)
         if len(body) < _JOIN_BELOW:
-            data = head + body if body else head
-            transport.write(data)
+            transport.write(data + body if body else data)
         else:
-            transport.write(head)
+            transport.write(data)
             transport.write(body)
-        size = len(head) + len(body)
-        writer = request.writer
-        writer.buffer_size += size
-        writer.output_size += size
         self._sent = True
         self.body_length = size  # type: ignore[misc]  # a slot here: read-only in the base
-        if request.protocol.writing_paused:  # the client is not reading: wait, as write_eof does
-            await writer.drain()
+        return size
 
     async def write_eof(self, data: bytes = b"") -> None:
         """Nothing left to write: `prepare` sent the whole response."""

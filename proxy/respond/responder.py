@@ -210,7 +210,7 @@ class Responder:
             head = make_head(
                 route, entry.status, entry.reason, headers, body, vary_encoding, id_field
             )
-            prepared = _with_request_lines(ex, entry, head, age, outcome)
+            prepared = with_request_lines(ex, entry, head, age, outcome)
             if prepared is not None:
                 return prepared
         hidden = _hidden(route)
@@ -276,16 +276,21 @@ class Responder:
         the lines of this request. Synchronous, for the hit path to call before it awaits
         anything. None: not on this path (the form has no head yet, the request has
         conditions or a range, the rate-limit stage did not run): ask `from_entry`."""
-        forms = entry.prepared
-        if forms is None or forms.route is not ex.route:
-            return None
-        h = ex.request.headers
-        if hdrs.IF_NONE_MATCH in h or hdrs.IF_MODIFIED_SINCE in h or hdrs.RANGE in h:
-            return None
-        head = forms.heads.get(forms.variant(h.get(hdrs.ACCEPT_ENCODING)))
+        head = self.prepared_head(ex.route, entry, ex.request.headers)
         if head is None:
             return None
-        return _with_request_lines(ex, entry, head, age, outcome)
+        return with_request_lines(ex, entry, head, age, outcome)
+
+    @staticmethod
+    def prepared_head(route: LoadedRoute, entry: Entry, h: Headers) -> PreparedHead | None:
+        """The head made for the form of `entry` a request with fields `h` gets through
+        `route`; None: none made yet, or the request has conditions or a range."""
+        forms = entry.prepared
+        if forms is None or forms.route is not route:
+            return None
+        if hdrs.IF_NONE_MATCH in h or hdrs.IF_MODIFIED_SINCE in h or hdrs.RANGE in h:
+            return None
+        return forms.heads.get(forms.variant(h.get(hdrs.ACCEPT_ENCODING)))
 
     async def _make_head(self, ex: Exchange, entry: Entry) -> bool:
         """Make sure the form this client gets has its head (and the entry prepared forms
@@ -364,10 +369,11 @@ def _hidden(route: LoadedRoute) -> frozenset[str]:
 _NOTHING_HIDDEN: frozenset[str] = frozenset()
 
 
-def _with_request_lines(
+def with_request_lines(
     ex: Exchange, entry: Entry, head: PreparedHead, age: float, outcome: CacheOutcome
 ) -> PreparedResponse | None:
-    """`head` with this request's lines; None: the rate-limit stage did not run."""
+    """`head` with this request's lines; None: the rate-limit stage did not run (a prepared
+    hit's Exchange always comes from a check, so a head from `prepared_head` always goes)."""
     lines = ex.edge_lines
     if lines is None:
         return None

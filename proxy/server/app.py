@@ -34,6 +34,7 @@ from proxy.pipeline.url_warmer import Warmer
 from proxy.pipeline.warming import Warming
 from proxy.respond.prepared import PreparedResponse
 from proxy.server.listener import (
+    FastPath,
     Handler,
     Listener,
     ListenerStats,
@@ -205,6 +206,8 @@ class ProxyServer:
         self.pipeline.use_request_ids(config.request_id)
         self.pipeline.use_purgers(TrustedProxies(config.purge.allow), config.admin.token)
         self._reload_tls(config)
+        if self._listener is not None:  # for new connections
+            self._listener.fast = self._fast_path()
         facts = route_facts(routes)
         self.observer.use_routes(facts)
         self.sources.routes = facts
@@ -213,6 +216,14 @@ class ProxyServer:
         if restart:
             log.warning("config reload: restart required to apply %s", ", ".join(restart))
         return applied(restart)
+
+    def _fast_path(self) -> FastPath | None:
+        """What answers hot hits before aiohttp makes a request of them (the listener's fast
+        path), or None: no route caches (every request would be looked at for nothing), or
+        every request is traced as it is handled."""
+        if self.tracing is not None or not any(p.cache for p in self.pipeline.routes.compiled):
+            return None
+        return self.pipeline
 
     def _reload_tls(self, config: Settings) -> None:
         """New handshakes get the certificate the files now hold (renewed in place, or other
@@ -270,6 +281,7 @@ class ProxyServer:
             lambda peer: self.pipeline.routes.trusted_proxies.trusts(peer),
             server_context(listen.tls) if listen.tls is not None else None,
             server_field=listen.server_header is not False,
+            fast=self._fast_path(),
         )
         self._listener = listener
         # The runner calls listener.shutdown(grace) once the port stops accepting.

@@ -23,34 +23,52 @@ import logging
 import resource
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import orjson
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from multidict import istr
 
 from proxy.adapters.aiohttp_internals import (
     TOO_MANY_FIELDS,
     Connection,
     NoServerFieldRequest,
+    ParsedRequest,
     exceeded_limit,
     with_version,
 )
 from proxy.adapters.asyncio_tls import server_tls
 from proxy.config.loader import ClientTimeouts
 from proxy.http.errors import json_error
+from proxy.respond.prepared import PreparedResponse
 
 log = logging.getLogger("cacheproxy.listener")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class FastPath(Protocol):
+    """What answers a request before aiohttp makes one of it (Pipeline)."""
+
+    @property
+    def hot(self) -> Container[str]:
+        """Request targets worth trying: those a fresh memory hit was served for lately (a
+        hint: `answer` decides), so that a miss pays nothing for the fast path."""
+
+    def answer(self, request: web.BaseRequest) -> PreparedResponse | None:
+        """The response, or None, having done nothing."""
+
+
 # Told of every response once it is sent: (request, response, seconds since its head arrived).
 Observe = Callable[[web.BaseRequest, web.StreamResponse, float], None]
 
+_EXPECT = istr("Expect")
 # llhttp also lets HTTP/0.9 and HTTP/2.0 request lines through; neither is spoken here.
 HTTP1 = frozenset({HttpVersion10, HttpVersion11})
 
@@ -105,6 +123,7 @@ class ListenerStats:
     body_timeouts: int = 0
     bad_requests: int = 0  # not parsable as HTTP/1.x: refused with 400, logged in one line
     tls_handshake_failures: int = 0  # not TLS, no version or cipher in common, reset
+    fast_path: int = 0  # hits answered before aiohttp made a request of them (fast path)
 
 
 class LogBudget:
@@ -178,6 +197,7 @@ class ListenerProtocol(Connection):
         "_body_timeout",
         "_body_timer",
         "_client",
+        "_fast",
         "_head_bytes",
         "_head_deadline",
         "_head_started",
@@ -210,6 +230,9 @@ class ListenerProtocol(Connection):
         self._remote: str | None = None
         self._tls_accepted = 0.0  # loop time of a TLS connection's TCP accept
         self._tcp: asyncio.Transport | None = None  # under a TLS handshake still under way
+        self._fast = listener.fast
+        if self._fast is not None:
+            self.answer_first(self._answer_parsed)
 
     def remote(self) -> str | None:
         """The peer's address as BaseRequest.remote gives it, found on the first request."""
@@ -328,6 +351,56 @@ class ListenerProtocol(Connection):
         # A client that sent part of a request is told why; a silent one is just closed
         # (a 408 it never asked for would confuse a client about to reuse the connection).
         self._abort(_request_timeout() if self._head_started else None)
+
+    # --- the fast path ----------------------------------------------------------------------
+
+    def _answer_parsed(self, message: Any, payload: StreamReader) -> bool:
+        """Answer a parsed request here, before aiohttp makes a request and a task of it,
+        when the pipeline can answer it at once (a fresh memory hit: Pipeline.answer). Only
+        a plain GET or HEAD of a `hot` target: HTTP/1.1 kept alive, no body, no upgrade, no
+        Expect; and only on a connection idle until now (no request queued or in flight,
+        none of its responses held back), so responses stay in order. False: aiohttp's,
+        as ever."""
+        method = message.method
+        fast = self._fast
+        if (
+            (method != "GET" and method != "HEAD")
+            or fast is None
+            or message.path not in fast.hot
+            or payload is not EMPTY_PAYLOAD
+            or message.should_close
+            or message.upgrade
+            or (message.version is not HttpVersion11 and message.version != HttpVersion11)
+            or _EXPECT in message.headers
+        ):
+            return False
+        waiter = self.idle_waiter
+        transport = self.transport
+        if (
+            waiter is None
+            or waiter.done()
+            or self.queued
+            or self.writing_paused
+            or transport is None
+            or transport.is_closing()
+        ):
+            return False
+        started = time.perf_counter()
+        request = ParsedRequest(message, self.remote())
+        try:
+            response = fast.answer(request)
+        except Exception:  # a bug: logged, and the request is handled the ordinary way
+            log.exception("the fast path failed on %s %s", method, message.path)
+            return False
+        if response is None:
+            return False
+        response.send(transport, HttpVersion11, True, method == "HEAD")
+        self.answered()
+        if self._listener is not None:
+            self._listener.stats.fast_path += 1
+        if self._observe is not None:
+            self._observe(request, response, time.perf_counter() - started)
+        return True
 
     # --- request body ---------------------------------------------------------------------
 
@@ -486,8 +559,11 @@ class Listener(web.Server):
         unbounded: Callable[[str], bool] = lambda peer: False,
         tls_context: ssl.SSLContext | None = None,
         server_field: bool = True,
+        fast: FastPath | None = None,
     ) -> None:
-        """`tls_context`: TLS on this port, with this context until one is swapped in.
+        """`fast`: what answers on the fast path (ListenerProtocol._answer_parsed), as each
+        new connection finds it (a reload may set it); None: every request goes to `handler`.
+        `tls_context`: TLS on this port, with this context until one is swapped in.
         `server_field`: False when responses get no Server field of ours (listen.server_header
         `false`; proxy/adapters/aiohttp_internals.py says how)."""
         # Kept here, not read back from web.Server's private fields: each connection's
@@ -505,6 +581,7 @@ class Listener(web.Server):
             **self._protocol_kwargs,
         )
         self.tls_context = tls_context
+        self.fast = fast
         self.handshakes: set[ListenerProtocol] = set()  # TLS ones under way: shutdown ends them
         self._request_class = web.BaseRequest if server_field else NoServerFieldRequest
         self.timeouts = timeouts

@@ -19,7 +19,13 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpVersion11
 
 from proxy.adapters import aiohttp_internals
-from proxy.adapters.aiohttp_internals import Connection, LibraryChanged, with_version
+from proxy.adapters.aiohttp_internals import (
+    Connection,
+    LibraryChanged,
+    ParsedRequest,
+    with_version,
+)
+from proxy.observe.metrics import ROUTE
 from proxy.respond.prepared import PreparedResponse
 from tests.conftest import StartUpstream
 
@@ -34,6 +40,11 @@ SLOTS = {
     "handler_task": "_task_handler",
     "current_request": "_current_request",
     "upgrading": "_upgraded",
+    "parser": "_parser",
+    "queued": "_messages",
+    "manager": "_manager",
+    "keepalive_handle": "_keepalive_handle",
+    "keepalive_timeout": "_keepalive_timeout",
 }
 
 
@@ -267,6 +278,84 @@ async def test_a_plain_request_is_not_upgrading_and_cannot_be_taken_over() -> No
     finally:
         await runner.cleanup()
     assert data.endswith(b"plain") and refused and "parsed" in refused[0]
+
+
+async def test_answer_first_takes_requests_before_aiohttp_queues_them_keeping_order() -> None:
+    """Of pipelined requests, `answer` gets each parsed one first: those it takes aiohttp
+    never queues (no request object, no handler), until one it leaves; that one and every
+    one after it go to the handler, in order. `answered` counts them and arms the
+    keep-alive timer as RequestHandler.start does; ParsedRequest reads the parsed head."""
+    seen: list[tuple[str, str, str, bool, str | None, str | None]] = []
+    conns: list[Connection] = []
+    handled: list[str] = []
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        handled.append(request.path)
+        return web.Response(text=f"slow {request.path}")
+
+    class Answering(ConnectionServer):
+        def __call__(self) -> Connection:
+            conn = super().__call__()
+            conns.append(conn)
+
+            def answer(message: Any, payload: Any) -> bool:
+                if message.path != "/fast":
+                    return False
+                request = ParsedRequest(message, "192.0.2.1")
+                request[ROUTE] = "r"
+                seen.append(
+                    (
+                        request.method,
+                        request.raw_path,
+                        request.headers["Host"],
+                        request.keep_alive,
+                        request.remote,
+                        request.get(ROUTE),
+                    )
+                )
+                assert request.version == HttpVersion11
+                assert conn.transport is not None
+                conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfast")
+                conn.answered()
+                return True
+
+            conn.answer_first(answer)
+            return conn
+
+    server = Answering(handler)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        get = "GET {} HTTP/1.1\r\nHost: x\r\n\r\n"
+        three = "".join(get.format(path) for path in ("/fast", "/slow", "/fast"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+        writer.write(three.encode() + get.format("/fast").encode()[:10])  # and part of one
+        bodies = []
+        async with asyncio.timeout(5):
+            for _ in range(3):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                bodies.append(await reader.readexactly(length))
+        assert bodies == [b"fast", b"slow /slow", b"slow /fast"]
+        (conn,) = conns
+        assert conn.heads_parsed == 3 and server.requests_count == 3
+        assert conn.keepalive_handle is not None  # armed by `answered` or by start()
+        writer.write(get.format("/fast").encode()[10:])  # the rest: answered, the handler idle
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"fast")).endswith(b"\r\n\r\nfast")
+        assert conn.heads_parsed == 4 and server.requests_count == 4
+        writer.close()
+    finally:
+        await runner.cleanup()
+    assert handled == ["/slow", "/fast"]
+    assert seen == [("GET", "/fast", "x", True, "192.0.2.1", "r")] * 2
+
+
+def test_parsed_request_overrides_only_members_baserequest_has() -> None:
+    for name in aiohttp_internals.REQUEST_MEMBERS:
+        assert hasattr(web.BaseRequest, name), name
+        assert isinstance(vars(ParsedRequest)[name], types.MemberDescriptorType), name
 
 
 def test_every_member_take_over_calls_is_aiohttps() -> None:

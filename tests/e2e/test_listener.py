@@ -283,6 +283,7 @@ async def test_listener_stats_sit_behind_the_admin_token(
         "body_timeouts",
         "bad_requests",
         "tls_handshake_failures",
+        "fast_path",
     }
 
 

@@ -13,7 +13,7 @@ from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.keys import url_part
 from proxy.cache.memory import MemoryStore
-from proxy.cache.policy import EMPTY_CACHE_CONTROL, CacheControl, Freshness, Scope
+from proxy.cache.policy import EMPTY_CACHE_CONTROL, CacheControl, Freshness, Headers, Scope
 from proxy.cache.route import RouteCache
 from proxy.edge.route import LoadedRoute
 from proxy.http.errors import json_error
@@ -32,6 +32,8 @@ from proxy.shared.tier import PurgeKind, PurgeResult, SharedTier
 
 if TYPE_CHECKING:
     from proxy.observe.tracing.otel import Tracing  # imported only with `tracing:`
+
+HOT_TARGETS = 4096  # hot request targets remembered (CacheStage.hot); cleared when full
 
 
 class CacheStage:
@@ -61,6 +63,10 @@ class CacheStage:
         self._fill = fill
         self._partial = PartialContent(store, self._coalescer, responder, self._freshness)
         self.tracing: Tracing | None = None  # None (no `tracing:`) costs a hit one test
+        # Request targets a fresh memory hit was served for lately, on routes `answers`:
+        # those the listener's fast path tries (memory_hit decides). A miss, or a target
+        # no longer fresh, costs the fast path nothing, or once.
+        self.hot: set[str] = set()
 
     def use_tracing(self, tracing: Tracing) -> None:
         """Spans for the lookups and the stores of traced requests."""
@@ -112,6 +118,11 @@ class CacheStage:
             if verdict is Freshness.FRESH:
                 if span is not None:
                     span.end()
+                if self.answers(route):  # the next may go the fast path
+                    hot = self.hot
+                    if len(hot) >= HOT_TARGETS:
+                        hot.clear()
+                    hot.add(request.raw_path)
                 if self._popularity is not None and self._refresher.due_ahead(entry, age):
                     lk = Lookup(ex, target, rc, scope, request_cc, primary)
                     self._refresher.in_background(lk, entry)
@@ -172,6 +183,47 @@ class CacheStage:
         # still gets no body, and the next GET is a hit. A Range miss (`range_requests:
         # whole`) likewise fetches the whole response, stores it and cuts the range from it.
         return await self._coalescer.fetch(lk, {}, None, None)
+
+    def answers(self, route: LoadedRoute) -> bool:
+        """Whether the listener's fast path may answer hits of `route` (pipeline/handler.py
+        `answer`): it caches, its rate limit is kept in memory (a check in Redis awaits),
+        and neither refresh-ahead (which counts every request) nor tracing (which spans the
+        lookup) is on."""
+        limiter = route.rate_limit
+        return (
+            route.cache is not None
+            and (limiter is None or limiter.local)
+            and self._popularity is None
+            and self.tracing is None
+        )
+
+    def memory_hit(
+        self, route: LoadedRoute, target: Target, headers: Headers, raw_target: str
+    ) -> tuple[Entry, float] | None:
+        """The fresh entry in memory `serve` would answer this request with as it is, and its
+        age, on a route it `answers`; None: ask `serve` (and `raw_target` is not hot any
+        more). Its first steps, with no effect (the entry is only peeked at: `used` counts
+        it once answered): for the listener's fast path, which answers only what it can
+        answer whole (pipeline/handler.py `answer`)."""
+        rc = route.cache
+        assert rc is not None
+        scope = policy.request_scope(headers, rc.rules)
+        if scope is not Scope.PASS:
+            primary = rc.keys.primary_key(
+                route.upstream.key_origin, target.path, target.query, headers
+            )
+            entry = self.store.peek(primary, headers)
+            if entry is not None and policy.may_reuse(scope, entry.cc):
+                age, verdict = self._freshness(entry, policy.request_cache_control(headers), rc)
+                if verdict is Freshness.FRESH:
+                    return entry, age
+        self.hot.discard(raw_target)
+        return None
+
+    def used(self, entry: Entry) -> None:
+        """`entry`, from `memory_hit`, answered: counted as `serve` counts a hit, and made
+        recent."""
+        self.store.used(entry)
 
     def _freshness(
         self, entry: Entry, request_cc: CacheControl, rc: RouteCache

@@ -1,0 +1,309 @@
+"""The fast path (server/listener.py, Pipeline.answer): a hot hit answered before aiohttp makes
+a request of it says, counts and logs what the ordinary path's hit says, counts and logs.
+
+The same proxy answers both ways: `ordinary` opens connections the fast path leaves alone.
+`GET /listener/stats`'s `fast_path` shows which way each request went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.config.loader import parse_config
+from proxy.observe.logs import Record
+from proxy.server.app import ProxyServer
+from tests.conftest import Origin, StartProxy, config_text
+from tests.e2e.test_listener import listener_stats, read_until_closed, timeouts
+from tests.e2e.test_prepared import BODY, VOLATILE, exchange
+
+APP = "https://app.example.com"
+CLIENT = f"Origin: {APP}\r\nAccept-Encoding: br, gzip\r\n"
+# Request lines whose values may differ between two responses, a refusal's included.
+CHANGING = VOLATILE | {"retry-after", "date"}
+EVERYTHING: dict[str, Any] = {
+    "cache": {"ttl": 60},
+    "cors": {"allow_origins": [APP], "allow_credentials": True, "expose_headers": ["X-Cache"]},
+    "compression": {"algorithms": ["br", "gzip"]},
+    "rate_limit": {"limits": ["1000/minute"]},
+    "log": {"access": True, "sample_hits": 1.0},
+}
+
+Response = tuple[str, list[tuple[str, str]], bytes]
+
+
+def doc(_: web.Request) -> web.Response:
+    return web.Response(
+        body=BODY,
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=3600", "ETag": '"v1"'},
+    )
+
+
+def get(path: str, extra: str = CLIENT, version: str = "1.1", method: str = "GET") -> str:
+    return f"{method} {path} HTTP/{version}\r\nHost: t\r\n{extra}\r\n"
+
+
+@contextlib.asynccontextmanager
+async def connection(
+    proxy: ProxyServer,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+@contextlib.contextmanager
+def ordinary(proxy: ProxyServer) -> Iterator[None]:
+    """Connections opened meanwhile go the ordinary way, every request of them."""
+    listener = proxy._listener
+    assert listener is not None
+    fast, listener.fast = listener.fast, None
+    try:
+        yield
+    finally:
+        listener.fast = fast
+
+
+async def fast_answers(proxy: ProxyServer) -> int:
+    return (await listener_stats(proxy))["fast_path"]
+
+
+def logged(proxy: ProxyServer) -> list[Record]:
+    """The access log's records from here on."""
+    access = proxy.observer.access
+    assert access is not None
+    records: list[Record] = []
+    access.add = records.append  # type: ignore[method-assign,assignment]
+    return records
+
+
+def steady(response: Response) -> tuple[str, list[tuple[str, str]], list[str], bytes]:
+    """What two responses of one URL share: the status, fields but the changing ones (their
+    names only), the body."""
+    status, fields, body = response
+    kept = [f for f in fields if f[0] not in CHANGING]
+    return status, kept, [name for name, _ in fields if name in CHANGING], body
+
+
+async def warm(proxy: ProxyServer, path: str, extra: str = CLIENT) -> None:
+    """A miss, then the hit that makes the prepared head the fast path sends from."""
+    with ordinary(proxy):
+        async with connection(proxy) as (reader, writer):
+            for cache in ("MISS", "HIT"):
+                _, fields, _ = await exchange(reader, writer, get(path, extra))
+                assert dict(fields)["x-cache"] == cache
+
+
+async def test_a_fast_hit_sends_counts_and_logs_what_an_ordinary_hit_does(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    meter = proxy.observer.meters.by_route["default"]
+    records = logged(proxy)
+    before, checks = dict(meter.responses), list(meter.ratelimit)
+    store = proxy.pipeline.cache.store.stats
+    looked_up = (store.hits, store.misses)
+    async with connection(proxy) as (reader, writer):
+        fast = await exchange(reader, writer, get("/doc"))
+    assert await fast_answers(proxy) == 1
+    with ordinary(proxy):
+        async with connection(proxy) as (reader, writer):
+            slow = await exchange(reader, writer, get("/doc"))
+    assert await fast_answers(proxy) == 1
+    assert steady(fast) == steady(slow)
+    assert [k for k, _ in fast[1]] == [k for k, _ in slow[1]]  # the same lines in order
+    assert dict(fast[1])["x-cache"] == "HIT" and dict(fast[1])["cache-status"].startswith(
+        "cacheproxy;hit"
+    )
+    assert dict(fast[1])["access-control-allow-origin"] == APP
+    ids = [dict(r[1])["x-request-id"] for r in (fast, slow)]
+    assert ids[0] != ids[1]
+    # Metrics: two hits more, two rate-limit checks more; the log: one line each, alike.
+    hits = ("GET", 200, "hit")
+    assert meter.responses[hits] == before.get(hits, 0) + 2
+    assert meter.ratelimit[0] == checks[0] + 2
+    assert (store.hits, store.misses) == (looked_up[0] + 2, looked_up[1])  # one lookup each
+    assert len(records) == 2
+    # time, method, path, route, status, cache, upstream s, total s, bytes, peer, xff, fwd, id
+    fast_line, slow_line = records
+    assert fast_line[1:7] == slow_line[1:7] == ("GET", "/doc", "default", 200, "hit", None)
+    assert fast_line[8:12] == slow_line[8:12]
+    assert [fast_line[12], slow_line[12]] == ids
+
+
+async def test_a_client_id_and_a_head_request_go_the_fast_path_too(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    mine = CLIENT + "X-Request-ID: mine-1\r\n"
+    async with connection(proxy) as (reader, writer):
+        status, fields, body = await exchange(reader, writer, get("/doc", mine, method="HEAD"))
+        got = await exchange(reader, writer, get("/doc", mine))
+    assert await fast_answers(proxy) == 2
+    assert status == got[0] == "HTTP/1.1 200 OK" and body == b""
+    assert dict(fields)["x-request-id"] == dict(got[1])["x-request-id"] == "mine-1"
+    assert dict(fields)["content-length"] == dict(got[1])["content-length"]
+
+
+async def test_a_refusal_of_the_rate_limit_on_the_fast_path_is_the_ordinary_refusal(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **{**EVERYTHING, "rate_limit": {"limits": ["4/minute"]}})
+    await warm(proxy, "/doc")  # checks 1 and 2
+    meter = proxy.observer.meters.by_route["default"]
+    records = logged(proxy)
+    async with connection(proxy) as (reader, writer):
+        allowed = await exchange(reader, writer, get("/doc"))  # 3
+        await exchange(reader, writer, get("/doc"))  # 4
+        fast = await exchange(reader, writer, get("/doc"))  # 5: refused
+    assert await fast_answers(proxy) == 3
+    with ordinary(proxy):
+        async with connection(proxy) as (reader, writer):
+            slow = await exchange(reader, writer, get("/doc"))
+    assert allowed[0] == "HTTP/1.1 200 OK"
+    assert fast[0] == slow[0] == "HTTP/1.1 429 Too Many Requests"
+    assert sorted(steady(fast)[1]) == sorted(steady(slow)[1])
+    assert sorted(k for k, _ in fast[1]) == sorted(k for k, _ in slow[1])
+    fast_doc, slow_doc = orjson.loads(fast[2]), orjson.loads(slow[2])
+    assert fast_doc.pop("request_id") == dict(fast[1])["x-request-id"]
+    assert slow_doc.pop("request_id") == dict(slow[1])["x-request-id"]
+    # The seconds to wait may have moved on by one between the two.
+    assert abs(fast_doc.pop("retry_after") - slow_doc.pop("retry_after")) <= 1
+    assert fast_doc.pop("message").startswith("rate limit 4/minute exceeded; retry in ")
+    assert slow_doc.pop("message").startswith("rate limit 4/minute exceeded; retry in ")
+    assert fast_doc == slow_doc == {"error": "rate_limited"}
+    assert meter.ratelimit == [4, 2]
+    assert meter.responses[("GET", 429, "none")] == 2
+    assert [r[4:6] for r in records[2:]] == [(429, "none"), (429, "none")]
+
+
+async def test_requests_the_fast_path_leaves_are_answered_as_ever(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        ranged = await exchange(
+            reader,
+            writer,
+            get("/doc", CLIENT.replace("br, gzip", "identity") + "Range: bytes=0-3\r\n"),
+        )
+        conditional = await exchange(
+            reader, writer, get("/doc", CLIENT + 'If-None-Match: "v1"\r\n')
+        )
+        old = await exchange(
+            reader, writer, get("/doc", CLIENT + "Connection: keep-alive\r\n", "1.0")
+        )
+        expecting = await exchange(reader, writer, get("/doc", CLIENT + "Expect: 100-continue\r\n"))
+        cold = await exchange(
+            reader, writer, get("/doc", "Accept-Encoding: gzip\r\n")
+        )  # no head yet
+        closing = await exchange(reader, writer, get("/doc", CLIENT + "Connection: close\r\n"))
+        rest, _ = await read_until_closed(reader, 5)
+    assert ranged[0].startswith("HTTP/1.1 206") and ranged[2] == BODY[:4]
+    assert conditional[0].startswith("HTTP/1.1 304")
+    assert old[0] == "HTTP/1.0 200 OK" and dict(old[1])["connection"] == "keep-alive"
+    assert expecting[0] == "HTTP/1.1 200 OK"
+    assert dict(cold[1])["x-cache"] == "HIT" and dict(cold[1])["content-encoding"] == "gzip"
+    assert dict(closing[1])["connection"] == "close" and rest == b""
+    assert await fast_answers(proxy) == 0
+
+
+async def test_a_request_behind_one_in_flight_waits_its_turn(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """Pipelined: the hit behind a miss still under way is answered after it, in order."""
+
+    async def respond(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await asyncio.sleep(0.3)
+        return doc(request)
+
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        writer.write((get("/slow") + get("/doc")).encode())
+        slow = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b"X-Cache: MISS" in slow
+        length = int(slow.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        assert await fast_answers(proxy) == 0  # the hit went behind it, the ordinary way
+        _, fields, body = await exchange(reader, writer, "")
+        assert dict(fields)["x-cache"] == "HIT" and body
+        await exchange(reader, writer, get("/doc"))  # the connection idle again: fast
+    assert await fast_answers(proxy) == 1
+
+
+async def test_keep_alive_closes_a_connection_idle_after_a_fast_answer(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING, **timeouts(request_head=5, keepalive=0.5))
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        status, _, _ = await exchange(reader, writer, get("/doc"))
+        assert status == "HTTP/1.1 200 OK"
+        assert await fast_answers(proxy) == 1
+        data, took = await read_until_closed(reader, 5)
+    assert data == b"" and 0.4 < took < 2.0
+
+
+async def test_without_a_caching_route_the_fast_path_is_off_until_a_reload_adds_one(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """Every request would be looked at for nothing; new connections after the reload get it."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url)
+    listener = proxy._listener
+    assert listener is not None and listener.fast is None
+    proxy.apply(parse_config(config_text(origin.url, **EVERYTHING), env={}))
+    assert listener.fast is not None
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        status, _, _ = await exchange(reader, writer, get("/doc"))
+    assert status == "HTTP/1.1 200 OK" and await fast_answers(proxy) == 1
+    proxy.apply(parse_config(config_text(origin.url), env={}))
+    assert listener.fast is None
+
+
+async def test_only_targets_served_fresh_lately_are_tried_and_a_stale_one_only_once(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """A miss never builds the fast path's request; a target no longer fresh in memory is
+    tried once, then left to the ordinary path until it serves it fresh again."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING, purge={"allow": ["127.0.0.1"]})
+    hot = proxy.pipeline.hot
+    async with connection(proxy) as (reader, writer):
+        await exchange(reader, writer, get("/doc"))  # a miss: not tried, not hot
+        assert "/doc" not in hot
+        await exchange(reader, writer, get("/doc"))  # the ordinary hit that makes the head
+        assert "/doc" in hot
+        await exchange(reader, writer, get("/doc"))
+        assert await fast_answers(proxy) == 1
+        writer.write(b"PURGE /doc HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readuntil(b"}"), 5)).endswith(b'{"purged":1}')
+        store = proxy.pipeline.cache.store.stats
+        looked_up = (store.hits, store.misses)
+        _, fields, _ = await exchange(reader, writer, get("/doc"))  # tried, left: a miss
+        assert dict(fields)["x-cache"] == "MISS" and "/doc" not in hot
+        assert (store.hits, store.misses) == (looked_up[0], looked_up[1] + 1)  # counted once
+        _, fields, _ = await exchange(reader, writer, get("/doc"))  # ordinary again
+        assert dict(fields)["x-cache"] == "HIT" and "/doc" in hot
+        await exchange(reader, writer, get("/doc"))
+    assert await fast_answers(proxy) == 2
