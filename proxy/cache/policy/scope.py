@@ -22,6 +22,11 @@ class Scope(enum.Enum):
     CREDENTIALED = "credentialed"
 
 
+# The members as module names, for the hit path: Python 3.11's EnumType has a __getattr__, so
+# every `Scope.SHARED` runs its lookup hook (~900 instructions; docs/benchmarks.md).
+SHARED, USER, PASS, CREDENTIALED = Scope.SHARED, Scope.USER, Scope.PASS, Scope.CREDENTIALED
+
+
 def has_credentials(request_headers: Headers, rules: CacheRules) -> bool:
     for name in rules.credentials:  # noqa: SIM110 (any() and a generator: twice the cost)
         if name in request_headers:
@@ -42,13 +47,13 @@ def request_scope(request_headers: Headers, rules: CacheRules) -> Scope:
     """
     if rules.user_header is None:
         if rules.on_credentials == "lookup" or not has_credentials(request_headers, rules):
-            return Scope.SHARED
-        return Scope.PASS if rules.on_credentials == "pass" else Scope.CREDENTIALED
+            return SHARED
+        return PASS if rules.on_credentials == "pass" else CREDENTIALED
     if any(v.strip() for v in request_headers.getall(rules.user_header, ())):
-        return Scope.USER
+        return USER
     if has_credentials(request_headers, rules):
-        return Scope.PASS
-    return Scope.SHARED
+        return PASS
+    return SHARED
 
 
 def shareable_with_credentials(cc: CacheControl) -> bool:
@@ -59,4 +64,4 @@ def shareable_with_credentials(cc: CacheControl) -> bool:
 
 def may_reuse(scope: Scope, cc: CacheControl) -> bool:
     """May a stored response with this Cache-Control be reused for a request in `scope`?"""
-    return scope is not Scope.CREDENTIALED or shareable_with_credentials(cc)
+    return scope is not CREDENTIALED or shareable_with_credentials(cc)

@@ -33,6 +33,9 @@ class Freshness(enum.Enum):
     SOFT_PURGED = "soft-purged"
 
 
+FRESH = Freshness.FRESH  # a module name for the hit path (see scope.py's SHARED)
+
+
 def _forbids_stale(response_cc: CacheControl) -> bool:
     # §4.2.4 / §5.2.2.2 / §5.2.2.8: these forbid serving stale at all.
     return response_cc.no_cache or response_cc.must_revalidate or response_cc.proxy_revalidate

@@ -13,7 +13,9 @@ from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.keys import url_part
 from proxy.cache.memory import MemoryStore
-from proxy.cache.policy import EMPTY_CACHE_CONTROL, CacheControl, Freshness, Headers, Scope
+from proxy.cache.policy import EMPTY_CACHE_CONTROL, CacheControl, Freshness, Headers
+from proxy.cache.policy.scope import CREDENTIALED, PASS
+from proxy.cache.policy.serving import FRESH
 from proxy.cache.route import RouteCache
 from proxy.edge.route import LoadedRoute
 from proxy.http.errors import json_error
@@ -98,7 +100,7 @@ class CacheStage:
         assert rc is not None
         headers = request.headers
         scope = policy.request_scope(headers, rc.rules)
-        if scope is Scope.PASS:
+        if scope is PASS:
             return await self._fill.pass_through(ex, target, outcomes.CREDENTIALS)
         request_cc = policy.request_cache_control(headers)
         primary = rc.keys.primary_key(route.upstream.key_origin, target.path, target.query, headers)
@@ -111,11 +113,9 @@ class CacheStage:
             else tracing.start("cache lookup")
         )
         entry = self.store.get(primary, headers)
-        if entry is not None and (
-            scope is not Scope.CREDENTIALED or policy.may_reuse(scope, entry.cc)
-        ):
+        if entry is not None and (scope is not CREDENTIALED or policy.may_reuse(scope, entry.cc)):
             age, verdict = self._freshness(entry, request_cc, rc)
-            if verdict is Freshness.FRESH:
+            if verdict is FRESH:
                 if span is not None:
                     span.end()
                 if self.answers(route):  # the next may go the fast path
@@ -151,7 +151,7 @@ class CacheStage:
                 kept = self.store.put(found, fetched_at, grace)
                 entry = found
                 age, verdict = self._freshness(entry, request_cc, rc)
-                if verdict is Freshness.FRESH:
+                if verdict is FRESH:
                     if span is not None:
                         span.end()
                     return await self._responder.from_entry(
@@ -208,14 +208,14 @@ class CacheStage:
         rc = route.cache
         assert rc is not None
         scope = policy.request_scope(headers, rc.rules)
-        if scope is not Scope.PASS:
+        if scope is not PASS:
             primary = rc.keys.primary_key(
                 route.upstream.key_origin, target.path, target.query, headers
             )
             entry = self.store.peek(primary, headers)
             if entry is not None and policy.may_reuse(scope, entry.cc):
                 age, verdict = self._freshness(entry, policy.request_cache_control(headers), rc)
-                if verdict is Freshness.FRESH:
+                if verdict is FRESH:
                     return entry, age
         self.hot.discard(raw_target)
         return None
@@ -233,7 +233,7 @@ class CacheStage:
         elapsed = self._clock() - entry.response_time
         age = entry.initial_age + elapsed if elapsed > 0.0 else entry.initial_age
         if request_cc is EMPTY_CACHE_CONTROL and age < entry.lifetime and not entry.cc.no_cache:
-            return age, Freshness.FRESH  # what lookup_verdict says, without asking it
+            return age, FRESH  # what lookup_verdict says, without asking it
         verdict = policy.lookup_verdict(
             age=age,
             lifetime=entry.lifetime,
