@@ -9,6 +9,7 @@ from email.utils import formatdate
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -607,3 +608,32 @@ async def test_a_get_with_a_body_is_forwarded_with_it_and_never_cached(
         assert resp.headers["X-Cache"] == "BYPASS"
         bodies.append(body)
     assert bodies == [b'{"q": "a"}', b'{"q": "b"}']
+
+
+async def test_a_body_broken_off_mid_fill_is_a_clean_502_for_every_waiter(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    broken = True
+
+    async def respond(request: web.Request) -> web.StreamResponse:
+        if not broken:
+            return web.Response(text="whole", headers={"Cache-Control": "max-age=60"})
+        resp = web.StreamResponse(headers={"Cache-Control": "max-age=60"})
+        resp.content_length = 100
+        await resp.prepare(request)
+        await resp.write(b"0123456789")
+        await asyncio.sleep(0.3)  # the second client's request joins this fetch meanwhile
+        assert request.transport is not None
+        request.transport.close()  # 90 bytes short
+        return resp
+
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, cache={})
+    first, second = await asyncio.gather(get(http, proxy, "/cut"), get(http, proxy, "/cut"))
+    for resp, body in (first, second):
+        assert resp.status == 502
+        assert orjson.loads(body)["error"] == "upstream_unavailable"
+    assert origin.hits["/cut"] == 1  # one fetch, its failure told to the waiter
+    broken = False
+    resp, body = await get(http, proxy, "/cut")  # nothing half-stored
+    assert (resp.status, body, resp.headers["X-Cache"]) == (200, b"whole", "MISS")

@@ -122,10 +122,7 @@ class Fill:
         try:
             entry, why_not, prefix = await self.read_entry(lk, up, headers, times)
         except (ExchangeError, TimeoutError) as exc:
-            error = UpstreamError(502, "upstream_unavailable", f"upstream failed mid-body: {exc}")
-            if waiters is not None:
-                waiters.set_result(error)
-            raise error from exc
+            raise _failed_mid_body(exc, waiters) from exc
         if entry is None:
             return await self._responder.relay(
                 lk.ex, up, headers, outcomes.not_stored(why_not), prefix
@@ -248,10 +245,7 @@ class Fill:
         try:
             body, complete = await _read_up_to(up, size)
         except (ExchangeError, TimeoutError) as exc:
-            error = UpstreamError(502, "upstream_unavailable", f"upstream failed mid-body: {exc}")
-            if waiters is not None:
-                waiters.set_result(error)
-            raise error from exc
+            raise _failed_mid_body(exc, waiters) from exc
         if not complete or len(body) != size:
             return await self._relay_part(lk, up, headers, "content-range", body)
         parts = base.add(part.start, body)
@@ -376,6 +370,14 @@ def stale_outcome(
     if verdict is Freshness.STALE_IF_ERROR_ONLY:
         return outcomes.STALE_IF_ERROR
     return None
+
+
+def _failed_mid_body(exc: Exception, waiters: asyncio.Future[Shared] | None) -> UpstreamError:
+    """The 502 for a body the upstream broke off, told to the fetch's waiters too."""
+    error = UpstreamError(502, "upstream_unavailable", f"upstream failed mid-body: {exc}")
+    if waiters is not None:
+        waiters.set_result(error)
+    return error
 
 
 async def _read_up_to(up: UpstreamResponse, limit: int) -> tuple[bytes, bool]:
