@@ -390,7 +390,8 @@ class ListenerProtocol(Connection):
         try:
             response = fast.answer(request)
         except Exception:  # a bug: logged, and the request is handled the ordinary way
-            log.exception("the fast path failed on %s %s", method, message.path)
+            if self._listener is not None:
+                self._listener.fast_path_failed(method, message.path)
             return False
         if response is None:
             return False
@@ -597,6 +598,7 @@ class Listener(web.Server):
         self._per_client: dict[str, int] = {}
         self._refusals_log = LogBudget()
         self._bad_requests_log = LogBudget()
+        self._fast_path_log = LogBudget()
         self._drained: asyncio.Future[None] | None = None
 
     @staticmethod
@@ -687,6 +689,13 @@ class Listener(web.Server):
         drained = self._drained
         if drained is not None and not self.stats.open_connections and not drained.done():
             drained.set_result(None)
+
+    def fast_path_failed(self, method: str, target: str) -> None:
+        """The fast path raised (a bug); the request goes the ordinary way. Logged with its
+        traceback within a budget: a bug that fails every hit must not write a line each."""
+        held_back = self._fast_path_log.take(self.loop.time())
+        if held_back is not None:
+            log.exception("the fast path failed on %s %s%s", method, target, _not_logged(held_back))
 
     def bad_request(self, peer: str | None, reason: str) -> None:
         self.stats.bad_requests += 1

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 
 from proxy.config.loader import parse_config
 from proxy.observe.logs import Record
 from proxy.server.app import ProxyServer
+from proxy.server.listener import FastPath
 from tests.conftest import Origin, StartProxy, config_text
 from tests.e2e.test_listener import listener_stats, read_until_closed, timeouts
 from tests.e2e.test_prepared import BODY, VOLATILE, exchange
@@ -307,3 +310,32 @@ async def test_only_targets_served_fresh_lately_are_tried_and_a_stale_one_only_o
         assert dict(fields)["x-cache"] == "HIT" and "/doc" in hot
         await exchange(reader, writer, get("/doc"))
     assert await fast_answers(proxy) == 2
+
+
+async def test_a_fast_path_that_fails_leaves_requests_to_the_ordinary_path_and_logs_in_a_budget(
+    origin: Origin, start_proxy: StartProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the fast path that fails every hit costs each request only its way round:
+    the ordinary path answers, and the log gets a traceback per budget, not one per hit."""
+
+    class Failing:
+        def __init__(self, real: FastPath) -> None:
+            self.hot = real.hot
+
+        def answer(self, request: web.BaseRequest) -> None:
+            raise RuntimeError("a bug")
+
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    listener = proxy._listener
+    assert listener is not None and listener.fast is not None
+    listener.fast = Failing(listener.fast)
+    with caplog.at_level(logging.ERROR, logger="cacheproxy.listener"):
+        async with connection(proxy) as (reader, writer):
+            for _ in range(15):
+                status, fields, body = await exchange(reader, writer, get("/doc"))
+                assert (status, dict(fields)["x-cache"]) == ("HTTP/1.1 200 OK", "HIT") and body
+    failures = [r for r in caplog.records if "the fast path failed" in r.getMessage()]
+    assert len(failures) == 10 and all(r.exc_info for r in failures)  # LogBudget's burst
+    assert await fast_answers(proxy) == 0
