@@ -125,8 +125,7 @@ def if_range_allows(if_range: str | None, stored: Headers) -> bool:
         return True
     value = if_range.strip()
     if value.startswith('"'):
-        etag = stored.get("ETag")
-        return etag is not None and etag.strip() == value
+        return strong_etag(stored) == value
     if value.startswith("W/"):
         return False  # weak validators never satisfy If-Range
     modified = stored.get("Last-Modified")

@@ -213,9 +213,7 @@ class Responder:
             prepared = with_request_lines(ex, entry, head, age, outcome)
             if prepared is not None:
                 return prepared
-        hidden = _hidden(route)
-        if hidden and any(name in headers for name in hidden):
-            headers = CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in hidden])
+        headers = _shown(route, headers)
         if vary_encoding:
             headers = CIMultiDict(headers)
             vary_accept_encoding(headers)
@@ -260,10 +258,7 @@ class Responder:
         stored bytes as they are, as ranges of complete entries (`_ranged`)."""
         parts = entry.parts
         assert parts is not None
-        headers: Headers = entry.headers
-        hidden = _hidden(ex.route)
-        if hidden and any(name in headers for name in hidden):
-            headers = CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in hidden])
+        headers = _shown(ex.route, entry.headers)
         piece = parts.cut(part) if isinstance(part, ranges.ByteRange) else b""
         resp = _part(headers, part, parts.length, piece)
         _stored_fields(ex, resp, entry, age, outcome)
@@ -367,6 +362,15 @@ def _hidden(route: LoadedRoute) -> frozenset[str]:
 
 
 _NOTHING_HIDDEN: frozenset[str] = frozenset()
+
+
+def _shown(route: LoadedRoute, headers: Headers) -> Headers:
+    """A stored response's `headers` as clients of `route` get them: the same object when
+    none is hidden (`_hidden`), else a copy without those."""
+    hidden = _hidden(route)
+    if hidden and any(name in headers for name in hidden):
+        return CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in hidden])
+    return headers
 
 
 def with_request_lines(

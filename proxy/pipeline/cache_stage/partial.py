@@ -16,7 +16,7 @@ from proxy.cache import policy
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryStore
 from proxy.cache.parts import parts_key
-from proxy.cache.policy import CacheControl, Freshness, Scope
+from proxy.cache.policy import CacheControl, Freshness
 from proxy.cache.route import RouteCache
 from proxy.http import ranges
 from proxy.pipeline.cache_stage import outcomes
@@ -50,9 +50,7 @@ class PartialContent:
 
     async def _with_parts(self, lk: Lookup, held: Entry | None) -> web.StreamResponse:
         headers = lk.ex.request.headers
-        if held is not None and not (
-            lk.scope is not Scope.CREDENTIALED or policy.may_reuse(lk.scope, held.cc)
-        ):
+        if held is not None and not policy.may_reuse(lk.scope, held.cc):
             held = None
         lk.held = held  # stale or fresh: a 206 of the same representation combines with it
         fresh = None  # the parts that may be served, with their age
