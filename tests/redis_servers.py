@@ -147,8 +147,10 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         addresses = [f"127.0.0.1:{n.port}" for n in nodes]
         create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
         out = _cli(nodes[0].port, *create)
-        deadline = time.monotonic() + 20
-        while "cluster_state:ok" not in nodes[0].cli("CLUSTER", "INFO"):
+        # Every node, not only the first: the others learn that all slots are covered by
+        # gossip, and until then answer CLUSTERDOWN to the first test that reaches them.
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in nodes):
             if time.monotonic() > deadline:
                 raise AssertionError(f"cluster did not form: {out}")
             time.sleep(0.1)
