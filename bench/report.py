@@ -147,6 +147,13 @@ def goal(label: str, *checks: tuple[float, float, bool]) -> str:
     return f"{label}: {'NOT met' if 'NOT met' in verdicts else 'met'}"
 
 
+def every_goal_met(goals: list[str]) -> bool:
+    """Whether a run met every goal it states: one not measured (`n/a`, its yardstick not
+    installed) does not count as met, and a run stating none met nothing."""
+    stated = [g for g in goals if g]
+    return bool(stated) and all(g.endswith(": met") for g in stated)
+
+
 def _num(value: float, digits: int = 0) -> str:
     return "" if math.isnan(value) else f"{value:,.{digits}f}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bench.report import Row, Run, Side, compare, goal, markdown, ratio
+from bench.report import Row, Run, Side, compare, every_goal_met, goal, markdown, ratio
 
 
 def side(name: str, *runs: tuple[int, float, float]) -> Side:
@@ -53,3 +53,11 @@ def test_table_rows() -> None:
     )
     assert lines[3] == "| 6 memory | store |  |  |  |  | 4 KB/entry |  |"
     assert rows[1].as_json()["rps"] is None
+
+
+def test_a_run_meets_its_goals_only_when_each_is_measured_and_met() -> None:
+    met, missed, unmeasured = "≤1.5x: met", "≤3x: NOT met", "≥1.8x: n/a"
+    assert every_goal_met([met, "", met])
+    assert not every_goal_met([met, missed])
+    assert not every_goal_met([met, unmeasured])
+    assert not every_goal_met(["", ""])
