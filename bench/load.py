@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -77,7 +78,9 @@ def _wrk(load: Load, port: int) -> Run:
         for name, value in load.headers:
             argv += ["-H", f"{name}: {value}"]
         argv += [f"http://127.0.0.1:{port}{load.paths[0]}", "--", str(paths_file)]
+        before = _children_cpu()
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        loader_cpu = _children_cpu() - before
     figures = json.loads(out.strip().splitlines()[-1])
     return Run(
         requests=figures["requests"],
@@ -85,12 +88,26 @@ def _wrk(load: Load, port: int) -> Run:
         p50=figures["p50_us"] / 1e6,
         p99=figures["p99_us"] / 1e6,
         errors=figures["errors"] + figures["non2xx"],
+        loader_cpu=loader_cpu,
     )
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (wrk runs are such children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process: the bundled load generator runs in it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _loadgen(load: Load, port: int) -> Run:
     paths = load.paths
     headers = "".join(f"{k}: {v}\r\n" for k, v in load.headers)
+    before = _own_cpu()
     result = asyncio.run(
         run_load(
             "",
@@ -102,6 +119,7 @@ def _loadgen(load: Load, port: int) -> Run:
             headers=headers,
         )
     )
+    loader_cpu = _own_cpu() - before
     bad = sum(n for status, n in result.statuses.items() if status >= 400)
     return Run(
         requests=len(result.latencies),
@@ -109,4 +127,5 @@ def _loadgen(load: Load, port: int) -> Run:
         p50=result.percentile(50),
         p99=result.percentile(99),
         errors=result.errors + bad,
+        loader_cpu=loader_cpu,
     )

@@ -21,6 +21,7 @@ class Run:
     p99: float
     errors: int = 0  # failed connections or reads, and non-2xx/3xx responses
     cpu: float | None = None  # CPU seconds of the server's processes during the round
+    loader_cpu: float | None = None  # CPU seconds of the load generator (wrk) in the round
 
     @property
     def rps(self) -> float:
@@ -31,6 +32,12 @@ class Run:
         if self.cpu is None or not self.requests:
             return None
         return self.cpu / self.requests * 1e6
+
+    @property
+    def loader_cpu_us(self) -> float | None:
+        if self.loader_cpu is None or not self.requests:
+            return None
+        return self.loader_cpu / self.requests * 1e6
 
 
 def _median(values: list[float]) -> float:
@@ -64,6 +71,10 @@ class Side:
     @property
     def cpu_us(self) -> float:
         return _median([c for r in self.runs if (c := r.cpu_us) is not None])
+
+    @property
+    def loader_cpu_us(self) -> float:
+        return _median([c for r in self.runs if (c := r.loader_cpu_us) is not None])
 
     @property
     def errors(self) -> int:
@@ -129,6 +140,17 @@ def compare(proxy: Side, yardstick: Side) -> str:
         f"proxy {x(ratio(proxy.rps, yardstick.rps))} req/s, "
         f"{x(ratio(proxy.cpu_us, yardstick.cpu_us))} CPU"
     )
+
+
+def scaling_ceiling(server_us: float, loader_us: float, cores: int, processes: int = 2) -> float:
+    """The most req/s `processes` of a server can reach over one, on `cores` shared with a
+    one-thread load generator: each side is bound by its slowest resource, one process's core
+    (server_us / processes), the generator's thread (loader_us) or all the cores over what a
+    request costs on both sides. The cheaper the server, the lower this is."""
+    if math.isnan(server_us) or math.isnan(loader_us) or server_us <= 0:
+        return math.nan
+    shared = (server_us + loader_us) / cores
+    return max(server_us, loader_us, shared) / max(server_us / processes, loader_us, shared)
 
 
 def verdict(value: float, bound: float, at_least: bool) -> str:

@@ -37,7 +37,18 @@ from typing import Any
 
 from bench import load, servers
 from bench.load import Load, loader_name, measure
-from bench.report import Row, Run, Side, compare, every_goal_met, goal, markdown, ratio, x
+from bench.report import (
+    Row,
+    Run,
+    Side,
+    compare,
+    every_goal_met,
+    goal,
+    markdown,
+    ratio,
+    scaling_ceiling,
+    x,
+)
 from bench.servers import Server
 
 ORIGIN = "https://app.example.com"  # what the CORS allowlist accepts
@@ -188,11 +199,14 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
         *(Row.of(name, sides[y], compare(p1, sides[y])) for y in yardsticks if y is not None),
     ]
     scaled = ratio(p2.rps, p1.rps)
+    loader_us = p1.loader_cpu_us
+    ceiling = scaling_ceiling(p1.cpu_us, loader_us, os.cpu_count() or 1)
     rows.append(
         Row.of(
             "2 same, workers: 2",
             p2,
-            f"{x(scaled)} req/s of 1 process",
+            f"{x(scaled)} req/s of 1 process; these cores allow {x(ceiling)} "
+            f"({loader_name()}: {loader_us:.1f} µs/req on them too)",
             goal("≥1.8x 1 process", (scaled, 1.8, True)),
         )
     )
@@ -202,7 +216,8 @@ def hits(s: Settings, notes: list[str]) -> list[Row]:
             Row.of(
                 "2 same, workers: 2",
                 side,
-                f"{x(ratio(side.rps, yard.rps))} req/s of 1 process; "
+                f"{x(ratio(side.rps, yard.rps))} req/s of 1 process (these cores allow "
+                f"{x(scaling_ceiling(yard.cpu_us, yard.loader_cpu_us, os.cpu_count() or 1))}); "
                 + compare(p2, side).replace("proxy", "proxy workers: 2", 1),
             )
         )

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import math
 
-from bench.report import Row, Run, Side, compare, every_goal_met, goal, markdown, ratio
+from bench.report import (
+    Row,
+    Run,
+    Side,
+    compare,
+    every_goal_met,
+    goal,
+    markdown,
+    ratio,
+    scaling_ceiling,
+)
 
 
 def side(name: str, *runs: tuple[int, float, float]) -> Side:
@@ -61,3 +71,13 @@ def test_a_run_meets_its_goals_only_when_each_is_measured_and_met() -> None:
     assert not every_goal_met([met, missed])
     assert not every_goal_met([met, unmeasured])
     assert not every_goal_met(["", ""])
+
+
+def test_the_scaling_two_cores_allow_falls_as_the_server_gets_cheaper() -> None:
+    # wrk at 6 µs a request on the same two cores: a 58 µs server can show 1.81x, a 22 µs
+    # one only 1.57x (44 µs of server work per 28 µs of both sides' work per core).
+    assert math.isclose(scaling_ceiling(58.0, 6.0, 2), 116 / 64)
+    assert math.isclose(scaling_ceiling(22.0, 6.0, 2), 22 / 14)
+    assert scaling_ceiling(22.0, 0.0, 2) == 2.0  # a free load generator: the cores
+    assert scaling_ceiling(22.0, 30.0, 2) == 1.0  # the generator's thread is the bound
+    assert math.isnan(scaling_ceiling(22.0, math.nan, 2))
