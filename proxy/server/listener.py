@@ -315,10 +315,11 @@ class ListenerProtocol(Connection):
         if self._body is not None:
             self._last_read = self.loop.time()
         fast = self._fast
+        whole = data[-4:] == b"\r\n\r\n"  # may be whole heads
         if (
-            fast is not None
+            whole
+            and fast is not None
             and self._fresh
-            and data[-4:] == b"\r\n\r\n"
             and fast.hot  # else nothing to look up: a miss pays for no parse
             and self._answer_head(data, fast)
         ):
@@ -341,7 +342,7 @@ class ListenerProtocol(Connection):
                 # rest; or switched protocols. (aiohttp_internals.py names each of these.)
                 queued = self.queued
                 self._fresh = (
-                    data[-4:] == b"\r\n\r\n"
+                    whole
                     and nothing_queued
                     and self.heads_parsed - heads < 32
                     and not self.upgrading
