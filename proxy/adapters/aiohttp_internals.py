@@ -25,6 +25,22 @@ aiohttp's release tags):
                           RequestHandler.start does after a response (the parser's
                           message_consumed, Server.requests_count, the keep-alive timer and
                           its callback _process_keepalive)
+  _close                  set by close(): no request parsed from here on (data_received
+                          drops every byte), the connection closed once the handler is done
+                          (every release from 3.10.0)
+RequestHandler.start, between two requests (3.14.5): after a response it leaves `_waiter`
+None while it finishes that request (keep-alive, lingering over an unread body) and until
+it parks on a new `_waiter`; the next request's bytes may arrive meanwhile. It calls the
+request factory for each request it takes from `_messages` (_ErrInfo ones too) before it
+creates the handler's task, and finish_response calls log_access once the response is
+written whole (write_eof awaited), ConnectionError or not; a handler or a response that
+raises anything else ends the connection (force_close) without log_access. So "each
+request handed to the factory has reached log_access, kept alive, and nothing is queued"
+is a connection with nothing in flight (tests/adapters check it).
+aiohttp's C parser (_http_parser.pyx, 3.14.5) keeps a head's bytes until the head is
+complete, emits a bodiless request at its head's CRLFCRLF and skips CRLFs between requests;
+it stops emitting (keeping the rest of the bytes) once 32 requests are in flight
+(web_protocol's MAX_MSG_QUEUE_SIZE), each until message_consumed.
 RequestHandler methods, public by name but undocumented, that WebSocketResponse itself uses to
 take a connection over after its 101: set_parser (feeds the held bytes, then every later
 read, to a parser's feed_data; its feed_eof when the connection is lost), keep_alive(False);
@@ -184,6 +200,7 @@ class Connection(RequestHandler):
     manager: Any = _slot(RequestHandler, "_manager")  # the web.Server
     keepalive_handle: Any = _slot(RequestHandler, "_keepalive_handle")
     keepalive_timeout: Any = _slot(RequestHandler, "_keepalive_timeout")
+    closing: Any = _slot(RequestHandler, "_close")  # close() called: no request parsed now
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -195,12 +212,15 @@ class Connection(RequestHandler):
         `answered` must be called for it. The message is aiohttp's RawRequestMessage."""
         self.parser = _Answering(self.parser, answer)
 
-    def answered(self) -> None:
+    def answered(self, parsed: bool = True) -> None:
         """A request `answer` took has been answered in full: counted, its parser slot freed
-        and the keep-alive timer run, as RequestHandler.start does after each response."""
+        and the keep-alive timer run, as RequestHandler.start does after each response.
+        `parsed` False: its head was never fed to the parser (the listener read it), so no
+        slot of the parser's is freed."""
         self.heads_parsed += 1
         self.manager.requests_count += 1
-        self.parser.message_consumed()
+        if parsed:
+            self.parser.message_consumed()
         loop = self.loop
         close_at = self.keepalive_close_at = loop.time() + self.keepalive_timeout
         if self.keepalive_handle is None:

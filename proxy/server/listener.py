@@ -46,6 +46,7 @@ from proxy.adapters.aiohttp_internals import (
 from proxy.adapters.asyncio_tls import server_tls
 from proxy.config.loader import ClientTimeouts
 from proxy.http.errors import json_error
+from proxy.http.head import parse_head
 from proxy.respond.prepared import PreparedResponse
 
 log = logging.getLogger("cacheproxy.listener")
@@ -124,6 +125,7 @@ class ListenerStats:
     bad_requests: int = 0  # not parsable as HTTP/1.x: refused with 400, logged in one line
     tls_handshake_failures: int = 0  # not TLS, no version or cipher in common, reset
     fast_path: int = 0  # hits answered before aiohttp made a request of them (fast path)
+    fast_path_heads: int = 0  # of those, heads read here (proxy/http/head.py), not by aiohttp
 
 
 class LogBudget:
@@ -198,6 +200,7 @@ class ListenerProtocol(Connection):
         "_body_timer",
         "_client",
         "_fast",
+        "_fresh",
         "_head_bytes",
         "_head_deadline",
         "_head_started",
@@ -207,9 +210,11 @@ class ListenerProtocol(Connection):
         "_listener",
         "_observe",
         "_remote",
+        "_settled",
         "_started",
         "_tcp",
         "_tls_accepted",
+        "_tried",
     )
 
     def __init__(self, listener: Listener, **kwargs: Any) -> None:
@@ -231,6 +236,13 @@ class ListenerProtocol(Connection):
         self._tls_accepted = 0.0  # loop time of a TLS connection's TCP accept
         self._tcp: asyncio.Transport | None = None  # under a TLS handshake still under way
         self._fast = listener.fast
+        # Every request aiohttp's handler took has been answered (log_access) and the
+        # connection kept alive: with nothing queued, nothing is in flight.
+        self._settled = True
+        # aiohttp's parser holds no byte: what it was fed ended a bodiless request (or
+        # nothing was fed), so a whole head can be read here without it (_answer_head).
+        self._fresh = True
+        self._tried = False  # Pipeline.answer declined the head read here
         if self._fast is not None:
             self.answer_first(self._answer_parsed)
 
@@ -297,19 +309,47 @@ class ListenerProtocol(Connection):
 
     def data_received(self, data: bytes) -> None:
         if not data:  # resume_reading() feeds b"" to parse what is buffered
+            self._fresh = False  # the parser held bytes back: where they end is not known
             super().data_received(data)
             return
         if self._body is not None:
             self._last_read = self.loop.time()
+        fast = self._fast
+        whole = data[-4:] == b"\r\n\r\n"  # may be whole heads
+        if (
+            whole
+            and fast is not None
+            and self._fresh
+            and fast.hot  # else nothing to look up: a miss pays for no parse
+            and self._answer_head(data, fast)
+        ):
+            self._head_deadline = 0.0  # a whole head: no timer
+            return
         under_way = self._head_deadline
         # The first bytes of the next request on a kept-alive connection: keep-alive
         # bounded the idle time, request_head bounds the head from here (as nginx).
         idle = not under_way and (waiter := self.idle_waiter) is not None and not waiter.done()
         heads = self.heads_parsed
+        nothing_queued = not self.queued
         super().data_received(data)
         if self.heads_parsed != heads:  # a head was parsed (or found malformed)
             self._head_deadline = 0.0
+            if fast is not None:
+                # Bytes ending at a CRLFCRLF that completed bodiless requests leave the
+                # parser empty: it emits a bodiless request at its head's CRLFCRLF and
+                # skips CRLFs between requests, so a head still incomplete cannot end in
+                # one. Unless it stopped emitting at 32 requests in flight, keeping the
+                # rest; or switched protocols. (aiohttp_internals.py names each of these.)
+                queued = self.queued
+                self._fresh = (
+                    whole
+                    and nothing_queued
+                    and self.heads_parsed - heads < 32
+                    and not self.upgrading
+                    and (not queued or queued[-1][1] is EMPTY_PAYLOAD)
+                )
             return
+        self._fresh = False
         if under_way:
             self._head_started = True
         elif idle:  # only part of a head came: its time starts now (a whole one needs none)
@@ -354,13 +394,47 @@ class ListenerProtocol(Connection):
 
     # --- the fast path ----------------------------------------------------------------------
 
+    def _idle(self) -> bool:
+        """Nothing of this connection's is queued, in flight, held back or closing: a
+        response written now goes out after every earlier one. aiohttp's handler is parked
+        on its waiter, or between two requests (the last one answered, log_access called,
+        kept alive) and not yet parked: a request arriving then is answered here too, or
+        on a loaded machine one declined request would make the next one wait too."""
+        waiter = self.idle_waiter
+        transport = self.transport
+        return (
+            self._settled
+            and (waiter is None or not waiter.done())
+            and not self.queued
+            and not self.closing
+            and not self.writing_paused
+            and transport is not None
+            and not transport.is_closing()
+        )
+
+    def _answer_head(self, data: bytes, fast: FastPath) -> bool:
+        """Answer `data`, a whole request head with nothing after it, without aiohttp's
+        parser: read here (proxy/http/head.py) when its target is hot and the parse is sure
+        aiohttp would read it the same way. False: nothing done, the bytes are aiohttp's."""
+        head = parse_head(data, fast.hot)  # first: a miss costs only its quick refusal
+        if head is None or not self._idle():
+            return False
+        if not self._respond(ParsedRequest(head, self.remote()), fast, parsed=False):
+            self._tried = True  # the same request, parsed by aiohttp next, is asked no more
+            return False
+        if self._listener is not None:
+            self._listener.stats.fast_path_heads += 1
+        return True
+
     def _answer_parsed(self, message: Any, payload: StreamReader) -> bool:
         """Answer a parsed request here, before aiohttp makes a request and a task of it,
         when the pipeline can answer it at once (a fresh memory hit: Pipeline.answer). Only
         a plain GET or HEAD of a `hot` target: HTTP/1.1 kept alive, no body, no upgrade, no
-        Expect; and only on a connection idle until now (no request queued or in flight,
-        none of its responses held back), so responses stay in order. False: aiohttp's,
-        as ever."""
+        Expect; and only on a connection idle until now (`_idle`), so responses stay in
+        order. False: aiohttp's, as ever."""
+        if self._tried:
+            self._tried = False
+            return False
         method = message.method
         fast = self._fast
         if (
@@ -374,29 +448,26 @@ class ListenerProtocol(Connection):
             or _EXPECT in message.headers
         ):
             return False
-        waiter = self.idle_waiter
-        transport = self.transport
-        if (
-            waiter is None
-            or waiter.done()
-            or self.queued
-            or self.writing_paused
-            or transport is None
-            or transport.is_closing()
-        ):
+        if not self._idle():
             return False
+        return self._respond(ParsedRequest(message, self.remote()), fast, parsed=True)
+
+    def _respond(self, request: ParsedRequest, fast: FastPath, parsed: bool) -> bool:
+        """`fast`'s answer to `request` sent, counted and observed; False: none, nothing done.
+        `parsed`: its head went through aiohttp's parser."""
         started = time.perf_counter()
-        request = ParsedRequest(message, self.remote())
         try:
             response = fast.answer(request)
         except Exception:  # a bug: logged, and the request is handled the ordinary way
             if self._listener is not None:
-                self._listener.fast_path_failed(method, message.path)
+                self._listener.fast_path_failed(request.method, request.raw_path)
             return False
         if response is None:
             return False
-        response.send(transport, HttpVersion11, True, method == "HEAD")
-        self.answered()
+        transport = self.transport
+        assert transport is not None  # _idle() saw it, and nothing since has closed it
+        response.send(transport, HttpVersion11, True, request.method == "HEAD")
+        self.answered(parsed)
         if self._listener is not None:
             self._listener.stats.fast_path += 1
         if self._observe is not None:
@@ -442,6 +513,7 @@ class ListenerProtocol(Connection):
     ) -> None:
         # aiohttp calls this after every response, its own 400/500s included. Its own timing
         # (loop.time()) has 1 ms resolution under uvloop: ours is perf_counter().
+        self._settled = response.keep_alive is True  # this request is done: in order
         if self._observe is not None:
             self._observe(request, response, time.perf_counter() - self._started)
 
@@ -624,6 +696,7 @@ class Listener(web.Server):
         # would add a function call to every request.
         conn: ListenerProtocol = protocol  # type: ignore[assignment]  # ours: see above
         conn._started = time.perf_counter()
+        conn._settled = False  # in flight until log_access
         version = message.version  # the parser's own HttpVersion11/10 objects, as a rule
         if version is not HttpVersion11 and version is not HttpVersion10 and version not in HTTP1:
             # Respond in the version we speak (RFC 9112 §2.3), then close.

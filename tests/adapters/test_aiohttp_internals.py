@@ -17,6 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpVersion11
+from aiohttp.http_parser import HttpRequestParser
+from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE
 
 from proxy.adapters import aiohttp_internals
 from proxy.adapters.aiohttp_internals import (
@@ -45,6 +47,7 @@ SLOTS = {
     "manager": "_manager",
     "keepalive_handle": "_keepalive_handle",
     "keepalive_timeout": "_keepalive_timeout",
+    "closing": "_close",
 }
 
 
@@ -394,3 +397,81 @@ async def test_the_server_field_is_aiohttps_global_and_its_marker_is_dropped_bef
     finally:
         aiohttp_internals.set_server_field(before)
     assert issubclass(aiohttp_internals.NoServerFieldRequest, web.BaseRequest)
+
+
+async def test_between_two_requests_the_factory_and_log_access_bracket_each_one() -> None:
+    """What the listener's `_idle` reads (server/listener.py): RequestHandler.start calls the
+    request factory before the handler's task runs, and log_access once the response is
+    written whole, before it parks on a new waiter; close() sets `closing`, after which
+    data_received parses nothing."""
+    events: list[tuple[str, Any]] = []
+    conns: list[Connection] = []
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        events.append(("handler", request.path))
+        return web.Response(text="ok")
+
+    class Logged(Connection):
+        def log_access(self, request: Any, response: Any, time: Any) -> None:
+            assert self.transport is not None
+            events.append(("logged", (request.path, response.keep_alive, self.idle_waiter)))
+
+    class Server(web.Server):
+        def __call__(self) -> Connection:
+            conn = Logged(self, loop=asyncio.get_running_loop())
+            conns.append(conn)
+            return conn
+
+    def factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        events.append(("factory", message.path))
+        return web.BaseRequest(message, payload, protocol, writer, task, protocol.loop)
+
+    server = Server(handler, request_factory=factory)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            await reader.readuntil(b"ok")
+            (conn,) = conns
+            while conn.idle_waiter is None:  # noqa: ASYNC110 (aiohttp's field: no event to wait on)
+                await asyncio.sleep(0.01)
+        assert events == [("factory", "/a"), ("handler", "/a"), ("logged", ("/a", True, None))]
+        conn.close()
+        assert conn.closing
+        heads = conn.heads_parsed
+        conn.data_received(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.heads_parsed == heads and not conn.queued
+        writer.close()
+    finally:
+        await runner.cleanup()
+
+
+def test_the_parser_skips_crlfs_between_requests_and_stops_at_32_in_flight() -> None:
+    """What the listener's `_fresh` reads of aiohttp's C parser: a bodiless request emitted at
+    its head's CRLFCRLF, CRLFs between requests skipped, the bytes past the 32nd request in
+    flight kept back until message_consumed and another feed."""
+    assert MAX_MSG_QUEUE_SIZE == 32
+    loop = asyncio.new_event_loop()
+    try:
+        parser = HttpRequestParser(
+            object(),  # type: ignore[arg-type]  # a protocol the parser never calls
+            loop,
+            2**16,
+            max_msg_queue_size=MAX_MSG_QUEUE_SIZE,
+        )
+        get = b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n"
+        messages, _, _ = parser.feed_data(get % 0 + b"\r\n\r\n" + get % 1)
+        assert [m.path for m, _ in messages] == ["/0", "/1"]
+        for _ in messages:
+            parser.message_consumed()
+        messages, _, _ = parser.feed_data(b"".join(get % i for i in range(40)))
+        assert len(messages) == 32
+        for _ in messages:
+            parser.message_consumed()
+        messages, _, _ = parser.feed_data(b"")
+        assert [m.path for m, _ in messages] == [f"/{i}" for i in range(32, 40)]
+    finally:
+        loop.close()

@@ -20,7 +20,7 @@ from aiohttp import web
 from proxy.config.loader import parse_config
 from proxy.observe.logs import Record
 from proxy.server.app import ProxyServer
-from proxy.server.listener import FastPath
+from proxy.server.listener import FastPath, ListenerProtocol
 from tests.conftest import Origin, StartProxy, config_text
 from tests.e2e.test_listener import listener_stats, read_until_closed, timeouts
 from tests.e2e.test_prepared import BODY, VOLATILE, exchange
@@ -339,3 +339,119 @@ async def test_a_fast_path_that_fails_leaves_requests_to_the_ordinary_path_and_l
     failures = [r for r in caplog.records if "the fast path failed" in r.getMessage()]
     assert len(failures) == 10 and all(r.exc_info for r in failures)  # LogBudget's burst
     assert await fast_answers(proxy) == 0
+
+
+async def heads_read_here(proxy: ProxyServer) -> int:
+    return (await listener_stats(proxy))["fast_path_heads"]
+
+
+async def test_a_whole_head_is_read_by_the_listener_and_anything_else_by_aiohttp(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """A head that comes whole is read without aiohttp's parser; one in two pieces, or two
+    in one piece, is aiohttp's to read, and the fast path still answers them; so are those
+    the pipeline declines once read here (a Range), answered by aiohttp as ever."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        whole = await exchange(reader, writer, get("/doc"))
+        assert (await fast_answers(proxy), await heads_read_here(proxy)) == (1, 1)
+        writer.write(get("/doc").encode()[:20])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        split = await exchange(reader, writer, get("/doc")[20:])
+        assert (await fast_answers(proxy), await heads_read_here(proxy)) == (2, 1)
+        writer.write((get("/doc") + get("/doc", CLIENT + "X-Two: 2\r\n")).encode())
+        two = [await exchange(reader, writer, ""), await exchange(reader, writer, "")]
+        assert (await fast_answers(proxy), await heads_read_here(proxy)) == (4, 1)
+        again = await exchange(reader, writer, get("/doc"))  # the parser empty again: here
+        assert (await fast_answers(proxy), await heads_read_here(proxy)) == (5, 2)
+        ranged = await exchange(reader, writer, get("/doc", "Range: bytes=0-3\r\n"))
+        assert (await fast_answers(proxy), await heads_read_here(proxy)) == (5, 2)
+    for response in (whole, split, *two, again):
+        assert steady(response) == steady(whole)
+    assert ranged[0].startswith("HTTP/1.1 206") and ranged[2] == BODY[:4]
+
+
+async def test_a_body_that_looks_like_a_hot_request_is_never_answered_as_one(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """A request answered before its body has come (a PURGE refused): the body arriving
+    after is a body, whatever it looks like, and aiohttp's to read, not a request."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    inner = get("/doc").encode()
+    async with connection(proxy) as (reader, writer):
+        writer.write(
+            f"PURGE /x HTTP/1.1\r\nHost: t\r\nContent-Length: {len(inner)}\r\n\r\n".encode()
+        )
+        refused = await exchange(reader, writer, "")
+        assert refused[0] == "HTTP/1.1 405 Method Not Allowed"
+        writer.write(inner)  # the body
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        hit = await exchange(reader, writer, get("/doc", CLIENT + "X-Request-ID: after\r\n"))
+        writer.write(get("/doc").encode())
+        with pytest.raises(TimeoutError):  # the one response to one request
+            await asyncio.wait_for(reader.readuntil(b"X-Request-ID: after"), 0.5)
+    assert dict(hit[1])["x-request-id"] == "after" and dict(hit[1])["x-cache"] == "HIT"
+
+
+async def test_a_request_arriving_while_the_handler_finishes_the_last_one_goes_the_fast_path(
+    origin: Origin, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an ordinary response aiohttp's handler is not parked on its waiter at once; a
+    request arriving then (under load, most of them) is answered on the fast path, after
+    the ordinary response. Made deterministic: the bytes are fed the moment aiohttp logs
+    the ordinary response, before its handler loop runs again."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    original = ListenerProtocol.log_access
+    waiting: list[bytes] = [get("/doc", CLIENT + "X-Request-ID: second\r\n").encode()]
+
+    def log_access(self: ListenerProtocol, request: Any, response: Any, time_: Any) -> None:
+        original(self, request, response, time_)
+        if waiting and request.raw_path == "/first":
+            assert self.idle_waiter is None  # not parked: the window
+            self.data_received(waiting.pop())
+
+    monkeypatch.setattr(ListenerProtocol, "log_access", log_access)
+    async with connection(proxy) as (reader, writer):
+        first = await exchange(reader, writer, get("/first"))
+        second = await exchange(reader, writer, "")
+    assert not waiting
+    assert dict(first[1])["x-cache"] == "MISS"
+    assert dict(second[1])["x-cache"] == "HIT" and dict(second[1])["x-request-id"] == "second"
+    assert (await fast_answers(proxy), await heads_read_here(proxy)) == (1, 1)
+
+
+async def test_a_request_arriving_before_the_handler_runs_the_last_one_waits_its_turn(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """aiohttp takes a request off its queue, makes its request object, then the handler's
+    task, which runs later: a hot request arriving in between waits for it, in order."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    listener = proxy._listener
+    assert listener is not None
+    factory = listener.request_factory
+    waiting: list[bytes] = [get("/doc", CLIENT + "X-Request-ID: second\r\n").encode()]
+
+    def request_factory(message: Any, payload: Any, protocol: Any, *args: Any) -> Any:
+        request = factory(message, payload, protocol, *args)
+        if waiting and message.path == "/first":
+            protocol.data_received(waiting.pop())  # its handler's task not yet started
+        return request
+
+    listener.request_factory = request_factory
+    async with connection(proxy) as (reader, writer):
+        first = await exchange(reader, writer, get("/first"))
+        second = await exchange(reader, writer, "")
+    assert not waiting
+    assert dict(first[1])["x-cache"] == "MISS"
+    assert dict(second[1])["x-cache"] == "HIT" and dict(second[1])["x-request-id"] == "second"
+    assert await fast_answers(proxy) == 0  # behind one in flight: the ordinary way

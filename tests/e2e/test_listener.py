@@ -284,6 +284,7 @@ async def test_listener_stats_sit_behind_the_admin_token(
         "bad_requests",
         "tls_handshake_failures",
         "fast_path",
+        "fast_path_heads",
     }
 
 
