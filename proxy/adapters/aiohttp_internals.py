@@ -158,17 +158,19 @@ class _Answering:
         self._answer = answer
 
     def feed_data(self, data: bytes) -> tuple[Any, bool, bytes]:
-        messages, upgraded, tail = self._parser.feed_data(data)
-        if messages:
-            answer = self._answer
-            taken = 0
-            for message, payload in messages:
+        parser, answer = self._parser, self._answer
+        while True:
+            messages, upgraded, tail = parser.feed_data(data)
+            if not messages:
+                return messages, upgraded, tail
+            for taken, (message, payload) in enumerate(messages):
                 if not answer(message, payload):
-                    break
-                taken += 1
-            if taken:
-                messages = messages[taken:]
-        return messages, upgraded, tail
+                    return messages[taken:], upgraded, tail
+            # Every one answered. The parser stops emitting at 32 requests in flight and
+            # keeps the bytes after them; aiohttp would parse those again as its handler
+            # drains its queue, but none of these reached the queue: parse them here, or a
+            # client that pipelined more than 32 waits for bytes it has already sent.
+            data = b""
 
     def message_consumed(self) -> None:  # once per request: not through __getattr__
         self._parser.message_consumed()

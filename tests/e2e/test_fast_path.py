@@ -374,6 +374,23 @@ async def test_a_whole_head_is_read_by_the_listener_and_anything_else_by_aiohttp
     assert ranged[0].startswith("HTTP/1.1 206") and ranged[2] == BODY[:4]
 
 
+async def test_more_requests_pipelined_at_once_than_the_parser_emits_are_all_answered(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """aiohttp's parser emits 32 requests in flight and keeps the rest: those 32 answered on
+    the fast path must not leave the rest unparsed until the client sends more."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        await exchange(reader, writer, get("/doc"))  # kept alive, idle: the fast path's
+        before = await fast_answers(proxy)
+        writer.write(get("/doc").encode() * 100)
+        responses = [await asyncio.wait_for(exchange(reader, writer, ""), 5) for _ in range(100)]
+    assert await fast_answers(proxy) - before == 100
+    assert all(steady(r) == steady(responses[0]) for r in responses)
+
+
 async def test_a_body_that_looks_like_a_hot_request_is_never_answered_as_one(
     origin: Origin, start_proxy: StartProxy
 ) -> None:
