@@ -328,7 +328,13 @@ class ListenerProtocol(Connection):
         under_way = self._head_deadline
         # The first bytes of the next request on a kept-alive connection: keep-alive
         # bounded the idle time, request_head bounds the head from here (as nginx).
-        idle = not under_way and (waiter := self.idle_waiter) is not None and not waiter.done()
+        # Idle: aiohttp's handler parked on its waiter, or between two requests (`_idle`).
+        idle = (
+            not under_way
+            and self._settled
+            and not self.queued
+            and ((waiter := self.idle_waiter) is None or not waiter.done())
+        )
         heads = self.heads_parsed
         nothing_queued = not self.queued
         super().data_received(data)

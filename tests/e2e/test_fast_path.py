@@ -445,6 +445,31 @@ async def test_a_request_arriving_while_the_handler_finishes_the_last_one_goes_t
     assert (await fast_answers(proxy), await heads_read_here(proxy)) == (1, 1)
 
 
+async def test_part_of_a_head_arriving_while_the_handler_finishes_the_last_one_is_timed(
+    origin: Origin, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same window as above, with only part of the next head: request_head bounds it
+    from there, as it does for one arriving while the handler is parked (not keep-alive's
+    75 s)."""
+    proxy = await start_proxy(origin.url, **EVERYTHING, **timeouts(request_head=0.5))
+    original = ListenerProtocol.log_access
+    waiting = [b"GET /doc HTTP/1.1\r\nHo"]
+
+    def log_access(self: ListenerProtocol, request: Any, response: Any, time_: Any) -> None:
+        original(self, request, response, time_)
+        if waiting and request.raw_path == "/first":
+            assert self.idle_waiter is None  # not parked: the window
+            self.data_received(waiting.pop())
+
+    monkeypatch.setattr(ListenerProtocol, "log_access", log_access)
+    async with connection(proxy) as (reader, writer):
+        writer.write(get("/first").encode())
+        data, took = await read_until_closed(reader, 5)
+    assert not waiting
+    assert data.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408 Request Timeout\r\n" in data
+    assert took < 2.0
+
+
 async def test_a_request_arriving_before_the_handler_runs_the_last_one_waits_its_turn(
     origin: Origin, start_proxy: StartProxy
 ) -> None:
