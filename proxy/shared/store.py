@@ -32,7 +32,7 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from proxy.cache import entry_format, policy
@@ -141,6 +141,10 @@ class Run(Protocol):
     def __call__(self, op: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]: ...
 
 
+class Mget(Protocol):
+    def __call__(self, op: str, keys: Sequence[str]) -> Awaitable[list[bytes | None]]: ...
+
+
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
@@ -148,10 +152,19 @@ def _digest(text: str) -> str:
 class RedisStore:
     """Async; every method may raise StoreUnavailable (from `run`)."""
 
-    def __init__(self, client: Any, run: Run, prefix: str, secret: bytes | None = None) -> None:
-        """`secret` (cache.key_secret): entries are written and read authenticated."""
+    def __init__(
+        self,
+        client: Any,
+        run: Run,
+        prefix: str,
+        secret: bytes | None = None,
+        mget: Mget | None = None,
+    ) -> None:
+        """`secret` (cache.key_secret): entries are written and read authenticated.
+        `mget`: how lookups read (SharedRedis.mget); by default `client.mget` under `run`."""
         self._client = client
         self._run = run
+        self._mget: Mget = mget or (lambda op, keys: run(op, lambda: client.mget(keys)))
         self._auth = None if secret is None else entry_format.auth_key(secret)
         self._p = prefix
         self._paths = f"{prefix}{{paths}}"
@@ -192,9 +205,8 @@ class RedisStore:
         h, base = self._url(url_key)
         p = h if primary == url_key else _digest(primary)  # most keys are their URL's
         plain_key = f"{base}:k:{p}"
-        plain, aside, record, generation = await self._run(
-            "get",
-            lambda: self._client.mget(plain_key, plain_key + ":s", f"{base}:r:{p}", f"{base}:g"),
+        plain, aside, record, generation = await self._mget(
+            "get", (plain_key, plain_key + ":s", f"{base}:r:{p}", f"{base}:g")
         )
         generation = generation or b"0"
         blob = plain
@@ -205,7 +217,7 @@ class RedisStore:
             names = record[len(_RECORD) :].decode("ascii", "replace").split("\0")
             values = policy.vary_key(tuple(n for n in names if n), request_headers)
             key = self._entry_key(base, primary, True, values)
-            blob, aside = await self._run("get", lambda: self._client.mget(key, key + ":s"))
+            blob, aside = await self._mget("get", (key, key + ":s"))
         purged_at = None
         if blob is None and aside is not None:  # soft-purged: "<when>|<entry>"
             when, _, blob = aside.partition(b"|")

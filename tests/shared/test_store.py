@@ -16,7 +16,7 @@ from proxy.cache.policy import CacheRules
 from proxy.cache.tags import TagFields
 from proxy.config.redis import RedisSettings
 from proxy.shared.breaker import CircuitBreaker
-from proxy.shared.redis import Client, RedisGuard, connect
+from proxy.shared.redis import Client, RedisGuard, SharedRedis
 from proxy.shared.store import RedisStore
 from tests.cache.entry_v1 import encode_v1
 from tests.redis_servers import RedisCluster, RedisServer
@@ -26,22 +26,30 @@ T = TypeVar("T")
 
 
 @pytest.fixture(params=["node", "cluster"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+async def shared(request: pytest.FixtureRequest) -> AsyncIterator[SharedRedis]:
     if request.param == "node":
         server: RedisServer = request.getfixturevalue("redis_server")
         settings = RedisSettings(url=server.url, timeout=2)
     else:
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         settings = RedisSettings(cluster={"nodes": cluster.urls}, timeout=2)
-    c = connect(settings)
-    yield c
-    await c.aclose()
+    s = SharedRedis(settings)
+    assert (s.reads is None) == (request.param == "cluster")  # lookups read on our own
+    yield s
+    await s.close()
 
 
 @pytest.fixture
-def store(client: Client) -> RedisStore:
-    guard = RedisGuard(2, CircuitBreaker())
-    return RedisStore(client, guard.run, f"test-{uuid.uuid4().hex[:8]}:")
+def client(shared: SharedRedis) -> Client:
+    return shared.client
+
+
+@pytest.fixture
+def store(shared: SharedRedis) -> RedisStore:
+    """Lookups read as SharedTier's do: on connections of our own to a single node
+    (proxy/shared/reads.py), through redis-py's client on a cluster."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    return RedisStore(shared.client, shared.run, prefix, mget=shared.mget)
 
 
 def entry(
