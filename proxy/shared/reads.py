@@ -11,12 +11,13 @@ socket, a Cluster and a Sentinel keep redis-py's client, as every other call doe
 connection is made within the read's deadline, authenticates and selects its database as
 redis-py's would, carries one call at a time and is closed on any failure, timeout or
 cancellation (a reply half read must not answer the next call); the guard's slots bound
-how many there are.
+how many there are. Deadlines are kept by one timer for all reads, set for the nearest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,6 +83,11 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         self.transport.abort()
 
+    def expire(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
+
     async def call(self, command: bytes, deadline: float) -> Any:
         """The reply to `command`, raw from hiredis (a ReplyError is returned, not raised);
         TimeoutError at `deadline` (loop time)."""
@@ -117,6 +123,12 @@ class ReadConnections:
         self._handshake = handshake
         self._idle: list[_Connection] = []
         self._closed = False
+        # Reads in flight and their deadlines, and one timer for the nearest of them: a
+        # timer per read (loop.call_at, then cancel) was a sixth of what a read costs, and
+        # deadlines mostly come later than the one armed (now + redis.timeout).
+        self._flying: dict[_Connection, float] = {}
+        self._alarm: asyncio.TimerHandle | None = None
+        self._alarm_at = math.inf
 
     @classmethod
     def of(cls, client: Any) -> ReadConnections | None:
@@ -147,11 +159,20 @@ class ReadConnections:
         for key in keys:
             data = key.encode()
             out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        loop = asyncio.get_running_loop()
+        waiter = conn._waiter = loop.create_future()
+        conn.transport.write(b"".join(out))
+        flying = self._flying
+        flying[conn] = deadline
+        if deadline < self._alarm_at:
+            self._arm(loop, deadline)
         try:
-            reply = await conn.call(b"".join(out), deadline)
+            reply = await waiter
         except BaseException:
             conn.close()
             raise
+        finally:
+            del flying[conn]
         if self._closed:
             conn.close()
         else:
@@ -161,6 +182,25 @@ class ReadConnections:
                 raise ResponseError(str(reply))
             raise ConnectionError(f"redis answered MGET with {type(reply).__name__}")
         return reply
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm = loop.call_at(at, self._sweep, loop)
+        self._alarm_at = at
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Time out the reads whose deadline has come; the timer again for the next."""
+        self._alarm, self._alarm_at = None, math.inf
+        now = loop.time()
+        nearest = math.inf
+        for conn, deadline in self._flying.items():
+            if deadline <= now:
+                conn.expire()
+            elif deadline < nearest:
+                nearest = deadline
+        if nearest < math.inf:
+            self._arm(loop, nearest)
 
     async def _connect(self, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -179,6 +219,8 @@ class ReadConnections:
 
     def close(self) -> None:
         self._closed = True
+        if self._alarm is not None:
+            self._alarm.cancel()
         for conn in self._idle:
             conn.close()
         self._idle.clear()

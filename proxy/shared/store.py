@@ -255,7 +255,9 @@ class RedisStore:
         except EntryFormatError:
             self.corrupt += 1
             return None, generation, False
-        if len(entry.body) > max_size or any(len(b) > max_size for _, b in entry.variants.values()):
+        if len(entry.body) > max_size or (
+            entry.variants and any(len(b) > max_size for _, b in entry.variants.values())
+        ):
             self.oversize += 1
             return None, generation, False
         if entry.primary != primary or not entry.matches(request_headers):

@@ -109,6 +109,31 @@ async def test_a_silent_server_times_out_by_the_deadline_and_its_reply_is_never_
         await client.aclose()
 
 
+async def test_each_read_times_out_by_its_own_deadline(redis_server: RedisServer) -> None:
+    """One timer serves every read in flight: set for the nearest deadline, then the next."""
+    reads = reads_for(redis_server.url)
+    assert redis_server.proc is not None
+    try:
+        await asyncio.gather(reads.mget(["warm"], deadline()), reads.mget(["up"], deadline()))
+        redis_server.proc.send_signal(19)  # SIGSTOP
+        started = time.monotonic()
+        ended: dict[float, float] = {}
+
+        async def read(seconds: float) -> None:
+            with pytest.raises(TimeoutError):
+                await reads.mget(["k"], deadline(seconds))
+            ended[seconds] = time.monotonic() - started
+
+        # Later than the one armed, then earlier, then between.
+        await asyncio.gather(read(0.4), read(0.8), read(0.2), read(0.6))
+        for seconds, took in ended.items():
+            assert seconds - 0.01 < took < seconds + 0.15, (seconds, took)
+        assert reads._flying == {}
+    finally:
+        redis_server.proc.send_signal(18)
+        reads.close()
+
+
 async def test_a_restarted_server_costs_no_call_once_its_close_was_seen(
     redis_server: RedisServer,
 ) -> None:
@@ -235,6 +260,7 @@ async def test_the_slots_bound_calls_in_flight_and_hand_over_in_turn(
     [
         test_values_and_missing_keys_in_order,
         test_a_silent_server_times_out_by_the_deadline_and_its_reply_is_never_read,
+        test_each_read_times_out_by_its_own_deadline,
         test_a_restarted_server_costs_no_call_once_its_close_was_seen,
         test_shared_mget_goes_through_the_guard,
     ],
