@@ -13,6 +13,10 @@ first Redis call, and every later call in that task draws on what is left. Other
 (background refreshes, variant uploads, the followers, health probes) are never charged:
 each of their calls gets the whole timeout.
 
+The L2 lookup's reads (`SharedRedis.mget`) go on connections of our own to a single node
+(proxy/shared/reads.py): redis-py's command layer cost more than the rest of an L2 hit. They
+run under the same guard (`RedisGuard.run_until`: the call keeps to the deadline itself).
+
 The three kinds of client wait alike for a connection: the guard's slots bound the calls
 in flight below the pool's size, so no pool ever runs out (redis-py's pools raise
 MaxConnectionsError instead of waiting). Running out of slots within the budget is the
@@ -22,11 +26,12 @@ proxy's own limit, never counted against Redis or its breaker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -38,7 +43,8 @@ from yarl import URL
 
 from proxy.cache.memory import StoreUnavailable
 from proxy.config.redis import RedisSettings
-from proxy.shared.breaker import CircuitBreaker, State
+from proxy.shared.breaker import CLOSED, CircuitBreaker
+from proxy.shared.reads import ReadConnections
 
 log = logging.getLogger("cacheproxy.redis")
 
@@ -129,13 +135,45 @@ def _pool_exhausted(exc: BaseException) -> bool:
     return isinstance(exc, MaxConnectionsError)
 
 
+class _Slots:
+    """How many calls may be in flight: asyncio.Semaphore's bound and order, without its
+    coroutines and wake-up bookkeeping when a slot is free (about 9k instructions a call,
+    bench.callgrind). Take one with `if slots.free > 0: slots.free -= 1` else `await
+    slots.wait()`; give it back with `give`, which hands it to the first waiter."""
+
+    __slots__ = ("_waiting", "free")
+
+    def __init__(self, slots: int) -> None:
+        self.free = slots
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot, but gone meanwhile: the next one's
+            raise
+
+    def give(self) -> None:
+        waiting = self._waiting
+        while waiting:
+            waiter = waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 class RedisGuard:
     """Runs Redis operations under the budget, the slots and the breaker; counts what failed."""
 
     def __init__(self, timeout: float, breaker: CircuitBreaker, slots: int = 1_000_000) -> None:
         self.timeout = timeout
         self.breaker = breaker
-        self._slots = asyncio.Semaphore(slots)
+        self._slots = _Slots(slots)
         self.errors: Counter[str] = Counter()  # by operation name: Redis failed
         # Calls given up for the proxy's own limits, by reason: "pool" (no free slot in
         # time) and "budget" (the request had no Redis time left). Not Redis's fault.
@@ -144,9 +182,73 @@ class RedisGuard:
 
     @property
     def healthy(self) -> bool:
-        return self.breaker.state is State.CLOSED
+        return self.breaker.state is CLOSED
 
     async def run(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        budget, left = self._admit(op)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sent = 0.0  # when a slot was ours and the call went out
+        slots = self._slots
+        try:
+            async with asyncio.timeout(left):
+                if slots.free > 0:
+                    slots.free -= 1
+                else:
+                    await slots.wait()
+                try:
+                    sent = loop.time()
+                    result = await call()
+                finally:
+                    slots.give()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._unavailable(op, exc, sent, loop.time()) from exc
+        except BaseException:
+            self.breaker.abandon()  # no verdict; in half-open state: let the next call probe
+            raise
+        finally:
+            if budget is not None:
+                budget.left -= loop.time() - started
+        if self.breaker.state is not CLOSED:
+            self._recovered()
+        return result
+
+    async def run_until(self, op: str, call: Callable[[float], Awaitable[T]]) -> T:
+        """`run` for a call that keeps to the deadline (loop time) it is given: no timer of
+        the guard's around it (asyncio.timeout costs about 29k instructions a call)."""
+        budget, left = self._admit(op)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + left
+        sent = started
+        slots = self._slots
+        try:
+            if slots.free > 0:
+                slots.free -= 1
+            else:
+                sent = 0.0
+                async with asyncio.timeout_at(deadline):
+                    await slots.wait()
+                sent = loop.time()
+            try:
+                result = await call(deadline)
+            finally:
+                slots.give()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._unavailable(op, exc, sent, loop.time()) from exc
+        except BaseException:
+            self.breaker.abandon()
+            raise
+        finally:
+            if budget is not None:
+                budget.left -= loop.time() - started
+        if self.breaker.state is not CLOSED:
+            self._recovered()
+        return result
+
+    def _admit(self, op: str) -> tuple[Budget | None, float]:
+        """The budget the call is charged to (None: not this task's) and its time left, or
+        StoreUnavailable: no time left, or the breaker is open."""
         budget = _BUDGET.get()
         if budget is not None and budget.owner is not asyncio.current_task():
             budget = None  # another task's: not ours to spend
@@ -154,39 +256,31 @@ class RedisGuard:
         if left <= 0:
             self.skipped["budget"] += 1
             raise StoreUnavailable(f"redis {op}: this request's Redis time is spent")
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if breaker.state is not CLOSED and not breaker.allow():
             raise StoreUnavailable(f"redis {op}: circuit open ({self.last_error})")
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        sent = 0.0  # when a slot was ours and the call went out
-        verdict = False
-        try:
-            async with asyncio.timeout(left):
-                async with self._slots:
-                    sent = loop.time()
-                    result = await call()
-                    verdict = True
-        except (RedisError, OSError, TimeoutError) as exc:
-            if not sent or _pool_exhausted(exc):
-                self.skipped["pool"] += 1
-                raise StoreUnavailable(f"redis {op}: no free connection in time") from exc
-            if isinstance(exc, TimeoutError) and loop.time() - sent < self.timeout / 2:
-                # Cut short by what earlier calls of the request had spent: no verdict.
-                self.skipped["budget"] += 1
-                raise StoreUnavailable(f"redis {op}: this request's Redis time ran out") from exc
-            verdict = True
-            self._failed(op, exc)
-            raise StoreUnavailable(f"redis {op}: {self.last_error}") from exc
-        finally:
-            if budget is not None:
-                budget.left -= loop.time() - started
-            if not verdict:
-                self.breaker.abandon()  # in half-open state: let the next call probe
-        was_healthy = self.healthy
+        return budget, left
+
+    def _unavailable(
+        self, op: str, exc: BaseException, sent: float, now: float
+    ) -> StoreUnavailable:
+        """What a call that raised `exc` (`sent` when it went out, 0: never) tells its
+        caller; counted against Redis only when Redis is to blame."""
+        if not sent or _pool_exhausted(exc):
+            self.breaker.abandon()
+            self.skipped["pool"] += 1
+            return StoreUnavailable(f"redis {op}: no free connection in time")
+        if isinstance(exc, TimeoutError) and now - sent < self.timeout / 2:
+            # Cut short by what earlier calls of the request had spent: no verdict.
+            self.breaker.abandon()
+            self.skipped["budget"] += 1
+            return StoreUnavailable(f"redis {op}: this request's Redis time ran out")
+        self._failed(op, exc)
+        return StoreUnavailable(f"redis {op}: {self.last_error}")
+
+    def _recovered(self) -> None:
         self.breaker.success()
-        if not was_healthy:
-            log.info("redis is responding again")
-        return result
+        log.info("redis is responding again")
 
     def _failed(self, op: str, exc: BaseException) -> None:
         self.errors[op] += 1
@@ -210,6 +304,16 @@ class SharedRedis:
             settings.max_connections,
         )
         self.run = self.guard.run
+        # The L2 lookup's reads: on connections of our own where they can be (reads.py).
+        self.reads = ReadConnections.of(self.client)
+
+    def mget(self, op: str, keys: Sequence[str]) -> Awaitable[list[bytes | None]]:
+        """The values of `keys` (None where none), under the guard as `run`."""
+        reads = self.reads
+        if reads is None:
+            mget = cast(Callable[[Sequence[str]], Awaitable[list[bytes | None]]], self.client.mget)
+            return self.guard.run(op, lambda: mget(keys))
+        return self.guard.run_until(op, functools.partial(reads.mget, keys))
 
     def request_budget(self) -> None:
         """The calling request's Redis calls, this one and those after it, share one
@@ -229,4 +333,6 @@ class SharedRedis:
             log.warning("redis did not respond at start-up (%r): starting degraded", exc)
 
     async def close(self) -> None:
+        if self.reads is not None:
+            self.reads.close()
         await self.client.aclose()

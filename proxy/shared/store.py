@@ -15,6 +15,9 @@ of one URL lives in one Redis Cluster slot and one script can touch them all::
     P{paths}:exp    the same members scored by expiry, to drop them when their URL expires
     P{t:<tag>}      SET of "h NUL entry key" per tag
 
+A lookup is one MGET: the entry key, the key aside, the Vary record and the generation
+and, when the URL's record was read before, the variant the record named then.
+
 A purge never scans the keyspace: URL purges read one index set; prefix purges one
 lexicographic range; tag purges one set. A soft purge finds its entries the same way and
 moves each aside (`:s`) with when it happened; a lookup reads both keys in one round trip
@@ -32,7 +35,7 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from proxy.cache import entry_format, policy
@@ -46,6 +49,7 @@ _INDEX_KEEP_MS = 86_400_000  # purge generations outlive any fetch that could ra
 # An entry's bytes beyond its body: heads, keys, lists, and up to three encoded variants,
 # each no larger than the body in practice. Longer values are not even decoded.
 _ENCODED_BEYOND_BODY = 64 * 1024
+_VARIES_KEPT = 4096  # records whose Vary names a store remembers (RedisStore._varies)
 
 # KEYS: entry, index, generation, the entry as a soft purge left it, [vary record]; ARGV:
 # blob, ttl ms, expected generation, [record]. Stores only when no purge of the URL happened
@@ -141,6 +145,10 @@ class Run(Protocol):
     def __call__(self, op: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]: ...
 
 
+class Mget(Protocol):
+    def __call__(self, op: str, keys: Sequence[str]) -> Awaitable[list[bytes | None]]: ...
+
+
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
@@ -148,10 +156,19 @@ def _digest(text: str) -> str:
 class RedisStore:
     """Async; every method may raise StoreUnavailable (from `run`)."""
 
-    def __init__(self, client: Any, run: Run, prefix: str, secret: bytes | None = None) -> None:
-        """`secret` (cache.key_secret): entries are written and read authenticated."""
+    def __init__(
+        self,
+        client: Any,
+        run: Run,
+        prefix: str,
+        secret: bytes | None = None,
+        mget: Mget | None = None,
+    ) -> None:
+        """`secret` (cache.key_secret): entries are written and read authenticated.
+        `mget`: how lookups read (SharedRedis.mget); by default `client.mget` under `run`."""
         self._client = client
         self._run = run
+        self._mget: Mget = mget or (lambda op, keys: run(op, lambda: client.mget(keys)))
         self._auth = None if secret is None else entry_format.auth_key(secret)
         self._p = prefix
         self._paths = f"{prefix}{{paths}}"
@@ -161,6 +178,10 @@ class RedisStore:
         self._index_path = client.register_script(_INDEX_PATH)
         self._expire_paths = client.register_script(_EXPIRE_PATHS)
         self._unlock = client.register_script(_UNLOCK)
+        # The Vary field names last read from each URL's record (by record key), so that a
+        # lookup reads the record and the variant it names in one call; when the record says
+        # otherwise, the variant is read in a second one as before.
+        self._varies: dict[str, tuple[str, ...]] = {}
         self.corrupt = 0  # values that were not entries we can read: counted misses
         self.unauthenticated = 0  # entries without our tag (with a secret): counted misses
         self.oversize = 0  # entries over the route's max_entry_size: counted misses
@@ -192,20 +213,31 @@ class RedisStore:
         h, base = self._url(url_key)
         p = h if primary == url_key else _digest(primary)  # most keys are their URL's
         plain_key = f"{base}:k:{p}"
-        plain, aside, record, generation = await self._run(
-            "get",
-            lambda: self._client.mget(plain_key, plain_key + ":s", f"{base}:r:{p}", f"{base}:g"),
-        )
+        record_key = f"{base}:r:{p}"
+        keys = [plain_key, plain_key + ":s", record_key, f"{base}:g"]
+        known = self._varies.get(record_key)
+        if known is not None:  # the variant's keys in the same call, as the record says
+            key = self._entry_key(base, primary, True, policy.vary_key(known, request_headers))
+            keys += (key, key + ":s")
+        found = await self._mget("get", keys)
+        plain, aside, record, generation = found[0], found[1], found[2], found[3]
         generation = generation or b"0"
         blob = plain
         if record is not None:
             if not record.startswith(_RECORD):
                 self.corrupt += 1
                 return None, generation, False
-            names = record[len(_RECORD) :].decode("ascii", "replace").split("\0")
-            values = policy.vary_key(tuple(n for n in names if n), request_headers)
-            key = self._entry_key(base, primary, True, values)
-            blob, aside = await self._run("get", lambda: self._client.mget(key, key + ":s"))
+            split = record[len(_RECORD) :].decode("ascii", "replace").split("\0")
+            names = tuple(n for n in split if n)
+            if names == known:
+                blob, aside = found[4], found[5]
+            else:
+                self._learn(record_key, names)
+                values = policy.vary_key(names, request_headers)
+                key = self._entry_key(base, primary, True, values)
+                blob, aside = await self._mget("get", (key, key + ":s"))
+        elif known is not None:
+            del self._varies[record_key]
         purged_at = None
         if blob is None and aside is not None:  # soft-purged: "<when>|<entry>"
             when, _, blob = aside.partition(b"|")
@@ -223,13 +255,21 @@ class RedisStore:
         except EntryFormatError:
             self.corrupt += 1
             return None, generation, False
-        if len(entry.body) > max_size or any(len(b) > max_size for _, b in entry.variants.values()):
+        if len(entry.body) > max_size or (
+            entry.variants and any(len(b) > max_size for _, b in entry.variants.values())
+        ):
             self.oversize += 1
             return None, generation, False
         if entry.primary != primary or not entry.matches(request_headers):
             return None, generation, False  # a hash collision or a stale variant: never served
         grace = False if purged_at is None else entry.soft_purged(purged_at)
         return entry, generation, grace
+
+    def _learn(self, record_key: str, names: tuple[str, ...]) -> None:
+        varies = self._varies
+        if len(varies) >= _VARIES_KEPT:
+            varies.clear()
+        varies[record_key] = names
 
     async def put(
         self, entry: Entry, ttl: float, generation: bytes, variants: Iterable[str] = ()

@@ -70,7 +70,7 @@ class SharedTier:
         self.memory = memory
         self._clock = clock
         auth = key_secret.encode() if key_secret else None
-        self.store = RedisStore(redis.client, redis.run, f"{redis.prefix}c:", auth)
+        self.store = RedisStore(redis.client, redis.run, f"{redis.prefix}c:", auth, redis.mget)
         self.instance = uuid.uuid4().hex
         self.channel = f"{redis.prefix}purge"
         self.stats = SharedStats()

@@ -318,6 +318,27 @@ def test_framing_and_hop_by_hop_fields_written_into_redis_are_dropped_on_read() 
     assert decode(encode(honest)).head == honest.head
 
 
+@pytest.mark.parametrize("padding", [0, 5000])  # a head remembered, and one too long to be
+def test_a_head_read_again_is_checked_as_the_first_time(padding: int) -> None:
+    pad = [("X-Pad", "p" * padding)] if padding else []
+    fields = [("Content-Length", "999"), ("Connection", "X-A"), ("X-A", "1"), *pad]
+    framed = make_entry([*fields, ("Cache-Control", "max-age=60")], body=b"ok")
+    clean = make_entry([*pad, ("Cache-Control", "max-age=60")], body=b"ok")
+    for _ in range(3):
+        back = decode(encode(framed))
+        assert back.head == clean.head and back.cc.max_age == 60
+    # The same head with a body of another length: its Content-Length is that body's now.
+    honest = make_entry([("Content-Length", "2"), *pad, ("Cache-Control", "max-age=60")], b"ok")
+    longer = dataclasses.replace(honest, body=b"ok!")
+    for _ in range(2):
+        assert decode(encode(honest)).head == honest.head
+        assert "Content-Length" not in decode(encode(longer)).headers
+    bad = make_entry([*pad, ("Bad Name", "v")])
+    for _ in range(2):
+        with pytest.raises(EntryFormatError, match="not a"):
+            decode(encode(bad))
+
+
 def test_directives_of_a_field_that_connection_names_go_with_the_field() -> None:
     # Dropped as hop-by-hop, a Cache-Control gives no freshness either.
     entry = make_entry([("Connection", "Cache-Control"), ("Cache-Control", "max-age=60")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import pytest
@@ -16,7 +16,7 @@ from proxy.cache.policy import CacheRules
 from proxy.cache.tags import TagFields
 from proxy.config.redis import RedisSettings
 from proxy.shared.breaker import CircuitBreaker
-from proxy.shared.redis import Client, RedisGuard, connect
+from proxy.shared.redis import Client, RedisGuard, SharedRedis
 from proxy.shared.store import RedisStore
 from tests.cache.entry_v1 import encode_v1
 from tests.redis_servers import RedisCluster, RedisServer
@@ -26,22 +26,30 @@ T = TypeVar("T")
 
 
 @pytest.fixture(params=["node", "cluster"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+async def shared(request: pytest.FixtureRequest) -> AsyncIterator[SharedRedis]:
     if request.param == "node":
         server: RedisServer = request.getfixturevalue("redis_server")
         settings = RedisSettings(url=server.url, timeout=2)
     else:
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         settings = RedisSettings(cluster={"nodes": cluster.urls}, timeout=2)
-    c = connect(settings)
-    yield c
-    await c.aclose()
+    s = SharedRedis(settings)
+    assert (s.reads is None) == (request.param == "cluster")  # lookups read on our own
+    yield s
+    await s.close()
 
 
 @pytest.fixture
-def store(client: Client) -> RedisStore:
-    guard = RedisGuard(2, CircuitBreaker())
-    return RedisStore(client, guard.run, f"test-{uuid.uuid4().hex[:8]}:")
+def client(shared: SharedRedis) -> Client:
+    return shared.client
+
+
+@pytest.fixture
+def store(shared: SharedRedis) -> RedisStore:
+    """Lookups read as SharedTier's do: on connections of our own to a single node
+    (proxy/shared/reads.py), through redis-py's client on a cluster."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    return RedisStore(shared.client, shared.run, prefix, mget=shared.mget)
 
 
 def entry(
@@ -104,6 +112,45 @@ async def test_vary_selects_the_variant(store: RedisStore) -> None:
         assert found is not None and found.body == body
     missing, _, _ = await store.get(en.primary, en.url_key, CIMultiDict({"Accept-Language": "fr"}))
     assert missing is None
+
+
+async def test_a_varying_entry_is_read_in_one_call_once_its_record_was(
+    shared: SharedRedis,
+) -> None:
+    calls: list[int] = []
+
+    def counted(op: str, keys: Sequence[str]) -> Awaitable[list[bytes | None]]:
+        calls.append(len(keys))
+        return shared.mget(op, keys)
+
+    store = RedisStore(shared.client, shared.run, f"test-{uuid.uuid4().hex[:8]}:", mget=counted)
+    en = entry(body=b"hello", vary="Accept-Language", request={"Accept-Language": "en"})
+    de = entry(body=b"hallo", vary="Accept-Language", request={"Accept-Language": "de"})
+    for e in (en, de):
+        assert await store.put(e, 60, b"0")
+
+    async def body(**request: str) -> bytes | None:
+        found, _, _ = await store.get(en.primary, en.url_key, CIMultiDict(request))
+        return None if found is None else found.body
+
+    assert await body(**{"Accept-Language": "en"}) == b"hello"
+    assert calls == [4, 2]  # the record first read: its variant in a second call
+    assert await body(**{"Accept-Language": "de"}) == b"hallo"
+    assert await body(**{"Accept-Language": "fr"}) is None
+    assert calls == [4, 2, 6, 6]  # then record and variant in one
+    # The origin varies on something else now: the record says so, the right variant is read.
+    gz = entry(body=b"gz", vary="Accept-Encoding", request={"Accept-Encoding": "gzip"})
+    assert await store.put(gz, 60, b"0")
+    calls.clear()
+    assert await body(**{"Accept-Encoding": "gzip", "Accept-Language": "en"}) == b"gz"
+    assert await body(**{"Accept-Encoding": "gzip"}) == b"gz"
+    assert calls == [6, 2, 6]
+    # Purged, record and all: a miss, and the next lookup reads no variant.
+    await store.purge_url(en.url_key)
+    calls.clear()
+    assert await body(**{"Accept-Encoding": "gzip"}) is None
+    assert await body(**{"Accept-Encoding": "gzip"}) is None
+    assert calls == [6, 4]
 
 
 async def test_purge_url_removes_every_variant_and_fences_older_fetches(
