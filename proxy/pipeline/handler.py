@@ -57,6 +57,12 @@ _AUTHORIZATION = istr("Authorization")
 _HOST = istr("Host")  # an istr is looked up without folding the name's case first
 
 
+# The fast path's plans kept (Pipeline.answer): a request's target, route and primary key
+# (None: its key depends on its fields), by its method, target and Host. Cleared when full.
+_PLANS = 4096
+_Plan = tuple[Target, "LoadedRoute", str | None]
+
+
 class Refused(NamedTuple):
     """Why a request is refused before a route is chosen: its status, code and message."""
 
@@ -111,6 +117,8 @@ class Pipeline:
         """Take a (reloaded) route table. No await here: on the one event loop, a request sees
         the old table or the new one, never a mix; one in flight keeps the policy it matched."""
         self.routes = routes
+        # `answer`'s plans, by (method, target, Host or None): each names a route of `routes`.
+        self._plans: dict[tuple[str, str, str | None], _Plan] = {}
         self.hosts = routes.hosts
         self.reads_host = routes.hosts is not None or routes.by_host is not None
         self.fetch.trusted_proxies = routes.trusted_proxies
@@ -208,20 +216,27 @@ class Pipeline:
         listener asks only about the `hot` targets.
         """
         fields = request.headers
-        placed = self._place(request.raw_path, fields)
-        if isinstance(placed, Refused):
+        raw = request.raw_path
+        authorized = _AUTHORIZATION in fields
+        key = (request.method, raw, fields.get(_HOST) if self.reads_host else None)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(request.method, raw, fields)
+            if plan is None:
+                return None
+            plans = self._plans
+            if len(plans) >= _PLANS:
+                plans.clear()
+            plans[key] = plan
+        elif authorized and len(fields.getall(_AUTHORIZATION)) > 1:  # as _place refuses it
             return None
-        target, host = placed
-        try:
-            route = self.routes.route_for(request.method, target.path, host)
-        except AmbiguousPath:
-            return None
+        target, route, primary = plan
         if not self.cache.answers(route):
-            self.hot.discard(request.raw_path)  # none of its requests will be answered here
+            self.hot.discard(raw)  # none of its requests will be answered here
             return None
-        if self.revocations.any and _AUTHORIZATION in fields:  # else it lets it through
+        if authorized and self.revocations.any:  # else it lets it through
             return None
-        hit = self.cache.memory_hit(route, target, fields, request.raw_path)
+        hit = self.cache.memory_hit(route, target, fields, raw, primary)
         if hit is None:
             return None
         entry, age = hit
@@ -245,6 +260,24 @@ class Pipeline:
         else:
             ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
         return with_request_lines(ex, entry, head, age, HIT)
+
+    def _plan(self, method: str, raw_target: str, fields: CIMultiDictProxy[str]) -> _Plan | None:
+        """What `answer` decides of a request by its method, target and Host alone (the
+        target, the route and, where the route keys by the URL alone, the primary key):
+        the same until a reload. None: refused or ambiguous, `handle` it."""
+        placed = self._place(raw_target, fields)
+        if isinstance(placed, Refused):
+            return None
+        target, host = placed
+        try:
+            route = self.routes.route_for(method, target.path, host)
+        except AmbiguousPath:
+            return None
+        rc = route.cache
+        primary = None
+        if rc is not None and rc.keys.by_url:
+            primary = self.cache.url_key(route, target.path, target.query)
+        return target, route, primary
 
     @staticmethod
     def _request_id(ids: RequestIds, fields: CIMultiDictProxy[str]) -> tuple[str, bool]:

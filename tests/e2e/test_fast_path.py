@@ -497,3 +497,96 @@ async def test_a_request_arriving_before_the_handler_runs_the_last_one_waits_its
     assert dict(first[1])["x-cache"] == "MISS"
     assert dict(second[1])["x-cache"] == "HIT" and dict(second[1])["x-request-id"] == "second"
     assert await fast_answers(proxy) == 0  # behind one in flight: the ordinary way
+
+
+def per_tenant(request: web.Request) -> web.Response:
+    """Says which tenant and upstream path it answered, uncompressed (too short to encode)."""
+    tenant = request.headers.get("X-Tenant", "")
+    return web.Response(
+        body=orjson.dumps({"tenant": tenant, "path": request.path}),
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+async def answered(proxy: ProxyServer, requests: list[str]) -> list[dict[str, str]]:
+    """The fast path's answers to `requests`, after a miss and an ordinary hit of each."""
+    for request in requests:
+        with ordinary(proxy):
+            async with connection(proxy) as (reader, writer):
+                for cache in ("MISS", "HIT"):
+                    _, fields, _ = await exchange(reader, writer, request)
+                    assert dict(fields)["x-cache"] == cache
+    before = await fast_answers(proxy)
+    docs = []
+    async with connection(proxy) as (reader, writer):
+        for request in [*requests, *requests]:
+            _, fields, body = await exchange(reader, writer, request)
+            assert dict(fields)["x-cache"] == "HIT"
+            docs.append(orjson.loads(body))
+    assert await fast_answers(proxy) == before + 2 * len(requests)
+    return docs
+
+
+async def test_a_key_made_of_fields_is_made_for_each_request_on_the_fast_path(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """The fast path keeps a target's route and URL key, never a key that reads the fields."""
+    origin.respond = per_tenant
+    cache = {"ttl": 60, "key": {"headers": ["X-Tenant"]}}
+    proxy = await start_proxy(origin.url, **{**EVERYTHING, "cache": cache})
+    tenants = [get("/doc", f"{CLIENT}X-Tenant: {tenant}\r\n") for tenant in ("a", "b")]
+    docs = await answered(proxy, tenants)
+    assert [d["tenant"] for d in docs] == ["a", "b", "a", "b"]
+
+
+async def test_each_host_is_answered_through_its_own_route_on_the_fast_path(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = per_tenant
+    one = {"name": "one", "match": {"prefix": "/", "hosts": ["one.test"]}, "upstream": origin.url}
+    two = {"name": "two", "match": {"prefix": "/", "hosts": ["two.test"]}}
+    two["upstream"] = origin.url + "/2"  # a key of its own
+    proxy = await start_proxy(origin.url, **EVERYTHING, routes=[one, two])
+    meters = proxy.observer.meters.by_route
+    hits = ("GET", 200, "hit")
+    requests = [f"GET /doc HTTP/1.1\r\nHost: {h}\r\n{CLIENT}\r\n" for h in ("one.test", "two.test")]
+    docs = await answered(proxy, requests)
+    assert [d["path"] for d in docs] == ["/doc", "/2/doc", "/doc", "/2/doc"]
+    assert (meters["one"].responses[hits], meters["two"].responses[hits]) == (3, 3)
+
+
+async def test_a_reload_sends_a_hot_target_through_its_new_route(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """What the fast path kept of a target's route goes with the reload that replaces it."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        await exchange(reader, writer, get("/doc"))
+    assert await fast_answers(proxy) == 1
+    uncached = [{"name": "fresh", "match": {"path": "/doc"}, "cache": False}]
+    proxy.apply(parse_config(config_text(origin.url, **EVERYTHING, routes=uncached), env={}))
+    fetched = origin.hits["/doc"]
+    async with connection(proxy) as (reader, writer):
+        status, fields, _ = await exchange(reader, writer, get("/doc"))
+    assert status == "HTTP/1.1 200 OK" and dict(fields)["x-cache"] == "BYPASS"
+    assert origin.hits["/doc"] == fetched + 1 and await fast_answers(proxy) == 1
+
+
+async def test_two_authorization_fields_are_refused_on_a_target_the_fast_path_knows(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = doc
+    cache = {"ttl": 60, "on_credentials": "lookup"}  # a credentialed request may hit
+    proxy = await start_proxy(origin.url, **{**EVERYTHING, "cache": cache})
+    await warm(proxy, "/doc")
+    bearer = f"{CLIENT}Authorization: Bearer a\r\n"
+    async with connection(proxy) as (reader, writer):
+        once = await exchange(reader, writer, get("/doc", bearer))
+        twice = await exchange(reader, writer, get("/doc", f"{bearer}Authorization: Bearer b\r\n"))
+    assert once[0] == "HTTP/1.1 200 OK" and dict(once[1])["x-cache"] == "HIT"
+    assert twice[0] == "HTTP/1.1 400 Bad Request"
+    assert orjson.loads(twice[2])["message"] == "more than one Authorization field"
+    assert await fast_answers(proxy) == 1
