@@ -590,3 +590,26 @@ async def test_two_authorization_fields_are_refused_on_a_target_the_fast_path_kn
     assert twice[0] == "HTTP/1.1 400 Bad Request"
     assert orjson.loads(twice[2])["message"] == "more than one Authorization field"
     assert await fast_answers(proxy) == 1
+
+
+@pytest.mark.parametrize(("age", "max_age"), [(0, 3600), (3599, 7300), (5000, 100_000)])
+async def test_ages_and_ttls_past_an_hour_are_written_as_ever_on_the_fast_path(
+    origin: Origin, start_proxy: StartProxy, age: int, max_age: int
+) -> None:
+    """Seconds up to an hour come from a table, longer ones are written out: alike."""
+
+    def aged(_: web.Request) -> web.Response:
+        headers = {"Cache-Control": f"public, max-age={max_age}", "Age": str(age)}
+        return web.Response(body=BODY, content_type="application/json", headers=headers)
+
+    origin.respond = aged
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        _, fields, _ = await exchange(reader, writer, get("/doc"))
+    assert await fast_answers(proxy) == 1
+    shown = dict(fields)
+    assert int(shown["age"]) in (age, age + 1)
+    ttl = int(shown["cache-status"].rpartition(";ttl=")[2])
+    assert ttl in (max_age - int(shown["age"]) - 1, max_age - int(shown["age"]))  # fractions
+    assert shown["cache-status"] == f"cacheproxy;hit;ttl={ttl}"

@@ -220,7 +220,10 @@ class CacheStage:
                     route.upstream.key_origin, target.path, target.query, headers
                 )
             entry = self.store.peek(primary, headers)
-            if entry is not None and policy.may_reuse(scope, entry.cc):
+            # policy.may_reuse, its call left for the one scope it has to look into
+            if entry is not None and (
+                scope is not CREDENTIALED or policy.may_reuse(scope, entry.cc)
+            ):
                 age, verdict = self._freshness(entry, policy.request_cache_control(headers), rc)
                 if verdict is FRESH:
                     return entry, age
