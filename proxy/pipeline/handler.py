@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy, istr
 
+from proxy.adapters.aiohttp_internals import request_state
 from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
 from proxy.cache.status import BYPASS, HIT, MISS
@@ -247,10 +248,11 @@ class Pipeline:
         self.cache.used(entry)
         ids = self.ids
         rid, clients = "", False
+        state = request_state(request)
         if ids is not None:
             rid, clients = self._request_id(ids, fields)
-            request[REQUEST_ID] = rid
-        request[ROUTE] = route.name
+            state[REQUEST_ID] = rid
+        state[ROUTE] = route.name
         limiter = route.rate_limit
         if limiter is not None:
             checked = limiter.check_local(request)
