@@ -613,3 +613,19 @@ async def test_ages_and_ttls_past_an_hour_are_written_as_ever_on_the_fast_path(
     ttl = int(shown["cache-status"].rpartition(";ttl=")[2])
     assert ttl in (max_age - int(shown["age"]) - 1, max_age - int(shown["age"]))  # fractions
     assert shown["cache-status"] == f"cacheproxy;hit;ttl={ttl}"
+
+
+async def test_a_request_that_asks_for_a_fresher_response_goes_the_ordinary_way(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    fetched = origin.hits["/doc"]
+    async with connection(proxy) as (reader, writer):
+        await exchange(reader, writer, get("/doc"))
+        assert await fast_answers(proxy) == 1
+        for asks in ("Cache-Control: max-age=0\r\n", "Pragma: no-cache\r\n"):
+            status, _, _ = await exchange(reader, writer, get("/doc", CLIENT + asks))
+            assert status == "HTTP/1.1 200 OK"
+    assert await fast_answers(proxy) == 1 and origin.hits["/doc"] == fetched + 2
