@@ -59,8 +59,11 @@ _HOST = istr("Host")  # an istr is looked up without folding the name's case fir
 
 
 # The fast path's plans kept (Pipeline.answer): a request's target, route and primary key
-# (None: its key depends on its fields), by its method, target and Host. Cleared when full.
+# (None: its key depends on its fields), by its method, target and Host. Cleared when full;
+# a target longer than _PLAN_TARGET_MAX characters is planned anew each time (a plan holds
+# it about three times: at most ~12 MB in all).
 _PLANS = 4096
+_PLAN_TARGET_MAX = 1024
 _Plan = tuple[Target, "LoadedRoute", str | None]
 
 
@@ -225,10 +228,11 @@ class Pipeline:
             plan = self._plan(request.method, raw, fields)
             if plan is None:
                 return None
-            plans = self._plans
-            if len(plans) >= _PLANS:
-                plans.clear()
-            plans[key] = plan
+            if len(raw) <= _PLAN_TARGET_MAX:
+                plans = self._plans
+                if len(plans) >= _PLANS:
+                    plans.clear()
+                plans[key] = plan
         elif authorized and len(fields.getall(_AUTHORIZATION)) > 1:  # as _place refuses it
             return None
         target, route, primary = plan

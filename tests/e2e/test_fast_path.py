@@ -19,6 +19,7 @@ from aiohttp import web
 
 from proxy.config.loader import parse_config
 from proxy.observe.logs import Record
+from proxy.pipeline import handler
 from proxy.server.app import ProxyServer
 from proxy.server.listener import FastPath, ListenerProtocol
 from tests.conftest import Origin, StartProxy, config_text
@@ -629,3 +630,26 @@ async def test_a_request_that_asks_for_a_fresher_response_goes_the_ordinary_way(
             status, _, _ = await exchange(reader, writer, get("/doc", CLIENT + asks))
             assert status == "HTTP/1.1 200 OK"
     assert await fast_answers(proxy) == 1 and origin.hits["/doc"] == fetched + 2
+
+
+async def test_the_plans_the_fast_path_keeps_are_bounded(
+    origin: Origin, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its bound the memo starts over: the targets are still answered, planned again."""
+    monkeypatch.setattr(handler, "_PLANS", 2)
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    paths = [f"/doc/{i}" for i in range(3)]
+    long = "/doc/" + "x" * handler._PLAN_TARGET_MAX  # answered, never kept
+    for path in [*paths, long]:
+        await warm(proxy, path)
+    plans = proxy.pipeline._plans
+    async with connection(proxy) as (reader, writer):
+        for path in paths * 2:
+            status, _, _ = await exchange(reader, writer, get(path))
+            assert status == "HTTP/1.1 200 OK"
+            assert 1 <= len(plans) <= 2
+        plans.clear()
+        status, _, _ = await exchange(reader, writer, get(long))
+        assert status == "HTTP/1.1 200 OK" and not plans
+    assert await fast_answers(proxy) == 7
