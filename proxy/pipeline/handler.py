@@ -217,7 +217,8 @@ class Pipeline:
         decline any more: the request id, the rate limit (its 429 is answered here too),
         the metrics. A revocation list and an Authorization field, a route the cache stage
         does not answer for (CacheStage.answers), a range or conditions: `handle`. The
-        listener asks only about the `hot` targets.
+        listener asks only about the `hot` targets, whose first stages (target, host, route,
+        a URL-only key) are kept as plans (`_plan`) until a reload.
         """
         fields = request.headers
         raw = request.raw_path
