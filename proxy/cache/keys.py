@@ -94,7 +94,7 @@ def _join_lines(lines: Sequence[str]) -> str:
 class KeyBuilder:
     """Builds keys for one route; patterns are compiled once here."""
 
-    __slots__ = ("_exact", "_headers", "_prefixes", "_regex", "_user", "rules")
+    __slots__ = ("_exact", "_headers", "_prefixes", "_regex", "_user", "by_url", "rules")
 
     def __init__(self, rules: KeyRules) -> None:
         self.rules = rules
@@ -118,6 +118,8 @@ class KeyBuilder:
             (name.lower(), name.lower() in secret) for name in rules.headers
         )
         self._user = user
+        # The primary key is the URL's alone: the same for every request of one target.
+        self.by_url = not self._headers and user is None
 
     def _ignored(self, name: str) -> bool:
         if "%" in name:

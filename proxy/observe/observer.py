@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING
 from aiohttp import web
 from multidict import istr
 
+from proxy.adapters.aiohttp_internals import request_state
 from proxy.http.request_id import upstream_request_id
 from proxy.observe.logs import AccessLog
 from proxy.observe.metrics import (
@@ -86,7 +87,8 @@ class Observer:
         self, request: web.BaseRequest, response: web.StreamResponse, seconds: float
     ) -> None:
         """One response sent on the proxy port, `seconds` after its request head arrived."""
-        route = request.get(ROUTE, UNROUTED)
+        state = request_state(request)
+        route = state.get(ROUTE, UNROUTED)
         status = response.status
         if response.__class__ is self._prepared:
             # A class identity test (cheaper than isinstance) that mypy does not narrow by.
@@ -114,7 +116,7 @@ class Observer:
                     request.remote,
                     tuple(request.headers.getall(_XFF, ())) if trusted else (),
                     tuple(request.headers.getall(_FORWARDED, ())) if trusted else (),
-                    request.get(REQUEST_ID),
+                    state.get(REQUEST_ID),
                     upstream_request_id.get(None),
                 )
             )

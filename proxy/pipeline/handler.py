@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy, istr
 
+from proxy.adapters.aiohttp_internals import request_state
 from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
 from proxy.cache.status import BYPASS, HIT, MISS
@@ -55,6 +56,15 @@ if TYPE_CHECKING:
 
 _AUTHORIZATION = istr("Authorization")
 _HOST = istr("Host")  # an istr is looked up without folding the name's case first
+
+
+# The fast path's plans kept (Pipeline.answer): a request's target, route and primary key
+# (None: its key depends on its fields), by its method, target and Host. Cleared when full;
+# a target longer than _PLAN_TARGET_MAX characters is planned anew each time (a plan holds
+# it about three times: at most ~12 MB in all).
+_PLANS = 4096
+_PLAN_TARGET_MAX = 1024
+_Plan = tuple[Target, "LoadedRoute", str | None]
 
 
 class Refused(NamedTuple):
@@ -111,6 +121,8 @@ class Pipeline:
         """Take a (reloaded) route table. No await here: on the one event loop, a request sees
         the old table or the new one, never a mix; one in flight keeps the policy it matched."""
         self.routes = routes
+        # `answer`'s plans, by (method, target, Host or None): each names a route of `routes`.
+        self._plans: dict[tuple[str, str, str | None], _Plan] = {}
         self.hosts = routes.hosts
         self.reads_host = routes.hosts is not None or routes.by_host is not None
         self.fetch.trusted_proxies = routes.trusted_proxies
@@ -205,23 +217,32 @@ class Pipeline:
         decline any more: the request id, the rate limit (its 429 is answered here too),
         the metrics. A revocation list and an Authorization field, a route the cache stage
         does not answer for (CacheStage.answers), a range or conditions: `handle`. The
-        listener asks only about the `hot` targets.
+        listener asks only about the `hot` targets, whose first stages (target, host, route,
+        a URL-only key) are kept as plans (`_plan`) until a reload.
         """
         fields = request.headers
-        placed = self._place(request.raw_path, fields)
-        if isinstance(placed, Refused):
+        raw = request.raw_path
+        authorized = _AUTHORIZATION in fields
+        key = (request.method, raw, fields.get(_HOST) if self.reads_host else None)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(request.method, raw, fields)
+            if plan is None:
+                return None
+            if len(raw) <= _PLAN_TARGET_MAX:
+                plans = self._plans
+                if len(plans) >= _PLANS:
+                    plans.clear()
+                plans[key] = plan
+        elif authorized and len(fields.getall(_AUTHORIZATION)) > 1:  # as _place refuses it
             return None
-        target, host = placed
-        try:
-            route = self.routes.route_for(request.method, target.path, host)
-        except AmbiguousPath:
-            return None
+        target, route, primary = plan
         if not self.cache.answers(route):
-            self.hot.discard(request.raw_path)  # none of its requests will be answered here
+            self.hot.discard(raw)  # none of its requests will be answered here
             return None
-        if self.revocations.any and _AUTHORIZATION in fields:  # else it lets it through
+        if authorized and self.revocations.any:  # else it lets it through
             return None
-        hit = self.cache.memory_hit(route, target, fields, request.raw_path)
+        hit = self.cache.memory_hit(route, target, fields, raw, primary)
         if hit is None:
             return None
         entry, age = hit
@@ -232,10 +253,11 @@ class Pipeline:
         self.cache.used(entry)
         ids = self.ids
         rid, clients = "", False
+        state = request_state(request)
         if ids is not None:
             rid, clients = self._request_id(ids, fields)
-            request[REQUEST_ID] = rid
-        request[ROUTE] = route.name
+            state[REQUEST_ID] = rid
+        state[ROUTE] = route.name
         limiter = route.rate_limit
         if limiter is not None:
             checked = limiter.check_local(request)
@@ -245,6 +267,24 @@ class Pipeline:
         else:
             ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
         return with_request_lines(ex, entry, head, age, HIT)
+
+    def _plan(self, method: str, raw_target: str, fields: CIMultiDictProxy[str]) -> _Plan | None:
+        """What `answer` decides of a request by its method, target and Host alone (the
+        target, the route and, where the route keys by the URL alone, the primary key):
+        the same until a reload. None: refused or ambiguous, `handle` it."""
+        placed = self._place(raw_target, fields)
+        if isinstance(placed, Refused):
+            return None
+        target, host = placed
+        try:
+            route = self.routes.route_for(method, target.path, host)
+        except AmbiguousPath:
+            return None
+        rc = route.cache
+        primary = None
+        if rc is not None and rc.keys.by_url:
+            primary = self.cache.url_key(route, target.path, target.query)
+        return target, route, primary
 
     @staticmethod
     def _request_id(ids: RequestIds, fields: CIMultiDictProxy[str]) -> tuple[str, bool]:

@@ -240,11 +240,13 @@ class PreparedResponse(web.StreamResponse):
                 b"Connection: keep-alive\r\n" if keep_alive and version == HttpVersion10 else b""
             )
         body = b"" if head else self._prepared_body
-        data = b"".join((start, self._static, self._tail.encode(), connection, b"\r\n"))
-        size = len(data) + len(body)
-        if len(body) < _JOIN_BELOW:
-            transport.write(data + body if body else data)
+        if len(body) < _JOIN_BELOW:  # one join: head and body copied once, not twice
+            data = b"".join((start, self._static, self._tail.encode(), connection, b"\r\n", body))
+            size = len(data)
+            transport.write(data)
         else:
+            data = b"".join((start, self._static, self._tail.encode(), connection, b"\r\n"))
+            size = len(data) + len(body)
             transport.write(data)
             transport.write(body)
         self._sent = True

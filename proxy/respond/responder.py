@@ -17,6 +17,7 @@ from proxy.cache.policy import Headers
 from proxy.cache.status import BYPASS, SF_INTEGER_MAX, CacheOutcome
 from proxy.edge.compression.codecs import CodingError
 from proxy.edge.compression.headers import vary_accept_encoding
+from proxy.edge.ratelimit.headers import SECONDS_KEPT, SECONDS_TEXT
 from proxy.edge.route import LoadedRoute
 from proxy.http import ranges
 from proxy.http.errors import JsonError, json_error
@@ -384,8 +385,11 @@ def with_request_lines(
     ttl = entry.lifetime - age
     if not -SF_INTEGER_MAX <= ttl <= SF_INTEGER_MAX:  # as cache_status_ttl (NaN too)
         ttl = SF_INTEGER_MAX if ttl > 0 else -SF_INTEGER_MAX
+    # The seconds' text from a table where it has it: an int formatted costs ~1k instructions.
+    a, t = int(age), int(ttl)
     tail = (
-        f"Age: {int(age)}\r\n{outcome.lines_to_ttl}{int(ttl)}\r\n"
+        f"Age: {SECONDS_TEXT[a] if 0 <= a < SECONDS_KEPT else a}\r\n{outcome.lines_to_ttl}"
+        f"{SECONDS_TEXT[t] if 0 <= t < SECONDS_KEPT else t}\r\n"
         f"{'' if head.dated else date_line()}{lines}"
     )
     return PreparedResponse(entry.status, entry.reason, head.static, tail, head.body, outcome.label)

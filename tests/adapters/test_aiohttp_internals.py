@@ -475,3 +475,38 @@ def test_the_parser_skips_crlfs_between_requests_and_stops_at_32_in_flight() -> 
         assert [m.path for m, _ in messages] == [f"/{i}" for i in range(32, 40)]
     finally:
         loop.close()
+
+
+async def test_request_state_is_the_mapping_a_request_reads_and_writes(serve: Serve) -> None:
+    """What `request_state` gives is what `request[KEY]` reads and writes, on aiohttp's own
+    request and on a ParsedRequest alike (Pipeline.answer writes it, Observer.observe reads
+    it)."""
+    seen: list[tuple[Any, Any, bool]] = []
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        state = aiohttp_internals.request_state(request)
+        request[ROUTE] = "written"
+        seen.append((state.get(ROUTE), None, isinstance(state, dict)))
+        state[ROUTE] = "set"
+        seen.append((request.get(ROUTE), request[ROUTE], True))
+        return web.Response(text="ok")
+
+    port = await serve(handler)
+    assert (await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[
+        -2:
+    ] == b"ok"
+    assert seen == [("written", None, True), ("set", "set", True)]
+
+    def parse(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        parsed = ParsedRequest(message, "192.0.2.1")
+        state = aiohttp_internals.request_state(parsed)
+        parsed[ROUTE] = "parsed"
+        assert state == {ROUTE: "parsed"} and parsed.get(ROUTE) == "parsed"
+        state[ROUTE] = "again"
+        assert parsed[ROUTE] == "again"
+        seen.append(("parsed", None, True))
+        return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop())
+
+    port = await serve(handler, request_factory=parse)
+    await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert seen[2] == ("parsed", None, True)

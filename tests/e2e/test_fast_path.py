@@ -19,6 +19,7 @@ from aiohttp import web
 
 from proxy.config.loader import parse_config
 from proxy.observe.logs import Record
+from proxy.pipeline import handler
 from proxy.server.app import ProxyServer
 from proxy.server.listener import FastPath, ListenerProtocol
 from tests.conftest import Origin, StartProxy, config_text
@@ -497,3 +498,158 @@ async def test_a_request_arriving_before_the_handler_runs_the_last_one_waits_its
     assert dict(first[1])["x-cache"] == "MISS"
     assert dict(second[1])["x-cache"] == "HIT" and dict(second[1])["x-request-id"] == "second"
     assert await fast_answers(proxy) == 0  # behind one in flight: the ordinary way
+
+
+def per_tenant(request: web.Request) -> web.Response:
+    """Says which tenant and upstream path it answered, uncompressed (too short to encode)."""
+    tenant = request.headers.get("X-Tenant", "")
+    return web.Response(
+        body=orjson.dumps({"tenant": tenant, "path": request.path}),
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+async def answered(proxy: ProxyServer, requests: list[str]) -> list[dict[str, str]]:
+    """The fast path's answers to `requests`, after a miss and an ordinary hit of each."""
+    for request in requests:
+        with ordinary(proxy):
+            async with connection(proxy) as (reader, writer):
+                for cache in ("MISS", "HIT"):
+                    _, fields, _ = await exchange(reader, writer, request)
+                    assert dict(fields)["x-cache"] == cache
+    before = await fast_answers(proxy)
+    docs = []
+    async with connection(proxy) as (reader, writer):
+        for request in [*requests, *requests]:
+            _, fields, body = await exchange(reader, writer, request)
+            assert dict(fields)["x-cache"] == "HIT"
+            docs.append(orjson.loads(body))
+    assert await fast_answers(proxy) == before + 2 * len(requests)
+    return docs
+
+
+async def test_a_key_made_of_fields_is_made_for_each_request_on_the_fast_path(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """The fast path keeps a target's route and URL key, never a key that reads the fields."""
+    origin.respond = per_tenant
+    cache = {"ttl": 60, "key": {"headers": ["X-Tenant"]}}
+    proxy = await start_proxy(origin.url, **{**EVERYTHING, "cache": cache})
+    tenants = [get("/doc", f"{CLIENT}X-Tenant: {tenant}\r\n") for tenant in ("a", "b")]
+    docs = await answered(proxy, tenants)
+    assert [d["tenant"] for d in docs] == ["a", "b", "a", "b"]
+
+
+async def test_each_host_is_answered_through_its_own_route_on_the_fast_path(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = per_tenant
+    one = {"name": "one", "match": {"prefix": "/", "hosts": ["one.test"]}, "upstream": origin.url}
+    two = {"name": "two", "match": {"prefix": "/", "hosts": ["two.test"]}}
+    two["upstream"] = origin.url + "/2"  # a key of its own
+    proxy = await start_proxy(origin.url, **EVERYTHING, routes=[one, two])
+    meters = proxy.observer.meters.by_route
+    hits = ("GET", 200, "hit")
+    requests = [f"GET /doc HTTP/1.1\r\nHost: {h}\r\n{CLIENT}\r\n" for h in ("one.test", "two.test")]
+    docs = await answered(proxy, requests)
+    assert [d["path"] for d in docs] == ["/doc", "/2/doc", "/doc", "/2/doc"]
+    assert (meters["one"].responses[hits], meters["two"].responses[hits]) == (3, 3)
+
+
+async def test_a_reload_sends_a_hot_target_through_its_new_route(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """What the fast path kept of a target's route goes with the reload that replaces it."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        await exchange(reader, writer, get("/doc"))
+    assert await fast_answers(proxy) == 1
+    uncached = [{"name": "fresh", "match": {"path": "/doc"}, "cache": False}]
+    proxy.apply(parse_config(config_text(origin.url, **EVERYTHING, routes=uncached), env={}))
+    fetched = origin.hits["/doc"]
+    async with connection(proxy) as (reader, writer):
+        status, fields, _ = await exchange(reader, writer, get("/doc"))
+    assert status == "HTTP/1.1 200 OK" and dict(fields)["x-cache"] == "BYPASS"
+    assert origin.hits["/doc"] == fetched + 1 and await fast_answers(proxy) == 1
+
+
+async def test_two_authorization_fields_are_refused_on_a_target_the_fast_path_knows(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = doc
+    cache = {"ttl": 60, "on_credentials": "lookup"}  # a credentialed request may hit
+    proxy = await start_proxy(origin.url, **{**EVERYTHING, "cache": cache})
+    await warm(proxy, "/doc")
+    bearer = f"{CLIENT}Authorization: Bearer a\r\n"
+    async with connection(proxy) as (reader, writer):
+        once = await exchange(reader, writer, get("/doc", bearer))
+        twice = await exchange(reader, writer, get("/doc", f"{bearer}Authorization: Bearer b\r\n"))
+    assert once[0] == "HTTP/1.1 200 OK" and dict(once[1])["x-cache"] == "HIT"
+    assert twice[0] == "HTTP/1.1 400 Bad Request"
+    assert orjson.loads(twice[2])["message"] == "more than one Authorization field"
+    assert await fast_answers(proxy) == 1
+
+
+@pytest.mark.parametrize(("age", "max_age"), [(0, 3600), (3599, 7300), (5000, 100_000)])
+async def test_ages_and_ttls_past_an_hour_are_written_as_ever_on_the_fast_path(
+    origin: Origin, start_proxy: StartProxy, age: int, max_age: int
+) -> None:
+    """Seconds up to an hour come from a table, longer ones are written out: alike."""
+
+    def aged(_: web.Request) -> web.Response:
+        headers = {"Cache-Control": f"public, max-age={max_age}", "Age": str(age)}
+        return web.Response(body=BODY, content_type="application/json", headers=headers)
+
+    origin.respond = aged
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    async with connection(proxy) as (reader, writer):
+        _, fields, _ = await exchange(reader, writer, get("/doc"))
+    assert await fast_answers(proxy) == 1
+    shown = dict(fields)
+    assert int(shown["age"]) in (age, age + 1)
+    ttl = int(shown["cache-status"].rpartition(";ttl=")[2])
+    assert ttl in (max_age - int(shown["age"]) - 1, max_age - int(shown["age"]))  # fractions
+    assert shown["cache-status"] == f"cacheproxy;hit;ttl={ttl}"
+
+
+async def test_a_request_that_asks_for_a_fresher_response_goes_the_ordinary_way(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    fetched = origin.hits["/doc"]
+    async with connection(proxy) as (reader, writer):
+        await exchange(reader, writer, get("/doc"))
+        assert await fast_answers(proxy) == 1
+        for asks in ("Cache-Control: max-age=0\r\n", "Pragma: no-cache\r\n"):
+            status, _, _ = await exchange(reader, writer, get("/doc", CLIENT + asks))
+            assert status == "HTTP/1.1 200 OK"
+    assert await fast_answers(proxy) == 1 and origin.hits["/doc"] == fetched + 2
+
+
+async def test_the_plans_the_fast_path_keeps_are_bounded(
+    origin: Origin, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its bound the memo starts over: the targets are still answered, planned again."""
+    monkeypatch.setattr(handler, "_PLANS", 2)
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    paths = [f"/doc/{i}" for i in range(3)]
+    long = "/doc/" + "x" * handler._PLAN_TARGET_MAX  # answered, never kept
+    for path in [*paths, long]:
+        await warm(proxy, path)
+    plans = proxy.pipeline._plans
+    async with connection(proxy) as (reader, writer):
+        for path in paths * 2:
+            status, _, _ = await exchange(reader, writer, get(path))
+            assert status == "HTTP/1.1 200 OK"
+            assert 1 <= len(plans) <= 2
+        plans.clear()
+        status, _, _ = await exchange(reader, writer, get(long))
+        assert status == "HTTP/1.1 200 OK" and not plans
+    assert await fast_answers(proxy) == 7

@@ -38,9 +38,10 @@ LIMIT, REMAINING, RESET = (
 )
 POLICY, FIELD = istr("RateLimit-Policy"), istr("RateLimit")
 COUNT_HEADERS = (LIMIT, REMAINING, RESET, FIELD)
-# The text of every reset up to an hour (about 200 KB, once per process): most resets.
-_SECONDS_KEPT = 3601
-_SECONDS = tuple(str(n) for n in range(_SECONDS_KEPT))
+# The text of every count of seconds up to an hour (about 200 KB, once per process): most
+# resets, ages and a hit's ttl (respond/responder.py).
+SECONDS_KEPT = 3601
+SECONDS_TEXT = tuple(str(n) for n in range(SECONDS_KEPT))
 _MEMO_BELOW = 16_384  # values memoised; larger ones are serialised each time (~0.3 µs)
 
 
@@ -87,6 +88,9 @@ class RateHeaders:
         self.policy_only: Pairs = (self._policy_pair,)
         # `lines`: what comes before `remaining` in its two places, for each limit.
         self._t_key = self._t.make(0)[1][:-1]  # ";t="
+        # Made a plain str here: an f-string formats an istr through format(), a copy
+        # (~2k instructions a line; docs/benchmarks.md).
+        self._reset_key = f"\r\n{RESET}: "
         r_key = self._r.make(0)[1][:-1]  # ";r="
 
         self._line_parts = [
@@ -113,8 +117,8 @@ class RateHeaders:
         """
         before_r, before_t = self._line_parts[which]
         r = str(remaining)  # each number written once: an int's text costs more than a line
-        t = _SECONDS[reset] if reset < _SECONDS_KEPT else str(reset)
-        return f"{before_r}{r}\r\n{RESET}: {t}\r\n{before_t}{r}{self._t_key}{t}\r\n"
+        t = SECONDS_TEXT[reset] if reset < SECONDS_KEPT else str(reset)
+        return f"{before_r}{r}{self._reset_key}{t}\r\n{before_t}{r}{self._t_key}{t}\r\n"
 
     def get(self, which: int, remaining: int, reset: int) -> Pairs:
         r_text, r_param = self._r.memo.get(remaining) or self._r.make(remaining)

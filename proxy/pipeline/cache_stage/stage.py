@@ -198,23 +198,39 @@ class CacheStage:
         )
 
     def memory_hit(
-        self, route: LoadedRoute, target: Target, headers: Headers, raw_target: str
+        self,
+        route: LoadedRoute,
+        target: Target,
+        headers: Headers,
+        raw_target: str,
+        primary: str | None = None,
     ) -> tuple[Entry, float] | None:
         """The fresh entry in memory `serve` would answer this request with as it is, and its
         age, on a route it `answers`; None: ask `serve` (and `raw_target` is not hot any
         more). Its first steps, with no effect (the entry is only peeked at: `used` counts
         it once answered): for the listener's fast path, which answers only what it can
-        answer whole (pipeline/handler.py `answer`)."""
+        answer whole (pipeline/handler.py `answer`). `primary`: the request's primary key,
+        when the caller knows it (a route whose keys are the URL's alone, `KeyBuilder.by_url`)."""
         rc = route.cache
         assert rc is not None
         scope = policy.request_scope(headers, rc.rules)
         if scope is not PASS:
-            primary = rc.keys.primary_key(
-                route.upstream.key_origin, target.path, target.query, headers
-            )
+            if primary is None:
+                primary = rc.keys.primary_key(
+                    route.upstream.key_origin, target.path, target.query, headers
+                )
             entry = self.store.peek(primary, headers)
-            if entry is not None and policy.may_reuse(scope, entry.cc):
-                age, verdict = self._freshness(entry, policy.request_cache_control(headers), rc)
+            # policy.may_reuse, its call left for the one scope it has to look into
+            if entry is not None and (
+                scope is not CREDENTIALED or policy.may_reuse(scope, entry.cc)
+            ):
+                request_cc = policy.request_cache_control(headers)
+                if request_cc is EMPTY_CACHE_CONTROL:  # _freshness's first case, written out
+                    elapsed = self._clock() - entry.response_time
+                    age = entry.initial_age + elapsed if elapsed > 0.0 else entry.initial_age
+                    if age < entry.lifetime and not entry.cc.no_cache:
+                        return entry, age
+                age, verdict = self._freshness(entry, request_cc, rc)
                 if verdict is FRESH:
                     return entry, age
         self.hot.discard(raw_target)
