@@ -365,7 +365,8 @@ class UpstreamClient:
             guard.abandon(endpoint, probe)
             raise
         failed = up.status in guard.failure_statuses
-        guard.verdict(endpoint, probe, failed, None if failed else self._clock() - started)
+        now = self._clock()  # one read for the latency and the breaker's window
+        guard.verdict(endpoint, probe, failed, None if failed else now - started, now)
         up.give_back = guard.release
         return up
 
