@@ -245,6 +245,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
+        # The last exchange's parser, at the start of a message again: llhttp resets itself
+        # after each complete response, and making one costs about 4k instructions.
+        self._spare: httptools.HttpResponseParser | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
         self._interim: Interim | None = None
@@ -276,6 +279,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._spare = None
         self.pool.forget(self)
         self._wake_writer(exc or ConnectionResetError("upstream connection closed"))
         if self._parser is None or self._complete:
@@ -444,7 +448,8 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             raise Disconnected("the upstream connection closed")
-        self._parser = httptools.HttpResponseParser(self)
+        parser, self._spare = self._spare, None
+        self._parser = parser or httptools.HttpResponseParser(self)
         self._head = self.loop.create_future()
         self._interim = interim
         self._head_only = method == "HEAD"
@@ -552,12 +557,14 @@ class Connection(asyncio.Protocol):
 
     def _done(self) -> None:
         """The response is complete: the connection is free for another exchange."""
-        self._parser = None
+        parser, self._parser = self._parser, None
         writer_done = self._writer is None or self._writer.done()
         self._writer = None
         if self._reading_paused:  # the last feed both filled the buffer and ended the body
             self.resume_reading()
         if self._keep_alive and writer_done and self.transport is not None:
+            if not self._head_only:  # after a HEAD's head llhttp still waits for its body
+                self._spare = parser
             self.pool.put(self)
         else:
             self._close()
@@ -585,6 +592,7 @@ class Connection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        self._spare = None  # it holds the connection: no cycle left for the collector
         self.pool.forget(self)
         if self.transport is not None:
             self.transport.close()

@@ -268,6 +268,33 @@ async def test_head_response_ends_with_its_head_and_a_body_after_it_drops_the_co
     assert up.connections == 2
 
 
+async def test_one_connection_parses_differently_framed_responses_one_after_another(
+    pool: Pool, scripted
+) -> None:
+    # Its parser is reused from one response to the next (llhttp starts over after each),
+    # except after a HEAD's, where llhttp still waits for the body the head announced.
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    up = await scripted(
+        [chunked],
+        [b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno"],
+        [b"HTTP/1.1 204 No Content\r\n\r\n"],
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"],  # to the HEAD
+        [OK_HELLO],
+    )
+    assert await fetch(pool, up) == (200, b"abc")
+    (conn,) = pool._idle[origin_key(up.url)]
+    parser = conn._spare
+    assert parser is not None
+    assert await fetch(pool, up) == (404, b"no")
+    assert await fetch(pool, up) == (204, b"")
+    assert conn._spare is parser
+    assert await fetch(pool, up, "HEAD") == (200, b"")
+    assert conn._spare is None
+    assert await fetch(pool, up) == (200, b"hello")
+    assert conn._spare is not None and conn._spare is not parser
+    assert up.connections == 1 and pool.idle == 1
+
+
 async def test_interim_responses_reach_the_callback_before_the_final_one(
     pool: Pool, scripted
 ) -> None:
