@@ -49,6 +49,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # (status, headers) of a 1xx response, called from the protocol: it must not block.
 Interim = Callable[[int, CIMultiDict[str]], None]
 OriginKey = tuple[str, str, int]  # scheme, host, port
+# Field names as received -> decoded (on_header): the first few hundred seen, for good.
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 512
 CRLF = "\r\n"
 
 
@@ -354,9 +357,17 @@ class Connection(asyncio.Protocol):
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise InvalidResponse(f"a response head over {MAX_HEAD} bytes")
-        self._fields.add(
-            name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")
-        )
+        # Names come back response after response: each is decoded once. A plain decode()
+        # is the surrogateescape one for valid UTF-8, for a third less (no arguments).
+        text = _NAMES.get(name)
+        if text is None:
+            text = name.decode("utf-8", "surrogateescape")
+            if len(_NAMES) < _MAX_NAMES:
+                _NAMES[name] = text
+        try:
+            self._fields.add(text, value.decode())
+        except UnicodeDecodeError:
+            self._fields.add(text, value.decode("utf-8", "surrogateescape"))
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None

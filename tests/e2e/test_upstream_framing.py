@@ -295,6 +295,25 @@ async def test_one_connection_parses_differently_framed_responses_one_after_anot
     assert up.connections == 1 and pool.idle == 1
 
 
+OCTETS = (
+    b"HTTP/1.1 200 OK\r\nX-Name: caf\xc3\xa9 \xff\xfe\r\nX-Name: plain\r\n"
+    b"Content-Length: 2\r\n\r\nok"
+)
+
+
+async def test_field_values_not_in_utf8_keep_their_bytes(pool: Pool, scripted) -> None:
+    up = await scripted([OCTETS])
+    for _ in range(2):  # the second time with the names decoded once already
+        resp = await pool.request("GET", origin_key(up.url), "/x", HOST)
+        resp.release()
+        values = resp.headers.getall("x-name")
+        assert values == ["caf\xe9 \udcff\udcfe", "plain"]
+        assert [v.encode("utf-8", "surrogateescape") for v in values] == [
+            b"caf\xc3\xa9 \xff\xfe",
+            b"plain",
+        ]
+
+
 async def test_interim_responses_reach_the_callback_before_the_final_one(
     pool: Pool, scripted
 ) -> None:
@@ -445,6 +464,18 @@ async def test_a_short_body_through_the_proxy_is_a_502_and_never_stored(
         async with http.get(url_of(proxy, "/x")) as resp:
             assert resp.status == 502
     assert len(up.requests) == 2
+
+
+@pytest.mark.parametrize("route", ["cached", "forwarded"])
+async def test_field_values_not_in_utf8_reach_the_client_as_sent(
+    start_proxy: StartProxy, scripted, route: str
+) -> None:
+    up = await scripted([OCTETS])
+    proxy = await start_proxy(up.url, cache={"ttl": 60} if route == "cached" else None)
+    ask = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    got = await raw_exchange(proxy.proxy_port, ask)
+    assert got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"\r\n\r\nok")
+    assert b"\r\nX-Name: caf\xc3\xa9 \xff\xfe\r\nX-Name: plain\r\n" in got
 
 
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
