@@ -26,7 +26,7 @@ import logging
 import math
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, cast
 
 import httptools
@@ -452,12 +452,18 @@ class Connection(asyncio.Protocol):
         deadline: float = math.inf,
         upgrade: bool = False,
         now: float | None = None,
+        again: bool = False,
     ) -> UpstreamResponse:
         """Send a request; its response head, by `deadline` (loop time) at the latest.
         `upgrade`: the request asks to switch protocols, so a 101 is its final response.
-        `now`: the loop's time, when the caller has just read it."""
+        `now`: the loop's time, when the caller has just read it. `again`: this kept-alive
+        connection found closed before any response byte, send it once more on a new one
+        (Pool.request)."""
         transport = self.transport
         if transport is None:
+            if again:
+                args = (method, head, body, chunked, interim, deadline, upgrade)
+                return await self.pool.fresh(self.key, *args)
             raise Disconnected("the upstream connection closed")
         parser, self._spare = self._spare, None
         self._parser = parser or httptools.HttpResponseParser(self)
@@ -485,10 +491,19 @@ class Connection(asyncio.Protocol):
             self._arm_timer()
         try:
             return await self._head
+        except Disconnected:
+            self._parser = None
+            self._close()
+            if not again:
+                raise
         except BaseException:
             self._parser = None  # failed, or the caller gave up (its total timeout)
             self._close()
             raise
+        # Stale: once more on a fresh connection.
+        return await self.pool.fresh(
+            self.key, method, head, body, chunked, interim, deadline, upgrade
+        )
 
     async def _send_body(self, body: StreamedBody, chunked: bool) -> None:
         try:
@@ -652,7 +667,7 @@ class Pool:
     def active(self) -> int:
         return len(self._all) - self.idle
 
-    async def request(
+    def request(
         self,
         method: str,
         key: OriginKey,
@@ -663,7 +678,7 @@ class Pool:
         content_length: int | None = None,
         upgrade: bool = False,
         head_within: float | None = None,
-    ) -> UpstreamResponse:
+    ) -> Awaitable[UpstreamResponse]:
         """One exchange with the origin `key`; the caller reads and releases the response.
 
         `head_within`: seconds for the whole wait for the response head (connecting included),
@@ -675,20 +690,32 @@ class Pool:
         A reused connection that the upstream had closed just before our request (the
         keep-alive race of RFC 9112 §9.3.1) is retried once on a new connection, when the
         request is idempotent and its body can be sent again.
+
+        Not a coroutine: the exchange's own, or `fresh`'s, is awaited directly (a frame less
+        on each resumption of every request); a reused connection's exchange does the retry.
         """
         head, chunked = request_head(method, target, fields, body, content_length)
         now = self._now()  # one read of the loop's clock for the deadline, the idle and the I/O
         deadline = math.inf if head_within is None else now + head_within
         conn = self._take_idle(key, now)
-        if conn is not None:
-            try:
-                return await conn.exchange(
-                    method, head, body, chunked, interim, deadline, upgrade, now
-                )
-            except Disconnected:
-                if method not in IDEMPOTENT or not (body is None or isinstance(body, bytes)):
-                    raise
-            # stale: once more on a fresh connection
+        if conn is None:
+            return self.fresh(key, method, head, body, chunked, interim, deadline, upgrade)
+        again = method in IDEMPOTENT and (body is None or isinstance(body, bytes))
+        return conn.exchange(method, head, body, chunked, interim, deadline, upgrade, now, again)
+
+    async def fresh(
+        self,
+        key: OriginKey,
+        method: str,
+        head: bytes,
+        body: bytes | StreamedBody | None,
+        chunked: bool,
+        interim: Interim | None,
+        deadline: float,
+        upgrade: bool,
+    ) -> UpstreamResponse:
+        """An exchange on a new connection: the request's first, or its second after a kept
+        alive one turned out closed."""
         conn = await self._connect(key, deadline)
         return await conn.exchange(method, head, body, chunked, interim, deadline, upgrade)
 

@@ -389,6 +389,20 @@ async def test_a_stale_keep_alive_connection_is_retried_once_for_a_get(
     assert up.connections == 2
 
 
+async def test_a_stale_keep_alive_connection_is_retried_only_once_and_never_for_a_post(
+    pool: Pool, scripted
+) -> None:
+    up = await scripted([OK_HELLO], [None], [None], [OK_HELLO], [None])
+    assert await fetch(pool, up) == (200, b"hello")
+    with pytest.raises(Disconnected):  # the stale one, then the new one closed too
+        await fetch(pool, up)
+    assert up.connections == 2 and len(up.requests) == 3
+    assert await fetch(pool, up) == (200, b"hello")  # a third connection, kept alive
+    with pytest.raises(Disconnected):  # a POST's body might have been acted on: not again
+        await fetch(pool, up, "POST", body=b"abc")
+    assert up.connections == 3 and len(up.requests) == 5
+
+
 async def test_request_head_carries_length_or_chunks(pool: Pool, scripted) -> None:
     up = await scripted([OK_HELLO])
     await fetch(pool, up, "POST", body=b"abc")
