@@ -14,7 +14,6 @@ from proxy.http.headers import ForwardingRules, request_fields
 from proxy.http.request_id import RequestIds, upstream_request_id
 from proxy.http.target import Target
 from proxy.respond.exchange import Exchange
-from proxy.respond.relay import interim_relay
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.http1 import UpstreamResponse
 
@@ -91,7 +90,7 @@ class UpstreamFetch:
             method = "GET"
             fields += [f"{name}: {value}" for name, value in validators.items()]
         # A background fetch must not write 1xx responses into a finished exchange.
-        interim = None if background else interim_relay(request)
+        interim = None if background else ex.interim
         return await self.client.send(
             method,
             route.upstream.group,
