@@ -7,6 +7,7 @@ bodyless GETs, made conditional when it revalidates a stored response.
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import istr
 
 from proxy.edge.route import LoadedRoute
 from proxy.http.clientaddr import TrustedProxies
@@ -16,6 +17,8 @@ from proxy.http.target import Target
 from proxy.respond.exchange import Exchange
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.http1 import UpstreamResponse
+
+_HOST = istr("Host")  # an istr is looked up without case-folding the name first
 
 
 class UpstreamFetch:
@@ -52,7 +55,7 @@ class UpstreamFetch:
             peer_trusted=self.trusted_proxies.trusts(peer),
             proto=request.scheme,
             # Absolute-form: the Host header is not what the client asked for (§3.2.2).
-            client_host=headers.get("Host") if target.authority is None else None,
+            client_host=headers.get(_HOST) if target.authority is None else None,
             upstream_host=upstream.host_header,
             validating=validating,
             own_field=own,

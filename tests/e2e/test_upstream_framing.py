@@ -314,6 +314,18 @@ async def test_field_values_not_in_utf8_keep_their_bytes(pool: Pool, scripted) -
         ]
 
 
+async def test_framing_fields_are_read_in_any_case(pool: Pool, scripted) -> None:
+    up = await scripted(
+        [b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 5\r\n\r\nhello"],
+        [b"HTTP/1.1 200 OK\r\ntransfer-encoding: CHUNKED\r\n\r\n2\r\nhi\r\n0\r\n\r\n"],
+    )
+    resp = await pool.request("GET", origin_key(up.url), "/x", HOST)
+    assert resp.content_length == 5 and await resp.read() == b"hello"
+    resp.release()
+    assert await fetch(pool, up) == (200, b"hi")
+    assert up.connections == 1 and pool.idle == 1  # neither was read to the connection's end
+
+
 async def test_interim_responses_reach_the_callback_before_the_final_one(
     pool: Pool, scripted
 ) -> None:
