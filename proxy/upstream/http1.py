@@ -25,7 +25,6 @@ import asyncio
 import logging
 import math
 import ssl
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, cast
 
@@ -122,7 +121,7 @@ class Body:
     __slots__ = ("_chunks", "_conn", "_eof", "_error", "_size", "_waiter", "received")
 
     def __init__(self, conn: Connection | None) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: list[bytes] = []  # a list: made for every response, half a deque's cost
         self._size = 0
         self._eof = conn is None
         self._error: BaseException | None = None
@@ -134,13 +133,15 @@ class Body:
         self._chunks.append(data)
         self._size += len(data)
         self.received += len(data)
-        self._wake()
+        if self._waiter is not None:  # nobody waits, as a rule: a call less
+            self._wake()
         if self._size > BODY_BUFFER and self._conn is not None:
             self._conn.pause_reading()
 
     def end(self) -> None:
         self._eof = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def fail(self, exc: BaseException) -> None:
         if not self._eof:
@@ -161,8 +162,9 @@ class Body:
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks.clear()
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
         self._size = 0
         if self._conn is not None:
             self._conn.resume_reading()
@@ -174,7 +176,7 @@ class Body:
         if not self._eof or self._error is not None:
             return None
         chunks = self._chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._size = 0
         return data
