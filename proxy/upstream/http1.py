@@ -353,11 +353,14 @@ class Connection(asyncio.Protocol):
             raise _PastTheEnd  # a second response where one was asked for
 
     def on_status(self, reason: bytes) -> None:
-        self._grow_head(len(reason))
+        # The head's bound, checked in line: a call less for every response.
+        self._head_size += len(reason)
+        if self._head_size > MAX_HEAD:
+            raise InvalidResponse(f"a response head over {MAX_HEAD} bytes")
         self._reason += reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # _grow_head, written out: a call less for every field of every response.
+        # The head's bound, checked in line: a call less for every field of every response.
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise InvalidResponse(f"a response head over {MAX_HEAD} bytes")
@@ -547,11 +550,6 @@ class Connection(asyncio.Protocol):
                 waiter.set_result(None)
             else:
                 waiter.set_exception(exc)
-
-    def _grow_head(self, size: int) -> None:
-        self._head_size += size
-        if self._head_size > MAX_HEAD:
-            raise InvalidResponse(f"a response head over {MAX_HEAD} bytes")
 
     def pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
