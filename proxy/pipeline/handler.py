@@ -202,7 +202,7 @@ class Pipeline:
             self.refusals.failed(route.name, request.method, target.path, exc)
             error = json_error(exc.status, exc.code, exc.message, exc.headers())
             return self.responder.error(ex, error, MISS if cacheable else BYPASS)
-        if policy.is_unsafe_method(request.method):
+        if method not in policy.SAFE_METHODS:  # policy.is_unsafe_method, a call less
             await self.invalidate(request, target, resp, host)
         return resp
 
