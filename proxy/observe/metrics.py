@@ -59,6 +59,7 @@ TUNNELLED = web.ResponseKey("tunnelled", float)
 _CACHED = frozenset({"hit", "stale"})
 _UNCACHED = frozenset({"miss", "revalidated", "bypass"})
 _LOOKUP_METHODS = frozenset({"GET", "HEAD"})
+_STATUS_TEXT: dict[int | str, str] = {status: str(status) for status in range(100, 1000)}
 
 # Fine bucket i -> Prometheus bucket (the last one is +Inf). Every Prometheus bound is a fine
 # bound (stats_window inserts them), so each Prometheus bucket is a run of whole fine buckets.
@@ -164,7 +165,7 @@ class Meters:
 
     def upstream(self, route: str, outcome: int | str, seconds: float) -> None:
         meter = self.by_route.get(route) or self.unrouted
-        key = str(outcome)
+        key = _STATUS_TEXT.get(outcome) or str(outcome)  # str() of an int is a type call
         meter.upstream[key] = meter.upstream.get(key, 0) + 1
         meter.upstream_durations.observe(seconds)
 

@@ -46,7 +46,6 @@ from proxy.pipeline.upstream_fetch import UpstreamFetch
 from proxy.pipeline.warming import Warming
 from proxy.respond.exchange import Exchange
 from proxy.respond.prepared import PreparedResponse, made_here
-from proxy.respond.relay import interim_relay
 from proxy.respond.responder import Responder, with_request_lines
 from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import UpstreamClient, UpstreamError
@@ -203,7 +202,7 @@ class Pipeline:
             self.refusals.failed(route.name, request.method, target.path, exc)
             error = json_error(exc.status, exc.code, exc.message, exc.headers())
             return self.responder.error(ex, error, MISS if cacheable else BYPASS)
-        if policy.is_unsafe_method(request.method):
+        if method not in policy.SAFE_METHODS:  # policy.is_unsafe_method, a call less
             await self.invalidate(request, target, resp, host)
         return resp
 
@@ -403,7 +402,7 @@ class Pipeline:
                 fields,
                 body,
                 route.name,
-                interim_relay(request),
+                ex.interim,
                 request.content_length if body is not None else None,
             )
         except ClientBodyError as exc:

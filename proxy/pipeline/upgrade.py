@@ -25,7 +25,7 @@ from proxy.observe.metrics import CACHE_RESULT, TUNNELLED
 from proxy.observe.tunnels import TunnelCounts, TunnelMeters
 from proxy.pipeline.upstream_fetch import UpstreamFetch
 from proxy.respond.exchange import Exchange
-from proxy.respond.relay import PHRASES, interim_relay
+from proxy.respond.relay import PHRASES
 from proxy.respond.responder import Responder
 from proxy.respond.tunnel import Tunnel
 
@@ -86,7 +86,7 @@ class Upgrades:
             fields,
             None,
             route.name,
-            interim_relay(request),
+            ex.interim,
             upgrade=True,
         )
         try:

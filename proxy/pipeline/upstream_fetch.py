@@ -7,6 +7,7 @@ bodyless GETs, made conditional when it revalidates a stored response.
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import istr
 
 from proxy.edge.route import LoadedRoute
 from proxy.http.clientaddr import TrustedProxies
@@ -14,9 +15,10 @@ from proxy.http.headers import ForwardingRules, request_fields
 from proxy.http.request_id import RequestIds, upstream_request_id
 from proxy.http.target import Target
 from proxy.respond.exchange import Exchange
-from proxy.respond.relay import interim_relay
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.http1 import UpstreamResponse
+
+_HOST = istr("Host")  # an istr is looked up without case-folding the name first
 
 
 class UpstreamFetch:
@@ -53,7 +55,7 @@ class UpstreamFetch:
             peer_trusted=self.trusted_proxies.trusts(peer),
             proto=request.scheme,
             # Absolute-form: the Host header is not what the client asked for (§3.2.2).
-            client_host=headers.get("Host") if target.authority is None else None,
+            client_host=headers.get(_HOST) if target.authority is None else None,
             upstream_host=upstream.host_header,
             validating=validating,
             own_field=own,
@@ -91,7 +93,7 @@ class UpstreamFetch:
             method = "GET"
             fields += [f"{name}: {value}" for name, value in validators.items()]
         # A background fetch must not write 1xx responses into a finished exchange.
-        interim = None if background else interim_relay(request)
+        interim = None if background else ex.interim
         return await self.client.send(
             method,
             route.upstream.group,

@@ -9,6 +9,7 @@ from multidict import CIMultiDict
 
 from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
 from proxy.http.request_id import RequestIds
+from proxy.respond.relay import write_interim
 
 if TYPE_CHECKING:
     from proxy.edge.route import LoadedRoute
@@ -53,6 +54,11 @@ class Exchange:
         else:
             lines = limits if cors is None else cors.allow_lines(request.headers) + limits
             self.edge_lines = lines if ids is None else f"{lines}{ids.line_prefix}{rid}\r\n"
+
+    def interim(self, status: int, headers: CIMultiDict[str]) -> None:
+        """Where the upstream's 1xx responses to this request go: to its client, as
+        `write_interim` allows. A method, not a closure made per request."""
+        write_interim(self.request, status, headers)
 
     def apply_edge(self, headers: CIMultiDict[str]) -> None:
         """Set the edge fields on a response's headers, replacing the origin's."""

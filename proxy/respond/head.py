@@ -42,6 +42,7 @@ _STORED_DROP = frozenset({"content-length", "x-cache", "cache-status", "age", "v
 _STORED_DROP_LIMITED = _STORED_DROP | _LIMITS
 _CONNECTION, _ENCODING = istr("Connection"), istr("Content-Encoding")
 _TYPE, _SERVER, _DATE = istr("Content-Type"), istr("Server"), istr("Date")
+_ACCEPT_ENCODING = istr("Accept-Encoding")
 _VARY_ACCEPT_ENCODING = ("Accept-Encoding",)
 _VARY_BOTH = ("Accept-Encoding", "Origin")
 _VARY_ORIGIN = ("Origin",)
@@ -75,7 +76,7 @@ def forwarded_head(
     vary_encoding = False
     compression = route.compression
     if compression is not None:
-        accept = request_headers.get("Accept-Encoding")
+        accept = request_headers.get(_ACCEPT_ENCODING)
         coding = fields.get(_ENCODING, "").strip().lower()
         if coding and coding != "identity":
             if not is_acceptable(accept, coding):

@@ -17,7 +17,7 @@ from proxy.http.headers import forward_response_headers
 from proxy.observe.metrics import CACHE_RESULT
 from proxy.respond.encoding import BodyCoder
 from proxy.respond.prepared import relayed
-from proxy.upstream.http1 import ExchangeError, Interim, UpstreamResponse
+from proxy.upstream.http1 import ExchangeError, UpstreamResponse
 
 log = logging.getLogger("cacheproxy")
 
@@ -98,25 +98,21 @@ async def read_whole(
     return body
 
 
-def interim_relay(request: web.BaseRequest) -> Interim | None:
-    """Where the upstream's 1xx responses (103 Early Hints, say) go: to this client, ahead of
-    its final response (RFC 9110 §15.2), never to an HTTP/1.0 one.
+def write_interim(request: web.BaseRequest, status: int, headers: CIMultiDict[str]) -> None:
+    """Write an upstream's 1xx response (103 Early Hints, say) to `request`'s client, ahead
+    of its final response (RFC 9110 §15.2), never to an HTTP/1.0 one (Exchange.interim).
 
     Written straight to the transport, and only while nothing else has been written for this
     request: a background refresh's fetch must not write into a finished exchange.
     """
     if request.version < HttpVersion11:
-        return None
-
-    def write(status: int, headers: CIMultiDict[str]) -> None:
-        transport = request.transport
-        if transport is None or transport.is_closing() or request.writer.output_size:
-            return
-        lines = [f"HTTP/1.1 {status} {PHRASES.get(status, '')}"]
-        lines += [f"{k}: {v}" for k, v in forward_response_headers(headers).items()]
-        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
-
-    return write
+        return
+    transport = request.transport
+    if transport is None or transport.is_closing() or request.writer.output_size:
+        return
+    lines = [f"HTTP/1.1 {status} {PHRASES.get(status, '')}"]
+    lines += [f"{k}: {v}" for k, v in forward_response_headers(headers).items()]
+    transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
 
 
 async def send_pieces(resp: web.StreamResponse, pieces: Iterable[bytes]) -> bool:

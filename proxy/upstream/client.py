@@ -247,10 +247,11 @@ class UpstreamClient:
         guard.requests += 1
         guard.budget.request(now)
         retry = 0
+        read: float | None = now  # the first attempt's clock is this read
         try:
             while True:
                 try:
-                    up = await self._attempt(guard, request, endpoint, deadline, background)
+                    up = await self._attempt(guard, request, endpoint, deadline, background, read)
                 except _Resendable as exc:
                     delay = self._retry_delay(first, retry, deadline) if replayable else None
                     if delay is None:
@@ -271,6 +272,7 @@ class UpstreamClient:
                     up.release()
                     status = up.status
                     log.info("retrying %s %s in %.2f s: status %d", method, target, delay, status)
+                read = None  # a later attempt reads the clock itself
                 if delay is not None:
                     first.retries += 1
                     retry += 1
@@ -328,8 +330,11 @@ class UpstreamClient:
         endpoint: str,
         deadline: float,
         background: bool,
+        now: float | None = None,
     ) -> UpstreamResponse:
-        started = self._clock()
+        """One attempt: a slot, the exchange up to the response head, the verdict. `now`: the
+        clock's time, when the caller has just read it (the first attempt: send's)."""
+        started = self._clock() if now is None else now
         remaining = deadline - started
         if remaining <= 0:
             raise self._timed_out(self._total, "timeouts.total")
@@ -365,7 +370,8 @@ class UpstreamClient:
             guard.abandon(endpoint, probe)
             raise
         failed = up.status in guard.failure_statuses
-        guard.verdict(endpoint, probe, failed, None if failed else self._clock() - started)
+        now = self._clock()  # one read for the latency and the breaker's window
+        guard.verdict(endpoint, probe, failed, None if failed else now - started, now)
         up.give_back = guard.release
         return up
 

@@ -196,15 +196,22 @@ class OriginGuard:
             circuit_open=True,
         )
 
-    def verdict(self, endpoint: str, probe: bool, failed: bool, latency: float | None) -> None:
+    def verdict(
+        self,
+        endpoint: str,
+        probe: bool,
+        failed: bool,
+        latency: float | None,
+        now: float | None = None,
+    ) -> None:
         """How an attempt at `endpoint` went (its slot still held); `latency` None: not a
-        sample."""
+        sample. `now`: the clock's time, when the caller has just read it."""
         if failed:
             self.failures += 1
         breaker = self.breaker
         if breaker is not None:
             before = breaker.state
-            breaker.record(endpoint, failed, probe)
+            breaker.record(endpoint, failed, probe, now)
             if breaker.state is not before:
                 self._log_transition(breaker, before)
         outlier = self.outlier

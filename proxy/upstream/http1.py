@@ -25,12 +25,11 @@ import asyncio
 import logging
 import math
 import ssl
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, cast
 
 import httptools
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from proxy.http.errors import BodyTooLarge
@@ -49,7 +48,12 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # (status, headers) of a 1xx response, called from the protocol: it must not block.
 Interim = Callable[[int, CIMultiDict[str]], None]
 OriginKey = tuple[str, str, int]  # scheme, host, port
+# Field names as received -> decoded (on_header): the first few hundred seen, for good.
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 512
 CRLF = "\r\n"
+# Looked up as istr: a str name is case-folded on every lookup (half the lookup's cost).
+_CONTENT_LENGTH, _TRANSFER_ENCODING = istr("Content-Length"), istr("Transfer-Encoding")
 
 
 class StreamedBody(Protocol):
@@ -117,7 +121,7 @@ class Body:
     __slots__ = ("_chunks", "_conn", "_eof", "_error", "_size", "_waiter", "received")
 
     def __init__(self, conn: Connection | None) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: list[bytes] = []  # a list: made for every response, half a deque's cost
         self._size = 0
         self._eof = conn is None
         self._error: BaseException | None = None
@@ -129,13 +133,15 @@ class Body:
         self._chunks.append(data)
         self._size += len(data)
         self.received += len(data)
-        self._wake()
+        if self._waiter is not None:  # nobody waits, as a rule: a call less
+            self._wake()
         if self._size > BODY_BUFFER and self._conn is not None:
             self._conn.pause_reading()
 
     def end(self) -> None:
         self._eof = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def fail(self, exc: BaseException) -> None:
         if not self._eof:
@@ -156,8 +162,9 @@ class Body:
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks.clear()
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
         self._size = 0
         if self._conn is not None:
             self._conn.resume_reading()
@@ -169,7 +176,7 @@ class Body:
         if not self._eof or self._error is not None:
             return None
         chunks = self._chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._size = 0
         return data
@@ -201,7 +208,7 @@ class UpstreamResponse:
         self.status = status
         self.reason = reason
         self.headers = CIMultiDictProxy(headers)
-        length = headers.get("Content-Length")
+        length = headers.get(_CONTENT_LENGTH)
         self.content_length = int(length) if length is not None and length.isdigit() else None
         self.content = content
         self._conn = conn
@@ -245,6 +252,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
+        # The last exchange's parser, at the start of a message again: llhttp resets itself
+        # after each complete response, and making one costs about 4k instructions.
+        self._spare: httptools.HttpResponseParser | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
         self._interim: Interim | None = None
@@ -276,6 +286,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._spare = None
         self.pool.forget(self)
         self._wake_writer(exc or ConnectionResetError("upstream connection closed"))
         if self._parser is None or self._complete:
@@ -342,17 +353,28 @@ class Connection(asyncio.Protocol):
             raise _PastTheEnd  # a second response where one was asked for
 
     def on_status(self, reason: bytes) -> None:
-        self._grow_head(len(reason))
+        # The head's bound, checked in line: a call less for every response.
+        self._head_size += len(reason)
+        if self._head_size > MAX_HEAD:
+            raise InvalidResponse(f"a response head over {MAX_HEAD} bytes")
         self._reason += reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # _grow_head, written out: a call less for every field of every response.
+        # The head's bound, checked in line: a call less for every field of every response.
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise InvalidResponse(f"a response head over {MAX_HEAD} bytes")
-        self._fields.add(
-            name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")
-        )
+        # Names come back response after response: each is decoded once. A plain decode()
+        # is the surrogateescape one for valid UTF-8, for a third less (no arguments).
+        text = _NAMES.get(name)
+        if text is None:
+            text = name.decode("utf-8", "surrogateescape")
+            if len(_NAMES) < _MAX_NAMES:
+                _NAMES[name] = text
+        try:
+            self._fields.add(text, value.decode())
+        except UnicodeDecodeError:
+            self._fields.add(text, value.decode("utf-8", "surrogateescape"))
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
@@ -380,10 +402,10 @@ class Connection(asyncio.Protocol):
         body = Body(None if head_only else self)
         response = UpstreamResponse(status, reason, fields, body, self)
         self._body, self._response = body, response
-        te = fields.get("Transfer-Encoding")
+        te = fields.get(_TRANSFER_ENCODING)
         self._eof_body = (
             not head_only
-            and "Content-Length" not in fields
+            and _CONTENT_LENGTH not in fields
             and (te is None or not te.rstrip().lower().endswith("chunked"))
         )
         if self._eof_body:
@@ -437,14 +459,21 @@ class Connection(asyncio.Protocol):
         deadline: float = math.inf,
         upgrade: bool = False,
         now: float | None = None,
+        again: bool = False,
     ) -> UpstreamResponse:
         """Send a request; its response head, by `deadline` (loop time) at the latest.
         `upgrade`: the request asks to switch protocols, so a 101 is its final response.
-        `now`: the loop's time, when the caller has just read it."""
+        `now`: the loop's time, when the caller has just read it. `again`: this kept-alive
+        connection found closed before any response byte, send it once more on a new one
+        (Pool.request)."""
         transport = self.transport
         if transport is None:
+            if again:
+                args = (method, head, body, chunked, interim, deadline, upgrade)
+                return await self.pool.fresh(self.key, *args)
             raise Disconnected("the upstream connection closed")
-        self._parser = httptools.HttpResponseParser(self)
+        parser, self._spare = self._spare, None
+        self._parser = parser or httptools.HttpResponseParser(self)
         self._head = self.loop.create_future()
         self._interim = interim
         self._head_only = method == "HEAD"
@@ -469,10 +498,19 @@ class Connection(asyncio.Protocol):
             self._arm_timer()
         try:
             return await self._head
+        except Disconnected:
+            self._parser = None
+            self._close()
+            if not again:
+                raise
         except BaseException:
             self._parser = None  # failed, or the caller gave up (its total timeout)
             self._close()
             raise
+        # Stale: once more on a fresh connection.
+        return await self.pool.fresh(
+            self.key, method, head, body, chunked, interim, deadline, upgrade
+        )
 
     async def _send_body(self, body: StreamedBody, chunked: bool) -> None:
         try:
@@ -513,11 +551,6 @@ class Connection(asyncio.Protocol):
             else:
                 waiter.set_exception(exc)
 
-    def _grow_head(self, size: int) -> None:
-        self._head_size += size
-        if self._head_size > MAX_HEAD:
-            raise InvalidResponse(f"a response head over {MAX_HEAD} bytes")
-
     def pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
@@ -552,12 +585,14 @@ class Connection(asyncio.Protocol):
 
     def _done(self) -> None:
         """The response is complete: the connection is free for another exchange."""
-        self._parser = None
+        parser, self._parser = self._parser, None
         writer_done = self._writer is None or self._writer.done()
         self._writer = None
         if self._reading_paused:  # the last feed both filled the buffer and ended the body
             self.resume_reading()
         if self._keep_alive and writer_done and self.transport is not None:
+            if not self._head_only:  # after a HEAD's head llhttp still waits for its body
+                self._spare = parser
             self.pool.put(self)
         else:
             self._close()
@@ -585,6 +620,7 @@ class Connection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        self._spare = None  # it holds the connection: no cycle left for the collector
         self.pool.forget(self)
         if self.transport is not None:
             self.transport.close()
@@ -633,7 +669,7 @@ class Pool:
     def active(self) -> int:
         return len(self._all) - self.idle
 
-    async def request(
+    def request(
         self,
         method: str,
         key: OriginKey,
@@ -644,7 +680,7 @@ class Pool:
         content_length: int | None = None,
         upgrade: bool = False,
         head_within: float | None = None,
-    ) -> UpstreamResponse:
+    ) -> Awaitable[UpstreamResponse]:
         """One exchange with the origin `key`; the caller reads and releases the response.
 
         `head_within`: seconds for the whole wait for the response head (connecting included),
@@ -656,20 +692,32 @@ class Pool:
         A reused connection that the upstream had closed just before our request (the
         keep-alive race of RFC 9112 §9.3.1) is retried once on a new connection, when the
         request is idempotent and its body can be sent again.
+
+        Not a coroutine: the exchange's own, or `fresh`'s, is awaited directly (a frame less
+        on each resumption of every request); a reused connection's exchange does the retry.
         """
         head, chunked = request_head(method, target, fields, body, content_length)
         now = self._now()  # one read of the loop's clock for the deadline, the idle and the I/O
         deadline = math.inf if head_within is None else now + head_within
         conn = self._take_idle(key, now)
-        if conn is not None:
-            try:
-                return await conn.exchange(
-                    method, head, body, chunked, interim, deadline, upgrade, now
-                )
-            except Disconnected:
-                if method not in IDEMPOTENT or not (body is None or isinstance(body, bytes)):
-                    raise
-            # stale: once more on a fresh connection
+        if conn is None:
+            return self.fresh(key, method, head, body, chunked, interim, deadline, upgrade)
+        again = method in IDEMPOTENT and (body is None or isinstance(body, bytes))
+        return conn.exchange(method, head, body, chunked, interim, deadline, upgrade, now, again)
+
+    async def fresh(
+        self,
+        key: OriginKey,
+        method: str,
+        head: bytes,
+        body: bytes | StreamedBody | None,
+        chunked: bool,
+        interim: Interim | None,
+        deadline: float,
+        upgrade: bool,
+    ) -> UpstreamResponse:
+        """An exchange on a new connection: the request's first, or its second after a kept
+        alive one turned out closed."""
         conn = await self._connect(key, deadline)
         return await conn.exchange(method, head, body, chunked, interim, deadline, upgrade)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from math import floor
 
 from proxy.http.dates import parse_http_date
 
@@ -40,7 +41,7 @@ class RetryBudget:
         self.denied = 0
 
     def _advance(self, now: float | None = None) -> int:
-        now_bucket = int((self._clock() if now is None else now) // self._width)
+        now_bucket = floor((self._clock() if now is None else now) // self._width)
         if now_bucket <= self._epoch:  # the bucket last written (every request, as a rule)
             return self._epoch % _BUCKETS
         stale = min(_BUCKETS, now_bucket - self._epoch)
@@ -53,7 +54,12 @@ class RetryBudget:
     def request(self, now: float | None = None) -> None:
         """A client request (not a retry) went upstream; `now`: the clock, when the caller
         has just read it (a read less per request)."""
-        self._requests[self._advance(now)] += 1
+        # _advance's common case written out (a call less per request); floor(), not int():
+        # the same integer for half the cost (int() of a float is a type call).
+        bucket = floor((self._clock() if now is None else now) // self._width)
+        epoch = self._epoch
+        i = epoch % _BUCKETS if bucket <= epoch else self._advance(now)
+        self._requests[i] += 1
 
     def try_retry(self) -> bool:
         """May one more retry go now? If so it is counted."""

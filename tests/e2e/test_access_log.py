@@ -81,6 +81,8 @@ def test_text_lines_show_milliseconds_and_the_time_as_before() -> None:
         (1_700_000_000.0, 0.0, 0.0, "20.000Z", "total_ms=0.0 upstream_ms=0.0"),
         (1_700_000_000.9991, 1.5, 0.0123, "20.999Z", "total_ms=1500.0 upstream_ms=12.3"),
         (1_700_000_001.0071, 0.00000099, 0.0010101, "21.007Z", "total_ms=0.0 upstream_ms=1.01"),
+        # Never measured, but written as ever: truncated toward 0 (int()), not floored.
+        (1_700_000_002.0, -0.0000005, -0.0025, "22.000Z", "total_ms=0.0 upstream_ms=-2.5"),
     ]:
         no_ids = (None, None)
         record = (when, "GET", "/", "api", 200, "miss", upstream, total, 1, None, (), (), *no_ids)

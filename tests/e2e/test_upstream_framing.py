@@ -268,6 +268,64 @@ async def test_head_response_ends_with_its_head_and_a_body_after_it_drops_the_co
     assert up.connections == 2
 
 
+async def test_one_connection_parses_differently_framed_responses_one_after_another(
+    pool: Pool, scripted
+) -> None:
+    # Its parser is reused from one response to the next (llhttp starts over after each),
+    # except after a HEAD's, where llhttp still waits for the body the head announced.
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    up = await scripted(
+        [chunked],
+        [b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno"],
+        [b"HTTP/1.1 204 No Content\r\n\r\n"],
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"],  # to the HEAD
+        [OK_HELLO],
+    )
+    assert await fetch(pool, up) == (200, b"abc")
+    (conn,) = pool._idle[origin_key(up.url)]
+    parser = conn._spare
+    assert parser is not None
+    assert await fetch(pool, up) == (404, b"no")
+    assert await fetch(pool, up) == (204, b"")
+    assert conn._spare is parser
+    assert await fetch(pool, up, "HEAD") == (200, b"")
+    assert conn._spare is None
+    assert await fetch(pool, up) == (200, b"hello")
+    assert conn._spare is not None and conn._spare is not parser
+    assert up.connections == 1 and pool.idle == 1
+
+
+OCTETS = (
+    b"HTTP/1.1 200 OK\r\nX-Name: caf\xc3\xa9 \xff\xfe\r\nX-Name: plain\r\n"
+    b"Content-Length: 2\r\n\r\nok"
+)
+
+
+async def test_field_values_not_in_utf8_keep_their_bytes(pool: Pool, scripted) -> None:
+    up = await scripted([OCTETS])
+    for _ in range(2):  # the second time with the names decoded once already
+        resp = await pool.request("GET", origin_key(up.url), "/x", HOST)
+        resp.release()
+        values = resp.headers.getall("x-name")
+        assert values == ["caf\xe9 \udcff\udcfe", "plain"]
+        assert [v.encode("utf-8", "surrogateescape") for v in values] == [
+            b"caf\xc3\xa9 \xff\xfe",
+            b"plain",
+        ]
+
+
+async def test_framing_fields_are_read_in_any_case(pool: Pool, scripted) -> None:
+    up = await scripted(
+        [b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 5\r\n\r\nhello"],
+        [b"HTTP/1.1 200 OK\r\ntransfer-encoding: CHUNKED\r\n\r\n2\r\nhi\r\n0\r\n\r\n"],
+    )
+    resp = await pool.request("GET", origin_key(up.url), "/x", HOST)
+    assert resp.content_length == 5 and await resp.read() == b"hello"
+    resp.release()
+    assert await fetch(pool, up) == (200, b"hi")
+    assert up.connections == 1 and pool.idle == 1  # neither was read to the connection's end
+
+
 async def test_interim_responses_reach_the_callback_before_the_final_one(
     pool: Pool, scripted
 ) -> None:
@@ -341,6 +399,20 @@ async def test_a_stale_keep_alive_connection_is_retried_once_for_a_get(
     assert await fetch(pool, up) == (200, b"hello")
     assert await fetch(pool, up) == (200, b"hello")
     assert up.connections == 2
+
+
+async def test_a_stale_keep_alive_connection_is_retried_only_once_and_never_for_a_post(
+    pool: Pool, scripted
+) -> None:
+    up = await scripted([OK_HELLO], [None], [None], [OK_HELLO], [None])
+    assert await fetch(pool, up) == (200, b"hello")
+    with pytest.raises(Disconnected):  # the stale one, then the new one closed too
+        await fetch(pool, up)
+    assert up.connections == 2 and len(up.requests) == 3
+    assert await fetch(pool, up) == (200, b"hello")  # a third connection, kept alive
+    with pytest.raises(Disconnected):  # a POST's body might have been acted on: not again
+        await fetch(pool, up, "POST", body=b"abc")
+    assert up.connections == 3 and len(up.requests) == 5
 
 
 async def test_request_head_carries_length_or_chunks(pool: Pool, scripted) -> None:
@@ -418,6 +490,18 @@ async def test_a_short_body_through_the_proxy_is_a_502_and_never_stored(
         async with http.get(url_of(proxy, "/x")) as resp:
             assert resp.status == 502
     assert len(up.requests) == 2
+
+
+@pytest.mark.parametrize("route", ["cached", "forwarded"])
+async def test_field_values_not_in_utf8_reach_the_client_as_sent(
+    start_proxy: StartProxy, scripted, route: str
+) -> None:
+    up = await scripted([OCTETS])
+    proxy = await start_proxy(up.url, cache={"ttl": 60} if route == "cached" else None)
+    ask = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    got = await raw_exchange(proxy.proxy_port, ask)
+    assert got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"\r\n\r\nok")
+    assert b"\r\nX-Name: caf\xc3\xa9 \xff\xfe\r\nX-Name: plain\r\n" in got
 
 
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"

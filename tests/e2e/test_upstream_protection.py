@@ -301,6 +301,29 @@ async def test_retry_after_and_the_clients_time_decide_whether_to_retry(
     assert {p: origin.hits[p] for p in asks} == {"/now": 2, "/soon": 1, "/later": 1}
 
 
+async def test_a_retry_gets_what_is_left_of_the_clients_time_not_all_of_it(
+    origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
+) -> None:
+    async def respond(r: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        return web.Response(status=503, text="busy")
+
+    origin.respond = respond
+    settings = upstream(
+        origin,
+        retries={"attempts": 1, "backoff": 0, "max_backoff": 0},
+        timeouts={"total": 0.5},
+        **NO_BREAKER,
+    )
+    proxy = await start_proxy(origin.url, upstream=settings)
+    started = time.monotonic()
+    resp, body = await get(http, proxy, "/busy")
+    # The retry starts 0.3 s in with 0.2 s left: it times out before its own 503 comes.
+    assert resp.status == 504 and b"within 0.5 s" in body
+    assert 0.45 <= time.monotonic() - started < 0.6
+    assert origin.hits["/busy"] == 2
+
+
 async def test_timeouts_total_bounds_a_wait_for_the_head_but_not_an_upload(
     origin: Origin, start_proxy: StartProxy, http: aiohttp.ClientSession
 ) -> None:

@@ -301,3 +301,25 @@ async def test_admit_now_is_admit_without_waiting_when_closed_and_free() -> None
     assert await guard.admit(0.1, background=False, endpoint="GET /") is True
     stats = guard.stats()
     assert (stats.circuit, stats.circuit_opened, stats.failures) == ("half-open", 1, 1)
+
+
+def test_a_verdict_given_the_time_counts_in_that_bucket_not_the_clocks() -> None:
+    clock = Clock()
+    breaker = rate_breaker(clock)
+    breaker.record("GET /a", False, now=clock.now + 50)  # the caller's read, 50 s on
+    breaker.record("GET /a", True, now=clock.now + 50)
+    clock.now += 55  # had they counted at the clock's 1000, they would be out by now
+    assert breaker.seen() == (2, 1)
+    assert breaker._others == {} and breaker._failing["GET /a"].requests == 2
+
+
+def test_successes_an_endpoint_had_come_along_when_it_starts_failing() -> None:
+    clock = Clock()
+    breaker = rate_breaker(clock)
+    for _ in range(5):
+        breaker.record("GET /a", False)
+        clock.now += 3  # over buckets: the oldest leave the endpoint's window
+    assert breaker._others["GET /a"].at(int(clock.now)).requests == 3
+    breaker.record("GET /a", True)
+    window = breaker._failing["GET /a"]
+    assert "GET /a" not in breaker._others and (window.requests, window.failures) == (4, 1)

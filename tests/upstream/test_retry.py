@@ -55,6 +55,20 @@ def test_old_traffic_leaves_the_window() -> None:
     assert budget.try_retry()
 
 
+def test_requests_given_the_time_count_in_that_bucket_and_age_out_from_it() -> None:
+    clock = Clock()
+    budget = RetryBudget(ratio=0.5, min_per_second=0, window=10, clock=clock)
+    for step in range(4):  # each in a bucket of its own, from the caller's read of the clock
+        budget.request(clock.now + 100 + step)
+        budget.request(clock.now + 100 + step)
+    budget.request(clock.now)  # behind the latest bucket: counted in the latest
+    clock.now += 101.5  # the first bucket (t+100) is still in the window
+    assert [budget.try_retry() for _ in range(5)] == [True] * 4 + [False]  # 0.5 of 9
+    clock.now += 11  # only the last bucket (t+103) is left: its 3 requests and 4 retries
+    assert not budget.try_retry()
+    assert (sum(budget._requests), sum(budget._retries)) == (3, 4)
+
+
 @given(
     retry=st.integers(0, 40),
     base=st.floats(0, 10),
