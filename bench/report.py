@@ -142,15 +142,10 @@ def compare(proxy: Side, yardstick: Side) -> str:
     )
 
 
-def scaling_ceiling(server_us: float, loader_us: float, cores: int, processes: int = 2) -> float:
-    """The most req/s `processes` of a server can reach over one, on `cores` shared with a
-    one-thread load generator: each side is bound by its slowest resource, one process's core
-    (server_us / processes), the generator's thread (loader_us) or all the cores over what a
-    request costs on both sides. The cheaper the server, the lower this is."""
-    if math.isnan(server_us) or math.isnan(loader_us) or server_us <= 0:
-        return math.nan
-    shared = (server_us + loader_us) / cores
-    return max(server_us, loader_us, shared) / max(server_us / processes, loader_us, shared)
+def cores_busy(side: Side) -> float:
+    """How many cores' worth of CPU the side and its load generator used together while
+    measured: near the machine's core count, more processes could not have gone faster."""
+    return ratio(side.rps * (side.cpu_us + side.loader_cpu_us), 1e6)
 
 
 def verdict(value: float, bound: float, at_least: bool) -> str:

@@ -9,11 +9,11 @@ from bench.report import (
     Run,
     Side,
     compare,
+    cores_busy,
     every_goal_met,
     goal,
     markdown,
     ratio,
-    scaling_ceiling,
 )
 
 
@@ -73,11 +73,8 @@ def test_a_run_meets_its_goals_only_when_each_is_measured_and_met() -> None:
     assert not every_goal_met(["", ""])
 
 
-def test_the_scaling_two_cores_allow_falls_as_the_server_gets_cheaper() -> None:
-    # wrk at 6 µs a request on the same two cores: a 58 µs server can show 1.81x, a 22 µs
-    # one only 1.57x (44 µs of server work per 28 µs of both sides' work per core).
-    assert math.isclose(scaling_ceiling(58.0, 6.0, 2), 116 / 64)
-    assert math.isclose(scaling_ceiling(22.0, 6.0, 2), 22 / 14)
-    assert scaling_ceiling(22.0, 0.0, 2) == 2.0  # a free load generator: the cores
-    assert scaling_ceiling(22.0, 30.0, 2) == 1.0  # the generator's thread is the bound
-    assert math.isnan(scaling_ceiling(22.0, math.nan, 2))
+def test_cores_busy_adds_the_load_generators_cpu_to_the_sides() -> None:
+    # 50,000 req/s at 15 µs of the server's and 5 µs of the generator's: one core's worth.
+    s = Side("two", [Run(50_000, 1.0, 0, 0, cpu=0.75, loader_cpu=0.25)])
+    assert math.isclose(cores_busy(s), 1.0)
+    assert math.isnan(cores_busy(Side("without a generator's time", [Run(10, 1.0, 0, 0, cpu=0.1)])))
