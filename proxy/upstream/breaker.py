@@ -172,8 +172,8 @@ class RateBreaker:
         # type call).
         bucket = floor((self._clock() if now is None else now) // self._width)
         if not failed:
-            # Every success of every request comes here: `_Window.add` and `_endpoint`
-            # written out (three calls were about half of a miss's 7k in the breaker).
+            # Every success of every request comes here: `_Window.add` and the endpoint's
+            # lookup written out (three calls were about half of a miss's 7k in the breaker).
             total = self._all
             if bucket > total._epoch:
                 total.at(bucket)
@@ -194,10 +194,10 @@ class RateBreaker:
             entry.requests += 1
             self.in_a_row = 0
             return
-        self._all.add(bucket, failed)
-        entry = self._endpoint(endpoint, bucket, failed)
+        self._all.add(bucket, True)
+        entry = self._failing_endpoint(endpoint, bucket)
         if entry is not None:
-            entry.add(bucket, failed)
+            entry.add(bucket, True)
         self.in_a_row += 1
         worst = self._worst
         if entry is not None and self._worst_at == bucket:
@@ -228,20 +228,14 @@ class RateBreaker:
             self._worst_at = bucket
         return self._worst
 
-    def _endpoint(self, endpoint: str, bucket: int, failed: bool) -> _Window | None:
-        """The window `endpoint`'s verdict goes to (not brought up to `bucket`: `add` does)."""
+    def _failing_endpoint(self, endpoint: str, bucket: int) -> _Window | None:
+        """The window a failure at `endpoint` goes to, moved among the failing ones (not
+        brought up to `bucket`: `add` does); None: no room there. A success's window is
+        found in `record` itself."""
         entry = self._failing.get(endpoint)
         if entry is not None:
             return entry
-        others = self._others
-        entry = others.pop(endpoint, None)
-        if not failed:
-            if entry is None:
-                entry = _Window()
-                if len(others) >= MAX_ENDPOINTS:
-                    del others[next(iter(others))]  # the least recently asked for
-            others[endpoint] = entry
-            return entry
+        entry = self._others.pop(endpoint, None)
         if len(self._failing) >= MAX_ENDPOINTS and not self._sweep(bucket):
             return None
         if entry is None:
