@@ -185,42 +185,24 @@ class RedisGuard:
         return self.breaker.state is CLOSED
 
     async def run(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
-        budget, left = self._admit(op)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        sent = 0.0  # when a slot was ours and the call went out
-        slots = self._slots
-        try:
-            async with asyncio.timeout(left):
-                if slots.free > 0:
-                    slots.free -= 1
-                else:
-                    await slots.wait()
-                try:
-                    sent = loop.time()
-                    result = await call()
-                finally:
-                    slots.give()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise self._unavailable(op, exc, sent, loop.time()) from exc
-        except BaseException:
-            self.breaker.abandon()  # no verdict; in half-open state: let the next call probe
-            raise
-        finally:
-            if budget is not None:
-                budget.left -= loop.time() - started
-        if self.breaker.state is not CLOSED:
-            self._recovered()
-        return result
+        """`call` under the guard, within the time left (`run_until`, with a timer of its
+        own around `call`)."""
+
+        async def within(deadline: float) -> T:
+            async with asyncio.timeout_at(deadline):
+                return await call()
+
+        return await self.run_until(op, within)
 
     async def run_until(self, op: str, call: Callable[[float], Awaitable[T]]) -> T:
-        """`run` for a call that keeps to the deadline (loop time) it is given: no timer of
-        the guard's around it (asyncio.timeout costs about 29k instructions a call)."""
+        """`call` under the budget, the slots and the breaker, given the deadline (loop
+        time) it must keep to itself: no timer of the guard's around it (asyncio.timeout
+        costs about 29k instructions a call; the L2 lookup's reads keep their own)."""
         budget, left = self._admit(op)
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + left
-        sent = started
+        sent = started  # when a slot was ours and the call went out (0: not yet)
         slots = self._slots
         try:
             if slots.free > 0:
@@ -237,7 +219,7 @@ class RedisGuard:
         except (RedisError, OSError, TimeoutError) as exc:
             raise self._unavailable(op, exc, sent, loop.time()) from exc
         except BaseException:
-            self.breaker.abandon()
+            self.breaker.abandon()  # no verdict; in half-open state: let the next call probe
             raise
         finally:
             if budget is not None:
