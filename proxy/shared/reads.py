@@ -37,11 +37,6 @@ def pack(*parts: str | bytes) -> bytes:
     return b"".join(out)
 
 
-def _expire(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 class _Connection(asyncio.Protocol):
     __slots__ = ("_reader", "_waiter", "lost", "transport")
     transport: asyncio.Transport  # set once connected (ReadConnections._connect)
@@ -94,7 +89,7 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         self.transport.write(command)
-        timer = loop.call_at(deadline, _expire, waiter)
+        timer = loop.call_at(deadline, self.expire)
         try:
             return await waiter
         finally:
