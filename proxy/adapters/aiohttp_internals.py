@@ -78,7 +78,7 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, RequestHandler
 
 # Every failure below ends with this: where the tested versions are written.
 PINNED = "cacheproxy is tested with the aiohttp range pinned in its pyproject.toml"
@@ -113,6 +113,10 @@ def _member(owner: type, name: str, where: str = "proxy/respond/prepared.py") ->
 RESPONSE_MEMBERS: tuple[str, ...] = ("prepare", "write_eof", "keep_alive", "force_close")
 RESPONSE_MEMBERS += ("status", "reason", "body_length", "prepared", "headers")
 
+
+# Requests aiohttp's parser emits before it stops (keeping the bytes after them) until the
+# handler takes some: it is this many in flight (the docstring says more).
+PARSER_IN_FLIGHT: int = MAX_MSG_QUEUE_SIZE
 
 # What ParsedRequest overrides of BaseRequest.
 REQUEST_MEMBERS = ("headers", "keep_alive", "method", "raw_path", "remote", "version")

@@ -36,6 +36,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import istr
 
 from proxy.adapters.aiohttp_internals import (
+    PARSER_IN_FLIGHT,
     TOO_MANY_FIELDS,
     Connection,
     NoServerFieldRequest,
@@ -350,7 +351,7 @@ class ListenerProtocol(Connection):
                 self._fresh = (
                     whole
                     and nothing_queued
-                    and self.heads_parsed - heads < 32
+                    and self.heads_parsed - heads < PARSER_IN_FLIGHT
                     and not self.upgrading
                     and (not queued or queued[-1][1] is EMPTY_PAYLOAD)
                 )
