@@ -225,11 +225,6 @@ class CacheStage:
                 scope is not CREDENTIALED or policy.may_reuse(scope, entry.cc)
             ):
                 request_cc = policy.request_cache_control(headers)
-                if request_cc is EMPTY_CACHE_CONTROL:  # _freshness's first case, written out
-                    elapsed = self._clock() - entry.response_time
-                    age = entry.initial_age + elapsed if elapsed > 0.0 else entry.initial_age
-                    if age < entry.lifetime and not entry.cc.no_cache:
-                        return entry, age
                 age, verdict = self._freshness(entry, request_cc, rc)
                 if verdict is FRESH:
                     return entry, age
