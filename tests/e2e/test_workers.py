@@ -220,18 +220,27 @@ async def test_sigterm_drains_every_worker_then_exits_0(
             async with http.get(f"http://127.0.0.1:{proxy.port}/slow") as resp:
                 return resp.status, await resp.text()
 
-        # Until a request is in flight on each worker (each counts its own connections).
-        while True:
-            pending.append(asyncio.ensure_future(slow()))
-            await asyncio.sleep(0.1)
-            open_ = [
+        async def open_connections() -> list[int]:  # each worker counts its own
+            return [
                 (await ask_worker(w["admin_socket"], "/listener/stats"))["open_connections"]
                 for w in workers
             ]
+
+        # Until a request is in flight on each worker.
+        while True:
+            pending.append(asyncio.ensure_future(slow()))
+            await asyncio.sleep(0.1)
+            open_ = await open_connections()
             if all(open_):
                 break
             assert len(pending) < 15, open_
-        await asyncio.sleep(0.1)  # the last connection is accepted too: none is left queued
+        # Every request's connection accepted before the signal (a sleep was not always
+        # enough on a loaded machine: the last one's connect came after the port closed).
+        deadline = time.monotonic() + 10
+        while sum(open_) < len(pending):
+            assert time.monotonic() < deadline, (open_, len(pending))
+            await asyncio.sleep(0.05)
+            open_ = await open_connections()
         proxy.proc.send_signal(signal.SIGTERM)
         responses = await asyncio.gather(*pending)
     assert responses == [(200, "body of /slow")] * len(pending)
