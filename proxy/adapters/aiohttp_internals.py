@@ -195,6 +195,8 @@ class Connection(RequestHandler):
 
     loop: Any = _slot(BaseProtocol, "_loop")
     reading_paused: Any = _slot(BaseProtocol, "_reading_paused")  # flow control stopped reading
+    # The client is not reading (flow control): aiohttp's property over it, without the call.
+    writing_paused: Any = _slot(BaseProtocol, "_paused")
     buffer_paused: Any = _slot(BaseProtocol, "_buffer_paused")  # the request queue is full
     idle_waiter: Any = _slot(RequestHandler, "_waiter")  # set while waiting for a request
     heads_parsed: Any = _slot(RequestHandler, "_request_count")  # request heads parsed so far
@@ -273,6 +275,19 @@ class ParsedRequest(web.BaseRequest):
         self.keep_alive = not message.should_close
         self.remote = remote
         self._state = {}  # BaseRequest's mapping (request[KEY]) reads and writes it
+
+    def again(self, remote: str | None) -> ParsedRequest:
+        """The same request head from `remote`, with a mapping of its own: a client sending
+        bytes sent before (Pipeline.again) is read from the first such request."""
+        request = ParsedRequest.__new__(ParsedRequest)
+        request.method = self.method
+        request.raw_path = self.raw_path
+        request.headers = self.headers
+        request.version = self.version
+        request.keep_alive = self.keep_alive
+        request.remote = remote
+        request._state = {}
+        return request
 
 
 for _name in REQUEST_MEMBERS:

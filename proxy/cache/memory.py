@@ -100,12 +100,22 @@ class MemoryStore:
             entry = self._entries.get(variant_key(primary, vary_key(vary, request_headers)))
         return entry if entry is not None and entry.primary == primary else None
 
-    def used(self, entry: Entry) -> None:
-        """`entry`, found by `peek`, served: counted as a hit and made recent."""
-        key = variant_key(entry.primary, entry.vary_values)
+    def used(self, entry: Entry, key: str | None = None) -> bool:
+        """`entry`, found by `peek`, served: counted as a hit and made recent. False: it is
+        not stored any more (replaced, purged or evicted since), and nothing was done.
+        `key`: its store key (`store_key`), when the caller kept it."""
+        if key is None:
+            key = variant_key(entry.primary, entry.vary_values)
         if self._entries.get(key) is entry:
             self._entries.move_to_end(key)
             self.stats.hits += 1
+            return True
+        return False
+
+    @staticmethod
+    def store_key(entry: Entry) -> str:
+        """The key `entry` is stored under."""
+        return variant_key(entry.primary, entry.vary_values)
 
     def discard(self, entry: Entry) -> None:
         """Remove `entry` if it is still the one stored (parts a complete entry replaced)."""

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy, istr
 
-from proxy.adapters.aiohttp_internals import request_state
+from proxy.adapters.aiohttp_internals import ParsedRequest, request_state
 from proxy.cache import policy
 from proxy.cache.memory import MemoryStore
 from proxy.cache.status import BYPASS, HIT, MISS
@@ -51,7 +51,9 @@ from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import UpstreamClient, UpstreamError
 
 if TYPE_CHECKING:
+    from proxy.cache.entry import Entry
     from proxy.edge.route import LoadedRoute
+    from proxy.respond.prepared import PreparedHead
 
 _AUTHORIZATION = istr("Authorization")
 _HOST = istr("Host")  # an istr is looked up without folding the name's case first
@@ -64,6 +66,27 @@ _HOST = istr("Host")  # an istr is looked up without folding the name's case fir
 _PLANS = 4096
 _PLAN_TARGET_MAX = 1024
 _Plan = tuple[Target, "LoadedRoute", str | None]
+
+# Request heads answered before, kept with what answered them (`Replay`): at most _REPLAYS
+# heads of at most _REPLAY_HEAD_MAX bytes each, holding at most _REPLAY_BYTES of entries in
+# all (an entry evicted since stays alive until its head comes again, or the heads are
+# cleared: this bounds what the store's max_memory does not see). Cleared when full.
+_REPLAYS = 4096
+_REPLAY_HEAD_MAX = 2048
+_REPLAY_BYTES = 16 * 1024 * 1024
+
+
+class Replay(NamedTuple):
+    """What `answer` found for a request head, to answer the same bytes again (`again`)
+    without reading them: every stage before the rate limit decides by those bytes alone,
+    and the entry, while it is the one stored and fresh, makes the same response."""
+
+    request: ParsedRequest  # as first read: `again` asks for it from each new client
+    route: LoadedRoute
+    entry: Entry
+    head: PreparedHead
+    authorized: bool  # it has an Authorization field: a revocation list may refuse it
+    key: str  # the entry's store key (MemoryStore.store_key)
 
 
 class Refused(NamedTuple):
@@ -122,6 +145,7 @@ class Pipeline:
         self.routes = routes
         # `answer`'s plans, by (method, target, Host or None): each names a route of `routes`.
         self._plans: dict[tuple[str, str, str | None], _Plan] = {}
+        self._forget_replays()
         self.hosts = routes.hosts
         self.reads_host = routes.hosts is not None or routes.by_host is not None
         self.fetch.trusted_proxies = routes.trusted_proxies
@@ -140,6 +164,12 @@ class Pipeline:
         """Take a (reloaded) `request_id:` section; ids made so far stay unique."""
         self.ids = RequestIds(settings) if settings.enabled else None
         self.fetch.ids = self.ids
+        self._forget_replays()  # whether a client's id is taken may have changed
+
+    def _forget_replays(self) -> None:
+        # Replaced, not cleared: the listener reads `replays` anew for each request head.
+        self.replays: dict[bytes, Replay] = {}
+        self._replay_bytes = 0
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -206,7 +236,7 @@ class Pipeline:
             await self.invalidate(request, target, resp, host)
         return resp
 
-    def answer(self, request: web.BaseRequest) -> PreparedResponse | None:
+    def answer(self, request: ParsedRequest, head_bytes: bytes = b"") -> PreparedResponse | None:
         """A fresh memory hit, answered before aiohttp makes a request or a task of it (the
         listener's fast path, server/listener.py, which hands over only a GET or HEAD
         without a body, upgrade or Expect, in HTTP/1.1 kept alive). `handle`'s stages, in
@@ -217,7 +247,9 @@ class Pipeline:
         the metrics. A revocation list and an Authorization field, a route the cache stage
         does not answer for (CacheStage.answers), a range or conditions: `handle`. The
         listener asks only about the `hot` targets, whose first stages (target, host, route,
-        a URL-only key) are kept as plans (`_plan`) until a reload.
+        a URL-only key) are kept as plans (`_plan`) until a reload. `head_bytes`: the
+        request's head as it came, when the listener read it whole: a hit is kept as a
+        `Replay` of those bytes.
         """
         fields = request.headers
         raw = request.raw_path
@@ -250,11 +282,50 @@ class Pipeline:
             return None
         # Answered here from now on.
         self.cache.used(entry)
+        if head_bytes and policy.request_cache_control(fields) is policy.EMPTY_CACHE_CONTROL:
+            stored = self.cache.store.store_key(entry)
+            self._remember(head_bytes, Replay(request, route, entry, head, authorized, stored))
+        return self._hit(request, route, entry, head, age)
+
+    def again(
+        self, head_bytes: bytes, replay: Replay, request: ParsedRequest
+    ) -> PreparedResponse | None:
+        """`answer`'s response to `request`, whose head is `head_bytes`, bytes it answered
+        before (`replays`); None, with nothing done: read it as any other (and, unless a
+        revocation list declined it, those bytes are forgotten)."""
+        if replay.authorized and self.revocations.any:
+            return None
+        entry = replay.entry
+        age = self.cache.plain_age(entry)
+        if age is None or not self.cache.store.used(entry, replay.key):
+            self.replays.pop(head_bytes, None)
+            return None
+        return self._hit(request, replay.route, entry, replay.head, age)
+
+    def _remember(self, head_bytes: bytes, replay: Replay) -> None:
+        if len(head_bytes) > _REPLAY_HEAD_MAX:
+            return
+        size = len(head_bytes) + replay.entry.size
+        if len(self.replays) >= _REPLAYS or self._replay_bytes + size > _REPLAY_BYTES:
+            self._forget_replays()
+        self.replays[head_bytes] = replay
+        self._replay_bytes += size
+
+    def _hit(
+        self,
+        request: web.BaseRequest,
+        route: LoadedRoute,
+        entry: Entry,
+        head: PreparedHead,
+        age: float,
+    ) -> PreparedResponse | None:
+        """A fresh memory hit's response (or its 429), `entry` counted as used: the stages
+        with effects (request id, rate limit), then the request's lines on `head`."""
         ids = self.ids
         rid, clients = "", False
         state = request_state(request)
         if ids is not None:
-            rid, clients = self._request_id(ids, fields)
+            rid, clients = self._request_id(ids, request.headers)
             state[REQUEST_ID] = rid
         state[ROUTE] = route.name
         limiter = route.rate_limit

@@ -23,7 +23,7 @@ import logging
 import resource
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Protocol, cast
@@ -48,6 +48,7 @@ from proxy.adapters.asyncio_tls import server_tls
 from proxy.config.loader import ClientTimeouts
 from proxy.http.errors import json_error
 from proxy.http.head import parse_head
+from proxy.pipeline.handler import Replay
 from proxy.respond.prepared import PreparedResponse
 
 log = logging.getLogger("cacheproxy.listener")
@@ -63,8 +64,18 @@ class FastPath(Protocol):
         """Request targets worth trying: those a fresh memory hit was served for lately (a
         hint: `answer` decides), so that a miss pays nothing for the fast path."""
 
-    def answer(self, request: web.BaseRequest) -> PreparedResponse | None:
-        """The response, or None, having done nothing."""
+    @property
+    def replays(self) -> Mapping[bytes, Replay]:
+        """Whole request heads answered before, by their bytes (`again` answers them)."""
+
+    def answer(self, request: ParsedRequest, head_bytes: bytes = b"") -> PreparedResponse | None:
+        """The response, or None, having done nothing. `head_bytes`: the head as it came,
+        when read here, for `replays`."""
+
+    def again(
+        self, head_bytes: bytes, replay: Replay, request: ParsedRequest
+    ) -> PreparedResponse | None:
+        """The response to a head in `replays`, or None, having done nothing."""
 
 
 # Told of every response once it is sent: (request, response, seconds since its head arrived).
@@ -421,12 +432,23 @@ class ListenerProtocol(Connection):
 
     def _answer_head(self, data: bytes, fast: FastPath) -> bool:
         """Answer `data`, a whole request head with nothing after it, without aiohttp's
-        parser: read here (proxy/http/head.py) when its target is hot and the parse is sure
-        aiohttp would read it the same way. False: nothing done, the bytes are aiohttp's."""
+        parser: the same bytes as a head answered before (`replays`), or read here
+        (proxy/http/head.py) when its target is hot and the parse is sure aiohttp would read
+        it the same way. False: nothing done, the bytes are aiohttp's."""
+        replay = fast.replays.get(data)
+        if replay is not None:
+            if not self._idle():
+                return False
+            request = replay.request.again(self.remote())
+            if self._respond(request, fast, parsed=False, raw=data, replay=replay):
+                if self._listener is not None:
+                    self._listener.stats.fast_path_heads += 1
+                return True
         head = parse_head(data, fast.hot)  # first: a miss costs only its quick refusal
-        if head is None or not self._idle():
+        if head is None or (replay is None and not self._idle()):
             return False
-        if not self._respond(ParsedRequest(head, self.remote()), fast, parsed=False):
+        request = ParsedRequest(head, self.remote())
+        if not self._respond(request, fast, parsed=False, raw=data):
             self._tried = True  # the same request, parsed by aiohttp next, is asked no more
             return False
         if self._listener is not None:
@@ -459,12 +481,23 @@ class ListenerProtocol(Connection):
             return False
         return self._respond(ParsedRequest(message, self.remote()), fast, parsed=True)
 
-    def _respond(self, request: ParsedRequest, fast: FastPath, parsed: bool) -> bool:
+    def _respond(
+        self,
+        request: ParsedRequest,
+        fast: FastPath,
+        parsed: bool,
+        raw: bytes = b"",
+        replay: Replay | None = None,
+    ) -> bool:
         """`fast`'s answer to `request` sent, counted and observed; False: none, nothing done.
-        `parsed`: its head went through aiohttp's parser."""
+        `parsed`: its head went through aiohttp's parser; else `raw` holds it, and `replay`
+        is what answered those bytes before."""
         started = time.perf_counter()
         try:
-            response = fast.answer(request)
+            if replay is None:
+                response = fast.answer(request, raw)
+            else:
+                response = fast.again(raw, replay, request)
         except Exception:  # a bug: logged, and the request is handled the ordinary way
             if self._listener is not None:
                 self._listener.fast_path_failed(request.method, request.raw_path)

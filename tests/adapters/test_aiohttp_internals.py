@@ -35,6 +35,7 @@ from tests.conftest import StartUpstream
 SLOTS = {
     "loop": "_loop",
     "reading_paused": "_reading_paused",
+    "writing_paused": "_paused",
     "buffer_paused": "_buffer_paused",
     "idle_waiter": "_waiter",
     "heads_parsed": "_request_count",

@@ -20,6 +20,7 @@ from aiohttp import web
 from proxy.config.loader import parse_config
 from proxy.observe.logs import Record
 from proxy.pipeline import handler
+from proxy.pipeline.handler import Replay
 from proxy.server.app import ProxyServer
 from proxy.server.listener import FastPath, ListenerProtocol
 from tests.conftest import Origin, StartProxy, config_text
@@ -322,8 +323,12 @@ async def test_a_fast_path_that_fails_leaves_requests_to_the_ordinary_path_and_l
     class Failing:
         def __init__(self, real: FastPath) -> None:
             self.hot = real.hot
+            self.replays = real.replays
 
-        def answer(self, request: web.BaseRequest) -> None:
+        def answer(self, request: web.BaseRequest, head_bytes: bytes = b"") -> None:
+            raise RuntimeError("a bug")
+
+        def again(self, head_bytes: bytes, replay: Replay, request: web.BaseRequest) -> None:
             raise RuntimeError("a bug")
 
     origin.respond = doc

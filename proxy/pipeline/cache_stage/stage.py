@@ -231,20 +231,28 @@ class CacheStage:
         self.hot.discard(raw_target)
         return None
 
-    def used(self, entry: Entry) -> None:
+    def used(self, entry: Entry) -> bool:
         """`entry`, from `memory_hit`, answered: counted as `serve` counts a hit, and made
-        recent."""
-        self.store.used(entry)
+        recent. False: it is not in memory any more, and nothing was done."""
+        return self.store.used(entry)
+
+    def plain_age(self, entry: Entry) -> float | None:
+        """The age of `entry` when a request without Cache-Control may be served it as it
+        is (`_freshness`'s first case); None: ask `_freshness`."""
+        # entry.age(now), written out: asked on every hit.
+        elapsed = self._clock() - entry.response_time
+        age = entry.initial_age + elapsed if elapsed > 0.0 else entry.initial_age
+        return age if age < entry.lifetime and not entry.cc.no_cache else None
 
     def _freshness(
         self, entry: Entry, request_cc: CacheControl, rc: RouteCache
     ) -> tuple[float, Freshness]:
         """The entry's age now, and whether it may be served as it is (§4.2)."""
-        # entry.age(now), written out: asked on every lookup.
-        elapsed = self._clock() - entry.response_time
-        age = entry.initial_age + elapsed if elapsed > 0.0 else entry.initial_age
-        if request_cc is EMPTY_CACHE_CONTROL and age < entry.lifetime and not entry.cc.no_cache:
-            return age, FRESH  # what lookup_verdict says, without asking it
+        if request_cc is EMPTY_CACHE_CONTROL:
+            age = self.plain_age(entry)
+            if age is not None:
+                return age, FRESH  # what lookup_verdict says, without asking it
+        age = entry.age(self._clock())
         verdict = policy.lookup_verdict(
             age=age,
             lifetime=entry.lifetime,
