@@ -11,6 +11,7 @@
     python -m bench.callgrind dictcache 2000   # the dict-cache yardstick
     python -m bench.callgrind l2 2000          # bench.run l2-hits' L2 hit: Redis, not memory
     python -m bench.callgrind l1 2000          # ... and its L1 hit, same config with room
+    KEEP=1 python -m bench.callgrind hit 2000  # ... keeping callgrind's output (its folder printed)
 
 The bench upstream (1 KB bodies) runs normally; the measured server runs under valgrind's
 callgrind with PYTHONHASHSEED=0. It is warmed with 500 requests, its counters are zeroed,
@@ -105,7 +106,10 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-            shutil.rmtree(work, ignore_errors=True)
+            if os.environ.get("KEEP"):
+                print(work)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     print(f"{kind}: {total / n / 1000:.1f}k instructions per request ({n} requests)")
 
 
