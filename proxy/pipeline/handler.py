@@ -44,9 +44,9 @@ from proxy.pipeline.routes import AmbiguousPath, RouteTable
 from proxy.pipeline.upgrade import Upgrades
 from proxy.pipeline.upstream_fetch import UpstreamFetch
 from proxy.pipeline.warming import Warming
-from proxy.respond.exchange import Exchange
+from proxy.respond.exchange import Exchange, edge_lines
 from proxy.respond.prepared import PreparedResponse, made_here
-from proxy.respond.responder import Responder, with_request_lines
+from proxy.respond.responder import Responder, with_lines
 from proxy.shared.tier import PurgeResult, SharedTier
 from proxy.upstream.client import UpstreamClient, UpstreamError
 
@@ -87,6 +87,7 @@ class Replay(NamedTuple):
     head: PreparedHead
     authorized: bool  # it has an Authorization field: a revocation list may refuse it
     key: str  # the entry's store key (MemoryStore.store_key)
+    cors: str  # the CORS lines for its Origin (CorsPolicy.allow_lines)
 
 
 class Refused(NamedTuple):
@@ -282,10 +283,12 @@ class Pipeline:
             return None
         # Answered here from now on.
         self.cache.used(entry)
+        cors = "" if route.cors is None else route.cors.allow_lines(fields)
         if head_bytes and policy.request_cache_control(fields) is policy.EMPTY_CACHE_CONTROL:
             stored = self.cache.store.store_key(entry)
-            self._remember(head_bytes, Replay(request, route, entry, head, authorized, stored))
-        return self._hit(request, route, entry, head, age)
+            replay = Replay(request, route, entry, head, authorized, stored, cors)
+            self._remember(head_bytes, replay)
+        return self._hit(request, route, entry, head, age, cors)
 
     def again(
         self, head_bytes: bytes, replay: Replay, request: ParsedRequest
@@ -300,7 +303,7 @@ class Pipeline:
         if age is None or not self.cache.store.used(entry, replay.key):
             self.replays.pop(head_bytes, None)
             return None
-        return self._hit(request, replay.route, entry, replay.head, age)
+        return self._hit(request, replay.route, entry, replay.head, age, replay.cors)
 
     def _remember(self, head_bytes: bytes, replay: Replay) -> None:
         if len(head_bytes) > _REPLAY_HEAD_MAX:
@@ -318,9 +321,11 @@ class Pipeline:
         entry: Entry,
         head: PreparedHead,
         age: float,
-    ) -> PreparedResponse | None:
+        cors: str,
+    ) -> PreparedResponse:
         """A fresh memory hit's response (or its 429), `entry` counted as used: the stages
-        with effects (request id, rate limit), then the request's lines on `head`."""
+        with effects (request id, rate limit), then the request's lines on `head` (`cors`:
+        those for its Origin). What the Exchange of `handle` would send, without one."""
         ids = self.ids
         rid, clients = "", False
         state = request_state(request)
@@ -329,14 +334,16 @@ class Pipeline:
             state[REQUEST_ID] = rid
         state[ROUTE] = route.name
         limiter = route.rate_limit
+        limits = ""
         if limiter is not None:
-            checked = limiter.check_local(request)
-            ex, refusal = self._limited(request, route, checked, ids, rid, clients)
+            counts, refusal = checked = limiter.check_local(request)
             if refusal is not None:
-                return made_here(refusal)
-        else:
-            ex = Exchange(request, route, ids=ids, rid=rid, clients=clients)
-        return with_request_lines(ex, entry, head, age, HIT)
+                _, refused = self._limited(request, route, checked, ids, rid, clients)
+                assert refused is not None
+                return made_here(refused)
+            self.ratelimit_checked(route.name, True)
+            limits = limiter.lines(counts) or ""  # None only when no check ran
+        return with_lines(edge_lines(cors, limits, ids, rid), entry, head, age, HIT)
 
     def _plan(self, method: str, raw_target: str, fields: CIMultiDictProxy[str]) -> _Plan | None:
         """What `answer` decides of a request by its method, target and Host alone (the

@@ -48,12 +48,12 @@ class Exchange:
         cors, limiter = route.cors, route.rate_limit
         limits = "" if limiter is None else limiter.lines(counts)
         # None: the origin's own rate-limit fields stay (no check ran), which only
-        # `apply_edge` can do. The id's line goes last.
+        # `apply_edge` can do.
         if limits is None:
             self.edge_lines: str | None = None
         else:
-            lines = limits if cors is None else cors.allow_lines(request.headers) + limits
-            self.edge_lines = lines if ids is None else f"{lines}{ids.line_prefix}{rid}\r\n"
+            allowed = "" if cors is None else cors.allow_lines(request.headers)
+            self.edge_lines = edge_lines(allowed, limits, ids, rid)
 
     def interim(self, status: int, headers: CIMultiDict[str]) -> None:
         """Where the upstream's 1xx responses to this request go: to its client, as
@@ -69,3 +69,9 @@ class Exchange:
             route.cors.apply(self.request.headers, headers)
         if route.rate_limit is not None:
             route.rate_limit.apply(self._counts, headers)
+
+
+def edge_lines(cors: str, limits: str, ids: RequestIds | None, rid: str) -> str:
+    """The edge's fields as lines on the wire: CORS for the request's Origin, the rate-limit
+    fields, and the id's line last."""
+    return cors + limits if ids is None else f"{cors}{limits}{ids.line_prefix}{rid}\r\n"

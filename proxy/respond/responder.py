@@ -382,6 +382,14 @@ def with_request_lines(
     lines = ex.edge_lines
     if lines is None:
         return None
+    return with_lines(lines, entry, head, age, outcome)
+
+
+def with_lines(
+    lines: str, entry: Entry, head: PreparedHead, age: float, outcome: CacheOutcome
+) -> PreparedResponse:
+    """`head` with the cache's lines for `age` and `outcome`, then the edge's `lines`
+    (Exchange.edge_lines)."""
     ttl = entry.lifetime - age
     if not -SF_INTEGER_MAX <= ttl <= SF_INTEGER_MAX:  # as cache_status_ttl (NaN too)
         ttl = SF_INTEGER_MAX if ttl > 0 else -SF_INTEGER_MAX
