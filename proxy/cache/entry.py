@@ -12,7 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.cache import policy
 from proxy.cache.parts import Parts
-from proxy.cache.policy import CacheControl, CacheRules
+from proxy.cache.policy import CacheControl, CacheRules, Governed
 from proxy.cache.tags import NO_TAGS, TagFields
 
 # What one entry costs beyond the characters of its head, body and keys (the Entry, its
@@ -123,7 +123,12 @@ class Entry:
         tag_fields: TagFields = NO_TAGS,
         handled_vary: frozenset[str] = frozenset(),
         parts: Parts | None = None,
+        governed: Governed | None = None,
     ) -> Entry:
+        """`governed`: policy.governing(headers), when the caller has it (storability
+        asked it too)."""
+        if governed is None:
+            governed = policy.governing(headers)
         # Fields we produce variants for ourselves (accept-encoding, when compressing)
         # must not split entries: one stored response serves every client's coding.
         vary = tuple(f for f in policy.vary_fields(headers) or () if f not in handled_vary)
@@ -135,8 +140,10 @@ class Entry:
             body=body,
             response_time=response_time,
             initial_age=policy.initial_age(headers, request_time, response_time),
-            lifetime=policy.freshness_lifetime(headers, rules, response_time, status=status),
-            cc=policy.effective_cache_control(headers),
+            lifetime=policy.freshness_lifetime(
+                headers, rules, response_time, status=status, governed=governed
+            ),
+            cc=governed[0],
             primary=primary,
             url_key=url_key,
             extras=EntryExtras.of(
@@ -215,6 +222,7 @@ class Entry:
     ) -> Entry:
         """§4.3.4: a 304 from upstream freshens this entry with its headers."""
         merged = policy.merge_304_headers(self.headers, not_modified_headers)
+        governed = policy.governing(merged)
         return Entry(
             status=self.status,
             reason=self.reason,
@@ -222,8 +230,10 @@ class Entry:
             body=self.body,
             response_time=response_time,
             initial_age=policy.initial_age(merged, request_time, response_time),
-            lifetime=policy.freshness_lifetime(merged, rules, response_time, status=self.status),
-            cc=policy.effective_cache_control(merged),
+            lifetime=policy.freshness_lifetime(
+                merged, rules, response_time, status=self.status, governed=governed
+            ),
+            cc=governed[0],
             primary=self.primary,
             url_key=self.url_key,
             extras=self.extras,
@@ -243,7 +253,9 @@ def url_path(url_key: str) -> str:
 def pack_headers(headers: policy.Headers) -> str:
     """`name:value` lines; neither a name (a token) nor a parsed value holds a line feed, and
     no name holds a colon."""
-    return "\n".join(f"{name}:{value}" for name, value in headers.items())
+    # Joined, not formatted: multidict's names are `istr`s, which an f-string copies slowly
+    # (half the cost of storing a response's head).
+    return "\n".join(map(":".join, headers.items()))
 
 
 def unpack_headers(head: str) -> CIMultiDict[str]:

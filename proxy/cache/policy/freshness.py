@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from proxy.cache.policy.directives import delta_seconds, effective_cache_control, governing
+from proxy.cache.policy.directives import (
+    Governed,
+    delta_seconds,
+    effective_cache_control,
+    governing,
+)
 from proxy.cache.policy.rules import CacheRules
 from proxy.cache.policy.validation import first_date, has_validator
 from proxy.http.dates import parse_http_date
@@ -29,15 +34,17 @@ def freshness_lifetime(
     date: float,
     *,
     status: int = 200,
+    governed: Governed | None = None,
 ) -> float:
     """Seconds the response stays fresh (§4.2.1).
 
     ``date`` is used when the response has no valid Date header (pass the
-    response_time). ``status`` gates heuristic freshness (§4.2.2).
+    response_time). ``status`` gates heuristic freshness (§4.2.2). ``governed``:
+    `governing(response_headers)`, when the caller has it.
     Precedence: no-cache → 0; force_ttl; s-maxage; max-age; Expires - Date;
     route ttl; heuristic; 0.
     """
-    cc, targeted = governing(response_headers)
+    cc, targeted = governing(response_headers) if governed is None else governed
     # §5.2.2.4: no-cache means "revalidate every time", even with force_ttl.
     # (must-understand overrides no-store where storability allowed it at all.)
     if cc.no_cache or (cc.no_store and not cc.must_understand):

@@ -9,7 +9,7 @@ from typing import Final
 
 import multidict
 
-from proxy.cache.policy.directives import governing, request_cache_control
+from proxy.cache.policy.directives import Governed, governing, request_cache_control
 from proxy.cache.policy.freshness import HEURISTIC_STATUSES
 from proxy.cache.policy.rules import CacheRules
 from proxy.cache.policy.scope import Scope, has_credentials, shareable_with_credentials
@@ -50,10 +50,12 @@ def storability(
     rules: CacheRules,
     scope: Scope = Scope.SHARED,
     parts: bool = False,
+    governed: Governed | None = None,
 ) -> StoreDecision:
     """May this response be stored (§3)? ``reason`` names the deciding rule. `parts`: the
     caller stores a 206 as parts of the representation (§3.3), which a cache that does not
-    support Range must not store.
+    support Range must not store. `governed`: `governing(response_headers)`, when the
+    caller has it.
 
     Reasons: ok, method, credentials, status, no-store, private, authorization,
     set-cookie, vary-star, no-freshness.
@@ -70,7 +72,7 @@ def storability(
     # §3: no-store in the request or the response forbids storage.
     if request_cache_control(request_headers).no_store:
         return _no("no-store")
-    cc, targeted = governing(response_headers)
+    cc, targeted = governing(response_headers) if governed is None else governed
     # §5.2.2.3: must-understand limits storing to caches that implement the status
     # code's caching rules, and for those it overrides no-store.
     if cc.must_understand:

@@ -169,8 +169,9 @@ class Fill:
         """
         rc = lk.cache
         request_headers = lk.ex.request.headers
+        governed = policy.governing(headers)
         decision = policy.storability(
-            "GET", up.status, request_headers, headers, rc.rules, lk.scope
+            "GET", up.status, request_headers, headers, rc.rules, lk.scope, governed=governed
         )
         if not decision:
             return None, decision.reason, b""
@@ -195,6 +196,7 @@ class Fill:
             path=lk.target.path,
             tag_fields=rc.tags,
             handled_vary=_ENCODING_VARY if lk.ex.route.compression is not None else frozenset(),
+            governed=governed,
         )
         return entry, "", b""
 
