@@ -153,17 +153,19 @@ def _fields(
     lines: list[str] = []
     vary: list[str] = []  # as the origin spelled them, "Vary: " and all
     hops: list[str] = []
-    for name, value in fields.items():
-        low = name.lower()
+    # Joined, not formatted: the names are multidict's `istr`s, which an f-string copies
+    # slowly (~2k instructions a field).
+    for item in fields.items():
+        low = item[0].lower()
         if low in drop:
             if low == "vary":
-                vary.append(f"{name}: {value}\r\n")
+                vary.append(": ".join(item) + "\r\n")
             elif low == "via" and via:
-                hops.append(value)
+                hops.append(item[1])
         elif low == id_field:
             continue  # each response carries its own request's id
         elif cors is None or not low.startswith("access-control-"):
-            lines.append(f"{name}: {value}\r\n")
+            lines.append(": ".join(item) + "\r\n")
     if via:
         hops.append(VIA)
         lines.append(f"Via: {', '.join(hops)}\r\n")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from multidict import istr
+
 from proxy.cache.policy.directives import (
     Governed,
     delta_seconds,
@@ -20,11 +22,14 @@ from proxy.http.headers import Headers
 # §4.2.2 / RFC 9110 §15.1 heuristically cacheable statuses (206: stored only as parts,
 # storable.storability).
 HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+# Read from every response stored: a str name is case-folded on every lookup.
+_DATE, _AGE, _EXPIRES = istr("Date"), istr("Age"), istr("Expires")
+_LAST_MODIFIED = istr("Last-Modified")
 
 
 def date_value(headers: Headers, default: float) -> float:
     """§4.2.3 date_value: the Date header, or ``default`` (response_time)."""
-    parsed = first_date(headers, "Date")
+    parsed = first_date(headers, _DATE)
     return default if parsed is None else parsed
 
 
@@ -57,7 +62,7 @@ def freshness_lifetime(
     if cc.max_age is not None:
         return float(cc.max_age)
     if not targeted:
-        expires = response_headers.get("Expires")
+        expires = response_headers.get(_EXPIRES)
         if expires is not None:
             # §4.2.1: the first line counts; §5.3: an invalid date (e.g. "0") means
             # already expired.
@@ -69,7 +74,7 @@ def freshness_lifetime(
         return max(0.0, rules.ttl)
     # §4.2.2: heuristics only for heuristically cacheable statuses or public.
     if status in HEURISTIC_STATUSES or cc.public:
-        last_modified = first_date(response_headers, "Last-Modified")
+        last_modified = first_date(response_headers, _LAST_MODIFIED)
         if last_modified is not None:
             since = date_value(response_headers, date) - last_modified
             return min(rules.heuristic_max, max(0.0, since * rules.heuristic_fraction))
@@ -79,7 +84,7 @@ def freshness_lifetime(
 def _age_value(headers: Headers) -> float:
     """Upstream Age (§5.1): the first member of the (combined) field value counts, the
     rest are discarded; when that one is not delta-seconds the field is ignored (0)."""
-    for line in headers.getall("Age", ()):
+    for line in headers.getall(_AGE, ()):
         for member in line.split(","):
             member = member.strip(" \t")
             if member:  # empty list elements are not members (RFC 9110 §5.6.1)

@@ -36,6 +36,8 @@ class StoreDecision:
 
 
 _OK: Final = StoreDecision(True, "ok")
+# Asked of every response stored: a str name is case-folded on every lookup.
+_SET_COOKIE, _EXPIRES = multidict.istr("Set-Cookie"), multidict.istr("Expires")
 
 
 def _no(reason: str) -> StoreDecision:
@@ -96,7 +98,7 @@ def storability(
         return _no("authorization")
     # Not RFC-mandated, but replaying a Set-Cookie to other users leaks
     # sessions; opt-in only.
-    if "Set-Cookie" in response_headers and not rules.store_set_cookie:
+    if _SET_COOKIE in response_headers and not rules.store_set_cookie:
         return _no("set-cookie")
     # §4.1: Vary: * never matches, so storing is pointless.
     if vary_fields(response_headers) is None:
@@ -105,7 +107,7 @@ def storability(
     explicit = (
         cc.max_age is not None
         or cc.s_maxage is not None
-        or (not targeted and "Expires" in response_headers)
+        or (not targeted and _EXPIRES in response_headers)
     )
     # §3: other statuses need explicit freshness or `public`; route ttl
     # (even force_ttl) never makes e.g. a 500 cacheable.
@@ -141,7 +143,7 @@ def entry_fields(
 ) -> multidict.CIMultiDict[str]:
     """The fields an entry filled in `scope` keeps: all but Set-Cookie when the entry is
     shared (keeps_set_cookie). The same object when nothing is withheld."""
-    if "Set-Cookie" not in response_headers or keeps_set_cookie(scope):
+    if _SET_COOKIE not in response_headers or keeps_set_cookie(scope):
         return response_headers
     kept = multidict.CIMultiDict(response_headers)
     kept.popall("Set-Cookie")

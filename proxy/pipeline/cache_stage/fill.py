@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from proxy.cache import policy
@@ -129,7 +129,7 @@ class Fill:
             )
         # The entry went without the response's Set-Cookie (policy.entry_fields), meant for
         # this client alone: it gets the response as the origin sent it, not the entry.
-        own_cookie = "Set-Cookie" in headers and not policy.keeps_set_cookie(lk.scope)
+        own_cookie = hdrs.SET_COOKIE in headers and not policy.keeps_set_cookie(lk.scope)
         span = None if self.tracing is None else self.tracing.start("cache store")
         stored = self.store.put(entry, fetched_at=generation)
         if waiters is not None:
