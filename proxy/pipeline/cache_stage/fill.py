@@ -137,7 +137,8 @@ class Fill:
             # is not handed on: a waiter may have arrived after the change.
             overtaken = not stored and self.store.purged_since(entry.url_key, generation)
             waiters.set_result(None if overtaken else entry)
-        await self.share(entry, generation, lk.shared_gen, lk.cache)
+        if lk.shared_gen is not None:  # else no coroutine: `share` would do nothing
+            await self.share(entry, generation, lk.shared_gen, lk.cache)
         if span is not None:
             span.set_attribute("cacheproxy.stored", stored)
             span.end()
@@ -178,7 +179,12 @@ class Fill:
         length = up.content_length
         if length is not None and length > rc.max_entry_size:
             return None, "too-large", b""
-        body, complete = await _read_up_to(up, rc.max_entry_size)
+        # Mostly here with the head already: taken without the coroutines of a read.
+        body = up.content.whole()
+        if body is None:
+            body, complete = await _read_up_to(up, rc.max_entry_size)
+        else:
+            complete = len(body) <= rc.max_entry_size
         if not complete:
             # Larger than an entry may be: the caller streams what was read and the rest.
             return None, "too-large", body
