@@ -131,7 +131,9 @@ class Entry:
             governed = policy.governing(headers)
         # Fields we produce variants for ourselves (accept-encoding, when compressing)
         # must not split entries: one stored response serves every client's coding.
-        vary = tuple(f for f in policy.vary_fields(headers) or () if f not in handled_vary)
+        # (Most responses vary on nothing: then neither a generator nor a key is made.)
+        fields = policy.vary_fields(headers)
+        vary = tuple(f for f in fields if f not in handled_vary) if fields else ()
         tags = tag_fields.tags(headers)
         return cls(
             status=status,
@@ -147,7 +149,12 @@ class Entry:
             primary=primary,
             url_key=url_key,
             extras=EntryExtras.of(
-                vary, policy.vary_key(vary, request_headers), tags, path, url_key, parts
+                vary,
+                policy.vary_key(vary, request_headers) if vary else (),
+                tags,
+                path,
+                url_key,
+                parts,
             ),
         )
 

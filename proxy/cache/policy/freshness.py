@@ -94,10 +94,15 @@ def _age_value(headers: Headers) -> float:
 
 def initial_age(response_headers: Headers, request_time: float, response_time: float) -> float:
     """§4.2.3 corrected_initial_age at the moment the response arrived."""
-    apparent_age = max(0.0, response_time - date_value(response_headers, response_time))
-    response_delay = max(0.0, response_time - request_time)
-    corrected_age_value = _age_value(response_headers) + response_delay
-    return max(apparent_age, corrected_age_value)
+    # max() written out: asked of every response stored, and a builtin's call costs more.
+    apparent_age = response_time - date_value(response_headers, response_time)
+    if not apparent_age > 0.0:
+        apparent_age = 0.0
+    response_delay = response_time - request_time
+    corrected_age_value = _age_value(response_headers) + (
+        response_delay if response_delay > 0.0 else 0.0
+    )
+    return corrected_age_value if corrected_age_value > apparent_age else apparent_age
 
 
 def current_age(initial_age: float, response_time: float, now: float) -> float:
