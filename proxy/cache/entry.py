@@ -135,20 +135,22 @@ class Entry:
         fields = policy.vary_fields(headers)
         vary = tuple(f for f in fields if f not in handled_vary) if fields else ()
         tags = tag_fields.tags(headers)
+        # Positional, in the fields' order: keywords cost a dataclass's __init__ twice as
+        # much (each name matched against the fields'), on every response stored.
         return cls(
-            status=status,
-            reason=reason,
-            head=pack_headers(headers),
-            body=body,
-            response_time=response_time,
-            initial_age=policy.initial_age(headers, request_time, response_time),
-            lifetime=policy.freshness_lifetime(
+            status,
+            reason,
+            pack_headers(headers),  # head
+            body,
+            response_time,
+            policy.initial_age(headers, request_time, response_time),
+            policy.freshness_lifetime(
                 headers, rules, response_time, status=status, governed=governed
-            ),
-            cc=governed[0],
-            primary=primary,
-            url_key=url_key,
-            extras=EntryExtras.of(
+            ),  # lifetime
+            governed[0],  # cc
+            primary,
+            url_key,
+            EntryExtras.of(
                 vary,
                 policy.vary_key(vary, request_headers) if vary else (),
                 tags,
