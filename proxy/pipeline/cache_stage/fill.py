@@ -174,7 +174,7 @@ class Fill:
         decision = policy.storability(
             "GET", up.status, request_headers, headers, rc.rules, lk.scope, governed=governed
         )
-        if not decision:
+        if not decision.store:  # not `not decision`: no call of its __bool__
             return None, decision.reason, b""
         length = up.content_length
         if length is not None and length > rc.max_entry_size:
