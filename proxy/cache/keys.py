@@ -175,7 +175,7 @@ class KeyBuilder:
 
     def primary_key(self, origin: str, path: str, raw_query: str, request_headers: Headers) -> str:
         """URL key plus configured header values and the (hashed) user scope."""
-        if not self._headers and self._user is None:  # url_key, written out: every lookup
+        if self.by_url:  # url_key, written out: every lookup
             query = self.normalise_query(raw_query) if raw_query else ""
             if "|" in path or "|" in query:
                 path, query = _escape_url(path), _escape_url(query)

@@ -127,12 +127,19 @@ class MemoryStore:
         """Store (or replace) the entry; False when it cannot fit, or when its URL was
         purged after generation `fetched_at` (when the fetch for it began). `grace`: it was
         soft-purged elsewhere (in Redis) and earned the grace there (Entry.soft_purged)."""
-        if entry.size > self.max_bytes:
+        size = entry.size  # a sum of the entry's parts: taken once
+        if size > self.max_bytes:
             return False
         if fetched_at is not None and self.purged_since(entry.url_key, fetched_at):
             return False
-        primary, vary = entry.primary, entry.vary
-        key = variant_key(primary, entry.vary_values)
+        primary, extras = entry.primary, entry.extras
+        vary: tuple[str, ...]
+        tags: tuple[str, ...]
+        # Most entries have no extras (no Vary, no tags): their store key is their primary.
+        if extras is None:
+            vary, key, tags = (), primary, ()
+        else:
+            vary, key, tags = extras.vary, variant_key(primary, extras.vary_values), extras.tags
         if key in self._entries:
             self._remove(key)
         known = self._vary.get(primary)
@@ -148,13 +155,14 @@ class MemoryStore:
         self._entries[key] = entry
         if primary != entry.url_key:
             self._index_url(entry.url_key, primary)
-        for tag in entry.tags:
+        for tag in tags:
             self._by_tag.setdefault(tag, set()).add(key)
-        self.bytes += entry.size
+        self.bytes += size
         self.stats.stores += 1
         if grace:
             self._grace[key] = entry
-        self._evict()
+        if self.bytes > self.max_bytes:
+            self._evict()
         return True
 
     def _evict(self) -> None:

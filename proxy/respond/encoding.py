@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from proxy.edge.compression.codecs import CodingError, Decoder, Encoder, decoded, stream_decoder
 from proxy.edge.compression.headers import transformed_headers, vary_accept_encoding
@@ -74,8 +74,11 @@ class _Decode:
         return ()
 
 
+_CONTENT_ENCODING = istr("Content-Encoding")  # a str name is case-folded on every lookup
+
+
 def _encoding(headers: Headers) -> str:
-    coding = headers.get("Content-Encoding", "").strip().lower()
+    coding = headers.get(_CONTENT_ENCODING, "").strip().lower()
     return "" if coding == "identity" else coding
 
 

@@ -134,7 +134,7 @@ class Responder:
         ):
             headers, coder = stream_coding(
                 route.compression,
-                request.headers.get("Accept-Encoding"),
+                request.headers.get(hdrs.ACCEPT_ENCODING),
                 up.status,
                 headers,
                 up.content_length,
@@ -168,9 +168,9 @@ class Responder:
         if (
             ((outcome.x_cache == "HIT" and kept) or entry.prepared is not None)
             and entry.status not in NO_BODY
-            and "If-None-Match" not in h
-            and "If-Modified-Since" not in h
-            and "Range" not in h
+            and hdrs.IF_NONE_MATCH not in h
+            and hdrs.IF_MODIFIED_SINCE not in h
+            and hdrs.RANGE not in h
             and await self._make_head(ex, entry)
         ):
             prepared = self.prepared(ex, entry, age, outcome)
@@ -185,7 +185,7 @@ class Responder:
                 entry.status,
                 headers,
                 len(body),
-                request.headers.get("Accept-Encoding"),
+                request.headers.get(hdrs.ACCEPT_ENCODING),
             )
             if key == AS_STORED:
                 # The stored bytes under one more Vary: cheaper to remake than to keep as a
@@ -198,12 +198,12 @@ class Responder:
                     streamed, headers = made, made.headers
                 else:
                     headers, body = made
-        conditional = "If-None-Match" in h or "If-Modified-Since" in h
+        conditional = hdrs.IF_NONE_MATCH in h or hdrs.IF_MODIFIED_SINCE in h
         if (
             streamed is None
             and entry.status not in NO_BODY
             and not conditional
-            and "Range" not in h
+            and hdrs.RANGE not in h
         ):
             # The head is not kept on the entry: most entries served here (misses) are
             # never asked for again, and a hit makes the head it keeps.
@@ -232,7 +232,10 @@ class Responder:
         elif streamed is not None:
             resp = web.StreamResponse(status=entry.status, reason=entry.reason, headers=headers)
         elif (
-            "Range" in h and entry.status == 200 and body is entry.body and request.method == "GET"
+            hdrs.RANGE in h
+            and entry.status == 200
+            and body is entry.body
+            and request.method == "GET"
         ):
             # Only the stored bytes are cut: ranges of our own encodings would differ
             # from one request to the next (nginx, too, sends those whole). GET is the one
@@ -295,7 +298,7 @@ class Responder:
         forms = entry.prepared
         if forms is None or forms.route is not route:
             forms = entry.prepared = PreparedForms(route, entry)
-        key = forms.variant(request.headers.get("Accept-Encoding"))
+        key = forms.variant(request.headers.get(hdrs.ACCEPT_ENCODING))
         if key in forms.heads:
             return True
         headers, body = entry.headers, entry.body

@@ -67,6 +67,11 @@ def parse_cache_control(values: Iterable[str]) -> CacheControl:
     """
     if isinstance(values, str):  # a bare value, not a list of them
         values = (values,)
+    elif type(values) is list and len(values) == 1:
+        # One field line, as most messages have: no generator to make the memo's key.
+        value = values[0]
+        if type(value) is str and len(value) <= _MEMO_MAX_LEN:
+            return _parse_memo((value,))
     try:
         key = tuple(v for v in values if isinstance(v, str))
     except TypeError:
@@ -195,7 +200,13 @@ def _directives(value: str) -> Iterator[tuple[str, str | None]]:
         i = j + 1
 
 
-def governing(headers: Headers) -> tuple[CacheControl, bool]:
+# What `governing` says of a response: its directives, and whether a targeted field set
+# its freshness. Storing a response asks it three times (storability, the entry's lifetime
+# and cc): callers that have it pass it on instead.
+Governed = tuple[CacheControl, bool]
+
+
+def governing(headers: Headers) -> Governed:
     """The directives that govern us, and whether a field meant for caches like us set
     the freshness (then Expires is not read).
 

@@ -9,7 +9,7 @@ from typing import Final
 
 import multidict
 
-from proxy.cache.policy.directives import governing, request_cache_control
+from proxy.cache.policy.directives import Governed, governing, request_cache_control
 from proxy.cache.policy.freshness import HEURISTIC_STATUSES
 from proxy.cache.policy.rules import CacheRules
 from proxy.cache.policy.scope import Scope, has_credentials, shareable_with_credentials
@@ -36,6 +36,8 @@ class StoreDecision:
 
 
 _OK: Final = StoreDecision(True, "ok")
+# Asked of every response stored: a str name is case-folded on every lookup.
+_SET_COOKIE, _EXPIRES = multidict.istr("Set-Cookie"), multidict.istr("Expires")
 
 
 def _no(reason: str) -> StoreDecision:
@@ -50,10 +52,12 @@ def storability(
     rules: CacheRules,
     scope: Scope = Scope.SHARED,
     parts: bool = False,
+    governed: Governed | None = None,
 ) -> StoreDecision:
     """May this response be stored (§3)? ``reason`` names the deciding rule. `parts`: the
     caller stores a 206 as parts of the representation (§3.3), which a cache that does not
-    support Range must not store.
+    support Range must not store. `governed`: `governing(response_headers)`, when the
+    caller has it.
 
     Reasons: ok, method, credentials, status, no-store, private, authorization,
     set-cookie, vary-star, no-freshness.
@@ -70,7 +74,7 @@ def storability(
     # §3: no-store in the request or the response forbids storage.
     if request_cache_control(request_headers).no_store:
         return _no("no-store")
-    cc, targeted = governing(response_headers)
+    cc, targeted = governing(response_headers) if governed is None else governed
     # §5.2.2.3: must-understand limits storing to caches that implement the status
     # code's caching rules, and for those it overrides no-store.
     if cc.must_understand:
@@ -94,7 +98,7 @@ def storability(
         return _no("authorization")
     # Not RFC-mandated, but replaying a Set-Cookie to other users leaks
     # sessions; opt-in only.
-    if "Set-Cookie" in response_headers and not rules.store_set_cookie:
+    if _SET_COOKIE in response_headers and not rules.store_set_cookie:
         return _no("set-cookie")
     # §4.1: Vary: * never matches, so storing is pointless.
     if vary_fields(response_headers) is None:
@@ -103,7 +107,7 @@ def storability(
     explicit = (
         cc.max_age is not None
         or cc.s_maxage is not None
-        or (not targeted and "Expires" in response_headers)
+        or (not targeted and _EXPIRES in response_headers)
     )
     # §3: other statuses need explicit freshness or `public`; route ttl
     # (even force_ttl) never makes e.g. a 500 cacheable.
@@ -139,7 +143,7 @@ def entry_fields(
 ) -> multidict.CIMultiDict[str]:
     """The fields an entry filled in `scope` keeps: all but Set-Cookie when the entry is
     shared (keeps_set_cookie). The same object when nothing is withheld."""
-    if "Set-Cookie" not in response_headers or keeps_set_cookie(scope):
+    if _SET_COOKIE not in response_headers or keeps_set_cookie(scope):
         return response_headers
     kept = multidict.CIMultiDict(response_headers)
     kept.popall("Set-Cookie")

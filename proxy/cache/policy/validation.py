@@ -13,6 +13,9 @@ import multidict
 from proxy.http.dates import parse_http_date
 from proxy.http.headers import Headers
 
+# Asked of every response stored: a str name is case-folded on every lookup.
+_ETAG, _LAST_MODIFIED = multidict.istr("ETag"), multidict.istr("Last-Modified")
+
 
 def first_date(headers: Headers, name: str) -> float | None:
     """The first `name` field as an HTTP-date (§4.2.1: only the first line counts); None when
@@ -24,8 +27,8 @@ def first_date(headers: Headers, name: str) -> float | None:
 def has_validator(headers: Headers) -> bool:
     """An ETag, or a Last-Modified that is a valid HTTP-date (§4.3.1; an invalid one is
     ignored, so it cannot be used to revalidate)."""
-    etag = headers.get("ETag")
-    return bool(etag and etag.strip()) or first_date(headers, "Last-Modified") is not None
+    etag = headers.get(_ETAG)
+    return bool(etag and etag.strip()) or first_date(headers, _LAST_MODIFIED) is not None
 
 
 def conditional_headers(stored_headers: Headers) -> dict[str, str]:

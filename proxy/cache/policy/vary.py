@@ -28,12 +28,16 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from multidict import istr
+
 from proxy.http.headers import Headers
 
 # Placeholder for a Vary'd request header that is absent (§4.1: an absent
 # field only matches an absent field, never an empty one). NUL cannot appear
 # in a real field value.
 VARY_ABSENT: Final = "\x00"
+
+_VARY: Final = istr("Vary")  # asked of every response stored: a str is case-folded each time
 
 _QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")  # RFC 9110 §12.4.2, exactly
 
@@ -46,7 +50,7 @@ _weighted_cache: dict[str, str] = {}
 
 def vary_fields(response_headers: Headers) -> tuple[str, ...] | None:
     """Lower-cased, sorted, deduplicated Vary names; None for ``Vary: *``."""
-    lines = response_headers.getall("Vary", ())
+    lines = response_headers.getall(_VARY, ())
     if not lines:
         return ()
     names: set[str] = set()

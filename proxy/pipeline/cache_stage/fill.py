@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from proxy.cache import policy
@@ -129,7 +129,7 @@ class Fill:
             )
         # The entry went without the response's Set-Cookie (policy.entry_fields), meant for
         # this client alone: it gets the response as the origin sent it, not the entry.
-        own_cookie = "Set-Cookie" in headers and not policy.keeps_set_cookie(lk.scope)
+        own_cookie = hdrs.SET_COOKIE in headers and not policy.keeps_set_cookie(lk.scope)
         span = None if self.tracing is None else self.tracing.start("cache store")
         stored = self.store.put(entry, fetched_at=generation)
         if waiters is not None:
@@ -137,7 +137,8 @@ class Fill:
             # is not handed on: a waiter may have arrived after the change.
             overtaken = not stored and self.store.purged_since(entry.url_key, generation)
             waiters.set_result(None if overtaken else entry)
-        await self.share(entry, generation, lk.shared_gen, lk.cache)
+        if lk.shared_gen is not None:  # else no coroutine: `share` would do nothing
+            await self.share(entry, generation, lk.shared_gen, lk.cache)
         if span is not None:
             span.set_attribute("cacheproxy.stored", stored)
             span.end()
@@ -169,15 +170,21 @@ class Fill:
         """
         rc = lk.cache
         request_headers = lk.ex.request.headers
+        governed = policy.governing(headers)
         decision = policy.storability(
-            "GET", up.status, request_headers, headers, rc.rules, lk.scope
+            "GET", up.status, request_headers, headers, rc.rules, lk.scope, governed=governed
         )
-        if not decision:
+        if not decision.store:  # not `not decision`: no call of its __bool__
             return None, decision.reason, b""
         length = up.content_length
         if length is not None and length > rc.max_entry_size:
             return None, "too-large", b""
-        body, complete = await _read_up_to(up, rc.max_entry_size)
+        # Mostly here with the head already: taken without the coroutines of a read.
+        body = up.content.whole()
+        if body is None:
+            body, complete = await _read_up_to(up, rc.max_entry_size)
+        else:
+            complete = len(body) <= rc.max_entry_size
         if not complete:
             # Larger than an entry may be: the caller streams what was read and the rest.
             return None, "too-large", body
@@ -195,6 +202,7 @@ class Fill:
             path=lk.target.path,
             tag_fields=rc.tags,
             handled_vary=_ENCODING_VARY if lk.ex.route.compression is not None else frozenset(),
+            governed=governed,
         )
         return entry, "", b""
 

@@ -57,6 +57,7 @@ class Lookup:
 
     @property
     def url_key(self) -> str:
-        return self.cache.keys.url_key(
-            self.ex.route.upstream.key_origin, self.target.path, self.target.query
-        )
+        keys = self.cache.keys
+        if keys.by_url:
+            return self.primary  # the same string: not made again
+        return keys.url_key(self.ex.route.upstream.key_origin, self.target.path, self.target.query)

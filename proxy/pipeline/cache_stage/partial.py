@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from proxy.cache import policy
 from proxy.cache.entry import Entry
@@ -44,7 +44,7 @@ class PartialContent:
         """A GET no complete entry could answer."""
         headers = lk.ex.request.headers
         held = self._store.peek(parts_key(lk.primary), headers)
-        if held is None and "Range" not in headers:
+        if held is None and hdrs.RANGE not in headers:
             return self._coalescer.fetch(lk, {}, None, None)  # most misses: a plain fetch
         return self._with_parts(lk, held)
 
