@@ -342,7 +342,7 @@ class Pipeline:
                 assert refused is not None
                 return made_here(refused)
             self.ratelimit_checked(route.name, True)
-            limits = limiter.lines(counts) or ""  # None only when no check ran
+            limits = limiter.headers.lines(*counts)  # limiter.lines, for counts it knows
         return with_lines(edge_lines(cors, limits, ids, rid), entry, head, age, HIT)
 
     def _plan(self, method: str, raw_target: str, fields: CIMultiDictProxy[str]) -> _Plan | None:

@@ -40,6 +40,8 @@ Counts = tuple[int, int, int] | None
 UNCHECKED: Final[Counts] = (-1, -1, -1)
 # What a check returns: the client's counts, and the refusal to send or None to go on.
 Checked = tuple[Counts, web.Response | None]
+# What the memory backend's check returns: its counts are always known.
+CheckedLocally = tuple[tuple[int, int, int], web.Response | None]
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,64}")
 
 
@@ -71,7 +73,7 @@ class RateLimiter:
 
     # --- the request path ---------------------------------------------------
 
-    def check_local(self, request: web.BaseRequest) -> Checked:
+    def check_local(self, request: web.BaseRequest) -> CheckedLocally:
         allowed, which, remaining, wait = self.memory.hit(self._identify(request))
         reset = ceil(wait - 1e-6)  # whole_seconds(wait), written out: a call costs more
         if reset < 1:
