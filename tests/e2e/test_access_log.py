@@ -199,3 +199,11 @@ def test_a_batch_is_written_as_its_lines_one_by_one() -> None:
     ]
     assert log.texts(batch) == "".join(alone)
     assert alone[1].startswith(iso_time(times[1]) + " ") and alone[4].startswith("1970-")
+
+
+def test_a_path_that_needs_quoting_is_written_as_json_writes_it() -> None:
+    log = AccessLog(LogSettings(format="text"), io.BytesIO(), TrustedProxies())
+    for path in ['/a"b', "/a\\b", "/a\x01b", "/caf\u00e9\u2028", "/plain"]:
+        record = (1.0, "GET", f"{path}?k=v", "api", 599, "miss", None, 0.0, 1, None, (), ())
+        line = log.line((*record, None, None)).decode()
+        assert f" GET {orjson.dumps(path).decode()} 599 1B " in line
