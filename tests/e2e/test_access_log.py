@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from proxy.config.logs import LogSettings
 from proxy.http.clientaddr import TrustedProxies
-from proxy.observe.logs import AccessLog, Record, loggable_path, ms_text
+from proxy.observe.logs import AccessLog, Record, iso_time, loggable_path, ms_text
 from tests.conftest import Origin, ProxyProcess
 
 SECRETS = ("TOPSECRET", "COOKIESECRET", "QUERYSECRET", "ADMINSECRET")
@@ -166,3 +166,44 @@ async def test_the_process_logs_json_lines_on_stdout_without_secrets(
     assert first["bytes"] > len(b"body of /api/q?page=2&api_key=QUERYSECRET")
     assert lines[1]["upstream_ms"] is None  # a hit never went upstream
     assert not any(secret in out for secret in SECRETS)
+
+
+def test_a_batch_is_written_as_its_lines_one_by_one() -> None:
+    """The writer formats a batch in one go, keeping the time's text from line to line:
+    the same lines as each formatted alone, whether a line shares its millisecond or
+    second with the one before or not."""
+    times = [1_700_000_000.0001, 1_700_000_000.0004, 1_700_000_000.0021, 1_700_000_001.5, 5.0]
+    ids = [(f"id-{i}", "up" if i % 2 else None) for i in range(len(times))]
+    batch: list[Record] = [
+        (
+            when,
+            "GET",
+            f"/a/{i}",
+            "api",
+            200,
+            "bypass",
+            0.001 * i,
+            0.002,
+            i,
+            "10.0.0.1",
+            (),
+            (),
+            *ids[i],
+        )
+        for i, when in enumerate(times)
+    ]
+    log = AccessLog(LogSettings(format="text"), io.BytesIO(), TrustedProxies())
+    alone = [
+        AccessLog(LogSettings(format="text"), io.BytesIO(), TrustedProxies()).line(r).decode()
+        for r in batch
+    ]
+    assert log.texts(batch) == "".join(alone)
+    assert alone[1].startswith(iso_time(times[1]) + " ") and alone[4].startswith("1970-")
+
+
+def test_a_path_that_needs_quoting_is_written_as_json_writes_it() -> None:
+    log = AccessLog(LogSettings(format="text"), io.BytesIO(), TrustedProxies())
+    for path in ['/a"b', "/a\\b", "/a\x01b", "/caf\u00e9\u2028", "/plain"]:
+        record = (1.0, "GET", f"{path}?k=v", "api", 599, "miss", None, 0.0, 1, None, (), ())
+        line = log.line((*record, None, None)).decode()
+        assert f" GET {orjson.dumps(path).decode()} 599 1B " in line
