@@ -39,6 +39,7 @@ from proxy.adapters.aiohttp_internals import (
     PARSER_IN_FLIGHT,
     TOO_MANY_FIELDS,
     Connection,
+    ListenerRequest,
     NoServerFieldRequest,
     ParsedRequest,
     exceeded_limit,
@@ -696,7 +697,7 @@ class Listener(web.Server):
         self.tls_context = tls_context
         self.fast = fast
         self.handshakes: set[ListenerProtocol] = set()  # TLS ones under way: shutdown ends them
-        self._request_class = web.BaseRequest if server_field else NoServerFieldRequest
+        self._request_class = ListenerRequest if server_field else NoServerFieldRequest
         self.timeouts = timeouts
         self.observe = observe
         self.stats = stats or ListenerStats()

@@ -511,3 +511,35 @@ async def test_request_state_is_the_mapping_a_request_reads_and_writes(serve: Se
     port = await serve(handler, request_factory=parse)
     await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert seen[2] == ("parsed", None, True)
+
+
+async def test_a_listener_request_reads_what_aiohttps_own_request_reads(serve: Serve) -> None:
+    """ListenerRequest's members, set once from the parsed head, are what BaseRequest's own
+    properties return for the same head, with and without a body, in HTTP/1.1 and 1.0."""
+    seen: list[str] = []
+
+    def both(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        ours = aiohttp_internals.ListenerRequest(message, payload, protocol, writer, task, loop)
+        theirs = web.BaseRequest(message, payload, protocol, writer, task, loop)
+        for name in aiohttp_internals.ListenerRequest.__slots__:
+            slot = vars(aiohttp_internals.ListenerRequest)[name]
+            assert isinstance(slot, types.MemberDescriptorType), name  # read as a slot
+            assert getattr(ours, name) == getattr(theirs, name), name
+        seen.append(f"{ours.method} {ours.body_exists} {ours.keep_alive} {ours.version}")
+        return ours
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        await request.read()
+        return web.Response(text="ok")
+
+    port = await serve(handler, request_factory=both)
+    await exchange(port, b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    post = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    await exchange(port, post)
+    await exchange(port, b"HEAD / HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert seen == [
+        "GET False False HttpVersion(major=1, minor=1)",
+        "POST True False HttpVersion(major=1, minor=1)",
+        "HEAD False False HttpVersion(major=1, minor=0)",
+    ]
