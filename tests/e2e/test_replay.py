@@ -236,3 +236,19 @@ async def test_replays_are_bounded_in_number_head_size_and_bytes_held(
         await send(proxy, get(path))
         assert len(replays()) == 1
     assert await fast_answers(proxy) == 3 + 2 + 3
+
+
+async def test_an_entry_larger_than_the_bytes_bound_is_never_kept(
+    origin: Origin, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A response over _REPLAY_BYTES (a large max_entry_size: video, archives) answered as a
+    fast hit must not be kept: once purged or evicted it would stay alive beyond both the
+    store's max_memory and the replays' own bound, until some other head is kept."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    entry_size = next(iter(proxy.pipeline.cache.store._entries.values())).size
+    monkeypatch.setattr(handler, "_REPLAY_BYTES", entry_size - 1)
+    responses = await send(proxy, get("/doc"), get("/doc"))
+    assert [field(r, "x-cache") for r in responses] == ["HIT", "HIT"]
+    assert not proxy.pipeline.replays
