@@ -184,7 +184,8 @@ class MemoryStore:
         self.grew(entry, extra)
 
     def grew(self, entry: Entry, extra: int) -> None:
-        """Count `extra` bytes more for `entry` (a variant, a prepared head)."""
+        """Count `extra` bytes more for `entry` (a variant, a prepared head); fewer when
+        negative (prepared heads it dropped)."""
         entry.grown += extra
         if self._entries.get(variant_key(entry.primary, entry.vary_values)) is entry:
             self.bytes += extra

@@ -309,6 +309,8 @@ class Pipeline:
         if len(head_bytes) > _REPLAY_HEAD_MAX:
             return
         size = len(head_bytes) + replay.entry.size
+        if size > _REPLAY_BYTES:  # kept past the start-over, it alone would be over the bound
+            return
         if len(self.replays) >= _REPLAYS or self._replay_bytes + size > _REPLAY_BYTES:
             self._forget_replays()
         self.replays[head_bytes] = replay

@@ -78,6 +78,10 @@ class PreparedForms:
                     entry.status, entry.headers, len(entry.body)
                 )
 
+    def counted(self) -> int:
+        """What its heads were counted for against cache.max_memory (`head_size`)."""
+        return sum(head_size(head) for head in self.heads.values())
+
     def variant(self, accept_encoding: str | None) -> str | None:
         """encoding.variant_for, with the entry's part decided once and the choice for
         the few Accept-Encoding values clients send remembered."""
@@ -97,6 +101,11 @@ class PreparedForms:
         if not self.compressible:
             return None
         return policy.negotiate(accept_encoding) or AS_STORED
+
+
+def head_size(head: PreparedHead) -> int:
+    """What `head` is counted for against cache.max_memory, as long as its entry holds it."""
+    return len(head.static) + HEAD_OVERHEAD
 
 
 def make_head(

@@ -35,12 +35,12 @@ from proxy.respond.encoding import (
 from proxy.respond.exchange import Exchange
 from proxy.respond.head import forwarded_head
 from proxy.respond.prepared import (
-    HEAD_OVERHEAD,
     NO_BODY,
     PreparedForms,
     PreparedHead,
     PreparedResponse,
     date_line,
+    head_size,
     make_head,
 )
 from proxy.respond.relay import (
@@ -297,6 +297,8 @@ class Responder:
         request, route = ex.request, ex.route
         forms = entry.prepared
         if forms is None or forms.route is not route:
+            if forms is not None:  # another route's (or a reload's): its heads go with it
+                self.store.grew(entry, -forms.counted())
             forms = entry.prepared = PreparedForms(route, entry)
         key = forms.variant(request.headers.get(hdrs.ACCEPT_ENCODING))
         if key in forms.heads:
@@ -311,7 +313,8 @@ class Responder:
         id_field = "" if ex.ids is None else ex.ids.lower
         head = make_head(route, entry.status, entry.reason, headers, body, as_stored, id_field)
         forms.heads[key] = head
-        self.store.grew(entry, len(head.static) + HEAD_OVERHEAD)
+        if entry.prepared is forms:  # else replaced while its variant was made: gone with it
+            self.store.grew(entry, head_size(head))
         return True
 
     async def _make_variant(

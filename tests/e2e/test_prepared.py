@@ -226,6 +226,31 @@ async def test_a_reload_rebuilds_heads_for_the_new_routes(
         writer.close()
 
 
+async def test_two_routes_taking_turns_at_one_entry_do_not_inflate_its_counted_size(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """Two virtual hosts routed to one upstream share its entries (the key is what is
+    fetched). Each hit through the other route makes that route's forms, replacing the
+    entry's, and counts their heads against max_memory: the heads replaced must be counted
+    out, or clients of both hosts grow one entry's counted size by a head per request until
+    the store evicts every other entry for it."""
+    origin.respond = doc
+    one = {"name": "one", "match": {"prefix": "/", "hosts": ["one.test"]}}
+    two = {"name": "two", "match": {"prefix": "/", "hosts": ["two.test"]}}
+    proxy = await start_proxy(origin.url, cache={"ttl": 60}, routes=[one, two])
+    store = proxy.pipeline.cache.store
+    requests = [f"GET /d HTTP/1.1\r\nHost: {host}\r\n\r\n" for host in ("one.test", "two.test")]
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+    counted = []
+    try:
+        for request in requests * 10:
+            await exchange(reader, writer, request)
+            counted.append(store.bytes)
+    finally:
+        writer.close()
+    assert len(set(counted[1:])) == 1, counted  # the one head of each route, counted once
+
+
 # --- the per-request lines, against the multidict headers they replace ---------------------
 
 
