@@ -277,6 +277,9 @@ class ParsedRequest(web.BaseRequest):
         self.remote = remote
         self._state = {}  # BaseRequest's mapping (request[KEY]) reads and writes it
 
+    def __repr__(self) -> str:  # BaseRequest's reads its URL, which this has none of
+        return f"<ParsedRequest {self.method} {self.raw_path}>"
+
     def again(self, remote: str | None) -> ParsedRequest:
         """The same request head from `remote`, with a mapping of its own: a client sending
         bytes sent before (Pipeline.again) is read from the first such request."""

@@ -72,7 +72,8 @@ class EntryExtras:
         return size + VARY_OVERHEAD if self.vary else size
 
 
-@dataclass(slots=True)
+# Weakly referable: a replay (pipeline/handler.py) must not keep an entry the store let go.
+@dataclass(slots=True, weakref_slot=True)
 class Entry:
     status: int
     reason: str

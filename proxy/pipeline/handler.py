@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
+from weakref import ref
 
 import orjson
 from aiohttp import web
@@ -68,23 +69,22 @@ _PLAN_TARGET_MAX = 1024
 _Plan = tuple[Target, "LoadedRoute", str | None]
 
 # Request heads answered before, kept with what answered them (`Replay`): at most _REPLAYS
-# heads of at most _REPLAY_HEAD_MAX bytes each, holding at most _REPLAY_BYTES of entries in
-# all (an entry evicted since stays alive until its head comes again, or the heads are
-# cleared: this bounds what the store's max_memory does not see). Cleared when full.
+# heads of at most _REPLAY_HEAD_MAX bytes each (~10 MB in all). Cleared when full.
 _REPLAYS = 4096
 _REPLAY_HEAD_MAX = 2048
-_REPLAY_BYTES = 16 * 1024 * 1024
 
 
 class Replay(NamedTuple):
     """What `answer` found for a request head, to answer the same bytes again (`again`)
     without reading them: every stage before the rate limit decides by those bytes alone,
-    and the entry, while it is the one stored and fresh, makes the same response."""
+    and the entry, while it is the one stored and fresh, makes the same response. The entry
+    and its form are held weakly: an entry the store let go (and a form its entry dropped)
+    is freed as if no replay knew it, and ends the replay."""
 
     request: ParsedRequest  # as first read: `again` asks for it from each new client
     route: LoadedRoute
-    entry: Entry
-    head: PreparedHead
+    entry: ref[Entry]
+    head: ref[PreparedHead]
     authorized: bool  # it has an Authorization field: a revocation list may refuse it
     key: str  # the entry's store key (MemoryStore.store_key)
     cors: str  # the CORS lines for its Origin (CorsPolicy.allow_lines)
@@ -170,7 +170,6 @@ class Pipeline:
     def _forget_replays(self) -> None:
         # Replaced, not cleared: the listener reads `replays` anew for each request head.
         self.replays: dict[bytes, Replay] = {}
-        self._replay_bytes = 0
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -286,7 +285,7 @@ class Pipeline:
         cors = "" if route.cors is None else route.cors.allow_lines(fields)
         if head_bytes and policy.request_cache_control(fields) is policy.EMPTY_CACHE_CONTROL:
             stored = self.cache.store.store_key(entry)
-            replay = Replay(request, route, entry, head, authorized, stored, cors)
+            replay = Replay(request, route, ref(entry), ref(head), authorized, stored, cors)
             self._remember(head_bytes, replay)
         return self._hit(request, route, entry, head, age, cors)
 
@@ -298,23 +297,20 @@ class Pipeline:
         revocation list declined it, those bytes are forgotten)."""
         if replay.authorized and self.revocations.any:
             return None
-        entry = replay.entry
-        age = self.cache.plain_age(entry)
-        if age is None or not self.cache.store.used(entry, replay.key):
-            self.replays.pop(head_bytes, None)
-            return None
-        return self._hit(request, replay.route, entry, replay.head, age, replay.cors)
+        entry, head = replay.entry(), replay.head()
+        if entry is not None and head is not None:
+            age = self.cache.plain_age(entry)
+            if age is not None and self.cache.store.used(entry, replay.key):
+                return self._hit(request, replay.route, entry, head, age, replay.cors)
+        self.replays.pop(head_bytes, None)
+        return None
 
     def _remember(self, head_bytes: bytes, replay: Replay) -> None:
         if len(head_bytes) > _REPLAY_HEAD_MAX:
             return
-        size = len(head_bytes) + replay.entry.size
-        if size > _REPLAY_BYTES:  # kept past the start-over, it alone would be over the bound
-            return
-        if len(self.replays) >= _REPLAYS or self._replay_bytes + size > _REPLAY_BYTES:
+        if len(self.replays) >= _REPLAYS:
             self._forget_replays()
         self.replays[head_bytes] = replay
-        self._replay_bytes += size
 
     def _hit(
         self,

@@ -49,7 +49,7 @@ HEAD_OVERHEAD = 200
 class PreparedHead:
     """One stored form of an entry, ready to send for one route."""
 
-    __slots__ = ("body", "dated", "static")
+    __slots__ = ("__weakref__", "body", "dated", "static")  # weakly held by replays
 
     def __init__(self, static: bytes, body: bytes, dated: bool) -> None:
         self.static = static  # " <status> <reason>\r\n" and the constant header lines

@@ -318,6 +318,7 @@ async def test_answer_first_takes_requests_before_aiohttp_queues_them_keeping_or
                     )
                 )
                 assert request.version == HttpVersion11
+                assert repr(request) == "<ParsedRequest GET /fast>"  # for logs: no URL needed
                 assert conn.transport is not None
                 conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfast")
                 conn.answered()

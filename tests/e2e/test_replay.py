@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -32,6 +33,7 @@ from tests.e2e.test_fast_path import (
     fast_answers,
     get,
     logged,
+    ordinary,
     steady,
     warm,
 )
@@ -212,7 +214,7 @@ async def test_a_reload_forgets_every_replay(
     assert field(response, "x-cache") != "HIT"
 
 
-async def test_replays_are_bounded_in_number_head_size_and_bytes_held(
+async def test_replays_are_bounded_in_number_and_head_size(
     origin: Origin, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past a bound they start over; a head over its size is answered, never kept."""
@@ -231,43 +233,16 @@ async def test_replays_are_bounded_in_number_head_size_and_bytes_held(
     proxy.pipeline.use_request_ids(proxy.config.request_id)  # forgets them all
     await send(proxy, get(paths[0]), get(paths[0]))
     assert not replays()
-    monkeypatch.setattr(handler, "_REPLAY_HEAD_MAX", 2048)
-    entry_size = next(iter(proxy.pipeline.cache.store._entries.values())).size
-    monkeypatch.setattr(handler, "_REPLAY_BYTES", entry_size + 200)
-    for path in paths:
-        await send(proxy, get(path))
-        assert len(replays()) == 1
-    assert await fast_answers(proxy) == 3 + 2 + 3
+    assert await fast_answers(proxy) == 3 + 2
 
 
-async def test_an_entry_larger_than_the_bytes_bound_is_never_kept(
-    origin: Origin, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
+async def test_a_replay_holds_neither_its_entry_nor_its_form_once_the_store_lets_go(
+    origin: Origin, start_proxy: StartProxy
 ) -> None:
-    """A response over _REPLAY_BYTES (a large max_entry_size: video, archives) answered as a
-    fast hit must not be kept: once purged or evicted it would stay alive beyond both the
-    store's max_memory and the replays' own bound, until some other head is kept."""
-    origin.respond = doc
-    proxy = await start_proxy(origin.url, **EVERYTHING)
-    await warm(proxy, "/doc")
-    entry_size = next(iter(proxy.pipeline.cache.store._entries.values())).size
-    monkeypatch.setattr(handler, "_REPLAY_BYTES", entry_size - 1)
-    responses = await send(proxy, get("/doc"), get("/doc"))
-    assert [field(r, "x-cache") for r in responses] == ["HIT", "HIT"]
-    assert not proxy.pipeline.replays
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a replay is counted at the entry's size when kept: what it grows by since (an "
-    "encoded or decoded variant, a prepared head) is held past its eviction or purge unseen",
-)
-async def test_what_an_entry_grows_by_after_its_head_is_kept_stays_within_the_bound(
-    origin: Origin, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An origin's gzip of 1 MiB of JSON is ~1 KiB: kept for a client taking gzip, its
-    entry then grows by the 1 MiB decoded for a client that does not (max_entry_size allows
-    8 MiB), which the replays' bound never counts. Purged or evicted, 4096 such heads would
-    hold gigabytes past max_memory; here one holds 16 times the bound."""
+    """An origin's gzip of 1 MiB of JSON is ~1 KiB; its entry grows by the 1 MiB decoded for
+    a client that does not take gzip, whose head is then kept as a replay too. Purged, the
+    entry and both forms are freed at once: the store's max_memory is the only bound on
+    what entries hold, replays or not."""
     packed = gzip.compress(b"[" + b"0," * (1 << 19) + b"0]")
     origin.respond = lambda _: web.Response(
         body=packed,
@@ -278,14 +253,20 @@ async def test_what_an_entry_grows_by_after_its_head_is_kept_stays_within_the_bo
         },
     )
     proxy = await start_proxy(origin.url, **EVERYTHING, purge={"allow": ["127.0.0.1/32"]})
-    monkeypatch.setattr(handler, "_REPLAY_BYTES", 64 * 1024)
+    plain = get("/z", f"Origin: {APP}\r\n")  # no Accept-Encoding: the decoded form
     await warm(proxy, "/z")
-    await send(proxy, get("/z"))
-    assert get("/z").encode() in proxy.pipeline.replays
-    plain = get("/z", f"Origin: {APP}\r\n")  # no Accept-Encoding: the decoded variant
-    assert len((await send(proxy, plain))[0][2]) > 1 << 20
+    with ordinary(proxy):
+        await send(proxy, plain)  # the decoded form made, as a hit does the first time
+    assert len((await send(proxy, get("/z"), plain))[1][2]) > 1 << 20
+    replays = proxy.pipeline.replays
+    assert {get("/z").encode(), plain.encode()} <= set(replays)
+    held = [ref for r in replays.values() for ref in (r.entry, r.head)]
+    assert all(ref() is not None for ref in held)
     purge = "PURGE /z HTTP/1.1\r\nHost: t\r\n\r\n"
     assert (await send(proxy, purge))[0][0] == "HTTP/1.1 200 OK"
     assert not proxy.pipeline.cache.store._entries
-    held = {id(r.entry): r.entry.size for r in proxy.pipeline.replays.values()}
-    assert sum(held.values()) <= handler._REPLAY_BYTES
+    gc.collect()
+    assert [ref() for ref in held] == [None] * len(held)
+    # The same bytes again: a miss, and a replay of the new entry once it is a hit again.
+    responses = await send(proxy, get("/z"), get("/z"), get("/z"))
+    assert [field(r, "x-cache") for r in responses] == ["MISS", "HIT", "HIT"]
