@@ -441,7 +441,7 @@ class ListenerProtocol(Connection):
             if not self._idle():
                 return False
             request = replay.request.again(self.remote())
-            if self._respond(request, fast, parsed=False, raw=data, replay=replay):
+            if self._respond(request, fast, parsed=False, head_bytes=data, replay=replay):
                 if self._listener is not None:
                     self._listener.stats.fast_path_heads += 1
                 return True
@@ -449,7 +449,7 @@ class ListenerProtocol(Connection):
         if head is None or (replay is None and not self._idle()):
             return False
         request = ParsedRequest(head, self.remote())
-        if not self._respond(request, fast, parsed=False, raw=data):
+        if not self._respond(request, fast, parsed=False, head_bytes=data):
             self._tried = True  # the same request, parsed by aiohttp next, is asked no more
             return False
         if self._listener is not None:
@@ -487,18 +487,18 @@ class ListenerProtocol(Connection):
         request: ParsedRequest,
         fast: FastPath,
         parsed: bool,
-        raw: bytes = b"",
+        head_bytes: bytes = b"",
         replay: Replay | None = None,
     ) -> bool:
         """`fast`'s answer to `request` sent, counted and observed; False: none, nothing done.
-        `parsed`: its head went through aiohttp's parser; else `raw` holds it, and `replay`
-        is what answered those bytes before."""
+        `parsed`: its head went through aiohttp's parser; else `head_bytes` holds it, and
+        `replay` is what answered those bytes before."""
         started = time.perf_counter()
         try:
             if replay is None:
-                response = fast.answer(request, raw)
+                response = fast.answer(request, head_bytes)
             else:
-                response = fast.again(raw, replay, request)
+                response = fast.again(head_bytes, replay, request)
         except Exception:  # a bug: logged, and the request is handled the ordinary way
             if self._listener is not None:
                 self._listener.fast_path_failed(request.method, request.raw_path)
