@@ -170,6 +170,7 @@ class Pipeline:
     def _forget_replays(self) -> None:
         # Replaced, not cleared: the listener reads `replays` anew for each request head.
         self.replays: dict[bytes, Replay] = {}
+        self._answered: set[int] = set()  # hashes of heads answered once (`_answered_before`)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -283,7 +284,11 @@ class Pipeline:
         # Answered here from now on.
         self.cache.used(entry)
         cors = "" if route.cors is None else route.cors.allow_lines(fields)
-        if head_bytes and policy.request_cache_control(fields) is policy.EMPTY_CACHE_CONTROL:
+        if (
+            head_bytes
+            and self._answered_before(head_bytes)
+            and policy.request_cache_control(fields) is policy.EMPTY_CACHE_CONTROL
+        ):
             stored = self.cache.store.store_key(entry)
             replay = Replay(request, route, ref(entry), ref(head), authorized, stored, cors)
             self._remember(head_bytes, replay)
@@ -304,6 +309,19 @@ class Pipeline:
                 return self._hit(request, replay.route, entry, head, age, replay.cors)
         self.replays.pop(head_bytes, None)
         return None
+
+    def _answered_before(self, head_bytes: bytes) -> bool:
+        """Whether these bytes were answered here before (as far as their hash tells): a
+        head is kept as a replay when answered a second time, so that heads never sent
+        twice (a client's own id or trace in every request) cost no replay each."""
+        seen = self._answered
+        key = hash(head_bytes)  # bytes keep their hash: kept as a key next, not hashed again
+        if key in seen:
+            return True
+        if len(seen) >= _REPLAYS:
+            seen.clear()
+        seen.add(key)
+        return False
 
     def _remember(self, head_bytes: bytes, replay: Replay) -> None:
         if len(head_bytes) > _REPLAY_HEAD_MAX:

@@ -28,6 +28,7 @@ from proxy.server.app import ProxyServer
 from tests.conftest import Origin, StartProxy, config_text
 from tests.e2e.test_fast_path import (
     APP,
+    CLIENT,
     EVERYTHING,
     doc,
     fast_answers,
@@ -88,24 +89,40 @@ async def test_the_same_head_again_is_answered_without_being_read_as_the_first_w
     meter = proxy.observer.meters.by_route["default"]
     records = logged(proxy)
     hits, checks = meter.responses[("GET", 200, "hit")], meter.ratelimit[0]
-    first, *again = await send(proxy, *[get("/doc")] * 3)
-    assert len(heads_read) == 1 and list(proxy.pipeline.replays) == [get("/doc").encode()]
-    assert await fast_answers(proxy) == 3
-    for response in again:
+    first, second, *again = await send(proxy, *[get("/doc")] * 4)
+    # Read twice (kept as a replay when answered a second time), then replayed.
+    assert len(heads_read) == 2 and list(proxy.pipeline.replays) == [get("/doc").encode()]
+    assert await fast_answers(proxy) == 4
+    for response in (second, *again):
         assert steady(response) == steady(first)
         assert [k for k, _ in response[1]] == [k for k, _ in first[1]]  # in the same order
-    ids = {field(r, "x-request-id") for r in (first, *again)}
-    assert len(ids) == 3  # each its own
+    responses = [first, second, *again]
+    assert len({field(r, "x-request-id") for r in responses}) == 4  # each its own
     # Counted, checked against the limit and logged as the first was, each time.
-    assert meter.responses[("GET", 200, "hit")] == hits + 3
-    assert meter.ratelimit[0] == checks + 3
-    assert [r[4:6] for r in records] == [(200, "hit")] * 3
-    remaining = [int(field(r, "x-ratelimit-remaining")) for r in (first, *again)]
-    assert remaining == [remaining[0], remaining[0] - 1, remaining[0] - 2]
+    assert meter.responses[("GET", 200, "hit")] == hits + 4
+    assert meter.ratelimit[0] == checks + 4
+    assert [r[4:6] for r in records] == [(200, "hit")] * 4
+    remaining = [int(field(r, "x-ratelimit-remaining")) for r in responses]
+    assert remaining == [remaining[0] - n for n in range(4)]
     # A HEAD of the same target is other bytes: read, then replayed too, without a body.
     head = get("/doc", method="HEAD")
-    responses = await send(proxy, head, head)
-    assert [r[2] for r in responses] == [b"", b""] and len(heads_read) == 2
+    responses = await send(proxy, head, head, head)
+    assert [r[2] for r in responses] == [b""] * 3 and len(heads_read) == 4
+
+
+async def test_a_head_never_sent_twice_is_never_kept(
+    origin: Origin, start_proxy: StartProxy, heads_read: list[bytes]
+) -> None:
+    """A client sending its own id (or trace) in every request sends bytes that never come
+    again: each is answered on the fast path, read each time, and none is kept."""
+    origin.respond = doc
+    proxy = await start_proxy(origin.url, **EVERYTHING)
+    await warm(proxy, "/doc")
+    own = [get("/doc", f"{CLIENT}X-Request-ID: client-{i}\r\n") for i in range(5)]
+    responses = await send(proxy, *own)
+    assert [field(r, "x-request-id") for r in responses] == [f"client-{i}" for i in range(5)]
+    assert len(heads_read) == 5 and not proxy.pipeline.replays
+    assert await fast_answers(proxy) == 5
 
 
 async def test_a_purge_ends_a_replay_and_the_next_store_makes_another(
@@ -226,14 +243,14 @@ async def test_replays_are_bounded_in_number_and_head_size(
     replays: Callable[[], dict[bytes, Any]] = lambda: proxy.pipeline.replays  # noqa: E731
     monkeypatch.setattr(handler, "_REPLAYS", 2)
     for path in paths:
-        await send(proxy, get(path))
+        await send(proxy, get(path), get(path))  # kept when answered a second time
         assert 1 <= len(replays()) <= 2
     monkeypatch.setattr(handler, "_REPLAYS", 100)
     monkeypatch.setattr(handler, "_REPLAY_HEAD_MAX", len(get(paths[0])) - 1)
     proxy.pipeline.use_request_ids(proxy.config.request_id)  # forgets them all
     await send(proxy, get(paths[0]), get(paths[0]))
     assert not replays()
-    assert await fast_answers(proxy) == 3 + 2
+    assert await fast_answers(proxy) == 6 + 2
 
 
 async def test_a_replay_holds_neither_its_entry_nor_its_form_once_the_store_lets_go(
@@ -257,7 +274,8 @@ async def test_a_replay_holds_neither_its_entry_nor_its_form_once_the_store_lets
     await warm(proxy, "/z")
     with ordinary(proxy):
         await send(proxy, plain)  # the decoded form made, as a hit does the first time
-    assert len((await send(proxy, get("/z"), plain))[1][2]) > 1 << 20
+    sent = await send(proxy, get("/z"), plain, get("/z"), plain)  # each kept the second time
+    assert len(sent[3][2]) > 1 << 20
     replays = proxy.pipeline.replays
     assert {get("/z").encode(), plain.encode()} <= set(replays)
     held = [ref for r in replays.values() for ref in (r.entry, r.head)]
