@@ -105,7 +105,7 @@ class MemoryStore:
         not stored any more (replaced, purged or evicted since), and nothing was done.
         `key`: its store key (`store_key`), when the caller kept it."""
         if key is None:
-            key = variant_key(entry.primary, entry.vary_values)
+            key = variant_key(entry.primary, entry.vary_values)  # store_key, asked on every hit
         if self._entries.get(key) is entry:
             self._entries.move_to_end(key)
             self.stats.hits += 1
@@ -119,7 +119,7 @@ class MemoryStore:
 
     def discard(self, entry: Entry) -> None:
         """Remove `entry` if it is still the one stored (parts a complete entry replaced)."""
-        key = variant_key(entry.primary, entry.vary_values)
+        key = self.store_key(entry)
         if self._entries.get(key) is entry:
             self._remove(key)
 
@@ -187,7 +187,7 @@ class MemoryStore:
         """Count `extra` bytes more for `entry` (a variant, a prepared head); fewer when
         negative (prepared heads it dropped)."""
         entry.grown += extra
-        if self._entries.get(variant_key(entry.primary, entry.vary_values)) is entry:
+        if self._entries.get(self.store_key(entry)) is entry:
             self.bytes += extra
             self._evict()
 
@@ -264,11 +264,11 @@ class MemoryStore:
     def in_grace(self, entry: Entry) -> bool:
         """Soft-purged, and its grace not yet over (`end_grace`)."""
         grace = self._grace
-        return bool(grace) and grace.get(variant_key(entry.primary, entry.vary_values)) is entry
+        return bool(grace) and grace.get(self.store_key(entry)) is entry
 
     def end_grace(self, entry: Entry) -> None:
         """Its revalidation ended (whatever came of it): from now on it is merely stale."""
-        key = variant_key(entry.primary, entry.vary_values)
+        key = self.store_key(entry)
         if self._grace.get(key) is entry:
             del self._grace[key]
 
