@@ -76,10 +76,11 @@ import aiohttp
 from aiohttp import hdrs, web, web_response
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import HttpVersion
+from aiohttp.http import HttpVersion, StreamWriter
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.streams import EmptyStreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, EmptyStreamReader
 from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, RequestHandler
+from yarl import URL
 
 # Every failure below ends with this: where the tested versions are written.
 PINNED = "cacheproxy is tested with the aiohttp range pinned in its pyproject.toml"
@@ -120,7 +121,10 @@ RESPONSE_MEMBERS += ("status", "reason", "body_length", "prepared", "headers")
 PARSER_IN_FLIGHT: int = MAX_MSG_QUEUE_SIZE
 
 # What ParsedRequest overrides of BaseRequest.
-REQUEST_MEMBERS = ("headers", "keep_alive", "method", "raw_path", "remote", "version")
+REQUEST_MEMBERS = ("headers", "keep_alive", "method", "raw_path", "remote", "scheme", "version")
+# ... in slots; these others, and what `writing` sets (read by BaseRequest's own members).
+REQUEST_OTHERS = ("body_exists", "content_length", "path", "_prepare_hook")
+REQUEST_WRITING = ("_payload", "_payload_writer", "_protocol")
 
 
 class TunnelEnd(Protocol):
@@ -260,14 +264,19 @@ class Connection(RequestHandler):
 
 
 class ParsedRequest(web.BaseRequest):
-    """A request made of its parsed head and its peer, as the stages of a request answered
-    before aiohttp made one read it (pipeline/handler.py `answer`): its method, target,
-    fields, version, keep-alive and its mapping (route, request id). Built without
-    BaseRequest.__init__ (no URL, no writer, no task): nothing else of it may be read."""
+    """A request made of its parsed head and its connection, as the stages of a request
+    aiohttp never made one of read it (pipeline/handler.py `answer`, and `handle` on the
+    listener's own task): its method, target, fields, version, keep-alive, peer, scheme and
+    its mapping (route, request id). Built without BaseRequest.__init__ (no URL, no task):
+    nothing else of it may be read, but `path`, and what `writing` gives it."""
 
-    __slots__ = ("headers", "keep_alive", "method", "raw_path", "remote", "version")
+    __slots__ = ("headers", "keep_alive", "method", "raw_path", "remote", "scheme", "version")
 
-    def __init__(self, message: Any, remote: str | None) -> None:
+    # What a request without a body says of it.
+    body_exists = False
+    content_length = None
+
+    def __init__(self, message: Any, remote: str | None, scheme: str = "http") -> None:
         # Slots of this class, in place of the base's properties over its private fields.
         self.method = message.method
         self.raw_path = message.path
@@ -275,10 +284,26 @@ class ParsedRequest(web.BaseRequest):
         self.version = message.version
         self.keep_alive = not message.should_close
         self.remote = remote
+        self.scheme = scheme
         self._state = {}  # BaseRequest's mapping (request[KEY]) reads and writes it
 
     def __repr__(self) -> str:  # BaseRequest's reads its URL, which this has none of
         return f"<ParsedRequest {self.method} {self.raw_path}>"
+
+    @property
+    def path(self) -> str:  # BaseRequest's reads its URL
+        return URL.build(path=self.raw_path.partition("?")[0], encoded=True).path
+
+    def writing(self, protocol: RequestHandler) -> None:
+        """Made able to send any response over `protocol`, its connection, as aiohttp's
+        request is: its `transport`, `protocol` and `writer` (a StreamWriter, as aiohttp's
+        RequestHandler makes per request), and an empty body."""
+        self._protocol = protocol
+        self._payload_writer = StreamWriter(protocol, protocol._loop)
+        self._payload = EMPTY_PAYLOAD
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        _drop_marker(response)  # as NoServerFieldRequest's: a response of the proxy port's
 
     def again(self, remote: str | None) -> ParsedRequest:
         """The same request head from `remote`, with a mapping of its own: a client sending
@@ -290,11 +315,12 @@ class ParsedRequest(web.BaseRequest):
         request.version = self.version
         request.keep_alive = self.keep_alive
         request.remote = remote
+        request.scheme = self.scheme
         request._state = {}
         return request
 
 
-for _name in REQUEST_MEMBERS:
+for _name in REQUEST_MEMBERS + REQUEST_OTHERS:
     _member(web.BaseRequest, _name, "proxy/adapters/aiohttp_internals.py")
 for _name in RESPONSE_MEMBERS:
     _member(web.StreamResponse, _name)

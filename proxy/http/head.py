@@ -1,10 +1,11 @@
-"""A strict parse of one whole request head, for the fast path's own reading (server/listener.py).
+"""A strict parse of one whole request head, for the listener's own reading (server/listener.py).
 
 aiohttp's parser (llhttp, then a yarl URL, CIMultiDict fields, a RawRequestMessage) costs about
-as much as the rest of a memory hit. A hit needs only the method, the target as sent and the
-fields, so a head that is exactly one `GET`/`HEAD` in HTTP/1.1, kept alive, without a body,
-is read here instead; anything this parse does not accept goes to aiohttp's parser as ever,
-which stays the authority on every request the fast path does not answer.
+as much as the rest of a memory hit. The stages need only the method, the target as sent and
+the fields, so a head that is exactly one `GET`/`HEAD` in HTTP/1.1, kept alive, without a
+body, is read here instead (answered on the fast path, or handled on the connection's own
+task); anything this parse does not accept goes to aiohttp's parser as ever, which stays the
+authority on every request the listener does not read.
 
 So it accepts only what aiohttp reads the same way (tests/http/test_head.py compares the two
 on generated heads): an origin-form target of RFC 3986 characters, single spaces, CRLF line
@@ -19,7 +20,6 @@ absolute-form and asterisk targets, bytes after the head.
 from __future__ import annotations
 
 import re
-from collections.abc import Container
 
 from aiohttp import hdrs
 from aiohttp.http import HttpVersion, HttpVersion11
@@ -105,11 +105,9 @@ class Head:
         self.headers = headers
 
 
-def parse_head(data: bytes, wanted: Container[str]) -> Head | None:
-    """`data` read as one whole request head whose target is in `wanted`, or None: not such a
-    head, or not one this parse is sure aiohttp reads the same way (aiohttp's, then).
-
-    The target is looked up first, so a head for any other target costs next to nothing."""
+def parse_head(data: bytes) -> Head | None:
+    """`data` read as one whole request head, or None: not such a head, or not one this
+    parse is sure aiohttp reads the same way (aiohttp's, then)."""
     if data[:5] == b"GET /":
         method, start = "GET", 4
     elif data[:6] == b"HEAD /":
@@ -117,11 +115,9 @@ def parse_head(data: bytes, wanted: Container[str]) -> Head | None:
     else:
         return None
     end = data.find(b" HTTP/1.1\r\n", start)
-    target = data[start:end]
-    # aiohttp's message.path is the target's bytes decoded from UTF-8: latin-1 is the same
-    # on the ASCII a target is checked for below, and quicker.
-    if end < 0 or (path := target.decode("latin-1")) not in wanted:
+    if end < 0:
         return None
+    target = data[start:end]
     if data[-4:] != b"\r\n\r\n" or len(data) > MAX_HEAD or 0 in target.translate(_TARGET):
         return None
     block = data[end + 11 : -2]  # the field lines, each with its CRLF
@@ -130,7 +126,9 @@ def parse_head(data: bytes, wanted: Container[str]) -> Head | None:
         fields = _fields(block)
     if fields is None:
         return None
-    return Head(method, path, fields)
+    # aiohttp's message.path is the target's bytes decoded from UTF-8: latin-1 is the same
+    # on the ASCII a target is checked to be, and quicker.
+    return Head(method, target.decode("latin-1"), fields)
 
 
 # A client sends the same fields request after request (those of one connection, often

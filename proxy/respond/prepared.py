@@ -221,18 +221,31 @@ class PreparedResponse(web.StreamResponse):
     async def prepare(self, request: web.BaseRequest) -> None:
         if self._sent:
             return
-        keep_alive = self.keep_alive
-        if keep_alive is None:
-            keep_alive = self.keep_alive = request.keep_alive
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
+        self._send_for(request, transport)
+        if request.protocol.writing_paused:  # the client is not reading: wait, as write_eof does
+            await request.writer.drain()
+
+    def send_to(self, request: web.BaseRequest) -> bool:
+        """What `prepare` does, at once (no coroutine), for a client that reads what it is
+        sent; False: nothing done, `prepare` it (the client's transport is paused or closing)."""
+        protocol = request.protocol
+        transport = protocol.transport
+        if transport is None or transport.is_closing() or protocol.writing_paused:
+            return False
+        self._send_for(request, transport)
+        return True
+
+    def _send_for(self, request: web.BaseRequest, transport: asyncio.Transport) -> None:
+        keep_alive = self.keep_alive
+        if keep_alive is None:
+            keep_alive = self.keep_alive = request.keep_alive
         size = self.send(transport, request.version, keep_alive, request.method == "HEAD")
         writer = request.writer
         writer.buffer_size += size
         writer.output_size += size
-        if request.protocol.writing_paused:  # the client is not reading: wait, as write_eof does
-            await writer.drain()
 
     def send(
         self, transport: asyncio.Transport, version: HttpVersion, keep_alive: bool, head: bool

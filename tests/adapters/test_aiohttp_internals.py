@@ -8,6 +8,7 @@ tests/e2e/test_listener.py and tests/e2e/test_prepared.py.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -361,6 +362,16 @@ def test_parsed_request_overrides_only_members_baserequest_has() -> None:
     for name in aiohttp_internals.REQUEST_MEMBERS:
         assert hasattr(web.BaseRequest, name), name
         assert isinstance(vars(ParsedRequest)[name], types.MemberDescriptorType), name
+    for name in aiohttp_internals.REQUEST_OTHERS:
+        assert hasattr(web.BaseRequest, name) and name in vars(ParsedRequest), name
+
+
+def test_what_a_parsed_request_is_given_to_write_is_what_baserequest_reads() -> None:
+    """BaseRequest's transport, protocol, writer and content read these fields of its own
+    (aiohttp 3.14.5's __init__ sets each); ParsedRequest.writing sets them."""
+    source = inspect.getsource(web.BaseRequest)
+    for name in aiohttp_internals.REQUEST_WRITING:
+        assert f"self.{name} = " in source, name
 
 
 def test_every_member_take_over_calls_is_aiohttps() -> None:

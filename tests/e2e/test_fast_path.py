@@ -22,7 +22,7 @@ from proxy.observe.logs import Record
 from proxy.pipeline import handler
 from proxy.pipeline.handler import Replay
 from proxy.server.app import ProxyServer
-from proxy.server.listener import FastPath, ListenerProtocol
+from proxy.server.listener import FastPath, Listener, ListenerProtocol
 from tests.conftest import Origin, StartProxy, config_text
 from tests.e2e.test_listener import listener_stats, read_until_closed, timeouts
 from tests.e2e.test_prepared import BODY, VOLATILE, exchange
@@ -70,11 +70,20 @@ def ordinary(proxy: ProxyServer) -> Iterator[None]:
     """Connections opened meanwhile go the ordinary way, every request of them."""
     listener = proxy._listener
     assert listener is not None
-    fast, listener.fast = listener.fast, None
+    fast, listener.fast, listener.own = listener.fast, None, False
     try:
         yield
     finally:
-        listener.fast = fast
+        listener.fast, listener.own = fast, True
+
+
+def aiohttps(proxy: ProxyServer) -> Listener:
+    """Connections opened from here on leave whole heads the fast path does not answer to
+    aiohttp's handler, not to their own task: what happens around that handler is tested."""
+    listener = proxy._listener
+    assert listener is not None
+    listener.own = False
+    return listener
 
 
 async def fast_answers(proxy: ProxyServer) -> int:
@@ -432,6 +441,7 @@ async def test_a_request_arriving_while_the_handler_finishes_the_last_one_goes_t
     origin.respond = doc
     proxy = await start_proxy(origin.url, **EVERYTHING)
     await warm(proxy, "/doc")
+    aiohttps(proxy)
     original = ListenerProtocol.log_access
     waiting: list[bytes] = [get("/doc", CLIENT + "X-Request-ID: second\r\n").encode()]
 
@@ -458,6 +468,7 @@ async def test_part_of_a_head_arriving_while_the_handler_finishes_the_last_one_i
     from there, as it does for one arriving while the handler is parked (not keep-alive's
     75 s)."""
     proxy = await start_proxy(origin.url, **EVERYTHING, **timeouts(request_head=0.5))
+    aiohttps(proxy)
     original = ListenerProtocol.log_access
     waiting = [b"GET /doc HTTP/1.1\r\nHo"]
 
@@ -484,8 +495,7 @@ async def test_a_request_arriving_before_the_handler_runs_the_last_one_waits_its
     origin.respond = doc
     proxy = await start_proxy(origin.url, **EVERYTHING)
     await warm(proxy, "/doc")
-    listener = proxy._listener
-    assert listener is not None
+    listener = aiohttps(proxy)
     factory = listener.request_factory
     waiting: list[bytes] = [get("/doc", CLIENT + "X-Request-ID: second\r\n").encode()]
 

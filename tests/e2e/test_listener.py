@@ -285,6 +285,7 @@ async def test_listener_stats_sit_behind_the_admin_token(
         "tls_handshake_failures",
         "fast_path",
         "fast_path_heads",
+        "own_task",
     }
 
 

@@ -49,9 +49,9 @@ def heads_read(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The heads the listener reads (parse_head) from here on: a replay reads none."""
     read: list[bytes] = []
 
-    def reading(data: bytes, wanted: Any) -> Any:
+    def reading(data: bytes) -> Any:
         read.append(data)
-        return parse_head(data, wanted)
+        return parse_head(data)
 
     monkeypatch.setattr(listener, "parse_head", reading)
     return read
