@@ -166,6 +166,8 @@ _HOP = frozenset(
 _REQUEST_SKIP = _HOP | {b"content-length", b"x-forwarded-for", b"expect"}
 _RESPONSE_SKIP = _HOP | {b"content-length"}  # Content-Length is kept, and noted
 _CONTENT_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+# The standard reason, not the upstream's: no callback per response for it (RFC 9112 §4:
+# a client ignores the reason phrase).
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _NO_BODY = frozenset({204, 304})
 _CLOSING = b"Content-Length: 0\r\nConnection: close\r\n\r\n"
