@@ -8,6 +8,7 @@
     python -m bench.callgrind cold 2000        # every request a new key, stored
     python -m bench.callgrind hit 3000         # the full-pipeline hot hit
     python -m bench.callgrind forward 2000     # the naive aiohttp forwarding proxy
+    python -m bench.callgrind relay 2000       # the floor: uvloop + httptools, no tasks
     python -m bench.callgrind dictcache 2000   # the dict-cache yardstick
     python -m bench.callgrind l2 2000          # bench.run l2-hits' L2 hit: Redis, not memory
     python -m bench.callgrind l1 2000          # ... and its L1 hit, same config with room
@@ -40,7 +41,7 @@ import yaml
 from bench import run, servers, suite
 from bench.loadgen import run_load
 
-KINDS = ("miss", "cold", "hit", "forward", "dictcache", "l2", "l1")
+KINDS = ("miss", "cold", "hit", "forward", "relay", "dictcache", "l2", "l1")
 
 
 def main() -> None:

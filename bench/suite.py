@@ -255,17 +255,22 @@ def misses(s: Settings, notes: list[str]) -> list[Row]:
         up = f"http://127.0.0.1:{origin.port}"
         naive = stack.enter_context(servers.yardstick("forward", "--upstream", up))
         naive.name = "naive aiohttp proxy"
+        # The floor: what a miss costs at best in Python on this stack (bench/yardsticks.py).
+        floor = stack.enter_context(servers.yardstick("relay", "--upstream", up))
+        floor.name = "raw relay floor (uvloop+httptools)"
         ngx = stack.enter_context(optional(servers.nginx(origin.port, cache=False), notes, "nginx"))
         if get(full.port, paths[0], headers).getheader("X-Cache") == "HIT":
             raise SystemExit("the miss path scenario got a cache hit")
-        at_64 = [m for m in (full, bare, naive, ngx) if m is not None]
+        if get(floor.port, paths[0], headers).status != 200:
+            raise SystemExit("the raw relay does not forward the miss path scenario's requests")
+        at_64 = [m for m in (full, bare, naive, floor, ngx) if m is not None]
         sides = [(Side(m.name), measuring(m, many)) for m in at_64]
         for label, server in (("cacheproxy, c=1", full), ("upstream directly, c=1", origin)):
             sides.append((Side(label), measuring(server, one_at_a_time)))
         for server in at_64:
             measure(server, Load(paths, headers, 8, s.warm_up))
         take_turns(s.rounds, sides)
-    ours64, bare64, naive64, *rest = (side for side, _ in sides)
+    ours64, bare64, naive64, floor64, *rest = (side for side, _ in sides)
     *yardsticks, ours1, direct1 = rest
     name = "3 miss path, c=64, cache off"
     pipeline = ours64.cpu_us - bare64.cpu_us
@@ -279,6 +284,12 @@ def misses(s: Settings, notes: list[str]) -> list[Row]:
         ),
         Row.of(name, bare64, f"{compare(ours64, bare64)}: CORS, limit, log add {pipeline:.1f} µs"),
         Row.of(name, naive64, compare(ours64, naive64)),
+        Row.of(
+            name,
+            floor64,
+            f"{compare(ours64, floor64)}; the floor is "
+            f"{x(ratio(floor64.cpu_us, nginx_cpu))} nginx proxy_pass's CPU",
+        ),
         *(Row.of(name, y, compare(ours64, y)) for y in yardsticks),
     ]
     added = (ours1.p50 - direct1.p50) * 1e3
