@@ -683,8 +683,14 @@ class ListenerProtocol(Connection):
             self._close_after = True  # aiohttp's handler looks idle: it is not
             return
         waiter = self.idle_waiter
+        transport = self.transport
         if waiter is not None and not waiter.done():
-            self._abort(None)  # idle, or part way through a head: nothing to finish
+            if transport is not None and transport.get_write_buffer_size():
+                # A response the fast path sent whole is still going out: closed once it
+                # has (as aiohttp's handler waits for it), or by `cut` at the grace.
+                transport.close()
+            else:
+                self._abort(None)  # idle, or part way through a head: nothing to finish
         else:
             self.close()
 
