@@ -584,8 +584,10 @@ class ListenerProtocol(Connection):
         if self.transport is None:
             return  # the client went (connection_lost has ended the rest)
         self.answered(parsed=False)
-        if response is None or response.keep_alive is not True:
-            self.force_close()  # as aiohttp ends a connection its response does not keep
+        if response is None or response.keep_alive is not True or self._close_after:
+            # As aiohttp ends a connection its response does not keep, or one drain() came
+            # to while its response was being written, too late for a Connection: close.
+            self.force_close()
             return
         self._settled = True
         held, self._held = self._held, b""

@@ -59,8 +59,9 @@ def big(_: web.Request) -> web.Response:
 
 
 # What a client asks for BIG: a miss (streamed as it comes), a hit (prepared bytes: the
-# fast path's, if it answers).
-KINDS = {"miss": ("", BIG), "hit": ("", BIG)}
+# fast path's, if it answers), a range of a hit (an aiohttp Response, its body written by
+# write_eof, after the handler returned).
+KINDS = {"miss": ("", BIG), "hit": ("", BIG), "range": ("Range: bytes=1-\r\n", BIG[1:])}
 
 
 async def big_response_to_slow_reader(
