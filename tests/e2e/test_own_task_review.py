@@ -6,8 +6,10 @@ path answers what it can), and failed on the own task or the fast path.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -15,9 +17,10 @@ from aiohttp import web
 from proxy.server.app import ProxyServer
 from proxy.server.listener import Listener, ListenerProtocol
 from tests.conftest import Origin, StartProxy
-from tests.e2e.test_fast_path import aiohttps, connection, get
+from tests.e2e.test_fast_path import aiohttps, connection, get, logged, steady
 from tests.e2e.test_listener import read_until_closed
 from tests.e2e.test_prepared import exchange
+from tests.e2e.test_upstream_framing import EARLY_HINTS, OK_HELLO, Scripted, scripted  # noqa: F401
 
 CACHED = {"cache": {"ttl": 60}}
 BIG = bytes(range(256)) * (16 * 1024)  # 4 MiB: more than loopback's buffers take at once
@@ -117,3 +120,183 @@ async def test_a_client_that_never_reads_its_response_is_cut_at_the_end_of_the_g
         assert time.monotonic() - started < 2
     finally:
         writer.close()
+
+
+# --- the same requests both ways, compared ----------------------------------------------
+
+
+async def chunked(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Cache-Control": "no-store"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    for i in range(3):
+        await resp.write(b"piece %d " % i)
+    await resp.write_eof()
+    return resp
+
+
+async def broken_mid_body(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Length": "200000", "Cache-Control": "no-store"})
+    await resp.prepare(request)
+    await resp.write(b"x" * 100_000)
+    assert request.transport is not None
+    request.transport.abort()
+    return resp
+
+
+def answer(request: web.Request) -> web.StreamResponse:
+    path = request.path
+    if path == "/missing":
+        return web.Response(status=404, text="nope", headers={"Cache-Control": "no-store"})
+    if path.startswith("/big"):
+        return web.Response(body=BIG[:300_000], headers={"Cache-Control": "max-age=60"})
+    if path == "/text":
+        return web.Response(
+            text="compress me " * 500, headers={"Cache-Control": "max-age=60", "ETag": '"t1"'}
+        )
+    if path == "/vary":
+        lang = request.headers.get("Accept-Language", "none")
+        return web.Response(
+            text=f"in {lang}", headers={"Cache-Control": "max-age=60", "Vary": "Accept-Language"}
+        )
+    return web.Response(text=f"body of {request.path_qs}", headers={"Cache-Control": "max-age=60"})
+
+
+async def respond(request: web.Request) -> web.StreamResponse:
+    if request.path == "/chunked":
+        return await chunked(request)
+    if request.path == "/broken":
+        return await broken_mid_body(request)
+    return answer(request)
+
+
+COMPARED = {
+    **CACHED,
+    "compression": {"algorithms": ["gzip"]},
+    "rate_limit": {"limits": ["12/minute"]},
+    "log": {"access": True, "sample_hits": 1.0},
+    "cors": {"allow_origins": ["https://app.example.com"]},
+}
+SEQUENCE = [
+    get("/text", "Accept-Encoding: gzip\r\n"),  # miss, compressed
+    get("/text", 'Accept-Encoding: gzip\r\nIf-None-Match: "t1"\r\n'),  # 304
+    get("/text", "Range: bytes=0-9\r\n"),  # 206 from the cache
+    get("/text", "", method="HEAD"),
+    get("/missing", ""),
+    get("/chunked", "Origin: https://app.example.com\r\n"),
+    get("/big", ""),  # relayed as it streams
+    get("/big", "Range: bytes=5-20, 40-50\r\n"),  # a multipart range
+    get("/vary", "Accept-Language: de\r\n"),
+    get("/vary", "Accept-Language: fr\r\n"),
+    get("/vary", "Accept-Language: de\r\n"),
+    get("/a", "X-Forwarded-For: 10.0.0.1\r\n"),
+    get("/other", "", method="HEAD"),  # a miss
+    get("/a", "Cache-Control: no-cache\r\n"),  # the 13th: refused by the rate limit
+]
+
+
+async def exchange_framed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: str
+) -> tuple[tuple[str, list[tuple[str, str]], bytes], int]:
+    """One request on a connection: the response, its chunked body read too, and its size
+    on the wire."""
+    writer.write(request.encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status, *lines = head.decode().split("\r\n")
+    fields = [(k.lower(), v) for k, _, v in (x.partition(": ") for x in lines if x)]
+    found = dict(fields)
+    size, body = len(head), b""
+    if request.startswith("HEAD") or " 304 " in status:
+        return (status, fields, body), size
+    if found.get("transfer-encoding") == "chunked":
+        while True:
+            line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+            chunk = await reader.readexactly(int(line, 16) + 2)
+            size += len(line) + len(chunk)
+            body += chunk[:-2]
+            if line == b"0\r\n":
+                return (status, fields, body), size
+    body = await asyncio.wait_for(reader.readexactly(int(found["content-length"])), 5)
+    return (status, fields, body), size + len(body)
+
+
+async def run_sequence(
+    origin: Origin, start_proxy: StartProxy, way: str
+) -> tuple[list[tuple[str, list[tuple[str, str]], list[str], bytes]], list[tuple[object, ...]]]:
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, **COMPARED)
+    own_or_aiohttps(proxy, way)
+    records = logged(proxy)
+    responses, sizes = [], []
+    async with connection(proxy) as (reader, writer):
+        for request in SEQUENCE:
+            response, size = await exchange_framed(reader, writer, request)
+            status, fields, body = response
+            # The two proxies share one process, and so its count of request ids.
+            responses.append(steady((status, fields, re.sub(rb'"request_id":"[^"]*"', b"", body))))
+            sizes.append(size)
+    assert [r[8] for r in records] == sizes  # the bytes logged are the bytes sent
+    return responses, [(r[1:6], r[9:12]) for r in records]
+
+
+async def test_each_kind_of_response_is_what_aiohttps_handler_sends_and_logs(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    own, own_log = await run_sequence(origin, start_proxy, "own")
+    theirs, their_log = await run_sequence(origin, start_proxy, "aiohttp")
+    for mine, its in zip(own, theirs, strict=True):
+        assert mine == its
+    assert own_log == their_log
+
+
+@pytest.mark.parametrize("way", ["own", "aiohttp"])
+async def test_an_upstream_failing_mid_body_cuts_the_response_off_either_way(
+    origin: Origin, start_proxy: StartProxy, way: str
+) -> None:
+    origin.respond = respond
+    proxy = await start_proxy(origin.url, **COMPARED)
+    own_or_aiohttps(proxy, way)
+    records = logged(proxy)
+    async with connection(proxy) as (reader, writer):
+        writer.write(get("/broken", "").encode())
+        data, _ = await read_until_closed(reader, 5)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 200000" in head
+    assert 0 < len(body) < 200_000
+    # Logged with the bytes that went out.
+    assert [(r[1:6], r[8]) for r in records] == [
+        (("GET", "/broken", "default", 200, "miss"), len(data))
+    ]
+
+
+@pytest.mark.parametrize("way", ["own", "aiohttp"])
+async def test_an_upstream_down_gets_the_same_json_502_either_way(
+    start_proxy: StartProxy, way: str
+) -> None:
+    proxy = await start_proxy("http://127.0.0.1:9", **COMPARED)
+    own_or_aiohttps(proxy, way)
+    records = logged(proxy)
+    async with connection(proxy) as (reader, writer):
+        status, fields, body = await exchange(reader, writer, get("/a", ""))
+        again = await exchange(reader, writer, get("/a", ""))  # kept alive
+    assert status == again[0] == "HTTP/1.1 502 Bad Gateway"
+    assert b"upstream" in body and dict(fields)["content-type"] == "application/json"
+    assert [r[4] for r in records] == [502, 502]
+
+
+@pytest.mark.parametrize("way", ["own", "aiohttp"])
+async def test_early_hints_go_ahead_of_the_response_on_a_kept_alive_connection(
+    start_proxy: StartProxy,
+    scripted: Callable[..., Awaitable[Scripted]],  # noqa: F811
+    way: str,
+) -> None:
+    up = await scripted([EARLY_HINTS, 0.02, OK_HELLO])
+    proxy = await start_proxy(up.url)
+    own_or_aiohttps(proxy, way)
+    async with connection(proxy) as (reader, writer):
+        for path in ("/x", "/y"):  # the connection kept alive
+            writer.write(get(path, "").encode())
+            hints = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            status, _, body = await exchange(reader, writer, "")
+            assert hints.startswith(EARLY_HINTS[:-2])
+            assert (status, body) == ("HTTP/1.1 200 OK", b"hello")
