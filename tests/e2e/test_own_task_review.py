@@ -19,8 +19,11 @@ from proxy.server.listener import Listener, ListenerProtocol
 from tests.conftest import Origin, StartProxy
 from tests.e2e.test_fast_path import aiohttps, connection, get, logged, steady
 from tests.e2e.test_listener import read_until_closed
+from tests.e2e.test_own_task import slow_for
 from tests.e2e.test_prepared import exchange
+from tests.e2e.test_tls import ca, leaf, tls  # noqa: F401
 from tests.e2e.test_upstream_framing import EARLY_HINTS, OK_HELLO, Scripted, scripted  # noqa: F401
+from tests.tls_certs import Pair, client_context
 
 CACHED = {"cache": {"ttl": 60}}
 BIG = bytes(range(256)) * (16 * 1024)  # 4 MiB: more than loopback's buffers take at once
@@ -300,3 +303,32 @@ async def test_early_hints_go_ahead_of_the_response_on_a_kept_alive_connection(
             status, _, body = await exchange(reader, writer, "")
             assert hints.startswith(EARLY_HINTS[:-2])
             assert (status, body) == ("HTTP/1.1 200 OK", b"hello")
+
+
+@pytest.mark.parametrize("way", ["own", "aiohttp"])
+async def test_a_flood_behind_a_request_in_flight_over_tls_is_held_then_all_answered(
+    origin: Origin,
+    start_proxy: StartProxy,
+    ca: Pair,  # noqa: F811
+    leaf: Pair,  # noqa: F811
+    way: str,
+) -> None:
+    slow_for(origin, "/slow", 0.3)
+    proxy = await start_proxy(origin.url, listen=tls(leaf))
+    own_or_aiohttps(proxy, way)
+    many = [get(f"/p/{i}", "X-Pad: " + "x" * 100 + "\r\n") for i in range(800)]
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", proxy.proxy_port, ssl=client_context(ca), limit=1 << 20
+    )
+    try:
+        writer.write(get("/slow", "").encode())
+        await asyncio.sleep(0.05)
+        writer.write("".join(many).encode())  # beyond what is held before reading pauses
+        first = await exchange(reader, writer, "")
+        rest = [await exchange(reader, writer, "") for _ in many]
+    finally:
+        writer.close()
+    assert first[2] == b"body of /slow"
+    assert [r[2] for r in rest] == [f"body of /p/{i}".encode() for i in range(800)]
+    for request in origin.requests:
+        assert request.headers["X-Forwarded-Proto"] == "https"
