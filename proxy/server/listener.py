@@ -564,6 +564,10 @@ class ListenerProtocol(Connection):
             try:
                 assert self._handle is not None  # else not handled here (_answer_head)
                 response = await self._handle(request)
+            except web.HTTPException as exc:  # a response raised: sent, as aiohttp sends it
+                response = exc
+            except TimeoutError:  # aiohttp's 504
+                response = self.handle_error(request, 504)
             except Exception as exc:  # a bug: aiohttp's 500 and traceback (handle_error)
                 response = self.handle_error(request, 500, exc)
             if self._close_after:

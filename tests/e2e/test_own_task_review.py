@@ -332,3 +332,37 @@ async def test_a_flood_behind_a_request_in_flight_over_tls_is_held_then_all_answ
     assert [r[2] for r in rest] == [f"body of /p/{i}".encode() for i in range(800)]
     for request in origin.requests:
         assert request.headers["X-Forwarded-Proto"] == "https"
+
+
+@pytest.mark.parametrize("way", ["own", "aiohttp"])
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [(lambda: web.HTTPTooManyRequests(text="slow down"), 429), (TimeoutError, 504)],
+    ids=["http-exception", "timeout"],
+)
+async def test_a_handler_raising_an_http_exception_or_a_timeout_gets_what_aiohttp_sends(
+    origin: Origin,
+    start_proxy: StartProxy,
+    way: str,
+    raised: Callable[[], Exception],
+    status: int,
+) -> None:
+    """aiohttp sends an HTTPException raised as the response it is, and answers a
+    TimeoutError with 504 (no stage raises either today: one that did got a 500 here)."""
+    proxy = await start_proxy(origin.url)
+    listener = own_or_aiohttps(proxy, way)
+
+    async def raising(request: web.BaseRequest) -> web.StreamResponse:
+        raise raised()
+
+    listener.handle = listener.request_handler = raising  # connections opened from here on
+    async with connection(proxy) as (reader, writer):
+        for _ in range(2):  # the 429 keeps the connection; the 504 closes it
+            writer.write(get("/a", "").encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(f"HTTP/1.1 {status} ".encode())
+            await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+            if status == 504:
+                assert b"Connection: close\r\n" in head
+                assert await reader.read() == b""
+                break
