@@ -564,6 +564,10 @@ class ListenerProtocol(Connection):
             try:
                 assert self._handle is not None  # else not handled here (_answer_head)
                 response = await self._handle(request)
+            except web.HTTPException as exc:  # a response raised: sent, as aiohttp sends it
+                response = exc
+            except TimeoutError:  # aiohttp's 504
+                response = self.handle_error(request, 504)
             except Exception as exc:  # a bug: aiohttp's 500 and traceback (handle_error)
                 response = self.handle_error(request, 500, exc)
             if self._close_after:
@@ -584,8 +588,10 @@ class ListenerProtocol(Connection):
         if self.transport is None:
             return  # the client went (connection_lost has ended the rest)
         self.answered(parsed=False)
-        if response is None or response.keep_alive is not True:
-            self.force_close()  # as aiohttp ends a connection its response does not keep
+        if response is None or response.keep_alive is not True or self._close_after:
+            # As aiohttp ends a connection its response does not keep, or one drain() came
+            # to while its response was being written, too late for a Connection: close.
+            self.force_close()
             return
         self._settled = True
         held, self._held = self._held, b""
@@ -683,8 +689,14 @@ class ListenerProtocol(Connection):
             self._close_after = True  # aiohttp's handler looks idle: it is not
             return
         waiter = self.idle_waiter
+        transport = self.transport
         if waiter is not None and not waiter.done():
-            self._abort(None)  # idle, or part way through a head: nothing to finish
+            if transport is not None and transport.get_write_buffer_size():
+                # A response the fast path sent whole is still going out: closed once it
+                # has (as aiohttp's handler waits for it), or by `cut` at the grace.
+                transport.close()
+            else:
+                self._abort(None)  # idle, or part way through a head: nothing to finish
         else:
             self.close()
 
