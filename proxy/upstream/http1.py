@@ -586,6 +586,7 @@ class Connection(asyncio.Protocol):
     def _done(self) -> None:
         """The response is complete: the connection is free for another exchange."""
         parser, self._parser = self._parser, None
+        self._interim = None  # its client's exchange: not held while this one waits idle
         writer_done = self._writer is None or self._writer.done()
         self._writer = None
         if self._reading_paused:  # the last feed both filled the buffer and ended the body

@@ -8,10 +8,12 @@ no well-behaved HTTP server can be made to send what these tests need.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import shutil
 import ssl
 import subprocess
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,6 +344,25 @@ async def test_interim_responses_reach_the_callback_before_the_final_one(
     assert got == (200, b"hello")
     assert seen == [(103, "</a.css>; rel=preload"), (103, "</b.js>; rel=preload")]
     assert await fetch(pool, up) == (200, b"hello") and up.connections == 1
+
+
+async def test_an_idle_connection_holds_nothing_of_its_last_exchanges_client(
+    pool: Pool, scripted
+) -> None:
+    """The interim callback reaches the client's exchange (its request, its connection): a
+    pooled connection waiting idle must not keep that alive until it is used again."""
+
+    class Told:
+        def __call__(self, status: int, fields: Any) -> None:
+            pass
+
+    up = await scripted([b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" + OK_HELLO])
+    told = Told()
+    held = weakref.ref(told)
+    assert await fetch(pool, up, interim=told) == (200, b"hello")
+    del told
+    gc.collect()
+    assert held() is None
 
 
 async def test_silence_past_the_read_timeout(scripted) -> None:
