@@ -204,6 +204,10 @@ async def _unsupported_version() -> web.StreamResponse:
 class ListenerProtocol(Connection):
     """One client connection: aiohttp's RequestHandler plus the head and body timers.
 
+    A plain head that arrives whole is read here (proxy/http/head.py): a hot hit is answered
+    at once (the fast path), any other such request is handled on a task of the
+    connection's own (`_handle_own`); everything else is aiohttp's handler's, as ever.
+
     It reads a few of RequestHandler's private fields the way RequestHandler itself does
     (`idle_waiter`: the handler waits for a request; `heads_parsed`; `keepalive_close_at`...),
     under the public names proxy/adapters/aiohttp_internals.py gives them.
