@@ -46,6 +46,9 @@ _ACCEPT_ENCODING = istr("Accept-Encoding")
 _VARY_ACCEPT_ENCODING = ("Accept-Encoding",)
 _VARY_BOTH = ("Accept-Encoding", "Origin")
 _VARY_ORIGIN = ("Origin",)
+_VIA_LINE = "Via: " + VIA
+# A status as text, looked up: an int in an f-string is formatted through format().
+_STATUS_TEXT = {status: str(status) for status in range(100, 1000)}
 
 
 def forwarded_head(
@@ -87,7 +90,7 @@ def forwarded_head(
                 return None  # to be encoded
             vary_encoding = True
     cors = route.cors
-    head = [f" {status} {reason}\r\n"]
+    head = [f" {_STATUS_TEXT.get(status) or status} {reason}\r\n"]
     drop = _dropped(_FORWARD_DROP if route.rate_limit is None else _FORWARD_DROP_LIMITED, route)
     _fields(head, fields, drop, cors, vary_encoding, True, id_field)
     head.append(cache_lines)
@@ -116,7 +119,7 @@ def stored_head(
     id). And whether the fields hold a Date.
     """
     cors = route.cors
-    head = [f" {status} {reason}\r\n"]
+    head = [f" {_STATUS_TEXT.get(status) or status} {reason}\r\n"]
     drop = _dropped(_STORED_DROP if route.rate_limit is None else _STORED_DROP_LIMITED, route)
     _fields(head, fields, drop, cors, vary_encoding, False, id_field)
     if cors is not None:
@@ -167,8 +170,11 @@ def _fields(
         elif cors is None or not low.startswith("access-control-"):
             lines.append(": ".join(item))
     if via:
-        hops.append(VIA)
-        lines.append("Via: " + ", ".join(hops))
+        if hops:
+            hops.append(VIA)
+            lines.append("Via: " + ", ".join(hops))
+        else:  # the origin's response came straight here: most of them
+            lines.append(_VIA_LINE)
     varies_by_origin = cors is not None and cors.varies
     if vary_encoding or varies_by_origin:
         added: tuple[str, ...]
