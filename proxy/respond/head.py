@@ -142,6 +142,34 @@ def _with_hidden(drop: frozenset[str], hidden: frozenset[str]) -> frozenset[str]
     return drop | hidden
 
 
+# What _fields does with a field, by its name as the origin spelled it: looked up rather
+# than worked out again for every field of every response (a name's lower() and the tests
+# below were half of a field's cost). Origins send few names; past _NAMES_KEPT of them a
+# route's new names are worked out each time.
+_KEEP, _DROP, _VARY, _VIA = 0, 1, 2, 3
+_NAMES_KEPT = 512
+
+
+@functools.lru_cache(maxsize=64)
+def _kinds(drop: frozenset[str], filtering: bool, via: bool, id_field: str) -> dict[str, int]:
+    # One memo for each way routes write fields (_fields' arguments but the fields): a few.
+    return {}
+
+
+def _kind(low: str, drop: frozenset[str], filtering: bool, via: bool, id_field: str) -> int:
+    """What _fields does with a field named `low` (lower case); `filtering`: a CORS route's,
+    which drops the origin's Access-Control-* fields."""
+    if low in drop:
+        if low == "vary":
+            return _VARY
+        return _VIA if low == "via" and via else _DROP
+    if low == id_field:
+        return _DROP  # each response carries its own request's id
+    if filtering and low.startswith("access-control-"):
+        return _DROP
+    return _KEEP
+
+
 def _fields(
     head: list[str],
     fields: Headers,
@@ -156,19 +184,22 @@ def _fields(
     lines: list[str] = []  # without their CRLF: joined with them at the end
     vary: list[str] = []  # as the origin spelled them, "Vary: " and all
     hops: list[str] = []
+    filtering = cors is not None
+    kinds = _kinds(drop, filtering, via, id_field)
     # Joined, not formatted: the names are multidict's `istr`s, which an f-string copies
     # slowly (~2k instructions a field).
     for item in fields.items():
-        low = item[0].lower()
-        if low in drop:
-            if low == "vary":
-                vary.append(": ".join(item))
-            elif low == "via" and via:
-                hops.append(item[1])
-        elif low == id_field:
-            continue  # each response carries its own request's id
-        elif cors is None or not low.startswith("access-control-"):
+        kind = kinds.get(item[0])
+        if kind is None:
+            kind = _kind(item[0].lower(), drop, filtering, via, id_field)
+            if len(kinds) < _NAMES_KEPT:
+                kinds[item[0]] = kind
+        if not kind:
             lines.append(": ".join(item))
+        elif kind == _VARY:
+            vary.append(": ".join(item))
+        elif kind == _VIA:
+            hops.append(item[1])
     if via:
         if hops:
             hops.append(VIA)
