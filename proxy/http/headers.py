@@ -212,8 +212,10 @@ def request_fields(
     lines = [f"Host: {upstream_host}"]
     merged = _NOTHING
     kept = rules.underscores_kept
-    for name, value in headers.items():
-        lower = name.lower()
+    # Joined, not formatted: the names are multidict's `istr`s, which an f-string copies
+    # through format() (~1k instructions a field).
+    for item in headers.items():
+        lower = item[0].lower()
         if lower in drop or lower == own_field:
             continue
         if "_" in lower and (
@@ -225,9 +227,9 @@ def request_fields(
         if lower in _MERGED:
             if merged is _NOTHING:
                 merged = {}
-            merged.setdefault(lower, []).append(value)
+            merged.setdefault(lower, []).append(item[1])
         else:
-            lines.append(f"{name}: {value}")
+            lines.append(": ".join(item))
     # Repeated lines of one field are one comma-separated list (RFC 9110 §5.3).
     chain = merged.get("x-forwarded-for")
     forwarded = merged.get("forwarded")
@@ -244,9 +246,10 @@ def request_fields(
         if forwarded:
             lines.append(f"Forwarded: {', '.join(forwarded)}")
     schemes = merged.get("x-forwarded-proto")  # a trusted proxy knows the client's scheme
-    lines += (
-        [f"X-Forwarded-Proto: {s}" for s in schemes] if schemes else [f"X-Forwarded-Proto: {proto}"]
-    )
+    if schemes:
+        lines += [f"X-Forwarded-Proto: {s}" for s in schemes]
+    else:
+        lines.append(f"X-Forwarded-Proto: {proto}")
     hosts = merged.get("x-forwarded-host")  # only ever kept from a trusted proxy
     if rules.public_host is not None:
         lines.append(f"X-Forwarded-Host: {rules.public_host}")

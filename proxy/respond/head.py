@@ -46,6 +46,9 @@ _ACCEPT_ENCODING = istr("Accept-Encoding")
 _VARY_ACCEPT_ENCODING = ("Accept-Encoding",)
 _VARY_BOTH = ("Accept-Encoding", "Origin")
 _VARY_ORIGIN = ("Origin",)
+_VIA_LINE = "Via: " + VIA
+# A status as text, looked up: an int in an f-string is formatted through format().
+_STATUS_TEXT = {status: str(status) for status in range(100, 1000)}
 
 
 def forwarded_head(
@@ -87,7 +90,7 @@ def forwarded_head(
                 return None  # to be encoded
             vary_encoding = True
     cors = route.cors
-    head = [f" {status} {reason}\r\n"]
+    head = [f" {_STATUS_TEXT.get(status) or status} {reason}\r\n"]
     drop = _dropped(_FORWARD_DROP if route.rate_limit is None else _FORWARD_DROP_LIMITED, route)
     _fields(head, fields, drop, cors, vary_encoding, True, id_field)
     head.append(cache_lines)
@@ -116,7 +119,7 @@ def stored_head(
     id). And whether the fields hold a Date.
     """
     cors = route.cors
-    head = [f" {status} {reason}\r\n"]
+    head = [f" {_STATUS_TEXT.get(status) or status} {reason}\r\n"]
     drop = _dropped(_STORED_DROP if route.rate_limit is None else _STORED_DROP_LIMITED, route)
     _fields(head, fields, drop, cors, vary_encoding, False, id_field)
     if cors is not None:
@@ -139,6 +142,34 @@ def _with_hidden(drop: frozenset[str], hidden: frozenset[str]) -> frozenset[str]
     return drop | hidden
 
 
+# What _fields does with a field, by its name as the origin spelled it: looked up rather
+# than worked out again for every field of every response (a name's lower() and the tests
+# below were half of a field's cost). Origins send few names; past _NAMES_KEPT of them a
+# route's new names are worked out each time.
+_KEEP, _DROP, _VARY, _VIA = 0, 1, 2, 3
+_NAMES_KEPT = 512
+
+
+@functools.lru_cache(maxsize=64)
+def _kinds(drop: frozenset[str], filtering: bool, via: bool, id_field: str) -> dict[str, int]:
+    # One memo for each way routes write fields (_fields' arguments but the fields): a few.
+    return {}
+
+
+def _kind(low: str, drop: frozenset[str], filtering: bool, via: bool, id_field: str) -> int:
+    """What _fields does with a field named `low` (lower case); `filtering`: a CORS route's,
+    which drops the origin's Access-Control-* fields."""
+    if low in drop:
+        if low == "vary":
+            return _VARY
+        return _VIA if low == "via" and via else _DROP
+    if low == id_field:
+        return _DROP  # each response carries its own request's id
+    if filtering and low.startswith("access-control-"):
+        return _DROP
+    return _KEEP
+
+
 def _fields(
     head: list[str],
     fields: Headers,
@@ -153,22 +184,28 @@ def _fields(
     lines: list[str] = []  # without their CRLF: joined with them at the end
     vary: list[str] = []  # as the origin spelled them, "Vary: " and all
     hops: list[str] = []
+    filtering = cors is not None
+    kinds = _kinds(drop, filtering, via, id_field)
     # Joined, not formatted: the names are multidict's `istr`s, which an f-string copies
     # slowly (~2k instructions a field).
     for item in fields.items():
-        low = item[0].lower()
-        if low in drop:
-            if low == "vary":
-                vary.append(": ".join(item))
-            elif low == "via" and via:
-                hops.append(item[1])
-        elif low == id_field:
-            continue  # each response carries its own request's id
-        elif cors is None or not low.startswith("access-control-"):
+        kind = kinds.get(item[0])
+        if kind is None:
+            kind = _kind(item[0].lower(), drop, filtering, via, id_field)
+            if len(kinds) < _NAMES_KEPT:
+                kinds[item[0]] = kind
+        if not kind:
             lines.append(": ".join(item))
+        elif kind == _VARY:
+            vary.append(": ".join(item))
+        elif kind == _VIA:
+            hops.append(item[1])
     if via:
-        hops.append(VIA)
-        lines.append("Via: " + ", ".join(hops))
+        if hops:
+            hops.append(VIA)
+            lines.append("Via: " + ", ".join(hops))
+        else:  # the origin's response came straight here: most of them
+            lines.append(_VIA_LINE)
     varies_by_origin = cors is not None and cors.varies
     if vary_encoding or varies_by_origin:
         added: tuple[str, ...]

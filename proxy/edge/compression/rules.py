@@ -14,6 +14,8 @@ from proxy.http.headers import Headers
 
 __all__ = ["CompressionRules"]
 
+# Content types whose answer is remembered, per route: an origin sends a handful.
+_TYPES_KEPT = 256
 # No transformation for these: nothing to compress, or the byte range/partial content
 # refers to the identity representation.
 _NO_BODY_STATUSES = frozenset({204, 206, 304})
@@ -38,6 +40,7 @@ class CompressionRules:
         "_min_size",
         "_prefixes",
         "_stream_levels",
+        "_types",
         "config",
         "offered",
     )
@@ -49,15 +52,14 @@ class CompressionRules:
         self._any_type = "*/*" in config.types
         self._exact = frozenset(t for t in config.types if not t.endswith("/*"))
         self._prefixes = frozenset(t[:-1] for t in config.types if t.endswith("/*"))  # "text/"
+        self._types: dict[str, bool] = {}  # _type_allowed's answers, by Content-Type
         self._levels = config.level.model_dump()
         self._stream_levels = config.stream_level.model_dump()
 
     def negotiate(self, accept_encoding: str | None) -> str | None:
         return negotiate(accept_encoding, self.offered)
 
-    def _type_allowed(self, content_type: str | None) -> bool:
-        if content_type is None:
-            return False  # unknown content may already be compressed (images, archives)
+    def _type_allowed(self, content_type: str) -> bool:
         media = content_type.partition(";")[0].strip().lower()
         if media == "text/event-stream":
             return False  # a buffering compressor would hold events back
@@ -80,7 +82,16 @@ class CompressionRules:
         encoding = response_headers.get(_CONTENT_ENCODING, "").strip().lower()
         if encoding not in ("", "identity"):
             return False
-        if not self._type_allowed(response_headers.get(_CONTENT_TYPE)):
+        content_type = response_headers.get(_CONTENT_TYPE)
+        if content_type is None:
+            return False  # unknown content may already be compressed (images, archives)
+        # Looked up: parsing the same Content-Type again cost about as much as the rest.
+        allowed = self._types.get(content_type)
+        if allowed is None:
+            allowed = self._type_allowed(content_type)
+            if len(self._types) < _TYPES_KEPT:
+                self._types[content_type] = allowed
+        if not allowed:
             return False
         for value in response_headers.getall(_CACHE_CONTROL, ()):
             if "no-transform" in value.lower() and any(

@@ -77,6 +77,18 @@ def test_should_compress(
     assert rules.should_compress(status, CIMultiDictProxy(response), size) is expected
 
 
+def test_content_types_give_the_same_answer_when_asked_again_and_past_the_remembered() -> None:
+    """Each Content-Type's answer is remembered (up to a bound): remembered or not, the
+    answer is the one a first look gives."""
+    rules = make_rules(types=["application/json", "text/*"])
+    many = [f"text/x-{i}" for i in range(300)] + [f"image/x-{i}" for i in range(300)]
+    for _ in range(2):
+        for content_type in ["application/json; charset=utf-8", "image/png", *many]:
+            response = headers(Content_Type=content_type)
+            expected = not content_type.startswith("image/")
+            assert rules.should_compress(200, response, 5000) is expected, content_type
+
+
 def test_should_compress_needs_a_content_type(rules: CompressionRules) -> None:
     assert not rules.should_compress(200, CIMultiDict(), 5000)
 
