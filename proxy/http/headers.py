@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -181,6 +182,39 @@ _CONNECTION, _VIA = istr("Connection"), istr("Via")
 _HOP_BY_HOP_NAMES = tuple(istr(name) for name in sorted(HOP_BY_HOP))
 
 
+# What request_fields does with a client's field, by its name as spelled: "" sends it on,
+# _DROP drops it, a name of _MERGED (lower case) merges it with the proxy's own line.
+# Looked up rather than worked out again for every field of every request (a name's
+# lower() and the tests on it were most of a field's cost); past _NAMES_KEPT names a memo
+# keeps no more, and new ones are worked out each time.
+_DROP = "-"
+_NAMES_KEPT = 512
+
+
+@functools.lru_cache(maxsize=64)
+def _request_kinds(
+    drop: frozenset[str], kept: frozenset[str] | None, own_field: str
+) -> dict[str, str]:
+    # One memo per set of request_fields' rules: a few per route (and per set of fields a
+    # client lists in Connection).
+    return {}
+
+
+def _request_kind(
+    lower: str, drop: frozenset[str], kept: frozenset[str] | None, own_field: str
+) -> str:
+    """What request_fields does with a field named `lower` (lower case)."""
+    if lower in drop or lower == own_field:
+        return _DROP
+    if "_" in lower and (
+        (kept is not None and lower not in kept)
+        or (dashed := lower.replace("_", "-")) in MANAGED
+        or dashed == own_field
+    ):
+        return _DROP
+    return lower if lower in _MERGED else ""
+
+
 def request_fields(
     headers: Headers,
     rules: ForwardingRules,
@@ -211,25 +245,21 @@ def request_fields(
         drop = drop | _connection_tokens(headers)
     lines = [f"Host: {upstream_host}"]
     merged = _NOTHING
-    kept = rules.underscores_kept
+    kinds = _request_kinds(drop, rules.underscores_kept, own_field)
     # Joined, not formatted: the names are multidict's `istr`s, which an f-string copies
     # through format() (~1k instructions a field).
     for item in headers.items():
-        lower = item[0].lower()
-        if lower in drop or lower == own_field:
-            continue
-        if "_" in lower and (
-            (kept is not None and lower not in kept)
-            or (dashed := lower.replace("_", "-")) in MANAGED
-            or dashed == own_field
-        ):
-            continue
-        if lower in _MERGED:
+        kind = kinds.get(item[0])
+        if kind is None:
+            kind = _request_kind(item[0].lower(), drop, rules.underscores_kept, own_field)
+            if len(kinds) < _NAMES_KEPT:
+                kinds[item[0]] = kind
+        if not kind:
+            lines.append(": ".join(item))
+        elif kind is not _DROP:  # one of _MERGED, by its lower-case name
             if merged is _NOTHING:
                 merged = {}
-            merged.setdefault(lower, []).append(item[1])
-        else:
-            lines.append(": ".join(item))
+            merged.setdefault(kind, []).append(item[1])
     # Repeated lines of one field are one comma-separated list (RFC 9110 §5.3).
     chain = merged.get("x-forwarded-for")
     forwarded = merged.get("forwarded")

@@ -160,6 +160,46 @@ def test_request_fields_are_the_head_lines_in_one_pass() -> None:
     ]
 
 
+def test_field_names_seen_again_and_past_the_names_remembered_are_handled_alike() -> None:
+    """What to do with each client field name is remembered, up to a bound: a name seen
+    again, in another spelling, or after the bound is reached is sent, dropped or merged as
+    the first time, whatever Connection lists."""
+    own = "x-remembered-id"  # an own field of this test's: a memo no other test has filled
+    many = [(f"X-Name-{i}", str(i)) for i in range(600)]  # more than a memo holds
+    odd = [("X-Keep", "1"), ("X-Forwarded-For", "6.6.6.6"), ("X_Remembered_Id", "7")]
+    odd += [("Via", "1.0 a"), ("X-Secret", "s"), ("VIA", "1.0 b"), ("accept", "*/*")]
+
+    def sent(fields: list[tuple[str, str]], trusted: bool, connection: str = "") -> list[str]:
+        hop = [("Connection", connection)] if connection else []
+        lines = request_fields(
+            CIMultiDict([*hop, *fields]),
+            PLAIN,
+            peer="192.0.2.10",
+            peer_trusted=trusted,
+            proto="http",
+            client_host=None,
+            upstream_host="api",
+            own_field=own,
+        )
+        return [line for line in lines if not line.startswith("X-Name-")]
+
+    expected = [
+        "Host: api",
+        "X-Keep: 1",
+        "X-Secret: s",
+        "accept: */*",
+        "X-Forwarded-For: 6.6.6.6, 192.0.2.10",
+        "X-Forwarded-Proto: http",
+        "Via: 1.0 a, 1.0 b, 1.1 cacheproxy",
+    ]
+    untrusted = [line for line in expected if line != "X-Forwarded-For: 6.6.6.6, 192.0.2.10"]
+    untrusted.insert(4, "X-Forwarded-For: 192.0.2.10")
+    for fields in (odd, odd, [*many, *odd]):
+        assert sent(fields, True) == expected
+        assert sent(fields, False) == untrusted
+        assert sent(fields, True, "x-secret") == [x for x in expected if x != "X-Secret: s"]
+
+
 def test_a_validating_fetch_drops_the_clients_conditions_and_ranges() -> None:
     headers = CIMultiDict(
         [
