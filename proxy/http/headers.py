@@ -186,9 +186,11 @@ _HOP_BY_HOP_NAMES = tuple(istr(name) for name in sorted(HOP_BY_HOP))
 # _DROP drops it, a name of _MERGED (lower case) merges it with the proxy's own line.
 # Looked up rather than worked out again for every field of every request (a name's
 # lower() and the tests on it were most of a field's cost); past _NAMES_KEPT names a memo
-# keeps no more, and new ones are worked out each time.
+# keeps no more, and new ones are worked out each time. Names longer than NAME_KEPT_MAX
+# (none a client or origin sends in earnest) are never kept: a memo holds at most ~32 KiB.
 _DROP = "-"
 _NAMES_KEPT = 512
+NAME_KEPT_MAX = 64
 
 
 @functools.lru_cache(maxsize=64)
@@ -243,16 +245,19 @@ def request_fields(
         drop = rules.drop_trusted if peer_trusted else rules.drop_untrusted
     if _CONNECTION in headers:
         drop = drop | _connection_tokens(headers)
+        # Rules the client made: not kept, or clients could make memo after memo.
+        kinds: dict[str, str] = {}
+    else:
+        kinds = _request_kinds(drop, rules.underscores_kept, own_field)
     lines = [f"Host: {upstream_host}"]
     merged = _NOTHING
-    kinds = _request_kinds(drop, rules.underscores_kept, own_field)
     # Joined, not formatted: the names are multidict's `istr`s, which an f-string copies
     # through format() (~1k instructions a field).
     for item in headers.items():
         kind = kinds.get(item[0])
         if kind is None:
             kind = _request_kind(item[0].lower(), drop, rules.underscores_kept, own_field)
-            if len(kinds) < _NAMES_KEPT:
+            if len(kinds) < _NAMES_KEPT and len(item[0]) <= NAME_KEPT_MAX:
                 kinds[item[0]] = kind
         if not kind:
             lines.append(": ".join(item))

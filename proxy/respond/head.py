@@ -25,7 +25,7 @@ from proxy.adapters.aiohttp_internals import server_field
 from proxy.cache.policy import Headers
 from proxy.edge.compression.negotiate import is_acceptable
 from proxy.edge.ratelimit.headers import COUNT_HEADERS, POLICY
-from proxy.http.headers import HOP_BY_HOP, VIA
+from proxy.http.headers import HOP_BY_HOP, NAME_KEPT_MAX, VIA
 from proxy.http.vary import vary_values
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def _fields(
         kind = kinds.get(item[0])
         if kind is None:
             kind = _kind(item[0].lower(), drop, filtering, via, id_field)
-            if len(kinds) < _NAMES_KEPT:
+            if len(kinds) < _NAMES_KEPT and len(item[0]) <= NAME_KEPT_MAX:
                 kinds[item[0]] = kind
         if not kind:
             lines.append(": ".join(item))

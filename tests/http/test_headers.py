@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
+from proxy.http import headers
 from proxy.http.headers import (
     CLIENT_CONDITIONS,
     CLIENT_FORWARDING,
@@ -198,6 +199,35 @@ def test_field_names_seen_again_and_past_the_names_remembered_are_handled_alike(
         assert sent(fields, True) == expected
         assert sent(fields, False) == untrusted
         assert sent(fields, True, "x-secret") == [x for x in expected if x != "X-Secret: s"]
+
+
+def test_what_clients_send_cannot_grow_the_memos_of_field_names() -> None:
+    """A memo is kept per set of rules of the config's, never per set a client makes with
+    Connection; names longer than NAME_KEPT_MAX are handled, and not kept."""
+    own = "x-bounded-id"  # a memo no other test has filled
+    long_name = "X-" + "l" * 200
+
+    def sent(connection: str) -> list[str]:
+        fields = CIMultiDict([("Connection", connection)] if connection else [])
+        fields.add(long_name, "v")
+        return request_fields(
+            fields,
+            PLAIN,
+            peer="192.0.2.10",
+            peer_trusted=False,
+            proto="http",
+            client_host=None,
+            upstream_host="api",
+            own_field=own,
+        )
+
+    memos = headers._request_kinds.cache_info().currsize
+    assert f"{long_name}: v" in sent("")
+    memo = headers._request_kinds(PLAIN.drop_untrusted, PLAIN.underscores_kept, own)
+    assert long_name not in memo and len(memo) == 0
+    for i in range(100):  # each its own set of rules, were Connection's tokens kept
+        assert f"{long_name}: v" not in sent(f"{long_name}, x-{i}")
+    assert headers._request_kinds.cache_info().currsize == memos + 1
 
 
 def test_a_validating_fetch_drops_the_clients_conditions_and_ranges() -> None:

@@ -16,8 +16,9 @@ from proxy.edge.compression.headers import vary_accept_encoding
 from proxy.edge.cors import CorsRules
 from proxy.edge.ratelimit.limiter import UNCHECKED, Counts
 from proxy.edge.route import LoadedRoute
-from proxy.http.headers import forward_response_headers
+from proxy.http.headers import NAME_KEPT_MAX, forward_response_headers
 from proxy.pipeline.routes import RouteTable
+from proxy.respond import head as response_head
 from proxy.respond.encoding import stream_coding
 from proxy.respond.exchange import Exchange
 from proxy.respond.head import forwarded_head, stored_head
@@ -161,7 +162,9 @@ def test_fields_past_the_names_remembered_are_handled_as_the_first_ones() -> Non
     later = [("vary", "X-Other"), ("Access-Control-Allow-Origin", "*"), ("Via", "1.0 b")]
     # An id field of this test's own: a memo no other test has filled.
     id_field = "x-remembered-names-id"
-    for upstream in ([*JSON, *odd], [*JSON, *odd], [*JSON, *many], [*JSON, *later, *odd]):
+    long = [("X-" + "l" * 200, "v"), ("VIA-" + "l" * 200, "v")]  # handled, never kept
+    uploads = ([*JSON, *odd], [*JSON, *odd], [*JSON, *long], [*JSON, *many], [*JSON, *later, *odd])
+    for upstream in uploads:
         fields = CIMultiDictProxy(CIMultiDict(upstream))
         request: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict([("Origin", APP)]))
         edge = exchange(route, request, counts).edge_lines
@@ -171,6 +174,16 @@ def test_fields_past_the_names_remembered_are_handled_as_the_first_ones() -> Non
         expected = general(route, fields, request, counts)
         assert made is not None and expected is not None
         assert lines(made[0]) == lines(expected)
+
+
+def test_a_field_name_too_long_to_keep_is_written_and_not_kept() -> None:
+    drop, id_field = frozenset({"via"}), "x-long-names-id"  # a memo of this test's own
+    name = "X-" + "l" * NAME_KEPT_MAX
+    out: list[str] = []
+    fields = CIMultiDictProxy(CIMultiDict([(name, "v"), ("X-Short", "s")]))
+    response_head._fields(out, fields, drop, None, False, False, id_field)
+    assert out == [f"{name}: v\r\nX-Short: s\r\n"]
+    assert list(response_head._kinds(drop, False, False, id_field)) == ["X-Short"]
 
 
 def test_fields_listed_in_connection_take_the_general_path() -> None:
