@@ -14,8 +14,9 @@ from proxy.http.headers import Headers
 
 __all__ = ["CompressionRules"]
 
-# Content types whose answer is remembered, per route: an origin sends a handful.
+# Content types whose answer is remembered, per route: an origin sends a handful, none long.
 _TYPES_KEPT = 256
+_TYPE_KEPT_MAX = 128
 # No transformation for these: nothing to compress, or the byte range/partial content
 # refers to the identity representation.
 _NO_BODY_STATUSES = frozenset({204, 206, 304})
@@ -89,7 +90,7 @@ class CompressionRules:
         allowed = self._types.get(content_type)
         if allowed is None:
             allowed = self._type_allowed(content_type)
-            if len(self._types) < _TYPES_KEPT:
+            if len(self._types) < _TYPES_KEPT and len(content_type) <= _TYPE_KEPT_MAX:
                 self._types[content_type] = allowed
         if not allowed:
             return False

@@ -82,11 +82,13 @@ def test_content_types_give_the_same_answer_when_asked_again_and_past_the_rememb
     answer is the one a first look gives."""
     rules = make_rules(types=["application/json", "text/*"])
     many = [f"text/x-{i}" for i in range(300)] + [f"image/x-{i}" for i in range(300)]
+    long = "text/plain; " + "x" * 200  # answered, never kept
     for _ in range(2):
-        for content_type in ["application/json; charset=utf-8", "image/png", *many]:
+        for content_type in ["application/json; charset=utf-8", "image/png", long, *many]:
             response = headers(Content_Type=content_type)
             expected = not content_type.startswith("image/")
             assert rules.should_compress(200, response, 5000) is expected, content_type
+    assert long not in rules._types and len(rules._types) == 256
 
 
 def test_should_compress_needs_a_content_type(rules: CompressionRules) -> None:
