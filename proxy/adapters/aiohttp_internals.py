@@ -50,8 +50,11 @@ Also: helpers.rfc822_formatted_time (not exported), RawRequestMessage._replace (
 parser's message mimics the NamedTuple's), LineTooLong.args = (line, limit, actual), and the
 parser's words for too many header fields.
 
-ParsedRequest, the fast path's request, is a BaseRequest built without its __init__: its
-head's members in slots, its mapping in BaseRequest's own `_state` (every release from 3.0).
+ParsedRequest, the request of a head the listener read (the fast path's, the own task's), is
+a BaseRequest built without its __init__: its head's members in slots, its mapping in
+BaseRequest's own `_state` (every release from 3.0); `writing` sets the three fields
+BaseRequest's `protocol`, `transport`, `writer` and `content` read (`_protocol`,
+`_payload_writer`, `_payload`: 3.14.5's __init__ sets each, tests/adapters checks it).
 
 PreparedResponse (respond/prepared.py) reads no private field: it overrides the public
 members of StreamResponse that aiohttp's RequestHandler calls, checked below to exist.
