@@ -585,6 +585,11 @@ class ListenerProtocol(Connection):
             log.exception("sending the response to %s %s failed", request.method, request.raw_path)
             self.force_close()
             return
+        except asyncio.CancelledError:
+            # Ended by _abort, or a cancellation from within the handler: either way no
+            # response follows, so the connection ends now, as aiohttp's start() ends it.
+            self.force_close()
+            raise
         finally:
             self._own = self.current_request = None
         if self._observe is not None and response is not None:

@@ -195,6 +195,24 @@ async def test_a_handler_that_raises_gets_aiohttps_500_and_the_connection_closes
     assert any("a bug" in str(r.exc_info) for r in caplog.records if r.exc_info)
 
 
+async def test_a_handler_cancelled_from_within_closes_the_connection_at_once(
+    origin: Origin, start_proxy: StartProxy
+) -> None:
+    """No response will come: the client is not left waiting for keep-alive's timer."""
+    proxy = await start_proxy(origin.url, **UNCACHED)
+    listener = proxy._listener
+    assert listener is not None
+
+    async def cancelled(request: web.BaseRequest) -> web.StreamResponse:
+        raise asyncio.CancelledError
+
+    listener.handle = cancelled  # connections opened from here on
+    async with connection(proxy) as (reader, writer):
+        writer.write(get("/a").encode())
+        data, took = await read_until_closed(reader, 5)
+    assert data == b"" and took < 2
+
+
 async def test_shutdown_lets_a_request_in_flight_finish_then_closes_its_connection(
     origin: Origin, start_proxy: StartProxy
 ) -> None:
