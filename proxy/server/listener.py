@@ -465,8 +465,6 @@ class ListenerProtocol(Connection):
                 return False
             request = replay.request.again(self.remote())
             if self._respond(request, fast, parsed=False, head_bytes=data, replay=replay):
-                if self._listener is not None:
-                    self._listener.stats.fast_path_heads += 1
                 return True
         head = parse_head(data)
         if head is None or (replay is None and not self._idle()):
@@ -477,8 +475,6 @@ class ListenerProtocol(Connection):
             and head.path in fast.hot
             and self._respond(request, fast, parsed=False, head_bytes=data)
         ):
-            if self._listener is not None:
-                self._listener.stats.fast_path_heads += 1
             return True
         if self._handle is None:
             return False
@@ -537,7 +533,10 @@ class ListenerProtocol(Connection):
         response.send(transport, HttpVersion11, True, request.method == "HEAD")
         self.answered(parsed)
         if self._listener is not None:
-            self._listener.stats.fast_path += 1
+            stats = self._listener.stats
+            stats.fast_path += 1
+            if not parsed:
+                stats.fast_path_heads += 1
         if self._observe is not None:
             self._observe(request, response, time.perf_counter() - started)
         return True
