@@ -24,7 +24,9 @@ aiohttp's release tags):
                           queue, and `answered` does for a request answered there what
                           RequestHandler.start does after a response (the parser's
                           message_consumed, Server.requests_count, the keep-alive timer and
-                          its callback _process_keepalive)
+                          its callback _process_keepalive, which Connection overrides so
+                          that a connection `busy` with a request of its own is not closed
+                          as idle)
   _close                  set by close(): no request parsed from here on (data_received
                           drops every byte), the connection closed once the handler is done
                           (every release from 3.10.0)
@@ -242,6 +244,21 @@ class Connection(RequestHandler):
         close_at = self.keepalive_close_at = loop.time() + self.keepalive_timeout
         if self.keepalive_handle is None:
             self.keepalive_handle = loop.call_at(close_at, self._process_keepalive)
+
+    def busy(self) -> bool:
+        """A request aiohttp's handler does not know of is in flight (a subclass's own)."""
+        return False
+
+    def _process_keepalive(self) -> None:
+        # aiohttp's keep-alive timer closes a connection whose handler waits for a request;
+        # a busy one is not idle: asked again a keep-alive from now. (Not cancelled per
+        # request, as a timer made again for each would cost more.)
+        if self.busy():
+            loop = self.loop
+            at = loop.time() + self.keepalive_timeout
+            self.keepalive_handle = loop.call_at(at, self._process_keepalive)
+            return
+        super()._process_keepalive()
 
     def take_over(self, end: TunnelEnd) -> None:
         """After a 101 has been written: every byte from the client, those that came after

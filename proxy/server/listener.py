@@ -611,16 +611,8 @@ class ListenerProtocol(Connection):
             # (its upstream's time and id, its trace) is none of the next one's.
             contextvars.Context().run(self.data_received, held)
 
-    def _process_keepalive(self) -> None:
-        # aiohttp's keep-alive timer closes a connection whose handler waits for a request;
-        # one handled on the own task is not idle: asked again a keep-alive from now. (Not
-        # cancelled per request, as a timer made again for each would cost more.)
-        if self._own is not None:
-            loop = self.loop
-            at = loop.time() + self.keepalive_timeout
-            self.keepalive_handle = loop.call_at(at, self._process_keepalive)
-            return
-        super()._process_keepalive()
+    def busy(self) -> bool:
+        return self._own is not None
 
     def _hold(self, data: bytes) -> None:
         held = self._held = self._held + data
