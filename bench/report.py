@@ -148,6 +148,13 @@ def cores_busy(side: Side) -> float:
     return ratio(side.rps * (side.cpu_us + side.loader_cpu_us), 1e6)
 
 
+def cores_allow(side: Side, base: Side, cores: int) -> float:
+    """The most req/s `cores` could give `side`, at the CPU per request it and its load
+    generator were measured at, as a multiple of `base`'s req/s: where a generator sharing
+    the cores caps a scaling figure, whatever the side does."""
+    return ratio(ratio(cores * 1e6, side.cpu_us + side.loader_cpu_us), base.rps)
+
+
 def verdict(value: float, bound: float, at_least: bool) -> str:
     """'met' or 'NOT met' for value against bound (≥ bound if at_least, else ≤)."""
     if math.isnan(value):

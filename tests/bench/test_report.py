@@ -9,6 +9,7 @@ from bench.report import (
     Run,
     Side,
     compare,
+    cores_allow,
     cores_busy,
     every_goal_met,
     goal,
@@ -78,3 +79,12 @@ def test_cores_busy_adds_the_load_generators_cpu_to_the_sides() -> None:
     s = Side("two", [Run(50_000, 1.0, 0, 0, cpu=0.75, loader_cpu=0.25)])
     assert math.isclose(cores_busy(s), 1.0)
     assert math.isnan(cores_busy(Side("without a generator's time", [Run(10, 1.0, 0, 0, cpu=0.1)])))
+
+
+def test_cores_allow_caps_a_scaling_figure_at_what_the_shared_cores_hold() -> None:
+    # One process: 80,000 req/s. Two, at 12 µs each and 8 µs of the generator's per
+    # request: 2 cores hold at most 100,000 req/s, 1.25x, whatever the two could do alone.
+    one = Side("one", [Run(80_000, 1.0, 0, 0, cpu=0.96)])
+    two = Side("two", [Run(90_000, 1.0, 0, 0, cpu=1.08, loader_cpu=0.72)])
+    assert math.isclose(cores_allow(two, one, 2), 1.25)
+    assert math.isnan(cores_allow(Side("without a generator's time"), one, 2))
