@@ -60,13 +60,13 @@ _AUTHORIZATION = istr("Authorization")
 _HOST = istr("Host")  # an istr is looked up without folding the name's case first
 
 
-# The fast path's plans kept (Pipeline.answer): a request's target, route and primary key
-# (None: its key depends on its fields), by its method, target and Host. Cleared when full;
-# a target longer than _PLAN_TARGET_MAX characters is planned anew each time (a plan holds
-# it about three times: at most ~12 MB in all).
+# The plans kept (`_planned`, for `handle` and `answer`): a request's target, route, primary
+# key (None: its key depends on its fields) and the host it is routed by, by its method,
+# target and Host. Cleared when full; a target longer than _PLAN_TARGET_MAX characters is
+# planned anew each time (a plan holds it about three times: at most ~12 MB in all).
 _PLANS = 4096
 _PLAN_TARGET_MAX = 1024
-_Plan = tuple[Target, "LoadedRoute", str | None]
+_Plan = tuple[Target, "LoadedRoute", str | None, str | None]
 
 # Request heads answered before, kept with what answered them (`Replay`): at most _REPLAYS
 # heads of at most _REPLAY_HEAD_MAX bytes each (~10 MB in all). Cleared when full.
@@ -96,6 +96,24 @@ class Refused(NamedTuple):
     status: int
     code: str
     message: str
+
+
+# A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's key, a
+# PURGE's token check and the origin could each read a different one. A plan does not cover
+# it: its fields are not in a plan's key.
+_TWO_AUTHORIZATIONS = Refused(400, "bad_request", "more than one Authorization field")
+
+
+def _again(seen: set[int], key: int, bound: int) -> bool:
+    """Whether `key`, a hash, was `seen` before; noted if not. Hashes, not what they hash,
+    at most `bound` of them (cleared when full): a collision only makes a first time look
+    like a second."""
+    if key in seen:
+        return True
+    if len(seen) >= bound:
+        seen.clear()
+    seen.add(key)
+    return False
 
 
 class Pipeline:
@@ -144,8 +162,9 @@ class Pipeline:
         """Take a (reloaded) route table. No await here: on the one event loop, a request sees
         the old table or the new one, never a mix; one in flight keeps the policy it matched."""
         self.routes = routes
-        # `answer`'s plans, by (method, target, Host or None): each names a route of `routes`.
+        # The plans, by (method, target, Host or None): each names a route of `routes`.
         self._plans: dict[tuple[str, str, str | None], _Plan] = {}
+        self._planned_once: set[int] = set()  # hashes of keys planned once, not kept
         self._forget_replays()
         self.hosts = routes.hosts
         self.reads_host = routes.hosts is not None or routes.by_host is not None
@@ -183,16 +202,15 @@ class Pipeline:
         if method == "CONNECT":
             msg = "CONNECT tunnels are not supported"
             return self._refuse(ids, rid, 405, "method_not_allowed", msg)
-        placed = self._place(request.raw_path, fields)
-        if isinstance(placed, Refused):
-            return self._refuse(ids, rid, *placed)
-        target, host = placed
         if method == "PURGE":  # never forwarded: the cache's, and only for those allowed
-            return await self._purge(request, target, host, ids, rid)
-        try:
-            route = self.routes.route_for(method, target.path, host)
-        except AmbiguousPath as exc:
-            return self._refuse(ids, rid, 400, "ambiguous_path", str(exc))
+            placed = self._place(request.raw_path, fields)  # routed as a GET: no plan
+            if isinstance(placed, Refused):
+                return self._refuse(ids, rid, *placed)
+            return await self._purge(request, *placed, ids, rid)
+        plan = self._planned(method, request.raw_path, fields)
+        if isinstance(plan, Refused):
+            return self._refuse(ids, rid, *plan)
+        target, route, _, host = plan
         request[ROUTE] = route.name  # for the metrics and the access log
         if (
             method == "OPTIONS"
@@ -248,30 +266,20 @@ class Pipeline:
         the metrics. A revocation list and an Authorization field, a route the cache stage
         does not answer for (CacheStage.answers), a range or conditions: `handle`. The
         listener asks only about the `hot` targets, whose first stages (target, host, route,
-        a URL-only key) are kept as plans (`_plan`) until a reload. `head_bytes`: the
+        a URL-only key) are kept as plans (`_planned`) until a reload. `head_bytes`: the
         request's head as it came, when the listener read it whole: a hit is kept as a
         `Replay` of those bytes.
         """
         fields = request.headers
         raw = request.raw_path
-        authorized = _AUTHORIZATION in fields
-        key = (request.method, raw, fields.get(_HOST) if self.reads_host else None)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plan(request.method, raw, fields)
-            if plan is None:
-                return None
-            if len(raw) <= _PLAN_TARGET_MAX:
-                plans = self._plans
-                if len(plans) >= _PLANS:
-                    plans.clear()
-                plans[key] = plan
-        elif authorized and len(fields.getall(_AUTHORIZATION)) > 1:  # as _place refuses it
+        plan = self._planned(request.method, raw, fields)
+        if isinstance(plan, Refused):
             return None
-        target, route, primary = plan
+        target, route, primary, _ = plan
         if not self.cache.answers(route):
             self.hot.discard(raw)  # none of its requests will be answered here
             return None
+        authorized = _AUTHORIZATION in fields
         if authorized and self.revocations.any:  # else it lets it through
             return None
         hit = self.cache.memory_hit(route, target, fields, raw, primary)
@@ -314,14 +322,8 @@ class Pipeline:
         """Whether these bytes were answered here before (as far as their hash tells): a
         head is kept as a replay when answered a second time, so that heads never sent
         twice (a client's own id or trace in every request) cost no replay each."""
-        seen = self._answered
-        key = hash(head_bytes)  # bytes keep their hash: kept as a key next, not hashed again
-        if key in seen:
-            return True
-        if len(seen) >= _REPLAYS:
-            seen.clear()
-        seen.add(key)
-        return False
+        # bytes keep their hash: kept as a key next, not hashed again
+        return _again(self._answered, hash(head_bytes), _REPLAYS)
 
     def _remember(self, head_bytes: bytes, replay: Replay) -> None:
         if len(head_bytes) > _REPLAY_HEAD_MAX:
@@ -361,23 +363,39 @@ class Pipeline:
             limits = limiter.headers.lines(*counts)  # limiter.lines, for counts it knows
         return with_lines(edge_lines(cors, limits, ids, rid), entry, head, age, HIT)
 
-    def _plan(self, method: str, raw_target: str, fields: CIMultiDictProxy[str]) -> _Plan | None:
-        """What `answer` decides of a request by its method, target and Host alone (the
-        target, the route and, where the route keys by the URL alone, the primary key):
-        the same until a reload. None: refused or ambiguous, `handle` it."""
+    def _planned(
+        self, method: str, raw_target: str, fields: CIMultiDictProxy[str]
+    ) -> _Plan | Refused:
+        """What is decided of a request by its method, target and Host alone (the target,
+        the route, where the route keys by the URL alone the primary key, and the host it
+        is routed by): the same until a reload, so kept from the second request of them on
+        (a target asked for once, a cache buster's, costs no plan and evicts none). Or why
+        it is refused (`_place`), or its ambiguous path: never kept, decided every time."""
+        key = (method, raw_target, fields.get(_HOST) if self.reads_host else None)
+        plans = self._plans
+        plan = plans.get(key)
+        if plan is not None:
+            if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
+                return _TWO_AUTHORIZATIONS  # as _place refuses it
+            return plan
         placed = self._place(raw_target, fields)
         if isinstance(placed, Refused):
-            return None
+            return placed
         target, host = placed
         try:
             route = self.routes.route_for(method, target.path, host)
-        except AmbiguousPath:
-            return None
+        except AmbiguousPath as exc:
+            return Refused(400, "ambiguous_path", str(exc))
+        if len(raw_target) > _PLAN_TARGET_MAX or not _again(self._planned_once, hash(key), _PLANS):
+            return target, route, None, host
         rc = route.cache
         primary = None
         if rc is not None and rc.keys.by_url:
             primary = self.cache.url_key(route, target.path, target.query)
-        return target, route, primary
+        if len(plans) >= _PLANS:
+            plans.clear()
+        plan = plans[key] = target, route, primary, host
+        return plan
 
     @staticmethod
     def _request_id(ids: RequestIds, fields: CIMultiDictProxy[str]) -> tuple[str, bool]:
@@ -414,9 +432,7 @@ class Pipeline:
                 msg = "this proxy does not serve the requested host"
                 return Refused(421, "misdirected_request", msg)
         if _AUTHORIZATION in fields and len(fields.getall(_AUTHORIZATION)) > 1:
-            # A singleton (RFC 9110 §11.6.2): with two, the revocation check, the limiter's
-            # key, a PURGE's token check and the origin could each read a different one.
-            return Refused(400, "bad_request", "more than one Authorization field")
+            return _TWO_AUTHORIZATIONS
         return target, host
 
     def _limited(
