@@ -105,6 +105,27 @@ class Head:
         self.headers = headers
 
 
+# What request_fields (proxy/http/headers.py) made of a field block but the peer's lines:
+# the lines before X-Forwarded-For, the client's X-Forwarded-For and Forwarded chains kept
+# (joined, or None), and the lines after them.
+Forwarding = tuple[list[str], str | None, str | None, list[str]]
+
+
+class FieldBlock(CIMultiDictProxy[str]):
+    """The fields of a block read here, with what request_fields made of them: a client
+    sends the same fields request after request, and they forward the same way while the
+    forwarding's inputs stay (proxy/http/headers.py). `forwarded` lives and dies with the
+    block in _BLOCKS; None for a block over FORWARDED_BLOCK_MAX bytes, never memoised."""
+
+    __slots__ = ("forwarded",)
+
+    forwarded: dict[tuple[object, ...], Forwarding] | None  # by request_fields' other inputs
+
+
+# Bounds what the memos of _BLOCKS' blocks hold (headers.py caps the entries of each).
+FORWARDED_BLOCK_MAX = 2048
+
+
 def parse_head(data: bytes) -> Head | None:
     """`data` read as one whole request head, or None: not such a head, or not one this
     parse is sure aiohttp reads the same way (aiohttp's, then)."""
@@ -134,21 +155,23 @@ def parse_head(data: bytes) -> Head | None:
 # A client sends the same fields request after request (those of one connection, often
 # those of many): read once, they are taken from here, as the same read-only view (a
 # CIMultiDictProxy, which no stage can change). Bounded as _NAMES is.
-_BLOCKS: dict[bytes, CIMultiDictProxy[str] | None] = {}
+_BLOCKS: dict[bytes, FieldBlock | None] = {}
 _BLOCKS_MAX = 256
-_UNSEEN = CIMultiDictProxy(CIMultiDict[str]())
+_UNSEEN = FieldBlock(CIMultiDict[str]())
 
 
-def _fields(block: bytes) -> CIMultiDictProxy[str] | None:
+def _fields(block: bytes) -> FieldBlock | None:
     """The fields of `block` (lines each ending in CRLF) as aiohttp would read them, or None
     when this parse is not sure it would; remembered in _BLOCKS either way."""
     if len(_BLOCKS) >= _BLOCKS_MAX:
         _BLOCKS.clear()
     _BLOCKS[block] = read = _read_fields(block)
+    if read is not None:
+        read.forwarded = {} if len(block) <= FORWARDED_BLOCK_MAX else None
     return read
 
 
-def _read_fields(block: bytes) -> CIMultiDictProxy[str] | None:
+def _read_fields(block: bytes) -> FieldBlock | None:
     lines = block.split(b"\r\n")
     lines.pop()  # after the last CRLF: b""
     if not lines or len(lines) > MAX_FIELDS or 0 in b"".join(lines).translate(_TEXT):
@@ -171,4 +194,4 @@ def _read_fields(block: bytes) -> CIMultiDictProxy[str] | None:
         fields.append((name, value))
     if hdrs.HOST not in singletons:
         return None
-    return CIMultiDictProxy(CIMultiDict(fields))
+    return FieldBlock(CIMultiDict(fields))

@@ -9,6 +9,7 @@ from typing import Self
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from proxy.http.clientaddr import forwarded_node
+from proxy.http.head import FieldBlock, Forwarding
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
@@ -104,7 +105,9 @@ MANAGED = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Compared and hashed as itself: request_fields' memo keys on it every request (hashing the
+# fields cost ~1.3k instructions a miss), and rules a reload builds anew are another key.
+@dataclass(frozen=True, slots=True, eq=False)
 class ForwardingRules:
     """What one kind of upstream request may carry from the client; built at start-up."""
 
@@ -239,6 +242,50 @@ def request_fields(
     `own_field`: a field (lower case) the caller sets itself: the client's is dropped, in any
     spelling (CGI-style origins read X_Request_ID as X-Request-ID).
     """
+    # A field block the listener read (head.py) forwards the same way request after request:
+    # all but the peer's lines are made once per set of the other inputs (a reload's new
+    # rules, a peer trusted or not, are other keys), and kept while the block is.
+    memo = headers.forwarded if type(headers) is FieldBlock else None
+    key = (rules, peer_trusted, proto, client_host, upstream_host, validating, own_field)
+    made = None if memo is None else memo.get(key)
+    if made is None:
+        made = _forwarding(headers, *key)
+        if memo is not None:
+            if len(memo) >= FORWARDED_KEPT:
+                memo.clear()
+            memo[key] = made
+    before, chain, forwarded, after = made
+    lines = before.copy()  # the caller's to append to
+    if peer:
+        # From an untrusted peer the client's chain was dropped: the peer is all we know.
+        lines.append(f"X-Forwarded-For: {chain}, {peer}" if chain else f"X-Forwarded-For: {peer}")
+        if forwarded:  # a trusted chain: add our hop, as RFC 7239 §4 asks
+            lines.append(f"Forwarded: {forwarded}, for={forwarded_node(peer)}")
+    else:
+        if chain:
+            lines.append(f"X-Forwarded-For: {chain}")
+        if forwarded:
+            lines.append(f"Forwarded: {forwarded}")
+    lines += after
+    return lines
+
+
+# Entries of one block's memo (a few routes' rules, validating or not, trusted or not);
+# past it the memo starts over. With head.FORWARDED_BLOCK_MAX and head._BLOCKS_MAX it
+# bounds what the memos hold (~4 MiB at most).
+FORWARDED_KEPT = 8
+
+
+def _forwarding(
+    headers: Headers,
+    rules: ForwardingRules,
+    peer_trusted: bool,
+    proto: str,
+    client_host: str | None,
+    upstream_host: str,
+    validating: bool,
+    own_field: str,
+) -> Forwarding:
     if validating:
         drop = rules.validating_trusted if peer_trusted else rules.validating_untrusted
     else:
@@ -249,7 +296,7 @@ def request_fields(
         kinds: dict[str, str] = {}
     else:
         kinds = _request_kinds(drop, rules.underscores_kept, own_field)
-    lines = [f"Host: {upstream_host}"]
+    before = [f"Host: {upstream_host}"]
     merged = _NOTHING
     # Joined, not formatted: the names are multidict's `istr`s, which an f-string copies
     # through format() (~1k instructions a field).
@@ -260,7 +307,7 @@ def request_fields(
             if len(kinds) < _NAMES_KEPT and len(item[0]) <= NAME_KEPT_MAX:
                 kinds[item[0]] = kind
         if not kind:
-            lines.append(": ".join(item))
+            before.append(": ".join(item))
         elif kind is not _DROP:  # one of _MERGED, by its lower-case name
             if merged is _NOTHING:
                 merged = {}
@@ -268,33 +315,27 @@ def request_fields(
     # Repeated lines of one field are one comma-separated list (RFC 9110 §5.3).
     chain = merged.get("x-forwarded-for")
     forwarded = merged.get("forwarded")
-    if peer:
-        # From an untrusted peer the client's chain was dropped: the peer is all we know.
-        lines.append(
-            f"X-Forwarded-For: {', '.join(chain)}, {peer}" if chain else f"X-Forwarded-For: {peer}"
-        )
-        if forwarded:  # a trusted chain: add our hop, as RFC 7239 §4 asks
-            lines.append(f"Forwarded: {', '.join(forwarded)}, for={forwarded_node(peer)}")
-    else:
-        if chain:
-            lines.append(f"X-Forwarded-For: {', '.join(chain)}")
-        if forwarded:
-            lines.append(f"Forwarded: {', '.join(forwarded)}")
+    after = []
     schemes = merged.get("x-forwarded-proto")  # a trusted proxy knows the client's scheme
     if schemes:
-        lines += [f"X-Forwarded-Proto: {s}" for s in schemes]
+        after += [f"X-Forwarded-Proto: {s}" for s in schemes]
     else:
-        lines.append(f"X-Forwarded-Proto: {proto}")
+        after.append(f"X-Forwarded-Proto: {proto}")
     hosts = merged.get("x-forwarded-host")  # only ever kept from a trusted proxy
     if rules.public_host is not None:
-        lines.append(f"X-Forwarded-Host: {rules.public_host}")
+        after.append(f"X-Forwarded-Host: {rules.public_host}")
     elif hosts:
-        lines += [f"X-Forwarded-Host: {h}" for h in hosts]
+        after += [f"X-Forwarded-Host: {h}" for h in hosts]
     elif client_host and rules.host_as_forwarded_host:
-        lines.append(f"X-Forwarded-Host: {client_host}")
+        after.append(f"X-Forwarded-Host: {client_host}")
     via = merged.get("via")
-    lines.append(f"Via: {', '.join(via)}, {VIA}" if via else _VIA_LINE)
-    return lines
+    after.append(f"Via: {', '.join(via)}, {VIA}" if via else _VIA_LINE)
+    return (
+        before,
+        ", ".join(chain) if chain else None,
+        ", ".join(forwarded) if forwarded else None,
+        after,
+    )
 
 
 _VIA_LINE = f"Via: {VIA}"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.http import headers
+from proxy.http.head import FORWARDED_BLOCK_MAX, FieldBlock, parse_head
 from proxy.http.headers import (
     CLIENT_CONDITIONS,
     CLIENT_FORWARDING,
@@ -260,3 +263,92 @@ def test_a_validating_fetch_drops_the_clients_conditions_and_ranges() -> None:
         assert names(False, trusted) >= {n.lower() for n in headers}
         assert not names(True, trusted) & CLIENT_CONDITIONS
         assert "a" in names(True, trusted)
+
+
+# --- the fields of a block the listener read: made once per block and inputs (FieldBlock) ---
+
+BLOCK_HEAD = (
+    b"GET /x HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 203.0.113.7\r\n"
+    b"Forwarded: for=203.0.113.7\r\nX-Request-ID: theirs\r\nAccept: */*\r\n\r\n"
+)
+
+
+def _block(head: bytes = BLOCK_HEAD) -> FieldBlock:
+    parsed = parse_head(head)
+    assert parsed is not None and type(parsed.headers) is FieldBlock
+    return parsed.headers
+
+
+def _both(block: FieldBlock, rules: ForwardingRules, **inputs: Any) -> list[str]:
+    """request_fields of `block`, checked against the same fields in a plain proxy (never
+    memoised)."""
+    args: dict[str, Any] = {
+        "peer": "192.0.2.10",
+        "peer_trusted": False,
+        "proto": "http",
+        "client_host": "shop.example",
+        "upstream_host": "api:9000",
+        **inputs,
+    }
+    lines = request_fields(block, rules, **args)
+    assert lines == request_fields(CIMultiDictProxy(CIMultiDict(block)), rules, **args)
+    return lines
+
+
+def test_a_block_read_again_never_carries_another_peers_address() -> None:
+    block = _block()
+    first = _both(block, PLAIN, peer="192.0.2.10")
+    second = _both(block, PLAIN, peer="198.51.100.9")
+    assert "X-Forwarded-For: 198.51.100.9" in second
+    assert not any("192.0.2.10" in line for line in second)
+    assert "X-Forwarded-For: 192.0.2.10" in first
+    assert block.forwarded is not None and len(block.forwarded) == 1  # one entry, both peers
+    assert _both(block, PLAIN, peer=None) == [
+        line for line in first if not line.startswith("X-Forwarded-For")
+    ]
+
+
+def test_a_block_read_again_keeps_a_chain_for_trusted_peers_only() -> None:
+    block = _block()
+    for _ in range(2):  # in either order, and again from the memo
+        trusted = _both(block, PLAIN, peer="10.0.0.1", peer_trusted=True)
+        untrusted = _both(block, PLAIN, peer="10.0.0.2", peer_trusted=False)
+        assert "X-Forwarded-For: 203.0.113.7, 10.0.0.1" in trusted
+        assert "Forwarded: for=203.0.113.7, for=10.0.0.1" in trusted
+        assert "X-Forwarded-For: 10.0.0.2" in untrusted
+        assert not any("203.0.113.7" in line for line in untrusted)
+
+
+def test_a_block_read_again_follows_new_rules_and_hosts() -> None:
+    block = _block()
+    before = _both(block, PLAIN)
+    assert "X-Forwarded-Host: shop.example" in before
+    reloaded = ForwardingRules.build("api.example.com", None)  # a reload's new public_host
+    assert "X-Forwarded-Host: api.example.com" in _both(block, reloaded)
+    assert _both(block, ForwardingRules.build(None, None)) == before  # equal rules, rebuilt
+    assert not any(h.startswith("X-Forwarded-Host") for h in _both(block, CACHED))
+    absolute = _both(block, PLAIN, client_host=None, upstream_host="other:81")
+    assert absolute[0] == "Host: other:81"
+    assert not any(h.startswith("X-Forwarded-Host") for h in absolute)
+
+
+def test_a_block_read_again_hands_out_lines_of_its_own_with_the_id_field() -> None:
+    block = _block()
+    for id_ in ("one", "two"):
+        lines = _both(block, PLAIN, own_field="x-request-id")
+        assert not any("theirs" in line for line in lines)
+        lines.append(f"X-Request-ID: {id_}")  # as UpstreamFetch.request_head does
+    again = _both(block, PLAIN, own_field="x-request-id")
+    assert not any(line.startswith("X-Request-ID") for line in again)
+    assert "X-Request-ID: theirs" in _both(block, PLAIN)  # ids off: the client's passes
+
+
+def test_the_memo_of_a_block_is_capped_and_big_blocks_have_none() -> None:
+    block = _block()
+    for i in range(3 * headers.FORWARDED_KEPT):
+        _both(block, PLAIN, upstream_host=f"api{i}:9000")
+        assert block.forwarded is not None and 0 < len(block.forwarded) <= headers.FORWARDED_KEPT
+    pad = b"X-Pad: " + b"p" * FORWARDED_BLOCK_MAX + b"\r\n"
+    big = _block(BLOCK_HEAD[:-2] + pad + b"\r\n")
+    assert big.forwarded is None
+    assert "X-Forwarded-For: 192.0.2.10" in _both(big, PLAIN)
