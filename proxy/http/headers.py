@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Self, TypeVar
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
@@ -185,15 +185,26 @@ _CONNECTION, _VIA = istr("Connection"), istr("Via")
 _HOP_BY_HOP_NAMES = tuple(istr(name) for name in sorted(HOP_BY_HOP))
 
 
-# What request_fields does with a client's field, by its name as spelled: "" sends it on,
-# _DROP drops it, a name of _MERGED (lower case) merges it with the proxy's own line.
-# Looked up rather than worked out again for every field of every request (a name's
-# lower() and the tests on it were most of a field's cost); past _NAMES_KEPT names a memo
-# keeps no more, and new ones are worked out each time. Names longer than NAME_KEPT_MAX
-# (none a client or origin sends in earnest) are never kept: a memo holds at most ~32 KiB.
-_DROP = "-"
+# Memos of field names (here for a client's, respond/head.py for an origin's): what is done
+# with a field, by its name as spelled, looked up rather than worked out again for every
+# field (a name's lower() and the tests on it were most of a field's cost). Past _NAMES_KEPT
+# names a memo keeps no more, and new ones are worked out each time; names longer than
+# NAME_KEPT_MAX (none a client or origin sends in earnest) are never kept: a memo holds at
+# most ~32 KiB.
 _NAMES_KEPT = 512
 NAME_KEPT_MAX = 64
+_Kind = TypeVar("_Kind")
+
+
+def keep_kind(kinds: dict[str, _Kind], name: str, kind: _Kind) -> None:
+    """Remember `kind` for fields named `name` in a memo of field names, within its bounds."""
+    if len(kinds) < _NAMES_KEPT and len(name) <= NAME_KEPT_MAX:
+        kinds[name] = kind
+
+
+# What request_fields does with a client's field: "" sends it on, _DROP drops it, a name of
+# _MERGED (lower case) merges it with the proxy's own line.
+_DROP = "-"
 
 
 @functools.lru_cache(maxsize=64)
@@ -304,8 +315,7 @@ def _forwarding(
         kind = kinds.get(item[0])
         if kind is None:
             kind = _request_kind(item[0].lower(), drop, rules.underscores_kept, own_field)
-            if len(kinds) < _NAMES_KEPT and len(item[0]) <= NAME_KEPT_MAX:
-                kinds[item[0]] = kind
+            keep_kind(kinds, item[0], kind)
         if not kind:
             before.append(": ".join(item))
         elif kind is not _DROP:  # one of _MERGED, by its lower-case name

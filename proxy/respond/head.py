@@ -25,7 +25,7 @@ from proxy.adapters.aiohttp_internals import server_field
 from proxy.cache.policy import Headers
 from proxy.edge.compression.negotiate import is_acceptable
 from proxy.edge.ratelimit.headers import COUNT_HEADERS, POLICY
-from proxy.http.headers import HOP_BY_HOP, NAME_KEPT_MAX, VIA
+from proxy.http.headers import HOP_BY_HOP, VIA, keep_kind
 from proxy.http.vary import vary_values
 
 if TYPE_CHECKING:
@@ -142,12 +142,9 @@ def _with_hidden(drop: frozenset[str], hidden: frozenset[str]) -> frozenset[str]
     return drop | hidden
 
 
-# What _fields does with a field, by its name as the origin spelled it: looked up rather
-# than worked out again for every field of every response (a name's lower() and the tests
-# below were half of a field's cost). Origins send few names; past _NAMES_KEPT of them a
-# route's new names are worked out each time.
+# What _fields does with a field, by its name as the origin spelled it, in a memo of field
+# names (proxy/http/headers.py keep_kind).
 _KEEP, _DROP, _VARY, _VIA = 0, 1, 2, 3
-_NAMES_KEPT = 512
 
 
 @functools.lru_cache(maxsize=64)
@@ -192,8 +189,7 @@ def _fields(
         kind = kinds.get(item[0])
         if kind is None:
             kind = _kind(item[0].lower(), drop, filtering, via, id_field)
-            if len(kinds) < _NAMES_KEPT and len(item[0]) <= NAME_KEPT_MAX:
-                kinds[item[0]] = kind
+            keep_kind(kinds, item[0], kind)
         if not kind:
             lines.append(": ".join(item))
         elif kind == _VARY:
